@@ -1,0 +1,50 @@
+# ragpg: the `rag` Postgres extension. Run as root on Debian 12.
+#   make demo   set up this machine, start a local database, ingest the PostgreSQL manual, ask
+#   make test   set up this machine, build the Docker image, run the tests (what .ci/run runs)
+include scripts/versions.env
+
+PYTHON      ?= python3
+VENV        := .venv
+EXT_SQL     := extension/rag--$(RAGPG_VERSION).sql
+LIBDIR      := /usr/local/lib/ragpg/$(RAGPG_VERSION)
+IMAGE       := ragpg:$(RAGPG_VERSION)
+SQL_SOURCES := $(wildcard sql/*.sql) sql/python-prologue.py scripts/build_sql.py
+
+.PHONY: all sql install venv image docker db demo test unit test-sql eval bench clean
+
+all: sql
+
+sql: $(EXT_SQL)
+$(EXT_SQL): $(SQL_SOURCES) scripts/versions.env
+	$(PYTHON) scripts/build_sql.py $(RAGPG_VERSION) $(LIBDIR) $@
+
+install: sql           ## apt packages, pgvector, Python deps, model, extension files
+	bash scripts/install.sh
+
+venv: $(VENV)/.done
+$(VENV)/.done: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+docker:                ## start dockerd if it is not running
+	bash docker/dockerd-up.sh
+
+image: install docker  ## the Postgres 15 + pgvector + rag image the tests run
+	bash docker/build.sh $(IMAGE)
+
+db: install venv       ## a local cluster under .pgdata with the extension created
+	bash scripts/localdb.sh start
+
+demo: db               ## ingest the PostgreSQL manual and answer a question with citations
+	$(VENV)/bin/ragpg demo --dsn "$$(bash scripts/localdb.sh dsn)"
+
+unit: venv
+	$(VENV)/bin/pytest -q tests/unit
+
+test: image venv       ## everything, through testcontainers
+	RAGPG_IMAGE=$(IMAGE) TESTCONTAINERS_RYUK_DISABLED=true $(VENV)/bin/pytest -q tests
+
+clean:
+	bash scripts/localdb.sh stop || true
+	rm -rf build .pgdata $(VENV)

@@ -1,0 +1,111 @@
+"""Retrieved chunks -> an answer with [n] citations (the last stage of the data path).
+
+Without an LLM (the default) the answer is extractive: the sentences of the retrieved
+chunks that best answer the question, each followed by the marker of the chunk it came
+from. A sentence is scored by the cosine between its embedding and the question's, plus
+a small bonus for sharing the question's content words and for coming from a higher-ranked
+chunk. Nothing scores above `min_similarity`: the answer is NO_ANSWER and no citations.
+
+Citations are numbered 1..m in order of first use, and every marker in the answer has
+exactly one citation (nothing else is ever emitted), so a client can trust `[n]`.
+`build_prompt` keeps the seed's prompt for the LLM path.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+NO_ANSWER = "I don't have that in the docs."
+
+SYSTEM_PROMPT = (
+    "You answer strictly from the provided context.\n"
+    "If the context doesn't contain the answer, say \"I don't have that in the docs.\"\n"
+    "Always cite sources as [1], [2], ... matching the numbered chunks below."
+)
+
+_SENT = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n{2,}|\n(?=[-*#|] )")
+_WORD = re.compile(r"[A-Za-z0-9_]+")
+_STOP = frozenset("""a an and are as at be by can do does for from how i if in into is it its of on or
+that the this to was what when where which who why will with you your""".split())
+
+
+@dataclass
+class Retrieved:
+    chunk_id: int
+    document_id: int
+    content: str
+    source: str | None = None
+    title: str | None = None
+    url: str | None = None
+
+
+def build_prompt(question: str, chunks: list[Retrieved]) -> list[dict]:
+    ctx = "\n\n".join(f"[{i + 1}] {c.content}" for i, c in enumerate(chunks))
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": f"Context:\n{ctx}\n\nQuestion: {question}"},
+    ]
+
+
+def sentences(text: str) -> list[str]:
+    """Readable sentences of a chunk: markdown markers and code fences removed."""
+    text = re.sub(r"```[a-z]*", " ", text)
+    out = []
+    for s in _SENT.split(text):
+        s = re.sub(r"^\s*(#{1,6}|[-*])\s+", "", s)
+        s = re.sub(r"\s+", " ", s).strip()
+        if 20 <= len(s) <= 600 and len(_WORD.findall(s)) >= 4:
+            out.append(s)
+    return out
+
+
+def _terms(text: str) -> set[str]:
+    # a crude stem (first 6 letters) is enough to notice shared content words
+    return {w.lower()[:6] for w in _WORD.findall(text) if w.lower() not in _STOP and len(w) > 2}
+
+
+def extractive_answer(question: str, qvec, chunks: list[Retrieved], embed,
+                      max_sentences: int = 3, min_similarity: float = 0.3) -> dict:
+    """{answer, citations, ...}; `embed(list[str]) -> unit vectors` embeds sentences."""
+    cands: list[tuple[int, str]] = []
+    for rank, c in enumerate(chunks):
+        cands.extend((rank, s) for s in sentences(c.content))
+    if not cands:
+        return {"answer": NO_ANSWER, "citations": []}
+    vecs = embed([s for _, s in cands])
+    cos = vecs @ qvec
+    qterms = _terms(question)
+    scored = []
+    for (rank, s), sim in zip(cands, cos.tolist()):
+        shared = len(qterms & _terms(s)) / len(qterms) if qterms else 0.0
+        scored.append((sim + 0.15 * shared + 0.02 / (rank + 1), sim, rank, s))
+    scored.sort(key=lambda t: -t[0])
+
+    picked: list[tuple[int, str, int]] = []  # rank, sentence, index into cands
+    for score, sim, rank, s in scored:
+        if len(picked) == max_sentences or sim < min_similarity:
+            break
+        i = next(j for j, c in enumerate(cands) if c == (rank, s))
+        # skip near-duplicates (overlapping chunks repeat sentences)
+        if any(float(vecs[i] @ vecs[j]) > 0.95 for _, _, j in picked):
+            continue
+        picked.append((rank, s, i))
+    if not picked:
+        return {"answer": NO_ANSWER, "citations": []}
+
+    number: dict[int, int] = {}
+    parts, snippets = [], {}
+    for rank, s, _ in picked:
+        n = number.setdefault(rank, len(number) + 1)
+        snippets.setdefault(rank, []).append(s)
+        parts.append(f"{s} [{n}]")
+    citations = []
+    for rank, n in number.items():
+        c = chunks[rank]
+        snippet = " ".join(snippets[rank])
+        citations.append({
+            "index": n, "chunk_id": c.chunk_id, "document_id": c.document_id,
+            "source": c.source, "title": c.title, "url": c.url,
+            "snippet": snippet if len(snippet) <= 300 else snippet[:297] + "...",
+        })
+    return {"answer": " ".join(parts), "citations": citations}

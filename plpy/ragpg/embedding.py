@@ -1,0 +1,120 @@
+"""Text -> vectors with a local model, in-process (stage 3 of the data path).
+
+all-MiniLM-L6-v2, exported to ONNX and quantized to int8 (dynamic, per channel) at
+install time by scripts/export_model.py; mean pooling and L2 normalisation are inside
+the graph, so each batch is one `session.run` returning unit vectors.
+
+One `Embedder` per model per backend (see `get_embedder`): the session loads in ~0.2 s
+on first use and stays for the life of the connection. onnxruntime runs with one
+intra-op thread by default and without spinning, so backends do not fight over cores.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InvalidParameter, ModelUnavailable
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+def models_dir() -> Path:
+    """Where installed models live: $RAGPG_MODELS, else <install dir>/models."""
+    env = os.environ.get("RAGPG_MODELS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "models"
+
+
+def model_path(name: str) -> Path:
+    if not name or "/" in name or name.startswith("."):
+        raise InvalidParameter(f"rag: invalid embedding model name {name!r}")
+    path = models_dir() / name
+    if not (path / "manifest.json").is_file():
+        known = sorted(p.name for p in models_dir().glob("*") if (p / "manifest.json").is_file())
+        raise ModelUnavailable(
+            f"rag: embedding model {name!r} is not installed in {models_dir()}",
+            hint=f"installed models: {', '.join(known) or 'none'}; run `make install`")
+    return path
+
+
+def load_tokenizer(name: str = DEFAULT_MODEL):
+    """The model's own tokenizer, without truncation or padding (for counting tokens)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(model_path(name) / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+@dataclass
+class Embedder:
+    name: str
+    threads: int = 1
+    calls: int = 0          # session.run calls (one per batch)
+    texts: int = 0          # texts embedded
+    manifest: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        path = model_path(self.name)
+        self.manifest = json.loads((path / "manifest.json").read_text())
+        self.dimensions = int(self.manifest["dimensions"])
+        self.max_tokens = int(self.manifest["max_tokens"])
+        tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+        # the packaged tokenizer.json truncates at 128 and pads to 128: undo both
+        tok.enable_truncation(max_length=self.max_tokens)
+        tok.enable_padding()
+        self.tokenizer = tok
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, int(self.threads))
+        opts.inter_op_num_threads = 1
+        opts.enable_cpu_mem_arena = False
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(path / "model.int8.onnx"), opts,
+                                            providers=["CPUExecutionProvider"])
+
+    def embed(self, texts: list[str], batch_size: int = 16):
+        """Unit vectors (float32, shape n x dimensions) for `texts`, in input order.
+
+        Texts are batched by length, so a batch pads to similar lengths."""
+        import numpy as np
+
+        if batch_size < 1:
+            raise InvalidParameter(f"rag: embedding batch size must be >= 1, got {batch_size}")
+        out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        if not texts:
+            return out
+        encs = self.tokenizer.encode_batch(list(texts))
+        order = sorted(range(len(texts)), key=lambda i: sum(encs[i].attention_mask))
+        for b in range(0, len(order), batch_size):
+            idx = order[b:b + batch_size]
+            n = max(sum(encs[i].attention_mask) for i in idx)
+            feeds = {
+                "input_ids": np.array([encs[i].ids[:n] for i in idx], dtype=np.int64),
+                "attention_mask": np.array([encs[i].attention_mask[:n] for i in idx], dtype=np.int64),
+                "token_type_ids": np.array([encs[i].type_ids[:n] for i in idx], dtype=np.int64),
+            }
+            out[idx] = self.session.run(["embedding"], feeds)[0]
+            self.calls += 1
+        self.texts += len(texts)
+        return out
+
+
+_EMBEDDERS: dict[tuple[str, int], Embedder] = {}
+
+
+def get_embedder(name: str = DEFAULT_MODEL, threads: int = 1) -> Embedder:
+    """The backend's embedder for `name`, loaded on first use."""
+    key = (name, int(threads))
+    if key not in _EMBEDDERS:
+        _EMBEDDERS[key] = Embedder(name, int(threads))
+    return _EMBEDDERS[key]
+
+
+def to_vector_literal(row) -> str:
+    """pgvector's text form, e.g. '[0.1,0.2]'."""
+    return "[" + ",".join(map(repr, row.tolist())) + "]"

@@ -1,0 +1,26 @@
+"""Errors with a SQLSTATE, raised by the engine and turned into Postgres errors by plpy.
+
+Every message names the function and the input at fault, and the hint says how to fix it.
+"""
+from __future__ import annotations
+
+
+class RagError(Exception):
+    sqlstate = "XX000"
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class InvalidParameter(RagError):
+    sqlstate = "22023"  # invalid_parameter_value
+
+
+class NullValue(RagError):
+    sqlstate = "22004"  # null_value_not_allowed
+
+
+class ModelUnavailable(RagError):
+    sqlstate = "58P01"  # undefined_file: the model files are not where they should be

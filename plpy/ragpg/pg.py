@@ -1,0 +1,206 @@
+"""Entry points for the PL/Python functions in sql/: glue between plpy and the modules.
+
+Each function takes the `plpy` module of the calling function. Errors of ours
+(`RagError`) become Postgres errors with their SQLSTATE, message and hint.
+
+Per-backend state lives in this module (it is imported once per session): the loaded
+model, prepared plans, a small cache of query embeddings and the counters behind
+`rag.backend_stats()`.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import time
+from collections import OrderedDict
+
+from . import answer as answer_mod
+from .chunking import chunk_text
+from .embedding import _EMBEDDERS, get_embedder, load_tokenizer, to_vector_literal
+from .errors import InvalidParameter, RagError
+from .text import to_text
+
+STATS = {"model_calls": 0, "texts_embedded": 0, "chunks_reused": 0, "chunks_written": 0,
+         "documents_indexed": 0, "chunk_seconds": 0.0, "embed_seconds": 0.0, "db_seconds": 0.0}
+_PLANS: dict[str, object] = {}
+_TOKENIZERS: dict[str, object] = {}
+_QUERY_CACHE: OrderedDict[tuple[str, str], object] = OrderedDict()
+DOCS_PER_ROUND = 256  # documents chunked/embedded/written together, bounds memory
+
+
+def sql_errors(fn):
+    """Turn RagError into a Postgres error with its SQLSTATE (and re-raise the rest)."""
+    @functools.wraps(fn)
+    def wrapper(plpy, *args, **kwargs):
+        try:
+            return fn(plpy, *args, **kwargs)
+        except RagError as e:
+            plpy.error(e.message, hint=e.hint, sqlstate=e.sqlstate)
+    return wrapper
+
+
+def _plan(plpy, sql: str, types: list[str]):
+    p = _PLANS.get(sql)
+    if p is None:
+        p = _PLANS[sql] = plpy.prepare(sql, types)
+    return p
+
+
+def settings(plpy) -> dict[str, str]:
+    return {r["name"]: r["value"] for r in plpy.execute("SELECT name, value FROM rag.settings()")}
+
+
+def _int_setting(s: dict, name: str, lo: int, hi: int) -> int:
+    try:
+        v = int(s[name])
+    except ValueError:
+        raise InvalidParameter(f"rag: setting rag.{name} must be an integer, got {s[name]!r}",
+                               hint=f"RESET rag.{name}") from None
+    if not lo <= v <= hi:
+        raise InvalidParameter(f"rag: setting rag.{name} must be between {lo} and {hi}, got {v}",
+                               hint=f"RESET rag.{name}")
+    return v
+
+
+def _embedder(s: dict):
+    return get_embedder(s["embedding_model"], _int_setting(s, "embedding_threads", 1, 64))
+
+
+def _embed(s: dict, texts: list[str]):
+    emb = _embedder(s)
+    calls0 = emb.calls
+    t0 = time.perf_counter()
+    vecs = emb.embed(texts, _int_setting(s, "embedding_batch_size", 1, 1024))
+    STATS["embed_seconds"] += time.perf_counter() - t0
+    STATS["model_calls"] += emb.calls - calls0
+    STATS["texts_embedded"] += len(texts)
+    return vecs
+
+
+@sql_errors
+def embed_query(plpy, text: str) -> str:
+    """pgvector literal of one text's embedding (cached per backend for repeated queries)."""
+    s = settings(plpy)
+    key = (s["embedding_model"], text)
+    vec = _QUERY_CACHE.get(key)
+    if vec is None:
+        vec = _embed(s, [text])[0]
+        _QUERY_CACHE[key] = vec
+        if len(_QUERY_CACHE) > 256:
+            _QUERY_CACHE.popitem(last=False)
+    else:
+        _QUERY_CACHE.move_to_end(key)
+    return to_vector_literal(vec)
+
+
+@sql_errors
+def index_documents(plpy, doc_ids: list[int]) -> int:
+    """(Re)build the chunks of these documents; returns the number of chunks written.
+
+    Chunks whose (model, sha256) already exist anywhere in rag.chunks reuse that
+    embedding, so re-ingesting changed text embeds only the new chunks."""
+    if not doc_ids:
+        return 0
+    s = settings(plpy)
+    written = 0
+    for i in range(0, len(doc_ids), DOCS_PER_ROUND):
+        written += _index_round(plpy, s, doc_ids[i:i + DOCS_PER_ROUND])
+    return written
+
+
+def _index_round(plpy, s: dict, ids: list[int]) -> int:
+    model = s["embedding_model"]
+    emb = _embedder(s)
+    tok = _TOKENIZERS.get(model) or _TOKENIZERS.setdefault(model, load_tokenizer(model))
+    target = _int_setting(s, "chunk_target_tokens", 8, emb.max_tokens - 2)
+    overlap = _int_setting(s, "chunk_overlap_tokens", 0, target - 1)
+
+    t0 = time.perf_counter()
+    docs = plpy.execute(_plan(plpy, """
+        SELECT id, source, content, title, metadata->>'format' AS fmt
+        FROM rag.documents WHERE id = ANY($1) ORDER BY id""", ["bigint[]"]), [ids])
+    t1 = time.perf_counter()
+    rows = []  # (document_id, chunk)
+    titles = []
+    for d in docs:
+        text, found_title = to_text(d["content"], d["fmt"] or "auto")
+        chunks = chunk_text(text, tok, target, overlap, emb.max_tokens - 2)
+        if not chunks:
+            raise InvalidParameter(
+                f"rag: document {d['source']!r} has no text to index after conversion",
+                hint="the content is empty once markup is removed; check metadata->>'format'")
+        rows.extend((d["id"], c) for c in chunks)
+        if d["title"] is None and found_title:
+            titles.append((d["id"], found_title))
+    hashes = [hashlib.sha256(c.text.encode("utf-8")).digest() for _, c in rows]
+    t2 = time.perf_counter()
+
+    known = {bytes(r["h"]): r["e"] for r in plpy.execute(_plan(plpy, """
+        SELECT DISTINCT ON (content_hash) content_hash AS h, embedding::text AS e
+        FROM rag.chunks WHERE model = $1 AND content_hash = ANY($2)""", ["text", "bytea[]"]),
+        [model, list(set(hashes))])}
+    t3 = time.perf_counter()
+
+    todo: dict[bytes, str] = {}
+    for h, (_, c) in zip(hashes, rows):
+        if h not in known:
+            todo.setdefault(h, c.text)
+    if todo:
+        vecs = _embed(s, list(todo.values()))
+        known.update(zip(todo.keys(), map(to_vector_literal, vecs)))
+    STATS["chunks_reused"] += len(rows) - len(todo)
+    t4 = time.perf_counter()
+
+    plpy.execute(_plan(plpy, "DELETE FROM rag.chunks WHERE document_id = ANY($1)", ["bigint[]"]), [ids])
+    plpy.execute(_plan(plpy, """
+        INSERT INTO rag.chunks (document_id, ord, content, heading, tokens, content_hash, model, embedding)
+        SELECT u.d, u.o, u.c, u.h, u.t, u.x, $7, u.e::vector
+        FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::int[], $6::bytea[], $8::text[])
+             AS u (d, o, c, h, t, x, e)""",
+        ["bigint[]", "int[]", "text[]", "text[]", "int[]", "bytea[]", "text", "text[]"]),
+        [[d for d, _ in rows], [c.ord for _, c in rows], [c.text for _, c in rows],
+         [c.heading for _, c in rows], [c.tokens for _, c in rows], hashes, model,
+         [known[h] for h in hashes]])
+    for doc_id, title in titles:
+        plpy.execute(_plan(plpy, "UPDATE rag.documents SET title = $2 WHERE id = $1 AND title IS NULL",
+                           ["bigint", "text"]), [doc_id, title])
+    t5 = time.perf_counter()
+
+    STATS["chunk_seconds"] += t2 - t1
+    STATS["db_seconds"] += (t1 - t0) + (t3 - t2) + (t5 - t4)
+    STATS["chunks_written"] += len(rows)
+    STATS["documents_indexed"] += len(docs)
+    return len(rows)
+
+
+@sql_errors
+def ask(plpy, question: str, k: int) -> str:
+    """jsonb text {answer, citations, ...} for rag.ask (extractive answerer)."""
+    s = settings(plpy)
+    rows = plpy.execute(_plan(plpy, """
+        SELECT r.chunk_id, r.document_id, r.content, d.source, d.title, d.url
+        FROM rag.search($1, $2) AS r JOIN rag.documents AS d ON d.id = r.document_id
+        ORDER BY r.score DESC, r.chunk_id""", ["text", "int"]), [question, k])
+    chunks = [answer_mod.Retrieved(r["chunk_id"], r["document_id"], r["content"],
+                                   r["source"], r["title"], r["url"]) for r in rows]
+    if not chunks:
+        return json.dumps({"answer": answer_mod.NO_ANSWER, "citations": []})
+    qvec = _QUERY_CACHE.get((s["embedding_model"], question))
+    if qvec is None:
+        qvec = _embed(s, [question])[0]
+    try:
+        min_sim = float(s["ask_min_similarity"])
+    except ValueError:
+        raise InvalidParameter(f"rag: setting rag.ask_min_similarity must be a number, got "
+                               f"{s['ask_min_similarity']!r}", hint="RESET rag.ask_min_similarity") from None
+    out = answer_mod.extractive_answer(question, qvec, chunks, lambda t: _embed(s, t),
+                                       min_similarity=min_sim)
+    out["model"] = None
+    out["mode"] = "extractive"
+    return json.dumps(out)
+
+
+def backend_stats() -> str:
+    emb = {f"{n}/{t}": {"calls": e.calls, "texts": e.texts} for (n, t), e in _EMBEDDERS.items()}
+    return json.dumps(STATS | {"embedders": emb})

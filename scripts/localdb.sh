@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# A local Postgres 15 cluster under .pgdata (run as the postgres user), for the demo.
+#   localdb.sh start   initdb if needed, start on 127.0.0.1:$PORT, create db + extension
+#   localdb.sh stop | dsn | psql
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DATA=$ROOT/.pgdata/data
+PORT=${RAGPG_PORT:-55432}
+DB=${RAGPG_DB:-ragdemo}
+BIN=/usr/lib/postgresql/15/bin
+as_pg() { runuser -u postgres -- "$@"; }
+
+case "${1:-}" in
+  start)
+    if [ ! -f "$DATA/PG_VERSION" ]; then
+      mkdir -p "$ROOT/.pgdata" && chown postgres:postgres "$ROOT/.pgdata"
+      as_pg $BIN/initdb -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+      cat >> "$DATA/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $PORT
+unix_socket_directories = '$ROOT/.pgdata'
+shared_buffers = 512MB
+maintenance_work_mem = 512MB
+max_wal_size = 4GB
+CONF
+    fi
+    if ! as_pg $BIN/pg_ctl -D "$DATA" status >/dev/null 2>&1; then
+      as_pg $BIN/pg_ctl -D "$DATA" -l "$ROOT/.pgdata/server.log" -w start >/dev/null
+    fi
+    psql -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -qAtc "SELECT 1 FROM pg_database WHERE datname = '$DB'" | grep -q 1 \
+      || psql -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -qc "CREATE DATABASE $DB"
+    psql -h 127.0.0.1 -p "$PORT" -U postgres -d "$DB" -qc "CREATE EXTENSION IF NOT EXISTS rag CASCADE"
+    echo "local database ready: $($0 dsn)"
+    ;;
+  stop) [ -f "$DATA/PG_VERSION" ] && as_pg $BIN/pg_ctl -D "$DATA" -m fast stop ;;
+  dsn) echo "host=127.0.0.1 port=$PORT user=postgres dbname=$DB" ;;
+  psql) shift; exec psql -h 127.0.0.1 -p "$PORT" -U postgres -d "$DB" "$@" ;;
+  *) echo "usage: $0 start|stop|dsn|psql" >&2; exit 2 ;;
+esac

@@ -1,0 +1,31 @@
+-- rag.settings
+-- Every knob of the extension, its current value and default. Values are ordinary
+-- Postgres settings: SET rag.x = ... (session), ALTER DATABASE ... SET rag.x = ... (database).
+CREATE FUNCTION rag.settings()
+RETURNS TABLE (name text, value text, default_value text, description text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT d.name,
+           coalesce(nullif(current_setting('rag.' || d.name, true), ''), d.default_value),
+           d.default_value, d.description
+    FROM (VALUES
+        ('embedding_model',       'all-MiniLM-L6-v2', 'local embedding model for new chunks and queries'),
+        ('embedding_batch_size',  '16',       'texts per model call (sorted by length to limit padding)'),
+        ('embedding_threads',     '1',        'onnxruntime intra-op threads per backend'),
+        ('chunk_target_tokens',   '200',      'chunks are packed up to this many model tokens'),
+        ('chunk_overlap_tokens',  '32',       'tokens repeated from the end of the previous chunk'),
+        ('max_document_bytes',    '10000000', 'largest document accepted, in bytes of UTF-8'),
+        ('max_query_chars',       '4000',     'longest question or search query accepted'),
+        ('max_k',                 '1000',     'largest k accepted by rag.search and rag.ask'),
+        ('ask_min_similarity',    '0.3',      'rag.ask answers only from sentences at least this similar to the question')
+    ) AS d (name, default_value, description)
+$$;
+COMMENT ON FUNCTION rag.settings() IS 'rag.settings: every rag.* setting with its current value and default';
+
+-- rag._setting: one setting's current value (internal)
+CREATE FUNCTION rag._setting(setting_name text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT value FROM rag.settings() WHERE name = setting_name $$;

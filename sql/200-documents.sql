@@ -1,0 +1,137 @@
+-- Ingest: documents in, chunks out. Plain INSERT/UPDATE on rag.documents index through
+-- statement-level triggers (one call per statement, embeddings batched across rows);
+-- rag.ingest upserts by source and does no work for unchanged content.
+
+-- rag._check_content
+-- Raise a clear error for content that cannot be indexed (internal).
+CREATE FUNCTION rag._check_content(content text, caller text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    max_bytes bigint := rag._setting('max_document_bytes')::bigint;
+BEGIN
+    IF content IS NULL THEN
+        RAISE EXCEPTION '%: content is NULL', caller
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'pass the document text';
+    ELSIF btrim(content, E' \t\r\n\f\v') = '' THEN
+        RAISE EXCEPTION '%: content is empty', caller
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'pass a document with some text';
+    ELSIF octet_length(content) > max_bytes THEN
+        RAISE EXCEPTION '%: content is % bytes, over the limit of % bytes', caller, octet_length(content), max_bytes
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'split the document, or raise the limit: SET rag.max_document_bytes = ...';
+    END IF;
+END
+$$;
+
+-- rag._documents_before_write
+-- Row trigger: validate content and metadata, keep content_hash and updated_at.
+CREATE FUNCTION rag._documents_before_write()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM rag._check_content(NEW.content, 'rag.documents');
+    IF NEW.source IS NULL OR btrim(NEW.source) = '' THEN
+        RAISE EXCEPTION 'rag.documents: source is empty'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'source names the document, e.g. a file name or URL';
+    END IF;
+    NEW.content_hash := sha256(convert_to(NEW.content, 'UTF8'));
+    IF TG_OP = 'UPDATE' THEN
+        NEW.updated_at := now();
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- rag._documents_after_insert / rag._documents_after_update
+-- Statement triggers: index every inserted row, and every updated row whose content
+-- (or declared format) changed, in one call.
+CREATE FUNCTION rag._documents_after_insert()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM rag._index_documents(ARRAY(SELECT id FROM new_rows ORDER BY id));
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION rag._documents_after_update()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM rag._index_documents(ARRAY(
+        SELECT n.id FROM new_rows AS n JOIN old_rows AS o ON o.id = n.id
+        WHERE n.content_hash IS DISTINCT FROM o.content_hash
+           OR n.metadata->>'format' IS DISTINCT FROM o.metadata->>'format'
+        ORDER BY n.id));
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER documents_before_write BEFORE INSERT OR UPDATE ON rag.documents
+    FOR EACH ROW EXECUTE FUNCTION rag._documents_before_write();
+CREATE TRIGGER documents_after_insert AFTER INSERT ON rag.documents
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION rag._documents_after_insert();
+CREATE TRIGGER documents_after_update AFTER UPDATE ON rag.documents
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION rag._documents_after_update();
+
+-- rag.ingest
+-- Add or replace the document named `source`; returns its id. Unchanged content does no
+-- work; changed content re-chunks and embeds only chunks whose text is new.
+-- metadata->>'format' may be 'markdown', 'text' or 'html' (default: detected).
+CREATE FUNCTION rag.ingest(
+    content  text,
+    source   text,
+    title    text DEFAULT NULL,
+    url      text DEFAULT NULL,
+    metadata jsonb DEFAULT '{}')
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    doc_id bigint;
+BEGIN
+    PERFORM rag._check_content(content, 'rag.ingest');
+    IF source IS NULL THEN
+        RAISE EXCEPTION 'rag.ingest: source is NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'source names the document, e.g. a file name or URL';
+    ELSIF btrim(source) = '' THEN
+        RAISE EXCEPTION 'rag.ingest: source is empty'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'source names the document, e.g. a file name or URL';
+    ELSIF metadata IS NULL OR jsonb_typeof(metadata) <> 'object' THEN
+        RAISE EXCEPTION 'rag.ingest: metadata must be a JSON object, got %', coalesce(jsonb_typeof(metadata), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'pass e.g. ''{"lang": "en"}''::jsonb';
+    ELSIF metadata ? 'format' AND (metadata->>'format') NOT IN ('auto', 'markdown', 'text', 'html') THEN
+        RAISE EXCEPTION 'rag.ingest: metadata->>''format'' is %, not one of auto, markdown, text, html',
+                        quote_literal(metadata->>'format')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    INSERT INTO rag.documents AS d (source, title, url, metadata, content)
+    VALUES (ingest.source, ingest.title, ingest.url, ingest.metadata, ingest.content)
+    ON CONFLICT ON CONSTRAINT documents_source_key DO UPDATE
+        SET content  = excluded.content,
+            title    = coalesce(excluded.title, d.title),
+            url      = excluded.url,
+            metadata = excluded.metadata
+        WHERE (d.content_hash, d.url, d.metadata) IS DISTINCT FROM (excluded.content_hash, excluded.url, excluded.metadata)
+           OR (excluded.title IS NOT NULL AND excluded.title IS DISTINCT FROM d.title)
+    RETURNING d.id INTO doc_id;
+
+    IF doc_id IS NULL THEN  -- same source, nothing changed
+        SELECT d.id INTO doc_id FROM rag.documents AS d WHERE d.source = ingest.source;
+    END IF;
+    RETURN doc_id;
+END
+$$;

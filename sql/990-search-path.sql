@@ -1,0 +1,17 @@
+-- Pin every rag function's search_path to pg_catalog, the schema holding pgvector
+-- (wherever CREATE EXTENSION ... CASCADE put it), and pg_temp. Postgres 15 has no
+-- @extschema:vector@, so the schema is looked up here, once, at install time.
+DO $$
+DECLARE
+    vec_schema text;
+    fn regprocedure;
+BEGIN
+    SELECT n.nspname INTO STRICT vec_schema
+    FROM pg_catalog.pg_extension AS e JOIN pg_catalog.pg_namespace AS n ON n.oid = e.extnamespace
+    WHERE e.extname = 'vector';
+    FOR fn IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc AS p
+              WHERE p.pronamespace = 'rag'::regnamespace LOOP
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp', fn, vec_schema);
+    END LOOP;
+END
+$$;
