@@ -410,8 +410,9 @@ BEGIN
     SELECT n.nspname INTO STRICT vec_schema
     FROM pg_catalog.pg_extension AS e JOIN pg_catalog.pg_namespace AS n ON n.oid = e.extnamespace
     WHERE e.extname = 'vector';
-    FOR fn IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc AS p
-              WHERE p.pronamespace = 'rag'::regnamespace LOOP
+    FOR fn IN SELECT d.objid::regprocedure
+              FROM pg_catalog.pg_depend AS d JOIN pg_catalog.pg_extension AS e ON e.oid = d.refobjid
+              WHERE e.extname = 'rag' AND d.classid = 'pg_catalog.pg_proc'::regclass AND d.deptype = 'e' LOOP
         EXECUTE pg_catalog.format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp', fn, vec_schema);
     END LOOP;
 END

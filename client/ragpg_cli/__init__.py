@@ -1,0 +1,1 @@
+"""ragpg client tools (the engine itself lives in the database: see plpy/ragpg)."""

@@ -1,0 +1,119 @@
+"""The main job: ingest the PostgreSQL manual into a database with `rag`, then ask.
+
+Pages go in through plain multi-row INSERTs into rag.documents (the statement trigger
+chunks and embeds each batch in the server), from `jobs` connections in parallel.
+Re-running is cheap: unchanged pages are skipped by the ON CONFLICT ... WHERE clause.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+
+QUESTIONS = [
+    "How do I create an index without locking writes to the table?",
+    "What does VACUUM FULL do differently from plain VACUUM?",
+    "How can I see which queries are running right now?",
+]
+MANUAL_URL = "https://www.postgresql.org/docs/15/"
+BATCH = 16  # pages per INSERT statement
+
+INSERT = """
+INSERT INTO rag.documents AS d (source, url, metadata, content)
+SELECT s, u, '{"format": "html", "corpus": "postgresql-15-manual"}', c
+FROM unnest(%s::text[], %s::text[], %s::text[]) AS x (s, u, c)
+ON CONFLICT ON CONSTRAINT documents_source_key DO UPDATE
+    SET content = excluded.content, url = excluded.url, metadata = excluded.metadata
+    WHERE d.content_hash IS DISTINCT FROM excluded.content_hash
+"""
+
+
+class Progress:
+    def __init__(self, total: int):
+        self.total, self.done, self.chunks, self.t0 = total, 0, 0, time.perf_counter()
+        self.lock = threading.Lock()
+        self.tty = sys.stdout.isatty()
+        self.last = 0.0
+
+    def add(self, pages: int, chunks: int) -> None:
+        with self.lock:
+            self.done += pages
+            self.chunks += chunks
+            now = time.perf_counter()
+            if not self.tty and now - self.last < 5 and self.done < self.total:
+                return
+            self.last = now
+            el = now - self.t0
+            rate = self.done / el if el else 0
+            eta = (self.total - self.done) / rate if rate else 0
+            line = (f"ingest: {self.done}/{self.total} pages ({100 * self.done / self.total:.0f}%), "
+                    f"{self.chunks} chunks, {self.chunks / el:.1f} chunks/s, eta {eta:.0f}s")
+            print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", flush=True)
+
+
+def _ingest(dsn: str, files: list[Path], jobs: int) -> dict:
+    progress = Progress(len(files))
+    batches = [files[i:i + BATCH] for i in range(0, len(files), BATCH)]
+    local = threading.local()
+    conns: list[psycopg.Connection] = []
+
+    def work(batch: list[Path]) -> None:
+        if not hasattr(local, "conn"):
+            local.conn = psycopg.connect(dsn, autocommit=True)
+            conns.append(local.conn)
+        sources = [f"postgresql-15/{p.name}" for p in batch]
+        texts = [p.read_text(encoding="utf-8", errors="replace") for p in batch]
+        urls = [MANUAL_URL + p.name for p in batch]
+        with local.conn.cursor() as cur:
+            before = cur.execute("SELECT (rag.backend_stats()->>'chunks_written')::int").fetchone()[0]
+            cur.execute(INSERT, (sources, urls, texts))
+            after = cur.execute("SELECT (rag.backend_stats()->>'chunks_written')::int").fetchone()[0]
+        progress.add(len(batch), after - before)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(jobs) as pool:
+        list(pool.map(work, batches))
+    elapsed = time.perf_counter() - t0
+    if progress.tty:
+        print()
+    stats = [c.execute("SELECT rag.backend_stats()").fetchone()[0] for c in conns]
+    for c in conns:
+        c.close()
+    model_s = sum(s["embed_seconds"] for s in stats)
+    return {"pages": len(files), "chunks_written": progress.chunks, "seconds": round(elapsed, 1),
+            "chunks_per_s": round(progress.chunks / elapsed, 1) if elapsed else None,
+            "model_calls": sum(s["model_calls"] for s in stats),
+            "time_in_model": round(model_s / (elapsed * max(1, len(conns))), 3) if elapsed else None}
+
+
+def run(dsn: str, docs: str, limit: int | None, questions: list[str] | None) -> int:
+    root = Path(docs)
+    files = sorted(root.glob("*.html"))
+    if not files:
+        print(f"ragpg demo: no HTML pages in {root}; install postgresql-doc-15 or pass --docs", file=sys.stderr)
+        return 1
+    if limit:
+        files = files[:limit]
+    jobs = max(1, min(int(os.environ.get("RAGPG_JOBS", os.cpu_count() or 1)), 8))
+    print(f"ingesting {len(files)} pages of the PostgreSQL 15 manual from {root} with {jobs} connections")
+    summary = _ingest(dsn, files, jobs)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        docs_n, chunks_n = conn.execute(
+            "SELECT (SELECT count(*) FROM rag.documents), (SELECT count(*) FROM rag.chunks)").fetchone()
+        print(f"done: {json.dumps(summary)}")
+        print(f"database now holds {docs_n} documents, {chunks_n} chunks\n")
+        for q in questions or QUESTIONS:
+            t0 = time.perf_counter()
+            out = conn.execute("SELECT rag.ask(%s)", (q,)).fetchone()[0]
+            ms = (time.perf_counter() - t0) * 1000
+            print(f"Q: {q}\nA: {out['answer']}\n   ({ms:.0f} ms)")
+            for c in out["citations"]:
+                print(f"   [{c['index']}] {c['title'] or c['source']} <{c['url']}> (chunk {c['chunk_id']})")
+            print()
+    return 0

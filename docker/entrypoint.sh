@@ -1,0 +1,42 @@
+#!/bin/bash
+# In the style of the official postgres image: initdb on first start (honouring
+# POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB, POSTGRES_INITDB_ARGS), run
+# /docker-entrypoint-initdb.d/*.sql|*.sh once, then exec the server as postgres.
+set -euo pipefail
+BIN=/usr/lib/postgresql/15/bin
+if [ "${1:-}" = "postgres" ]; then
+  shift
+  if [ "$(id -u)" = 0 ]; then
+    mkdir -p "$PGDATA" && chown -R postgres:postgres "$PGDATA" && chmod 700 "$PGDATA"
+    exec runuser -u postgres -- "$0" postgres "$@"
+  fi
+  if [ ! -s "$PGDATA/PG_VERSION" ]; then
+    user=${POSTGRES_USER:-postgres}
+    pwfile=$(mktemp)
+    printf '%s\n' "${POSTGRES_PASSWORD:-postgres}" > "$pwfile"
+    # shellcheck disable=SC2086
+    $BIN/initdb -D "$PGDATA" -U "$user" --pwfile="$pwfile" -E UTF8 --locale=C.UTF-8 \
+        --auth-local=trust --auth-host=scram-sha-256 ${POSTGRES_INITDB_ARGS:-} >/dev/null
+    rm -f "$pwfile"
+    {
+      echo "listen_addresses = '*'"
+      echo "shared_buffers = ${RAGPG_SHARED_BUFFERS:-256MB}"
+    } >> "$PGDATA/postgresql.conf"
+    echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
+    $BIN/pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
+    db=${POSTGRES_DB:-$user}
+    if [ "$db" != postgres ]; then
+      $BIN/psql -v ON_ERROR_STOP=1 -U "$user" -d postgres -qc "CREATE DATABASE \"$db\""
+    fi
+    for f in /docker-entrypoint-initdb.d/*; do
+      case "$f" in
+        *.sql) $BIN/psql -v ON_ERROR_STOP=1 -U "$user" -d "$db" -qf "$f" ;;
+        *.sh)  bash "$f" ;;
+      esac
+    done 2>/dev/null || true
+    $BIN/pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
+    echo "PostgreSQL init process complete; ready for start up."
+  fi
+  exec $BIN/postgres -D "$PGDATA" "$@"
+fi
+exec "$@"

@@ -1,0 +1,71 @@
+"""Integration fixtures: a real Postgres from our image (docker/), started by testcontainers.
+
+One container per test session; each test gets its own database, copied from a template
+that already has the extension, so tests cannot see each other's rows.
+"""
+from __future__ import annotations
+
+import os
+import re
+import uuid
+
+import psycopg
+import pytest
+
+IMAGE = os.environ.get("RAGPG_IMAGE", "ragpg:0.1.0")
+
+
+@pytest.fixture(scope="session")
+def pg_container():
+    os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+    try:
+        from testcontainers.community.postgres import PostgresContainer
+    except ImportError:  # older layout
+        from testcontainers.postgres import PostgresContainer
+    container = PostgresContainer(IMAGE, username="tester", password="tester", dbname="tester", driver=None)
+    container.with_env("POSTGRES_INITDB_ARGS", "--no-sync")
+    container.start()
+    try:
+        url = container.get_connection_url()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE rag_template")
+        with psycopg.connect(_with_db(url, "rag_template"), autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION rag CASCADE")
+        yield container
+    finally:
+        container.stop()
+
+
+def _with_db(url: str, db: str) -> str:
+    return re.sub(r"/[^/?]+(\?|$)", f"/{db}\\1", url, count=1)
+
+
+@pytest.fixture(scope="session")
+def server_url(pg_container) -> str:
+    return pg_container.get_connection_url()
+
+
+@pytest.fixture
+def dsn(server_url):
+    """A fresh database with the rag extension, dropped after the test."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE rag_template")
+    yield _with_db(server_url, name)
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def db(dsn):
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        yield conn
+
+
+def stats(conn) -> dict:
+    """This backend's counters (model calls, texts embedded, ...)."""
+    return conn.execute("SELECT rag.backend_stats()").fetchone()[0]
+
+
+def counts(conn) -> tuple[int, int]:
+    return conn.execute("SELECT (SELECT count(*) FROM rag.documents), (SELECT count(*) FROM rag.chunks)").fetchone()
