@@ -29,8 +29,13 @@ SKIP_REASON = (f"embedding model not installed: {MODEL_DIR} lacks {', '.join(MOD
                "(build it with `make` / scripts/export_model.py)")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs_model: needs the installed embedding model")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skip every test that needs the model when the model is missing (one clear reason)."""
+    """Skip every test that needs the model when the model is missing (one clear reason):
+    those using the `tokenizer`/`embedder` fixtures or marked `needs_model`."""
     if not MODEL_MISSING:
         return
     here = Path(__file__).resolve().parent
@@ -38,7 +43,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if Path(str(item.fspath)).resolve().parent != here:
             continue
-        if {"tokenizer", "embedder"} & set(getattr(item, "fixturenames", ())):
+        if ({"tokenizer", "embedder"} & set(getattr(item, "fixturenames", ()))
+                or item.get_closest_marker("needs_model")):
             item.add_marker(skip)
 
 
