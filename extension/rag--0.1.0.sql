@@ -1,13 +1,124 @@
 -- rag 0.1.0: built from sql/ by scripts/build_sql.py; do not edit.
 \echo Use "CREATE EXTENSION rag CASCADE" to load this file. \quit
 
--- ---- 000-schema.sql ----
+-- ---- 000-tenancy.sql ----
+-- Tenancy: every row of tenant data carries a tenant, and row-level security (see
+-- 900-security.sql) shows each session only its own tenant's rows.
+--
+-- The tenant of a session is never taken from a function argument:
+--   * SET rag.tenant = 'acme' is honoured only if the current role may act for 'acme'
+--     (a row in rag.tenant_roles for the role or a role it is a member of);
+--   * unset, it is the role's only tenant in rag.tenant_roles, or else the role's own name
+--     (a superuser, a member of every role, always gets its own name).
+
+CREATE TABLE rag.tenant_roles (
+    tenant     text NOT NULL CHECK (btrim(tenant) <> ''),
+    role_name  name NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (role_name, tenant)
+);
+COMMENT ON TABLE rag.tenant_roles IS
+  'Which roles (or members of which roles) may act for which tenant; managed with rag.grant_tenant.';
+SELECT pg_catalog.pg_extension_config_dump('rag.tenant_roles', '');
+
+-- rag._is_member
+-- Whether the current role is (a member of) this role; false for a dropped role.
+CREATE FUNCTION rag._is_member(role_name name)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles AS r
+                   WHERE r.rolname = role_name AND pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER'))
+$$;
+
+-- rag.current_tenant
+-- The tenant this session acts for (see above). Raises 42501 if rag.tenant names a
+-- tenant the current role may not act for.
+CREATE FUNCTION rag.current_tenant()
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    wanted text := nullif(btrim(current_setting('rag.tenant', true)), '');
+    only_one text;
+BEGIN
+    IF wanted IS NULL THEN
+        IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles AS r WHERE r.rolname = current_user) THEN
+            SELECT min(t.tenant) INTO only_one FROM rag.tenant_roles AS t
+            WHERE rag._is_member(t.role_name)
+            HAVING count(DISTINCT t.tenant) = 1;
+        END IF;
+        RETURN coalesce(only_one, current_user::text);
+    ELSIF wanted = current_user::text OR EXISTS (
+            SELECT 1 FROM rag.tenant_roles AS t
+            WHERE t.tenant = wanted AND rag._is_member(t.role_name)) THEN
+        RETURN wanted;
+    END IF;
+    RAISE EXCEPTION 'rag: role % may not act for tenant %', current_user, quote_literal(wanted)
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'RESET rag.tenant, or ask an administrator: SELECT rag.grant_tenant(role, tenant)';
+END
+$$;
+
+-- rag.grant_tenant / rag.revoke_tenant (rag_admin)
+-- Allow a role (and its members) to act for a tenant with SET rag.tenant, or stop it.
+CREATE FUNCTION rag.grant_tenant(role_name name, tenant text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF role_name IS NULL OR NOT EXISTS (SELECT 1 FROM pg_roles AS r WHERE r.rolname = grant_tenant.role_name) THEN
+        RAISE EXCEPTION 'rag.grant_tenant: role % does not exist', coalesce(quote_ident(role_name), 'NULL')
+            USING ERRCODE = 'undefined_object';
+    ELSIF tenant IS NULL OR btrim(tenant) = '' THEN
+        RAISE EXCEPTION 'rag.grant_tenant: tenant is empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO rag.tenant_roles AS t (role_name, tenant) VALUES (grant_tenant.role_name, grant_tenant.tenant)
+    ON CONFLICT DO NOTHING;
+END
+$$;
+
+CREATE FUNCTION rag.revoke_tenant(role_name name, tenant text)
+RETURNS boolean
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH d AS (DELETE FROM rag.tenant_roles AS t
+               WHERE t.role_name = revoke_tenant.role_name AND t.tenant = revoke_tenant.tenant RETURNING 1)
+    SELECT count(*) > 0 FROM d
+$$;
+
+-- ---- 005-roles.sql ----
+-- The three roles of rag (cluster-wide, created once, kept across DROP EXTENSION):
+--   rag_reader  search and ask
+--   rag_writer  rag_reader + ingest, insert/update/delete documents, attach tables
+--   rag_admin   rag_writer + tenants, models, keys, settings
+-- Grant them to login roles: GRANT rag_writer TO app_user. Privileges: 999-privileges.sql.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'rag_reader') THEN
+        CREATE ROLE rag_reader NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'rag_writer') THEN
+        CREATE ROLE rag_writer NOLOGIN IN ROLE rag_reader;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'rag_admin') THEN
+        CREATE ROLE rag_admin NOLOGIN IN ROLE rag_writer;
+    END IF;
+END
+$$;
+
+-- ---- 010-schema.sql ----
 -- rag.documents, rag.chunks: what is stored (document -> chunk -> embedding).
--- A tenant column comes with row-level security in a later release; every unique key
--- here is written so that it can gain the tenant as its first column.
+-- Every row has a tenant (000-tenancy.sql); row-level security is in 900-security.sql.
+-- Unique keys start with the tenant, so a layout sharded by tenant (Citus) keeps them.
 
 CREATE TABLE rag.documents (
     id           bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    tenant       text NOT NULL DEFAULT rag.current_tenant(),
     source       text NOT NULL,
     title        text,
     url          text,
@@ -16,7 +127,8 @@ CREATE TABLE rag.documents (
     content_hash bytea NOT NULL,          -- sha256(content), set by the BEFORE trigger
     created_at   timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT documents_source_key UNIQUE (source),
+    CONSTRAINT documents_tenant_source_key UNIQUE (tenant, source),
+    CONSTRAINT documents_tenant_id_key UNIQUE (tenant, id),
     CONSTRAINT documents_metadata_is_object CHECK (jsonb_typeof(metadata) = 'object')
 );
 COMMENT ON TABLE rag.documents IS
@@ -24,7 +136,8 @@ COMMENT ON TABLE rag.documents IS
 
 CREATE TABLE rag.chunks (
     id           bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-    document_id  bigint NOT NULL REFERENCES rag.documents (id) ON DELETE CASCADE,
+    tenant       text NOT NULL DEFAULT rag.current_tenant(),  -- always the document's tenant
+    document_id  bigint NOT NULL,
     ord          int NOT NULL,            -- position within the document, from 0
     content      text NOT NULL,           -- an exact slice of the document's text
     heading      text,                    -- heading path of its section, e.g. 'Refunds > Timing'
@@ -34,20 +147,24 @@ CREATE TABLE rag.chunks (
     embedding    vector(384) NOT NULL,
     tsv          tsvector GENERATED ALWAYS AS (to_tsvector('english', content)) STORED,
     created_at   timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT chunks_document_ord_key UNIQUE (document_id, ord)  -- also the btree on document_id
+    CONSTRAINT chunks_document_ord_key UNIQUE (document_id, ord),  -- also the btree on document_id
+    -- the chunk's tenant is its document's tenant, and chunks go with their document
+    CONSTRAINT chunks_document_fkey FOREIGN KEY (tenant, document_id)
+        REFERENCES rag.documents (tenant, id) ON DELETE CASCADE
 );
 COMMENT ON TABLE rag.chunks IS 'Chunks of rag.documents with their embeddings; maintained by rag.';
 
 CREATE INDEX chunks_embedding_hnsw ON rag.chunks
     USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64);
 CREATE INDEX chunks_tsv_gin ON rag.chunks USING gin (tsv);
-CREATE INDEX chunks_model_hash ON rag.chunks (model, content_hash);
+CREATE INDEX chunks_model_hash ON rag.chunks (tenant, model, content_hash);
+CREATE INDEX chunks_tenant ON rag.chunks (tenant);
 
 -- user data is dumped by pg_dump (extension tables are not, by default)
 SELECT pg_catalog.pg_extension_config_dump('rag.documents', '');
 SELECT pg_catalog.pg_extension_config_dump('rag.chunks', '');
 
--- ---- 010-settings.sql ----
+-- ---- 020-settings.sql ----
 -- rag.settings
 -- Every knob of the extension, its current value and default. Values are ordinary
 -- Postgres settings: SET rag.x = ... (session), ALTER DATABASE ... SET rag.x = ... (database).
@@ -61,7 +178,7 @@ AS $$
            d.default_value, d.description
     FROM (VALUES
         ('embedding_model',       'all-MiniLM-L6-v2', 'local embedding model for new chunks and queries'),
-        ('embedding_batch_size',  '16',       'texts per model call (sorted by length to limit padding)'),
+        ('embedding_batch_size',  '1',        'texts per model run; 1 is fastest on CPU and makes a text''s vector independent of its batch'),
         ('embedding_threads',     '1',        'onnxruntime intra-op threads per backend'),
         ('chunk_target_tokens',   '200',      'chunks are packed up to this many model tokens'),
         ('chunk_overlap_tokens',  '32',       'tokens repeated from the end of the previous chunk'),
@@ -266,7 +383,7 @@ BEGIN
 
     INSERT INTO rag.documents AS d (source, title, url, metadata, content)
     VALUES (ingest.source, ingest.title, ingest.url, ingest.metadata, ingest.content)
-    ON CONFLICT ON CONSTRAINT documents_source_key DO UPDATE
+    ON CONFLICT ON CONSTRAINT documents_tenant_source_key DO UPDATE
         SET content  = excluded.content,
             title    = coalesce(excluded.title, d.title),
             url      = excluded.url,
@@ -276,7 +393,8 @@ BEGIN
     RETURNING d.id INTO doc_id;
 
     IF doc_id IS NULL THEN  -- same source, nothing changed
-        SELECT d.id INTO doc_id FROM rag.documents AS d WHERE d.source = ingest.source;
+        SELECT d.id INTO doc_id FROM rag.documents AS d
+        WHERE d.tenant = rag.current_tenant() AND d.source = ingest.source;
     END IF;
     RETURN doc_id;
 END
@@ -398,6 +516,31 @@ AS $python$
     return ragpg.pg.ask(plpy, question, k)
 $python$;
 
+-- ---- 900-security.sql ----
+-- Row-level security: a session sees and writes only its tenant's rows
+-- (rag.current_tenant(), evaluated once per statement as an init plan).
+-- FORCE makes the policies apply to the tables' owner too; superusers and roles with
+-- BYPASSRLS still see everything, as everywhere in Postgres.
+
+ALTER TABLE rag.documents ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.documents FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON rag.documents
+    USING (tenant = (SELECT rag.current_tenant()))
+    WITH CHECK (tenant = (SELECT rag.current_tenant()));
+
+ALTER TABLE rag.chunks ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.chunks FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON rag.chunks
+    USING (tenant = (SELECT rag.current_tenant()))
+    WITH CHECK (tenant = (SELECT rag.current_tenant()));
+
+-- a role sees only the tenant grants that apply to it; rag_admin manages all of them
+ALTER TABLE rag.tenant_roles ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.tenant_roles FORCE ROW LEVEL SECURITY;
+CREATE POLICY own_grants ON rag.tenant_roles FOR SELECT
+    USING (rag._is_member(role_name));
+CREATE POLICY admin_all ON rag.tenant_roles TO rag_admin USING (true) WITH CHECK (true);
+
 -- ---- 990-search-path.sql ----
 -- Pin every rag function's search_path to pg_catalog, the schema holding pgvector
 -- (wherever CREATE EXTENSION ... CASCADE put it), and pg_temp. Postgres 15 has no
@@ -419,6 +562,43 @@ END
 $$;
 
 -- ---- 999-privileges.sql ----
--- Privileges, in one place. Until roles arrive (rag_reader / rag_writer / rag_admin),
--- the extension's owner and superusers use it; internal functions are not for PUBLIC.
-REVOKE ALL ON FUNCTION rag._index_documents(bigint[]) FROM PUBLIC;
+-- Privileges, all in one place. Nothing in schema rag is usable by PUBLIC; the three
+-- roles of 005-roles.sql get what their job needs. Functions run as the caller
+-- (security invoker), so row-level security applies inside them too; internal helpers
+-- that public functions call are granted with them.
+
+REVOKE ALL ON SCHEMA rag FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA rag FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA rag FROM PUBLIC;
+
+-- rag_reader: search and ask
+GRANT USAGE ON SCHEMA rag TO rag_reader;
+GRANT SELECT ON rag.documents, rag.chunks, rag.tenant_roles TO rag_reader;
+GRANT EXECUTE ON FUNCTION
+    rag.current_tenant(),
+    rag._is_member(name),
+    rag.settings(),
+    rag._setting(text),
+    rag.embed(text),
+    rag.any_terms_tsquery(text),
+    rag._check_query(text, int, text),
+    rag.search(text, int),
+    rag.ask(text, int),
+    rag.backend_stats()
+TO rag_reader;
+
+-- rag_writer: ingest (documents in, chunks written by the triggers as the caller)
+GRANT INSERT, UPDATE, DELETE ON rag.documents TO rag_writer;
+GRANT INSERT, DELETE ON rag.chunks TO rag_writer;
+GRANT EXECUTE ON FUNCTION
+    rag.ingest(text, text, text, text, jsonb),
+    rag._check_content(text, text),
+    rag._index_documents(bigint[])
+TO rag_writer;
+
+-- rag_admin: tenants (later: models, keys)
+GRANT INSERT, DELETE ON rag.tenant_roles TO rag_admin;
+GRANT EXECUTE ON FUNCTION
+    rag.grant_tenant(name, text),
+    rag.revoke_tenant(name, text)
+TO rag_admin;

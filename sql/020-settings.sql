@@ -11,7 +11,7 @@ AS $$
            d.default_value, d.description
     FROM (VALUES
         ('embedding_model',       'all-MiniLM-L6-v2', 'local embedding model for new chunks and queries'),
-        ('embedding_batch_size',  '16',       'texts per model call (sorted by length to limit padding)'),
+        ('embedding_batch_size',  '1',        'texts per model run; 1 is fastest on CPU and makes a text''s vector independent of its batch'),
         ('embedding_threads',     '1',        'onnxruntime intra-op threads per backend'),
         ('chunk_target_tokens',   '200',      'chunks are packed up to this many model tokens'),
         ('chunk_overlap_tokens',  '32',       'tokens repeated from the end of the previous chunk'),

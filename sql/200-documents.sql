@@ -120,7 +120,7 @@ BEGIN
 
     INSERT INTO rag.documents AS d (source, title, url, metadata, content)
     VALUES (ingest.source, ingest.title, ingest.url, ingest.metadata, ingest.content)
-    ON CONFLICT ON CONSTRAINT documents_source_key DO UPDATE
+    ON CONFLICT ON CONSTRAINT documents_tenant_source_key DO UPDATE
         SET content  = excluded.content,
             title    = coalesce(excluded.title, d.title),
             url      = excluded.url,
@@ -130,7 +130,8 @@ BEGIN
     RETURNING d.id INTO doc_id;
 
     IF doc_id IS NULL THEN  -- same source, nothing changed
-        SELECT d.id INTO doc_id FROM rag.documents AS d WHERE d.source = ingest.source;
+        SELECT d.id INTO doc_id FROM rag.documents AS d
+        WHERE d.tenant = rag.current_tenant() AND d.source = ingest.source;
     END IF;
     RETURN doc_id;
 END

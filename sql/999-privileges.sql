@@ -1,3 +1,40 @@
--- Privileges, in one place. Until roles arrive (rag_reader / rag_writer / rag_admin),
--- the extension's owner and superusers use it; internal functions are not for PUBLIC.
-REVOKE ALL ON FUNCTION rag._index_documents(bigint[]) FROM PUBLIC;
+-- Privileges, all in one place. Nothing in schema rag is usable by PUBLIC; the three
+-- roles of 005-roles.sql get what their job needs. Functions run as the caller
+-- (security invoker), so row-level security applies inside them too; internal helpers
+-- that public functions call are granted with them.
+
+REVOKE ALL ON SCHEMA rag FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA rag FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA rag FROM PUBLIC;
+
+-- rag_reader: search and ask
+GRANT USAGE ON SCHEMA rag TO rag_reader;
+GRANT SELECT ON rag.documents, rag.chunks, rag.tenant_roles TO rag_reader;
+GRANT EXECUTE ON FUNCTION
+    rag.current_tenant(),
+    rag._is_member(name),
+    rag.settings(),
+    rag._setting(text),
+    rag.embed(text),
+    rag.any_terms_tsquery(text),
+    rag._check_query(text, int, text),
+    rag.search(text, int),
+    rag.ask(text, int),
+    rag.backend_stats()
+TO rag_reader;
+
+-- rag_writer: ingest (documents in, chunks written by the triggers as the caller)
+GRANT INSERT, UPDATE, DELETE ON rag.documents TO rag_writer;
+GRANT INSERT, DELETE ON rag.chunks TO rag_writer;
+GRANT EXECUTE ON FUNCTION
+    rag.ingest(text, text, text, text, jsonb),
+    rag._check_content(text, text),
+    rag._index_documents(bigint[])
+TO rag_writer;
+
+-- rag_admin: tenants (later: models, keys)
+GRANT INSERT, DELETE ON rag.tenant_roles TO rag_admin;
+GRANT EXECUTE ON FUNCTION
+    rag.grant_tenant(name, text),
+    rag.revoke_tenant(name, text)
+TO rag_admin;

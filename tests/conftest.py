@@ -13,6 +13,9 @@ import psycopg
 import pytest
 
 IMAGE = os.environ.get("RAGPG_IMAGE", "ragpg:0.1.0")
+# login role -> the rag role it is granted
+LOGIN_ROLES = {"alice": "rag_writer", "bob": "rag_writer", "carol": "rag_reader", "dora": "rag_admin",
+               "nobody": None}
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +34,10 @@ def pg_container():
             conn.execute("CREATE DATABASE rag_template")
         with psycopg.connect(_with_db(url, "rag_template"), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION rag CASCADE")
+            # login roles for the tenancy tests (roles are cluster-wide)
+            for name, group in LOGIN_ROLES.items():
+                conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{name}'"
+                             + (f" IN ROLE {group}" if group else ""))
         yield container
     finally:
         container.stop()
@@ -54,6 +61,25 @@ def dsn(server_url):
     yield _with_db(server_url, name)
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def as_role(dsn: str, role: str) -> str:
+    """The same database, logged in as one of LOGIN_ROLES."""
+    return re.sub(r"://[^@]+@", f"://{role}:{role}@", dsn, count=1)
+
+
+@pytest.fixture
+def connect(dsn):
+    """connect(role) -> an autocommit connection to the test database as that login role."""
+    conns = []
+
+    def _connect(role: str) -> psycopg.Connection:
+        conn = psycopg.connect(as_role(dsn, role), autocommit=True)
+        conns.append(conn)
+        return conn
+    yield _connect
+    for c in conns:
+        c.close()
 
 
 @pytest.fixture

@@ -62,6 +62,7 @@ def test_long_document_never_exceeds_the_model_window(db):
 
 
 def test_insert_into_documents_indexes_through_the_trigger_in_batches(db):
+    db.execute("SET rag.embedding_batch_size = 16")
     before = stats(db)
     db.execute("""
         INSERT INTO rag.documents (source, content)
@@ -75,6 +76,8 @@ def test_insert_into_documents_indexes_through_the_trigger_in_batches(db):
     # batched: 40 chunks at the default batch size of 16 are 3 model calls, not 40
     assert calls == 3
     assert after["documents_indexed"] - before["documents_indexed"] == 40
+    # one statement, one call into the engine (the statement trigger), whatever the batch size
+    assert after["index_calls"] - before["index_calls"] == 1
 
 
 def test_reingest_unchanged_does_no_embedding_work(db):

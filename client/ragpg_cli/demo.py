@@ -28,7 +28,7 @@ INSERT = """
 INSERT INTO rag.documents AS d (source, url, metadata, content)
 SELECT s, u, '{"format": "html", "corpus": "postgresql-15-manual"}', c
 FROM unnest(%s::text[], %s::text[], %s::text[]) AS x (s, u, c)
-ON CONFLICT ON CONSTRAINT documents_source_key DO UPDATE
+ON CONFLICT ON CONSTRAINT documents_tenant_source_key DO UPDATE
     SET content = excluded.content, url = excluded.url, metadata = excluded.metadata
     WHERE d.content_hash IS DISTINCT FROM excluded.content_hash
 """

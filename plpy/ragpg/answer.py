@@ -78,7 +78,9 @@ def extractive_answer(question: str, qvec, chunks: list[Retrieved], embed,
     scored = []
     for (rank, s), sim in zip(cands, cos.tolist()):
         shared = len(qterms & _terms(s)) / len(qterms) if qterms else 0.0
-        scored.append((sim + 0.15 * shared + 0.02 / (rank + 1), sim, rank, s))
+        # a lead-in to a list or code block ("To do X:") says little on its own
+        lead_in = 0.1 if s.endswith(":") else 0.0
+        scored.append((sim + 0.15 * shared + 0.02 / (rank + 1) - lead_in, sim, rank, s))
     scored.sort(key=lambda t: -t[0])
 
     picked: list[tuple[int, str, int]] = []  # rank, sentence, index into cands

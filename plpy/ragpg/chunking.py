@@ -26,7 +26,7 @@ from typing import Protocol, Sequence
 
 from .errors import InvalidParameter
 
-_HEADING = re.compile(r"^(#{1,3})[ \t]+(\S.*?)[ \t#]*$")
+_HEADING = re.compile(r"^(#{1,3})[ \t]+(\S.*?)(?:[ \t]+#+)?[ \t]*$")
 _FENCE = re.compile(r"^[ \t]{0,3}(```|~~~)")
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])[\"')\]]*\s+")
 
@@ -73,7 +73,7 @@ def _lines(text: str):
 def _sections(text: str) -> list[tuple[int, int, str | None]]:
     """(start, end, heading path) per section; a section starts at its heading line."""
     bounds: list[tuple[int, str | None]] = [(0, None)]
-    path: list[str] = []
+    path: list[tuple[int, str]] = []  # (level, title) of the open headings
     in_fence = False
     for pos, line in _lines(text):
         if _FENCE.match(line):
@@ -84,8 +84,8 @@ def _sections(text: str) -> list[tuple[int, int, str | None]]:
         m = _HEADING.match(line.rstrip("\r\n"))
         if m:
             level = len(m.group(1))
-            path = path[: level - 1] + [m.group(2).strip()]
-            bounds.append((pos, " > ".join(path)))
+            path = [(lv, t) for lv, t in path if lv < level] + [(level, m.group(2).strip())]
+            bounds.append((pos, " > ".join(t for _, t in path)))
     out = []
     for i, (start, heading) in enumerate(bounds):
         end = bounds[i + 1][0] if i + 1 < len(bounds) else len(text)
@@ -196,35 +196,46 @@ def chunk_text(
 
     pieces, headings = _pieces(text, tokenizer, max_tokens)
     spans: list[tuple[int, int, int, int]] = []  # start, end, tokens, section
-    cur: list | None = None
+    cur: list | None = None  # [start, end, tokens, section, start of its own text]
     for p in pieces:
         if cur and cur[3] == p.section and cur[2] + p.tokens <= target_tokens:
             cur[1], cur[2] = p.end, cur[2] + p.tokens
             continue
         start, tokens = p.start, p.tokens
         if cur and cur[3] == p.section and overlap_tokens:
-            tail = _overlap(text, cur[0], cur[1], tokenizer, overlap_tokens)
+            # from the previous chunk's own text only, so a chunk overlaps its neighbours only
+            tail = _overlap(text, cur[4], cur[1], tokenizer, overlap_tokens)
             if tail and tail[1] + p.tokens <= max_tokens:
                 start, tokens = tail[0], tail[1] + p.tokens
         if cur:
-            spans.append(tuple(cur))
-        cur = [start, p.end, tokens, p.section]
+            spans.append(tuple(cur[:4]))
+        cur = [start, p.end, tokens, p.section, p.start]
     if cur:
-        spans.append(tuple(cur))
+        spans.append(tuple(cur[:4]))
 
     texts = [text[s:e] for s, e, _, _ in spans]
     encs = tokenizer.encode_batch(texts, add_special_tokens=False) if texts else []
     chunks: list[Chunk] = []
-    for (s, e, _, sec), body, enc in zip(spans, texts, encs):
-        n = len(enc.ids)
-        if n <= max_tokens:
-            chunks.append(Chunk(len(chunks), body, n, s, e, headings[sec]))
+
+    def emit(s: int, e: int, sec: int, n: int | None = None) -> None:
+        if chunks and s <= chunks[-1].start:
+            # only after a fallback re-split below: start after the previous chunk instead
+            span = _strip_span(text, chunks[-1].end, e)
+            if not span:
+                return
+            s, e, n = span[0], span[1], None
+        body = text[s:e]
+        if n is None:
+            n = len(tokenizer.encode_batch([body], add_special_tokens=False)[0].ids)
+        chunks.append(Chunk(len(chunks), body, n, s, e, headings[sec]))
+
+    for (s, e, _, sec), enc in zip(spans, encs):
+        if len(enc.ids) <= max_tokens:
+            emit(s, e, sec, len(enc.ids))
             continue
-        # tokenization was not additive across pieces here: fall back to windows
+        # tokenization was not additive across pieces here (rare): fall back to windows
         for ws, we in _window_split(text, s, e, enc, max_tokens):
-            sub = text[ws:we]
-            m = len(tokenizer.encode_batch([sub], add_special_tokens=False)[0].ids)
-            chunks.append(Chunk(len(chunks), sub, m, ws, we, headings[sec]))
+            emit(ws, we, sec)
     return chunks
 
 

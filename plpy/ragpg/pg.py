@@ -21,11 +21,11 @@ from .embedding import _EMBEDDERS, get_embedder, load_tokenizer, to_vector_liter
 from .errors import InvalidParameter, RagError
 from .text import to_text
 
-STATS = {"model_calls": 0, "texts_embedded": 0, "chunks_reused": 0, "chunks_written": 0,
+STATS = {"index_calls": 0, "model_calls": 0, "texts_embedded": 0, "chunks_reused": 0, "chunks_written": 0,
          "documents_indexed": 0, "chunk_seconds": 0.0, "embed_seconds": 0.0, "db_seconds": 0.0}
 _PLANS: dict[str, object] = {}
 _TOKENIZERS: dict[str, object] = {}
-_QUERY_CACHE: OrderedDict[tuple[str, str], object] = OrderedDict()
+_QUERY_CACHE: OrderedDict[tuple[str, str, str], object] = OrderedDict()
 DOCS_PER_ROUND = 256  # documents chunked/embedded/written together, bounds memory
 
 
@@ -48,7 +48,9 @@ def _plan(plpy, sql: str, types: list[str]):
 
 
 def settings(plpy) -> dict[str, str]:
-    return {r["name"]: r["value"] for r in plpy.execute("SELECT name, value FROM rag.settings()")}
+    """rag.* settings, plus 'tenant': the session's tenant (raises 42501 if not allowed)."""
+    return {r["name"]: r["value"] for r in plpy.execute(
+        "SELECT name, value FROM rag.settings() UNION ALL SELECT 'tenant', rag.current_tenant()")}
 
 
 def _int_setting(s: dict, name: str, lo: int, hi: int) -> int:
@@ -82,7 +84,7 @@ def _embed(s: dict, texts: list[str]):
 def embed_query(plpy, text: str) -> str:
     """pgvector literal of one text's embedding (cached per backend for repeated queries)."""
     s = settings(plpy)
-    key = (s["embedding_model"], text)
+    key = (s["tenant"], s["embedding_model"], text)  # per tenant: no timing side channel
     vec = _QUERY_CACHE.get(key)
     if vec is None:
         vec = _embed(s, [text])[0]
@@ -102,6 +104,7 @@ def index_documents(plpy, doc_ids: list[int]) -> int:
     embedding, so re-ingesting changed text embeds only the new chunks."""
     if not doc_ids:
         return 0
+    STATS["index_calls"] += 1
     s = settings(plpy)
     written = 0
     for i in range(0, len(doc_ids), DOCS_PER_ROUND):
@@ -118,10 +121,10 @@ def _index_round(plpy, s: dict, ids: list[int]) -> int:
 
     t0 = time.perf_counter()
     docs = plpy.execute(_plan(plpy, """
-        SELECT id, source, content, title, metadata->>'format' AS fmt
+        SELECT id, tenant, source, content, title, metadata->>'format' AS fmt
         FROM rag.documents WHERE id = ANY($1) ORDER BY id""", ["bigint[]"]), [ids])
     t1 = time.perf_counter()
-    rows = []  # (document_id, chunk)
+    rows = []  # (document, chunk)
     titles = []
     for d in docs:
         text, found_title = to_text(d["content"], d["fmt"] or "auto")
@@ -130,22 +133,25 @@ def _index_round(plpy, s: dict, ids: list[int]) -> int:
             raise InvalidParameter(
                 f"rag: document {d['source']!r} has no text to index after conversion",
                 hint="the content is empty once markup is removed; check metadata->>'format'")
-        rows.extend((d["id"], c) for c in chunks)
+        rows.extend((d, c) for c in chunks)
         if d["title"] is None and found_title:
             titles.append((d["id"], found_title))
+    # embeddings are reused within a tenant only: (tenant, sha256) is the cache key
     hashes = [hashlib.sha256(c.text.encode("utf-8")).digest() for _, c in rows]
+    keys = [(d["tenant"], h) for (d, _), h in zip(rows, hashes)]
     t2 = time.perf_counter()
 
-    known = {bytes(r["h"]): r["e"] for r in plpy.execute(_plan(plpy, """
-        SELECT DISTINCT ON (content_hash) content_hash AS h, embedding::text AS e
-        FROM rag.chunks WHERE model = $1 AND content_hash = ANY($2)""", ["text", "bytea[]"]),
-        [model, list(set(hashes))])}
+    known = {(r["t"], bytes(r["h"])): r["e"] for r in plpy.execute(_plan(plpy, """
+        SELECT DISTINCT ON (tenant, content_hash) tenant AS t, content_hash AS h, embedding::text AS e
+        FROM rag.chunks
+        WHERE model = $1 AND tenant = ANY($3) AND content_hash = ANY($2)""", ["text", "bytea[]", "text[]"]),
+        [model, list(set(hashes)), list({d["tenant"] for d in docs})])}
     t3 = time.perf_counter()
 
-    todo: dict[bytes, str] = {}
-    for h, (_, c) in zip(hashes, rows):
-        if h not in known:
-            todo.setdefault(h, c.text)
+    todo: dict[tuple, str] = {}
+    for key, (_, c) in zip(keys, rows):
+        if key not in known:
+            todo.setdefault(key, c.text)
     if todo:
         vecs = _embed(s, list(todo.values()))
         known.update(zip(todo.keys(), map(to_vector_literal, vecs)))
@@ -154,14 +160,14 @@ def _index_round(plpy, s: dict, ids: list[int]) -> int:
 
     plpy.execute(_plan(plpy, "DELETE FROM rag.chunks WHERE document_id = ANY($1)", ["bigint[]"]), [ids])
     plpy.execute(_plan(plpy, """
-        INSERT INTO rag.chunks (document_id, ord, content, heading, tokens, content_hash, model, embedding)
-        SELECT u.d, u.o, u.c, u.h, u.t, u.x, $7, u.e::vector
-        FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::int[], $6::bytea[], $8::text[])
-             AS u (d, o, c, h, t, x, e)""",
-        ["bigint[]", "int[]", "text[]", "text[]", "int[]", "bytea[]", "text", "text[]"]),
-        [[d for d, _ in rows], [c.ord for _, c in rows], [c.text for _, c in rows],
+        INSERT INTO rag.chunks (tenant, document_id, ord, content, heading, tokens, content_hash, model, embedding)
+        SELECT u.tn, u.d, u.o, u.c, u.h, u.t, u.x, $7, u.e::vector
+        FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::int[], $6::bytea[], $8::text[], $9::text[])
+             AS u (d, o, c, h, t, x, e, tn)""",
+        ["bigint[]", "int[]", "text[]", "text[]", "int[]", "bytea[]", "text", "text[]", "text[]"]),
+        [[d["id"] for d, _ in rows], [c.ord for _, c in rows], [c.text for _, c in rows],
          [c.heading for _, c in rows], [c.tokens for _, c in rows], hashes, model,
-         [known[h] for h in hashes]])
+         [known[k] for k in keys], [d["tenant"] for d, _ in rows]])
     for doc_id, title in titles:
         plpy.execute(_plan(plpy, "UPDATE rag.documents SET title = $2 WHERE id = $1 AND title IS NULL",
                            ["bigint", "text"]), [doc_id, title])
@@ -186,7 +192,7 @@ def ask(plpy, question: str, k: int) -> str:
                                    r["source"], r["title"], r["url"]) for r in rows]
     if not chunks:
         return json.dumps({"answer": answer_mod.NO_ANSWER, "citations": []})
-    qvec = _QUERY_CACHE.get((s["embedding_model"], question))
+    qvec = _QUERY_CACHE.get((s["tenant"], s["embedding_model"], question))
     if qvec is None:
         qvec = _embed(s, [question])[0]
     try:

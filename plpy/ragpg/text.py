@@ -9,7 +9,6 @@ scripts, styles and navigation chrome are dropped. Only the standard library is 
 from __future__ import annotations
 
 import re
-from html import unescape
 from html.parser import HTMLParser
 
 FORMATS = ("auto", "markdown", "text", "html")
@@ -17,7 +16,7 @@ FORMATS = ("auto", "markdown", "text", "html")
 _BLOCK = {"p", "div", "section", "article", "main", "blockquote", "dl", "dt", "dd", "ul", "ol",
           "table", "thead", "tbody", "tfoot", "figure", "figcaption", "header", "footer", "br", "hr",
           "address", "caption"}
-_SKIP = {"script", "style", "head", "noscript", "template", "svg", "nav", "button", "form", "iframe"}
+_SKIP = {"script", "style", "head", "title", "noscript", "template", "svg", "nav", "button", "form", "iframe"}
 _SKIP_CLASSES = {"navheader", "navfooter", "toc", "breadcrumbs", "nav"}
 _HEADINGS = {f"h{i}": i for i in range(1, 7)}
 _HTML_SNIFF = re.compile(r"^\s*(<!doctype html|<html|<\?xml[^>]*>\s*<!doctype html)", re.I)
@@ -114,10 +113,12 @@ class _HtmlToText(HTMLParser):
             return
         if self.pre:
             self.out.append(data)
-        else:
-            collapsed = re.sub(r"\s+", " ", data)
-            if self.out and self.out[-1].endswith(("\n", " ")):
-                collapsed = collapsed.lstrip()
+            return
+        collapsed = re.sub(r"\s+", " ", data)
+        last = next((piece for piece in reversed(self.out) if piece), "")
+        if not last or last.endswith(("\n", " ")):
+            collapsed = collapsed.lstrip()  # no space at the start of a line
+        if collapsed:
             self.out.append(collapsed)
 
 
@@ -129,7 +130,7 @@ def html_to_text(html: str) -> tuple[str, str | None]:
     text = "".join(parser.out)
     lines = [ln.rstrip() for ln in text.split("\n")]
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-    title = re.sub(r"\s+", " ", unescape("".join(parser.title))).strip() or None
+    title = re.sub(r"\s+", " ", "".join(parser.title)).strip() or None  # entities already decoded
     return text, title
 
 

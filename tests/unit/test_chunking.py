@@ -171,9 +171,6 @@ def test_heading_path_same_level_siblings(tokenizer):
     check_sections(text, chunks)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG chunking.py _sections: path[:level-1] assumes every level above is present, so "
-    "without a '# ' heading every '## ' section nests under the first one ('A > C')"))
 def test_heading_path_sibling_h2_without_h1(tokenizer):
     text = "## A\n\nalpha text here\n\n### B\n\nbeta text here\n\n## C\n\ngamma\n\n### D\n\ndelta"
     chunks = chunk_text(text, tokenizer)
@@ -192,9 +189,6 @@ def test_heading_trailing_hashes_stripped(tokenizer):
     assert [c.heading for c in chunks] == ["Title"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG chunking.py _HEADING: trailing '#' is stripped even when it is part of the title "
-    "('## Using C#' -> 'Using C'); CommonMark only strips a closing run preceded by a space"))
 def test_heading_ending_in_hash_keeps_it(tokenizer):
     chunks = chunk_text("## Using C#\n\nbody text", tokenizer)
     assert [c.heading for c in chunks] == ["Using C#"]
@@ -343,9 +337,6 @@ def test_overlap_never_crosses_heading(tokenizer):
     assert b_chunks[1].start < b_chunks[0].end  # ... while chunks inside B do overlap
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG chunking.py: the overlap tail of a short chunk reaches back into the chunk before "
-    "it, so chunk i+2 overlaps chunk i (docstring: 'overlap only their direct neighbour')"))
 def test_overlap_only_with_direct_neighbour(tokenizer):
     p0 = " ".join(["alpha"] * 198) + "."   # 199 tokens: fills chunk 0 (target 200)
     p1 = "Short one here."                 # 4 tokens: chunk 1 = 32-token tail of chunk 0 + p1
@@ -356,10 +347,6 @@ def test_overlap_only_with_direct_neighbour(tokenizer):
     check_invariants(text, chunks, tokenizer, neighbours_only=True)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG chunking.py chunk_text: when a packed span is re-split by the final _window_split "
-    "fallback, the next chunk's overlap is taken from the un-split span, so it starts at the "
-    "same offset as the last sub-window (start not strictly increasing, one chunk inside another)"))
 def test_overlap_after_mid_word_split_keeps_order(tokenizer):
     # one "word" of 12 word pieces with max_tokens=9 is cut mid-word; the rest re-tokenizes
     # to more pieces than it had inside the word, which takes the fallback path
@@ -436,11 +423,9 @@ _TEXT = st.lists(_LINE, max_size=30).map("\n".join)
 
 @st.composite
 def _params(draw, overlap=True):
-    # With overlap, max_tokens stays >= 100: a WordPiece word has at most 100 pieces, so no
-    # word is cut mid-word; below that, overlap breaks the order of chunks (known bug, see
-    # test_overlap_after_mid_word_split_keeps_order). Without overlap, any window is fine.
-    max_tokens = draw(st.sampled_from([100, 128, 200, 254] if overlap
-                                      else [8, 9, 16, 40, 128, 254]))
+    # small windows (below 100, the most pieces of one WordPiece word) cut words and take
+    # the fallback re-split path; they are drawn with overlap too
+    max_tokens = draw(st.sampled_from([8, 9, 16, 40, 100, 128, 200, 254]))
     target = draw(st.integers(1, max_tokens))
     ov = draw(st.integers(0, target - 1)) if overlap else 0
     return target, ov, max_tokens
@@ -456,9 +441,8 @@ def test_property_invariants(tokenizer, text, params):
     target, overlap, max_tokens = params
     chunks = chunk_text(text, tokenizer, target_tokens=target, overlap_tokens=overlap,
                         max_tokens=max_tokens)
-    # neighbours-only is checked separately (it fails with overlap > 0: see the xfail above)
-    check_invariants(text, chunks, tokenizer, max_tokens=max_tokens, neighbours_only=False)
-    check_sections(text, chunks, full_path=False)
+    check_invariants(text, chunks, tokenizer, max_tokens=max_tokens, neighbours_only=True)
+    check_sections(text, chunks, full_path=True)
 
 
 @_SETTINGS

@@ -156,9 +156,6 @@ def test_html_br_and_unclosed_tags():
     assert text == "line one\nline two\n\nnext para"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG text.py html_to_text: title is unescaped twice (convert_charrefs=True, then "
-    "html.unescape), so '&amp;lt;' in <title> becomes '<' instead of '&lt;'"))
 def test_html_title_entities_decoded_once():
     text, title = html_to_text("<html><head><title>Use &amp;lt;b&amp;gt; tags</title></head>"
                                "<body><p>Use &amp;lt;b&amp;gt; tags</p></body></html>")
@@ -166,18 +163,12 @@ def test_html_title_entities_decoded_once():
     assert title == text
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG text.py: 'title' is not in _SKIP, so when <head> is omitted (valid HTML5) the "
-    "title text leaks into the body text as a first paragraph"))
 def test_html_title_without_head_not_in_text():
     text, title = html_to_text("<!DOCTYPE html><title>My Page</title><p>Body text.</p>")
     assert title == "My Page"
     assert text == "Body text."
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG text.py _HtmlToText.handle_data: whitespace-only data appends '' to out, so the "
-    "next text node's leading space is not stripped and the line starts with ' '"))
 def test_html_no_leading_space_after_whitespace_node():
     text, _ = html_to_text("<p>one</p>\n<p>\n<b>x</b> three</p>")
     assert text == "one\n\nx three"

@@ -1,0 +1,88 @@
+-- Tenancy: every row of tenant data carries a tenant, and row-level security (see
+-- 900-security.sql) shows each session only its own tenant's rows.
+--
+-- The tenant of a session is never taken from a function argument:
+--   * SET rag.tenant = 'acme' is honoured only if the current role may act for 'acme'
+--     (a row in rag.tenant_roles for the role or a role it is a member of);
+--   * unset, it is the role's only tenant in rag.tenant_roles, or else the role's own name
+--     (a superuser, a member of every role, always gets its own name).
+
+CREATE TABLE rag.tenant_roles (
+    tenant     text NOT NULL CHECK (btrim(tenant) <> ''),
+    role_name  name NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (role_name, tenant)
+);
+COMMENT ON TABLE rag.tenant_roles IS
+  'Which roles (or members of which roles) may act for which tenant; managed with rag.grant_tenant.';
+SELECT pg_catalog.pg_extension_config_dump('rag.tenant_roles', '');
+
+-- rag._is_member
+-- Whether the current role is (a member of) this role; false for a dropped role.
+CREATE FUNCTION rag._is_member(role_name name)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles AS r
+                   WHERE r.rolname = role_name AND pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER'))
+$$;
+
+-- rag.current_tenant
+-- The tenant this session acts for (see above). Raises 42501 if rag.tenant names a
+-- tenant the current role may not act for.
+CREATE FUNCTION rag.current_tenant()
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    wanted text := nullif(btrim(current_setting('rag.tenant', true)), '');
+    only_one text;
+BEGIN
+    IF wanted IS NULL THEN
+        IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles AS r WHERE r.rolname = current_user) THEN
+            SELECT min(t.tenant) INTO only_one FROM rag.tenant_roles AS t
+            WHERE rag._is_member(t.role_name)
+            HAVING count(DISTINCT t.tenant) = 1;
+        END IF;
+        RETURN coalesce(only_one, current_user::text);
+    ELSIF wanted = current_user::text OR EXISTS (
+            SELECT 1 FROM rag.tenant_roles AS t
+            WHERE t.tenant = wanted AND rag._is_member(t.role_name)) THEN
+        RETURN wanted;
+    END IF;
+    RAISE EXCEPTION 'rag: role % may not act for tenant %', current_user, quote_literal(wanted)
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'RESET rag.tenant, or ask an administrator: SELECT rag.grant_tenant(role, tenant)';
+END
+$$;
+
+-- rag.grant_tenant / rag.revoke_tenant (rag_admin)
+-- Allow a role (and its members) to act for a tenant with SET rag.tenant, or stop it.
+CREATE FUNCTION rag.grant_tenant(role_name name, tenant text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF role_name IS NULL OR NOT EXISTS (SELECT 1 FROM pg_roles AS r WHERE r.rolname = grant_tenant.role_name) THEN
+        RAISE EXCEPTION 'rag.grant_tenant: role % does not exist', coalesce(quote_ident(role_name), 'NULL')
+            USING ERRCODE = 'undefined_object';
+    ELSIF tenant IS NULL OR btrim(tenant) = '' THEN
+        RAISE EXCEPTION 'rag.grant_tenant: tenant is empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO rag.tenant_roles AS t (role_name, tenant) VALUES (grant_tenant.role_name, grant_tenant.tenant)
+    ON CONFLICT DO NOTHING;
+END
+$$;
+
+CREATE FUNCTION rag.revoke_tenant(role_name name, tenant text)
+RETURNS boolean
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH d AS (DELETE FROM rag.tenant_roles AS t
+               WHERE t.role_name = revoke_tenant.role_name AND t.tenant = revoke_tenant.tenant RETURNING 1)
+    SELECT count(*) > 0 FROM d
+$$;

@@ -1,0 +1,151 @@
+"""Tenants cannot see or touch each other's data; roles can only do their job.
+
+alice and bob are rag_writer login roles, each its own tenant (no rag.tenant set);
+carol is a rag_reader, dora a rag_admin. All are real roles on the real server.
+"""
+from __future__ import annotations
+
+import psycopg
+import pytest
+from conftest import stats
+
+SECRET = "Project quokkaflux ships the zebrawood turbine on the third moon of March."
+
+
+def rows(conn, sql, params=None):
+    return conn.execute(sql, params).fetchall()
+
+
+def test_each_role_is_its_own_tenant(connect):
+    alice, bob = connect("alice"), connect("bob")
+    assert alice.execute("SELECT rag.current_tenant()").fetchone()[0] == "alice"
+    assert bob.execute("SELECT rag.current_tenant()").fetchone()[0] == "bob"
+
+
+def test_tenant_b_sees_no_trace_of_tenant_a(connect):
+    alice, bob = connect("alice"), connect("bob")
+    alice.execute("SELECT rag.ingest(%s, 'roadmap.md', title => 'Roadmap')", (SECRET,))
+    bob.execute("SELECT rag.ingest('Our office plants need water on Mondays.', 'plants.md')")
+
+    # alice finds it
+    hits = rows(alice, "SELECT content FROM rag.search('quokkaflux zebrawood turbine')")
+    assert any("quokkaflux" in h[0] for h in hits)
+
+    # bob: tables, search (both legs), ask, lexical statistics
+    assert rows(bob, "SELECT source FROM rag.documents") == [("plants.md",)]
+    assert rows(bob, "SELECT count(*) FROM rag.chunks WHERE content ILIKE '%quokkaflux%'") == [(0,)]
+    for _, _, _, content, _, _, _ in rows(bob, "SELECT * FROM rag.search('quokkaflux zebrawood turbine', 50)"):
+        assert "quokkaflux" not in content
+    assert rows(bob, """SELECT count(*) FROM rag.search('quokkaflux zebrawood turbine', 50)
+                        WHERE lexical_rank IS NOT NULL""") == [(0,)]
+    answer = bob.execute("SELECT rag.ask('When does the zebrawood turbine ship?')").fetchone()[0]
+    assert "quokkaflux" not in str(answer) and "roadmap" not in str(answer).lower()
+    # corpus statistics of the lexical leg: no document frequency for alice's words
+    assert rows(bob, """SELECT count(*) FROM ts_stat('SELECT tsv FROM rag.chunks')
+                        WHERE word IN ('quokkaflux', 'zebrawood')""") == [(0,)]
+    assert rows(bob, "SELECT count(*) FROM rag.tenant_roles") == [(0,)]
+
+
+def test_embedding_reuse_does_not_cross_tenants(connect):
+    alice, bob = connect("alice"), connect("bob")
+    alice.execute("SELECT rag.ingest(%s, 'a.md')", (SECRET,))
+    before = stats(bob)
+    bob.execute("SELECT rag.ingest(%s, 'b.md')", (SECRET,))
+    after = stats(bob)
+    # the same text in another tenant is embedded again: a cache hit would prove alice has it
+    assert after["texts_embedded"] - before["texts_embedded"] == 1
+    assert after["chunks_reused"] == before["chunks_reused"]
+
+
+def test_updates_and_deletes_cannot_reach_another_tenant(connect):
+    alice, bob = connect("alice"), connect("bob")
+    doc = alice.execute("SELECT rag.ingest(%s, 'roadmap.md')", (SECRET,)).fetchone()[0]
+    assert bob.execute("UPDATE rag.documents SET content = 'pwned' WHERE id = %s", (doc,)).rowcount == 0
+    assert bob.execute("DELETE FROM rag.documents WHERE id = %s", (doc,)).rowcount == 0
+    assert bob.execute("DELETE FROM rag.chunks WHERE document_id = %s", (doc,)).rowcount == 0
+    assert bob.execute("DELETE FROM rag.documents").rowcount == 0
+    # the same source name in bob's tenant is a different document
+    bob_doc = bob.execute("SELECT rag.ingest('Bob''s own roadmap: nothing planned.', 'roadmap.md')").fetchone()[0]
+    assert bob_doc != doc
+    assert rows(alice, "SELECT content FROM rag.documents WHERE id = %s", (doc,)) == [(SECRET,)]
+    assert rows(alice, "SELECT count(*) FROM rag.chunks WHERE document_id = %s", (doc,))[0][0] >= 1
+    # alice's own delete works and takes her chunks only
+    alice.execute("DELETE FROM rag.documents WHERE id = %s", (doc,))
+    assert rows(alice, "SELECT count(*) FROM rag.chunks") == [(0,)]
+    assert rows(bob, "SELECT count(*) FROM rag.chunks") == [(1,)]
+
+
+def test_tenant_cannot_be_forged(connect):
+    alice, bob = connect("alice"), connect("bob")
+    with pytest.raises(psycopg.Error) as exc:
+        bob.execute("INSERT INTO rag.documents (tenant, source, content) VALUES ('alice', 'x', 'forged text')")
+    assert exc.value.sqlstate == "42501"  # row-level security WITH CHECK
+    bob.execute("SET rag.tenant = 'alice'")
+    with pytest.raises(psycopg.Error) as exc:
+        bob.execute("SELECT * FROM rag.search('anything')")
+    assert exc.value.sqlstate == "42501" and "may not act for tenant 'alice'" in str(exc.value)
+    with pytest.raises(psycopg.Error) as exc:
+        bob.execute("SELECT count(*) FROM rag.documents")
+    assert exc.value.sqlstate == "42501"
+    bob.execute("RESET rag.tenant")
+    assert rows(alice, "SELECT count(*) FROM rag.documents") == [(0,)]
+
+
+def test_admin_can_let_a_role_act_for_a_shared_tenant(connect):
+    alice, bob, dora = connect("alice"), connect("bob"), connect("dora")
+    dora.execute("SELECT rag.grant_tenant('bob', 'acme')")
+    bob.execute("SET rag.tenant = 'acme'")
+    bob.execute("SELECT rag.ingest('Acme invoices are due in 30 days.', 'invoices.md')")
+    assert rows(bob, "SELECT tenant FROM rag.documents") == [("acme",)]
+    bob.execute("RESET rag.tenant")
+    # with exactly one grant, bob's default tenant is now acme
+    assert bob.execute("SELECT rag.current_tenant()").fetchone()[0] == "acme"
+    alice.execute("SET rag.tenant = 'acme'")
+    with pytest.raises(psycopg.Error):
+        alice.execute("SELECT count(*) FROM rag.documents")
+    alice.execute("RESET rag.tenant")
+    assert dora.execute("SELECT rag.revoke_tenant('bob', 'acme')").fetchone()[0] is True
+    assert bob.execute("SELECT rag.current_tenant()").fetchone()[0] == "bob"
+
+
+@pytest.mark.parametrize("sql", [
+    "ALTER TABLE rag.documents DISABLE ROW LEVEL SECURITY",
+    "ALTER TABLE rag.chunks NO FORCE ROW LEVEL SECURITY",
+    "DROP POLICY tenant_isolation ON rag.documents",
+    "CREATE POLICY open ON rag.documents USING (true)",
+    "SELECT rag.grant_tenant('alice', 'bob')",
+    "INSERT INTO rag.tenant_roles (tenant, role_name) VALUES ('bob', 'alice')",
+])
+def test_writer_cannot_disable_policies_or_act_as_admin(connect, sql):
+    alice = connect("alice")
+    with pytest.raises(psycopg.Error) as exc:
+        alice.execute(sql)
+    assert exc.value.sqlstate == "42501", exc.value
+
+
+def test_row_security_off_is_refused_not_bypassed(connect):
+    alice = connect("alice")
+    alice.execute("SET row_security = off")
+    with pytest.raises(psycopg.Error) as exc:
+        alice.execute("SELECT count(*) FROM rag.documents")
+    assert exc.value.sqlstate == "42501"
+
+
+def test_reader_can_search_but_not_write(connect):
+    carol = connect("carol")
+    assert carol.execute("SELECT count(*) FROM rag.search('anything')").fetchone()[0] == 0
+    for sql in ("SELECT rag.ingest('some text', 'c.md')",
+                "INSERT INTO rag.documents (source, content) VALUES ('c.md', 'some text')",
+                "DELETE FROM rag.documents"):
+        with pytest.raises(psycopg.Error) as exc:
+            carol.execute(sql)
+        assert exc.value.sqlstate == "42501", sql
+
+
+def test_a_role_without_rag_roles_has_no_access(connect):
+    nobody = connect("nobody")
+    for sql in ("SELECT * FROM rag.search('x')", "SELECT count(*) FROM rag.documents",
+                "SELECT rag.ask('x')", "SELECT rag.current_tenant()"):
+        with pytest.raises(psycopg.Error) as exc:
+            nobody.execute(sql)
+        assert exc.value.sqlstate == "42501", sql
