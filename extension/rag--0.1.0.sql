@@ -32,6 +32,20 @@ AS $$
                    WHERE r.rolname = role_name AND pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER'))
 $$;
 
+-- rag._may_act_for
+-- Whether the current role may act for a tenant: its own name, a tenant granted to it
+-- (or to a role it is a member of) in rag.tenant_roles, or any tenant for a superuser.
+CREATE FUNCTION rag._may_act_for(tenant text)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT tenant = current_user::text
+        OR (SELECT r.rolsuper FROM pg_catalog.pg_roles AS r WHERE r.rolname = current_user)
+        OR EXISTS (SELECT 1 FROM rag.tenant_roles AS t
+                   WHERE t.tenant = _may_act_for.tenant AND rag._is_member(t.role_name))
+$$;
+
 -- rag.current_tenant
 -- The tenant this session acts for (see above). Raises 42501 if rag.tenant names a
 -- tenant the current role may not act for.
@@ -51,9 +65,7 @@ BEGIN
             HAVING count(DISTINCT t.tenant) = 1;
         END IF;
         RETURN coalesce(only_one, current_user::text);
-    ELSIF wanted = current_user::text OR EXISTS (
-            SELECT 1 FROM rag.tenant_roles AS t
-            WHERE t.tenant = wanted AND rag._is_member(t.role_name)) THEN
+    ELSIF rag._may_act_for(wanted) THEN
         RETURN wanted;
     END IF;
     RAISE EXCEPTION 'rag: role % may not act for tenant %', current_user, quote_literal(wanted)
@@ -185,6 +197,10 @@ AS $$
         ('max_document_bytes',    '10000000', 'largest document accepted, in bytes of UTF-8'),
         ('max_query_chars',       '4000',     'longest question or search query accepted'),
         ('max_k',                 '1000',     'largest k accepted by rag.search and rag.ask'),
+        ('bm25_k1',               '0.9',      'BM25 term-frequency saturation (lexical leg)'),
+        ('bm25_b',                '0.4',      'BM25 length normalisation, 0..1 (lexical leg)'),
+        ('ef_search',             '100',      'HNSW candidate list size (at least the vector leg''s k)'),
+        ('iterative_scan',        'relaxed_order', 'pgvector 0.8 iterative index scans: off, relaxed_order or strict_order'),
         ('ask_min_similarity',    '0.3',      'rag.ask answers only from sentences at least this similar to the question')
     ) AS d (name, default_value, description)
 $$;
@@ -443,10 +459,64 @@ AS $$
     FROM unnest(tsvector_to_array(to_tsvector('english'::regconfig, query))) AS lexeme
 $$;
 
+-- rag._filter_predicate
+-- SQL predicate on documents alias d for a search filter (internal). A filter is a JSON
+-- object: "source" matches the document's source (a string, or an array of strings);
+-- every other key must match the document's metadata (jsonb containment, @>).
+CREATE FUNCTION rag._filter_predicate(filter jsonb)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    parts text[] := ARRAY['true'];
+    src jsonb := filter->'source';
+BEGIN
+    IF filter IS NULL THEN
+        RETURN NULL;
+    ELSIF jsonb_typeof(filter) <> 'object' THEN
+        RAISE EXCEPTION 'rag.search: filter must be a JSON object, got %', jsonb_typeof(filter)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'e.g. ''{"source": "handbook.md"}'' or ''{"team": "support"}'' (matched against metadata)';
+    END IF;
+    IF src IS NOT NULL THEN
+        IF jsonb_typeof(src) = 'string' THEN
+            parts := parts || format('d.source = %L', src->>0);
+        ELSIF jsonb_typeof(src) = 'array' AND NOT EXISTS (
+                SELECT 1 FROM jsonb_array_elements(src) AS e WHERE jsonb_typeof(e) <> 'string') THEN
+            parts := parts || format('d.source = ANY (%L::text[])',
+                                     ARRAY(SELECT jsonb_array_elements_text(src)));
+        ELSE
+            RAISE EXCEPTION 'rag.search: filter->''source'' must be a string or an array of strings, got %',
+                            jsonb_typeof(src) USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+    IF (filter - 'source') <> '{}'::jsonb THEN
+        parts := parts || format('d.metadata @> %L::jsonb', (filter - 'source')::text);
+    END IF;
+    RETURN array_to_string(parts, ' AND ');
+END
+$$;
+
 -- rag.search
--- Hybrid search: top 30 by cosine (HNSW, ef_search 100) and top 30 by full-text rank,
--- fused with RRF (c = 60). Returns k chunks, best first, with each leg's rank.
-CREATE FUNCTION rag.search(query text, k int DEFAULT 8)
+-- Hybrid search: the vector leg (HNSW, cosine) and the lexical leg (BM25 over any query
+-- term, or ts_rank) each give their top candidates, fused with weighted Reciprocal Rank
+-- Fusion: score = vector_weight / (rrf_c + vector_rank) + lexical_weight / (rrf_c + lexical_rank).
+--   mode     'hybrid' (default), 'vector' or 'lexical'
+--   filter   JSON object on documents: {"source": ...} and/or metadata keys (see above);
+--            HNSW iterative scans keep returning k rows when the filter is selective
+-- HNSW knobs come from the settings rag.ef_search and rag.iterative_scan.
+CREATE FUNCTION rag.search(
+    query           text,
+    k               int DEFAULT 8,
+    mode            text DEFAULT 'hybrid',
+    filter          jsonb DEFAULT NULL,
+    vector_k        int DEFAULT 30,
+    lexical_k       int DEFAULT 30,
+    rrf_c           int DEFAULT 60,
+    vector_weight   float8 DEFAULT 1,
+    lexical_weight  float8 DEFAULT 1,
+    lexical_ranking text DEFAULT 'bm25')
 RETURNS TABLE (
     chunk_id     bigint,
     document_id  bigint,
@@ -457,40 +527,283 @@ RETURNS TABLE (
     lexical_rank int)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
-SET hnsw.ef_search = 100
 AS $$
 DECLARE
-    qvec vector;
-    tsq  tsquery;
+    max_k int := rag._setting('max_k')::int;
+    pred  text := rag._filter_predicate(filter);
+    qvec  vector;
+    tsq   tsquery;
+    vec_sql text := 'SELECT NULL::bigint AS id, NULL::bigint AS r WHERE false';
+    lex_sql text := 'SELECT NULL::bigint AS id, NULL::bigint AS r WHERE false';
+    ef int;
 BEGIN
     PERFORM rag._check_query(query, k, 'rag.search');
-    qvec := rag.embed(query);
-    tsq := rag.any_terms_tsquery(query);
-    RETURN QUERY
-    WITH vec AS (
-        SELECT v.id, row_number() OVER (ORDER BY v.dist, v.id) AS r
-        FROM (SELECT c.id, c.embedding <=> qvec AS dist
-              FROM rag.chunks AS c
-              ORDER BY c.embedding <=> qvec
-              LIMIT 30) AS v
-    ), lex AS (
-        SELECT l.id, row_number() OVER (ORDER BY l.rank DESC, l.id) AS r
-        FROM (SELECT c.id, ts_rank(c.tsv, tsq) AS rank
-              FROM rag.chunks AS c
-              WHERE c.tsv @@ tsq
-              ORDER BY rank DESC, c.id
-              LIMIT 30) AS l
-    ), fused AS (
-        SELECT coalesce(vec.id, lex.id) AS id, vec.r AS vr, lex.r AS lr,
-               coalesce(1.0 / (60 + vec.r), 0) + coalesce(1.0 / (60 + lex.r), 0) AS rrf
-        FROM vec FULL JOIN lex ON lex.id = vec.id
-    )
-    SELECT c.id, c.document_id, c.ord, c.content, f.rrf::double precision, f.vr::int, f.lr::int
-    FROM fused AS f JOIN rag.chunks AS c ON c.id = f.id
-    ORDER BY f.rrf DESC, f.vr NULLS LAST, c.id
-    LIMIT k;
+    IF mode IS NULL OR mode NOT IN ('hybrid', 'vector', 'lexical') THEN
+        RAISE EXCEPTION 'rag.search: mode must be hybrid, vector or lexical, got %', coalesce(quote_literal(mode), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    ELSIF lexical_ranking IS NULL OR lexical_ranking NOT IN ('bm25', 'ts_rank') THEN
+        RAISE EXCEPTION 'rag.search: lexical_ranking must be bm25 or ts_rank, got %',
+                        coalesce(quote_literal(lexical_ranking), 'NULL') USING ERRCODE = 'invalid_parameter_value';
+    ELSIF vector_k IS NULL OR lexical_k IS NULL OR least(vector_k, lexical_k) < 1 OR greatest(vector_k, lexical_k) > max_k THEN
+        RAISE EXCEPTION 'rag.search: vector_k and lexical_k must be between 1 and %, got % and %',
+                        max_k, coalesce(vector_k::text, 'NULL'), coalesce(lexical_k::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    ELSIF rrf_c IS NULL OR rrf_c < 0 THEN
+        RAISE EXCEPTION 'rag.search: rrf_c must be >= 0, got %', coalesce(rrf_c::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    ELSIF vector_weight IS NULL OR lexical_weight IS NULL OR least(vector_weight, lexical_weight) < 0
+          OR vector_weight + lexical_weight = 0 OR 'NaN' IN (vector_weight, lexical_weight) THEN
+        RAISE EXCEPTION 'rag.search: weights must be >= 0 and not both 0, got % and %',
+                        coalesce(vector_weight::text, 'NULL'), coalesce(lexical_weight::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    IF mode IN ('hybrid', 'vector') THEN
+        qvec := rag.embed(query);
+        ef := greatest(rag._setting('ef_search')::int, vector_k);
+        PERFORM set_config('hnsw.ef_search', ef::text, true);
+        PERFORM set_config('hnsw.iterative_scan', rag._setting('iterative_scan'), true);
+        vec_sql := format($q$
+            SELECT v.id, row_number() OVER (ORDER BY v.dist, v.id) AS r
+            FROM (SELECT c.id, c.embedding <=> $1 AS dist
+                  FROM rag.chunks AS c %s
+                  ORDER BY c.embedding <=> $1
+                  LIMIT $2) AS v $q$,
+            CASE WHEN pred IS NULL THEN ''
+                 ELSE 'JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END);
+    END IF;
+    IF mode IN ('hybrid', 'lexical') AND lexical_ranking = 'bm25' THEN
+        lex_sql := format($q$
+            SELECT b.chunk_id AS id, row_number() OVER (ORDER BY b.score DESC, b.chunk_id) AS r
+            FROM (SELECT po.chunk_id, sum(idf.idf * po.tf * (p.k1 + 1)
+                                          / (po.tf + p.k1 * (1 - p.b + p.b * po.len / p.avglen))) AS score
+                  FROM rag._bm25_idf($3) AS idf
+                  CROSS JOIN rag._bm25_params() AS p
+                  JOIN rag.postings AS po ON po.tenant = p.tenant AND po.lexeme = idf.lexeme %s
+                  GROUP BY po.chunk_id
+                  ORDER BY score DESC, po.chunk_id
+                  LIMIT $4) AS b $q$,
+            CASE WHEN pred IS NULL THEN ''
+                 ELSE 'JOIN rag.chunks AS c ON c.id = po.chunk_id JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END);
+    ELSIF mode IN ('hybrid', 'lexical') THEN
+        tsq := rag.any_terms_tsquery(query);
+        lex_sql := format($q$
+            SELECT l.id, row_number() OVER (ORDER BY l.rank DESC, l.id) AS r
+            FROM (SELECT c.id, ts_rank(c.tsv, $5) AS rank
+                  FROM rag.chunks AS c %s
+                  WHERE c.tsv @@ $5
+                  ORDER BY rank DESC, c.id
+                  LIMIT $4) AS l $q$,
+            CASE WHEN pred IS NULL THEN ''
+                 ELSE 'JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END);
+    END IF;
+
+    RETURN QUERY EXECUTE format($q$
+        WITH vec AS (%s), lex AS (%s), fused AS (
+            SELECT coalesce(vec.id, lex.id) AS id, vec.r AS vr, lex.r AS lr,
+                   coalesce($6 / ($8 + vec.r), 0) + coalesce($7 / ($8 + lex.r), 0) AS rrf
+            FROM vec FULL JOIN lex ON lex.id = vec.id)
+        SELECT c.id, c.document_id, c.ord, c.content, f.rrf::float8, f.vr::int, f.lr::int
+        FROM fused AS f JOIN rag.chunks AS c ON c.id = f.id
+        ORDER BY f.rrf DESC, f.vr NULLS LAST, f.lr NULLS LAST, c.id
+        LIMIT $9 $q$, vec_sql, lex_sql)
+    USING qvec, vector_k, query, lexical_k, tsq, vector_weight, lexical_weight, rrf_c::float8, k;
 END
 $$;
+
+-- ---- 310-lexical.sql ----
+-- The lexical leg: Okapi BM25 computed in SQL over an inverted index that the ingest
+-- path keeps up to date (no C extension). Per tenant:
+--   rag.postings      (tenant, lexeme, chunk_id, tf, len): one row per lexeme of a chunk,
+--                     with its term frequency and the chunk's length in lexemes
+--   rag.lexeme_stats  document frequency per lexeme, as insert-only deltas (+n / -n), so
+--                     concurrent writers never wait on each other; rag.compact_lexical_stats
+--                     folds them (called by the triggers now and then)
+--   rag.corpus_stats  chunk count and total length, as deltas too (one row per statement)
+-- The statement triggers on rag.chunks maintain all three. to_tsvector('english') is the
+-- tokenizer (stemming, stop words), the same as the tsv column and the GIN index.
+
+CREATE TABLE rag.postings (
+    tenant   text NOT NULL,
+    lexeme   text NOT NULL,
+    chunk_id bigint NOT NULL,   -- rag.chunks.id; removed with the chunk by its delete trigger
+    tf       int NOT NULL,      -- occurrences of the lexeme in the chunk
+    len      int NOT NULL,      -- the chunk's length in lexeme occurrences
+    PRIMARY KEY (tenant, lexeme, chunk_id)
+);
+CREATE INDEX postings_chunk ON rag.postings (chunk_id);
+
+CREATE TABLE rag.lexeme_stats (
+    tenant text NOT NULL,
+    lexeme text NOT NULL,
+    df     bigint NOT NULL       -- a delta: sum(df) per (tenant, lexeme) is the document frequency
+);
+CREATE INDEX lexeme_stats_key ON rag.lexeme_stats (tenant, lexeme) INCLUDE (df);
+
+CREATE TABLE rag.corpus_stats (
+    tenant    text NOT NULL,
+    chunks    bigint NOT NULL,   -- deltas, summed per tenant: one row per writing statement
+    total_len bigint NOT NULL
+);
+CREATE INDEX corpus_stats_tenant ON rag.corpus_stats (tenant) INCLUDE (chunks, total_len);
+
+-- rag._chunks_lexical_insert / rag._chunks_lexical_delete
+-- Statement triggers on rag.chunks: postings and +/- deltas for the rows of the statement.
+CREATE FUNCTION rag._chunks_lexical_insert()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    WITH p AS (
+        SELECT n.tenant, u.lexeme, n.id AS chunk_id, cardinality(u.positions) AS tf,
+               sum(cardinality(u.positions)) OVER (PARTITION BY n.id) AS len
+        FROM new_rows AS n, unnest(n.tsv) AS u
+    ), postings AS (
+        INSERT INTO rag.postings (tenant, lexeme, chunk_id, tf, len)
+        SELECT p.tenant, p.lexeme, p.chunk_id, p.tf, p.len FROM p
+    ), df AS (
+        INSERT INTO rag.lexeme_stats (tenant, lexeme, df)
+        SELECT p.tenant, p.lexeme, count(*) FROM p GROUP BY 1, 2
+    )
+    INSERT INTO rag.corpus_stats (tenant, chunks, total_len)
+    SELECT n.tenant, count(*), coalesce(sum(l.len), 0)
+    FROM new_rows AS n LEFT JOIN (SELECT DISTINCT p.chunk_id, p.len FROM p) AS l ON l.chunk_id = n.id
+    GROUP BY n.tenant;
+    PERFORM rag.compact_lexical_stats(t.tenant, 32) FROM (SELECT DISTINCT n.tenant FROM new_rows AS n) AS t;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION rag._chunks_lexical_delete()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM rag.postings AS po USING old_rows AS o WHERE po.chunk_id = o.id;
+    INSERT INTO rag.lexeme_stats (tenant, lexeme, df)
+    SELECT o.tenant, u.lexeme, -count(*) FROM old_rows AS o, unnest(o.tsv) AS u GROUP BY 1, 2;
+    INSERT INTO rag.corpus_stats (tenant, chunks, total_len)
+    SELECT o.tenant, -count(*),
+           -coalesce(sum((SELECT sum(cardinality(u.positions)) FROM unnest(o.tsv) AS u)), 0)
+    FROM old_rows AS o GROUP BY o.tenant;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER chunks_lexical_insert AFTER INSERT ON rag.chunks
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION rag._chunks_lexical_insert();
+CREATE TRIGGER chunks_lexical_delete AFTER DELETE ON rag.chunks
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION rag._chunks_lexical_delete();
+
+-- rag.compact_lexical_stats
+-- Fold a tenant's statistics deltas into one row per lexeme, once more than
+-- `min_statements` writing statements have added deltas since the last time (the
+-- triggers call it with 32, so a query sums at most ~33 rows per lexeme). Safe with
+-- concurrent writers: DELETE ... RETURNING never hands the same delta to two
+-- compactions, and deltas added meanwhile are left for the next one.
+CREATE FUNCTION rag.compact_lexical_stats(tenant text DEFAULT rag.current_tenant(), min_statements int DEFAULT 0)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    SELECT count(*) INTO n FROM (SELECT 1 FROM rag.corpus_stats AS s
+                                 WHERE s.tenant = compact_lexical_stats.tenant
+                                 LIMIT greatest(min_statements, 0) + 1) AS x;
+    IF n <= min_statements OR NOT pg_try_advisory_xact_lock(hashtext('rag.compact_lexical_stats:' || tenant)) THEN
+        RETURN 0;
+    END IF;
+    WITH d AS (DELETE FROM rag.lexeme_stats AS s WHERE s.tenant = compact_lexical_stats.tenant
+               RETURNING s.lexeme, s.df)
+    INSERT INTO rag.lexeme_stats (tenant, lexeme, df)
+    SELECT compact_lexical_stats.tenant, d.lexeme, sum(d.df) FROM d GROUP BY d.lexeme HAVING sum(d.df) <> 0;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    WITH d AS (DELETE FROM rag.corpus_stats AS s WHERE s.tenant = compact_lexical_stats.tenant
+               RETURNING s.chunks, s.total_len)
+    INSERT INTO rag.corpus_stats (tenant, chunks, total_len)
+    SELECT compact_lexical_stats.tenant, sum(d.chunks), sum(d.total_len) FROM d HAVING count(*) > 0;
+    RETURN n;
+END
+$$;
+
+-- rag.query_lexemes
+-- The distinct lexemes of a query, as the lexical leg sees them (english stemming).
+CREATE FUNCTION rag.query_lexemes(query text)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT tsvector_to_array(to_tsvector('english'::regconfig, query)) $$;
+
+-- rag._bm25_params / rag._bm25_idf (internal)
+-- The current tenant's BM25 parameters and corpus size, and the idf of a query's lexemes.
+CREATE FUNCTION rag._bm25_params(k1 float8 DEFAULT NULL, b float8 DEFAULT NULL)
+RETURNS TABLE (tenant text, k1 float8, b float8, n float8, avglen float8)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT t.tenant,
+           coalesce(_bm25_params.k1, rag._setting('bm25_k1')::float8),
+           coalesce(_bm25_params.b, rag._setting('bm25_b')::float8),
+           coalesce(sum(c.chunks), 0)::float8,
+           coalesce(sum(c.total_len)::float8 / nullif(sum(c.chunks), 0)::float8, 1)
+    FROM (SELECT rag.current_tenant() AS tenant) AS t
+    LEFT JOIN rag.corpus_stats AS c ON c.tenant = t.tenant
+    GROUP BY t.tenant
+$$;
+
+CREATE FUNCTION rag._bm25_idf(query text)
+RETURNS TABLE (lexeme text, idf float8)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT s.lexeme, ln(1 + (p.n - sum(s.df)::float8 + 0.5) / (sum(s.df)::float8 + 0.5))
+    FROM rag._bm25_params() AS p
+    JOIN rag.lexeme_stats AS s ON s.tenant = p.tenant
+    WHERE s.lexeme = ANY (rag.query_lexemes(query))
+    GROUP BY s.lexeme, p.n
+    HAVING sum(s.df) > 0
+$$;
+
+-- rag.bm25
+-- Okapi BM25 over the current tenant's chunks, best first (the lexical leg of rag.search):
+--   score = sum over query lexemes t in the chunk of
+--           idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avglen))
+--   idf(t) = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5))
+-- N (chunks), df and avglen (lexemes per chunk) are the tenant's corpus statistics;
+-- k1 and b default to the settings rag.bm25_k1 and rag.bm25_b.
+CREATE FUNCTION rag.bm25(query text, n int DEFAULT 30, k1 float8 DEFAULT NULL, b float8 DEFAULT NULL)
+RETURNS TABLE (chunk_id bigint, score float8)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT po.chunk_id,
+           sum(idf.idf * po.tf * (p.k1 + 1) / (po.tf + p.k1 * (1 - p.b + p.b * po.len / p.avglen))) AS score
+    FROM rag._bm25_idf(bm25.query) AS idf
+    CROSS JOIN rag._bm25_params(bm25.k1, bm25.b) AS p
+    JOIN rag.postings AS po ON po.tenant = p.tenant AND po.lexeme = idf.lexeme
+    GROUP BY po.chunk_id
+    ORDER BY score DESC, po.chunk_id
+    LIMIT bm25.n
+$$;
+
+-- rag.lexical_stats
+-- The current tenant's lexical statistics, for inspection and BI: one row per lexeme.
+CREATE VIEW rag.lexical_stats WITH (security_invoker = true) AS
+    SELECT s.lexeme, sum(s.df)::bigint AS document_frequency
+    FROM rag.lexeme_stats AS s
+    WHERE s.tenant = rag.current_tenant()
+    GROUP BY s.lexeme
+    HAVING sum(s.df) > 0;
+
+SELECT pg_catalog.pg_extension_config_dump('rag.postings', '');
+SELECT pg_catalog.pg_extension_config_dump('rag.lexeme_stats', '');
+SELECT pg_catalog.pg_extension_config_dump('rag.corpus_stats', '');
 
 -- ---- 400-ask.sql ----
 -- Answers: retrieve, then answer from the retrieved chunks with [n] citations.
@@ -516,6 +829,189 @@ AS $python$
     return ragpg.pg.ask(plpy, question, k)
 $python$;
 
+-- ---- 500-eval.sql ----
+-- Retrieval evaluation in SQL: eval sets (a corpus ingested into a tenant of its own, so
+-- its BM25 statistics are its own), queries, graded judgments, and runs with nDCG@10,
+-- recall@10, recall@100 and MRR@10, per query and overall. Load sets with
+-- `ragpg eval load` (BEIR layout); run with rag.evaluate; read rag.eval_runs and
+-- rag.eval_compare from any BI tool.
+
+CREATE TABLE rag.eval_sets (
+    name       text PRIMARY KEY,
+    tenant     text NOT NULL,           -- the tenant holding the set's documents, 'eval:<name>'
+    source     text,                    -- where it was loaded from
+    documents  int NOT NULL DEFAULT 0,
+    loaded_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE rag.eval_queries (
+    set_name text NOT NULL REFERENCES rag.eval_sets (name) ON DELETE CASCADE,
+    query_id text NOT NULL,
+    query    text NOT NULL,
+    PRIMARY KEY (set_name, query_id)
+);
+
+-- a judgment names a document (by its source in the set's tenant) or a chunk
+CREATE TABLE rag.eval_qrels (
+    set_name   text NOT NULL,
+    query_id   text NOT NULL,
+    doc_source text,
+    chunk_id   bigint,
+    grade      int NOT NULL CHECK (grade > 0),
+    FOREIGN KEY (set_name, query_id) REFERENCES rag.eval_queries (set_name, query_id) ON DELETE CASCADE,
+    CHECK ((doc_source IS NULL) <> (chunk_id IS NULL))
+);
+CREATE INDEX eval_qrels_query ON rag.eval_qrels (set_name, query_id);
+
+CREATE TABLE rag.eval_run (
+    id          bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    set_name    text NOT NULL REFERENCES rag.eval_sets (name) ON DELETE CASCADE,
+    mode        text NOT NULL,
+    k           int NOT NULL,
+    params      jsonb NOT NULL DEFAULT '{}',   -- the search parameters and settings used
+    queries     int,
+    ndcg_10     float8,
+    recall_10   float8,
+    recall_100  float8,
+    mrr_10      float8,
+    seconds     float8,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    run_by      name NOT NULL DEFAULT current_user
+);
+
+CREATE TABLE rag.eval_run_query (
+    run_id     bigint NOT NULL REFERENCES rag.eval_run (id) ON DELETE CASCADE,
+    query_id   text NOT NULL,
+    ndcg_10    float8 NOT NULL,
+    recall_10  float8 NOT NULL,
+    recall_100 float8 NOT NULL,
+    mrr_10     float8 NOT NULL,
+    PRIMARY KEY (run_id, query_id)
+);
+
+-- rag._eval_tenant
+-- The tenant of an eval set, checked: the caller must be allowed to act for it (internal).
+CREATE FUNCTION rag._eval_tenant(set_name text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t text;
+BEGIN
+    SELECT s.tenant INTO t FROM rag.eval_sets AS s WHERE s.name = set_name;
+    IF t IS NULL THEN
+        RAISE EXCEPTION 'rag.evaluate: no eval set %', coalesce(quote_literal(set_name), 'NULL')
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'load one: ragpg eval load --dsn ... --set NAME --dir DIR (BEIR layout)';
+    END IF;
+    RETURN t;
+END
+$$;
+
+-- rag.evaluate
+-- Run every query of an eval set through rag.search(mode, k results) in the set's tenant,
+-- store per-query and overall nDCG@10 (linear gain), recall@10, recall@100 and MRR@10,
+-- and return the run id. Document judgments are scored on chunk results by each
+-- document's best chunk rank. Extra rag.search parameters can be passed in `params`
+-- (e.g. '{"rrf_c": 20, "lexical_ranking": "ts_rank"}').
+CREATE FUNCTION rag.evaluate(set_name text, mode text DEFAULT 'hybrid', k int DEFAULT 100, params jsonb DEFAULT '{}')
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tenant text := rag._eval_tenant(set_name);
+    run bigint;
+    q record;
+    t0 timestamptz := clock_timestamp();
+    cand int := greatest(30, k);
+BEGIN
+    IF params IS NULL OR jsonb_typeof(params) <> 'object' THEN
+        RAISE EXCEPTION 'rag.evaluate: params must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM set_config('rag.tenant', tenant, true);
+    PERFORM rag.current_tenant();  -- 42501 unless the caller may act for the set's tenant
+    params := jsonb_build_object('vector_k', cand, 'lexical_k', cand, 'rrf_c', 60, 'vector_weight', 1,
+                                 'lexical_weight', 1, 'lexical_ranking', 'bm25')
+              || params
+              || jsonb_build_object('settings', (SELECT jsonb_object_agg(s.name, s.value) FROM rag.settings() AS s));
+    INSERT INTO rag.eval_run (set_name, mode, k, params) VALUES (evaluate.set_name, evaluate.mode, evaluate.k, params)
+    RETURNING id INTO run;
+
+    FOR q IN SELECT eq.query_id, eq.query FROM rag.eval_queries AS eq
+             WHERE eq.set_name = evaluate.set_name ORDER BY eq.query_id LOOP
+        INSERT INTO rag.eval_run_query (run_id, query_id, ndcg_10, recall_10, recall_100, mrr_10)
+        WITH hits AS (
+            SELECT s.chunk_id, s.document_id,
+                   row_number() OVER (ORDER BY s.score DESC, s.vector_rank NULLS LAST, s.chunk_id) AS rn
+            FROM rag.search(q.query, evaluate.k, evaluate.mode, NULL,
+                            (params->>'vector_k')::int, (params->>'lexical_k')::int, (params->>'rrf_c')::int,
+                            (params->>'vector_weight')::float8, (params->>'lexical_weight')::float8,
+                            params->>'lexical_ranking') AS s
+        ), rel AS (
+            SELECT r.doc_source, r.chunk_id, r.grade FROM rag.eval_qrels AS r
+            WHERE r.set_name = evaluate.set_name AND r.query_id = q.query_id
+        ), by_doc AS (   -- each document at its best chunk's rank
+            SELECT d.source, row_number() OVER (ORDER BY min(h.rn)) AS rank
+            FROM hits AS h JOIN rag.documents AS d ON d.id = h.document_id
+            GROUP BY d.source
+        ), ranked AS (   -- judged items with the rank they got (NULL: not retrieved)
+            SELECT rel.grade,
+                   CASE WHEN rel.chunk_id IS NOT NULL THEN (SELECT h.rn FROM hits AS h WHERE h.chunk_id = rel.chunk_id)
+                        ELSE (SELECT b.rank FROM by_doc AS b WHERE b.source = rel.doc_source) END AS rank
+            FROM rel
+        ), ideal AS (
+            SELECT grade, row_number() OVER (ORDER BY grade DESC) AS pos FROM rel
+        )
+        SELECT run, q.query_id,
+               coalesce((SELECT sum(grade / log(2, rank + 1)) FROM ranked WHERE rank <= 10), 0)
+                 / nullif((SELECT sum(grade / log(2, pos + 1)) FROM ideal WHERE pos <= 10), 0),
+               coalesce((SELECT count(*) FROM ranked WHERE rank <= 10)::float8 / nullif((SELECT count(*) FROM rel), 0), 0),
+               coalesce((SELECT count(*) FROM ranked WHERE rank <= 100)::float8 / nullif((SELECT count(*) FROM rel), 0), 0),
+               coalesce((SELECT 1.0 / min(rank) FROM ranked WHERE rank <= 10), 0);
+    END LOOP;
+
+    UPDATE rag.eval_run AS r
+    SET queries = a.n, ndcg_10 = a.ndcg, recall_10 = a.r10, recall_100 = a.r100, mrr_10 = a.mrr,
+        seconds = extract(epoch FROM clock_timestamp() - t0)
+    FROM (SELECT count(*) AS n, avg(x.ndcg_10) AS ndcg, avg(x.recall_10) AS r10,
+                 avg(x.recall_100) AS r100, avg(x.mrr_10) AS mrr
+          FROM rag.eval_run_query AS x WHERE x.run_id = run) AS a
+    WHERE r.id = run;
+    RETURN run;
+END
+$$;
+
+-- rag.eval_runs: every run with its overall metrics, newest first.
+CREATE VIEW rag.eval_runs WITH (security_invoker = true) AS
+    SELECT r.id AS run_id, r.set_name, r.mode, r.k, r.queries,
+           round(r.ndcg_10::numeric, 4) AS ndcg_10, round(r.recall_10::numeric, 4) AS recall_10,
+           round(r.recall_100::numeric, 4) AS recall_100, round(r.mrr_10::numeric, 4) AS mrr_10,
+           round(r.seconds::numeric, 1) AS seconds, r.params, r.created_at, r.run_by
+    FROM rag.eval_run AS r
+    ORDER BY r.id DESC;
+
+-- rag.eval_compare: any two runs of the same set side by side (filter on run_a, run_b).
+CREATE VIEW rag.eval_compare WITH (security_invoker = true) AS
+    SELECT a.set_name, a.id AS run_a, b.id AS run_b, a.mode AS mode_a, b.mode AS mode_b,
+           round(a.ndcg_10::numeric, 4) AS ndcg_10_a, round(b.ndcg_10::numeric, 4) AS ndcg_10_b,
+           round((b.ndcg_10 - a.ndcg_10)::numeric, 4) AS ndcg_10_delta,
+           round(a.recall_10::numeric, 4) AS recall_10_a, round(b.recall_10::numeric, 4) AS recall_10_b,
+           round(a.recall_100::numeric, 4) AS recall_100_a, round(b.recall_100::numeric, 4) AS recall_100_b,
+           round(a.mrr_10::numeric, 4) AS mrr_10_a, round(b.mrr_10::numeric, 4) AS mrr_10_b,
+           (SELECT count(*) FROM rag.eval_run_query AS qa JOIN rag.eval_run_query AS qb USING (query_id)
+            WHERE qa.run_id = a.id AND qb.run_id = b.id AND qb.ndcg_10 > qa.ndcg_10) AS queries_better,
+           (SELECT count(*) FROM rag.eval_run_query AS qa JOIN rag.eval_run_query AS qb USING (query_id)
+            WHERE qa.run_id = a.id AND qb.run_id = b.id AND qb.ndcg_10 < qa.ndcg_10) AS queries_worse
+    FROM rag.eval_run AS a JOIN rag.eval_run AS b ON b.set_name = a.set_name AND b.id <> a.id;
+
+SELECT pg_catalog.pg_extension_config_dump('rag.eval_sets', '');
+SELECT pg_catalog.pg_extension_config_dump('rag.eval_queries', '');
+SELECT pg_catalog.pg_extension_config_dump('rag.eval_qrels', '');
+SELECT pg_catalog.pg_extension_config_dump('rag.eval_run', '');
+SELECT pg_catalog.pg_extension_config_dump('rag.eval_run_query', '');
+
 -- ---- 900-security.sql ----
 -- Row-level security: a session sees and writes only its tenant's rows
 -- (rag.current_tenant(), evaluated once per statement as an init plan).
@@ -533,6 +1029,48 @@ ALTER TABLE rag.chunks FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON rag.chunks
     USING (tenant = (SELECT rag.current_tenant()))
     WITH CHECK (tenant = (SELECT rag.current_tenant()));
+
+-- the lexical leg's index and statistics are tenant data too (df would leak vocabulary)
+ALTER TABLE rag.postings ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.postings FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON rag.postings
+    USING (tenant = (SELECT rag.current_tenant()))
+    WITH CHECK (tenant = (SELECT rag.current_tenant()));
+
+ALTER TABLE rag.lexeme_stats ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.lexeme_stats FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON rag.lexeme_stats
+    USING (tenant = (SELECT rag.current_tenant()))
+    WITH CHECK (tenant = (SELECT rag.current_tenant()));
+
+ALTER TABLE rag.corpus_stats ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.corpus_stats FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON rag.corpus_stats
+    USING (tenant = (SELECT rag.current_tenant()))
+    WITH CHECK (tenant = (SELECT rag.current_tenant()));
+
+-- eval sets, their queries, judgments and runs: visible to whoever may act for the
+-- set's tenant (not only while acting for it, so a BI role granted the tenant sees runs)
+ALTER TABLE rag.eval_sets ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.eval_sets FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_access ON rag.eval_sets
+    USING (rag._may_act_for(tenant)) WITH CHECK (rag._may_act_for(tenant));
+ALTER TABLE rag.eval_queries ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.eval_queries FORCE ROW LEVEL SECURITY;
+CREATE POLICY via_set ON rag.eval_queries
+    USING (EXISTS (SELECT 1 FROM rag.eval_sets AS s WHERE s.name = set_name));
+ALTER TABLE rag.eval_qrels ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.eval_qrels FORCE ROW LEVEL SECURITY;
+CREATE POLICY via_set ON rag.eval_qrels
+    USING (EXISTS (SELECT 1 FROM rag.eval_sets AS s WHERE s.name = set_name));
+ALTER TABLE rag.eval_run ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.eval_run FORCE ROW LEVEL SECURITY;
+CREATE POLICY via_set ON rag.eval_run
+    USING (EXISTS (SELECT 1 FROM rag.eval_sets AS s WHERE s.name = set_name));
+ALTER TABLE rag.eval_run_query ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.eval_run_query FORCE ROW LEVEL SECURITY;
+CREATE POLICY via_run ON rag.eval_run_query
+    USING (EXISTS (SELECT 1 FROM rag.eval_run AS r WHERE r.id = run_id));
 
 -- a role sees only the tenant grants that apply to it; rag_admin manages all of them
 ALTER TABLE rag.tenant_roles ENABLE ROW LEVEL SECURITY;
@@ -573,28 +1111,42 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA rag FROM PUBLIC;
 
 -- rag_reader: search and ask
 GRANT USAGE ON SCHEMA rag TO rag_reader;
-GRANT SELECT ON rag.documents, rag.chunks, rag.tenant_roles TO rag_reader;
+GRANT SELECT ON rag.documents, rag.chunks, rag.tenant_roles, rag.postings, rag.lexeme_stats,
+                rag.corpus_stats, rag.lexical_stats, rag.eval_sets, rag.eval_queries, rag.eval_qrels,
+                rag.eval_run, rag.eval_run_query, rag.eval_runs, rag.eval_compare TO rag_reader;
 GRANT EXECUTE ON FUNCTION
     rag.current_tenant(),
     rag._is_member(name),
+    rag._may_act_for(text),
     rag.settings(),
     rag._setting(text),
     rag.embed(text),
     rag.any_terms_tsquery(text),
     rag._check_query(text, int, text),
-    rag.search(text, int),
+    rag._filter_predicate(jsonb),
+    rag.query_lexemes(text),
+    rag._bm25_params(float8, float8),
+    rag._bm25_idf(text),
+    rag.bm25(text, int, float8, float8),
+    rag.search(text, int, text, jsonb, int, int, int, float8, float8, text),
     rag.ask(text, int),
     rag.backend_stats()
 TO rag_reader;
 
 -- rag_writer: ingest (documents in, chunks written by the triggers as the caller)
 GRANT INSERT, UPDATE, DELETE ON rag.documents TO rag_writer;
-GRANT INSERT, DELETE ON rag.chunks TO rag_writer;
+GRANT INSERT, DELETE ON rag.chunks, rag.postings, rag.lexeme_stats, rag.corpus_stats TO rag_writer;
 GRANT EXECUTE ON FUNCTION
     rag.ingest(text, text, text, text, jsonb),
     rag._check_content(text, text),
-    rag._index_documents(bigint[])
+    rag._index_documents(bigint[]),
+    rag.compact_lexical_stats(text, int),
+    rag._eval_tenant(text),
+    rag.evaluate(text, text, int, jsonb)
 TO rag_writer;
+-- eval sets are loaded and run by writers, into tenants they may act for (RLS checks)
+GRANT INSERT, UPDATE, DELETE ON rag.eval_sets, rag.eval_queries, rag.eval_qrels, rag.eval_run,
+                                rag.eval_run_query TO rag_writer;
 
 -- rag_admin: tenants (later: models, keys)
 GRANT INSERT, DELETE ON rag.tenant_roles TO rag_admin;

@@ -28,6 +28,20 @@ AS $$
                    WHERE r.rolname = role_name AND pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER'))
 $$;
 
+-- rag._may_act_for
+-- Whether the current role may act for a tenant: its own name, a tenant granted to it
+-- (or to a role it is a member of) in rag.tenant_roles, or any tenant for a superuser.
+CREATE FUNCTION rag._may_act_for(tenant text)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT tenant = current_user::text
+        OR (SELECT r.rolsuper FROM pg_catalog.pg_roles AS r WHERE r.rolname = current_user)
+        OR EXISTS (SELECT 1 FROM rag.tenant_roles AS t
+                   WHERE t.tenant = _may_act_for.tenant AND rag._is_member(t.role_name))
+$$;
+
 -- rag.current_tenant
 -- The tenant this session acts for (see above). Raises 42501 if rag.tenant names a
 -- tenant the current role may not act for.
@@ -47,9 +61,7 @@ BEGIN
             HAVING count(DISTINCT t.tenant) = 1;
         END IF;
         RETURN coalesce(only_one, current_user::text);
-    ELSIF wanted = current_user::text OR EXISTS (
-            SELECT 1 FROM rag.tenant_roles AS t
-            WHERE t.tenant = wanted AND rag._is_member(t.role_name)) THEN
+    ELSIF rag._may_act_for(wanted) THEN
         RETURN wanted;
     END IF;
     RAISE EXCEPTION 'rag: role % may not act for tenant %', current_user, quote_literal(wanted)

@@ -18,6 +18,10 @@ AS $$
         ('max_document_bytes',    '10000000', 'largest document accepted, in bytes of UTF-8'),
         ('max_query_chars',       '4000',     'longest question or search query accepted'),
         ('max_k',                 '1000',     'largest k accepted by rag.search and rag.ask'),
+        ('bm25_k1',               '0.9',      'BM25 term-frequency saturation (lexical leg)'),
+        ('bm25_b',                '0.4',      'BM25 length normalisation, 0..1 (lexical leg)'),
+        ('ef_search',             '100',      'HNSW candidate list size (at least the vector leg''s k)'),
+        ('iterative_scan',        'relaxed_order', 'pgvector 0.8 iterative index scans: off, relaxed_order or strict_order'),
         ('ask_min_similarity',    '0.3',      'rag.ask answers only from sentences at least this similar to the question')
     ) AS d (name, default_value, description)
 $$;

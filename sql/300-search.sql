@@ -40,10 +40,64 @@ AS $$
     FROM unnest(tsvector_to_array(to_tsvector('english'::regconfig, query))) AS lexeme
 $$;
 
+-- rag._filter_predicate
+-- SQL predicate on documents alias d for a search filter (internal). A filter is a JSON
+-- object: "source" matches the document's source (a string, or an array of strings);
+-- every other key must match the document's metadata (jsonb containment, @>).
+CREATE FUNCTION rag._filter_predicate(filter jsonb)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    parts text[] := ARRAY['true'];
+    src jsonb := filter->'source';
+BEGIN
+    IF filter IS NULL THEN
+        RETURN NULL;
+    ELSIF jsonb_typeof(filter) <> 'object' THEN
+        RAISE EXCEPTION 'rag.search: filter must be a JSON object, got %', jsonb_typeof(filter)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'e.g. ''{"source": "handbook.md"}'' or ''{"team": "support"}'' (matched against metadata)';
+    END IF;
+    IF src IS NOT NULL THEN
+        IF jsonb_typeof(src) = 'string' THEN
+            parts := parts || format('d.source = %L', src->>0);
+        ELSIF jsonb_typeof(src) = 'array' AND NOT EXISTS (
+                SELECT 1 FROM jsonb_array_elements(src) AS e WHERE jsonb_typeof(e) <> 'string') THEN
+            parts := parts || format('d.source = ANY (%L::text[])',
+                                     ARRAY(SELECT jsonb_array_elements_text(src)));
+        ELSE
+            RAISE EXCEPTION 'rag.search: filter->''source'' must be a string or an array of strings, got %',
+                            jsonb_typeof(src) USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+    IF (filter - 'source') <> '{}'::jsonb THEN
+        parts := parts || format('d.metadata @> %L::jsonb', (filter - 'source')::text);
+    END IF;
+    RETURN array_to_string(parts, ' AND ');
+END
+$$;
+
 -- rag.search
--- Hybrid search: top 30 by cosine (HNSW, ef_search 100) and top 30 by full-text rank,
--- fused with RRF (c = 60). Returns k chunks, best first, with each leg's rank.
-CREATE FUNCTION rag.search(query text, k int DEFAULT 8)
+-- Hybrid search: the vector leg (HNSW, cosine) and the lexical leg (BM25 over any query
+-- term, or ts_rank) each give their top candidates, fused with weighted Reciprocal Rank
+-- Fusion: score = vector_weight / (rrf_c + vector_rank) + lexical_weight / (rrf_c + lexical_rank).
+--   mode     'hybrid' (default), 'vector' or 'lexical'
+--   filter   JSON object on documents: {"source": ...} and/or metadata keys (see above);
+--            HNSW iterative scans keep returning k rows when the filter is selective
+-- HNSW knobs come from the settings rag.ef_search and rag.iterative_scan.
+CREATE FUNCTION rag.search(
+    query           text,
+    k               int DEFAULT 8,
+    mode            text DEFAULT 'hybrid',
+    filter          jsonb DEFAULT NULL,
+    vector_k        int DEFAULT 30,
+    lexical_k       int DEFAULT 30,
+    rrf_c           int DEFAULT 60,
+    vector_weight   float8 DEFAULT 1,
+    lexical_weight  float8 DEFAULT 1,
+    lexical_ranking text DEFAULT 'bm25')
 RETURNS TABLE (
     chunk_id     bigint,
     document_id  bigint,
@@ -54,37 +108,86 @@ RETURNS TABLE (
     lexical_rank int)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
-SET hnsw.ef_search = 100
 AS $$
 DECLARE
-    qvec vector;
-    tsq  tsquery;
+    max_k int := rag._setting('max_k')::int;
+    pred  text := rag._filter_predicate(filter);
+    qvec  vector;
+    tsq   tsquery;
+    vec_sql text := 'SELECT NULL::bigint AS id, NULL::bigint AS r WHERE false';
+    lex_sql text := 'SELECT NULL::bigint AS id, NULL::bigint AS r WHERE false';
+    ef int;
 BEGIN
     PERFORM rag._check_query(query, k, 'rag.search');
-    qvec := rag.embed(query);
-    tsq := rag.any_terms_tsquery(query);
-    RETURN QUERY
-    WITH vec AS (
-        SELECT v.id, row_number() OVER (ORDER BY v.dist, v.id) AS r
-        FROM (SELECT c.id, c.embedding <=> qvec AS dist
-              FROM rag.chunks AS c
-              ORDER BY c.embedding <=> qvec
-              LIMIT 30) AS v
-    ), lex AS (
-        SELECT l.id, row_number() OVER (ORDER BY l.rank DESC, l.id) AS r
-        FROM (SELECT c.id, ts_rank(c.tsv, tsq) AS rank
-              FROM rag.chunks AS c
-              WHERE c.tsv @@ tsq
-              ORDER BY rank DESC, c.id
-              LIMIT 30) AS l
-    ), fused AS (
-        SELECT coalesce(vec.id, lex.id) AS id, vec.r AS vr, lex.r AS lr,
-               coalesce(1.0 / (60 + vec.r), 0) + coalesce(1.0 / (60 + lex.r), 0) AS rrf
-        FROM vec FULL JOIN lex ON lex.id = vec.id
-    )
-    SELECT c.id, c.document_id, c.ord, c.content, f.rrf::double precision, f.vr::int, f.lr::int
-    FROM fused AS f JOIN rag.chunks AS c ON c.id = f.id
-    ORDER BY f.rrf DESC, f.vr NULLS LAST, c.id
-    LIMIT k;
+    IF mode IS NULL OR mode NOT IN ('hybrid', 'vector', 'lexical') THEN
+        RAISE EXCEPTION 'rag.search: mode must be hybrid, vector or lexical, got %', coalesce(quote_literal(mode), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    ELSIF lexical_ranking IS NULL OR lexical_ranking NOT IN ('bm25', 'ts_rank') THEN
+        RAISE EXCEPTION 'rag.search: lexical_ranking must be bm25 or ts_rank, got %',
+                        coalesce(quote_literal(lexical_ranking), 'NULL') USING ERRCODE = 'invalid_parameter_value';
+    ELSIF vector_k IS NULL OR lexical_k IS NULL OR least(vector_k, lexical_k) < 1 OR greatest(vector_k, lexical_k) > max_k THEN
+        RAISE EXCEPTION 'rag.search: vector_k and lexical_k must be between 1 and %, got % and %',
+                        max_k, coalesce(vector_k::text, 'NULL'), coalesce(lexical_k::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    ELSIF rrf_c IS NULL OR rrf_c < 0 THEN
+        RAISE EXCEPTION 'rag.search: rrf_c must be >= 0, got %', coalesce(rrf_c::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    ELSIF vector_weight IS NULL OR lexical_weight IS NULL OR least(vector_weight, lexical_weight) < 0
+          OR vector_weight + lexical_weight = 0 OR 'NaN' IN (vector_weight, lexical_weight) THEN
+        RAISE EXCEPTION 'rag.search: weights must be >= 0 and not both 0, got % and %',
+                        coalesce(vector_weight::text, 'NULL'), coalesce(lexical_weight::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    IF mode IN ('hybrid', 'vector') THEN
+        qvec := rag.embed(query);
+        ef := greatest(rag._setting('ef_search')::int, vector_k);
+        PERFORM set_config('hnsw.ef_search', ef::text, true);
+        PERFORM set_config('hnsw.iterative_scan', rag._setting('iterative_scan'), true);
+        vec_sql := format($q$
+            SELECT v.id, row_number() OVER (ORDER BY v.dist, v.id) AS r
+            FROM (SELECT c.id, c.embedding <=> $1 AS dist
+                  FROM rag.chunks AS c %s
+                  ORDER BY c.embedding <=> $1
+                  LIMIT $2) AS v $q$,
+            CASE WHEN pred IS NULL THEN ''
+                 ELSE 'JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END);
+    END IF;
+    IF mode IN ('hybrid', 'lexical') AND lexical_ranking = 'bm25' THEN
+        lex_sql := format($q$
+            SELECT b.chunk_id AS id, row_number() OVER (ORDER BY b.score DESC, b.chunk_id) AS r
+            FROM (SELECT po.chunk_id, sum(idf.idf * po.tf * (p.k1 + 1)
+                                          / (po.tf + p.k1 * (1 - p.b + p.b * po.len / p.avglen))) AS score
+                  FROM rag._bm25_idf($3) AS idf
+                  CROSS JOIN rag._bm25_params() AS p
+                  JOIN rag.postings AS po ON po.tenant = p.tenant AND po.lexeme = idf.lexeme %s
+                  GROUP BY po.chunk_id
+                  ORDER BY score DESC, po.chunk_id
+                  LIMIT $4) AS b $q$,
+            CASE WHEN pred IS NULL THEN ''
+                 ELSE 'JOIN rag.chunks AS c ON c.id = po.chunk_id JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END);
+    ELSIF mode IN ('hybrid', 'lexical') THEN
+        tsq := rag.any_terms_tsquery(query);
+        lex_sql := format($q$
+            SELECT l.id, row_number() OVER (ORDER BY l.rank DESC, l.id) AS r
+            FROM (SELECT c.id, ts_rank(c.tsv, $5) AS rank
+                  FROM rag.chunks AS c %s
+                  WHERE c.tsv @@ $5
+                  ORDER BY rank DESC, c.id
+                  LIMIT $4) AS l $q$,
+            CASE WHEN pred IS NULL THEN ''
+                 ELSE 'JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END);
+    END IF;
+
+    RETURN QUERY EXECUTE format($q$
+        WITH vec AS (%s), lex AS (%s), fused AS (
+            SELECT coalesce(vec.id, lex.id) AS id, vec.r AS vr, lex.r AS lr,
+                   coalesce($6 / ($8 + vec.r), 0) + coalesce($7 / ($8 + lex.r), 0) AS rrf
+            FROM vec FULL JOIN lex ON lex.id = vec.id)
+        SELECT c.id, c.document_id, c.ord, c.content, f.rrf::float8, f.vr::int, f.lr::int
+        FROM fused AS f JOIN rag.chunks AS c ON c.id = f.id
+        ORDER BY f.rrf DESC, f.vr NULLS LAST, f.lr NULLS LAST, c.id
+        LIMIT $9 $q$, vec_sql, lex_sql)
+    USING qvec, vector_k, query, lexical_k, tsq, vector_weight, lexical_weight, rrf_c::float8, k;
 END
 $$;

@@ -15,6 +15,48 @@ CREATE POLICY tenant_isolation ON rag.chunks
     USING (tenant = (SELECT rag.current_tenant()))
     WITH CHECK (tenant = (SELECT rag.current_tenant()));
 
+-- the lexical leg's index and statistics are tenant data too (df would leak vocabulary)
+ALTER TABLE rag.postings ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.postings FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON rag.postings
+    USING (tenant = (SELECT rag.current_tenant()))
+    WITH CHECK (tenant = (SELECT rag.current_tenant()));
+
+ALTER TABLE rag.lexeme_stats ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.lexeme_stats FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON rag.lexeme_stats
+    USING (tenant = (SELECT rag.current_tenant()))
+    WITH CHECK (tenant = (SELECT rag.current_tenant()));
+
+ALTER TABLE rag.corpus_stats ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.corpus_stats FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON rag.corpus_stats
+    USING (tenant = (SELECT rag.current_tenant()))
+    WITH CHECK (tenant = (SELECT rag.current_tenant()));
+
+-- eval sets, their queries, judgments and runs: visible to whoever may act for the
+-- set's tenant (not only while acting for it, so a BI role granted the tenant sees runs)
+ALTER TABLE rag.eval_sets ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.eval_sets FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_access ON rag.eval_sets
+    USING (rag._may_act_for(tenant)) WITH CHECK (rag._may_act_for(tenant));
+ALTER TABLE rag.eval_queries ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.eval_queries FORCE ROW LEVEL SECURITY;
+CREATE POLICY via_set ON rag.eval_queries
+    USING (EXISTS (SELECT 1 FROM rag.eval_sets AS s WHERE s.name = set_name));
+ALTER TABLE rag.eval_qrels ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.eval_qrels FORCE ROW LEVEL SECURITY;
+CREATE POLICY via_set ON rag.eval_qrels
+    USING (EXISTS (SELECT 1 FROM rag.eval_sets AS s WHERE s.name = set_name));
+ALTER TABLE rag.eval_run ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.eval_run FORCE ROW LEVEL SECURITY;
+CREATE POLICY via_set ON rag.eval_run
+    USING (EXISTS (SELECT 1 FROM rag.eval_sets AS s WHERE s.name = set_name));
+ALTER TABLE rag.eval_run_query ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.eval_run_query FORCE ROW LEVEL SECURITY;
+CREATE POLICY via_run ON rag.eval_run_query
+    USING (EXISTS (SELECT 1 FROM rag.eval_run AS r WHERE r.id = run_id));
+
 -- a role sees only the tenant grants that apply to it; rag_admin manages all of them
 ALTER TABLE rag.tenant_roles ENABLE ROW LEVEL SECURITY;
 ALTER TABLE rag.tenant_roles FORCE ROW LEVEL SECURITY;

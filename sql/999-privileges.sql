@@ -9,28 +9,42 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA rag FROM PUBLIC;
 
 -- rag_reader: search and ask
 GRANT USAGE ON SCHEMA rag TO rag_reader;
-GRANT SELECT ON rag.documents, rag.chunks, rag.tenant_roles TO rag_reader;
+GRANT SELECT ON rag.documents, rag.chunks, rag.tenant_roles, rag.postings, rag.lexeme_stats,
+                rag.corpus_stats, rag.lexical_stats, rag.eval_sets, rag.eval_queries, rag.eval_qrels,
+                rag.eval_run, rag.eval_run_query, rag.eval_runs, rag.eval_compare TO rag_reader;
 GRANT EXECUTE ON FUNCTION
     rag.current_tenant(),
     rag._is_member(name),
+    rag._may_act_for(text),
     rag.settings(),
     rag._setting(text),
     rag.embed(text),
     rag.any_terms_tsquery(text),
     rag._check_query(text, int, text),
-    rag.search(text, int),
+    rag._filter_predicate(jsonb),
+    rag.query_lexemes(text),
+    rag._bm25_params(float8, float8),
+    rag._bm25_idf(text),
+    rag.bm25(text, int, float8, float8),
+    rag.search(text, int, text, jsonb, int, int, int, float8, float8, text),
     rag.ask(text, int),
     rag.backend_stats()
 TO rag_reader;
 
 -- rag_writer: ingest (documents in, chunks written by the triggers as the caller)
 GRANT INSERT, UPDATE, DELETE ON rag.documents TO rag_writer;
-GRANT INSERT, DELETE ON rag.chunks TO rag_writer;
+GRANT INSERT, DELETE ON rag.chunks, rag.postings, rag.lexeme_stats, rag.corpus_stats TO rag_writer;
 GRANT EXECUTE ON FUNCTION
     rag.ingest(text, text, text, text, jsonb),
     rag._check_content(text, text),
-    rag._index_documents(bigint[])
+    rag._index_documents(bigint[]),
+    rag.compact_lexical_stats(text, int),
+    rag._eval_tenant(text),
+    rag.evaluate(text, text, int, jsonb)
 TO rag_writer;
+-- eval sets are loaded and run by writers, into tenants they may act for (RLS checks)
+GRANT INSERT, UPDATE, DELETE ON rag.eval_sets, rag.eval_queries, rag.eval_qrels, rag.eval_run,
+                                rag.eval_run_query TO rag_writer;
 
 -- rag_admin: tenants (later: models, keys)
 GRANT INSERT, DELETE ON rag.tenant_roles TO rag_admin;

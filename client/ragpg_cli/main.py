@@ -15,7 +15,17 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--limit", type=int, default=None, help="ingest at most this many pages")
     demo.add_argument("--question", action="append",
                       help="question to ask (repeatable); default: a few about the manual")
+    ev = sub.add_parser("eval", help="load the BEIR-layout eval sets, evaluate, print a table and plot")
+    ev.add_argument("--dsn", required=True)
+    ev.add_argument("--dir", default=None, help="folder of sets (default: ../shared/eval)")
+    ev.add_argument("--set", action="append", dest="sets", help="set name (repeatable; default: all)")
+    ev.add_argument("--out", default="bench/results", help="where the JSON and PNG go")
     args = parser.parse_args(argv)
+    if args.cmd == "eval":
+        from pathlib import Path
+
+        from .evaluation import run_all
+        return run_all(args.dsn, Path(args.dir) if args.dir else None, args.sets, Path(args.out))
     if args.cmd == "demo":
         from .demo import run
         return run(args.dsn, args.docs, args.limit, args.question)

@@ -1,0 +1,172 @@
+"""Load BEIR-layout eval sets into the `rag` extension, run them, report.
+
+A set is a directory with corpus.jsonl ({"_id", "title", "text"}), queries.jsonl
+({"_id", "text"}) and qrels.tsv (query-id, corpus-id, score; header line). Its documents go
+into the tenant 'eval:<name>' (so its BM25 statistics are its own), with source = the
+corpus id; queries and judgments go into rag.eval_queries / rag.eval_qrels.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psycopg
+
+BATCH = 64
+MODES = ("vector", "lexical", "hybrid")
+
+INSERT = """
+INSERT INTO rag.documents AS d (source, title, metadata, content)
+SELECT s, nullif(t, ''), jsonb_build_object('eval_set', %s::text, 'format', 'text'), c
+FROM unnest(%s::text[], %s::text[], %s::text[]) AS x (s, t, c)
+ON CONFLICT ON CONSTRAINT documents_tenant_source_key DO UPDATE
+    SET content = excluded.content, title = excluded.title, metadata = excluded.metadata
+    WHERE d.content_hash IS DISTINCT FROM excluded.content_hash
+"""
+
+
+def find_eval_dir() -> Path:
+    """$RAGPG_EVAL_DIR, else ../shared/eval beside the repository, else /work/shared/eval."""
+    env = os.environ.get("RAGPG_EVAL_DIR")
+    repo = Path(__file__).resolve().parents[2]
+    for cand in ([Path(env)] if env else []) + [repo.parent / "shared" / "eval", Path("/work/shared/eval")]:
+        if (cand / "med" / "corpus.jsonl").is_file():
+            return cand
+    raise SystemExit("ragpg eval: no eval data found; set RAGPG_EVAL_DIR to the folder holding med/, cisi/, cranfield/")
+
+
+def read_set(path: Path):
+    docs = []
+    for line in (path / "corpus.jsonl").open(encoding="utf-8"):
+        d = json.loads(line)
+        title, text = (d.get("title") or "").strip(), (d.get("text") or "").strip()
+        content = text if not title or text.startswith(title.rstrip(" .")) else f"{title}\n\n{text}"
+        if content.strip():
+            docs.append((str(d["_id"]), title, content))
+    queries = [(str(q["_id"]), q["text"]) for q in map(json.loads, (path / "queries.jsonl").open(encoding="utf-8"))]
+    with (path / "qrels.tsv").open(encoding="utf-8") as f:
+        rows = list(csv.reader(f, delimiter="\t"))
+    qrels = [(q, d, int(s)) for q, d, s in rows[1:] if int(s) > 0]
+    return docs, queries, qrels
+
+
+def load(dsn: str, path: Path, name: str | None = None, jobs: int = 2, quiet: bool = False) -> dict:
+    name = name or path.name
+    tenant = f"eval:{name}"
+    docs, queries, qrels = read_set(path)
+    t0 = time.perf_counter()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT set_config('rag.tenant', %s, false)", (tenant,))
+        conn.execute("""INSERT INTO rag.eval_sets (name, tenant, source) VALUES (%s, %s, %s)
+                        ON CONFLICT (name) DO UPDATE SET source = excluded.source""", (name, tenant, str(path)))
+        have = conn.execute("SELECT count(*) FROM rag.documents").fetchone()[0]
+    done = [0]
+    lock = threading.Lock()
+    local = threading.local()
+    conns: list[psycopg.Connection] = []
+
+    def work(batch):
+        if not hasattr(local, "conn"):
+            local.conn = psycopg.connect(dsn, autocommit=True)
+            local.conn.execute("SELECT set_config('rag.tenant', %s, false)", (tenant,))
+            conns.append(local.conn)
+        local.conn.execute(INSERT, (name, [d[0] for d in batch], [d[1] for d in batch], [d[2] for d in batch]))
+        with lock:
+            done[0] += len(batch)
+            if not quiet:
+                el = time.perf_counter() - t0
+                print(f"\r{name}: {done[0]}/{len(docs)} documents, {done[0] / el:.1f} docs/s", end="", flush=True)
+
+    if have != len(docs):
+        batches = [docs[i:i + BATCH] for i in range(0, len(docs), BATCH)]
+        with ThreadPoolExecutor(jobs) as pool:
+            list(pool.map(work, batches))
+        if not quiet:
+            print()
+    for c in conns:
+        c.close()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT set_config('rag.tenant', %s, false)", (tenant,))
+        with conn.transaction():
+            conn.execute("DELETE FROM rag.eval_queries WHERE set_name = %s", (name,))
+            with conn.cursor() as cur:
+                with cur.copy("COPY rag.eval_queries (set_name, query_id, query) FROM STDIN") as cp:
+                    for qid, text in queries:
+                        cp.write_row((name, qid, text))
+                with cur.copy("COPY rag.eval_qrels (set_name, query_id, doc_source, grade) FROM STDIN") as cp:
+                    for qid, did, grade in qrels:
+                        cp.write_row((name, qid, did, grade))
+            n_docs, n_chunks = conn.execute(
+                "SELECT (SELECT count(*) FROM rag.documents), (SELECT count(*) FROM rag.chunks)").fetchone()
+            conn.execute("UPDATE rag.eval_sets SET documents = %s, loaded_at = now() WHERE name = %s", (n_docs, name))
+    return {"set": name, "documents": n_docs, "chunks": n_chunks, "queries": len(queries),
+            "judgments": len(qrels), "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def evaluate(dsn: str, sets: list[str], modes=MODES, k: int = 100, params: dict | None = None) -> list[dict]:
+    out = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for s in sets:
+            for mode in modes:
+                run = conn.execute("SELECT rag.evaluate(%s, %s, %s, %s)",
+                                   (s, mode, k, json.dumps(params or {}))).fetchone()[0]
+                row = conn.execute("""SELECT run_id, set_name, mode, queries, ndcg_10, recall_10, recall_100,
+                                             mrr_10, seconds FROM rag.eval_runs WHERE run_id = %s""", (run,)).fetchone()
+                keys = ("run_id", "set", "mode", "queries", "ndcg_10", "recall_10", "recall_100", "mrr_10", "seconds")
+                out.append({k_: (float(v) if hasattr(v, "as_tuple") else v) for k_, v in zip(keys, row)})
+    return out
+
+
+def table(results: list[dict]) -> str:
+    head = f"{'set':<10} {'mode':<8} {'queries':>7} {'nDCG@10':>8} {'R@10':>6} {'R@100':>6} {'MRR@10':>7} {'sec':>6}"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        lines.append(f"{r['set']:<10} {r['mode']:<8} {r['queries']:>7} {r['ndcg_10']:>8.3f} {r['recall_10']:>6.3f} "
+                     f"{r['recall_100']:>6.3f} {r['mrr_10']:>7.3f} {r['seconds']:>6.1f}")
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], png: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = sorted({r["set"] for r in results})
+    modes = [m for m in MODES if any(r["mode"] == m for r in results)]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / len(modes)
+    for i, m in enumerate(modes):
+        vals = [next((r["ndcg_10"] for r in results if r["set"] == s and r["mode"] == m), 0) for s in sets]
+        bars = ax.bar([x + i * width for x in range(len(sets))], vals, width, label=m)
+        ax.bar_label(bars, fmt="%.3f", fontsize=7)
+    ax.set_xticks([x + width * (len(modes) - 1) / 2 for x in range(len(sets))], sets)
+    ax.set_ylabel("nDCG@10")
+    ax.set_title("rag.search retrieval quality (BEIR-layout eval sets)")
+    ax.legend()
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+
+
+def run_all(dsn: str, eval_dir: Path | None, sets: list[str] | None, out_dir: Path) -> int:
+    eval_dir = eval_dir or find_eval_dir()
+    sets = sets or sorted(p.name for p in eval_dir.iterdir() if (p / "corpus.jsonl").is_file())
+    for s in sets:
+        print(json.dumps(load(dsn, eval_dir / s)))
+    results = evaluate(dsn, sets)
+    print(table(results))
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"eval-{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
+    try:
+        plot(results, out_dir / f"eval-{stamp}.png")
+        print(f"wrote {out_dir / f'eval-{stamp}.json'} and .png")
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install matplotlib)")
+    return 0
