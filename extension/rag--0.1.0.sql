@@ -506,6 +506,7 @@ $$;
 --   filter   JSON object on documents: {"source": ...} and/or metadata keys (see above);
 --            HNSW iterative scans keep returning k rows when the filter is selective
 -- HNSW knobs come from the settings rag.ef_search and rag.iterative_scan.
+-- Results always come from the current tenant, also for roles that bypass row-level security.
 CREATE FUNCTION rag.search(
     query           text,
     k               int DEFAULT 8,
@@ -567,31 +568,23 @@ BEGIN
             SELECT v.id, row_number() OVER (ORDER BY v.dist, v.id) AS r
             FROM (SELECT c.id, c.embedding <=> $1 AS dist
                   FROM rag.chunks AS c %s
+                  WHERE c.tenant = $10
                   ORDER BY c.embedding <=> $1
                   LIMIT $2) AS v $q$,
             CASE WHEN pred IS NULL THEN ''
                  ELSE 'JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END);
     END IF;
     IF mode IN ('hybrid', 'lexical') AND lexical_ranking = 'bm25' THEN
-        lex_sql := format($q$
+        lex_sql := $q$
             SELECT b.chunk_id AS id, row_number() OVER (ORDER BY b.score DESC, b.chunk_id) AS r
-            FROM (SELECT po.chunk_id, sum(idf.idf * po.tf * (p.k1 + 1)
-                                          / (po.tf + p.k1 * (1 - p.b + p.b * po.len / p.avglen))) AS score
-                  FROM rag._bm25_idf($3) AS idf
-                  CROSS JOIN rag._bm25_params() AS p
-                  JOIN rag.postings AS po ON po.tenant = p.tenant AND po.lexeme = idf.lexeme %s
-                  GROUP BY po.chunk_id
-                  ORDER BY score DESC, po.chunk_id
-                  LIMIT $4) AS b $q$,
-            CASE WHEN pred IS NULL THEN ''
-                 ELSE 'JOIN rag.chunks AS c ON c.id = po.chunk_id JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END);
+            FROM rag.bm25($3, $4, NULL, NULL, $11) AS b $q$;
     ELSIF mode IN ('hybrid', 'lexical') THEN
         tsq := rag.any_terms_tsquery(query);
         lex_sql := format($q$
             SELECT l.id, row_number() OVER (ORDER BY l.rank DESC, l.id) AS r
             FROM (SELECT c.id, ts_rank(c.tsv, $5) AS rank
                   FROM rag.chunks AS c %s
-                  WHERE c.tsv @@ $5
+                  WHERE c.tsv @@ $5 AND c.tenant = $10
                   ORDER BY rank DESC, c.id
                   LIMIT $4) AS l $q$,
             CASE WHEN pred IS NULL THEN ''
@@ -607,7 +600,8 @@ BEGIN
         FROM fused AS f JOIN rag.chunks AS c ON c.id = f.id
         ORDER BY f.rrf DESC, f.vr NULLS LAST, f.lr NULLS LAST, c.id
         LIMIT $9 $q$, vec_sql, lex_sql)
-    USING qvec, vector_k, query, lexical_k, tsq, vector_weight, lexical_weight, rrf_c::float8, k;
+    USING qvec, vector_k, query, lexical_k, tsq, vector_weight, lexical_weight, rrf_c::float8, k,
+          rag.current_tenant(), filter;
 END
 $$;
 
@@ -740,56 +734,53 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT tsvector_to_array(to_tsvector('english'::regconfig, query)) $$;
 
--- rag._bm25_params / rag._bm25_idf (internal)
--- The current tenant's BM25 parameters and corpus size, and the idf of a query's lexemes.
-CREATE FUNCTION rag._bm25_params(k1 float8 DEFAULT NULL, b float8 DEFAULT NULL)
-RETURNS TABLE (tenant text, k1 float8, b float8, n float8, avglen float8)
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT t.tenant,
-           coalesce(_bm25_params.k1, rag._setting('bm25_k1')::float8),
-           coalesce(_bm25_params.b, rag._setting('bm25_b')::float8),
-           coalesce(sum(c.chunks), 0)::float8,
-           coalesce(sum(c.total_len)::float8 / nullif(sum(c.chunks), 0)::float8, 1)
-    FROM (SELECT rag.current_tenant() AS tenant) AS t
-    LEFT JOIN rag.corpus_stats AS c ON c.tenant = t.tenant
-    GROUP BY t.tenant
-$$;
-
-CREATE FUNCTION rag._bm25_idf(query text)
-RETURNS TABLE (lexeme text, idf float8)
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT s.lexeme, ln(1 + (p.n - sum(s.df)::float8 + 0.5) / (sum(s.df)::float8 + 0.5))
-    FROM rag._bm25_params() AS p
-    JOIN rag.lexeme_stats AS s ON s.tenant = p.tenant
-    WHERE s.lexeme = ANY (rag.query_lexemes(query))
-    GROUP BY s.lexeme, p.n
-    HAVING sum(s.df) > 0
-$$;
-
 -- rag.bm25
 -- Okapi BM25 over the current tenant's chunks, best first (the lexical leg of rag.search):
 --   score = sum over query lexemes t in the chunk of
 --           idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avglen))
 --   idf(t) = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5))
--- N (chunks), df and avglen (lexemes per chunk) are the tenant's corpus statistics;
--- k1 and b default to the settings rag.bm25_k1 and rag.bm25_b.
-CREATE FUNCTION rag.bm25(query text, n int DEFAULT 30, k1 float8 DEFAULT NULL, b float8 DEFAULT NULL)
+-- N (chunks), df and avglen (lexemes per chunk) are the tenant's corpus statistics; k1
+-- and b default to the settings rag.bm25_k1 and rag.bm25_b. Candidates are the postings
+-- of the query's lexemes (an index lookup per lexeme); `filter` is rag.search's filter.
+CREATE FUNCTION rag.bm25(query text, n int DEFAULT 30, k1 float8 DEFAULT NULL, b float8 DEFAULT NULL,
+                         filter jsonb DEFAULT NULL)
 RETURNS TABLE (chunk_id bigint, score float8)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE ROWS 30
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT po.chunk_id,
-           sum(idf.idf * po.tf * (p.k1 + 1) / (po.tf + p.k1 * (1 - p.b + p.b * po.len / p.avglen))) AS score
-    FROM rag._bm25_idf(bm25.query) AS idf
-    CROSS JOIN rag._bm25_params(bm25.k1, bm25.b) AS p
-    JOIN rag.postings AS po ON po.tenant = p.tenant AND po.lexeme = idf.lexeme
-    GROUP BY po.chunk_id
-    ORDER BY score DESC, po.chunk_id
-    LIMIT bm25.n
+DECLARE
+    my_tenant text := rag.current_tenant();
+    pred text := rag._filter_predicate(filter);
+    n_chunks float8;
+    total_len float8;
+BEGIN
+    k1 := coalesce(k1, rag._setting('bm25_k1')::float8);
+    b := coalesce(b, rag._setting('bm25_b')::float8);
+    IF k1 < 0 OR b < 0 OR b > 1 THEN
+        RAISE EXCEPTION 'rag.bm25: k1 must be >= 0 and b between 0 and 1, got % and %', k1, b
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT sum(c.chunks), sum(c.total_len) INTO n_chunks, total_len
+    FROM rag.corpus_stats AS c WHERE c.tenant = my_tenant;
+    IF coalesce(n_chunks, 0) <= 0 OR query IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE format($q$
+        SELECT po.chunk_id,
+               sum(i.idf * po.tf * ($3 + 1) / (po.tf + $3 * (1 - $4 + $4 * po.len / $6))) AS score
+        FROM (SELECT s.lexeme, ln(1 + ($5 - sum(s.df) + 0.5) / (sum(s.df) + 0.5)) AS idf
+              FROM rag.lexeme_stats AS s
+              WHERE s.tenant = $1 AND s.lexeme = ANY ($2)
+              GROUP BY s.lexeme
+              HAVING sum(s.df) > 0) AS i
+        JOIN rag.postings AS po ON po.tenant = $1 AND po.lexeme = i.lexeme %s
+        GROUP BY po.chunk_id
+        ORDER BY score DESC, po.chunk_id
+        LIMIT $7 $q$,
+        CASE WHEN pred IS NULL THEN ''
+             ELSE 'JOIN rag.chunks AS c ON c.id = po.chunk_id JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END)
+    USING my_tenant, rag.query_lexemes(query), k1, b, n_chunks, greatest(total_len / n_chunks, 1), n;
+END
 $$;
 
 -- rag.lexical_stats
@@ -1125,9 +1116,7 @@ GRANT EXECUTE ON FUNCTION
     rag._check_query(text, int, text),
     rag._filter_predicate(jsonb),
     rag.query_lexemes(text),
-    rag._bm25_params(float8, float8),
-    rag._bm25_idf(text),
-    rag.bm25(text, int, float8, float8),
+    rag.bm25(text, int, float8, float8, jsonb),
     rag.search(text, int, text, jsonb, int, int, int, float8, float8, text),
     rag.ask(text, int),
     rag.backend_stats()

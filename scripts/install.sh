@@ -54,7 +54,11 @@ if [ ! -f "$BUILD/pgvector-root/usr/lib/postgresql/15/lib/vector.so" ]; then
   make -s -C "$pvdir" PG_CONFIG=$PG_CONFIG OPTFLAGS="" with_llvm=no
   make -s -C "$pvdir" PG_CONFIG=$PG_CONFIG OPTFLAGS="" with_llvm=no install DESTDIR="$BUILD/pgvector-root"
 fi
-cp -a "$BUILD/pgvector-root/." /
+# copy only what differs, replacing (never overwriting in place) files that running
+# backends may have mapped: writing into a mapped vector.so kills them with SIGBUS
+(cd "$BUILD/pgvector-root" && find . -type f) | while read -r f; do
+  cmp -s "$BUILD/pgvector-root/$f" "/$f" 2>/dev/null || { mkdir -p "$(dirname "/$f")"; cp --remove-destination "$BUILD/pgvector-root/$f" "/$f"; }
+done
 echo "vector.so installed"
 
 step "3/5 Python packages for the server's interpreter -> $DEST/deps"

@@ -87,6 +87,7 @@ $$;
 --   filter   JSON object on documents: {"source": ...} and/or metadata keys (see above);
 --            HNSW iterative scans keep returning k rows when the filter is selective
 -- HNSW knobs come from the settings rag.ef_search and rag.iterative_scan.
+-- Results always come from the current tenant, also for roles that bypass row-level security.
 CREATE FUNCTION rag.search(
     query           text,
     k               int DEFAULT 8,
@@ -148,31 +149,23 @@ BEGIN
             SELECT v.id, row_number() OVER (ORDER BY v.dist, v.id) AS r
             FROM (SELECT c.id, c.embedding <=> $1 AS dist
                   FROM rag.chunks AS c %s
+                  WHERE c.tenant = $10
                   ORDER BY c.embedding <=> $1
                   LIMIT $2) AS v $q$,
             CASE WHEN pred IS NULL THEN ''
                  ELSE 'JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END);
     END IF;
     IF mode IN ('hybrid', 'lexical') AND lexical_ranking = 'bm25' THEN
-        lex_sql := format($q$
+        lex_sql := $q$
             SELECT b.chunk_id AS id, row_number() OVER (ORDER BY b.score DESC, b.chunk_id) AS r
-            FROM (SELECT po.chunk_id, sum(idf.idf * po.tf * (p.k1 + 1)
-                                          / (po.tf + p.k1 * (1 - p.b + p.b * po.len / p.avglen))) AS score
-                  FROM rag._bm25_idf($3) AS idf
-                  CROSS JOIN rag._bm25_params() AS p
-                  JOIN rag.postings AS po ON po.tenant = p.tenant AND po.lexeme = idf.lexeme %s
-                  GROUP BY po.chunk_id
-                  ORDER BY score DESC, po.chunk_id
-                  LIMIT $4) AS b $q$,
-            CASE WHEN pred IS NULL THEN ''
-                 ELSE 'JOIN rag.chunks AS c ON c.id = po.chunk_id JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END);
+            FROM rag.bm25($3, $4, NULL, NULL, $11) AS b $q$;
     ELSIF mode IN ('hybrid', 'lexical') THEN
         tsq := rag.any_terms_tsquery(query);
         lex_sql := format($q$
             SELECT l.id, row_number() OVER (ORDER BY l.rank DESC, l.id) AS r
             FROM (SELECT c.id, ts_rank(c.tsv, $5) AS rank
                   FROM rag.chunks AS c %s
-                  WHERE c.tsv @@ $5
+                  WHERE c.tsv @@ $5 AND c.tenant = $10
                   ORDER BY rank DESC, c.id
                   LIMIT $4) AS l $q$,
             CASE WHEN pred IS NULL THEN ''
@@ -188,6 +181,7 @@ BEGIN
         FROM fused AS f JOIN rag.chunks AS c ON c.id = f.id
         ORDER BY f.rrf DESC, f.vr NULLS LAST, f.lr NULLS LAST, c.id
         LIMIT $9 $q$, vec_sql, lex_sql)
-    USING qvec, vector_k, query, lexical_k, tsq, vector_weight, lexical_weight, rrf_c::float8, k;
+    USING qvec, vector_k, query, lexical_k, tsq, vector_weight, lexical_weight, rrf_c::float8, k,
+          rag.current_tenant(), filter;
 END
 $$;

@@ -23,9 +23,7 @@ GRANT EXECUTE ON FUNCTION
     rag._check_query(text, int, text),
     rag._filter_predicate(jsonb),
     rag.query_lexemes(text),
-    rag._bm25_params(float8, float8),
-    rag._bm25_idf(text),
-    rag.bm25(text, int, float8, float8),
+    rag.bm25(text, int, float8, float8, jsonb),
     rag.search(text, int, text, jsonb, int, int, int, float8, float8, text),
     rag.ask(text, int),
     rag.backend_stats()

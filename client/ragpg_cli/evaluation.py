@@ -65,7 +65,7 @@ def load(dsn: str, path: Path, name: str | None = None, jobs: int = 2, quiet: bo
         conn.execute("SELECT set_config('rag.tenant', %s, false)", (tenant,))
         conn.execute("""INSERT INTO rag.eval_sets (name, tenant, source) VALUES (%s, %s, %s)
                         ON CONFLICT (name) DO UPDATE SET source = excluded.source""", (name, tenant, str(path)))
-        have = conn.execute("SELECT count(*) FROM rag.documents").fetchone()[0]
+        have = conn.execute("SELECT count(*) FROM rag.documents WHERE tenant = %s", (tenant,)).fetchone()[0]
     done = [0]
     lock = threading.Lock()
     local = threading.local()
@@ -103,7 +103,8 @@ def load(dsn: str, path: Path, name: str | None = None, jobs: int = 2, quiet: bo
                     for qid, did, grade in qrels:
                         cp.write_row((name, qid, did, grade))
             n_docs, n_chunks = conn.execute(
-                "SELECT (SELECT count(*) FROM rag.documents), (SELECT count(*) FROM rag.chunks)").fetchone()
+                "SELECT (SELECT count(*) FROM rag.documents WHERE tenant = %s),"
+                " (SELECT count(*) FROM rag.chunks WHERE tenant = %s)", (tenant, tenant)).fetchone()
             conn.execute("UPDATE rag.eval_sets SET documents = %s, loaded_at = now() WHERE name = %s", (n_docs, name))
     return {"set": name, "documents": n_docs, "chunks": n_chunks, "queries": len(queries),
             "judgments": len(qrels), "seconds": round(time.perf_counter() - t0, 1)}

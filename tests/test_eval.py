@@ -1,0 +1,89 @@
+"""rag.evaluate computes the metrics it claims, on a set small enough to check by hand."""
+from __future__ import annotations
+
+import math
+
+import psycopg
+import pytest
+
+DOCS = {"a": "The refund takes five days.", "b": "Shipping is free over fifty euros.",
+        "c": "Refund requests need the order number.", "d": "Our office dog is called Biscuit.",
+        "e": "Refunds of gift cards are not possible."}
+QUERIES = {"q1": "refund", "q2": "dog name", "q3": "shipping cost"}
+QRELS = [("q1", "a", 2), ("q1", "c", 1), ("q1", "e", 1), ("q2", "d", 1), ("q3", "b", 3), ("q3", "x", 1)]
+
+
+def setup_set(db):
+    db.execute("INSERT INTO rag.eval_sets (name, tenant) VALUES ('tiny', 'eval:tiny')")
+    db.execute("SET rag.tenant = 'eval:tiny'")
+    for source, text in DOCS.items():
+        db.execute("SELECT rag.ingest(%s, %s)", (text, source))
+    for qid, text in QUERIES.items():
+        db.execute("INSERT INTO rag.eval_queries VALUES ('tiny', %s, %s)", (qid, text))
+    for qid, doc, grade in QRELS:
+        db.execute("INSERT INTO rag.eval_qrels (set_name, query_id, doc_source, grade) VALUES ('tiny', %s, %s, %s)",
+                   (qid, doc, grade))
+    db.execute("RESET rag.tenant")
+
+
+def expected(db, mode):
+    db.execute("SET rag.tenant = 'eval:tiny'")
+    out = {}
+    for qid, text in QUERIES.items():
+        ranked = [r[0] for r in db.execute("""
+            SELECT d.source FROM rag.search(%s, 100, %s, NULL, 100, 100) s JOIN rag.documents d ON d.id = s.document_id
+            ORDER BY s.score DESC, s.vector_rank NULLS LAST, s.chunk_id""", (text, mode))]
+        rel = {d: g for q, d, g in QRELS if q == qid}
+        dcg = sum(rel.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:10]))
+        idcg = sum(g / math.log2(i + 2) for i, g in enumerate(sorted(rel.values(), reverse=True)[:10]))
+        hits10 = [d for d in ranked[:10] if d in rel]
+        first = next((i + 1 for i, d in enumerate(ranked[:10]) if d in rel), None)
+        out[qid] = (dcg / idcg, len(hits10) / len(rel), len([d for d in ranked[:100] if d in rel]) / len(rel),
+                    1 / first if first else 0.0)
+    db.execute("RESET rag.tenant")
+    return out
+
+
+@pytest.mark.parametrize("mode", ["lexical", "vector", "hybrid"])
+def test_metrics_match_a_recomputation(db, mode):
+    setup_set(db)
+    run = db.execute("SELECT rag.evaluate('tiny', %s, 100)", (mode,)).fetchone()[0]
+    got = {r[0]: r[1:] for r in db.execute("""SELECT query_id, ndcg_10, recall_10, recall_100, mrr_10
+                                              FROM rag.eval_run_query WHERE run_id = %s""", (run,))}
+    want = expected(db, mode)
+    assert got.keys() == want.keys()
+    for qid in want:
+        assert got[qid] == pytest.approx(want[qid], abs=1e-9), qid
+    # q3 has a judged document that is not in the corpus: recall can never reach 1
+    assert got["q3"][2] <= 0.5
+    overall = db.execute("SELECT queries, ndcg_10, recall_100 FROM rag.eval_runs WHERE run_id = %s", (run,)).fetchone()
+    assert overall[0] == 3
+    assert float(overall[1]) == pytest.approx(sum(w[0] for w in want.values()) / 3, abs=1e-4)
+
+
+def test_compare_view_puts_two_runs_side_by_side(db):
+    setup_set(db)
+    a = db.execute("SELECT rag.evaluate('tiny', 'lexical', 100)").fetchone()[0]
+    b = db.execute("SELECT rag.evaluate('tiny', 'vector', 100)").fetchone()[0]
+    row = db.execute("""SELECT mode_a, mode_b, ndcg_10_b - ndcg_10_a = ndcg_10_delta, queries_better + queries_worse <= 3
+                        FROM rag.eval_compare WHERE run_a = %s AND run_b = %s""", (a, b)).fetchone()
+    assert row == ("lexical", "vector", True, True)
+
+
+def test_unknown_set_is_a_clear_error(db):
+    with pytest.raises(psycopg.Error) as exc:
+        db.execute("SELECT rag.evaluate('nope')")
+    assert exc.value.sqlstate == "42704" and "no eval set 'nope'" in str(exc.value)
+
+
+def test_eval_runs_are_scoped_to_who_may_act_for_the_set(db, connect):
+    setup_set(db)
+    db.execute("SELECT rag.evaluate('tiny', 'lexical', 100)")
+    alice = connect("alice")
+    assert alice.execute("SELECT count(*) FROM rag.eval_runs").fetchone()[0] == 0
+    assert alice.execute("SELECT count(*) FROM rag.eval_qrels").fetchone()[0] == 0
+    with pytest.raises(psycopg.Error) as exc:
+        alice.execute("SELECT rag.evaluate('tiny')")
+    assert exc.value.sqlstate in ("42704", "42501")
+    db.execute("SELECT rag.grant_tenant('alice', 'eval:tiny')")
+    assert alice.execute("SELECT count(*) FROM rag.eval_runs").fetchone()[0] == 1
