@@ -39,6 +39,10 @@ db: install venv       ## a local cluster under .pgdata with the extension creat
 demo: db               ## ingest the PostgreSQL manual and answer a question with citations
 	$(VENV)/bin/ragpg demo --dsn "$$(bash scripts/localdb.sh dsn)"
 
+eval: db              ## load the shared eval sets, evaluate 3 modes, print a table, write a PNG
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[eval]'
+	$(VENV)/bin/ragpg eval --dsn "$$(bash scripts/localdb.sh dsn)" --out bench/results
+
 unit: venv
 	$(VENV)/bin/pytest -q tests/unit
 

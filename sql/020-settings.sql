@@ -13,7 +13,7 @@ AS $$
         ('embedding_model',       'all-MiniLM-L6-v2', 'local embedding model for new chunks and queries'),
         ('embedding_batch_size',  '1',        'texts per model run; 1 is fastest on CPU and makes a text''s vector independent of its batch'),
         ('embedding_threads',     '1',        'onnxruntime intra-op threads per backend'),
-        ('chunk_target_tokens',   '200',      'chunks are packed up to this many model tokens'),
+        ('chunk_target_tokens',   '254',      'chunks are packed up to this many model tokens (254 fills MiniLM''s window)'),
         ('chunk_overlap_tokens',  '32',       'tokens repeated from the end of the previous chunk'),
         ('max_document_bytes',    '10000000', 'largest document accepted, in bytes of UTF-8'),
         ('max_query_chars',       '4000',     'longest question or search query accepted'),

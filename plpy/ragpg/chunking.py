@@ -179,7 +179,7 @@ def _pieces(text: str, tok: Tokenizer, max_tokens: int) -> tuple[list[_Piece], l
 def chunk_text(
     text: str,
     tokenizer: Tokenizer,
-    target_tokens: int = 200,
+    target_tokens: int = 254,
     overlap_tokens: int = 32,
     max_tokens: int = 254,
 ) -> list[Chunk]:

@@ -1,0 +1,64 @@
+"""CI quality gate: the three shared collections, three modes, against recorded scores.
+
+The collections (../shared/eval: cranfield, cisi, med, BEIR layout) are loaded into their own
+tenants of a dedicated database with the real loader, evaluated with rag.evaluate, and
+compared with tests/eval_baseline.json. See that file for the tolerance and why.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "client"))
+from ragpg_cli.evaluation import MODES, evaluate, find_eval_dir, load  # noqa: E402
+
+BASELINE = json.loads((Path(__file__).with_name("eval_baseline.json")).read_text())
+SETS = sorted(BASELINE["sets"])
+
+
+@pytest.fixture(scope="module")
+def eval_results(server_url):
+    from conftest import _with_db
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS eval_gate")
+        conn.execute("CREATE DATABASE eval_gate TEMPLATE rag_template")
+    dsn = _with_db(server_url, "eval_gate")
+    eval_dir = find_eval_dir()
+    loaded = {s: load(dsn, eval_dir / s, jobs=2, quiet=True) for s in SETS}
+    results = evaluate(dsn, SETS, MODES, k=100)
+    by = {(r["set"], r["mode"]): r for r in results}
+    print("\n" + json.dumps({"loaded": loaded, "results": results}, indent=1))
+    return loaded, by
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_sets_load_completely(eval_results, name):
+    loaded, _ = eval_results
+    stats = json.loads((find_eval_dir() / name / "stats.json").read_text())
+    assert loaded[name]["documents"] == stats["docs"] - stats.get("docs_with_empty_text", 0) or \
+        loaded[name]["documents"] == stats["docs"]
+    assert loaded[name]["queries"] == stats["queries_with_judgments"]
+    assert loaded[name]["judgments"] == stats["qrels_positive"]
+
+
+@pytest.mark.parametrize("name,mode", [(s, m) for s in SETS for m in MODES])
+def test_no_regression_against_the_recorded_baseline(eval_results, name, mode):
+    _, by = eval_results
+    got, want = by[(name, mode)], BASELINE["sets"][name][mode]
+    tol = BASELINE["tolerance"]
+    for metric in ("ndcg_10", "recall_100"):
+        assert got[metric] >= want[metric] - tol[metric], (name, mode, metric, got[metric], want[metric])
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_bm25_matches_plain_bm25_and_hybrid_beats_both_legs(eval_results, name):
+    _, by = eval_results
+    published = BASELINE["plain_bm25_ndcg_10"][name]  # ../shared/eval/README.md
+    assert by[(name, "lexical")]["ndcg_10"] >= published - 0.01
+    best_leg = max(by[(name, "vector")]["ndcg_10"], by[(name, "lexical")]["ndcg_10"])
+    assert by[(name, "hybrid")]["ndcg_10"] >= best_leg - BASELINE["hybrid_slack"][name]
