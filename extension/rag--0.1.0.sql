@@ -218,12 +218,14 @@ AS $$ SELECT value FROM rag.settings() WHERE name = setting_name $$;
 -- from sql/python-prologue.py) puts the extension's own versioned package directory on
 -- sys.path once per session, then the body calls into plpy/ragpg/pg.py.
 
--- rag.embed
--- The embedding of a text with the current embedding model (rag.embedding_model).
--- Useful to compare texts in SQL: SELECT rag.embed('a') <=> rag.embed('b').
-CREATE FUNCTION rag.embed(input text)
-RETURNS vector
-LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
+-- Errors: a PL/Python function that fails returns NULL and leaves its error pending; the
+-- plpgsql function that called it raises it with rag._raise_python_error(), so users see
+-- 'rag.x: message' with its SQLSTATE, not PL/Python's 'plpy.Error: ...'.
+
+-- rag._python_error / rag._raise_python_error (internal)
+CREATE FUNCTION rag._python_error()
+RETURNS jsonb
+LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $python$
     if "ragpg" not in GD:
@@ -234,15 +236,72 @@ AS $python$
         import ragpg.pg
         GD["ragpg"] = ragpg
     ragpg = GD["ragpg"]
-    if input is None or not input.strip():
-        plpy.error("rag.embed: input is empty", sqlstate="22023",
-                   hint="pass the text to embed")
+    return ragpg.pg.take_error()
+$python$;
+
+CREATE FUNCTION rag._raise_python_error()
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    err jsonb := rag._python_error();
+BEGIN
+    IF err IS NULL THEN
+        RAISE EXCEPTION 'rag: internal error: a Python function returned NULL without an error'
+            USING ERRCODE = 'internal_error';
+    END IF;
+    RAISE EXCEPTION USING
+        MESSAGE = coalesce(err->>'message', 'rag: unknown error'),
+        ERRCODE = coalesce(err->>'sqlstate', 'XX000'),
+        DETAIL = coalesce(err->>'detail', ''),
+        HINT = coalesce(err->>'hint', '');
+END
+$$;
+
+-- rag._embed (internal): the embedding, or NULL with a pending error
+CREATE FUNCTION rag._embed(input text)
+RETURNS vector
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+    if "ragpg" not in GD:
+        import sys
+        for _p in ("/usr/local/lib/ragpg/0.1.0/deps", "/usr/local/lib/ragpg/0.1.0"):
+            if _p not in sys.path:
+                sys.path.insert(0, _p)
+        import ragpg.pg
+        GD["ragpg"] = ragpg
+    ragpg = GD["ragpg"]
     return ragpg.pg.embed_query(plpy, input)
 $python$;
 
--- rag._index_documents
+-- rag.embed
+-- The embedding of a text with the current embedding model (rag.embedding_model).
+-- Useful to compare texts in SQL: SELECT rag.embed('a') <=> rag.embed('b').
+CREATE FUNCTION rag.embed(input text)
+RETURNS vector
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v vector;
+BEGIN
+    IF input IS NULL OR btrim(input, E' \t\r\n\f\v') = '' THEN
+        RAISE EXCEPTION 'rag.embed: input is empty'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'pass the text to embed';
+    END IF;
+    v := rag._embed(input);
+    IF v IS NULL THEN
+        PERFORM rag._raise_python_error();
+    END IF;
+    RETURN v;
+END
+$$;
+
+-- rag._index_documents_py / rag._index_documents (internal)
 -- Chunk and embed these documents and replace their chunks (called by the triggers).
-CREATE FUNCTION rag._index_documents(document_ids bigint[])
+CREATE FUNCTION rag._index_documents_py(document_ids bigint[])
 RETURNS int
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -257,6 +316,21 @@ AS $python$
     ragpg = GD["ragpg"]
     return ragpg.pg.index_documents(plpy, document_ids or [])
 $python$;
+
+CREATE FUNCTION rag._index_documents(document_ids bigint[])
+RETURNS int
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n int := rag._index_documents_py(document_ids);
+BEGIN
+    IF n IS NULL THEN
+        PERFORM rag._raise_python_error();
+    END IF;
+    RETURN n;
+END
+$$;
 
 -- rag.backend_stats
 -- Counters of this backend: model calls, texts embedded, chunks reused, time per stage.
@@ -805,6 +879,24 @@ SELECT pg_catalog.pg_extension_config_dump('rag.corpus_stats', '');
 -- Without an LLM configured the answer is extractive (sentences of the retrieved chunks).
 CREATE FUNCTION rag.ask(question text, k int DEFAULT 8)
 RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    out jsonb;
+BEGIN
+    PERFORM rag._check_query(question, k, 'rag.ask');
+    out := rag._ask(question, k);
+    IF out IS NULL THEN
+        PERFORM rag._raise_python_error();
+    END IF;
+    RETURN out;
+END
+$$;
+
+-- rag._ask (internal): the answer, or NULL with a pending error
+CREATE FUNCTION rag._ask(question text, k int)
+RETURNS jsonb
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $python$
@@ -816,7 +908,6 @@ AS $python$
         import ragpg.pg
         GD["ragpg"] = ragpg
     ragpg = GD["ragpg"]
-    plpy.execute(plpy.prepare("SELECT rag._check_query($1, $2, 'rag.ask')", ["text", "int"]), [question, k])
     return ragpg.pg.ask(plpy, question, k)
 $python$;
 
@@ -1112,6 +1203,10 @@ GRANT EXECUTE ON FUNCTION
     rag.settings(),
     rag._setting(text),
     rag.embed(text),
+    rag._embed(text),
+    rag._python_error(),
+    rag._raise_python_error(),
+    rag._ask(text, int),
     rag.any_terms_tsquery(text),
     rag._check_query(text, int, text),
     rag._filter_predicate(jsonb),
@@ -1129,6 +1224,7 @@ GRANT EXECUTE ON FUNCTION
     rag.ingest(text, text, text, text, jsonb),
     rag._check_content(text, text),
     rag._index_documents(bigint[]),
+    rag._index_documents_py(bigint[]),
     rag.compact_lexical_stats(text, int),
     rag._eval_tenant(text),
     rag.evaluate(text, text, int, jsonb)

@@ -2,24 +2,76 @@
 -- from sql/python-prologue.py) puts the extension's own versioned package directory on
 -- sys.path once per session, then the body calls into plpy/ragpg/pg.py.
 
+-- Errors: a PL/Python function that fails returns NULL and leaves its error pending; the
+-- plpgsql function that called it raises it with rag._raise_python_error(), so users see
+-- 'rag.x: message' with its SQLSTATE, not PL/Python's 'plpy.Error: ...'.
+
+-- rag._python_error / rag._raise_python_error (internal)
+CREATE FUNCTION rag._python_error()
+RETURNS jsonb
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+    #@ragpg-prologue
+    return ragpg.pg.take_error()
+$python$;
+
+CREATE FUNCTION rag._raise_python_error()
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    err jsonb := rag._python_error();
+BEGIN
+    IF err IS NULL THEN
+        RAISE EXCEPTION 'rag: internal error: a Python function returned NULL without an error'
+            USING ERRCODE = 'internal_error';
+    END IF;
+    RAISE EXCEPTION USING
+        MESSAGE = coalesce(err->>'message', 'rag: unknown error'),
+        ERRCODE = coalesce(err->>'sqlstate', 'XX000'),
+        DETAIL = coalesce(err->>'detail', ''),
+        HINT = coalesce(err->>'hint', '');
+END
+$$;
+
+-- rag._embed (internal): the embedding, or NULL with a pending error
+CREATE FUNCTION rag._embed(input text)
+RETURNS vector
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+    #@ragpg-prologue
+    return ragpg.pg.embed_query(plpy, input)
+$python$;
+
 -- rag.embed
 -- The embedding of a text with the current embedding model (rag.embedding_model).
 -- Useful to compare texts in SQL: SELECT rag.embed('a') <=> rag.embed('b').
 CREATE FUNCTION rag.embed(input text)
 RETURNS vector
-LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $python$
-    #@ragpg-prologue
-    if input is None or not input.strip():
-        plpy.error("rag.embed: input is empty", sqlstate="22023",
-                   hint="pass the text to embed")
-    return ragpg.pg.embed_query(plpy, input)
-$python$;
+AS $$
+DECLARE
+    v vector;
+BEGIN
+    IF input IS NULL OR btrim(input, E' \t\r\n\f\v') = '' THEN
+        RAISE EXCEPTION 'rag.embed: input is empty'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'pass the text to embed';
+    END IF;
+    v := rag._embed(input);
+    IF v IS NULL THEN
+        PERFORM rag._raise_python_error();
+    END IF;
+    RETURN v;
+END
+$$;
 
--- rag._index_documents
+-- rag._index_documents_py / rag._index_documents (internal)
 -- Chunk and embed these documents and replace their chunks (called by the triggers).
-CREATE FUNCTION rag._index_documents(document_ids bigint[])
+CREATE FUNCTION rag._index_documents_py(document_ids bigint[])
 RETURNS int
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -27,6 +79,21 @@ AS $python$
     #@ragpg-prologue
     return ragpg.pg.index_documents(plpy, document_ids or [])
 $python$;
+
+CREATE FUNCTION rag._index_documents(document_ids bigint[])
+RETURNS int
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n int := rag._index_documents_py(document_ids);
+BEGIN
+    IF n IS NULL THEN
+        PERFORM rag._raise_python_error();
+    END IF;
+    RETURN n;
+END
+$$;
 
 -- rag.backend_stats
 -- Counters of this backend: model calls, texts embedded, chunks reused, time per stage.

@@ -19,6 +19,10 @@ GRANT EXECUTE ON FUNCTION
     rag.settings(),
     rag._setting(text),
     rag.embed(text),
+    rag._embed(text),
+    rag._python_error(),
+    rag._raise_python_error(),
+    rag._ask(text, int),
     rag.any_terms_tsquery(text),
     rag._check_query(text, int, text),
     rag._filter_predicate(jsonb),
@@ -36,6 +40,7 @@ GRANT EXECUTE ON FUNCTION
     rag.ingest(text, text, text, text, jsonb),
     rag._check_content(text, text),
     rag._index_documents(bigint[]),
+    rag._index_documents_py(bigint[]),
     rag.compact_lexical_stats(text, int),
     rag._eval_tenant(text),
     rag.evaluate(text, text, int, jsonb)

@@ -6,16 +6,16 @@ that already has the extension, so tests cannot see each other's rows.
 from __future__ import annotations
 
 import os
-import re
 import uuid
 
 import psycopg
 import pytest
+from pgtest import as_role, with_db
 
 IMAGE = os.environ.get("RAGPG_IMAGE", "ragpg:0.1.0")
 # login role -> the rag role it is granted
 LOGIN_ROLES = {"alice": "rag_writer", "bob": "rag_writer", "carol": "rag_reader", "dora": "rag_admin",
-               "nobody": None}
+               "nobody": None, "api": None}
 
 
 @pytest.fixture(scope="session")
@@ -32,19 +32,17 @@ def pg_container():
         url = container.get_connection_url()
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CREATE DATABASE rag_template")
-        with psycopg.connect(_with_db(url, "rag_template"), autocommit=True) as conn:
+        with psycopg.connect(with_db(url, "rag_template"), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION rag CASCADE")
             # login roles for the tenancy tests (roles are cluster-wide)
             for name, group in LOGIN_ROLES.items():
                 conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{name}'"
                              + (f" IN ROLE {group}" if group else ""))
+            # the HTTP API's login role may SET ROLE to the roles its keys map to
+            conn.execute("GRANT alice, bob, carol TO api")
         yield container
     finally:
         container.stop()
-
-
-def _with_db(url: str, db: str) -> str:
-    return re.sub(r"/[^/?]+(\?|$)", f"/{db}\\1", url, count=1)
 
 
 @pytest.fixture(scope="session")
@@ -58,14 +56,9 @@ def dsn(server_url):
     name = "t_" + uuid.uuid4().hex[:12]
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name} TEMPLATE rag_template")
-    yield _with_db(server_url, name)
+    yield with_db(server_url, name)
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
-
-
-def as_role(dsn: str, role: str) -> str:
-    """The same database, logged in as one of LOGIN_ROLES."""
-    return re.sub(r"://[^@]+@", f"://{role}:{role}@", dsn, count=1)
 
 
 @pytest.fixture
@@ -86,12 +79,3 @@ def connect(dsn):
 def db(dsn):
     with psycopg.connect(dsn, autocommit=True) as conn:
         yield conn
-
-
-def stats(conn) -> dict:
-    """This backend's counters (model calls, texts embedded, ...)."""
-    return conn.execute("SELECT rag.backend_stats()").fetchone()[0]
-
-
-def counts(conn) -> tuple[int, int]:
-    return conn.execute("SELECT (SELECT count(*) FROM rag.documents), (SELECT count(*) FROM rag.chunks)").fetchone()

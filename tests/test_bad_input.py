@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from conftest import counts
+from pgtest import counts
 
 CASES = [
     # (sql, params, sqlstate, message fragment)
@@ -73,3 +73,11 @@ def test_bad_setting_names_the_setting(db):
         db.execute("SELECT rag.ingest('Some text to index.', 'a.md')")
     assert exc.value.sqlstate == "22023" and "rag.chunk_target_tokens must be an integer" in str(exc.value)
     assert counts(db) == (0, 0)
+
+
+def test_errors_from_python_functions_carry_no_prefix(db):
+    # rag.ask is PL/Python: errors of the SQL it runs keep their own message and SQLSTATE
+    with pytest.raises(psycopg.Error) as exc:
+        db.execute("SELECT rag.ask('   ')")
+    assert exc.value.diag.message_primary == "rag.ask: query is empty"
+    assert exc.value.sqlstate == "22023"

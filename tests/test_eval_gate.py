@@ -22,12 +22,12 @@ SETS = sorted(BASELINE["sets"])
 
 @pytest.fixture(scope="module")
 def eval_results(server_url):
-    from conftest import _with_db
+    from pgtest import with_db
 
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS eval_gate")
         conn.execute("CREATE DATABASE eval_gate TEMPLATE rag_template")
-    dsn = _with_db(server_url, "eval_gate")
+    dsn = with_db(server_url, "eval_gate")
     eval_dir = find_eval_dir()
     loaded = {s: load(dsn, eval_dir / s, jobs=2, quiet=True) for s in SETS}
     results = evaluate(dsn, SETS, MODES, k=100)

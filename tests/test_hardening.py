@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from conftest import counts
+from pgtest import counts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import pq

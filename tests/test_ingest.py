@@ -1,7 +1,7 @@
 """Ingest through rag.ingest and through plain INSERTs (triggers), re-ingest, delete."""
 from __future__ import annotations
 
-from conftest import counts, stats
+from pgtest import counts, stats
 
 HANDBOOK = """# Handbook
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from conftest import stats
+from pgtest import stats
 
 SECRET = "Project quokkaflux ships the zebrawood turbine on the third moon of March."
 
@@ -44,6 +44,13 @@ def test_tenant_b_sees_no_trace_of_tenant_a(connect):
     assert rows(bob, """SELECT count(*) FROM ts_stat('SELECT tsv FROM rag.chunks')
                         WHERE word IN ('quokkaflux', 'zebrawood')""") == [(0,)]
     assert rows(bob, "SELECT count(*) FROM rag.tenant_roles") == [(0,)]
+    # BM25 index and statistics, through every table and view
+    assert rows(bob, "SELECT count(*) FROM rag.lexical_stats WHERE lexeme IN ('quokkaflux', 'zebrawood')") == [(0,)]
+    assert rows(bob, "SELECT count(*) FROM rag.postings WHERE lexeme = 'quokkaflux'") == [(0,)]
+    assert rows(bob, "SELECT count(*) FROM rag.lexeme_stats WHERE lexeme = 'quokkaflux'") == [(0,)]
+    assert rows(bob, "SELECT DISTINCT tenant FROM rag.corpus_stats") == [("bob",)]
+    assert rows(bob, "SELECT count(*) FROM rag.bm25('quokkaflux zebrawood')") == [(0,)]
+    assert rows(alice, "SELECT count(*) FROM rag.bm25('quokkaflux zebrawood')")[0][0] >= 1
 
 
 def test_embedding_reuse_does_not_cross_tenants(connect):
@@ -69,10 +76,12 @@ def test_updates_and_deletes_cannot_reach_another_tenant(connect):
     assert bob_doc != doc
     assert rows(alice, "SELECT content FROM rag.documents WHERE id = %s", (doc,)) == [(SECRET,)]
     assert rows(alice, "SELECT count(*) FROM rag.chunks WHERE document_id = %s", (doc,))[0][0] >= 1
-    # alice's own delete works and takes her chunks only
+    # alice's own delete works and takes her chunks and lexical statistics only
     alice.execute("DELETE FROM rag.documents WHERE id = %s", (doc,))
     assert rows(alice, "SELECT count(*) FROM rag.chunks") == [(0,)]
+    assert rows(alice, "SELECT count(*) FROM rag.lexical_stats") == [(0,)]
     assert rows(bob, "SELECT count(*) FROM rag.chunks") == [(1,)]
+    assert rows(bob, "SELECT count(*) FROM rag.lexical_stats")[0][0] > 0
 
 
 def test_tenant_cannot_be_forged(connect):
@@ -121,6 +130,15 @@ def test_writer_cannot_disable_policies_or_act_as_admin(connect, sql):
     with pytest.raises(psycopg.Error) as exc:
         alice.execute(sql)
     assert exc.value.sqlstate == "42501", exc.value
+
+
+def test_superuser_search_is_scoped_to_its_tenant(db, connect):
+    alice = connect("alice")
+    alice.execute("SELECT rag.ingest(%s, 'roadmap.md')", (SECRET,))
+    # the superuser bypasses row-level security, but search and ask answer from one tenant
+    assert db.execute("SELECT count(*) FROM rag.search('quokkaflux zebrawood turbine')").fetchone()[0] == 0
+    db.execute("SET rag.tenant = 'alice'")
+    assert db.execute("SELECT count(*) FROM rag.search('quokkaflux zebrawood turbine')").fetchone()[0] == 1
 
 
 def test_row_security_off_is_refused_not_bypassed(connect):

@@ -20,7 +20,16 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--dir", default=None, help="folder of sets (default: ../shared/eval)")
     ev.add_argument("--set", action="append", dest="sets", help="set name (repeatable; default: all)")
     ev.add_argument("--out", default="bench/results", help="where the JSON and PNG go")
+    sv = sub.add_parser("serve", help="HTTP API (FastAPI): /ask, /ask/stream, /search, /ingest, /chat")
+    sv.add_argument("--dsn", required=True, help="login role whose members include the keys' roles")
+    sv.add_argument("--keys-file", help="lines of 'API_KEY DATABASE_ROLE'")
+    sv.add_argument("--keys", help="inline 'KEY=ROLE,KEY2=ROLE2' (prefer --keys-file)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
+    if args.cmd == "serve":
+        from .server import load_keys, serve
+        return serve(args.dsn, load_keys(args.keys_file, args.keys), args.host, args.port)
     if args.cmd == "eval":
         from pathlib import Path
 

@@ -29,15 +29,33 @@ _QUERY_CACHE: OrderedDict[tuple[str, str, str], object] = OrderedDict()
 DOCS_PER_ROUND = 256  # documents chunked/embedded/written together, bounds memory
 
 
+PENDING_ERROR: dict | None = None
+
+
 def sql_errors(fn):
-    """Turn RagError into a Postgres error with its SQLSTATE (and re-raise the rest)."""
+    """Errors of ours (RagError) and of the SQL we run (plpy.SPIError) are not raised from
+    Python: PL/Python would prefix their message with the exception's class name
+    ('plpy.Error: ...'). They are kept in PENDING_ERROR and the function returns None; its
+    plpgsql caller then raises them as they are (rag._raise_python_error)."""
     @functools.wraps(fn)
     def wrapper(plpy, *args, **kwargs):
+        global PENDING_ERROR
         try:
             return fn(plpy, *args, **kwargs)
         except RagError as e:
-            plpy.error(e.message, hint=e.hint, sqlstate=e.sqlstate)
+            PENDING_ERROR = {"message": e.message, "hint": e.hint, "sqlstate": e.sqlstate}
+        except plpy.SPIError as e:
+            PENDING_ERROR = {"message": e.args[0] if e.args else str(e), "detail": getattr(e, "detail", None),
+                             "hint": getattr(e, "hint", None), "sqlstate": getattr(e, "sqlstate", None)}
+        return None
     return wrapper
+
+
+def take_error() -> str | None:
+    """The pending error as jsonb text (and clear it), for rag._raise_python_error."""
+    global PENDING_ERROR
+    err, PENDING_ERROR = PENDING_ERROR, None
+    return json.dumps(err) if err else None
 
 
 def _plan(plpy, sql: str, types: list[str]):
