@@ -3,36 +3,22 @@
 -- FORCE makes the policies apply to the tables' owner too; superusers and roles with
 -- BYPASSRLS still see everything, as everywhere in Postgres.
 
-ALTER TABLE rag.documents ENABLE ROW LEVEL SECURITY;
-ALTER TABLE rag.documents FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON rag.documents
-    USING (tenant = (SELECT rag.current_tenant()))
-    WITH CHECK (tenant = (SELECT rag.current_tenant()));
-
-ALTER TABLE rag.chunks ENABLE ROW LEVEL SECURITY;
-ALTER TABLE rag.chunks FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON rag.chunks
-    USING (tenant = (SELECT rag.current_tenant()))
-    WITH CHECK (tenant = (SELECT rag.current_tenant()));
-
--- the lexical leg's index and statistics are tenant data too (df would leak vocabulary)
-ALTER TABLE rag.postings ENABLE ROW LEVEL SECURITY;
-ALTER TABLE rag.postings FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON rag.postings
-    USING (tenant = (SELECT rag.current_tenant()))
-    WITH CHECK (tenant = (SELECT rag.current_tenant()));
-
-ALTER TABLE rag.lexeme_stats ENABLE ROW LEVEL SECURITY;
-ALTER TABLE rag.lexeme_stats FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON rag.lexeme_stats
-    USING (tenant = (SELECT rag.current_tenant()))
-    WITH CHECK (tenant = (SELECT rag.current_tenant()));
-
-ALTER TABLE rag.corpus_stats ENABLE ROW LEVEL SECURITY;
-ALTER TABLE rag.corpus_stats FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON rag.corpus_stats
-    USING (tenant = (SELECT rag.current_tenant()))
-    WITH CHECK (tenant = (SELECT rag.current_tenant()));
+-- Tenant tables: documents, chunks, and the lexical leg's index and statistics (document
+-- frequencies would leak another tenant's vocabulary). One policy, the same on each.
+-- A table added later with a tenant column joins this list.
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['documents', 'chunks', 'postings', 'lexeme_stats', 'corpus_stats'] LOOP
+        EXECUTE format('ALTER TABLE rag.%I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE format('ALTER TABLE rag.%I FORCE ROW LEVEL SECURITY', t);
+        EXECUTE format('CREATE POLICY tenant_isolation ON rag.%I'
+                       ' USING (tenant = (SELECT rag.current_tenant()))'
+                       ' WITH CHECK (tenant = (SELECT rag.current_tenant()))', t);
+    END LOOP;
+END
+$$;
 
 -- eval sets, their queries, judgments and runs: visible to whoever may act for the
 -- set's tenant (not only while acting for it, so a BI role granted the tenant sees runs)

@@ -167,3 +167,23 @@ def test_a_role_without_rag_roles_has_no_access(connect):
         with pytest.raises(psycopg.Error) as exc:
             nobody.execute(sql)
         assert exc.value.sqlstate == "42501", sql
+
+
+def test_every_table_has_forced_row_level_security_and_views_are_invoker(db):
+    tables = db.execute("""SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class
+                           WHERE relnamespace = 'rag'::regnamespace AND relkind = 'r'""").fetchall()
+    assert len(tables) >= 11
+    assert [t for t in tables if not (t[1] and t[2])] == []
+    without_policy = db.execute("""SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'rag'::regnamespace
+                                   AND c.relkind = 'r' AND NOT EXISTS (SELECT 1 FROM pg_policies p
+                                   WHERE p.schemaname = 'rag' AND p.tablename = c.relname)""").fetchall()
+    assert without_policy == []
+    views = db.execute("""SELECT relname, coalesce(reloptions, '{}') FROM pg_class
+                          WHERE relnamespace = 'rag'::regnamespace AND relkind = 'v'""").fetchall()
+    assert views and all("security_invoker=true" in opts for _, opts in views), views
+    definers = db.execute("""SELECT p.oid::regprocedure FROM pg_proc p
+                             WHERE p.pronamespace = 'rag'::regnamespace AND p.prosecdef""").fetchall()
+    assert definers == []
+    unpinned = db.execute("""SELECT p.oid::regprocedure FROM pg_proc p WHERE p.pronamespace = 'rag'::regnamespace
+                             AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%')""").fetchall()
+    assert unpinned == []
