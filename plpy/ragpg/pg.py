@@ -1,7 +1,8 @@
 """Entry points for the PL/Python functions in sql/: glue between plpy and the modules.
 
 Each function takes the `plpy` module of the calling function. Errors of ours
-(`RagError`) become Postgres errors with their SQLSTATE, message and hint.
+(`RagError`) and of nested SQL are handed to the plpgsql caller, which raises them with
+their SQLSTATE, message and hint (see `sql_errors`).
 
 Per-backend state lives in this module (it is imported once per session): the loaded
 model, prepared plans, a small cache of query embeddings and the counters behind
