@@ -43,6 +43,10 @@ eval: db              ## load the shared eval sets, evaluate 3 modes, print a ta
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[eval]'
 	$(VENV)/bin/ragpg eval --dsn "$$(bash scripts/localdb.sh dsn)" --out bench/results
 
+bench: db             ## quick benchmark: ingest split, in-db overhead, search vs the seed pattern, HNSW recall
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[eval]'
+	$(VENV)/bin/python bench/run.py --dsn "$$(bash scripts/localdb.sh dsn)" --pages $(or $(PAGES),150)
+
 unit: venv
 	$(VENV)/bin/pytest -q tests/unit
 
