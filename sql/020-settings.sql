@@ -12,6 +12,9 @@ AS $$
     FROM (VALUES
         ('embedding_model',       'all-MiniLM-L6-v2', 'local embedding model for new chunks and queries'),
         ('embedding_batch_size',  '1',        'texts per model run; 1 is fastest on CPU and makes a text''s vector independent of its batch'),
+        ('index_batch_size',      '64',       'documents per indexing round, and keys per rag.work batch'),
+        ('max_attempts',          '5',        'rag.work tries a failing row this often, then moves it to rag.errors'),
+        ('retry_base_seconds',    '2',        'rag.work waits base * 2^attempts seconds before retrying a row'),
         ('embedding_threads',     '1',        'onnxruntime intra-op threads per backend'),
         ('chunk_target_tokens',   '254',      'chunks are packed up to this many model tokens (254 fills MiniLM''s window)'),
         ('chunk_overlap_tokens',  '32',       'tokens repeated from the end of the previous chunk'),

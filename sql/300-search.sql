@@ -106,7 +106,9 @@ RETURNS TABLE (
     content      text,
     score        double precision,
     vector_rank  int,
-    lexical_rank int)
+    lexical_rank int,
+    source_table text,      -- for documents of an attached table: the table ...
+    source_key   jsonb)     -- ... and the row's primary key, to JOIN back to it
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -177,8 +179,9 @@ BEGIN
             SELECT coalesce(vec.id, lex.id) AS id, vec.r AS vr, lex.r AS lr,
                    coalesce($6 / ($8 + vec.r), 0) + coalesce($7 / ($8 + lex.r), 0) AS rrf
             FROM vec FULL JOIN lex ON lex.id = vec.id)
-        SELECT c.id, c.document_id, c.ord, c.content, f.rrf::float8, f.vr::int, f.lr::int
-        FROM fused AS f JOIN rag.chunks AS c ON c.id = f.id
+        SELECT c.id, c.document_id, c.ord, c.content, f.rrf::float8, f.vr::int, f.lr::int,
+               d.source_table, d.source_key
+        FROM fused AS f JOIN rag.chunks AS c ON c.id = f.id JOIN rag.documents AS d ON d.id = c.document_id
         ORDER BY f.rrf DESC, f.vr NULLS LAST, f.lr NULLS LAST, c.id
         LIMIT $9 $q$, vec_sql, lex_sql)
     USING qvec, vector_k, query, lexical_k, tsq, vector_weight, lexical_weight, rrf_c::float8, k,

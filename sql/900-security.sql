@@ -3,14 +3,15 @@
 -- FORCE makes the policies apply to the tables' owner too; superusers and roles with
 -- BYPASSRLS still see everything, as everywhere in Postgres.
 
--- Tenant tables: documents, chunks, and the lexical leg's index and statistics (document
--- frequencies would leak another tenant's vocabulary). One policy, the same on each.
+-- Tenant tables: documents, chunks, the lexical leg's index and statistics (document
+-- frequencies would leak another tenant's vocabulary), attachments, queue and errors. One policy, the same on each.
 -- A table added later with a tenant column joins this list.
 DO $$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['documents', 'chunks', 'postings', 'lexeme_stats', 'corpus_stats'] LOOP
+    FOREACH t IN ARRAY ARRAY['documents', 'chunks', 'postings', 'lexeme_stats', 'corpus_stats',
+                             'attachments', 'queue', 'errors'] LOOP
         EXECUTE format('ALTER TABLE rag.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE rag.%I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format('CREATE POLICY tenant_isolation ON rag.%I'

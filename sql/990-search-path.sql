@@ -11,7 +11,9 @@ BEGIN
     WHERE e.extname = 'vector';
     FOR fn IN SELECT d.objid::regprocedure
               FROM pg_catalog.pg_depend AS d JOIN pg_catalog.pg_extension AS e ON e.oid = d.refobjid
-              WHERE e.extname = 'rag' AND d.classid = 'pg_catalog.pg_proc'::regclass AND d.deptype = 'e' LOOP
+              JOIN pg_catalog.pg_proc AS p ON p.oid = d.objid
+              WHERE e.extname = 'rag' AND d.classid = 'pg_catalog.pg_proc'::regclass AND d.deptype = 'e'
+                AND p.prokind <> 'p' LOOP  -- a procedure with SET cannot COMMIT (rag.work)
         EXECUTE pg_catalog.format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp', fn, vec_schema);
     END LOOP;
 END

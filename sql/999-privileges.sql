@@ -11,7 +11,8 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA rag FROM PUBLIC;
 GRANT USAGE ON SCHEMA rag TO rag_reader;
 GRANT SELECT ON rag.documents, rag.chunks, rag.tenant_roles, rag.postings, rag.lexeme_stats,
                 rag.corpus_stats, rag.lexical_stats, rag.eval_sets, rag.eval_queries, rag.eval_qrels,
-                rag.eval_run, rag.eval_run_query, rag.eval_runs, rag.eval_compare TO rag_reader;
+                rag.eval_run, rag.eval_run_query, rag.eval_runs, rag.eval_compare,
+                rag.attachments, rag.queue, rag.errors, rag.queue_status, rag.document_status TO rag_reader;
 GRANT EXECUTE ON FUNCTION
     rag.current_tenant(),
     rag._is_member(name),
@@ -45,6 +46,21 @@ GRANT EXECUTE ON FUNCTION
     rag._eval_tenant(text),
     rag.evaluate(text, text, int, jsonb)
 TO rag_writer;
+GRANT INSERT, DELETE ON rag.attachments TO rag_writer;
+GRANT INSERT, UPDATE, DELETE ON rag.queue, rag.errors TO rag_writer;
+GRANT EXECUTE ON FUNCTION
+    rag.attach(regclass, name, name, name, name[], text),
+    rag.detach(regclass),
+    rag._attachment(bigint),
+    rag._key_expr(rag.attachments),
+    rag._meta_expr(rag.attachments),
+    rag._indexed_expr(rag.attachments),
+    rag._text_expr(name),
+    rag._apply_rows(bigint, jsonb[]),
+    rag._backfill(rag.attachments),
+    rag.retry_errors()
+TO rag_writer;
+GRANT EXECUTE ON PROCEDURE rag.work(int) TO rag_writer;
 -- eval sets are loaded and run by writers, into tenants they may act for (RLS checks)
 GRANT INSERT, UPDATE, DELETE ON rag.eval_sets, rag.eval_queries, rag.eval_qrels, rag.eval_run,
                                 rag.eval_run_query TO rag_writer;

@@ -26,7 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     sv.add_argument("--keys", help="inline 'KEY=ROLE,KEY2=ROLE2' (prefer --keys-file)")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
+    wk = sub.add_parser("worker", help="drain rag.queue (attached tables in async mode) with CALL rag.work()")
+    wk.add_argument("--dsn", required=True)
+    wk.add_argument("--interval", type=float, default=1.0, help="seconds to sleep when the queue is empty")
+    wk.add_argument("--tenant", help="SET rag.tenant first (the role must be allowed to act for it)")
+    wk.add_argument("--once", action="store_true", help="one pass, then exit")
     args = parser.parse_args(argv)
+    if args.cmd == "worker":
+        from .worker import run as run_worker
+        return run_worker(args.dsn, args.interval, args.once, args.tenant)
     if args.cmd == "serve":
         from .server import load_keys, serve
         return serve(args.dsn, load_keys(args.keys_file, args.keys), args.host, args.port)

@@ -22,12 +22,11 @@ from .embedding import _EMBEDDERS, get_embedder, load_tokenizer, to_vector_liter
 from .errors import InvalidParameter, RagError
 from .text import to_text
 
-STATS = {"index_calls": 0, "model_calls": 0, "texts_embedded": 0, "chunks_reused": 0, "chunks_written": 0,
+STATS = {"index_calls": 0, "index_rounds": 0, "model_calls": 0, "texts_embedded": 0, "chunks_reused": 0, "chunks_written": 0,
          "documents_indexed": 0, "chunk_seconds": 0.0, "embed_seconds": 0.0, "db_seconds": 0.0}
 _PLANS: dict[str, object] = {}
 _TOKENIZERS: dict[str, object] = {}
 _QUERY_CACHE: OrderedDict[tuple[str, str, str], object] = OrderedDict()
-DOCS_PER_ROUND = 256  # documents chunked/embedded/written together, bounds memory
 
 
 PENDING_ERROR: dict | None = None
@@ -125,13 +124,15 @@ def index_documents(plpy, doc_ids: list[int]) -> int:
         return 0
     STATS["index_calls"] += 1
     s = settings(plpy)
+    per_round = _int_setting(s, "index_batch_size", 1, 100000)  # bounds memory per round
     written = 0
-    for i in range(0, len(doc_ids), DOCS_PER_ROUND):
-        written += _index_round(plpy, s, doc_ids[i:i + DOCS_PER_ROUND])
+    for i in range(0, len(doc_ids), per_round):
+        written += _index_round(plpy, s, doc_ids[i:i + per_round])
     return written
 
 
 def _index_round(plpy, s: dict, ids: list[int]) -> int:
+    STATS["index_rounds"] += 1
     model = s["embedding_model"]
     emb = _embedder(s)
     tok = _TOKENIZERS.get(model) or _TOKENIZERS.setdefault(model, load_tokenizer(model))

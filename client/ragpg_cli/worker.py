@@ -1,0 +1,34 @@
+"""`ragpg worker --dsn ...`: drain rag.queue with CALL rag.work(), forever (or --once).
+
+Several workers can run side by side (rag.work locks rows with SKIP LOCKED). A worker
+killed mid-batch loses nothing: its batch was never committed and stays queued.
+"""
+from __future__ import annotations
+
+import signal
+import time
+
+import psycopg
+
+
+def run(dsn: str, interval: float = 1.0, once: bool = False, tenant: str | None = None) -> int:
+    stop = {"now": False}
+
+    def on_signal(*_):
+        stop["now"] = True
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if tenant:
+            conn.execute("SELECT set_config('rag.tenant', %s, false)", (tenant,))
+        while not stop["now"]:
+            t0 = time.perf_counter()
+            conn.execute("CALL rag.work(max_batches => 100)")
+            waiting = conn.execute("""SELECT count(*) FROM rag.queue
+                                      WHERE tenant = rag.current_tenant() AND next_attempt_at <= now()""").fetchone()[0]
+            print(f"worker: pass in {time.perf_counter() - t0:.1f}s, {waiting} due", flush=True)
+            if once:
+                break
+            if not waiting:
+                time.sleep(interval)
+    return 0
