@@ -1158,27 +1158,30 @@ CREATE TABLE rag.errors (
 SELECT pg_catalog.pg_extension_config_dump('rag.queue', '');
 SELECT pg_catalog.pg_extension_config_dump('rag.errors', '');
 
--- rag._key_expr / rag._row_exprs (internal)
--- SQL expressions over alias t of an attached table: its key as jsonb, and its indexed
--- columns (content, title, url, metadata) as one jsonb array, to compare old and new rows.
+-- rag._object_expr / rag._key_expr / rag._meta_expr / rag._text_expr / rag._indexed_expr (internal)
+-- SQL expressions over alias t of an attached table: columns as a jsonb object (its key,
+-- its metadata), a column as text, and its indexed columns (content, title, url, metadata)
+-- as one jsonb array, to compare old and new rows.
+CREATE FUNCTION rag._object_expr(cols name[])
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 'jsonb_build_object(' || string_agg(format('%L, t.%I', c, c), ', ' ORDER BY o) || ')'
+    FROM unnest(cols) WITH ORDINALITY AS k (c, o)
+$$;
+
 CREATE FUNCTION rag._key_expr(a rag.attachments)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT 'jsonb_build_object(' || string_agg(format('%L, t.%I', c, c), ', ' ORDER BY o) || ')'
-    FROM unnest(a.key_columns) WITH ORDINALITY AS k (c, o)
-$$;
+AS $$ SELECT rag._object_expr(a.key_columns) $$;
 
 CREATE FUNCTION rag._meta_expr(a rag.attachments)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT coalesce('jsonb_build_object(' || string_agg(format('%L, t.%I', c, c), ', ' ORDER BY o) || ')',
-                    '''{}''::jsonb')
-    FROM unnest(a.metadata_columns) WITH ORDINALITY AS m (c, o)
-$$;
+AS $$ SELECT coalesce(rag._object_expr(a.metadata_columns), '''{}''::jsonb') $$;
 
 CREATE FUNCTION rag._text_expr(col name)
 RETURNS text
@@ -1336,6 +1339,11 @@ BEGIN
     IF missing IS NOT NULL THEN
         RAISE EXCEPTION 'rag.attach: table % has no column %', source_table, quote_ident(missing)
             USING ERRCODE = 'undefined_column';
+    END IF;
+    IF EXISTS (SELECT 1 FROM rag.attachments AS x
+               WHERE x.source_table = attach.source_table AND x.tenant = rag.current_tenant()) THEN
+        RAISE EXCEPTION 'rag.attach: table % is already attached', source_table
+            USING ERRCODE = 'duplicate_object', HINT = 'to change its columns or mode: SELECT rag.detach(...), then attach again';
     END IF;
     INSERT INTO rag.attachments (source_table, key_columns, content_column, title_column, url_column,
                                  metadata_columns, mode)
@@ -1624,6 +1632,7 @@ GRANT EXECUTE ON FUNCTION
     rag.attach(regclass, name, name, name, name[], text),
     rag.detach(regclass),
     rag._attachment(bigint),
+    rag._object_expr(name[]),
     rag._key_expr(rag.attachments),
     rag._meta_expr(rag.attachments),
     rag._indexed_expr(rag.attachments),

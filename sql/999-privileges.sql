@@ -52,6 +52,7 @@ GRANT EXECUTE ON FUNCTION
     rag.attach(regclass, name, name, name, name[], text),
     rag.detach(regclass),
     rag._attachment(bigint),
+    rag._object_expr(name[]),
     rag._key_expr(rag.attachments),
     rag._meta_expr(rag.attachments),
     rag._indexed_expr(rag.attachments),

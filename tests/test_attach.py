@@ -81,6 +81,10 @@ def test_attach_errors(db):
     with pytest.raises(psycopg.Error) as exc:
         db.execute("SELECT rag.attach('articles', 'body', mode => 'later')")
     assert exc.value.sqlstate == "22023"
+    db.execute("SELECT rag.attach('articles', 'body')")
+    with pytest.raises(psycopg.Error) as exc:
+        db.execute("SELECT rag.attach('articles', 'body')")
+    assert exc.value.sqlstate == "42710" and "already attached" in str(exc.value)
 
 
 def test_async_two_workers_take_each_row_once(dsn, db):
