@@ -21,6 +21,10 @@ if [ "${1:-}" = "postgres" ]; then
     {
       echo "listen_addresses = '*'"
       echo "shared_buffers = ${RAGPG_SHARED_BUFFERS:-256MB}"
+      # pg_cron runs rag.work on a schedule (rag.schedule_worker) in the image's database
+      echo "shared_preload_libraries = 'pg_cron'"
+      echo "cron.database_name = '${POSTGRES_DB:-${POSTGRES_USER:-postgres}}'"
+      echo "cron.use_background_workers = on"   # no password needed for the job's connection
     } >> "$PGDATA/postgresql.conf"
     echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
     $BIN/pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null

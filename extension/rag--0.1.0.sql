@@ -1501,6 +1501,55 @@ CREATE VIEW rag.document_status WITH (security_invoker = true) AS
     FROM rag.documents AS d LEFT JOIN rag.chunks AS c ON c.document_id = d.id
     GROUP BY d.id;
 
+-- ---- 610-cron.sql ----
+-- Workers on a schedule, where pg_cron is installed (Debian: postgresql-15-cron, with
+-- shared_preload_libraries = 'pg_cron' and this database as cron.database_name).
+-- Called through dynamic SQL, so rag itself does not depend on pg_cron.
+
+-- rag.schedule_worker
+-- A pg_cron job that runs CALL rag.work(max_batches) on `schedule` (cron syntax) as the
+-- current role, in its default tenant. Returns the job id. Without pg_cron, use
+-- `ragpg worker --dsn ...` instead.
+CREATE FUNCTION rag.schedule_worker(schedule text DEFAULT '* * * * *', max_batches int DEFAULT 10)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    job bigint;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
+        RAISE EXCEPTION 'rag.schedule_worker: pg_cron is not installed in this database'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'CREATE EXTENSION pg_cron (needs shared_preload_libraries), or run: ragpg worker --dsn ...';
+    ELSIF max_batches IS NULL OR max_batches < 1 THEN
+        RAISE EXCEPTION 'rag.schedule_worker: max_batches must be >= 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    EXECUTE 'SELECT cron.schedule($1, $2, $3)'
+        INTO job
+        USING 'rag.work:' || current_database() || ':' || current_user, schedule,
+              format('CALL rag.work(max_batches => %s)', max_batches);
+    RETURN job;
+END
+$$;
+
+-- rag.unschedule_worker: remove the current role's worker job; true if there was one.
+CREATE FUNCTION rag.unschedule_worker()
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    done boolean := false;
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
+        EXECUTE 'SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = $1'
+            INTO done USING 'rag.work:' || current_database() || ':' || current_user;
+    END IF;
+    RETURN coalesce(done, false);
+END
+$$;
+
 -- ---- 900-security.sql ----
 -- Row-level security: a session sees and writes only its tenant's rows
 -- (rag.current_tenant(), evaluated once per statement as an init plan).
@@ -1639,7 +1688,9 @@ GRANT EXECUTE ON FUNCTION
     rag._text_expr(name),
     rag._apply_rows(bigint, jsonb[]),
     rag._backfill(rag.attachments),
-    rag.retry_errors()
+    rag.retry_errors(),
+    rag.schedule_worker(text, int),
+    rag.unschedule_worker()
 TO rag_writer;
 GRANT EXECUTE ON PROCEDURE rag.work(int) TO rag_writer;
 -- eval sets are loaded and run by writers, into tenants they may act for (RLS checks)

@@ -24,7 +24,7 @@ mkdir -p "$BUILD"
 
 step "1/5 apt packages"
 need=()
-for p in postgresql-15 postgresql-plpython3-15 postgresql-server-dev-15 postgresql-doc-15 \
+for p in postgresql-15 postgresql-plpython3-15 postgresql-server-dev-15 postgresql-doc-15 postgresql-15-cron \
          docker.io debootstrap dpkg-dev build-essential; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
 done

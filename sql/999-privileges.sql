@@ -59,7 +59,9 @@ GRANT EXECUTE ON FUNCTION
     rag._text_expr(name),
     rag._apply_rows(bigint, jsonb[]),
     rag._backfill(rag.attachments),
-    rag.retry_errors()
+    rag.retry_errors(),
+    rag.schedule_worker(text, int),
+    rag.unschedule_worker()
 TO rag_writer;
 GRANT EXECUTE ON PROCEDURE rag.work(int) TO rag_writer;
 -- eval sets are loaded and run by writers, into tenants they may act for (RLS checks)

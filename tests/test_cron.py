@@ -1,0 +1,44 @@
+"""Workers on a schedule with pg_cron (installed and preloaded in our image)."""
+from __future__ import annotations
+
+import time
+
+import psycopg
+import pytest
+
+
+def test_without_pg_cron_the_error_says_what_to_do(db):
+    with pytest.raises(psycopg.Error) as exc:
+        db.execute("SELECT rag.schedule_worker()")
+    assert exc.value.sqlstate == "55000" and "pg_cron is not installed" in str(exc.value)
+    assert "ragpg worker" in exc.value.diag.message_hint
+    assert db.execute("SELECT rag.unschedule_worker()").fetchone()[0] is False
+
+
+def test_a_cron_job_drains_the_queue(server_url):
+    # pg_cron lives in the image's own database (cron.database_name), not in the test copies
+    with psycopg.connect(server_url, autocommit=True) as db:
+        db.execute("CREATE EXTENSION IF NOT EXISTS rag CASCADE")
+        db.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
+        db.execute("CREATE TABLE cron_docs (id int PRIMARY KEY, body text)")
+        try:
+            db.execute("INSERT INTO cron_docs SELECT i, 'Scheduled row ' || i || ' about lighthouses.' "
+                       "FROM generate_series(1, 20) i")
+            db.execute("SELECT rag.attach('cron_docs', 'body', mode => 'async')")
+            assert db.execute("SELECT pending FROM rag.queue_status").fetchone()[0] == 20
+            job = db.execute("SELECT rag.schedule_worker('* * * * *')").fetchone()[0]
+            assert db.execute("SELECT command FROM cron.job WHERE jobid = %s", (job,)).fetchone()[0] \
+                == "CALL rag.work(max_batches => 10)"
+            deadline = time.monotonic() + 150  # cron runs every minute
+            while time.monotonic() < deadline:
+                if db.execute("SELECT count(*) FROM rag.queue").fetchone()[0] == 0:
+                    break
+                time.sleep(2)
+            assert db.execute("SELECT count(*) FROM rag.documents").fetchone()[0] == 20
+            assert db.execute("SELECT status FROM cron.job_run_details WHERE jobid = %s ORDER BY runid LIMIT 1",
+                              (job,)).fetchone()[0] == "succeeded"
+            assert db.execute("SELECT rag.unschedule_worker()").fetchone()[0] is True
+        finally:
+            db.execute("SELECT rag.unschedule_worker()")
+            db.execute("DROP TABLE cron_docs")
+            db.execute("DROP EXTENSION rag")
