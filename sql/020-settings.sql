@@ -1,13 +1,27 @@
+-- rag.config: per-database values of settings, set with rag.configure (rag_admin).
+-- A setting's value is, first found: the Postgres setting rag.x (SET, ALTER ROLE/DATABASE
+-- ... SET), this table, the built-in default. The table is transactional, so a change
+-- (e.g. the embedding model after a re-embed) is atomic for every session.
+CREATE TABLE rag.config (
+    name       text PRIMARY KEY,
+    value      text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    updated_by name NOT NULL DEFAULT current_user
+);
+COMMENT ON TABLE rag.config IS 'Per-database values of rag settings (rag.configure); see rag.settings()';
+SELECT pg_catalog.pg_extension_config_dump('rag.config', '');
+
 -- rag.settings
 -- Every knob of the extension, its current value and default. Values are ordinary
--- Postgres settings: SET rag.x = ... (session), ALTER DATABASE ... SET rag.x = ... (database).
+-- Postgres settings: SET rag.x = ... (session), ALTER DATABASE ... SET rag.x = ... (database),
+-- or rows of rag.config (rag.configure).
 CREATE FUNCTION rag.settings()
 RETURNS TABLE (name text, value text, default_value text, description text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT d.name,
-           coalesce(nullif(current_setting('rag.' || d.name, true), ''), d.default_value),
+           coalesce(nullif(current_setting('rag.' || d.name, true), ''), c.value, d.default_value),
            d.default_value, d.description
     FROM (VALUES
         ('embedding_model',       'all-MiniLM-L6-v2', 'local embedding model for new chunks and queries'),
@@ -25,8 +39,19 @@ AS $$
         ('bm25_b',                '0.4',      'BM25 length normalisation, 0..1 (lexical leg)'),
         ('ef_search',             '100',      'HNSW candidate list size (at least the vector leg''s k)'),
         ('iterative_scan',        'relaxed_order', 'pgvector 0.8 iterative index scans: off, relaxed_order or strict_order'),
-        ('ask_min_similarity',    '0.3',      'rag.ask answers only from sentences at least this similar to the question')
+        ('ask_min_similarity',    '0.3',      'rag.ask answers only from sentences at least this similar to the question'),
+        ('chat_model',            'extractive', 'model of rag.models that writes answers; extractive: sentences of the chunks, no LLM'),
+        ('context_tokens',        '3000',     'most tokens of retrieved chunks put in the LLM prompt (capped by the model''s max_input_tokens)'),
+        ('answer_max_tokens',     '400',      'most tokens the LLM may write per answer'),
+        ('temperature',           '0.1',      'LLM sampling temperature'),
+        ('provider_timeout_seconds', '30',    'timeout of one HTTP request to a model provider'),
+        ('provider_max_retries',  '3',        'retries of a provider call after 429, 5xx, timeouts and connection errors'),
+        ('provider_retry_base_seconds', '0.5', 'retry n waits a random time up to base * 2^n seconds (exponential backoff, full jitter)'),
+        ('provider_batch_size',   '96',       'texts per embedding request to a provider'),
+        ('daily_budget',          '',         'most cost per tenant per UTC day (the unit of rag.models prices); empty: no limit'),
+        ('store_answers',         'on',       'rag.ask stores every answer in rag.answers (off: not stored)')
     ) AS d (name, default_value, description)
+    LEFT JOIN rag.config AS c ON c.name = d.name
 $$;
 COMMENT ON FUNCTION rag.settings() IS 'rag.settings: every rag.* setting with its current value and default';
 
@@ -36,3 +61,26 @@ RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT value FROM rag.settings() WHERE name = setting_name $$;
+
+-- rag.configure (rag_admin)
+-- Set a setting for this database (every session, every role), or reset it with NULL.
+-- Returns the value now in effect for this session.
+CREATE FUNCTION rag.configure(setting_name text, value text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM rag.settings() AS s WHERE s.name = setting_name) THEN
+        RAISE EXCEPTION 'rag.configure: unknown setting %', coalesce(quote_literal(setting_name), 'NULL')
+            USING ERRCODE = 'undefined_object', HINT = 'SELECT name FROM rag.settings() lists them';
+    END IF;
+    IF value IS NULL THEN
+        DELETE FROM rag.config AS c WHERE c.name = setting_name;
+    ELSE
+        INSERT INTO rag.config AS c (name, value) VALUES (setting_name, value)
+        ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = now(), updated_by = current_user;
+    END IF;
+    RETURN rag._setting(setting_name);
+END
+$$;

@@ -37,19 +37,19 @@ END
 $$;
 
 -- rag._embed (internal): the embedding, or NULL with a pending error
-CREATE FUNCTION rag._embed(input text)
+CREATE FUNCTION rag._embed(input text, model text)
 RETURNS vector
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $python$
     #@ragpg-prologue
-    return ragpg.pg.embed_query(plpy, input)
+    return ragpg.pg.embed_query(plpy, input, model)
 $python$;
 
 -- rag.embed
--- The embedding of a text with the current embedding model (rag.embedding_model).
--- Useful to compare texts in SQL: SELECT rag.embed('a') <=> rag.embed('b').
-CREATE FUNCTION rag.embed(input text)
+-- The embedding of a text with the current embedding model (rag.embedding_model), or
+-- with `model` of rag.models. Useful to compare texts: SELECT rag.embed('a') <=> rag.embed('b').
+CREATE FUNCTION rag.embed(input text, model text DEFAULT NULL)
 RETURNS vector
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -61,7 +61,7 @@ BEGIN
         RAISE EXCEPTION 'rag.embed: input is empty'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'pass the text to embed';
     END IF;
-    v := rag._embed(input);
+    v := rag._embed(input, model);
     IF v IS NULL THEN
         PERFORM rag._raise_python_error();
     END IF;

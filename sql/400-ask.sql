@@ -1,10 +1,12 @@
--- Answers: retrieve, then answer from the retrieved chunks with [n] citations.
+-- Answers: retrieve, then answer from the retrieved chunks with [n] citations
+-- (plpy/ragpg/ask.py). The chat model is rag.chat_model or the call's `model`.
 
 -- rag.ask
 -- Answer a question from the documents. Returns jsonb
--- {answer, citations: [{index, chunk_id, document_id, source, title, url, snippet}], mode, model}.
--- Without an LLM configured the answer is extractive (sentences of the retrieved chunks).
-CREATE FUNCTION rag.ask(question text, k int DEFAULT 8)
+-- {answer, citations: [{index, chunk_id, document_id, source, title, url, snippet}], model,
+--  mode (llm or extractive), removed_citations, usage {input_tokens, output_tokens, cost},
+--  latency_ms, first_token_ms, finish_reason, answer_id (its row in rag.answers)}.
+CREATE FUNCTION rag.ask(question text, k int DEFAULT 8, model text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -13,7 +15,7 @@ DECLARE
     out jsonb;
 BEGIN
     PERFORM rag._check_query(question, k, 'rag.ask');
-    out := rag._ask(question, k);
+    out := rag._ask(question, k, model);
     IF out IS NULL THEN
         PERFORM rag._raise_python_error();
     END IF;
@@ -22,11 +24,64 @@ END
 $$;
 
 -- rag._ask (internal): the answer, or NULL with a pending error
-CREATE FUNCTION rag._ask(question text, k int)
+CREATE FUNCTION rag._ask(question text, k int, model text)
 RETURNS jsonb
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $python$
     #@ragpg-prologue
-    return ragpg.pg.ask(plpy, question, k)
+    return ragpg.ask.ask(plpy, question, k, model)
 $python$;
+
+-- rag.ask_stream
+-- The answer in pieces as they are generated, one row each, then a last row with the
+-- citations (jsonb array) and the answer's id in rag.answers (piece NULL). To get rows
+-- while the model is still writing, read it through a cursor with the function in the
+-- select list (a function in FROM is run to the end before the first row is returned):
+--   BEGIN;
+--   DECLARE a NO SCROLL CURSOR FOR SELECT (s).* FROM (SELECT rag.ask_stream('question') AS s) AS q;
+--   FETCH 1 FROM a; ...
+-- Bad input, retrieval and the model's first response (including retries) fail before
+-- the first row; an error during the stream ends it with the provider's SQLSTATE.
+CREATE FUNCTION rag._ask_stream_open_py(question text, k int, model text)
+RETURNS bigint
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+    #@ragpg-prologue
+    return ragpg.ask.ask_stream_open(plpy, question, k, model)
+$python$;
+
+CREATE FUNCTION rag._ask_stream_open(question text, k int, model text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    handle bigint;
+BEGIN
+    PERFORM rag._check_query(question, k, 'rag.ask_stream');
+    handle := rag._ask_stream_open_py(question, k, model);
+    IF handle IS NULL THEN
+        PERFORM rag._raise_python_error();
+    END IF;
+    RETURN handle;
+END
+$$;
+
+CREATE FUNCTION rag._ask_stream_read(handle bigint)
+RETURNS TABLE (seq int, piece text, citations jsonb, answer_id bigint)
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+    #@ragpg-prologue
+    return ragpg.ask.ask_stream_read(plpy, handle)
+$python$;
+
+CREATE FUNCTION rag.ask_stream(question text, k int DEFAULT 8, model text DEFAULT NULL)
+RETURNS TABLE (seq int, piece text, citations jsonb, answer_id bigint)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (rag._ask_stream_read(rag._ask_stream_open(question, k, model))).*
+$$;

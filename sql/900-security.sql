@@ -4,14 +4,15 @@
 -- BYPASSRLS still see everything, as everywhere in Postgres.
 
 -- Tenant tables: documents, chunks, the lexical leg's index and statistics (document
--- frequencies would leak another tenant's vocabulary), attachments, queue and errors. One policy, the same on each.
+-- frequencies would leak another tenant's vocabulary), attachments, queue, errors, the usage
+-- ledger and the answer log. One policy, the same on each.
 -- A table added later with a tenant column joins this list.
 DO $$
 DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['documents', 'chunks', 'postings', 'lexeme_stats', 'corpus_stats',
-                             'attachments', 'queue', 'errors'] LOOP
+                             'attachments', 'queue', 'errors', 'usage', 'answers'] LOOP
         EXECUTE format('ALTER TABLE rag.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE rag.%I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format('CREATE POLICY tenant_isolation ON rag.%I'
@@ -50,3 +51,25 @@ ALTER TABLE rag.tenant_roles FORCE ROW LEVEL SECURITY;
 CREATE POLICY own_grants ON rag.tenant_roles FOR SELECT
     USING (rag._is_member(role_name));
 CREATE POLICY admin_all ON rag.tenant_roles TO rag_admin USING (true) WITH CHECK (true);
+
+-- configuration: every rag role reads the model registry and the database's settings;
+-- rag_admin changes them
+ALTER TABLE rag.models ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.models FORCE ROW LEVEL SECURITY;
+CREATE POLICY read_all ON rag.models FOR SELECT USING (true);
+CREATE POLICY admin_all ON rag.models TO rag_admin USING (true) WITH CHECK (true);
+ALTER TABLE rag.config ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.config FORCE ROW LEVEL SECURITY;
+CREATE POLICY read_all ON rag.config FOR SELECT USING (true);
+CREATE POLICY admin_all ON rag.config TO rag_admin USING (true) WITH CHECK (true);
+
+-- API keys (names only; the secrets are not in tables): a role sees the keys it was
+-- granted and its own grants; rag_admin sees and manages all
+ALTER TABLE rag.api_keys ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.api_keys FORCE ROW LEVEL SECURITY;
+CREATE POLICY granted ON rag.api_keys FOR SELECT USING (rag._may_use_key(name));
+CREATE POLICY admin_all ON rag.api_keys TO rag_admin USING (true) WITH CHECK (true);
+ALTER TABLE rag.api_key_grants ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.api_key_grants FORCE ROW LEVEL SECURITY;
+CREATE POLICY own_grants ON rag.api_key_grants FOR SELECT USING (rag._is_member(role_name));
+CREATE POLICY admin_all ON rag.api_key_grants TO rag_admin USING (true) WITH CHECK (true);

@@ -12,25 +12,36 @@ GRANT USAGE ON SCHEMA rag TO rag_reader;
 GRANT SELECT ON rag.documents, rag.chunks, rag.tenant_roles, rag.postings, rag.lexeme_stats,
                 rag.corpus_stats, rag.lexical_stats, rag.eval_sets, rag.eval_queries, rag.eval_qrels,
                 rag.eval_run, rag.eval_run_query, rag.eval_runs, rag.eval_compare,
-                rag.attachments, rag.queue, rag.errors, rag.queue_status, rag.document_status TO rag_reader;
+                rag.attachments, rag.queue, rag.errors, rag.queue_status, rag.document_status,
+                rag.models, rag.config, rag.api_keys, rag.api_key_grants, rag.usage, rag.answers,
+                rag.usage_daily, rag.cost_by_model TO rag_reader;
+-- every model call is logged by the caller's transaction (search and ask too)
+GRANT INSERT ON rag.usage, rag.answers TO rag_reader;
 GRANT EXECUTE ON FUNCTION
     rag.current_tenant(),
     rag._is_member(name),
     rag._may_act_for(text),
     rag.settings(),
     rag._setting(text),
-    rag.embed(text),
-    rag._embed(text),
+    rag.embed(text, text),
+    rag._embed(text, text),
+    rag._model(text, text),
+    rag._may_use_key(text),
+    rag.spent_today(),
     rag._python_error(),
     rag._raise_python_error(),
-    rag._ask(text, int),
+    rag._ask(text, int, text),
+    rag._ask_stream_open_py(text, int, text),
+    rag._ask_stream_open(text, int, text),
+    rag._ask_stream_read(bigint),
+    rag.ask_stream(text, int, text),
     rag.any_terms_tsquery(text),
     rag._check_query(text, int, text),
     rag._filter_predicate(jsonb),
     rag.query_lexemes(text),
     rag.bm25(text, int, float8, float8, jsonb),
     rag.search(text, int, text, jsonb, int, int, int, float8, float8, text),
-    rag.ask(text, int),
+    rag.ask(text, int, text),
     rag.backend_stats()
 TO rag_reader;
 
@@ -68,9 +79,19 @@ GRANT EXECUTE ON PROCEDURE rag.work(int) TO rag_writer;
 GRANT INSERT, UPDATE, DELETE ON rag.eval_sets, rag.eval_queries, rag.eval_qrels, rag.eval_run,
                                 rag.eval_run_query TO rag_writer;
 
--- rag_admin: tenants (later: models, keys)
+-- rag_admin: tenants, models, settings, API keys
 GRANT INSERT, DELETE ON rag.tenant_roles TO rag_admin;
+GRANT INSERT, UPDATE, DELETE ON rag.models, rag.config, rag.api_keys, rag.api_key_grants TO rag_admin;
 GRANT EXECUTE ON FUNCTION
     rag.grant_tenant(name, text),
-    rag.revoke_tenant(name, text)
+    rag.revoke_tenant(name, text),
+    rag.configure(text, text),
+    rag.add_model(text, text, text, text, int, int, numeric, numeric, text, text, text, jsonb),
+    rag.use_model(text),
+    rag.set_embedding_model(text),
+    rag.set_api_key(text, text, text),
+    rag._write_key_file(text, text),
+    rag.grant_api_key(text, name),
+    rag.revoke_api_key(text, name),
+    rag.drop_api_key(text)
 TO rag_admin;

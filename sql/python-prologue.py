@@ -4,5 +4,6 @@ if "ragpg" not in GD:
         if _p not in sys.path:
             sys.path.insert(0, _p)
     import ragpg.pg
+    import ragpg.ask
     GD["ragpg"] = ragpg
 ragpg = GD["ragpg"]

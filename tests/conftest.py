@@ -2,10 +2,15 @@
 
 One container per test session; each test gets its own database, copied from a template
 that already has the extension, so tests cannot see each other's rows.
+
+The container shares the host's network namespace and listens on 127.0.0.1 only, on a
+free port: model servers that tests start on loopback (the local llama.cpp LLM, scripted
+HTTP servers) are then reachable from the database exactly as in a local install.
 """
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 
 import psycopg
@@ -18,15 +23,37 @@ LOGIN_ROLES = {"alice": "rag_writer", "bob": "rag_writer", "carol": "rag_reader"
                "nobody": None, "api": None}
 
 
-@pytest.fixture(scope="session")
-def pg_container():
-    os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _container_class():
     try:
         from testcontainers.community.postgres import PostgresContainer
     except ImportError:  # older layout
         from testcontainers.postgres import PostgresContainer
-    container = PostgresContainer(IMAGE, username="tester", password="tester", dbname="tester", driver=None)
+
+    class HostNetworkPostgres(PostgresContainer):
+        """PostgresContainer on the host's network: no port mapping, 127.0.0.1:<port>."""
+
+        def get_connection_url(self, host=None, driver=None) -> str:
+            return f"postgresql://{self.username}:{self.password}@127.0.0.1:{self.port}/{self.dbname}"
+    return HostNetworkPostgres
+
+
+@pytest.fixture(scope="session")
+def pg_container():
+    os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+    port = free_port()
+    container = _container_class()(IMAGE, port=port, username="tester", password="tester", dbname="tester",
+                                   driver=None)
+    container.ports = {}  # nothing to publish on the host network
+    container.with_kwargs(network_mode="host")
     container.with_env("POSTGRES_INITDB_ARGS", "--no-sync")
+    container.with_env("PGPORT", str(port))  # the server's and psql's default port
+    container.with_command("postgres -c listen_addresses=127.0.0.1")
     container.start()
     try:
         url = container.get_connection_url()
@@ -79,3 +106,27 @@ def connect(dsn):
 def db(dsn):
     with psycopg.connect(dsn, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture(scope="session")
+def fake_openai():
+    """A scripted OpenAI-compatible server on loopback (a fake provider; tests/openai_fake.py)."""
+    from openai_fake import FakeOpenAI
+
+    fake = FakeOpenAI()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture(scope="session")
+def local_llm():
+    """The real local LLM: SmolLM2-135M served by llama-cpp-python on 127.0.0.1 (one thread).
+    Yields its base_url."""
+    from ragpg_cli import llm
+
+    port = free_port()
+    proc = llm.start(port, threads=1)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        llm.stop(proc)

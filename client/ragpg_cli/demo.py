@@ -92,7 +92,8 @@ def _ingest(dsn: str, files: list[Path], jobs: int) -> dict:
             "time_in_model": round(model_s / (elapsed * max(1, len(conns))), 3) if elapsed else None}
 
 
-def run(dsn: str, docs: str, limit: int | None, questions: list[str] | None) -> int:
+def run(dsn: str, docs: str, limit: int | None, questions: list[str] | None,
+        chat_model: str | None = None) -> int:
     root = Path(docs)
     files = sorted(root.glob("*.html"))
     if not files:
@@ -108,11 +109,15 @@ def run(dsn: str, docs: str, limit: int | None, questions: list[str] | None) -> 
             "SELECT (SELECT count(*) FROM rag.documents), (SELECT count(*) FROM rag.chunks)").fetchone()
         print(f"done: {json.dumps(summary)}")
         print(f"database now holds {docs_n} documents, {chunks_n} chunks\n")
+        if chat_model:
+            print(f"answers by {chat_model} (rag.models); a tiny model: judge the plumbing, not the prose\n")
         for q in questions or QUESTIONS:
             t0 = time.perf_counter()
-            out = conn.execute("SELECT rag.ask(%s)", (q,)).fetchone()[0]
+            out = conn.execute("SELECT rag.ask(%s, model => %s)", (q, chat_model)).fetchone()[0]
             ms = (time.perf_counter() - t0) * 1000
-            print(f"Q: {q}\nA: {out['answer']}\n   ({ms:.0f} ms)")
+            extra = (f", {out['usage']['input_tokens']}+{out['usage']['output_tokens']} tokens, "
+                     f"{out['removed_citations']} invalid citation(s) removed") if out["mode"] == "llm" else ""
+            print(f"Q: {q}\nA: {out['answer']}\n   ({ms:.0f} ms, {out['model']}{extra})")
             for c in out["citations"]:
                 print(f"   [{c['index']}] {c['title'] or c['source']} <{c['url']}> (chunk {c['chunk_id']})")
             print()

@@ -15,6 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--limit", type=int, default=None, help="ingest at most this many pages")
     demo.add_argument("--question", action="append",
                       help="question to ask (repeatable); default: a few about the manual")
+    demo.add_argument("--chat-model", help="answer with this chat model of rag.models (e.g. smollm2, "
+                                           "served by `make llm`); default: rag.chat_model")
     ev = sub.add_parser("eval", help="load the BEIR-layout eval sets, evaluate, print a table and plot")
     ev.add_argument("--dsn", required=True)
     ev.add_argument("--dir", default=None, help="folder of sets (default: ../shared/eval)")
@@ -31,7 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     wk.add_argument("--interval", type=float, default=1.0, help="seconds to sleep when the queue is empty")
     wk.add_argument("--tenant", help="SET rag.tenant first (the role must be allowed to act for it)")
     wk.add_argument("--once", action="store_true", help="one pass, then exit")
+    lm = sub.add_parser("llm", help="serve the local LLM (SmolLM2, llama.cpp) on 127.0.0.1 for rag.ask")
+    lm.add_argument("--port", type=int, default=8765)
+    lm.add_argument("--threads", type=int, default=1, help="1 is fastest here, and robust to load")
+    lm.add_argument("--pidfile", help="run in the background and write its pid here")
+    lm.add_argument("--log", help="with --pidfile: append the server's output here")
     args = parser.parse_args(argv)
+    if args.cmd == "llm":
+        from .llm import run as run_llm
+        return run_llm(args.port, args.threads, args.pidfile, args.log)
     if args.cmd == "worker":
         from .worker import run as run_worker
         return run_worker(args.dsn, args.interval, args.once, args.tenant)
@@ -45,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_all(args.dsn, Path(args.dir) if args.dir else None, args.sets, Path(args.out))
     if args.cmd == "demo":
         from .demo import run
-        return run(args.dsn, args.docs, args.limit, args.question)
+        return run(args.dsn, args.docs, args.limit, args.question, args.chat_model)
     return 2
 
 

@@ -47,6 +47,12 @@ def build_prompt(question: str, chunks: list[Retrieved]) -> list[dict]:
     ]
 
 
+def answer_pieces(text: str, words: int = 4) -> list[str]:
+    """An answer cut into pieces of a few words (with their spaces), for streaming."""
+    toks = re.findall(r"\S+\s*", text)
+    return ["".join(toks[i:i + words]) for i in range(0, len(toks), words)]
+
+
 def sentences(text: str) -> list[str]:
     """Readable sentences of a chunk: markdown markers and code fences removed."""
     text = re.sub(r"```[a-z]*", " ", text)

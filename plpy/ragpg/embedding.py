@@ -54,6 +54,7 @@ class Embedder:
     threads: int = 1
     calls: int = 0          # session.run calls (one per batch)
     texts: int = 0          # texts embedded
+    tokens: int = 0         # word pieces fed to the model (the usage ledger's input tokens)
     manifest: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -100,6 +101,7 @@ class Embedder:
             }
             out[idx] = self.session.run(["embedding"], feeds)[0]
             self.calls += 1
+            self.tokens += int(feeds["attention_mask"].sum())
         self.texts += len(texts)
         return out
 

@@ -24,3 +24,11 @@ class NullValue(RagError):
 
 class ModelUnavailable(RagError):
     sqlstate = "58P01"  # undefined_file: the model files are not where they should be
+
+
+class BudgetExceeded(RagError):
+    sqlstate = "53400"  # configuration_limit_exceeded: rag.daily_budget is spent
+
+
+class NotAllowed(RagError):
+    sqlstate = "42501"  # insufficient_privilege

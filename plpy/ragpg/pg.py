@@ -17,9 +17,10 @@ import time
 from collections import OrderedDict
 
 from . import answer as answer_mod
+from . import keys, providers
 from .chunking import chunk_text
-from .embedding import _EMBEDDERS, get_embedder, load_tokenizer, to_vector_literal
-from .errors import InvalidParameter, RagError
+from .embedding import _EMBEDDERS, DEFAULT_MODEL, get_embedder, load_tokenizer, to_vector_literal
+from .errors import BudgetExceeded, InvalidParameter, RagError
 from .text import to_text
 
 STATS = {"index_calls": 0, "index_rounds": 0, "model_calls": 0, "texts_embedded": 0, "chunks_reused": 0, "chunks_written": 0,
@@ -66,9 +67,11 @@ def _plan(plpy, sql: str, types: list[str]):
 
 
 def settings(plpy) -> dict[str, str]:
-    """rag.* settings, plus 'tenant': the session's tenant (raises 42501 if not allowed)."""
+    """rag.* settings, plus 'tenant': the session's tenant (raises 42501 if not allowed), and
+    'read_only': whether the transaction may write (not on a hot standby)."""
     return {r["name"]: r["value"] for r in plpy.execute(
-        "SELECT name, value FROM rag.settings() UNION ALL SELECT 'tenant', rag.current_tenant()")}
+        "SELECT name, value FROM rag.settings() UNION ALL SELECT 'tenant', rag.current_tenant()"
+        " UNION ALL SELECT 'read_only', current_setting('transaction_read_only')")}
 
 
 def _int_setting(s: dict, name: str, lo: int, hi: int) -> int:
@@ -83,29 +86,106 @@ def _int_setting(s: dict, name: str, lo: int, hi: int) -> int:
     return v
 
 
-def _embedder(s: dict):
-    return get_embedder(s["embedding_model"], _int_setting(s, "embedding_threads", 1, 64))
+def _float_setting(s: dict, name: str, lo: float, hi: float) -> float:
+    try:
+        v = float(s[name])
+    except ValueError:
+        raise InvalidParameter(f"rag: setting rag.{name} must be a number, got {s[name]!r}",
+                               hint=f"RESET rag.{name}") from None
+    if not lo <= v <= hi:
+        raise InvalidParameter(f"rag: setting rag.{name} must be between {lo} and {hi}, got {v}",
+                               hint=f"RESET rag.{name}")
+    return v
 
 
-def _embed(s: dict, texts: list[str]):
-    emb = _embedder(s)
-    calls0 = emb.calls
+def policy(s: dict) -> providers.CallPolicy:
+    return providers.CallPolicy(
+        timeout=_float_setting(s, "provider_timeout_seconds", 0.1, 3600),
+        max_retries=_int_setting(s, "provider_max_retries", 0, 20),
+        retry_base=_float_setting(s, "provider_retry_base_seconds", 0, 60),
+        batch_size=_int_setting(s, "provider_batch_size", 1, 2048))
+
+
+def model_spec(plpy, name: str, kind: str) -> providers.ModelSpec:
+    """A model of rag.models (rag._model raises 42704 for an unknown one)."""
+    r = plpy.execute(_plan(plpy, "SELECT m.* FROM rag._model($1, $2) AS m", ["text", "text"]), [name, kind])[0]
+    return providers.ModelSpec(
+        name=r["name"], kind=r["kind"], provider=r["provider"], provider_model=r["provider_model"],
+        base_url=r["base_url"], dimensions=r["dimensions"], max_input_tokens=r["max_input_tokens"],
+        price_input_per_1m=float(r["price_input_per_1m"]), price_output_per_1m=float(r["price_output_per_1m"]),
+        api_key=r["api_key"], tokenizer=r["tokenizer"], options=json.loads(r["options"]) if r["options"] else {})
+
+
+def secret_for(plpy, spec: providers.ModelSpec) -> str | None:
+    """The API key of a model, if the current role was granted it (else 42501)."""
+    if spec.api_key is None:
+        return None
+    return keys.read(plpy, spec.api_key, spec.name)
+
+
+def check_budget(plpy, s: dict, spec: providers.ModelSpec) -> None:
+    """Refuse a priced call once the tenant's cost today reached rag.daily_budget."""
+    if not spec.priced or not s["daily_budget"].strip():
+        return
+    budget = _float_setting(s, "daily_budget", 0, 1e12)
+    spent = float(plpy.execute(_plan(plpy, "SELECT rag.spent_today() AS v", []))[0]["v"])
+    if spent >= budget:
+        raise BudgetExceeded(
+            f"rag: the daily budget of {budget:g} for tenant {s['tenant']!r} is spent ({spent:.6g} today); "
+            f"model {spec.name!r} was not called",
+            hint="raise it with SET rag.daily_budget or rag.configure('daily_budget', ...), "
+                 "use an unpriced model, or wait until 00:00 UTC")
+
+
+def record_usage(plpy, s: dict, operation: str, spec: providers.ModelSpec, calls: int,
+                 input_tokens: int, output_tokens: int, seconds: float) -> None:
+    """One row of rag.usage (skipped in a read-only transaction)."""
+    if s["read_only"] == "on" or calls == 0:
+        return
+    # the cost in exact numeric, from the registry's prices at the time of the call
+    plpy.execute(_plan(plpy, """
+        INSERT INTO rag.usage (operation, model, provider, calls, input_tokens, output_tokens, cost, latency_ms)
+        SELECT $1, m.name, m.provider, $3, $4, $5,
+               ($4 * m.price_input_per_1m + $5 * m.price_output_per_1m) / 1000000, $6
+        FROM rag.models AS m WHERE m.name = $2""",
+        ["text", "text", "int", "bigint", "bigint", "float8"]),
+        [operation, spec.name, calls, input_tokens, output_tokens, seconds * 1000])
+
+
+def _embedder(s: dict, name: str | None = None):
+    return get_embedder(name or s["embedding_model"], _int_setting(s, "embedding_threads", 1, 64))
+
+
+def _embed(plpy, s: dict, texts: list[str], operation: str, spec: providers.ModelSpec | None = None):
+    """Unit vectors of `texts` with the model `spec` (default: rag.embedding_model); one
+    rag.usage row per call."""
+    spec = spec or model_spec(plpy, s["embedding_model"], "embed")
     t0 = time.perf_counter()
-    vecs = emb.embed(texts, _int_setting(s, "embedding_batch_size", 1, 1024))
-    STATS["embed_seconds"] += time.perf_counter() - t0
-    STATS["model_calls"] += emb.calls - calls0
+    if spec.provider == "local":
+        emb = _embedder(s, spec.name)
+        calls0, tok0 = emb.calls, emb.tokens
+        vecs = emb.embed(texts, _int_setting(s, "embedding_batch_size", 1, 1024))
+        calls, in_tokens = emb.calls - calls0, emb.tokens - tok0
+    else:
+        check_budget(plpy, s, spec)
+        vecs, in_tokens, calls = providers.embed(spec, policy(s), secret_for(plpy, spec), texts)
+    dt = time.perf_counter() - t0
+    STATS["embed_seconds"] += dt
+    STATS["model_calls"] += calls
     STATS["texts_embedded"] += len(texts)
+    record_usage(plpy, s, operation, spec, calls, in_tokens, 0, dt)
     return vecs
 
 
 @sql_errors
-def embed_query(plpy, text: str) -> str:
+def embed_query(plpy, text: str, model: str | None = None) -> str:
     """pgvector literal of one text's embedding (cached per backend for repeated queries)."""
     s = settings(plpy)
-    key = (s["tenant"], s["embedding_model"], text)  # per tenant: no timing side channel
+    model = model or s["embedding_model"]
+    key = (s["tenant"], model, text)  # per tenant: no timing side channel
     vec = _QUERY_CACHE.get(key)
     if vec is None:
-        vec = _embed(s, [text])[0]
+        vec = _embed(plpy, s, [text], "query", model_spec(plpy, model, "embed"))[0]
         _QUERY_CACHE[key] = vec
         if len(_QUERY_CACHE) > 256:
             _QUERY_CACHE.popitem(last=False)
@@ -133,10 +213,14 @@ def index_documents(plpy, doc_ids: list[int]) -> int:
 
 def _index_round(plpy, s: dict, ids: list[int]) -> int:
     STATS["index_rounds"] += 1
-    model = s["embedding_model"]
-    emb = _embedder(s)
-    tok = _TOKENIZERS.get(model) or _TOKENIZERS.setdefault(model, load_tokenizer(model))
-    target = _int_setting(s, "chunk_target_tokens", 8, emb.max_tokens - 2)
+    spec = model_spec(plpy, s["embedding_model"], "embed")
+    model = spec.name
+    # chunks are measured in the model's own word pieces for a local model; for a remote
+    # one, in MiniLM's (a close, conservative stand-in for most subword vocabularies)
+    tok_name = model if spec.provider == "local" else DEFAULT_MODEL
+    tok = _TOKENIZERS.get(tok_name) or _TOKENIZERS.setdefault(tok_name, load_tokenizer(tok_name))
+    hard_max = (_embedder(s, model).max_tokens if spec.provider == "local" else min(spec.max_input_tokens, 8192)) - 2
+    target = _int_setting(s, "chunk_target_tokens", 8, hard_max)
     overlap = _int_setting(s, "chunk_overlap_tokens", 0, target - 1)
 
     t0 = time.perf_counter()
@@ -148,7 +232,7 @@ def _index_round(plpy, s: dict, ids: list[int]) -> int:
     titles = []
     for d in docs:
         text, found_title = to_text(d["content"], d["fmt"] or "auto")
-        chunks = chunk_text(text, tok, target, overlap, emb.max_tokens - 2)
+        chunks = chunk_text(text, tok, target, overlap, hard_max)
         if not chunks:
             raise InvalidParameter(
                 f"rag: document {d['source']!r} has no text to index after conversion",
@@ -173,7 +257,7 @@ def _index_round(plpy, s: dict, ids: list[int]) -> int:
         if key not in known:
             todo.setdefault(key, c.text)
     if todo:
-        vecs = _embed(s, list(todo.values()))
+        vecs = _embed(plpy, s, list(todo.values()), "index", spec)
         known.update(zip(todo.keys(), map(to_vector_literal, vecs)))
     STATS["chunks_reused"] += len(rows) - len(todo)
     t4 = time.perf_counter()
@@ -201,30 +285,9 @@ def _index_round(plpy, s: dict, ids: list[int]) -> int:
 
 
 @sql_errors
-def ask(plpy, question: str, k: int) -> str:
-    """jsonb text {answer, citations, ...} for rag.ask (extractive answerer)."""
-    s = settings(plpy)
-    rows = plpy.execute(_plan(plpy, """
-        SELECT r.chunk_id, r.document_id, r.content, d.source, d.title, d.url
-        FROM rag.search($1, $2) AS r JOIN rag.documents AS d ON d.id = r.document_id
-        ORDER BY r.score DESC, r.chunk_id""", ["text", "int"]), [question, k])
-    chunks = [answer_mod.Retrieved(r["chunk_id"], r["document_id"], r["content"],
-                                   r["source"], r["title"], r["url"]) for r in rows]
-    if not chunks:
-        return json.dumps({"answer": answer_mod.NO_ANSWER, "citations": []})
-    qvec = _QUERY_CACHE.get((s["tenant"], s["embedding_model"], question))
-    if qvec is None:
-        qvec = _embed(s, [question])[0]
-    try:
-        min_sim = float(s["ask_min_similarity"])
-    except ValueError:
-        raise InvalidParameter(f"rag: setting rag.ask_min_similarity must be a number, got "
-                               f"{s['ask_min_similarity']!r}", hint="RESET rag.ask_min_similarity") from None
-    out = answer_mod.extractive_answer(question, qvec, chunks, lambda t: _embed(s, t),
-                                       min_similarity=min_sim)
-    out["model"] = None
-    out["mode"] = "extractive"
-    return json.dumps(out)
+def write_key_file(plpy, name: str, secret: str | None) -> bool:
+    keys.write(name, secret)
+    return True
 
 
 def backend_stats() -> str:

@@ -1,0 +1,215 @@
+"""rag.ask and rag.ask_stream: retrieve, answer, check the citations, log the answer.
+
+With the chat model 'extractive' (provider local) the answer is made of the retrieved
+sentences (answer.py). With a chat model behind a provider, the seed's prompt goes to
+the model with the retrieved chunks numbered [1]..[n], as many as fit in
+rag.context_tokens (and the model's max_input_tokens); then markers that name no chunk
+are removed and counted (citations.py), and the citation list is built from the chunks'
+database rows (source, title, url), never from the model's text.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from dataclasses import replace
+
+from . import answer as answer_mod
+from . import citations as cite
+from . import providers, tokens
+from .errors import InvalidParameter, RagError
+from .pg import (_QUERY_CACHE, _embed, _float_setting, _int_setting, _plan, check_budget, model_spec, policy,
+                 record_usage, secret_for, settings, sql_errors)
+
+_STREAMS: dict[int, dict] = {}
+_HANDLES = itertools.count(1)
+
+
+def _retrieve(plpy, question: str, k: int) -> list[answer_mod.Retrieved]:
+    rows = plpy.execute(_plan(plpy, """
+        SELECT r.chunk_id, r.document_id, r.content, d.source, d.title, d.url
+        FROM rag.search($1, $2) AS r JOIN rag.documents AS d ON d.id = r.document_id
+        ORDER BY r.score DESC, r.chunk_id""", ["text", "int"]), [question, k])
+    return [answer_mod.Retrieved(r["chunk_id"], r["document_id"], r["content"], r["source"], r["title"], r["url"])
+            for r in rows]
+
+
+def fit_context(chunks: list[answer_mod.Retrieved], budget: int, tokenizer: str | None) -> list[answer_mod.Retrieved]:
+    """The best-ranked chunks whose tokens fit in `budget` (the first one cut to fit)."""
+    out, used = [], 0
+    for c in chunks:
+        n = tokens.count(c.content, tokenizer) + 4  # "[i] " and the blank line
+        if used + n > budget:
+            if not out and budget > 8:
+                out.append(replace(c, content=tokens.truncate(c.content, budget - 4, tokenizer)))
+            break
+        out.append(c)
+        used += n
+    return out
+
+
+def _context_budget(s: dict, spec: providers.ModelSpec, max_out: int) -> int:
+    want = _int_setting(s, "context_tokens", 50, 1_000_000)
+    # the model's window holds the prompt's own words, the question and the answer too
+    room = int(spec.max_input_tokens * 0.8) - max_out - 150
+    if room < 50:
+        raise InvalidParameter(
+            f"rag: model {spec.name!r} has max_input_tokens {spec.max_input_tokens}, too few for a context "
+            f"and an answer of up to {max_out} tokens",
+            hint="lower rag.answer_max_tokens or register the model's real window with rag.add_model")
+    return min(want, room)
+
+
+def citation_list(used: list[int], ctx: list[answer_mod.Retrieved]) -> list[dict]:
+    out = []
+    for n in used:
+        c = ctx[n - 1]
+        snippet = " ".join(c.content.split())
+        out.append({"index": n, "chunk_id": c.chunk_id, "document_id": c.document_id, "source": c.source,
+                    "title": c.title, "url": c.url,
+                    "snippet": snippet if len(snippet) <= 300 else snippet[:297] + "..."})
+    return out
+
+
+def _store(plpy, s: dict, question: str, out: dict, retrieved: list[answer_mod.Retrieved]) -> int | None:
+    if s["read_only"] == "on" or s["store_answers"].lower() in ("off", "false", "0", "no"):
+        return None
+    r = plpy.execute(_plan(plpy, """
+        INSERT INTO rag.answers (question, answer, model, mode, cited_chunk_ids, retrieved_chunk_ids,
+                                 removed_citations, latency_ms, first_token_ms, input_tokens, output_tokens,
+                                 finish_reason)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id""",
+        ["text", "text", "text", "text", "bigint[]", "bigint[]", "int", "float8", "float8", "bigint", "bigint",
+         "text"]),
+        [question, out["answer"], out["model"], out["mode"], [c["chunk_id"] for c in out["citations"]],
+         [c.chunk_id for c in retrieved], out["removed_citations"], out["latency_ms"], out.get("first_token_ms"),
+         out["usage"]["input_tokens"], out["usage"]["output_tokens"], out.get("finish_reason")])
+    return r[0]["id"]
+
+
+def _extractive(plpy, s: dict, question: str, chunks: list[answer_mod.Retrieved]) -> dict:
+    if not chunks:
+        return {"answer": answer_mod.NO_ANSWER, "citations": []}
+    qvec = _QUERY_CACHE.get((s["tenant"], s["embedding_model"], question))
+    if qvec is None:
+        qvec = _embed(plpy, s, [question], "ask")[0]
+    min_sim = _float_setting(s, "ask_min_similarity", -1, 1)
+    return answer_mod.extractive_answer(question, qvec, chunks, lambda t: _embed(plpy, s, t, "ask"),
+                                        min_similarity=min_sim)
+
+
+class _Prepared:
+    """What both ask and ask_stream need before the model is called."""
+
+    def __init__(self, plpy, question: str, k: int, model: str | None):
+        self.t0 = time.perf_counter()
+        self.s = settings(plpy)
+        self.question = question
+        self.spec = model_spec(plpy, model or self.s["chat_model"], "chat")
+        self.retrieved = _retrieve(plpy, question, k)
+        self.llm = self.spec.provider != "local"
+        self.ctx: list[answer_mod.Retrieved] = []
+        self.messages: list[dict] = []
+        if self.llm and self.retrieved:
+            self.max_out = _int_setting(self.s, "answer_max_tokens", 1, 100_000)
+            self.temperature = _float_setting(self.s, "temperature", 0, 2)
+            budget = _context_budget(self.s, self.spec, self.max_out)
+            self.ctx = fit_context(self.retrieved, budget, self.spec.tokenizer)
+            self.messages = answer_mod.build_prompt(question, self.ctx)
+            check_budget(plpy, self.s, self.spec)
+            self.secret = secret_for(plpy, self.spec)
+
+    def result(self, text: str, used: list[int], removed: int, r: providers.ChatResult | None) -> dict:
+        return {
+            "answer": text, "citations": citation_list(used, self.ctx), "model": self.spec.name,
+            "mode": "llm" if self.llm else "extractive", "removed_citations": removed,
+            "latency_ms": round((time.perf_counter() - self.t0) * 1000, 1),
+            "first_token_ms": round(r.first_token_s * 1000, 1) if r and r.first_token_s is not None else None,
+            "finish_reason": r.finish_reason if r else None,
+            "usage": {"input_tokens": r.input_tokens if r else 0, "output_tokens": r.output_tokens if r else 0,
+                      "cost": self.spec.cost(r.input_tokens, r.output_tokens) if r else 0},
+        }
+
+    def finish(self, plpy, out: dict, r: providers.ChatResult | None) -> dict:
+        if r is not None:
+            record_usage(plpy, self.s, "ask", self.spec, 1, r.input_tokens, r.output_tokens,
+                         out["latency_ms"] / 1000)
+        out["answer_id"] = _store(plpy, self.s, self.question, out, self.retrieved)
+        return out
+
+
+@sql_errors
+def ask(plpy, question: str, k: int, model: str | None) -> str:
+    """jsonb text {answer, citations, model, mode, removed_citations, usage, answer_id, ...}."""
+    p = _Prepared(plpy, question, k, model)
+    if not p.llm:
+        ex = _extractive(plpy, p.s, question, p.retrieved)
+        out = p.result(ex["answer"], [], 0, None)
+        out["citations"] = ex["citations"]
+        return json.dumps(p.finish(plpy, out, None))
+    if not p.ctx:  # nothing retrieved: nothing to answer from, no model call
+        return json.dumps(p.finish(plpy, p.result(answer_mod.NO_ANSWER, [], 0, None), None))
+    r = providers.chat(p.spec, policy(p.s), p.secret, p.messages, p.max_out, p.temperature)
+    text, removed, used = cite.clean(r.text, len(p.ctx))
+    return json.dumps(p.finish(plpy, p.result(text, used, removed, r), r))
+
+
+@sql_errors
+def ask_stream_open(plpy, question: str, k: int, model: str | None) -> int:
+    """Retrieve and open the model's stream (errors surface here, before any row); returns
+    a handle for ask_stream_read."""
+    p = _Prepared(plpy, question, k, model)
+    st = {"p": p}
+    if not p.llm:
+        ex = _extractive(plpy, p.s, question, p.retrieved)
+        st["extractive"] = ex
+    elif p.ctx:
+        st["stream"] = providers.ChatStream(p.spec, policy(p.s), p.secret, p.messages, p.max_out, p.temperature)
+    handle = next(_HANDLES)
+    for h in [h for h in _STREAMS if h < handle - 8]:  # streams a client never read
+        _STREAMS.pop(h)
+    _STREAMS[handle] = st
+    return handle
+
+
+def ask_stream_read(plpy, handle: int):
+    """Rows (seq, piece, citations, answer_id): pieces of the answer as they arrive, then
+    one row with the citations (jsonb) and the answer's id in rag.answers."""
+    st = _STREAMS.pop(handle, None)
+    if st is None:
+        plpy.error("rag.ask_stream: unknown stream handle", sqlstate="22023",
+                   hint="call rag.ask_stream(question), not its internal functions")
+    p = st["p"]
+    seq = 0
+    try:
+        if "extractive" in st:
+            ex = st["extractive"]
+            for piece in answer_mod.answer_pieces(ex["answer"]):
+                yield (seq, piece, None, None)
+                seq += 1
+            out = p.result(ex["answer"], [], 0, None)
+            out["citations"] = ex["citations"]
+            r = None
+        elif "stream" in st:
+            stream = st["stream"]
+            cleaner = cite.StreamCleaner(len(p.ctx))
+            for raw in stream:
+                piece = cleaner.feed(raw)
+                if piece:
+                    yield (seq, piece, None, None)
+                    seq += 1
+            piece = cleaner.finish()
+            if piece:
+                yield (seq, piece, None, None)
+                seq += 1
+            r = stream.result
+            text, _, _ = cite.clean(cleaner.text, len(p.ctx))
+            out = p.result(text, cleaner.used, cleaner.removed, r)
+        else:
+            yield (seq, answer_mod.NO_ANSWER, None, None)
+            seq += 1
+            out, r = p.result(answer_mod.NO_ANSWER, [], 0, None), None
+        out = p.finish(plpy, out, r)
+    except RagError as e:
+        plpy.error(e.message, hint=e.hint, sqlstate=e.sqlstate)
+    yield (seq, None, json.dumps(out["citations"]), out["answer_id"])

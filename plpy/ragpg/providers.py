@@ -1,0 +1,256 @@
+"""Remote models behind one interface: any OpenAI-compatible server (stage 3 and 5 of the
+data path when a model of rag.models has provider 'openai').
+
+The official `openai` package does the HTTP (its own retries are off); `tenacity` retries
+429, 5xx, timeouts and connection errors with exponential backoff and full jitter; any
+other 4xx fails at once with an error that says what to fix. The API key is never part
+of an error message. Token counts come from the server's `usage` when it sends them, else
+from tiktoken (tokens.py).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from . import tokens
+from .errors import RagError
+
+
+class ProviderUnavailable(RagError):
+    sqlstate = "58000"  # system_error: the model server failed, timed out or is unreachable
+
+
+class ProviderRejected(RagError):
+    sqlstate = "22023"  # the server refused the request as given
+
+
+class ProviderAuth(RagError):
+    sqlstate = "28000"  # invalid_authorization_specification
+
+
+class ProviderNotFound(RagError):
+    sqlstate = "42704"  # undefined_object: the server does not know the model
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    kind: str
+    provider: str
+    provider_model: str | None
+    base_url: str | None
+    dimensions: int | None
+    max_input_tokens: int
+    price_input_per_1m: float
+    price_output_per_1m: float
+    api_key: str | None
+    tokenizer: str | None
+    options: dict = field(default_factory=dict)
+
+    @property
+    def remote_name(self) -> str:
+        return self.provider_model or self.name
+
+    @property
+    def priced(self) -> bool:
+        return self.price_input_per_1m > 0 or self.price_output_per_1m > 0
+
+    def cost(self, input_tokens: int, output_tokens: int = 0) -> float:
+        return (input_tokens * self.price_input_per_1m + output_tokens * self.price_output_per_1m) / 1e6
+
+
+@dataclass
+class CallPolicy:
+    timeout: float = 30.0
+    max_retries: int = 3
+    retry_base: float = 0.5
+    batch_size: int = 96
+
+
+@dataclass
+class ChatResult:
+    text: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    finish_reason: str | None = None
+    attempts: int = 1
+    first_token_s: float | None = None
+
+
+_CLIENTS: dict[tuple, object] = {}
+
+
+def _client(spec: ModelSpec, secret: str | None, timeout: float):
+    import openai
+
+    key = (spec.base_url, secret, timeout)
+    c = _CLIENTS.get(key)
+    if c is None:
+        if len(_CLIENTS) > 16:
+            _CLIENTS.clear()
+        # the package insists on a key; servers without auth ignore this placeholder
+        c = _CLIENTS[key] = openai.OpenAI(base_url=spec.base_url, api_key=secret or "no-key",
+                                           timeout=timeout, max_retries=0)
+    return c
+
+
+def _retryable(e: BaseException) -> bool:
+    import openai
+
+    if isinstance(e, (openai.APITimeoutError, openai.APIConnectionError)):
+        return True
+    return isinstance(e, openai.APIStatusError) and (e.status_code == 429 or e.status_code >= 500)
+
+
+def _describe(e: BaseException) -> str:
+    import openai
+
+    if isinstance(e, openai.APITimeoutError):
+        return "the request timed out"
+    if isinstance(e, openai.APIConnectionError):
+        return "the server could not be reached"
+    if isinstance(e, openai.APIStatusError):
+        msg = None
+        if isinstance(e.body, dict):
+            err = e.body.get("error")
+            msg = err.get("message") if isinstance(err, dict) else (err or e.body.get("message"))
+        return f"HTTP {e.status_code}: {str(msg or e.message)[:300]}"
+    return f"{type(e).__name__}: {str(e)[:300]}"
+
+
+def _error(spec: ModelSpec, e: BaseException, attempts: int, secret: str | None) -> RagError:
+    import openai
+
+    what = f"rag: model {spec.name!r} at {spec.base_url}: {_describe(e)}"
+    if secret:
+        what = what.replace(secret, "***")
+    if _retryable(e):
+        return ProviderUnavailable(
+            f"{what} (after {attempts} attempt{'s' if attempts != 1 else ''})",
+            hint="check that the server is up; rag.provider_timeout_seconds and rag.provider_max_retries "
+                 "set how long rag waits")
+    status = getattr(e, "status_code", None)
+    if isinstance(e, openai.APIStatusError) and status in (401, 403):
+        return ProviderAuth(what, hint="check the model's API key (rag.set_api_key) and its grants")
+    if isinstance(e, openai.APIStatusError) and status == 404:
+        return ProviderNotFound(what, hint=f"is {spec.remote_name!r} the server's name for the model? "
+                                           "rag.add_model(..., provider_model => ...) sets it")
+    return ProviderRejected(what, hint="the server refused the request; its message says why")
+
+
+def _call(spec: ModelSpec, policy: CallPolicy, secret: str | None, fn):
+    """fn() with retries; returns (result, attempts)."""
+    from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+    attempts = 0
+    try:
+        for attempt in Retrying(retry=retry_if_exception(_retryable),
+                                stop=stop_after_attempt(policy.max_retries + 1),
+                                wait=wait_random_exponential(multiplier=policy.retry_base, max=60),
+                                reraise=True):
+            with attempt:
+                attempts = attempt.retry_state.attempt_number
+                return fn(), attempts
+    except RetryError as e:  # not raised with reraise=True; kept for clarity
+        raise _error(spec, e.last_attempt.exception(), attempts, secret) from None
+    except RagError:
+        raise
+    except Exception as e:
+        raise _error(spec, e, attempts, secret) from None
+
+
+def embed(spec: ModelSpec, policy: CallPolicy, secret: str | None, texts: list[str]):
+    """(n x dimensions float32 array, input tokens, requests made)."""
+    import numpy as np
+
+    client = _client(spec, secret, policy.timeout)
+    out = np.zeros((len(texts), spec.dimensions or 0), dtype=np.float32)
+    in_tokens = calls = 0
+    for b in range(0, len(texts), policy.batch_size):
+        batch = texts[b:b + policy.batch_size]
+        resp, _ = _call(spec, policy, secret, lambda: client.embeddings.create(model=spec.remote_name, input=batch))
+        calls += 1
+        data = sorted(resp.data, key=lambda d: d.index)
+        if len(data) != len(batch):
+            raise ProviderRejected(f"rag: model {spec.name!r} returned {len(data)} embeddings for {len(batch)} texts")
+        vecs = np.asarray([d.embedding for d in data], dtype=np.float32)
+        if vecs.ndim != 2 or vecs.shape[1] != spec.dimensions:
+            got = vecs.shape[1] if vecs.ndim == 2 else "ragged"
+            raise ProviderRejected(
+                f"rag: model {spec.name!r} returned vectors of {got} dimensions; rag.models says {spec.dimensions}",
+                hint="fix the registry: rag.add_model(name, 'embed', ..., dimensions => ...)")
+        if spec.options.get("normalize", True):
+            norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+            vecs = vecs / np.where(norms > 0, norms, 1)
+        out[b:b + len(batch)] = vecs
+        usage = getattr(resp, "usage", None)
+        n = getattr(usage, "prompt_tokens", None) if usage is not None else None
+        in_tokens += int(n) if n else sum(tokens.count(t, spec.tokenizer) for t in batch)
+    return out, in_tokens, calls
+
+
+def chat(spec: ModelSpec, policy: CallPolicy, secret: str | None, messages: list[dict],
+         max_tokens: int, temperature: float) -> ChatResult:
+    client = _client(spec, secret, policy.timeout)
+    t0 = time.perf_counter()
+    resp, attempts = _call(spec, policy, secret, lambda: client.chat.completions.create(
+        model=spec.remote_name, messages=messages, max_tokens=max_tokens, temperature=temperature))
+    choice = resp.choices[0] if resp.choices else None
+    text = (choice.message.content or "") if choice else ""
+    usage = getattr(resp, "usage", None)
+    r = ChatResult(text=text, finish_reason=getattr(choice, "finish_reason", None), attempts=attempts,
+                   first_token_s=time.perf_counter() - t0)
+    r.input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0) or _count_messages(messages, spec)
+    r.output_tokens = int(getattr(usage, "completion_tokens", 0) or 0) or tokens.count(text, spec.tokenizer)
+    return r
+
+
+def _count_messages(messages: list[dict], spec: ModelSpec) -> int:
+    # what OpenAI's chat format adds per message is about 4 tokens
+    return sum(tokens.count(m["content"], spec.tokenizer) + 4 for m in messages) + 2
+
+
+class ChatStream:
+    """A chat completion streamed piece by piece. The request is made (and retried) when
+    the stream is opened, so unreachable servers and 4xx fail before any row is sent."""
+
+    def __init__(self, spec: ModelSpec, policy: CallPolicy, secret: str | None, messages: list[dict],
+                 max_tokens: int, temperature: float):
+        self.spec, self.secret, self.messages = spec, secret, messages
+        self.result = ChatResult()
+        self.t0 = time.perf_counter()
+        client = _client(spec, secret, policy.timeout)
+        self._stream, self.result.attempts = _call(spec, policy, secret, lambda: client.chat.completions.create(
+            model=spec.remote_name, messages=messages, max_tokens=max_tokens, temperature=temperature,
+            stream=True, stream_options={"include_usage": True}))
+
+    def __iter__(self):
+        r = self.result
+        parts = []
+        try:
+            for ev in self._stream:
+                usage = getattr(ev, "usage", None)
+                if usage is not None:
+                    r.input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+                    r.output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+                for ch in ev.choices or []:
+                    piece = getattr(ch.delta, "content", None) if ch.delta is not None else None
+                    if ch.finish_reason:
+                        r.finish_reason = ch.finish_reason
+                    if piece:
+                        if r.first_token_s is None:
+                            r.first_token_s = time.perf_counter() - self.t0
+                        parts.append(piece)
+                        yield piece
+        except RagError:
+            raise
+        except Exception as e:
+            raise _error(self.spec, e, r.attempts, self.secret) from None
+        r.text = "".join(parts)
+        r.input_tokens = r.input_tokens or _count_messages(self.messages, self.spec)
+        r.output_tokens = r.output_tokens or tokens.count(r.text, self.spec.tokenizer)
+
+    def close(self) -> None:
+        close = getattr(self._stream, "close", None)
+        if close:
+            close()

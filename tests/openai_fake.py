@@ -1,0 +1,106 @@
+"""A scripted OpenAI-compatible HTTP server on loopback: a FAKE model provider.
+
+The real thing (OpenAI's API) cannot be reached here, and a real server cannot be made
+to fail on cue; this one answers /v1/embeddings and /v1/chat/completions by a script per
+scenario (the first path segment: http://127.0.0.1:PORT/<scenario>/v1), records every
+request it gets, and can answer 429, 500, 401 or hang. The database calls it through the
+same `openai` provider code as the real local LLM (tests/test_providers.py uses both).
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Scenario:
+    """fail: a list of statuses to answer first, in order (then succeed), or 'always:500';
+    hang: seconds to wait before answering; chat_text, usage: what a chat answers."""
+
+    def __init__(self, fail=(), always: int | None = None, hang: float = 0.0, dims: int = 3,
+                 chat_text: str = "ok", usage: dict | None = None, send_usage: bool = True,
+                 echo_key: bool = False):
+        self.fail = list(fail)
+        self.always = always
+        self.hang = hang
+        self.dims = dims
+        self.chat_text = chat_text
+        self.usage = usage
+        self.send_usage = send_usage
+        self.echo_key = echo_key
+
+
+class FakeOpenAI:
+    def __init__(self):
+        self.scenarios: dict[str, Scenario] = {}
+        self.requests: dict[str, list[dict]] = defaultdict(list)
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _send(self, status: int, body: dict):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self):
+                n = int(self.headers.get("content-length") or 0)
+                body = json.loads(self.rfile.read(n) or b"{}")
+                parts = self.path.strip("/").split("/")
+                name = parts[0]
+                sc = fake.scenarios.get(name)
+                fake.requests[name].append({"path": self.path, "body": body,
+                                            "authorization": self.headers.get("authorization")})
+                if sc is None:
+                    return self._send(404, {"error": {"message": f"no scenario {name}"}})
+                if sc.hang:
+                    time.sleep(sc.hang)
+                if sc.always:
+                    return self._send(sc.always, {"error": {"message": f"scripted {sc.always}"}})
+                if sc.fail:
+                    status = sc.fail.pop(0)
+                    return self._send(status, {"error": {"message": f"scripted {status}"}})
+                if sc.echo_key:  # like OpenAI's 401, which quotes the key it got
+                    return self._send(401, {"error": {"message": "Incorrect API key provided: "
+                                                      + (self.headers.get("authorization") or "")[7:]}})
+                if parts[-1] == "embeddings":
+                    texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+                    data = [{"object": "embedding", "index": i,
+                             "embedding": [float(len(t) % 7 + 1)] + [1.0] * (sc.dims - 1)}
+                            for i, t in enumerate(texts)]
+                    out = {"object": "list", "data": data, "model": body.get("model")}
+                    if sc.send_usage:
+                        out["usage"] = sc.usage or {"prompt_tokens": 5 * len(texts), "total_tokens": 5 * len(texts)}
+                    return self._send(200, out)
+                out = {"id": "fake-1", "object": "chat.completion", "created": int(time.time()),
+                       "model": body.get("model"),
+                       "choices": [{"index": 0, "finish_reason": "stop",
+                                    "message": {"role": "assistant", "content": sc.chat_text}}]}
+                if sc.send_usage:
+                    out["usage"] = sc.usage or {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
+                return self._send(200, out)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def add(self, name: str, scenario: Scenario) -> str:
+        """Register a scenario; returns its base_url."""
+        self.scenarios[name] = scenario
+        self.requests.pop(name, None)
+        return f"http://127.0.0.1:{self.port}/{name}/v1"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()

