@@ -174,7 +174,7 @@ CREATE TABLE rag.chunks (
     tokens       int NOT NULL,            -- word pieces of the embedding model
     content_hash bytea NOT NULL,          -- sha256(content): embeddings are reused by (model, hash)
     model        text NOT NULL,           -- embedding model that produced `embedding`
-    embedding    vector(384) NOT NULL,
+    embedding    vector NOT NULL,         -- of `model`'s dimensions (an HNSW index per model)
     tsv          tsvector GENERATED ALWAYS AS (to_tsvector('english', content)) STORED,
     created_at   timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT chunks_document_ord_key UNIQUE (document_id, ord),  -- also the btree on document_id
@@ -184,8 +184,11 @@ CREATE TABLE rag.chunks (
 );
 COMMENT ON TABLE rag.chunks IS 'Chunks of rag.documents with their embeddings; maintained by rag.';
 
+-- one partial HNSW index per embedding model, on the embedding cast to its dimensions,
+-- so that models of different sizes live side by side (rag.set_embedding_model)
 CREATE INDEX chunks_embedding_hnsw ON rag.chunks
-    USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64);
+    USING hnsw ((embedding::vector(384)) vector_cosine_ops) WITH (m = 16, ef_construction = 64)
+    WHERE model = 'all-MiniLM-L6-v2';
 CREATE INDEX chunks_tsv_gin ON rag.chunks USING gin (tsv);
 CREATE INDEX chunks_model_hash ON rag.chunks (tenant, model, content_hash);
 CREATE INDEX chunks_tenant ON rag.chunks (tenant);
@@ -211,6 +214,18 @@ CREATE TABLE rag.config (
 COMMENT ON TABLE rag.config IS 'Per-database values of rag settings (rag.configure); see rag.settings()';
 SELECT pg_catalog.pg_extension_config_dump('rag.config', '');
 
+-- rag.tenant_models: each tenant's embedding model, and the model it is switching to
+-- (rag.set_embedding_model, 620-model-switch.sql). No row: the database's setting.
+CREATE TABLE rag.tenant_models (
+    tenant            text PRIMARY KEY DEFAULT rag.current_tenant(),
+    embedding_model   text NOT NULL,
+    next_model        text,            -- being built in the background by rag.work
+    switch_started_at timestamptz,
+    switched_at       timestamptz
+);
+COMMENT ON TABLE rag.tenant_models IS 'Per tenant: its embedding model and the one it is switching to';
+SELECT pg_catalog.pg_extension_config_dump('rag.tenant_models', '');
+
 -- rag.settings
 -- Every knob of the extension, its current value and default. Values are ordinary
 -- Postgres settings: SET rag.x = ... (session), ALTER DATABASE ... SET rag.x = ... (database),
@@ -221,7 +236,11 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT d.name,
-           coalesce(nullif(current_setting('rag.' || d.name, true), ''), c.value, d.default_value),
+           coalesce(nullif(current_setting('rag.' || d.name, true), ''),
+                    CASE WHEN d.name = 'embedding_model' THEN
+                        (SELECT tm.embedding_model FROM rag.tenant_models AS tm
+                         WHERE tm.tenant = (SELECT rag.current_tenant())) END,
+                    c.value, d.default_value),
            d.default_value, d.description
     FROM (VALUES
         ('embedding_model',       'all-MiniLM-L6-v2', 'local embedding model for new chunks and queries'),
@@ -274,6 +293,11 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM rag.settings() AS s WHERE s.name = setting_name) THEN
         RAISE EXCEPTION 'rag.configure: unknown setting %', coalesce(quote_literal(setting_name), 'NULL')
             USING ERRCODE = 'undefined_object', HINT = 'SELECT name FROM rag.settings() lists them';
+    END IF;
+    IF setting_name = 'embedding_model' THEN
+        RAISE EXCEPTION 'rag.configure: the embedding model is changed with rag.set_embedding_model'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'it re-embeds the chunks in the background and switches when they are done';
     END IF;
     IF value IS NULL THEN
         DELETE FROM rag.config AS c WHERE c.name = setting_name;
@@ -1068,15 +1092,17 @@ BEGIN
         ef := greatest(rag._setting('ef_search')::int, vector_k);
         PERFORM set_config('hnsw.ef_search', ef::text, true);
         PERFORM set_config('hnsw.iterative_scan', rag._setting('iterative_scan'), true);
+        -- the chunks of the tenant's embedding model, through that model's partial index
         vec_sql := format($q$
             SELECT v.id, row_number() OVER (ORDER BY v.dist, v.id) AS r
-            FROM (SELECT c.id, c.embedding <=> $1 AS dist
-                  FROM rag.chunks AS c %s
-                  WHERE c.tenant = $10
-                  ORDER BY c.embedding <=> $1
+            FROM (SELECT c.id, c.embedding::vector(%2$s) <=> $1 AS dist
+                  FROM rag.chunks AS c %1$s
+                  WHERE c.tenant = $10 AND c.model = %3$L
+                  ORDER BY c.embedding::vector(%2$s) <=> $1
                   LIMIT $2) AS v $q$,
             CASE WHEN pred IS NULL THEN ''
-                 ELSE 'JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END);
+                 ELSE 'JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END,
+            vector_dims(qvec), rag._setting('embedding_model'));
     END IF;
     IF mode IN ('hybrid', 'lexical') AND lexical_ranking = 'bm25' THEN
         lex_sql := $q$
@@ -1900,6 +1926,7 @@ DECLARE
     base float8;
     done int := 0;
     ids bigint[];
+    embedded int;
     r record;
     msg text;
 BEGIN
@@ -1943,6 +1970,23 @@ BEGIN
         END;
         COMMIT;
         done := done + 1;
+    END LOOP;
+    -- then a model switch in progress (rag.set_embedding_model): re-embed in batches, and
+    -- switch when the last chunk is done
+    LOOP
+        EXIT WHEN max_batches IS NOT NULL AND done >= max_batches;
+        batch := rag._setting('index_batch_size')::int;
+        embedded := rag._reembed_batch(batch);
+        EXIT WHEN embedded < 0;
+        IF NOT EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.tenant = rag.current_tenant()
+                       AND NOT EXISTS (SELECT 1 FROM rag.embeddings_next AS x WHERE x.chunk_id = c.id)) THEN
+            PERFORM rag._finish_switch();
+            COMMIT;
+            EXIT;
+        END IF;
+        COMMIT;
+        done := done + 1;
+        EXIT WHEN embedded = 0;  -- what is left is locked by another worker
     END LOOP;
 END
 $$;
@@ -2027,8 +2071,62 @@ END
 $$;
 
 -- ---- 620-model-switch.sql ----
--- Switching the embedding model (rag.set_embedding_model).
+-- Switching the embedding model without downtime ("dimension drift").
+--
+-- rag.set_embedding_model(name) records the tenant's next model. rag.work (CALL it, or
+-- a pg_cron job, or `ragpg worker`) then embeds every chunk again with that model in
+-- batches, into rag.embeddings_next, while search keeps using the current model. When
+-- no chunk is left, one transaction moves the new embeddings into rag.chunks and makes
+-- the new model current: search switches atomically, and is never blocked (it reads the
+-- old rows until that commit). Each model has its own partial HNSW index on rag.chunks
+-- (rag.create_model_index), so models of any dimensions live side by side.
 
+ALTER TABLE rag.tenant_models
+    ADD CONSTRAINT tenant_models_embedding_model_fkey FOREIGN KEY (embedding_model) REFERENCES rag.models (name),
+    ADD CONSTRAINT tenant_models_next_model_fkey FOREIGN KEY (next_model) REFERENCES rag.models (name);
+
+CREATE TABLE rag.embeddings_next (
+    chunk_id     bigint PRIMARY KEY REFERENCES rag.chunks (id) ON DELETE CASCADE,
+    tenant       text NOT NULL DEFAULT rag.current_tenant(),
+    model        text NOT NULL,
+    content_hash bytea NOT NULL,      -- the chunk's, so identical chunks are embedded once
+    embedding    vector NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE rag.embeddings_next IS 'Embeddings by the next model, built by rag.work during a model switch';
+CREATE INDEX embeddings_next_tenant_hash ON rag.embeddings_next (tenant, model, content_hash);
+
+-- rag.create_model_index
+-- The partial HNSW index for one embedding model (needs the owner of rag.chunks). Without
+-- it, search with that model is exact (a scan): right, but slow on a large corpus.
+CREATE FUNCTION rag.create_model_index(model_name text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m rag.models := rag._model(model_name, 'embed');
+    idx text := CASE WHEN m.name = 'all-MiniLM-L6-v2' THEN 'chunks_embedding_hnsw'
+                     ELSE 'chunks_hnsw_' || left(md5(m.name), 12) END;
+BEGIN
+    IF to_regclass('rag.' || idx) IS NOT NULL THEN
+        RETURN idx;
+    ELSIF NOT pg_has_role(current_user, (SELECT c.relowner FROM pg_class AS c WHERE c.oid = 'rag.chunks'::regclass),
+                          'USAGE') THEN
+        RAISE EXCEPTION 'rag.create_model_index: only the owner of rag.chunks can create the index for %', quote_literal(m.name)
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('as the extension''s owner: SELECT rag.create_model_index(%L)', m.name);
+    END IF;
+    EXECUTE format('CREATE INDEX %I ON rag.chunks USING hnsw ((embedding::vector(%s)) vector_cosine_ops)'
+                   ' WITH (m = 16, ef_construction = 64) WHERE model = %L', idx, m.dimensions, m.name);
+    RETURN idx;
+END
+$$;
+
+-- rag.set_embedding_model (rag_admin)
+-- Switch the session tenant's embedding model. With no chunks yet it is immediate
+-- ('active'); otherwise the re-embedding is queued ('building') and rag.work does it.
+-- Setting the current model again cancels a switch in progress.
 CREATE FUNCTION rag.set_embedding_model(name text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
@@ -2036,14 +2134,115 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     m rag.models := rag._model(name, 'embed');
+    t text := rag.current_tenant();
+    cur text;
 BEGIN
-    IF EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.model <> m.name) THEN
-        RAISE EXCEPTION 'rag.set_embedding_model: chunks embedded by another model exist'
-            USING ERRCODE = 'feature_not_supported';
+    IF nullif(current_setting('rag.embedding_model', true), '') IS NOT NULL THEN
+        RAISE EXCEPTION 'rag.set_embedding_model: rag.embedding_model is set for this session or role (%)',
+            current_setting('rag.embedding_model')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'RESET rag.embedding_model first';
     END IF;
-    RETURN rag.configure('embedding_model', m.name);
+    cur := rag._setting('embedding_model');
+    BEGIN
+        PERFORM rag.create_model_index(m.name);
+    EXCEPTION WHEN insufficient_privilege THEN
+        RAISE WARNING 'rag.set_embedding_model: no HNSW index for %: search will scan until the extension''s owner runs SELECT rag.create_model_index(%)',
+            quote_literal(m.name), quote_literal(m.name);
+    END;
+    DELETE FROM rag.embeddings_next AS n WHERE n.tenant = t;  -- an earlier, unfinished switch
+    IF cur = m.name OR NOT EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.tenant = t) THEN
+        INSERT INTO rag.tenant_models AS tm (tenant, embedding_model, switched_at) VALUES (t, m.name, now())
+        ON CONFLICT (tenant) DO UPDATE SET embedding_model = excluded.embedding_model, next_model = NULL,
+            switch_started_at = NULL, switched_at = CASE WHEN tm.embedding_model = excluded.embedding_model
+                                                         THEN tm.switched_at ELSE now() END;
+        RETURN 'active';
+    END IF;
+    INSERT INTO rag.tenant_models AS tm (tenant, embedding_model, next_model, switch_started_at)
+    VALUES (t, cur, m.name, now())
+    ON CONFLICT (tenant) DO UPDATE SET next_model = excluded.next_model, switch_started_at = now();
+    RETURN 'building';
 END
 $$;
+
+-- rag._reembed_batch (internal): embed up to n chunks of the tenant with its next model;
+-- returns how many, or -1 when no switch is in progress
+CREATE FUNCTION rag._reembed_batch_py(n int)
+RETURNS int
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+    if "ragpg" not in GD:
+        import sys
+        for _p in ("/usr/local/lib/ragpg/0.1.0/deps", "/usr/local/lib/ragpg/0.1.0"):
+            if _p not in sys.path:
+                sys.path.insert(0, _p)
+        import ragpg.pg
+        import ragpg.ask
+        GD["ragpg"] = ragpg
+    ragpg = GD["ragpg"]
+    return ragpg.pg.reembed_batch(plpy, n)
+$python$;
+
+CREATE FUNCTION rag._reembed_batch(n int)
+RETURNS int
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    done int := rag._reembed_batch_py(n);
+BEGIN
+    IF done IS NULL THEN
+        PERFORM rag._raise_python_error();
+    END IF;
+    RETURN done;
+END
+$$;
+
+-- rag._finish_switch (internal): when every chunk has its next embedding, make the next
+-- model current, in one transaction. Writers to rag.chunks wait for it (the lock keeps
+-- new chunks from slipping through); readers do not.
+CREATE FUNCTION rag._finish_switch()
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t text := rag.current_tenant();
+    tm rag.tenant_models;
+    left_over int;
+BEGIN
+    SELECT * INTO tm FROM rag.tenant_models AS x WHERE x.tenant = t AND x.next_model IS NOT NULL FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    LOCK TABLE rag.chunks IN SHARE ROW EXCLUSIVE MODE;
+    LOOP  -- chunks written since the last batch
+        left_over := rag._reembed_batch(256);
+        EXIT WHEN left_over <= 0;
+    END LOOP;
+    UPDATE rag.chunks AS c SET model = n.model, embedding = n.embedding
+    FROM rag.embeddings_next AS n
+    WHERE n.chunk_id = c.id AND c.tenant = t AND n.tenant = t AND n.model = tm.next_model;
+    DELETE FROM rag.embeddings_next AS n WHERE n.tenant = t;
+    UPDATE rag.tenant_models AS x SET embedding_model = tm.next_model, next_model = NULL, switched_at = now()
+    WHERE x.tenant = t;
+    RETURN true;
+END
+$$;
+
+-- rag.model_status: per tenant, its embedding model and the progress of a switch
+CREATE VIEW rag.model_status WITH (security_invoker = true) AS
+    SELECT t.tenant,
+           coalesce(tm.embedding_model, (SELECT s.value FROM rag.settings() AS s WHERE s.name = 'embedding_model'))
+               AS embedding_model,
+           tm.next_model,
+           (SELECT count(*) FROM rag.chunks AS c WHERE c.tenant = t.tenant) AS chunks,
+           (SELECT count(*) FROM rag.embeddings_next AS n WHERE n.tenant = t.tenant AND n.model = tm.next_model)
+               AS next_embedded,
+           CASE WHEN tm.next_model IS NULL THEN 'active' ELSE 'building' END AS state,
+           tm.switch_started_at, tm.switched_at
+    FROM (SELECT rag.current_tenant() AS tenant) AS t
+    LEFT JOIN rag.tenant_models AS tm ON tm.tenant = t.tenant;
 
 -- ---- 900-security.sql ----
 -- Row-level security: a session sees and writes only its tenant's rows
@@ -2060,7 +2259,8 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['documents', 'chunks', 'postings', 'lexeme_stats', 'corpus_stats',
-                             'attachments', 'queue', 'errors', 'usage', 'answers'] LOOP
+                             'attachments', 'queue', 'errors', 'usage', 'answers',
+                             'tenant_models', 'embeddings_next'] LOOP
         EXECUTE format('ALTER TABLE rag.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE rag.%I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format('CREATE POLICY tenant_isolation ON rag.%I'
@@ -2161,7 +2361,8 @@ GRANT SELECT ON rag.documents, rag.chunks, rag.tenant_roles, rag.postings, rag.l
                 rag.eval_run, rag.eval_run_query, rag.eval_runs, rag.eval_compare,
                 rag.attachments, rag.queue, rag.errors, rag.queue_status, rag.document_status,
                 rag.models, rag.config, rag.api_keys, rag.api_key_grants, rag.usage, rag.answers,
-                rag.usage_daily, rag.cost_by_model TO rag_reader;
+                rag.usage_daily, rag.cost_by_model, rag.tenant_models, rag.embeddings_next,
+                rag.model_status TO rag_reader;
 -- every model call is logged by the caller's transaction (search and ask too)
 GRANT INSERT ON rag.usage, rag.answers TO rag_reader;
 GRANT EXECUTE ON FUNCTION
@@ -2222,6 +2423,15 @@ GRANT EXECUTE ON FUNCTION
     rag.unschedule_worker()
 TO rag_writer;
 GRANT EXECUTE ON PROCEDURE rag.work(int) TO rag_writer;
+-- a model switch: rag.work re-embeds and finishes it
+GRANT UPDATE (model, embedding) ON rag.chunks TO rag_writer;
+GRANT INSERT, DELETE ON rag.embeddings_next TO rag_writer;
+GRANT UPDATE ON rag.tenant_models TO rag_writer;
+GRANT EXECUTE ON FUNCTION
+    rag._reembed_batch_py(int),
+    rag._reembed_batch(int),
+    rag._finish_switch()
+TO rag_writer;
 -- eval sets are loaded and run by writers, into tenants they may act for (RLS checks)
 GRANT INSERT, UPDATE, DELETE ON rag.eval_sets, rag.eval_queries, rag.eval_qrels, rag.eval_run,
                                 rag.eval_run_query TO rag_writer;
@@ -2229,6 +2439,7 @@ GRANT INSERT, UPDATE, DELETE ON rag.eval_sets, rag.eval_queries, rag.eval_qrels,
 -- rag_admin: tenants, models, settings, API keys
 GRANT INSERT, DELETE ON rag.tenant_roles TO rag_admin;
 GRANT INSERT, UPDATE, DELETE ON rag.models, rag.config, rag.api_keys, rag.api_key_grants TO rag_admin;
+GRANT INSERT ON rag.tenant_models TO rag_admin;
 GRANT EXECUTE ON FUNCTION
     rag.grant_tenant(name, text),
     rag.revoke_tenant(name, text),
@@ -2236,6 +2447,7 @@ GRANT EXECUTE ON FUNCTION
     rag.add_model(text, text, text, text, int, int, numeric, numeric, text, text, text, jsonb),
     rag.use_model(text),
     rag.set_embedding_model(text),
+    rag.create_model_index(text),
     rag.set_api_key(text, text, text),
     rag._write_key_file(text, text),
     rag.grant_api_key(text, name),

@@ -48,7 +48,7 @@ CREATE TABLE rag.chunks (
     tokens       int NOT NULL,            -- word pieces of the embedding model
     content_hash bytea NOT NULL,          -- sha256(content): embeddings are reused by (model, hash)
     model        text NOT NULL,           -- embedding model that produced `embedding`
-    embedding    vector(384) NOT NULL,
+    embedding    vector NOT NULL,         -- of `model`'s dimensions (an HNSW index per model)
     tsv          tsvector GENERATED ALWAYS AS (to_tsvector('english', content)) STORED,
     created_at   timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT chunks_document_ord_key UNIQUE (document_id, ord),  -- also the btree on document_id
@@ -58,8 +58,11 @@ CREATE TABLE rag.chunks (
 );
 COMMENT ON TABLE rag.chunks IS 'Chunks of rag.documents with their embeddings; maintained by rag.';
 
+-- one partial HNSW index per embedding model, on the embedding cast to its dimensions,
+-- so that models of different sizes live side by side (rag.set_embedding_model)
 CREATE INDEX chunks_embedding_hnsw ON rag.chunks
-    USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64);
+    USING hnsw ((embedding::vector(384)) vector_cosine_ops) WITH (m = 16, ef_construction = 64)
+    WHERE model = 'all-MiniLM-L6-v2';
 CREATE INDEX chunks_tsv_gin ON rag.chunks USING gin (tsv);
 CREATE INDEX chunks_model_hash ON rag.chunks (tenant, model, content_hash);
 CREATE INDEX chunks_tenant ON rag.chunks (tenant);

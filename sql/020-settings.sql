@@ -11,6 +11,18 @@ CREATE TABLE rag.config (
 COMMENT ON TABLE rag.config IS 'Per-database values of rag settings (rag.configure); see rag.settings()';
 SELECT pg_catalog.pg_extension_config_dump('rag.config', '');
 
+-- rag.tenant_models: each tenant's embedding model, and the model it is switching to
+-- (rag.set_embedding_model, 620-model-switch.sql). No row: the database's setting.
+CREATE TABLE rag.tenant_models (
+    tenant            text PRIMARY KEY DEFAULT rag.current_tenant(),
+    embedding_model   text NOT NULL,
+    next_model        text,            -- being built in the background by rag.work
+    switch_started_at timestamptz,
+    switched_at       timestamptz
+);
+COMMENT ON TABLE rag.tenant_models IS 'Per tenant: its embedding model and the one it is switching to';
+SELECT pg_catalog.pg_extension_config_dump('rag.tenant_models', '');
+
 -- rag.settings
 -- Every knob of the extension, its current value and default. Values are ordinary
 -- Postgres settings: SET rag.x = ... (session), ALTER DATABASE ... SET rag.x = ... (database),
@@ -21,7 +33,11 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT d.name,
-           coalesce(nullif(current_setting('rag.' || d.name, true), ''), c.value, d.default_value),
+           coalesce(nullif(current_setting('rag.' || d.name, true), ''),
+                    CASE WHEN d.name = 'embedding_model' THEN
+                        (SELECT tm.embedding_model FROM rag.tenant_models AS tm
+                         WHERE tm.tenant = (SELECT rag.current_tenant())) END,
+                    c.value, d.default_value),
            d.default_value, d.description
     FROM (VALUES
         ('embedding_model',       'all-MiniLM-L6-v2', 'local embedding model for new chunks and queries'),
@@ -74,6 +90,11 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM rag.settings() AS s WHERE s.name = setting_name) THEN
         RAISE EXCEPTION 'rag.configure: unknown setting %', coalesce(quote_literal(setting_name), 'NULL')
             USING ERRCODE = 'undefined_object', HINT = 'SELECT name FROM rag.settings() lists them';
+    END IF;
+    IF setting_name = 'embedding_model' THEN
+        RAISE EXCEPTION 'rag.configure: the embedding model is changed with rag.set_embedding_model'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'it re-embeds the chunks in the background and switches when they are done';
     END IF;
     IF value IS NULL THEN
         DELETE FROM rag.config AS c WHERE c.name = setting_name;

@@ -147,15 +147,17 @@ BEGIN
         ef := greatest(rag._setting('ef_search')::int, vector_k);
         PERFORM set_config('hnsw.ef_search', ef::text, true);
         PERFORM set_config('hnsw.iterative_scan', rag._setting('iterative_scan'), true);
+        -- the chunks of the tenant's embedding model, through that model's partial index
         vec_sql := format($q$
             SELECT v.id, row_number() OVER (ORDER BY v.dist, v.id) AS r
-            FROM (SELECT c.id, c.embedding <=> $1 AS dist
-                  FROM rag.chunks AS c %s
-                  WHERE c.tenant = $10
-                  ORDER BY c.embedding <=> $1
+            FROM (SELECT c.id, c.embedding::vector(%2$s) <=> $1 AS dist
+                  FROM rag.chunks AS c %1$s
+                  WHERE c.tenant = $10 AND c.model = %3$L
+                  ORDER BY c.embedding::vector(%2$s) <=> $1
                   LIMIT $2) AS v $q$,
             CASE WHEN pred IS NULL THEN ''
-                 ELSE 'JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END);
+                 ELSE 'JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END,
+            vector_dims(qvec), rag._setting('embedding_model'));
     END IF;
     IF mode IN ('hybrid', 'lexical') AND lexical_ranking = 'bm25' THEN
         lex_sql := $q$

@@ -300,6 +300,7 @@ DECLARE
     base float8;
     done int := 0;
     ids bigint[];
+    embedded int;
     r record;
     msg text;
 BEGIN
@@ -344,6 +345,23 @@ BEGIN
         COMMIT;
         done := done + 1;
     END LOOP;
+    -- then a model switch in progress (rag.set_embedding_model): re-embed in batches, and
+    -- switch when the last chunk is done
+    LOOP
+        EXIT WHEN max_batches IS NOT NULL AND done >= max_batches;
+        batch := rag._setting('index_batch_size')::int;
+        embedded := rag._reembed_batch(batch);
+        EXIT WHEN embedded < 0;
+        IF NOT EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.tenant = rag.current_tenant()
+                       AND NOT EXISTS (SELECT 1 FROM rag.embeddings_next AS x WHERE x.chunk_id = c.id)) THEN
+            PERFORM rag._finish_switch();
+            COMMIT;
+            EXIT;
+        END IF;
+        COMMIT;
+        done := done + 1;
+        EXIT WHEN embedded = 0;  -- what is left is locked by another worker
+    END LOOP;
 END
 $$;
 
@@ -360,11 +378,31 @@ AS $$
     SELECT count(*) FROM q
 $$;
 
--- rag.queue_status: per attached table, what waits, what is being retried, what failed.
+-- rag._queue_in_progress (internal): queue rows a worker holds right now. Row locks are
+-- not in pg_locks; pgrowlocks reads them from the heap without taking them.
+CREATE FUNCTION rag._queue_in_progress()
+RETURNS SETOF tid
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY EXECUTE format('SELECT locked_row FROM %I.pgrowlocks(%L)',
+        (SELECT n.nspname FROM pg_extension AS e JOIN pg_namespace AS n ON n.oid = e.extnamespace
+         WHERE e.extname = 'pgrowlocks'), 'rag.queue');
+END
+$$;
+
+-- rag.queue_status: per attached table, what waits, what a worker is doing now, what is
+-- being retried, what failed, and the age of the oldest row.
 CREATE VIEW rag.queue_status WITH (security_invoker = true) AS
+    WITH busy AS MATERIALIZED (SELECT rag._queue_in_progress() AS ctid)
     SELECT a.id AS attachment_id, a.source_table::text AS source_table, a.mode,
-           (SELECT count(*) FROM rag.queue AS q WHERE q.attachment_id = a.id AND q.attempts = 0) AS pending,
-           (SELECT count(*) FROM rag.queue AS q WHERE q.attachment_id = a.id AND q.attempts > 0) AS retrying,
+           (SELECT count(*) FROM rag.queue AS q WHERE q.attachment_id = a.id AND q.attempts = 0
+                AND q.ctid NOT IN (SELECT b.ctid FROM busy AS b)) AS pending,
+           (SELECT count(*) FROM rag.queue AS q WHERE q.attachment_id = a.id
+                AND q.ctid IN (SELECT b.ctid FROM busy AS b)) AS in_progress,
+           (SELECT count(*) FROM rag.queue AS q WHERE q.attachment_id = a.id AND q.attempts > 0
+                AND q.ctid NOT IN (SELECT b.ctid FROM busy AS b)) AS retrying,
            (SELECT count(*) FROM rag.errors AS e WHERE e.attachment_id = a.id) AS failed,
            (SELECT now() - min(q.enqueued_at) FROM rag.queue AS q WHERE q.attachment_id = a.id) AS oldest_age
     FROM rag.attachments AS a;

@@ -1,5 +1,59 @@
--- Switching the embedding model (rag.set_embedding_model).
+-- Switching the embedding model without downtime ("dimension drift").
+--
+-- rag.set_embedding_model(name) records the tenant's next model. rag.work (CALL it, or
+-- a pg_cron job, or `ragpg worker`) then embeds every chunk again with that model in
+-- batches, into rag.embeddings_next, while search keeps using the current model. When
+-- no chunk is left, one transaction moves the new embeddings into rag.chunks and makes
+-- the new model current: search switches atomically, and is never blocked (it reads the
+-- old rows until that commit). Each model has its own partial HNSW index on rag.chunks
+-- (rag.create_model_index), so models of any dimensions live side by side.
 
+ALTER TABLE rag.tenant_models
+    ADD CONSTRAINT tenant_models_embedding_model_fkey FOREIGN KEY (embedding_model) REFERENCES rag.models (name),
+    ADD CONSTRAINT tenant_models_next_model_fkey FOREIGN KEY (next_model) REFERENCES rag.models (name);
+
+CREATE TABLE rag.embeddings_next (
+    chunk_id     bigint PRIMARY KEY REFERENCES rag.chunks (id) ON DELETE CASCADE,
+    tenant       text NOT NULL DEFAULT rag.current_tenant(),
+    model        text NOT NULL,
+    content_hash bytea NOT NULL,      -- the chunk's, so identical chunks are embedded once
+    embedding    vector NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE rag.embeddings_next IS 'Embeddings by the next model, built by rag.work during a model switch';
+CREATE INDEX embeddings_next_tenant_hash ON rag.embeddings_next (tenant, model, content_hash);
+
+-- rag.create_model_index
+-- The partial HNSW index for one embedding model (needs the owner of rag.chunks). Without
+-- it, search with that model is exact (a scan): right, but slow on a large corpus.
+CREATE FUNCTION rag.create_model_index(model_name text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m rag.models := rag._model(model_name, 'embed');
+    idx text := CASE WHEN m.name = 'all-MiniLM-L6-v2' THEN 'chunks_embedding_hnsw'
+                     ELSE 'chunks_hnsw_' || left(md5(m.name), 12) END;
+BEGIN
+    IF to_regclass('rag.' || idx) IS NOT NULL THEN
+        RETURN idx;
+    ELSIF NOT pg_has_role(current_user, (SELECT c.relowner FROM pg_class AS c WHERE c.oid = 'rag.chunks'::regclass),
+                          'USAGE') THEN
+        RAISE EXCEPTION 'rag.create_model_index: only the owner of rag.chunks can create the index for %', quote_literal(m.name)
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('as the extension''s owner: SELECT rag.create_model_index(%L)', m.name);
+    END IF;
+    EXECUTE format('CREATE INDEX %I ON rag.chunks USING hnsw ((embedding::vector(%s)) vector_cosine_ops)'
+                   ' WITH (m = 16, ef_construction = 64) WHERE model = %L', idx, m.dimensions, m.name);
+    RETURN idx;
+END
+$$;
+
+-- rag.set_embedding_model (rag_admin)
+-- Switch the session tenant's embedding model. With no chunks yet it is immediate
+-- ('active'); otherwise the re-embedding is queued ('building') and rag.work does it.
+-- Setting the current model again cancels a switch in progress.
 CREATE FUNCTION rag.set_embedding_model(name text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
@@ -7,11 +61,104 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     m rag.models := rag._model(name, 'embed');
+    t text := rag.current_tenant();
+    cur text;
 BEGIN
-    IF EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.model <> m.name) THEN
-        RAISE EXCEPTION 'rag.set_embedding_model: chunks embedded by another model exist'
-            USING ERRCODE = 'feature_not_supported';
+    IF nullif(current_setting('rag.embedding_model', true), '') IS NOT NULL THEN
+        RAISE EXCEPTION 'rag.set_embedding_model: rag.embedding_model is set for this session or role (%)',
+            current_setting('rag.embedding_model')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'RESET rag.embedding_model first';
     END IF;
-    RETURN rag.configure('embedding_model', m.name);
+    cur := rag._setting('embedding_model');
+    BEGIN
+        PERFORM rag.create_model_index(m.name);
+    EXCEPTION WHEN insufficient_privilege THEN
+        RAISE WARNING 'rag.set_embedding_model: no HNSW index for %: search will scan until the extension''s owner runs SELECT rag.create_model_index(%)',
+            quote_literal(m.name), quote_literal(m.name);
+    END;
+    DELETE FROM rag.embeddings_next AS n WHERE n.tenant = t;  -- an earlier, unfinished switch
+    IF cur = m.name OR NOT EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.tenant = t) THEN
+        INSERT INTO rag.tenant_models AS tm (tenant, embedding_model, switched_at) VALUES (t, m.name, now())
+        ON CONFLICT (tenant) DO UPDATE SET embedding_model = excluded.embedding_model, next_model = NULL,
+            switch_started_at = NULL, switched_at = CASE WHEN tm.embedding_model = excluded.embedding_model
+                                                         THEN tm.switched_at ELSE now() END;
+        RETURN 'active';
+    END IF;
+    INSERT INTO rag.tenant_models AS tm (tenant, embedding_model, next_model, switch_started_at)
+    VALUES (t, cur, m.name, now())
+    ON CONFLICT (tenant) DO UPDATE SET next_model = excluded.next_model, switch_started_at = now();
+    RETURN 'building';
 END
 $$;
+
+-- rag._reembed_batch (internal): embed up to n chunks of the tenant with its next model;
+-- returns how many, or -1 when no switch is in progress
+CREATE FUNCTION rag._reembed_batch_py(n int)
+RETURNS int
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+    #@ragpg-prologue
+    return ragpg.pg.reembed_batch(plpy, n)
+$python$;
+
+CREATE FUNCTION rag._reembed_batch(n int)
+RETURNS int
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    done int := rag._reembed_batch_py(n);
+BEGIN
+    IF done IS NULL THEN
+        PERFORM rag._raise_python_error();
+    END IF;
+    RETURN done;
+END
+$$;
+
+-- rag._finish_switch (internal): when every chunk has its next embedding, make the next
+-- model current, in one transaction. Writers to rag.chunks wait for it (the lock keeps
+-- new chunks from slipping through); readers do not.
+CREATE FUNCTION rag._finish_switch()
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t text := rag.current_tenant();
+    tm rag.tenant_models;
+    left_over int;
+BEGIN
+    SELECT * INTO tm FROM rag.tenant_models AS x WHERE x.tenant = t AND x.next_model IS NOT NULL FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    LOCK TABLE rag.chunks IN SHARE ROW EXCLUSIVE MODE;
+    LOOP  -- chunks written since the last batch
+        left_over := rag._reembed_batch(256);
+        EXIT WHEN left_over <= 0;
+    END LOOP;
+    UPDATE rag.chunks AS c SET model = n.model, embedding = n.embedding
+    FROM rag.embeddings_next AS n
+    WHERE n.chunk_id = c.id AND c.tenant = t AND n.tenant = t AND n.model = tm.next_model;
+    DELETE FROM rag.embeddings_next AS n WHERE n.tenant = t;
+    UPDATE rag.tenant_models AS x SET embedding_model = tm.next_model, next_model = NULL, switched_at = now()
+    WHERE x.tenant = t;
+    RETURN true;
+END
+$$;
+
+-- rag.model_status: per tenant, its embedding model and the progress of a switch
+CREATE VIEW rag.model_status WITH (security_invoker = true) AS
+    SELECT t.tenant,
+           coalesce(tm.embedding_model, (SELECT s.value FROM rag.settings() AS s WHERE s.name = 'embedding_model'))
+               AS embedding_model,
+           tm.next_model,
+           (SELECT count(*) FROM rag.chunks AS c WHERE c.tenant = t.tenant) AS chunks,
+           (SELECT count(*) FROM rag.embeddings_next AS n WHERE n.tenant = t.tenant AND n.model = tm.next_model)
+               AS next_embedded,
+           CASE WHEN tm.next_model IS NULL THEN 'active' ELSE 'building' END AS state,
+           tm.switch_started_at, tm.switched_at
+    FROM (SELECT rag.current_tenant() AS tenant) AS t
+    LEFT JOIN rag.tenant_models AS tm ON tm.tenant = t.tenant;

@@ -12,7 +12,8 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['documents', 'chunks', 'postings', 'lexeme_stats', 'corpus_stats',
-                             'attachments', 'queue', 'errors', 'usage', 'answers'] LOOP
+                             'attachments', 'queue', 'errors', 'usage', 'answers',
+                             'tenant_models', 'embeddings_next'] LOOP
         EXECUTE format('ALTER TABLE rag.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE rag.%I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format('CREATE POLICY tenant_isolation ON rag.%I'

@@ -14,7 +14,8 @@ GRANT SELECT ON rag.documents, rag.chunks, rag.tenant_roles, rag.postings, rag.l
                 rag.eval_run, rag.eval_run_query, rag.eval_runs, rag.eval_compare,
                 rag.attachments, rag.queue, rag.errors, rag.queue_status, rag.document_status,
                 rag.models, rag.config, rag.api_keys, rag.api_key_grants, rag.usage, rag.answers,
-                rag.usage_daily, rag.cost_by_model TO rag_reader;
+                rag.usage_daily, rag.cost_by_model, rag.tenant_models, rag.embeddings_next,
+                rag.model_status TO rag_reader;
 -- every model call is logged by the caller's transaction (search and ask too)
 GRANT INSERT ON rag.usage, rag.answers TO rag_reader;
 GRANT EXECUTE ON FUNCTION
@@ -27,6 +28,7 @@ GRANT EXECUTE ON FUNCTION
     rag._embed(text, text),
     rag._model(text, text),
     rag._may_use_key(text),
+    rag._queue_in_progress(),
     rag.spent_today(),
     rag._python_error(),
     rag._raise_python_error(),
@@ -75,6 +77,15 @@ GRANT EXECUTE ON FUNCTION
     rag.unschedule_worker()
 TO rag_writer;
 GRANT EXECUTE ON PROCEDURE rag.work(int) TO rag_writer;
+-- a model switch: rag.work re-embeds and finishes it
+GRANT UPDATE (model, embedding) ON rag.chunks TO rag_writer;
+GRANT INSERT, DELETE ON rag.embeddings_next TO rag_writer;
+GRANT UPDATE ON rag.tenant_models TO rag_writer;
+GRANT EXECUTE ON FUNCTION
+    rag._reembed_batch_py(int),
+    rag._reembed_batch(int),
+    rag._finish_switch()
+TO rag_writer;
 -- eval sets are loaded and run by writers, into tenants they may act for (RLS checks)
 GRANT INSERT, UPDATE, DELETE ON rag.eval_sets, rag.eval_queries, rag.eval_qrels, rag.eval_run,
                                 rag.eval_run_query TO rag_writer;
@@ -82,6 +93,7 @@ GRANT INSERT, UPDATE, DELETE ON rag.eval_sets, rag.eval_queries, rag.eval_qrels,
 -- rag_admin: tenants, models, settings, API keys
 GRANT INSERT, DELETE ON rag.tenant_roles TO rag_admin;
 GRANT INSERT, UPDATE, DELETE ON rag.models, rag.config, rag.api_keys, rag.api_key_grants TO rag_admin;
+GRANT INSERT ON rag.tenant_models TO rag_admin;
 GRANT EXECUTE ON FUNCTION
     rag.grant_tenant(name, text),
     rag.revoke_tenant(name, text),
@@ -89,6 +101,7 @@ GRANT EXECUTE ON FUNCTION
     rag.add_model(text, text, text, text, int, int, numeric, numeric, text, text, text, jsonb),
     rag.use_model(text),
     rag.set_embedding_model(text),
+    rag.create_model_index(text),
     rag.set_api_key(text, text, text),
     rag._write_key_file(text, text),
     rag.grant_api_key(text, name),

@@ -181,3 +181,30 @@ def test_document_status_view(db):
     db.execute("SELECT rag.ingest('Some text to index here.', 'x.md')")
     row = db.execute("SELECT source, chunks, embedded, model FROM rag.document_status").fetchone()
     assert row == ("x.md", 1, 1, "all-MiniLM-L6-v2")
+
+
+def test_queue_status_shows_rows_a_worker_is_on(dsn, db, fake_openai):
+    from openai_fake import Scenario
+
+    url = fake_openai.add("slow", Scenario(hang=3, dims=3))  # a slow provider: the batch takes 3 s
+    db.execute("SELECT rag.add_model('slow', 'embed', base_url => %s, dimensions => 3)", (url,))
+    make_table(db, n=12)
+    db.execute("SELECT rag.attach('articles', 'body', mode => 'async')")
+    worker = psycopg.connect(dsn, autocommit=True)
+    worker.execute("SET rag.embedding_model = 'slow'")
+    worker.execute("SET rag.index_batch_size = 5")
+    t = threading.Thread(target=lambda: worker.execute("CALL rag.work(1)"))
+    t.start()
+    try:
+        seen = None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            seen = db.execute("SELECT pending, in_progress, retrying FROM rag.queue_status").fetchone()
+            if seen[1]:
+                break
+            time.sleep(0.1)
+        assert seen == (7, 5, 0)
+    finally:
+        t.join()
+        worker.close()
+    assert db.execute("SELECT pending, in_progress FROM rag.queue_status").fetchone() == (7, 0)

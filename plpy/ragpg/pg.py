@@ -285,6 +285,44 @@ def _index_round(plpy, s: dict, ids: list[int]) -> int:
 
 
 @sql_errors
+def reembed_batch(plpy, n: int) -> int:
+    """Embed up to n chunks of the session's tenant with its next embedding model (a model
+    switch in progress) into rag.embeddings_next; -1 when there is no switch."""
+    s = settings(plpy)
+    rows = plpy.execute(_plan(plpy, "SELECT next_model FROM rag.tenant_models WHERE tenant = $1 "
+                                    "AND next_model IS NOT NULL", ["text"]), [s["tenant"]])
+    if not rows:
+        return -1
+    spec = model_spec(plpy, rows[0]["next_model"], "embed")
+    todo = plpy.execute(_plan(plpy, """
+        SELECT c.id, c.content, c.content_hash FROM rag.chunks AS c
+        WHERE c.tenant = $1 AND NOT EXISTS (SELECT 1 FROM rag.embeddings_next AS x
+                                            WHERE x.chunk_id = c.id AND x.model = $2)
+        ORDER BY c.id LIMIT $3 FOR UPDATE OF c SKIP LOCKED""", ["text", "text", "int"]), [s["tenant"], spec.name, n])
+    if not todo:
+        return 0
+    hashes = [bytes(r["content_hash"]) for r in todo]
+    known = {bytes(r["h"]): r["e"] for r in plpy.execute(_plan(plpy, """
+        SELECT DISTINCT ON (content_hash) content_hash AS h, embedding::text AS e FROM rag.embeddings_next
+        WHERE tenant = $1 AND model = $2 AND content_hash = ANY($3)""", ["text", "text", "bytea[]"]),
+        [s["tenant"], spec.name, list(set(hashes))])}
+    new = {}
+    for r, h in zip(todo, hashes):
+        if h not in known:
+            new.setdefault(h, r["content"])
+    if new:
+        vecs = _embed(plpy, s, list(new.values()), "reembed", spec)
+        known.update(zip(new.keys(), map(to_vector_literal, vecs)))
+    STATS["chunks_reused"] += len(todo) - len(new)
+    plpy.execute(_plan(plpy, """
+        INSERT INTO rag.embeddings_next (chunk_id, tenant, model, content_hash, embedding)
+        SELECT u.id, $2, $3, u.h, u.e::vector FROM unnest($1::bigint[], $4::bytea[], $5::text[]) AS u (id, h, e)""",
+        ["bigint[]", "text", "text", "bytea[]", "text[]"]),
+        [[r["id"] for r in todo], s["tenant"], spec.name, hashes, [known[h] for h in hashes]])
+    return len(todo)
+
+
+@sql_errors
 def write_key_file(plpy, name: str, secret: str | None) -> bool:
     keys.write(name, secret)
     return True

@@ -1,0 +1,125 @@
+"""Switching the embedding model to one of another dimension (MiniLM 384 -> the local
+llama.cpp SmolLM2 embeddings, 576) while search keeps answering."""
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+DOCS = [f"# Topic {i}\n\nParagraph {i} explains how lighthouse number {i} guides ships at night "
+        f"with a beam that turns every {i + 3} seconds." for i in range(12)]
+
+
+@pytest.fixture
+def switch_db(db, local_llm):
+    db.execute("SELECT rag.add_model('smollm2-embed', 'embed', base_url => %s, dimensions => 576, "
+               "provider_model => 'smollm2', max_input_tokens => 2048)", (local_llm,))
+    for i, text in enumerate(DOCS):
+        db.execute("SELECT rag.ingest(%s, source => %s)", (text, f"doc{i}.md"))
+    return db
+
+
+def _search(conn, q="lighthouse beam turns"):
+    return conn.execute("SELECT chunk_id FROM rag.search(%s, 5, mode => 'vector')", (q,)).fetchall()
+
+
+def _status(conn):
+    return conn.execute("SELECT embedding_model, next_model, chunks, next_embedded, state FROM rag.model_status"
+                        ).fetchone()
+
+
+def test_switch_builds_in_the_background_then_switches_atomically(switch_db, dsn):
+    db = switch_db
+    n = db.execute("SELECT count(*) FROM rag.chunks").fetchone()[0]
+    assert db.execute("SELECT rag.set_embedding_model('smollm2-embed')").fetchone()[0] == "building"
+    assert _status(db) == ("all-MiniLM-L6-v2", "smollm2-embed", n, 0, "building")
+    before = _search(db)
+    assert len(before) == 5
+
+    db.execute("SET rag.index_batch_size = 4")
+    db.execute("CALL rag.work(1)")                           # one batch: 4 of n
+    assert _status(db)[3] == 4
+    assert _search(db) == before                            # still the old model, same answers
+    # a document written during the switch is indexed with the current model, and re-embedded too
+    db.execute("SELECT rag.ingest('# Late\n\nA late page about foghorns and lighthouse keepers.', source => 'late.md')")
+    assert db.execute("SELECT DISTINCT model FROM rag.chunks").fetchall() == [("all-MiniLM-L6-v2",)]
+
+    # the last batches and the switch: another session searches while the switch commits
+    other = psycopg.connect(dsn, autocommit=True)
+    try:
+        with db.transaction():
+            while db.execute("SELECT rag._reembed_batch(4)").fetchone()[0] > 0:
+                pass
+            assert db.execute("SELECT rag._finish_switch()").fetchone()[0] is True
+            # not committed yet: the other session still searches with the old model, unblocked
+            assert other.execute("SELECT count(*) FROM rag.search('lighthouse beam turns', 5, mode => 'vector')"
+                                 ).fetchone()[0] == 5
+            assert other.execute("SELECT DISTINCT model FROM rag.chunks").fetchall() == [("all-MiniLM-L6-v2",)]
+        # committed: everyone uses the new model
+        assert other.execute("SELECT DISTINCT model, vector_dims(embedding) FROM rag.chunks").fetchall() == \
+            [("smollm2-embed", 576)]
+        assert _status(other) == ("smollm2-embed", None, n + 1, 0, "active")
+    finally:
+        other.close()
+
+    # results now come from the new model: the vector leg is the exact order by the new
+    # model's query embedding
+    got = [r[0] for r in _search(db)]
+    want = [r[0] for r in db.execute(
+        "SELECT id FROM rag.chunks ORDER BY embedding::vector(576) <=> rag.embed('lighthouse beam turns', "
+        "'smollm2-embed'), id LIMIT 5")]
+    assert got == want
+    assert db.execute("SELECT count(*) FROM rag.usage WHERE model = 'smollm2-embed' AND operation = 'query'"
+                      ).fetchone()[0] >= 1
+    assert db.execute("SELECT sum(calls) FROM rag.usage WHERE model = 'smollm2-embed' AND operation = 'reembed'"
+                      ).fetchone()[0] >= 1
+    # new documents are now embedded by the new model
+    db.execute("SELECT rag.ingest('# After\n\nWritten after the switch.', source => 'after.md')")
+    assert db.execute("SELECT model, vector_dims(embedding) FROM rag.chunks c JOIN rag.documents d "
+                      "ON d.id = c.document_id WHERE d.source = 'after.md'").fetchone() == ("smollm2-embed", 576)
+    # and the new model's own HNSW index serves its searches
+    db.execute("SET enable_seqscan = off")
+    plan = "\n".join(r[0] for r in db.execute(
+        "EXPLAIN SELECT id FROM rag.chunks AS c WHERE c.model = 'smollm2-embed' "
+        "ORDER BY c.embedding::vector(576) <=> (SELECT embedding FROM rag.chunks LIMIT 1)::vector(576) LIMIT 5"))
+    assert "chunks_hnsw_" in plan
+
+
+def test_rag_work_drives_a_switch_to_the_end(switch_db):
+    db = switch_db
+    db.execute("SELECT rag.set_embedding_model('smollm2-embed')")
+    db.execute("CALL rag.work()")
+    assert _status(db)[0::4] == ("smollm2-embed", "active")
+    assert db.execute("SELECT count(*) FROM rag.embeddings_next").fetchone()[0] == 0
+
+
+def test_switching_back_to_the_current_model_cancels(switch_db):
+    db = switch_db
+    db.execute("SELECT rag.set_embedding_model('smollm2-embed')")
+    db.execute("SET rag.index_batch_size = 4")
+    db.execute("CALL rag.work(1)")
+    assert db.execute("SELECT rag.set_embedding_model('all-MiniLM-L6-v2')").fetchone()[0] == "active"
+    assert _status(db)[1:] == (None, len(DOCS), 0, "active")
+    db.execute("CALL rag.work()")  # nothing to do
+    assert db.execute("SELECT DISTINCT model FROM rag.chunks").fetchall() == [("all-MiniLM-L6-v2",)]
+
+
+def test_switch_with_no_chunks_is_immediate_and_per_tenant(connect, local_llm, db):
+    db.execute("SELECT rag.add_model('smollm2-embed', 'embed', base_url => %s, dimensions => 576, "
+               "provider_model => 'smollm2', max_input_tokens => 2048)", (local_llm,))
+    dora = connect("dora")
+    assert dora.execute("SELECT rag.set_embedding_model('smollm2-embed')").fetchone()[0] == "active"
+    assert dora.execute("SELECT rag._setting('embedding_model')").fetchone()[0] == "smollm2-embed"
+    # another tenant keeps the database's model
+    assert connect("alice").execute("SELECT rag._setting('embedding_model')").fetchone()[0] == "all-MiniLM-L6-v2"
+
+
+def test_switch_refusals(db, connect):
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT rag.set_embedding_model('extractive')")
+    assert e.value.sqlstate == "22023"
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT rag.configure('embedding_model', 'smollm2-embed')")
+    assert e.value.sqlstate == "22023" and "set_embedding_model" in str(e.value)
+    with pytest.raises(psycopg.Error) as e:
+        connect("alice").execute("SELECT rag.set_embedding_model('smollm2-embed')")
+    assert e.value.sqlstate == "42501"
