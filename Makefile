@@ -10,7 +10,7 @@ LIBDIR      := /usr/local/lib/ragpg/$(RAGPG_VERSION)
 IMAGE       := ragpg:$(RAGPG_VERSION)
 SQL_SOURCES := $(wildcard sql/*.sql) sql/python-prologue.py scripts/build_sql.py
 
-.PHONY: all sql install venv image docker db llm demo test unit test-sql eval bench clean
+.PHONY: all sql install venv image docker db llm demo replica-demo test unit test-sql eval bench clean
 
 all: sql
 
@@ -43,6 +43,9 @@ db: install venv       ## a local cluster under .pgdata with the extension creat
 
 demo: db $(if $(filter local,$(LLM)),llm)  ## ingest the PostgreSQL manual, answer with citations (LLM=local: SmolLM2 writes)
 	$(VENV)/bin/ragpg demo --dsn "$$(bash scripts/localdb.sh dsn)" $(if $(filter local,$(LLM)),--chat-model smollm2)
+
+replica-demo: install venv  ## a primary and a hot standby on loopback; a question answered on the standby
+	bash scripts/replica_demo.sh
 
 eval: db              ## load the shared eval sets, evaluate 3 modes, print a table, write a PNG
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[eval]'

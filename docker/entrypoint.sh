@@ -10,6 +10,14 @@ if [ "${1:-}" = "postgres" ]; then
     mkdir -p "$PGDATA" && chown -R postgres:postgres "$PGDATA" && chmod 700 "$PGDATA"
     exec runuser -u postgres -- "$0" postgres "$@"
   fi
+  if [ ! -s "$PGDATA/PG_VERSION" ] && [ -n "${RAGPG_PRIMARY_CONNINFO:-}" ]; then
+    # a hot standby: copy the primary (waiting for it), then follow it by streaming replication
+    until $BIN/pg_basebackup -D "$PGDATA" -d "$RAGPG_PRIMARY_CONNINFO" -X stream -R -c fast 2>/tmp/basebackup.err; do
+      rm -rf "${PGDATA:?}"/*; echo "waiting for the primary: $(tail -1 /tmp/basebackup.err)"; sleep 1
+    done
+    chmod 700 "$PGDATA"
+    echo "standby of the primary ready; hot_standby on"
+  fi
   if [ ! -s "$PGDATA/PG_VERSION" ]; then
     user=${POSTGRES_USER:-postgres}
     pwfile=$(mktemp)
@@ -27,6 +35,7 @@ if [ "${1:-}" = "postgres" ]; then
       echo "cron.use_background_workers = on"   # no password needed for the job's connection
     } >> "$PGDATA/postgresql.conf"
     echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
+    echo "host replication all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
     $BIN/pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
     db=${POSTGRES_DB:-$user}
     if [ "$db" != postgres ]; then

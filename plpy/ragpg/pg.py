@@ -24,7 +24,8 @@ from .errors import BudgetExceeded, InvalidParameter, RagError
 from .text import to_text
 
 STATS = {"index_calls": 0, "index_rounds": 0, "model_calls": 0, "texts_embedded": 0, "chunks_reused": 0, "chunks_written": 0,
-         "documents_indexed": 0, "chunk_seconds": 0.0, "embed_seconds": 0.0, "db_seconds": 0.0}
+         "documents_indexed": 0, "chunk_seconds": 0.0, "embed_seconds": 0.0, "db_seconds": 0.0,
+         "writes_skipped_read_only": 0}
 _PLANS: dict[str, object] = {}
 _TOKENIZERS: dict[str, object] = {}
 _QUERY_CACHE: OrderedDict[tuple[str, str, str], object] = OrderedDict()
@@ -140,7 +141,10 @@ def check_budget(plpy, s: dict, spec: providers.ModelSpec) -> None:
 def record_usage(plpy, s: dict, operation: str, spec: providers.ModelSpec, calls: int,
                  input_tokens: int, output_tokens: int, seconds: float) -> None:
     """One row of rag.usage (skipped in a read-only transaction)."""
-    if s["read_only"] == "on" or calls == 0:
+    if calls == 0:
+        return
+    if s["read_only"] == "on":  # a hot standby: the ledger is not written, the skip is counted
+        STATS["writes_skipped_read_only"] += 1
         return
     # the cost in exact numeric, from the registry's prices at the time of the call
     plpy.execute(_plan(plpy, """

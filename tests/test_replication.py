@@ -1,0 +1,109 @@
+"""Read scale-out and failover: a primary and a hot standby (two containers of our image,
+streaming replication on loopback). Search and ask run on the standby; the primary is
+killed hard, the standby promoted, and no acknowledged document is lost (synchronous
+replication on)."""
+from __future__ import annotations
+
+import time
+
+import psycopg
+import pytest
+from conftest import IMAGE, _container_class, free_port
+from testcontainers.core.container import DockerContainer
+
+
+def _wait(fn, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            if fn():
+                return
+        except psycopg.Error as e:
+            last = e
+        time.sleep(0.3)
+    raise TimeoutError(f"{what} not reached in {timeout:.0f} s ({last})")
+
+
+@pytest.fixture
+def pair():
+    """(primary url, standby url, primary container, standby container)."""
+    p_port, s_port = free_port(), free_port()
+    primary = _container_class()(IMAGE, port=p_port, username="tester", password="tester", dbname="app", driver=None)
+    primary.ports = {}
+    primary.with_kwargs(network_mode="host")
+    primary.with_env("POSTGRES_INITDB_ARGS", "--no-sync").with_env("PGPORT", str(p_port))
+    primary.with_command("postgres -c listen_addresses=127.0.0.1")
+    primary.start()
+    standby = None
+    try:
+        p_url = primary.get_connection_url()
+        with psycopg.connect(p_url, autocommit=True) as c:
+            c.execute("CREATE ROLE replicator REPLICATION LOGIN PASSWORD 'replicator'")
+            c.execute("CREATE EXTENSION rag CASCADE")
+        standby = DockerContainer(IMAGE)
+        standby.with_kwargs(network_mode="host")
+        standby.with_env("PGPORT", str(s_port)).with_env("PGDATA", "/var/lib/postgresql/data")
+        standby.with_env("RAGPG_PRIMARY_CONNINFO",
+                         f"host=127.0.0.1 port={p_port} user=replicator password=replicator")
+        standby.with_command("postgres -c listen_addresses=127.0.0.1")
+        standby.start()
+        s_url = f"postgresql://tester:tester@127.0.0.1:{s_port}/app"
+        _wait(lambda: psycopg.connect(s_url).close() or True, 120, "standby accepting connections")
+        with psycopg.connect(p_url, autocommit=True) as c:
+            # synchronous from now on: a commit returns once the standby has the WAL on disk
+            c.execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
+            c.execute("SELECT pg_reload_conf()")
+            _wait(lambda: c.execute("SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'"
+                                    ).fetchone()[0] == 1, 30, "a synchronous standby")
+        yield p_url, s_url, primary, standby
+    finally:
+        for c in (standby, primary):
+            if c is not None:
+                try:
+                    c.stop()
+                except Exception:
+                    pass
+
+
+def _replayed(p_url, s_url):
+    with psycopg.connect(p_url, autocommit=True) as p, psycopg.connect(s_url, autocommit=True) as s:
+        lsn = p.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+        _wait(lambda: s.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)).fetchone()[0], 30,
+              "standby replay")
+
+
+def test_search_and_ask_on_a_standby_then_failover_loses_nothing(pair):
+    p_url, s_url, primary, standby = pair
+    acked = []
+    with psycopg.connect(p_url, autocommit=True) as p:
+        for i in range(20):
+            p.execute("SELECT rag.ingest(%s, source => %s)",
+                      (f"# Lighthouse {i}\n\nLighthouse {i} flashes every {i + 2} seconds over the bay.", f"lh{i}.md"))
+            acked.append(f"lh{i}.md")  # the commit returned: acknowledged
+    _replayed(p_url, s_url)
+
+    with psycopg.connect(s_url, autocommit=True) as s:
+        assert s.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
+        hits = s.execute("SELECT d.source FROM rag.search('lighthouse 7 flashes', 3) AS r "
+                         "JOIN rag.documents AS d ON d.id = r.document_id").fetchall()
+        assert ("lh7.md",) in hits
+        out = s.execute("SELECT rag.ask('How often does lighthouse 7 flash?')").fetchone()[0]
+        assert out["citations"] and out["answer_id"] is None  # answered; not stored on a standby
+        st = s.execute("SELECT rag.backend_stats()").fetchone()[0]
+        assert st["writes_skipped_read_only"] >= 2  # the answer and the usage rows, skipped and counted
+        with pytest.raises(psycopg.Error) as e:
+            s.execute("SELECT rag.ingest('x', source => 'x.md')")
+        assert e.value.sqlstate == "25006"  # read_only_sql_transaction: writes go to the primary
+
+    # the primary dies hard (SIGKILL, no shutdown checkpoint); the standby is promoted
+    primary.get_wrapped_container().kill()
+    with psycopg.connect(s_url, autocommit=True) as s:
+        assert s.execute("SELECT pg_promote(wait => true, wait_seconds => 30)").fetchone()[0] is True
+        got = {r[0] for r in s.execute("SELECT source FROM rag.documents")}
+        assert set(acked) <= got                      # no acknowledged document lost
+        assert s.execute("SELECT count(*) FROM rag.chunks").fetchone()[0] >= 20
+        # and it goes on: ingest and ask on the new primary
+        s.execute("SELECT rag.ingest('# Foghorn\n\nThe foghorn sounds twice a minute in fog.', source => 'fog.md')")
+        out = s.execute("SELECT rag.ask('How often does the foghorn sound?')").fetchone()[0]
+        assert out["answer_id"] is not None and out["citations"][0]["source"] == "fog.md"
