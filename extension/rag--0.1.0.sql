@@ -329,6 +329,7 @@ CREATE TABLE rag.models (
     api_key             text,          -- name of a key (rag.api_keys); NULL: none sent
     tokenizer           text CHECK (tokenizer IN ('cl100k_base', 'o200k_base')),  -- tiktoken encoding for counting
     options             jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(options) = 'object'),
+                        -- normalize (embed), context_tokens and answer_max_tokens (chat: caps on the settings)
     created_at          timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT models_dimensions CHECK ((kind = 'embed') = (dimensions IS NOT NULL)
                                         AND coalesce(dimensions BETWEEN 1 AND 16000, true)),
@@ -345,7 +346,8 @@ SELECT pg_catalog.pg_extension_config_dump('rag.models', $$WHERE name NOT IN ('a
 INSERT INTO rag.models (name, kind, provider, provider_model, base_url, dimensions, max_input_tokens, tokenizer, options) VALUES
     ('all-MiniLM-L6-v2', 'embed', 'local', NULL, NULL, 384, 256, NULL, '{}'),
     ('extractive', 'chat', 'local', NULL, NULL, NULL, 1000000, NULL, '{}'),
-    ('smollm2', 'chat', 'openai', NULL, 'http://127.0.0.1:8765/v1', NULL, 2048, 'cl100k_base', '{}'),
+    ('smollm2', 'chat', 'openai', NULL, 'http://127.0.0.1:8765/v1', NULL, 2048, 'cl100k_base',
+     '{"context_tokens": 600, "answer_max_tokens": 160}'),
     ('smollm2-embed', 'embed', 'openai', 'smollm2', 'http://127.0.0.1:8765/v1', 576, 2048, 'cl100k_base',
      '{"normalize": true}');
 

