@@ -183,7 +183,7 @@ BEGIN
             FROM vec FULL JOIN lex ON lex.id = vec.id)
         SELECT c.id, c.document_id, c.ord, c.content, f.rrf::float8, f.vr::int, f.lr::int,
                d.source_table, d.source_key
-        FROM fused AS f JOIN rag.chunks AS c ON c.id = f.id JOIN rag.documents AS d ON d.id = c.document_id
+        FROM fused AS f JOIN rag.chunks AS c ON c.id = f.id AND c.tenant = $10 JOIN rag.documents AS d ON d.id = c.document_id
         ORDER BY f.rrf DESC, f.vr NULLS LAST, f.lr NULLS LAST, c.id
         LIMIT $9 $q$, vec_sql, lex_sql)
     USING qvec, vector_k, query, lexical_k, tsq, vector_weight, lexical_weight, rrf_c::float8, k,

@@ -16,7 +16,8 @@ CREATE TABLE rag.postings (
     tf       int NOT NULL,      -- occurrences of the lexeme in the chunk
     len      int NOT NULL,      -- the chunk's length in lexeme occurrences
     PRIMARY KEY (tenant, lexeme, chunk_id)
-);
+) PARTITION BY LIST (tenant);   -- as rag.chunks (rag.create_tenant_partition)
+CREATE TABLE rag.postings_default PARTITION OF rag.postings DEFAULT;
 CREATE INDEX postings_chunk ON rag.postings (chunk_id);
 
 CREATE TABLE rag.lexeme_stats (
@@ -170,7 +171,7 @@ BEGIN
         ORDER BY score DESC, po.chunk_id
         LIMIT $7 $q$,
         CASE WHEN pred IS NULL THEN ''
-             ELSE 'JOIN rag.chunks AS c ON c.id = po.chunk_id JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END)
+             ELSE 'JOIN rag.chunks AS c ON c.id = po.chunk_id AND c.tenant = po.tenant JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END)
     USING my_tenant, rag.query_lexemes(query), k1, b, n_chunks, greatest(total_len / n_chunks, 1), n;
 END
 $$;
@@ -184,6 +185,6 @@ CREATE VIEW rag.lexical_stats WITH (security_invoker = true) AS
     GROUP BY s.lexeme
     HAVING sum(s.df) > 0;
 
-SELECT pg_catalog.pg_extension_config_dump('rag.postings', '');
+SELECT pg_catalog.pg_extension_config_dump('rag.postings_default', '');
 SELECT pg_catalog.pg_extension_config_dump('rag.lexeme_stats', '');
 SELECT pg_catalog.pg_extension_config_dump('rag.corpus_stats', '');

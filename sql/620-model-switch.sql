@@ -13,12 +13,14 @@ ALTER TABLE rag.tenant_models
     ADD CONSTRAINT tenant_models_next_model_fkey FOREIGN KEY (next_model) REFERENCES rag.models (name);
 
 CREATE TABLE rag.embeddings_next (
-    chunk_id     bigint PRIMARY KEY REFERENCES rag.chunks (id) ON DELETE CASCADE,
+    chunk_id     bigint PRIMARY KEY,
     tenant       text NOT NULL DEFAULT rag.current_tenant(),
     model        text NOT NULL,
     content_hash bytea NOT NULL,      -- the chunk's, so identical chunks are embedded once
     embedding    vector NOT NULL,
-    created_at   timestamptz NOT NULL DEFAULT now()
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT embeddings_next_chunk_fkey FOREIGN KEY (tenant, chunk_id)
+        REFERENCES rag.chunks (tenant, id) ON DELETE CASCADE
 );
 COMMENT ON TABLE rag.embeddings_next IS 'Embeddings by the next model, built by rag.work during a model switch';
 CREATE INDEX embeddings_next_tenant_hash ON rag.embeddings_next (tenant, model, content_hash);

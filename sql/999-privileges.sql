@@ -15,7 +15,7 @@ GRANT SELECT ON rag.documents, rag.chunks, rag.tenant_roles, rag.postings, rag.l
                 rag.attachments, rag.queue, rag.errors, rag.queue_status, rag.document_status,
                 rag.models, rag.config, rag.api_keys, rag.api_key_grants, rag.usage, rag.answers,
                 rag.usage_daily, rag.cost_by_model, rag.tenant_models, rag.embeddings_next,
-                rag.model_status TO rag_reader;
+                rag.model_status, rag.tenant_partitions TO rag_reader;
 -- every model call is logged by the caller's transaction (search and ask too)
 GRANT INSERT ON rag.usage, rag.answers TO rag_reader;
 GRANT EXECUTE ON FUNCTION
@@ -102,6 +102,7 @@ GRANT EXECUTE ON FUNCTION
     rag.use_model(text),
     rag.set_embedding_model(text),
     rag.create_model_index(text),
+    rag.create_tenant_partition(text),
     rag.set_api_key(text, text, text),
     rag._write_key_file(text, text),
     rag.grant_api_key(text, name),

@@ -170,14 +170,24 @@ def test_a_role_without_rag_roles_has_no_access(connect):
 
 
 def test_every_table_has_forced_row_level_security_and_views_are_invoker(db):
+    # tables and partitioned tables; their partitions are reached only through them
     tables = db.execute("""SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class
-                           WHERE relnamespace = 'rag'::regnamespace AND relkind = 'r'""").fetchall()
-    assert len(tables) >= 11
+                           WHERE relnamespace = 'rag'::regnamespace AND relkind IN ('r', 'p')
+                           AND NOT relispartition""").fetchall()
+    assert len(tables) >= 11 and "chunks" in {t[0] for t in tables}
     assert [t for t in tables if not (t[1] and t[2])] == []
     without_policy = db.execute("""SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'rag'::regnamespace
-                                   AND c.relkind = 'r' AND NOT EXISTS (SELECT 1 FROM pg_policies p
+                                   AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+                                   AND NOT EXISTS (SELECT 1 FROM pg_policies p
                                    WHERE p.schemaname = 'rag' AND p.tablename = c.relname)""").fetchall()
     assert without_policy == []
+    # a partition is granted to no one: direct access would skip the parent's policies
+    partitions = db.execute("""SELECT c.relname, EXISTS (SELECT 1 FROM aclexplode(c.relacl) AS a
+                                                        WHERE a.grantee <> c.relowner)
+                               FROM pg_class AS c WHERE c.relnamespace = 'rag'::regnamespace
+                               AND c.relispartition AND c.relkind IN ('r', 'p')""").fetchall()
+    assert {"chunks_default", "postings_default"} <= {r[0] for r in partitions}
+    assert [r for r in partitions if r[1]] == []
     views = db.execute("""SELECT relname, coalesce(reloptions, '{}') FROM pg_class
                           WHERE relnamespace = 'rag'::regnamespace AND relkind = 'v'""").fetchall()
     assert views and all("security_invoker=true" in opts for _, opts in views), views

@@ -1,0 +1,61 @@
+-- Partitions per tenant. rag.chunks and rag.postings are partitioned BY LIST (tenant);
+-- every tenant starts in the DEFAULT partitions. A large tenant gets partitions of its
+-- own: its own HNSW (per model) and GIN indexes, sized to its data, and rag.search, which
+-- filters every leg on the tenant, prunes to them at executor start-up.
+
+-- rag.create_tenant_partition (the extension's owner)
+-- Give a tenant its own partitions of rag.chunks and rag.postings, moving its rows out of
+-- the default ones, in one transaction. Writers wait while it runs (the tables are
+-- locked), readers too for the moment the partitions are attached. Returns the name of
+-- the chunks partition.
+CREATE FUNCTION rag.create_tenant_partition(tenant text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    suffix text := left(md5(tenant), 12);
+    c text := 'chunks_' || suffix;
+    p text := 'postings_' || suffix;
+BEGIN
+    IF tenant IS NULL OR btrim(tenant) = '' THEN
+        RAISE EXCEPTION 'rag.create_tenant_partition: tenant is empty' USING ERRCODE = 'invalid_parameter_value';
+    ELSIF to_regclass('rag.' || c) IS NOT NULL THEN
+        RETURN c;
+    ELSIF NOT pg_has_role(current_user, (SELECT r.relowner FROM pg_class AS r WHERE r.oid = 'rag.chunks'::regclass),
+                          'USAGE') THEN
+        RAISE EXCEPTION 'rag.create_tenant_partition: only the owner of rag.chunks can create partitions'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('as the extension''s owner: SELECT rag.create_tenant_partition(%L)', tenant);
+    ELSIF EXISTS (SELECT 1 FROM rag.embeddings_next AS n WHERE n.tenant = create_tenant_partition.tenant) THEN
+        RAISE EXCEPTION 'rag.create_tenant_partition: tenant % is switching its embedding model', quote_literal(tenant)
+            USING ERRCODE = 'object_in_use', HINT = 'let rag.work finish the switch (rag.model_status), then retry';
+    END IF;
+    LOCK TABLE rag.chunks, rag.postings IN ACCESS EXCLUSIVE MODE;
+    -- the default partitions are detached while the tenant's rows move out of them, so
+    -- that attaching them back proves none is left
+    ALTER TABLE rag.chunks DETACH PARTITION rag.chunks_default;
+    ALTER TABLE rag.postings DETACH PARTITION rag.postings_default;
+    EXECUTE format('CREATE TABLE rag.%I PARTITION OF rag.chunks FOR VALUES IN (%L)', c, tenant);
+    EXECUTE format('CREATE TABLE rag.%I PARTITION OF rag.postings FOR VALUES IN (%L)', p, tenant);
+    -- straight into the partitions: the parent's statement triggers (BM25 statistics) do
+    -- not fire, and need not: the rows only move
+    EXECUTE format('INSERT INTO rag.%I (id, tenant, document_id, ord, content, heading, tokens, content_hash, model,'
+                   ' embedding, created_at) SELECT id, tenant, document_id, ord, content, heading, tokens,'
+                   ' content_hash, model, embedding, created_at FROM rag.chunks_default WHERE tenant = %L', c, tenant);
+    EXECUTE format('INSERT INTO rag.%I SELECT * FROM rag.postings_default WHERE tenant = %L', p, tenant);
+    DELETE FROM rag.chunks_default AS d WHERE d.tenant = create_tenant_partition.tenant;
+    DELETE FROM rag.postings_default AS d WHERE d.tenant = create_tenant_partition.tenant;
+    ALTER TABLE rag.chunks ATTACH PARTITION rag.chunks_default DEFAULT;
+    ALTER TABLE rag.postings ATTACH PARTITION rag.postings_default DEFAULT;
+    EXECUTE format('ANALYZE rag.%I, rag.%I', c, p);
+    RETURN c;
+END
+$$;
+
+-- rag.tenant_partitions: which tenants have partitions of their own, and their sizes
+CREATE VIEW rag.tenant_partitions WITH (security_invoker = true) AS
+    SELECT pg_catalog.pg_get_expr(r.relpartbound, r.oid) AS bound, r.oid::regclass::text AS chunks_partition,
+           pg_catalog.pg_total_relation_size(r.oid) AS total_bytes, r.reltuples::bigint AS approx_chunks
+    FROM pg_catalog.pg_inherits AS i JOIN pg_catalog.pg_class AS r ON r.oid = i.inhrelid
+    WHERE i.inhparent = 'rag.chunks'::regclass;

@@ -1,0 +1,82 @@
+"""Partitions per tenant: a tenant moved to partitions of its own keeps every row and
+answer, and the plans rag.search runs touch only its partitions."""
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+TEXTS = [f"# Note {i}\n\nHarbour note {i}: the ferry leaves at {i + 6} o'clock from pier {i % 4}." for i in range(8)]
+
+
+def _fill(conn, prefix):
+    for i, t in enumerate(TEXTS):
+        conn.execute("SELECT rag.ingest(%s, source => %s)", (t, f"{prefix}{i}.md"))
+
+
+def _plans(su, role, sql, args=()):
+    """The plans of every statement `sql` runs as `role`, nested ones included (auto_explain,
+    which only a superuser may load and set, sending them as NOTICEs)."""
+    notes = []
+    su.add_notice_handler(lambda d: notes.append(d.message_primary or ""))
+    su.execute("LOAD 'auto_explain'")
+    for k, v in [("log_min_duration", "0"), ("log_nested_statements", "on"), ("log_level", "notice"),
+                 ("log_analyze", "on"), ("log_timing", "off")]:
+        su.execute(f"SET auto_explain.{k} = {v}")
+    su.execute(f"SET ROLE {role}")
+    try:
+        rows = su.execute(sql, args).fetchall()
+    finally:
+        su.execute("RESET ROLE")
+        su.execute("SET auto_explain.log_min_duration = -1")
+    return rows, "\n".join(notes)
+
+
+def test_a_tenant_moves_to_its_own_partitions_and_search_prunes_to_them(db, connect):
+    alice, bob = connect("alice"), connect("bob")
+    _fill(alice, "a")
+    _fill(bob, "b")
+    q = "when does the ferry leave from pier 2"
+    before = alice.execute("SELECT chunk_id, vector_rank, lexical_rank FROM rag.search(%s, 5)", (q,)).fetchall()
+    bm25_before = alice.execute("SELECT * FROM rag.bm25('ferry pier', 5)").fetchall()
+    counts = db.execute("SELECT tenant, count(*) FROM rag.chunks GROUP BY 1 ORDER BY 1").fetchall()
+
+    part = db.execute("SELECT rag.create_tenant_partition('alice')").fetchone()[0]
+    assert part.startswith("chunks_")
+    assert db.execute("SELECT rag.create_tenant_partition('alice')").fetchone()[0] == part  # idempotent
+    # every row is where it should be, nothing lost or duplicated
+    assert db.execute("SELECT tenant, count(*) FROM rag.chunks GROUP BY 1 ORDER BY 1").fetchall() == counts
+    assert db.execute(f"SELECT count(*) FROM rag.{part}").fetchone()[0] == dict(counts)["alice"]
+    assert db.execute("SELECT count(*) FROM rag.chunks_default WHERE tenant = 'alice'").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM rag.postings_default WHERE tenant = 'alice'").fetchone()[0] == 0
+    # same answers, from the tenant's partitions only
+    assert alice.execute("SELECT chunk_id, vector_rank, lexical_rank FROM rag.search(%s, 5)", (q,)).fetchall() == before
+    assert alice.execute("SELECT * FROM rag.bm25('ferry pier', 5)").fetchall() == bm25_before
+    rows, plans = _plans(db, "alice", "SELECT chunk_id FROM rag.search(%s, 5)", (q,))
+    assert [r[0] for r in rows] == [r[0] for r in before]
+    scans = [ln for ln in plans.splitlines() if " on chunks" in ln or " on postings" in ln]
+    assert scans and [ln for ln in scans if part[7:] not in ln] == []
+    assert "chunks_default" not in plans and "postings_default" not in plans
+    assert "chunks_embedding_hnsw" in plans or part in plans
+    # bob stays in the default partition, and still gets his own results
+    assert bob.execute("SELECT count(*) FROM rag.search(%s, 5)", (q,)).fetchone()[0] == 5
+    # new writes go to the right partition; deletes cascade through it
+    alice.execute("SELECT rag.ingest('# Late\n\nThe late ferry is at midnight.', source => 'late.md')")
+    assert db.execute(f"SELECT count(*) FROM rag.{part}").fetchone()[0] == dict(counts)["alice"] + 1
+    alice.execute("DELETE FROM rag.documents WHERE source = 'late.md'")
+    assert db.execute(f"SELECT count(*) FROM rag.{part}").fetchone()[0] == dict(counts)["alice"]
+    assert alice.execute("SELECT count(*) FROM rag.tenant_partitions").fetchone()[0] == 2
+
+
+def test_partitions_are_not_reachable_directly(db, connect):
+    _fill(connect("alice"), "a")
+    part = db.execute("SELECT rag.create_tenant_partition('alice')").fetchone()[0]
+    for role in ("alice", "bob", "dora"):
+        with pytest.raises(psycopg.Error) as e:
+            connect(role).execute(f"SELECT count(*) FROM rag.{part}")
+        assert e.value.sqlstate == "42501"
+
+
+def test_only_the_owner_creates_partitions(connect):
+    with pytest.raises(psycopg.Error) as e:
+        connect("dora").execute("SELECT rag.create_tenant_partition('dora')")
+    assert e.value.sqlstate == "42501" and "owner" in str(e.value)
