@@ -66,9 +66,9 @@ def reference_headings(text: str) -> list[tuple[int, str, str]]:
         elif not in_fence:
             m = _REF_HEADING.match(body)
             if m:
-                # a closing run of '#' is not part of the title (the first char always is)
-                title = m.group(2)
-                title = (title[:1] + title[1:].rstrip(" \t#")).strip()
+                # a closing run of '#' after a space or tab is not part of the title
+                # (CommonMark: "# 0#" is titled "0#", "# 0 #" is titled "0")
+                title = re.sub(r"[ \t]+#+$", "", m.group(2).rstrip(" \t")).strip()
                 level = len(m.group(1))
                 stack = [(lv, t) for lv, t in stack if lv < level] + [(level, title)]
                 out.append((pos, " > ".join(t for _, t in stack), title))
