@@ -100,6 +100,10 @@ def main() -> None:
         print(mode, json.dumps(results[mode]), flush=True)
     admin.execute("DROP DATABASE IF EXISTS ragbulk WITH (FORCE)")
     print(json.dumps(results, indent=2))
+    import datetime
+    out = Path(__file__).resolve().parent / "results" / f"bulk-{datetime.date.today().isoformat()}.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
