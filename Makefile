@@ -10,7 +10,7 @@ LIBDIR      := /usr/local/lib/ragpg/$(RAGPG_VERSION)
 IMAGE       := ragpg:$(RAGPG_VERSION)
 SQL_SOURCES := $(wildcard sql/*.sql) sql/python-prologue.py scripts/build_sql.py
 
-.PHONY: all sql install venv image docker db llm demo replica-demo test unit test-sql eval bench clean
+.PHONY: all sql install venv image docker db llm llm-stop demo replica-demo test unit test-sql eval bench clean
 
 all: sql
 
@@ -31,6 +31,9 @@ $(VENV)/.done: pyproject.toml
 
 llm: venv              ## the local LLM (SmolLM2 via llama.cpp) on 127.0.0.1:8765, in the background
 	mkdir -p build && $(VENV)/bin/ragpg llm --pidfile build/llm.pid --log build/llm.log
+
+llm-stop:              ## stop the local LLM started by make llm
+	-[ -f build/llm.pid ] && kill $$(cat build/llm.pid) && rm -f build/llm.pid
 
 docker:                ## start dockerd if it is not running
 	bash docker/dockerd-up.sh

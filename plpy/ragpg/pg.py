@@ -75,28 +75,24 @@ def settings(plpy) -> dict[str, str]:
         " UNION ALL SELECT 'read_only', current_setting('transaction_read_only')")}
 
 
-def _int_setting(s: dict, name: str, lo: int, hi: int) -> int:
+def _num_setting(s: dict, name: str, lo, hi, cast, what: str):
     try:
-        v = int(s[name])
+        v = cast(s[name])
     except ValueError:
-        raise InvalidParameter(f"rag: setting rag.{name} must be an integer, got {s[name]!r}",
+        raise InvalidParameter(f"rag: setting rag.{name} must be {what}, got {s[name]!r}",
                                hint=f"RESET rag.{name}") from None
-    if not lo <= v <= hi:
+    if not lo <= v <= hi:  # also refuses NaN
         raise InvalidParameter(f"rag: setting rag.{name} must be between {lo} and {hi}, got {v}",
                                hint=f"RESET rag.{name}")
     return v
+
+
+def _int_setting(s: dict, name: str, lo: int, hi: int) -> int:
+    return _num_setting(s, name, lo, hi, int, "an integer")
 
 
 def _float_setting(s: dict, name: str, lo: float, hi: float) -> float:
-    try:
-        v = float(s[name])
-    except ValueError:
-        raise InvalidParameter(f"rag: setting rag.{name} must be a number, got {s[name]!r}",
-                               hint=f"RESET rag.{name}") from None
-    if not lo <= v <= hi:
-        raise InvalidParameter(f"rag: setting rag.{name} must be between {lo} and {hi}, got {v}",
-                               hint=f"RESET rag.{name}")
-    return v
+    return _num_setting(s, name, lo, hi, float, "a number")
 
 
 def policy(s: dict) -> providers.CallPolicy:

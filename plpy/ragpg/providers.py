@@ -140,10 +140,11 @@ def _error(spec: ModelSpec, e: BaseException, attempts: int, secret: str | None)
 
 def _call(spec: ModelSpec, policy: CallPolicy, secret: str | None, fn):
     """fn() with retries; returns (result, attempts)."""
-    from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
     attempts = 0
     try:
+        # reraise: the last attempt's own exception, not tenacity's RetryError
         for attempt in Retrying(retry=retry_if_exception(_retryable),
                                 stop=stop_after_attempt(policy.max_retries + 1),
                                 wait=wait_random_exponential(multiplier=policy.retry_base, max=60),
@@ -151,8 +152,6 @@ def _call(spec: ModelSpec, policy: CallPolicy, secret: str | None, fn):
             with attempt:
                 attempts = attempt.retry_state.attempt_number
                 return fn(), attempts
-    except RetryError as e:  # not raised with reraise=True; kept for clarity
-        raise _error(spec, e.last_attempt.exception(), attempts, secret) from None
     except RagError:
         raise
     except Exception as e:
