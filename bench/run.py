@@ -176,9 +176,9 @@ def main() -> None:
                 "ORDER BY embedding::vector(384) <=> %s::vector LIMIT 10", (v,))} for v in qv]
             res["hnsw_recall_at_10"][f"ef_search={ef}"] = round(
                 statistics.mean(len(a & b) / 10 for a, b in zip(got, exact)), 3)
-        res["index"] = {"hnsw_mb": round(conn.execute(
+        res["index"] = {"hnsw_mb": round(float(conn.execute(
             "SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree('rag.chunks_embedding_hnsw')"
-        ).fetchone()[0] / 2**20, 1)}
+        ).fetchone()[0]) / 2**20, 1)}
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -232,23 +232,13 @@ CREATE TABLE rag.tenant_models (
 COMMENT ON TABLE rag.tenant_models IS 'Per tenant: its embedding model and the one it is switching to';
 SELECT pg_catalog.pg_extension_config_dump('rag.tenant_models', '');
 
--- rag.settings
--- Every knob of the extension, its current value and default. Values are ordinary
--- Postgres settings: SET rag.x = ... (session), ALTER DATABASE ... SET rag.x = ... (database),
--- or rows of rag.config (rag.configure).
-CREATE FUNCTION rag.settings()
-RETURNS TABLE (name text, value text, default_value text, description text)
-LANGUAGE sql STABLE
+-- rag._setting_defaults (internal): every setting, its default and what it does
+CREATE FUNCTION rag._setting_defaults()
+RETURNS TABLE (name text, default_value text, description text)
+LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT d.name,
-           coalesce(nullif(current_setting('rag.' || d.name, true), ''),
-                    CASE WHEN d.name = 'embedding_model' THEN
-                        (SELECT tm.embedding_model FROM rag.tenant_models AS tm
-                         WHERE tm.tenant = (SELECT rag.current_tenant())) END,
-                    c.value, d.default_value),
-           d.default_value, d.description
-    FROM (VALUES
+    SELECT * FROM (VALUES
         ('embedding_model',       'all-MiniLM-L6-v2', 'local embedding model for new chunks and queries'),
         ('embedding_batch_size',  '1',        'texts per model run; 1 is fastest on CPU and makes a text''s vector independent of its batch'),
         ('index_batch_size',      '64',       'documents per indexing round, and keys per rag.work batch'),
@@ -276,16 +266,47 @@ AS $$
         ('daily_budget',          '',         'most cost per tenant per UTC day (the unit of rag.models prices); empty: no limit'),
         ('store_answers',         'on',       'rag.ask stores every answer in rag.answers (off: not stored)')
     ) AS d (name, default_value, description)
-    LEFT JOIN rag.config AS c ON c.name = d.name
+$$;
+
+-- rag._setting_value (internal): one setting's value, first found: the Postgres setting
+-- rag.x, the tenant's embedding model (rag.tenant_models), rag.config, the default.
+-- Without a SET clause, so that the planner inlines it into its callers (which pin
+-- search_path); every name and operator in it is qualified instead.
+CREATE FUNCTION rag._setting_value(setting_name text, default_value text, configured text)
+RETURNS text
+LANGUAGE sql STABLE
+AS $$
+    SELECT coalesce(nullif(pg_catalog.current_setting('rag.' OPERATOR(pg_catalog.||) setting_name, true), ''),
+                    CASE WHEN setting_name OPERATOR(pg_catalog.=) 'embedding_model' THEN
+                        (SELECT tm.embedding_model FROM rag.tenant_models AS tm
+                         WHERE tm.tenant OPERATOR(pg_catalog.=) rag.current_tenant()) END,
+                    configured, default_value)
+$$;
+
+-- rag.settings
+-- Every knob of the extension, its current value and default. Values are ordinary
+-- Postgres settings: SET rag.x = ... (session), ALTER DATABASE ... SET rag.x = ... (database),
+-- or rows of rag.config (rag.configure).
+CREATE FUNCTION rag.settings()
+RETURNS TABLE (name text, value text, default_value text, description text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT d.name, rag._setting_value(d.name, d.default_value, c.value), d.default_value, d.description
+    FROM rag._setting_defaults() AS d LEFT JOIN rag.config AS c ON c.name = d.name
 $$;
 COMMENT ON FUNCTION rag.settings() IS 'rag.settings: every rag.* setting with its current value and default';
 
--- rag._setting: one setting's current value (internal)
+-- rag._setting: one setting's current value (internal; NULL for an unknown name)
 CREATE FUNCTION rag._setting(setting_name text)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT value FROM rag.settings() WHERE name = setting_name $$;
+AS $$
+    SELECT rag._setting_value(d.name, d.default_value, c.value)
+    FROM rag._setting_defaults() AS d LEFT JOIN rag.config AS c ON c.name = d.name
+    WHERE d.name = setting_name
+$$;
 
 -- rag.configure (rag_admin)
 -- Set a setting for this database (every session, every role), or reset it with NULL.
@@ -1041,6 +1062,32 @@ $$;
 --            HNSW iterative scans keep returning k rows when the filter is selective
 -- HNSW knobs come from the settings rag.ef_search and rag.iterative_scan.
 -- Results always come from the current tenant, also for roles that bypass row-level security.
+-- rag._vector_leg (internal): the k nearest chunks of a tenant by its embedding model,
+-- ranked. Through the model's partial HNSW index, always: on a small table the planner
+-- prefers a scan and sort, which costs more than it estimates (each row's vector is cast
+-- to the model's dimensions), so scans are switched off for this one statement.
+CREATE FUNCTION rag._vector_leg(qvec vector, k int, tenant text, model text, pred text)
+RETURNS TABLE (id bigint, r bigint)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+AS $$
+BEGIN
+    RETURN QUERY EXECUTE format($q$
+        SELECT v.id, row_number() OVER (ORDER BY v.dist, v.id) AS r
+        FROM (SELECT c.id, c.embedding::vector(%2$s) <=> $1 AS dist
+              FROM rag.chunks AS c %1$s
+              WHERE c.tenant = $3 AND c.model = %3$L
+              ORDER BY c.embedding::vector(%2$s) <=> $1
+              LIMIT $2) AS v $q$,
+        CASE WHEN pred IS NULL THEN ''
+             ELSE 'JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END,
+        vector_dims(qvec), model)
+    USING qvec, k, tenant;
+END
+$$;
+
 CREATE FUNCTION rag.search(
     query           text,
     k               int DEFAULT 8,
@@ -1100,17 +1147,8 @@ BEGIN
         ef := greatest(rag._setting('ef_search')::int, vector_k);
         PERFORM set_config('hnsw.ef_search', ef::text, true);
         PERFORM set_config('hnsw.iterative_scan', rag._setting('iterative_scan'), true);
-        -- the chunks of the tenant's embedding model, through that model's partial index
-        vec_sql := format($q$
-            SELECT v.id, row_number() OVER (ORDER BY v.dist, v.id) AS r
-            FROM (SELECT c.id, c.embedding::vector(%2$s) <=> $1 AS dist
-                  FROM rag.chunks AS c %1$s
-                  WHERE c.tenant = $10 AND c.model = %3$L
-                  ORDER BY c.embedding::vector(%2$s) <=> $1
-                  LIMIT $2) AS v $q$,
-            CASE WHEN pred IS NULL THEN ''
-                 ELSE 'JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END,
-            vector_dims(qvec), rag._setting('embedding_model'));
+        vec_sql := 'SELECT v.id, v.r FROM rag._vector_leg($1, $2, $10, ' || quote_literal(rag._setting('embedding_model'))
+                   || ', ' || coalesce(quote_literal(pred), 'NULL') || ') AS v';
     END IF;
     IF mode IN ('hybrid', 'lexical') AND lexical_ranking = 'bm25' THEN
         lex_sql := $q$
@@ -2432,7 +2470,9 @@ BEGIN
               FROM pg_catalog.pg_depend AS d JOIN pg_catalog.pg_extension AS e ON e.oid = d.refobjid
               JOIN pg_catalog.pg_proc AS p ON p.oid = d.objid
               WHERE e.extname = 'rag' AND d.classid = 'pg_catalog.pg_proc'::regclass AND d.deptype = 'e'
-                AND p.prokind <> 'p' LOOP  -- a procedure with SET cannot COMMIT (rag.work)
+                AND p.prokind <> 'p'  -- a procedure with SET cannot COMMIT (rag.work)
+                -- inlined into its callers, which are pinned: every name in it is qualified
+                AND p.oid <> 'rag._setting_value(text, text, text)'::pg_catalog.regprocedure LOOP
         EXECUTE pg_catalog.format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp', fn, vec_schema);
     END LOOP;
 END
@@ -2465,6 +2505,8 @@ GRANT EXECUTE ON FUNCTION
     rag._may_act_for(text),
     rag.settings(),
     rag._setting(text),
+    rag._setting_defaults(),
+    rag._setting_value(text, text, text),
     rag.embed(text, text),
     rag._embed(text, text),
     rag._model(text, text),
@@ -2481,6 +2523,7 @@ GRANT EXECUTE ON FUNCTION
     rag.any_terms_tsquery(text),
     rag._check_query(text, int, text),
     rag._filter_predicate(jsonb),
+    rag._vector_leg(vector, int, text, text, text),
     rag.query_lexemes(text),
     rag.bm25(text, int, float8, float8, jsonb),
     rag.search(text, int, text, jsonb, int, int, int, float8, float8, text),

@@ -23,23 +23,13 @@ CREATE TABLE rag.tenant_models (
 COMMENT ON TABLE rag.tenant_models IS 'Per tenant: its embedding model and the one it is switching to';
 SELECT pg_catalog.pg_extension_config_dump('rag.tenant_models', '');
 
--- rag.settings
--- Every knob of the extension, its current value and default. Values are ordinary
--- Postgres settings: SET rag.x = ... (session), ALTER DATABASE ... SET rag.x = ... (database),
--- or rows of rag.config (rag.configure).
-CREATE FUNCTION rag.settings()
-RETURNS TABLE (name text, value text, default_value text, description text)
-LANGUAGE sql STABLE
+-- rag._setting_defaults (internal): every setting, its default and what it does
+CREATE FUNCTION rag._setting_defaults()
+RETURNS TABLE (name text, default_value text, description text)
+LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT d.name,
-           coalesce(nullif(current_setting('rag.' || d.name, true), ''),
-                    CASE WHEN d.name = 'embedding_model' THEN
-                        (SELECT tm.embedding_model FROM rag.tenant_models AS tm
-                         WHERE tm.tenant = (SELECT rag.current_tenant())) END,
-                    c.value, d.default_value),
-           d.default_value, d.description
-    FROM (VALUES
+    SELECT * FROM (VALUES
         ('embedding_model',       'all-MiniLM-L6-v2', 'local embedding model for new chunks and queries'),
         ('embedding_batch_size',  '1',        'texts per model run; 1 is fastest on CPU and makes a text''s vector independent of its batch'),
         ('index_batch_size',      '64',       'documents per indexing round, and keys per rag.work batch'),
@@ -67,16 +57,47 @@ AS $$
         ('daily_budget',          '',         'most cost per tenant per UTC day (the unit of rag.models prices); empty: no limit'),
         ('store_answers',         'on',       'rag.ask stores every answer in rag.answers (off: not stored)')
     ) AS d (name, default_value, description)
-    LEFT JOIN rag.config AS c ON c.name = d.name
+$$;
+
+-- rag._setting_value (internal): one setting's value, first found: the Postgres setting
+-- rag.x, the tenant's embedding model (rag.tenant_models), rag.config, the default.
+-- Without a SET clause, so that the planner inlines it into its callers (which pin
+-- search_path); every name and operator in it is qualified instead.
+CREATE FUNCTION rag._setting_value(setting_name text, default_value text, configured text)
+RETURNS text
+LANGUAGE sql STABLE
+AS $$
+    SELECT coalesce(nullif(pg_catalog.current_setting('rag.' OPERATOR(pg_catalog.||) setting_name, true), ''),
+                    CASE WHEN setting_name OPERATOR(pg_catalog.=) 'embedding_model' THEN
+                        (SELECT tm.embedding_model FROM rag.tenant_models AS tm
+                         WHERE tm.tenant OPERATOR(pg_catalog.=) rag.current_tenant()) END,
+                    configured, default_value)
+$$;
+
+-- rag.settings
+-- Every knob of the extension, its current value and default. Values are ordinary
+-- Postgres settings: SET rag.x = ... (session), ALTER DATABASE ... SET rag.x = ... (database),
+-- or rows of rag.config (rag.configure).
+CREATE FUNCTION rag.settings()
+RETURNS TABLE (name text, value text, default_value text, description text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT d.name, rag._setting_value(d.name, d.default_value, c.value), d.default_value, d.description
+    FROM rag._setting_defaults() AS d LEFT JOIN rag.config AS c ON c.name = d.name
 $$;
 COMMENT ON FUNCTION rag.settings() IS 'rag.settings: every rag.* setting with its current value and default';
 
--- rag._setting: one setting's current value (internal)
+-- rag._setting: one setting's current value (internal; NULL for an unknown name)
 CREATE FUNCTION rag._setting(setting_name text)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT value FROM rag.settings() WHERE name = setting_name $$;
+AS $$
+    SELECT rag._setting_value(d.name, d.default_value, c.value)
+    FROM rag._setting_defaults() AS d LEFT JOIN rag.config AS c ON c.name = d.name
+    WHERE d.name = setting_name
+$$;
 
 -- rag.configure (rag_admin)
 -- Set a setting for this database (every session, every role), or reset it with NULL.

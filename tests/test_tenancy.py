@@ -196,5 +196,10 @@ def test_every_table_has_forced_row_level_security_and_views_are_invoker(db):
     assert definers == []
     unpinned = db.execute("""SELECT p.oid::regprocedure FROM pg_proc p WHERE p.pronamespace = 'rag'::regnamespace
                              AND p.prokind <> 'p'  -- rag.work commits, so it cannot SET search_path
+                             -- inlined into pinned callers; qualified throughout (checked below)
+                             AND p.oid <> 'rag._setting_value(text, text, text)'::regprocedure
                              AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%')""").fetchall()
     assert unpinned == []
+    body = db.execute("SELECT prosrc FROM pg_proc WHERE oid = 'rag._setting_value(text, text, text)'::regprocedure"
+                      ).fetchone()[0]
+    assert " = " not in body and " || " not in body and "FROM rag." in body
