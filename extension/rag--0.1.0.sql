@@ -1062,32 +1062,6 @@ $$;
 --            HNSW iterative scans keep returning k rows when the filter is selective
 -- HNSW knobs come from the settings rag.ef_search and rag.iterative_scan.
 -- Results always come from the current tenant, also for roles that bypass row-level security.
--- rag._vector_leg (internal): the k nearest chunks of a tenant by its embedding model,
--- ranked. Through the model's partial HNSW index, always: on a small table the planner
--- prefers a scan and sort, which costs more than it estimates (each row's vector is cast
--- to the model's dimensions), so scans are switched off for this one statement.
-CREATE FUNCTION rag._vector_leg(qvec vector, k int, tenant text, model text, pred text)
-RETURNS TABLE (id bigint, r bigint)
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-SET enable_seqscan = off
-SET enable_bitmapscan = off
-AS $$
-BEGIN
-    RETURN QUERY EXECUTE format($q$
-        SELECT v.id, row_number() OVER (ORDER BY v.dist, v.id) AS r
-        FROM (SELECT c.id, c.embedding::vector(%2$s) <=> $1 AS dist
-              FROM rag.chunks AS c %1$s
-              WHERE c.tenant = $3 AND c.model = %3$L
-              ORDER BY c.embedding::vector(%2$s) <=> $1
-              LIMIT $2) AS v $q$,
-        CASE WHEN pred IS NULL THEN ''
-             ELSE 'JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END,
-        vector_dims(qvec), model)
-    USING qvec, k, tenant;
-END
-$$;
-
 CREATE FUNCTION rag.search(
     query           text,
     k               int DEFAULT 8,
@@ -1147,8 +1121,18 @@ BEGIN
         ef := greatest(rag._setting('ef_search')::int, vector_k);
         PERFORM set_config('hnsw.ef_search', ef::text, true);
         PERFORM set_config('hnsw.iterative_scan', rag._setting('iterative_scan'), true);
-        vec_sql := 'SELECT v.id, v.r FROM rag._vector_leg($1, $2, $10, ' || quote_literal(rag._setting('embedding_model'))
-                   || ', ' || coalesce(quote_literal(pred), 'NULL') || ') AS v';
+        -- the chunks of the tenant's embedding model, through that model's partial index
+        -- (on a small table the planner may prefer an exact scan and sort: also right)
+        vec_sql := format($q$
+            SELECT v.id, row_number() OVER (ORDER BY v.dist, v.id) AS r
+            FROM (SELECT c.id, c.embedding::vector(%2$s) <=> $1 AS dist
+                  FROM rag.chunks AS c %1$s
+                  WHERE c.tenant = $10 AND c.model = %3$L
+                  ORDER BY c.embedding::vector(%2$s) <=> $1
+                  LIMIT $2) AS v $q$,
+            CASE WHEN pred IS NULL THEN ''
+                 ELSE 'JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END,
+            vector_dims(qvec), rag._setting('embedding_model'));
     END IF;
     IF mode IN ('hybrid', 'lexical') AND lexical_ranking = 'bm25' THEN
         lex_sql := $q$
@@ -2523,7 +2507,6 @@ GRANT EXECUTE ON FUNCTION
     rag.any_terms_tsquery(text),
     rag._check_query(text, int, text),
     rag._filter_predicate(jsonb),
-    rag._vector_leg(vector, int, text, text, text),
     rag.query_lexemes(text),
     rag.bm25(text, int, float8, float8, jsonb),
     rag.search(text, int, text, jsonb, int, int, int, float8, float8, text),
