@@ -2149,6 +2149,16 @@ CREATE TABLE rag.embeddings_next (
 COMMENT ON TABLE rag.embeddings_next IS 'Embeddings by the next model, built by rag.work during a model switch';
 CREATE INDEX embeddings_next_tenant_hash ON rag.embeddings_next (tenant, model, content_hash);
 
+-- rag._owns_chunks (internal): whether the current role may run DDL on rag.chunks (its
+-- owner, or a member of the owner's role): the indexes and partitions per model and tenant
+CREATE FUNCTION rag._owns_chunks()
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_class AS c WHERE c.oid = 'rag.chunks'::regclass
+$$;
+
 -- rag.create_model_index
 -- The partial HNSW index for one embedding model (needs the owner of rag.chunks). Without
 -- it, search with that model is exact (a scan): right, but slow on a large corpus.
@@ -2164,8 +2174,7 @@ DECLARE
 BEGIN
     IF to_regclass('rag.' || idx) IS NOT NULL THEN
         RETURN idx;
-    ELSIF NOT pg_has_role(current_user, (SELECT c.relowner FROM pg_class AS c WHERE c.oid = 'rag.chunks'::regclass),
-                          'USAGE') THEN
+    ELSIF NOT rag._owns_chunks() THEN
         RAISE EXCEPTION 'rag.create_model_index: only the owner of rag.chunks can create the index for %', quote_literal(m.name)
             USING ERRCODE = 'insufficient_privilege',
                   HINT = format('as the extension''s owner: SELECT rag.create_model_index(%L)', m.name);
@@ -2322,8 +2331,7 @@ BEGIN
         RAISE EXCEPTION 'rag.create_tenant_partition: tenant is empty' USING ERRCODE = 'invalid_parameter_value';
     ELSIF to_regclass('rag.' || c) IS NOT NULL THEN
         RETURN c;
-    ELSIF NOT pg_has_role(current_user, (SELECT r.relowner FROM pg_class AS r WHERE r.oid = 'rag.chunks'::regclass),
-                          'USAGE') THEN
+    ELSIF NOT rag._owns_chunks() THEN
         RAISE EXCEPTION 'rag.create_tenant_partition: only the owner of rag.chunks can create partitions'
             USING ERRCODE = 'insufficient_privilege',
                   HINT = format('as the extension''s owner: SELECT rag.create_tenant_partition(%L)', tenant);
@@ -2569,6 +2577,7 @@ GRANT EXECUTE ON FUNCTION
     rag.use_model(text),
     rag.set_embedding_model(text),
     rag.create_model_index(text),
+    rag._owns_chunks(),
     rag.create_tenant_partition(text),
     rag.set_api_key(text, text, text),
     rag._write_key_file(text, text),

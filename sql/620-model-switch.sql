@@ -25,6 +25,16 @@ CREATE TABLE rag.embeddings_next (
 COMMENT ON TABLE rag.embeddings_next IS 'Embeddings by the next model, built by rag.work during a model switch';
 CREATE INDEX embeddings_next_tenant_hash ON rag.embeddings_next (tenant, model, content_hash);
 
+-- rag._owns_chunks (internal): whether the current role may run DDL on rag.chunks (its
+-- owner, or a member of the owner's role): the indexes and partitions per model and tenant
+CREATE FUNCTION rag._owns_chunks()
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_class AS c WHERE c.oid = 'rag.chunks'::regclass
+$$;
+
 -- rag.create_model_index
 -- The partial HNSW index for one embedding model (needs the owner of rag.chunks). Without
 -- it, search with that model is exact (a scan): right, but slow on a large corpus.
@@ -40,8 +50,7 @@ DECLARE
 BEGIN
     IF to_regclass('rag.' || idx) IS NOT NULL THEN
         RETURN idx;
-    ELSIF NOT pg_has_role(current_user, (SELECT c.relowner FROM pg_class AS c WHERE c.oid = 'rag.chunks'::regclass),
-                          'USAGE') THEN
+    ELSIF NOT rag._owns_chunks() THEN
         RAISE EXCEPTION 'rag.create_model_index: only the owner of rag.chunks can create the index for %', quote_literal(m.name)
             USING ERRCODE = 'insufficient_privilege',
                   HINT = format('as the extension''s owner: SELECT rag.create_model_index(%L)', m.name);

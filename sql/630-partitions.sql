@@ -22,8 +22,7 @@ BEGIN
         RAISE EXCEPTION 'rag.create_tenant_partition: tenant is empty' USING ERRCODE = 'invalid_parameter_value';
     ELSIF to_regclass('rag.' || c) IS NOT NULL THEN
         RETURN c;
-    ELSIF NOT pg_has_role(current_user, (SELECT r.relowner FROM pg_class AS r WHERE r.oid = 'rag.chunks'::regclass),
-                          'USAGE') THEN
+    ELSIF NOT rag._owns_chunks() THEN
         RAISE EXCEPTION 'rag.create_tenant_partition: only the owner of rag.chunks can create partitions'
             USING ERRCODE = 'insufficient_privilege',
                   HINT = format('as the extension''s owner: SELECT rag.create_tenant_partition(%L)', tenant);

@@ -104,6 +104,7 @@ GRANT EXECUTE ON FUNCTION
     rag.use_model(text),
     rag.set_embedding_model(text),
     rag.create_model_index(text),
+    rag._owns_chunks(),
     rag.create_tenant_partition(text),
     rag.set_api_key(text, text, text),
     rag._write_key_file(text, text),

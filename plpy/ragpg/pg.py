@@ -194,6 +194,20 @@ def embed_query(plpy, text: str, model: str | None = None) -> str:
     return to_vector_literal(vec)
 
 
+def _embed_missing(plpy, s: dict, spec: providers.ModelSpec, items, known: dict, operation: str) -> None:
+    """The embedding cache: for (key, text) items, embed each text whose key is not in
+    `known` (key -> vector literal) once, and add it there; the rest count as reused."""
+    items = list(items)
+    todo: dict = {}
+    for key, text in items:
+        if key not in known:
+            todo.setdefault(key, text)
+    if todo:
+        vecs = _embed(plpy, s, list(todo.values()), operation, spec)
+        known.update(zip(todo.keys(), map(to_vector_literal, vecs)))
+    STATS["chunks_reused"] += len(items) - len(todo)
+
+
 @sql_errors
 def index_documents(plpy, doc_ids: list[int]) -> int:
     """(Re)build the chunks of these documents; returns the number of chunks written.
@@ -252,14 +266,7 @@ def _index_round(plpy, s: dict, ids: list[int]) -> int:
         [model, list(set(hashes)), list({d["tenant"] for d in docs})])}
     t3 = time.perf_counter()
 
-    todo: dict[tuple, str] = {}
-    for key, (_, c) in zip(keys, rows):
-        if key not in known:
-            todo.setdefault(key, c.text)
-    if todo:
-        vecs = _embed(plpy, s, list(todo.values()), "index", spec)
-        known.update(zip(todo.keys(), map(to_vector_literal, vecs)))
-    STATS["chunks_reused"] += len(rows) - len(todo)
+    _embed_missing(plpy, s, spec, zip(keys, (c.text for _, c in rows)), known, "index")
     t4 = time.perf_counter()
 
     plpy.execute(_plan(plpy, "DELETE FROM rag.chunks WHERE document_id = ANY($1)", ["bigint[]"]), [ids])
@@ -306,14 +313,7 @@ def reembed_batch(plpy, n: int) -> int:
         SELECT DISTINCT ON (content_hash) content_hash AS h, embedding::text AS e FROM rag.embeddings_next
         WHERE tenant = $1 AND model = $2 AND content_hash = ANY($3)""", ["text", "text", "bytea[]"]),
         [s["tenant"], spec.name, list(set(hashes))])}
-    new = {}
-    for r, h in zip(todo, hashes):
-        if h not in known:
-            new.setdefault(h, r["content"])
-    if new:
-        vecs = _embed(plpy, s, list(new.values()), "reembed", spec)
-        known.update(zip(new.keys(), map(to_vector_literal, vecs)))
-    STATS["chunks_reused"] += len(todo) - len(new)
+    _embed_missing(plpy, s, spec, zip(hashes, (r["content"] for r in todo)), known, "reembed")
     plpy.execute(_plan(plpy, """
         INSERT INTO rag.embeddings_next (chunk_id, tenant, model, content_hash, embedding)
         SELECT u.id, $2, $3, u.h, u.e::vector FROM unnest($1::bigint[], $4::bytea[], $5::text[]) AS u (id, h, e)""",
