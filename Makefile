@@ -1,6 +1,6 @@
 # ragpg: the `rag` Postgres extension. Run as root on Debian 12.
 #   make demo   set up this machine, start a local database, ingest the PostgreSQL manual, ask
-#   make test   set up this machine, build the Docker image, run the tests (what .ci/run runs)
+#   make test   set up this machine, build the Docker image, run the tests and the quick benchmark (.ci/run)
 include scripts/versions.env
 
 PYTHON      ?= python3
@@ -54,15 +54,17 @@ eval: db              ## load the shared eval sets, evaluate 3 modes, print a ta
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[eval]'
 	$(VENV)/bin/ragpg eval --dsn "$$(bash scripts/localdb.sh dsn)" --out bench/results
 
-bench: db             ## quick benchmark: ingest split, in-db overhead, search vs the seed pattern, HNSW recall
+bench: db $(if $(filter full,$(PROFILE)),llm)  ## benchmark, quick profile (PROFILE=full: 10k/100k/1M chunks, ~1 h)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[eval]'
-	$(VENV)/bin/python bench/run.py --dsn "$$(bash scripts/localdb.sh dsn)" --pages $(or $(PAGES),150)
+	$(VENV)/bin/python bench/run.py --dsn "$$(bash scripts/localdb.sh dsn)" --profile $(or $(PROFILE),quick) \
+	  $(if $(filter quick,$(or $(PROFILE),quick)),--check)
 
 unit: venv
 	$(VENV)/bin/pytest -q tests/unit
 
-test: image venv       ## everything, through testcontainers
+test: image venv       ## everything, through testcontainers; then the quick benchmark, as a smoke test
 	RAGPG_IMAGE=$(IMAGE) TESTCONTAINERS_RYUK_DISABLED=true $(VENV)/bin/pytest -q tests
+	$(MAKE) bench PROFILE=quick
 
 clean:
 	bash scripts/localdb.sh stop || true

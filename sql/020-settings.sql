@@ -23,11 +23,12 @@ CREATE TABLE rag.tenant_models (
 COMMENT ON TABLE rag.tenant_models IS 'Per tenant: its embedding model and the one it is switching to';
 SELECT pg_catalog.pg_extension_config_dump('rag.tenant_models', '');
 
--- rag._setting_defaults (internal): every setting, its default and what it does
+-- rag._setting_defaults (internal): every setting, its default and what it does.
+-- A VALUES list that names nothing, without a SET clause, so that the planner inlines it
+-- into its callers (a SQL function with SET is planned anew on every call).
 CREATE FUNCTION rag._setting_defaults()
 RETURNS TABLE (name text, default_value text, description text)
 LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT * FROM (VALUES
         ('embedding_model',       'all-MiniLM-L6-v2', 'local embedding model for new chunks and queries'),
@@ -43,6 +44,7 @@ AS $$
         ('max_k',                 '1000',     'largest k accepted by rag.search and rag.ask'),
         ('bm25_k1',               '0.9',      'BM25 term-frequency saturation (lexical leg)'),
         ('bm25_b',                '0.4',      'BM25 length normalisation, 0..1 (lexical leg)'),
+        ('bm25_term_candidates',  '1000',     'postings read per query lexeme, best first (0: all, exact BM25 at any size)'),
         ('ef_search',             '100',      'HNSW candidate list size (at least the vector leg''s k)'),
         ('iterative_scan',        'relaxed_order', 'pgvector 0.8 iterative index scans: off, relaxed_order or strict_order'),
         ('ask_min_similarity',    '0.3',      'rag.ask answers only from sentences at least this similar to the question'),
@@ -88,15 +90,22 @@ AS $$
 $$;
 COMMENT ON FUNCTION rag.settings() IS 'rag.settings: every rag.* setting with its current value and default';
 
--- rag._setting: one setting's current value (internal; NULL for an unknown name)
+-- rag._setting: one setting's current value (internal; NULL for an unknown name).
+-- plpgsql, so that its query is planned once per session (it is on every hot path).
 CREATE FUNCTION rag._setting(setting_name text)
 RETURNS text
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT rag._setting_value(d.name, d.default_value, c.value)
-    FROM rag._setting_defaults() AS d LEFT JOIN rag.config AS c ON c.name = d.name
-    WHERE d.name = setting_name
+DECLARE
+    dflt text;
+BEGIN
+    SELECT d.default_value INTO dflt FROM rag._setting_defaults() AS d WHERE d.name = setting_name;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN rag._setting_value(setting_name, dflt, (SELECT c.value FROM rag.config AS c WHERE c.name = setting_name));
+END
 $$;
 
 -- rag.configure (rag_admin)

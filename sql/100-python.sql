@@ -36,9 +36,10 @@ BEGIN
 END
 $$;
 
--- rag._embed (internal): the embedding, or NULL with a pending error
+-- rag._embed (internal): the embedding, or NULL with a pending error. real[], not vector:
+-- PL/Python fills an array in C, where a vector literal is 384 floats printed and parsed.
 CREATE FUNCTION rag._embed(input text, model text)
-RETURNS vector
+RETURNS real[]
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $python$
@@ -61,7 +62,7 @@ BEGIN
         RAISE EXCEPTION 'rag.embed: input is empty'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'pass the text to embed';
     END IF;
-    v := rag._embed(input, model);
+    v := rag._embed(input, model)::vector;
     IF v IS NULL THEN
         PERFORM rag._raise_python_error();
     END IF;

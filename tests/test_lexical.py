@@ -79,6 +79,47 @@ def test_statistics_follow_inserts_updates_and_deletes(db):
     assert db.execute("SELECT count(*) FROM rag.lexeme_stats").fetchone()[0] == len(db.execute(recount).fetchall())
     n, total = db.execute("SELECT sum(chunks), sum(total_len) FROM rag.corpus_stats").fetchone()
     assert (n, total) == (3, 2 + 4 + 3)
+    # deleted chunks take their postings with them (the delete trigger works by primary key)
+    assert db.execute("SELECT count(*) FROM rag.postings").fetchone() == \
+        db.execute("SELECT sum(length(tsv)) FROM rag.chunks").fetchone()
+
+
+# 'apple' in 40 documents (a lexeme read in part when bm25_term_candidates is small);
+# 'zebra' in 3 of them, with different amounts of apple
+MANY = {f"m{i:02d}": " ".join(["apple"] * (1 + i % 5) + ["filler"] * (i % 7)) for i in range(40)}
+MANY.update({"z1": "apple zebra", "z2": "apple apple apple zebra filler", "z3": "zebra filler filler filler"})
+MANY_TOKENS = {k: [{"apple": "appl", "filler": "filler", "zebra": "zebra"}[w] for w in v.split()]
+               for k, v in MANY.items()}
+
+
+@pytest.mark.parametrize("per_term", [0, 3, 10, 1000])
+def test_top_k_candidates_are_scored_exactly(db, per_term):
+    """Past rag.bm25_term_candidates postings a lexeme is read best first, in part; every
+    result is still scored exactly, and a lexeme read whole still finds all its chunks."""
+    load(db, MANY)
+    db.execute(f"SET rag.bm25_term_candidates = {per_term}")
+    want = bm25_by_hand(["appl", "zebra"], MANY_TOKENS, 0.9, 0.4)
+    got = scores(db, "apple zebra", n=5)
+    assert len(got) == 5
+    for name, score in got.items():
+        assert score == pytest.approx(want[name], rel=1e-12), name
+    best = sorted(want, key=want.get, reverse=True)
+    # the three zebra chunks (zebra: 3 postings, read whole) are the best three here
+    assert set(best[:3]) == {"z1", "z2", "z3"} and set(best[:3]) <= set(got)
+    if per_term in (0, 1000):  # every lexeme read whole: exact BM25
+        assert sorted(got, key=got.get, reverse=True) == best[:5]
+    # one lexeme read in part: at least n postings of it are read, every result is exact
+    exact_apple = bm25_by_hand(["appl"], MANY_TOKENS, 0.9, 0.4)
+    only = scores(db, "apple", n=4)
+    assert len(only) == 4 and only == pytest.approx({k: exact_apple[k] for k in only}, rel=1e-12)
+
+
+def test_top_k_setting_is_checked(db):
+    load(db)
+    db.execute("SET rag.bm25_term_candidates = -1")
+    with pytest.raises(psycopg.Error) as exc:
+        db.execute("SELECT * FROM rag.bm25('banana')")
+    assert exc.value.sqlstate == "22023" and "bm25_term_candidates must be >= 0" in str(exc.value)
 
 
 def test_ts_rank_is_still_selectable(db):

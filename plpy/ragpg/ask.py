@@ -93,9 +93,8 @@ def _store(plpy, s: dict, question: str, out: dict, retrieved: list[answer_mod.R
 def _extractive(plpy, s: dict, question: str, chunks: list[answer_mod.Retrieved]) -> dict:
     if not chunks:
         return {"answer": answer_mod.NO_ANSWER, "citations": []}
-    qvec = _QUERY_CACHE.get((s["tenant"], s["embedding_model"], question))
-    if qvec is None:
-        qvec = _embed(plpy, s, [question], "ask")[0]
+    hit = _QUERY_CACHE.get((s["tenant"], s["embedding_model"], question))
+    qvec = hit[0] if hit is not None else _embed(plpy, s, [question], "ask")[0]
     min_sim = _float_setting(s, "ask_min_similarity", -1, 1)
     return answer_mod.extractive_answer(question, qvec, chunks, lambda t: _embed(plpy, s, t, "ask"),
                                         min_similarity=min_sim)

@@ -28,7 +28,7 @@ STATS = {"index_calls": 0, "index_rounds": 0, "model_calls": 0, "texts_embedded"
          "writes_skipped_read_only": 0}
 _PLANS: dict[str, object] = {}
 _TOKENIZERS: dict[str, object] = {}
-_QUERY_CACHE: OrderedDict[tuple[str, str, str], object] = OrderedDict()
+_QUERY_CACHE: OrderedDict[tuple[str, str, str], tuple] = OrderedDict()  # -> (numpy vector, list)
 
 
 PENDING_ERROR: dict | None = None
@@ -70,9 +70,9 @@ def _plan(plpy, sql: str, types: list[str]):
 def settings(plpy) -> dict[str, str]:
     """rag.* settings, plus 'tenant': the session's tenant (raises 42501 if not allowed), and
     'read_only': whether the transaction may write (not on a hot standby)."""
-    return {r["name"]: r["value"] for r in plpy.execute(
+    return {r["name"]: r["value"] for r in plpy.execute(_plan(plpy,
         "SELECT name, value FROM rag.settings() UNION ALL SELECT 'tenant', rag.current_tenant()"
-        " UNION ALL SELECT 'read_only', current_setting('transaction_read_only')")}
+        " UNION ALL SELECT 'read_only', current_setting('transaction_read_only')", []))}
 
 
 def _num_setting(s: dict, name: str, lo, hi, cast, what: str):
@@ -177,21 +177,31 @@ def _embed(plpy, s: dict, texts: list[str], operation: str, spec: providers.Mode
     return vecs
 
 
+_QUERY_KEY = """SELECT rag.current_tenant() AS tenant, coalesce($1, rag._setting('embedding_model')) AS model,
+                        rag._setting('embedding_threads') AS embedding_threads,
+                        rag._setting('embedding_batch_size') AS embedding_batch_size,
+                        current_setting('transaction_read_only') AS read_only"""
+
+
 @sql_errors
-def embed_query(plpy, text: str, model: str | None = None) -> str:
-    """pgvector literal of one text's embedding (cached per backend for repeated queries)."""
-    s = settings(plpy)
-    model = model or s["embedding_model"]
-    key = (s["tenant"], model, text)  # per tenant: no timing side channel
-    vec = _QUERY_CACHE.get(key)
-    if vec is None:
-        vec = _embed(plpy, s, [text], "query", model_spec(plpy, model, "embed"))[0]
-        _QUERY_CACHE[key] = vec
+def embed_query(plpy, text: str, model: str | None = None) -> list[float]:
+    """One text's embedding (cached per backend for repeated queries), as real[]: the
+    search path's query embedding. One small query decides the cache key; a local model
+    needs only its own settings, a remote one all of them (budget, retries, timeouts)."""
+    s = plpy.execute(_plan(plpy, _QUERY_KEY, ["text"]), [model])[0]
+    key = (s["tenant"], s["model"], text)  # per tenant: no timing side channel
+    hit = _QUERY_CACHE.get(key)
+    if hit is None:
+        spec = model_spec(plpy, s["model"], "embed")
+        if spec.provider != "local":
+            s = settings(plpy)
+        vec = _embed(plpy, s, [text], "query", spec)[0]
+        hit = _QUERY_CACHE[key] = (vec, vec.tolist())
         if len(_QUERY_CACHE) > 256:
             _QUERY_CACHE.popitem(last=False)
     else:
         _QUERY_CACHE.move_to_end(key)
-    return to_vector_literal(vec)
+    return hit[1]
 
 
 def _embed_missing(plpy, s: dict, spec: providers.ModelSpec, items, known: dict, operation: str) -> None:
