@@ -68,4 +68,4 @@ test: image venv       ## everything, through testcontainers; then the quick ben
 
 clean:
 	bash scripts/localdb.sh stop || true
-	rm -rf build .pgdata $(VENV)
+	rm -rf build .pgdata $(VENV) /var/tmp/ragpg-$$(printf %s "$$PWD" | md5sum | cut -c1-12)

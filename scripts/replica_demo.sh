@@ -4,7 +4,8 @@
 # and a question answered on the standby. Cleans up after itself (RAGPG_KEEP=1 keeps it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD/.pgdata/replica-demo
+. scripts/pgbase.sh
+ROOT=$PGBASE/replica-demo
 BIN=/usr/lib/postgresql/15/bin
 P=${RAGPG_PRIMARY_PORT:-55442}
 S=${RAGPG_STANDBY_PORT:-55443}
