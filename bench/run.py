@@ -33,9 +33,9 @@ from foundation import QUESTIONS  # noqa: E402
 MANUAL = Path("/usr/share/doc/postgresql-doc-15/html")
 PROFILES = {
     "quick": {"pages": 150, "scales": [0, 5_000], "queries_1": 40, "queries_8": 64, "recall_queries": 20,
-              "pgbench_per_client": 8, "ask_questions": 5, "llm": False},
+              "pgbench_per_client": 10, "ask_questions": 5, "llm": False},
     "full": {"pages": None, "scales": [0, 100_000, 1_000_000], "queries_1": 200, "queries_8": 400,
-             "recall_queries": 50, "pgbench_per_client": 50, "ask_questions": 20, "llm": True},
+             "recall_queries": 50, "pgbench_per_client": 53, "ask_questions": 20, "llm": True},
 }
 EF = (40, 100, 200)
 RAG_WARM = "SELECT rag.embed('warm up')"
