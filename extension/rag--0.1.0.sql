@@ -1099,10 +1099,10 @@ AS $$
 DECLARE
     max_k int := rag._setting('max_k')::int;
     pred  text := rag._filter_predicate(filter);
+    my_tenant text := rag.current_tenant();
     qvec  vector;
-    tsq   tsquery;
-    vec_sql text := 'SELECT NULL::bigint AS id, NULL::bigint AS r WHERE false';
-    lex_sql text := 'SELECT NULL::bigint AS id, NULL::bigint AS r WHERE false';
+    vec_ids bigint[];   -- each leg's chunk ids, best first
+    lex_ids bigint[];
     ef int;
 BEGIN
     PERFORM rag._check_query(query, k, 'rag.search');
@@ -1126,6 +1126,9 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
+    -- each leg gives its chunk ids best first; the legs that depend on the model or the
+    -- filter are built as text (EXECUTE: planned per call, small), the fusion is static
+    -- SQL, planned once per session
     IF mode IN ('hybrid', 'vector') THEN
         qvec := rag.embed(query);
         ef := greatest(rag._setting('ef_search')::int, vector_k);
@@ -1133,46 +1136,49 @@ BEGIN
         PERFORM set_config('hnsw.iterative_scan', rag._setting('iterative_scan'), true);
         -- the chunks of the tenant's embedding model, through that model's partial index
         -- (on a small table the planner may prefer an exact scan and sort: also right)
-        vec_sql := format($q$
-            SELECT v.id, row_number() OVER (ORDER BY v.dist, v.id) AS r
+        EXECUTE format($q$
+            SELECT array_agg(v.id ORDER BY v.dist, v.id)
             FROM (SELECT c.id, c.embedding::vector(%2$s) <=> $1 AS dist
                   FROM rag.chunks AS c %1$s
-                  WHERE c.tenant = $10 AND c.model = %3$L
+                  WHERE c.tenant = $3 AND c.model = %3$L
                   ORDER BY c.embedding::vector(%2$s) <=> $1
                   LIMIT $2) AS v $q$,
             CASE WHEN pred IS NULL THEN ''
                  ELSE 'JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END,
-            vector_dims(qvec), rag._setting('embedding_model'));
+            vector_dims(qvec), rag._setting('embedding_model'))
+        INTO vec_ids USING qvec, vector_k, my_tenant;
     END IF;
     IF mode IN ('hybrid', 'lexical') AND lexical_ranking = 'bm25' THEN
-        lex_sql := $q$
-            SELECT b.chunk_id AS id, row_number() OVER (ORDER BY b.score DESC, b.chunk_id) AS r
-            FROM rag.bm25($3, $4, NULL, NULL, $11) AS b $q$;
+        lex_ids := ARRAY(SELECT b.chunk_id FROM rag.bm25(query, lexical_k, NULL, NULL, filter) AS b
+                         ORDER BY b.score DESC, b.chunk_id);
     ELSIF mode IN ('hybrid', 'lexical') THEN
-        tsq := rag.any_terms_tsquery(query);
-        lex_sql := format($q$
-            SELECT l.id, row_number() OVER (ORDER BY l.rank DESC, l.id) AS r
-            FROM (SELECT c.id, ts_rank(c.tsv, $5) AS rank
+        EXECUTE format($q$
+            SELECT array_agg(l.id ORDER BY l.rank DESC, l.id)
+            FROM (SELECT c.id, ts_rank(c.tsv, $1) AS rank
                   FROM rag.chunks AS c %s
-                  WHERE c.tsv @@ $5 AND c.tenant = $10
+                  WHERE c.tsv @@ $1 AND c.tenant = $3
                   ORDER BY rank DESC, c.id
-                  LIMIT $4) AS l $q$,
+                  LIMIT $2) AS l $q$,
             CASE WHEN pred IS NULL THEN ''
-                 ELSE 'JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END);
+                 ELSE 'JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END)
+        INTO lex_ids USING rag.any_terms_tsquery(query), lexical_k, my_tenant;
     END IF;
 
-    RETURN QUERY EXECUTE format($q$
-        WITH vec AS (%s), lex AS (%s), fused AS (
+    -- Reciprocal Rank Fusion: rank r in a leg adds weight / (rrf_c + r)
+    RETURN QUERY
+    WITH vec AS (SELECT u.id, u.r FROM unnest(vec_ids) WITH ORDINALITY AS u (id, r)),
+         lex AS (SELECT u.id, u.r FROM unnest(lex_ids) WITH ORDINALITY AS u (id, r)),
+         fused AS (
             SELECT coalesce(vec.id, lex.id) AS id, vec.r AS vr, lex.r AS lr,
-                   coalesce($6 / ($8 + vec.r), 0) + coalesce($7 / ($8 + lex.r), 0) AS rrf
+                   coalesce(vector_weight / (rrf_c + vec.r), 0) + coalesce(lexical_weight / (rrf_c + lex.r), 0) AS rrf
             FROM vec FULL JOIN lex ON lex.id = vec.id)
-        SELECT c.id, c.document_id, c.ord, c.content, f.rrf::float8, f.vr::int, f.lr::int,
-               d.source_table, d.source_key
-        FROM fused AS f JOIN rag.chunks AS c ON c.id = f.id AND c.tenant = $10 JOIN rag.documents AS d ON d.id = c.document_id
-        ORDER BY f.rrf DESC, f.vr NULLS LAST, f.lr NULLS LAST, c.id
-        LIMIT $9 $q$, vec_sql, lex_sql)
-    USING qvec, vector_k, query, lexical_k, tsq, vector_weight, lexical_weight, rrf_c::float8, k,
-          rag.current_tenant(), filter;
+    SELECT c.id, c.document_id, c.ord, c.content, f.rrf::float8, f.vr::int, f.lr::int,
+           d.source_table, d.source_key
+    FROM fused AS f
+    JOIN rag.chunks AS c ON c.id = f.id AND c.tenant = my_tenant
+    JOIN rag.documents AS d ON d.id = c.document_id
+    ORDER BY f.rrf DESC, f.vr NULLS LAST, f.lr NULLS LAST, c.id
+    LIMIT k;
 END
 $$;
 
