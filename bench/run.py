@@ -152,8 +152,9 @@ def recall(conn, tenant: str, qs: list[str]) -> dict:
     (the exact scores of the top 10 found over those of the exact top 10: near-ties, as
     near-duplicate chunks have, cost little of it)."""
     vecs = [conn.execute("SELECT rag.embed(%s)::text", (q,)).fetchone()[0] for q in qs]
+    # prepare=False: a prepared statement would keep the plan made under the first settings
     conn.execute("SET enable_indexscan = off")
-    exact = [{r[0] for r in conn.execute(VEC_TOP10, (tenant, v))} for v in vecs]
+    exact = [{r[0] for r in conn.execute(VEC_TOP10, (tenant, v), prepare=False)} for v in vecs]
     conn.execute("RESET enable_indexscan")
     # the index, whatever the planner would pick (on ~10k rows it may prefer an exact scan)
     conn.execute("SET enable_seqscan = off")
@@ -164,7 +165,7 @@ def recall(conn, tenant: str, qs: list[str]) -> dict:
         got, ms = [], []
         for v in vecs:
             t0 = time.perf_counter()
-            got.append({r[0] for r in conn.execute(VEC_TOP10, (tenant, v))})
+            got.append({r[0] for r in conn.execute(VEC_TOP10, (tenant, v), prepare=False)})
             ms.append((time.perf_counter() - t0) * 1000)
         out["hnsw"][f"ef_search={ef}"] = {"recall_at_10": round(statistics.mean(len(a & b) / 10 for a, b in zip(got, exact)), 3),
                                           "p50_ms": round(statistics.median(ms), 2)}
@@ -278,13 +279,18 @@ def scale_label(n: int) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dsn", required=True, help="a database on the local cluster (ragbench is made next to it)")
+    ap.add_argument("--dsn", help="a database on the local cluster (ragbench is made next to it)")
     ap.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--keep", action="store_true", help="keep the ragbench database afterwards")
     ap.add_argument("--check", action="store_true",
                     help="exit 1 unless every stage ran and found results (CI's smoke test; speed is not checked)")
+    ap.add_argument("--replot", type=Path, help="print the tables and draw the plot of a results file, then exit")
     args = ap.parse_args()
+    if args.replot:
+        return replot(args.replot)
+    if not args.dsn:
+        ap.error("--dsn is required")
     P = PROFILES[args.profile]
     started = time.perf_counter()
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
@@ -451,31 +457,44 @@ def plot(res: dict, png: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, ax = plt.subplots(2, 2, figsize=(11, 8))
     xs = [sc["chunks"] for sc in res["scales"]]
-    for key, style in (("rag.search, 1 client", "o-"), ("seed pattern, 1 client", "s--")):
-        for stat, alpha in (("p50_ms", 1.0), ("p95_ms", 0.5)):
-            ax[0].plot(xs, [sc["search"][key][stat] for sc in res["scales"]], style, alpha=alpha,
-                       label=f"{key.split(',')[0]} {stat[:3]}")
-    ax[0].set_xscale("log")
-    ax[0].set_xlabel("chunks")
-    ax[0].set_ylabel("ms per search (1 client)")
-    ax[0].set_title("hybrid search latency")
-    ax[0].legend(fontsize=8)
+    for key, label, style in (("rag.search", "rag.search", "o-"), ("seed pattern", "seed pattern", "s--")):
+        for stat, alpha in (("p50_ms", 1.0), ("p95_ms", 0.45)):
+            ax[0][0].plot(xs, [sc["search"][f"{key}, 1 client"][stat] for sc in res["scales"]], style, alpha=alpha,
+                          label=f"{label} {stat[:3]}")
+        ax[0][1].plot(xs, [sc["search"][f"{key}, 8 clients"]["qps"] for sc in res["scales"]], style, label=label)
+    for a in (ax[0][0], ax[0][1]):
+        a.set_xscale("log")
+        a.set_xlabel("chunks")
+        a.legend(fontsize=8)
+    ax[0][0].set_yscale("log")
+    ax[0][0].set_ylabel("ms per hybrid search, 1 client")
+    ax[0][0].set_title("latency")
+    ax[0][1].set_ylabel("searches/s, 8 clients")
+    ax[0][1].set_title("throughput")
     for sc in res["scales"]:
-        ax[1].plot(EF, [sc["recall"]["hnsw"][f"ef_search={ef}"]["recall_at_10"] for ef in EF], "o-",
-                   label=f"{sc['chunks']:,} chunks")
-    ax[1].set_xlabel("hnsw.ef_search")
-    ax[1].set_ylabel("recall@10 vs exact")
-    ax[1].set_title("HNSW recall")
-    ax[1].legend(fontsize=8)
+        ax[1][0].plot(EF, [sc["recall"]["hnsw"][f"ef_search={ef}"]["recall_at_10"] for ef in EF], "o-",
+                      label=f"HNSW, {sc['chunks']:,} chunks")
+    ax[1][0].set_xlabel("hnsw.ef_search")
+    ax[1][0].set_ylabel("recall@10 vs exact")
+    ax[1][0].set_title("HNSW recall (BM25 top-k: see the table)")
+    ax[1][0].legend(fontsize=8)
     share = res["ingest"]["share"]
-    ax[2].barh([k.split(" (")[0] for k in share], list(share.values()))
-    ax[2].set_xlim(0, 1)
-    ax[2].set_title(f"ingest time split ({res['ingest']['chunks_per_s']} chunks/s)")
+    ax[1][1].barh([k.split(" (")[0].replace("database reads and writes from Python", "database (from Python)")
+                   for k in share], list(share.values()))
+    ax[1][1].set_xlim(0, 1)
+    ax[1][1].set_title(f"ingest: share of time ({res['ingest']['chunks_per_s']} chunks/s)")
+    fig.suptitle(f"ragpg benchmark, {res['profile']} profile, {res['started'][:10]}")
     fig.tight_layout()
-    fig.savefig(png, dpi=110)
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
     return png
+
+
+def replot(path: Path) -> None:
+    """Tables and plot again from a results file: bench/run.py --replot bench/results/X.json"""
+    report(json.loads(path.read_text()), path)
 
 
 if __name__ == "__main__":
