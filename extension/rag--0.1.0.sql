@@ -254,7 +254,7 @@ AS $$
         ('bm25_k1',               '0.9',      'BM25 term-frequency saturation (lexical leg)'),
         ('bm25_b',                '0.4',      'BM25 length normalisation, 0..1 (lexical leg)'),
         ('bm25_term_candidates',  '1000',     'postings read per query lexeme, best first (0: all, exact BM25 at any size)'),
-        ('ef_search',             '100',      'HNSW candidate list size (at least the vector leg''s k)'),
+        ('ef_search',             'auto',     'HNSW candidate list size, at least the vector leg''s k; auto: 100, or chunks / 2500 past 250,000 chunks (at most 1000)'),
         ('iterative_scan',        'relaxed_order', 'pgvector 0.8 iterative index scans: off, relaxed_order or strict_order'),
         ('ask_min_similarity',    '0.3',      'rag.ask answers only from sentences at least this similar to the question'),
         ('chat_model',            'extractive', 'model of rag.models that writes answers; extractive: sentences of the chunks, no LLM'),
@@ -1063,6 +1063,30 @@ BEGIN
 END
 $$;
 
+-- rag._ef_search (internal)
+-- The HNSW candidate list for a tenant's search: the setting rag.ef_search, or with
+-- 'auto' one that grows with the corpus. Measured (make bench-full): on 1M chunks,
+-- recall@10 is 0.78 at 100 and 0.96 at 400 (2.3 ms); on 100k, 0.97 at 100.
+CREATE FUNCTION rag._ef_search(tenant text)
+RETURNS int
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v text := rag._setting('ef_search');
+    n bigint;
+BEGIN
+    IF v = 'auto' THEN
+        SELECT coalesce(sum(c.chunks), 0) INTO n FROM rag.corpus_stats AS c WHERE c.tenant = _ef_search.tenant;
+        RETURN least(1000, greatest(100, n / 2500))::int;
+    ELSIF v !~ '^\s*\d{1,4}\s*$' OR v::int NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'rag.search: setting rag.ef_search must be auto or between 1 and 1000, got %', quote_literal(v)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'RESET rag.ef_search';
+    END IF;
+    RETURN v::int;
+END
+$$;
+
 -- rag.search
 -- Hybrid search: the vector leg (HNSW, cosine) and the lexical leg (BM25 over any query
 -- term, or ts_rank) each give their top candidates, fused with weighted Reciprocal Rank
@@ -1070,7 +1094,7 @@ $$;
 --   mode     'hybrid' (default), 'vector' or 'lexical'
 --   filter   JSON object on documents: {"source": ...} and/or metadata keys (see above);
 --            HNSW iterative scans keep returning k rows when the filter is selective
--- HNSW knobs come from the settings rag.ef_search and rag.iterative_scan.
+-- HNSW knobs come from the settings rag.ef_search (rag._ef_search) and rag.iterative_scan.
 -- Results always come from the current tenant, also for roles that bypass row-level security.
 CREATE FUNCTION rag.search(
     query           text,
@@ -1131,7 +1155,7 @@ BEGIN
     -- SQL, planned once per session
     IF mode IN ('hybrid', 'vector') THEN
         qvec := rag.embed(query);
-        ef := greatest(rag._setting('ef_search')::int, vector_k);
+        ef := greatest(rag._ef_search(my_tenant), vector_k);
         PERFORM set_config('hnsw.ef_search', ef::text, true);
         PERFORM set_config('hnsw.iterative_scan', rag._setting('iterative_scan'), true);
         -- the chunks of the tenant's embedding model, through that model's partial index
@@ -2603,6 +2627,7 @@ GRANT EXECUTE ON FUNCTION
     rag.any_terms_tsquery(text),
     rag._check_query(text, int, text),
     rag._filter_predicate(jsonb),
+    rag._ef_search(text),
     rag.query_lexemes(text),
     rag.bm25(text, int, float8, float8, jsonb),
     rag.search(text, int, text, jsonb, int, int, int, float8, float8, text),

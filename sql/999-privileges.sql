@@ -42,6 +42,7 @@ GRANT EXECUTE ON FUNCTION
     rag.any_terms_tsquery(text),
     rag._check_query(text, int, text),
     rag._filter_predicate(jsonb),
+    rag._ef_search(text),
     rag.query_lexemes(text),
     rag.bm25(text, int, float8, float8, jsonb),
     rag.search(text, int, text, jsonb, int, int, int, float8, float8, text),
