@@ -157,7 +157,12 @@ def test_a_worker_killed_mid_batch_loses_nothing(dsn, db):
             err.append(e)
     t = threading.Thread(target=work)
     t.start()
-    time.sleep(2.0)
+    # kill it while its first batch holds its rows (not after a fixed time: a fast
+    # machine finishes all three batches in under two seconds)
+    deadline = time.monotonic() + 30
+    while db.execute("SELECT in_progress FROM rag.queue_status").fetchone()[0] == 0:
+        assert time.monotonic() < deadline, "the worker never took a batch"
+        time.sleep(0.01)
     db.execute("SELECT pg_terminate_backend(%s)", (pid,))
     t.join(timeout=60)
     assert err, "the worker finished before it could be killed; make the batch larger"
