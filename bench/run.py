@@ -28,7 +28,8 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus  # noqa: E402
-from common import MODEL, ROOT, pgbench, pgbench_available, queries, rss_kb, run_clients, summary  # noqa: E402
+from common import (MODEL, ROOT, RagClient, SeedClient, pgbench, pgbench_available, queries, rss_kb,  # noqa: E402
+                    run_clients, summary)
 from foundation import QUESTIONS  # noqa: E402
 
 MANUAL = Path("/usr/share/doc/postgresql-doc-15/html")
@@ -202,7 +203,6 @@ def warm_up(dsn: str, qs: list[str]) -> float:
     """Queries that are not timed, through rag.search and the seed pattern alike, so that
     both are measured on the caches of a server that has been running, not on its first
     touch of each index page (at 1M chunks the indexes are ~13 GB, shared_buffers 512 MB)."""
-    from common import RagClient, SeedClient
     t0 = time.perf_counter()
     with psycopg.connect(dsn, autocommit=True) as conn:
         rag, seed = RagClient(conn), SeedClient(conn)

@@ -53,11 +53,13 @@ BEGIN
         SELECT n.tenant, u.lexeme, n.id AS chunk_id, cardinality(u.positions) AS tf,
                sum(cardinality(u.positions)) OVER (PARTITION BY n.id) AS len
         FROM new_rows AS n, unnest(n.tsv) AS u
+    ), lens AS (     -- the length of each chunk of the statement (none: no lexemes)
+        SELECT DISTINCT p.chunk_id, p.len FROM p
     ), avglen AS (   -- per tenant, with this statement's chunks
         SELECT n.tenant, (coalesce(sum(l.len), 0) + coalesce(max(s.total_len), 0))::float8
                          / greatest(count(*) + coalesce(max(s.chunks), 0), 1) AS v
         FROM new_rows AS n
-        LEFT JOIN (SELECT DISTINCT p.chunk_id, p.len FROM p) AS l ON l.chunk_id = n.id
+        LEFT JOIN lens AS l ON l.chunk_id = n.id
         LEFT JOIN (SELECT c.tenant, sum(c.chunks) AS chunks, sum(c.total_len) AS total_len
                    FROM rag.corpus_stats AS c
                    WHERE c.tenant IN (SELECT DISTINCT n2.tenant FROM new_rows AS n2)
@@ -74,7 +76,7 @@ BEGIN
     )
     INSERT INTO rag.corpus_stats (tenant, chunks, total_len)
     SELECT n.tenant, count(*), coalesce(sum(l.len), 0)
-    FROM new_rows AS n LEFT JOIN (SELECT DISTINCT p.chunk_id, p.len FROM p) AS l ON l.chunk_id = n.id
+    FROM new_rows AS n LEFT JOIN lens AS l ON l.chunk_id = n.id
     GROUP BY n.tenant;
     PERFORM rag.compact_lexical_stats(t.tenant, 32) FROM (SELECT DISTINCT n.tenant FROM new_rows AS n) AS t;
     RETURN NULL;
@@ -207,16 +209,16 @@ BEGIN
         RETURN QUERY
         WITH cand AS (         -- the best 10n by the lexemes that found them ...
             SELECT h.chunk_id,
-                   sum(q.idf * h.tf * (k1 + 1) / (h.tf + k1 * (1 - b + b * h.len / avglen)))
-                       FILTER (WHERE q.whole) AS known   -- exact for the lexemes read whole
+                   sum(h.w) FILTER (WHERE q.whole) AS known   -- exact for the lexemes read whole
             FROM unnest(lexemes, idfs, whole) AS q (lexeme, idf, whole)
             CROSS JOIN LATERAL (  -- ... each lexeme's best postings, from the impact index
-                SELECT po.chunk_id, po.tf, po.len FROM rag.postings AS po
+                SELECT po.chunk_id, q.idf * po.tf * (k1 + 1) / (po.tf + k1 * (1 - b + b * po.len / avglen)) AS w
+                FROM rag.postings AS po
                 WHERE po.tenant = my_tenant AND po.lexeme = q.lexeme
                 ORDER BY po.impact DESC
                 LIMIT per_term) AS h
             GROUP BY h.chunk_id
-            ORDER BY sum(q.idf * h.tf * (k1 + 1) / (h.tf + k1 * (1 - b + b * h.len / avglen))) DESC
+            ORDER BY sum(h.w) DESC
             LIMIT 10 * n
         )
         SELECT cand.chunk_id, coalesce(cand.known, 0) + coalesce(e.rest, 0)
