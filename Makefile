@@ -8,7 +8,7 @@ VENV        := .venv
 EXT_SQL     := extension/rag--$(RAGPG_VERSION).sql
 LIBDIR      := /usr/local/lib/ragpg/$(RAGPG_VERSION)
 IMAGE       := ragpg:$(RAGPG_VERSION)
-SQL_SOURCES := $(wildcard sql/*.sql) sql/python-prologue.py scripts/build_sql.py
+SQL_SOURCES := $(shell find sql -name '*.sql') sql/python-prologue.py scripts/build_sql.py
 
 .PHONY: all sql install venv image docker db llm llm-stop demo replica-demo test unit test-sql eval bench bench-full clean
 
@@ -16,7 +16,8 @@ all: sql
 
 sql: $(EXT_SQL)
 $(EXT_SQL): $(SQL_SOURCES) scripts/versions.env
-	$(PYTHON) scripts/build_sql.py $(RAGPG_VERSION) $(LIBDIR) $@
+	$(PYTHON) scripts/build_sql.py $(RAGPG_VERSION) $(LIBDIR) extension
+	touch $@
 
 install: sql           ## apt packages, pgvector, Python deps, model, extension files
 	bash scripts/install.sh

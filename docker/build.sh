@@ -4,7 +4,8 @@
 # 2. the image from docker/Dockerfile (needs scripts/install.sh to have filled build/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-IMAGE=${1:-ragpg:0.1.0}
+source scripts/versions.env
+IMAGE=${1:-ragpg:$RAGPG_VERSION}
 BASE=ragpg-base:bookworm
 if ! docker image inspect "$BASE" >/dev/null 2>&1; then
   echo "== making $BASE with debootstrap"
@@ -24,5 +25,5 @@ if ! docker image inspect "$BASE" >/dev/null 2>&1; then
   rm -rf "$rootfs"
 fi
 echo "== building $IMAGE"
-DOCKER_BUILDKIT=0 docker build -q -t "$IMAGE" -f docker/Dockerfile . 
+DOCKER_BUILDKIT=0 docker build -q --build-arg RAGPG_VERSION="$RAGPG_VERSION" -t "$IMAGE" -f docker/Dockerfile .
 docker image ls "$IMAGE"

@@ -101,6 +101,17 @@ tmp=$(mktemp -d /usr/local/lib/ragpg/.install-XXXX)
 cp -a "$PYLIB/." "$tmp/"
 chmod -R a+rX "$tmp"
 rm -rf "$DEST.old" && { [ -d "$DEST" ] && mv "$DEST" "$DEST.old" || true; } && mv "$tmp" "$DEST" && rm -rf "$DEST.old"
+# earlier releases (their Python next to ours, their install scripts with ours), so that
+# `CREATE EXTENSION rag VERSION '<old>'` works; an existing database keeps its version
+# until `ALTER EXTENSION rag UPDATE`
+bash scripts/old_releases.sh
+for d in build/releases/lib/*/; do
+  v=$(basename "$d")
+  [ "$v" = "$RAGPG_VERSION" ] && continue
+  # never replace a release directory that is already there (running backends use it)
+  [ -d "/usr/local/lib/ragpg/$v/ragpg" ] || { mkdir -p "/usr/local/lib/ragpg/$v" && cp -a "$d." "/usr/local/lib/ragpg/$v/"; }
+done
 SHAREDIR=$($PG_CONFIG --sharedir)
-install -m 644 extension/rag.control extension/rag--*.sql "$SHAREDIR/extension/"
+install -m 644 extension/rag.control extension/rag--*.sql build/releases/extension/rag--*.sql "$SHAREDIR/extension/" 2>/dev/null \
+  || install -m 644 extension/rag.control extension/rag--*.sql "$SHAREDIR/extension/"
 echo "installed rag $RAGPG_VERSION into $SHAREDIR/extension and $DEST"

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 . scripts/pgbase.sh
+. scripts/versions.env
 DATA=$PGBASE/data
 PORT=${RAGPG_PORT:-55432}
 DB=${RAGPG_DB:-ragdemo}
@@ -30,16 +31,14 @@ CONF
     fi
     psql -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -qAtc "SELECT 1 FROM pg_database WHERE datname = '$DB'" | grep -q 1 \
       || psql -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -qc "CREATE DATABASE $DB"
-    # 0.1.0 is not released: its script still changes. A database made from another build
-    # of it is rebuilt (the demo re-ingests; nothing else lives in this local database).
-    sum=$(cat extension/rag.control extension/rag--*.sql | md5sum | cut -c1-32)
-    stamp=$PGBASE/rag-$DB.md5
-    if [ -f "$stamp" ] && [ "$(cat "$stamp")" != "$sum" ]; then
-      echo "the rag extension script changed since $DB was created: dropping and recreating it in $DB"
-      psql -h 127.0.0.1 -p "$PORT" -U postgres -d "$DB" -qc "DROP EXTENSION IF EXISTS rag CASCADE"
+    # an existing database is upgraded in place (ALTER EXTENSION rag UPDATE), never dropped
+    have=$(psql -h 127.0.0.1 -p "$PORT" -U postgres -d "$DB" -qAtc "SELECT extversion FROM pg_extension WHERE extname = 'rag'")
+    if [ -z "$have" ]; then
+      psql -h 127.0.0.1 -p "$PORT" -U postgres -d "$DB" -qc "CREATE EXTENSION rag CASCADE"
+    elif [ "$have" != "$RAGPG_VERSION" ]; then
+      echo "upgrading rag $have -> $RAGPG_VERSION in $DB"
+      psql -h 127.0.0.1 -p "$PORT" -U postgres -d "$DB" -v ON_ERROR_STOP=1 -qc "ALTER EXTENSION rag UPDATE"
     fi
-    psql -h 127.0.0.1 -p "$PORT" -U postgres -d "$DB" -qc "CREATE EXTENSION IF NOT EXISTS rag CASCADE"
-    echo "$sum" > "$stamp"
     echo "local database ready: $($0 dsn)"
     ;;
   stop) [ -f "$DATA/PG_VERSION" ] && as_pg $BIN/pg_ctl -D "$DATA" -m fast stop ;;

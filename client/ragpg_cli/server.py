@@ -170,7 +170,7 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10) -> FastAPI:
         yield
         await pool.close()
 
-    app = FastAPI(title="ragpg", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="ragpg", version="0.2.0", lifespan=lifespan,
                   description="HTTP access to the rag Postgres extension: ask, search, ingest.")
 
     @app.exception_handler(ApiError)

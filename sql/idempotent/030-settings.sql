@@ -1,32 +1,10 @@
--- rag.config: per-database values of settings, set with rag.configure (rag_admin).
--- A setting's value is, first found: the Postgres setting rag.x (SET, ALTER ROLE/DATABASE
--- ... SET), this table, the built-in default. The table is transactional, so a change
--- (e.g. the embedding model after a re-embed) is atomic for every session.
-CREATE TABLE rag.config (
-    name       text PRIMARY KEY,
-    value      text NOT NULL,
-    updated_at timestamptz NOT NULL DEFAULT now(),
-    updated_by name NOT NULL DEFAULT current_user
-);
 COMMENT ON TABLE rag.config IS 'Per-database values of rag settings (rag.configure); see rag.settings()';
-SELECT pg_catalog.pg_extension_config_dump('rag.config', '');
-
--- rag.tenant_models: each tenant's embedding model, and the model it is switching to
--- (rag.set_embedding_model, 620-model-switch.sql). No row: the database's setting.
-CREATE TABLE rag.tenant_models (
-    tenant            text PRIMARY KEY DEFAULT rag.current_tenant(),
-    embedding_model   text NOT NULL,
-    next_model        text,            -- being built in the background by rag.work
-    switch_started_at timestamptz,
-    switched_at       timestamptz
-);
 COMMENT ON TABLE rag.tenant_models IS 'Per tenant: its embedding model and the one it is switching to';
-SELECT pg_catalog.pg_extension_config_dump('rag.tenant_models', '');
 
 -- rag._setting_defaults (internal): every setting, its default and what it does.
 -- A VALUES list that names nothing, without a SET clause, so that the planner inlines it
 -- into its callers (a SQL function with SET is planned anew on every call).
-CREATE FUNCTION rag._setting_defaults()
+CREATE OR REPLACE FUNCTION rag._setting_defaults()
 RETURNS TABLE (name text, default_value text, description text)
 LANGUAGE sql IMMUTABLE
 AS $$
@@ -65,7 +43,7 @@ $$;
 -- rag.x, the tenant's embedding model (rag.tenant_models), rag.config, the default.
 -- Without a SET clause, so that the planner inlines it into its callers (which pin
 -- search_path); every name and operator in it is qualified instead.
-CREATE FUNCTION rag._setting_value(setting_name text, default_value text, configured text)
+CREATE OR REPLACE FUNCTION rag._setting_value(setting_name text, default_value text, configured text)
 RETURNS text
 LANGUAGE sql STABLE
 AS $$
@@ -80,7 +58,7 @@ $$;
 -- Every knob of the extension, its current value and default. Values are ordinary
 -- Postgres settings: SET rag.x = ... (session), ALTER DATABASE ... SET rag.x = ... (database),
 -- or rows of rag.config (rag.configure).
-CREATE FUNCTION rag.settings()
+CREATE OR REPLACE FUNCTION rag.settings()
 RETURNS TABLE (name text, value text, default_value text, description text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -92,7 +70,7 @@ COMMENT ON FUNCTION rag.settings() IS 'rag.settings: every rag.* setting with it
 
 -- rag._setting: one setting's current value (internal; NULL for an unknown name).
 -- plpgsql, so that its query is planned once per session (it is on every hot path).
-CREATE FUNCTION rag._setting(setting_name text)
+CREATE OR REPLACE FUNCTION rag._setting(setting_name text)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -111,7 +89,7 @@ $$;
 -- rag.configure (rag_admin)
 -- Set a setting for this database (every session, every role), or reset it with NULL.
 -- Returns the value now in effect for this session.
-CREATE FUNCTION rag.configure(setting_name text, value text)
+CREATE OR REPLACE FUNCTION rag.configure(setting_name text, value text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp

@@ -1,25 +1,9 @@
--- Tenancy: every row of tenant data carries a tenant, and row-level security (see
--- 900-security.sql) shows each session only its own tenant's rows.
---
--- The tenant of a session is never taken from a function argument:
---   * SET rag.tenant = 'acme' is honoured only if the current role may act for 'acme'
---     (a row in rag.tenant_roles for the role or a role it is a member of);
---   * unset, it is the role's only tenant in rag.tenant_roles, or else the role's own name
---     (a superuser, a member of every role, always gets its own name).
-
-CREATE TABLE rag.tenant_roles (
-    tenant     text NOT NULL CHECK (btrim(tenant) <> ''),
-    role_name  name NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (role_name, tenant)
-);
 COMMENT ON TABLE rag.tenant_roles IS
   'Which roles (or members of which roles) may act for which tenant; managed with rag.grant_tenant.';
-SELECT pg_catalog.pg_extension_config_dump('rag.tenant_roles', '');
 
 -- rag._is_member
 -- Whether the current role is (a member of) this role; false for a dropped role.
-CREATE FUNCTION rag._is_member(role_name name)
+CREATE OR REPLACE FUNCTION rag._is_member(role_name name)
 RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -31,7 +15,7 @@ $$;
 -- rag._may_act_for
 -- Whether the current role may act for a tenant: its own name, a tenant granted to it
 -- (or to a role it is a member of) in rag.tenant_roles, or any tenant for a superuser.
-CREATE FUNCTION rag._may_act_for(tenant text)
+CREATE OR REPLACE FUNCTION rag._may_act_for(tenant text)
 RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -45,7 +29,7 @@ $$;
 -- rag.current_tenant
 -- The tenant this session acts for (see above). Raises 42501 if rag.tenant names a
 -- tenant the current role may not act for.
-CREATE FUNCTION rag.current_tenant()
+CREATE OR REPLACE FUNCTION rag.current_tenant()
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -72,7 +56,7 @@ $$;
 
 -- rag.grant_tenant / rag.revoke_tenant (rag_admin)
 -- Allow a role (and its members) to act for a tenant with SET rag.tenant, or stop it.
-CREATE FUNCTION rag.grant_tenant(role_name name, tenant text)
+CREATE OR REPLACE FUNCTION rag.grant_tenant(role_name name, tenant text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -89,7 +73,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION rag.revoke_tenant(role_name name, tenant text)
+CREATE OR REPLACE FUNCTION rag.revoke_tenant(role_name name, tenant text)
 RETURNS boolean
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp

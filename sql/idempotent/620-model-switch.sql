@@ -1,33 +1,8 @@
--- Switching the embedding model without downtime ("dimension drift").
---
--- rag.set_embedding_model(name) records the tenant's next model. rag.work (CALL it, or
--- a pg_cron job, or `ragpg worker`) then embeds every chunk again with that model in
--- batches, into rag.embeddings_next, while search keeps using the current model. When
--- no chunk is left, one transaction moves the new embeddings into rag.chunks and makes
--- the new model current: search switches atomically, and is never blocked (it reads the
--- old rows until that commit). Each model has its own partial HNSW index on rag.chunks
--- (rag.create_model_index), so models of any dimensions live side by side.
-
-ALTER TABLE rag.tenant_models
-    ADD CONSTRAINT tenant_models_embedding_model_fkey FOREIGN KEY (embedding_model) REFERENCES rag.models (name),
-    ADD CONSTRAINT tenant_models_next_model_fkey FOREIGN KEY (next_model) REFERENCES rag.models (name);
-
-CREATE TABLE rag.embeddings_next (
-    chunk_id     bigint PRIMARY KEY,
-    tenant       text NOT NULL DEFAULT rag.current_tenant(),
-    model        text NOT NULL,
-    content_hash bytea NOT NULL,      -- the chunk's, so identical chunks are embedded once
-    embedding    vector NOT NULL,
-    created_at   timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT embeddings_next_chunk_fkey FOREIGN KEY (tenant, chunk_id)
-        REFERENCES rag.chunks (tenant, id) ON DELETE CASCADE
-);
 COMMENT ON TABLE rag.embeddings_next IS 'Embeddings by the next model, built by rag.work during a model switch';
-CREATE INDEX embeddings_next_tenant_hash ON rag.embeddings_next (tenant, model, content_hash);
 
 -- rag._owns_chunks (internal): whether the current role may run DDL on rag.chunks (its
 -- owner, or a member of the owner's role): the indexes and partitions per model and tenant
-CREATE FUNCTION rag._owns_chunks()
+CREATE OR REPLACE FUNCTION rag._owns_chunks()
 RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -38,7 +13,7 @@ $$;
 -- rag.create_model_index
 -- The partial HNSW index for one embedding model (needs the owner of rag.chunks). Without
 -- it, search with that model is exact (a scan): right, but slow on a large corpus.
-CREATE FUNCTION rag.create_model_index(model_name text)
+CREATE OR REPLACE FUNCTION rag.create_model_index(model_name text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -65,7 +40,7 @@ $$;
 -- Switch the session tenant's embedding model. With no chunks yet it is immediate
 -- ('active'); otherwise the re-embedding is queued ('building') and rag.work does it.
 -- Setting the current model again cancels a switch in progress.
-CREATE FUNCTION rag.set_embedding_model(name text)
+CREATE OR REPLACE FUNCTION rag.set_embedding_model(name text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -104,7 +79,7 @@ $$;
 
 -- rag._reembed_batch (internal): embed up to n chunks of the tenant with its next model;
 -- returns how many, or -1 when no switch is in progress
-CREATE FUNCTION rag._reembed_batch_py(n int)
+CREATE OR REPLACE FUNCTION rag._reembed_batch_py(n int)
 RETURNS int
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -113,7 +88,7 @@ AS $python$
     return ragpg.pg.reembed_batch(plpy, n)
 $python$;
 
-CREATE FUNCTION rag._reembed_batch(n int)
+CREATE OR REPLACE FUNCTION rag._reembed_batch(n int)
 RETURNS int
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -131,7 +106,7 @@ $$;
 -- rag._finish_switch (internal): when every chunk has its next embedding, make the next
 -- model current, in one transaction. Writers to rag.chunks wait for it (the lock keeps
 -- new chunks from slipping through); readers do not.
-CREATE FUNCTION rag._finish_switch()
+CREATE OR REPLACE FUNCTION rag._finish_switch()
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -161,7 +136,7 @@ END
 $$;
 
 -- rag.model_status: per tenant, its embedding model and the progress of a switch
-CREATE VIEW rag.model_status WITH (security_invoker = true) AS
+CREATE OR REPLACE VIEW rag.model_status WITH (security_invoker = true) AS
     SELECT t.tenant,
            coalesce(tm.embedding_model, (SELECT s.value FROM rag.settings() AS s WHERE s.name = 'embedding_model'))
                AS embedding_model,

@@ -1,54 +1,14 @@
--- The lexical leg: Okapi BM25 computed in SQL over an inverted index that the ingest
--- path keeps up to date (no C extension). Per tenant:
---   rag.postings      (tenant, lexeme, chunk_id, tf, len, impact): one row per lexeme of a
---                     chunk, with its term frequency, the chunk's length in lexemes and its
---                     BM25 term weight at the default k1/b (the order in which a query
---                     reads a lexeme's postings: best first, so it can stop early)
---   rag.lexeme_stats  document frequency per lexeme, as insert-only deltas (+n / -n), so
---                     concurrent writers never wait on each other; rag.compact_lexical_stats
---                     folds them (called by the triggers now and then)
---   rag.corpus_stats  chunk count and total length, as deltas too (one row per statement)
--- The statement triggers on rag.chunks maintain all three. to_tsvector('english') is the
--- tokenizer (stemming, stop words), the same as the tsv column and the GIN index.
-
-CREATE TABLE rag.postings (
-    tenant   text NOT NULL,
-    lexeme   text NOT NULL,
-    chunk_id bigint NOT NULL,   -- rag.chunks.id; removed with the chunk by its delete trigger
-                                -- (by primary key: no index on chunk_id, so plans keep to the key)
-    tf       int NOT NULL,      -- occurrences of the lexeme in the chunk
-    len      int NOT NULL,      -- the chunk's length in lexeme occurrences
-    impact   real NOT NULL,     -- tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avglen)) at
-                                -- k1 = 0.9, b = 0.4 and the tenant's avglen when written
-    -- covering, so that scoring a candidate is one index-only probe per query lexeme
-    PRIMARY KEY (tenant, lexeme, chunk_id) INCLUDE (tf, len)
-) PARTITION BY LIST (tenant);   -- as rag.chunks (rag.create_tenant_partition)
-CREATE TABLE rag.postings_default PARTITION OF rag.postings DEFAULT;
--- a lexeme's postings best first, read without visiting the table (rag.bm25)
-CREATE INDEX postings_impact ON rag.postings (tenant, lexeme, impact DESC) INCLUDE (chunk_id, tf, len);
-
-CREATE TABLE rag.lexeme_stats (
-    tenant text NOT NULL,
-    lexeme text NOT NULL,
-    df     bigint NOT NULL       -- a delta: sum(df) per (tenant, lexeme) is the document frequency
-);
-CREATE INDEX lexeme_stats_key ON rag.lexeme_stats (tenant, lexeme) INCLUDE (df);
-
-CREATE TABLE rag.corpus_stats (
-    tenant    text NOT NULL,
-    chunks    bigint NOT NULL,   -- deltas, summed per tenant: one row per writing statement
-    total_len bigint NOT NULL
-);
-CREATE INDEX corpus_stats_tenant ON rag.corpus_stats (tenant) INCLUDE (chunks, total_len);
-
 -- rag._chunks_lexical_insert / rag._chunks_lexical_delete
 -- Statement triggers on rag.chunks: postings and +/- deltas for the rows of the statement.
-CREATE FUNCTION rag._chunks_lexical_insert()
+CREATE OR REPLACE FUNCTION rag._chunks_lexical_insert()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF rag._restoring() THEN
+        RETURN NULL;  -- postings and statistics are in the dump
+    END IF;
     WITH p AS (
         SELECT n.tenant, u.lexeme, n.id AS chunk_id, cardinality(u.positions) AS tf,
                sum(cardinality(u.positions)) OVER (PARTITION BY n.id) AS len
@@ -83,12 +43,15 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION rag._chunks_lexical_delete()
+CREATE OR REPLACE FUNCTION rag._chunks_lexical_delete()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF rag._restoring() THEN
+        RETURN NULL;
+    END IF;
     -- by primary key: a chunk's postings are the lexemes of its tsv
     DELETE FROM rag.postings AS po
     USING (SELECT o.tenant, o.id, u.lexeme FROM old_rows AS o, unnest(o.tsv) AS u) AS k
@@ -103,10 +66,10 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER chunks_lexical_insert AFTER INSERT ON rag.chunks
+CREATE OR REPLACE TRIGGER chunks_lexical_insert AFTER INSERT ON rag.chunks
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION rag._chunks_lexical_insert();
-CREATE TRIGGER chunks_lexical_delete AFTER DELETE ON rag.chunks
+CREATE OR REPLACE TRIGGER chunks_lexical_delete AFTER DELETE ON rag.chunks
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION rag._chunks_lexical_delete();
 
@@ -116,7 +79,7 @@ CREATE TRIGGER chunks_lexical_delete AFTER DELETE ON rag.chunks
 -- triggers call it with 32, so a query sums at most ~33 rows per lexeme). Safe with
 -- concurrent writers: DELETE ... RETURNING never hands the same delta to two
 -- compactions, and deltas added meanwhile are left for the next one.
-CREATE FUNCTION rag.compact_lexical_stats(tenant text DEFAULT rag.current_tenant(), min_statements int DEFAULT 0)
+CREATE OR REPLACE FUNCTION rag.compact_lexical_stats(tenant text DEFAULT rag.current_tenant(), min_statements int DEFAULT 0)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -145,7 +108,7 @@ $$;
 
 -- rag.query_lexemes
 -- The distinct lexemes of a query, as the lexical leg sees them (english stemming).
-CREATE FUNCTION rag.query_lexemes(query text)
+CREATE OR REPLACE FUNCTION rag.query_lexemes(query text)
 RETURNS text[]
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -165,7 +128,7 @@ AS $$ SELECT tsvector_to_array(to_tsvector('english'::regconfig, query)) $$;
 -- exact BM25; past it, it is top-k retrieval with a recall measured by `make bench`
 -- (against exact BM25 at 100k and 1M chunks). bm25_term_candidates = 0, or a `filter`
 -- (rag.search's), reads every posting of every query lexeme: exact at any size, slower.
-CREATE FUNCTION rag.bm25(query text, n int DEFAULT 30, k1 float8 DEFAULT NULL, b float8 DEFAULT NULL,
+CREATE OR REPLACE FUNCTION rag.bm25(query text, n int DEFAULT 30, k1 float8 DEFAULT NULL, b float8 DEFAULT NULL,
                          filter jsonb DEFAULT NULL)
 RETURNS TABLE (chunk_id bigint, score float8)
 LANGUAGE plpgsql STABLE ROWS 30
@@ -251,13 +214,9 @@ $$;
 
 -- rag.lexical_stats
 -- The current tenant's lexical statistics, for inspection and BI: one row per lexeme.
-CREATE VIEW rag.lexical_stats WITH (security_invoker = true) AS
+CREATE OR REPLACE VIEW rag.lexical_stats WITH (security_invoker = true) AS
     SELECT s.lexeme, sum(s.df)::bigint AS document_frequency
     FROM rag.lexeme_stats AS s
     WHERE s.tenant = rag.current_tenant()
     GROUP BY s.lexeme
     HAVING sum(s.df) > 0;
-
-SELECT pg_catalog.pg_extension_config_dump('rag.postings_default', '');
-SELECT pg_catalog.pg_extension_config_dump('rag.lexeme_stats', '');
-SELECT pg_catalog.pg_extension_config_dump('rag.corpus_stats', '');

@@ -6,7 +6,7 @@
 -- A pg_cron job that runs CALL rag.work(max_batches) on `schedule` (cron syntax) as the
 -- current role, in its default tenant. Returns the job id. Without pg_cron, use
 -- `ragpg worker --dsn ...` instead.
-CREATE FUNCTION rag.schedule_worker(schedule text DEFAULT '* * * * *', max_batches int DEFAULT 10)
+CREATE OR REPLACE FUNCTION rag.schedule_worker(schedule text DEFAULT '* * * * *', max_batches int DEFAULT 10)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -30,7 +30,7 @@ END
 $$;
 
 -- rag.unschedule_worker: remove the current role's worker job; true if there was one.
-CREATE FUNCTION rag.unschedule_worker()
+CREATE OR REPLACE FUNCTION rag.unschedule_worker()
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp

@@ -1,73 +1,11 @@
--- Models: the registry of embedding and chat models, and the API keys they use.
--- Database-wide configuration (not tenant data): every rag role reads it, rag_admin
--- changes it. Which model is used: the settings embedding_model and chat_model
--- (rag.use_model sets them for the database), or a per-call argument (rag.ask, rag.embed).
-
-CREATE TABLE rag.models (
-    name                text PRIMARY KEY
-                        CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$'),
-    kind                text NOT NULL CHECK (kind IN ('embed', 'chat')),
-    provider            text NOT NULL CHECK (provider IN ('local', 'openai')),
-    provider_model      text,          -- the model's id at the provider; NULL: name
-    base_url            text,          -- openai provider: the API root, e.g. http://127.0.0.1:8765/v1
-    dimensions          int,           -- embedding models: length of their vectors
-    max_input_tokens    int NOT NULL CHECK (max_input_tokens > 0),
-    price_input_per_1m  numeric NOT NULL DEFAULT 0 CHECK (price_input_per_1m >= 0),
-    price_output_per_1m numeric NOT NULL DEFAULT 0 CHECK (price_output_per_1m >= 0),
-    api_key             text,          -- name of a key (rag.api_keys); NULL: none sent
-    tokenizer           text CHECK (tokenizer IN ('cl100k_base', 'o200k_base')),  -- tiktoken encoding for counting
-    options             jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(options) = 'object'),
-                        -- normalize (embed), context_tokens and answer_max_tokens (chat: caps on the settings)
-    created_at          timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT models_dimensions CHECK ((kind = 'embed') = (dimensions IS NOT NULL)
-                                        AND coalesce(dimensions BETWEEN 1 AND 16000, true)),
-    CONSTRAINT models_base_url CHECK ((provider = 'openai') = (base_url IS NOT NULL)
-                                      AND coalesce(base_url ~ '^https?://[^\s]+$', true))
-);
 COMMENT ON TABLE rag.models IS
   'Embedding and chat models rag can call: rag.add_model adds one, rag.use_model picks one';
-SELECT pg_catalog.pg_extension_config_dump('rag.models', $$WHERE name NOT IN ('all-MiniLM-L6-v2', 'extractive', 'smollm2', 'smollm2-embed')$$);
-
--- Registered by default: the in-process MiniLM (384 dimensions, 256 tokens), the built-in
--- extractive answerer, and SmolLM2-135M served by llama.cpp on loopback (`ragpg llm`),
--- for chat and embeddings on port 8765 (576 dimensions, normalised by rag).
-INSERT INTO rag.models (name, kind, provider, provider_model, base_url, dimensions, max_input_tokens, tokenizer, options) VALUES
-    ('all-MiniLM-L6-v2', 'embed', 'local', NULL, NULL, 384, 256, NULL, '{}'),
-    ('extractive', 'chat', 'local', NULL, NULL, NULL, 1000000, NULL, '{}'),
-    ('smollm2', 'chat', 'openai', NULL, 'http://127.0.0.1:8765/v1', NULL, 2048, 'cl100k_base',
-     '{"context_tokens": 600, "answer_max_tokens": 160}'),
-    ('smollm2-embed', 'embed', 'openai', 'smollm2', 'http://127.0.0.1:8765/v1', 576, 2048, 'cl100k_base',
-     '{"normalize": true}');
-
--- API keys. The secret is never stored in a table or passed back: rag.set_api_key writes
--- it to a file only the server's OS user can read (ragpg_keys/ under the data directory,
--- mode 0600), or records the name of a server environment variable that holds it. The
--- table keeps the name and who may use it; a key is used only for a role granted it.
-CREATE TABLE rag.api_keys (
-    name        text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'),
-    source      text NOT NULL CHECK (source IN ('file', 'env')),
-    env_var     text CHECK ((source = 'env') = (env_var IS NOT NULL)),
-    created_by  name NOT NULL DEFAULT current_user,
-    created_at  timestamptz NOT NULL DEFAULT now()
-);
 COMMENT ON TABLE rag.api_keys IS
   'Names of provider API keys (never the secrets); rag.set_api_key, rag.grant_api_key';
-
-CREATE TABLE rag.api_key_grants (
-    key_name   text NOT NULL REFERENCES rag.api_keys (name) ON DELETE CASCADE,
-    role_name  name NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (key_name, role_name)
-);
 COMMENT ON TABLE rag.api_key_grants IS 'Which roles (and their members) may use which API key';
-SELECT pg_catalog.pg_extension_config_dump('rag.api_keys', '');
-SELECT pg_catalog.pg_extension_config_dump('rag.api_key_grants', '');
-
-ALTER TABLE rag.models ADD CONSTRAINT models_api_key_fkey
-    FOREIGN KEY (api_key) REFERENCES rag.api_keys (name) ON DELETE SET NULL;
 
 -- rag._may_use_key (internal): whether the current role was granted this key
-CREATE FUNCTION rag._may_use_key(key_name text)
+CREATE OR REPLACE FUNCTION rag._may_use_key(key_name text)
 RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -79,7 +17,7 @@ $$;
 -- rag.add_model (rag_admin)
 -- Register a model, or replace a registered one of the same name. For an OpenAI-compatible
 -- server (OpenAI, Ollama, vLLM, llama.cpp, LM Studio): provider => 'openai', base_url.
-CREATE FUNCTION rag.add_model(
+CREATE OR REPLACE FUNCTION rag.add_model(
     name text,
     kind text,
     provider text DEFAULT 'openai',
@@ -135,7 +73,7 @@ END
 $$;
 
 -- rag._model (internal): a registered model, or a clear error
-CREATE FUNCTION rag._model(model_name text, want_kind text)
+CREATE OR REPLACE FUNCTION rag._model(model_name text, want_kind text)
 RETURNS rag.models
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -159,7 +97,7 @@ $$;
 -- rag.use_model (rag_admin)
 -- Make a chat model the database's answerer, or an embedding model its embedder (only
 -- while no chunk has embeddings of another model: see rag.set_embedding_model).
-CREATE FUNCTION rag.use_model(name text)
+CREATE OR REPLACE FUNCTION rag.use_model(name text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -182,7 +120,7 @@ $$;
 -- Store a provider API key under a name. Pass the secret as a bind parameter
 -- (psycopg: cur.execute("SELECT rag.set_api_key('openai', %s)", [secret])) so that it is
 -- not in the query text, or name a server environment variable with env_var.
-CREATE FUNCTION rag._write_key_file(name text, secret text)
+CREATE OR REPLACE FUNCTION rag._write_key_file(name text, secret text)
 RETURNS boolean
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -191,7 +129,7 @@ AS $python$
     return ragpg.pg.write_key_file(plpy, name, secret)
 $python$;
 
-CREATE FUNCTION rag.set_api_key(name text, secret text DEFAULT NULL, env_var text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION rag.set_api_key(name text, secret text DEFAULT NULL, env_var text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -222,7 +160,7 @@ END
 $$;
 
 -- rag.grant_api_key / rag.revoke_api_key / rag.drop_api_key (rag_admin)
-CREATE FUNCTION rag.grant_api_key(name text, role_name name)
+CREATE OR REPLACE FUNCTION rag.grant_api_key(name text, role_name name)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -240,7 +178,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION rag.revoke_api_key(name text, role_name name)
+CREATE OR REPLACE FUNCTION rag.revoke_api_key(name text, role_name name)
 RETURNS boolean
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -250,7 +188,7 @@ AS $$
     SELECT count(*) > 0 FROM d
 $$;
 
-CREATE FUNCTION rag.drop_api_key(name text)
+CREATE OR REPLACE FUNCTION rag.drop_api_key(name text)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp

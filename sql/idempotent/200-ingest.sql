@@ -4,7 +4,7 @@
 
 -- rag._check_content
 -- Raise a clear error for content that cannot be indexed (internal).
-CREATE FUNCTION rag._check_content(content text, caller text)
+CREATE OR REPLACE FUNCTION rag._check_content(content text, caller text)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -26,14 +26,30 @@ BEGIN
 END
 $$;
 
+-- rag._restoring (internal)
+-- Whether this session is a restore by pg_restore or a pg_dump script: both set
+-- row_security = off and check_function_bodies = off before loading data (an application
+-- session has no reason to turn off both). The triggers then only store rows: chunks,
+-- postings and statistics come from the dump, and no model is called.
+CREATE OR REPLACE FUNCTION rag._restoring()
+RETURNS boolean
+LANGUAGE sql STABLE
+AS $$
+    SELECT pg_catalog.current_setting('row_security') OPERATOR(pg_catalog.=) 'off'
+       AND pg_catalog.current_setting('check_function_bodies') OPERATOR(pg_catalog.=) 'off'
+$$;
+
 -- rag._documents_before_write
 -- Row trigger: validate content and metadata, keep content_hash and updated_at.
-CREATE FUNCTION rag._documents_before_write()
+CREATE OR REPLACE FUNCTION rag._documents_before_write()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF rag._restoring() THEN
+        RETURN NEW;  -- as dumped
+    END IF;
     PERFORM rag._check_content(NEW.content, 'rag.documents');
     IF NEW.source IS NULL OR btrim(NEW.source) = '' THEN
         RAISE EXCEPTION 'rag.documents: source is empty'
@@ -50,23 +66,29 @@ $$;
 -- rag._documents_after_insert / rag._documents_after_update
 -- Statement triggers: index every inserted row, and every updated row whose content
 -- (or declared format) changed, in one call.
-CREATE FUNCTION rag._documents_after_insert()
+CREATE OR REPLACE FUNCTION rag._documents_after_insert()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF rag._restoring() THEN
+        RETURN NULL;  -- the chunks are in the dump
+    END IF;
     PERFORM rag._index_documents(ARRAY(SELECT id FROM new_rows ORDER BY id));
     RETURN NULL;
 END
 $$;
 
-CREATE FUNCTION rag._documents_after_update()
+CREATE OR REPLACE FUNCTION rag._documents_after_update()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF rag._restoring() THEN
+        RETURN NULL;
+    END IF;
     PERFORM rag._index_documents(ARRAY(
         SELECT n.id FROM new_rows AS n JOIN old_rows AS o ON o.id = n.id
         WHERE n.content_hash IS DISTINCT FROM o.content_hash
@@ -76,12 +98,12 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER documents_before_write BEFORE INSERT OR UPDATE ON rag.documents
+CREATE OR REPLACE TRIGGER documents_before_write BEFORE INSERT OR UPDATE ON rag.documents
     FOR EACH ROW EXECUTE FUNCTION rag._documents_before_write();
-CREATE TRIGGER documents_after_insert AFTER INSERT ON rag.documents
+CREATE OR REPLACE TRIGGER documents_after_insert AFTER INSERT ON rag.documents
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION rag._documents_after_insert();
-CREATE TRIGGER documents_after_update AFTER UPDATE ON rag.documents
+CREATE OR REPLACE TRIGGER documents_after_update AFTER UPDATE ON rag.documents
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION rag._documents_after_update();
 
@@ -89,7 +111,7 @@ CREATE TRIGGER documents_after_update AFTER UPDATE ON rag.documents
 -- Add or replace the document named `source`; returns its id. Unchanged content does no
 -- work; changed content re-chunks and embeds only chunks whose text is new.
 -- metadata->>'format' may be 'markdown', 'text' or 'html' (default: detected).
-CREATE FUNCTION rag.ingest(
+CREATE OR REPLACE FUNCTION rag.ingest(
     content  text,
     source   text,
     title    text DEFAULT NULL,

@@ -8,7 +8,7 @@
 -- the default ones, in one transaction. Writers wait while it runs (the tables are
 -- locked), readers too for the moment the partitions are attached. Returns the name of
 -- the chunks partition.
-CREATE FUNCTION rag.create_tenant_partition(tenant text)
+CREATE OR REPLACE FUNCTION rag.create_tenant_partition(tenant text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -43,6 +43,9 @@ BEGIN
                    ' embedding, created_at) SELECT id, tenant, document_id, ord, content, heading, tokens,'
                    ' content_hash, model, embedding, created_at FROM rag.chunks_default WHERE tenant = %L', c, tenant);
     EXECUTE format('INSERT INTO rag.%I SELECT * FROM rag.postings_default WHERE tenant = %L', p, tenant);
+    -- the partition's own key to rag.documents (see incremental/0.2.0/010-backup.sql)
+    EXECUTE format('ALTER TABLE rag.%I ADD CONSTRAINT %I FOREIGN KEY (tenant, document_id)'
+                   ' REFERENCES rag.documents (tenant, id) ON DELETE CASCADE', c, c || '_document_fkey');
     DELETE FROM rag.chunks_default AS d WHERE d.tenant = create_tenant_partition.tenant;
     DELETE FROM rag.postings_default AS d WHERE d.tenant = create_tenant_partition.tenant;
     ALTER TABLE rag.chunks ATTACH PARTITION rag.chunks_default DEFAULT;
@@ -53,7 +56,7 @@ END
 $$;
 
 -- rag.tenant_partitions: which tenants have partitions of their own, and their sizes
-CREATE VIEW rag.tenant_partitions WITH (security_invoker = true) AS
+CREATE OR REPLACE VIEW rag.tenant_partitions WITH (security_invoker = true) AS
     SELECT pg_catalog.pg_get_expr(r.relpartbound, r.oid) AS bound, r.oid::regclass::text AS chunks_partition,
            pg_catalog.pg_total_relation_size(r.oid) AS total_bytes, r.reltuples::bigint AS approx_chunks
     FROM pg_catalog.pg_inherits AS i JOIN pg_catalog.pg_class AS r ON r.oid = i.inhrelid

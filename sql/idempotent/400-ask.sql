@@ -6,7 +6,7 @@
 -- {answer, citations: [{index, chunk_id, document_id, source, title, url, snippet}], model,
 --  mode (llm or extractive), removed_citations, usage {input_tokens, output_tokens, cost},
 --  latency_ms, first_token_ms, finish_reason, answer_id (its row in rag.answers)}.
-CREATE FUNCTION rag.ask(question text, k int DEFAULT 8, model text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION rag.ask(question text, k int DEFAULT 8, model text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -24,7 +24,7 @@ END
 $$;
 
 -- rag._ask (internal): the answer, or NULL with a pending error
-CREATE FUNCTION rag._ask(question text, k int, model text)
+CREATE OR REPLACE FUNCTION rag._ask(question text, k int, model text)
 RETURNS jsonb
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -43,7 +43,7 @@ $python$;
 --   FETCH 1 FROM a; ...
 -- Bad input, retrieval and the model's first response (including retries) fail before
 -- the first row; an error during the stream ends it with the provider's SQLSTATE.
-CREATE FUNCTION rag._ask_stream_open_py(question text, k int, model text)
+CREATE OR REPLACE FUNCTION rag._ask_stream_open_py(question text, k int, model text)
 RETURNS bigint
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -52,7 +52,7 @@ AS $python$
     return ragpg.ask.ask_stream_open(plpy, question, k, model)
 $python$;
 
-CREATE FUNCTION rag._ask_stream_open(question text, k int, model text)
+CREATE OR REPLACE FUNCTION rag._ask_stream_open(question text, k int, model text)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -69,7 +69,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION rag._ask_stream_read(handle bigint)
+CREATE OR REPLACE FUNCTION rag._ask_stream_read(handle bigint)
 RETURNS TABLE (seq int, piece text, citations jsonb, answer_id bigint)
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -78,7 +78,7 @@ AS $python$
     return ragpg.ask.ask_stream_read(plpy, handle)
 $python$;
 
-CREATE FUNCTION rag.ask_stream(question text, k int DEFAULT 8, model text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION rag.ask_stream(question text, k int DEFAULT 8, model text DEFAULT NULL)
 RETURNS TABLE (seq int, piece text, citations jsonb, answer_id bigint)
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp

@@ -7,7 +7,7 @@
 -- 'rag.x: message' with its SQLSTATE, not PL/Python's 'plpy.Error: ...'.
 
 -- rag._python_error / rag._raise_python_error (internal)
-CREATE FUNCTION rag._python_error()
+CREATE OR REPLACE FUNCTION rag._python_error()
 RETURNS jsonb
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -16,7 +16,7 @@ AS $python$
     return ragpg.pg.take_error()
 $python$;
 
-CREATE FUNCTION rag._raise_python_error()
+CREATE OR REPLACE FUNCTION rag._raise_python_error()
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -38,7 +38,7 @@ $$;
 
 -- rag._embed (internal): the embedding, or NULL with a pending error. real[], not vector:
 -- PL/Python fills an array in C, where a vector literal is 384 floats printed and parsed.
-CREATE FUNCTION rag._embed(input text, model text)
+CREATE OR REPLACE FUNCTION rag._embed(input text, model text)
 RETURNS real[]
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -50,7 +50,7 @@ $python$;
 -- rag.embed
 -- The embedding of a text with the current embedding model (rag.embedding_model), or
 -- with `model` of rag.models. Useful to compare texts: SELECT rag.embed('a') <=> rag.embed('b').
-CREATE FUNCTION rag.embed(input text, model text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION rag.embed(input text, model text DEFAULT NULL)
 RETURNS vector
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -72,7 +72,7 @@ $$;
 
 -- rag._index_documents_py / rag._index_documents (internal)
 -- Chunk and embed these documents and replace their chunks (called by the triggers).
-CREATE FUNCTION rag._index_documents_py(document_ids bigint[])
+CREATE OR REPLACE FUNCTION rag._index_documents_py(document_ids bigint[])
 RETURNS int
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -81,7 +81,7 @@ AS $python$
     return ragpg.pg.index_documents(plpy, document_ids or [])
 $python$;
 
-CREATE FUNCTION rag._index_documents(document_ids bigint[])
+CREATE OR REPLACE FUNCTION rag._index_documents(document_ids bigint[])
 RETURNS int
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -98,7 +98,7 @@ $$;
 
 -- rag.backend_stats
 -- Counters of this backend: model calls, texts embedded, chunks reused, time per stage.
-CREATE FUNCTION rag.backend_stats()
+CREATE OR REPLACE FUNCTION rag.backend_stats()
 RETURNS jsonb
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp

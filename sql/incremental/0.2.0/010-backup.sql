@@ -1,0 +1,38 @@
+-- 0.2.0: pg_dump / pg_restore round-trip every row.
+--
+-- 1. The identity sequences hold user state too (the next document, chunk, usage row...):
+--    without them a restored database fails its first insert with 23505.
+DO $$
+DECLARE
+    seq text;
+BEGIN
+    FOR seq IN SELECT pg_catalog.pg_get_serial_sequence(a.attrelid::regclass::text, a.attname)
+               FROM pg_catalog.pg_attribute AS a JOIN pg_catalog.pg_class AS c ON c.oid = a.attrelid
+               WHERE c.relnamespace = 'rag'::regnamespace AND c.relkind IN ('r', 'p') AND a.attidentity <> ''
+               ORDER BY 1 LOOP
+        PERFORM pg_catalog.pg_extension_config_dump(seq, '');
+    END LOOP;
+END
+$$;
+
+-- 2. The next model's embeddings of a model switch in progress.
+SELECT pg_catalog.pg_extension_config_dump('rag.embeddings_next', '');
+
+-- 3. A chunk's document: a foreign key per partition instead of one on the partitioned
+--    table. A tenant's own partition (rag.create_tenant_partition) is not part of the
+--    extension, so pg_dump restores its rows with plain COPY, in name order: 'chunks_<t>'
+--    before 'documents'. With the key inherited from rag.chunks that COPY failed; a key of
+--    the partition's own is dumped after the data, like any user table's.
+ALTER TABLE rag.chunks DROP CONSTRAINT chunks_document_fkey;
+DO $$
+DECLARE
+    part name;
+BEGIN
+    FOR part IN SELECT c.relname FROM pg_catalog.pg_inherits AS i JOIN pg_catalog.pg_class AS c ON c.oid = i.inhrelid
+                WHERE i.inhparent = 'rag.chunks'::regclass ORDER BY 1 LOOP
+        EXECUTE pg_catalog.format(
+            'ALTER TABLE rag.%I ADD CONSTRAINT %I FOREIGN KEY (tenant, document_id)'
+            ' REFERENCES rag.documents (tenant, id) ON DELETE CASCADE', part, part || '_document_fkey');
+    END LOOP;
+END
+$$;
