@@ -30,7 +30,7 @@ import numpy as np
 
 NOISE = 0.01
 MODEL = "all-MiniLM-L6-v2"
-HNSW = "chunks_embedding_hnsw"
+HNSW = "chunks_default_embedding_idx"   # the default partition's (the bench's tenant lives there)
 COPY_COLUMNS = "(tenant, document_id, ord, content, heading, tokens, content_hash, model, embedding)"
 
 
@@ -177,6 +177,6 @@ def sizes(conn) -> dict:
     def mb(sql: str) -> float:
         return round(float(conn.execute(sql).fetchone()[0] or 0) / 2**20, 1)
     tree = "SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree('rag.{}')"
-    return {"hnsw_mb": mb(tree.format(HNSW)), "gin_mb": mb(tree.format("chunks_tsv_gin")),
+    return {"hnsw_mb": mb(tree.format(HNSW)), "gin_mb": mb(tree.format("chunks_default_tsv_idx")),
             "chunks_table_mb": mb("SELECT sum(pg_table_size(relid)) FROM pg_partition_tree('rag.chunks')"),
             "postings_mb": mb("SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('rag.postings')")}

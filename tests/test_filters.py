@@ -38,7 +38,7 @@ def test_iterative_hnsw_scan_is_what_keeps_k_rows(db):
     db.execute("SET hnsw.iterative_scan = " + db.execute(
         "SELECT value FROM rag.settings() WHERE name = 'iterative_scan'").fetchone()[0])
     plan = "\n".join(r[0] for r in db.execute("EXPLAIN " + leg))
-    if "chunks_embedding_hnsw" not in plan:
+    if "chunks_default_embedding_idx" not in plan:
         # the planner may still prefer the tenant btree + exact sort; then there is nothing to show
         assert "Sort" in plan
         return

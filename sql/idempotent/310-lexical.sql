@@ -58,6 +58,8 @@ BEGIN
     WHERE po.tenant = k.tenant AND po.lexeme = k.lexeme AND po.chunk_id = k.id;
     INSERT INTO rag.lexeme_stats (tenant, lexeme, df)
     SELECT o.tenant, u.lexeme, -count(*) FROM old_rows AS o, unnest(o.tsv) AS u GROUP BY 1, 2;
+    -- and the next model's embeddings of a switch in progress (rag.embeddings_next)
+    DELETE FROM rag.embeddings_next AS n USING old_rows AS o WHERE n.chunk_id = o.id AND n.tenant = o.tenant;
     INSERT INTO rag.corpus_stats (tenant, chunks, total_len)
     SELECT o.tenant, -count(*),
            -coalesce(sum((SELECT sum(cardinality(u.positions)) FROM unnest(o.tsv) AS u)), 0)

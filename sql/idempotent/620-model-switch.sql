@@ -10,9 +10,38 @@ AS $$
     SELECT pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_class AS c WHERE c.oid = 'rag.chunks'::regclass
 $$;
 
+-- rag._model_index (internal): the name of one embedding model's HNSW index on one
+-- partition of rag.chunks (MiniLM's, made with every partition, keeps the name 0.1.0 gave it)
+CREATE OR REPLACE FUNCTION rag._model_index(part name, model text)
+RETURNS name
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (CASE WHEN model = 'all-MiniLM-L6-v2' THEN part || '_embedding_idx'
+                 ELSE part || '_hnsw_' || left(md5(model), 12) END)::name
+$$;
+
+-- rag._make_model_index (internal): one model's partial HNSW index on one partition of
+-- rag.chunks, unless it exists
+CREATE OR REPLACE FUNCTION rag._make_model_index(part name, model text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m rag.models := rag._model(model, 'embed');
+BEGIN
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON rag.%I USING hnsw ((embedding::vector(%s)) vector_cosine_ops)'
+                   ' WITH (m = 16, ef_construction = 64) WHERE model = %L',
+                   rag._model_index(part, m.name), part, m.dimensions, m.name);
+END
+$$;
+
 -- rag.create_model_index
--- The partial HNSW index for one embedding model (needs the owner of rag.chunks). Without
--- it, search with that model is exact (a scan): right, but slow on a large corpus.
+-- The partial HNSW index for one embedding model on every partition of rag.chunks (needs
+-- the owner of rag.chunks), recorded in rag.model_indexes so that partitions made later
+-- and restores get it too. Without it, search with that model is exact (a scan): right,
+-- but slow on a large corpus. Returns the index's name on rag.chunks_default.
 CREATE OR REPLACE FUNCTION rag.create_model_index(model_name text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
@@ -20,21 +49,46 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     m rag.models := rag._model(model_name, 'embed');
-    idx text := CASE WHEN m.name = 'all-MiniLM-L6-v2' THEN 'chunks_embedding_hnsw'
-                     ELSE 'chunks_hnsw_' || left(md5(m.name), 12) END;
+    part name;
 BEGIN
-    IF to_regclass('rag.' || idx) IS NOT NULL THEN
-        RETURN idx;
+    IF NOT EXISTS (SELECT 1 FROM pg_inherits AS h JOIN pg_class AS c ON c.oid = h.inhrelid
+                   WHERE h.inhparent = 'rag.chunks'::regclass
+                     AND to_regclass(format('rag.%I', rag._model_index(c.relname, m.name))) IS NULL) THEN
+        RETURN rag._model_index('chunks_default', m.name);
     ELSIF NOT rag._owns_chunks() THEN
         RAISE EXCEPTION 'rag.create_model_index: only the owner of rag.chunks can create the index for %', quote_literal(m.name)
             USING ERRCODE = 'insufficient_privilege',
                   HINT = format('as the extension''s owner: SELECT rag.create_model_index(%L)', m.name);
     END IF;
-    EXECUTE format('CREATE INDEX %I ON rag.chunks USING hnsw ((embedding::vector(%s)) vector_cosine_ops)'
-                   ' WITH (m = 16, ef_construction = 64) WHERE model = %L', idx, m.dimensions, m.name);
-    RETURN idx;
+    IF m.name <> 'all-MiniLM-L6-v2' THEN
+        INSERT INTO rag.model_indexes AS mi (model) VALUES (m.name) ON CONFLICT DO NOTHING;
+    END IF;
+    FOR part IN SELECT c.relname FROM pg_inherits AS h JOIN pg_class AS c ON c.oid = h.inhrelid
+                WHERE h.inhparent = 'rag.chunks'::regclass ORDER BY 1 LOOP
+        PERFORM rag._make_model_index(part, m.name);
+    END LOOP;
+    RETURN rag._model_index('chunks_default', m.name);
 END
 $$;
+
+-- rag._model_indexes_restored (internal)
+-- Row trigger on rag.model_indexes: during a restore (rag._restoring), make the model's
+-- index on rag.chunks_default, which pg_dump does not dump (it belongs to the extension's
+-- table); a tenant's own partition comes with its indexes in the dump.
+CREATE OR REPLACE FUNCTION rag._model_indexes_restored()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF rag._restoring() THEN
+        PERFORM rag._make_model_index('chunks_default', NEW.model);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER model_indexes_restored AFTER INSERT ON rag.model_indexes
+    FOR EACH ROW EXECUTE FUNCTION rag._model_indexes_restored();
 
 -- rag.set_embedding_model (rag_admin)
 -- Switch the session tenant's embedding model. With no chunks yet it is immediate

@@ -3,6 +3,38 @@
 -- own: its own HNSW (per model) and GIN indexes, sized to its data, and rag.search, which
 -- filters every leg on the tenant, prunes to them at executor start-up.
 
+-- rag._make_partition_indexes (internal)
+-- The keys and indexes of a tenant's partitions of rag.chunks and rag.postings: those of
+-- rag.chunks_default and rag.postings_default, under the same names (the partition's name
+-- first), and an HNSW index per model of rag.model_indexes. The partitioned tables have
+-- none (incremental/0.2.0/020-partition-indexes.sql says why).
+CREATE OR REPLACE FUNCTION rag._make_partition_indexes(c name, p name)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    model text;
+BEGIN
+    EXECUTE format('ALTER TABLE rag.%1$I ADD CONSTRAINT %2$I PRIMARY KEY (tenant, id),'
+                   ' ADD CONSTRAINT %3$I UNIQUE (tenant, document_id, ord),'
+                   ' ADD CONSTRAINT %4$I FOREIGN KEY (tenant, document_id) REFERENCES rag.documents (tenant, id) ON DELETE CASCADE',
+                   c, c || '_pkey', c || '_tenant_document_id_ord_key', c || '_document_fkey');
+    EXECUTE format('CREATE INDEX %I ON rag.%I USING gin (tsv)', c || '_tsv_idx', c);
+    EXECUTE format('CREATE INDEX %I ON rag.%I (tenant, model, content_hash)', c || '_tenant_model_content_hash_idx', c);
+    EXECUTE format('CREATE INDEX %I ON rag.%I (id)', c || '_id_idx', c);
+    EXECUTE format('CREATE INDEX %I ON rag.%I (document_id)', c || '_document_id_idx', c);
+    PERFORM rag._make_model_index(c, 'all-MiniLM-L6-v2');
+    FOR model IN SELECT mi.model FROM rag.model_indexes AS mi ORDER BY 1 LOOP
+        PERFORM rag._make_model_index(c, model);
+    END LOOP;
+    EXECUTE format('ALTER TABLE rag.%I ADD CONSTRAINT %I PRIMARY KEY (tenant, lexeme, chunk_id) INCLUDE (tf, len)',
+                   p, p || '_pkey');
+    EXECUTE format('CREATE INDEX %I ON rag.%I (tenant, lexeme, impact DESC) INCLUDE (chunk_id, tf, len)',
+                   p || '_tenant_lexeme_impact_chunk_id_tf_len_idx', p);
+END
+$$;
+
 -- rag.create_tenant_partition (the extension's owner)
 -- Give a tenant its own partitions of rag.chunks and rag.postings, moving its rows out of
 -- the default ones, in one transaction. Writers wait while it runs (the tables are
@@ -43,13 +75,11 @@ BEGIN
                    ' embedding, created_at) SELECT id, tenant, document_id, ord, content, heading, tokens,'
                    ' content_hash, model, embedding, created_at FROM rag.chunks_default WHERE tenant = %L', c, tenant);
     EXECUTE format('INSERT INTO rag.%I SELECT * FROM rag.postings_default WHERE tenant = %L', p, tenant);
-    -- the partition's own key to rag.documents (see incremental/0.2.0/010-backup.sql)
-    EXECUTE format('ALTER TABLE rag.%I ADD CONSTRAINT %I FOREIGN KEY (tenant, document_id)'
-                   ' REFERENCES rag.documents (tenant, id) ON DELETE CASCADE', c, c || '_document_fkey');
     DELETE FROM rag.chunks_default AS d WHERE d.tenant = create_tenant_partition.tenant;
     DELETE FROM rag.postings_default AS d WHERE d.tenant = create_tenant_partition.tenant;
     ALTER TABLE rag.chunks ATTACH PARTITION rag.chunks_default DEFAULT;
     ALTER TABLE rag.postings ATTACH PARTITION rag.postings_default DEFAULT;
+    PERFORM rag._make_partition_indexes(c, p);
     EXECUTE format('ANALYZE rag.%I, rag.%I', c, p);
     RETURN c;
 END

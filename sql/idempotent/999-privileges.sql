@@ -15,11 +15,12 @@ GRANT SELECT ON rag.documents, rag.chunks, rag.tenant_roles, rag.postings, rag.l
                 rag.attachments, rag.queue, rag.errors, rag.queue_status, rag.document_status,
                 rag.models, rag.config, rag.api_keys, rag.api_key_grants, rag.usage, rag.answers,
                 rag.usage_daily, rag.cost_by_model, rag.tenant_models, rag.embeddings_next,
-                rag.model_status, rag.tenant_partitions TO rag_reader;
+                rag.model_status, rag.tenant_partitions, rag.model_indexes TO rag_reader;
 -- every model call is logged by the caller's transaction (search and ask too)
 GRANT INSERT ON rag.usage, rag.answers TO rag_reader;
 GRANT EXECUTE ON FUNCTION
     rag.current_tenant(),
+    rag._restoring(),
     rag._is_member(name),
     rag._may_act_for(text),
     rag.settings(),
@@ -105,6 +106,9 @@ GRANT EXECUTE ON FUNCTION
     rag.use_model(text),
     rag.set_embedding_model(text),
     rag.create_model_index(text),
+    rag._model_index(name, text),
+    rag._make_model_index(name, text),
+    rag._make_partition_indexes(name, name),
     rag._owns_chunks(),
     rag.create_tenant_partition(text),
     rag.set_api_key(text, text, text),
