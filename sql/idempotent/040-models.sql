@@ -204,3 +204,27 @@ BEGIN
     RETURN true;
 END
 $$;
+
+-- rag._models_restored (internal)
+-- Row trigger on rag.models: during a restore (rag._restoring), a dumped row of a model
+-- that CREATE EXTENSION already registered (a built-in one) updates that row.
+CREATE OR REPLACE FUNCTION rag._models_restored()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF rag._restoring() AND EXISTS (SELECT 1 FROM rag.models AS m WHERE m.name = NEW.name) THEN
+        UPDATE rag.models AS m
+        SET kind = NEW.kind, provider = NEW.provider, provider_model = NEW.provider_model, base_url = NEW.base_url,
+            dimensions = NEW.dimensions, max_input_tokens = NEW.max_input_tokens,
+            price_input_per_1m = NEW.price_input_per_1m, price_output_per_1m = NEW.price_output_per_1m,
+            api_key = NEW.api_key, tokenizer = NEW.tokenizer, options = NEW.options, created_at = NEW.created_at
+        WHERE m.name = NEW.name;
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE OR REPLACE TRIGGER models_restored BEFORE INSERT ON rag.models
+    FOR EACH ROW EXECUTE FUNCTION rag._models_restored();

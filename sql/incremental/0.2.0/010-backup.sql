@@ -15,10 +15,15 @@ BEGIN
 END
 $$;
 
--- 2. The next model's embeddings of a model switch in progress.
+-- 2. Every model of the registry, the built-in ones too: an admin may have changed one
+--    (its base_url, prices). A restore updates the built-in rows that CREATE EXTENSION
+--    made (rag._models_restored) instead of failing on their key.
+SELECT pg_catalog.pg_extension_config_dump('rag.models', '');
+
+-- 3. The next model's embeddings of a model switch in progress.
 SELECT pg_catalog.pg_extension_config_dump('rag.embeddings_next', '');
 
--- 3. A chunk's document: a foreign key per partition instead of one on the partitioned
+-- 4. A chunk's document: a foreign key per partition instead of one on the partitioned
 --    table. A tenant's own partition (rag.create_tenant_partition) is not part of the
 --    extension, so pg_dump restores its rows with plain COPY, in name order: 'chunks_<t>'
 --    before 'documents'. With the key inherited from rag.chunks that COPY failed; a key of

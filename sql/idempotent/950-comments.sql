@@ -1,0 +1,665 @@
+-- The catalog manual: a COMMENT ON for every object of schema rag that users see.
+--
+-- These comments are what psql shows with \df+, \dv+, \dt+ and \d+, and what BI tools and
+-- IDEs show in their schema browsers (JDBC's REMARKS column reads pg_description). Every
+-- public function says what it does, its arguments, what it returns and one example call;
+-- every internal function (name starting with '_') has one line starting with 'Internal:';
+-- every table and view says what its rows are, and the tables users read describe their
+-- columns.
+--
+-- Like every file of sql/idempotent/, this one is re-run by every install and every
+-- upgrade (COMMENT ON replaces the previous text), so a comment changed here reaches
+-- upgraded databases too. It runs after the files that create the objects, and its text
+-- wins over any COMMENT ON in them. tests/test_comments.py fails, naming the objects, when
+-- a function, procedure, table or view of the extension (or the schema) has no comment,
+-- or a public function's comment has no 'Example:'. A new object gets its comment here,
+-- in the section of its stage; the sections follow the order of the other files.
+
+COMMENT ON SCHEMA rag IS
+  E'rag: retrieval-augmented generation inside PostgreSQL. Ingest documents (rag.ingest, or INSERT INTO '
+  'rag.documents, or rag.attach a table of yours); they are chunked and embedded in the backend. Search with '
+  'rag.search (HNSW vectors + BM25, fused with RRF) and answer with citations with rag.ask. Settings: '
+  'SELECT * FROM rag.settings(). Roles: rag_reader, rag_writer, rag_admin. Every function, table and view '
+  'here has a comment: \\df+ rag.*, \\dv+ rag.*, \\dt+ rag.*.';
+
+-- ---------------------------------------------------------------------------------------
+-- Tenancy (010-tenancy.sql)
+-- ---------------------------------------------------------------------------------------
+
+COMMENT ON TABLE rag.tenant_roles IS
+  'Which roles (and their members) may act for which tenant with SET rag.tenant. Managed by rag_admin with '
+  'rag.grant_tenant and rag.revoke_tenant; a role sees only the grants that apply to it.';
+
+COMMENT ON FUNCTION rag._is_member(name) IS
+  'Internal: whether the current role is (a member of) the named role; false for a dropped role. Used by '
+  'rag.current_tenant, rag._may_act_for and the row-level security policies.';
+
+COMMENT ON FUNCTION rag._may_act_for(text) IS
+  'Internal: whether the current role may act for a tenant (its own name, a grant in rag.tenant_roles, or a '
+  'superuser). Used by rag.current_tenant and the eval tables'' policies.';
+
+COMMENT ON FUNCTION rag.current_tenant() IS
+  'The tenant this session acts for: SET rag.tenant if the role may act for it, else the role''s only '
+  'granted tenant, else the role''s own name. Row-level security and every rag function use it; the tenant '
+  'is never a function argument. Arguments: none. Returns: text. Raises 42501 if rag.tenant names a tenant '
+  'the role may not act for. Example: SET rag.tenant = ''acme''; SELECT rag.current_tenant();';
+
+COMMENT ON FUNCTION rag.grant_tenant(name, text) IS
+  'Allow a role (and its members) to act for a tenant with SET rag.tenant (rag_admin). Arguments: role_name '
+  '(an existing role), tenant (non-empty). Returns: nothing; granting twice is a no-op. '
+  'Example: SELECT rag.grant_tenant(''app'', ''acme'');';
+
+COMMENT ON FUNCTION rag.revoke_tenant(name, text) IS
+  'Take back a tenant grant of rag.grant_tenant (rag_admin). Arguments: role_name, tenant. Returns: true if '
+  'a grant was removed, false if there was none. Example: SELECT rag.revoke_tenant(''app'', ''acme'');';
+
+-- ---------------------------------------------------------------------------------------
+-- Settings (030-settings.sql)
+-- ---------------------------------------------------------------------------------------
+
+COMMENT ON TABLE rag.config IS
+  'Per-database values of rag settings, set by rag_admin with rag.configure; a Postgres setting rag.x (SET, '
+  'ALTER ROLE/DATABASE ... SET) overrides them. See SELECT * FROM rag.settings().';
+
+COMMENT ON TABLE rag.tenant_models IS
+  'Per tenant: its embedding model, and the model it is switching to while rag.work re-embeds its chunks '
+  '(rag.set_embedding_model). No row: the database''s setting rag.embedding_model. Progress: rag.model_status.';
+
+COMMENT ON FUNCTION rag._setting_defaults() IS
+  'Internal: every setting with its default and description (a VALUES list, inlined by the planner). Read '
+  'by rag.settings and rag._setting.';
+
+COMMENT ON FUNCTION rag._setting_value(text, text, text) IS
+  'Internal: a setting''s value, first found: Postgres setting rag.x, the tenant''s embedding model, '
+  'rag.config, the default. Inlined into rag.settings and rag._setting.';
+
+COMMENT ON FUNCTION rag._setting(text) IS
+  'Internal: one setting''s current value (NULL for an unknown name); what every rag function reads its '
+  'settings with.';
+
+COMMENT ON FUNCTION rag.settings() IS
+  'Every setting of the extension with its value now in effect for this session, its default and what it '
+  'does. Values come from, first found: SET rag.x / ALTER ROLE or DATABASE ... SET rag.x, rag.config '
+  '(rag.configure), the default. Arguments: none. Returns: rows (name, value, default_value, description); '
+  'the setting of row name is rag.<name>. Example: SELECT * FROM rag.settings();';
+
+COMMENT ON FUNCTION rag.configure(text, text) IS
+  'Set a setting for the whole database, every session and role (rag_admin), stored in rag.config; a SET '
+  'rag.x in a session still overrides it. Arguments: setting_name (a name of rag.settings(), without '
+  '''rag.''), value (text; NULL resets it to the default). The embedding model is changed with '
+  'rag.set_embedding_model instead. Returns: the value now in effect for this session. '
+  'Example: SELECT rag.configure(''context_tokens'', ''2000'');';
+
+-- ---------------------------------------------------------------------------------------
+-- Models, providers and API keys (040-models.sql)
+-- ---------------------------------------------------------------------------------------
+
+COMMENT ON TABLE rag.models IS
+  'The embedding and chat models rag can call: the in-process MiniLM, the built-in extractive answerer, '
+  'SmolLM2 on 127.0.0.1:8765, and any OpenAI-compatible server added with rag.add_model (with its prices). '
+  'Every rag role reads it; rag_admin changes it. rag.use_model picks the database''s models.';
+COMMENT ON COLUMN rag.models.name IS 'The model''s name in rag (rag.ask(model => ...), rag.use_model)';
+COMMENT ON COLUMN rag.models.kind IS 'embed (embeddings) or chat (answers)';
+COMMENT ON COLUMN rag.models.provider IS 'local (runs in the backend, installed with the extension) or openai (any OpenAI-compatible HTTP server)';
+COMMENT ON COLUMN rag.models.provider_model IS 'The model''s id at the provider; NULL: the same as name';
+COMMENT ON COLUMN rag.models.base_url IS 'openai provider: the API root, e.g. https://api.openai.com/v1';
+COMMENT ON COLUMN rag.models.dimensions IS 'Embedding models: the length of their vectors; NULL for chat models';
+COMMENT ON COLUMN rag.models.max_input_tokens IS 'Most input tokens the model accepts (caps the prompt of rag.ask)';
+COMMENT ON COLUMN rag.models.price_input_per_1m IS 'Price of 1,000,000 input tokens, in the unit of rag.daily_budget (0: free)';
+COMMENT ON COLUMN rag.models.price_output_per_1m IS 'Price of 1,000,000 output tokens (0: free)';
+COMMENT ON COLUMN rag.models.api_key IS 'Name of the API key sent with each request (rag.api_keys); NULL: none';
+COMMENT ON COLUMN rag.models.tokenizer IS 'tiktoken encoding used to count tokens: cl100k_base or o200k_base';
+COMMENT ON COLUMN rag.models.options IS 'JSON options: normalize (embed); context_tokens, answer_max_tokens (chat: caps on the settings)';
+COMMENT ON COLUMN rag.models.created_at IS 'When the model was added';
+
+COMMENT ON TABLE rag.api_keys IS
+  'Names of provider API keys, never the secrets: a secret is in a file only the server''s OS user can read, '
+  'or in a server environment variable (source, env_var). rag.set_api_key, rag.grant_api_key, rag.drop_api_key.';
+
+COMMENT ON TABLE rag.api_key_grants IS
+  'Which roles (and their members) may use which API key (rag.grant_api_key, rag.revoke_api_key).';
+
+COMMENT ON FUNCTION rag._may_use_key(text) IS
+  'Internal: whether the current role was granted this API key; used by the rag.api_keys policy and when a '
+  'provider call reads the secret.';
+
+COMMENT ON FUNCTION rag.add_model(text, text, text, text, integer, integer, numeric, numeric, text, text, text, jsonb) IS
+  'Register a model of an OpenAI-compatible server (OpenAI, Ollama, vLLM, llama.cpp, LM Studio), or replace '
+  'the one of that name (rag_admin). Arguments: name, kind (''embed''/''chat''), provider (''openai''), '
+  'base_url, dimensions (embed: required), max_input_tokens, price_input_per_1m, price_output_per_1m, '
+  'api_key (a key name), provider_model, tokenizer, options. Returns: the rag.models row. Example: SELECT '
+  'rag.add_model(''gpt-4o-mini'', ''chat'', base_url => ''https://api.openai.com/v1'', api_key => ''openai'');';
+
+COMMENT ON FUNCTION rag._model(text, text) IS
+  'Internal: the rag.models row of a model of the given kind, or a clear error (unknown model, wrong kind).';
+
+COMMENT ON FUNCTION rag.use_model(text) IS
+  'Make a model the database''s default (rag_admin): a chat model becomes the answerer of rag.ask '
+  '(rag.chat_model), an embedding model goes through rag.set_embedding_model. Arguments: name (of '
+  'rag.models). Returns: for a chat model the setting now in effect, for an embedding model ''active'' or '
+  '''building''. Example: SELECT rag.use_model(''gpt-4o-mini'');';
+
+COMMENT ON FUNCTION rag._write_key_file(text, text) IS
+  'Internal: writes an API key''s secret to its file under the data directory (mode 0600), or removes it '
+  'for NULL; called by rag.set_api_key and rag.drop_api_key.';
+
+COMMENT ON FUNCTION rag.set_api_key(text, text, text) IS
+  'Store a provider API key under a name (rag_admin). The secret goes to a file only the server can read, '
+  'never a table. Arguments: name; secret (pass it as a bind parameter so it is not in the query text) or '
+  'env_var (a server environment variable holding it): exactly one. Returns: nothing. Only roles granted '
+  'it (rag.grant_api_key) can use it. Example: SELECT rag.set_api_key(''openai'', env_var => ''OPENAI_API_KEY'');';
+
+COMMENT ON FUNCTION rag.grant_api_key(text, name) IS
+  'Let a role (and its members) use an API key, and see that it exists (rag_admin). Arguments: name (of '
+  'rag.api_keys), role_name. Returns: nothing. Example: SELECT rag.grant_api_key(''openai'', ''app'');';
+
+COMMENT ON FUNCTION rag.revoke_api_key(text, name) IS
+  'Take back an API key grant (rag_admin). Arguments: name, role_name. Returns: true if a grant was '
+  'removed. Example: SELECT rag.revoke_api_key(''openai'', ''app'');';
+
+COMMENT ON FUNCTION rag.drop_api_key(text) IS
+  'Delete an API key: its name, its grants and its secret file (rag_admin); models that used it send no key. '
+  'Arguments: name. Returns: true if it existed. Example: SELECT rag.drop_api_key(''openai'');';
+
+-- ---------------------------------------------------------------------------------------
+-- Usage and answers (050-usage.sql)
+-- ---------------------------------------------------------------------------------------
+
+COMMENT ON TABLE rag.usage IS
+  'The cost ledger: one row per model call (embedding or chat, local or remote) with tokens in and out and '
+  'their cost at rag.models prices. Tenant data; written by the caller''s transaction (not on a hot standby). '
+  'Summaries: rag.usage_daily, rag.cost_by_model.';
+COMMENT ON COLUMN rag.usage.id IS 'Row id';
+COMMENT ON COLUMN rag.usage.tenant IS 'Tenant that made the call';
+COMMENT ON COLUMN rag.usage.at IS 'When the call was made';
+COMMENT ON COLUMN rag.usage.role_name IS 'Role that made the call';
+COMMENT ON COLUMN rag.usage.operation IS 'What the call was for: index, query, ask or reembed';
+COMMENT ON COLUMN rag.usage.model IS 'Model called (rag.models.name)';
+COMMENT ON COLUMN rag.usage.provider IS 'local or openai';
+COMMENT ON COLUMN rag.usage.calls IS 'Requests sent (local models: model runs)';
+COMMENT ON COLUMN rag.usage.input_tokens IS 'Tokens sent to the model';
+COMMENT ON COLUMN rag.usage.output_tokens IS 'Tokens the model wrote (0 for embeddings)';
+COMMENT ON COLUMN rag.usage.cost IS 'Cost at the model''s prices, in the unit of rag.models prices and rag.daily_budget';
+COMMENT ON COLUMN rag.usage.latency_ms IS 'Wall time of the call(s), in milliseconds';
+
+COMMENT ON TABLE rag.answers IS
+  'Every answer of rag.ask and rag.ask_stream (unless rag.store_answers is off): question, answer, cited and '
+  'retrieved chunks, model, latency and tokens; for audit and BI. Tenant data; the answer_id of rag.ask.';
+COMMENT ON COLUMN rag.answers.id IS 'The answer_id returned by rag.ask and rag.ask_stream';
+COMMENT ON COLUMN rag.answers.tenant IS 'Tenant that asked';
+COMMENT ON COLUMN rag.answers.at IS 'When it was asked';
+COMMENT ON COLUMN rag.answers.role_name IS 'Role that asked';
+COMMENT ON COLUMN rag.answers.question IS 'The question as asked';
+COMMENT ON COLUMN rag.answers.answer IS 'The answer text, with [n] citation markers';
+COMMENT ON COLUMN rag.answers.model IS 'Chat model that answered (rag.models.name)';
+COMMENT ON COLUMN rag.answers.mode IS 'llm (a chat model wrote it) or extractive (sentences of the chunks)';
+COMMENT ON COLUMN rag.answers.cited_chunk_ids IS 'Chunks (rag.chunks.id) the answer cites';
+COMMENT ON COLUMN rag.answers.retrieved_chunk_ids IS 'Chunks rag.search retrieved for the question';
+COMMENT ON COLUMN rag.answers.removed_citations IS 'Markers of the model that named no chunk it was given, removed';
+COMMENT ON COLUMN rag.answers.latency_ms IS 'Time to the whole answer, in milliseconds';
+COMMENT ON COLUMN rag.answers.first_token_ms IS 'Time to the model''s first token (LLM answers), in milliseconds';
+COMMENT ON COLUMN rag.answers.input_tokens IS 'Prompt tokens sent to the chat model';
+COMMENT ON COLUMN rag.answers.output_tokens IS 'Tokens the chat model wrote';
+COMMENT ON COLUMN rag.answers.finish_reason IS 'Why the model stopped (stop, length, ...); NULL for extractive answers';
+
+COMMENT ON VIEW rag.usage_daily IS
+  'Model calls, tokens and cost per UTC day, tenant, model and operation (from rag.usage). '
+  'Example: SELECT * FROM rag.usage_daily ORDER BY day DESC;';
+
+COMMENT ON VIEW rag.cost_by_model IS
+  'Model calls, tokens and cost per model over all days, with the model''s current prices and its first and '
+  'last call (from rag.usage and rag.models).';
+
+COMMENT ON FUNCTION rag.spent_today() IS
+  'The session tenant''s model cost so far this UTC day: what rag.daily_budget is checked against. '
+  'Arguments: none. Returns: numeric, in the unit of rag.models prices. Example: SELECT rag.spent_today();';
+
+-- ---------------------------------------------------------------------------------------
+-- Embedding and the PL/Python bridge (100-embedding.sql)
+-- ---------------------------------------------------------------------------------------
+
+COMMENT ON FUNCTION rag._python_error() IS
+  'Internal: takes the error a PL/Python function left pending (as jsonb), for rag._raise_python_error.';
+
+COMMENT ON FUNCTION rag._raise_python_error() IS
+  'Internal: raises the pending PL/Python error with its own message, SQLSTATE, detail and hint; called by '
+  'the plpgsql wrappers when a Python function returns NULL.';
+
+COMMENT ON FUNCTION rag._embed(text, text) IS
+  'Internal: the embedding of a text as real[] (NULL with a pending error); the Python side of rag.embed.';
+
+COMMENT ON FUNCTION rag.embed(text, text) IS
+  'The embedding of a text, as search embeds queries: with the tenant''s current embedding model, or with '
+  'model. Arguments: input (non-empty text), model (a name of rag.models of kind embed; default NULL: the '
+  'current one). Returns: vector (384 dimensions for all-MiniLM-L6-v2). '
+  'Example: SELECT 1 - (rag.embed(''refund'') <=> rag.embed(''money back'')) AS cosine_similarity;';
+
+COMMENT ON FUNCTION rag._index_documents_py(bigint[]) IS
+  'Internal: the Python side of rag._index_documents (NULL with a pending error).';
+
+COMMENT ON FUNCTION rag._index_documents(bigint[]) IS
+  'Internal: chunks and embeds these documents and replaces their chunks, reusing embeddings of unchanged '
+  'text; called by the rag.documents statement triggers. Returns how many documents were indexed.';
+
+COMMENT ON FUNCTION rag.backend_stats() IS
+  'Counters of this backend (session) since it started: index_calls, index_rounds, documents_indexed, '
+  'model_calls, texts_embedded, chunks_reused, chunks_written, seconds spent chunking, embedding and in the '
+  'database, writes skipped on a hot standby, and calls per embedder. Arguments: none. Returns: jsonb. '
+  'Example: SELECT rag.backend_stats();';
+
+-- ---------------------------------------------------------------------------------------
+-- Ingest (200-ingest.sql)
+-- ---------------------------------------------------------------------------------------
+
+COMMENT ON TABLE rag.documents IS
+  'The documents: one row per source, with its full text. INSERT, UPDATE and DELETE index through triggers '
+  '(chunks and embeddings in rag.chunks, batched per statement); rag.ingest upserts by source. Rows of an '
+  'attached table carry source_table and source_key. Tenant data (row-level security).';
+COMMENT ON COLUMN rag.documents.id IS 'Document id (rag.chunks.document_id, rag.search document_id)';
+COMMENT ON COLUMN rag.documents.tenant IS 'Tenant the document belongs to (default: rag.current_tenant())';
+COMMENT ON COLUMN rag.documents.source IS 'Names the document, unique per tenant: a file name, URL, ''<table>#<key>'' for attached rows';
+COMMENT ON COLUMN rag.documents.title IS 'Title shown in citations; if NULL, set from the document''s first heading when it is indexed';
+COMMENT ON COLUMN rag.documents.url IS 'Link shown in citations';
+COMMENT ON COLUMN rag.documents.metadata IS 'JSON object, matched by rag.search(filter => ...); format: markdown, text or html forces the parser';
+COMMENT ON COLUMN rag.documents.content IS 'The full text (markdown, plain text or HTML), at most rag.max_document_bytes';
+COMMENT ON COLUMN rag.documents.content_hash IS 'sha256 of content, set by the trigger: unchanged content is not indexed again';
+COMMENT ON COLUMN rag.documents.attachment_id IS 'The attachment (rag.attachments) it comes from; NULL for ingested documents';
+COMMENT ON COLUMN rag.documents.source_table IS 'Attached rows: their table, e.g. public.articles';
+COMMENT ON COLUMN rag.documents.source_key IS 'Attached rows: their primary key as JSON, e.g. {"id": 42}, to JOIN back';
+COMMENT ON COLUMN rag.documents.created_at IS 'When the document was first stored';
+COMMENT ON COLUMN rag.documents.updated_at IS 'When the document was last updated';
+
+COMMENT ON TABLE rag.chunks IS
+  'The chunks of the documents, with their embeddings (vector leg, one HNSW index per model) and tsvector '
+  '(lexical leg): written by the indexing triggers, deleted with their document. Partitioned by tenant: '
+  'rag.chunks_default, plus a partition per tenant made by rag.create_tenant_partition. Tenant data.';
+COMMENT ON COLUMN rag.chunks.id IS 'Chunk id (rag.search chunk_id, citations'' chunk_id)';
+COMMENT ON COLUMN rag.chunks.tenant IS 'Tenant of the chunk, always its document''s';
+COMMENT ON COLUMN rag.chunks.document_id IS 'Its document (rag.documents.id)';
+COMMENT ON COLUMN rag.chunks.ord IS 'Position within the document, from 0';
+COMMENT ON COLUMN rag.chunks.content IS 'The chunk''s text: an exact slice of the document''s text';
+COMMENT ON COLUMN rag.chunks.heading IS 'Heading path of its section, e.g. Handbook > Refunds';
+COMMENT ON COLUMN rag.chunks.tokens IS 'Length in word pieces of the embedding model (at most rag.chunk_target_tokens)';
+COMMENT ON COLUMN rag.chunks.content_hash IS 'sha256 of content: embeddings are reused by (model, hash)';
+COMMENT ON COLUMN rag.chunks.model IS 'Embedding model that produced embedding (rag.models.name)';
+COMMENT ON COLUMN rag.chunks.embedding IS 'The embedding, of the model''s dimensions';
+COMMENT ON COLUMN rag.chunks.tsv IS 'to_tsvector(''english'', content): the lexical leg''s terms (generated)';
+COMMENT ON COLUMN rag.chunks.created_at IS 'When the chunk was written';
+
+COMMENT ON TABLE rag.chunks_default IS
+  'The default partition of rag.chunks: the chunks of every tenant without a partition of its own. Query '
+  'rag.chunks rather than this table.';
+
+COMMENT ON FUNCTION rag._check_content(text, text) IS
+  'Internal: raises a clear error for content that cannot be indexed (NULL, empty, over '
+  'rag.max_document_bytes); called by rag.ingest and the rag.documents trigger.';
+
+COMMENT ON FUNCTION rag._restoring() IS
+  'Internal: whether this session is a pg_restore or pg_dump script (row_security and check_function_bodies '
+  'both off); the triggers then only store rows.';
+
+COMMENT ON FUNCTION rag._documents_before_write() IS
+  'Internal: row trigger on rag.documents: checks content and source, sets content_hash and updated_at.';
+
+COMMENT ON FUNCTION rag._documents_after_insert() IS
+  'Internal: statement trigger on rag.documents: indexes every inserted row in one rag._index_documents call.';
+
+COMMENT ON FUNCTION rag._documents_after_update() IS
+  'Internal: statement trigger on rag.documents: re-indexes the updated rows whose content or '
+  'metadata->>''format'' changed.';
+
+COMMENT ON FUNCTION rag.ingest(text, text, text, text, jsonb) IS
+  'Add or replace the document named source, chunked and embedded now. Unchanged content does no work; '
+  'changed content embeds only chunks whose text is new. Arguments: content (markdown, text or HTML), '
+  'source (unique name per tenant), title, url, metadata (JSON object; format: markdown, text or html '
+  'forces the parser). Returns: the document id (bigint). Example: SELECT rag.ingest(''Refunds take five '
+  'business days.'', source => ''handbook.md'', title => ''Handbook'', metadata => ''{"team": "support"}'');';
+
+-- ---------------------------------------------------------------------------------------
+-- Search (300-search.sql)
+-- ---------------------------------------------------------------------------------------
+
+COMMENT ON FUNCTION rag._check_query(text, integer, text) IS
+  'Internal: raises a clear error for a NULL, empty or too long query, or k outside 1..rag.max_k; called by '
+  'rag.search, rag.ask and rag.ask_stream.';
+
+COMMENT ON FUNCTION rag.any_terms_tsquery(text) IS
+  'A tsquery matching any of a text''s terms (english stemming, stop words dropped), as the ts_rank lexical '
+  'leg of rag.search uses; websearch_to_tsquery would require every term. Arguments: query (text). Returns: '
+  'tsquery (NULL if no term is left). Example: SELECT rag.any_terms_tsquery(''how long do refunds take'');';
+
+COMMENT ON FUNCTION rag._filter_predicate(jsonb) IS
+  'Internal: the SQL predicate (on documents alias d) of a search filter: "source" (string or array) and '
+  'metadata containment; used by rag.search and rag.bm25.';
+
+COMMENT ON FUNCTION rag._ef_search(text) IS
+  'Internal: the HNSW candidate list size for a tenant''s search: rag.ef_search, or with auto 100 growing '
+  'to 1000 with the corpus; used by rag.search.';
+
+COMMENT ON FUNCTION rag.search(text, integer, text, jsonb, integer, integer, integer, double precision, double precision, text) IS
+  'Hybrid retrieval over the current tenant''s chunks: HNSW (cosine) and BM25 candidates fused with '
+  'weighted RRF, w_v/(rrf_c + vector_rank) + w_l/(rrf_c + lexical_rank). Arguments: query, k (8), mode '
+  '(hybrid, vector, lexical), filter (JSON: "source" and metadata keys), vector_k/lexical_k (30), rrf_c '
+  '(60), vector_weight/lexical_weight (1), lexical_ranking (bm25, ts_rank). Returns: rows (chunk_id, '
+  'document_id, ord, content, score, vector_rank, lexical_rank, source_table, source_key), best first. '
+  'Example: SELECT * FROM rag.search(''refund policy'', k => 8);';
+
+-- ---------------------------------------------------------------------------------------
+-- Lexical leg: BM25 (310-lexical.sql)
+-- ---------------------------------------------------------------------------------------
+
+COMMENT ON TABLE rag.postings IS
+  'The inverted index of the BM25 leg: one row per lexeme of a chunk with its term frequency, the chunk''s '
+  'length and its BM25 weight (impact), kept up to date by triggers on rag.chunks. Partitioned by tenant '
+  'like rag.chunks. Tenant data.';
+
+COMMENT ON TABLE rag.postings_default IS
+  'The default partition of rag.postings: the postings of every tenant without a partition of its own. '
+  'Query rag.postings rather than this table.';
+
+COMMENT ON TABLE rag.lexeme_stats IS
+  'BM25 document frequencies per tenant and lexeme, as +n/-n deltas written by the rag.chunks triggers '
+  '(sum(df) is the frequency) and folded by rag.compact_lexical_stats. Read it through rag.lexical_stats.';
+
+COMMENT ON TABLE rag.corpus_stats IS
+  'BM25 corpus statistics per tenant, as deltas: sum(chunks) is the number of chunks, sum(total_len) their '
+  'total length in lexemes (one row per writing statement until rag.compact_lexical_stats folds them).';
+
+COMMENT ON FUNCTION rag._chunks_lexical_insert() IS
+  'Internal: statement trigger on rag.chunks: writes the new chunks'' postings and statistics deltas, and '
+  'compacts the statistics now and then.';
+
+COMMENT ON FUNCTION rag._chunks_lexical_delete() IS
+  'Internal: statement trigger on rag.chunks: removes the deleted chunks'' postings and rag.embeddings_next '
+  'rows, and writes negative statistics deltas.';
+
+COMMENT ON FUNCTION rag.compact_lexical_stats(text, integer) IS
+  'Fold a tenant''s BM25 statistics deltas (rag.lexeme_stats, rag.corpus_stats) into one row per lexeme, if '
+  'more than min_statements statements added deltas since last time; safe with concurrent writers. The '
+  'triggers call it with 32. Arguments: tenant (default: the current one), min_statements (default 0: '
+  'always). Returns: lexeme rows kept (0 if skipped). Example: SELECT rag.compact_lexical_stats();';
+
+COMMENT ON FUNCTION rag.query_lexemes(text) IS
+  'The distinct lexemes of a text as the lexical leg sees them (english stemming, stop words dropped). '
+  'Arguments: query (text). Returns: text[]. Example: SELECT rag.query_lexemes(''write ahead log'');';
+
+COMMENT ON FUNCTION rag.bm25(text, integer, double precision, double precision, jsonb) IS
+  'Okapi BM25 over the current tenant''s chunks, best first: the lexical leg of rag.search. Reads each query '
+  'lexeme''s best rag.bm25_term_candidates postings (exact while no lexeme has more; 0 or a filter: '
+  'exact). Arguments: query, n (results, 30), k1 and b (default: rag.bm25_k1, rag.bm25_b), filter (as '
+  'rag.search). Returns: rows (chunk_id, score). Example: SELECT * FROM rag.bm25(''write ahead log'', n => 10);';
+
+COMMENT ON VIEW rag.lexical_stats IS
+  'The current tenant''s lexical statistics, one row per lexeme with its document frequency (chunks that '
+  'contain it). Example: SELECT * FROM rag.lexical_stats ORDER BY document_frequency DESC LIMIT 10;';
+
+-- ---------------------------------------------------------------------------------------
+-- Answers (400-ask.sql)
+-- ---------------------------------------------------------------------------------------
+
+COMMENT ON FUNCTION rag.ask(text, integer, text) IS
+  'Answer a question from the current tenant''s documents, with [n] citations: rag.search, then the chat '
+  'model (rag.chat_model: extractive, or an LLM). Sources, titles and URLs come from rag.documents. '
+  'Arguments: question, k (chunks retrieved, 8), model (of rag.models, default: rag.chat_model). Returns: '
+  'jsonb {answer, citations [{index, chunk_id, document_id, source, title, url, snippet}], model, mode, '
+  'removed_citations, usage, latency_ms, answer_id}. Example: SELECT rag.ask(''How long do refunds take?'');';
+
+COMMENT ON FUNCTION rag._ask(text, integer, text) IS
+  'Internal: the Python side of rag.ask (NULL with a pending error).';
+
+COMMENT ON FUNCTION rag._ask_stream_open_py(text, integer, text) IS
+  'Internal: the Python side of rag._ask_stream_open: retrieves and opens the model''s stream, returns a handle.';
+
+COMMENT ON FUNCTION rag._ask_stream_open(text, integer, text) IS
+  'Internal: checks the question and opens a stream for rag.ask_stream (errors surface here, before any '
+  'row); returns its handle.';
+
+COMMENT ON FUNCTION rag._ask_stream_read(bigint) IS
+  'Internal: the rows of an open stream for rag.ask_stream: answer pieces, then the citations row.';
+
+COMMENT ON FUNCTION rag.ask_stream(text, integer, text) IS
+  'rag.ask, streamed: one row per piece of the answer as the model writes it, then a last row (piece NULL) '
+  'with the citations and the answer''s id in rag.answers. Read it through a cursor with the function in '
+  'the select list (in FROM it runs to the end first). Arguments: as rag.ask. Returns: rows (seq, piece, '
+  'citations, answer_id). Example: DECLARE a NO SCROLL CURSOR FOR SELECT (s).* FROM (SELECT '
+  'rag.ask_stream(''How long do refunds take?'') AS s) AS q; FETCH 1 FROM a;';
+
+-- ---------------------------------------------------------------------------------------
+-- Evaluation (500-eval.sql)
+-- ---------------------------------------------------------------------------------------
+
+COMMENT ON TABLE rag.eval_sets IS
+  'Retrieval eval sets (loaded with ragpg eval load, BEIR layout): each set''s documents are in a tenant of '
+  'its own, eval:<name>. Visible to roles that may act for that tenant.';
+
+COMMENT ON TABLE rag.eval_queries IS 'The queries of each eval set (rag.eval_sets).';
+
+COMMENT ON TABLE rag.eval_qrels IS
+  'Graded relevance judgments of the eval queries: a document (by its source in the set''s tenant) or a '
+  'chunk, with a grade > 0.';
+
+COMMENT ON TABLE rag.eval_run IS
+  'One row per rag.evaluate run: set, mode, k, the search parameters and settings used, and the overall '
+  'nDCG@10, recall@10, recall@100 and MRR@10. Read through rag.eval_runs.';
+
+COMMENT ON TABLE rag.eval_run_query IS 'Per query of an eval run: its nDCG@10, recall@10, recall@100 and MRR@10.';
+
+COMMENT ON FUNCTION rag._eval_tenant(text) IS
+  'Internal: the tenant of an eval set, or an error if there is no such set; called by rag.evaluate.';
+
+COMMENT ON FUNCTION rag.evaluate(text, text, integer, jsonb) IS
+  'Run every query of an eval set through rag.search in the set''s tenant and store nDCG@10, recall@10, '
+  'recall@100 and MRR@10 per query and overall (rag.eval_runs). Arguments: set_name (of rag.eval_sets), '
+  'mode (hybrid, vector, lexical), k (results per query, 100), params (other rag.search arguments, e.g. '
+  '{"rrf_c": 20}). Returns: the run id. Example: SELECT rag.evaluate(''med'', ''hybrid'', 100);';
+
+COMMENT ON VIEW rag.eval_runs IS
+  'Every eval run with its overall metrics (nDCG@10, recall@10, recall@100, MRR@10), newest first. '
+  'Example: SELECT * FROM rag.eval_runs;';
+COMMENT ON COLUMN rag.eval_runs.run_id IS 'The run id returned by rag.evaluate';
+COMMENT ON COLUMN rag.eval_runs.set_name IS 'The eval set (rag.eval_sets.name)';
+COMMENT ON COLUMN rag.eval_runs.mode IS 'Search mode: hybrid, vector or lexical';
+COMMENT ON COLUMN rag.eval_runs.k IS 'Results retrieved per query';
+COMMENT ON COLUMN rag.eval_runs.queries IS 'Queries evaluated';
+COMMENT ON COLUMN rag.eval_runs.ndcg_10 IS 'Mean nDCG@10 (linear gain)';
+COMMENT ON COLUMN rag.eval_runs.recall_10 IS 'Mean recall@10';
+COMMENT ON COLUMN rag.eval_runs.recall_100 IS 'Mean recall@100';
+COMMENT ON COLUMN rag.eval_runs.mrr_10 IS 'Mean reciprocal rank of the first relevant result in the top 10';
+COMMENT ON COLUMN rag.eval_runs.seconds IS 'Duration of the run';
+COMMENT ON COLUMN rag.eval_runs.params IS 'rag.search parameters and every setting used';
+COMMENT ON COLUMN rag.eval_runs.created_at IS 'When the run started';
+COMMENT ON COLUMN rag.eval_runs.run_by IS 'Role that ran it';
+
+COMMENT ON VIEW rag.eval_compare IS
+  'Any two runs of the same eval set side by side: metrics of run_a and run_b, the nDCG@10 change, and how '
+  'many queries got better or worse. Example: SELECT * FROM rag.eval_compare WHERE run_a = 1 AND run_b = 2;';
+
+-- ---------------------------------------------------------------------------------------
+-- Attached tables and the queue (600-attach.sql, 610-cron.sql)
+-- ---------------------------------------------------------------------------------------
+
+COMMENT ON TABLE rag.attachments IS
+  'Tables of yours kept in step with rag.documents (rag.attach): their key, content, title, url and '
+  'metadata columns and mode (sync or async). rag.detach removes one with its documents. Tenant data.';
+COMMENT ON COLUMN rag.attachments.id IS 'Attachment id, returned by rag.attach';
+COMMENT ON COLUMN rag.attachments.tenant IS 'Tenant that attached the table; its documents go there';
+COMMENT ON COLUMN rag.attachments.source_table IS 'The attached table';
+COMMENT ON COLUMN rag.attachments.key_columns IS 'The table''s primary key columns';
+COMMENT ON COLUMN rag.attachments.content_column IS 'Column indexed as the document text';
+COMMENT ON COLUMN rag.attachments.title_column IS 'Column used as the title, or NULL';
+COMMENT ON COLUMN rag.attachments.url_column IS 'Column used as the URL, or NULL';
+COMMENT ON COLUMN rag.attachments.metadata_columns IS 'Columns copied into the documents'' metadata (for search filters)';
+COMMENT ON COLUMN rag.attachments.mode IS 'sync (indexed in the writing transaction) or async (queued for rag.work)';
+COMMENT ON COLUMN rag.attachments.created_at IS 'When the table was attached';
+
+COMMENT ON TABLE rag.queue IS
+  'Keys of rows of attached tables (async mode) waiting to be indexed by rag.work, with their retries. '
+  'A row that keeps failing moves to rag.errors. Summary: rag.queue_status. Tenant data.';
+COMMENT ON COLUMN rag.queue.id IS 'Queue entry id (rows are taken in this order)';
+COMMENT ON COLUMN rag.queue.tenant IS 'Tenant of the attachment';
+COMMENT ON COLUMN rag.queue.attachment_id IS 'The attachment (rag.attachments.id)';
+COMMENT ON COLUMN rag.queue.source_key IS 'Primary key of the changed row, as JSON';
+COMMENT ON COLUMN rag.queue.enqueued_at IS 'When the change was queued';
+COMMENT ON COLUMN rag.queue.attempts IS 'Failed attempts so far';
+COMMENT ON COLUMN rag.queue.next_attempt_at IS 'Not retried before this (rag.retry_base_seconds * 2^attempts after a failure)';
+COMMENT ON COLUMN rag.queue.last_error IS 'Message of the last failure';
+
+COMMENT ON TABLE rag.errors IS
+  'Rows of attached tables that failed rag.max_attempts times, with the last error; rag.retry_errors() '
+  'puts them back on the queue. Tenant data.';
+COMMENT ON COLUMN rag.errors.id IS 'Error row id';
+COMMENT ON COLUMN rag.errors.tenant IS 'Tenant of the attachment';
+COMMENT ON COLUMN rag.errors.attachment_id IS 'The attachment (rag.attachments.id)';
+COMMENT ON COLUMN rag.errors.source_key IS 'Primary key of the row that failed, as JSON';
+COMMENT ON COLUMN rag.errors.attempts IS 'Attempts made';
+COMMENT ON COLUMN rag.errors.last_error IS 'Message of the last failure';
+COMMENT ON COLUMN rag.errors.enqueued_at IS 'When the change was first queued';
+COMMENT ON COLUMN rag.errors.failed_at IS 'When it was given up';
+
+COMMENT ON FUNCTION rag._object_expr(name[]) IS
+  'Internal: SQL expression building a jsonb object of these columns of alias t; used for keys and metadata '
+  'of attached tables.';
+
+COMMENT ON FUNCTION rag._key_expr(rag.attachments) IS
+  'Internal: SQL expression for an attached row''s primary key as jsonb (alias t).';
+
+COMMENT ON FUNCTION rag._meta_expr(rag.attachments) IS
+  'Internal: SQL expression for an attached row''s metadata columns as jsonb (alias t).';
+
+COMMENT ON FUNCTION rag._text_expr(name) IS
+  'Internal: SQL expression for a column of alias t as text, or NULL::text for no column.';
+
+COMMENT ON FUNCTION rag._indexed_expr(rag.attachments) IS
+  'Internal: SQL expression for an attached row''s indexed columns as one jsonb array, to find real changes.';
+
+COMMENT ON FUNCTION rag._attachment(bigint) IS
+  'Internal: an attachment of the current tenant, or a 42501 error; used by the attached tables'' triggers.';
+
+COMMENT ON FUNCTION rag._apply_rows(bigint, jsonb[]) IS
+  'Internal: brings the documents of these keys of an attached table in line with its rows (upsert or '
+  'delete); called by the triggers (sync), rag.work (async) and the backfill.';
+
+COMMENT ON FUNCTION rag._attached_changed() IS
+  'Internal: statement trigger on attached tables: finds keys whose indexed columns changed, then applies '
+  '(sync) or enqueues (async) them.';
+
+COMMENT ON FUNCTION rag.attach(regclass, name, name, name, name[], text) IS
+  'Keep rag.documents in step with a table of yours: existing rows are indexed now (sync) or queued '
+  '(async), later INSERT/UPDATE/DELETE through statement triggers. Search results JOIN back via source_key. '
+  'Arguments: source_table (needs a primary key), content_column, title_column, url_column, '
+  'metadata_columns (name[]), mode (sync or async). Returns: the attachment id. Example: SELECT '
+  'rag.attach(''articles'', content_column => ''body'', title_column => ''title'', mode => ''async'');';
+
+COMMENT ON FUNCTION rag._backfill(rag.attachments) IS
+  'Internal: indexes every existing row of a newly attached table (sync mode), rag.index_batch_size keys at '
+  'a time; called by rag.attach.';
+
+COMMENT ON FUNCTION rag.detach(regclass) IS
+  'Stop indexing an attached table: drop its triggers, and remove its documents, chunks, queue entries and '
+  'errors. Arguments: source_table. Returns: true if the table was attached (for this tenant), else false. '
+  'Example: SELECT rag.detach(''articles'');';
+
+COMMENT ON PROCEDURE rag.work(integer) IS
+  'Drain the current tenant''s queue of attached rows (async mode), then continue a model switch in progress. '
+  'Batches of rag.index_batch_size keys, one transaction each, FOR UPDATE SKIP LOCKED so workers run side by '
+  'side; failures retried with backoff, then moved to rag.errors. Arguments: max_batches (default NULL: '
+  'until nothing is left). Returns: nothing (a procedure: CALL it outside a transaction block). '
+  'Example: CALL rag.work();';
+
+COMMENT ON FUNCTION rag.retry_errors() IS
+  'Put the current tenant''s rows that failed for good (rag.errors) back on the queue with fresh attempts. '
+  'Arguments: none. Returns: how many were requeued. Example: SELECT rag.retry_errors();';
+
+COMMENT ON FUNCTION rag._queue_in_progress() IS
+  'Internal: ctids of the rag.queue rows a worker holds right now (via pgrowlocks); for rag.queue_status.';
+
+COMMENT ON VIEW rag.queue_status IS
+  'Per attached table: rows pending, in progress (held by a worker now), retrying, failed (rag.errors), and '
+  'the age of the oldest queued row. Example: SELECT * FROM rag.queue_status;';
+
+COMMENT ON VIEW rag.document_status IS
+  'Per document: its chunks, how many have an embedding, and the embedding model(s). '
+  'Example: SELECT * FROM rag.document_status;';
+
+COMMENT ON FUNCTION rag.schedule_worker(text, integer) IS
+  'A pg_cron job running CALL rag.work(max_batches) on a schedule, as the current role in its default '
+  'tenant (needs pg_cron; otherwise run ragpg worker). One job per database and role. Arguments: schedule '
+  '(cron syntax, default every minute), max_batches (per run, 10). Returns: the pg_cron job id. '
+  'Example: SELECT rag.schedule_worker(''* * * * *'');';
+
+COMMENT ON FUNCTION rag.unschedule_worker() IS
+  'Remove the current role''s rag.work job of rag.schedule_worker. Arguments: none. Returns: true if there '
+  'was one. Example: SELECT rag.unschedule_worker();';
+
+-- ---------------------------------------------------------------------------------------
+-- Switching the embedding model (620-model-switch.sql)
+-- ---------------------------------------------------------------------------------------
+
+COMMENT ON TABLE rag.embeddings_next IS
+  'During an embedding model switch: each chunk''s embedding by the next model, built by rag.work and moved '
+  'into rag.chunks in one transaction when all are done. Empty otherwise. Tenant data.';
+
+COMMENT ON FUNCTION rag._owns_chunks() IS
+  'Internal: whether the current role owns rag.chunks (may create its indexes and partitions); used by '
+  'rag.create_model_index and rag.create_tenant_partition.';
+
+COMMENT ON TABLE rag.model_indexes IS
+  'Embedding models that have an HNSW index of their own on every partition of rag.chunks '
+  '(rag.create_model_index), so that tenant partitions made later, and restores, get it too.';
+
+COMMENT ON FUNCTION rag._model_index(name, text) IS
+  'Internal: the name of one embedding model''s HNSW index on one partition of rag.chunks.';
+
+COMMENT ON FUNCTION rag._make_model_index(name, text) IS
+  'Internal: creates one model''s partial HNSW index on one partition of rag.chunks unless it exists; used by '
+  'rag.create_model_index, rag._make_partition_indexes and the rag.model_indexes restore trigger.';
+
+COMMENT ON FUNCTION rag.create_model_index(text) IS
+  'Create the partial HNSW index for one embedding model on every partition of rag.chunks (the owner of '
+  'rag.chunks), recorded in rag.model_indexes so later partitions and restores get it; without it search '
+  'with that model scans. rag.set_embedding_model calls it. Arguments: model_name (an embed model of '
+  'rag.models). Returns: the index name on rag.chunks_default (existing: unchanged). '
+  'Example: SELECT rag.create_model_index(''smollm2-embed'');';
+
+COMMENT ON FUNCTION rag._model_indexes_restored() IS
+  'Internal: row trigger on rag.model_indexes: during a restore, makes the model''s index on '
+  'rag.chunks_default (pg_dump does not dump it).';
+
+COMMENT ON FUNCTION rag.set_embedding_model(text) IS
+  'Switch the tenant''s embedding model, even to another dimension, without downtime (rag_admin): with no '
+  'chunks it is immediate; otherwise rag.work re-embeds in the background while search keeps the old model, '
+  'then switches in one transaction. The current model again cancels a switch. Arguments: name (embed model '
+  'of rag.models). Returns: ''active'' or ''building''. Example: SELECT rag.set_embedding_model(''smollm2-embed'');';
+
+COMMENT ON FUNCTION rag._reembed_batch_py(integer) IS
+  'Internal: the Python side of rag._reembed_batch (NULL with a pending error).';
+
+COMMENT ON FUNCTION rag._reembed_batch(integer) IS
+  'Internal: embeds up to n of the tenant''s chunks with its next model into rag.embeddings_next; returns '
+  'how many, or -1 with no switch in progress. Called by rag.work.';
+
+COMMENT ON FUNCTION rag._finish_switch() IS
+  'Internal: when every chunk has its next embedding, makes the next model current in one transaction; '
+  'called by rag.work.';
+
+COMMENT ON VIEW rag.model_status IS
+  'The current tenant''s embedding model and the progress of a switch: next_model, chunks, next_embedded, '
+  'state (active or building). Example: SELECT * FROM rag.model_status;';
+
+-- ---------------------------------------------------------------------------------------
+-- Partitions per tenant (630-partitions.sql)
+-- ---------------------------------------------------------------------------------------
+
+COMMENT ON FUNCTION rag._make_partition_indexes(name, name) IS
+  'Internal: the keys and indexes (GIN, HNSW per model of rag.model_indexes) of a tenant''s new partitions '
+  'of rag.chunks and rag.postings; called by rag.create_tenant_partition.';
+
+COMMENT ON FUNCTION rag.create_tenant_partition(text) IS
+  'Give a large tenant its own partitions of rag.chunks and rag.postings (own HNSW and GIN indexes; search '
+  'prunes to them), moving its rows out of the default ones in one transaction; writers wait meanwhile. '
+  'Needs the owner of rag.chunks. Arguments: tenant. Returns: the chunks partition''s name (existing: '
+  'unchanged). Example: SELECT rag.create_tenant_partition(''acme'');';
+
+COMMENT ON VIEW rag.tenant_partitions IS
+  'The partitions of rag.chunks (the default one and each tenant''s own): bound, name, total size in bytes '
+  'and approximate chunks. Example: SELECT * FROM rag.tenant_partitions;';

@@ -1,0 +1,251 @@
+"""The extension's lifecycle as a DBA runs it: ALTER EXTENSION rag UPDATE from the last
+release with data in place, and pg_dump / pg_restore round trips.
+
+The old release (0.1.0) is installed in the image from its git commit
+(scripts/old_releases.sh); pg_dump, pg_restore and psql are the host's Postgres 15 client
+programs, talking to the container over loopback.
+"""
+from __future__ import annotations
+
+import subprocess
+import uuid
+from pathlib import Path
+
+import catalog
+import psycopg
+import pytest
+from pgtest import as_role, with_db
+
+ROOT = Path(__file__).resolve().parent.parent
+PGBIN = Path("/usr/lib/postgresql/15/bin")
+OLD = "0.1.0"
+NEW = next(line.split("=", 1)[1] for line in (ROOT / "scripts/versions.env").read_text().splitlines()
+           if line.startswith("RAGPG_VERSION="))
+# real documents: this project's own manual pages
+DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
+QUESTIONS = ["how do I restore a backup", "which roles may search", "what does bm25 cost",
+             "switch the embedding model without downtime"]
+
+
+@pytest.fixture
+def new_db(server_url):
+    """new_db(version=None) -> the URL of a new, empty database with rag at that version."""
+    made = []
+
+    def _make(version: str | None = None, extension: bool = True) -> str:
+        name = "l_" + uuid.uuid4().hex[:12]
+        with psycopg.connect(server_url, autocommit=True) as c:
+            c.execute(f"CREATE DATABASE {name}")
+        made.append(name)
+        url = with_db(server_url, name)
+        if extension:
+            with psycopg.connect(url, autocommit=True) as c:
+                c.execute("CREATE EXTENSION rag " + (f"VERSION '{version}' " if version else "") + "CASCADE")
+        return url
+    yield _make
+    with psycopg.connect(server_url, autocommit=True) as c:
+        for name in made:
+            c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _version(conn) -> str:
+    return conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'rag'").fetchone()[0]
+
+
+def _checksums(conn) -> dict[str, tuple[int, str]]:
+    """(rows, md5 of the rows in order) of every table in schemas rag and public (a
+    superuser's view: row-level security does not apply)."""
+    out = {}
+    for (rel,) in conn.execute("""SELECT c.oid::regclass::text FROM pg_class AS c
+                                  WHERE c.relnamespace IN ('rag'::regnamespace, 'public'::regnamespace)
+                                    AND c.relkind = 'r' ORDER BY 1""").fetchall():
+        out[rel] = tuple(conn.execute(
+            f"SELECT count(*), coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '') FROM {rel} AS t"
+        ).fetchone())
+    return out
+
+
+def _search_as(url: str, role: str) -> list:
+    with psycopg.connect(as_role(url, role), autocommit=True) as c:
+        return [c.execute("SELECT chunk_id, document_id, round(score::numeric, 6), vector_rank, lexical_rank "
+                          "FROM rag.search(%s, 8)", (q,)).fetchall() for q in QUESTIONS]
+
+
+def _ingest_as(url: str, role: str, paths) -> None:
+    with psycopg.connect(as_role(url, role), autocommit=True) as c:
+        for p in paths:
+            c.execute("SELECT rag.ingest(%s, source => %s)", (p.read_text(), p.name))
+
+
+def _fill(url: str) -> None:
+    """Two tenants' real documents (alice: docs/, bob: the README), a tenant partition for
+    bob, a synchronously attached table, an asynchronous one with a pending queue, answers,
+    settings and grants; every model call is in rag.usage."""
+    _ingest_as(url, "alice", DOCS[:-1])
+    _ingest_as(url, "bob", DOCS[-1:])
+    with psycopg.connect(url, autocommit=True) as su:
+        su.execute("SELECT rag.create_tenant_partition('bob')")
+        su.execute("CREATE TABLE public.articles (id int PRIMARY KEY, title text, body text NOT NULL)")
+        su.execute("INSERT INTO public.articles VALUES (1, 'Ferries', 'The harbour ferry leaves at six.'), "
+                   "(2, 'Trains', 'The night train to the coast runs on Fridays.')")
+        su.execute("SELECT rag.attach('public.articles', 'body', title_column => 'title')")
+        su.execute("CREATE TABLE public.tickets (id int PRIMARY KEY, body text NOT NULL)")
+        su.execute("SELECT rag.attach('public.tickets', 'body', mode => 'async')")
+        su.execute("INSERT INTO public.tickets SELECT i, 'Ticket ' || i || ': the printer jams.' "
+                   "FROM generate_series(1, 3) AS i")                 # queued, not worked
+        su.execute("SELECT rag.configure('context_tokens', '2500')")
+        su.execute("SELECT rag.grant_tenant('carol', 'alice')")
+    with psycopg.connect(as_role(url, "alice"), autocommit=True) as c:
+        for q in QUESTIONS[:2]:
+            c.execute("SELECT rag.ask(%s)", (q,))
+
+
+def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db):
+    url = new_db(OLD)
+    _fill(url)
+    with psycopg.connect(url, autocommit=True) as su:
+        assert _version(su) == OLD
+        before = _checksums(su)
+        settings = su.execute("SELECT name, value FROM rag.settings() ORDER BY 1").fetchall()
+        acl = su.execute("SELECT relname, relacl::text FROM pg_class WHERE relnamespace = 'rag'::regnamespace "
+                         "AND relkind IN ('r', 'p', 'v') ORDER BY 1").fetchall()
+    searches = {r: _search_as(url, r) for r in ("alice", "bob", "carol")}
+    assert all(any(rows) for rows in searches.values())
+    with psycopg.connect(as_role(url, "alice"), autocommit=True) as old_session:
+        old_session.execute("SELECT count(*) FROM rag.search('ferry', 3)")  # 0.1.0's Python is loaded here
+
+        with psycopg.connect(url, autocommit=True) as su:
+            su.execute("ALTER EXTENSION rag UPDATE")
+            assert _version(su) == NEW
+            after = _checksums(su)
+            # every row of 0.1.0 is still there, unchanged (nothing re-chunked or re-embedded:
+            # the chunks' embeddings are in the checksum, and rag.usage logs every model call)
+            assert {k: v for k, v in after.items() if k in before} == before
+            assert set(after) - set(before) == {"rag.model_indexes"}
+            assert su.execute("SELECT name, value FROM rag.settings() ORDER BY 1").fetchall() == settings
+            assert su.execute("SELECT relname, relacl::text FROM pg_class WHERE relnamespace = 'rag'::regnamespace "
+                              "AND relkind IN ('r', 'p', 'v') AND relname <> 'model_indexes' ORDER BY 1"
+                              ).fetchall() == acl
+
+        # a session that had the old release's Python loaded is told to reconnect
+        with pytest.raises(psycopg.Error) as e:
+            old_session.execute("SELECT count(*) FROM rag.search('ferry', 3)")
+        assert e.value.sqlstate == "55000" and "reconnect" in str(e.value)
+
+    assert {r: _search_as(url, r) for r in searches} == searches
+    # and the upgraded database works: ingest, trigger indexing, ask, the queue
+    with psycopg.connect(as_role(url, "alice"), autocommit=True) as c:
+        doc = c.execute("SELECT rag.ingest('# Upgrades\n\nALTER EXTENSION rag UPDATE keeps every row.', "
+                        "source => 'upgrades.md')").fetchone()[0]
+        assert c.execute("SELECT count(*) FROM rag.chunks WHERE document_id = %s", (doc,)).fetchone()[0] == 1
+        answer = c.execute("SELECT rag.ask('What keeps every row?')").fetchone()[0]
+        assert any(x["document_id"] == doc for x in answer["citations"]), answer
+    with psycopg.connect(url, autocommit=True) as su:
+        su.execute("CALL rag.work()")
+        assert su.execute("SELECT count(*) FROM rag.documents WHERE source_table = 'public.tickets'").fetchone()[0] == 3
+        assert su.execute("SELECT count(*) FROM rag.queue").fetchone()[0] == 0
+
+
+def test_an_upgraded_schema_equals_a_fresh_install(new_db):
+    fresh, upgraded = new_db(), new_db(OLD)
+    with psycopg.connect(upgraded, autocommit=True) as c:
+        c.execute("ALTER EXTENSION rag UPDATE")
+    with psycopg.connect(fresh) as a, psycopg.connect(upgraded) as b:
+        sa, sb = catalog.snapshot(a), catalog.snapshot(b)
+    assert catalog.diff(sa, sb) == []
+    assert len(sa["functions"]) > 50 and len(sa["policies"]) > 20 and sa["config_dump"]  # it saw something
+
+
+def _run(*cmd: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=600)
+
+
+def _conninfo(url: str) -> list[str]:
+    return ["--dbname", url]
+
+
+def _plpython_calls(url: str) -> int:
+    """PL/Python calls in the database so far (track_functions), i.e. rag's Python."""
+    with psycopg.connect(url, autocommit=True) as c:
+        return c.execute("""SELECT coalesce(sum(s.calls), 0) FROM pg_stat_user_functions AS s
+                            JOIN pg_proc AS p ON p.oid = s.funcid JOIN pg_language AS l ON l.oid = p.prolang
+                            WHERE l.lanname = 'plpython3u'""").fetchone()[0]
+
+
+@pytest.fixture
+def filled(new_db, local_llm):
+    """A database with every kind of state rag keeps, and a model switch in progress (the
+    local llama.cpp model, 576 dimensions, 2 of the tenant's chunks embedded by it)."""
+    url = new_db()
+    _fill(url)
+    with psycopg.connect(url, autocommit=True) as su:
+        su.execute("SELECT rag.add_model('smollm2-embed', 'embed', base_url => %s, dimensions => 576, "
+                   "provider_model => 'smollm2', max_input_tokens => 2048)", (local_llm,))
+        su.execute("SELECT rag.create_model_index('smollm2-embed')")
+    with psycopg.connect(as_role(url, "dora"), autocommit=True) as admin:
+        admin.execute("SELECT rag.grant_tenant('dora', 'bob')")
+        admin.execute("SET rag.tenant = 'bob'")
+        assert admin.execute("SELECT rag.set_embedding_model('smollm2-embed')").fetchone()[0] == "building"
+        admin.execute("SET rag.index_batch_size = 2")
+        admin.execute("CALL rag.work(1)")
+        assert admin.execute("SELECT next_embedded, state FROM rag.model_status").fetchone() == (2, "building")
+    return url
+
+
+@pytest.mark.parametrize("fmt", ["custom", "plain"])
+def test_dump_and_restore_round_trip_every_row_without_a_model_call(filled, new_db, fmt, tmp_path):
+    src = filled
+    with psycopg.connect(src, autocommit=True) as su:
+        before = _checksums(su)
+        assert before["rag.embeddings_next"][0] == 2 and before["rag.queue"][0] == 3
+        assert before["rag.usage"][0] > 0 and before["rag.answers"][0] == 2
+        before_models = su.execute("SELECT base_url FROM rag.models WHERE name = 'smollm2-embed'").fetchone()[0]
+        assert before_models != "http://127.0.0.1:8765/v1"
+    searches = {r: _search_as(src, r) for r in ("alice", "bob")}
+
+    dump = tmp_path / ("db.dump" if fmt == "custom" else "db.sql")
+    r = _run(PGBIN / "pg_dump", "--format", fmt, "--file", dump, *_conninfo(src))
+    assert r.returncode == 0, r.stderr
+    dst = new_db(extension=False)
+    with psycopg.connect(dst, autocommit=True) as c:   # count the restore's PL/Python calls
+        c.execute(f"ALTER DATABASE {dst.rsplit('/', 1)[1]} SET track_functions = 'pl'")
+    if fmt == "custom":
+        r = _run(PGBIN / "pg_restore", "--exit-on-error", "--dbname", dst, dump)
+    else:
+        r = _run(PGBIN / "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", dump, *_conninfo(dst))
+    assert r.returncode == 0, r.stderr
+    assert "ERROR" not in r.stderr, r.stderr
+
+    assert _plpython_calls(dst) == 0                    # no chunking, no model call, nothing re-embedded
+    with psycopg.connect(dst, autocommit=True) as su:
+        assert _checksums(su) == before                 # every table, rag's and the user's
+        assert su.execute("SELECT state, next_embedded FROM rag.model_status "
+                          "WHERE tenant = rag.current_tenant()").fetchone() is not None
+        # the model index on the extension's own partition is made again by the restore
+        idx = su.execute("SELECT rag.create_model_index('smollm2-embed')").fetchone()[0]
+        assert su.execute("SELECT to_regclass(%s) IS NOT NULL", (f"rag.{idx}",)).fetchone()[0]
+        bob_part = su.execute("SELECT chunks_partition FROM rag.tenant_partitions WHERE bound LIKE '%''bob''%'"
+                              ).fetchone()[0]
+        assert su.execute("SELECT count(*) FROM pg_indexes WHERE schemaname || '.' || tablename = %s",
+                          (bob_part,)).fetchone()[0] >= 8
+    assert {r: _search_as(dst, r) for r in searches} == searches
+
+    # and the restored database works: ids continue, the triggers index again, ask logs
+    with psycopg.connect(as_role(dst, "alice"), autocommit=True) as c:
+        doc = c.execute("SELECT rag.ingest('# Restores\n\npg_restore brings every row back.', "
+                        "source => 'restores.md')").fetchone()[0]
+        assert doc > max(r[0] for r in c.execute("SELECT id FROM rag.documents WHERE source <> 'restores.md'"))
+        answer = c.execute("SELECT rag.ask('What brings every row back?')").fetchone()[0]
+        assert any(x["document_id"] == doc for x in answer["citations"]), answer
+        assert answer["answer_id"] > 2
+    assert _plpython_calls(dst) > 0                     # the counter counts
+    with psycopg.connect(as_role(dst, "bob"), autocommit=True) as c:   # into his own partition
+        c.execute("SELECT rag.ingest('# Bob\n\nBob writes again after the restore.', source => 'bob2.md')")
+    with psycopg.connect(dst, autocommit=True) as su:
+        su.execute("INSERT INTO public.articles VALUES (3, 'Boats', 'Boats sail at dawn.')")
+        assert su.execute("SELECT count(*) FROM rag.documents WHERE source_table = 'public.articles'"
+                          ).fetchone()[0] == 3          # the attachment's trigger came back with the table
+        su.execute("CALL rag.work()")
+        assert su.execute("SELECT count(*) FROM rag.queue").fetchone()[0] == 0
+        assert su.execute("SELECT base_url FROM rag.models WHERE name = 'smollm2-embed'").fetchone()[0] == \
+            before_models                               # a changed built-in model row came back as changed
