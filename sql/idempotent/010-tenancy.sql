@@ -1,6 +1,3 @@
-COMMENT ON TABLE rag.tenant_roles IS
-  'Which roles (or members of which roles) may act for which tenant; managed with rag.grant_tenant.';
-
 -- rag._is_member
 -- Whether the current role is (a member of) this role; false for a dropped role.
 CREATE OR REPLACE FUNCTION rag._is_member(role_name name)

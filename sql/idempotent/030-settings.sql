@@ -1,6 +1,3 @@
-COMMENT ON TABLE rag.config IS 'Per-database values of rag settings (rag.configure); see rag.settings()';
-COMMENT ON TABLE rag.tenant_models IS 'Per tenant: its embedding model and the one it is switching to';
-
 -- rag._setting_defaults (internal): every setting, its default and what it does.
 -- A VALUES list that names nothing, without a SET clause, so that the planner inlines it
 -- into its callers (a SQL function with SET is planned anew on every call).
@@ -66,7 +63,6 @@ AS $$
     SELECT d.name, rag._setting_value(d.name, d.default_value, c.value), d.default_value, d.description
     FROM rag._setting_defaults() AS d LEFT JOIN rag.config AS c ON c.name = d.name
 $$;
-COMMENT ON FUNCTION rag.settings() IS 'rag.settings: every rag.* setting with its current value and default';
 
 -- rag._setting: one setting's current value (internal; NULL for an unknown name).
 -- plpgsql, so that its query is planned once per session (it is on every hot path).

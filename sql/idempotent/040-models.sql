@@ -1,9 +1,3 @@
-COMMENT ON TABLE rag.models IS
-  'Embedding and chat models rag can call: rag.add_model adds one, rag.use_model picks one';
-COMMENT ON TABLE rag.api_keys IS
-  'Names of provider API keys (never the secrets); rag.set_api_key, rag.grant_api_key';
-COMMENT ON TABLE rag.api_key_grants IS 'Which roles (and their members) may use which API key';
-
 -- rag._may_use_key (internal): whether the current role was granted this key
 CREATE OR REPLACE FUNCTION rag._may_use_key(key_name text)
 RETURNS boolean

@@ -1,6 +1,3 @@
-COMMENT ON TABLE rag.usage IS 'One row per model call: tokens in and out and their cost (rag.models prices)';
-COMMENT ON TABLE rag.answers IS 'Every answer of rag.ask and rag.ask_stream, for audit and BI';
-
 -- rag.usage_daily: per UTC day, tenant, model and operation
 CREATE OR REPLACE VIEW rag.usage_daily WITH (security_invoker = true) AS
 SELECT (u.at AT TIME ZONE 'UTC')::date AS day, u.tenant, u.model, u.operation,
@@ -8,7 +5,6 @@ SELECT (u.at AT TIME ZONE 'UTC')::date AS day, u.tenant, u.model, u.operation,
        sum(u.output_tokens)::bigint AS output_tokens, sum(u.cost) AS cost
 FROM rag.usage AS u
 GROUP BY 1, 2, 3, 4;
-COMMENT ON VIEW rag.usage_daily IS 'Model calls, tokens and cost per UTC day, tenant, model and operation';
 
 -- rag.cost_by_model: totals per model, with its current prices
 CREATE OR REPLACE VIEW rag.cost_by_model WITH (security_invoker = true) AS
@@ -18,7 +14,6 @@ SELECT u.model, m.provider, m.kind, sum(u.calls)::bigint AS calls,
        min(u.at) AS first_call, max(u.at) AS last_call
 FROM rag.usage AS u LEFT JOIN rag.models AS m ON m.name = u.model
 GROUP BY u.model, m.provider, m.kind, m.price_input_per_1m, m.price_output_per_1m;
-COMMENT ON VIEW rag.cost_by_model IS 'Model calls, tokens and cost per model (all days)';
 
 -- rag.spent_today: the session tenant's cost so far this UTC day (the budget's measure)
 CREATE OR REPLACE FUNCTION rag.spent_today()

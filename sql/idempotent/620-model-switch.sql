@@ -1,5 +1,3 @@
-COMMENT ON TABLE rag.embeddings_next IS 'Embeddings by the next model, built by rag.work during a model switch';
-
 -- rag._owns_chunks (internal): whether the current role may run DDL on rag.chunks (its
 -- owner, or a member of the owner's role): the indexes and partitions per model and tenant
 CREATE OR REPLACE FUNCTION rag._owns_chunks()

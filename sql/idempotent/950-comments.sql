@@ -119,6 +119,10 @@ COMMENT ON TABLE rag.api_keys IS
 COMMENT ON TABLE rag.api_key_grants IS
   'Which roles (and their members) may use which API key (rag.grant_api_key, rag.revoke_api_key).';
 
+COMMENT ON FUNCTION rag._models_restored() IS
+  'Internal: row trigger on rag.models: during a restore, a dumped row of a built-in model updates the row '
+  'CREATE EXTENSION made instead of failing on its key.';
+
 COMMENT ON FUNCTION rag._may_use_key(text) IS
   'Internal: whether the current role was granted this API key; used by the rag.api_keys policy and when a '
   'provider call reads the secret.';
