@@ -103,18 +103,17 @@ def _fill(url: str) -> None:
 def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db):
     url = new_db(OLD)
     _fill(url)
-    with psycopg.connect(url, autocommit=True) as su:
-        assert _version(su) == OLD
-        before = _checksums(su)
-        settings = su.execute("SELECT name, value FROM rag.settings() ORDER BY 1").fetchall()
-        acl = su.execute("SELECT relname, relacl::text FROM pg_class WHERE relnamespace = 'rag'::regnamespace "
-                         "AND relkind IN ('r', 'p', 'v') ORDER BY 1").fetchall()
-    searches = {r: _search_as(url, r) for r in ("alice", "bob", "carol")}
+    searches = {r: _search_as(url, r) for r in ("alice", "bob", "carol")}   # (searches log usage rows)
     assert all(any(rows) for rows in searches.values())
     with psycopg.connect(as_role(url, "alice"), autocommit=True) as old_session:
         old_session.execute("SELECT count(*) FROM rag.search('ferry', 3)")  # 0.1.0's Python is loaded here
 
         with psycopg.connect(url, autocommit=True) as su:
+            assert _version(su) == OLD
+            before = _checksums(su)
+            settings = su.execute("SELECT name, value FROM rag.settings() ORDER BY 1").fetchall()
+            acl = su.execute("SELECT relname, relacl::text FROM pg_class WHERE relnamespace = 'rag'::regnamespace "
+                             "AND relkind IN ('r', 'p', 'v') ORDER BY 1").fetchall()
             su.execute("ALTER EXTENSION rag UPDATE")
             assert _version(su) == NEW
             after = _checksums(su)
@@ -142,7 +141,8 @@ def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db):
         assert any(x["document_id"] == doc for x in answer["citations"]), answer
     with psycopg.connect(url, autocommit=True) as su:
         su.execute("CALL rag.work()")
-        assert su.execute("SELECT count(*) FROM rag.documents WHERE source_table = 'public.tickets'").fetchone()[0] == 3
+        assert su.execute("SELECT count(*) FROM rag.documents AS d JOIN rag.attachments AS a ON a.id = d.attachment_id "
+                          "WHERE a.source_table = 'public.tickets'::regclass").fetchone()[0] == 3
         assert su.execute("SELECT count(*) FROM rag.queue").fetchone()[0] == 0
 
 
@@ -195,13 +195,13 @@ def filled(new_db, local_llm):
 @pytest.mark.parametrize("fmt", ["custom", "plain"])
 def test_dump_and_restore_round_trip_every_row_without_a_model_call(filled, new_db, fmt, tmp_path):
     src = filled
+    searches = {r: _search_as(src, r) for r in ("alice", "bob")}   # (searches log usage rows)
     with psycopg.connect(src, autocommit=True) as su:
         before = _checksums(su)
         assert before["rag.embeddings_next"][0] == 2 and before["rag.queue"][0] == 3
         assert before["rag.usage"][0] > 0 and before["rag.answers"][0] == 2
         before_models = su.execute("SELECT base_url FROM rag.models WHERE name = 'smollm2-embed'").fetchone()[0]
         assert before_models != "http://127.0.0.1:8765/v1"
-    searches = {r: _search_as(src, r) for r in ("alice", "bob")}
 
     dump = tmp_path / ("db.dump" if fmt == "custom" else "db.sql")
     r = _run(PGBIN / "pg_dump", "--format", fmt, "--file", dump, *_conninfo(src))
@@ -243,8 +243,8 @@ def test_dump_and_restore_round_trip_every_row_without_a_model_call(filled, new_
         c.execute("SELECT rag.ingest('# Bob\n\nBob writes again after the restore.', source => 'bob2.md')")
     with psycopg.connect(dst, autocommit=True) as su:
         su.execute("INSERT INTO public.articles VALUES (3, 'Boats', 'Boats sail at dawn.')")
-        assert su.execute("SELECT count(*) FROM rag.documents WHERE source_table = 'public.articles'"
-                          ).fetchone()[0] == 3          # the attachment's trigger came back with the table
+        assert su.execute("SELECT count(*) FROM rag.documents AS d JOIN rag.attachments AS a ON a.id = d.attachment_id "
+                          "WHERE a.source_table = 'public.articles'::regclass").fetchone()[0] == 3  # its trigger came back
         su.execute("CALL rag.work()")
         assert su.execute("SELECT count(*) FROM rag.queue").fetchone()[0] == 0
         assert su.execute("SELECT base_url FROM rag.models WHERE name = 'smollm2-embed'").fetchone()[0] == \

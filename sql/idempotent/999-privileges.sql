@@ -4,8 +4,24 @@
 -- that public functions call are granted with them.
 
 REVOKE ALL ON SCHEMA rag FROM PUBLIC;
-REVOKE ALL ON ALL TABLES IN SCHEMA rag FROM PUBLIC;
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA rag FROM PUBLIC;
+-- the extension's own tables, views and functions (not a tenant's partitions, which have
+-- no grants of their own: they are read through rag.chunks and rag.postings)
+DO $$
+DECLARE
+    obj record;
+BEGIN
+    FOR obj IN SELECT d.classid, d.objid FROM pg_catalog.pg_depend AS d
+               WHERE d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
+                 AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension AS e WHERE e.extname = 'rag')
+                 AND d.classid IN ('pg_catalog.pg_class'::regclass, 'pg_catalog.pg_proc'::regclass) LOOP
+        IF obj.classid = 'pg_catalog.pg_proc'::regclass THEN
+            EXECUTE pg_catalog.format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', obj.objid::regprocedure);
+        ELSIF (SELECT c.relkind FROM pg_catalog.pg_class AS c WHERE c.oid = obj.objid) IN ('r', 'p', 'v') THEN
+            EXECUTE pg_catalog.format('REVOKE ALL ON TABLE %s FROM PUBLIC', obj.objid::regclass);
+        END IF;
+    END LOOP;
+END
+$$;
 
 -- rag_reader: search and ask
 GRANT USAGE ON SCHEMA rag TO rag_reader;
