@@ -9,9 +9,15 @@ rag.api_key_grants, who may use it. The secret itself is
 So it never appears in a table, a view, a query text, pg_stat_activity or an error. The
 code that reads it runs inside the server, for a role that rag.api_keys shows the key to
 (row-level security: roles granted the key, and rag_admin).
+
+A key is bound to the base URL it was set for, and the binding that counts is kept next to
+the secret (the file holds both, as JSON), where no SQL role can change it: a model at any
+other URL cannot use the key, whatever rag.models or rag.api_keys say. A file written
+before 0.2.0 (the bare secret) is bound to nothing and is not used until set again.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -24,8 +30,17 @@ def _path(name: str) -> Path:
     return Path(os.getcwd()) / KEY_DIR / name
 
 
-def write(name: str, secret: str | None) -> None:
-    """Store (or with None, remove) the secret of key `name` (rag.set_api_key)."""
+def bound_to(model_url: str, key_url: str | None) -> bool:
+    """Whether a model at `model_url` may get a key bound to `key_url` (the URL or under it)."""
+    if not key_url:
+        return False
+    model_url, key_url = model_url.rstrip("/"), key_url.rstrip("/")
+    return model_url == key_url or model_url.startswith(key_url + "/")
+
+
+def write(name: str, secret: str | None, base_url: str | None = None) -> None:
+    """Store (or with None, remove) the secret of key `name`, bound to `base_url`
+    (rag.set_api_key)."""
     if not name or "/" in name or name.startswith("."):
         raise InvalidParameter(f"rag: invalid key name {name!r}")
     path = _path(name)
@@ -36,7 +51,7 @@ def write(name: str, secret: str | None) -> None:
     tmp = path.with_name(f".{name}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, secret.encode("utf-8"))
+        os.write(fd, json.dumps({"secret": secret, "base_url": base_url}).encode("utf-8"))
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -44,15 +59,20 @@ def write(name: str, secret: str | None) -> None:
 
 
 def read(plpy, name: str, model: str) -> str:
-    """The secret of key `name` for the current role, or a clear error (never the secret)."""
+    """The secret of key `name` for the current role and model `model`, or a clear error
+    (never the secret)."""
     rows = plpy.execute(plpy.prepare(
-        "SELECT k.source, k.env_var FROM rag.api_keys AS k WHERE k.name = $1 AND rag._may_use_key(k.name)",
-        ["text"]), [name])
+        "SELECT k.source, k.env_var, k.base_url, m.base_url AS model_url FROM rag.api_keys AS k, rag.models AS m "
+        "WHERE k.name = $1 AND rag._may_use_key(k.name) AND m.name = $2", ["text", "text"]), [name, model])
     if not rows:
         role = plpy.execute("SELECT current_user AS u")[0]["u"]
         raise NotAllowed(f"rag: role {role} may not use API key {name!r} (needed by model {model!r})",
                          hint=f"an administrator can allow it: SELECT rag.grant_api_key('{name}', '{role}')")
+    model_url = rows[0]["model_url"] or ""
     if rows[0]["source"] == "env":
+        # set by a superuser only (rag.set_api_key, rag._key_binding): the table's binding counts
+        if not bound_to(model_url, rows[0]["base_url"]):
+            raise _unbound(name, model, model_url, rows[0]["base_url"])
         var = rows[0]["env_var"]
         secret = os.environ.get(var)
         if not secret:
@@ -61,7 +81,22 @@ def read(plpy, name: str, model: str) -> str:
                                    hint=f"set {var} in the server's environment and restart it")
         return secret
     try:
-        return _path(name).read_text(encoding="utf-8").strip()
+        raw = _path(name).read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         raise ModelUnavailable(f"rag: the secret of API key {name!r} is missing on this server",
-                               hint=f"store it again: SELECT rag.set_api_key('{name}', $1) (pg_dump does not carry secrets)") from None
+                               hint=f"store it again: SELECT rag.set_api_key('{name}', $1, base_url => '...') (pg_dump does not carry secrets)") from None
+    try:
+        stored = json.loads(raw)
+    except ValueError:
+        stored = None
+    if not isinstance(stored, dict):   # a bare secret, written before 0.2.0
+        raise _unbound(name, model, model_url, None)
+    if not bound_to(model_url, stored.get("base_url")):
+        raise _unbound(name, model, model_url, stored.get("base_url"))
+    return stored["secret"]
+
+
+def _unbound(name: str, model: str, model_url: str, key_url: str | None) -> NotAllowed:
+    return NotAllowed(f"rag: API key {name!r} may only be sent to {key_url or '(no URL)'}, "
+                      f"and model {model!r} is at {model_url}",
+                      hint=f"its owner can bind it: SELECT rag.set_api_key('{name}', $1, base_url => '...')")

@@ -9,6 +9,15 @@ AS $$
                    WHERE r.rolname = role_name AND pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER'))
 $$;
 
+-- rag._is_superuser (internal): whether the current role is a superuser
+CREATE OR REPLACE FUNCTION rag._is_superuser()
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles AS r WHERE r.rolname = current_user), false)
+$$;
+
 -- rag._may_act_for
 -- Whether the current role may act for a tenant: its own name, a tenant granted to it
 -- (or to a role it is a member of) in rag.tenant_roles, or any tenant for a superuser.
@@ -40,6 +49,12 @@ BEGIN
             SELECT min(t.tenant) INTO only_one FROM rag.tenant_roles AS t
             WHERE rag._is_member(t.role_name)
             HAVING count(DISTINCT t.tenant) = 1;
+        END IF;
+        IF only_one IS NULL AND current_user IN ('rag_reader', 'rag_writer', 'rag_admin') THEN
+            -- SET ROLE rag_writer: the group role would be one tenant shared by all its members
+            RAISE EXCEPTION 'rag: the group role % is not a tenant', current_user
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'act as your own login role (RESET ROLE), or SET rag.tenant to a tenant granted to you';
         END IF;
         RETURN coalesce(only_one, current_user::text);
     ELSIF rag._may_act_for(wanted) THEN

@@ -14,9 +14,10 @@ AS $$
         ('embedding_threads',     '1',        'onnxruntime intra-op threads per backend'),
         ('chunk_target_tokens',   '254',      'chunks are packed up to this many model tokens (254 fills MiniLM''s window)'),
         ('chunk_overlap_tokens',  '32',       'tokens repeated from the end of the previous chunk'),
-        ('max_document_bytes',    '10000000', 'largest document accepted, in bytes of UTF-8'),
-        ('max_query_chars',       '4000',     'longest question or search query accepted'),
-        ('max_k',                 '1000',     'largest k accepted by rag.search and rag.ask'),
+        ('max_document_bytes',    '10000000', 'largest document accepted, in bytes of UTF-8 (a limit: a session may lower it; rag.configure raises it)'),
+        ('max_chunks_per_document', '20000',  'most chunks one document may become (a limit: a session may lower it; rag.configure raises it)'),
+        ('max_query_chars',       '4000',     'longest question or search query accepted (a limit: a session may lower it; rag.configure raises it)'),
+        ('max_k',                 '1000',     'largest k accepted by rag.search and rag.ask (a limit: a session may lower it; rag.configure raises it)'),
         ('bm25_k1',               '0.9',      'BM25 term-frequency saturation (lexical leg)'),
         ('bm25_b',                '0.4',      'BM25 length normalisation, 0..1 (lexical leg)'),
         ('bm25_term_candidates',  '1000',     'postings read per query lexeme, best first (0: all, exact BM25 at any size)'),
@@ -36,19 +37,40 @@ AS $$
     ) AS d (name, default_value, description)
 $$;
 
+-- rag._limited (internal): a limit that protects the server, as a session asked for it:
+-- lower than the database's (rag.configure, or the default) counts, higher does not, unless
+-- a superuser asks. Not a number: as asked, so that the reader of the setting says what is
+-- wrong with it.
+CREATE OR REPLACE FUNCTION rag._limited(asked text, ceiling text)
+RETURNS text
+LANGUAGE sql STABLE
+AS $$
+    SELECT CASE WHEN asked IS NULL THEN ceiling
+                WHEN asked OPERATOR(pg_catalog.!~) '^\s*[0-9]{1,18}\s*$' THEN asked
+                WHEN asked::numeric OPERATOR(pg_catalog.<=) ceiling::numeric THEN pg_catalog.btrim(asked)
+                WHEN (SELECT r.rolsuper FROM pg_catalog.pg_roles AS r
+                      WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER) THEN pg_catalog.btrim(asked)
+                ELSE ceiling END
+$$;
+
 -- rag._setting_value (internal): one setting's value, first found: the Postgres setting
--- rag.x, the tenant's embedding model (rag.tenant_models), rag.config, the default.
+-- rag.x, the tenant's embedding model (rag.tenant_models), rag.config, the default. The
+-- limits that protect the server (rag._limited) can only be lowered by a session.
 -- Without a SET clause, so that the planner inlines it into its callers (which pin
 -- search_path); every name and operator in it is qualified instead.
 CREATE OR REPLACE FUNCTION rag._setting_value(setting_name text, default_value text, configured text)
 RETURNS text
 LANGUAGE sql STABLE
 AS $$
-    SELECT coalesce(nullif(pg_catalog.current_setting('rag.' OPERATOR(pg_catalog.||) setting_name, true), ''),
+    SELECT CASE WHEN setting_name OPERATOR(pg_catalog.=) ANY (ARRAY['max_document_bytes', 'max_chunks_per_document',
+                         'max_query_chars', 'max_k', 'embedding_threads', 'embedding_batch_size', 'index_batch_size'])
+           THEN rag._limited(nullif(pg_catalog.current_setting('rag.' OPERATOR(pg_catalog.||) setting_name, true), ''),
+                             coalesce(configured, default_value))
+           ELSE coalesce(nullif(pg_catalog.current_setting('rag.' OPERATOR(pg_catalog.||) setting_name, true), ''),
                     CASE WHEN setting_name OPERATOR(pg_catalog.=) 'embedding_model' THEN
                         (SELECT tm.embedding_model FROM rag.tenant_models AS tm
                          WHERE tm.tenant OPERATOR(pg_catalog.=) rag.current_tenant()) END,
-                    configured, default_value)
+                    configured, default_value) END
 $$;
 
 -- rag.settings

@@ -114,20 +114,28 @@ $$;
 -- Store a provider API key under a name. Pass the secret as a bind parameter
 -- (psycopg: cur.execute("SELECT rag.set_api_key('openai', %s)", [secret])) so that it is
 -- not in the query text, or name a server environment variable with env_var.
-CREATE OR REPLACE FUNCTION rag._write_key_file(name text, secret text)
+CREATE OR REPLACE FUNCTION rag._write_key_file(name text, secret text, base_url text)
 RETURNS boolean
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $python$
     #@ragpg-prologue
-    return ragpg.pg.write_key_file(plpy, name, secret)
+    return ragpg.pg.write_key_file(plpy, name, secret, base_url)
 $python$;
 
-CREATE OR REPLACE FUNCTION rag.set_api_key(name text, secret text DEFAULT NULL, env_var text DEFAULT NULL)
+-- rag.set_api_key (rag_admin)
+-- Store a provider key's secret for use with models at base_url only (the binding is kept
+-- with the secret: no SQL role can move it). Changing an existing key needs the role that
+-- set it; a key from the server's environment (env_var) needs a superuser.
+CREATE OR REPLACE FUNCTION rag.set_api_key(name text, secret text DEFAULT NULL, env_var text DEFAULT NULL,
+                                           base_url text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    owner name := (SELECT k.created_by FROM rag.api_keys AS k WHERE k.name = set_api_key.name);
+    url text := rtrim(base_url, '/');
 BEGIN
     IF name IS NULL OR name !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' THEN
         RAISE EXCEPTION 'rag.set_api_key: invalid key name %', coalesce(quote_literal(name), 'NULL')
@@ -142,18 +150,82 @@ BEGIN
     ELSIF env_var IS NOT NULL AND env_var !~ '^[A-Za-z_][A-Za-z0-9_]{0,127}$' THEN
         RAISE EXCEPTION 'rag.set_api_key: invalid environment variable name %', quote_literal(env_var)
             USING ERRCODE = 'invalid_parameter_value';
+    ELSIF url IS NULL OR url !~ '^https?://[^\s/]+(/[^\s]*)?$' THEN
+        RAISE EXCEPTION 'rag.set_api_key: base_url must be the http(s) URL the key is for, got %', coalesce(quote_literal(base_url), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'e.g. base_url => ''https://api.openai.com/v1'': only models at this URL can use the key';
+    ELSIF owner IS NOT NULL AND owner <> current_user AND NOT rag._is_superuser() THEN
+        RAISE EXCEPTION 'rag.set_api_key: API key % was set by role %; only that role can change it', quote_literal(name), owner
+            USING ERRCODE = 'insufficient_privilege', HINT = 'use another key name';
+    ELSIF env_var IS NOT NULL AND NOT rag._is_superuser() THEN
+        RAISE EXCEPTION 'rag.set_api_key: a key from the server''s environment needs a superuser'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'the server''s environment holds more than API keys; store the secret itself: rag.set_api_key(name, $1, base_url => ...)';
     END IF;
-    INSERT INTO rag.api_keys AS k (name, source, env_var)
-    VALUES (set_api_key.name, CASE WHEN secret IS NULL THEN 'env' ELSE 'file' END, env_var)
+    INSERT INTO rag.api_keys AS k (name, source, env_var, base_url)
+    VALUES (set_api_key.name, CASE WHEN secret IS NULL THEN 'env' ELSE 'file' END, env_var, url)
     ON CONFLICT ON CONSTRAINT api_keys_pkey DO UPDATE SET source = excluded.source, env_var = excluded.env_var,
-        created_by = current_user, created_at = now();
-    IF NOT rag._write_key_file(name, secret) THEN   -- NULL secret removes the file
+        base_url = excluded.base_url, created_by = current_user, created_at = now();
+    IF NOT rag._write_key_file(name, secret, url) THEN   -- NULL secret removes the file
         PERFORM rag._raise_python_error();
     END IF;
 END
 $$;
 
--- rag.grant_api_key / rag.revoke_api_key / rag.drop_api_key (rag_admin)
+-- rag._key_binding (internal)
+-- Row trigger on rag.api_keys (rag_admin may write the table): a key's binding (base_url)
+-- and source change only by its owner or a superuser, and only a superuser names an
+-- environment variable. The binding that the server enforces is the one kept with the
+-- secret (ragpg/keys.py); this keeps the table telling the truth.
+CREATE OR REPLACE FUNCTION rag._key_binding()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF rag._is_superuser() OR rag._restoring() THEN
+        RETURN NEW;
+    ELSIF NEW.source = 'env' AND (TG_OP = 'INSERT' OR OLD.env_var IS DISTINCT FROM NEW.env_var) THEN
+        RAISE EXCEPTION 'rag.api_keys: a key from the server''s environment needs a superuser'
+            USING ERRCODE = 'insufficient_privilege';
+    ELSIF TG_OP = 'UPDATE' AND OLD.created_by <> current_user
+          AND (OLD.base_url, OLD.source, OLD.env_var) IS DISTINCT FROM (NEW.base_url, NEW.source, NEW.env_var) THEN
+        RAISE EXCEPTION 'rag.api_keys: API key % was set by role %; only that role can change it', quote_literal(OLD.name), OLD.created_by
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE OR REPLACE TRIGGER api_keys_binding BEFORE INSERT OR UPDATE ON rag.api_keys
+    FOR EACH ROW EXECUTE FUNCTION rag._key_binding();
+
+-- rag._model_key_binding (internal)
+-- Row trigger on rag.models: a model that names an API key lives at the key's base_url
+-- (the URL itself or under it). rag.add_model and direct writes alike.
+CREATE OR REPLACE FUNCTION rag._model_key_binding()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    bound text;
+BEGIN
+    IF NEW.api_key IS NULL OR rag._restoring() THEN
+        RETURN NEW;
+    END IF;
+    SELECT k.base_url INTO bound FROM rag.api_keys AS k WHERE k.name = NEW.api_key;
+    IF bound IS NULL OR NOT (NEW.base_url = bound OR starts_with(NEW.base_url, bound || '/')) THEN
+        RAISE EXCEPTION 'rag: model % is at %, and API key % may only be sent to %', quote_literal(NEW.name),
+            NEW.base_url, quote_literal(NEW.api_key), coalesce(bound, '(no URL: set the key again with base_url)')
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'a key goes only to the base URL it was set for: rag.set_api_key(name, $1, base_url => ...) by its owner';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE OR REPLACE TRIGGER models_key_binding BEFORE INSERT OR UPDATE ON rag.models
+    FOR EACH ROW EXECUTE FUNCTION rag._model_key_binding();
+
 CREATE OR REPLACE FUNCTION rag.grant_api_key(name text, role_name name)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -192,7 +264,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    IF NOT rag._write_key_file(name, NULL) THEN
+    IF NOT rag._write_key_file(name, NULL, NULL) THEN
         PERFORM rag._raise_python_error();
     END IF;
     RETURN true;

@@ -150,7 +150,8 @@ CREATE OR REPLACE FUNCTION rag.attach(
     title_column     name DEFAULT NULL,
     url_column       name DEFAULT NULL,
     metadata_columns name[] DEFAULT '{}',
-    mode             text DEFAULT 'sync')
+    mode             text DEFAULT 'sync',
+    force            boolean DEFAULT false)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -160,9 +161,17 @@ DECLARE
     missing name;
     a rag.attachments;
     trig text := 'rag_index_' || md5(source_table::oid::text)::text;
+    owner name := (SELECT c.relowner::regrole::name FROM pg_class AS c WHERE c.oid = source_table);
 BEGIN
     IF source_table IS NULL OR content_column IS NULL THEN
         RAISE EXCEPTION 'rag.attach: source_table and content_column are required' USING ERRCODE = 'null_value_not_allowed';
+    ELSIF owner <> current_user AND NOT coalesce(force, false) THEN
+        -- attaching reads the table and evaluates its expressions (key casts, domain checks,
+        -- defaults of the rows it writes) with the caller's rights: the owner's code would
+        -- run as the caller, as in any maintenance of an untrusted table
+        RAISE EXCEPTION 'rag.attach: table % belongs to role %, not to %', source_table, owner, current_user
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('attach it as its owner (SET ROLE %I), or pass force => true if you trust that role''s code to run with your rights', owner);
     ELSIF mode IS NULL OR mode NOT IN ('sync', 'async') THEN
         RAISE EXCEPTION 'rag.attach: mode must be sync or async, got %', coalesce(quote_literal(mode), 'NULL')
             USING ERRCODE = 'invalid_parameter_value';

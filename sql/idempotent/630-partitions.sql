@@ -90,4 +90,8 @@ CREATE OR REPLACE VIEW rag.tenant_partitions WITH (security_invoker = true) AS
     SELECT pg_catalog.pg_get_expr(r.relpartbound, r.oid) AS bound, r.oid::regclass::text AS chunks_partition,
            pg_catalog.pg_total_relation_size(r.oid) AS total_bytes, r.reltuples::bigint AS approx_chunks
     FROM pg_catalog.pg_inherits AS i JOIN pg_catalog.pg_class AS r ON r.oid = i.inhrelid
-    WHERE i.inhparent = 'rag.chunks'::regclass;
+    WHERE i.inhparent = 'rag.chunks'::regclass
+      -- a tenant sees its own partition (and the default one); the owner sees all of them
+      AND (rag._owns_chunks() OR r.relpartbound IS NULL
+           OR pg_catalog.pg_get_expr(r.relpartbound, r.oid) IN ('DEFAULT',
+                  pg_catalog.format('FOR VALUES IN (%L)', rag.current_tenant())));

@@ -143,15 +143,30 @@ COMMENT ON FUNCTION rag.use_model(text) IS
   'rag.models). Returns: for a chat model the setting now in effect, for an embedding model ''active'' or '
   '''building''. Example: SELECT rag.use_model(''gpt-4o-mini'');';
 
-COMMENT ON FUNCTION rag._write_key_file(text, text) IS
-  'Internal: writes an API key''s secret to its file under the data directory (mode 0600), or removes it '
-  'for NULL; called by rag.set_api_key and rag.drop_api_key.';
+COMMENT ON FUNCTION rag._write_key_file(text, text, text) IS
+  'Internal: writes an API key''s secret and the base URL it is bound to into its file under the data '
+  'directory (mode 0600), or removes it for NULL; called by rag.set_api_key and rag.drop_api_key.';
 
-COMMENT ON FUNCTION rag.set_api_key(text, text, text) IS
-  'Store a provider API key under a name (rag_admin). The secret goes to a file only the server can read, '
-  'never a table. Arguments: name; secret (pass it as a bind parameter so it is not in the query text) or '
-  'env_var (a server environment variable holding it): exactly one. Returns: nothing. Only roles granted '
-  'it (rag.grant_api_key) can use it. Example: SELECT rag.set_api_key(''openai'', env_var => ''OPENAI_API_KEY'');';
+COMMENT ON FUNCTION rag.set_api_key(text, text, text, text) IS
+  'Store a provider API key under a name, bound to the base URL it is for (rag_admin). The secret and its '
+  'binding go to a file only the server can read, never a table; only models at base_url (or under it) can '
+  'use it, and only the role that set it can change it. Arguments: name; secret (a bind parameter, so it is '
+  'not in the query text) or env_var (a server environment variable; superuser only): exactly one; base_url. '
+  'Returns: nothing. Example: SELECT rag.set_api_key(''openai'', $1, base_url => ''https://api.openai.com/v1'');';
+
+COMMENT ON FUNCTION rag._is_superuser() IS
+  'Internal: whether the current role is a superuser.';
+
+COMMENT ON FUNCTION rag._key_binding() IS
+  'Internal: row trigger on rag.api_keys: only a key''s owner (or a superuser) changes its binding or '
+  'source, and only a superuser names an environment variable.';
+
+COMMENT ON FUNCTION rag._model_key_binding() IS
+  'Internal: row trigger on rag.models: a model that names an API key must live at the key''s base_url.';
+
+COMMENT ON FUNCTION rag._limited(text, text) IS
+  'Internal: a server-protecting limit as a session asked for it: lower than the database''s value counts, '
+  'higher only for a superuser; used by rag._setting_value.';
 
 COMMENT ON FUNCTION rag.grant_api_key(text, name) IS
   'Let a role (and its members) use an API key, and see that it exists (rag_admin). Arguments: name (of '
@@ -547,11 +562,11 @@ COMMENT ON FUNCTION rag._attached_changed() IS
   'Internal: statement trigger on attached tables: finds keys whose indexed columns changed, then applies '
   '(sync) or enqueues (async) them.';
 
-COMMENT ON FUNCTION rag.attach(regclass, name, name, name, name[], text) IS
+COMMENT ON FUNCTION rag.attach(regclass, name, name, name, name[], text, boolean) IS
   'Keep rag.documents in step with a table of yours: existing rows are indexed now (sync) or queued '
   '(async), later INSERT/UPDATE/DELETE through statement triggers. Search results JOIN back via source_key. '
-  'Arguments: source_table (needs a primary key), content_column, title_column, url_column, '
-  'metadata_columns (name[]), mode (sync or async). Returns: the attachment id. Example: SELECT '
+  'Arguments: source_table (yours: another role''s needs force), content_column, title_column, url_column, '
+  'metadata_columns (name[]), mode (sync or async), force. Returns: the attachment id. Example: SELECT '
   'rag.attach(''articles'', content_column => ''body'', title_column => ''title'', mode => ''async'');';
 
 COMMENT ON FUNCTION rag._backfill(rag.attachments) IS

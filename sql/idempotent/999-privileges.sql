@@ -32,11 +32,19 @@ GRANT SELECT ON rag.documents, rag.chunks, rag.tenant_roles, rag.postings, rag.l
                 rag.models, rag.config, rag.api_keys, rag.api_key_grants, rag.usage, rag.answers,
                 rag.usage_daily, rag.cost_by_model, rag.tenant_models, rag.embeddings_next,
                 rag.model_status, rag.tenant_partitions, rag.model_indexes TO rag_reader;
--- every model call is logged by the caller's transaction (search and ask too)
-GRANT INSERT ON rag.usage, rag.answers TO rag_reader;
+-- every model call is logged by the caller's transaction (search and ask too): the columns
+-- that describe the call; the id, tenant, time and role are the database's (defaults)
+REVOKE INSERT ON rag.usage, rag.answers FROM rag_reader;
+GRANT INSERT (operation, model, provider, calls, input_tokens, output_tokens, cost, latency_ms)
+    ON rag.usage TO rag_reader;
+GRANT INSERT (question, answer, model, mode, cited_chunk_ids, retrieved_chunk_ids, removed_citations,
+              latency_ms, first_token_ms, input_tokens, output_tokens, finish_reason)
+    ON rag.answers TO rag_reader;
 GRANT EXECUTE ON FUNCTION
     rag.current_tenant(),
     rag._restoring(),
+    rag._is_superuser(),
+    rag._limited(text, text),
     rag._is_member(name),
     rag._may_act_for(text),
     rag.settings(),
@@ -68,8 +76,16 @@ GRANT EXECUTE ON FUNCTION
 TO rag_reader;
 
 -- rag_writer: ingest (documents in, chunks written by the triggers as the caller)
-GRANT INSERT, UPDATE, DELETE ON rag.documents TO rag_writer;
-GRANT INSERT, DELETE ON rag.chunks, rag.postings, rag.lexeme_stats, rag.corpus_stats TO rag_writer;
+-- no role but the owner names an id (GENERATED ALWAYS, and the id column is not granted)
+REVOKE INSERT, UPDATE ON rag.documents, rag.chunks, rag.attachments, rag.queue, rag.errors, rag.eval_run FROM rag_writer;
+GRANT INSERT (tenant, source, title, url, metadata, content, attachment_id, source_table, source_key),
+      UPDATE (source, title, url, metadata, content, attachment_id, source_table, source_key, updated_at)
+    ON rag.documents TO rag_writer;
+GRANT DELETE ON rag.documents TO rag_writer;
+GRANT INSERT (tenant, document_id, ord, content, heading, tokens, content_hash, model, embedding)
+    ON rag.chunks TO rag_writer;
+GRANT DELETE ON rag.chunks TO rag_writer;
+GRANT INSERT, DELETE ON rag.postings, rag.lexeme_stats, rag.corpus_stats TO rag_writer;
 GRANT EXECUTE ON FUNCTION
     rag.ingest(text, text, text, text, jsonb),
     rag._check_content(text, text),
@@ -79,10 +95,16 @@ GRANT EXECUTE ON FUNCTION
     rag._eval_tenant(text),
     rag.evaluate(text, text, int, jsonb)
 TO rag_writer;
-GRANT INSERT, DELETE ON rag.attachments TO rag_writer;
-GRANT INSERT, UPDATE, DELETE ON rag.queue, rag.errors TO rag_writer;
+GRANT INSERT (source_table, key_columns, content_column, title_column, url_column, metadata_columns, mode)
+    ON rag.attachments TO rag_writer;
+GRANT DELETE ON rag.attachments TO rag_writer;
+GRANT INSERT (tenant, attachment_id, source_key), UPDATE (attempts, next_attempt_at, last_error)
+    ON rag.queue TO rag_writer;
+GRANT INSERT (tenant, attachment_id, source_key, attempts, last_error, enqueued_at) ON rag.errors TO rag_writer;
+GRANT DELETE ON rag.queue, rag.errors TO rag_writer;
 GRANT EXECUTE ON FUNCTION
-    rag.attach(regclass, name, name, name, name[], text),
+    rag.attach(regclass, name, name, name, name[], text, boolean),
+    rag._attached_changed(),
     rag.detach(regclass),
     rag._attachment(bigint),
     rag._object_expr(name[]),
@@ -107,8 +129,11 @@ GRANT EXECUTE ON FUNCTION
     rag._finish_switch()
 TO rag_writer;
 -- eval sets are loaded and run by writers, into tenants they may act for (RLS checks)
-GRANT INSERT, UPDATE, DELETE ON rag.eval_sets, rag.eval_queries, rag.eval_qrels, rag.eval_run,
-                                rag.eval_run_query TO rag_writer;
+GRANT INSERT, UPDATE, DELETE ON rag.eval_sets, rag.eval_queries, rag.eval_qrels, rag.eval_run_query TO rag_writer;
+GRANT INSERT (set_name, mode, k, params),
+      UPDATE (queries, ndcg_10, recall_10, recall_100, mrr_10, seconds, params)
+    ON rag.eval_run TO rag_writer;
+GRANT DELETE ON rag.eval_run TO rag_writer;
 
 -- rag_admin: tenants, models, settings, API keys
 GRANT INSERT, DELETE ON rag.tenant_roles TO rag_admin;
@@ -127,8 +152,8 @@ GRANT EXECUTE ON FUNCTION
     rag._make_partition_indexes(name, name),
     rag._owns_chunks(),
     rag.create_tenant_partition(text),
-    rag.set_api_key(text, text, text),
-    rag._write_key_file(text, text),
+    rag.set_api_key(text, text, text, text),
+    rag._write_key_file(text, text, text),
     rag.grant_api_key(text, name),
     rag.revoke_api_key(text, name),
     rag.drop_api_key(text)
