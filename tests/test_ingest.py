@@ -1,6 +1,8 @@
 """Ingest through rag.ingest and through plain INSERTs (triggers), re-ingest, delete."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from pgtest import counts, stats
 
 HANDBOOK = """# Handbook
@@ -23,7 +25,9 @@ def test_extension_installs_with_its_version(db):
     version, schema = db.execute(
         "SELECT e.extversion, n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
         " WHERE e.extname = 'rag'").fetchone()
-    assert (version, schema) == ("0.1.0", "rag")
+    want = next(ln.split("=", 1)[1] for ln in (Path(__file__).resolve().parent.parent / "scripts/versions.env")
+                .read_text().splitlines() if ln.startswith("RAGPG_VERSION="))
+    assert (version, schema) == (want, "rag")
     deps = {r[0] for r in db.execute(
         "SELECT extname FROM pg_extension WHERE extname IN ('vector', 'plpython3u', 'pg_trgm')")}
     assert deps == {"vector", "plpython3u", "pg_trgm"}

@@ -3,6 +3,7 @@ loopback (the local llama.cpp LLM, and a scripted fake for failures), retries an
 timeouts, citation checks, the usage ledger and budget, API keys, ask_stream."""
 from __future__ import annotations
 
+import json
 import re
 import time
 from decimal import Decimal
@@ -166,6 +167,61 @@ def test_wrong_dimensions_are_refused(db, fake_openai):
     assert _sqlstate(e) == "22023" and "5 dimensions" in str(e.value)
 
 
+# scenario -> (status, content type, body) for `fake_bodies`: error bodies that say too much
+ERROR_BODIES = {
+    "html400": (400, "text/html", "<html><body><h1>Bad Request</h1><pre>Traceback: /srv/internal/app.py\n"
+                                  "DATABASE_URL=postgres://svc:hunter2@10.0.0.5/billing</pre>"
+                + "<p>padding</p>" * 400 + "</body></html>"),
+    "json400": (400, "application/json", json.dumps({
+        "error": {"message": "Invalid 'input': too long, " + "really " * 60 + "\x1b[2J\r\nX-Injected: yes",
+                  "type": "invalid_request_error", "internal": {"upstream": "http://10.0.0.5:8080/embed"}},
+        "request": {"input": ["hello"]}, "debug": "worker=gpu-07"})),
+}
+
+
+@pytest.fixture(scope="module")
+def fake_bodies():
+    """tests/openai_fake.py, answering the ERROR_BODIES scenarios with those bodies."""
+    from openai_fake import FakeOpenAI
+
+    fake = FakeOpenAI()
+
+    class WithBodies(fake.httpd.RequestHandlerClass):
+        def do_POST(self):
+            name = self.path.strip("/").split("/")[0]
+            if name not in ERROR_BODIES:
+                return super().do_POST()
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            status, content_type, body = ERROR_BODIES[name]
+            self.send_response(status)
+            self.send_header("content-type", content_type)
+            self.send_header("content-length", str(len(body.encode())))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+    fake.httpd.RequestHandlerClass = WithBodies
+    yield fake
+    fake.close()
+
+
+def test_an_error_body_is_cut_to_the_providers_message(db, fake_bodies):
+    """Of a 4xx body only an OpenAI-style error.message comes back, cleaned, at most 200
+    characters; an HTML page, the body's other fields and the request never do."""
+    for name, said in [("html400", "HTTP 400: no error message"),
+                       ("json400", "HTTP 400: Invalid 'input': too long, really really")]:
+        url = f"http://127.0.0.1:{fake_bodies.port}/{name}/v1"
+        db.execute("SELECT rag.add_model(%s, 'embed', base_url => %s, dimensions => 3)", (name, url))
+        with pytest.raises(psycopg.Error) as e:
+            db.execute("SELECT rag.embed('hello', %s)", (name,))
+        message = e.value.diag.message_primary
+        assert _sqlstate(e) == "22023" and message.startswith(f"rag: model '{name}' at {url}: {said}"), message
+        assert len(message.split("HTTP 400: ", 1)[1]) <= 200
+        everything = f"{e.value} {e.value.diag.message_detail} {e.value.diag.message_hint} {e.value.diag.context}"
+        for leak in ("Traceback", "hunter2", "10.0.0.5", "padding", "invalid_request_error", "gpu-07", "hello",
+                     "\x1b", "X-Injected"):
+            assert leak not in everything, (name, leak)
+
+
 # -- citations, answers, usage, budget ---------------------------------------------------
 
 def test_citations_that_name_no_retrieved_chunk_are_removed(db, fake_openai):
@@ -252,7 +308,8 @@ def test_an_api_key_is_usable_only_by_its_grantee_and_never_shown(db, connect, f
     url = fake_openai.add("keyed", Scenario(chat_text="Five business days [1]."))
     echo = fake_openai.add("echo", Scenario(echo_key=True))
     dora = connect("dora")  # rag_admin
-    dora.execute("SELECT rag.set_api_key('prov', %s)", (SECRET,))  # a bind parameter: not in the query text
+    root = f"http://127.0.0.1:{fake_openai.port}"   # the key is bound to the fake server (both scenarios)
+    dora.execute("SELECT rag.set_api_key('prov', %s, base_url => %s)", (SECRET, root))  # bind parameters
     activity = db.execute("SELECT query FROM pg_stat_activity WHERE usename = 'dora'").fetchall()
     assert activity and not any(SECRET in (q or "") for (q,) in activity)
     dora.execute("SELECT rag.grant_api_key('prov', 'alice')")
@@ -311,7 +368,7 @@ def test_api_key_input_errors(connect):
 
 def test_a_key_from_a_missing_environment_variable_says_so(db, connect, fake_openai):
     url = fake_openai.add("envkey", Scenario())
-    db.execute("SELECT rag.set_api_key('from-env', env_var => 'RAGPG_TEST_NO_SUCH_VAR')")
+    db.execute("SELECT rag.set_api_key('from-env', env_var => 'RAGPG_TEST_NO_SUCH_VAR', base_url => %s)", (url,))
     db.execute("SELECT rag.grant_api_key('from-env', 'tester')")
     db.execute("SELECT rag.add_model('envkey', 'embed', base_url => %s, dimensions => 3, api_key => 'from-env')",
                (url,))

@@ -164,7 +164,7 @@ def ask_stream_open(plpy, question: str, k: int, model: str | None) -> int:
     """Retrieve and open the model's stream (errors surface here, before any row); returns
     a handle for ask_stream_read."""
     p = _Prepared(plpy, question, k, model)
-    st = {"p": p}
+    st = {"p": p, "who": _who(plpy)}
     if not p.llm:
         ex = _extractive(plpy, p.s, question, p.retrieved)
         st["extractive"] = ex
@@ -177,13 +177,21 @@ def ask_stream_open(plpy, question: str, k: int, model: str | None) -> int:
     return handle
 
 
+def _who(plpy) -> tuple[str, str]:
+    r = plpy.execute("SELECT current_user::text AS u, rag.current_tenant() AS t")[0]
+    return r["u"], r["t"]
+
+
 def ask_stream_read(plpy, handle: int):
     """Rows (seq, piece, citations, answer_id): pieces of the answer as they arrive, then
     one row with the citations (jsonb) and the answer's id in rag.answers."""
-    st = _STREAMS.pop(handle, None)
-    if st is None:
+    st = _STREAMS.get(handle)
+    if st is None or st["who"] != _who(plpy):
+        # a handle is read by the role and tenant that opened it: after SET ROLE, another
+        # role's answer is not there to read
         plpy.error("rag.ask_stream: unknown stream handle", sqlstate="22023",
                    hint="call rag.ask_stream(question), not its internal functions")
+    del _STREAMS[handle]
     p = st["p"]
     seq = 0
     try:

@@ -98,6 +98,23 @@ BEGIN
 END
 $$;
 
+-- rag._documents_after_delete
+-- Statement trigger: the deleted documents' chunks go with them, deleted through
+-- rag.chunks so that its statement trigger takes their postings and statistics along.
+CREATE OR REPLACE FUNCTION rag._documents_after_delete()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM rag.chunks AS c USING old_rows AS o WHERE c.tenant = o.tenant AND c.document_id = o.id;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER documents_after_delete AFTER DELETE ON rag.documents
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION rag._documents_after_delete();
 CREATE OR REPLACE TRIGGER documents_before_write BEFORE INSERT OR UPDATE ON rag.documents
     FOR EACH ROW EXECUTE FUNCTION rag._documents_before_write();
 CREATE OR REPLACE TRIGGER documents_after_insert AFTER INSERT ON rag.documents

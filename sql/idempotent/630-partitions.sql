@@ -18,7 +18,8 @@ DECLARE
 BEGIN
     EXECUTE format('ALTER TABLE rag.%1$I ADD CONSTRAINT %2$I PRIMARY KEY (tenant, id),'
                    ' ADD CONSTRAINT %3$I UNIQUE (tenant, document_id, ord),'
-                   ' ADD CONSTRAINT %4$I FOREIGN KEY (tenant, document_id) REFERENCES rag.documents (tenant, id) ON DELETE CASCADE',
+                   ' ADD CONSTRAINT %4$I FOREIGN KEY (tenant, document_id) REFERENCES rag.documents (tenant, id)'
+                   ' DEFERRABLE INITIALLY DEFERRED',
                    c, c || '_pkey', c || '_tenant_document_id_ord_key', c || '_document_fkey');
     EXECUTE format('CREATE INDEX %I ON rag.%I USING gin (tsv)', c || '_tsv_idx', c);
     EXECUTE format('CREATE INDEX %I ON rag.%I (tenant, model, content_hash)', c || '_tenant_model_content_hash_idx', c);

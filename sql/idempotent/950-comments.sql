@@ -682,3 +682,7 @@ COMMENT ON FUNCTION rag.create_tenant_partition(text) IS
 COMMENT ON VIEW rag.tenant_partitions IS
   'The partitions of rag.chunks (the default one and each tenant''s own): bound, name, total size in bytes '
   'and approximate chunks. Example: SELECT * FROM rag.tenant_partitions;';
+
+COMMENT ON FUNCTION rag._documents_after_delete() IS
+  'Internal: statement trigger on rag.documents: deletes the deleted documents'' chunks through rag.chunks '
+  '(so its trigger keeps the BM25 statistics).';

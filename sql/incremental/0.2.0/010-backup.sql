@@ -28,6 +28,10 @@ SELECT pg_catalog.pg_extension_config_dump('rag.embeddings_next', '');
 --    extension, so pg_dump restores its rows with plain COPY, in name order: 'chunks_<t>'
 --    before 'documents'. With the key inherited from rag.chunks that COPY failed; a key of
 --    the partition's own is dumped after the data, like any user table's.
+--    A document's chunks are deleted by rag.documents' delete trigger, through rag.chunks,
+--    so that its statement trigger keeps the BM25 statistics (a cascade from a partition's
+--    key would delete from the partition, where rag.chunks' statement triggers do not fire);
+--    the key, checked at commit, makes sure none is left.
 ALTER TABLE rag.chunks DROP CONSTRAINT chunks_document_fkey;
 DO $$
 DECLARE
@@ -37,7 +41,7 @@ BEGIN
                 WHERE i.inhparent = 'rag.chunks'::regclass ORDER BY 1 LOOP
         EXECUTE pg_catalog.format(
             'ALTER TABLE rag.%I ADD CONSTRAINT %I FOREIGN KEY (tenant, document_id)'
-            ' REFERENCES rag.documents (tenant, id) ON DELETE CASCADE', part, part || '_document_fkey');
+            ' REFERENCES rag.documents (tenant, id) DEFERRABLE INITIALLY DEFERRED', part, part || '_document_fkey');
     END LOOP;
 END
 $$;

