@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import secrets
 import socket
 import sys
 import threading
@@ -14,11 +16,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "client"))
 from pgtest import as_role  # noqa: E402
-from ragpg_cli.server import Turn, create_app, rewrite_follow_up  # noqa: E402
+from ragpg_cli.server import Turn, create_app, http_status, rewrite_follow_up, uvicorn_config  # noqa: E402
 
 KEYS = {"key-alice": "alice", "key-bob": "bob", "key-carol": "carol"}
 A = {"Authorization": "Bearer key-alice"}
 B = {"Authorization": "Bearer key-bob"}
+NO_DATABASE = "host=127.0.0.1 port=1 user=nobody dbname=nothing connect_timeout=1"
 
 
 def free_port() -> int:
@@ -28,13 +31,14 @@ def free_port() -> int:
 
 
 class Server:
-    """uvicorn in a thread, on a free loopback port; stops by itself at teardown."""
+    """uvicorn in a thread, on a free loopback port, configured as by `ragpg serve` (limits:
+    read_timeout, keep_alive); stops by itself at teardown."""
 
-    def __init__(self, app):
+    def __init__(self, app, **limits):
         import uvicorn
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", self.port, log_level="warning", **limits))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):
@@ -51,14 +55,18 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def api(server_url):
+def api_dsn(server_url):
     import psycopg
     from pgtest import with_db
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS http_api")
         conn.execute("CREATE DATABASE http_api TEMPLATE rag_template")
-    dsn = as_role(with_db(server_url, "http_api"), "api")
-    with Server(create_app(dsn, KEYS, pool_size=10)) as srv:
+    return as_role(with_db(server_url, "http_api"), "api")
+
+
+@pytest.fixture(scope="module")
+def api(api_dsn):
+    with Server(create_app(api_dsn, KEYS, pool_size=10)) as srv:
         with httpx.Client(base_url=srv.url, timeout=60) as client:
             r = client.post("/ingest", headers=A, json={
                 "content": "# Refunds\n\nRefunds take five business days to reach your card.\n\n"
@@ -116,11 +124,129 @@ def test_errors(client):
 
 
 def test_database_down_is_503():
-    app = create_app("host=127.0.0.1 port=1 user=nobody dbname=nothing connect_timeout=1", KEYS, pool_size=1)
+    app = create_app(NO_DATABASE, KEYS, pool_size=1)
     with Server(app) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
         assert c.get("/healthz").status_code == 503
         r = c.post("/ask", headers=A, json={"question": "refunds?"})
         assert r.status_code == 503 and r.json()["error"] == "database unavailable"
+
+
+@pytest.fixture
+def fresh_api(dsn):
+    """A server of its own on a fresh database (its writes cannot disturb the other tests)."""
+    with Server(create_app(as_role(dsn, "api"), KEYS, pool_size=4)) as srv:
+        yield srv
+
+
+def test_a_lone_surrogate_is_a_400_that_names_it(client):
+    json_body = {**A, "Content-Type": "application/json"}
+    for path, raw, where in [
+            ("/ask", rb'{"question": "\ud800"}', "question"),
+            ("/ask", rb'{"question": "\ud800", "k": "x"}', "question"),  # with another error to report
+            ("/search", rb'{"query": "refund", "mode": "\udfff"}', "mode"),
+            ("/ingest", rb'{"content": "x", "source": "s", "metadata": {"tags": ["ok", "\ud83d"]}}',
+             "metadata.tags.1"),
+            ("/chat", rb'{"messages": [{"role": "user", "content": "a \udc00 b"}]}', "messages.0.content")]:
+        r = client.post(path, headers=json_body, content=raw)
+        assert r.status_code == 400, (path, r.status_code, r.text)
+        assert r.json()["error"].startswith(f"request body: {where} holds a lone surrogate"), r.text
+    # a valid pair is one character: accepted
+    r = client.post("/search", headers=json_body, content=rb'{"query": "refund \ud83d\ude00", "k": 1}')
+    assert r.status_code == 200
+
+
+def test_a_database_error_that_is_the_clients_fault_is_a_400_not_a_503(fresh_api):
+    with httpx.Client(base_url=fresh_api.url, timeout=60) as c:
+        # a source too long for the (tenant, source) index: ProgramLimitExceeded (54000), which
+        # psycopg files under OperationalError like a lost connection
+        source = base64.b64encode(secrets.token_bytes(9000)).decode()
+        r = c.post("/ingest", headers=A, json={"content": "some text", "source": source})
+        assert r.status_code == 400, r.text
+        assert r.json()["sqlstate"] == "54000" and "index row" in r.json()["error"]
+        # the issue's own case: html.parser raised on `<![` (PL/Python: 38000); fixed in text.py
+        r = c.post("/ingest", headers=A, json={"content": "<p>a<![ b</p>", "source": "cdata.html",
+                                               "metadata": {"format": "html"}})
+        assert r.status_code in (200, 400), r.text
+        assert r.status_code == 200 or r.json()["sqlstate"]
+        assert c.get("/healthz").status_code == 200  # the database was fine all along
+
+
+def test_http_status_of_sqlstates():
+    assert {s: http_status(s) for s in ("22023", "23505", "42P01", "54000", "38000", "39000", "P0001")} \
+        == dict.fromkeys(("22023", "23505", "42P01", "54000", "38000", "39000", "P0001"), 400)
+    assert http_status("42501") == 403 and http_status("40P01") == 409 and http_status("53400") == 429
+    assert http_status("58000") == 502 and http_status("57014") == 504
+    assert {http_status(s) for s in ("08006", "57P01", "57P03", "53300")} == {503}
+    assert http_status("XX000") == 500 and http_status("58P01") == 500
+
+
+def test_a_saturated_server_answers_429_at_once_with_retry_after(dsn):
+    """A pool of 2 connections, 2 requests may wait (1 s at most): 40 concurrent ingests.
+    Those that find the queue full get 429 at once; none waits long; none gets a 503."""
+    app = create_app(as_role(dsn, "api"), KEYS, pool_size=2, queue_size=2, queue_timeout=1)
+    text = " ".join(f"Paragraph {i} says that parcels ship from warehouse {i % 7}." for i in range(300))
+
+    async def burst(url):
+        async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=40)) as c:
+            return await asyncio.wait_for(asyncio.gather(*[
+                c.post("/ingest", headers=A, json={"content": text, "source": f"doc-{i}.txt"})
+                for i in range(40)]), timeout=120)
+
+    with Server(app) as srv:
+        rs = asyncio.run(burst(srv.url))
+        busy = [r for r in rs if r.status_code == 429]
+        assert {r.status_code for r in rs} <= {200, 429}, [(r.status_code, r.text) for r in rs]
+        assert len(busy) >= 30 and any(r.status_code == 200 for r in rs)
+        assert all(r.headers["retry-after"] == "1" and "server busy" in r.json()["error"] for r in busy)
+        assert max(r.elapsed.total_seconds() for r in busy) < 1 + 5  # the queue wait, plus a loaded machine
+        assert min(r.elapsed.total_seconds() for r in busy) < 1
+        with httpx.Client(base_url=srv.url, timeout=60) as c:  # and it recovers
+            assert c.post("/ingest", headers=A, json={"content": text, "source": "after.txt"}).status_code == 200
+
+
+def seconds_until_closed(port: int, first: bytes, drip: bytes, every: float = 0.25, give_up: float = 12.0):
+    """Send `first`, then `drip` one byte every `every` s, reading what comes back: (the
+    seconds until the server closes the connection, or None if it has not by `give_up`;
+    what it sent). At most give_up / every rounds."""
+    got = b""
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=every) as s:
+        s.sendall(first)
+        for i in range(int(give_up / every)):
+            try:
+                if i < len(drip):
+                    s.sendall(drip[i:i + 1])
+                data = s.recv(65536)
+            except TimeoutError:
+                continue
+            except (ConnectionResetError, BrokenPipeError):
+                return time.monotonic() - t0, got
+            if not data:
+                return time.monotonic() - t0, got
+            got += data
+    return None, got
+
+
+def test_slow_clients_are_cut_off():
+    """slowloris: a client that says nothing, or trickles its headers or its body, is closed
+    `read_timeout` seconds after it connected (or after its request's first byte)."""
+    assert uvicorn_config(None, "127.0.0.1", 0).http.read_timeout == 15  # the defaults of `ragpg serve`
+    assert uvicorn_config(None, "127.0.0.1", 0).timeout_keep_alive == 5
+    get = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n"
+    post = b"POST /ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer key-alice\r\n" \
+           b"Content-Type: application/json\r\nContent-Length: 2000\r\n\r\n"
+    with Server(create_app(NO_DATABASE, KEYS, pool_size=1), read_timeout=2, keep_alive=1) as srv:
+        for name, first, drip, bound in [
+            ("silent", b"", b"", (1.5, 4)),
+            ("trickled headers", b"POST /ask HTTP/1.1\r\nHost: x\r\nX-Slow: ", b"a" * 100, (1.5, 4)),
+            ("trickled body", post, b'{"content": "' + b"x" * 100, (1.5, 4)),
+            ("idle after a response", get, b"", (0.5, 3)),
+            ("a trickled second request", get, get, (1.5, 5)),
+        ]:
+            closed_after, got = seconds_until_closed(srv.port, first, drip)
+            assert closed_after is not None, f"{name}: still open after 12 s"
+            assert bound[0] < closed_after < bound[1], (name, closed_after)
+            assert got.startswith(b"HTTP/1.1 200") if first == get else got == b"", (name, got[:100])
 
 
 def test_sse_is_read_incrementally(client):

@@ -28,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     sv.add_argument("--keys", help="inline 'KEY=ROLE,KEY2=ROLE2' (prefer --keys-file)")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--pool-size", type=int, default=10, help="database connections")
+    sv.add_argument("--queue-size", type=int, default=50, help="requests waiting for a connection; past it: 429")
+    sv.add_argument("--queue-timeout", type=float, default=10.0, help="seconds a request waits, then 429")
+    sv.add_argument("--read-timeout", type=float, default=15.0, help="seconds to receive a request's headers and body")
+    sv.add_argument("--keep-alive", type=float, default=5.0, help="seconds an idle connection stays open")
     wk = sub.add_parser("worker", help="drain rag.queue (attached tables in async mode) with CALL rag.work()")
     wk.add_argument("--dsn", required=True)
     wk.add_argument("--interval", type=float, default=1.0, help="seconds to sleep when the queue is empty")
@@ -47,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_worker(args.dsn, args.interval, args.once, args.tenant)
     if args.cmd == "serve":
         from .server import load_keys, serve
-        return serve(args.dsn, load_keys(args.keys_file, args.keys), args.host, args.port)
+        return serve(args.dsn, load_keys(args.keys_file, args.keys), args.host, args.port,
+                     pool_size=args.pool_size, queue_size=args.queue_size, queue_timeout=args.queue_timeout,
+                     read_timeout=args.read_timeout, keep_alive=args.keep_alive)
     if args.cmd == "eval":
         from pathlib import Path
 

@@ -7,25 +7,46 @@ KEY` or `X-API-Key: KEY`), mapped to a database role in the keys file (`KEY ROLE
 line); the request runs under `SET LOCAL ROLE <role>` in its own transaction, so
 row-level security applies exactly as for a SQL user. The body never names a tenant.
 
-Errors: 400 with the extension's message for bad input (SQLSTATE class 22), 401 without a
-valid key, 403 for 42501, 422 for a body that is not valid JSON or lacks fields, 503 when
-the database cannot be reached. No stack traces leave the server.
+Errors (body: {"error", "sqlstate", "hint"}; no stack trace ever leaves the server):
+- 400: the input is at fault. A database error of SQLSTATE class 21, 22, 23, 2F, 38, 39,
+  42, 44, 54, 0A or P0 (the extension's own errors, PL/Python's 38000 included) comes back
+  with its message and SQLSTATE; a JSON body with a lone surrogate (`"\\ud800"`) is
+  refused before any SQL runs.
+- 401 without a valid key; 403 for 42501; 409 for class 40 (serialization failure or
+  deadlock: send it again); 422 for a body that is not JSON or lacks fields.
+- 429 with Retry-After (1 s) when the server is saturated: a request finds `queue_size`
+  requests (50) already waiting for one of the `pool_size` database connections (10) and
+  is answered at once, or waits `queue_timeout` seconds (10) without getting one. Also
+  429 (no Retry-After) for 53400, the extension's spent rag.daily_budget.
+- 502 when the model provider failed or refused the key (58000, 28000); 504 when the
+  statement ran into statement_timeout (57014).
+- 503 with Retry-After only when the database cannot be reached: no connection can be
+  made, the connection broke (class 08, 57P01-57P03, or no SQLSTATE) or the server is out
+  of resources (class 53). Any other database error is a 500 with its SQLSTATE, logged.
+
+Slow clients: a request's headers and body must arrive within `read_timeout` seconds
+(15) of the connection opening or of the request's first byte, else the connection is
+closed; an idle connection is closed `keep_alive` seconds (5) after its last response.
+uvicorn alone waits for ever on a client that trickles its headers or body (slowloris).
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
+import h11
 import psycopg
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from psycopg import sql
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 from pydantic import BaseModel, Field
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger("ragpg.serve")
 
@@ -113,13 +134,99 @@ class ErrorOut(BaseModel):
     hint: str | None = None
 
 
-ERRORS = {400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 403: {"model": ErrorOut},
-          503: {"model": ErrorOut}}
+ERRORS = {status: {"model": ErrorOut} for status in (400, 401, 403, 409, 429, 500, 502, 503, 504)}
+RETRY_AFTER = {"Retry-After": "1"}  # seconds, on 429 (saturated) and 503 (database unreachable)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, error: str, sqlstate: str | None = None, hint: str | None = None):
+    def __init__(self, status: int, error: str, sqlstate: str | None = None, hint: str | None = None,
+                 headers: dict[str, str] | None = None):
         self.status, self.body = status, ErrorOut(error=error, sqlstate=sqlstate, hint=hint)
+        self.headers = headers
+
+
+# --- database errors -> HTTP status (the module docstring says why) -------------------------
+
+SQLSTATE_STATUS = {
+    # by code
+    "42501": 403,                               # insufficient_privilege
+    "53400": 429,                               # configuration_limit_exceeded: rag.daily_budget is spent
+    "57014": 504,                               # query_canceled: statement_timeout
+    "57P01": 503, "57P02": 503, "57P03": 503,   # the server is shutting down, crashed, or starting
+    "58000": 502, "28000": 502,                 # the model provider failed, or refused the model's key
+    # by class: the input is at fault
+    "21": 400, "22": 400, "23": 400, "2F": 400, "38": 400, "39": 400, "42": 400, "44": 400,
+    "54": 400, "0A": 400, "P0": 400,
+    # by class: try again
+    "40": 409,                                  # serialization failure, deadlock
+    "08": 503, "53": 503,                       # connection exception; insufficient resources
+}
+
+
+def http_status(sqlstate: str) -> int:
+    """The HTTP status for a database error: its code's, else its class's, else 500."""
+    return SQLSTATE_STATUS.get(sqlstate) or SQLSTATE_STATUS.get(sqlstate[:2], 500)
+
+
+def database_error(e: psycopg.Error) -> ApiError:
+    first_line = (str(e).splitlines() or [type(e).__name__])[0][:200]
+    state = e.sqlstate
+    if state is None:  # raised by the driver, not by the server
+        if isinstance(e, psycopg.DataError):  # refused before sending, e.g. a NUL character
+            return ApiError(400, first_line, "22021")
+        if isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError)):  # the connection broke
+            return ApiError(503, "database unavailable", hint=first_line, headers=RETRY_AFTER)
+        log.error("database driver error: %s", first_line)
+        return ApiError(500, "database error")
+    status = http_status(state)
+    if status == 503:
+        return ApiError(503, "database unavailable", state, headers=RETRY_AFTER)
+    if status == 500:
+        log.error("database error %s: %s", state, first_line)
+        return ApiError(500, "database error", state)
+    return ApiError(status, e.diag.message_primary or first_line, state, e.diag.message_hint)
+
+
+# --- the request body must be Unicode text --------------------------------------------------
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogate_at(body: Any) -> tuple | None:
+    """Where parsed JSON holds a lone surrogate (a key or a string), as a path, or None.
+
+    json.loads turns an unpaired `\\ud800` escape into a character that no UTF-8 encoder
+    accepts (pydantic, psycopg, the error response); a valid pair is already one character."""
+    stack: list[tuple[Any, tuple]] = [(body, ())]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return path
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if _SURROGATE.search(key):
+                    return path + (key,)
+                stack.append((item, path + (key,)))
+        elif isinstance(value, list):
+            stack.extend((item, path + (i,)) for i, item in enumerate(value))
+    return None
+
+
+async def unicode_body(request: Request) -> None:
+    """A dependency of every route: 400 for a JSON body with a lone surrogate anywhere."""
+    if request.method not in ("POST", "PUT", "PATCH") or not await request.body():
+        return
+    try:
+        body = await request.json()  # parsed once: FastAPI has done it already, this is its cache
+    except ValueError:
+        return  # not JSON: FastAPI answers 422
+    path = lone_surrogate_at(body)
+    if path is not None:
+        where = ".".join(str(p).encode("utf-8", "backslashreplace").decode()[:40] for p in path) or "the body"
+        raise ApiError(400, f"request body: {where} holds a lone surrogate (an unpaired \\ud800-\\udfff "
+                            "escape), which is not Unicode text",
+                       hint="send UTF-8 text; a character outside the BMP is a pair of escapes, high then low")
 
 
 # --- conversational rewrite ----------------------------------------------------------------
@@ -160,22 +267,28 @@ def load_keys(path: str | None, inline: str | None = None) -> dict[str, str]:
     return keys
 
 
-def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10) -> FastAPI:
+def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: int = 50,
+               queue_timeout: float = 10.0) -> FastAPI:
+    """The app. At most `pool_size` database connections; at most `queue_size` requests wait
+    for one, each at most `queue_timeout` seconds; past either bound a request gets 429."""
+    held = 0  # connections lent to requests now: a pool timeout while some are held means busy
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        pool = AsyncConnectionPool(dsn, min_size=1, max_size=pool_size, open=False, timeout=10,
-                                   kwargs={"autocommit": False, "connect_timeout": 5})
+        pool = AsyncConnectionPool(dsn, min_size=1, max_size=pool_size, open=False, timeout=queue_timeout,
+                                   max_waiting=queue_size, kwargs={"autocommit": False, "connect_timeout": 5})
         await pool.open(wait=False)
         app.state.pool = pool
         yield
         await pool.close()
 
-    app = FastAPI(title="ragpg", version="0.2.0", lifespan=lifespan,
+    app = FastAPI(title="ragpg", version="0.2.0", lifespan=lifespan, dependencies=[Depends(unicode_body)],
                   description="HTTP access to the rag Postgres extension: ask, search, ingest.")
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError):
-        return JSONResponse(status_code=exc.status, content=exc.body.model_dump(exclude_none=True))
+        return JSONResponse(status_code=exc.status, content=exc.body.model_dump(exclude_none=True),
+                            headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception):  # never a stack trace to the client
@@ -190,45 +303,54 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10) -> FastAPI:
             raise ApiError(401, "missing or unknown API key", hint="send Authorization: Bearer <key>")
         return role
 
+    @asynccontextmanager
+    async def connection(request: Request):
+        """A pooled connection, or 429 (saturated) / 503 (the database cannot be reached)."""
+        nonlocal held
+        pool = request.app.state.pool
+        try:
+            conn = await pool.getconn()
+        except TooManyRequests:
+            raise ApiError(429, f"server busy: {queue_size} requests are already waiting for a database "
+                                "connection", hint="retry after the Retry-After seconds",
+                           headers=RETRY_AFTER) from None
+        except PoolTimeout as e:
+            if held:
+                raise ApiError(429, f"server busy: no database connection came free in {queue_timeout:g} s",
+                               hint="retry after the Retry-After seconds", headers=RETRY_AFTER) from None
+            raise ApiError(503, "database unavailable", hint=str(e).splitlines()[0][:200],
+                           headers=RETRY_AFTER) from None
+        held += 1
+        try:
+            async with conn:  # commit, or roll back on an error
+                yield conn
+        finally:
+            held -= 1
+            await pool.putconn(conn)
+
     async def run(request: Request, role: str, query: str, params: tuple) -> list[dict]:
         try:
-            async with request.app.state.pool.connection() as conn:
-                async with conn.transaction():
-                    await conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
-                    cur = conn.cursor(row_factory=dict_row)
-                    await cur.execute(query, params)
-                    return await cur.fetchall()
-        except (PoolTimeout, psycopg.OperationalError) as e:
-            raise ApiError(503, "database unavailable", hint=str(e).splitlines()[0][:200]) from None
+            async with connection(request) as conn:
+                await conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(query, params)
+                return await cur.fetchall()
         except UnicodeEncodeError:
             raise ApiError(400, "text is not valid unicode (lone surrogate)", "22021") from None
-        except psycopg.DataError as e:
-            if e.sqlstate is None:  # refused by the driver before sending, e.g. a NUL character
-                raise ApiError(400, str(e).splitlines()[0], "22021") from None
-            raise ApiError(400, e.diag.message_primary or str(e), e.sqlstate, e.diag.message_hint) from None
         except psycopg.Error as e:
-            state = e.sqlstate or ""
-            message = e.diag.message_primary or str(e).splitlines()[0]
-            if state.startswith("22"):
-                raise ApiError(400, message, state, e.diag.message_hint) from None
-            if state == "42501":
-                raise ApiError(403, message, state, e.diag.message_hint) from None
-            if state.startswith(("08", "57")):
-                raise ApiError(503, "database unavailable", state) from None
-            log.error("database error %s: %s", state, message)
-            raise ApiError(500, "database error", state) from None
+            raise database_error(e) from None
 
     async def ask_sql(request: Request, role: str, question: str, k: int) -> dict:
         rows = await run(request, role, "SELECT rag.ask(%s, %s) AS out", (question, k))
         return rows[0]["out"]
 
-    @app.get("/healthz", response_model=Health, responses={503: {"model": ErrorOut}})
+    @app.get("/healthz", response_model=Health, responses={429: {"model": ErrorOut}, 503: {"model": ErrorOut}})
     async def healthz(request: Request):
         try:
-            async with request.app.state.pool.connection(timeout=5) as conn:
+            async with connection(request) as conn:
                 await conn.execute("SELECT 1")
-        except (PoolTimeout, psycopg.OperationalError):
-            raise ApiError(503, "database unavailable") from None
+        except psycopg.Error as e:
+            raise database_error(e) from None
         return Health(status="ok", database="ok")
 
     @app.post("/ask", response_model=AskOut, responses=ERRORS)
@@ -274,10 +396,77 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10) -> FastAPI:
     return app
 
 
-def serve(dsn: str, keys: dict[str, str], host: str, port: int) -> int:
+# --- the server: uvicorn, with a deadline on reading each request ---------------------------
+
+READING = (h11.IDLE, h11.SEND_BODY)  # the client's state while its request is on the way
+
+
+class DeadlineH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol (h11) with a deadline on reading each request.
+
+    uvicorn closes a connection idle between requests (timeout_keep_alive: armed when a
+    response is sent, cancelled by the next byte) but bounds nothing else: a client that
+    connects and says nothing, or sends its headers or body a byte at a time, holds its
+    socket for ever. Here a request's headers and body must all have arrived
+    `read_timeout` seconds after the connection opened, or after the request's first
+    byte on a kept-alive connection; else the connection is closed."""
+
+    read_timeout = 15.0
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._start_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        if self._deadline is None and self.conn.their_state in READING:
+            self._start_deadline()  # the first byte of the next request on a kept-alive connection
+        super().data_received(data)
+        if self.conn.their_state not in READING:  # the whole request is in (or the connection is over)
+            self._stop_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # may start a pipelined request received in part
+        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            self._start_deadline()  # (headers in part: uvicorn's keep-alive timer still runs)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_deadline()
+        super().connection_lost(exc)
+
+    def _start_deadline(self) -> None:
+        self._stop_deadline()
+        self._deadline = self.loop.call_later(self.read_timeout, self._deadline_passed)
+
+    def _stop_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _deadline_passed(self) -> None:
+        self._deadline = None
+        if self.conn.their_state in READING and not self.transport.is_closing():
+            log.info("closing %s: no whole request within %g s", self.client, self.read_timeout)
+            self.transport.close()
+
+
+def uvicorn_config(app, host: str, port: int, read_timeout: float = 15.0, keep_alive: float = 5.0, **kwargs):
+    """uvicorn's settings for `ragpg serve` (and its tests): h11 with the read deadline above,
+    idle connections closed after `keep_alive` seconds, request headers at most 16 KiB."""
+    import uvicorn
+
+    protocol = type("DeadlineH11Protocol", (DeadlineH11Protocol,), {"read_timeout": read_timeout})
+    return uvicorn.Config(app, host=host, port=port, http=protocol, timeout_keep_alive=keep_alive,
+                          h11_max_incomplete_event_size=16 * 1024, **kwargs)
+
+
+def serve(dsn: str, keys: dict[str, str], host: str, port: int, pool_size: int = 10, queue_size: int = 50,
+          queue_timeout: float = 10.0, read_timeout: float = 15.0, keep_alive: float = 5.0) -> int:
     import uvicorn
 
     if not keys:
         raise SystemExit("ragpg serve: no API keys; pass --keys-file FILE (lines: KEY ROLE) or --keys KEY=ROLE")
-    uvicorn.run(create_app(dsn, keys), host=host, port=port, log_level="info")
+    app = create_app(dsn, keys, pool_size=pool_size, queue_size=queue_size, queue_timeout=queue_timeout)
+    uvicorn.Server(uvicorn_config(app, host, port, read_timeout=read_timeout, keep_alive=keep_alive,
+                                  log_level="info")).run()
     return 0

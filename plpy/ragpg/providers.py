@@ -3,16 +3,25 @@ data path when a model of rag.models has provider 'openai').
 
 The official `openai` package does the HTTP (its own retries are off); `tenacity` retries
 429, 5xx, timeouts and connection errors with exponential backoff and full jitter; any
-other 4xx fails at once with an error that says what to fix. The API key is never part
-of an error message. Token counts come from the server's `usage` when it sends them, else
-from tiktoken (tokens.py).
+other 4xx fails at once with an error that says what to fix. Token counts come from the
+server's `usage` when it sends them, else from tiktoken (tokens.py).
+
+An error names the model, the server's URL (without credentials or query) and the HTTP
+status; of the server's answer it keeps only the message of an OpenAI-style JSON error
+(`{"error": {"message": ...}}`), control characters removed, at most 200 characters, else
+says "no error message". The rest of the body, the headers, the request and the API key
+never appear: the URL may point at an internal service whose error pages say too much.
 """
 from __future__ import annotations
 
+import json
+import re
 import time
+import unicodedata
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
-from . import tokens
+from . import interrupts, tokens
 from .errors import RagError
 
 
@@ -102,7 +111,48 @@ def _retryable(e: BaseException) -> bool:
     return isinstance(e, openai.APIStatusError) and (e.status_code == 429 or e.status_code >= 500)
 
 
-def _describe(e: BaseException) -> str:
+MESSAGE_CHARS = 200  # of the server's error message
+_SPACES = re.compile(r"\s+")
+
+
+def _clean(text: str, secret: str | None = None) -> str:
+    """One line of at most MESSAGE_CHARS printable characters, the secret masked."""
+    if secret:
+        text = text.replace(secret, "***")
+    text = text[:4 * MESSAGE_CHARS]  # bounds the work below
+    # control and format characters (C*: newlines, escapes, bidi overrides, lone surrogates)
+    text = "".join(" " if unicodedata.category(c)[0] in "CZ" else c for c in text)
+    text = _SPACES.sub(" ", text).strip()
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 1] + "…"
+
+
+def _shown_url(url: str | None) -> str:
+    """The URL without user:password@, query or fragment."""
+    try:
+        p = urlsplit(url or "")
+        return urlunsplit((p.scheme, p.netloc.rpartition("@")[2], p.path, "", ""))
+    except ValueError:
+        return "(invalid URL)"
+
+
+def _server_message(e) -> str | None:
+    """The `error.message` of an OpenAI-style JSON error body, or None."""
+    try:
+        text = e.response.text
+    except Exception:  # the body was not read (a stream closed early)
+        return None
+    if len(text) > 1_000_000:
+        return None
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return message if isinstance(message, str) and message.strip() else None
+
+
+def _describe(e: BaseException, secret: str | None = None) -> str:
     import openai
 
     if isinstance(e, openai.APITimeoutError):
@@ -110,18 +160,15 @@ def _describe(e: BaseException) -> str:
     if isinstance(e, openai.APIConnectionError):
         return "the server could not be reached"
     if isinstance(e, openai.APIStatusError):
-        msg = None
-        if isinstance(e.body, dict):
-            err = e.body.get("error")
-            msg = err.get("message") if isinstance(err, dict) else (err or e.body.get("message"))
-        return f"HTTP {e.status_code}: {str(msg or e.message)[:300]}"
-    return f"{type(e).__name__}: {str(e)[:300]}"
+        message = _server_message(e)
+        return f"HTTP {e.status_code}: {_clean(message, secret) if message else 'no error message'}"
+    return f"{type(e).__name__}: {_clean(str(e), secret)}"
 
 
 def _error(spec: ModelSpec, e: BaseException, attempts: int, secret: str | None) -> RagError:
     import openai
 
-    what = f"rag: model {spec.name!r} at {spec.base_url}: {_describe(e)}"
+    what = f"rag: model {spec.name!r} at {_shown_url(spec.base_url)}: {_describe(e, secret)}"
     if secret:
         what = what.replace(secret, "***")
     if _retryable(e):
@@ -166,6 +213,7 @@ def embed(spec: ModelSpec, policy: CallPolicy, secret: str | None, texts: list[s
     out = np.zeros((len(texts), spec.dimensions or 0), dtype=np.float32)
     in_tokens = calls = 0
     for b in range(0, len(texts), policy.batch_size):
+        interrupts.check_interrupts()  # here, not inside _call: its `except Exception` would hide a cancel
         batch = texts[b:b + policy.batch_size]
         resp, _ = _call(spec, policy, secret, lambda: client.embeddings.create(model=spec.remote_name, input=batch))
         calls += 1
