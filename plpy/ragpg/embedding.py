@@ -15,9 +15,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import interrupts
 from .errors import InvalidParameter, ModelUnavailable
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_ENCODE_GROUP = 256  # texts per tokenizer call (each cut at the window): an interrupt check between
 
 
 def models_dir() -> Path:
@@ -89,15 +91,32 @@ class Embedder:
         out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
         if not texts:
             return out
-        encs = self.tokenizer.encode_batch(list(texts))
-        order = sorted(range(len(texts)), key=lambda i: sum(encs[i].attention_mask))
+        check = interrupts.check_interrupts
+        texts = list(texts)
+        encs = []
+        for g in range(0, len(texts), _ENCODE_GROUP):
+            check()
+            encs.extend(self.tokenizer.encode_batch(texts[g:g + _ENCODE_GROUP]))
+        lengths = [sum(e.attention_mask) for e in encs]
+        order = sorted(range(len(texts)), key=lengths.__getitem__)
+        pad = (self.tokenizer.padding or {}).get("pad_id", 0)
+
+        def rows(field: str, idx: list[int], n: int, fill: int):
+            # each tokenizer call padded to its own longest text: cut or pad to n here
+            table = []
+            for i in idx:
+                row = getattr(encs[i], field)[:n]
+                table.append(row + [fill] * (n - len(row)))
+            return np.array(table, dtype=np.int64)
+
         for b in range(0, len(order), batch_size):
+            check()
             idx = order[b:b + batch_size]
-            n = max(sum(encs[i].attention_mask) for i in idx)
+            n = max(lengths[i] for i in idx)
             feeds = {
-                "input_ids": np.array([encs[i].ids[:n] for i in idx], dtype=np.int64),
-                "attention_mask": np.array([encs[i].attention_mask[:n] for i in idx], dtype=np.int64),
-                "token_type_ids": np.array([encs[i].type_ids[:n] for i in idx], dtype=np.int64),
+                "input_ids": rows("ids", idx, n, pad),
+                "attention_mask": rows("attention_mask", idx, n, 0),
+                "token_type_ids": rows("type_ids", idx, n, 0),
             }
             out[idx] = self.session.run(["embedding"], feeds)[0]
             self.calls += 1

@@ -30,5 +30,9 @@ class BudgetExceeded(RagError):
     sqlstate = "53400"  # configuration_limit_exceeded: rag.daily_budget is spent
 
 
+class LimitExceeded(RagError):
+    sqlstate = "54000"  # program_limit_exceeded: e.g. more chunks than rag.max_chunks_per_document
+
+
 class NotAllowed(RagError):
     sqlstate = "42501"  # insufficient_privilege

@@ -17,10 +17,10 @@ import time
 from collections import OrderedDict
 
 from . import answer as answer_mod
-from . import keys, providers
-from .chunking import chunk_text
+from . import interrupts, keys, providers
+from .chunking import DEFAULT_MAX_CHUNKS, chunk_text
 from .embedding import _EMBEDDERS, DEFAULT_MODEL, get_embedder, load_tokenizer, to_vector_literal
-from .errors import BudgetExceeded, InvalidParameter, RagError
+from .errors import BudgetExceeded, InvalidParameter, LimitExceeded, RagError
 from .text import to_text
 
 STATS = {"index_calls": 0, "index_rounds": 0, "model_calls": 0, "texts_embedded": 0, "chunks_reused": 0, "chunks_written": 0,
@@ -34,15 +34,27 @@ _QUERY_CACHE: OrderedDict[tuple[str, str, str], tuple] = OrderedDict()  # -> (nu
 PENDING_ERROR: dict | None = None
 
 
+def watch_interrupts(plpy) -> None:
+    """Let the engine's long loops see statement_timeout, pg_cancel_backend() and
+    pg_terminate_backend() (see interrupts.py); once per session."""
+    if interrupts.check_interrupts is interrupts.no_check:
+        interrupts.check_interrupts = interrupts.interrupt_checker(plpy)
+
+
 def sql_errors(fn):
     """Errors of ours (RagError) and of the SQL we run (plpy.SPIError) are not raised from
     Python: PL/Python would prefix their message with the exception's class name
     ('plpy.Error: ...'). They are kept in PENDING_ERROR and the function returns None; its
-    plpgsql caller then raises them as they are (rag._raise_python_error)."""
+    plpgsql caller then raises them as they are (rag._raise_python_error).
+
+    A cancel seen by the interrupt hook is such an SPIError (QueryCanceled): it is kept with
+    its own SQLSTATE, 57014, and message ('canceling statement due to statement timeout'),
+    so the statement ends as cancelled, as if Postgres had stopped it directly."""
     @functools.wraps(fn)
     def wrapper(plpy, *args, **kwargs):
         global PENDING_ERROR
         try:
+            watch_interrupts(plpy)
             return fn(plpy, *args, **kwargs)
         except RagError as e:
             PENDING_ERROR = {"message": e.message, "hint": e.hint, "sqlstate": e.sqlstate}
@@ -246,6 +258,8 @@ def _index_round(plpy, s: dict, ids: list[int]) -> int:
     hard_max = (_embedder(s, model).max_tokens if spec.provider == "local" else min(spec.max_input_tokens, 8192)) - 2
     target = _int_setting(s, "chunk_target_tokens", 8, hard_max)
     overlap = _int_setting(s, "chunk_overlap_tokens", 0, target - 1)
+    max_chunks = (_int_setting(s, "max_chunks_per_document", 1, 10_000_000)
+                  if "max_chunks_per_document" in s else DEFAULT_MAX_CHUNKS)
 
     t0 = time.perf_counter()
     docs = plpy.execute(_plan(plpy, """
@@ -255,8 +269,13 @@ def _index_round(plpy, s: dict, ids: list[int]) -> int:
     rows = []  # (document, chunk)
     titles = []
     for d in docs:
+        interrupts.check_interrupts()
         text, found_title = to_text(d["content"], d["fmt"] or "auto")
-        chunks = chunk_text(text, tok, target, overlap, hard_max)
+        try:
+            chunks = chunk_text(text, tok, target, overlap, hard_max, max_chunks)
+        except LimitExceeded as e:
+            raise LimitExceeded(e.message.replace("chunk_text: the text", f"rag: document {d['source']!r}", 1),
+                                hint=e.hint) from None
         if not chunks:
             raise InvalidParameter(
                 f"rag: document {d['source']!r} has no text to index after conversion",
@@ -333,8 +352,8 @@ def reembed_batch(plpy, n: int) -> int:
 
 
 @sql_errors
-def write_key_file(plpy, name: str, secret: str | None) -> bool:
-    keys.write(name, secret)
+def write_key_file(plpy, name: str, secret: str | None, base_url: str | None) -> bool:
+    keys.write(name, secret, base_url)
     return True
 
 

@@ -5,11 +5,22 @@ markdown-like text: headings become `#`..`######` lines (so the chunker can spli
 them), paragraphs and block elements are separated by blank lines, list items become
 `- ` lines, `<pre>` keeps its whitespace, table rows become ` | `-joined lines, and
 scripts, styles and navigation chrome are dropped. Only the standard library is used.
+
+HTML is read by a tokenizer of our own (`_Scanner`), not html.parser: the standard one
+rescans the rest of the input at each construct left open (`<a b='` 40,000 times takes
+minutes) and raises on `<![` (a traceback). `_Scanner` reads each character a bounded
+number of times and checks for interrupts as it goes. On the PostgreSQL manual its
+events are html.parser's; on malformed markup it follows html.parser where that is
+cheap and HTML5 otherwise: `<!...>`, `<?...>` and `<![CDATA[...` are bogus comments up
+to the next `>`, and a construct never closed leaves its `<` as text.
 """
 from __future__ import annotations
 
+import html as _html
 import re
-from html.parser import HTMLParser
+
+from . import interrupts
+from .errors import InvalidParameter
 
 FORMATS = ("auto", "markdown", "text", "html")
 
@@ -19,8 +30,36 @@ _BLOCK = {"p", "div", "section", "article", "main", "blockquote", "dl", "dt", "d
 _SKIP = {"script", "style", "head", "title", "noscript", "template", "svg", "nav", "button", "form", "iframe"}
 _SKIP_CLASSES = {"navheader", "navfooter", "toc", "breadcrumbs", "nav"}
 _HEADINGS = {f"h{i}": i for i in range(1, 7)}
+_VOID = ("br", "hr", "img", "meta", "link", "input", "wbr")
+_RAW_TEXT = ("script", "style")  # their content is not markup (html.parser's CDATA_CONTENT_ELEMENTS)
 _HTML_SNIFF = re.compile(r"^\s*(<!doctype html|<html|<\?xml[^>]*>\s*<!doctype html)", re.I)
 _TAGS = re.compile(r"</?(p|div|h[1-6]|body|table|ul|li|br|span|a)\b", re.I)
+_MD_TITLE = re.compile(r"^#[ \t]+(\S.*)$", re.M)
+
+# the HTML tokenizer: each pattern is a run of one character class, or a literal, so no
+# match backtracks more than the run it matched
+_TAG_NAME = re.compile(r"[a-zA-Z][^\t\n\r\f />\x00]*")
+_ATTR_NAME = re.compile(r"[^\t\n\r\f />][^\t\n\r\f /=>]*")
+_SPACE = re.compile(r"[\t\n\r\f ]*")
+_EQUALS = re.compile(r"[\t\n\r\f ]*=+[\t\n\r\f ]*")
+_UNQUOTED = re.compile(r"[^\t\n\r\f >]*")
+_END_TAG = re.compile(r"</\s*([a-zA-Z][-.a-zA-Z0-9:_]*)\s*>")  # html.parser's endtagfind
+_COMMENT_END = re.compile(r"--!?>")
+_RAW_END = {t: re.compile(rf"</\s*{t}(?=[\s/>])", re.I) for t in _RAW_TEXT}
+# html.unescape's own pattern: one reference a match (see _unescape)
+_CHARREF = re.compile(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)")
+
+
+def _one_ref(m: re.Match) -> str:
+    ref = m.group(1)
+    if ref[0] == "#" and ref[1] not in "xX" and len(ref[1:].rstrip(";").lstrip("0")) > 7:
+        return "\ufffd"  # > 0x10FFFF; html.unescape would raise on more than 4300 digits
+    return _html.unescape(m.group(0))
+
+
+def _unescape(s: str) -> str:
+    """html.unescape, without its ValueError on a decimal reference of > 4300 digits."""
+    return _CHARREF.sub(_one_ref, s) if "&" in s else s
 
 
 def detect_format(content: str) -> str:
@@ -31,34 +70,46 @@ def detect_format(content: str) -> str:
     return "markdown"
 
 
-class _HtmlToText(HTMLParser):
+class _HtmlToText:
+    """Turns the tokenizer's events (html.parser's handle_* interface) into text."""
+
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
         self.out: list[str] = []
+        self.tails: list[tuple[bool, int]] = []  # per piece of out: only blanks?, newlines at its end
         self.skip_depth = 0
         self.stack: list[tuple[str, bool]] = []  # (tag, started skipping here)
+        self.open: dict[str, int] = {}  # tag -> how many in stack
         self.pre = 0
         self.title: list[str] = []
         self.in_title = False
         self.cell_open = False
 
+    def _put(self, piece: str) -> None:
+        body = piece.rstrip(" \n")
+        self.out.append(piece)
+        self.tails.append((not body, piece.count("\n", len(body))))
+
     def _newlines(self, n: int) -> None:
         """End the current line and leave n-1 blank lines (no-op at the very start)."""
         if not self.out:
             return
-        tail = "".join(self.out[-4:])
-        have = tail[len(tail.rstrip(" \n")):].count("\n")
+        have = 0
+        for blank, newlines in reversed(self.tails[-4:]):  # the blanks that end the last 4 pieces
+            have += newlines
+            if not blank:
+                break
         if have < n:
-            self.out.append("\n" * (n - have))
+            self._put("\n" * (n - have))
 
     def handle_starttag(self, tag, attrs):
-        if tag in ("br", "hr", "img", "meta", "link", "input", "wbr"):  # void elements
+        if tag in _VOID:
             if tag == "br" and not self.skip_depth:
-                self.out.append("\n")
+                self._put("\n")
             return
         classes = set((dict(attrs).get("class") or "").split())
         skipping = tag in _SKIP or bool(classes & _SKIP_CLASSES)
         self.stack.append((tag, skipping))
+        self.open[tag] = self.open.get(tag, 0) + 1
         if tag == "title":
             self.in_title = True
         if skipping:
@@ -67,40 +118,41 @@ class _HtmlToText(HTMLParser):
             return
         if tag in _HEADINGS:
             self._newlines(2)
-            self.out.append("#" * _HEADINGS[tag] + " ")
+            self._put("#" * _HEADINGS[tag] + " ")
         elif tag == "li":
             self._newlines(1)
-            self.out.append("- ")
+            self._put("- ")
         elif tag == "pre":
             self._newlines(2)
-            self.out.append("```\n")
+            self._put("```\n")
             self.pre += 1
         elif tag == "tr":
             self._newlines(1)
             self.cell_open = False
         elif tag in ("td", "th"):
             if self.cell_open:
-                self.out.append(" | ")
+                self._put(" | ")
             self.cell_open = True
         elif tag in _BLOCK:
             self._newlines(2)
 
     def handle_endtag(self, tag):
-        if not any(t == tag for t, _ in self.stack):
+        if not self.open.get(tag):
             return  # stray end tag
         while self.stack:
             t, skipping = self.stack.pop()
+            self.open[t] -= 1
             if skipping:
                 self.skip_depth -= 1
             if t == "title":
                 self.in_title = False
             if not self.skip_depth:
                 if t in _HEADINGS:
-                    self.out.append("\n\n")
+                    self._put("\n\n")
                 elif t == "pre":
                     self.pre = max(0, self.pre - 1)
                     self._newlines(1)
-                    self.out.append("```\n\n")
+                    self._put("```\n\n")
                 elif t in _BLOCK:
                     self._newlines(2)
             if t == tag:
@@ -112,23 +164,154 @@ class _HtmlToText(HTMLParser):
         if self.skip_depth:
             return
         if self.pre:
-            self.out.append(data)
+            self._put(data)
             return
         collapsed = re.sub(r"\s+", " ", data)
         last = next((piece for piece in reversed(self.out) if piece), "")
         if not last or last.endswith(("\n", " ")):
             collapsed = collapsed.lstrip()  # no space at the start of a line
         if collapsed:
-            self.out.append(collapsed)
+            self._put(collapsed)
+
+
+class _Next:
+    """The first match of `pattern` at or after a position. Each search is remembered, so
+    asking again from a later position costs nothing while the answer still holds: a
+    construct left open cannot make the parser scan the rest of the input again and again."""
+
+    def __init__(self, html: str, pattern: re.Pattern) -> None:
+        self.html, self.pattern = html, pattern
+        self.at, self.m = len(html) + 1, None  # the last search: from where, what it found
+
+    def __call__(self, pos: int) -> re.Match | None:
+        if not (self.at <= pos and (self.m is None or self.m.start() >= pos)):
+            self.at, self.m = pos, self.pattern.search(self.html, pos)
+        return self.m
+
+
+class _Scanner:
+    """One pass over an HTML document, calling the handler's handle_* methods."""
+
+    def __init__(self, html: str, h: _HtmlToText) -> None:
+        self.html, self.h = html, h
+        self.gt = _Next(html, re.compile(">"))
+        self.quote = {q: _Next(html, re.compile(q)) for q in "\"'"}
+        self.comment_end = _Next(html, _COMMENT_END)
+        self.raw_end = {t: _Next(html, p) for t, p in _RAW_END.items()}
+
+    def run(self) -> None:
+        html, h, check = self.html, self.h, interrupts.check_interrupts
+        n, i = len(html), 0
+        while i < n:
+            check()
+            lt = html.find("<", i)
+            if lt < 0:
+                h.handle_data(_unescape(html[i:]))
+                return
+            if lt > i:
+                h.handle_data(_unescape(html[i:lt]))
+            i = self._markup(lt)
+            if i < 0:  # not markup, or never closed: the '<' is text (as html.parser does)
+                h.handle_data("<")
+                i = lt + 1
+
+    def _markup(self, lt: int) -> int:
+        """Read the tag, comment or declaration at html[lt] == '<'; the index after it, or
+        -1 if there is none there or it is never closed."""
+        html, h = self.html, self.h
+        nxt = html[lt + 1:lt + 2]
+        if nxt.isascii() and nxt.isalpha():
+            return self._start_tag(lt)
+        if nxt == "/":
+            m = _END_TAG.match(html, lt)
+            if m:
+                h.handle_endtag(m.group(1).lower())
+                return m.end()
+            gt = self.gt(lt + 2)
+            if gt is None:
+                return -1
+            m = _TAG_NAME.match(html, lt + 2)
+            if m:  # '</a junk>'; '</>' and '</ 3>' (a bogus comment) say nothing
+                h.handle_endtag(m.group().lower())
+            return gt.end()
+        if html.startswith("<!--", lt):
+            if html.startswith(("<!-->", "<!--->"), lt):
+                return html.index(">", lt) + 1
+            m = self.comment_end(lt + 4)
+            return m.end() if m else -1
+        if nxt in ("!", "?"):  # doctype, <![CDATA[, <?xml ...: up to the next '>'
+            gt = self.gt(lt + 2)
+            return gt.end() if gt else -1
+        return -1
+
+    def _start_tag(self, lt: int) -> int:
+        html, h, check = self.html, self.h, interrupts.check_interrupts
+        if self.gt(lt) is None:
+            return -1
+        n = len(html)
+        m = _TAG_NAME.match(html, lt + 1)
+        tag, j = m.group().lower(), m.end()
+        attrs: list[tuple[str, str | None]] = []
+        while True:
+            check()
+            j = _SPACE.match(html, j).end()
+            if j >= n:
+                return n  # the tag runs to the end (a quote closed, then no ">"): dropped
+            c = html[j]
+            if c == ">":
+                h.handle_starttag(tag, attrs)
+                return self._raw_text(tag, j + 1)
+            if c == "/":
+                if html.startswith("/>", j):
+                    h.handle_starttag(tag, attrs)
+                    h.handle_endtag(tag)
+                    return j + 2
+                j += 1
+                continue
+            m = _ATTR_NAME.match(html, j)
+            name, j = m.group().lower(), m.end()
+            value = None
+            eq = _EQUALS.match(html, j)
+            if eq:
+                j = eq.end()
+                if j < n and html[j] in "\"'":
+                    close = self.quote[html[j]](j + 1)
+                    if close is None:  # never closed: the value runs to the next '>', which ends the tag
+                        gt = self.gt(j + 1)
+                        if gt is None:
+                            return n
+                        h.handle_starttag(tag, attrs + [(name, _unescape(html[j + 1:gt.start()]))])
+                        return self._raw_text(tag, gt.end())
+                    value, j = _unescape(html[j + 1:close.start()]), close.end()
+                else:
+                    m = _UNQUOTED.match(html, j)
+                    value, j = _unescape(m.group()), m.end()
+            attrs.append((name, value))
+
+    def _raw_text(self, tag: str, j: int) -> int:
+        """After <script> or <style>: their text up to the matching end tag is not markup;
+        left open, the rest of the document is theirs (and dropped)."""
+        if tag not in _RAW_TEXT:
+            return j
+        html, n = self.html, len(self.html)
+        m = self.raw_end[tag](j)
+        if m is None:
+            return n
+        if m.start() > j:
+            self.h.handle_data(html[j:m.start()])
+        gt = self.gt(m.end())
+        self.h.handle_endtag(tag)
+        return n if gt is None else gt.end()
 
 
 def html_to_text(html: str) -> tuple[str, str | None]:
     """Return (text, title) for an HTML document."""
     parser = _HtmlToText()
-    parser.feed(html)
-    parser.close()
-    text = "".join(parser.out)
-    lines = [ln.rstrip() for ln in text.split("\n")]
+    _Scanner(html, parser).run()
+    lines = "".join(parser.out).split("\n")
+    for i in range(0, len(lines), 1 << 16):
+        interrupts.check_interrupts()
+        lines[i:i + (1 << 16)] = [ln.rstrip() for ln in lines[i:i + (1 << 16)]]
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
     title = re.sub(r"\s+", " ", "".join(parser.title)).strip() or None  # entities already decoded
     return text, title
@@ -138,7 +321,6 @@ def to_text(content: str, fmt: str = "auto") -> tuple[str, str | None]:
     """Normalise a document for chunking. Returns (text, title found in the document)."""
     fmt = (fmt or "auto").lower()
     if fmt not in FORMATS:
-        from .errors import InvalidParameter
         raise InvalidParameter(f"rag: unknown document format {fmt!r}",
                                hint="metadata->>'format' must be one of " + ", ".join(FORMATS))
     if fmt == "auto":
@@ -146,5 +328,5 @@ def to_text(content: str, fmt: str = "auto") -> tuple[str, str | None]:
     if fmt == "html":
         return html_to_text(content)
     text = content.replace("\r\n", "\n").replace("\r", "\n")
-    m = re.search(r"^#[ \t]+(\S.*)$", text, re.M)
+    m = _MD_TITLE.search(text)
     return text, (m.group(1).strip() if m else None)

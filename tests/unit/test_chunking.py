@@ -2,8 +2,9 @@
 
 The invariants come from the module docstring of ragpg/chunking.py: every chunk is
 text[start:end], chunks are in order, cover every non-space character, overlap only their
-direct neighbour, never span two sections (headings #, ##, ### outside fenced code), and
-never exceed max_tokens model word pieces (without [CLS]/[SEP]).
+direct neighbour, never span two sections (headings #, ##, ### outside fenced code; an
+empty heading that is no parent opens the next section), and never exceed max_tokens model
+word pieces (without [CLS]/[SEP]) nor max_chars(max_tokens) characters.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ragpg.chunking import Chunk, chunk_text
+from ragpg.chunking import Chunk, chunk_text, max_chars
 from ragpg.errors import InvalidParameter
 
 MAX = 254  # window 256 minus [CLS]/[SEP]
@@ -58,6 +59,11 @@ def reference_headings(text: str) -> list[tuple[int, str, str]]:
     Written from the documented rules, independently of the chunker's own parser. The path
     holds the nearest enclosing heading of each lower level ("## A", "## C" are siblings
     even without a "# " above them)."""
+    return [(pos, path, title) for pos, path, title, _, _ in _reference_heading_lines(text)]
+
+
+def _reference_heading_lines(text: str) -> list[tuple[int, str, str, int, int]]:
+    """(offset, path, title, level, offset after the line) per heading line."""
     out, stack, in_fence, pos = [], [], False, 0
     for line in text.splitlines(keepends=True):
         body = line.rstrip("\r\n")
@@ -69,10 +75,39 @@ def reference_headings(text: str) -> list[tuple[int, str, str]]:
                 # a closing run of '#' after a space or tab is not part of the title
                 # (CommonMark: "# 0#" is titled "0#", "# 0 #" is titled "0")
                 title = re.sub(r"[ \t]+#+$", "", m.group(2).rstrip(" \t")).strip()
+                if len(title) > 200:  # a longer title is cut, and marked
+                    title = title[:200].rstrip() + "…"
                 level = len(m.group(1))
                 stack = [(lv, t) for lv, t in stack if lv < level] + [(level, title)]
-                out.append((pos, " > ".join(t for _, t in stack), title))
+                out.append((pos, " > ".join(t for _, t in stack), title, level, pos + len(line)))
         pos += len(line)
+    return out
+
+
+def reference_sections(text: str) -> list[tuple[int, str, str, int]]:
+    """reference_headings plus, per heading, the index of the heading whose section it is
+    in: its own, or for a heading-only section that is not the parent of the next section
+    with text, that of the next heading (and so on). The documented rule, read forward:
+    a heading with nothing under it stands alone when every heading after it, up to and
+    including the next one with text under it, is deeper; and the last heading always does."""
+    lines = _reference_heading_lines(text)
+    ends = [p for p, *_ in lines[1:]] + [len(text)]
+    has_body = [bool(text[e:nxt].strip()) for (_, _, _, _, e), nxt in zip(lines, ends)]
+
+    def alone(i: int) -> bool:
+        if has_body[i] or i == len(lines) - 1:
+            return True
+        for j in range(i + 1, len(lines)):
+            if lines[j][3] <= lines[i][3]:
+                return False
+            if has_body[j]:
+                return True
+        return False  # only empty headings follow
+
+    out = []
+    for i, (pos, path, title, _, _) in enumerate(lines):
+        owner = next(j for j in range(i, len(lines)) if alone(j))
+        out.append((pos, path, title, owner))
     return out
 
 
@@ -87,6 +122,7 @@ def check_invariants(text: str, chunks: list[Chunk], tokenizer, max_tokens: int 
         n = ntok(tokenizer, c.text)
         assert c.tokens == n, f"chunk {i}: tokens={c.tokens}, tokenizer says {n}"
         assert c.tokens <= max_tokens, f"chunk {i} has {c.tokens} > {max_tokens} tokens"
+        assert len(c.text) <= max_chars(max_tokens), f"chunk {i} has {len(c.text)} characters"
     for a, b in zip(chunks, chunks[1:]):
         assert b.start > a.start, "chunks out of order (start)"
         assert b.end > a.end, "chunks out of order (end)"
@@ -102,22 +138,27 @@ def check_invariants(text: str, chunks: list[Chunk], tokenizer, max_tokens: int 
 
 
 def check_sections(text: str, chunks: list[Chunk], full_path: bool = True) -> None:
-    """No chunk contains a heading line other than at its very start; headings match.
+    """No chunk contains a heading line other than at its very start or in the run of empty
+    headings that opens its section (see reference_sections); headings match.
 
     full_path=False only checks the last part of the path (the section's own title): the
     full path is wrong when a heading level is skipped (see test_heading_path_sibling_*)."""
-    heads = reference_headings(text)
+    heads = reference_sections(text)
     for c in chunks:
-        for pos, _, _ in heads:
-            assert not (c.start < pos < c.end), \
-                f"chunk {c.ord} [{c.start}:{c.end}] spans the heading at {pos}"
-        before = [(path, title) for pos, path, title in heads if pos <= c.start]
-        if not before:
+        before = [i for i, (pos, *_) in enumerate(heads) if pos <= c.start]
+        k = before[-1] if before else None
+        for m, (pos, *_) in enumerate(heads):
+            if c.start < pos < c.end:
+                assert k is not None and k < m <= heads[k][3], \
+                    f"chunk {c.ord} [{c.start}:{c.end}] spans the heading at {pos}"
+        if k is None:
             assert c.heading is None, f"chunk {c.ord}"
-        elif full_path:
-            assert c.heading == before[-1][0], f"chunk {c.ord}"
+            continue
+        _, path, title, _ = heads[heads[k][3]]
+        if full_path:
+            assert c.heading == path, f"chunk {c.ord}"
         else:
-            assert c.heading is not None and c.heading.endswith(before[-1][1]), f"chunk {c.ord}"
+            assert c.heading is not None and c.heading.endswith(title), f"chunk {c.ord}"
 
 
 # --------------------------------------------------------------------------- sections
