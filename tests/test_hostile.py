@@ -78,7 +78,7 @@ def test_a_token_longer_than_the_window_is_split(connect):
     doc = _ingest(alice, "token", "x" * 60_000)                 # one chunk of 5 MB with tokens = 1 on main
     rows = alice.execute("SELECT length(content), tokens FROM rag.chunks WHERE document_id = %s", (doc,)).fetchall()
     assert len(rows) > 1 and sum(n for n, _ in rows) >= 60_000
-    assert max(n for n, _ in rows) <= 2_000 and all(t > 1 for _, t in rows[:-1])
+    assert max(n for n, _ in rows) <= 16 * 254       # at most 16 characters per token of the window
 
 
 def test_html_with_a_cdata_opener_is_not_a_traceback(connect):
@@ -168,7 +168,8 @@ def test_a_writer_cannot_forge_document_ids_or_block_a_model_switch(connect, db)
 
 # -- 3. attach: usable by the table's owner, safe for everyone else --------------------
 
-def test_a_writer_attaches_its_own_table(connect):
+def test_a_writer_attaches_its_own_table(connect, db):
+    db.execute("GRANT CREATE ON SCHEMA public TO alice")
     alice = connect("alice")
     alice.execute("CREATE TABLE alice_notes (id int PRIMARY KEY, body text)")
     alice.execute("INSERT INTO alice_notes VALUES (1, 'The harbour ferry leaves at six.')")
@@ -178,6 +179,7 @@ def test_a_writer_attaches_its_own_table(connect):
 
 
 def test_attaching_another_roles_table_runs_none_of_its_code_unless_forced(connect, db):
+    db.execute("GRANT CREATE ON SCHEMA public TO alice")
     alice, dora = connect("alice"), connect("dora")
     # the attack: a key type whose CHECK runs alice's function with the attacher's rights
     alice.execute("""CREATE FUNCTION alice_check(v int) RETURNS boolean LANGUAGE plpgsql AS $$
@@ -265,6 +267,7 @@ def test_an_admin_cannot_send_a_key_elsewhere(db, connect, fake_openai):
         dora.execute("INSERT INTO rag.api_keys (name, source, base_url) VALUES ('prodkey', 'file', %s)", (evil.url,))
         dora.execute("INSERT INTO rag.api_key_grants (key_name, role_name) VALUES ('prodkey', 'dora')")
         dora.execute("SELECT rag.add_model('steal', 'chat', base_url => %s, api_key => 'prodkey')", (evil.url,))
+        _ingest(dora)                                   # so that rag.ask has context to send
         with pytest.raises(psycopg.Error) as e:
             dora.execute("SELECT rag.ask('How long do refunds take?', model => 'steal')")
         assert _sqlstate(e) == "42501" and "may only be sent to" in str(e.value)

@@ -3,9 +3,11 @@
 -- (security invoker), so row-level security applies inside them too; internal helpers
 -- that public functions call are granted with them.
 
-REVOKE ALL ON SCHEMA rag FROM PUBLIC;
--- the extension's own tables, views and functions (not a tenant's partitions, which have
--- no grants of their own: they are read through rag.chunks and rag.postings)
+-- Every run starts from nothing, so that the grants are exactly what this file says, after
+-- an upgrade as after an install (a grant dropped from this file is revoked by the next
+-- release). The extension's own tables, views and functions only: a tenant's partitions
+-- have no grants of their own (they are read through rag.chunks and rag.postings).
+REVOKE ALL ON SCHEMA rag FROM PUBLIC, rag_reader, rag_writer, rag_admin;
 DO $$
 DECLARE
     obj record;
@@ -15,9 +17,11 @@ BEGIN
                  AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension AS e WHERE e.extname = 'rag')
                  AND d.classid IN ('pg_catalog.pg_class'::regclass, 'pg_catalog.pg_proc'::regclass) LOOP
         IF obj.classid = 'pg_catalog.pg_proc'::regclass THEN
-            EXECUTE pg_catalog.format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', obj.objid::regprocedure);
+            EXECUTE pg_catalog.format('REVOKE ALL ON ROUTINE %s FROM PUBLIC, rag_reader, rag_writer, rag_admin',
+                                      obj.objid::regprocedure);
         ELSIF (SELECT c.relkind FROM pg_catalog.pg_class AS c WHERE c.oid = obj.objid) IN ('r', 'p', 'v') THEN
-            EXECUTE pg_catalog.format('REVOKE ALL ON TABLE %s FROM PUBLIC', obj.objid::regclass);
+            EXECUTE pg_catalog.format('REVOKE ALL ON TABLE %s FROM PUBLIC, rag_reader, rag_writer, rag_admin',
+                                      obj.objid::regclass);
         END IF;
     END LOOP;
 END
@@ -45,6 +49,7 @@ GRANT EXECUTE ON FUNCTION
     rag._restoring(),
     rag._is_superuser(),
     rag._limited(text, text),
+    rag._owns_chunks(),
     rag._is_member(name),
     rag._may_act_for(text),
     rag.settings(),
@@ -150,7 +155,6 @@ GRANT EXECUTE ON FUNCTION
     rag._model_index(name, text),
     rag._make_model_index(name, text),
     rag._make_partition_indexes(name, name),
-    rag._owns_chunks(),
     rag.create_tenant_partition(text),
     rag.set_api_key(text, text, text, text),
     rag._write_key_file(text, text, text),
