@@ -129,6 +129,18 @@ def test_terminate_stops_a_long_ingest_within_a_second(connect, db):
     assert db.execute("SELECT count(*) FROM rag.documents WHERE source = 'long'").fetchone()[0] == 0
 
 
+def test_a_model_server_that_hangs_does_not_hold_the_backend(db, connect, fake_openai):
+    url = fake_openai.add("hangs", Scenario(hang=20))
+    db.execute("SELECT rag.add_model('hangs', 'chat', base_url => %s)", (url,))
+    alice = connect("alice")
+    _ingest(alice)
+    alice.execute("SET statement_timeout = '1s'")
+    t0 = time.perf_counter()
+    with pytest.raises(psycopg.Error) as e:
+        alice.execute("SELECT rag.ask('How long do refunds take?', model => 'hangs')")
+    assert _sqlstate(e) == "57014" and time.perf_counter() - t0 < 2.0      # 1 s + at most one poll
+
+
 # -- 2. ids no role can forge or exhaust -----------------------------------------------
 
 def test_a_reader_cannot_take_the_next_ids_of_the_ledger(connect):

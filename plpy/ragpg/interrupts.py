@@ -25,6 +25,9 @@ def no_check() -> None:
 
 
 check_interrupts: Callable[[], None] = no_check
+# what check_interrupts raises on a cancel (plpy.SPIError in a session): code that catches
+# broad exceptions around a call that checks lets these through
+Interrupt: tuple[type[BaseException], ...] = ()
 
 
 def interrupt_checker(plpy, interval: float = INTERVAL,
@@ -32,6 +35,8 @@ def interrupt_checker(plpy, interval: float = INTERVAL,
     """A `check_interrupts` for a PL/Python session: a prepared `SELECT 1`, run at most
     once per `interval` seconds of `clock`, so it costs nothing measurable (a call that
     does not run it takes ~0.1 us)."""
+    global Interrupt
+    Interrupt = (plpy.SPIError,)
     plan = plpy.prepare("SELECT 1")
     last = clock()
 
@@ -43,3 +48,32 @@ def interrupt_checker(plpy, interval: float = INTERVAL,
             plpy.execute(plan)
 
     return check
+
+
+def wait(fn, poll: float = INTERVAL):
+    """fn() in a worker thread, checking for interrupts every `poll` seconds while it runs:
+    a blocking call (an HTTP request to a model server that is slow or hangs) can then be
+    cancelled within a second. fn must not touch plpy. On a cancel, the worker is left to
+    finish or time out on its own; its result is dropped."""
+    if check_interrupts is no_check:
+        return fn()
+    import concurrent.futures
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragpg-call")
+    try:
+        future = pool.submit(fn)
+        while True:
+            try:
+                return future.result(timeout=poll)
+            except concurrent.futures.TimeoutError:
+                check_interrupts()
+    finally:
+        pool.shutdown(wait=False)
+
+
+def sleep(seconds: float, poll: float = INTERVAL) -> None:
+    """time.sleep that checks for interrupts every `poll` seconds (retry back-off)."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        check_interrupts()
+        time.sleep(min(poll, left))

@@ -195,11 +195,14 @@ def _call(spec: ModelSpec, policy: CallPolicy, secret: str | None, fn):
         for attempt in Retrying(retry=retry_if_exception(_retryable),
                                 stop=stop_after_attempt(policy.max_retries + 1),
                                 wait=wait_random_exponential(multiplier=policy.retry_base, max=60),
-                                reraise=True):
+                                sleep=interrupts.sleep, reraise=True):
             with attempt:
                 attempts = attempt.retry_state.attempt_number
-                return fn(), attempts
+                # the request waits in a worker thread, so a cancel is seen within 50 ms
+                return interrupts.wait(fn), attempts
     except RagError:
+        raise
+    except interrupts.Interrupt:
         raise
     except Exception as e:
         raise _error(spec, e, attempts, secret) from None

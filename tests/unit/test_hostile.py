@@ -400,3 +400,30 @@ def test_python_memory_is_a_few_bytes_per_character(tokenizer, kind):
     # a tokenizer batch (~3 MB at most) and a few bytes a character (the chunks take ~1);
     # heading lines took 216 bytes a character before
     assert peak < 4_000_000 + 8 * len(text), f"{peak / 1e6:.1f} MB"
+
+
+def test_a_blocking_call_is_cancelled_while_it_waits(monkeypatch):
+    """interrupts.wait polls the hook while a call blocks (a model server that hangs): the
+    cancel the hook raises comes out at once, not when the call returns."""
+    import threading
+    from ragpg import interrupts
+
+    class Cancelled(Exception):
+        pass
+    calls = {"n": 0}
+
+    def hook():
+        calls["n"] += 1
+        if calls["n"] >= 3:
+            raise Cancelled("canceling statement due to user request")
+    monkeypatch.setattr(interrupts, "check_interrupts", hook)
+    release = threading.Event()
+    t0 = time.perf_counter()
+    with pytest.raises(Cancelled):
+        interrupts.wait(lambda: release.wait(30), poll=0.05)
+    assert time.perf_counter() - t0 < 1.0
+    release.set()
+    with pytest.raises(Cancelled):
+        interrupts.sleep(30, poll=0.05)
+    monkeypatch.setattr(interrupts, "check_interrupts", interrupts.no_check)
+    assert interrupts.wait(lambda: 42) == 42
