@@ -247,6 +247,9 @@ def index_documents(plpy, doc_ids: list[int]) -> int:
     return written
 
 
+INSERT_SLICE = 512  # chunks per INSERT into rag.chunks
+
+
 def _index_round(plpy, s: dict, ids: list[int]) -> int:
     STATS["index_rounds"] += 1
     spec = model_spec(plpy, s["embedding_model"], "embed")
@@ -299,15 +302,20 @@ def _index_round(plpy, s: dict, ids: list[int]) -> int:
     t4 = time.perf_counter()
 
     plpy.execute(_plan(plpy, "DELETE FROM rag.chunks WHERE document_id = ANY($1)", ["bigint[]"]), [ids])
-    plpy.execute(_plan(plpy, """
+    insert = _plan(plpy, """
         INSERT INTO rag.chunks (tenant, document_id, ord, content, heading, tokens, content_hash, model, embedding)
         SELECT u.tn, u.d, u.o, u.c, u.h, u.t, u.x, $7, u.e::vector
         FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::int[], $6::bytea[], $8::text[], $9::text[])
              AS u (d, o, c, h, t, x, e, tn)""",
-        ["bigint[]", "int[]", "text[]", "text[]", "int[]", "bytea[]", "text", "text[]", "text[]"]),
-        [[d["id"] for d, _ in rows], [c.ord for _, c in rows], [c.text for _, c in rows],
-         [c.heading for _, c in rows], [c.tokens for _, c in rows], hashes, model,
-         [known[k] for k in keys], [d["tenant"] for d, _ in rows]])
+        ["bigint[]", "int[]", "text[]", "text[]", "int[]", "bytea[]", "text", "text[]", "text[]"])
+    # in slices, so that the statement's arrays, its transition table and the postings
+    # trigger's work stay bounded whatever the document's size
+    for i in range(0, len(rows), INSERT_SLICE):
+        interrupts.check_interrupts()
+        part, k = rows[i:i + INSERT_SLICE], keys[i:i + INSERT_SLICE]
+        plpy.execute(insert, [[d["id"] for d, _ in part], [c.ord for _, c in part], [c.text for _, c in part],
+                              [c.heading for _, c in part], [c.tokens for _, c in part], hashes[i:i + INSERT_SLICE],
+                              model, [known[x] for x in k], [d["tenant"] for d, _ in part]])
     for doc_id, title in titles:
         plpy.execute(_plan(plpy, "UPDATE rag.documents SET title = $2 WHERE id = $1 AND title IS NULL",
                            ["bigint", "text"]), [doc_id, title])
