@@ -66,7 +66,8 @@ def api_dsn(server_url):
 
 @pytest.fixture(scope="module")
 def api(api_dsn):
-    with Server(create_app(api_dsn, KEYS, pool_size=10)) as srv:
+    # a generous wait: these tests check answers under load, not saturation (its own test below)
+    with Server(create_app(api_dsn, KEYS, pool_size=10, queue_timeout=120)) as srv:
         with httpx.Client(base_url=srv.url, timeout=60) as client:
             r = client.post("/ingest", headers=A, json={
                 "content": "# Refunds\n\nRefunds take five business days to reach your card.\n\n"

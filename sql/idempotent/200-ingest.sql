@@ -21,7 +21,7 @@ BEGIN
     ELSIF octet_length(content) > max_bytes THEN
         RAISE EXCEPTION '%: content is % bytes, over the limit of % bytes', caller, octet_length(content), max_bytes
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'split the document, or ask an administrator to raise the limit: SELECT rag.configure(''max_document_bytes'', ...)';
+                  HINT = 'split the document, or ask an administrator to raise rag.max_document_bytes: SELECT rag.configure(''max_document_bytes'', ...)';
     END IF;
 END
 $$;

@@ -20,7 +20,7 @@ BEGIN
     ELSIF length(query) > max_chars THEN
         RAISE EXCEPTION '%: query is % characters, over the limit of %', caller, length(query), max_chars
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'shorten the query, or ask an administrator to raise the limit: SELECT rag.configure(''max_query_chars'', ...)';
+                  HINT = 'shorten the query, or ask an administrator to raise rag.max_query_chars: SELECT rag.configure(''max_query_chars'', ...)';
     ELSIF k IS NULL OR k < 1 OR k > max_k THEN
         RAISE EXCEPTION '%: k must be between 1 and %, got %', caller, max_k, coalesce(k::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
