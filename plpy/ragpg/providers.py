@@ -212,7 +212,7 @@ def embed(spec: ModelSpec, policy: CallPolicy, secret: str | None, texts: list[s
     """(n x dimensions float32 array, input tokens, requests made)."""
     import numpy as np
 
-    client = _client(spec, secret, policy.timeout)
+    client = interrupts.wait(lambda: _client(spec, secret, policy.timeout))  # its first import takes ~1 s
     out = np.zeros((len(texts), spec.dimensions or 0), dtype=np.float32)
     in_tokens = calls = 0
     for b in range(0, len(texts), policy.batch_size):
@@ -241,7 +241,7 @@ def embed(spec: ModelSpec, policy: CallPolicy, secret: str | None, texts: list[s
 
 def chat(spec: ModelSpec, policy: CallPolicy, secret: str | None, messages: list[dict],
          max_tokens: int, temperature: float) -> ChatResult:
-    client = _client(spec, secret, policy.timeout)
+    client = interrupts.wait(lambda: _client(spec, secret, policy.timeout))  # its first import takes ~1 s
     t0 = time.perf_counter()
     resp, attempts = _call(spec, policy, secret, lambda: client.chat.completions.create(
         model=spec.remote_name, messages=messages, max_tokens=max_tokens, temperature=temperature))
@@ -269,7 +269,7 @@ class ChatStream:
         self.spec, self.secret, self.messages = spec, secret, messages
         self.result = ChatResult()
         self.t0 = time.perf_counter()
-        client = _client(spec, secret, policy.timeout)
+        client = interrupts.wait(lambda: _client(spec, secret, policy.timeout))  # its first import takes ~1 s
         self._stream, self.result.attempts = _call(spec, policy, secret, lambda: client.chat.completions.create(
             model=spec.remote_name, messages=messages, max_tokens=max_tokens, temperature=temperature,
             stream=True, stream_options={"include_usage": True}))
