@@ -100,9 +100,19 @@ def _fill(url: str) -> None:
             c.execute("SELECT rag.ask(%s)", (q,))
 
 
+def _hnsw_indexes(conn) -> list:
+    """(name, file) of every HNSW index with storage (not the partitioned ones of 0.1.0)."""
+    return conn.execute("SELECT c.oid::regclass::text, pg_relation_filenode(c.oid) FROM pg_class AS c "
+                        "JOIN pg_am AS a ON a.oid = c.relam WHERE a.amname = 'hnsw' AND c.relkind = 'i' "
+                        "ORDER BY 1").fetchall()
+
+
 def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db):
     url = new_db(OLD)
     _fill(url)
+    with psycopg.connect(url, autocommit=True) as su:      # a second model's index, 0.1.0's way
+        su.execute("SELECT rag.create_model_index('smollm2-embed')")
+        hnsw_before = _hnsw_indexes(su)
     searches = {r: _search_as(url, r) for r in ("alice", "bob", "carol")}   # (searches log usage rows)
     assert all(any(rows) for rows in searches.values())
     with psycopg.connect(as_role(url, "alice"), autocommit=True) as old_session:
@@ -119,6 +129,13 @@ def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db):
             # the chunks' embeddings are in the checksum, and rag.usage logs every model call)
             assert {k: v for k, v in after.items() if k in before} == before
             assert set(after) - set(before) == {"rag.model_indexes"}
+            # every partition keeps its HNSW indexes, files and all (none rebuilt); 0.1.0's
+            # per-model index is recorded, and found again under its new names
+            hnsw_after = _hnsw_indexes(su)
+            assert sorted(f for _, f in hnsw_after) == sorted(f for _, f in hnsw_before) and len(hnsw_after) == 4
+            assert su.execute("SELECT model FROM rag.model_indexes").fetchall() == [("smollm2-embed",)]
+            idx = su.execute("SELECT rag.create_model_index('smollm2-embed')").fetchone()[0]
+            assert idx.startswith("chunks_default_hnsw_") and _hnsw_indexes(su) == hnsw_after
             now = dict(su.execute("SELECT name, value FROM rag.settings()").fetchall())
             assert {k: now[k] for k, _ in settings} == dict(settings)      # and new settings at their defaults
 

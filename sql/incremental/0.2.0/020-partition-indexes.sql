@@ -26,6 +26,26 @@ INSERT INTO rag.model_indexes (model)
 SELECT m.name FROM rag.models AS m
 WHERE m.kind = 'embed' AND pg_catalog.to_regclass('rag.chunks_hnsw_' || pg_catalog.left(pg_catalog.md5(m.name), 12)) IS NOT NULL;
 
+-- a model's index of 0.1.0 (chunks_hnsw_<md5> on rag.chunks) stays on every partition,
+-- under the name rag._model_index gives it, so that rag.create_model_index finds it
+-- instead of building it again
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT ci.relname AS child, t.relname AS part, pg_catalog.substr(pi.relname, 13) AS h
+             FROM pg_catalog.pg_inherits AS ih
+             JOIN pg_catalog.pg_class AS pi ON pi.oid = ih.inhparent
+             JOIN pg_catalog.pg_class AS ci ON ci.oid = ih.inhrelid
+             JOIN pg_catalog.pg_index AS x ON x.indexrelid = ci.oid
+             JOIN pg_catalog.pg_class AS t ON t.oid = x.indrelid
+             WHERE pi.relnamespace = 'rag'::regnamespace AND pi.relkind = 'I'
+               AND pi.relname LIKE 'chunks\_hnsw\_%' LOOP
+        EXECUTE pg_catalog.format('ALTER INDEX rag.%I RENAME TO %I', r.child, r.part || '_hnsw_' || r.h);
+    END LOOP;
+END
+$$;
+
 DO $$
 DECLARE
     parent regclass;
