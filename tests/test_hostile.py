@@ -137,12 +137,13 @@ def test_a_model_server_that_hangs_does_not_hold_the_backend(db, connect, fake_o
     alice = connect("alice")
     _ingest(alice)
     alice.execute("SELECT rag.ask('How long do refunds take?', model => 'quick')")  # the client's imports, once
+    pid = _pid(alice)   # (not from the timer: alice's connection is busy then)
     for how in ("statement_timeout", "cancel"):
         if how == "statement_timeout":
             alice.execute("SET statement_timeout = '1s'")
         else:
             alice.execute("RESET statement_timeout")
-            threading.Timer(1.0, lambda: db.execute("SELECT pg_cancel_backend(%s)", (_pid(alice),))).start()
+            threading.Timer(1.0, lambda: db.execute("SELECT pg_cancel_backend(%s)", (pid,))).start()
         t0 = time.perf_counter()
         with pytest.raises(psycopg.Error) as e:
             alice.execute("SELECT rag.ask('How long do refunds take?', model => 'hangs')")
