@@ -176,7 +176,10 @@ def sizes(conn) -> dict:
     """On-disk sizes in MB: the HNSW index, the GIN index, chunks (table + TOAST), postings."""
     def mb(sql: str) -> float:
         return round(float(conn.execute(sql).fetchone()[0] or 0) / 2**20, 1)
-    tree = "SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree('rag.{}')"
-    return {"hnsw_mb": mb(tree.format(HNSW)), "gin_mb": mb(tree.format("chunks_default_tsv_idx")),
+    # every partition's own index of that access method (0.2.0: no index on rag.chunks itself)
+    by_am = ("SELECT sum(pg_relation_size(c.oid)) FROM pg_class AS c JOIN pg_am AS a ON a.oid = c.relam "
+             "JOIN pg_index AS x ON x.indexrelid = c.oid JOIN pg_inherits AS h ON h.inhrelid = x.indrelid "
+             "WHERE h.inhparent = 'rag.chunks'::regclass AND a.amname = '{}'")
+    return {"hnsw_mb": mb(by_am.format("hnsw")), "gin_mb": mb(by_am.format("gin")),
             "chunks_table_mb": mb("SELECT sum(pg_table_size(relid)) FROM pg_partition_tree('rag.chunks')"),
             "postings_mb": mb("SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('rag.postings')")}
