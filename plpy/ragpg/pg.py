@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 from . import answer as answer_mod
 from . import interrupts, keys, providers
-from .chunking import DEFAULT_MAX_CHUNKS, chunk_text
+from .chunking import chunk_text
 from .embedding import _EMBEDDERS, DEFAULT_MODEL, get_embedder, load_tokenizer, to_vector_literal
 from .errors import BudgetExceeded, InvalidParameter, LimitExceeded, RagError
 from .text import to_text
@@ -261,8 +261,7 @@ def _index_round(plpy, s: dict, ids: list[int]) -> int:
     hard_max = (_embedder(s, model).max_tokens if spec.provider == "local" else min(spec.max_input_tokens, 8192)) - 2
     target = _int_setting(s, "chunk_target_tokens", 8, hard_max)
     overlap = _int_setting(s, "chunk_overlap_tokens", 0, target - 1)
-    max_chunks = (_int_setting(s, "max_chunks_per_document", 1, 10_000_000)
-                  if "max_chunks_per_document" in s else DEFAULT_MAX_CHUNKS)
+    max_chunks = _int_setting(s, "max_chunks_per_document", 1, 10_000_000)
 
     t0 = time.perf_counter()
     docs = plpy.execute(_plan(plpy, """
