@@ -58,6 +58,9 @@ def main() -> None:
     files = {f"rag--{version}.sql": script(f"rag {version}", vs, libdir)}
     for i, old in enumerate(vs[:-1]):
         files[f"rag--{old}--{version}.sql"] = script(f"rag {old} -> {version}", vs[i + 1:], libdir)
+    for stale in out.glob("rag--*.sql"):   # another version's build: not this release's
+        if stale.name not in files:
+            stale.unlink()
     for name, text in files.items():
         if not (out / name).exists() or (out / name).read_text() != text:
             (out / name).write_text(text)

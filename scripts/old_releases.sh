@@ -20,7 +20,13 @@ for rel in $RAGPG_RELEASES; do
   fi
   src=$(mktemp -d)
   git archive "$commit" sql plpy/ragpg scripts/build_sql.py | tar -x -C "$src"
-  python3 "$src/scripts/build_sql.py" "$v" "/usr/local/lib/ragpg/$v" "$PWD/$OUT.tmp/extension/rag--$v.sql" >/dev/null
+  if grep -q OUTDIR "$src/scripts/build_sql.py"; then   # 0.2.0 on: it writes a directory
+    mkdir -p "$src/out"
+    python3 "$src/scripts/build_sql.py" "$v" "/usr/local/lib/ragpg/$v" "$src/out" >/dev/null
+    cp "$src/out/rag--$v.sql" "$OUT.tmp/extension/"
+  else                                                  # 0.1.0: one file
+    python3 "$src/scripts/build_sql.py" "$v" "/usr/local/lib/ragpg/$v" "$PWD/$OUT.tmp/extension/rag--$v.sql" >/dev/null
+  fi
   mkdir -p "$OUT.tmp/lib/$v"
   cp -r "$src/plpy/ragpg" "$OUT.tmp/lib/$v/ragpg"
   for d in deps models tiktoken-cache; do ln -s "../$RAGPG_VERSION/$d" "$OUT.tmp/lib/$v/$d"; done

@@ -28,7 +28,7 @@ STATS = {"index_calls": 0, "index_rounds": 0, "model_calls": 0, "texts_embedded"
          "writes_skipped_read_only": 0}
 _PLANS: dict[str, object] = {}
 _TOKENIZERS: dict[str, object] = {}
-_QUERY_CACHE: OrderedDict[tuple[str, str, str], tuple] = OrderedDict()  # -> (numpy vector, list)
+_QUERY_CACHE: OrderedDict[tuple[str, str, str], tuple] = OrderedDict()  # -> (numpy vector, literal)
 
 
 PENDING_ERROR: dict | None = None
@@ -196,9 +196,9 @@ _QUERY_KEY = """SELECT rag.current_tenant() AS tenant, coalesce($1, rag._setting
 
 
 @sql_errors
-def embed_query(plpy, text: str, model: str | None = None) -> list[float]:
-    """One text's embedding (cached per backend for repeated queries), as real[]: the
-    search path's query embedding. One small query decides the cache key; a local model
+def embed_query(plpy, text: str, model: str | None = None) -> str:
+    """One text's embedding (cached per backend for repeated queries), as pgvector's text
+    form: the search path's query embedding. One small query decides the cache key; a local model
     needs only its own settings, a remote one all of them (budget, retries, timeouts)."""
     s = plpy.execute(_plan(plpy, _QUERY_KEY, ["text"]), [model])[0]
     key = (s["tenant"], s["model"], text)  # per tenant: no timing side channel
@@ -208,7 +208,7 @@ def embed_query(plpy, text: str, model: str | None = None) -> list[float]:
         if spec.provider != "local":
             s = settings(plpy)
         vec = _embed(plpy, s, [text], "query", spec)[0]
-        hit = _QUERY_CACHE[key] = (vec, vec.tolist())
+        hit = _QUERY_CACHE[key] = (vec, to_vector_literal(vec))
         if len(_QUERY_CACHE) > 256:
             _QUERY_CACHE.popitem(last=False)
     else:

@@ -69,10 +69,6 @@ COMMENT ON FUNCTION rag._setting_defaults() IS
   'Internal: every setting with its default and description (a VALUES list, inlined by the planner). Read '
   'by rag.settings and rag._setting.';
 
-COMMENT ON FUNCTION rag._setting_value(text, text, text) IS
-  'Internal: a setting''s value, first found: Postgres setting rag.x, the tenant''s embedding model, '
-  'rag.config, the default. Inlined into rag.settings and rag._setting.';
-
 COMMENT ON FUNCTION rag._setting(text) IS
   'Internal: one setting''s current value (NULL for an unknown name); what every rag function reads its '
   'settings with.';
@@ -164,10 +160,6 @@ COMMENT ON FUNCTION rag._key_binding() IS
 COMMENT ON FUNCTION rag._model_key_binding() IS
   'Internal: row trigger on rag.models: a model that names an API key must live at the key''s base_url.';
 
-COMMENT ON FUNCTION rag._limited(text, text) IS
-  'Internal: a server-protecting limit as a session asked for it: lower than the database''s value counts, '
-  'higher only for a superuser; used by rag._setting_value.';
-
 COMMENT ON FUNCTION rag.grant_api_key(text, name) IS
   'Let a role (and its members) use an API key, and see that it exists (rag_admin). Arguments: name (of '
   'rag.api_keys), role_name. Returns: nothing. Example: SELECT rag.grant_api_key(''openai'', ''app'');';
@@ -244,8 +236,9 @@ COMMENT ON FUNCTION rag._raise_python_error() IS
   'Internal: raises the pending PL/Python error with its own message, SQLSTATE, detail and hint; called by '
   'the plpgsql wrappers when a Python function returns NULL.';
 
-COMMENT ON FUNCTION rag._embed(text, text) IS
-  'Internal: the embedding of a text as real[] (NULL with a pending error); the Python side of rag.embed.';
+COMMENT ON FUNCTION rag._embed_query(text, text) IS
+  'Internal: the embedding of a text in pgvector''s text form (NULL with a pending error); the Python '
+  'side of rag.embed.';
 
 COMMENT ON FUNCTION rag.embed(text, text) IS
   'The embedding of a text, as search embeds queries: with the tenant''s current embedding model, or with '

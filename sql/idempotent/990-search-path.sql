@@ -14,10 +14,8 @@ BEGIN
               JOIN pg_catalog.pg_proc AS p ON p.oid = d.objid
               WHERE e.extname = 'rag' AND d.classid = 'pg_catalog.pg_proc'::regclass AND d.deptype = 'e'
                 AND p.prokind <> 'p'  -- a procedure with SET cannot COMMIT (rag.work)
-                -- inlined into its callers, which are pinned: every name in it is qualified
-                AND p.oid <> ALL (ARRAY['rag._setting_value(text, text, text)'::pg_catalog.regprocedure,
-                                        'rag._limited(text, text)'::pg_catalog.regprocedure,
-                                        'rag._setting_defaults()'::pg_catalog.regprocedure]) LOOP
+                -- a VALUES list inlined into its callers, which are pinned: it names nothing
+                AND p.oid <> 'rag._setting_defaults()'::pg_catalog.regprocedure LOOP
         EXECUTE pg_catalog.format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp', fn, vec_schema);
     END LOOP;
 END
