@@ -63,7 +63,7 @@ def relations(db) -> list[tuple[str, str, str | None]]:
 def test_every_table_and_view_has_a_comment(db):
     rows = relations(db)
     # partitioned tables, their default partitions and views are all checked
-    assert {"rag.documents", "rag.chunks", "rag.chunks_default", "rag.postings_default",
+    assert {"rag.documents", "rag.chunks", "rag.chunks_default", "rag.posting_blocks_default",
             "rag.usage_daily"} <= {r[0] for r in rows}
     bare = [f"{name} ({kind})" for name, kind, comment in rows if not (comment or "").strip()]
     assert not bare, missing("tables and views without a comment", bare)

@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 
 from . import answer as answer_mod
-from . import interrupts, keys, providers
+from . import interrupts, keys, lexical, providers
 from .chunking import chunk_text
 from .embedding import _EMBEDDERS, DEFAULT_MODEL, get_embedder, load_tokenizer, to_vector_literal
 from .errors import BudgetExceeded, InvalidParameter, LimitExceeded, RagError
@@ -367,3 +367,154 @@ def write_key_file(plpy, name: str, secret: str | None, base_url: str | None) ->
 def backend_stats() -> str:
     emb = {f"{n}/{t}": {"calls": e.calls, "texts": e.texts} for (n, t), e in _EMBEDDERS.items()}
     return json.dumps(STATS | {"embedders": emb})
+
+
+# -- the lexical leg: BM25 over block-encoded postings (ragpg/lexical.py) ----------------
+
+_BM25_TERMS = """
+    SELECT s.lexeme, sum(s.df)::float8 AS df
+    FROM rag.lexeme_stats AS s
+    WHERE s.tenant = $1 AND s.lexeme = ANY (rag.query_lexemes($2))
+    GROUP BY s.lexeme HAVING sum(s.df) > 0"""
+_BM25_CORPUS = """
+    SELECT $1::text AS tenant, sum(c.chunks)::float8 AS chunks, sum(c.total_len)::float8 AS total_len
+    FROM rag.corpus_stats AS c WHERE c.tenant = $1"""
+_BLOCK_META = """
+    SELECT b.lexeme, b.first_id, b.n, b.max_tf, b.min_len
+    FROM rag.posting_blocks AS b WHERE b.tenant = $1 AND b.lexeme = ANY ($2)"""
+_BLOCK_READ = """
+    SELECT b.lexeme, b.first_id, b.ids, b.tfs, b.lens, b.n
+    FROM unnest($2::text[], $3::bigint[]) AS w (lexeme, first_id)
+    JOIN rag.posting_blocks AS b ON b.tenant = $1 AND b.lexeme = w.lexeme AND b.first_id = w.first_id"""
+# the tf of each query lexeme in each chunk, from its tsvector (weights are all D: marking
+# the query lexemes A and keeping the A ones keeps exactly them)
+_EXACT_TF = """
+    SELECT c.id, ARRAY(SELECT coalesce(cardinality(u.positions), 0)
+                       FROM unnest($3::text[]) WITH ORDINALITY AS l (lexeme, i)
+                       LEFT JOIN unnest(ts_filter(setweight(c.tsv, 'A', $3), '{a}')) AS u ON u.lexeme = l.lexeme
+                       ORDER BY l.i) AS tf
+    FROM rag.chunks AS c WHERE c.tenant = $1 AND c.id = ANY ($2) ORDER BY c.id"""
+LEXICAL_STATS = lexical.Stats()   # the last query's, for the benchmark's profile
+
+
+@sql_errors
+def bm25(plpy, query: str, n: int, k1: float, b: float, pred: str | None):
+    """The lexical leg: exact BM25 top n of the current tenant, as (chunk ids, scores)."""
+    import numpy as np
+
+    tenant = plpy.execute(_plan(plpy, "SELECT rag.current_tenant() AS t", []))[0]["t"]
+    corpus = plpy.execute(_plan(plpy, _BM25_CORPUS, ["text"]), [tenant])[0]
+    n_chunks, total_len = corpus["chunks"] or 0.0, corpus["total_len"] or 0.0
+    if n_chunks <= 0:
+        return [], []
+    avglen = max(total_len / n_chunks, 1.0)
+    df = {r["lexeme"]: r["df"] for r in plpy.execute(_plan(plpy, _BM25_TERMS, ["text", "text"]), [tenant, query])}
+    if not df:
+        return [], []
+    terms = {lx: lexical.Term(lx, float(np.log(1 + (n_chunks - d + 0.5) / (d + 0.5)))) for lx, d in df.items()}
+    postings = dict.fromkeys(terms, 0)
+    for r in plpy.execute(_plan(plpy, _BLOCK_META, ["text", "text[]"]), [tenant, list(terms)]):
+        terms[r["lexeme"]].blocks.append((r["first_id"], r["n"], r["max_tf"], r["min_len"]))
+        postings[r["lexeme"]] += r["n"]
+    read_plan = _plan(plpy, _BLOCK_READ, ["text", "text[]", "bigint[]"])
+
+    def read(want):
+        interrupts.check_interrupts()
+        return [(r["lexeme"], r["first_id"], r["ids"], r["tfs"], r["lens"], r["n"])
+                for r in plpy.execute(read_plan, [tenant, [w[0] for w in want], [w[1] for w in want]])]
+
+    order = list(terms)
+    if pred is not None:
+        return _bm25_filtered(plpy, tenant, query, n, k1, b, avglen, [terms[lx] for lx in order], pred, read)
+    exact_plan = _plan(plpy, _EXACT_TF, ["text", "bigint[]", "text[]"])
+    live = [t for t in order if terms[t].blocks]
+
+    def exact(ids):
+        interrupts.check_interrupts()
+        rows = plpy.execute(exact_plan, [tenant, ids, live])
+        return (np.array([r["id"] for r in rows], dtype=np.int64),
+                np.array([r["tf"] for r in rows], dtype=np.float64).reshape(len(rows), len(live)))
+
+    # deleted chunks' postings wait in their blocks for the next merge: the blocks then
+    # hold more postings than the lexeme's document frequency
+    ghosts = any(postings[lx] > df[lx] for lx in terms)
+    stats = lexical.Stats()
+    ids, scores = lexical.top_k([terms[t] for t in live], n, k1, b, avglen, read, exact, ghosts, stats)
+    LEXICAL_STATS.__dict__.update(stats.__dict__)
+    return ids.tolist(), scores.tolist()
+
+
+def _bm25_filtered(plpy, tenant, query, n, k1, b, avglen, terms, pred, read):
+    """BM25 over the chunks that match a filter (a predicate on documents d, built by
+    rag._filter_predicate): every block of the query's lexemes, scored where it matches."""
+    import numpy as np
+
+    allowed = np.array([r["id"] for r in plpy.execute(plpy.prepare(
+        "SELECT c.id FROM rag.chunks AS c JOIN rag.documents AS d ON d.id = c.document_id AND " + pred +
+        " WHERE c.tenant = $1 AND c.tsv @@ rag.any_terms_tsquery($2)", ["text", "text"]), [tenant, query])],
+        dtype=np.int64)
+    if not len(allowed):
+        return [], []
+    want = [(t.lexeme, blk[0]) for t in terms for blk in t.blocks]
+    idf = {t.lexeme: t.idf for t in terms}
+    got_ids, got_w = [], []
+    for i in range(0, len(want), 256):
+        for lexeme, fid, ids, tfs, lens, cnt in read(want[i:i + 256]):
+            a, tf, ln = lexical.decode(ids, tfs, lens, cnt, f"({lexeme!r}, {fid})")
+            keep = np.isin(a, allowed)
+            got_ids.append(a[keep])
+            got_w.append(lexical.weight(tf[keep], ln[keep], idf[lexeme], k1, b, avglen))
+    if not got_ids:
+        return [], []
+    uniq, inv = np.unique(np.concatenate(got_ids), return_inverse=True)
+    score = np.bincount(inv, weights=np.concatenate(got_w), minlength=len(uniq))
+    top = np.lexsort((uniq, -score))[:n]
+    return uniq[top].tolist(), score[top].tolist()
+
+
+@sql_errors
+def merge_posting_blocks(plpy, tenant: str, lexemes: list[str]) -> int:
+    """Rewrite each lexeme's blocks as merged blocks (ragpg.lexical.merge), dropping the
+    postings of deleted chunks. A lexeme that another transaction is merging is skipped
+    (a try-lock): writers never wait for each other here."""
+    import numpy as np
+
+    lock = _plan(plpy, "SELECT pg_try_advisory_xact_lock(hashtext('rag.posting_blocks'), hashtext($1 || ' ' || $2)) AS ok",
+                 ["text", "text"])
+    take = _plan(plpy, """DELETE FROM rag.posting_blocks AS b WHERE b.tenant = $1 AND b.lexeme = $2
+                          RETURNING b.first_id, b.ids, b.tfs, b.lens, b.n""", ["text", "text"])
+    df_plan = _plan(plpy, "SELECT coalesce(sum(s.df), 0) AS df FROM rag.lexeme_stats AS s WHERE s.tenant = $1 AND s.lexeme = $2",
+                    ["text", "text"])
+    dead_plan = _plan(plpy, """
+        SELECT coalesce(array_agg(u.id), '{}') AS dead FROM unnest($2::text::bigint[]) AS u (id)
+        WHERE NOT EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.tenant = $1 AND c.id = u.id)""", ["text", "text"])
+    put = _plan(plpy, """
+        INSERT INTO rag.posting_blocks (tenant, lexeme, first_id, merged, n, max_tf, min_len, ids, tfs, lens)
+        SELECT $1, $2, u.f, true, u.n, u.mt, u.ml, u.i, u.t, u.l
+        FROM unnest($3::bigint[], $4::int[], $5::int[], $6::int[], $7::bytea[], $8::bytea[], $9::bytea[])
+             AS u (f, n, mt, ml, i, t, l)""",
+        ["text", "text", "bigint[]", "int[]", "int[]", "int[]", "bytea[]", "bytea[]", "bytea[]"])
+    corpus = plpy.execute(_plan(plpy, _BM25_CORPUS, ["text"]), [tenant])[0]
+    avglen = max((corpus["total_len"] or 0.0) / max(corpus["chunks"] or 0.0, 1.0), 1.0)
+    done = 0
+    for lexeme in lexemes:
+        interrupts.check_interrupts()
+        if not plpy.execute(lock, [tenant, lexeme])[0]["ok"]:
+            continue
+        parts = [lexical.decode(r["ids"], r["tfs"], r["lens"], r["n"], f"({lexeme!r}, {r['first_id']})")
+                 for r in plpy.execute(take, [tenant, lexeme])]
+        held = sum(len(p[0]) for p in parts)
+        dead = None
+        if held > plpy.execute(df_plan, [tenant, lexeme])[0]["df"]:   # deleted chunks among them
+            ids = np.concatenate([p[0] for p in parts])
+            dead = np.array(plpy.execute(dead_plan, [tenant, "{" + ",".join(map(str, ids.tolist())) + "}"])[0]["dead"],
+                            dtype=np.int64)
+        if not parts:
+            continue
+        blocks = lexical.merge(parts, avglen, dead)
+        if blocks:
+            plpy.execute(put, [tenant, lexeme, [x.first_id for x in blocks], [x.n for x in blocks],
+                               [x.max_tf for x in blocks], [x.min_len for x in blocks], [x.ids for x in blocks],
+                               [x.tfs for x in blocks], [x.lens for x in blocks]])
+        done += 1
+    return done

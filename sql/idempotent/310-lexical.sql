@@ -1,44 +1,51 @@
+-- The lexical leg's index upkeep. Per tenant (incremental/0.1.0/310-lexical.sql and
+-- 0.3.0/010-posting-blocks.sql have the tables):
+--   rag.posting_blocks  each lexeme's postings in blocks (ragpg/lexical.py)
+--   rag.lexeme_stats    document frequency per lexeme, as insert-only deltas
+--   rag.corpus_stats    chunk count and total length, as deltas too
+-- The statement triggers on rag.chunks keep all three; writers only ever insert rows, so
+-- concurrent writers never wait on each other.
+
 -- rag._chunks_lexical_insert / rag._chunks_lexical_delete
--- Statement triggers on rag.chunks: postings and +/- deltas for the rows of the statement.
+-- Statement triggers on rag.chunks. Insert: one fresh block per (tenant, lexeme) of the
+-- statement's chunks, the statistics' deltas, and a merge of the lexemes whose fresh
+-- blocks have piled up. Delete: the statistics' deltas only; the chunks' postings stay in
+-- their blocks until their lexemes' next merge, and queries skip them (ragpg.lexical).
 CREATE OR REPLACE FUNCTION rag._chunks_lexical_insert()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    t record;
 BEGIN
     IF rag._restoring() THEN
-        RETURN NULL;  -- postings and statistics are in the dump
+        RETURN NULL;  -- blocks and statistics are in the dump
     END IF;
     WITH p AS (
         SELECT n.tenant, u.lexeme, n.id AS chunk_id, cardinality(u.positions) AS tf,
                sum(cardinality(u.positions)) OVER (PARTITION BY n.id) AS len
         FROM new_rows AS n, unnest(n.tsv) AS u
-    ), lens AS (     -- the length of each chunk of the statement (none: no lexemes)
-        SELECT DISTINCT p.chunk_id, p.len FROM p
-    ), avglen AS (   -- per tenant, with this statement's chunks
-        SELECT n.tenant, (coalesce(sum(l.len), 0) + coalesce(max(s.total_len), 0))::float8
-                         / greatest(count(*) + coalesce(max(s.chunks), 0), 1) AS v
-        FROM new_rows AS n
-        LEFT JOIN lens AS l ON l.chunk_id = n.id
-        LEFT JOIN (SELECT c.tenant, sum(c.chunks) AS chunks, sum(c.total_len) AS total_len
-                   FROM rag.corpus_stats AS c
-                   WHERE c.tenant IN (SELECT DISTINCT n2.tenant FROM new_rows AS n2)
-                   GROUP BY c.tenant) AS s ON s.tenant = n.tenant
-        GROUP BY n.tenant
-    ), postings AS (
-        INSERT INTO rag.postings (tenant, lexeme, chunk_id, tf, len, impact)
-        SELECT p.tenant, p.lexeme, p.chunk_id, p.tf, p.len,
-               p.tf * 1.9 / (p.tf + 0.9 * (0.6 + 0.4 * p.len / greatest(a.v, 1)))
-        FROM p JOIN avglen AS a ON a.tenant = p.tenant
+    ), blocks AS (
+        INSERT INTO rag.posting_blocks (tenant, lexeme, first_id, merged, n, max_tf, min_len, ids, tfs, lens)
+        SELECT p.tenant, p.lexeme, min(p.chunk_id), false, count(*), max(p.tf), min(p.len),
+               string_agg(int8send(p.chunk_id), ''::bytea ORDER BY p.chunk_id),
+               string_agg(int2send(p.tf::int2), ''::bytea ORDER BY p.chunk_id),
+               string_agg(int4send(p.len::int), ''::bytea ORDER BY p.chunk_id)
+        FROM p GROUP BY p.tenant, p.lexeme
     ), df AS (
         INSERT INTO rag.lexeme_stats (tenant, lexeme, df)
         SELECT p.tenant, p.lexeme, count(*) FROM p GROUP BY 1, 2
     )
     INSERT INTO rag.corpus_stats (tenant, chunks, total_len)
     SELECT n.tenant, count(*), coalesce(sum(l.len), 0)
-    FROM new_rows AS n LEFT JOIN lens AS l ON l.chunk_id = n.id
+    FROM new_rows AS n LEFT JOIN (SELECT DISTINCT p.chunk_id, p.len FROM p) AS l ON l.chunk_id = n.id
     GROUP BY n.tenant;
-    PERFORM rag.compact_lexical_stats(t.tenant, 32) FROM (SELECT DISTINCT n.tenant FROM new_rows AS n) AS t;
+    FOR t IN SELECT DISTINCT n.tenant FROM new_rows AS n LOOP
+        PERFORM rag.compact_lexical_stats(t.tenant, 32);
+        PERFORM rag._merge_due(t.tenant, ARRAY(SELECT DISTINCT u.lexeme FROM new_rows AS n, unnest(n.tsv) AS u
+                                               WHERE n.tenant = t.tenant));
+    END LOOP;
     RETURN NULL;
 END
 $$;
@@ -52,10 +59,6 @@ BEGIN
     IF rag._restoring() THEN
         RETURN NULL;
     END IF;
-    -- by primary key: a chunk's postings are the lexemes of its tsv
-    DELETE FROM rag.postings AS po
-    USING (SELECT o.tenant, o.id, u.lexeme FROM old_rows AS o, unnest(o.tsv) AS u) AS k
-    WHERE po.tenant = k.tenant AND po.lexeme = k.lexeme AND po.chunk_id = k.id;
     INSERT INTO rag.lexeme_stats (tenant, lexeme, df)
     SELECT o.tenant, u.lexeme, -count(*) FROM old_rows AS o, unnest(o.tsv) AS u GROUP BY 1, 2;
     -- and the next model's embeddings of a switch in progress (rag.embeddings_next)
@@ -74,6 +77,127 @@ CREATE OR REPLACE TRIGGER chunks_lexical_insert AFTER INSERT ON rag.chunks
 CREATE OR REPLACE TRIGGER chunks_lexical_delete AFTER DELETE ON rag.chunks
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION rag._chunks_lexical_delete();
+
+-- rag._merge_due (internal)
+-- Merge those of these lexemes whose fresh blocks have piled up: 64 of them, or 8 that
+-- hold a quarter as many postings as the merged ones (so a lexeme's postings are
+-- rewritten a bounded number of times as it grows). Only in READ COMMITTED: in a
+-- snapshot older than the statement, a concurrent merge would make this one fail.
+CREATE OR REPLACE FUNCTION rag._merge_due(tenant text, lexemes text[])
+RETURNS int
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    due text[];
+    n int;
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RETURN 0;
+    END IF;
+    SELECT array_agg(x.lexeme) INTO due FROM (
+        SELECT b.lexeme FROM rag.posting_blocks AS b
+        WHERE b.tenant = _merge_due.tenant AND b.lexeme = ANY (lexemes)
+        GROUP BY b.lexeme
+        HAVING count(*) FILTER (WHERE NOT b.merged) >= 64
+            OR (count(*) FILTER (WHERE NOT b.merged) >= 8
+                AND 4 * coalesce(sum(b.n) FILTER (WHERE NOT b.merged), 0) >= coalesce(sum(b.n) FILTER (WHERE b.merged), 0))) AS x;
+    IF due IS NULL THEN
+        RETURN 0;
+    END IF;
+    n := rag._merge_posting_blocks_py(tenant, due);
+    IF n IS NULL THEN
+        PERFORM rag._raise_python_error();
+    END IF;
+    RETURN n;
+END
+$$;
+
+-- rag.merge_posting_blocks
+-- Rewrite lexemes' blocks as merged blocks, best postings first, without deleted chunks'
+-- postings (the triggers call it; an administrator may, e.g. after deleting many
+-- documents). A lexeme another transaction is merging is skipped. Returns the number
+-- of lexemes merged.
+CREATE OR REPLACE FUNCTION rag._merge_posting_blocks_py(tenant text, lexemes text[])
+RETURNS int
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+    #@ragpg-prologue
+    return ragpg.pg.merge_posting_blocks(plpy, tenant, lexemes or [])
+$python$;
+
+CREATE OR REPLACE FUNCTION rag.merge_posting_blocks(tenant text DEFAULT rag.current_tenant(), lexemes text[] DEFAULT NULL)
+RETURNS int
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n int;
+BEGIN
+    IF tenant IS DISTINCT FROM rag.current_tenant() THEN
+        RAISE EXCEPTION 'rag.merge_posting_blocks: tenant % is not the current tenant', coalesce(quote_literal(tenant), 'NULL')
+            USING ERRCODE = 'insufficient_privilege', HINT = 'SET rag.tenant first';
+    END IF;
+    n := rag._merge_posting_blocks_py(tenant, coalesce(lexemes, ARRAY(
+             SELECT DISTINCT b.lexeme FROM rag.posting_blocks AS b WHERE b.tenant = merge_posting_blocks.tenant)));
+    IF n IS NULL THEN
+        PERFORM rag._raise_python_error();
+    END IF;
+    RETURN n;
+END
+$$;
+
+-- rag.rebuild_lexical_index
+-- Rebuild the current tenant's blocks and statistics from its chunks' tsvectors, as
+-- merged blocks (e.g. after a block was damaged by hand). Returns the number of postings.
+CREATE OR REPLACE FUNCTION rag.rebuild_lexical_index()
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    my_tenant text := rag.current_tenant();
+    total bigint;
+BEGIN
+    DELETE FROM rag.posting_blocks AS b WHERE b.tenant = my_tenant;
+    DELETE FROM rag.lexeme_stats AS s WHERE s.tenant = my_tenant;
+    DELETE FROM rag.corpus_stats AS s WHERE s.tenant = my_tenant;
+    WITH p AS (
+        SELECT c.tenant, u.lexeme, c.id AS chunk_id, cardinality(u.positions) AS tf,
+               sum(cardinality(u.positions)) OVER (PARTITION BY c.id) AS len
+        FROM rag.chunks AS c, unnest(c.tsv) AS u WHERE c.tenant = my_tenant
+    ), corpus AS (
+        SELECT count(*) AS chunks, coalesce(sum(l.len), 0) AS total_len
+        FROM rag.chunks AS c LEFT JOIN (SELECT DISTINCT p.chunk_id, p.len FROM p) AS l ON l.chunk_id = c.id
+        WHERE c.tenant = my_tenant
+    ), cs AS (
+        INSERT INTO rag.corpus_stats (tenant, chunks, total_len)
+        SELECT my_tenant, corpus.chunks, corpus.total_len FROM corpus WHERE corpus.chunks > 0
+    ), df AS (
+        INSERT INTO rag.lexeme_stats (tenant, lexeme, df)
+        SELECT p.tenant, p.lexeme, count(*) FROM p GROUP BY 1, 2
+    ), ranked AS (
+        SELECT p.*, row_number() OVER (PARTITION BY p.lexeme
+                        ORDER BY p.tf * 1.9 / (p.tf + 0.9 * (0.6 + 0.4 * p.len / a.v)) DESC, p.chunk_id) - 1 AS r
+        FROM p, (SELECT greatest(corpus.total_len::float8 / greatest(corpus.chunks, 1), 1) AS v FROM corpus) AS a
+    ), blocked AS (
+        SELECT x.*, CASE WHEN x.r < 16256 THEN 32 - strpos(((x.r / 128 + 1)::int::bit(32))::text, '1')
+                         ELSE 7 + (x.r - 16256) / 8192 END AS blk
+        FROM ranked AS x
+    ), ins AS (
+        INSERT INTO rag.posting_blocks (tenant, lexeme, first_id, merged, n, max_tf, min_len, ids, tfs, lens)
+        SELECT b.tenant, b.lexeme, min(b.chunk_id), true, count(*), max(b.tf), min(b.len),
+               string_agg(int8send(b.chunk_id), ''::bytea ORDER BY b.r),
+               string_agg(int2send(b.tf::int2), ''::bytea ORDER BY b.r),
+               string_agg(int4send(b.len::int), ''::bytea ORDER BY b.r)
+        FROM blocked AS b GROUP BY b.tenant, b.lexeme, b.blk
+        RETURNING n
+    )
+    SELECT coalesce(sum(ins.n), 0) INTO total FROM ins;
+    RETURN total;
+END
+$$;
 
 -- rag.compact_lexical_stats
 -- Fold a tenant's statistics deltas into one row per lexeme, once more than
@@ -104,7 +228,7 @@ BEGIN
                RETURNING s.chunks, s.total_len)
     INSERT INTO rag.corpus_stats (tenant, chunks, total_len)
     SELECT compact_lexical_stats.tenant, sum(d.chunks), sum(d.total_len) FROM d HAVING count(*) > 0;
-    RETURN n;
+    RETURN total;
 END
 $$;
 
@@ -122,14 +246,18 @@ AS $$ SELECT tsvector_to_array(to_tsvector('english'::regconfig, query)) $$;
 --           idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avglen))
 --   idf(t) = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5))
 -- N (chunks), df and avglen (lexemes per chunk) are the tenant's corpus statistics; k1
--- and b default to the settings rag.bm25_k1 and rag.bm25_b.
--- Candidates: the best rag.bm25_term_candidates (at least n) postings of each query lexeme (by their
--- stored impact, one index range each), so a query costs about the same at 10k and 1M
--- chunks; the best 10n of them by the lexemes that found them are then scored exactly
--- over every query lexeme. While no query lexeme has more postings than that, this is
--- exact BM25; past it, it is top-k retrieval with a recall measured by `make bench`
--- (against exact BM25 at 100k and 1M chunks). bm25_term_candidates = 0, or a `filter`
--- (rag.search's), reads every posting of every query lexeme: exact at any size, slower.
+-- and b default to the settings rag.bm25_k1 and rag.bm25_b. Exact top n at any size:
+-- block-max pruning reads the blocks that can matter (ragpg/lexical.py). With a `filter`
+-- (rag.search's), over the chunks that match it.
+CREATE OR REPLACE FUNCTION rag._bm25_py(query text, n int, k1 float8, b float8, pred text,
+                                        OUT chunk_ids bigint[], OUT scores float8[])
+LANGUAGE plpython3u STABLE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+    #@ragpg-prologue
+    return ragpg.pg.bm25(plpy, query, n, k1, b, pred)
+$python$;
+
 CREATE OR REPLACE FUNCTION rag.bm25(query text, n int DEFAULT 30, k1 float8 DEFAULT NULL, b float8 DEFAULT NULL,
                          filter jsonb DEFAULT NULL)
 RETURNS TABLE (chunk_id bigint, score float8)
@@ -137,80 +265,22 @@ LANGUAGE plpgsql STABLE ROWS 30
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    my_tenant text := rag.current_tenant();
-    pred text := rag._filter_predicate(filter);
-    per_term int := rag._setting('bm25_term_candidates')::int;
-    n_chunks float8;
-    total_len float8;
-    avglen float8;
-    lexemes text[];
-    idfs float8[];
-    whole boolean[];   -- the lexemes with at most per_term postings: read whole
+    r record;
 BEGIN
     k1 := coalesce(k1, rag._setting('bm25_k1')::float8);
     b := coalesce(b, rag._setting('bm25_b')::float8);
-    IF k1 < 0 OR b < 0 OR b > 1 THEN
+    IF k1 < 0 OR b < 0 OR b > 1 OR 'NaN' IN (k1, b) OR k1 = 'Infinity' THEN
         RAISE EXCEPTION 'rag.bm25: k1 must be >= 0 and b between 0 and 1, got % and %', k1, b
             USING ERRCODE = 'invalid_parameter_value';
-    ELSIF per_term < 0 THEN
-        RAISE EXCEPTION 'rag.bm25: rag.bm25_term_candidates must be >= 0, got %', per_term
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'RESET rag.bm25_term_candidates';
     END IF;
-    SELECT sum(c.chunks), sum(c.total_len) INTO n_chunks, total_len
-    FROM rag.corpus_stats AS c WHERE c.tenant = my_tenant;
-    IF coalesce(n_chunks, 0) <= 0 OR query IS NULL OR n IS NULL OR n < 1 THEN
+    IF query IS NULL OR n IS NULL OR n < 1 THEN
         RETURN;
     END IF;
-    avglen := greatest(total_len / n_chunks, 1);
-    IF pred IS NULL AND per_term > 0 THEN
-        per_term := greatest(per_term, n);   -- a one-lexeme query still gets its n results
-        SELECT array_agg(i.lexeme), array_agg(i.idf), array_agg(i.df <= per_term) INTO lexemes, idfs, whole
-        FROM (SELECT s.lexeme, sum(s.df) AS df,
-                     ln(1 + (n_chunks - sum(s.df)::float8 + 0.5) / (sum(s.df)::float8 + 0.5)) AS idf
-              FROM rag.lexeme_stats AS s
-              WHERE s.tenant = my_tenant AND s.lexeme = ANY (rag.query_lexemes(query))
-              GROUP BY s.lexeme
-              HAVING sum(s.df) > 0) AS i;
-        RETURN QUERY
-        WITH cand AS (         -- the best 10n by the lexemes that found them ...
-            SELECT h.chunk_id,
-                   sum(h.w) FILTER (WHERE q.whole) AS known   -- exact for the lexemes read whole
-            FROM unnest(lexemes, idfs, whole) AS q (lexeme, idf, whole)
-            CROSS JOIN LATERAL (  -- ... each lexeme's best postings, from the impact index
-                SELECT po.chunk_id, q.idf * po.tf * (k1 + 1) / (po.tf + k1 * (1 - b + b * po.len / avglen)) AS w
-                FROM rag.postings AS po
-                WHERE po.tenant = my_tenant AND po.lexeme = q.lexeme
-                ORDER BY po.impact DESC
-                LIMIT per_term) AS h
-            GROUP BY h.chunk_id
-            ORDER BY sum(h.w) DESC
-            LIMIT 10 * n
-        )
-        SELECT cand.chunk_id, coalesce(cand.known, 0) + coalesce(e.rest, 0)
-        FROM cand CROSS JOIN LATERAL (   -- ... scored exactly: the lexemes read in part are
-            SELECT sum(q.idf * po.tf * (k1 + 1) / (po.tf + k1 * (1 - b + b * po.len / avglen))) AS rest
-            FROM unnest(lexemes, idfs, whole) AS q (lexeme, idf, whole)   -- looked up by key
-            JOIN rag.postings AS po ON po.tenant = my_tenant AND po.lexeme = q.lexeme AND po.chunk_id = cand.chunk_id
-            WHERE NOT q.whole) AS e
-        ORDER BY 2 DESC, 1
-        LIMIT n;
-        RETURN;
+    r := rag._bm25_py(query, n, k1, b, rag._filter_predicate(filter));
+    IF r.chunk_ids IS NULL THEN
+        PERFORM rag._raise_python_error();
     END IF;
-    RETURN QUERY EXECUTE format($q$
-        SELECT po.chunk_id,
-               sum(i.idf * po.tf * ($3 + 1) / (po.tf + $3 * (1 - $4 + $4 * po.len / $6))) AS score
-        FROM (SELECT s.lexeme, ln(1 + ($5 - sum(s.df) + 0.5) / (sum(s.df) + 0.5)) AS idf
-              FROM rag.lexeme_stats AS s
-              WHERE s.tenant = $1 AND s.lexeme = ANY ($2)
-              GROUP BY s.lexeme
-              HAVING sum(s.df) > 0) AS i
-        JOIN rag.postings AS po ON po.tenant = $1 AND po.lexeme = i.lexeme %s
-        GROUP BY po.chunk_id
-        ORDER BY score DESC, po.chunk_id
-        LIMIT $7 $q$,
-        CASE WHEN pred IS NULL THEN ''
-             ELSE 'JOIN rag.chunks AS c ON c.id = po.chunk_id AND c.tenant = po.tenant JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END)
-    USING my_tenant, rag.query_lexemes(query), k1, b, n_chunks, avglen, n;
+    RETURN QUERY SELECT u.c, u.s FROM unnest(r.chunk_ids, r.scores) AS u (c, s);
 END
 $$;
 

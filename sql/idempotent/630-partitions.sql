@@ -1,11 +1,11 @@
--- Partitions per tenant. rag.chunks and rag.postings are partitioned BY LIST (tenant);
+-- Partitions per tenant. rag.chunks and rag.posting_blocks are partitioned BY LIST (tenant);
 -- every tenant starts in the DEFAULT partitions. A large tenant gets partitions of its
 -- own: its own HNSW (per model) and GIN indexes, sized to its data, and rag.search, which
 -- filters every leg on the tenant, prunes to them at executor start-up.
 
 -- rag._make_partition_indexes (internal)
--- The keys and indexes of a tenant's partitions of rag.chunks and rag.postings: those of
--- rag.chunks_default and rag.postings_default, under the same names (the partition's name
+-- The keys and indexes of a tenant's partitions of rag.chunks and rag.posting_blocks: those of
+-- rag.chunks_default and rag.posting_blocks_default, under the same names (the partition's name
 -- first), and an HNSW index per model of rag.model_indexes. The partitioned tables have
 -- none (incremental/0.2.0/020-partition-indexes.sql says why).
 CREATE OR REPLACE FUNCTION rag._make_partition_indexes(c name, p name)
@@ -29,15 +29,13 @@ BEGIN
     FOR model IN SELECT mi.model FROM rag.model_indexes AS mi ORDER BY 1 LOOP
         PERFORM rag._make_model_index(c, model);
     END LOOP;
-    EXECUTE format('ALTER TABLE rag.%I ADD CONSTRAINT %I PRIMARY KEY (tenant, lexeme, chunk_id) INCLUDE (tf, len)',
-                   p, p || '_pkey');
-    EXECUTE format('CREATE INDEX %I ON rag.%I (tenant, lexeme, impact DESC) INCLUDE (chunk_id, tf, len)',
-                   p || '_tenant_lexeme_impact_chunk_id_tf_len_idx', p);
+    EXECUTE format('ALTER TABLE rag.%I ADD CONSTRAINT %I PRIMARY KEY (tenant, lexeme, first_id)'
+                   ' INCLUDE (merged, n, max_tf, min_len)', p, p || '_pkey');
 END
 $$;
 
 -- rag.create_tenant_partition (the extension's owner)
--- Give a tenant its own partitions of rag.chunks and rag.postings, moving its rows out of
+-- Give a tenant its own partitions of rag.chunks and rag.posting_blocks, moving its rows out of
 -- the default ones, in one transaction. Writers wait while it runs (the tables are
 -- locked), readers too for the moment the partitions are attached. Returns the name of
 -- the chunks partition.
@@ -49,7 +47,7 @@ AS $$
 DECLARE
     suffix text := left(md5(tenant), 12);
     c text := 'chunks_' || suffix;
-    p text := 'postings_' || suffix;
+    p text := 'posting_blocks_' || suffix;
 BEGIN
     IF tenant IS NULL OR btrim(tenant) = '' THEN
         RAISE EXCEPTION 'rag.create_tenant_partition: tenant is empty' USING ERRCODE = 'invalid_parameter_value';
@@ -63,23 +61,23 @@ BEGIN
         RAISE EXCEPTION 'rag.create_tenant_partition: tenant % is switching its embedding model', quote_literal(tenant)
             USING ERRCODE = 'object_in_use', HINT = 'let rag.work finish the switch (rag.model_status), then retry';
     END IF;
-    LOCK TABLE rag.chunks, rag.postings IN ACCESS EXCLUSIVE MODE;
+    LOCK TABLE rag.chunks, rag.posting_blocks IN ACCESS EXCLUSIVE MODE;
     -- the default partitions are detached while the tenant's rows move out of them, so
     -- that attaching them back proves none is left
     ALTER TABLE rag.chunks DETACH PARTITION rag.chunks_default;
-    ALTER TABLE rag.postings DETACH PARTITION rag.postings_default;
+    ALTER TABLE rag.posting_blocks DETACH PARTITION rag.posting_blocks_default;
     EXECUTE format('CREATE TABLE rag.%I PARTITION OF rag.chunks FOR VALUES IN (%L)', c, tenant);
-    EXECUTE format('CREATE TABLE rag.%I PARTITION OF rag.postings FOR VALUES IN (%L)', p, tenant);
+    EXECUTE format('CREATE TABLE rag.%I PARTITION OF rag.posting_blocks FOR VALUES IN (%L)', p, tenant);
     -- straight into the partitions: the parent's statement triggers (BM25 statistics) do
     -- not fire, and need not: the rows only move
     EXECUTE format('INSERT INTO rag.%I (id, tenant, document_id, ord, content, heading, tokens, content_hash, model,'
                    ' embedding, created_at) SELECT id, tenant, document_id, ord, content, heading, tokens,'
                    ' content_hash, model, embedding, created_at FROM rag.chunks_default WHERE tenant = %L', c, tenant);
-    EXECUTE format('INSERT INTO rag.%I SELECT * FROM rag.postings_default WHERE tenant = %L', p, tenant);
+    EXECUTE format('INSERT INTO rag.%I SELECT * FROM rag.posting_blocks_default WHERE tenant = %L', p, tenant);
     DELETE FROM rag.chunks_default AS d WHERE d.tenant = create_tenant_partition.tenant;
-    DELETE FROM rag.postings_default AS d WHERE d.tenant = create_tenant_partition.tenant;
+    DELETE FROM rag.posting_blocks_default AS d WHERE d.tenant = create_tenant_partition.tenant;
     ALTER TABLE rag.chunks ATTACH PARTITION rag.chunks_default DEFAULT;
-    ALTER TABLE rag.postings ATTACH PARTITION rag.postings_default DEFAULT;
+    ALTER TABLE rag.posting_blocks ATTACH PARTITION rag.posting_blocks_default DEFAULT;
     PERFORM rag._make_partition_indexes(c, p);
     EXECUTE format('ANALYZE rag.%I, rag.%I', c, p);
     RETURN c;

@@ -11,7 +11,7 @@ DO $$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['documents', 'chunks', 'postings', 'lexeme_stats', 'corpus_stats',
+    FOREACH t IN ARRAY ARRAY['documents', 'chunks', 'posting_blocks', 'lexeme_stats', 'corpus_stats',
                              'attachments', 'queue', 'errors', 'usage', 'answers',
                              'tenant_models', 'embeddings_next'] LOOP
         EXECUTE format('ALTER TABLE rag.%I ENABLE ROW LEVEL SECURITY', t);

@@ -360,14 +360,16 @@ COMMENT ON FUNCTION rag.search(text, integer, text, jsonb, integer, integer, int
 -- Lexical leg: BM25 (310-lexical.sql)
 -- ---------------------------------------------------------------------------------------
 
-COMMENT ON TABLE rag.postings IS
-  'The inverted index of the BM25 leg: one row per lexeme of a chunk with its term frequency, the chunk''s '
-  'length and its BM25 weight (impact), kept up to date by triggers on rag.chunks. Partitioned by tenant '
-  'like rag.chunks. Tenant data.';
+COMMENT ON TABLE rag.posting_blocks IS
+  'The inverted index of the BM25 leg: each lexeme''s postings (chunk id, term frequency, chunk length) in '
+  'blocks of up to 8,192, as byte strings of big-endian integers, with each block''s largest tf and smallest '
+  'length (they bound its BM25 weights, for block-max pruning). Writers append fresh blocks; '
+  'rag.merge_posting_blocks rewrites a lexeme''s blocks best postings first. Partitioned by tenant like '
+  'rag.chunks. Tenant data; ragpg/lexical.py has the design.';
 
-COMMENT ON TABLE rag.postings_default IS
-  'The default partition of rag.postings: the postings of every tenant without a partition of its own. '
-  'Query rag.postings rather than this table.';
+COMMENT ON TABLE rag.posting_blocks_default IS
+  'The default partition of rag.posting_blocks: the blocks of every tenant without a partition of its own. '
+  'Query rag.posting_blocks rather than this table.';
 
 COMMENT ON TABLE rag.lexeme_stats IS
   'BM25 document frequencies per tenant and lexeme, as +n/-n deltas written by the rag.chunks triggers '
@@ -378,12 +380,34 @@ COMMENT ON TABLE rag.corpus_stats IS
   'total length in lexemes (one row per writing statement until rag.compact_lexical_stats folds them).';
 
 COMMENT ON FUNCTION rag._chunks_lexical_insert() IS
-  'Internal: statement trigger on rag.chunks: writes the new chunks'' postings and statistics deltas, and '
-  'compacts the statistics now and then.';
+  'Internal: statement trigger on rag.chunks: writes one fresh posting block per lexeme of the new chunks '
+  'and the statistics deltas, compacts the statistics now and then, and merges the lexemes whose fresh '
+  'blocks piled up (rag._merge_due).';
 
 COMMENT ON FUNCTION rag._chunks_lexical_delete() IS
-  'Internal: statement trigger on rag.chunks: removes the deleted chunks'' postings and rag.embeddings_next '
-  'rows, and writes negative statistics deltas.';
+  'Internal: statement trigger on rag.chunks: negative statistics deltas and the deleted chunks'' '
+  'rag.embeddings_next rows. Their postings stay in their blocks until their lexemes'' next merge; queries '
+  'skip them.';
+
+COMMENT ON FUNCTION rag._merge_due(text, text[]) IS
+  'Internal: merge those of these lexemes whose fresh blocks piled up (64, or 8 holding a quarter as many '
+  'postings as the merged blocks); only in READ COMMITTED. Returns: lexemes merged.';
+
+COMMENT ON FUNCTION rag._merge_posting_blocks_py(text, text[]) IS
+  'Internal: the Python side of rag.merge_posting_blocks (NULL with a pending error).';
+
+COMMENT ON FUNCTION rag.merge_posting_blocks(text, text[]) IS
+  'Rewrite lexemes'' posting blocks as merged blocks, best postings first, dropping deleted chunks'' '
+  'postings; the insert trigger calls it when fresh blocks pile up, an administrator may after deleting many '
+  'documents. A lexeme another transaction is merging is skipped. Arguments: tenant (the current one), '
+  'lexemes (default NULL: all of them). Returns: lexemes merged. Example: SELECT rag.merge_posting_blocks();';
+
+COMMENT ON FUNCTION rag.rebuild_lexical_index() IS
+  'Rebuild the current tenant''s posting blocks and BM25 statistics from its chunks'' tsvectors (e.g. after a '
+  'block was damaged by hand). Returns: the number of postings. Example: SELECT rag.rebuild_lexical_index();';
+
+COMMENT ON FUNCTION rag._bm25_py(text, integer, double precision, double precision, text) IS
+  'Internal: the Python side of rag.bm25: (chunk_ids, scores) best first, or NULLs with a pending error.';
 
 COMMENT ON FUNCTION rag.compact_lexical_stats(text, integer) IS
   'Fold a tenant''s BM25 statistics deltas (rag.lexeme_stats, rag.corpus_stats) into one row per lexeme, if '
@@ -396,10 +420,10 @@ COMMENT ON FUNCTION rag.query_lexemes(text) IS
   'Arguments: query (text). Returns: text[]. Example: SELECT rag.query_lexemes(''write ahead log'');';
 
 COMMENT ON FUNCTION rag.bm25(text, integer, double precision, double precision, jsonb) IS
-  'Okapi BM25 over the current tenant''s chunks, best first: the lexical leg of rag.search. Reads each query '
-  'lexeme''s best rag.bm25_term_candidates postings (exact while no lexeme has more; 0 or a filter: '
-  'exact). Arguments: query, n (results, 30), k1 and b (default: rag.bm25_k1, rag.bm25_b), filter (as '
-  'rag.search). Returns: rows (chunk_id, score). Example: SELECT * FROM rag.bm25(''write ahead log'', n => 10);';
+  'Okapi BM25 over the current tenant''s chunks, best first: the lexical leg of rag.search. Exact top n at '
+  'any size (block-max pruning over rag.posting_blocks). Arguments: query, n (results, 30), k1 and b '
+  '(default: rag.bm25_k1, rag.bm25_b), filter (as rag.search). Returns: rows (chunk_id, score). '
+  'Example: SELECT * FROM rag.bm25(''write ahead log'', n => 10);';
 
 COMMENT ON VIEW rag.lexical_stats IS
   'The current tenant''s lexical statistics, one row per lexeme with its document frequency (chunks that '
@@ -664,10 +688,10 @@ COMMENT ON VIEW rag.model_status IS
 
 COMMENT ON FUNCTION rag._make_partition_indexes(name, name) IS
   'Internal: the keys and indexes (GIN, HNSW per model of rag.model_indexes) of a tenant''s new partitions '
-  'of rag.chunks and rag.postings; called by rag.create_tenant_partition.';
+  'of rag.chunks and rag.posting_blocks; called by rag.create_tenant_partition.';
 
 COMMENT ON FUNCTION rag.create_tenant_partition(text) IS
-  'Give a large tenant its own partitions of rag.chunks and rag.postings (own HNSW and GIN indexes; search '
+  'Give a large tenant its own partitions of rag.chunks and rag.posting_blocks (own HNSW and GIN indexes; search '
   'prunes to them), moving its rows out of the default ones in one transaction; writers wait meanwhile. '
   'Needs the owner of rag.chunks. Arguments: tenant. Returns: the chunks partition''s name (existing: '
   'unchanged). Example: SELECT rag.create_tenant_partition(''acme'');';

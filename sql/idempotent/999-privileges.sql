@@ -6,7 +6,7 @@
 -- Every run starts from nothing, so that the grants are exactly what this file says, after
 -- an upgrade as after an install (a grant dropped from this file is revoked by the next
 -- release). The extension's own tables, views and functions only: a tenant's partitions
--- have no grants of their own (they are read through rag.chunks and rag.postings).
+-- have no grants of their own (they are read through rag.chunks and rag.posting_blocks).
 REVOKE ALL ON SCHEMA rag FROM PUBLIC, rag_reader, rag_writer, rag_admin;
 DO $$
 DECLARE
@@ -29,7 +29,7 @@ $$;
 
 -- rag_reader: search and ask
 GRANT USAGE ON SCHEMA rag TO rag_reader;
-GRANT SELECT ON rag.documents, rag.chunks, rag.tenant_roles, rag.postings, rag.lexeme_stats,
+GRANT SELECT ON rag.documents, rag.chunks, rag.tenant_roles, rag.posting_blocks, rag.lexeme_stats,
                 rag.corpus_stats, rag.lexical_stats, rag.eval_sets, rag.eval_queries, rag.eval_qrels,
                 rag.eval_run, rag.eval_run_query, rag.eval_runs, rag.eval_compare,
                 rag.attachments, rag.queue, rag.errors, rag.queue_status, rag.document_status,
@@ -73,6 +73,7 @@ GRANT EXECUTE ON FUNCTION
     rag._ef_search(text),
     rag.query_lexemes(text),
     rag.bm25(text, int, float8, float8, jsonb),
+    rag._bm25_py(text, int, float8, float8, text),
     rag.search(text, int, text, jsonb, int, int, int, float8, float8, text),
     rag.ask(text, int, text),
     rag.backend_stats()
@@ -88,13 +89,17 @@ GRANT DELETE ON rag.documents TO rag_writer;
 GRANT INSERT (tenant, document_id, ord, content, heading, tokens, content_hash, model, embedding)
     ON rag.chunks TO rag_writer;
 GRANT DELETE ON rag.chunks TO rag_writer;
-GRANT INSERT, DELETE ON rag.postings, rag.lexeme_stats, rag.corpus_stats TO rag_writer;
+GRANT INSERT, DELETE ON rag.posting_blocks, rag.lexeme_stats, rag.corpus_stats TO rag_writer;
 GRANT EXECUTE ON FUNCTION
     rag.ingest(text, text, text, text, jsonb),
     rag._check_content(text, text),
     rag._index_documents(bigint[]),
     rag._index_documents_py(bigint[]),
     rag.compact_lexical_stats(text, int),
+    rag._merge_due(text, text[]),
+    rag._merge_posting_blocks_py(text, text[]),
+    rag.merge_posting_blocks(text, text[]),
+    rag.rebuild_lexical_index(),
     rag._eval_tenant(text),
     rag.evaluate(text, text, int, jsonb)
 TO rag_writer;
