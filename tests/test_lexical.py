@@ -79,47 +79,102 @@ def test_statistics_follow_inserts_updates_and_deletes(db):
     assert db.execute("SELECT count(*) FROM rag.lexeme_stats").fetchone()[0] == len(db.execute(recount).fetchall())
     n, total = db.execute("SELECT sum(chunks), sum(total_len) FROM rag.corpus_stats").fetchone()
     assert (n, total) == (3, 2 + 4 + 3)
-    # deleted chunks take their postings with them (the delete trigger works by primary key)
-    assert db.execute("SELECT count(*) FROM rag.postings").fetchone() == \
+    # deleted chunks' postings wait in their blocks for their lexemes' next merge (the
+    # blocks then hold more postings than live chunks have lexemes), and queries skip them
+    blocks = "SELECT sum(n) FROM rag.posting_blocks"
+    live = "SELECT sum(length(tsv)) FROM rag.chunks"
+    assert db.execute(blocks).fetchone()[0] > db.execute(live).fetchone()[0]
+    db.execute("SELECT rag.merge_posting_blocks()")
+    assert db.execute(blocks).fetchone() == db.execute(live).fetchone()
+    assert db.execute("SELECT bool_and(merged) FROM rag.posting_blocks").fetchone()[0] is True
+    assert scores(db, "banana date") == pytest.approx(bm25_by_hand(["banana", "date"], left, 0.9, 0.4), rel=1e-12)
+
+
+def exhaustive(db, query, n, k1=0.9, b=0.4):
+    """BM25 from the chunks' tsvectors and the tenant's live chunks, in plain SQL."""
+    return db.execute("""
+        WITH st AS (SELECT count(*)::float8 AS n, greatest(sum(l.len)::float8 / count(*), 1) AS avglen
+                    FROM rag.chunks AS c, LATERAL (SELECT sum(cardinality(u.positions)) AS len
+                                                   FROM unnest(c.tsv) AS u) AS l),
+             q AS (SELECT unnest(rag.query_lexemes(%(q)s)) AS lexeme),
+             p AS (SELECT c.id, u.lexeme, cardinality(u.positions) AS tf,
+                          (SELECT sum(cardinality(v.positions)) FROM unnest(c.tsv) AS v) AS len
+                   FROM rag.chunks AS c, unnest(c.tsv) AS u WHERE u.lexeme IN (SELECT lexeme FROM q)),
+             df AS (SELECT p.lexeme, count(*)::float8 AS df FROM p GROUP BY 1)
+        SELECT p.id, sum(ln(1 + (st.n - df.df + 0.5) / (df.df + 0.5))
+                         * p.tf * (%(k1)s + 1) / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.len / st.avglen))) AS s
+        FROM p JOIN df USING (lexeme), st GROUP BY p.id ORDER BY s DESC, p.id LIMIT %(n)s""",
+        {"q": query, "n": n, "k1": k1, "b": b}).fetchall()
+
+
+def same_top(got, want):
+    """The same scores rank by rank; the same chunks but among ties at the last score."""
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g[1] == pytest.approx(w[1], rel=1e-9)
+    if want:
+        last = want[-1][1]
+        assert {i for i, s in got if s > last + 1e-9} == {i for i, s in want if s > last + 1e-9}
+
+
+WORDS = ["apple", "banana", "cherry", "date", "elder", "fig", "grape", "hazel", "iris", "juniper",
+         "kiwi", "lemon", "mango", "nectar", "olive", "pear", "quince", "rhubarb", "sorrel", "thyme"]
+
+
+def bulk(db, n_chunks: int, seed: int):
+    """n_chunks chunks of random words (Zipf-like: word i in ~1/(i+1) of them), inserted
+    straight into rag.chunks 500 per statement, so that the trigger builds blocks and merges."""
+    import random
+    rnd = random.Random(seed)
+    doc = db.execute("SELECT rag.ingest('# Bulk\n\nbulk holder', 'bulk.md')").fetchone()[0]
+    vec = db.execute("SELECT embedding::text FROM rag.chunks LIMIT 1").fetchone()[0]
+    texts = [" ".join(w for i, w in enumerate(WORDS) for _ in range(rnd.random() < 1.5 / (i + 1) and
+                                                                     rnd.randint(1, 3) or 0)) or "zzz"
+             for _ in range(n_chunks)]
+    for i in range(0, n_chunks, 500):
+        part = texts[i:i + 500]
+        db.execute("""INSERT INTO rag.chunks (tenant, document_id, ord, content, tokens, content_hash, model, embedding)
+                      SELECT rag.current_tenant(), %s, 1 + %s + o, t, 5, '\\x00', 'all-MiniLM-L6-v2', %s::vector
+                      FROM unnest(%s::text[]) WITH ORDINALITY AS u (t, o)""", (doc, i, vec, part))
+
+
+QUERIES = ["apple", "apple banana", "cherry fig kiwi", "rhubarb thyme", "banana date grape lemon olive"]
+
+
+@pytest.mark.parametrize("n_chunks", [300, 6000])
+def test_bm25_is_exact_at_several_sizes_and_after_deletes(db, n_chunks):
+    bulk(db, n_chunks, seed=n_chunks)
+    merged = db.execute("SELECT count(*) FILTER (WHERE merged), count(*) FROM rag.posting_blocks").fetchone()
+    assert merged[1] > 0 and (n_chunks < 1000 or merged[0] > 0), merged   # the trigger merged lexemes
+    for q in QUERIES:
+        for n in (1, 10, 30):
+            same_top(db.execute("SELECT * FROM rag.bm25(%s, %s)", (q, n)).fetchall(), exhaustive(db, q, n))
+    # delete a third of the chunks, the best ones for 'apple' among them: skipped at once
+    best = [r[0] for r in exhaustive(db, "apple", 20)]
+    db.execute("DELETE FROM rag.chunks WHERE id = ANY (%s) OR id %% 3 = 0", (best,))
+    for q in QUERIES:
+        same_top(db.execute("SELECT * FROM rag.bm25(%s, 10)", (q,)).fetchall(), exhaustive(db, q, 10))
+    # more chunks after the deletes, merged or not, and a custom k1/b
+    bulk(db, n_chunks // 3, seed=n_chunks + 1)
+    for q in QUERIES:
+        same_top(db.execute("SELECT * FROM rag.bm25(%s, 10, 1.2, 0.75)", (q,)).fetchall(),
+                 exhaustive(db, q, 10, 1.2, 0.75))
+    db.execute("SELECT rag.merge_posting_blocks()")
+    assert db.execute("SELECT sum(n) FROM rag.posting_blocks").fetchone() == \
         db.execute("SELECT sum(length(tsv)) FROM rag.chunks").fetchone()
+    for q in QUERIES:
+        same_top(db.execute("SELECT * FROM rag.bm25(%s, 10)", (q,)).fetchall(), exhaustive(db, q, 10))
 
 
-# 'apple' in 40 documents (a lexeme read in part when bm25_term_candidates is small);
-# 'zebra' in 3 of them, with different amounts of apple
-MANY = {f"m{i:02d}": " ".join(["apple"] * (1 + i % 5) + ["filler"] * (i % 7)) for i in range(40)}
-MANY.update({"z1": "apple zebra", "z2": "apple apple apple zebra filler", "z3": "zebra filler filler filler"})
-MANY_TOKENS = {k: [{"apple": "appl", "filler": "filler", "zebra": "zebra"}[w] for w in v.split()]
-               for k, v in MANY.items()}
-
-
-@pytest.mark.parametrize("per_term", [0, 3, 10, 1000])
-def test_top_k_candidates_are_scored_exactly(db, per_term):
-    """Past rag.bm25_term_candidates postings a lexeme is read best first, in part; every
-    result is still scored exactly, and a lexeme read whole still finds all its chunks."""
-    load(db, MANY)
-    db.execute(f"SET rag.bm25_term_candidates = {per_term}")
-    want = bm25_by_hand(["appl", "zebra"], MANY_TOKENS, 0.9, 0.4)
-    got = scores(db, "apple zebra", n=5)
-    assert len(got) == 5
-    for name, score in got.items():
-        assert score == pytest.approx(want[name], rel=1e-12), name
-    best = sorted(want, key=want.get, reverse=True)
-    # the three zebra chunks (zebra: 3 postings, read whole) are the best three here
-    assert set(best[:3]) == {"z1", "z2", "z3"} and set(best[:3]) <= set(got)
-    if per_term in (0, 1000):  # every lexeme read whole: exact BM25
-        assert sorted(got, key=got.get, reverse=True) == best[:5]
-    # one lexeme read in part: at least n postings of it are read, every result is exact
-    exact_apple = bm25_by_hand(["appl"], MANY_TOKENS, 0.9, 0.4)
-    only = scores(db, "apple", n=4)
-    assert len(only) == 4 and only == pytest.approx({k: exact_apple[k] for k in only}, rel=1e-12)
-
-
-def test_top_k_setting_is_checked(db):
+def test_a_damaged_block_is_named_and_rebuilt(db):
     load(db)
-    db.execute("SET rag.bm25_term_candidates = -1")
+    db.execute("UPDATE rag.posting_blocks SET ids = '\\x00' WHERE lexeme = 'banana'")
     with pytest.raises(psycopg.Error) as exc:
         db.execute("SELECT * FROM rag.bm25('banana')")
-    assert exc.value.sqlstate == "22023" and "bm25_term_candidates must be >= 0" in str(exc.value)
+    assert exc.value.sqlstate == "XX001" and "'banana'" in str(exc.value) and "rebuild_lexical_index" in str(exc.value)
+    assert db.execute("SELECT rag.rebuild_lexical_index()").fetchone()[0] == \
+        db.execute("SELECT sum(length(tsv)) FROM rag.chunks").fetchone()[0]
+    assert scores(db, "banana") == pytest.approx(bm25_by_hand(["banana"], TOKENS, 0.9, 0.4), rel=1e-12)
 
 
 def test_ts_rank_is_still_selectable(db):

@@ -47,15 +47,15 @@ def test_a_tenant_moves_to_its_own_partitions_and_search_prunes_to_them(db, conn
     assert db.execute("SELECT tenant, count(*) FROM rag.chunks GROUP BY 1 ORDER BY 1").fetchall() == counts
     assert db.execute(f"SELECT count(*) FROM rag.{part}").fetchone()[0] == dict(counts)["alice"]
     assert db.execute("SELECT count(*) FROM rag.chunks_default WHERE tenant = 'alice'").fetchone()[0] == 0
-    assert db.execute("SELECT count(*) FROM rag.postings_default WHERE tenant = 'alice'").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM rag.posting_blocks_default WHERE tenant = 'alice'").fetchone()[0] == 0
     # same answers, from the tenant's partitions only
     assert alice.execute("SELECT chunk_id, vector_rank, lexical_rank FROM rag.search(%s, 5)", (q,)).fetchall() == before
     assert alice.execute("SELECT * FROM rag.bm25('ferry pier', 5)").fetchall() == bm25_before
     rows, plans = _plans(db, "alice", "SELECT chunk_id FROM rag.search(%s, 5)", (q,))
     assert [r[0] for r in rows] == [r[0] for r in before]
-    scans = [ln for ln in plans.splitlines() if " on chunks" in ln or " on postings" in ln]
+    scans = [ln for ln in plans.splitlines() if " on chunks" in ln or " on posting_blocks" in ln]
     assert scans and [ln for ln in scans if part[7:] not in ln] == []
-    assert "chunks_default" not in plans and "postings_default" not in plans
+    assert "chunks_default" not in plans and "posting_blocks_default" not in plans
     assert part in plans
     # bob stays in the default partition, and still gets his own results
     assert bob.execute("SELECT count(*) FROM rag.search(%s, 5)", (q,)).fetchone()[0] == 5

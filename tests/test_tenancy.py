@@ -48,7 +48,7 @@ def test_tenant_b_sees_no_trace_of_tenant_a(connect):
     assert rows(bob, "SELECT count(*) FROM rag.tenant_roles") == [(0,)]
     # BM25 index and statistics, through every table and view
     assert rows(bob, "SELECT count(*) FROM rag.lexical_stats WHERE lexeme IN ('quokkaflux', 'zebrawood')") == [(0,)]
-    assert rows(bob, "SELECT count(*) FROM rag.postings WHERE lexeme = 'quokkaflux'") == [(0,)]
+    assert rows(bob, "SELECT count(*) FROM rag.posting_blocks WHERE lexeme = 'quokkaflux'") == [(0,)]
     assert rows(bob, "SELECT count(*) FROM rag.lexeme_stats WHERE lexeme = 'quokkaflux'") == [(0,)]
     assert rows(bob, "SELECT DISTINCT tenant FROM rag.corpus_stats") == [("bob",)]
     assert rows(bob, "SELECT count(*) FROM rag.bm25('quokkaflux zebrawood')") == [(0,)]
@@ -188,7 +188,7 @@ def test_every_table_has_forced_row_level_security_and_views_are_invoker(db):
                                                         WHERE a.grantee <> c.relowner)
                                FROM pg_class AS c WHERE c.relnamespace = 'rag'::regnamespace
                                AND c.relispartition AND c.relkind IN ('r', 'p')""").fetchall()
-    assert {"chunks_default", "postings_default"} <= {r[0] for r in partitions}
+    assert {"chunks_default", "posting_blocks_default"} <= {r[0] for r in partitions}
     assert [r for r in partitions if r[1]] == []
     views = db.execute("""SELECT relname, coalesce(reloptions, '{}') FROM pg_class
                           WHERE relnamespace = 'rag'::regnamespace AND relkind = 'v'""").fetchall()

@@ -81,10 +81,13 @@ class Embedder:
         self.session = ort.InferenceSession(str(path / "model.int8.onnx"), opts,
                                             providers=["CPUExecutionProvider"])
 
-    def embed(self, texts: list[str], batch_size: int = 16):
+    def embed(self, texts: list[str], batch_size: int = 16, check=None, on_run=None):
         """Unit vectors (float32, shape n x dimensions) for `texts`, in input order.
 
-        Texts are batched by length, so a batch pads to similar lengths."""
+        Texts are batched by length, so a batch pads to similar lengths. `check`: the
+        interrupt check between batches (default: the session's; a worker thread, which
+        must not touch plpy, passes interrupts.no_check); `on_run`, called before each
+        model run (which releases Python's lock: see pg._start_query_vector)."""
         import numpy as np
 
         if batch_size < 1:
@@ -92,7 +95,7 @@ class Embedder:
         out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
         if not texts:
             return out
-        check = interrupts.check_interrupts
+        check = check or interrupts.check_interrupts
         texts = list(texts)
         # each text's word pieces, unpadded (a single sequence: its attention is all ones and
         # its token types all zeros); not the tokenizer's Encoding objects, which cost ~70 KB
@@ -117,6 +120,8 @@ class Embedder:
                 attention[j, :lengths[i]] = 1
             feeds = {"input_ids": input_ids, "attention_mask": attention,
                      "token_type_ids": np.zeros((len(idx), n), dtype=np.int64)}
+            if on_run is not None:
+                on_run()
             out[idx] = self.session.run(["embedding"], feeds)[0]
             self.calls += 1
             self.tokens += int(attention.sum())

@@ -77,3 +77,15 @@ def sleep(seconds: float, poll: float = INTERVAL) -> None:
     while (left := end - time.monotonic()) > 0:
         check_interrupts()
         time.sleep(min(poll, left))
+
+
+def result(future, poll: float = INTERVAL):
+    """A concurrent.futures.Future's result, checking for interrupts every `poll` seconds
+    while it runs (the worker must not touch plpy)."""
+    import concurrent.futures
+
+    while True:
+        try:
+            return future.result(timeout=poll)
+        except concurrent.futures.TimeoutError:
+            check_interrupts()

@@ -32,6 +32,9 @@ _QUERY_CACHE: OrderedDict[tuple[str, str, str], tuple] = OrderedDict()  # -> (nu
 
 
 PENDING_ERROR: dict | None = None
+# (tenant, model) -> [calls, input tokens, seconds, since]: local query embeddings not yet
+# in rag.usage (record_usage)
+_PENDING_USAGE: dict[tuple[str, str], list] = {}
 
 
 def watch_interrupts(plpy) -> None:
@@ -118,6 +121,10 @@ def policy(s: dict) -> providers.CallPolicy:
 def model_spec(plpy, name: str, kind: str) -> providers.ModelSpec:
     """A model of rag.models (rag._model raises 42704 for an unknown one)."""
     r = plpy.execute(_plan(plpy, "SELECT m.* FROM rag._model($1, $2) AS m", ["text", "text"]), [name, kind])[0]
+    return _spec(r)
+
+
+def _spec(r) -> providers.ModelSpec:
     return providers.ModelSpec(
         name=r["name"], kind=r["kind"], provider=r["provider"], provider_model=r["provider_model"],
         base_url=r["base_url"], dimensions=r["dimensions"], max_input_tokens=r["max_input_tokens"],
@@ -154,6 +161,18 @@ def record_usage(plpy, s: dict, operation: str, spec: providers.ModelSpec, calls
     if s["read_only"] == "on":  # a hot standby: the ledger is not written, the skip is counted
         STATS["writes_skipped_read_only"] += 1
         return
+    if spec.provider == "local" and operation == "query":
+        # a search's query embedding by the in-process model costs nothing: such calls are
+        # summed per backend and written as one row per 64 calls or 10 s (whichever first),
+        # with the next one, so that a search does not write a row each time
+        key = (s["tenant"], spec.name)
+        p = _PENDING_USAGE.setdefault(key, [0, 0, 0.0, time.monotonic()])
+        p[0] += calls
+        p[1] += input_tokens
+        p[2] += seconds
+        if p[0] < 64 and time.monotonic() - p[3] < 10:
+            return
+        calls, input_tokens, _, seconds = _PENDING_USAGE.pop(key)
     # the cost in exact numeric, from the registry's prices at the time of the call
     plpy.execute(_plan(plpy, """
         INSERT INTO rag.usage (operation, model, provider, calls, input_tokens, output_tokens, cost, latency_ms)
@@ -189,31 +208,112 @@ def _embed(plpy, s: dict, texts: list[str], operation: str, spec: providers.Mode
     return vecs
 
 
-_QUERY_KEY = """SELECT rag.current_tenant() AS tenant, coalesce($1, rag._setting('embedding_model')) AS model,
+# the query embedding's cache key, the settings a local model needs and the model itself:
+# one query (a search's embedding is on the hot path)
+_QUERY_KEY = """SELECT rag.current_tenant() AS tenant, m.*,
                         rag._setting('embedding_threads') AS embedding_threads,
                         rag._setting('embedding_batch_size') AS embedding_batch_size,
-                        current_setting('transaction_read_only') AS read_only"""
+                        current_setting('transaction_read_only') AS read_only
+                 FROM rag._model(coalesce($1, rag._setting('embedding_model')), 'embed') AS m"""
+
+
+_WORKER = None   # one thread per backend: a search's query embedding runs there
+
+
+def _worker():
+    global _WORKER
+    if _WORKER is None:
+        import concurrent.futures
+        _WORKER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragpg-embed")
+    return _WORKER
+
+
+def _remember(key, vec):
+    hit = _QUERY_CACHE[key] = (vec, to_vector_literal(vec))
+    if len(_QUERY_CACHE) > 256:
+        _QUERY_CACHE.popitem(last=False)
+    return key[0], key[1], hit[0], hit[1]
+
+
+def _start_query_vector(plpy, text: str, model: str | None):
+    """Start a query's embedding; returns a function that gives (tenant, model name, vector,
+    its text form). Embedded once per backend for repeated queries (per tenant: no timing
+    side channel). The local model runs in the backend's worker thread, so the caller can
+    run the lexical leg meanwhile; a remote model is called when the result is asked for."""
+    s = plpy.execute(_plan(plpy, _QUERY_KEY, ["text"]), [model])[0]
+    key = (s["tenant"], s["name"], text)
+    hit = _QUERY_CACHE.get(key)
+    if hit is not None:
+        _QUERY_CACHE.move_to_end(key)
+        return lambda: (key[0], key[1], hit[0], hit[1])
+    spec = _spec(s)
+    if spec.provider != "local":   # it needs all the settings (budget, retries, timeouts)
+        return lambda: _remember(key, _embed(plpy, settings(plpy), [text], "query", spec)[0])
+    emb = _embedder(s, spec.name)
+    calls0, tok0, t0 = emb.calls, emb.tokens, time.perf_counter()
+    # the worker needs Python's lock until the model runs, and the SPI calls of the lexical
+    # leg hold it: wait (at most 20 ms) until the model has started
+    import threading
+    running = threading.Event()
+    future = _worker().submit(emb.embed, [text], _int_setting(s, "embedding_batch_size", 1, 1024),
+                              interrupts.no_check, running.set)
+    running.wait(0.02)
+
+    def finish():
+        vec = interrupts.result(future)[0]
+        dt = time.perf_counter() - t0
+        STATS["embed_seconds"] += dt
+        STATS["model_calls"] += emb.calls - calls0
+        STATS["texts_embedded"] += 1
+        record_usage(plpy, s, "query", spec, emb.calls - calls0, emb.tokens - tok0, 0, dt)
+        return _remember(key, vec)
+    return finish
+
+
+def _query_vector(plpy, text: str, model: str | None):
+    return _start_query_vector(plpy, text, model)()
 
 
 @sql_errors
 def embed_query(plpy, text: str, model: str | None = None) -> str:
-    """One text's embedding (cached per backend for repeated queries), as pgvector's text
-    form: the search path's query embedding. One small query decides the cache key; a local model
-    needs only its own settings, a remote one all of them (budget, retries, timeouts)."""
-    s = plpy.execute(_plan(plpy, _QUERY_KEY, ["text"]), [model])[0]
-    key = (s["tenant"], s["model"], text)  # per tenant: no timing side channel
-    hit = _QUERY_CACHE.get(key)
-    if hit is None:
-        spec = model_spec(plpy, s["model"], "embed")
-        if spec.provider != "local":
-            s = settings(plpy)
-        vec = _embed(plpy, s, [text], "query", spec)[0]
-        hit = _QUERY_CACHE[key] = (vec, to_vector_literal(vec))
-        if len(_QUERY_CACHE) > 256:
-            _QUERY_CACHE.popitem(last=False)
+    """One text's embedding as pgvector's text form (rag.embed)."""
+    return _query_vector(plpy, text, model)[3]
+
+
+_VECTOR_PLANS: OrderedDict[str, object] = OrderedDict()
+
+
+def _vector_leg(plpy, tenant: str, model: str, vec, literal: str, k: int, pred: str | None) -> list[int]:
+    """The vector leg of rag.search: the tenant's k nearest chunks of its embedding model
+    (cosine), best first, through that model's partial HNSW index. Its plan is kept per
+    model, dimensions and filter (the index's predicate names the model, so the model is
+    in the SQL text, not a parameter)."""
+    sql = ("SELECT coalesce(array_agg(v.id ORDER BY v.dist, v.id), '{}') AS ids"
+           " FROM (SELECT c.id, c.embedding::vector(%d) <=> $1 AS dist FROM rag.chunks AS c %s"
+           " WHERE c.tenant = $3 AND c.model = %s ORDER BY c.embedding::vector(%d) <=> $1 LIMIT $2) AS v"
+           % (len(vec), "" if pred is None else "JOIN rag.documents AS d ON d.id = c.document_id AND " + pred,
+              plpy.quote_literal(model), len(vec)))
+    plan = _VECTOR_PLANS.get(sql)
+    if plan is None:
+        plan = _VECTOR_PLANS[sql] = plpy.prepare(sql, ["vector", "int", "text"])
+        if len(_VECTOR_PLANS) > 64:
+            _VECTOR_PLANS.popitem(last=False)
     else:
-        _QUERY_CACHE.move_to_end(key)
-    return hit[1]
+        _VECTOR_PLANS.move_to_end(sql)
+    return plpy.execute(plan, [literal, k, tenant])[0]["ids"]
+
+
+@sql_errors
+def search_legs(plpy, query: str, mode: str, vector_k: int, lexical_k: int, k1: float, b: float,
+                pred: str | None, lexical_leg: bool):
+    """rag.search's legs, chunk ids best first: (vector ids, lexical ids, True). The query's
+    embedding runs in the worker thread while the lexical leg (BM25) runs here."""
+    finish = _start_query_vector(plpy, query, None) if mode in ("hybrid", "vector") else None
+    lex = None
+    if lexical_leg and mode in ("hybrid", "lexical"):
+        lex = _bm25(plpy, query, lexical_k, k1, b, pred)[0]
+    vec = _vector_leg(plpy, *finish(), vector_k, pred) if finish else None
+    return vec, lex, True
 
 
 def _embed_missing(plpy, s: dict, spec: providers.ModelSpec, items, known: dict, operation: str) -> None:
@@ -371,17 +471,27 @@ def backend_stats() -> str:
 
 # -- the lexical leg: BM25 over block-encoded postings (ragpg/lexical.py) ----------------
 
-_BM25_TERMS = """
-    SELECT s.lexeme, sum(s.df)::float8 AS df
-    FROM rag.lexeme_stats AS s
-    WHERE s.tenant = $1 AND s.lexeme = ANY (rag.query_lexemes($2))
-    GROUP BY s.lexeme HAVING sum(s.df) > 0"""
 _BM25_CORPUS = """
     SELECT $1::text AS tenant, sum(c.chunks)::float8 AS chunks, sum(c.total_len)::float8 AS total_len
     FROM rag.corpus_stats AS c WHERE c.tenant = $1"""
-_BLOCK_META = """
-    SELECT b.lexeme, b.first_id, b.n, b.max_tf, b.min_len
-    FROM rag.posting_blocks AS b WHERE b.tenant = $1 AND b.lexeme = ANY ($2)"""
+# a query's whole plan in one round trip: the tenant, its corpus statistics, each query
+# lexeme's document frequency and each of its blocks' bounds
+_BM25_PLAN = """
+    WITH t AS (SELECT rag.current_tenant() AS tenant),
+    c AS (SELECT sum(s.chunks)::float8 AS chunks, sum(s.total_len)::float8 AS total_len
+          FROM rag.corpus_stats AS s, t WHERE s.tenant = t.tenant),
+    d AS (SELECT s.lexeme, sum(s.df)::float8 AS df
+          FROM rag.lexeme_stats AS s, t
+          WHERE s.tenant = t.tenant AND s.lexeme = ANY (rag.query_lexemes($1))
+          GROUP BY s.lexeme HAVING sum(s.df) > 0)
+    SELECT t.tenant, c.chunks, c.total_len, d.lexeme, d.df, b.first_id, b.n, b.max_tf, b.min_len,
+           CASE WHEN b.n <= $2 THEN b.ids END AS ids, CASE WHEN b.n <= $2 THEN b.tfs END AS tfs,
+           CASE WHEN b.n <= $2 THEN b.lens END AS lens
+    FROM t CROSS JOIN c LEFT JOIN d ON true
+    LEFT JOIN rag.posting_blocks AS b ON b.tenant = t.tenant AND b.lexeme = d.lexeme"""
+# blocks this small come with the plan (a merged list's first four: its best 1,920
+# postings), larger ones when the search asks for them
+PRELOAD_MAX = 1024
 _BLOCK_READ = """
     SELECT b.lexeme, b.first_id, b.ids, b.tfs, b.lens, b.n
     FROM unnest($2::text[], $3::bigint[]) AS w (lexeme, first_id)
@@ -399,29 +509,44 @@ LEXICAL_STATS = lexical.Stats()   # the last query's, for the benchmark's profil
 
 @sql_errors
 def bm25(plpy, query: str, n: int, k1: float, b: float, pred: str | None):
+    """rag.bm25: exact BM25 top n of the current tenant, as (chunk ids, scores)."""
+    return _bm25(plpy, query, n, k1, b, pred)
+
+
+def _bm25(plpy, query: str, n: int, k1: float, b: float, pred: str | None):
     """The lexical leg: exact BM25 top n of the current tenant, as (chunk ids, scores)."""
     import numpy as np
 
-    tenant = plpy.execute(_plan(plpy, "SELECT rag.current_tenant() AS t", []))[0]["t"]
-    corpus = plpy.execute(_plan(plpy, _BM25_CORPUS, ["text"]), [tenant])[0]
-    n_chunks, total_len = corpus["chunks"] or 0.0, corpus["total_len"] or 0.0
+    if not (k1 >= 0 and 0 <= b <= 1 and k1 < float("inf")):
+        raise InvalidParameter(f"rag.bm25: k1 must be >= 0 and b between 0 and 1, got {k1} and {b}",
+                               hint="RESET rag.bm25_k1; RESET rag.bm25_b")
+    rows = plpy.execute(_plan(plpy, _BM25_PLAN, ["text", "int"]), [query, PRELOAD_MAX])
+    tenant, n_chunks, total_len = rows[0]["tenant"], rows[0]["chunks"] or 0.0, rows[0]["total_len"] or 0.0
     if n_chunks <= 0:
         return [], []
     avglen = max(total_len / n_chunks, 1.0)
-    df = {r["lexeme"]: r["df"] for r in plpy.execute(_plan(plpy, _BM25_TERMS, ["text", "text"]), [tenant, query])}
+    df = {r["lexeme"]: r["df"] for r in rows if r["lexeme"] is not None}
     if not df:
         return [], []
     terms = {lx: lexical.Term(lx, float(np.log(1 + (n_chunks - d + 0.5) / (d + 0.5)))) for lx, d in df.items()}
     postings = dict.fromkeys(terms, 0)
-    for r in plpy.execute(_plan(plpy, _BLOCK_META, ["text", "text[]"]), [tenant, list(terms)]):
-        terms[r["lexeme"]].blocks.append((r["first_id"], r["n"], r["max_tf"], r["min_len"]))
-        postings[r["lexeme"]] += r["n"]
+    have = {}
+    for r in rows:
+        if r["first_id"] is not None:
+            terms[r["lexeme"]].blocks.append((r["first_id"], r["n"], r["max_tf"], r["min_len"]))
+            postings[r["lexeme"]] += r["n"]
+            if r["ids"] is not None:
+                have[(r["lexeme"], r["first_id"])] = (r["lexeme"], r["first_id"], r["ids"], r["tfs"], r["lens"], r["n"])
     read_plan = _plan(plpy, _BLOCK_READ, ["text", "text[]", "bigint[]"])
 
     def read(want):
         interrupts.check_interrupts()
-        return [(r["lexeme"], r["first_id"], r["ids"], r["tfs"], r["lens"], r["n"])
-                for r in plpy.execute(read_plan, [tenant, [w[0] for w in want], [w[1] for w in want]])]
+        out = [have[w] for w in want if w in have]
+        rest = [w for w in want if w not in have]
+        if rest:
+            out += [(r["lexeme"], r["first_id"], r["ids"], r["tfs"], r["lens"], r["n"])
+                    for r in plpy.execute(read_plan, [tenant, [w[0] for w in rest], [w[1] for w in rest]])]
+        return out
 
     order = list(terms)
     if pred is not None:

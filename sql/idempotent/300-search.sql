@@ -103,6 +103,19 @@ BEGIN
 END
 $$;
 
+-- rag._search_legs (internal): rag.search's legs, chunk ids best first (ragpg.pg.search_legs):
+-- the vector leg, and the BM25 leg if lexical_leg; ok is NULL with a pending error. The
+-- query's embedding runs in a worker thread while the BM25 leg runs.
+CREATE OR REPLACE FUNCTION rag._search_legs(query text, mode text, vector_k int, lexical_k int, k1 float8, b float8,
+                                            pred text, lexical_leg boolean,
+                                            OUT vector_ids bigint[], OUT lexical_ids bigint[], OUT ok boolean)
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+    #@ragpg-prologue
+    return ragpg.pg.search_legs(plpy, query, mode, vector_k, lexical_k, k1, b, pred, lexical_leg)
+$python$;
+
 -- rag.search
 -- Hybrid search: the vector leg (HNSW, cosine) and the lexical leg (BM25 over any query
 -- term, or ts_rank) each give their top candidates, fused with weighted Reciprocal Rank
@@ -140,9 +153,9 @@ DECLARE
     max_k int := rag._setting('max_k')::int;
     pred  text := rag._filter_predicate(filter);
     my_tenant text := rag.current_tenant();
-    qvec  vector;
     vec_ids bigint[];   -- each leg's chunk ids, best first
     lex_ids bigint[];
+    legs record;
     ef int;
 BEGIN
     PERFORM rag._check_query(query, k, 'rag.search');
@@ -166,32 +179,24 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    -- each leg gives its chunk ids best first; the legs that depend on the model or the
-    -- filter are built as text (EXECUTE: planned per call, small), the fusion is static
-    -- SQL, planned once per session
+    -- each leg gives its chunk ids best first; the fusion is static SQL, planned once per
+    -- session
     IF mode IN ('hybrid', 'vector') THEN
-        qvec := rag.embed(query);
         ef := greatest(rag._ef_search(my_tenant), vector_k);
         PERFORM set_config('hnsw.ef_search', ef::text, true);
         PERFORM set_config('hnsw.iterative_scan', rag._setting('iterative_scan'), true);
-        -- the chunks of the tenant's embedding model, through that model's partial index
-        -- (on a small table the planner may prefer an exact scan and sort: also right)
-        EXECUTE format($q$
-            SELECT array_agg(v.id ORDER BY v.dist, v.id)
-            FROM (SELECT c.id, c.embedding::vector(%2$s) <=> $1 AS dist
-                  FROM rag.chunks AS c %1$s
-                  WHERE c.tenant = $3 AND c.model = %3$L
-                  ORDER BY c.embedding::vector(%2$s) <=> $1
-                  LIMIT $2) AS v $q$,
-            CASE WHEN pred IS NULL THEN ''
-                 ELSE 'JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END,
-            vector_dims(qvec), rag._setting('embedding_model'))
-        INTO vec_ids USING qvec, vector_k, my_tenant;
     END IF;
-    IF mode IN ('hybrid', 'lexical') AND lexical_ranking = 'bm25' THEN
-        lex_ids := ARRAY(SELECT b.chunk_id FROM rag.bm25(query, lexical_k, NULL, NULL, filter) AS b
-                         ORDER BY b.score DESC, b.chunk_id);
-    ELSIF mode IN ('hybrid', 'lexical') THEN
+    -- the query's embedding, then the tenant's chunks of its embedding model through that
+    -- model's partial HNSW index (on a small table the planner may prefer an exact scan
+    -- and sort: also right); BM25 meanwhile
+    legs := rag._search_legs(query, mode, vector_k, lexical_k, rag._setting('bm25_k1')::float8,
+                             rag._setting('bm25_b')::float8, pred, lexical_ranking = 'bm25');
+    IF legs.ok IS NULL THEN
+        PERFORM rag._raise_python_error();
+    END IF;
+    vec_ids := legs.vector_ids;
+    lex_ids := legs.lexical_ids;
+    IF lexical_ranking = 'ts_rank' AND mode IN ('hybrid', 'lexical') THEN
         EXECUTE format($q$
             SELECT array_agg(l.id ORDER BY l.rank DESC, l.id)
             FROM (SELECT c.id, ts_rank(c.tsv, $1) AS rank
@@ -212,11 +217,17 @@ BEGIN
             SELECT coalesce(vec.id, lex.id) AS id, vec.r AS vr, lex.r AS lr,
                    coalesce(vector_weight / (rrf_c + vec.r), 0) + coalesce(lexical_weight / (rrf_c + lex.r), 0) AS rrf
             FROM vec FULL JOIN lex ON lex.id = vec.id)
+    -- the best ones' rows by key (LATERAL: a few index probes, where a join planned for
+    -- any number of ids hashed the whole documents table); twice k of them, so that a
+    -- chunk deleted meanwhile by another transaction leaves k
     SELECT c.id, c.document_id, c.ord, c.content, f.rrf::float8, f.vr::int, f.lr::int,
            d.source_table, d.source_key
-    FROM fused AS f
-    JOIN rag.chunks AS c ON c.id = f.id AND c.tenant = my_tenant
-    JOIN rag.documents AS d ON d.id = c.document_id
+    FROM (SELECT * FROM fused ORDER BY fused.rrf DESC, fused.vr NULLS LAST, fused.lr NULLS LAST, fused.id
+          LIMIT 2 * k) AS f
+    CROSS JOIN LATERAL (SELECT c.id, c.document_id, c.ord, c.content FROM rag.chunks AS c
+                        WHERE c.id = f.id AND c.tenant = my_tenant) AS c
+    CROSS JOIN LATERAL (SELECT d.source_table, d.source_key FROM rag.documents AS d
+                        WHERE d.id = c.document_id) AS d
     ORDER BY f.rrf DESC, f.vr NULLS LAST, f.lr NULLS LAST, c.id
     LIMIT k;
 END

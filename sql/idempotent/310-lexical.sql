@@ -269,10 +269,6 @@ DECLARE
 BEGIN
     k1 := coalesce(k1, rag._setting('bm25_k1')::float8);
     b := coalesce(b, rag._setting('bm25_b')::float8);
-    IF k1 < 0 OR b < 0 OR b > 1 OR 'NaN' IN (k1, b) OR k1 = 'Infinity' THEN
-        RAISE EXCEPTION 'rag.bm25: k1 must be >= 0 and b between 0 and 1, got % and %', k1, b
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
     IF query IS NULL OR n IS NULL OR n < 1 THEN
         RETURN;
     END IF;

@@ -164,4 +164,13 @@ def test_get_embedder_is_cached(embedder):
 
 def test_to_vector_literal():
     lit = embedding.to_vector_literal(np.array([0.5, -1.25, 3.0], dtype=np.float32))
-    assert lit == "[0.5,-1.25,3.0]"
+    assert lit == "[50000000000000e-14,-125000000000000e-14,300000000000000e-14]"
+    # every float32 comes back exactly, whatever the vector's scale; pgvector parses the
+    # elements with strtof, as numpy does here
+    rng = np.random.default_rng(0)
+    for scale in (1e-6, 1e-2, 1.0, 37.5, 1e6):
+        v = (rng.standard_normal(384) * scale).astype(np.float32)
+        back = np.array([np.float32(x) for x in embedding.to_vector_literal(v)[1:-1].split(",")])
+        assert (back == v).all()
+    assert embedding.to_vector_literal(np.zeros(2, dtype=np.float32)) == "[0e-15,0e-15]"
+    assert embedding.to_vector_literal(np.array([np.nan], dtype=np.float32)) == "[nan]"
