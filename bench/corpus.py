@@ -155,7 +155,7 @@ def grow(conn, base: Base, target: int, batch: int = 20000, progress=print) -> d
     load = time.perf_counter() - t0
     t1 = time.perf_counter()
     conn.execute("VACUUM ANALYZE rag.chunks")
-    conn.execute("VACUUM ANALYZE rag.postings")
+    conn.execute("VACUUM ANALYZE rag.posting_blocks")
     conn.execute("VACUUM ANALYZE rag.lexeme_stats")
     return {"chunks_added": target - have, "seconds": round(load, 1), "generate_seconds": round(gen, 1),
             "vacuum_analyze_seconds": round(time.perf_counter() - t1, 1)}
@@ -173,13 +173,23 @@ def build_hnsw(conn, maintenance_work_mem: str = "4GB") -> dict:
 
 
 def sizes(conn) -> dict:
-    """On-disk sizes in MB: the HNSW index, the GIN index, chunks (table + TOAST), postings."""
+    """On-disk sizes in MB: the HNSW index, the GIN index, chunks (table + TOAST), and the
+    lexical index: posting blocks with their index and TOAST, and bytes per posting (the
+    blocks alone, and with the document-frequency and corpus statistics)."""
     def mb(sql: str) -> float:
         return round(float(conn.execute(sql).fetchone()[0] or 0) / 2**20, 1)
     # every partition's own index of that access method (0.2.0: no index on rag.chunks itself)
     by_am = ("SELECT sum(pg_relation_size(c.oid)) FROM pg_class AS c JOIN pg_am AS a ON a.oid = c.relam "
              "JOIN pg_index AS x ON x.indexrelid = c.oid JOIN pg_inherits AS h ON h.inhrelid = x.indrelid "
              "WHERE h.inhparent = 'rag.chunks'::regclass AND a.amname = '{}'")
+    blocks = float(conn.execute("SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('rag.posting_blocks')"
+                                ).fetchone()[0] or 0)
+    stats = float(conn.execute("SELECT pg_total_relation_size('rag.lexeme_stats') + pg_total_relation_size('rag.corpus_stats')"
+                               ).fetchone()[0] or 0)
+    postings = int(conn.execute("SELECT coalesce(sum(n), 0) FROM rag.posting_blocks").fetchone()[0])
     return {"hnsw_mb": mb(by_am.format("hnsw")), "gin_mb": mb(by_am.format("gin")),
             "chunks_table_mb": mb("SELECT sum(pg_table_size(relid)) FROM pg_partition_tree('rag.chunks')"),
-            "postings_mb": mb("SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('rag.postings')")}
+            "postings": postings, "posting_blocks_mb": round(blocks / 2**20, 1),
+            "lexical_index_mb": round((blocks + stats) / 2**20, 1),
+            "bytes_per_posting": round(blocks / max(postings, 1), 1),
+            "bytes_per_posting_with_statistics": round((blocks + stats) / max(postings, 1), 1)}

@@ -126,7 +126,7 @@ def bulk(db, n_chunks: int, seed: int):
     straight into rag.chunks 500 per statement, so that the trigger builds blocks and merges."""
     import random
     rnd = random.Random(seed)
-    doc = db.execute("SELECT rag.ingest('# Bulk\n\nbulk holder', 'bulk.md')").fetchone()[0]
+    doc = db.execute("SELECT rag.ingest(%s, %s)", ("# Bulk\n\nbulk holder", f"bulk{seed}.md")).fetchone()[0]
     vec = db.execute("SELECT embedding::text FROM rag.chunks LIMIT 1").fetchone()[0]
     texts = [" ".join(w for i, w in enumerate(WORDS) for _ in range(rnd.random() < 1.5 / (i + 1) and
                                                                      rnd.randint(1, 3) or 0)) or "zzz"

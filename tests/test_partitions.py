@@ -53,9 +53,11 @@ def test_a_tenant_moves_to_its_own_partitions_and_search_prunes_to_them(db, conn
     assert alice.execute("SELECT * FROM rag.bm25('ferry pier', 5)").fetchall() == bm25_before
     rows, plans = _plans(db, "alice", "SELECT chunk_id FROM rag.search(%s, 5)", (q,))
     assert [r[0] for r in rows] == [r[0] for r in before]
-    scans = [ln for ln in plans.splitlines() if " on chunks" in ln or " on posting_blocks" in ln]
+    # (a scan that run-time pruning skipped shows as "never executed")
+    scans = [ln for ln in plans.splitlines()
+             if (" on chunks" in ln or " on posting_blocks" in ln) and "never executed" not in ln]
     assert scans and [ln for ln in scans if part[7:] not in ln] == []
-    assert "chunks_default" not in plans and "posting_blocks_default" not in plans
+    assert not [ln for ln in scans if "chunks_default" in ln or "posting_blocks_default" in ln]
     assert part in plans
     # bob stays in the default partition, and still gets his own results
     assert bob.execute("SELECT count(*) FROM rag.search(%s, 5)", (q,)).fetchone()[0] == 5

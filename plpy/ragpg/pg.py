@@ -25,7 +25,8 @@ from .text import to_text
 
 STATS = {"index_calls": 0, "index_rounds": 0, "model_calls": 0, "texts_embedded": 0, "chunks_reused": 0, "chunks_written": 0,
          "documents_indexed": 0, "chunk_seconds": 0.0, "embed_seconds": 0.0, "db_seconds": 0.0,
-         "writes_skipped_read_only": 0}
+         "writes_skipped_read_only": 0, "lexical_queries": 0, "lexical_postings_read": 0,
+         "lexical_postings_total": 0, "lexical_exact_lookups": 0}
 _PLANS: dict[str, object] = {}
 _TOKENIZERS: dict[str, object] = {}
 _QUERY_CACHE: OrderedDict[tuple[str, str, str], tuple] = OrderedDict()  # -> (numpy vector, literal)
@@ -504,7 +505,6 @@ _EXACT_TF = """
                        LEFT JOIN unnest(ts_filter(setweight(c.tsv, 'A', $3), '{a}')) AS u ON u.lexeme = l.lexeme
                        ORDER BY l.i) AS tf
     FROM rag.chunks AS c WHERE c.tenant = $1 AND c.id = ANY ($2) ORDER BY c.id"""
-LEXICAL_STATS = lexical.Stats()   # the last query's, for the benchmark's profile
 
 
 @sql_errors
@@ -565,7 +565,10 @@ def _bm25(plpy, query: str, n: int, k1: float, b: float, pred: str | None):
     ghosts = any(postings[lx] > df[lx] for lx in terms)
     stats = lexical.Stats()
     ids, scores = lexical.top_k([terms[t] for t in live], n, k1, b, avglen, read, exact, ghosts, stats)
-    LEXICAL_STATS.__dict__.update(stats.__dict__)
+    STATS["lexical_queries"] += 1
+    STATS["lexical_postings_read"] += stats.postings_read
+    STATS["lexical_postings_total"] += stats.postings_total
+    STATS["lexical_exact_lookups"] += stats.exact_lookups
     return ids.tolist(), scores.tolist()
 
 

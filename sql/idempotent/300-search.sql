@@ -189,8 +189,8 @@ BEGIN
     -- the query's embedding, then the tenant's chunks of its embedding model through that
     -- model's partial HNSW index (on a small table the planner may prefer an exact scan
     -- and sort: also right); BM25 meanwhile
-    legs := rag._search_legs(query, mode, vector_k, lexical_k, rag._setting('bm25_k1')::float8,
-                             rag._setting('bm25_b')::float8, pred, lexical_ranking = 'bm25');
+    SELECT * INTO legs FROM rag._search_legs(query, mode, vector_k, lexical_k, rag._setting('bm25_k1')::float8,
+                                             rag._setting('bm25_b')::float8, pred, lexical_ranking = 'bm25');
     IF legs.ok IS NULL THEN
         PERFORM rag._raise_python_error();
     END IF;

@@ -228,7 +228,7 @@ BEGIN
                RETURNING s.chunks, s.total_len)
     INSERT INTO rag.corpus_stats (tenant, chunks, total_len)
     SELECT compact_lexical_stats.tenant, sum(d.chunks), sum(d.total_len) FROM d HAVING count(*) > 0;
-    RETURN total;
+    RETURN n;
 END
 $$;
 
@@ -272,7 +272,7 @@ BEGIN
     IF query IS NULL OR n IS NULL OR n < 1 THEN
         RETURN;
     END IF;
-    r := rag._bm25_py(query, n, k1, b, rag._filter_predicate(filter));
+    SELECT * INTO r FROM rag._bm25_py(query, n, k1, b, rag._filter_predicate(filter));  -- NULLs on an error
     IF r.chunk_ids IS NULL THEN
         PERFORM rag._raise_python_error();
     END IF;
