@@ -10,6 +10,7 @@ intra-op thread by default and without spinning, so backends do not fight over c
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -145,13 +146,19 @@ def to_vector_literal(row) -> str:
     integer with one decimal exponent for the vector (15 significant digits of its
     largest element), which pgvector parses back to the same float32 values. PL/Python
     hands floats to Postgres as printed strings anyway (a real[] of 384 costs ~0.5 ms);
-    printing integers costs a third of printing floats."""
+    printing integers with one format string costs a sixth of printing floats."""
+    import math
+
     import numpy as np
 
     a = np.asarray(row, dtype=np.float64)
-    top = float(np.max(np.abs(a))) if a.size else 0.0
-    if not np.isfinite(top):   # pgvector names the problem (NaN or infinity)
+    top = float(np.abs(a).max()) if a.size else 0.0
+    if not math.isfinite(top):   # pgvector names the problem (NaN or infinity)
         return "[" + ",".join(map(repr, a.tolist())) + "]"
-    e = 15 - (int(np.ceil(np.log10(top))) if top > 0 else 0)
-    exp = f"e{-e}"
-    return "[" + (exp + ",").join(map(str, np.rint(a * 10.0 ** e).astype(np.int64).tolist())) + exp + "]"
+    e = 15 - (math.ceil(math.log10(top)) if top > 0 else 0)
+    return "[" + (_int_format(len(a), e) % tuple(np.rint(a * 10.0 ** e).astype(np.int64).tolist()))[:-1] + "]"
+
+
+@functools.lru_cache(maxsize=64)
+def _int_format(n: int, e: int) -> str:
+    return ("%d" + f"e{-e},") * n
