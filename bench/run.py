@@ -429,6 +429,11 @@ def goals(res: dict) -> list[dict]:
         b = sc["recall"]["bm25"]
         g.append({"goal": f"BM25 top 10 = exhaustive BM25, recall@10 >= 0.99 ({label})", "value": b["recall_at_10"],
                   "met": b["recall_at_10"] >= 0.99})
+        ld = sc.get("load", {})
+        if ld.get("chunks_added"):
+            g.append({"goal": f"index upkeep per chunk: binary COPY through rag.chunks' triggers (BM25 blocks, "
+                              f"statistics and merges, GIN; HNSW built after) ({label})",
+                      "value": f"{ld['seconds'] / ld['chunks_added'] * 1000:.2f} ms", "met": None})
         g.append({"goal": f"bytes per posting, blocks + index ({label})",
                   "value": f"{sc['index']['bytes_per_posting']} B ({sc['index']['postings']:,} postings, "
                            f"{sc['index']['lexical_index_mb']} MB with statistics)", "met": None})

@@ -236,3 +236,33 @@ def test_ef_search_grows_with_the_corpus(db):
         with pytest.raises(psycopg.Error) as exc:
             db.execute("SELECT * FROM rag.search('cherry')")
         assert exc.value.sqlstate == "22023" and "rag.ef_search must be auto or between 1 and 1000" in str(exc.value)
+
+
+def test_writers_never_wait_for_each_other_nor_for_a_merge(db, dsn):
+    """A writer whose statement merges lexemes keeps its transaction open; another writer
+    adds chunks with the same lexemes, and a third deletes some: neither waits (a lock
+    wait would hit lock_timeout), and once both commit BM25 is still exact."""
+    for seed in range(8):                                   # 8 fresh blocks per common lexeme
+        bulk(db, 40, seed=100 + seed)
+    fresh = db.execute("SELECT count(*) FROM rag.posting_blocks WHERE lexeme = 'appl' AND NOT merged").fetchone()[0]
+    assert fresh >= 8
+    a = psycopg.connect(dsn)
+    b = psycopg.connect(dsn, autocommit=True)
+    c = psycopg.connect(dsn, autocommit=True)
+    try:
+        a.execute("SET lock_timeout = '500ms'")
+        bulk(a, 40, seed=200)                                # the 9th: merges 'appl', uncommitted
+        assert a.execute("SELECT count(*) FROM rag.posting_blocks WHERE lexeme = 'appl' AND NOT merged"
+                         ).fetchone()[0] == 0
+        for conn in (b, c):
+            conn.execute("SET lock_timeout = '500ms'")
+        bulk(b, 40, seed=201)                                # same lexemes: skips the merge a holds
+        c.execute("DELETE FROM rag.chunks WHERE id IN (SELECT id FROM rag.chunks WHERE content LIKE 'apple%%' "
+                  "ORDER BY id LIMIT 5)")
+        a.commit()
+    finally:
+        a.close()
+        b.close()
+        c.close()
+    for q in QUERIES:
+        same_top(db.execute("SELECT * FROM rag.bm25(%s, 10)", (q,)).fetchall(), exhaustive(db, q, 10))

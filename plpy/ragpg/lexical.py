@@ -51,13 +51,18 @@ def weight(tf, length, idf, k1: float, b: float, avglen: float):
 
 # -- encoding ----------------------------------------------------------------------------
 
-def decode(ids: bytes, tfs: bytes, lens: bytes, n: int, where: str = ""):
-    """(chunk ids int64, tf float64, len float64) of one block; a block whose byte strings
-    do not hold n postings raises CorruptBlock (e.g. a row written by hand)."""
+def check_sizes(ids: bytes, tfs: bytes, lens: bytes, n: int, where: str = "") -> None:
+    """A block whose byte strings do not hold n postings raises CorruptBlock (e.g. a row
+    written by hand)."""
     if n < 0 or len(ids) != 8 * n or len(tfs) != 2 * n or len(lens) != 4 * n:
         raise CorruptBlock(f"rag: posting block {where} is corrupt: {n} postings, "
                            f"{len(ids)}/{len(tfs)}/{len(lens)} bytes of ids/tfs/lens",
                            hint="rebuild the lexical index: SELECT rag.rebuild_lexical_index()")
+
+
+def decode(ids: bytes, tfs: bytes, lens: bytes, n: int, where: str = ""):
+    """(chunk ids int64, tf float64, len float64) of one block (or of blocks joined)."""
+    check_sizes(ids, tfs, lens, n, where)
     return (np.frombuffer(ids, dtype=">i8").astype(np.int64),
             np.frombuffer(tfs, dtype=">i2").astype(np.float64),
             np.frombuffer(lens, dtype=">i4").astype(np.float64))
@@ -152,6 +157,7 @@ def top_k(terms: list[Term], k: int, k1: float, b: float, avglen: float,
         queues.append(bl)
         stats.postings_total += sum(x[2] for x in bl)
     pos = [0] * len(terms)
+    idfs = np.array([t.idf for t in terms])
 
     def next_ub(i):
         return queues[i][pos[i]][0] if pos[i] < len(queues[i]) else 0.0
@@ -175,15 +181,18 @@ def top_k(terms: list[Term], k: int, k1: float, b: float, avglen: float,
         budget *= 2
         if want:
             stats.rounds += 1
-            for lexeme, fid, ids, tfs, lens, n in read(want):
-                i = index[lexeme]
-                a, f, ln = decode(ids, tfs, lens, n, f"({lexeme!r}, {fid})")
-                got_ids.append(a)
-                got_w.append(weight(f, ln, terms[i].idf, k1, b, avglen))
-                got_t.append(np.full(len(a), i, dtype=np.int32))
-                got_len.append(ln)
-                stats.blocks_read += 1
-                stats.postings_read += n
+            rows = read(want)
+            for lexeme, fid, ids, tfs, lens, n in rows:   # sizes first: one decode per round
+                check_sizes(ids, tfs, lens, n, f"({lexeme!r}, {fid})")
+            a, f, ln = decode(b"".join(r[2] for r in rows), b"".join(r[3] for r in rows),
+                              b"".join(r[4] for r in rows), sum(r[5] for r in rows))
+            t = np.repeat(np.array([index[r[0]] for r in rows], dtype=np.int32), [r[5] for r in rows])
+            got_ids.append(a)
+            got_w.append(weight(f, ln, idfs[t], k1, b, avglen))
+            got_t.append(t)
+            got_len.append(ln)
+            stats.blocks_read += len(rows)
+            stats.postings_read += len(a)
         left = np.array([next_ub(i) for i in range(len(terms))])
         done_reading = not left.any()
         threshold = float(left.sum())            # the most an unseen chunk can score
