@@ -20,7 +20,7 @@ from . import answer as answer_mod
 from . import interrupts, keys, lexical, providers
 from .chunking import chunk_text
 from .embedding import _EMBEDDERS, DEFAULT_MODEL, get_embedder, load_tokenizer, to_vector_literal
-from .errors import BudgetExceeded, InvalidParameter, LimitExceeded, RagError
+from .errors import BudgetExceeded, InvalidParameter, LimitExceeded, NotAllowed, RagError
 from .text import to_text
 
 STATS = {"index_calls": 0, "index_rounds": 0, "model_calls": 0, "texts_embedded": 0, "chunks_reused": 0, "chunks_written": 0,
@@ -319,11 +319,21 @@ def _vector_leg(plpy, tenant: str, model: str, vec, literal: str, k: int, pred: 
     return plpy.execute(plan, [literal, k, tenant])[0]["ids"]
 
 
+def _predicate(plpy, filter_json: str | None) -> str | None:
+    """The SQL predicate on documents d of a search filter (jsonb), built by
+    rag._filter_predicate, which quotes every value: the callers take the filter itself,
+    never SQL text."""
+    if filter_json is None:
+        return None
+    return plpy.execute(_plan(plpy, "SELECT rag._filter_predicate($1) AS p", ["jsonb"]), [filter_json])[0]["p"]
+
+
 @sql_errors
 def search_legs(plpy, query: str, mode: str, vector_k: int, lexical_k: int, k1: float, b: float,
-                pred: str | None, lexical_leg: bool):
+                filter_json: str | None, lexical_leg: bool):
     """rag.search's legs, chunk ids best first: (vector ids, lexical ids, True). The query's
     embedding runs in the worker thread while the lexical leg (BM25) runs here."""
+    pred = _predicate(plpy, filter_json)
     both = lexical_leg and mode == "hybrid"
     finish = _start_query_vector(plpy, query, None, both) if mode in ("hybrid", "vector") else None
     lex = None
@@ -524,9 +534,9 @@ _EXACT_TF = """
 
 
 @sql_errors
-def bm25(plpy, query: str, n: int, k1: float, b: float, pred: str | None):
+def bm25(plpy, query: str, n: int, k1: float, b: float, filter_json: str | None):
     """rag.bm25: exact BM25 top n of the current tenant, as (chunk ids, scores)."""
-    return _bm25(plpy, query, n, k1, b, pred)
+    return _bm25(plpy, query, n, k1, b, _predicate(plpy, filter_json))
 
 
 def _bm25(plpy, query: str, n: int, k1: float, b: float, pred: str | None):
@@ -620,8 +630,13 @@ def _bm25_filtered(plpy, tenant, query, n, k1, b, avglen, terms, pred, read):
 def merge_posting_blocks(plpy, tenant: str, lexemes: list[str]) -> int:
     """Rewrite each lexeme's blocks as merged blocks (ragpg.lexical.merge), dropping the
     postings of deleted chunks. A lexeme that another transaction is merging is skipped
-    (a try-lock): writers never wait for each other here."""
+    (a try-lock): writers never wait for each other here. Only the current tenant's (a
+    role could otherwise hold another tenant's merge locks)."""
     import numpy as np
+
+    if tenant != plpy.execute(_plan(plpy, "SELECT rag.current_tenant() AS t", []))[0]["t"]:
+        raise NotAllowed(f"rag.merge_posting_blocks: tenant {tenant!r} is not the current tenant",
+                         hint="SET rag.tenant first")
 
     lock = _plan(plpy, "SELECT pg_try_advisory_xact_lock(hashtext('rag.posting_blocks'), hashtext($1 || ' ' || $2)) AS ok",
                  ["text", "text"])

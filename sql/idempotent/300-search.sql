@@ -107,13 +107,13 @@ $$;
 -- the vector leg, and the BM25 leg if lexical_leg; ok is NULL with a pending error. The
 -- query's embedding runs in a worker thread while the BM25 leg runs.
 CREATE OR REPLACE FUNCTION rag._search_legs(query text, mode text, vector_k int, lexical_k int, k1 float8, b float8,
-                                            pred text, lexical_leg boolean,
+                                            filter jsonb, lexical_leg boolean,
                                             OUT vector_ids bigint[], OUT lexical_ids bigint[], OUT ok boolean)
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $python$
     #@ragpg-prologue
-    return ragpg.pg.search_legs(plpy, query, mode, vector_k, lexical_k, k1, b, pred, lexical_leg)
+    return ragpg.pg.search_legs(plpy, query, mode, vector_k, lexical_k, k1, b, filter, lexical_leg)
 $python$;
 
 -- rag.search
@@ -190,7 +190,7 @@ BEGIN
     -- model's partial HNSW index (on a small table the planner may prefer an exact scan
     -- and sort: also right); BM25 meanwhile
     SELECT * INTO legs FROM rag._search_legs(query, mode, vector_k, lexical_k, rag._setting('bm25_k1')::float8,
-                                             rag._setting('bm25_b')::float8, pred, lexical_ranking = 'bm25');
+                                             rag._setting('bm25_b')::float8, filter, lexical_ranking = 'bm25');
     IF legs.ok IS NULL THEN
         PERFORM rag._raise_python_error();
     END IF;

@@ -249,13 +249,13 @@ AS $$ SELECT tsvector_to_array(to_tsvector('english'::regconfig, query)) $$;
 -- and b default to the settings rag.bm25_k1 and rag.bm25_b. Exact top n at any size:
 -- block-max pruning reads the blocks that can matter (ragpg/lexical.py). With a `filter`
 -- (rag.search's), over the chunks that match it.
-CREATE OR REPLACE FUNCTION rag._bm25_py(query text, n int, k1 float8, b float8, pred text,
+CREATE OR REPLACE FUNCTION rag._bm25_py(query text, n int, k1 float8, b float8, filter jsonb,
                                         OUT chunk_ids bigint[], OUT scores float8[])
 LANGUAGE plpython3u STABLE
 SET search_path = pg_catalog, pg_temp
 AS $python$
     #@ragpg-prologue
-    return ragpg.pg.bm25(plpy, query, n, k1, b, pred)
+    return ragpg.pg.bm25(plpy, query, n, k1, b, filter)
 $python$;
 
 CREATE OR REPLACE FUNCTION rag.bm25(query text, n int DEFAULT 30, k1 float8 DEFAULT NULL, b float8 DEFAULT NULL,
@@ -272,7 +272,7 @@ BEGIN
     IF query IS NULL OR n IS NULL OR n < 1 THEN
         RETURN;
     END IF;
-    SELECT * INTO r FROM rag._bm25_py(query, n, k1, b, rag._filter_predicate(filter));  -- NULLs on an error
+    SELECT * INTO r FROM rag._bm25_py(query, n, k1, b, filter);  -- NULLs on an error
     IF r.chunk_ids IS NULL THEN
         PERFORM rag._raise_python_error();
     END IF;

@@ -406,12 +406,12 @@ COMMENT ON FUNCTION rag.rebuild_lexical_index() IS
   'Rebuild the current tenant''s posting blocks and BM25 statistics from its chunks'' tsvectors (e.g. after a '
   'block was damaged by hand). Returns: the number of postings. Example: SELECT rag.rebuild_lexical_index();';
 
-COMMENT ON FUNCTION rag._search_legs(text, text, integer, integer, double precision, double precision, text, boolean) IS
+COMMENT ON FUNCTION rag._search_legs(text, text, integer, integer, double precision, double precision, jsonb, boolean) IS
   'Internal: rag.search''s legs, chunk ids best first: the vector leg (the query''s embedding, then HNSW over '
   'the tenant''s chunks of its model) and, if lexical_leg, BM25, run while the model embeds the query; ok is '
   'NULL with a pending error.';
 
-COMMENT ON FUNCTION rag._bm25_py(text, integer, double precision, double precision, text) IS
+COMMENT ON FUNCTION rag._bm25_py(text, integer, double precision, double precision, jsonb) IS
   'Internal: the Python side of rag.bm25: (chunk_ids, scores) best first, or NULLs with a pending error.';
 
 COMMENT ON FUNCTION rag.compact_lexical_stats(text, integer) IS

@@ -73,8 +73,8 @@ GRANT EXECUTE ON FUNCTION
     rag._ef_search(text),
     rag.query_lexemes(text),
     rag.bm25(text, int, float8, float8, jsonb),
-    rag._bm25_py(text, int, float8, float8, text),
-    rag._search_legs(text, text, int, int, float8, float8, text, boolean),
+    rag._bm25_py(text, int, float8, float8, jsonb),
+    rag._search_legs(text, text, int, int, float8, float8, jsonb, boolean),
     rag.search(text, int, text, jsonb, int, int, int, float8, float8, text),
     rag.ask(text, int, text),
     rag.backend_stats()
