@@ -41,7 +41,7 @@ PROFILES = {
              "recall_queries": 50, "pgbench_per_client": 53, "ask_questions": 20, "llm": True,
              "warm_up": 300},
 }
-EF = (40, 100, 200)
+EF = (40, 100, 200, 400)
 RAG_WARM = "SELECT rag.embed('warm up')"
 VEC_TOP10 = f"""SELECT id FROM rag.chunks WHERE tenant = %s AND model = '{MODEL}'
                 ORDER BY embedding::vector(384) <=> %s::vector LIMIT 10"""
