@@ -642,8 +642,8 @@ def merge_posting_blocks(plpy, tenant: str, lexemes: list[str]) -> int:
                  ["text", "text"])
     take = _plan(plpy, """DELETE FROM rag.posting_blocks AS b WHERE b.tenant = $1 AND b.lexeme = $2
                           RETURNING b.first_id, b.ids, b.tfs, b.lens, b.n""", ["text", "text"])
-    df_plan = _plan(plpy, "SELECT coalesce(sum(s.df), 0) AS df FROM rag.lexeme_stats AS s WHERE s.tenant = $1 AND s.lexeme = $2",
-                    ["text", "text"])
+    df_plan = _plan(plpy, "SELECT coalesce(sum(s.df), 0)::bigint AS df FROM rag.lexeme_stats AS s "
+                          "WHERE s.tenant = $1 AND s.lexeme = $2", ["text", "text"])
     dead_plan = _plan(plpy, """
         SELECT coalesce(array_agg(u.id), '{}') AS dead FROM unnest($2::text::bigint[]) AS u (id)
         WHERE NOT EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.tenant = $1 AND c.id = u.id)""", ["text", "text"])
@@ -662,14 +662,14 @@ def merge_posting_blocks(plpy, tenant: str, lexemes: list[str]) -> int:
             continue
         parts = [lexical.decode(r["ids"], r["tfs"], r["lens"], r["n"], f"({lexeme!r}, {r['first_id']})")
                  for r in plpy.execute(take, [tenant, lexeme])]
+        if not parts:
+            continue
         held = sum(len(p[0]) for p in parts)
         dead = None
         if held > plpy.execute(df_plan, [tenant, lexeme])[0]["df"]:   # deleted chunks among them
             ids = np.concatenate([p[0] for p in parts])
             dead = np.array(plpy.execute(dead_plan, [tenant, "{" + ",".join(map(str, ids.tolist())) + "}"])[0]["dead"],
                             dtype=np.int64)
-        if not parts:
-            continue
         blocks = lexical.merge(parts, avglen, dead)
         if blocks:
             plpy.execute(put, [tenant, lexeme, [x.first_id for x in blocks], [x.n for x in blocks],

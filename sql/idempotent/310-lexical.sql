@@ -79,9 +79,10 @@ CREATE OR REPLACE TRIGGER chunks_lexical_delete AFTER DELETE ON rag.chunks
     FOR EACH STATEMENT EXECUTE FUNCTION rag._chunks_lexical_delete();
 
 -- rag._merge_due (internal)
--- Merge those of these lexemes whose fresh blocks have piled up: 64 of them, or 8 that
--- hold a quarter as many postings as the merged ones (so a lexeme's postings are
--- rewritten a bounded number of times as it grows). Only in READ COMMITTED: in a
+-- Merge those of these lexemes whose fresh blocks have piled up: 64 of them, or 8 (or
+-- 4,096 postings: fresh blocks are not ordered, so a query cannot stop early in them)
+-- that hold a quarter as many postings as the merged ones (so a lexeme's postings are
+-- rewritten a bounded number of times as it grows, ~5 on average). Only in READ COMMITTED: in a
 -- snapshot older than the statement, a concurrent merge would make this one fail.
 CREATE OR REPLACE FUNCTION rag._merge_due(tenant text, lexemes text[])
 RETURNS int
@@ -100,7 +101,7 @@ BEGIN
         WHERE b.tenant = _merge_due.tenant AND b.lexeme = ANY (lexemes)
         GROUP BY b.lexeme
         HAVING count(*) FILTER (WHERE NOT b.merged) >= 64
-            OR (count(*) FILTER (WHERE NOT b.merged) >= 8
+            OR ((count(*) FILTER (WHERE NOT b.merged) >= 8 OR sum(b.n) FILTER (WHERE NOT b.merged) >= 4096)
                 AND 4 * coalesce(sum(b.n) FILTER (WHERE NOT b.merged), 0) >= coalesce(sum(b.n) FILTER (WHERE b.merged), 0))) AS x;
     IF due IS NULL THEN
         RETURN 0;

@@ -390,8 +390,8 @@ COMMENT ON FUNCTION rag._chunks_lexical_delete() IS
   'skip them.';
 
 COMMENT ON FUNCTION rag._merge_due(text, text[]) IS
-  'Internal: merge those of these lexemes whose fresh blocks piled up (64, or 8 holding a quarter as many '
-  'postings as the merged blocks); only in READ COMMITTED. Returns: lexemes merged.';
+  'Internal: merge those of these lexemes whose fresh blocks piled up (64, or 8 or 4,096 postings holding a '
+  'quarter as many postings as the merged blocks); only in READ COMMITTED. Returns: lexemes merged.';
 
 COMMENT ON FUNCTION rag._merge_posting_blocks_py(text, text[]) IS
   'Internal: the Python side of rag.merge_posting_blocks (NULL with a pending error).';
