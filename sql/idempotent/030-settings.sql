@@ -20,7 +20,7 @@ AS $$
         ('max_k',                 '1000',     'largest k accepted by rag.search and rag.ask (a limit: a session may lower it; rag.configure raises it)'),
         ('bm25_k1',               '0.9',      'BM25 term-frequency saturation (lexical leg)'),
         ('bm25_b',                '0.4',      'BM25 length normalisation, 0..1 (lexical leg)'),
-        ('ef_search',             'auto',     'HNSW candidate list size, at least the vector leg''s k; auto: 100, or chunks / 1250 past 125,000 chunks (at most 1000)'),
+        ('ef_search',             'auto',     'HNSW candidate list size, at least the vector leg''s k; auto: 100, or chunks / 2500 past 250,000 chunks (at most 1000)'),
         ('iterative_scan',        'relaxed_order', 'pgvector 0.8 iterative index scans: off, relaxed_order or strict_order'),
         ('ask_min_similarity',    '0.3',      'rag.ask answers only from sentences at least this similar to the question'),
         ('chat_model',            'extractive', 'model of rag.models that writes answers; extractive: sentences of the chunks, no LLM'),
