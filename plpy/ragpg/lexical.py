@@ -45,6 +45,12 @@ class CorruptBlock(RagError):
     sqlstate = "XX001"   # data_corrupted
 
 
+class BlocksMoved(RagError):
+    """A block of the query's plan was merged away by a transaction that committed since
+    (the search reads it in a later statement): plan again."""
+    sqlstate = "40001"   # serialization_failure: retry
+
+
 def weight(tf, length, idf, k1: float, b: float, avglen: float):
     return idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avglen))
 

@@ -540,12 +540,25 @@ def bm25(plpy, query: str, n: int, k1: float, b: float, filter_json: str | None)
 
 
 def _bm25(plpy, query: str, n: int, k1: float, b: float, pred: str | None):
-    """The lexical leg: exact BM25 top n of the current tenant, as (chunk ids, scores)."""
-    import numpy as np
-
+    """The lexical leg: exact BM25 top n of the current tenant, as (chunk ids, scores).
+    A concurrent merge can move blocks between the plan and a later read (each statement
+    of a volatile function sees what committed before it): then plan again."""
     if not (k1 >= 0 and 0 <= b <= 1 and k1 < float("inf")):
         raise InvalidParameter(f"rag.bm25: k1 must be >= 0 and b between 0 and 1, got {k1} and {b}",
                                hint="RESET rag.bm25_k1; RESET rag.bm25_b")
+    for attempt in range(3):
+        try:
+            return _bm25_once(plpy, query, n, k1, b, pred)
+        except lexical.BlocksMoved:
+            if attempt == 2:
+                raise lexical.BlocksMoved("rag.bm25: the lexical index kept changing under the query "
+                                          "(concurrent merges); retry", hint="retry the statement") from None
+    raise AssertionError("unreachable")
+
+
+def _bm25_once(plpy, query: str, n: int, k1: float, b: float, pred: str | None):
+    import numpy as np
+
     rows = plpy.execute(_plan(plpy, _BM25_PLAN, ["text", "int"]), [query, PRELOAD_MAX])
     tenant, n_chunks, total_len = rows[0]["tenant"], rows[0]["chunks"] or 0.0, rows[0]["total_len"] or 0.0
     if n_chunks <= 0:
@@ -570,8 +583,10 @@ def _bm25(plpy, query: str, n: int, k1: float, b: float, pred: str | None):
         out = [have[w] for w in want if w in have]
         rest = [w for w in want if w not in have]
         if rest:
-            out += [(r["lexeme"], r["first_id"], r["ids"], r["tfs"], r["lens"], r["n"])
-                    for r in plpy.execute(read_plan, [tenant, [w[0] for w in rest], [w[1] for w in rest]])]
+            got = plpy.execute(read_plan, [tenant, [w[0] for w in rest], [w[1] for w in rest]])
+            if len(got) != len(rest):
+                raise lexical.BlocksMoved("rag.bm25: posting blocks moved")
+            out += [(r["lexeme"], r["first_id"], r["ids"], r["tfs"], r["lens"], r["n"]) for r in got]
         return out
 
     order = list(terms)

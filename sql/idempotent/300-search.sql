@@ -190,8 +190,10 @@ BEGIN
     -- the query's embedding, then the tenant's chunks of its embedding model through that
     -- model's partial HNSW index (on a small table the planner may prefer an exact scan
     -- and sort: also right); BM25 meanwhile
-    SELECT * INTO legs FROM rag._search_legs(query, mode, vector_k, lexical_k, rag._setting('bm25_k1')::float8,
-                                             rag._setting('bm25_b')::float8, filter, lexical_ranking = 'bm25');
+    SELECT * INTO legs FROM rag._search_legs(query, mode, vector_k, lexical_k,
+                                             CASE WHEN mode <> 'vector' THEN rag._setting('bm25_k1')::float8 END,
+                                             CASE WHEN mode <> 'vector' THEN rag._setting('bm25_b')::float8 END,
+                                             filter, lexical_ranking = 'bm25');
     IF legs.ok IS NULL THEN
         PERFORM rag._raise_python_error();
     END IF;
