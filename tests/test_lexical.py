@@ -268,14 +268,18 @@ def test_writers_never_wait_for_each_other_nor_for_a_merge(db, dsn):
         same_top(db.execute("SELECT * FROM rag.bm25(%s, 10)", (q,)).fetchall(), exhaustive(db, q, 10))
 
 
-def test_merges_only_for_the_current_tenant(db):
-    """A role cannot merge (nor hold the merge locks of) another tenant's lexemes."""
+def test_merges_only_for_the_current_tenant(db, connect):
+    """A role cannot merge (nor hold the merge locks of) another tenant's lexemes; only a
+    superuser's statement, which may write any tenant's chunks, merges for any tenant."""
     load(db)
     with pytest.raises(psycopg.Error) as exc:
         db.execute("SELECT rag.merge_posting_blocks('someone_else')")
     assert exc.value.sqlstate == "42501"
-    assert db.execute("SELECT rag._merge_posting_blocks_py('someone_else', ARRAY['banana'])").fetchone()[0] is None
+    alice = connect("alice")
+    load(alice)
+    assert alice.execute("SELECT rag._merge_posting_blocks_py('bob', ARRAY['banana'])").fetchone()[0] is None
     with pytest.raises(psycopg.Error) as exc:
-        db.execute("SELECT rag._raise_python_error()")
+        alice.execute("SELECT rag._raise_python_error()")
     assert exc.value.sqlstate == "42501" and "not the current tenant" in str(exc.value)
-    assert db.execute("SELECT rag.merge_posting_blocks()").fetchone()[0] == 4     # its own: all four lexemes
+    assert alice.execute("SELECT rag.merge_posting_blocks()").fetchone()[0] == 4   # her own: all four lexemes
+    assert db.execute("SELECT rag._merge_posting_blocks_py('alice', ARRAY['banana'])").fetchone()[0] == 1
