@@ -9,8 +9,8 @@ The database holds rag at an older release (e.g. the whole PostgreSQL manual ing
 3. pg_dump -Fc of the upgraded database, pg_restore into a new database, both timed,
    with PL/Python calls counted during the restore (track_functions); checks every row and
    every search result; then ingests and asks in the restored copy.
-From 0.2.0 on, the upgrade converts the lexical index: the tables of rag.postings go, and
-the script checks that rag.posting_blocks holds every one of their postings.
+The upgrade from 0.1.0 or 0.2.0 converts the lexical index: the tables of rag.postings go,
+and the script checks that rag.posting_blocks holds every one of their postings.
 Prints a table and writes bench/results/<date>-lifecycle-<from>-<to>.json.
 """
 from __future__ import annotations
@@ -46,7 +46,8 @@ def searches(conn) -> list:
             for q in QUESTIONS]
 
 
-# every posting of the lexical index: rows before 0.3.0, blocks of big-endian integers after
+# every posting of the lexical index of an existing chunk: rag.postings (a table before 0.3.0,
+# the view that decodes the blocks from 0.4.0 on); 0.3.0 had the blocks only, decoded here
 POSTINGS = {
     "rows": "SELECT count(*), md5(string_agg(concat_ws(' ', tenant, lexeme, chunk_id, tf, len), ',' "
             "ORDER BY tenant, lexeme, chunk_id)) FROM rag.postings",
@@ -56,11 +57,12 @@ POSTINGS = {
                               ('x' || encode(substr(b.ids, 8 * i + 1, 8), 'hex'))::bit(64)::bigint AS chunk_id,
                               ('x' || encode(substr(b.tfs, 2 * i + 1, 2), 'hex'))::bit(16)::int AS tf,
                               ('x' || encode(substr(b.lens, 4 * i + 1, 4), 'hex'))::bit(32)::int AS len
-                       FROM rag.posting_blocks AS b, generate_series(0, b.n - 1) AS i) AS p"""}
+                       FROM rag.posting_blocks AS b, generate_series(0, b.n - 1) AS i) AS p
+                 WHERE EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.tenant = p.tenant AND c.id = p.chunk_id)"""}
 
 
 def postings(conn) -> list | None:
-    for kind in ("blocks", "rows"):
+    for kind in ("rows", "blocks"):
         if conn.execute(f"SELECT to_regclass('rag.{'posting_blocks' if kind == 'blocks' else 'postings'}')").fetchone()[0]:
             return list(conn.execute(POSTINGS[kind]).fetchone())
     return None

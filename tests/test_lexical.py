@@ -164,16 +164,32 @@ def test_bm25_is_exact_at_several_sizes_and_after_deletes(db, n_chunks):
         db.execute("SELECT sum(length(tsv)) FROM rag.chunks").fetchone()
     for q in QUERIES:
         same_top(db.execute("SELECT * FROM rag.bm25(%s, 10)", (q,)).fetchall(), exhaustive(db, q, 10))
+    # rebuilt from the chunks (5,000 at a time, merged where due): the same postings
+    # (rag.postings decodes the blocks in SQL) and the same exact results
+    postings = db.execute(ALL_POSTINGS).fetchall()
+    assert len(postings) == db.execute("SELECT sum(length(tsv)) FROM rag.chunks").fetchone()[0]
+    assert db.execute("SELECT rag.rebuild_lexical_index()").fetchone()[0] == len(postings)
+    assert db.execute(ALL_POSTINGS).fetchall() == postings
+    for q in QUERIES:
+        same_top(db.execute("SELECT * FROM rag.bm25(%s, 10)", (q,)).fetchall(), exhaustive(db, q, 10))
+
+
+ALL_POSTINGS = "SELECT lexeme, chunk_id, tf, len FROM rag.postings ORDER BY 1, 2"
 
 
 def test_a_damaged_block_is_named_and_rebuilt(db):
     load(db)
+    postings = db.execute(ALL_POSTINGS).fetchall()
+    # the view decodes every posting: each chunk's lexemes with their counts, as in its tsvector
+    assert postings == db.execute("""SELECT u.lexeme, c.id, cardinality(u.positions),
+                                            (SELECT sum(cardinality(x.positions))::int FROM unnest(c.tsv) AS x)
+                                     FROM rag.chunks AS c, unnest(c.tsv) AS u ORDER BY 1, 2""").fetchall()
     db.execute("UPDATE rag.posting_blocks SET ids = '\\x00' WHERE lexeme = 'banana'")
     with pytest.raises(psycopg.Error) as exc:
         db.execute("SELECT * FROM rag.bm25('banana')")
     assert exc.value.sqlstate == "XX001" and "'banana'" in str(exc.value) and "rebuild_lexical_index" in str(exc.value)
-    assert db.execute("SELECT rag.rebuild_lexical_index()").fetchone()[0] == \
-        db.execute("SELECT sum(length(tsv)) FROM rag.chunks").fetchone()[0]
+    assert db.execute("SELECT rag.rebuild_lexical_index()").fetchone()[0] == len(postings)
+    assert db.execute(ALL_POSTINGS).fetchall() == postings
     assert scores(db, "banana") == pytest.approx(bm25_by_hand(["banana"], TOKENS, 0.9, 0.4), rel=1e-12)
 
 

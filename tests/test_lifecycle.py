@@ -1,7 +1,7 @@
 """The extension's lifecycle as a DBA runs it: ALTER EXTENSION rag UPDATE from the last
 release with data in place, and pg_dump / pg_restore round trips.
 
-The old releases (0.1.0, 0.2.0) are installed in the image from their git commits
+The old releases (0.1.0, 0.2.0, 0.3.0) are installed in the image from their git commits
 (scripts/old_releases.sh); pg_dump, pg_restore and psql are the host's Postgres 15 client
 programs, talking to the container over loopback.
 """
@@ -18,7 +18,7 @@ from pgtest import as_role, with_db
 
 ROOT = Path(__file__).resolve().parent.parent
 PGBIN = Path("/usr/lib/postgresql/15/bin")
-OLDS = ["0.1.0", "0.2.0"]
+OLDS = ["0.1.0", "0.2.0", "0.3.0"]
 OLD = OLDS[-1]   # the last release
 NEW = next(line.split("=", 1)[1] for line in (ROOT / "scripts/versions.env").read_text().splitlines()
            if line.startswith("RAGPG_VERSION="))
@@ -108,18 +108,21 @@ def _hnsw_indexes(conn) -> list:
                         "ORDER BY 1").fetchall()
 
 
-# every posting of the lexical index, however it is stored: rows before 0.3.0, blocks of
-# big-endian integers from then on (decoded here in plain SQL)
+# every posting of the lexical index of an existing chunk: rows of a table before 0.3.0,
+# the view that decodes the blocks from 0.4.0 on; 0.3.0 had blocks and no view (its
+# big-endian integers decoded here in plain SQL)
 POSTINGS = {
     "rows": "SELECT count(*), md5(string_agg(concat_ws(' ', tenant, lexeme, chunk_id, tf, len), ',' "
             "ORDER BY tenant, lexeme, chunk_id)) FROM rag.postings",
-    "blocks": """SELECT count(*), md5(string_agg(concat_ws(' ', p.tenant, p.lexeme, p.chunk_id, p.tf, p.len), ','
-                                          ORDER BY p.tenant, p.lexeme, p.chunk_id))
-                 FROM (SELECT b.tenant, b.lexeme,
-                              ('x' || encode(substr(b.ids, 8 * i + 1, 8), 'hex'))::bit(64)::bigint AS chunk_id,
-                              ('x' || encode(substr(b.tfs, 2 * i + 1, 2), 'hex'))::bit(16)::int AS tf,
-                              ('x' || encode(substr(b.lens, 4 * i + 1, 4), 'hex'))::bit(32)::int AS len
-                       FROM rag.posting_blocks AS b, generate_series(0, b.n - 1) AS i) AS p"""}
+    "0.3.0": """SELECT count(*), md5(string_agg(concat_ws(' ', p.tenant, p.lexeme, p.chunk_id, p.tf, p.len), ','
+                                         ORDER BY p.tenant, p.lexeme, p.chunk_id))
+                FROM (SELECT b.tenant, b.lexeme,
+                             ('x' || encode(substr(b.ids, 8 * i + 1, 8), 'hex'))::bit(64)::bigint AS chunk_id,
+                             ('x' || encode(substr(b.tfs, 2 * i + 1, 2), 'hex'))::bit(16)::int AS tf,
+                             ('x' || encode(substr(b.lens, 4 * i + 1, 4), 'hex'))::bit(32)::int AS len
+                      FROM rag.posting_blocks AS b, generate_series(0, b.n - 1) AS i) AS p
+                WHERE EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.tenant = p.tenant AND c.id = p.chunk_id)"""}
+ROW_POSTINGS = ("0.1.0", "0.2.0")   # the releases whose upgrade converts rows to blocks
 
 
 @pytest.mark.parametrize("old", OLDS)
@@ -138,7 +141,7 @@ def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db, old):
         with psycopg.connect(url, autocommit=True) as su:
             assert _version(su) == OLD
             before = _checksums(su)
-            postings = su.execute(POSTINGS["rows"]).fetchone()
+            postings = su.execute(POSTINGS["rows" if OLD in ROW_POSTINGS else OLD]).fetchone()
             settings = su.execute("SELECT name, value FROM rag.settings() ORDER BY 1").fetchall()
             su.execute("ALTER EXTENSION rag UPDATE")
             assert _version(su) == NEW
@@ -147,14 +150,17 @@ def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db, old):
             # re-embedded: the chunks' embeddings are in the checksum, and rag.usage logs
             # every model call) but the lexical index's: its postings are now blocks, every
             # one of them converted (bob's partition too)
+            converted = OLD in ROW_POSTINGS
             index = {k for k in before if k.startswith("rag.postings_")}
-            assert index == {"rag.postings_default", "rag.postings_" + bob_suffix(su)}
+            assert index == ({"rag.postings_default", "rag.postings_" + bob_suffix(su)} if converted else set())
             assert {k: v for k, v in after.items() if k in before} == {k: v for k, v in before.items()
                                                                        if k not in index}
-            assert set(after) - set(before) == {"rag.posting_blocks_default", "rag.posting_blocks_" + bob_suffix(su)} \
+            assert set(after) - set(before) == \
+                ({"rag.posting_blocks_default", "rag.posting_blocks_" + bob_suffix(su)} if converted else set()) \
                 | ({"rag.model_indexes"} if OLD == "0.1.0" else set())
-            assert postings[0] > 1000 and su.execute(POSTINGS["blocks"]).fetchone() == postings
-            assert su.execute("SELECT bool_and(merged) FROM rag.posting_blocks").fetchone()[0] is True
+            assert postings[0] > 1000 and su.execute(POSTINGS["rows"]).fetchone() == postings
+            if converted:   # into merged blocks
+                assert su.execute("SELECT bool_and(merged) FROM rag.posting_blocks").fetchone()[0] is True
             # every partition keeps its HNSW indexes, files and all (none rebuilt); 0.1.0's
             # per-model index is recorded, and found again under its new names
             hnsw_after = _hnsw_indexes(su)
@@ -165,7 +171,7 @@ def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db, old):
             now = dict(su.execute("SELECT name, value FROM rag.settings()").fetchall())
             # settings keep their values, and new settings are at their defaults;
             # 0.3.0 dropped bm25_term_candidates (BM25 is exact)
-            assert {k for k, _ in settings} - set(now) == {"bm25_term_candidates"}
+            assert {k for k, _ in settings} - set(now) == ({"bm25_term_candidates"} if converted else set())
             assert {k: now[k] for k, _ in settings if k in now} == {k: v for k, v in settings if k in now}
 
         # a session that had the old release's Python loaded is told to reconnect

@@ -201,12 +201,17 @@ def _embed(plpy, s: dict, texts: list[str], operation: str, spec: providers.Mode
     else:
         check_budget(plpy, s, spec)
         vecs, in_tokens, calls = providers.embed(spec, policy(s), secret_for(plpy, spec), texts)
-    dt = time.perf_counter() - t0
-    STATS["embed_seconds"] += dt
-    STATS["model_calls"] += calls
-    STATS["texts_embedded"] += len(texts)
-    record_usage(plpy, s, operation, spec, calls, in_tokens, 0, dt)
+    _account(plpy, s, operation, spec, len(texts), calls, in_tokens, time.perf_counter() - t0)
     return vecs
+
+
+def _account(plpy, s: dict, operation: str, spec: providers.ModelSpec, texts: int, calls: int,
+             input_tokens: int, seconds: float) -> None:
+    """An embedding's counters (rag.backend_stats) and its rag.usage row."""
+    STATS["embed_seconds"] += seconds
+    STATS["model_calls"] += calls
+    STATS["texts_embedded"] += texts
+    record_usage(plpy, s, operation, spec, calls, input_tokens, 0, seconds)
 
 
 # the query embedding's cache key, the settings a local model needs and the model itself:
@@ -258,30 +263,20 @@ def _start_query_vector(plpy, text: str, model: str | None, parallel: bool = Fal
         return lambda: _remember(key, _embed(plpy, settings(plpy), [text], "query", spec)[0])
     emb = _embedder(s, spec.name)
     calls0, tok0, t0 = emb.calls, emb.tokens, time.perf_counter()
-    if not parallel:
-        vec0 = emb.embed([text], _int_setting(s, "embedding_batch_size", 1, 1024))[0]
-        dt = time.perf_counter() - t0
-        STATS["embed_seconds"] += dt
-        STATS["model_calls"] += emb.calls - calls0
-        STATS["texts_embedded"] += 1
-        record_usage(plpy, s, "query", spec, emb.calls - calls0, emb.tokens - tok0, 0, dt)
-        out = _remember(key, vec0)
-        return lambda: out
-    # the worker needs Python's lock until the model runs, and the SPI calls of the lexical
-    # leg hold it: wait (at most 20 ms) until the model has started
-    import threading
-    running = threading.Event()
-    future = _worker().submit(emb.embed, [text], _int_setting(s, "embedding_batch_size", 1, 1024),
-                              interrupts.no_check, running.set)
-    running.wait(0.02)
+    batch = _int_setting(s, "embedding_batch_size", 1, 1024)
+    if parallel:
+        # the worker needs Python's lock until the model runs, and the SPI calls of the
+        # lexical leg hold it: wait (at most 20 ms) until the model has started
+        import threading
+        running = threading.Event()
+        future = _worker().submit(emb.embed, [text], batch, interrupts.no_check, running.set)
+        running.wait(0.02)
+    else:
+        vecs = emb.embed([text], batch)
 
     def finish():
-        vec = interrupts.result(future)[0]
-        dt = time.perf_counter() - t0
-        STATS["embed_seconds"] += dt
-        STATS["model_calls"] += emb.calls - calls0
-        STATS["texts_embedded"] += 1
-        record_usage(plpy, s, "query", spec, emb.calls - calls0, emb.tokens - tok0, 0, dt)
+        vec = (interrupts.result(future) if parallel else vecs)[0]
+        _account(plpy, s, "query", spec, 1, emb.calls - calls0, emb.tokens - tok0, time.perf_counter() - t0)
         return _remember(key, vec)
     return finish
 

@@ -8,7 +8,7 @@
 
 -- rag._chunks_lexical_insert / rag._chunks_lexical_delete
 -- Statement triggers on rag.chunks. Insert: one fresh block per (tenant, lexeme) of the
--- statement's chunks, the statistics' deltas, and a merge of the lexemes whose fresh
+-- statement's chunks, the statistics' deltas (rag._add_postings), and a merge of the lexemes whose fresh
 -- blocks have piled up. Delete: the statistics' deltas only; the chunks' postings stay in
 -- their blocks until their lexemes' next merge, and queries skip them (ragpg.lexical).
 CREATE OR REPLACE FUNCTION rag._chunks_lexical_insert()
@@ -22,29 +22,11 @@ BEGIN
     IF rag._restoring() THEN
         RETURN NULL;  -- blocks and statistics are in the dump
     END IF;
-    WITH p AS (
-        SELECT n.tenant, u.lexeme, n.id AS chunk_id, cardinality(u.positions) AS tf,
-               sum(cardinality(u.positions)) OVER (PARTITION BY n.id) AS len
-        FROM new_rows AS n, unnest(n.tsv) AS u
-    ), blocks AS (
-        INSERT INTO rag.posting_blocks (tenant, lexeme, first_id, merged, n, max_tf, min_len, ids, tfs, lens)
-        SELECT p.tenant, p.lexeme, min(p.chunk_id), false, count(*), max(p.tf), min(p.len),
-               string_agg(int8send(p.chunk_id), ''::bytea ORDER BY p.chunk_id),
-               string_agg(int2send(p.tf::int2), ''::bytea ORDER BY p.chunk_id),
-               string_agg(int4send(p.len::int), ''::bytea ORDER BY p.chunk_id)
-        FROM p GROUP BY p.tenant, p.lexeme
-    ), df AS (
-        INSERT INTO rag.lexeme_stats (tenant, lexeme, df)
-        SELECT p.tenant, p.lexeme, count(*) FROM p GROUP BY 1, 2
-    )
-    INSERT INTO rag.corpus_stats (tenant, chunks, total_len)
-    SELECT n.tenant, count(*), coalesce(sum(l.len), 0)
-    FROM new_rows AS n LEFT JOIN (SELECT DISTINCT p.chunk_id, p.len FROM p) AS l ON l.chunk_id = n.id
-    GROUP BY n.tenant;
-    FOR t IN SELECT DISTINCT n.tenant FROM new_rows AS n LOOP
+    FOR t IN SELECT n.tenant, array_agg(n.id ORDER BY n.id) AS ids, array_agg(n.tsv ORDER BY n.id) AS tsvs
+             FROM new_rows AS n GROUP BY n.tenant LOOP
+        PERFORM rag._add_postings(t.tenant, t.ids, t.tsvs);
         PERFORM rag.compact_lexical_stats(t.tenant, 32);
-        PERFORM rag._merge_due(t.tenant, ARRAY(SELECT DISTINCT u.lexeme FROM new_rows AS n, unnest(n.tsv) AS u
-                                               WHERE n.tenant = t.tenant));
+        PERFORM rag._merge_due(t.tenant, ARRAY(SELECT DISTINCT u.lexeme FROM unnest(t.tsvs) AS v (tsv), unnest(v.tsv) AS u));
     END LOOP;
     RETURN NULL;
 END
@@ -69,6 +51,38 @@ BEGIN
     FROM old_rows AS o GROUP BY o.tenant;
     RETURN NULL;
 END
+$$;
+
+-- rag._add_postings (internal)
+-- Index chunks of one tenant: one fresh block per lexeme of theirs, and the statistics'
+-- deltas (document frequencies, chunk count, total length). Called by the insert trigger
+-- and by rag.rebuild_lexical_index; merges are rag._merge_due's.
+CREATE OR REPLACE FUNCTION rag._add_postings(tenant text, ids bigint[], tsvs tsvector[])
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH n AS (
+        SELECT * FROM unnest(ids, tsvs) AS n (id, tsv)
+    ), p AS (
+        SELECT u.lexeme, n.id AS chunk_id, cardinality(u.positions) AS tf,
+               sum(cardinality(u.positions)) OVER (PARTITION BY n.id) AS len
+        FROM n, unnest(n.tsv) AS u
+    ), blocks AS (
+        INSERT INTO rag.posting_blocks (tenant, lexeme, first_id, merged, n, max_tf, min_len, ids, tfs, lens)
+        SELECT _add_postings.tenant, p.lexeme, min(p.chunk_id), false, count(*), max(p.tf), min(p.len),
+               string_agg(int8send(p.chunk_id), ''::bytea ORDER BY p.chunk_id),
+               string_agg(int2send(p.tf::int2), ''::bytea ORDER BY p.chunk_id),
+               string_agg(int4send(p.len::int), ''::bytea ORDER BY p.chunk_id)
+        FROM p GROUP BY p.lexeme
+    ), df AS (
+        INSERT INTO rag.lexeme_stats (tenant, lexeme, df)
+        SELECT _add_postings.tenant, p.lexeme, count(*) FROM p GROUP BY p.lexeme
+    )
+    INSERT INTO rag.corpus_stats (tenant, chunks, total_len)
+    SELECT _add_postings.tenant, count(*), coalesce(sum(l.len), 0)
+    FROM n LEFT JOIN (SELECT DISTINCT p.chunk_id, p.len FROM p) AS l ON l.chunk_id = n.id
+    HAVING count(*) > 0
 $$;
 
 CREATE OR REPLACE TRIGGER chunks_lexical_insert AFTER INSERT ON rag.chunks
@@ -150,8 +164,9 @@ END
 $$;
 
 -- rag.rebuild_lexical_index
--- Rebuild the current tenant's blocks and statistics from its chunks' tsvectors, as
--- merged blocks (e.g. after a block was damaged by hand). Returns the number of postings.
+-- Rebuild the current tenant's blocks and statistics from its chunks' tsvectors, as the
+-- insert trigger builds them from chunks written 5,000 at a time (e.g. after a block was
+-- damaged by hand). Returns the number of postings.
 CREATE OR REPLACE FUNCTION rag.rebuild_lexical_index()
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
@@ -159,44 +174,24 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     my_tenant text := rag.current_tenant();
-    total bigint;
+    last_id bigint := -9223372036854775808;
+    ids bigint[];
+    tsvs tsvector[];
 BEGIN
     DELETE FROM rag.posting_blocks AS b WHERE b.tenant = my_tenant;
     DELETE FROM rag.lexeme_stats AS s WHERE s.tenant = my_tenant;
     DELETE FROM rag.corpus_stats AS s WHERE s.tenant = my_tenant;
-    WITH p AS (
-        SELECT c.tenant, u.lexeme, c.id AS chunk_id, cardinality(u.positions) AS tf,
-               sum(cardinality(u.positions)) OVER (PARTITION BY c.id) AS len
-        FROM rag.chunks AS c, unnest(c.tsv) AS u WHERE c.tenant = my_tenant
-    ), corpus AS (
-        SELECT count(*) AS chunks, coalesce(sum(l.len), 0) AS total_len
-        FROM rag.chunks AS c LEFT JOIN (SELECT DISTINCT p.chunk_id, p.len FROM p) AS l ON l.chunk_id = c.id
-        WHERE c.tenant = my_tenant
-    ), cs AS (
-        INSERT INTO rag.corpus_stats (tenant, chunks, total_len)
-        SELECT my_tenant, corpus.chunks, corpus.total_len FROM corpus WHERE corpus.chunks > 0
-    ), df AS (
-        INSERT INTO rag.lexeme_stats (tenant, lexeme, df)
-        SELECT p.tenant, p.lexeme, count(*) FROM p GROUP BY 1, 2
-    ), ranked AS (
-        SELECT p.*, row_number() OVER (PARTITION BY p.lexeme
-                        ORDER BY p.tf * 1.9 / (p.tf + 0.9 * (0.6 + 0.4 * p.len / a.v)) DESC, p.chunk_id) - 1 AS r
-        FROM p, (SELECT greatest(corpus.total_len::float8 / greatest(corpus.chunks, 1), 1) AS v FROM corpus) AS a
-    ), blocked AS (
-        SELECT x.*, CASE WHEN x.r < 16256 THEN 32 - strpos(((x.r / 128 + 1)::int::bit(32))::text, '1')
-                         ELSE 7 + (x.r - 16256) / 8192 END AS blk
-        FROM ranked AS x
-    ), ins AS (
-        INSERT INTO rag.posting_blocks (tenant, lexeme, first_id, merged, n, max_tf, min_len, ids, tfs, lens)
-        SELECT b.tenant, b.lexeme, min(b.chunk_id), true, count(*), max(b.tf), min(b.len),
-               string_agg(int8send(b.chunk_id), ''::bytea ORDER BY b.r),
-               string_agg(int2send(b.tf::int2), ''::bytea ORDER BY b.r),
-               string_agg(int4send(b.len::int), ''::bytea ORDER BY b.r)
-        FROM blocked AS b GROUP BY b.tenant, b.lexeme, b.blk
-        RETURNING n
-    )
-    SELECT coalesce(sum(ins.n), 0) INTO total FROM ins;
-    RETURN total;
+    LOOP
+        SELECT array_agg(c.id ORDER BY c.id), array_agg(c.tsv ORDER BY c.id) INTO ids, tsvs
+        FROM (SELECT c.id, c.tsv FROM rag.chunks AS c WHERE c.tenant = my_tenant AND c.id > last_id
+              ORDER BY c.id LIMIT 5000) AS c;
+        EXIT WHEN ids IS NULL;
+        PERFORM rag._add_postings(my_tenant, ids, tsvs);
+        last_id := ids[cardinality(ids)];
+    END LOOP;
+    PERFORM rag._merge_due(my_tenant, ARRAY(SELECT DISTINCT b.lexeme FROM rag.posting_blocks AS b
+                                            WHERE b.tenant = my_tenant));
+    RETURN (SELECT coalesce(sum(b.n), 0) FROM rag.posting_blocks AS b WHERE b.tenant = my_tenant);
 END
 $$;
 
@@ -289,3 +284,19 @@ CREATE OR REPLACE VIEW rag.lexical_stats WITH (security_invoker = true) AS
     WHERE s.tenant = rag.current_tenant()
     GROUP BY s.lexeme
     HAVING sum(s.df) > 0;
+
+-- rag.postings
+-- The lexical index decoded, one row per posting of a chunk that exists (the postings
+-- of deleted chunks wait in their blocks for the next merge, and are left out), for
+-- inspection: which chunks hold a lexeme, how often, and how long each chunk is.
+CREATE OR REPLACE VIEW rag.postings WITH (security_invoker = true) AS
+    WITH p AS MATERIALIZED (   -- decoded first: a join on a decoded id is not planned well
+        SELECT b.tenant, b.lexeme,
+               ('x' || encode(substr(b.ids, 8 * i + 1, 8), 'hex'))::bit(64)::bigint AS chunk_id,
+               ('x' || encode(substr(b.tfs, 2 * i + 1, 2), 'hex'))::bit(16)::int AS tf,
+               ('x' || encode(substr(b.lens, 4 * i + 1, 4), 'hex'))::bit(32)::int AS len
+        FROM rag.posting_blocks AS b, generate_series(0, b.n - 1) AS i
+    )
+    SELECT p.tenant, p.lexeme, p.chunk_id, p.tf, p.len
+    FROM p
+    WHERE EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.tenant = p.tenant AND c.id = p.chunk_id);

@@ -380,9 +380,12 @@ COMMENT ON TABLE rag.corpus_stats IS
   'total length in lexemes (one row per writing statement until rag.compact_lexical_stats folds them).';
 
 COMMENT ON FUNCTION rag._chunks_lexical_insert() IS
-  'Internal: statement trigger on rag.chunks: writes one fresh posting block per lexeme of the new chunks '
-  'and the statistics deltas, compacts the statistics now and then, and merges the lexemes whose fresh '
-  'blocks piled up (rag._merge_due).';
+  'Internal: statement trigger on rag.chunks: indexes the new chunks (rag._add_postings), compacts the '
+  'statistics now and then, and merges the lexemes whose fresh blocks piled up (rag._merge_due).';
+
+COMMENT ON FUNCTION rag._add_postings(text, bigint[], tsvector[]) IS
+  'Internal: index chunks of one tenant (ids and tsvectors): one fresh posting block per lexeme of theirs, '
+  'and the BM25 statistics deltas. Called by the insert trigger and rag.rebuild_lexical_index.';
 
 COMMENT ON FUNCTION rag._chunks_lexical_delete() IS
   'Internal: statement trigger on rag.chunks: negative statistics deltas and the deleted chunks'' '
@@ -403,8 +406,9 @@ COMMENT ON FUNCTION rag.merge_posting_blocks(text, text[]) IS
   'lexemes (default NULL: all of them). Returns: lexemes merged. Example: SELECT rag.merge_posting_blocks();';
 
 COMMENT ON FUNCTION rag.rebuild_lexical_index() IS
-  'Rebuild the current tenant''s posting blocks and BM25 statistics from its chunks'' tsvectors (e.g. after a '
-  'block was damaged by hand). Returns: the number of postings. Example: SELECT rag.rebuild_lexical_index();';
+  'Rebuild the current tenant''s posting blocks and BM25 statistics from its chunks'' tsvectors, as the insert '
+  'trigger builds them from chunks written 5,000 at a time (e.g. after a block was damaged by hand). Returns: '
+  'the number of postings. Example: SELECT rag.rebuild_lexical_index();';
 
 COMMENT ON FUNCTION rag._search_legs(text, text, integer, integer, double precision, double precision, jsonb, boolean) IS
   'Internal: rag.search''s legs, chunk ids best first: the vector leg (the query''s embedding, then HNSW over '
@@ -429,6 +433,12 @@ COMMENT ON FUNCTION rag.bm25(text, integer, double precision, double precision, 
   'any size (block-max pruning over rag.posting_blocks). Arguments: query, n (results, 30), k1 and b '
   '(default: rag.bm25_k1, rag.bm25_b), filter (as rag.search). Returns: rows (chunk_id, score). '
   'Example: SELECT * FROM rag.bm25(''write ahead log'', n => 10);';
+
+COMMENT ON VIEW rag.postings IS
+  'The lexical index decoded from rag.posting_blocks, one row per posting of an existing chunk: tenant, '
+  'lexeme, chunk_id, tf (occurrences in the chunk), len (the chunk''s length in lexemes). Rows as row-level '
+  'security allows (a tenant''s role: its own). For inspection; slow on a large index. '
+  'Example: SELECT chunk_id, tf FROM rag.postings WHERE lexeme = ''vacuum'' ORDER BY tf DESC LIMIT 5;';
 
 COMMENT ON VIEW rag.lexical_stats IS
   'The current tenant''s lexical statistics, one row per lexeme with its document frequency (chunks that '

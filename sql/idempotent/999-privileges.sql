@@ -30,7 +30,7 @@ $$;
 -- rag_reader: search and ask
 GRANT USAGE ON SCHEMA rag TO rag_reader;
 GRANT SELECT ON rag.documents, rag.chunks, rag.tenant_roles, rag.posting_blocks, rag.lexeme_stats,
-                rag.corpus_stats, rag.lexical_stats, rag.eval_sets, rag.eval_queries, rag.eval_qrels,
+                rag.corpus_stats, rag.lexical_stats, rag.postings, rag.eval_sets, rag.eval_queries, rag.eval_qrels,
                 rag.eval_run, rag.eval_run_query, rag.eval_runs, rag.eval_compare,
                 rag.attachments, rag.queue, rag.errors, rag.queue_status, rag.document_status,
                 rag.models, rag.config, rag.api_keys, rag.api_key_grants, rag.usage, rag.answers,
@@ -97,6 +97,7 @@ GRANT EXECUTE ON FUNCTION
     rag._index_documents(bigint[]),
     rag._index_documents_py(bigint[]),
     rag.compact_lexical_stats(text, int),
+    rag._add_postings(text, bigint[], tsvector[]),
     rag._merge_due(text, text[]),
     rag._merge_posting_blocks_py(text, text[]),
     rag.merge_posting_blocks(text, text[]),
