@@ -1,7 +1,8 @@
 """A scripted OpenAI-compatible HTTP server on loopback: a FAKE model provider.
 
 The real thing (OpenAI's API) cannot be reached here, and a real server cannot be made
-to fail on cue; this one answers /v1/embeddings and /v1/chat/completions by a script per
+to fail on cue; this one answers /v1/embeddings, /v1/chat/completions and /v1/rerank (the
+reranking protocol of Cohere, Jina, TEI, vLLM and llama.cpp) by a script per
 scenario (the first path segment: http://127.0.0.1:PORT/<scenario>/v1), records every
 request it gets, and can answer 429, 500, 401 or hang. The database calls it through the
 same `openai` provider code as the real local LLM (tests/test_providers.py uses both).
@@ -17,11 +18,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class Scenario:
     """fail: a list of statuses to answer first, in order (then succeed), or 'always:500';
-    hang: seconds to wait before answering; chat_text, usage: what a chat answers."""
+    hang: seconds to wait before answering; chat_text, usage: what a chat answers;
+    rerank_format: how /rerank answers (cohere: {"results": [{index, relevance_score}]},
+    tei: a bare list of {index, score}, broken: {"results": "no"}); it scores a document
+    1 / (1 + its length), so the shortest comes first."""
 
     def __init__(self, fail=(), always: int | None = None, hang: float = 0.0, dims: int = 3,
                  chat_text: str = "ok", usage: dict | None = None, send_usage: bool = True,
-                 echo_key: bool = False):
+                 echo_key: bool = False, rerank_format: str = "cohere"):
         self.fail = list(fail)
         self.always = always
         self.hang = hang
@@ -30,6 +34,7 @@ class Scenario:
         self.usage = usage
         self.send_usage = send_usage
         self.echo_key = echo_key
+        self.rerank_format = rerank_format
 
 
 class FakeOpenAI:
@@ -80,6 +85,17 @@ class FakeOpenAI:
                     out = {"object": "list", "data": data, "model": body.get("model")}
                     if sc.send_usage:
                         out["usage"] = sc.usage or {"prompt_tokens": 5 * len(texts), "total_tokens": 5 * len(texts)}
+                    return self._send(200, out)
+                if parts[-1] == "rerank":
+                    scores = [{"index": i, "relevance_score": 1 / (1 + len(d))} for i, d in enumerate(body["documents"])]
+                    scores.sort(key=lambda r: -r["relevance_score"])
+                    if sc.rerank_format == "tei":
+                        return self._send(200, [{"index": r["index"], "score": r["relevance_score"]} for r in scores])
+                    if sc.rerank_format == "broken":
+                        return self._send(200, {"results": "no"})
+                    out = {"model": body.get("model"), "results": scores}
+                    if sc.send_usage:
+                        out["usage"] = sc.usage or {"prompt_tokens": 7 * len(scores), "total_tokens": 7 * len(scores)}
                     return self._send(200, out)
                 out = {"id": "fake-1", "object": "chat.completion", "created": int(time.time()),
                        "model": body.get("model"),

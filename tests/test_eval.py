@@ -87,3 +87,41 @@ def test_eval_runs_are_scoped_to_who_may_act_for_the_set(db, connect):
     assert exc.value.sqlstate in ("42704", "42501")
     db.execute("SELECT rag.grant_tenant('alice', 'eval:tiny')")
     assert alice.execute("SELECT count(*) FROM rag.eval_runs").fetchone()[0] == 1
+
+
+# gold answers (the covid-qa layout): an answer counts where a top-k chunk comes from its
+# document and contains it, whatever its case and line breaks
+ANSWERS = [("q1", "a", "FIVE\n  days"), ("q2", "d", "called Biscuit"), ("q2", "b", "called Biscuit"),
+           ("q3", "b", "free over sixty euros")]
+
+
+@pytest.mark.parametrize("mode", ["lexical", "vector", "hybrid"])
+def test_success_at_k_counts_answers_in_the_right_document(db, mode):
+    setup_set(db)
+    for qid, doc, text in ANSWERS:
+        db.execute("INSERT INTO rag.eval_answers (set_name, query_id, doc_source, answer) VALUES ('tiny', %s, %s, %s)",
+                   (qid, doc, text))
+    run = db.execute("SELECT rag.evaluate('tiny', %s, 100)", (mode,)).fetchone()[0]
+    got = {r[0]: r[1:] for r in db.execute("""SELECT query_id, success_1, success_5, success_10
+                                              FROM rag.eval_run_query WHERE run_id = %s""", (run,))}
+    db.execute("SET rag.tenant = 'eval:tiny'")
+    for qid, text in QUERIES.items():
+        ranked = [r[0] for r in db.execute("""
+            SELECT d.source FROM rag.search(%s, 100, %s, NULL, 100, 100) s JOIN rag.documents d ON d.id = s.document_id
+            ORDER BY s.score DESC, s.vector_rank NULLS LAST, s.chunk_id""", (text, mode))]
+        # q1's answer is in a; q2's in d (b does not contain it); q3's text is in no document
+        holder = {"q1": "a", "q2": "d", "q3": None}[qid]
+        rank = ranked.index(holder) + 1 if holder in ranked else None
+        assert got[qid] == tuple(float(rank is not None and rank <= k) for k in (1, 5, 10)), (qid, ranked)
+    assert got["q3"] == (0.0, 0.0, 0.0)
+    overall = db.execute("SELECT success_1, success_5, success_10 FROM rag.eval_runs WHERE run_id = %s",
+                         (run,)).fetchone()
+    assert [float(x) for x in overall] == pytest.approx([sum(g[i] for g in got.values()) / 3 for i in range(3)],
+                                                        abs=1e-4)
+
+
+def test_sets_without_answers_have_no_success(db):
+    setup_set(db)
+    run = db.execute("SELECT rag.evaluate('tiny', 'hybrid', 100)").fetchone()[0]
+    assert db.execute("SELECT success_1, success_5, success_10 FROM rag.eval_runs WHERE run_id = %s",
+                      (run,)).fetchone() == (None, None, None)

@@ -213,7 +213,7 @@ def test_modes(db):
 def test_fusion_parameters(db):
     load(db)
     rows = db.execute("""SELECT score, vector_rank, lexical_rank FROM rag.search('cherry date', k => 10,
-                         rrf_c => 10, vector_weight => 0.25, lexical_weight => 2)""").fetchall()
+                         rrf_c => 10, vector_weight => 0.25, lexical_weight => 2, fusion => 'rrf')""").fetchall()
     for score, vr, lr in rows:
         assert score == pytest.approx((0.25 / (10 + vr) if vr else 0) + (2 / (10 + lr) if lr else 0), rel=1e-12)
     few = db.execute("SELECT count(*) FROM rag.search('cherry date', k => 10, vector_k => 1, lexical_k => 1)").fetchone()
@@ -225,7 +225,10 @@ def test_fusion_parameters(db):
     ("lexical_ranking => 'tfidf'", "lexical_ranking must be bm25 or ts_rank"),
     ("vector_k => 0", "vector_k and lexical_k must be between 1 and"),
     ("rrf_c => -1", "rrf_c must be >= 0"),
-    ("vector_weight => 0, lexical_weight => 0", "weights must be >= 0 and not both 0"),
+    ("vector_weight => 0, lexical_weight => 0", "weights must be >= 0, finite and not both 0"),
+    ("lexical_weight => 'Infinity'", "weights must be >= 0, finite and not both 0"),
+    ("vector_weight => NULL", "weights must be >= 0, finite and not both 0"),
+    ("fusion => 'max'", "fusion must be convex or rrf"),
     ("filter => '[1]'", "filter must be a JSON object, got array"),
     ("filter => '{\"source\": 3}'", "filter->'source' must be a string or an array of strings"),
 ])

@@ -1,6 +1,8 @@
 """rag.search: hybrid retrieval, both legs, fusion, ordering."""
 from __future__ import annotations
 
+import pytest
+
 DOCS = {
     "refunds.md": "Refunds take five business days to reach your card after approval.",
     "errors.md": "If the dashboard shows code ZX-4471 the export job ran out of disk space.",
@@ -51,12 +53,49 @@ def test_lexical_leg_matches_any_query_term(db):
 
 def test_rrf_scores_and_ranks(db):
     ingest_all(db)
-    rows = db.execute("SELECT score, vector_rank, lexical_rank FROM rag.search('office closed holidays', 8)").fetchall()
+    rows = db.execute("SELECT score, vector_rank, lexical_rank FROM rag.search('office closed holidays', 8, "
+                      "fusion => 'rrf')").fetchall()
     assert len(rows) == len(DOCS)  # every chunk is within the vector leg's top 30
     for score, vr, lr in rows:
         expected = (1 / (60 + vr) if vr else 0) + (1 / (60 + lr) if lr else 0)
         assert abs(score - expected) < 1e-12
     assert [r[0] for r in rows] == sorted((r[0] for r in rows), reverse=True)
+
+
+def leg_scores(db, query):
+    """Each chunk's cosine similarity to the query and its exact BM25 (0 without a query
+    term), computed apart from rag.search: pgvector's operator and rag.bm25 over all chunks."""
+    cos = dict(db.execute("SELECT id, 1 - (embedding::vector(384) <=> rag.embed(%s)::vector(384)) FROM rag.chunks",
+                          (query,)).fetchall())
+    bm = dict(db.execute("SELECT chunk_id, score FROM rag.bm25(%s, 1000)", (query,)).fetchall())
+    return cos, {i: bm.get(i, 0.0) for i in cos}
+
+
+def test_convex_fusion_scores_every_candidate_by_both_legs(db):
+    ingest_all(db)
+    q = "office closed holidays"
+    cos, bm = leg_scores(db, q)
+    assert sum(1 for v in bm.values() if v > 0) < len(bm)   # some chunks have no query term
+    norm = lambda d: {i: (x - min(d.values())) / (max(d.values()) - min(d.values())) for i, x in d.items()}  # noqa: E731
+    nc, nb = norm(cos), norm(bm)
+    for weights, (wv, wl) in (("", (1, 1)), (", vector_weight => 3, lexical_weight => 1", (3, 1))):
+        rows = db.execute(f"SELECT chunk_id, score, vector_rank, lexical_rank FROM rag.search(%s, 8{weights})",
+                          (q,)).fetchall()
+        assert len(rows) == len(DOCS)   # all are candidates: the vector leg's top 30
+        for chunk, score, vr, lr in rows:
+            assert score == pytest.approx((wv * nc[chunk] + wl * nb[chunk]) / (wv + wl), abs=1e-6)
+            assert (lr is not None) == (bm[chunk] > 0)
+        assert [r[1] for r in rows] == sorted((r[1] for r in rows), reverse=True)
+
+
+def test_single_leg_scores_are_the_legs_own(db):
+    ingest_all(db)
+    q = "office closed holidays"
+    cos, bm = leg_scores(db, q)
+    for chunk, score in db.execute("SELECT chunk_id, score FROM rag.search(%s, 8, mode => 'vector')", (q,)).fetchall():
+        assert score == pytest.approx(cos[chunk], abs=1e-6)
+    rows = db.execute("SELECT chunk_id, score FROM rag.search(%s, 8, mode => 'lexical')", (q,)).fetchall()
+    assert rows and all(score == pytest.approx(bm[chunk], rel=1e-9) for chunk, score in rows)
 
 
 def test_k_limits_the_results(db):

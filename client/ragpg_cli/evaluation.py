@@ -1,9 +1,11 @@
 """Load BEIR-layout eval sets into the `rag` extension, run them, report.
 
 A set is a directory with corpus.jsonl ({"_id", "title", "text"}), queries.jsonl
-({"_id", "text"}) and qrels.tsv (query-id, corpus-id, score; header line). Its documents go
-into the tenant 'eval:<name>' (so its BM25 statistics are its own), with source = the
-corpus id; queries and judgments go into rag.eval_queries / rag.eval_qrels.
+({"_id", "text"}) and qrels.tsv (query-id, corpus-id, score; header line), and for a QA set
+answers.jsonl ({"query-id", "corpus-id", "answer_text", "answer_start"}, the covid-qa
+layout). Its documents go into the tenant 'eval:<name>' (so its BM25 statistics are its
+own), with source = the corpus id; queries, judgments and answers go into
+rag.eval_queries / rag.eval_qrels / rag.eval_answers.
 """
 from __future__ import annotations
 
@@ -53,13 +55,18 @@ def read_set(path: Path):
     with (path / "qrels.tsv").open(encoding="utf-8") as f:
         rows = list(csv.reader(f, delimiter="\t"))
     qrels = [(q, d, int(s)) for q, d, s in rows[1:] if int(s) > 0]
-    return docs, queries, qrels
+    answers = []
+    if (path / "answers.jsonl").is_file():
+        for a in map(json.loads, (path / "answers.jsonl").open(encoding="utf-8")):
+            if a["answer_text"].strip():
+                answers.append((str(a["query-id"]), str(a["corpus-id"]), a["answer_text"], a.get("answer_start")))
+    return docs, queries, qrels, answers
 
 
 def load(dsn: str, path: Path, name: str | None = None, jobs: int = 2, quiet: bool = False) -> dict:
     name = name or path.name
     tenant = f"eval:{name}"
-    docs, queries, qrels = read_set(path)
+    docs, queries, qrels, answers = read_set(path)
     t0 = time.perf_counter()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SELECT set_config('rag.tenant', %s, false)", (tenant,))
@@ -102,12 +109,16 @@ def load(dsn: str, path: Path, name: str | None = None, jobs: int = 2, quiet: bo
                 with cur.copy("COPY rag.eval_qrels (set_name, query_id, doc_source, grade) FROM STDIN") as cp:
                     for qid, did, grade in qrels:
                         cp.write_row((name, qid, did, grade))
+                with cur.copy("COPY rag.eval_answers (set_name, query_id, doc_source, answer, answer_start) "
+                              "FROM STDIN") as cp:
+                    for qid, did, text, start in answers:
+                        cp.write_row((name, qid, did, text, start))
             n_docs, n_chunks = conn.execute(
                 "SELECT (SELECT count(*) FROM rag.documents WHERE tenant = %s),"
                 " (SELECT count(*) FROM rag.chunks WHERE tenant = %s)", (tenant, tenant)).fetchone()
             conn.execute("UPDATE rag.eval_sets SET documents = %s, loaded_at = now() WHERE name = %s", (n_docs, name))
     return {"set": name, "documents": n_docs, "chunks": n_chunks, "queries": len(queries),
-            "judgments": len(qrels), "seconds": round(time.perf_counter() - t0, 1)}
+            "judgments": len(qrels), "answers": len(answers), "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def evaluate(dsn: str, sets: list[str], modes=MODES, k: int = 100, params: dict | None = None) -> list[dict]:
@@ -118,18 +129,23 @@ def evaluate(dsn: str, sets: list[str], modes=MODES, k: int = 100, params: dict 
                 run = conn.execute("SELECT rag.evaluate(%s, %s, %s, %s)",
                                    (s, mode, k, json.dumps(params or {}))).fetchone()[0]
                 row = conn.execute("""SELECT run_id, set_name, mode, queries, ndcg_10, recall_10, recall_100,
-                                             mrr_10, seconds FROM rag.eval_runs WHERE run_id = %s""", (run,)).fetchone()
-                keys = ("run_id", "set", "mode", "queries", "ndcg_10", "recall_10", "recall_100", "mrr_10", "seconds")
+                                             mrr_10, success_1, success_5, success_10, seconds
+                                      FROM rag.eval_runs WHERE run_id = %s""", (run,)).fetchone()
+                keys = ("run_id", "set", "mode", "queries", "ndcg_10", "recall_10", "recall_100", "mrr_10",
+                        "success_1", "success_5", "success_10", "seconds")
                 out.append({k_: (float(v) if hasattr(v, "as_tuple") else v) for k_, v in zip(keys, row)})
     return out
 
 
 def table(results: list[dict]) -> str:
-    head = f"{'set':<10} {'mode':<8} {'queries':>7} {'nDCG@10':>8} {'R@10':>6} {'R@100':>6} {'MRR@10':>7} {'sec':>6}"
+    head = (f"{'set':<13} {'mode':<8} {'queries':>7} {'nDCG@10':>8} {'R@10':>6} {'R@100':>6} {'MRR@10':>7} "
+            f"{'S@1':>6} {'S@5':>6} {'S@10':>6} {'sec':>6}")
     lines = [head, "-" * len(head)]
     for r in results:
-        lines.append(f"{r['set']:<10} {r['mode']:<8} {r['queries']:>7} {r['ndcg_10']:>8.3f} {r['recall_10']:>6.3f} "
-                     f"{r['recall_100']:>6.3f} {r['mrr_10']:>7.3f} {r['seconds']:>6.1f}")
+        succ = " ".join(f"{r[k]:>6.3f}" if r.get(k) is not None else f"{'-':>6}"
+                        for k in ("success_1", "success_5", "success_10"))
+        lines.append(f"{r['set']:<13} {r['mode']:<8} {r['queries']:>7} {r['ndcg_10']:>8.3f} {r['recall_10']:>6.3f} "
+                     f"{r['recall_100']:>6.3f} {r['mrr_10']:>7.3f} {succ} {r['seconds']:>6.1f}")
     return "\n".join(lines)
 
 
@@ -142,12 +158,16 @@ def plot(results: list[dict], png: Path) -> None:
     modes = [m for m in MODES if any(r["mode"] == m for r in results)]
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.8 / len(modes)
+    # each set's headline metric: success@5 for QA sets (answer spans), else nDCG@10
+    metric = {s: "success_5" if any(r["set"] == s and r.get("success_5") is not None for r in results)
+              else "ndcg_10" for s in sets}
     for i, m in enumerate(modes):
-        vals = [next((r["ndcg_10"] for r in results if r["set"] == s and r["mode"] == m), 0) for s in sets]
+        vals = [next((r[metric[s]] for r in results if r["set"] == s and r["mode"] == m), 0) for s in sets]
         bars = ax.bar([x + i * width for x in range(len(sets))], vals, width, label=m)
         ax.bar_label(bars, fmt="%.3f", fontsize=7)
-    ax.set_xticks([x + width * (len(modes) - 1) / 2 for x in range(len(sets))], sets)
-    ax.set_ylabel("nDCG@10")
+    ax.set_xticks([x + width * (len(modes) - 1) / 2 for x in range(len(sets))],
+                  [f"{s}\n({'success@5' if metric[s] == 'success_5' else 'nDCG@10'})" for s in sets])
+    ax.set_ylabel("score")
     ax.set_title("rag.search retrieval quality (BEIR-layout eval sets)")
     ax.legend()
     fig.tight_layout()

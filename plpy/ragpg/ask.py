@@ -18,20 +18,23 @@ from . import answer as answer_mod
 from . import citations as cite
 from . import providers, tokens
 from .errors import InvalidParameter, RagError
-from .pg import (_QUERY_CACHE, STATS, _embed, _float_setting, _int_setting, _plan, check_budget, model_spec, policy,
-                 record_usage, secret_for, settings, sql_errors)
+from .pg import (_QUERY_CACHE, LAST_RERANK, STATS, _embed, _float_setting, _int_setting, _plan, check_budget,
+                 model_spec, policy, record_usage, secret_for, settings, sql_errors)
 
 _STREAMS: dict[int, dict] = {}
 _HANDLES = itertools.count(1)
 
 
-def _retrieve(plpy, question: str, k: int) -> list[answer_mod.Retrieved]:
+def _retrieve(plpy, question: str, k: int, rerank: str | None = None, rerank_k: int = 30):
+    """rag.search's best k, in its order (the reranker's, when one is named); and whether
+    the reranker gave that order."""
     rows = plpy.execute(_plan(plpy, """
-        SELECT r.chunk_id, r.document_id, r.content, d.source, d.title, d.url
-        FROM rag.search($1, $2) AS r JOIN rag.documents AS d ON d.id = r.document_id
-        ORDER BY r.score DESC, r.chunk_id""", ["text", "int"]), [question, k])
-    return [answer_mod.Retrieved(r["chunk_id"], r["document_id"], r["content"], r["source"], r["title"], r["url"])
-            for r in rows]
+        SELECT r.chunk_id, r.document_id, r.content, d.source, d.title, d.url, r.rerank_rank
+        FROM rag.search($1, $2, rerank => $3, rerank_k => $4) AS r JOIN rag.documents AS d ON d.id = r.document_id
+        ORDER BY r.rerank_rank NULLS LAST, r.score DESC, r.chunk_id""", ["text", "int", "text", "int"]),
+        [question, k, rerank, rerank_k])
+    return ([answer_mod.Retrieved(r["chunk_id"], r["document_id"], r["content"], r["source"], r["title"], r["url"])
+             for r in rows], any(r["rerank_rank"] is not None for r in rows))
 
 
 def fit_context(chunks: list[answer_mod.Retrieved], budget: int, tokenizer: str | None) -> list[answer_mod.Retrieved]:
@@ -103,12 +106,18 @@ def _extractive(plpy, s: dict, question: str, chunks: list[answer_mod.Retrieved]
 class _Prepared:
     """What both ask and ask_stream need before the model is called."""
 
-    def __init__(self, plpy, question: str, k: int, model: str | None):
+    def __init__(self, plpy, question: str, k: int, model: str | None, rerank: str | None = None,
+                 rerank_k: int = 30):
         self.t0 = time.perf_counter()
         self.s = settings(plpy)
         self.question = question
         self.spec = model_spec(plpy, model or self.s["chat_model"], "chat")
-        self.retrieved = _retrieve(plpy, question, k)
+        self.retrieved, reranked = _retrieve(plpy, question, k, rerank, rerank_k)
+        # the reranker named, and whether it ordered the context (if not, why: the search
+        # kept its fused order)
+        self.rerank = None if rerank is None else {
+            "model": rerank, "rerank_k": rerank_k, "reranked": reranked,
+            "error": None if reranked or not self.retrieved else LAST_RERANK["error"]}
         self.llm = self.spec.provider != "local"
         self.ctx: list[answer_mod.Retrieved] = []
         self.messages: list[dict] = []
@@ -133,7 +142,7 @@ class _Prepared:
             "finish_reason": r.finish_reason if r else None,
             "usage": {"input_tokens": r.input_tokens if r else 0, "output_tokens": r.output_tokens if r else 0,
                       "cost": self.spec.cost(r.input_tokens, r.output_tokens) if r else 0},
-        }
+        } | ({"rerank": self.rerank} if self.rerank else {})
 
     def finish(self, plpy, out: dict, r: providers.ChatResult | None) -> dict:
         if r is not None:
@@ -144,9 +153,10 @@ class _Prepared:
 
 
 @sql_errors
-def ask(plpy, question: str, k: int, model: str | None) -> str:
-    """jsonb text {answer, citations, model, mode, removed_citations, usage, answer_id, ...}."""
-    p = _Prepared(plpy, question, k, model)
+def ask(plpy, question: str, k: int, model: str | None, rerank: str | None = None, rerank_k: int = 30) -> str:
+    """jsonb text {answer, citations, model, mode, removed_citations, usage, answer_id,
+    rerank (when asked for), ...}."""
+    p = _Prepared(plpy, question, k, model, rerank, rerank_k)
     if not p.llm:
         ex = _extractive(plpy, p.s, question, p.retrieved)
         out = p.result(ex["answer"], [], 0, None)

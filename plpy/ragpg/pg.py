@@ -17,7 +17,8 @@ import time
 from collections import OrderedDict
 
 from . import answer as answer_mod
-from . import interrupts, keys, lexical, providers
+from . import interrupts, keys, lexical, providers, tokens
+from . import rerank as rerank_mod
 from .chunking import chunk_text
 from .embedding import _EMBEDDERS, DEFAULT_MODEL, get_embedder, load_tokenizer, to_vector_literal
 from .errors import BudgetExceeded, InvalidParameter, LimitExceeded, NotAllowed, RagError
@@ -26,13 +27,14 @@ from .text import to_text
 STATS = {"index_calls": 0, "index_rounds": 0, "model_calls": 0, "texts_embedded": 0, "chunks_reused": 0, "chunks_written": 0,
          "documents_indexed": 0, "chunk_seconds": 0.0, "embed_seconds": 0.0, "db_seconds": 0.0,
          "writes_skipped_read_only": 0, "lexical_queries": 0, "lexical_postings_read": 0,
-         "lexical_postings_total": 0, "lexical_exact_lookups": 0}
+         "lexical_postings_total": 0, "lexical_exact_lookups": 0, "rerank_failures": 0}
 _PLANS: dict[str, object] = {}
 _TOKENIZERS: dict[str, object] = {}
 _QUERY_CACHE: OrderedDict[tuple[str, str, str], tuple] = OrderedDict()  # -> (numpy vector, literal)
 
 
 PENDING_ERROR: dict | None = None
+LAST_RERANK: dict = {"error": None}   # why this backend's last reranking failed (rag.ask reports it)
 # (tenant, model) -> [calls, input tokens, seconds, since]: local query embeddings not yet
 # in rag.usage (record_usage)
 _PENDING_USAGE: dict[tuple[str, str], list] = {}
@@ -294,24 +296,65 @@ def embed_query(plpy, text: str, model: str | None = None) -> str:
 _VECTOR_PLANS: OrderedDict[str, object] = OrderedDict()
 
 
-def _vector_leg(plpy, tenant: str, model: str, vec, literal: str, k: int, pred: str | None) -> list[int]:
-    """The vector leg of rag.search: the tenant's k nearest chunks of its embedding model
-    (cosine), best first, through that model's partial HNSW index. Its plan is kept per
-    model, dimensions and filter (the index's predicate names the model, so the model is
-    in the SQL text, not a parameter)."""
-    sql = ("SELECT coalesce(array_agg(v.id ORDER BY v.dist, v.id), '{}') AS ids"
-           " FROM (SELECT c.id, c.embedding::vector(%d) <=> $1 AS dist FROM rag.chunks AS c %s"
-           " WHERE c.tenant = $3 AND c.model = %s ORDER BY c.embedding::vector(%d) <=> $1 LIMIT $2) AS v"
-           % (len(vec), "" if pred is None else "JOIN rag.documents AS d ON d.id = c.document_id AND " + pred,
-              plpy.quote_literal(model), len(vec)))
+def _kept_plan(plpy, sql: str, types: list[str]):
+    """A plan kept per SQL text (at most 64: texts vary with model, dimensions and filter)."""
     plan = _VECTOR_PLANS.get(sql)
     if plan is None:
-        plan = _VECTOR_PLANS[sql] = plpy.prepare(sql, ["vector", "int", "text"])
+        plan = _VECTOR_PLANS[sql] = plpy.prepare(sql, types)
         if len(_VECTOR_PLANS) > 64:
             _VECTOR_PLANS.popitem(last=False)
     else:
         _VECTOR_PLANS.move_to_end(sql)
-    return plpy.execute(plan, [literal, k, tenant])[0]["ids"]
+    return plan
+
+
+def _vector_leg(plpy, tenant: str, model: str, vec, literal: str, k: int, pred: str | None):
+    """The vector leg of rag.search: the tenant's k nearest chunks of its embedding model
+    (cosine), best first, through that model's partial HNSW index, as (ids, cosine
+    similarities). Its plan is kept per model, dimensions and filter (the index's
+    predicate names the model, so the model is in the SQL text, not a parameter)."""
+    sql = ("SELECT coalesce(array_agg(v.id ORDER BY v.dist, v.id), '{}') AS ids,"
+           " coalesce(array_agg(1 - v.dist ORDER BY v.dist, v.id), '{}') AS sims"
+           " FROM (SELECT c.id, c.embedding::vector(%d) <=> $1 AS dist FROM rag.chunks AS c %s"
+           " WHERE c.tenant = $3 AND c.model = %s ORDER BY c.embedding::vector(%d) <=> $1 LIMIT $2) AS v"
+           % (len(vec), "" if pred is None else "JOIN rag.documents AS d ON d.id = c.document_id AND " + pred,
+              plpy.quote_literal(model), len(vec)))
+    r = plpy.execute(_kept_plan(plpy, sql, ["vector", "int", "text"]), [literal, k, tenant])[0]
+    return r["ids"], r["sims"]
+
+
+def _cosines(plpy, tenant: str, model: str, vec, literal: str, ids: list[int]) -> dict:
+    """The cosine similarity of these chunks to the query (those embedded with `model`)."""
+    if not ids:
+        return {}
+    sql = ("SELECT c.id, 1 - (c.embedding::vector(%d) <=> $1) AS sim FROM rag.chunks AS c"
+           " WHERE c.tenant = $2 AND c.model = %s AND c.id = ANY ($3)" % (len(vec), plpy.quote_literal(model)))
+    return {r["id"]: r["sim"] for r in plpy.execute(_kept_plan(plpy, sql, ["vector", "text", "bigint[]"]),
+                                                    [literal, tenant, ids])}
+
+
+_TS_RANK = """
+    SELECT coalesce(array_agg(l.id ORDER BY l.rank DESC, l.id), '{}') AS ids,
+           coalesce(array_agg(l.rank::float8 ORDER BY l.rank DESC, l.id), '{}') AS scores
+    FROM (SELECT c.id, ts_rank(c.tsv, q.q) AS rank
+          FROM rag.chunks AS c %s, (SELECT rag.any_terms_tsquery($1) AS q) AS q
+          WHERE c.tsv @@ q.q AND c.tenant = rag.current_tenant()
+          ORDER BY rank DESC, c.id LIMIT $2) AS l"""
+_TS_RANK_OF = """
+    SELECT c.id, ts_rank(c.tsv, rag.any_terms_tsquery($1))::float8 AS rank
+    FROM rag.chunks AS c WHERE c.tenant = rag.current_tenant() AND c.id = ANY ($2)"""
+
+
+def _ts_rank_leg(plpy, query: str, k: int, pred: str | None):
+    """The lexical leg ranked by ts_rank (lexical_ranking => 'ts_rank'): (ids, ranks) and
+    a function giving the ts_rank of other chunks."""
+    sql = _TS_RANK % ("" if pred is None else "JOIN rag.documents AS d ON d.id = c.document_id AND " + pred)
+    r = plpy.execute(_kept_plan(plpy, sql, ["text", "int"]), [query, k])[0]
+
+    def of(ids):
+        got = {x["id"]: x["rank"] for x in plpy.execute(_plan(plpy, _TS_RANK_OF, ["text", "bigint[]"]), [query, ids])}
+        return [got.get(i, 0.0) for i in ids]
+    return r["ids"], r["scores"], of
 
 
 def _predicate(plpy, filter_json: str | None) -> str | None:
@@ -325,17 +368,79 @@ def _predicate(plpy, filter_json: str | None) -> str | None:
 
 @sql_errors
 def search_legs(plpy, query: str, mode: str, vector_k: int, lexical_k: int, k1: float, b: float,
-                filter_json: str | None, lexical_leg: bool):
-    """rag.search's legs, chunk ids best first: (vector ids, lexical ids, True). The query's
-    embedding runs in the worker thread while the lexical leg (BM25) runs here."""
+                filter_json: str | None, ranking: str, both_scores: bool):
+    """rag.search's candidates: the union of each leg's best (vector: cosine; lexical: BM25
+    or ts_rank), as (ids, vector scores, lexical scores, vector ranks, lexical ranks, True);
+    a rank is None outside that leg's top. With `both_scores` (hybrid, score fusion) every
+    candidate gets both legs' scores: its exact BM25 (0 without a query term) and its
+    cosine. The query's embedding runs in the worker thread while BM25 runs."""
     pred = _predicate(plpy, filter_json)
-    both = lexical_leg and mode == "hybrid"
-    finish = _start_query_vector(plpy, query, None, both) if mode in ("hybrid", "vector") else None
-    lex = None
-    if lexical_leg and mode in ("hybrid", "lexical"):
-        lex = _bm25(plpy, query, lexical_k, k1, b, pred)[0]
-    vec = _vector_leg(plpy, *finish(), vector_k, pred) if finish else None
-    return vec, lex, True
+    want_vec, want_lex = mode in ("hybrid", "vector"), mode in ("hybrid", "lexical")
+    finish = _start_query_vector(plpy, query, None, want_lex and ranking == "bm25") if want_vec else None
+    lex_ids, lex_sc, lex_of = [], [], None
+    if want_lex and ranking == "bm25":
+        lex_ids, lex_sc, lex_of = _bm25(plpy, query, lexical_k, k1, b, pred)
+    vec_ids, vec_sc = [], []
+    if finish:
+        tenant, model, vec, literal = finish()
+        vec_ids, vec_sc = _vector_leg(plpy, tenant, model, vec, literal, vector_k, pred)
+    if want_lex and ranking == "ts_rank":
+        lex_ids, lex_sc, lex_of = _ts_rank_leg(plpy, query, lexical_k, pred)
+    vrank = {i: r for r, i in enumerate(vec_ids, 1)}
+    lrank = {i: r for r, i in enumerate(lex_ids, 1)}
+    ids = list(vec_ids) + [i for i in lex_ids if i not in vrank]
+    vs = dict(zip(vec_ids, vec_sc))
+    ls = dict(zip(lex_ids, lex_sc))
+    if both_scores and mode == "hybrid":
+        only_vec = [i for i in vec_ids if i not in lrank]
+        ls.update(zip(only_vec, lex_of(only_vec) if only_vec else []))
+        only_lex = [i for i in lex_ids if i not in vrank]
+        vs.update(_cosines(plpy, tenant, model, vec, literal, only_lex))
+        low = min(vs.values(), default=0.0)   # a chunk without this model's embedding
+        vs = {i: vs.get(i, low) for i in ids}
+    return (ids, [vs.get(i) for i in ids], [ls.get(i) for i in ids],
+            [vrank.get(i) for i in ids], [lrank.get(i) for i in ids], True)
+
+
+@sql_errors
+def rerank(plpy, query: str, model: str, kind: str, passages: list[str]):
+    """rag.search's reranking of its best candidates: (each passage's new rank, 1-based;
+    the reranker's scores or None; None, True). A failing provider (down, refusing,
+    over budget) gives (None, None, the reason, True): the search keeps its fused order and
+    says why. The call is logged in rag.usage as operation 'rerank'."""
+    LAST_RERANK["error"] = None
+    s = settings(plpy)
+    spec = model_spec(plpy, model, kind)
+    if spec.provider == "local":
+        raise InvalidParameter(f"rag.search: model {model!r} cannot rerank (it is built in, not a language model)",
+                               hint="rerank => a model of kind rerank, or a chat model behind a server")
+    scores = None
+    t0 = time.perf_counter()
+    try:
+        check_budget(plpy, s, spec)
+        secret = secret_for(plpy, spec)
+        if spec.kind == "rerank":
+            scores, n_in, calls = providers.rerank(spec, policy(s), secret, query, passages)
+            order, n_out = rerank_mod.order_by_scores(scores), 0
+        else:
+            # the window holds the answer too; token counts are the registry tokenizer's, a
+            # stand-in for the model's own (as for rag.ask's context)
+            out_max = 4 * len(passages) + 8
+            window = int(spec.max_input_tokens * 0.8) - out_max
+            msgs = rerank_mod.listwise_messages(query, passages, window,
+                                                lambda t, n: tokens.truncate(t, n, spec.tokenizer))
+            r = providers.chat(spec, policy(s), secret, msgs, max_tokens=out_max, temperature=0.0)
+            order, n_in, n_out, calls = rerank_mod.parse_order(r.text, len(passages)), r.input_tokens, r.output_tokens, 1
+    except (providers.ProviderUnavailable, providers.ProviderRejected, providers.ProviderAuth,
+            providers.ProviderNotFound, BudgetExceeded) as e:
+        STATS["rerank_failures"] += 1
+        LAST_RERANK["error"] = e.message
+        return None, None, e.message, True
+    record_usage(plpy, s, "rerank", spec, calls, n_in, n_out, time.perf_counter() - t0)
+    ranks = [0] * len(passages)
+    for rank, i in enumerate(order, 1):
+        ranks[i] = rank
+    return ranks, scores, None, True
 
 
 def _embed_missing(plpy, s: dict, spec: providers.ModelSpec, items, known: dict, operation: str) -> None:
@@ -527,17 +632,28 @@ _EXACT_TF = """
                        ORDER BY l.i) AS tf
     FROM rag.chunks AS c WHERE c.tenant = $1 AND c.id = ANY ($2) ORDER BY c.id"""
 
+# the tf of each query lexeme in each of these chunks, and their length, for their exact
+# BM25 (the candidates of the vector leg that the lexical leg did not rank)
+_BM25_OF = """
+    SELECT c.id, (SELECT coalesce(sum(cardinality(u.positions)), 0) FROM unnest(c.tsv) AS u)::float8 AS len,
+           ARRAY(SELECT coalesce(cardinality(u.positions), 0)
+                 FROM unnest($3::text[]) WITH ORDINALITY AS l (lexeme, i)
+                 LEFT JOIN unnest(ts_filter(setweight(c.tsv, 'A', $3), '{a}')) AS u ON u.lexeme = l.lexeme
+                 ORDER BY l.i) AS tf
+    FROM rag.chunks AS c WHERE c.tenant = $1 AND c.id = ANY ($2)"""
+
 
 @sql_errors
 def bm25(plpy, query: str, n: int, k1: float, b: float, filter_json: str | None):
     """rag.bm25: exact BM25 top n of the current tenant, as (chunk ids, scores)."""
-    return _bm25(plpy, query, n, k1, b, _predicate(plpy, filter_json))
+    return _bm25(plpy, query, n, k1, b, _predicate(plpy, filter_json))[:2]
 
 
 def _bm25(plpy, query: str, n: int, k1: float, b: float, pred: str | None):
-    """The lexical leg: exact BM25 top n of the current tenant, as (chunk ids, scores).
-    A concurrent merge can move blocks between the plan and a later read (each statement
-    of a volatile function sees what committed before it): then plan again."""
+    """The lexical leg: exact BM25 top n of the current tenant, as (chunk ids, scores, a
+    function giving other chunks' exact scores). A concurrent merge can move blocks
+    between the plan and a later read (each statement of a volatile function sees what
+    committed before it): then plan again."""
     if not (k1 >= 0 and 0 <= b <= 1 and k1 < float("inf")):
         raise InvalidParameter(f"rag.bm25: k1 must be >= 0 and b between 0 and 1, got {k1} and {b}",
                                hint="RESET rag.bm25_k1; RESET rag.bm25_b")
@@ -556,13 +672,25 @@ def _bm25_once(plpy, query: str, n: int, k1: float, b: float, pred: str | None):
 
     rows = plpy.execute(_plan(plpy, _BM25_PLAN, ["text", "int"]), [query, PRELOAD_MAX])
     tenant, n_chunks, total_len = rows[0]["tenant"], rows[0]["chunks"] or 0.0, rows[0]["total_len"] or 0.0
-    if n_chunks <= 0:
-        return [], []
-    avglen = max(total_len / n_chunks, 1.0)
     df = {r["lexeme"]: r["df"] for r in rows if r["lexeme"] is not None}
-    if not df:
-        return [], []
+    if n_chunks <= 0 or not df:
+        return [], [], lambda ids: [0.0] * len(ids)
+    avglen = max(total_len / n_chunks, 1.0)
     terms = {lx: lexical.Term(lx, float(np.log(1 + (n_chunks - d + 0.5) / (d + 0.5)))) for lx, d in df.items()}
+    of_plan = _plan(plpy, _BM25_OF, ["text", "bigint[]", "text[]"])
+
+    def scores_of(ids):
+        """Exact BM25 of these chunks (0 for one without a query lexeme or gone)."""
+        got = {r["id"]: (r["len"], r["tf"]) for r in plpy.execute(of_plan, [tenant, ids, list(terms)])}
+        idf = np.array([t.idf for t in terms.values()])
+        out = []
+        for i in ids:
+            if i not in got:
+                out.append(0.0)
+                continue
+            length, tf = got[i]
+            out.append(float(lexical.weight(np.array(tf, dtype=np.float64), float(length), idf, k1, b, avglen).sum()))
+        return out
     postings = dict.fromkeys(terms, 0)
     have = {}
     for r in rows:
@@ -586,7 +714,8 @@ def _bm25_once(plpy, query: str, n: int, k1: float, b: float, pred: str | None):
 
     order = list(terms)
     if pred is not None:
-        return _bm25_filtered(plpy, tenant, query, n, k1, b, avglen, [terms[lx] for lx in order], pred, read)
+        return _bm25_filtered(plpy, tenant, query, n, k1, b, avglen, [terms[lx] for lx in order], pred, read) \
+            + (scores_of,)
     exact_plan = _plan(plpy, _EXACT_TF, ["text", "bigint[]", "text[]"])
     live = [t for t in order if terms[t].blocks]
 
@@ -605,7 +734,7 @@ def _bm25_once(plpy, query: str, n: int, k1: float, b: float, pred: str | None):
     STATS["lexical_postings_read"] += stats.postings_read
     STATS["lexical_postings_total"] += stats.postings_total
     STATS["lexical_exact_lookups"] += stats.exact_lookups
-    return ids.tolist(), scores.tolist()
+    return ids.tolist(), scores.tolist(), scores_of
 
 
 def _bm25_filtered(plpy, tenant, query, n, k1, b, avglen, terms, pred, read):

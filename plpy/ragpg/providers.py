@@ -255,6 +255,39 @@ def chat(spec: ModelSpec, policy: CallPolicy, secret: str | None, messages: list
     return r
 
 
+def rerank(spec: ModelSpec, policy: CallPolicy, secret: str | None, query: str, documents: list[str]):
+    """A reranking server's relevance score for each document: POST {base_url}/rerank with
+    {model, query, documents, top_n} (Cohere, Jina, Voyage, TEI, vLLM, llama.cpp). Answers
+    {"results": [{"index", "relevance_score"}]}, {"data": [...]} (Voyage) or a bare list
+    with "score" (TEI) are all read. Returns (scores, input tokens, requests made)."""
+    client = interrupts.wait(lambda: _client(spec, secret, policy.timeout))
+    body = {"model": spec.remote_name, "query": query, "documents": documents, "top_n": len(documents)}
+    resp, _ = _call(spec, policy, secret, lambda: client.post("/rerank", body=body, cast_to=object))
+    results = resp
+    if isinstance(resp, dict):
+        results = resp.get("results", resp.get("data"))
+    bad = ProviderRejected(f"rag: model {spec.name!r} at {_shown_url(spec.base_url)}: its /rerank answer is not "
+                           "a list of {index, relevance_score}", hint="is it a reranking server?")
+    if not isinstance(results, list):
+        raise bad
+    scores: list[float | None] = [None] * len(documents)
+    for r in results:
+        i = r.get("index") if isinstance(r, dict) else None
+        x = r.get("relevance_score", r.get("score")) if isinstance(r, dict) else None
+        if not isinstance(i, int) or not 0 <= i < len(documents) or isinstance(x, bool) \
+                or not isinstance(x, (int, float)) or x != x:
+            raise bad
+        scores[i] = float(x)
+    if any(x is None for x in scores):
+        raise ProviderRejected(f"rag: model {spec.name!r} scored {sum(x is not None for x in scores)} of "
+                               f"{len(documents)} passages", hint="the reranker must score every document it is sent")
+    usage = resp.get("usage") if isinstance(resp, dict) else None
+    n = (usage.get("prompt_tokens") or usage.get("total_tokens")) if isinstance(usage, dict) else None
+    if not isinstance(n, int) or n <= 0:
+        n = sum(tokens.count(query, spec.tokenizer) + tokens.count(d, spec.tokenizer) for d in documents)
+    return scores, n, 1
+
+
 def _count_messages(messages: list[dict], spec: ModelSpec) -> int:
     # what OpenAI's chat format adds per message is about 4 tokens
     return sum(tokens.count(m["content"], spec.tokenizer) + 4 for m in messages) + 2

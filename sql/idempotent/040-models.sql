@@ -10,7 +10,9 @@ $$;
 
 -- rag.add_model (rag_admin)
 -- Register a model, or replace a registered one of the same name. For an OpenAI-compatible
--- server (OpenAI, Ollama, vLLM, llama.cpp, LM Studio): provider => 'openai', base_url.
+-- server (OpenAI, Ollama, vLLM, llama.cpp, LM Studio): provider => 'openai', base_url. A
+-- reranker (kind 'rerank') is a server answering POST {base_url}/rerank (Cohere, Jina,
+-- Voyage, Hugging Face TEI, vLLM, llama.cpp), with the same bearer key.
 CREATE OR REPLACE FUNCTION rag.add_model(
     name text,
     kind text,
@@ -38,8 +40,8 @@ BEGIN
     ELSIF provider IS DISTINCT FROM 'openai' THEN
         RAISE EXCEPTION 'rag.add_model: unknown provider %', coalesce(quote_literal(provider), 'NULL')
             USING ERRCODE = 'invalid_parameter_value', HINT = 'the provider is ''openai'' (any OpenAI-compatible server)';
-    ELSIF kind IS NULL OR kind NOT IN ('embed', 'chat') THEN
-        RAISE EXCEPTION 'rag.add_model: kind must be ''embed'' or ''chat'', got %', coalesce(quote_literal(kind), 'NULL')
+    ELSIF kind IS NULL OR kind NOT IN ('embed', 'chat', 'rerank') THEN
+        RAISE EXCEPTION 'rag.add_model: kind must be ''embed'', ''chat'' or ''rerank'', got %', coalesce(quote_literal(kind), 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     ELSIF base_url IS NULL OR base_url !~ '^https?://[^\s]+$' THEN
         RAISE EXCEPTION 'rag.add_model: base_url must be an http(s) URL, got %', coalesce(quote_literal(base_url), 'NULL')
@@ -105,6 +107,9 @@ BEGIN
     END IF;
     IF m.kind = 'chat' THEN
         RETURN rag.configure('chat_model', m.name);
+    ELSIF m.kind = 'rerank' THEN
+        RAISE EXCEPTION 'rag.use_model: % is a reranker: name it per call', quote_literal(m.name)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'rag.search(..., rerank => ''name'') or rag.ask(..., rerank => ''name'')';
     END IF;
     RETURN rag.set_embedding_model(m.name);
 END

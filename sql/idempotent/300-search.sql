@@ -1,5 +1,5 @@
--- Retrieval: vector leg (HNSW, cosine) + lexical leg (full text, any query term),
--- fused with Reciprocal Rank Fusion. One call, one round trip.
+-- Retrieval: vector leg (HNSW, cosine) + lexical leg (BM25 over any query term), fused by
+-- their scores (or by Reciprocal Rank Fusion). One call, one round trip.
 
 -- rag._check_query
 -- Validate a question or search query and k (internal).
@@ -104,23 +104,47 @@ BEGIN
 END
 $$;
 
--- rag._search_legs (internal): rag.search's legs, chunk ids best first (ragpg.pg.search_legs):
--- the vector leg, and the BM25 leg if lexical_leg; ok is NULL with a pending error. The
--- query's embedding runs in a worker thread while the BM25 leg runs.
+-- rag._search_legs (internal): rag.search's candidates (ragpg.pg.search_legs), the union
+-- of each leg's best: ids, each leg's score (vector: cosine similarity; lexical: BM25 or
+-- ts_rank) and rank (NULL outside that leg's top). With both_scores every candidate gets
+-- both legs' scores. ok is NULL with a pending error. The query's embedding runs in a
+-- worker thread while the BM25 leg runs.
 CREATE OR REPLACE FUNCTION rag._search_legs(query text, mode text, vector_k int, lexical_k int, k1 float8, b float8,
-                                            filter jsonb, lexical_leg boolean,
-                                            OUT vector_ids bigint[], OUT lexical_ids bigint[], OUT ok boolean)
+                                            filter jsonb, lexical_ranking text, both_scores boolean,
+                                            OUT ids bigint[], OUT vector_scores float8[], OUT lexical_scores float8[],
+                                            OUT vector_ranks int[], OUT lexical_ranks int[], OUT ok boolean)
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $python$
     #@ragpg-prologue
-    return ragpg.pg.search_legs(plpy, query, mode, vector_k, lexical_k, k1, b, filter, lexical_leg)
+    return ragpg.pg.search_legs(plpy, query, mode, vector_k, lexical_k, k1, b, filter, lexical_ranking, both_scores)
+$python$;
+
+-- rag._rerank (internal): each passage's new rank (1-based) by a reranker or a chat model
+-- (ragpg.rerank), its scores (rerank models), or the error that made it fail (then the
+-- search keeps its fused order); ok is NULL with a pending error.
+CREATE OR REPLACE FUNCTION rag._rerank(query text, model text, kind text, passages text[],
+                                       OUT ranks int[], OUT scores float8[], OUT error text, OUT ok boolean)
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+    #@ragpg-prologue
+    return ragpg.pg.rerank(plpy, query, model, kind, passages)
 $python$;
 
 -- rag.search
 -- Hybrid search: the vector leg (HNSW, cosine) and the lexical leg (BM25 over any query
--- term, or ts_rank) each give their top candidates, fused with weighted Reciprocal Rank
--- Fusion: score = vector_weight / (rrf_c + vector_rank) + lexical_weight / (rrf_c + lexical_rank).
+-- term, or ts_rank) each give their top candidates, fused:
+--   fusion 'convex' (default): every candidate gets both legs' scores (its cosine, its
+--            exact BM25), each min-max normalised over the candidates, combined as
+--            (w_v * vector + w_l * lexical) / (w_v + w_l)
+--   fusion 'rrf': Reciprocal Rank Fusion, w_v / (rrf_c + vector_rank) + w_l / (rrf_c +
+--            lexical_rank)
+-- (weights w_v, w_l: vector_weight and lexical_weight, 1 and 1)
+-- In mode 'vector' the score is the cosine similarity, in 'lexical' the BM25 (ts_rank) score.
+--   rerank   a model of kind 'rerank' (POST {base_url}/rerank) or a chat model (listwise):
+--            it reorders the fused best rerank_k (30) candidates; rerank_rank is its order.
+--            If it fails, the fused order stays, rerank_rank is NULL and a WARNING says why.
 --   mode     'hybrid' (default), 'vector' or 'lexical'
 --   filter   JSON object on documents: {"source": ...} and/or metadata keys (see above);
 --            HNSW iterative scans keep returning k rows when the filter is selective
@@ -136,7 +160,10 @@ CREATE OR REPLACE FUNCTION rag.search(
     rrf_c           int DEFAULT 60,
     vector_weight   float8 DEFAULT 1,
     lexical_weight  float8 DEFAULT 1,
-    lexical_ranking text DEFAULT 'bm25')
+    lexical_ranking text DEFAULT 'bm25',
+    fusion          text DEFAULT 'convex',
+    rerank          text DEFAULT NULL,
+    rerank_k        int DEFAULT 30)
 RETURNS TABLE (
     chunk_id     bigint,
     document_id  bigint,
@@ -146,20 +173,30 @@ RETURNS TABLE (
     vector_rank  int,
     lexical_rank int,
     source_table text,      -- for documents of an attached table: the table ...
-    source_key   jsonb)     -- ... and the row's primary key, to JOIN back to it
+    source_key   jsonb,     -- ... and the row's primary key, to JOIN back to it
+    rerank_rank  int)       -- the reranker's order (NULL: not reranked)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     max_k int := rag._setting('max_k')::int;
-    pred  text := rag._filter_predicate(filter);
     my_tenant text := rag.current_tenant();
-    vec_ids bigint[];   -- each leg's chunk ids, best first
-    lex_ids bigint[];
     legs record;
     ef int;
+    rerank_kind text;
+    f_ids bigint[];      -- the fused order's best, and their scores and leg ranks
+    f_scores float8[];
+    f_vr int[];
+    f_lr int[];
+    rr record;
+    rr_ranks int[];      -- the reranker's rank of each of the first rerank_k
 BEGIN
     PERFORM rag._check_query(query, k, 'rag.search');
+    PERFORM rag._filter_predicate(filter);   -- a bad filter is named here
+    IF fusion IS NULL OR fusion NOT IN ('convex', 'rrf') THEN
+        RAISE EXCEPTION 'rag.search: fusion must be convex or rrf, got %', coalesce(quote_literal(fusion), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF mode IS NULL OR mode NOT IN ('hybrid', 'vector', 'lexical') THEN
         RAISE EXCEPTION 'rag.search: mode must be hybrid, vector or lexical, got %', coalesce(quote_literal(mode), 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
@@ -174,14 +211,25 @@ BEGIN
         RAISE EXCEPTION 'rag.search: rrf_c must be >= 0, got %', coalesce(rrf_c::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     ELSIF vector_weight IS NULL OR lexical_weight IS NULL OR least(vector_weight, lexical_weight) < 0
-          OR vector_weight + lexical_weight = 0 OR 'NaN' IN (vector_weight, lexical_weight) THEN
-        RAISE EXCEPTION 'rag.search: weights must be >= 0 and not both 0, got % and %',
+          OR vector_weight + lexical_weight = 0 OR 'NaN' IN (vector_weight, lexical_weight)
+          OR 'Infinity' IN (vector_weight, lexical_weight) THEN
+        RAISE EXCEPTION 'rag.search: weights must be >= 0, finite and not both 0, got % and %',
                         coalesce(vector_weight::text, 'NULL'), coalesce(lexical_weight::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF rerank IS NOT NULL THEN
+        SELECT m.kind INTO rerank_kind FROM rag.models AS m WHERE m.name = rerank;
+        IF NOT FOUND THEN
+            PERFORM rag._model(rerank, 'rerank');   -- 42704, named
+        ELSIF rerank_kind = 'embed' THEN
+            RAISE EXCEPTION 'rag.search: model % is an embedding model; rerank takes a rerank or chat model',
+                            quote_literal(rerank) USING ERRCODE = 'invalid_parameter_value';
+        ELSIF rerank_k IS NULL OR rerank_k < 1 OR rerank_k > least(100, max_k) THEN
+            RAISE EXCEPTION 'rag.search: rerank_k must be between 1 and %, got %', least(100, max_k),
+                            coalesce(rerank_k::text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
 
-    -- each leg gives its chunk ids best first; the fusion is static SQL, planned once per
-    -- session
     IF mode IN ('hybrid', 'vector') THEN
         ef := greatest(rag._ef_search(my_tenant), vector_k);
         PERFORM set_config('hnsw.ef_search', ef::text, true);
@@ -189,49 +237,68 @@ BEGIN
     END IF;
     -- the query's embedding, then the tenant's chunks of its embedding model through that
     -- model's partial HNSW index (on a small table the planner may prefer an exact scan
-    -- and sort: also right); BM25 meanwhile
+    -- and sort: also right); BM25 meanwhile; then, for score fusion, each candidate's
+    -- score in the leg that did not rank it
     SELECT * INTO legs FROM rag._search_legs(query, mode, vector_k, lexical_k,
                                              CASE WHEN mode <> 'vector' THEN rag._setting('bm25_k1')::float8 END,
                                              CASE WHEN mode <> 'vector' THEN rag._setting('bm25_b')::float8 END,
-                                             filter, lexical_ranking = 'bm25');
+                                             filter, lexical_ranking, mode = 'hybrid' AND fusion = 'convex');
     IF legs.ok IS NULL THEN
         PERFORM rag._raise_python_error();
     END IF;
-    vec_ids := legs.vector_ids;
-    lex_ids := legs.lexical_ids;
-    IF lexical_ranking = 'ts_rank' AND mode IN ('hybrid', 'lexical') THEN
-        EXECUTE format($q$
-            SELECT array_agg(l.id ORDER BY l.rank DESC, l.id)
-            FROM (SELECT c.id, ts_rank(c.tsv, $1) AS rank
-                  FROM rag.chunks AS c %s
-                  WHERE c.tsv @@ $1 AND c.tenant = $3
-                  ORDER BY rank DESC, c.id
-                  LIMIT $2) AS l $q$,
-            CASE WHEN pred IS NULL THEN ''
-                 ELSE 'JOIN rag.documents AS d ON d.id = c.document_id AND ' || pred END)
-        INTO lex_ids USING rag.any_terms_tsquery(query), lexical_k, my_tenant;
+
+    -- the fusion is static SQL, planned once per session: the best 2k candidates (so that
+    -- a chunk deleted meanwhile by another transaction leaves k), or rerank_k
+    WITH u AS (SELECT u.id, u.vs, u.ls, u.vr, u.lr
+               FROM unnest(legs.ids, legs.vector_scores, legs.lexical_scores, legs.vector_ranks, legs.lexical_ranks)
+                    AS u (id, vs, ls, vr, lr)),
+         span AS (SELECT min(u.vs) AS vlo, max(u.vs) - min(u.vs) AS vw, min(u.ls) AS llo, max(u.ls) - min(u.ls) AS lw
+                  FROM u),
+         fused AS (
+            SELECT u.id, u.vr, u.lr,
+                   CASE WHEN mode = 'vector' THEN u.vs
+                        WHEN mode = 'lexical' THEN u.ls
+                        WHEN fusion = 'rrf' THEN coalesce(vector_weight / (rrf_c + u.vr), 0)
+                                                 + coalesce(lexical_weight / (rrf_c + u.lr), 0)
+                        -- min-max normalised (all equal: 1), then the weighted mean
+                        ELSE (vector_weight * coalesce((u.vs - span.vlo) / nullif(span.vw, 0), 1)
+                              + lexical_weight * coalesce((u.ls - span.llo) / nullif(span.lw, 0), 1))
+                             / (vector_weight + lexical_weight) END AS score
+            FROM u, span),
+         best AS (SELECT * FROM fused ORDER BY fused.score DESC, fused.vr NULLS LAST, fused.lr NULLS LAST, fused.id
+                  LIMIT greatest(2 * k, CASE WHEN rerank IS NOT NULL THEN rerank_k ELSE 0 END))
+    SELECT array_agg(b.id ORDER BY b.score DESC, b.vr NULLS LAST, b.lr NULLS LAST, b.id),
+           array_agg(b.score ORDER BY b.score DESC, b.vr NULLS LAST, b.lr NULLS LAST, b.id),
+           array_agg(b.vr ORDER BY b.score DESC, b.vr NULLS LAST, b.lr NULLS LAST, b.id),
+           array_agg(b.lr ORDER BY b.score DESC, b.vr NULLS LAST, b.lr NULLS LAST, b.id)
+    INTO f_ids, f_scores, f_vr, f_lr
+    FROM best AS b;
+
+    -- the reranker reads the best rerank_k passages and gives them a new order
+    IF rerank IS NOT NULL AND f_ids IS NOT NULL THEN
+        SELECT * INTO rr FROM rag._rerank(query, rerank, rerank_kind, ARRAY(
+            SELECT coalesce(c.content, '') FROM unnest(f_ids[1:rerank_k]) WITH ORDINALITY AS x (id, n)
+            LEFT JOIN rag.chunks AS c ON c.id = x.id AND c.tenant = my_tenant ORDER BY x.n));
+        IF rr.ok IS NULL THEN
+            PERFORM rag._raise_python_error();
+        ELSIF rr.error IS NOT NULL THEN
+            RAISE WARNING 'rag.search: the reranker % failed; the results keep the fused order: %', quote_literal(rerank), rr.error
+                USING HINT = 'rerank_rank is NULL on every row';
+        ELSE
+            rr_ranks := rr.ranks;
+        END IF;
     END IF;
 
-    -- Reciprocal Rank Fusion: rank r in a leg adds weight / (rrf_c + r)
+    -- the rows by key (LATERAL: a few index probes, where a join planned for any number
+    -- of ids hashed the whole documents table)
     RETURN QUERY
-    WITH vec AS (SELECT u.id, u.r FROM unnest(vec_ids) WITH ORDINALITY AS u (id, r)),
-         lex AS (SELECT u.id, u.r FROM unnest(lex_ids) WITH ORDINALITY AS u (id, r)),
-         fused AS (
-            SELECT coalesce(vec.id, lex.id) AS id, vec.r AS vr, lex.r AS lr,
-                   coalesce(vector_weight / (rrf_c + vec.r), 0) + coalesce(lexical_weight / (rrf_c + lex.r), 0) AS rrf
-            FROM vec FULL JOIN lex ON lex.id = vec.id)
-    -- the best ones' rows by key (LATERAL: a few index probes, where a join planned for
-    -- any number of ids hashed the whole documents table); twice k of them, so that a
-    -- chunk deleted meanwhile by another transaction leaves k
-    SELECT c.id, c.document_id, c.ord, c.content, f.rrf::float8, f.vr::int, f.lr::int,
-           d.source_table, d.source_key
-    FROM (SELECT * FROM fused ORDER BY fused.rrf DESC, fused.vr NULLS LAST, fused.lr NULLS LAST, fused.id
-          LIMIT 2 * k) AS f
+    SELECT c.id, c.document_id, c.ord, c.content, f.score, f.vr, f.lr, d.source_table, d.source_key, f.rr
+    FROM unnest(f_ids, f_scores, f_vr, f_lr, rr_ranks) WITH ORDINALITY AS f (id, score, vr, lr, rr, n)
     CROSS JOIN LATERAL (SELECT c.id, c.document_id, c.ord, c.content FROM rag.chunks AS c
                         WHERE c.id = f.id AND c.tenant = my_tenant) AS c
     CROSS JOIN LATERAL (SELECT d.source_table, d.source_key FROM rag.documents AS d
                         WHERE d.id = c.document_id) AS d
-    ORDER BY f.rrf DESC, f.vr NULLS LAST, f.lr NULLS LAST, c.id
+    ORDER BY f.rr NULLS LAST, f.n
     LIMIT k;
 END
 $$;

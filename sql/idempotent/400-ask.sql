@@ -5,8 +5,13 @@
 -- Answer a question from the documents. Returns jsonb
 -- {answer, citations: [{index, chunk_id, document_id, source, title, url, snippet}], model,
 --  mode (llm or extractive), removed_citations, usage {input_tokens, output_tokens, cost},
---  latency_ms, first_token_ms, finish_reason, answer_id (its row in rag.answers)}.
-CREATE OR REPLACE FUNCTION rag.ask(question text, k int DEFAULT 8, model text DEFAULT NULL)
+--  latency_ms, first_token_ms, finish_reason, answer_id (its row in rag.answers),
+--  rerank {model, rerank_k, reranked, error} (with rerank)}.
+-- rerank: a reranker or chat model that reorders the search's best rerank_k before the
+-- best k become the context (rag.search's rerank); if it fails, the fused order is used
+-- and rerank.error says why.
+CREATE OR REPLACE FUNCTION rag.ask(question text, k int DEFAULT 8, model text DEFAULT NULL,
+                                   rerank text DEFAULT NULL, rerank_k int DEFAULT 30)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -15,7 +20,7 @@ DECLARE
     out jsonb;
 BEGIN
     PERFORM rag._check_query(question, k, 'rag.ask');
-    out := rag._ask(question, k, model);
+    out := rag._ask(question, k, model, rerank, rerank_k);
     IF out IS NULL THEN
         PERFORM rag._raise_python_error();
     END IF;
@@ -24,13 +29,13 @@ END
 $$;
 
 -- rag._ask (internal): the answer, or NULL with a pending error
-CREATE OR REPLACE FUNCTION rag._ask(question text, k int, model text)
+CREATE OR REPLACE FUNCTION rag._ask(question text, k int, model text, rerank text, rerank_k int)
 RETURNS jsonb
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $python$
     #@ragpg-prologue
-    return ragpg.ask.ask(plpy, question, k, model)
+    return ragpg.ask.ask(plpy, question, k, model, rerank, rerank_k)
 $python$;
 
 -- rag.ask_stream

@@ -22,8 +22,11 @@ $$;
 -- Run every query of an eval set through rag.search(mode, k results) in the set's tenant,
 -- store per-query and overall nDCG@10 (linear gain), recall@10, recall@100 and MRR@10,
 -- and return the run id. Document judgments are scored on chunk results by each
--- document's best chunk rank. Extra rag.search parameters can be passed in `params`
--- (e.g. '{"rrf_c": 20, "lexical_ranking": "ts_rank"}').
+-- document's best chunk rank. A set with gold answers (rag.eval_answers) also gets
+-- success@1/5/10: one of the top k chunks comes from an answer's document and contains
+-- that answer (both lower-cased with whitespace runs as one space; the answer's first 200
+-- characters). Extra rag.search parameters can be passed in `params`
+-- (e.g. '{"fusion": "rrf", "rrf_c": 20, "lexical_ranking": "ts_rank"}').
 CREATE OR REPLACE FUNCTION rag.evaluate(set_name text, mode text DEFAULT 'hybrid', k int DEFAULT 100, params jsonb DEFAULT '{}')
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
@@ -42,7 +45,8 @@ BEGIN
     PERFORM set_config('rag.tenant', tenant, true);
     PERFORM rag.current_tenant();  -- 42501 unless the caller may act for the set's tenant
     params := jsonb_build_object('vector_k', cand, 'lexical_k', cand, 'rrf_c', 60, 'vector_weight', 1,
-                                 'lexical_weight', 1, 'lexical_ranking', 'bm25')
+                                 'lexical_weight', 1, 'lexical_ranking', 'bm25', 'fusion', 'convex',
+                                 'rerank', NULL, 'rerank_k', 30)
               || params
               || jsonb_build_object('settings', (SELECT jsonb_object_agg(s.name, s.value) FROM rag.settings() AS s));
     INSERT INTO rag.eval_run (set_name, mode, k, params) VALUES (evaluate.set_name, evaluate.mode, evaluate.k, params)
@@ -50,14 +54,16 @@ BEGIN
 
     FOR q IN SELECT eq.query_id, eq.query FROM rag.eval_queries AS eq
              WHERE eq.set_name = evaluate.set_name ORDER BY eq.query_id LOOP
-        INSERT INTO rag.eval_run_query (run_id, query_id, ndcg_10, recall_10, recall_100, mrr_10)
+        INSERT INTO rag.eval_run_query (run_id, query_id, ndcg_10, recall_10, recall_100, mrr_10,
+                                        success_1, success_5, success_10)
         WITH hits AS (
-            SELECT s.chunk_id, s.document_id,
-                   row_number() OVER (ORDER BY s.score DESC, s.vector_rank NULLS LAST, s.chunk_id) AS rn
+            SELECT s.chunk_id, s.document_id, s.content,
+                   row_number() OVER (ORDER BY s.rerank_rank NULLS LAST, s.score DESC, s.vector_rank NULLS LAST, s.chunk_id) AS rn
             FROM rag.search(q.query, evaluate.k, evaluate.mode, NULL,
                             (params->>'vector_k')::int, (params->>'lexical_k')::int, (params->>'rrf_c')::int,
                             (params->>'vector_weight')::float8, (params->>'lexical_weight')::float8,
-                            params->>'lexical_ranking') AS s
+                            params->>'lexical_ranking', params->>'fusion', params->>'rerank',
+                            (params->>'rerank_k')::int) AS s
         ), rel AS (
             SELECT r.doc_source, r.chunk_id, r.grade FROM rag.eval_qrels AS r
             WHERE r.set_name = evaluate.set_name AND r.query_id = q.query_id
@@ -72,32 +78,148 @@ BEGIN
             FROM rel
         ), ideal AS (
             SELECT grade, row_number() OVER (ORDER BY grade DESC) AS pos FROM rel
+        ), ans AS (      -- gold answers, normalised
+            SELECT a.doc_source, left(lower(btrim(regexp_replace(a.answer, '\s+', ' ', 'g'))), 200) AS answer
+            FROM rag.eval_answers AS a WHERE a.set_name = evaluate.set_name AND a.query_id = q.query_id
+        ), found AS (    -- the best rank of a chunk holding one
+            SELECT min(h.rn) AS rn FROM hits AS h JOIN rag.documents AS d ON d.id = h.document_id
+            JOIN ans ON ans.doc_source = d.source
+            WHERE strpos(lower(regexp_replace(h.content, '\s+', ' ', 'g')), ans.answer) > 0
         )
         SELECT run, q.query_id,
                coalesce((SELECT sum(grade / log(2, rank + 1)) FROM ranked WHERE rank <= 10), 0)
                  / nullif((SELECT sum(grade / log(2, pos + 1)) FROM ideal WHERE pos <= 10), 0),
                coalesce((SELECT count(*) FROM ranked WHERE rank <= 10)::float8 / nullif((SELECT count(*) FROM rel), 0), 0),
                coalesce((SELECT count(*) FROM ranked WHERE rank <= 100)::float8 / nullif((SELECT count(*) FROM rel), 0), 0),
-               coalesce((SELECT 1.0 / min(rank) FROM ranked WHERE rank <= 10), 0);
+               coalesce((SELECT 1.0 / min(rank) FROM ranked WHERE rank <= 10), 0),
+               CASE WHEN EXISTS (SELECT FROM ans) THEN coalesce((SELECT (f.rn <= 1)::int FROM found AS f), 0) END,
+               CASE WHEN EXISTS (SELECT FROM ans) THEN coalesce((SELECT (f.rn <= 5)::int FROM found AS f), 0) END,
+               CASE WHEN EXISTS (SELECT FROM ans) THEN coalesce((SELECT (f.rn <= 10)::int FROM found AS f), 0) END;
     END LOOP;
 
     UPDATE rag.eval_run AS r
     SET queries = a.n, ndcg_10 = a.ndcg, recall_10 = a.r10, recall_100 = a.r100, mrr_10 = a.mrr,
+        success_1 = a.s1, success_5 = a.s5, success_10 = a.s10,
         seconds = extract(epoch FROM clock_timestamp() - t0)
     FROM (SELECT count(*) AS n, avg(x.ndcg_10) AS ndcg, avg(x.recall_10) AS r10,
-                 avg(x.recall_100) AS r100, avg(x.mrr_10) AS mrr
+                 avg(x.recall_100) AS r100, avg(x.mrr_10) AS mrr,
+                 avg(x.success_1) AS s1, avg(x.success_5) AS s5, avg(x.success_10) AS s10
           FROM rag.eval_run_query AS x WHERE x.run_id = run) AS a
     WHERE r.id = run;
     RETURN run;
 END
 $$;
 
+-- rag.evaluate_answers
+-- Answer a QA set's questions (those with gold answers in rag.eval_answers; the first
+-- `questions` of them by id, or all) with rag.ask in the set's tenant, and store per
+-- question and overall how the answers compare with the gold ones:
+--   gold_share       the share of the gold answer's content words (english lexemes) that the
+--                    answer holds (the best of a question's gold answers; a gold answer
+--                    without content words counts 1 if the answer contains it, else 0)
+--   exact            the answer contains the whole gold answer (lower-cased, whitespace runs
+--                    as one space, its first 200 characters)
+--   citations_right  citations that point into a gold answer's document
+--   refusals         questions answered with no citation
+-- plus answer length in words and latency. `params`: rerank, rerank_k (rag.ask's).
+-- Returns the run id; rag.eval_answer_runs has the summaries.
+CREATE OR REPLACE FUNCTION rag.evaluate_answers(set_name text, model text DEFAULT NULL, k int DEFAULT 8,
+                                                params jsonb DEFAULT '{}', questions int DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tenant text := rag._eval_tenant(set_name);
+    chat text;
+    run bigint;
+    q record;
+    out jsonb;
+    t0 timestamptz := clock_timestamp();
+BEGIN
+    IF params IS NULL OR jsonb_typeof(params) <> 'object' THEN
+        RAISE EXCEPTION 'rag.evaluate_answers: params must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    ELSIF questions IS NOT NULL AND questions < 1 THEN
+        RAISE EXCEPTION 'rag.evaluate_answers: questions must be >= 1 (or NULL: all), got %', questions
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM set_config('rag.tenant', tenant, true);
+    PERFORM rag.current_tenant();  -- 42501 unless the caller may act for the set's tenant
+    IF NOT EXISTS (SELECT 1 FROM rag.eval_answers AS a WHERE a.set_name = evaluate_answers.set_name) THEN
+        RAISE EXCEPTION 'rag.evaluate_answers: eval set % has no gold answers', quote_literal(set_name)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'load a QA set: answers.jsonl beside its BEIR files (the covid-qa layout)';
+    END IF;
+    chat := (rag._model(coalesce(model, rag._setting('chat_model')), 'chat')).name;
+    params := jsonb_build_object('rerank', NULL, 'rerank_k', 30)
+              || params
+              || jsonb_build_object('settings', (SELECT jsonb_object_agg(s.name, s.value) FROM rag.settings() AS s));
+    INSERT INTO rag.eval_answer_run (set_name, model, k, params) VALUES (evaluate_answers.set_name, chat, k, params)
+    RETURNING id INTO run;
+
+    FOR q IN SELECT eq.query_id, eq.query FROM rag.eval_queries AS eq
+             WHERE eq.set_name = evaluate_answers.set_name
+               AND EXISTS (SELECT 1 FROM rag.eval_answers AS a WHERE a.set_name = eq.set_name AND a.query_id = eq.query_id)
+             ORDER BY eq.query_id LIMIT questions LOOP
+        out := rag.ask(q.query, k, chat, params->>'rerank', (params->>'rerank_k')::int);
+        INSERT INTO rag.eval_answer_run_query (run_id, query_id, answer, gold_share, exact, citations,
+                                               citations_right, words, latency_ms)
+        WITH gold AS (
+            SELECT a.doc_source, tsvector_to_array(to_tsvector('english'::regconfig, a.answer)) AS words,
+                   left(lower(btrim(regexp_replace(a.answer, '\s+', ' ', 'g'))), 200) AS norm
+            FROM rag.eval_answers AS a WHERE a.set_name = evaluate_answers.set_name AND a.query_id = q.query_id
+        ), ans AS (
+            SELECT out->>'answer' AS text, tsvector_to_array(to_tsvector('english'::regconfig, out->>'answer')) AS words,
+                   lower(regexp_replace(out->>'answer', '\s+', ' ', 'g')) AS norm
+        ), cit AS (
+            SELECT c->>'source' AS source FROM jsonb_array_elements(out->'citations') AS c
+        )
+        SELECT run, q.query_id, ans.text,
+               (SELECT max(CASE WHEN cardinality(g.words) = 0 THEN (strpos(ans.norm, g.norm) > 0)::int::float8
+                                ELSE cardinality(ARRAY(SELECT unnest(g.words) INTERSECT SELECT unnest(ans.words)))::float8
+                                     / cardinality(g.words) END) FROM gold AS g),
+               EXISTS (SELECT 1 FROM gold AS g WHERE strpos(ans.norm, g.norm) > 0),
+               (SELECT count(*) FROM cit),
+               (SELECT count(*) FROM cit WHERE cit.source IN (SELECT g.doc_source FROM gold AS g)),
+               cardinality(regexp_split_to_array(btrim(ans.text), '\s+')) - (btrim(ans.text) = '')::int,
+               (out->>'latency_ms')::float8
+        FROM ans;
+    END LOOP;
+
+    UPDATE rag.eval_answer_run AS r
+    SET questions = a.n, gold_share = a.gold, half_share = a.half, exact_share = a.exact,
+        citations_right = a.right_share, refusals = a.refused, mean_words = a.words, p50_ms = a.p50, p95_ms = a.p95,
+        seconds = extract(epoch FROM clock_timestamp() - t0)
+    FROM (SELECT count(*) AS n, avg(x.gold_share) AS gold, avg((x.gold_share >= 0.5)::int) AS half,
+                 avg(x.exact::int) AS exact, sum(x.citations_right)::float8 / nullif(sum(x.citations), 0) AS right_share,
+                 avg((x.citations = 0)::int) AS refused, avg(x.words) AS words,
+                 percentile_cont(0.5) WITHIN GROUP (ORDER BY x.latency_ms) AS p50,
+                 percentile_cont(0.95) WITHIN GROUP (ORDER BY x.latency_ms) AS p95
+          FROM rag.eval_answer_run_query AS x WHERE x.run_id = run) AS a
+    WHERE r.id = run;
+    RETURN run;
+END
+$$;
+
+-- rag.eval_answer_runs: every answer run with its summary, newest first.
+CREATE OR REPLACE VIEW rag.eval_answer_runs WITH (security_invoker = true) AS
+    SELECT r.id AS run_id, r.set_name, r.model, r.k, r.questions,
+           round(r.gold_share::numeric, 4) AS gold_share, round(r.half_share::numeric, 4) AS half_share,
+           round(r.exact_share::numeric, 4) AS exact_share, round(r.citations_right::numeric, 4) AS citations_right,
+           round(r.refusals::numeric, 4) AS refusals, round(r.mean_words::numeric, 1) AS mean_words,
+           round(r.p50_ms::numeric, 1) AS p50_ms, round(r.p95_ms::numeric, 1) AS p95_ms,
+           round(r.seconds::numeric, 1) AS seconds, r.params, r.created_at, r.run_by
+    FROM rag.eval_answer_run AS r
+    ORDER BY r.id DESC;
+
 -- rag.eval_runs: every run with its overall metrics, newest first.
 CREATE OR REPLACE VIEW rag.eval_runs WITH (security_invoker = true) AS
     SELECT r.id AS run_id, r.set_name, r.mode, r.k, r.queries,
            round(r.ndcg_10::numeric, 4) AS ndcg_10, round(r.recall_10::numeric, 4) AS recall_10,
            round(r.recall_100::numeric, 4) AS recall_100, round(r.mrr_10::numeric, 4) AS mrr_10,
-           round(r.seconds::numeric, 1) AS seconds, r.params, r.created_at, r.run_by
+           round(r.seconds::numeric, 1) AS seconds, r.params, r.created_at, r.run_by,
+           round(r.success_1::numeric, 4) AS success_1, round(r.success_5::numeric, 4) AS success_5,
+           round(r.success_10::numeric, 4) AS success_10
     FROM rag.eval_run AS r
     ORDER BY r.id DESC;
 

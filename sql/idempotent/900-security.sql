@@ -41,6 +41,21 @@ ALTER TABLE rag.eval_qrels FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS via_set ON rag.eval_qrels;
 CREATE POLICY via_set ON rag.eval_qrels
     USING (EXISTS (SELECT 1 FROM rag.eval_sets AS s WHERE s.name = set_name));
+ALTER TABLE rag.eval_answers ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.eval_answers FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS via_set ON rag.eval_answers;
+CREATE POLICY via_set ON rag.eval_answers
+    USING (EXISTS (SELECT 1 FROM rag.eval_sets AS s WHERE s.name = set_name));
+ALTER TABLE rag.eval_answer_run ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.eval_answer_run FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS via_set ON rag.eval_answer_run;
+CREATE POLICY via_set ON rag.eval_answer_run
+    USING (EXISTS (SELECT 1 FROM rag.eval_sets AS s WHERE s.name = set_name));
+ALTER TABLE rag.eval_answer_run_query ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rag.eval_answer_run_query FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS via_run ON rag.eval_answer_run_query;
+CREATE POLICY via_run ON rag.eval_answer_run_query
+    USING (EXISTS (SELECT 1 FROM rag.eval_answer_run AS r WHERE r.id = run_id));
 ALTER TABLE rag.eval_run ENABLE ROW LEVEL SECURITY;
 ALTER TABLE rag.eval_run FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS via_set ON rag.eval_run;

@@ -348,13 +348,23 @@ COMMENT ON FUNCTION rag._ef_search(text) IS
   'Internal: the HNSW candidate list size for a tenant''s search: rag.ef_search, or with auto 100 growing '
   'to 1000 with the corpus; used by rag.search.';
 
-COMMENT ON FUNCTION rag.search(text, integer, text, jsonb, integer, integer, integer, double precision, double precision, text) IS
-  'Hybrid retrieval over the current tenant''s chunks: HNSW (cosine) and BM25 candidates fused with '
-  'weighted RRF, w_v/(rrf_c + vector_rank) + w_l/(rrf_c + lexical_rank). Arguments: query, k (8), mode '
-  '(hybrid, vector, lexical), filter (JSON: "source" and metadata keys), vector_k/lexical_k (30), rrf_c '
-  '(60), vector_weight/lexical_weight (1), lexical_ranking (bm25, ts_rank). Returns: rows (chunk_id, '
-  'document_id, ord, content, score, vector_rank, lexical_rank, source_table, source_key), best first. '
-  'Example: SELECT * FROM rag.search(''refund policy'', k => 8);';
+COMMENT ON FUNCTION rag._rerank(text, text, text, text[]) IS
+  'Internal: each passage''s new rank (1-based) from a reranker (POST {base_url}/rerank) or a chat model '
+  '(listwise, ragpg/rerank.py), its scores (rerank models), or the error that made it fail (error set, '
+  'ranks NULL: rag.search keeps its fused order). ok is NULL with a pending error.';
+
+COMMENT ON FUNCTION rag.search(text, integer, text, jsonb, integer, integer, integer, double precision, double precision, text, text, text, integer) IS
+  'Hybrid retrieval over the current tenant''s chunks: HNSW (cosine) and BM25 candidates, fused by score '
+  '(fusion convex: each candidate''s cosine and exact BM25, min-max normalised over the candidates, '
+  '(w_v * vector + w_l * lexical)/(w_v + w_l)) or by rank (fusion rrf: w_v/(rrf_c + vector_rank) + '
+  'w_l/(rrf_c + lexical_rank)), optionally reordered by a reranker. Arguments: query, k (8), mode (hybrid, '
+  'vector, lexical), filter (JSON: "source" and metadata keys), vector_k/lexical_k (30), rrf_c (60), '
+  'vector_weight/lexical_weight (1), lexical_ranking (bm25, ts_rank), fusion (convex, rrf), rerank (a model '
+  'of kind rerank, or a chat model: reorders the fused best rerank_k; if it fails the fused order stays and '
+  'a WARNING says why), rerank_k (30). Returns: rows (chunk_id, document_id, ord, content, score, '
+  'vector_rank, lexical_rank, source_table, source_key, rerank_rank), best first; score is the fused score, '
+  'or in mode vector the cosine similarity and in mode lexical the BM25 score. '
+'Example: SELECT * FROM rag.search(''refund policy'', k => 8);';
 
 -- ---------------------------------------------------------------------------------------
 -- Lexical leg: BM25 (310-lexical.sql)
@@ -410,10 +420,11 @@ COMMENT ON FUNCTION rag.rebuild_lexical_index() IS
   'trigger builds them from chunks written 5,000 at a time (e.g. after a block was damaged by hand). Returns: '
   'the number of postings. Example: SELECT rag.rebuild_lexical_index();';
 
-COMMENT ON FUNCTION rag._search_legs(text, text, integer, integer, double precision, double precision, jsonb, boolean) IS
-  'Internal: rag.search''s legs, chunk ids best first: the vector leg (the query''s embedding, then HNSW over '
-  'the tenant''s chunks of its model) and, if lexical_leg, BM25, run while the model embeds the query; ok is '
-  'NULL with a pending error.';
+COMMENT ON FUNCTION rag._search_legs(text, text, integer, integer, double precision, double precision, jsonb, text, boolean) IS
+  'Internal: rag.search''s candidates, the union of each leg''s best (HNSW over the tenant''s chunks of its '
+  'embedding model; BM25 or ts_rank, run while the model embeds the query): ids, each leg''s score and rank '
+  '(NULL outside that leg''s top); with both_scores, both legs'' scores for every candidate. ok is NULL with '
+  'a pending error.';
 
 COMMENT ON FUNCTION rag._bm25_py(text, integer, double precision, double precision, jsonb) IS
   'Internal: the Python side of rag.bm25: (chunk_ids, scores) best first, or NULLs with a pending error.';
@@ -448,14 +459,16 @@ COMMENT ON VIEW rag.lexical_stats IS
 -- Answers (400-ask.sql)
 -- ---------------------------------------------------------------------------------------
 
-COMMENT ON FUNCTION rag.ask(text, integer, text) IS
+COMMENT ON FUNCTION rag.ask(text, integer, text, text, integer) IS
   'Answer a question from the current tenant''s documents, with [n] citations: rag.search, then the chat '
   'model (rag.chat_model: extractive, or an LLM). Sources, titles and URLs come from rag.documents. '
-  'Arguments: question, k (chunks retrieved, 8), model (of rag.models, default: rag.chat_model). Returns: '
-  'jsonb {answer, citations [{index, chunk_id, document_id, source, title, url, snippet}], model, mode, '
-  'removed_citations, usage, latency_ms, answer_id}. Example: SELECT rag.ask(''How long do refunds take?'');';
+  'Arguments: question, k (chunks retrieved, 8), model (of rag.models, default: rag.chat_model), rerank (a '
+  'rerank or chat model that reorders the search''s best rerank_k first; default none), rerank_k (30). '
+  'Returns: jsonb {answer, citations [{index, chunk_id, document_id, source, title, url, snippet}], model, '
+  'mode, removed_citations, usage, latency_ms, answer_id, rerank {model, rerank_k, reranked, error}}. '
+  'Example: SELECT rag.ask(''How long do refunds take?'');';
 
-COMMENT ON FUNCTION rag._ask(text, integer, text) IS
+COMMENT ON FUNCTION rag._ask(text, integer, text, text, integer) IS
   'Internal: the Python side of rag.ask (NULL with a pending error).';
 
 COMMENT ON FUNCTION rag._ask_stream_open_py(text, integer, text) IS
@@ -489,20 +502,69 @@ COMMENT ON TABLE rag.eval_qrels IS
   'Graded relevance judgments of the eval queries: a document (by its source in the set''s tenant) or a '
   'chunk, with a grade > 0.';
 
+COMMENT ON TABLE rag.eval_answers IS
+  'Gold answers of QA eval sets (loaded from answers.jsonl beside the BEIR files, e.g. covid-qa-dev): per '
+  'query, the document holding the answer (its source in the set''s tenant), the answer text and its '
+  'character offset there. rag.evaluate scores success@k on them.';
+
 COMMENT ON TABLE rag.eval_run IS
   'One row per rag.evaluate run: set, mode, k, the search parameters and settings used, and the overall '
-  'nDCG@10, recall@10, recall@100 and MRR@10. Read through rag.eval_runs.';
+  'nDCG@10, recall@10, recall@100 and MRR@10, and success@1/5/10 for sets with gold answers. Read through '
+  'rag.eval_runs.';
 
-COMMENT ON TABLE rag.eval_run_query IS 'Per query of an eval run: its nDCG@10, recall@10, recall@100 and MRR@10.';
+COMMENT ON TABLE rag.eval_run_query IS
+  'Per query of an eval run: its nDCG@10, recall@10, recall@100 and MRR@10; success@1/5/10 (1 or 0) when '
+  'the query has gold answers, else NULL.';
 
 COMMENT ON FUNCTION rag._eval_tenant(text) IS
   'Internal: the tenant of an eval set, or an error if there is no such set; called by rag.evaluate.';
 
 COMMENT ON FUNCTION rag.evaluate(text, text, integer, jsonb) IS
   'Run every query of an eval set through rag.search in the set''s tenant and store nDCG@10, recall@10, '
-  'recall@100 and MRR@10 per query and overall (rag.eval_runs). Arguments: set_name (of rag.eval_sets), '
+  'recall@100 and MRR@10 per query and overall (rag.eval_runs); for sets with gold answers (rag.eval_answers) '
+  'also success@1/5/10, the share of queries with a top-k chunk from the answer''s document containing the '
+  'answer. Arguments: set_name (of rag.eval_sets), '
   'mode (hybrid, vector, lexical), k (results per query, 100), params (other rag.search arguments, e.g. '
   '{"rrf_c": 20}). Returns: the run id. Example: SELECT rag.evaluate(''med'', ''hybrid'', 100);';
+
+COMMENT ON TABLE rag.eval_answer_run IS
+  'One row per rag.evaluate_answers run: set, chat model, k, parameters and settings, and the summary '
+  '(gold_share, half_share, exact_share, citations_right, refusals, mean_words, p50_ms, p95_ms). Read '
+  'through rag.eval_answer_runs.';
+
+COMMENT ON TABLE rag.eval_answer_run_query IS
+  'Per question of an answer run: the answer, the share of the gold answer''s content words it holds, '
+  'whether it contains the whole gold answer, its citations and how many point into the gold answer''s '
+  'document, its length in words and latency.';
+
+COMMENT ON FUNCTION rag.evaluate_answers(text, text, integer, jsonb, integer) IS
+  'Answer a QA set''s questions (rag.eval_answers) with rag.ask in the set''s tenant and store, per question '
+  'and overall, how much of the gold answer each answer holds (content words; whole), the share of '
+  'citations into the gold answer''s document, refusals (no citation), length in words and latency. '
+  'Arguments: set_name, model (chat model, default rag.chat_model), k (8), params (rerank, rerank_k), '
+  'questions (the first n by id; NULL: all). Returns: the run id. '
+  'Example: SELECT rag.evaluate_answers(''covid-qa-dev'', questions => 200);';
+
+COMMENT ON VIEW rag.eval_answer_runs IS
+  'Every answer run (rag.evaluate_answers) with its summary, newest first. '
+  'Example: SELECT * FROM rag.eval_answer_runs;';
+COMMENT ON COLUMN rag.eval_answer_runs.run_id IS 'The run id returned by rag.evaluate_answers';
+COMMENT ON COLUMN rag.eval_answer_runs.set_name IS 'The eval set (rag.eval_sets.name)';
+COMMENT ON COLUMN rag.eval_answer_runs.model IS 'The chat model that answered';
+COMMENT ON COLUMN rag.eval_answer_runs.k IS 'Chunks retrieved per question';
+COMMENT ON COLUMN rag.eval_answer_runs.questions IS 'Questions answered';
+COMMENT ON COLUMN rag.eval_answer_runs.gold_share IS 'Mean share of the gold answer''s content words in the answer';
+COMMENT ON COLUMN rag.eval_answer_runs.half_share IS 'Share of answers holding at least half of the gold answer''s content words';
+COMMENT ON COLUMN rag.eval_answer_runs.exact_share IS 'Share of answers containing the whole gold answer';
+COMMENT ON COLUMN rag.eval_answer_runs.citations_right IS 'Share of citations pointing into the gold answer''s document';
+COMMENT ON COLUMN rag.eval_answer_runs.refusals IS 'Share of questions answered without a citation';
+COMMENT ON COLUMN rag.eval_answer_runs.mean_words IS 'Mean answer length in words';
+COMMENT ON COLUMN rag.eval_answer_runs.p50_ms IS 'Median rag.ask latency';
+COMMENT ON COLUMN rag.eval_answer_runs.p95_ms IS '95th percentile rag.ask latency';
+COMMENT ON COLUMN rag.eval_answer_runs.seconds IS 'Duration of the run';
+COMMENT ON COLUMN rag.eval_answer_runs.params IS 'rag.ask parameters and every setting used';
+COMMENT ON COLUMN rag.eval_answer_runs.created_at IS 'When the run started';
+COMMENT ON COLUMN rag.eval_answer_runs.run_by IS 'Role that ran it';
 
 COMMENT ON VIEW rag.eval_runs IS
   'Every eval run with its overall metrics (nDCG@10, recall@10, recall@100, MRR@10), newest first. '
@@ -518,6 +580,9 @@ COMMENT ON COLUMN rag.eval_runs.recall_100 IS 'Mean recall@100';
 COMMENT ON COLUMN rag.eval_runs.mrr_10 IS 'Mean reciprocal rank of the first relevant result in the top 10';
 COMMENT ON COLUMN rag.eval_runs.seconds IS 'Duration of the run';
 COMMENT ON COLUMN rag.eval_runs.params IS 'rag.search parameters and every setting used';
+COMMENT ON COLUMN rag.eval_runs.success_1 IS 'Share of queries whose first chunk holds a gold answer (sets with answers)';
+COMMENT ON COLUMN rag.eval_runs.success_5 IS 'Share of queries with a gold answer in a top-5 chunk (sets with answers)';
+COMMENT ON COLUMN rag.eval_runs.success_10 IS 'Share of queries with a gold answer in a top-10 chunk (sets with answers)';
 COMMENT ON COLUMN rag.eval_runs.created_at IS 'When the run started';
 COMMENT ON COLUMN rag.eval_runs.run_by IS 'Role that ran it';
 

@@ -31,7 +31,7 @@ $$;
 GRANT USAGE ON SCHEMA rag TO rag_reader;
 GRANT SELECT ON rag.documents, rag.chunks, rag.tenant_roles, rag.posting_blocks, rag.lexeme_stats,
                 rag.corpus_stats, rag.lexical_stats, rag.postings, rag.eval_sets, rag.eval_queries, rag.eval_qrels,
-                rag.eval_run, rag.eval_run_query, rag.eval_runs, rag.eval_compare,
+                rag.eval_answers, rag.eval_answer_run, rag.eval_answer_run_query, rag.eval_answer_runs, rag.eval_run, rag.eval_run_query, rag.eval_runs, rag.eval_compare,
                 rag.attachments, rag.queue, rag.errors, rag.queue_status, rag.document_status,
                 rag.models, rag.config, rag.api_keys, rag.api_key_grants, rag.usage, rag.answers,
                 rag.usage_daily, rag.cost_by_model, rag.tenant_models, rag.embeddings_next,
@@ -62,7 +62,7 @@ GRANT EXECUTE ON FUNCTION
     rag.spent_today(),
     rag._python_error(),
     rag._raise_python_error(),
-    rag._ask(text, int, text),
+    rag._ask(text, int, text, text, int),
     rag._ask_stream_open_py(text, int, text),
     rag._ask_stream_open(text, int, text),
     rag._ask_stream_read(bigint),
@@ -74,15 +74,17 @@ GRANT EXECUTE ON FUNCTION
     rag.query_lexemes(text),
     rag.bm25(text, int, float8, float8, jsonb),
     rag._bm25_py(text, int, float8, float8, jsonb),
-    rag._search_legs(text, text, int, int, float8, float8, jsonb, boolean),
-    rag.search(text, int, text, jsonb, int, int, int, float8, float8, text),
-    rag.ask(text, int, text),
+    rag._search_legs(text, text, int, int, float8, float8, jsonb, text, boolean),
+    rag._rerank(text, text, text, text[]),
+    rag.search(text, int, text, jsonb, int, int, int, float8, float8, text, text, text, int),
+    rag.ask(text, int, text, text, int),
     rag.backend_stats()
 TO rag_reader;
 
 -- rag_writer: ingest (documents in, chunks written by the triggers as the caller)
 -- no role but the owner names an id (GENERATED ALWAYS, and the id column is not granted)
-REVOKE INSERT, UPDATE ON rag.documents, rag.chunks, rag.attachments, rag.queue, rag.errors, rag.eval_run FROM rag_writer;
+REVOKE INSERT, UPDATE ON rag.documents, rag.chunks, rag.attachments, rag.queue, rag.errors, rag.eval_run,
+                         rag.eval_answer_run FROM rag_writer;
 GRANT INSERT (tenant, source, title, url, metadata, content, attachment_id, source_table, source_key),
       UPDATE (source, title, url, metadata, content, attachment_id, source_table, source_key, updated_at)
     ON rag.documents TO rag_writer;
@@ -103,7 +105,8 @@ GRANT EXECUTE ON FUNCTION
     rag.merge_posting_blocks(text, text[]),
     rag.rebuild_lexical_index(),
     rag._eval_tenant(text),
-    rag.evaluate(text, text, int, jsonb)
+    rag.evaluate(text, text, int, jsonb),
+    rag.evaluate_answers(text, text, int, jsonb, int)
 TO rag_writer;
 GRANT INSERT (source_table, key_columns, content_column, title_column, url_column, metadata_columns, mode)
     ON rag.attachments TO rag_writer;
@@ -139,11 +142,18 @@ GRANT EXECUTE ON FUNCTION
     rag._finish_switch()
 TO rag_writer;
 -- eval sets are loaded and run by writers, into tenants they may act for (RLS checks)
-GRANT INSERT, UPDATE, DELETE ON rag.eval_sets, rag.eval_queries, rag.eval_qrels, rag.eval_run_query TO rag_writer;
+GRANT INSERT, UPDATE, DELETE ON rag.eval_sets, rag.eval_queries, rag.eval_qrels, rag.eval_answers, rag.eval_run_query
+    TO rag_writer;
 GRANT INSERT (set_name, mode, k, params),
-      UPDATE (queries, ndcg_10, recall_10, recall_100, mrr_10, seconds, params)
+      UPDATE (queries, ndcg_10, recall_10, recall_100, mrr_10, success_1, success_5, success_10, seconds, params)
     ON rag.eval_run TO rag_writer;
 GRANT DELETE ON rag.eval_run TO rag_writer;
+GRANT INSERT (set_name, model, k, params),
+      UPDATE (questions, gold_share, half_share, exact_share, citations_right, refusals, mean_words, p50_ms, p95_ms,
+              seconds)
+    ON rag.eval_answer_run TO rag_writer;
+GRANT DELETE ON rag.eval_answer_run TO rag_writer;
+GRANT INSERT, DELETE ON rag.eval_answer_run_query TO rag_writer;
 
 -- rag_admin: tenants, models, settings, API keys
 GRANT INSERT, DELETE ON rag.tenant_roles TO rag_admin;

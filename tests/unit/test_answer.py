@@ -134,18 +134,19 @@ def _stub(sims: dict[str, float], dim: int = 16):
 
 def test_numbering_by_first_use_stub():
     s = {
-        "Alpha sentence one is here.": 0.8,
+        "Alpha sentence one is here.": 0.75,
         "Alpha sentence two is here.": 0.2,
         "Beta sentence one is right here.": 0.1,
-        "Gamma sentence one is here too.": 0.9,
-        "Gamma sentence two is here too.": 0.7,
+        "Gamma sentence one is here too.": 0.95,
+        "Gamma sentence two is here too.": 0.8,
     }
     names = list(s)
     chunks = [Retrieved(10, 1, f"{names[0]} {names[1]}"), Retrieved(20, 2, names[2]),
               Retrieved(30, 3, f"{names[3]}\n\n{names[4]}")]
     embed, qvec = _stub(s)
     result = extractive_answer("zzz qqq", qvec, chunks, embed, max_sentences=3, min_similarity=0.3)
-    # best first: gamma-1 (0.9), alpha-1 (0.8), gamma-2 (0.7); the gamma chunk is cited first
+    # best first, with the rank bonus (0.2 / (rank + 1)): gamma-1 (0.95 + 0.067), alpha-1
+    # (0.75 + 0.2), gamma-2 (0.8 + 0.067); the gamma chunk is cited first
     assert result["answer"] == (f"{names[3]} [1] {names[0]} [2] {names[4]} [1]")
     assert [(c["index"], c["chunk_id"]) for c in result["citations"]] == [(1, 30), (2, 10)]
     assert result["citations"][0]["snippet"] == f"{names[3]} {names[4]}"
@@ -211,3 +212,25 @@ def test_build_prompt():
 def test_build_prompt_no_chunks():
     msgs = build_prompt("q?", [])
     assert msgs[1]["content"] == "Context:\n\n\nQuestion: q?"
+
+
+def test_rare_question_words_weigh_more_stub():
+    """Two sentences as close to the question by embedding: the one holding its rare word
+    ('heparan': in one candidate) beats the one holding its common word ('virus': in all)."""
+    s = {"The virus binds heparan sulfate on the cell.": 0.5, "The virus enters the cell by fusion.": 0.5,
+         "Every virus here is a coronavirus.": 0.45, "The virus was isolated in 2012.": 0.45}
+    embed, qvec = _stub(s)
+    chunks = [Retrieved(1, 1, " ".join(list(s)[1:])), Retrieved(2, 1, list(s)[0])]   # the rare one ranked second
+    result = extractive_answer("Which virus receptor is heparan?", qvec, chunks, embed, max_sentences=1)
+    assert result["answer"] == "The virus binds heparan sulfate on the cell. [1]"
+
+
+def test_max_words_skips_what_would_make_the_answer_too_long_stub():
+    long = "This long sentence " + "goes on " * 40 + "and ends."
+    s = {"A short first sentence is best.": 0.9, long: 0.8, "Another short one follows here.": 0.7}
+    embed, qvec = _stub(s)
+    chunks = [Retrieved(1, 1, " ".join(s))]
+    result = extractive_answer("zzz", qvec, chunks, embed, max_words=30)
+    assert result["answer"] == "A short first sentence is best. [1] Another short one follows here. [1]"
+    # the best sentence is kept whatever its length
+    assert extractive_answer("zzz", qvec, [Retrieved(1, 1, long)], embed, max_words=5)["answer"] == long + " [1]"
