@@ -125,3 +125,59 @@ def test_sets_without_answers_have_no_success(db):
     run = db.execute("SELECT rag.evaluate('tiny', 'hybrid', 100)").fetchone()[0]
     assert db.execute("SELECT success_1, success_5, success_10 FROM rag.eval_runs WHERE run_id = %s",
                       (run,)).fetchone() == (None, None, None)
+
+
+def test_answers_are_measured_against_the_gold_ones(db):
+    """rag.evaluate_answers with the extractive answerer, every metric recomputed here from
+    the stored answers: the answers themselves come from rag.ask."""
+    setup_set(db)
+    for qid, doc, text in ANSWERS:
+        db.execute("INSERT INTO rag.eval_answers (set_name, query_id, doc_source, answer) VALUES ('tiny', %s, %s, %s)",
+                   (qid, doc, text))
+    run = db.execute("SELECT rag.evaluate_answers('tiny', k => 3)").fetchone()[0]
+    rows = {r[0]: r[1:] for r in db.execute("""SELECT query_id, answer, gold_share, exact, citations, citations_right,
+                                                      words, latency_ms
+                                               FROM rag.eval_answer_run_query WHERE run_id = %s""", (run,))}
+    assert set(rows) == {"q1", "q2", "q3"}
+    for qid, (answer, share, exact, cites, right, words, ms) in rows.items():
+        golds = [(d, t) for q, d, t in ANSWERS if q == qid]
+        norm = " ".join(answer.lower().split())
+        assert exact == any(" ".join(t.lower().split()) in norm for _, t in golds), (qid, answer)
+        want = max(len(set(db.execute("SELECT tsvector_to_array(to_tsvector('english', %s))", (t,)).fetchone()[0])
+                       & set(db.execute("SELECT tsvector_to_array(to_tsvector('english', %s))", (answer,)).fetchone()[0]))
+                   / len(db.execute("SELECT tsvector_to_array(to_tsvector('english', %s))", (t,)).fetchone()[0])
+                   for _, t in golds)
+        assert share == pytest.approx(want), (qid, answer)
+        assert words == len(answer.split()) and ms > 0
+    # q1's answer is in document a, and the extractive answer quotes it: all of it, cited there
+    assert rows["q1"][1] == 1.0 and rows["q1"][2] is True
+    # citations: rag.ask logged each answer with the chunks it cites (rag.answers)
+    db.execute("SET rag.tenant = 'eval:tiny'")
+    for qid, (answer, share, exact, cites, right, words, ms) in rows.items():
+        cited = [r[0] for r in db.execute("""
+            SELECT d.source FROM rag.answers AS a, unnest(a.cited_chunk_ids) AS c (id)
+            JOIN rag.chunks AS ch ON ch.id = c.id JOIN rag.documents AS d ON d.id = ch.document_id
+            WHERE a.question = %s AND a.answer = %s""", (QUERIES[qid], answer))]
+        assert cites == len(cited) and right == sum(s in {d for q, d, _ in ANSWERS if q == qid} for s in cited)
+    db.execute("RESET rag.tenant")
+    summary = db.execute("""SELECT questions, gold_share, half_share, exact_share, citations_right, refusals, mean_words
+                            FROM rag.eval_answer_runs WHERE run_id = %s""", (run,)).fetchone()
+    n = len(rows)
+    assert summary[0] == n
+    assert float(summary[1]) == pytest.approx(sum(r[1] for r in rows.values()) / n, abs=1e-4)
+    assert float(summary[2]) == pytest.approx(sum(r[1] >= 0.5 for r in rows.values()) / n, abs=1e-4)
+    assert float(summary[3]) == pytest.approx(sum(r[2] for r in rows.values()) / n, abs=1e-4)
+    assert float(summary[4]) == pytest.approx(sum(r[4] for r in rows.values()) / sum(r[3] for r in rows.values()),
+                                              abs=1e-4)
+    assert float(summary[5]) == pytest.approx(sum(r[3] == 0 for r in rows.values()) / n, abs=1e-4)
+    assert float(summary[6]) == pytest.approx(sum(r[5] for r in rows.values()) / n, abs=0.05)
+
+
+def test_evaluate_answers_needs_a_set_with_answers(db):
+    setup_set(db)
+    with pytest.raises(psycopg.Error) as exc:
+        db.execute("SELECT rag.evaluate_answers('tiny')")
+    assert exc.value.sqlstate == "22023" and "has no gold answers" in str(exc.value)
+    with pytest.raises(psycopg.Error) as exc:
+        db.execute("SELECT rag.evaluate_answers('tiny', questions => 0)")
+    assert exc.value.sqlstate == "22023" and "questions must be >= 1" in str(exc.value)

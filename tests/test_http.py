@@ -107,6 +107,19 @@ def test_search_and_tenant_from_the_key(client):
     assert r.status_code == 200 and r.json()["results"] == []
 
 
+def test_search_fusion_and_rerank_arguments(client):
+    rrf = client.post("/search", headers=A, json={"query": "refund", "k": 3, "fusion": "rrf"}).json()["results"]
+    convex = client.post("/search", headers=A, json={"query": "refund", "k": 3}).json()["results"]
+    assert rrf and convex and all(r["rerank_rank"] is None for r in rrf + convex)
+    # RRF sums 1 / (60 + rank); the default fuses scores, in [0, 1] with the best at 1 or near
+    assert all(r["score"] <= 2 / 61 for r in rrf) and convex[0]["score"] > 0.5
+    r = client.post("/search", headers=A, json={"query": "refund", "rerank": "nope"})
+    assert r.status_code == 400 and r.json()["sqlstate"] == "42704" and "'nope'" in r.json()["error"]
+    r = client.post("/ask", headers=A, json={"question": "refund?", "rerank": "all-MiniLM-L6-v2"})
+    assert r.status_code == 400 and "is an embedding model" in r.json()["error"]
+    assert client.post("/search", headers=A, json={"query": "refund", "fusion": "max"}).status_code == 422
+
+
 def test_errors(client):
     r = client.post("/ask", headers=A, json={"question": "   "})
     assert r.status_code == 400

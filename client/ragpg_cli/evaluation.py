@@ -137,6 +137,37 @@ def evaluate(dsn: str, sets: list[str], modes=MODES, k: int = 100, params: dict 
     return out
 
 
+ANSWER_KEYS = ("run_id", "set", "model", "questions", "gold_share", "half_share", "exact_share", "citations_right",
+               "refusals", "mean_words", "p50_ms", "p95_ms", "seconds")
+
+
+def evaluate_answers(dsn: str, sets: list[str], model: str | None = None, k: int = 8,
+                     questions: int | None = None) -> list[dict]:
+    """rag.evaluate_answers on each set that has gold answers."""
+    out = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for s in sets:
+            if not conn.execute("SELECT EXISTS (SELECT 1 FROM rag.eval_answers WHERE set_name = %s)", (s,)).fetchone()[0]:
+                continue
+            run = conn.execute("SELECT rag.evaluate_answers(%s, %s, %s, '{}', %s)", (s, model, k, questions)).fetchone()[0]
+            row = conn.execute("""SELECT run_id, set_name, model, questions, gold_share, half_share, exact_share,
+                                         citations_right, refusals, mean_words, p50_ms, p95_ms, seconds
+                                  FROM rag.eval_answer_runs WHERE run_id = %s""", (run,)).fetchone()
+            out.append({k_: (float(v) if hasattr(v, "as_tuple") else v) for k_, v in zip(ANSWER_KEYS, row)})
+    return out
+
+
+def answer_table(results: list[dict]) -> str:
+    head = (f"{'set':<13} {'model':<11} {'questions':>9} {'gold':>6} {'half':>6} {'exact':>6} {'cites ok':>8} "
+            f"{'refused':>7} {'words':>6} {'p50 ms':>7}")
+    lines = [head, "-" * len(head)]
+    for r in results:
+        lines.append(f"{r['set']:<13} {r['model']:<11} {r['questions']:>9} {r['gold_share']:>6.3f} {r['half_share']:>6.3f} "
+                     f"{r['exact_share']:>6.3f} {r['citations_right']:>8.3f} {r['refusals']:>7.3f} "
+                     f"{r['mean_words']:>6.1f} {r['p50_ms']:>7.0f}")
+    return "\n".join(lines)
+
+
 def table(results: list[dict]) -> str:
     head = (f"{'set':<13} {'mode':<8} {'queries':>7} {'nDCG@10':>8} {'R@10':>6} {'R@100':>6} {'MRR@10':>7} "
             f"{'S@1':>6} {'S@5':>6} {'S@10':>6} {'sec':>6}")
@@ -149,14 +180,28 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: list[dict], png: Path) -> None:
+def plot(results: list[dict], png: Path, answers: list[dict] | None = None) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     sets = sorted({r["set"] for r in results})
     modes = [m for m in MODES if any(r["mode"] == m for r in results)]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    if answers:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [7, 4]})
+        names = ["gold_share", "half_share", "exact_share", "citations_right"]
+        labels = ["gold words\nin answer", "answers with\n>= half", "answers with\nall of it", "citations into\nright doc"]
+        w = 0.8 / len(answers)
+        for i, a in enumerate(answers):
+            bars = ax2.bar([x + i * w for x in range(len(names))], [a[n] for n in names], w,
+                           label=f"{a['set']}, {a['model']} ({a['mean_words']:.0f} words)")
+            ax2.bar_label(bars, fmt="%.2f", fontsize=7)
+        ax2.set_xticks([x + w * (len(answers) - 1) / 2 for x in range(len(names))], labels, fontsize=8)
+        ax2.set_ylim(0, 1)
+        ax2.set_title("rag.ask answers (rag.evaluate_answers)")
+        ax2.legend(fontsize=7)
+    else:
+        fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.8 / len(modes)
     # each set's headline metric: success@5 for QA sets (answer spans), else nDCG@10
     metric = {s: "success_5" if any(r["set"] == s and r.get("success_5") is not None for r in results)
@@ -182,11 +227,15 @@ def run_all(dsn: str, eval_dir: Path | None, sets: list[str] | None, out_dir: Pa
         print(json.dumps(load(dsn, eval_dir / s)))
     results = evaluate(dsn, sets)
     print(table(results))
+    answers = evaluate_answers(dsn, sets)
+    if answers:
+        print(answer_table(answers))
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"eval-{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out_dir / f"eval-{stamp}.json").write_text(json.dumps({"retrieval": results, "answers": answers}, indent=2,
+                                                           default=str) + "\n")
     try:
-        plot(results, out_dir / f"eval-{stamp}.png")
+        plot(results, out_dir / f"eval-{stamp}.png", answers)
         print(f"wrote {out_dir / f'eval-{stamp}.json'} and .png")
     except ImportError:
         print("matplotlib is not installed: no plot (pip install matplotlib)")

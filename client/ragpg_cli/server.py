@@ -59,6 +59,8 @@ INT4 = {"ge": -2**31, "le": 2**31 - 1}  # any int4 reaches SQL, which owns the l
 class AskIn(BaseModel):
     question: str = Field(..., max_length=100_000)
     k: int = Field(8, **INT4)
+    rerank: str | None = Field(None, max_length=128, description="a rerank or chat model of rag.models")
+    rerank_k: int = Field(30, **INT4)
 
 
 class Citation(BaseModel):
@@ -74,6 +76,7 @@ class Citation(BaseModel):
 class AskOut(BaseModel):
     answer: str
     citations: list[Citation]
+    rerank: dict[str, Any] | None = None   # {model, rerank_k, reranked, error}: only when a reranker was named
 
 
 class SearchIn(BaseModel):
@@ -81,6 +84,9 @@ class SearchIn(BaseModel):
     k: int = Field(8, **INT4)
     mode: Literal["hybrid", "vector", "lexical"] = "hybrid"
     filter: dict[str, Any] | None = None
+    fusion: Literal["convex", "rrf"] = "convex"
+    rerank: str | None = Field(None, max_length=128, description="a rerank or chat model of rag.models")
+    rerank_k: int = Field(30, **INT4)
 
 
 class SearchHit(BaseModel):
@@ -91,6 +97,7 @@ class SearchHit(BaseModel):
     score: float
     vector_rank: int | None
     lexical_rank: int | None
+    rerank_rank: int | None = None
 
 
 class SearchOut(BaseModel):
@@ -340,8 +347,10 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
         except psycopg.Error as e:
             raise database_error(e) from None
 
-    async def ask_sql(request: Request, role: str, question: str, k: int) -> dict:
-        rows = await run(request, role, "SELECT rag.ask(%s, %s) AS out", (question, k))
+    async def ask_sql(request: Request, role: str, question: str, k: int, rerank: str | None = None,
+                      rerank_k: int = 30) -> dict:
+        rows = await run(request, role, "SELECT rag.ask(%s, %s, rerank => %s, rerank_k => %s) AS out",
+                         (question, k, rerank, rerank_k))
         return rows[0]["out"]
 
     @app.get("/healthz", response_model=Health, responses={429: {"model": ErrorOut}, 503: {"model": ErrorOut}})
@@ -353,13 +362,15 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
             raise database_error(e) from None
         return Health(status="ok", database="ok")
 
-    @app.post("/ask", response_model=AskOut, responses=ERRORS)
+    # rerank is in the answer only when a reranker was asked for (the seed's shape otherwise)
+    @app.post("/ask", response_model=AskOut, response_model_exclude_unset=True, responses=ERRORS)
     async def ask(payload: AskIn, request: Request, role: str = Depends(role_of)):
-        return await ask_sql(request, role, payload.question, payload.k)
+        return await ask_sql(request, role, payload.question, payload.k, payload.rerank, payload.rerank_k)
 
     @app.post("/ask/stream", responses=ERRORS | {200: {"content": {"text/event-stream": {}}}})
     async def ask_stream(payload: AskIn, request: Request, role: str = Depends(role_of)):
-        out = await ask_sql(request, role, payload.question, payload.k)  # errors before the stream starts
+        out = await ask_sql(request, role, payload.question, payload.k, payload.rerank,
+                            payload.rerank_k)  # errors before the stream starts
 
         async def events():
             # the answer in pieces (sentence by sentence), then the citations, then done
@@ -374,10 +385,11 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
     @app.post("/search", response_model=SearchOut, responses=ERRORS)
     async def search(payload: SearchIn, request: Request, role: str = Depends(role_of)):
         rows = await run(request, role, """
-            SELECT chunk_id, document_id, ord, content, score, vector_rank, lexical_rank
-            FROM rag.search(%s, %s, %s, %s::jsonb)""",
+            SELECT chunk_id, document_id, ord, content, score, vector_rank, lexical_rank, rerank_rank
+            FROM rag.search(%s, %s, %s, %s::jsonb, fusion => %s, rerank => %s, rerank_k => %s)""",
             (payload.query, payload.k, payload.mode,
-             json.dumps(payload.filter) if payload.filter is not None else None))
+             json.dumps(payload.filter) if payload.filter is not None else None,
+             payload.fusion, payload.rerank, payload.rerank_k))
         return SearchOut(results=rows)
 
     @app.post("/ingest", response_model=IngestOut, responses=ERRORS)
