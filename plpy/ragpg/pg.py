@@ -15,6 +15,7 @@ import hashlib
 import json
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from . import answer as answer_mod
 from . import interrupts, keys, lexical, providers, tokens
@@ -323,14 +324,29 @@ def _vector_leg(plpy, tenant: str, model: str, vec, literal: str, k: int, pred: 
     return r["ids"], r["sims"]
 
 
-def _cosines(plpy, tenant: str, model: str, vec, literal: str, ids: list[int]) -> dict:
-    """The cosine similarity of these chunks to the query (those embedded with `model`)."""
-    if not ids:
-        return {}
-    sql = ("SELECT c.id, 1 - (c.embedding::vector(%d) <=> $1) AS sim FROM rag.chunks AS c"
-           " WHERE c.tenant = $2 AND c.model = %s AND c.id = ANY ($3)" % (len(vec), plpy.quote_literal(model)))
-    return {r["id"]: r["sim"] for r in plpy.execute(_kept_plan(plpy, sql, ["vector", "text", "bigint[]"]),
-                                                    [literal, tenant, ids])}
+def _missing_scores(plpy, tenant: str, model: str, vec, literal: str, need_cos: list[int], need_lex: list[int],
+                    lex_of) -> tuple[dict, dict]:
+    """The scores the legs did not give, in one query: the cosine of `need_cos` (those
+    embedded with `model`) and the lexical score of `need_lex` (BM25 through a Scorer from
+    their tsvectors, ~40 us a chunk; or a function such as the ts_rank leg's; none without
+    query lexemes: 0)."""
+    bm25 = isinstance(lex_of, Scorer) and bool(need_lex)
+    tf = (", CASE WHEN c.id = ANY ($5) THEN %s END AS len, CASE WHEN c.id = ANY ($5) THEN %s END AS tf"
+          % (LEN_SQL, TF_SQL.replace("$L", "$4"))) if bm25 else ""
+    sql = ("SELECT c.id, CASE WHEN c.model = %s AND c.id = ANY ($6) THEN 1 - (c.embedding::vector(%d) <=> $1) END"
+           " AS sim%s FROM rag.chunks AS c WHERE c.tenant = $2 AND c.id = ANY ($3)"
+           % (plpy.quote_literal(model), len(vec), tf))
+    rows = plpy.execute(_kept_plan(plpy, sql, ["vector", "text", "bigint[]", "text[]", "bigint[]", "bigint[]"]),
+                        [literal, tenant, need_cos + need_lex, lex_of.lexemes if bm25 else [], need_lex, need_cos])
+    sims = {r["id"]: r["sim"] for r in rows if r["sim"] is not None}
+    if bm25:
+        got = [r for r in rows if r["tf"] is not None]
+        lex = dict(zip([r["id"] for r in got], lex_of.scores([r["tf"] for r in got], [r["len"] for r in got])))
+    elif need_lex and lex_of is not None and not isinstance(lex_of, Scorer):
+        lex = dict(zip(need_lex, lex_of(need_lex)))
+    else:
+        lex = {}
+    return sims, lex
 
 
 _TS_RANK = """
@@ -392,12 +408,15 @@ def search_legs(plpy, query: str, mode: str, vector_k: int, lexical_k: int, k1: 
     vs = dict(zip(vec_ids, vec_sc))
     ls = dict(zip(lex_ids, lex_sc))
     if both_scores and mode == "hybrid":
-        only_vec = [i for i in vec_ids if i not in lrank]
-        ls.update(zip(only_vec, lex_of(only_vec) if only_vec else []))
-        only_lex = [i for i in lex_ids if i not in vrank]
-        vs.update(_cosines(plpy, tenant, model, vec, literal, only_lex))
+        need_cos = [i for i in lex_ids if i not in vrank]
+        need_lex = [i for i in vec_ids if i not in lrank]
+        if need_cos or need_lex:
+            sims, lex_more = _missing_scores(plpy, tenant, model, vec, literal, need_cos, need_lex, lex_of)
+            vs.update(sims)
+            ls.update(lex_more)
         low = min(vs.values(), default=0.0)   # a chunk without this model's embedding
         vs = {i: vs.get(i, low) for i in ids}
+        ls = {i: ls.get(i, 0.0) for i in ids}
     return (ids, [vs.get(i) for i in ids], [ls.get(i) for i in ids],
             [vrank.get(i) for i in ids], [lrank.get(i) for i in ids], True)
 
@@ -598,6 +617,36 @@ def backend_stats() -> str:
 
 # -- the lexical leg: BM25 over block-encoded postings (ragpg/lexical.py) ----------------
 
+@dataclass
+class Scorer:
+    """Exact BM25 of any chunk for one query: its lexemes with their IDF, and k1, b and the
+    tenant's average length; the tf and length come from the chunk's tsvector (TF_SQL,
+    LEN_SQL)."""
+    lexemes: list[str]
+    idf: object        # numpy array, one per lexeme
+    k1: float
+    b: float
+    avglen: float
+
+    def scores(self, tf_rows: list, lengths: list) -> list[float]:
+        import numpy as np
+
+        if not tf_rows:
+            return []
+        tf = np.array(tf_rows, dtype=np.float64).reshape(len(tf_rows), len(self.lexemes))
+        ln = np.array(lengths, dtype=np.float64)[:, None]
+        return lexical.weight(tf, ln, self.idf[None, :], self.k1, self.b, self.avglen).sum(axis=1).tolist()
+
+
+# a chunk's length (lexemes) and the tf of each lexeme of $L in it, from its tsvector
+# (weights are all D: marking the lexemes A and keeping the A ones keeps exactly them)
+LEN_SQL = "(SELECT coalesce(sum(cardinality(u.positions)), 0) FROM unnest(c.tsv) AS u)::float8"
+TF_SQL = """ARRAY(SELECT coalesce(cardinality(u.positions), 0)
+                  FROM unnest($L::text[]) WITH ORDINALITY AS l (lexeme, i)
+                  LEFT JOIN unnest(ts_filter(setweight(c.tsv, 'A', $L), '{a}')) AS u ON u.lexeme = l.lexeme
+                  ORDER BY l.i)"""
+
+
 _BM25_CORPUS = """
     SELECT $1::text AS tenant, sum(c.chunks)::float8 AS chunks, sum(c.total_len)::float8 AS total_len
     FROM rag.corpus_stats AS c WHERE c.tenant = $1"""
@@ -623,25 +672,9 @@ _BLOCK_READ = """
     SELECT b.lexeme, b.first_id, b.ids, b.tfs, b.lens, b.n
     FROM unnest($2::text[], $3::bigint[]) AS w (lexeme, first_id)
     JOIN rag.posting_blocks AS b ON b.tenant = $1 AND b.lexeme = w.lexeme AND b.first_id = w.first_id"""
-# the tf of each query lexeme in each chunk, from its tsvector (weights are all D: marking
-# the query lexemes A and keeping the A ones keeps exactly them)
-_EXACT_TF = """
-    SELECT c.id, ARRAY(SELECT coalesce(cardinality(u.positions), 0)
-                       FROM unnest($3::text[]) WITH ORDINALITY AS l (lexeme, i)
-                       LEFT JOIN unnest(ts_filter(setweight(c.tsv, 'A', $3), '{a}')) AS u ON u.lexeme = l.lexeme
-                       ORDER BY l.i) AS tf
-    FROM rag.chunks AS c WHERE c.tenant = $1 AND c.id = ANY ($2) ORDER BY c.id"""
-
-# the tf of each query lexeme in each of these chunks, and their length, for their exact
-# BM25 (the candidates of the vector leg that the lexical leg did not rank)
-_BM25_OF = """
-    SELECT c.id, (SELECT coalesce(sum(cardinality(u.positions)), 0) FROM unnest(c.tsv) AS u)::float8 AS len,
-           ARRAY(SELECT coalesce(cardinality(u.positions), 0)
-                 FROM unnest($3::text[]) WITH ORDINALITY AS l (lexeme, i)
-                 LEFT JOIN unnest(ts_filter(setweight(c.tsv, 'A', $3), '{a}')) AS u ON u.lexeme = l.lexeme
-                 ORDER BY l.i) AS tf
-    FROM rag.chunks AS c WHERE c.tenant = $1 AND c.id = ANY ($2)"""
-
+# the candidates' tf of each query lexeme (and length), for their exact scores
+_EXACT_TF = ("SELECT c.id, " + TF_SQL.replace("$L", "$3") +
+             " AS tf FROM rag.chunks AS c WHERE c.tenant = $1 AND c.id = ANY ($2) ORDER BY c.id")
 
 @sql_errors
 def bm25(plpy, query: str, n: int, k1: float, b: float, filter_json: str | None):
@@ -651,7 +684,7 @@ def bm25(plpy, query: str, n: int, k1: float, b: float, filter_json: str | None)
 
 def _bm25(plpy, query: str, n: int, k1: float, b: float, pred: str | None):
     """The lexical leg: exact BM25 top n of the current tenant, as (chunk ids, scores, a
-    function giving other chunks' exact scores). A concurrent merge can move blocks
+    Scorer for other chunks' exact scores, or None without query lexemes). A concurrent merge can move blocks
     between the plan and a later read (each statement of a volatile function sees what
     committed before it): then plan again."""
     if not (k1 >= 0 and 0 <= b <= 1 and k1 < float("inf")):
@@ -674,23 +707,11 @@ def _bm25_once(plpy, query: str, n: int, k1: float, b: float, pred: str | None):
     tenant, n_chunks, total_len = rows[0]["tenant"], rows[0]["chunks"] or 0.0, rows[0]["total_len"] or 0.0
     df = {r["lexeme"]: r["df"] for r in rows if r["lexeme"] is not None}
     if n_chunks <= 0 or not df:
-        return [], [], lambda ids: [0.0] * len(ids)
+        return [], [], None
     avglen = max(total_len / n_chunks, 1.0)
     terms = {lx: lexical.Term(lx, float(np.log(1 + (n_chunks - d + 0.5) / (d + 0.5)))) for lx, d in df.items()}
-    of_plan = _plan(plpy, _BM25_OF, ["text", "bigint[]", "text[]"])
-
-    def scores_of(ids):
-        """Exact BM25 of these chunks (0 for one without a query lexeme or gone)."""
-        got = {r["id"]: (r["len"], r["tf"]) for r in plpy.execute(of_plan, [tenant, ids, list(terms)])}
-        idf = np.array([t.idf for t in terms.values()])
-        out = []
-        for i in ids:
-            if i not in got:
-                out.append(0.0)
-                continue
-            length, tf = got[i]
-            out.append(float(lexical.weight(np.array(tf, dtype=np.float64), float(length), idf, k1, b, avglen).sum()))
-        return out
+    # what scoring other chunks exactly needs (search_legs: the vector leg's candidates)
+    scorer = Scorer(list(terms), np.array([t.idf for t in terms.values()]), k1, b, avglen)
     postings = dict.fromkeys(terms, 0)
     have = {}
     for r in rows:
@@ -715,7 +736,7 @@ def _bm25_once(plpy, query: str, n: int, k1: float, b: float, pred: str | None):
     order = list(terms)
     if pred is not None:
         return _bm25_filtered(plpy, tenant, query, n, k1, b, avglen, [terms[lx] for lx in order], pred, read) \
-            + (scores_of,)
+            + (scorer,)
     exact_plan = _plan(plpy, _EXACT_TF, ["text", "bigint[]", "text[]"])
     live = [t for t in order if terms[t].blocks]
 
@@ -734,7 +755,7 @@ def _bm25_once(plpy, query: str, n: int, k1: float, b: float, pred: str | None):
     STATS["lexical_postings_read"] += stats.postings_read
     STATS["lexical_postings_total"] += stats.postings_total
     STATS["lexical_exact_lookups"] += stats.exact_lookups
-    return ids.tolist(), scores.tolist(), scores_of
+    return ids.tolist(), scores.tolist(), scorer
 
 
 def _bm25_filtered(plpy, tenant, query, n, k1, b, avglen, terms, pred, read):
