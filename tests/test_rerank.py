@@ -10,11 +10,11 @@ from openai_fake import Scenario
 
 DOCS = {
     "refunds.md": "Refunds take five business days to reach your card after approval by the finance team.",
-    "refund-short.md": "Refunds: five days.",
+    "refund-short.md": "Refunds take five business days.",
     "shipping.md": "Parcels are shipped with a tracked courier and arrive within a week.",
     "returns.md": "Returned items must be unused; the refund is issued once the parcel is back in the warehouse.",
     "pets.md": "Dogs are allowed in the office on Fridays if they are vaccinated.",
-    "gift.md": "Gift cards cannot be refunded.",
+    "gift.md": "No refunds on gifts.",
 }
 Q = "how long does a refund take"
 
@@ -123,3 +123,17 @@ def test_a_chat_model_reranks_listwise(llm_db):
     out = db.execute("SELECT rag.ask(%s, k => 3, rerank => 'smollm2', rerank_k => 4)", (Q,)).fetchone()[0]
     assert out["rerank"] == {"model": "smollm2", "rerank_k": 4, "reranked": True, "error": None}
     assert out["citations"] and {c["chunk_id"] for c in out["citations"]} <= set(before)
+
+
+def test_ask_and_ask_stream_answer_from_the_reranked_best(db, fake_openai):
+    """k => 1: the context is the one chunk the reranker put first (the shortest, for the
+    fake), not the fused first."""
+    ingest(db)
+    add_reranker(db, fake_openai, "rr-ask")
+    fused_first = fused(db, 1)[0][0]
+    top = db.execute("SELECT chunk_id FROM rag.search(%s, 1, rerank => 'rr-ask', rerank_k => 6)", (Q,)).fetchone()[0]
+    assert top != fused_first      # the fake's order differs from the fusion's here
+    out = db.execute("SELECT rag.ask(%s, k => 1, rerank => 'rr-ask', rerank_k => 6)", (Q,)).fetchone()[0]
+    assert [c["chunk_id"] for c in out["citations"]] == [top] and out["rerank"]["reranked"] is True
+    rows = db.execute("SELECT * FROM rag.ask_stream(%s, k => 1, rerank => 'rr-ask', rerank_k => 6)", (Q,)).fetchall()
+    assert rows[-1][1] is None and [c["chunk_id"] for c in rows[-1][2]] == [top]

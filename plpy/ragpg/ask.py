@@ -170,10 +170,12 @@ def ask(plpy, question: str, k: int, model: str | None, rerank: str | None = Non
 
 
 @sql_errors
-def ask_stream_open(plpy, question: str, k: int, model: str | None) -> int:
-    """Retrieve and open the model's stream (errors surface here, before any row); returns
-    a handle for ask_stream_read."""
-    p = _Prepared(plpy, question, k, model)
+def ask_stream_open(plpy, question: str, k: int, model: str | None, rerank: str | None = None,
+                    rerank_k: int = 30) -> int:
+    """Retrieve (reranked if asked: a failing reranker is a WARNING, as in rag.search) and
+    open the model's stream (errors surface here, before any row); returns a handle for
+    ask_stream_read."""
+    p = _Prepared(plpy, question, k, model, rerank, rerank_k)
     st = {"p": p, "who": _who(plpy)}
     if not p.llm:
         ex = _extractive(plpy, p.s, question, p.retrieved)

@@ -48,16 +48,16 @@ $python$;
 --   FETCH 1 FROM a; ...
 -- Bad input, retrieval and the model's first response (including retries) fail before
 -- the first row; an error during the stream ends it with the provider's SQLSTATE.
-CREATE OR REPLACE FUNCTION rag._ask_stream_open_py(question text, k int, model text)
+CREATE OR REPLACE FUNCTION rag._ask_stream_open_py(question text, k int, model text, rerank text, rerank_k int)
 RETURNS bigint
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $python$
     #@ragpg-prologue
-    return ragpg.ask.ask_stream_open(plpy, question, k, model)
+    return ragpg.ask.ask_stream_open(plpy, question, k, model, rerank, rerank_k)
 $python$;
 
-CREATE OR REPLACE FUNCTION rag._ask_stream_open(question text, k int, model text)
+CREATE OR REPLACE FUNCTION rag._ask_stream_open(question text, k int, model text, rerank text, rerank_k int)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -66,7 +66,7 @@ DECLARE
     handle bigint;
 BEGIN
     PERFORM rag._check_query(question, k, 'rag.ask_stream');
-    handle := rag._ask_stream_open_py(question, k, model);
+    handle := rag._ask_stream_open_py(question, k, model, rerank, rerank_k);
     IF handle IS NULL THEN
         PERFORM rag._raise_python_error();
     END IF;
@@ -83,10 +83,11 @@ AS $python$
     return ragpg.ask.ask_stream_read(plpy, handle)
 $python$;
 
-CREATE OR REPLACE FUNCTION rag.ask_stream(question text, k int DEFAULT 8, model text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION rag.ask_stream(question text, k int DEFAULT 8, model text DEFAULT NULL,
+                                          rerank text DEFAULT NULL, rerank_k int DEFAULT 30)
 RETURNS TABLE (seq int, piece text, citations jsonb, answer_id bigint)
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT (rag._ask_stream_read(rag._ask_stream_open(question, k, model))).*
+    SELECT (rag._ask_stream_read(rag._ask_stream_open(question, k, model, rerank, rerank_k))).*
 $$;

@@ -471,20 +471,20 @@ COMMENT ON FUNCTION rag.ask(text, integer, text, text, integer) IS
 COMMENT ON FUNCTION rag._ask(text, integer, text, text, integer) IS
   'Internal: the Python side of rag.ask (NULL with a pending error).';
 
-COMMENT ON FUNCTION rag._ask_stream_open_py(text, integer, text) IS
+COMMENT ON FUNCTION rag._ask_stream_open_py(text, integer, text, text, integer) IS
   'Internal: the Python side of rag._ask_stream_open: retrieves and opens the model''s stream, returns a handle.';
 
-COMMENT ON FUNCTION rag._ask_stream_open(text, integer, text) IS
+COMMENT ON FUNCTION rag._ask_stream_open(text, integer, text, text, integer) IS
   'Internal: checks the question and opens a stream for rag.ask_stream (errors surface here, before any '
   'row); returns its handle.';
 
 COMMENT ON FUNCTION rag._ask_stream_read(bigint) IS
   'Internal: the rows of an open stream for rag.ask_stream: answer pieces, then the citations row.';
 
-COMMENT ON FUNCTION rag.ask_stream(text, integer, text) IS
+COMMENT ON FUNCTION rag.ask_stream(text, integer, text, text, integer) IS
   'rag.ask, streamed: one row per piece of the answer as the model writes it, then a last row (piece NULL) '
   'with the citations and the answer''s id in rag.answers. Read it through a cursor with the function in '
-  'the select list (in FROM it runs to the end first). Arguments: as rag.ask. Returns: rows (seq, piece, '
+  'the select list (in FROM it runs to the end first). Arguments: as rag.ask (rerank included). Returns: rows (seq, piece, '
   'citations, answer_id). Example: DECLARE a NO SCROLL CURSOR FOR SELECT (s).* FROM (SELECT '
   'rag.ask_stream(''How long do refunds take?'') AS s) AS q; FETCH 1 FROM a;';
 

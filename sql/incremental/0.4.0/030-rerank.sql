@@ -4,6 +4,9 @@
 ALTER TABLE rag.models DROP CONSTRAINT models_kind_check;
 ALTER TABLE rag.models ADD CONSTRAINT models_kind_check CHECK (kind IN ('embed', 'chat', 'rerank'));
 
--- rag.ask gains rerank and rerank_k (idempotent/400-ask.sql)
+-- rag.ask and rag.ask_stream gain rerank and rerank_k (idempotent/400-ask.sql)
 DROP FUNCTION IF EXISTS rag.ask(text, int, text);
 DROP FUNCTION IF EXISTS rag._ask(text, int, text);
+DROP FUNCTION IF EXISTS rag.ask_stream(text, int, text);
+DROP FUNCTION IF EXISTS rag._ask_stream_open(text, int, text);
+DROP FUNCTION IF EXISTS rag._ask_stream_open_py(text, int, text);
