@@ -65,7 +65,7 @@ demo: db $(if $(filter local,$(LLM)),llm)  ## ingest the PostgreSQL manual, answ
 replica-demo: install venv  ## a primary and a hot standby on loopback; a question answered on the standby
 	bash scripts/replica_demo.sh
 
-eval: db venv-test    ## load the shared eval sets, evaluate 3 modes, print a table, write a PNG
+eval: db venv-test    ## load the shared eval sets, evaluate 3 modes (and the answers of QA sets), print tables, write a PNG
 	$(VENV)/bin/ragpg eval --dsn "$$(bash scripts/localdb.sh dsn)" --out bench/results
 
 bench: db venv-test    ## benchmark, quick profile: 150 pages, then 5,000 chunks (~2 min; CI runs it)
