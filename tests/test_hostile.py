@@ -327,7 +327,7 @@ def test_a_stream_handle_is_read_only_by_the_role_that_opened_it(db):
     try:
         _ingest(db)
         db.execute("BEGIN")
-        handle = db.execute("SELECT rag._ask_stream_open('How long do refunds take?', 4, NULL)").fetchone()[0]
+        handle = db.execute("SELECT rag._ask_stream_open('How long do refunds take?', 4, NULL, NULL, 30)").fetchone()[0]
         db.execute("SET LOCAL ROLE mallory")
         with pytest.raises(psycopg.Error) as e:
             db.execute("SELECT * FROM rag._ask_stream_read(%s)", (handle,))
