@@ -289,7 +289,7 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
         yield
         await pool.close()
 
-    app = FastAPI(title="ragpg", version="0.4.0", lifespan=lifespan, dependencies=[Depends(unicode_body)],
+    app = FastAPI(title="ragpg", version="0.5.0", lifespan=lifespan, dependencies=[Depends(unicode_body)],
                   description="HTTP access to the rag Postgres extension: ask, search, ingest.")
 
     @app.exception_handler(ApiError)
