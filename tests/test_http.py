@@ -338,3 +338,27 @@ def test_openapi_with_schemathesis(api):
             failures.append(f"{operation.label}: {str(e)[:800]}")
     assert tried == 6
     assert not failures, "\n\n".join(failures)
+
+
+def test_ingest_takes_a_file_upload_and_search_says_the_page(client):
+    from pathlib import Path
+    pdf = (Path(__file__).resolve().parent / "files" / "routine-vacuuming.pdf").read_bytes()
+    r = client.post("/ingest", headers=A, files={"file": ("routine-vacuuming.pdf", pdf, "application/pdf")},
+                    data={"url": "https://example.com/vacuum.pdf", "metadata": '{"team": "dba"}'})
+    assert r.status_code == 200, r.text
+    doc = r.json()["document_id"]
+    hits = client.post("/search", headers=A, json={"query": "maximum time a table can go unvacuumed", "k": 1,
+                                                   "filter": {"team": "dba"}}).json()["results"]
+    assert hits[0]["document_id"] == doc and hits[0]["page"] == 5
+    assert hits[0]["url"] == "https://example.com/vacuum.pdf#page=5" and hits[0]["heading"]
+    cites = client.post("/ask", headers=A, json={"question": "What is the maximum time that a table can go "
+                                                             "unvacuumed?"}).json()["citations"]
+    assert cites[0]["page"] == 5 and cites[0]["url"].endswith("#page=5")
+    # a bad file: the extension's error, named; no file part or bad metadata: 422
+    r = client.post("/ingest", headers=A, files={"file": ("half.pdf", pdf[:4000], "application/pdf")})
+    assert r.status_code == 400 and r.json()["sqlstate"] == "22P03" and "'half.pdf'" in r.json()["error"]
+    r = client.post("/ingest", headers=A, files={"other": ("x.md", b"# x", "text/markdown")})
+    assert r.status_code == 422
+    r = client.post("/ingest", headers=A, files={"file": ("x.md", b"# x\n\ny", "text/markdown")},
+                    data={"metadata": "[1]"})
+    assert r.status_code == 422 and "JSON object" in r.text

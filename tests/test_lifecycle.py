@@ -53,15 +53,25 @@ def _version(conn) -> str:
     return conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'rag'").fetchone()[0]
 
 
-def _checksums(conn) -> dict[str, tuple[int, str]]:
+def _columns(conn) -> dict[str, list[str]]:
+    """The columns of every table in schemas rag and public, in order."""
+    return {rel: cols for rel, cols in conn.execute("""
+        SELECT c.oid::regclass::text, array_agg(quote_ident(a.attname) ORDER BY a.attnum) FROM pg_class AS c
+        JOIN pg_attribute AS a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+        WHERE c.relnamespace IN ('rag'::regnamespace, 'public'::regnamespace) AND c.relkind = 'r'
+        GROUP BY 1 ORDER BY 1""").fetchall()}
+
+
+def _checksums(conn, columns: dict[str, list[str]] | None = None) -> dict[str, tuple[int, str]]:
     """(rows, md5 of the rows in order) of every table in schemas rag and public (a
-    superuser's view: row-level security does not apply)."""
+    superuser's view: row-level security does not apply), over the given columns of each
+    (an upgrade compares the columns the old release had: a release may add columns)."""
     out = {}
-    for (rel,) in conn.execute("""SELECT c.oid::regclass::text FROM pg_class AS c
-                                  WHERE c.relnamespace IN ('rag'::regnamespace, 'public'::regnamespace)
-                                    AND c.relkind = 'r' ORDER BY 1""").fetchall():
+    for rel, cols in _columns(conn).items():
+        cols = (columns or {}).get(rel, cols)
+        row = f"ROW({', '.join('t.' + c for c in cols)})::text"
         out[rel] = tuple(conn.execute(
-            f"SELECT count(*), coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '') FROM {rel} AS t"
+            f"SELECT count(*), coalesce(md5(string_agg({row}, E'\\n' ORDER BY {row})), '') FROM {rel} AS t"
         ).fetchone())
     return out
 
@@ -142,12 +152,12 @@ def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db, old):
 
         with psycopg.connect(url, autocommit=True) as su:
             assert _version(su) == OLD
-            before = _checksums(su)
+            before, old_columns = _checksums(su), _columns(su)
             postings = su.execute(POSTINGS.get(OLD, POSTINGS["rows"])).fetchone()
             settings = su.execute("SELECT name, value FROM rag.settings() ORDER BY 1").fetchall()
             su.execute("ALTER EXTENSION rag UPDATE")
             assert _version(su) == NEW
-            after = _checksums(su)
+            after = _checksums(su, old_columns)
             # every row of the old release is still there, unchanged (nothing re-chunked or
             # re-embedded: the chunks' embeddings are in the checksum, and rag.usage logs
             # every model call) but the lexical index's: its postings are now blocks, every

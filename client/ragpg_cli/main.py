@@ -17,6 +17,12 @@ def main(argv: list[str] | None = None) -> int:
                       help="question to ask (repeatable); default: a few about the manual")
     demo.add_argument("--chat-model", help="answer with this chat model of rag.models (e.g. smollm2, "
                                            "served by `make llm`); default: rag.chat_model")
+    ing = sub.add_parser("ingest", help="send files and folders (PDF, DOCX, HTML, markdown, text) to rag.ingest_file")
+    ing.add_argument("paths", nargs="+", metavar="PATH", help="files, and folders to walk")
+    ing.add_argument("--dsn", required=True, help="libpq connection string")
+    ing.add_argument("--url-prefix", help="each document's url: this prefix + its path (citations link to #page=N)")
+    ing.add_argument("--tenant", help="SET rag.tenant first (the role must be allowed to act for it)")
+    ing.add_argument("--quiet", action="store_true", help="no progress lines, only the summary")
     ev = sub.add_parser("eval", help="load the BEIR-layout eval sets, evaluate, print a table and plot")
     ev.add_argument("--dsn", required=True)
     ev.add_argument("--dir", default=None, help="folder of sets (default: ../shared/eval)")
@@ -55,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args.dsn, load_keys(args.keys_file, args.keys), args.host, args.port,
                      pool_size=args.pool_size, queue_size=args.queue_size, queue_timeout=args.queue_timeout,
                      read_timeout=args.read_timeout, keep_alive=args.keep_alive)
+    if args.cmd == "ingest":
+        from .ingest import run as run_ingest
+        return run_ingest(args.dsn, args.paths, args.url_prefix, args.tenant, args.quiet)
     if args.cmd == "eval":
         from pathlib import Path
 

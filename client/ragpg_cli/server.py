@@ -36,16 +36,18 @@ import json
 import logging
 import re
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import h11
 import psycopg
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger("ragpg.serve")
@@ -70,7 +72,9 @@ class Citation(BaseModel):
     chunk_id: int | None = None
     source: str | None = None
     title: str | None = None
-    url: str | None = None
+    url: str | None = None        # with #page=N when the page is known
+    heading: str | None = None    # the chunk's heading path
+    page: int | None = None       # its page (PDF)
 
 
 class AskOut(BaseModel):
@@ -98,6 +102,9 @@ class SearchHit(BaseModel):
     vector_rank: int | None
     lexical_rank: int | None
     rerank_rank: int | None = None
+    heading: str | None = None
+    page: int | None = None
+    url: str | None = None
 
 
 class SearchOut(BaseModel):
@@ -110,6 +117,62 @@ class IngestIn(BaseModel):
     title: str | None = None
     url: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class FileIn(BaseModel):
+    """POST /ingest as multipart/form-data: a file part and optional fields."""
+    file: bytes = Field(..., description="the file: PDF, DOCX, HTML, markdown or text (rag.ingest_file)")
+    source: str | None = Field(None, max_length=10_000, description="default: the file's name")
+    title: str | None = Field(None, max_length=10_000)
+    url: str | None = Field(None, max_length=10_000)
+    metadata: str | None = Field(None, max_length=100_000, description="a JSON object, as text")
+
+
+@dataclass
+class Upload:
+    data: bytes
+    filename: str
+    source: str | None
+    title: str | None
+    url: str | None
+    metadata: dict
+
+
+MAX_UPLOAD = 100_000_000   # bytes of one uploaded file; rag.max_file_bytes is the real limit (50 MB)
+# /ingest takes either body; FastAPI would document only one, so both are written out here
+INGEST_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/IngestIn"}},
+    "multipart/form-data": {"schema": {"$ref": "#/components/schemas/FileIn"},
+                            "encoding": {"file": {"contentType": "application/octet-stream"}}}}}}
+
+
+async def file_upload(request: Request) -> Upload:
+    """The file and fields of a multipart /ingest; 422 for a malformed or incomplete one."""
+    def bad(msg: str, loc: str = "file"):
+        return RequestValidationError([{"type": "value_error", "loc": ["body", loc], "msg": msg, "input": None}])
+    try:
+        form = await request.form(max_files=1, max_fields=8)
+    except Exception as e:  # noqa: BLE001 (starlette raises several kinds on a malformed body)
+        raise bad(f"not a valid multipart body: {str(e)[:200]}") from None
+    async with form:
+        part = form.get("file")
+        if part is None or isinstance(part, str):
+            raise bad("a file part named 'file' is required")
+        data = await part.read(MAX_UPLOAD + 1)
+        if len(data) > MAX_UPLOAD:
+            raise ApiError(400, f"the file is over {MAX_UPLOAD:,} bytes", "54000",
+                           hint="split it; rag.max_file_bytes bounds what the database takes")
+        fields = {k: form.get(k) for k in ("source", "title", "url", "metadata")}
+        if any(v is not None and not isinstance(v, str) for v in fields.values()):
+            raise bad("only 'file' may be a file part", "metadata")
+        try:
+            meta = json.loads(fields["metadata"]) if fields["metadata"] else {}
+        except ValueError:
+            raise bad("metadata must be a JSON object", "metadata") from None
+        if not isinstance(meta, dict):
+            raise bad("metadata must be a JSON object", "metadata")
+        name = part.filename or "upload"
+        return Upload(data, name, fields["source"], fields["title"], fields["url"], meta)
 
 
 class IngestOut(BaseModel):
@@ -291,6 +354,16 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
 
     app = FastAPI(title="ragpg", version="0.5.0", lifespan=lifespan, dependencies=[Depends(unicode_body)],
                   description="HTTP access to the rag Postgres extension: ask, search, ingest.")
+    generated = app.openapi
+
+    def openapi() -> dict:
+        """FastAPI's schema, plus the two bodies /ingest documents by hand (INGEST_BODY)."""
+        schema = generated()
+        found = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (IngestIn, FileIn):
+            found.setdefault(model.__name__, model.model_json_schema(ref_template="#/components/schemas/{model}"))
+        return schema
+    app.openapi = openapi
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError):
@@ -385,15 +458,24 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
     @app.post("/search", response_model=SearchOut, responses=ERRORS)
     async def search(payload: SearchIn, request: Request, role: str = Depends(role_of)):
         rows = await run(request, role, """
-            SELECT chunk_id, document_id, ord, content, score, vector_rank, lexical_rank, rerank_rank
+            SELECT chunk_id, document_id, ord, content, score, vector_rank, lexical_rank, rerank_rank, heading, page, url
             FROM rag.search(%s, %s, %s, %s::jsonb, fusion => %s, rerank => %s, rerank_k => %s)""",
             (payload.query, payload.k, payload.mode,
              json.dumps(payload.filter) if payload.filter is not None else None,
              payload.fusion, payload.rerank, payload.rerank_k))
         return SearchOut(results=rows)
 
-    @app.post("/ingest", response_model=IngestOut, responses=ERRORS)
-    async def ingest(payload: IngestIn, request: Request, role: str = Depends(role_of)):
+    @app.post("/ingest", response_model=IngestOut, responses=ERRORS, openapi_extra=INGEST_BODY)
+    async def ingest(request: Request, role: str = Depends(role_of)):
+        if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            f = await file_upload(request)
+            rows = await run(request, role, "SELECT rag.ingest_file(%s, %s, %s, %s, %s, %s::jsonb) AS id",
+                             (f.data, f.filename, f.source, f.title, f.url, json.dumps(f.metadata)))
+            return IngestOut(document_id=rows[0]["id"])
+        try:
+            payload = IngestIn.model_validate_json(await request.body())
+        except ValidationError as e:
+            raise RequestValidationError(e.errors(include_url=False)) from None
         rows = await run(request, role, "SELECT rag.ingest(%s, %s, %s, %s, %s::jsonb) AS id",
                          (payload.content, payload.source, payload.title, payload.url,
                           json.dumps(payload.metadata)))

@@ -41,7 +41,9 @@ class Retrieved:
     content: str
     source: str | None = None
     title: str | None = None
-    url: str | None = None
+    url: str | None = None      # with #page=N when the page is known
+    heading: str | None = None  # where the chunk is: its heading path
+    page: int | None = None     # and its page (PDF)
 
 
 def build_prompt(question: str, chunks: list[Retrieved]) -> list[dict]:
@@ -132,7 +134,7 @@ def extractive_answer(question: str, qvec, chunks: list[Retrieved], embed,
         snippet = " ".join(snippets[rank])
         citations.append({
             "index": n, "chunk_id": c.chunk_id, "document_id": c.document_id,
-            "source": c.source, "title": c.title, "url": c.url,
+            "source": c.source, "title": c.title, "url": c.url, "heading": c.heading, "page": c.page,
             "snippet": snippet if len(snippet) <= 300 else snippet[:297] + "...",
         })
     return {"answer": " ".join(parts), "citations": citations}

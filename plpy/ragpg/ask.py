@@ -5,7 +5,7 @@ sentences (answer.py). With a chat model behind a provider, the seed's prompt go
 the model with the retrieved chunks numbered [1]..[n], as many as fit in
 rag.context_tokens (and the model's max_input_tokens); then markers that name no chunk
 are removed and counted (citations.py), and the citation list is built from the chunks'
-database rows (source, title, url), never from the model's text.
+database rows (source, title, url with #page=N, heading path, page), never from the model's text.
 """
 from __future__ import annotations
 
@@ -29,11 +29,12 @@ def _retrieve(plpy, question: str, k: int, rerank: str | None = None, rerank_k: 
     """rag.search's best k, in its order (the reranker's, when one is named); and whether
     the reranker gave that order."""
     rows = plpy.execute(_plan(plpy, """
-        SELECT r.chunk_id, r.document_id, r.content, d.source, d.title, d.url, r.rerank_rank
+        SELECT r.chunk_id, r.document_id, r.content, d.source, d.title, r.url, r.heading, r.page, r.rerank_rank
         FROM rag.search($1, $2, rerank => $3, rerank_k => $4) AS r JOIN rag.documents AS d ON d.id = r.document_id
         ORDER BY r.rerank_rank NULLS LAST, r.score DESC, r.chunk_id""", ["text", "int", "text", "int"]),
         [question, k, rerank, rerank_k])
-    return ([answer_mod.Retrieved(r["chunk_id"], r["document_id"], r["content"], r["source"], r["title"], r["url"])
+    return ([answer_mod.Retrieved(r["chunk_id"], r["document_id"], r["content"], r["source"], r["title"], r["url"],
+                                  r["heading"], r["page"])
              for r in rows], any(r["rerank_rank"] is not None for r in rows))
 
 
@@ -69,7 +70,7 @@ def citation_list(used: list[int], ctx: list[answer_mod.Retrieved]) -> list[dict
         c = ctx[n - 1]
         snippet = " ".join(c.content.split())
         out.append({"index": n, "chunk_id": c.chunk_id, "document_id": c.document_id, "source": c.source,
-                    "title": c.title, "url": c.url,
+                    "title": c.title, "url": c.url, "heading": c.heading, "page": c.page,
                     "snippet": snippet if len(snippet) <= 300 else snippet[:297] + "..."})
     return out
 

@@ -5,6 +5,8 @@ Stage 2 of the data path (document -> **chunk** -> embed -> store -> search).
 How a text becomes chunks:
 1. Sections: split at headings of level 1-3 (`#`, `##`, `###`) outside fenced code.
    A chunk never spans two sections, and overlap is never carried across a heading.
+   A form feed is a page break (PDF text has one between pages): sections are cut there
+   too, so no chunk spans two pages, and each chunk knows its page.
    A section with nothing but its heading line stands alone only as the parent of the
    text that follows (`# Guide` before `## Install` and its text); any other empty one
    (`# A` then `# B`, a run of headings, headings at the end) joins the next section, so
@@ -82,6 +84,7 @@ class Chunk:
     start: int
     end: int
     heading: str | None
+    page: int | None = None  # 1-based, when the text has pages (form feeds)
 
 
 def max_chars(max_tokens: int) -> int:
@@ -188,6 +191,27 @@ def _sections(text: str) -> list[tuple[int, int, str | None]]:
         if alone[i]:
             out.append((start, starts[i + 1] if i + 1 < n else len(text), " > ".join(t for _, t in path)))
             start = None
+    return [sec for sec in out if sec[1] > sec[0]]
+
+
+def _pages(text: str, sections: list[tuple[int, int, str | None]]) -> list[tuple[int, int, str | None, int | None]]:
+    """Sections cut at form feeds, each with its page: a form feed is a page break (PDF
+    text is stored with one between pages), so no chunk spans two pages. Without a form
+    feed in the text, pages are None."""
+    if "\f" not in text:
+        return [(s, e, h, None) for s, e, h in sections]
+    out, page, pos = [], 1, 0
+    for s, e, h in sections:
+        interrupts.check_interrupts()
+        page += text.count("\f", pos, s)
+        pos = s
+        while True:
+            ff = text.find("\f", pos, e)
+            out.append((pos, e if ff < 0 else ff, h, page))
+            if ff < 0:
+                break
+            page, pos = page + 1, ff + 1
+        pos = e
     return [sec for sec in out if sec[1] > sec[0]]
 
 
@@ -385,15 +409,16 @@ def chunk_text(
     check = interrupts.check_interrupts
     limit = max_chars(max_tokens)
 
-    sections = _sections(text)
-    headings = [h for _, _, h in sections]
-    filled = sum(1 for s, e, h in sections if h is not None or _NONSPACE.search(text, s, e))
+    sections = _pages(text, _sections(text))
+    headings = [h for _, _, h, _ in sections]
+    pages = [p for _, _, _, p in sections]
+    filled = sum(1 for s, e, h, _ in sections if h is not None or _NONSPACE.search(text, s, e))
     if filled > max_chunks:  # each section with any text is at least one chunk
         raise _too_many(text, max_chunks, f"it has {filled:,} sections, each one chunk at least")
 
     pieces: list[tuple[int, int, int, int]] = []  # start, end, section, tokens
     floor = 0  # a chunk holds at most max_tokens of its own pieces' tokens
-    paragraphs = ((ps, pe, sec) for sec, (s, e, _) in enumerate(sections) for ps, pe in _paragraphs(text, s, e))
+    paragraphs = ((ps, pe, sec) for sec, (s, e, _, _) in enumerate(sections) for ps, pe in _paragraphs(text, s, e))
     for p in _fit(text, paragraphs, tokenizer, max_tokens, limit):
         pieces.append(p)
         floor += min(p[3], max_tokens)
@@ -436,7 +461,7 @@ def chunk_text(
         body = text[s:e]
         if n is None:
             n = len(tokenizer.encode_batch([body], add_special_tokens=False)[0].ids)
-        chunks.append(Chunk(len(chunks), body, n, s, e, headings[sec]))
+        chunks.append(Chunk(len(chunks), body, n, s, e, headings[sec], pages[sec]))
 
     for batch in _batches(spans):
         check()

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from . import answer as answer_mod
-from . import interrupts, keys, lexical, providers, tokens
+from . import files, interrupts, keys, lexical, providers, tokens
 from . import rerank as rerank_mod
 from .chunking import chunk_text
 from .embedding import _EMBEDDERS, DEFAULT_MODEL, get_embedder, load_tokenizer, to_vector_literal
@@ -548,11 +548,12 @@ def _index_round(plpy, s: dict, ids: list[int]) -> int:
 
     plpy.execute(_plan(plpy, "DELETE FROM rag.chunks WHERE document_id = ANY($1)", ["bigint[]"]), [ids])
     insert = _plan(plpy, """
-        INSERT INTO rag.chunks (tenant, document_id, ord, content, heading, tokens, content_hash, model, embedding)
-        SELECT u.tn, u.d, u.o, u.c, u.h, u.t, u.x, $7, u.e::vector
-        FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::int[], $6::bytea[], $8::text[], $9::text[])
-             AS u (d, o, c, h, t, x, e, tn)""",
-        ["bigint[]", "int[]", "text[]", "text[]", "int[]", "bytea[]", "text", "text[]", "text[]"])
+        INSERT INTO rag.chunks (tenant, document_id, ord, content, heading, page, tokens, content_hash, model, embedding)
+        SELECT u.tn, u.d, u.o, u.c, u.h, u.p, u.t, u.x, $7, u.e::vector
+        FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::int[], $6::bytea[], $8::text[], $9::text[],
+                    $10::int[])
+             AS u (d, o, c, h, t, x, e, tn, p)""",
+        ["bigint[]", "int[]", "text[]", "text[]", "int[]", "bytea[]", "text", "text[]", "text[]", "int[]"])
     # in slices, so that the statement's arrays, its transition table and the postings
     # trigger's work stay bounded whatever the document's size
     for i in range(0, len(rows), INSERT_SLICE):
@@ -560,7 +561,8 @@ def _index_round(plpy, s: dict, ids: list[int]) -> int:
         part, k = rows[i:i + INSERT_SLICE], keys[i:i + INSERT_SLICE]
         plpy.execute(insert, [[d["id"] for d, _ in part], [c.ord for _, c in part], [c.text for _, c in part],
                               [c.heading for _, c in part], [c.tokens for _, c in part], hashes[i:i + INSERT_SLICE],
-                              model, [known[x] for x in k], [d["tenant"] for d, _ in part]])
+                              model, [known[x] for x in k], [d["tenant"] for d, _ in part],
+                              [c.page for _, c in part]])
     for doc_id, title in titles:
         plpy.execute(_plan(plpy, "UPDATE rag.documents SET title = $2 WHERE id = $1 AND title IS NULL",
                            ["bigint", "text"]), [doc_id, title])
@@ -571,6 +573,15 @@ def _index_round(plpy, s: dict, ids: list[int]) -> int:
     STATS["chunks_written"] += len(rows)
     STATS["documents_indexed"] += len(docs)
     return len(rows)
+
+
+@sql_errors
+def extract_file(plpy, data: bytes, filename: str, fmt: str) -> tuple:
+    """rag._extract_file_py: (content, file_format, text_format, title, pages, ok)."""
+    s = settings(plpy)
+    x = files.extract(data, filename, fmt, _int_setting(s, "max_file_pages", 1, 10_000_000),
+                      _int_setting(s, "max_document_bytes", 1, 1 << 40))
+    return x.text, x.file_format, x.text_format, x.title, x.pages, True
 
 
 @sql_errors

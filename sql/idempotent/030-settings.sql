@@ -15,6 +15,8 @@ AS $$
         ('chunk_target_tokens',   '254',      'chunks are packed up to this many model tokens (254 fills MiniLM''s window)'),
         ('chunk_overlap_tokens',  '32',       'tokens repeated from the end of the previous chunk'),
         ('max_document_bytes',    '10000000', 'largest document accepted, in bytes of UTF-8 (a limit: a session may lower it; rag.configure raises it)'),
+        ('max_file_bytes',        '50000000', 'largest file accepted by rag.ingest_file, in bytes (a limit: a session may lower it; rag.configure raises it)'),
+        ('max_file_pages',        '2000',     'most pages of a PDF accepted by rag.ingest_file (a limit: a session may lower it; rag.configure raises it)'),
         ('max_chunks_per_document', '20000',  'most chunks one document may become (a limit: a session may lower it; rag.configure raises it)'),
         ('max_query_chars',       '4000',     'longest question or search query accepted (a limit: a session may lower it; rag.configure raises it)'),
         ('max_k',                 '1000',     'largest k accepted by rag.search and rag.ask (a limit: a session may lower it; rag.configure raises it)'),
@@ -64,7 +66,7 @@ BEGIN
         RETURN NULL;
     END IF;
     asked := nullif(current_setting('rag.' || setting_name, true), '');
-    IF setting_name IN ('max_document_bytes', 'max_chunks_per_document', 'max_query_chars', 'max_k',
+    IF setting_name IN ('max_document_bytes', 'max_file_bytes', 'max_file_pages', 'max_chunks_per_document', 'max_query_chars', 'max_k',
                         'embedding_threads', 'embedding_batch_size', 'index_batch_size') THEN
         IF asked IS NULL THEN
             RETURN configured;

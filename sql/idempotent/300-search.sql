@@ -132,6 +132,19 @@ AS $python$
     return ragpg.pg.rerank(plpy, query, model, kind, passages)
 $python$;
 
+-- rag.page_url
+-- A document's URL pointing at a page: '#page=N' (the PDF open parameter browsers and
+-- PDF viewers follow) in place of any fragment. NULL without a URL; the URL as it is
+-- without a page.
+CREATE OR REPLACE FUNCTION rag.page_url(url text, page int)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN page IS NULL THEN url
+                ELSE split_part(url, '#', 1) OPERATOR(pg_catalog.||) '#page=' OPERATOR(pg_catalog.||) page::text END
+$$;
+
 -- rag.search
 -- Hybrid search: the vector leg (HNSW, cosine) and the lexical leg (BM25 over any query
 -- term, or ts_rank) each give their top candidates, fused:
@@ -174,7 +187,10 @@ RETURNS TABLE (
     lexical_rank int,
     source_table text,      -- for documents of an attached table: the table ...
     source_key   jsonb,     -- ... and the row's primary key, to JOIN back to it
-    rerank_rank  int)       -- the reranker's order (NULL: not reranked)
+    rerank_rank  int,       -- the reranker's order (NULL: not reranked)
+    heading      text,      -- where the chunk is: its heading path,
+    page         int,       -- its page (PDF; NULL for text without pages),
+    url          text)      -- and its document's URL, with #page=N when the page is known
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -292,11 +308,12 @@ BEGIN
     -- the rows by key (LATERAL: a few index probes, where a join planned for any number
     -- of ids hashed the whole documents table)
     RETURN QUERY
-    SELECT c.id, c.document_id, c.ord, c.content, f.score, f.vr, f.lr, d.source_table, d.source_key, f.rr
+    SELECT c.id, c.document_id, c.ord, c.content, f.score, f.vr, f.lr, d.source_table, d.source_key, f.rr,
+           c.heading, c.page, rag.page_url(d.url, c.page)
     FROM unnest(f_ids, f_scores, f_vr, f_lr, rr_ranks) WITH ORDINALITY AS f (id, score, vr, lr, rr, n)
-    CROSS JOIN LATERAL (SELECT c.id, c.document_id, c.ord, c.content FROM rag.chunks AS c
+    CROSS JOIN LATERAL (SELECT c.id, c.document_id, c.ord, c.content, c.heading, c.page FROM rag.chunks AS c
                         WHERE c.id = f.id AND c.tenant = my_tenant) AS c
-    CROSS JOIN LATERAL (SELECT d.source_table, d.source_key FROM rag.documents AS d
+    CROSS JOIN LATERAL (SELECT d.source_table, d.source_key, d.url FROM rag.documents AS d
                         WHERE d.id = c.document_id) AS d
     ORDER BY f.rr NULLS LAST, f.n
     LIMIT k;

@@ -34,8 +34,55 @@ RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT format('jsonb_build_array(t.%I::text, %s, %s, %s)', a.content_column,
-                  rag._text_expr(a.title_column), rag._text_expr(a.url_column), rag._meta_expr(a))
+    SELECT CASE WHEN a.content_is_file  -- a file by its hash (its text is only known once extracted)
+           THEN format('jsonb_build_array(encode(sha256(t.%I), ''hex''), %s, %s, %s, %s)', a.content_column,
+                       rag._text_expr(a.title_column), rag._text_expr(a.url_column), rag._meta_expr(a),
+                       rag._text_expr(a.filename_column))
+           ELSE format('jsonb_build_array(t.%I::text, %s, %s, %s)', a.content_column,
+                       rag._text_expr(a.title_column), rag._text_expr(a.url_column), rag._meta_expr(a)) END
+$$;
+
+-- rag._file_name (internal): a name the file-format detection can use, from a file name
+-- or a content type (MIME) as an attached table may keep either; NULL stays NULL.
+CREATE OR REPLACE FUNCTION rag._file_name(name_or_type text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+        WHEN name_or_type !~* '^[a-z]+/[-+.a-z0-9]+(\s*;.*)?$' THEN name_or_type
+        WHEN name_or_type ~* '^application/pdf' THEN 'file.pdf'
+        WHEN name_or_type ~* '^application/vnd\.openxmlformats-officedocument\.wordprocessingml\.document' THEN 'file.docx'
+        WHEN name_or_type ~* '^(text/html|application/xhtml\+xml)' THEN 'file.html'
+        WHEN name_or_type ~* '^text/(markdown|x-markdown)' THEN 'file.md'
+        WHEN name_or_type ~* '^text/' THEN 'file.txt'
+        ELSE 'file' END
+$$;
+
+-- rag._extract_file (internal)
+-- A file's text, title and the metadata rag.ingest_file records; a NULL or empty file
+-- gives a NULL content (an attached row without a file has no document), a bad one a
+-- clear error naming it.
+CREATE OR REPLACE FUNCTION rag._extract_file(data bytea, filename text, format text DEFAULT 'auto',
+                                             OUT content text, OUT title text, OUT metadata jsonb)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    x record;
+BEGIN
+    IF data IS NULL OR octet_length(data) = 0 THEN
+        RETURN;
+    END IF;
+    PERFORM rag._check_file(data, filename, 'rag.ingest_file');
+    x := rag._extract_file_py(data, filename, coalesce(format, 'auto'));
+    IF x.ok IS NULL THEN
+        PERFORM rag._raise_python_error();
+    END IF;
+    content := x.content;
+    title := x.title;
+    metadata := rag._file_metadata(data, filename, x.file_format, x.text_format, x.pages);
+END
 $$;
 
 -- rag._attachment (internal): the attachment, visible to the caller, or a clear error
@@ -75,12 +122,12 @@ BEGIN
     END IF;
     SELECT string_agg(format('t.%I = r.%I', c, c), ' AND ') INTO join_on FROM unnest(a.key_columns) AS c;
     EXECUTE format($q$
-        WITH current_rows AS (
-            SELECT k.key, t.%1$I::text AS content, %2$s AS title, %3$s AS url, %4$s AS meta
+        WITH table_rows AS (
+            SELECT k.key, t.%1$I AS content, %2$s AS title, %3$s AS url, %4$s AS meta, %7$s AS filename
             FROM unnest($2::jsonb[]) AS k (key)
             CROSS JOIN LATERAL jsonb_populate_record(NULL::%5$s, k.key) AS r
             LEFT JOIN %5$s AS t ON %6$s
-        ), gone AS (
+        ), current_rows AS (%8$s), gone AS (
             DELETE FROM rag.documents AS d USING current_rows AS c
             WHERE d.attachment_id = $1 AND d.source_key = c.key
               AND (c.content IS NULL OR btrim(c.content, E' \t\r\n\f\v') = '')
@@ -97,7 +144,16 @@ BEGIN
         rag._text_expr(a.title_column),
         rag._text_expr(a.url_column),
         rag._meta_expr(a),
-        a.source_table, join_on)
+        a.source_table, join_on,
+        rag._text_expr(a.filename_column),
+        CASE WHEN a.content_is_file
+             -- a file's text, found row by row (a bad file fails the statement, naming it);
+             -- its name: the filename column's, or the row's key
+             THEN 'SELECT r.key, x.content, coalesce(r.title, x.title) AS title, r.url, r.meta || x.metadata AS meta
+                   FROM table_rows AS r
+                   LEFT JOIN LATERAL rag._extract_file(r.content, coalesce(rag._file_name(r.filename), r.key::text)) AS x
+                        ON true'
+             ELSE 'SELECT r.key, r.content::text AS content, r.title, r.url, r.meta FROM table_rows AS r' END)
     USING a.id, keys, a.source_table::text;
 END
 $$;
@@ -143,7 +199,9 @@ $$;
 -- rag.attach
 -- Keep rag.documents in step with a table of yours: existing rows are indexed now (sync)
 -- or enqueued (async), and every later INSERT, UPDATE and DELETE is reflected. Returns the
--- attachment id. The table needs a primary key; the content column is any type castable to text.
+-- attachment id. The table needs a primary key; the content column is any type castable to
+-- text, or bytea: files (PDF, DOCX, ...), read as rag.ingest_file does, named by
+-- filename_column (a file name or a content type) or by the row's key.
 CREATE OR REPLACE FUNCTION rag.attach(
     source_table     regclass,
     content_column   name,
@@ -151,7 +209,8 @@ CREATE OR REPLACE FUNCTION rag.attach(
     url_column       name DEFAULT NULL,
     metadata_columns name[] DEFAULT '{}',
     mode             text DEFAULT 'sync',
-    force            boolean DEFAULT false)
+    force            boolean DEFAULT false,
+    filename_column  name DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -159,6 +218,7 @@ AS $$
 DECLARE
     keys name[];
     missing name;
+    is_file boolean;
     a rag.attachments;
     trig text := 'rag_index_' || md5(source_table::oid::text)::text;
     owner name := (SELECT c.relowner::regrole::name FROM pg_class AS c WHERE c.oid = source_table);
@@ -184,7 +244,7 @@ BEGIN
         RAISE EXCEPTION 'rag.attach: table % has no primary key', source_table
             USING ERRCODE = 'invalid_parameter_value', HINT = 'add one: the key is how a document finds its row';
     END IF;
-    SELECT c INTO missing FROM unnest(ARRAY[content_column, title_column, url_column] || metadata_columns) AS c
+    SELECT c INTO missing FROM unnest(ARRAY[content_column, title_column, url_column, filename_column] || metadata_columns) AS c
     WHERE c IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_attribute AS att
         WHERE att.attrelid = source_table AND att.attname = c AND att.attnum > 0 AND NOT att.attisdropped)
     LIMIT 1;
@@ -192,14 +252,24 @@ BEGIN
         RAISE EXCEPTION 'rag.attach: table % has no column %', source_table, quote_ident(missing)
             USING ERRCODE = 'undefined_column';
     END IF;
+    is_file := (SELECT att.atttypid = 'bytea'::regtype FROM pg_attribute AS att
+                WHERE att.attrelid = source_table AND att.attname = content_column);
+    IF filename_column IS NOT NULL AND NOT is_file THEN
+        RAISE EXCEPTION 'rag.attach: filename_column is for a bytea content column (files), and %.% is %',
+                        source_table, quote_ident(content_column),
+                        (SELECT format_type(att.atttypid, att.atttypmod) FROM pg_attribute AS att
+                         WHERE att.attrelid = source_table AND att.attname = content_column)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'leave filename_column out for a text column';
+    END IF;
     IF EXISTS (SELECT 1 FROM rag.attachments AS x
                WHERE x.source_table = attach.source_table AND x.tenant = rag.current_tenant()) THEN
         RAISE EXCEPTION 'rag.attach: table % is already attached', source_table
             USING ERRCODE = 'duplicate_object', HINT = 'to change its columns or mode: SELECT rag.detach(...), then attach again';
     END IF;
     INSERT INTO rag.attachments (source_table, key_columns, content_column, title_column, url_column,
-                                 metadata_columns, mode)
-    VALUES (source_table, keys, content_column, title_column, url_column, coalesce(metadata_columns, '{}'), mode)
+                                 metadata_columns, mode, content_is_file, filename_column)
+    VALUES (source_table, keys, content_column, title_column, url_column, coalesce(metadata_columns, '{}'), mode,
+            is_file, filename_column)
     RETURNING * INTO a;
 
     EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows

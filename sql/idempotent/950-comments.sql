@@ -291,6 +291,7 @@ COMMENT ON COLUMN rag.chunks.document_id IS 'Its document (rag.documents.id)';
 COMMENT ON COLUMN rag.chunks.ord IS 'Position within the document, from 0';
 COMMENT ON COLUMN rag.chunks.content IS 'The chunk''s text: an exact slice of the document''s text';
 COMMENT ON COLUMN rag.chunks.heading IS 'Heading path of its section, e.g. Handbook > Refunds';
+COMMENT ON COLUMN rag.chunks.page IS 'Page of its document the chunk comes from, from 1 (PDF files; text with form feeds); NULL for text without pages';
 COMMENT ON COLUMN rag.chunks.tokens IS 'Length in word pieces of the embedding model (at most rag.chunk_target_tokens)';
 COMMENT ON COLUMN rag.chunks.content_hash IS 'sha256 of content: embeddings are reused by (model, hash)';
 COMMENT ON COLUMN rag.chunks.model IS 'Embedding model that produced embedding (rag.models.name)';
@@ -301,6 +302,30 @@ COMMENT ON COLUMN rag.chunks.created_at IS 'When the chunk was written';
 COMMENT ON TABLE rag.chunks_default IS
   'The default partition of rag.chunks: the chunks of every tenant without a partition of its own. Query '
   'rag.chunks rather than this table.';
+
+COMMENT ON FUNCTION rag.ingest_file(bytea, text, text, text, text, jsonb, text) IS
+  'Add or replace the document made from a file''s bytes: PDF (text layer, page by page: every chunk knows '
+  'its page; the outline gives heading paths), DOCX (headings, lists, tables), HTML, markdown or UTF-8 text, '
+  'found from the content first and the file name second. Then as rag.ingest: upserted by source, unchanged '
+  'text does no work. Encrypted PDFs, PDFs without a text layer (OCR is not supported) and damaged files '
+  'are refused with the file''s name (0A000, 22P03); rag.max_file_bytes, rag.max_file_pages and '
+  'rag.max_document_bytes bound the work (54000). Arguments: data, filename, source (default: filename), '
+  'title (default: the file''s own), url, metadata (JSON object), format (auto, pdf, docx, html, markdown, '
+  'text). The document''s metadata gets "file": {name, format, bytes, sha256, pages}. Returns: the document '
+  'id. Example: SELECT rag.ingest_file(pg_read_binary_file(''/srv/handbook.pdf''), ''handbook.pdf'') (as a '
+  'superuser; applications send the bytes as a parameter).';
+
+COMMENT ON FUNCTION rag._check_file(bytea, text, text) IS
+  'Internal: raises a clear error for a file argument that cannot be ingested (NULL or empty name or '
+  'bytes, over rag.max_file_bytes); called by rag.ingest_file and the attach triggers.';
+
+COMMENT ON FUNCTION rag._extract_file_py(bytea, text, text) IS
+  'Internal: a file''s text (a form feed between PDF pages), its format, the parser its text needs, its '
+  'title and pages (plpy/ragpg/files.py); ok NULL with a pending error.';
+
+COMMENT ON FUNCTION rag._file_metadata(bytea, text, text, text, integer) IS
+  'Internal: the metadata rag.ingest_file records of a file: format (the text''s parser) and file {name, '
+  'format, bytes, sha256, pages}.';
 
 COMMENT ON FUNCTION rag._check_content(text, text) IS
   'Internal: raises a clear error for content that cannot be indexed (NULL, empty, over '
@@ -353,6 +378,11 @@ COMMENT ON FUNCTION rag._rerank(text, text, text, text[]) IS
   '(listwise, ragpg/rerank.py), its scores (rerank models), or the error that made it fail (error set, '
   'ranks NULL: rag.search keeps its fused order). ok is NULL with a pending error.';
 
+COMMENT ON FUNCTION rag.page_url(text, integer) IS
+  'A document URL pointing at a page: url with its fragment replaced by #page=N (the PDF open parameter); '
+  'url unchanged when page is NULL. Arguments: url, page. Returns: text. Used by rag.search and citations. '
+  'Example: SELECT rag.page_url(''https://example.com/handbook.pdf'', 12);';
+
 COMMENT ON FUNCTION rag.search(text, integer, text, jsonb, integer, integer, integer, double precision, double precision, text, text, text, integer) IS
   'Hybrid retrieval over the current tenant''s chunks: HNSW (cosine) and BM25 candidates, fused by score '
   '(fusion convex: each candidate''s cosine and exact BM25, min-max normalised over the candidates, '
@@ -362,8 +392,9 @@ COMMENT ON FUNCTION rag.search(text, integer, text, jsonb, integer, integer, int
   'vector_weight/lexical_weight (1), lexical_ranking (bm25, ts_rank), fusion (convex, rrf), rerank (a model '
   'of kind rerank, or a chat model: reorders the fused best rerank_k; if it fails the fused order stays and '
   'a WARNING says why), rerank_k (30). Returns: rows (chunk_id, document_id, ord, content, score, '
-  'vector_rank, lexical_rank, source_table, source_key, rerank_rank), best first; score is the fused score, '
-  'or in mode vector the cosine similarity and in mode lexical the BM25 score. '
+  'vector_rank, lexical_rank, source_table, source_key, rerank_rank, heading, page, url), best first; score is '
+  'the fused score, or in mode vector the cosine similarity and in mode lexical the BM25 score; heading and '
+  'page say where the chunk is (page: PDF files), url is the document''s, with #page=N when the page is known. '
 'Example: SELECT * FROM rag.search(''refund policy'', k => 8);';
 
 -- ---------------------------------------------------------------------------------------
@@ -601,7 +632,9 @@ COMMENT ON COLUMN rag.attachments.id IS 'Attachment id, returned by rag.attach';
 COMMENT ON COLUMN rag.attachments.tenant IS 'Tenant that attached the table; its documents go there';
 COMMENT ON COLUMN rag.attachments.source_table IS 'The attached table';
 COMMENT ON COLUMN rag.attachments.key_columns IS 'The table''s primary key columns';
-COMMENT ON COLUMN rag.attachments.content_column IS 'Column indexed as the document text';
+COMMENT ON COLUMN rag.attachments.content_column IS 'Column indexed as the document text (bytea: files, see content_is_file)';
+COMMENT ON COLUMN rag.attachments.content_is_file IS 'The content column is bytea: each row holds a file (PDF, DOCX, ...), read as rag.ingest_file does';
+COMMENT ON COLUMN rag.attachments.filename_column IS 'For files: the column with each file''s name or content type (NULL: the row''s key names it)';
 COMMENT ON COLUMN rag.attachments.title_column IS 'Column used as the title, or NULL';
 COMMENT ON COLUMN rag.attachments.url_column IS 'Column used as the URL, or NULL';
 COMMENT ON COLUMN rag.attachments.metadata_columns IS 'Columns copied into the documents'' metadata (for search filters)';
@@ -659,12 +692,23 @@ COMMENT ON FUNCTION rag._attached_changed() IS
   'Internal: statement trigger on attached tables: finds keys whose indexed columns changed, then applies '
   '(sync) or enqueues (async) them.';
 
-COMMENT ON FUNCTION rag.attach(regclass, name, name, name, name[], text, boolean) IS
+COMMENT ON FUNCTION rag.attach(regclass, name, name, name, name[], text, boolean, name) IS
   'Keep rag.documents in step with a table of yours: existing rows are indexed now (sync) or queued '
   '(async), later INSERT/UPDATE/DELETE through statement triggers. Search results JOIN back via source_key. '
-  'Arguments: source_table (yours: another role''s needs force), content_column, title_column, url_column, '
-  'metadata_columns (name[]), mode (sync or async), force. Returns: the attachment id. Example: SELECT '
-  'rag.attach(''articles'', content_column => ''body'', title_column => ''title'', mode => ''async'');';
+  'A bytea content column holds files (PDF, DOCX, HTML, markdown, text), read as rag.ingest_file does. '
+  'Arguments: source_table (yours: another role''s needs force), content_column (text, or bytea: files), '
+  'title_column, url_column, metadata_columns (name[]), mode (sync or async), force, filename_column (for '
+  'files: a file name or content type per row; default: the row''s key). Returns: the attachment id. '
+  'Example: SELECT rag.attach(''uploads'', content_column => ''data'', filename_column => ''name'', mode => '
+  '''async'');';
+
+COMMENT ON FUNCTION rag._file_name(text) IS
+  'Internal: a name the file-format detection can use, from a file name or a content type (application/pdf '
+  'gives file.pdf); used for attached tables of files.';
+
+COMMENT ON FUNCTION rag._extract_file(bytea, text, text) IS
+  'Internal: a file''s text, title and the metadata rag.ingest_file records; NULL content for a NULL or empty '
+  'file; a clear error naming a bad one. Used by rag._apply_rows for attached tables of files.';
 
 COMMENT ON FUNCTION rag._backfill(rag.attachments) IS
   'Internal: indexes every existing row of a newly attached table (sync mode), rag.index_batch_size keys at '

@@ -77,6 +77,7 @@ GRANT EXECUTE ON FUNCTION
     rag._search_legs(text, text, int, int, float8, float8, jsonb, text, boolean),
     rag._rerank(text, text, text, text[]),
     rag.search(text, int, text, jsonb, int, int, int, float8, float8, text, text, text, int),
+    rag.page_url(text, int),
     rag.ask(text, int, text, text, int),
     rag.backend_stats()
 TO rag_reader;
@@ -89,12 +90,16 @@ GRANT INSERT (tenant, source, title, url, metadata, content, attachment_id, sour
       UPDATE (source, title, url, metadata, content, attachment_id, source_table, source_key, updated_at)
     ON rag.documents TO rag_writer;
 GRANT DELETE ON rag.documents TO rag_writer;
-GRANT INSERT (tenant, document_id, ord, content, heading, tokens, content_hash, model, embedding)
+GRANT INSERT (tenant, document_id, ord, content, heading, page, tokens, content_hash, model, embedding)
     ON rag.chunks TO rag_writer;
 GRANT DELETE ON rag.chunks TO rag_writer;
 GRANT INSERT, DELETE ON rag.posting_blocks, rag.lexeme_stats, rag.corpus_stats TO rag_writer;
 GRANT EXECUTE ON FUNCTION
     rag.ingest(text, text, text, text, jsonb),
+    rag.ingest_file(bytea, text, text, text, text, jsonb, text),
+    rag._check_file(bytea, text, text),
+    rag._extract_file_py(bytea, text, text),
+    rag._file_metadata(bytea, text, text, text, int),
     rag._check_content(text, text),
     rag._index_documents(bigint[]),
     rag._index_documents_py(bigint[]),
@@ -108,7 +113,8 @@ GRANT EXECUTE ON FUNCTION
     rag.evaluate(text, text, int, jsonb),
     rag.evaluate_answers(text, text, int, jsonb, int)
 TO rag_writer;
-GRANT INSERT (source_table, key_columns, content_column, title_column, url_column, metadata_columns, mode)
+GRANT INSERT (source_table, key_columns, content_column, title_column, url_column, metadata_columns, mode,
+              content_is_file, filename_column)
     ON rag.attachments TO rag_writer;
 GRANT DELETE ON rag.attachments TO rag_writer;
 GRANT INSERT (tenant, attachment_id, source_key), UPDATE (attempts, next_attempt_at, last_error)
@@ -116,7 +122,9 @@ GRANT INSERT (tenant, attachment_id, source_key), UPDATE (attempts, next_attempt
 GRANT INSERT (tenant, attachment_id, source_key, attempts, last_error, enqueued_at) ON rag.errors TO rag_writer;
 GRANT DELETE ON rag.queue, rag.errors TO rag_writer;
 GRANT EXECUTE ON FUNCTION
-    rag.attach(regclass, name, name, name, name[], text, boolean),
+    rag.attach(regclass, name, name, name, name[], text, boolean, name),
+    rag._file_name(text),
+    rag._extract_file(bytea, text, text),
     rag._attached_changed(),
     rag.detach(regclass),
     rag._attachment(bigint),

@@ -1,0 +1,353 @@
+"""File bytes -> document text (stage 0 of the data path, before text.py).
+
+The format is read from the content first, the file name second:
+- PDF (`%PDF-` in the first KiB): the text layer, page by page, through pypdf (pure
+  Python). Pages are separated by a form feed, which the chunker treats as a page break,
+  so every chunk knows its page. The outline (bookmarks), when there is one, becomes
+  markdown headings at the top of the pages it points to: the chunks' heading paths.
+- DOCX (a ZIP with word/document.xml): read with zipfile and ElementTree from the
+  standard library: heading styles become `#` lines, list paragraphs `- ` lines, table
+  rows ` | `-joined lines, other paragraphs are separated by blank lines.
+- Anything else must be UTF-8 text: `.html`/`.htm` is HTML, `.md` markdown, `.txt`
+  plain text, and other names are detected as text.py does.
+
+Bad files raise RagError with the file's name: FileCorrupt (22P03) for a truncated or
+malformed file, FileNotSupported (0A000) for an encrypted PDF or one without a text layer,
+LimitExceeded (54000) past the page or size limits or for a ZIP bomb. The limits bound
+time and memory: pypdf's own (decompressed stream sizes, parsing work per content
+stream, outline and page-tree sizes) are set lower than its defaults, a DOCX part is read
+at most `max_bytes` decompressed, and every page or paragraph checks for interrupts.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import re
+import zipfile
+from dataclasses import dataclass
+from xml.etree import ElementTree
+
+from . import interrupts
+from .errors import InvalidParameter, LimitExceeded, RagError
+from .text import detect_format
+
+
+class FileCorrupt(RagError):
+    sqlstate = "22P03"  # invalid_binary_representation: not the file it claims to be
+
+
+class FileNotSupported(RagError):
+    sqlstate = "0A000"  # feature_not_supported: encrypted, or no text layer (scanned)
+
+
+FORMATS = ("auto", "pdf", "docx", "html", "markdown", "text")
+_BY_SUFFIX = {"pdf": "pdf", "docx": "docx", "html": "html", "htm": "html", "xhtml": "html",
+              "md": "markdown", "markdown": "markdown", "txt": "text", "text": "text"}
+# pypdf's limits, below its defaults (75 MB streams, 2M parsing steps): a page's content
+# stream is parsed in one call that cannot be interrupted, so each call stays well under
+# a second; real pages are far below these (the PostgreSQL manual's largest: ~200 KB)
+_PDF_LIMITS = dict(maximum_declared_stream_length=20_000_000, zlib_maximum_output_length=20_000_000,
+                   lzw_maximum_output_length=20_000_000, run_length_maximum_output_length=20_000_000,
+                   array_based_stream_maximum_output_length=20_000_000, stream_decoding_work_maximum_length=40_000_000,
+                   stream_parsing_work_maximum_count=300_000, outline_maximum_entries=20_000, outline_maximum_depth=20,
+                   page_tree_maximum_depth=50, xform_maximum_invocations_per_extraction=500,
+                   jbig2dec_binary=None)  # never run an external program
+_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_HEADING_STYLE = re.compile(r"^(?:heading\s*([1-9])|title)$", re.I)
+
+
+@dataclass(frozen=True)
+class Extracted:
+    text: str              # the document's text; a form feed between pages
+    file_format: str       # pdf, docx, html, markdown or text
+    text_format: str       # how text.py reads `text`: markdown, text or html
+    title: str | None      # from the file's metadata, when it has one
+    pages: int | None      # PDF pages
+
+
+def detect(data: bytes, filename: str) -> str:
+    """The file's format from its first bytes, then its name's suffix."""
+    suffix = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    if b"%PDF-" in data[:1024]:
+        return "pdf"
+    if data[:4] == b"PK\x03\x04":
+        return "docx"
+    if suffix in ("pdf", "docx"):
+        # named as one, but not one: empty, truncated at the start, or something else
+        raise FileCorrupt(f"rag.ingest_file: {filename!r} is named .{suffix} but is not a {suffix.upper()} file "
+                          f"(it starts with {data[:8]!r})", hint="check the file is complete and what its name says")
+    return _BY_SUFFIX.get(suffix, "auto")
+
+
+def extract(data: bytes, filename: str, fmt: str = "auto", max_pages: int = 2000,
+            max_bytes: int = 10_000_000) -> Extracted:
+    """Extract the text of a file; see the module docstring. `max_bytes` bounds the text
+    (and any part of a DOCX) in bytes, `max_pages` a PDF's pages."""
+    fmt = (fmt or "auto").lower()
+    if fmt not in FORMATS:
+        raise InvalidParameter(f"rag.ingest_file: unknown file format {fmt!r}",
+                               hint="format must be one of " + ", ".join(FORMATS))
+    if fmt == "auto":
+        fmt = detect(data, filename)
+    if fmt == "pdf":
+        return _pdf(data, filename, max_pages, max_bytes)
+    if fmt == "docx":
+        return _docx(data, filename, max_bytes)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise FileCorrupt(f"rag.ingest_file: {filename!r} is not a PDF or DOCX file, and not UTF-8 text "
+                          f"(byte {e.start:,} is 0x{data[e.start]:02x})",
+                          hint="convert text files to UTF-8; supported files: PDF, DOCX, HTML, markdown, text") from None
+    if fmt == "auto":
+        fmt = detect_format(text)
+    return Extracted(text, fmt, fmt, None, None)
+
+
+def _pdf(data: bytes, name: str, max_pages: int, max_bytes: int) -> Extracted:
+    import pypdf  # only when a PDF comes (~60 ms the first time)
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # its warnings on odd files would fill the server log
+
+    check = interrupts.check_interrupts
+    pages: list[str] = []
+    size = 0
+
+    def visit(*_):  # pypdf calls this per text operator: a long page stays cancellable
+        check()
+
+    with pypdf.apply_configuration(**_PDF_LIMITS):
+        try:
+            reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
+            if reader.is_encrypted:
+                # permissions-only encryption opens with the empty password
+                if not _decrypts(reader):
+                    raise FileNotSupported(f"rag.ingest_file: {name!r} is an encrypted PDF",
+                                           hint="decrypt it first (e.g. qpdf --decrypt), then ingest it again")
+            n = len(reader.pages)
+            if n > max_pages:
+                raise LimitExceeded(f"rag.ingest_file: {name!r} has {n:,} pages, over the limit of {max_pages:,}",
+                                    hint="split the PDF, or ask an administrator to raise rag.max_file_pages")
+            if n == 0:
+                raise FileCorrupt(f"rag.ingest_file: {name!r} is a PDF without pages")
+            heads = _outline(reader, n)
+            for i, page in enumerate(reader.pages):
+                check()
+                text = _tidy(page.extract_text(visitor_text=visit))
+                size += len(text) + sum(len(t) + 4 for _, t in heads.get(i, ()))
+                if size > max_bytes:
+                    raise LimitExceeded(
+                        f"rag.ingest_file: {name!r} holds more than {max_bytes:,} characters of text by page {i + 1:,}",
+                        hint="split the PDF, or ask an administrator to raise rag.max_document_bytes")
+                pages.append(_place_headings(text, heads.get(i, [])))
+            title = _pdf_title(reader)
+        except RagError:
+            raise
+        except interrupts.Interrupt:
+            raise
+        except (RecursionError, pypdf.errors.LimitReachedError) as e:
+            raise LimitExceeded(f"rag.ingest_file: {name!r} is a PDF too complex to read: {_reason(e)}",
+                                hint="its objects nest too deeply or its streams are too large") from None
+        except MemoryError:
+            raise
+        except Exception as e:  # pypdf raises many kinds on malformed input
+            raise FileCorrupt(f"rag.ingest_file: {name!r} is a damaged or truncated PDF: {_reason(e)}",
+                              hint="check the file is complete; a PDF viewer may repair it") from None
+    if not any(p.strip() for p in pages):
+        raise FileNotSupported(f"rag.ingest_file: {name!r} has no text layer in its {len(pages):,} "
+                               f"page{'s' if len(pages) != 1 else ''} "
+                               "(a scanned document?); OCR is not supported",
+                               hint="run OCR first (e.g. ocrmypdf), then ingest the result")
+    return Extracted("\n\f".join(pages), "pdf", "markdown", title, len(pages))
+
+
+def _decrypts(reader) -> bool:
+    try:
+        return bool(reader.decrypt(""))
+    except interrupts.Interrupt:
+        raise
+    except Exception:  # AES needs a crypto library we do not ship: as good as no password
+        return False
+
+
+def _reason(e: BaseException) -> str:
+    msg = " ".join(str(e).split())[:200]
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+def _tidy(text: str) -> str:
+    """A page's text: words hyphenated at a line end joined, trailing blanks and runs of
+    blank lines removed, no form feed of its own, and no line that reads as a markdown
+    heading (the outline makes the headings: a '#' line of the page is indented by a space)."""
+    text = text.replace("\f", "\n").replace("\r\n", "\n").replace("\r", "\n")
+    text = re.sub(r"(?<=[a-z])-\n(?=[a-z])", "", text)
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    text = re.sub(r"(?m)^#", " #", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def _outline(reader, n_pages: int) -> dict[int, list[tuple[int, str]]]:
+    """Page index -> (depth, title) of the outline entries that point to it, in order
+    (depth 1-3; deeper entries are not headings the chunker splits at)."""
+    out: dict[int, list[tuple[int, str]]] = {}
+    try:
+        outline = reader.outline
+    except interrupts.Interrupt:
+        raise
+    except Exception:
+        return out  # a broken outline is not a broken document: pages still come
+
+    def walk(items, depth):
+        for it in items:
+            interrupts.check_interrupts()
+            if isinstance(it, list):
+                walk(it, depth + 1)
+                continue
+            if depth > 3:
+                continue
+            try:
+                i = reader.get_destination_page_number(it)
+            except interrupts.Interrupt:
+                raise
+            except Exception:
+                continue
+            title = " ".join(str(getattr(it, "title", "") or "").split())[:200]
+            if title and i is not None and 0 <= i < n_pages:
+                out.setdefault(i, []).append((depth, title))
+    walk(outline, 1)
+    return out
+
+
+def _place_headings(text: str, heads: list[tuple[int, str]]) -> str:
+    """The page's text with its outline entries as markdown headings: each replaces the
+    line that shows its title (searched in order, after the previous one); a title not
+    found on the page is put where the search stands."""
+    lines = text.split("\n")
+    norm = [" ".join(ln.split()) for ln in lines]
+    at, found, missing = 0, {}, []
+    for level, title in heads:
+        mark = "#" * level + " " + title
+        # its last line after the previous heading: a contents list at the top of the page
+        # shows the same titles before the section itself
+        j = next((j for j in range(len(norm) - 1, at - 1, -1) if norm[j] == title), None)
+        if j is None:
+            missing.append((at, mark))
+            continue
+        found[j] = mark
+        at = j + 1
+    out = [found.get(j, ln) for j, ln in enumerate(lines)]
+    for pos, mark in reversed(missing):
+        out.insert(pos, mark)
+    return "\n".join(out).strip()
+
+
+def _pdf_title(reader) -> str | None:
+    try:
+        t = reader.metadata.title if reader.metadata else None
+    except interrupts.Interrupt:
+        raise
+    except Exception:
+        return None
+    t = " ".join(str(t).split()) if t else ""
+    return t[:500] or None
+
+
+def _docx(data: bytes, name: str, max_bytes: int) -> Extracted:
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+        names = set(zf.namelist())
+    except (zipfile.BadZipFile, ValueError, EOFError) as e:
+        raise FileCorrupt(f"rag.ingest_file: {name!r} is a damaged or truncated ZIP (DOCX) file: {_reason(e)}",
+                          hint="check the file is complete") from None
+    if "word/document.xml" not in names:
+        raise FileNotSupported(f"rag.ingest_file: {name!r} is a ZIP file but not a Word document (no word/document.xml)",
+                               hint="supported files: PDF, DOCX, HTML, markdown, text")
+    styles = _docx_styles(zf, name, max_bytes) if "word/styles.xml" in names else {}
+    root = _xml(zf, "word/document.xml", name, max_bytes)
+    body = root.find(f"{_W}body")
+    blocks: list[str] = []
+    for el in (body if body is not None else []):
+        interrupts.check_interrupts()
+        if el.tag == f"{_W}p":
+            blocks.append(_paragraph(el, styles))
+        elif el.tag == f"{_W}tbl":
+            blocks.append(_table(el))
+    text = "\n\n".join(b for b in blocks if b.strip())
+    text = re.sub(r"\n{3,}", "\n\n", text).strip()
+    title = next((b.lstrip("#").strip() for b in blocks if b.startswith("#")), None)  # its first heading
+    return Extracted(text, "docx", "markdown", title, None)
+
+
+def _xml(zf: zipfile.ZipFile, part: str, name: str, max_bytes: int):
+    """A DOCX part parsed, read at most max_bytes decompressed (a ZIP bomb stops there,
+    whatever sizes the archive declares); no DTD (none in Office XML: no entity tricks)."""
+    info = zf.getinfo(part)
+    limit = max(4 * max_bytes, 1 << 20)  # markup around the text
+    if info.file_size > limit or info.file_size > 200 * max(info.compress_size, 1) + (1 << 20):
+        raise LimitExceeded(f"rag.ingest_file: {name!r}: {part} expands to {info.file_size:,} bytes from "
+                            f"{info.compress_size:,} (a ZIP bomb?); the limit is {limit:,}",
+                            hint="rag.max_document_bytes bounds a document's text")
+    try:
+        with zf.open(info) as f:
+            raw = f.read(limit + 1)
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError, NotImplementedError) as e:
+        raise FileCorrupt(f"rag.ingest_file: {name!r}: {part} cannot be read: {_reason(e)}") from None
+    if len(raw) > limit:
+        raise LimitExceeded(f"rag.ingest_file: {name!r}: {part} expands past {limit:,} bytes (a ZIP bomb?)",
+                            hint="rag.max_document_bytes bounds a document's text")
+    if b"<!DOCTYPE" in raw or b"<!ENTITY" in raw:
+        raise FileCorrupt(f"rag.ingest_file: {name!r}: {part} declares a DTD, which Word documents never do")
+    try:
+        return ElementTree.fromstring(raw)
+    except ElementTree.ParseError as e:
+        raise FileCorrupt(f"rag.ingest_file: {name!r}: {part} is not well-formed XML: {_reason(e)}") from None
+
+
+def _docx_styles(zf: zipfile.ZipFile, name: str, max_bytes: int) -> dict[str, int]:
+    """style id -> heading level (Title is 1) from word/styles.xml."""
+    out = {}
+    for st in _xml(zf, "word/styles.xml", name, max_bytes).iter(f"{_W}style"):
+        sid, nm = st.get(f"{_W}styleId"), st.find(f"{_W}name")
+        m = _HEADING_STYLE.match((nm.get(f"{_W}val") if nm is not None else "") or "")
+        if sid and m:
+            out[sid] = int(m.group(1) or 1)
+    return out
+
+
+def _runs(el) -> str:
+    parts = []
+    for node in el.iter():
+        if node.tag == f"{_W}t" and node.text:
+            parts.append(node.text)
+        elif node.tag == f"{_W}tab":
+            parts.append("\t")
+        elif node.tag in (f"{_W}br", f"{_W}cr"):
+            parts.append("\n")
+    return "".join(parts)
+
+
+def _paragraph(p, styles: dict[str, int]) -> str:
+    text = " ".join(_runs(p).split("\n")).strip() if p.find(f".//{_W}br") is None else _runs(p).strip()
+    if not text:
+        return ""
+    ppr = p.find(f"{_W}pPr")
+    style = ppr.find(f"{_W}pStyle") if ppr is not None else None
+    level = styles.get(style.get(f"{_W}val")) if style is not None else None
+    if level is None and style is not None:  # a style id that says what it is (no styles.xml)
+        m = _HEADING_STYLE.match(style.get(f"{_W}val") or "")
+        level = int(m.group(1) or 1) if m else None
+    if level:
+        return "#" * min(level, 6) + " " + " ".join(text.split())
+    if ppr is not None and ppr.find(f"{_W}numPr") is not None:
+        return "- " + text
+    return " " + text if text.startswith("#") else text  # not a heading: only heading styles are
+
+
+def _table(tbl) -> str:
+    rows = []
+    for tr in tbl.iter(f"{_W}tr"):
+        interrupts.check_interrupts()
+        cells = [" ".join(_runs(tc).split()) for tc in tr.findall(f"{_W}tc")]
+        if any(cells):
+            rows.append(" | ".join(cells))
+    return "\n".join(rows)

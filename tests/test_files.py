@@ -1,0 +1,257 @@
+"""Files in (rag.ingest_file, rag.attach of a bytea column), pages and heading paths out.
+
+The files are real, made by real producers (tests/files/, scripts/make_test_files.sh):
+LibreOffice converting pages of the PostgreSQL manual to DOCX and PDF, a PDF Debian ships,
+an encrypted PDF from LibreOffice, a scanned page saved by Pillow. Only the adversarial
+cases no producer makes (thousands of pages, a ZIP bomb, deep nesting) are built here.
+"""
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from pathlib import Path
+
+import psycopg
+import pytest
+from pdfmaker import make_pdf
+
+FILES = Path(__file__).resolve().parent / "files"
+VACUUM_PDF = (FILES / "routine-vacuuming.pdf").read_bytes()
+VACUUM_DOCX = (FILES / "routine-vacuuming.docx").read_bytes()
+
+
+def ingest_file(db, data: bytes, name: str, **kw) -> int:
+    args = ", ".join(f"{k} => %s" for k in kw)
+    return db.execute(f"SELECT rag.ingest_file(%s, %s{', ' + args if args else ''})",
+                      (data, name, *kw.values())).fetchone()[0]
+
+
+def counts(db) -> tuple:
+    return db.execute("SELECT (SELECT count(*) FROM rag.documents), (SELECT count(*) FROM rag.chunks)").fetchone()
+
+
+def test_a_pdf_is_ingested_page_by_page_and_answers_cite_the_page(db):
+    url = "https://www.postgresql.org/docs/15/routine-vacuuming.pdf"
+    doc = ingest_file(db, VACUUM_PDF, "routine-vacuuming.pdf", url=url)
+    meta, title = db.execute("SELECT metadata, title FROM rag.documents WHERE id = %s", (doc,)).fetchone()
+    assert meta["file"]["format"] == "pdf" and meta["file"]["pages"] == 10
+    assert meta["file"]["bytes"] == len(VACUUM_PDF) and len(meta["file"]["sha256"]) == 64
+    assert title == "25.1. Routine Vacuuming"                      # the PDF's own title
+    pages = db.execute("SELECT page FROM rag.chunks WHERE document_id = %s ORDER BY ord", (doc,)).fetchall()
+    pages = [p for (p,) in pages]
+    # every chunk has its page, in order, and all ten pages have text
+    assert None not in pages and pages == sorted(pages) and set(pages) == set(range(1, 11))
+    # the bookmarks are the heading paths
+    heads = {h for (h,) in db.execute("SELECT heading FROM rag.chunks WHERE document_id = %s", (doc,))}
+    assert "25.1. Routine Vacuuming > 25.1.5. Preventing Transaction ID Wraparound Failures" in heads
+    # the answer is on page 5 of the PDF (pdftotext -f 5 -l 5): search and ask say so
+    q = "What is the maximum time that a table can go unvacuumed?"
+    hit = db.execute("SELECT page, url, heading, content FROM rag.search(%s, 1)", (q,)).fetchone()
+    assert hit[0] == 5 and hit[1] == url + "#page=5" and "two billion transactions" in hit[3], hit
+    answer = db.execute("SELECT rag.ask(%s)", (q,)).fetchone()[0]
+    assert "two billion transactions" in answer["answer"], answer
+    cited = [c for c in answer["citations"] if "two billion" in c["snippet"] or c["index"] == 1]
+    assert cited and cited[0]["page"] == 5 and cited[0]["url"] == url + "#page=5" and cited[0]["heading"]
+
+
+def test_the_same_file_again_does_no_work_and_a_changed_one_replaces_it(db):
+    doc = ingest_file(db, VACUUM_PDF, "v.pdf")
+    before = db.execute("SELECT count(*), max(id) FROM rag.chunks").fetchone()
+    assert ingest_file(db, VACUUM_PDF, "v.pdf") == doc
+    assert db.execute("SELECT count(*), max(id) FROM rag.chunks").fetchone() == before
+    # the DOCX of the same manual page under the same source replaces it: no pages now
+    assert ingest_file(db, VACUUM_DOCX, "v.pdf", format="docx") == doc
+    assert db.execute("SELECT count(*), count(page) FROM rag.chunks WHERE document_id = %s",
+                      (doc,)).fetchone()[1] == 0
+    assert db.execute("SELECT metadata->'file'->>'format' FROM rag.documents").fetchone()[0] == "docx"
+
+
+def test_a_docx_keeps_its_headings_lists_and_tables(db):
+    doc = ingest_file(db, VACUUM_DOCX, "routine-vacuuming.docx", source="manual/vacuum")
+    rows = db.execute("SELECT heading, content FROM rag.chunks WHERE document_id = %s ORDER BY ord", (doc,)).fetchall()
+    heads = {h for h, _ in rows}
+    assert "25.1. Routine Vacuuming > 25.1.4. Updating the Visibility Map" in heads
+    text = "\n".join(c for _, c in rows)
+    assert "- To update the visibility map, which speeds up index-only scans." in text   # a list item
+    assert "Prev | Up | Chapter 25. Routine Database Maintenance Tasks" in text          # a table row
+    assert db.execute("SELECT title, metadata->>'format' FROM rag.documents").fetchone() == (
+        "25.1. Routine Vacuuming", "markdown")
+    hit = db.execute("SELECT heading, page FROM rag.search('what does the visibility map speed up', 1)").fetchone()
+    assert hit[0].startswith("25.1. Routine Vacuuming") and hit[1] is None
+
+
+def test_a_pdf_debian_ships(db):
+    data = (FILES / "shared-mime-info-spec.pdf").read_bytes()
+    doc = ingest_file(db, data, "shared-mime-info-spec.pdf")
+    assert db.execute("SELECT metadata->'file'->>'pages' FROM rag.documents").fetchone()[0] == "17"
+    hit = db.execute("SELECT document_id, page, heading FROM rag.search("
+                     "'Where are the MIME type packages installed? the XDG_DATA_DIRS mime directory', 3)").fetchall()
+    assert hit and all(h[0] == doc and 1 <= h[1] <= 17 for h in hit)
+
+
+def test_text_files_are_read_by_their_name(db):
+    html = b"<html><body><h1>Ferries</h1><p>The harbour ferry leaves at six.</p></body></html>"
+    doc = ingest_file(db, html, "ferries.html")
+    assert db.execute("SELECT heading, content FROM rag.chunks WHERE document_id = %s", (doc,)).fetchone() == (
+        "Ferries", "# Ferries\n\nThe harbour ferry leaves at six.")
+    doc = ingest_file(db, "# Trains\n\nThe night train runs on Fridays.".encode(), "trains.md")
+    assert db.execute("SELECT heading FROM rag.chunks WHERE document_id = %s", (doc,)).fetchone() == ("Trains",)
+
+
+def zip_bomb() -> bytes:
+    """The real DOCX with its document.xml replaced by 300 MB of paragraphs (~300 KB zipped)."""
+    src = zipfile.ZipFile(io.BytesIO(VACUUM_DOCX))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for item in src.infolist():
+            if item.filename != "word/document.xml":
+                z.writestr(item, src.read(item))
+        with z.open("word/document.xml", "w", force_zip64=True) as f:
+            f.write(b'<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body>')
+            para = b"<w:p><w:r><w:t>boom</w:t></w:r></w:p>" * 1000
+            for _ in range(300_000_000 // len(para)):
+                f.write(para)
+            f.write(b"</w:body></w:document>")
+    return out.getvalue()
+
+
+BAD = {
+    # name: (bytes, SQLSTATE, words of the message)
+    "encrypted": (lambda: (FILES / "backup-dump-encrypted.pdf").read_bytes(), "0A000", "encrypted PDF"),
+    "scanned": (lambda: (FILES / "scanned-page.pdf").read_bytes(), "0A000", "OCR is not supported"),
+    "truncated-pdf": (lambda: VACUUM_PDF[:len(VACUUM_PDF) // 2], "22P03", "damaged or truncated PDF"),
+    "truncated-docx": (lambda: VACUUM_DOCX[:len(VACUUM_DOCX) // 2], "22P03", "damaged or truncated ZIP"),
+    "zip-bomb": (zip_bomb, "54000", "ZIP bomb"),
+    "thousands-of-pages": (lambda: make_pdf([f"page {i}" for i in range(5000)]), "54000", "5,000 pages"),
+    "deeply-nested": (lambda: make_pdf(["deep"], "/Deep " + "[" * 100_000 + "]" * 100_000), None, "PDF"),
+    "not-a-pdf": (lambda: b"<html>not a pdf</html>", "22P03", "is named .pdf but is not a PDF"),
+    "binary": (lambda: bytes(range(256)) * 4, "22P03", "not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_a_bad_file_gets_a_clear_error_and_leaves_nothing_behind(db, case):
+    make, state, words = BAD[case]
+    name = {"truncated-docx": "f.docx", "zip-bomb": "f.docx", "binary": "f.bin"}.get(case, "f.pdf")
+    ingest_file(db, b"# Kept\n\nThis document stays.", "kept.md")
+    before = counts(db)
+    t = time.monotonic()
+    with pytest.raises(psycopg.Error) as e:
+        ingest_file(db, make(), name)
+    assert time.monotonic() - t < 30
+    assert (e.value.sqlstate == state) if state else e.value.sqlstate in ("22P03", "54000"), (e.value.sqlstate, str(e.value))
+    assert f"'{name}'" in str(e.value) and words in str(e.value), str(e.value)
+    assert counts(db) == before
+
+
+def test_limits_and_arguments(db):
+    with pytest.raises(psycopg.Error) as e:
+        ingest_file(db, b"", "empty.pdf")
+    assert e.value.sqlstate == "22023" and "'empty.pdf' is empty" in str(e.value)
+    with pytest.raises(psycopg.Error) as e:
+        ingest_file(db, VACUUM_PDF, None)
+    assert e.value.sqlstate == "22004"
+    db.execute("SET rag.max_file_bytes = 1000")
+    with pytest.raises(psycopg.Error) as e:
+        ingest_file(db, VACUUM_PDF, "v.pdf")
+    assert e.value.sqlstate == "54000" and "over the limit of 1000 bytes" in str(e.value)
+    db.execute("RESET rag.max_file_bytes")
+    db.execute("SET rag.max_file_pages = 5")                                 # a real 10-page file
+    with pytest.raises(psycopg.Error) as e:
+        ingest_file(db, VACUUM_PDF, "v.pdf")
+    assert e.value.sqlstate == "54000" and "has 10 pages, over the limit of 5" in str(e.value)
+    db.execute("RESET rag.max_file_pages")
+    with pytest.raises(psycopg.Error) as e:
+        ingest_file(db, VACUUM_PDF, "v.pdf", format="odt")
+    assert e.value.sqlstate == "22023" and "unknown file format 'odt'" in str(e.value)
+
+
+def test_a_long_pdf_is_cancelled_within_a_second(db):
+    data = make_pdf([f"Line {i} of a long manual with words to read." for i in range(1990)])
+    db.execute("SET statement_timeout = '300ms'")
+    t = time.monotonic()
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        ingest_file(db, data, "long.pdf")
+    assert time.monotonic() - t < 1.3
+    db.execute("RESET statement_timeout")
+    assert counts(db) == (0, 0)
+
+
+def test_an_attached_table_of_files_is_indexed_on_insert(db):
+    db.execute("CREATE TABLE uploads (id int PRIMARY KEY, name text, data bytea, team text)")
+    db.execute("INSERT INTO uploads VALUES (1, 'routine-vacuuming.pdf', %s, 'dba')", (VACUUM_PDF,))
+    db.execute("SELECT rag.attach('uploads', 'data', filename_column => 'name', metadata_columns => '{team}')")
+    doc = db.execute("SELECT id, metadata FROM rag.documents").fetchone()
+    assert doc[1]["file"]["pages"] == 10 and doc[1]["team"] == "dba"
+    # a content type names the format as well as a file name
+    db.execute("INSERT INTO uploads VALUES (2, 'application/vnd.openxmlformats-officedocument.wordprocessingml"
+               ".document', %s, 'dba')", (VACUUM_DOCX,))
+    assert db.execute("SELECT metadata->'file'->>'format' FROM rag.documents WHERE source_key = '{\"id\": 2}'"
+                      ).fetchone()[0] == "docx"
+    hit = db.execute("SELECT source_key, page FROM rag.search('maximum time a table can go unvacuumed', 1, "
+                     "filter => '{\"file\": {\"format\": \"pdf\"}}')").fetchone()
+    assert hit == ({"id": 1}, 5)
+    # an update of another column does nothing; a bad file fails the statement, naming it
+    before = counts(db)
+    db.execute("UPDATE uploads SET team = team")
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("INSERT INTO uploads VALUES (3, 'broken.pdf', %s, 'dba')", (VACUUM_PDF[:5000],))
+    assert e.value.sqlstate == "22P03" and "'broken.pdf'" in str(e.value)
+    assert counts(db) == before and db.execute("SELECT count(*) FROM uploads").fetchone()[0] == 2
+    # no file, no document
+    db.execute("UPDATE uploads SET data = NULL WHERE id = 2")
+    assert counts(db)[0] == 1
+    db.execute("DELETE FROM uploads")
+    assert counts(db) == (0, 0)
+
+
+def test_attach_refuses_a_filename_column_for_text(db):
+    db.execute("CREATE TABLE notes (id int PRIMARY KEY, body text, name text)")
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT rag.attach('notes', 'body', filename_column => 'name')")
+    assert e.value.sqlstate == "22023" and "filename_column is for a bytea content column" in str(e.value)
+
+
+def test_an_async_attached_bad_file_goes_to_the_errors_table(db):
+    db.execute("CREATE TABLE inbox (id int PRIMARY KEY, data bytea)")
+    db.execute("SELECT rag.attach('inbox', 'data', mode => 'async')")
+    db.execute("INSERT INTO inbox VALUES (1, %s), (2, %s)", (VACUUM_PDF, (FILES / "scanned-page.pdf").read_bytes()))
+    db.execute("SET rag.max_attempts = 1")
+    db.execute("CALL rag.work()")
+    assert db.execute("SELECT count(*) FROM rag.documents").fetchone()[0] == 1
+    err = db.execute("SELECT source_key, last_error FROM rag.errors").fetchone()
+    assert err[0] == {"id": 2} and "OCR is not supported" in err[1]
+
+
+def test_the_command_line_sends_a_folder_and_skips_unchanged_files(dsn, tmp_path):
+    import subprocess
+    import sys
+    folder = tmp_path / "handbook"
+    (folder / "ops").mkdir(parents=True)
+    (folder / "ops" / "vacuum.pdf").write_bytes(VACUUM_PDF)
+    (folder / "vacuum.docx").write_bytes(VACUUM_DOCX)
+    (folder / "notes.md").write_text("# Notes\n\nThe harbour ferry leaves at six.")
+    (folder / "scan.pdf").write_bytes((FILES / "scanned-page.pdf").read_bytes())
+    (folder / "image.png").write_bytes(b"\x89PNG not sent: not a format it reads")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "ragpg_cli.main", "ingest", "--dsn", dsn, *args],
+                              capture_output=True, text=True, timeout=300)
+    r = cli(str(folder), "--url-prefix", "https://docs.example.com/")
+    assert r.returncode == 1, r.stderr                       # the scan failed, the rest went in
+    assert "ingested 3 files (10 pages" in r.stdout and "1 failed" in r.stdout, r.stdout
+    assert "scan.pdf: 0A000" in r.stdout and "OCR is not supported" in r.stdout
+    assert "[4/4]" in r.stderr and "chunks/s" in r.stderr and "eta" in r.stderr      # progress
+    with psycopg.connect(dsn) as c:
+        assert sorted(s for (s,) in c.execute("SELECT source FROM rag.documents")) == [
+            "notes.md", "ops/vacuum.pdf", "vacuum.docx"]
+        assert c.execute("SELECT url FROM rag.documents WHERE source = 'ops/vacuum.pdf'").fetchone()[0] == \
+            "https://docs.example.com/ops/vacuum.pdf"
+        chunks = c.execute("SELECT count(*), max(id) FROM rag.chunks").fetchone()
+    (folder / "notes.md").write_text("# Notes\n\nThe harbour ferry leaves at seven.")
+    r = cli(str(folder), "--quiet")
+    assert "ingested 1 file (" in r.stdout and "2 unchanged, skipped" in r.stdout, r.stdout
+    with psycopg.connect(dsn) as c:
+        assert c.execute("SELECT count(*) FROM rag.chunks").fetchone()[0] == chunks[0]
+        assert "seven" in c.execute("SELECT content FROM rag.documents WHERE source = 'notes.md'").fetchone()[0]
