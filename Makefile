@@ -59,8 +59,10 @@ image: install docker  ## the Postgres 15 + pgvector + rag image the tests run
 db: install venv       ## a local cluster under .pgdata with the extension created
 	bash scripts/localdb.sh start
 
-demo: db $(if $(filter local,$(LLM)),llm)  ## ingest the PostgreSQL manual, answer with citations (LLM=local: SmolLM2 writes)
-	$(VENV)/bin/ragpg demo --dsn "$$(bash scripts/localdb.sh dsn)" $(if $(filter local,$(LLM)),--chat-model smollm2)
+DEMO_FILES ?= bench/files tests/files/routine-vacuuming.pdf tests/files/routine-vacuuming.docx
+demo: db $(if $(filter local,$(LLM)),llm)  ## ingest the PostgreSQL manual and a folder of PDF/DOCX files (DEMO_FILES), answer with citations (LLM=local: SmolLM2 writes)
+	$(VENV)/bin/ragpg demo --dsn "$$(bash scripts/localdb.sh dsn)" $(if $(filter local,$(LLM)),--chat-model smollm2) \
+	    $(if $(DEMO_FILES),--files $(DEMO_FILES))
 
 replica-demo: install venv  ## a primary and a hot standby on loopback; a question answered on the standby
 	bash scripts/replica_demo.sh

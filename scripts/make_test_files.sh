@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# How tests/files/ was made: real files from real producers (the result is committed, so
+# How tests/files/ and bench/files/ were made: real files from real producers (the result is committed, so
 # that tests and CI need none of these programs). Run as root on Debian 12:
 #   apt-get install libreoffice-writer-nogui poppler-utils shared-mime-info; bash scripts/make_test_files.sh
 # - routine-vacuuming.docx, backup-dump.docx: LibreOffice 7.4 converting two pages of the
@@ -9,6 +9,8 @@
 # - scanned-page.pdf: page 3 of the PDF rasterised by poppler (pdftoppm), saved as a PDF by
 #   Pillow: an image and no text layer, as a scanner makes
 # - shared-mime-info-spec.pdf: the PDF Debian ships in shared-mime-info (DocBook, 17 pages)
+# - bench/files/*.pdf: five more manual pages, HTML -> DOCX -> PDF by LibreOffice (39 pages),
+#   the PDF ingest benchmark's set with the two PDFs above
 set -euo pipefail
 out=$(cd "$(dirname "$0")/.." && pwd)/tests/files
 work=$(mktemp -d)
@@ -24,4 +26,12 @@ mkdir -p "$out"
 cp routine-vacuuming.docx backup-dump.docx routine-vacuuming.pdf scanned-page.pdf "$out/"
 cp enc/backup-dump.pdf "$out/backup-dump-encrypted.pdf"
 cp /usr/share/doc/shared-mime-info/shared-mime-info-spec.pdf "$out/"
-ls -l "$out"
+bench=$out/../../bench/files
+mkdir -p "$bench"
+for p in sql-createtable runtime-config-query mvcc-intro indexes-types wal-configuration; do
+  cp "/usr/share/doc/postgresql-doc-15/html/$p.html" .
+  soffice --headless --convert-to 'docx:MS Word 2007 XML' "$p.html"
+  soffice --headless --convert-to pdf:writer_pdf_Export "$p.docx"
+  cp "$p.pdf" "$bench/"
+done
+ls -l "$out" "$bench"

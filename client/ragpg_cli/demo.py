@@ -92,8 +92,11 @@ def _ingest(dsn: str, files: list[Path], jobs: int) -> dict:
             "time_in_model": round(model_s / (elapsed * max(1, len(conns))), 3) if elapsed else None}
 
 
+FILE_QUESTION = "What is the maximum time that a table can go unvacuumed?"
+
+
 def run(dsn: str, docs: str, limit: int | None, questions: list[str] | None,
-        chat_model: str | None = None) -> int:
+        chat_model: str | None = None, file_paths: list[str] | None = None) -> int:
     root = Path(docs)
     files = sorted(root.glob("*.html"))
     if not files:
@@ -104,6 +107,12 @@ def run(dsn: str, docs: str, limit: int | None, questions: list[str] | None,
     jobs = max(1, min(int(os.environ.get("RAGPG_JOBS", os.cpu_count() or 1)), 8))
     print(f"ingesting {len(files)} pages of the PostgreSQL 15 manual from {root} with {jobs} connections")
     summary = _ingest(dsn, files, jobs)
+    if file_paths:  # a folder of PDF and DOCX files, as `ragpg ingest` sends them
+        from .ingest import run as ingest_files
+        print(f"\ningesting files: {' '.join(file_paths)}")
+        if ingest_files(dsn, file_paths, url_prefix="https://example.com/files/"):
+            return 1
+        questions = [*(questions or QUESTIONS), FILE_QUESTION]
     with psycopg.connect(dsn, autocommit=True) as conn:
         docs_n, chunks_n = conn.execute(
             "SELECT (SELECT count(*) FROM rag.documents), (SELECT count(*) FROM rag.chunks)").fetchone()
@@ -119,6 +128,7 @@ def run(dsn: str, docs: str, limit: int | None, questions: list[str] | None,
                      f"{out['removed_citations']} invalid citation(s) removed") if out["mode"] == "llm" else ""
             print(f"Q: {q}\nA: {out['answer']}\n   ({ms:.0f} ms, {out['model']}{extra})")
             for c in out["citations"]:
-                print(f"   [{c['index']}] {c['title'] or c['source']} <{c['url']}> (chunk {c['chunk_id']})")
+                where = f", page {c['page']}" if c.get("page") else ""
+                print(f"   [{c['index']}] {c['title'] or c['source']}{where} <{c['url']}> (chunk {c['chunk_id']})")
             print()
     return 0

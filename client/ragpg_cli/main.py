@@ -15,6 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--limit", type=int, default=None, help="ingest at most this many pages")
     demo.add_argument("--question", action="append",
                       help="question to ask (repeatable); default: a few about the manual")
+    demo.add_argument("--files", nargs="*", default=None, metavar="PATH",
+                      help="files and folders (PDF, DOCX, ...) to ingest too, with `ragpg ingest`")
     demo.add_argument("--chat-model", help="answer with this chat model of rag.models (e.g. smollm2, "
                                            "served by `make llm`); default: rag.chat_model")
     ing = sub.add_parser("ingest", help="send files and folders (PDF, DOCX, HTML, markdown, text) to rag.ingest_file")
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_all(args.dsn, Path(args.dir) if args.dir else None, args.sets, Path(args.out))
     if args.cmd == "demo":
         from .demo import run
-        return run(args.dsn, args.docs, args.limit, args.question, args.chat_model)
+        return run(args.dsn, args.docs, args.limit, args.question, args.chat_model, args.files)
     return 2
 
 

@@ -154,7 +154,7 @@ async def file_upload(request: Request) -> Upload:
         form = await request.form(max_files=1, max_fields=8)
     except Exception as e:  # noqa: BLE001 (starlette raises several kinds on a malformed body)
         raise bad(f"not a valid multipart body: {str(e)[:200]}") from None
-    async with form:
+    try:
         part = form.get("file")
         if part is None or isinstance(part, str):
             raise bad("a file part named 'file' is required")
@@ -173,6 +173,8 @@ async def file_upload(request: Request) -> Upload:
             raise bad("metadata must be a JSON object", "metadata")
         name = part.filename or "upload"
         return Upload(data, name, fields["source"], fields["title"], fields["url"], meta)
+    finally:
+        await form.close()   # the spooled file parts
 
 
 class IngestOut(BaseModel):
@@ -465,7 +467,9 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
              payload.fusion, payload.rerank, payload.rerank_k))
         return SearchOut(results=rows)
 
-    @app.post("/ingest", response_model=IngestOut, responses=ERRORS, openapi_extra=INGEST_BODY)
+    @app.post("/ingest", response_model=IngestOut, openapi_extra=INGEST_BODY, responses={
+        **ERRORS, 422: {"description": "Validation Error",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}}})
     async def ingest(request: Request, role: str = Depends(role_of)):
         if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
             f = await file_upload(request)

@@ -28,7 +28,8 @@ from .text import to_text
 STATS = {"index_calls": 0, "index_rounds": 0, "model_calls": 0, "texts_embedded": 0, "chunks_reused": 0, "chunks_written": 0,
          "documents_indexed": 0, "chunk_seconds": 0.0, "embed_seconds": 0.0, "db_seconds": 0.0,
          "writes_skipped_read_only": 0, "lexical_queries": 0, "lexical_postings_read": 0,
-         "lexical_postings_total": 0, "lexical_exact_lookups": 0, "rerank_failures": 0}
+         "lexical_postings_total": 0, "lexical_exact_lookups": 0, "rerank_failures": 0,
+         "files_extracted": 0, "pages_extracted": 0, "extract_seconds": 0.0}
 _PLANS: dict[str, object] = {}
 _TOKENIZERS: dict[str, object] = {}
 _QUERY_CACHE: OrderedDict[tuple[str, str, str], tuple] = OrderedDict()  # -> (numpy vector, literal)
@@ -579,8 +580,12 @@ def _index_round(plpy, s: dict, ids: list[int]) -> int:
 def extract_file(plpy, data: bytes, filename: str, fmt: str) -> tuple:
     """rag._extract_file_py: (content, file_format, text_format, title, pages, ok)."""
     s = settings(plpy)
+    t0 = time.perf_counter()
     x = files.extract(data, filename, fmt, _int_setting(s, "max_file_pages", 1, 10_000_000),
                       _int_setting(s, "max_document_bytes", 1, 1 << 40))
+    STATS["extract_seconds"] += time.perf_counter() - t0
+    STATS["files_extracted"] += 1
+    STATS["pages_extracted"] += x.pages or 0
     return x.text, x.file_format, x.text_format, x.title, x.pages, True
 
 
