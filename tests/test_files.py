@@ -255,3 +255,19 @@ def test_the_command_line_sends_a_folder_and_skips_unchanged_files(dsn, tmp_path
     with psycopg.connect(dsn) as c:
         assert c.execute("SELECT count(*) FROM rag.chunks").fetchone()[0] == chunks[0]
         assert "seven" in c.execute("SELECT content FROM rag.documents WHERE source = 'notes.md'").fetchone()[0]
+
+
+def test_streamed_and_llm_answers_cite_pages_too(db, local_llm):
+    url = "https://example.com/vacuum.pdf"
+    ingest_file(db, VACUUM_PDF, "routine-vacuuming.pdf", url=url)
+    q = "What is the maximum time that a table can go unvacuumed?"
+    cites = db.execute("SELECT citations FROM rag.ask_stream(%s) WHERE citations IS NOT NULL", (q,)).fetchone()[0]
+    assert cites[0]["page"] == 5 and cites[0]["url"] == url + "#page=5"
+    # the real local LLM (SmolLM2 through llama.cpp): its citations come from the same rows
+    db.execute("SELECT rag.add_model('smollm2', 'chat', base_url => %s, max_input_tokens => 2048, "
+               "options => (SELECT options FROM rag.models WHERE name = 'smollm2'))", (local_llm,))
+    out = db.execute("SELECT rag.ask(%s, k => 3, model => 'smollm2')", (q,)).fetchone()[0]
+    assert out["mode"] == "llm"
+    pages = dict(db.execute("SELECT chunk_id, page FROM rag.chunks").fetchall())
+    for c in out["citations"]:
+        assert c["page"] == pages[c["chunk_id"]] and c["url"] == f"{url}#page={c['page']}" and c["heading"]

@@ -246,6 +246,9 @@ def filled(new_db, local_llm):
     local llama.cpp model, 576 dimensions, 2 of the tenant's chunks embedded by it)."""
     url = new_db()
     _fill(url)
+    with psycopg.connect(as_role(url, "alice"), autocommit=True) as c:     # a PDF: chunks with pages
+        c.execute("SELECT rag.ingest_file(%s, 'routine-vacuuming.pdf')",
+                  ((ROOT / "tests/files/routine-vacuuming.pdf").read_bytes(),))
     with psycopg.connect(url, autocommit=True) as su:
         su.execute("SELECT rag.add_model('smollm2-embed', 'embed', base_url => %s, dimensions => 576, "
                    "provider_model => 'smollm2', max_input_tokens => 2048)", (local_llm,))
@@ -268,6 +271,7 @@ def test_dump_and_restore_round_trip_every_row_without_a_model_call(filled, new_
         before = _checksums(su)
         assert before["rag.embeddings_next"][0] == 2 and before["rag.queue"][0] == 3
         assert before["rag.usage"][0] > 0 and before["rag.answers"][0] == 2
+        assert su.execute("SELECT count(DISTINCT page) FROM rag.chunks").fetchone()[0] == 10
         before_models = su.execute("SELECT base_url FROM rag.models WHERE name = 'smollm2-embed'").fetchone()[0]
         assert before_models != "http://127.0.0.1:8765/v1"
 
@@ -286,7 +290,7 @@ def test_dump_and_restore_round_trip_every_row_without_a_model_call(filled, new_
 
     assert _plpython_calls(dst) == 0                    # no chunking, no model call, nothing re-embedded
     with psycopg.connect(dst, autocommit=True) as su:
-        assert _checksums(su) == before                 # every table, rag's and the user's
+        assert _checksums(su) == before                 # every table, rag's and the user's (pages too)
         assert su.execute("SELECT state, next_embedded FROM rag.model_status "
                           "WHERE tenant = rag.current_tenant()").fetchone() is not None
         # the model index on the extension's own partition is made again by the restore

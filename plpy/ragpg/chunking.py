@@ -194,25 +194,35 @@ def _sections(text: str) -> list[tuple[int, int, str | None]]:
     return [sec for sec in out if sec[1] > sec[0]]
 
 
-def _pages(text: str, sections: list[tuple[int, int, str | None]]) -> list[tuple[int, int, str | None, int | None]]:
+def _pages(text: str, sections: list[tuple[int, int, str | None]],
+           max_chunks: int) -> list[tuple[int, int, str | None, int | None]]:
     """Sections cut at form feeds, each with its page: a form feed is a page break (PDF
     text is stored with one between pages), so no chunk spans two pages. Without a form
-    feed in the text, pages are None."""
+    feed in the text, pages are None. A blank piece after a page break is dropped, and
+    more than max_chunks pieces with text raise LimitExceeded before more are made (a
+    text of form feeds alone makes none)."""
     if "\f" not in text:
         return [(s, e, h, None) for s, e, h in sections]
-    out, page, pos = [], 1, 0
+    out: list[tuple[int, int, str | None, int | None]] = []
+    check = interrupts.check_interrupts
+    page, pos, filled = 1, 0, 0
     for s, e, h in sections:
-        interrupts.check_interrupts()
         page += text.count("\f", pos, s)
-        pos = s
+        pos, first = s, True
         while True:
+            check()
             ff = text.find("\f", pos, e)
-            out.append((pos, e if ff < 0 else ff, h, page))
+            end = e if ff < 0 else ff
+            if end > pos and (first or _NONSPACE.search(text, pos, end)):
+                out.append((pos, end, h, page))
+                filled += 1
+                if filled > max_chunks:
+                    raise _too_many(text, max_chunks, f"it has more than {max_chunks:,} pages and sections with text")
             if ff < 0:
                 break
-            page, pos = page + 1, ff + 1
+            page, pos, first = page + 1, ff + 1, False
         pos = e
-    return [sec for sec in out if sec[1] > sec[0]]
+    return out
 
 
 def _paragraphs(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
@@ -409,7 +419,7 @@ def chunk_text(
     check = interrupts.check_interrupts
     limit = max_chars(max_tokens)
 
-    sections = _pages(text, _sections(text))
+    sections = _pages(text, _sections(text), max_chunks)
     headings = [h for _, _, h, _ in sections]
     pages = [p for _, _, _, p in sections]
     filled = sum(1 for s, e, h, _ in sections if h is not None or _NONSPACE.search(text, s, e))

@@ -182,8 +182,8 @@ def _tidy(text: str) -> str:
     text = text.replace("\f", "\n").replace("\r\n", "\n").replace("\r", "\n")
     text = re.sub(r"(?<=[a-z])-\n(?=[a-z])", "", text)
     text = re.sub(r"[ \t]+\n", "\n", text)
-    text = re.sub(r"(?m)^#", " #", text)
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
+    text = re.sub(r"\n{3,}", "\n\n", text).strip()
+    return re.sub(r"(?m)^#", " #", text)
 
 
 def _outline(reader, n_pages: int) -> dict[int, list[tuple[int, str]]]:

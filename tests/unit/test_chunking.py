@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ragpg.chunking import Chunk, chunk_text, max_chars
-from ragpg.errors import InvalidParameter
+from ragpg.errors import InvalidParameter, LimitExceeded
 
 MAX = 254  # window 256 minus [CLS]/[SEP]
 
@@ -503,3 +503,20 @@ def test_property_raw_unicode(tokenizer, text, target):
     chunks = chunk_text(text, tokenizer, target_tokens=target, overlap_tokens=target // 3)
     check_invariants(text, chunks, tokenizer, neighbours_only=False)
     check_sections(text, chunks, full_path=False)
+
+
+def test_a_form_feed_is_a_page_break(tokenizer):
+    text = "# Guide\n\nPage one is short.\f\fPage three text.\n\n## Usage\n\nStill page three.\fPage four."
+    chunks = chunk_text(text, tokenizer, target_tokens=200, overlap_tokens=32)
+    check_invariants(text, chunks, tokenizer)
+    # no chunk spans a page; the heading path runs on across pages; a blank page makes no chunk
+    assert [(c.page, c.heading, c.text) for c in chunks] == [
+        (1, "Guide", "# Guide\n\nPage one is short."), (3, "Guide", "Page three text."),
+        (3, "Guide > Usage", "## Usage\n\nStill page three."), (4, "Guide > Usage", "Page four.")]
+    assert all(c.page is None for c in chunk_text("No pages here.", tokenizer))
+
+
+def test_pages_count_toward_the_chunk_limit_before_they_are_made(tokenizer):
+    with pytest.raises(LimitExceeded, match="more than 100 pages"):
+        chunk_text("page\f" * 100_000, tokenizer, max_chunks=100)
+    assert len(chunk_text("\f" * 100_000 + "text", tokenizer)) == 1   # blank pages make nothing

@@ -1,0 +1,48 @@
+"""files.py without a database: format detection, the real files' structure, headings
+placed from a PDF outline. (The errors, limits and cancel are tested through SQL, in
+tests/test_files.py.)"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ragpg import files
+
+FILES = Path(__file__).resolve().parents[1] / "files"
+
+
+@pytest.mark.parametrize("head, name, fmt", [
+    (b"%PDF-1.7\n", "x.bin", "pdf"), (b"junk\n%PDF-1.4", "x", "pdf"), (b"PK\x03\x04", "x.zip", "docx"),
+    (b"<p>hi</p>", "a.HTM", "html"), (b"# hi", "a.md", "markdown"), (b"hi", "a.txt", "text"), (b"hi", "a", "auto")])
+def test_detect(head, name, fmt):
+    assert files.detect(head, name) == fmt
+
+
+def test_a_name_that_lies_is_an_error():
+    with pytest.raises(files.FileCorrupt, match="is named .pdf but is not a PDF"):
+        files.detect(b"<html>", "report.pdf")
+
+
+def test_the_real_pdf_has_its_pages_and_outline():
+    x = files.extract((FILES / "routine-vacuuming.pdf").read_bytes(), "routine-vacuuming.pdf")
+    assert (x.file_format, x.text_format, x.pages, x.title) == ("pdf", "markdown", 10, "25.1. Routine Vacuuming")
+    pages = x.text.split("\f")
+    assert len(pages) == 10 and "two billion transactions" in pages[4]
+    assert "## 25.1.5. Preventing Transaction ID Wraparound Failures" in x.text.split("\n")
+
+
+def test_the_real_docx_keeps_headings_lists_tables():
+    x = files.extract((FILES / "routine-vacuuming.docx").read_bytes(), "v.docx")
+    lines = x.text.split("\n")
+    assert "## 25.1. Routine Vacuuming" in lines and "### 25.1.4. Updating the Visibility Map" in lines
+    assert "- To update the visibility map, which speeds up index-only scans." in lines
+    assert x.title == "25.1. Routine Vacuuming" and x.pages is None and "\f" not in x.text
+
+
+def test_outline_headings_go_on_the_line_that_shows_them():
+    page = "Contents\nIntro\nUsage\nIntro\nSome text.\nUsage\nMore text."
+    # the contents list comes first: each heading takes its title's last line after the previous
+    assert files._place_headings(page, [(1, "Intro"), (2, "Usage")]) == \
+        "Contents\nIntro\nUsage\n# Intro\nSome text.\n## Usage\nMore text."
+    assert files._place_headings("Body.", [(1, "Missing")]) == "# Missing\nBody."
+    assert files._tidy("#include <x.h>\nexam-\nple") == " #include <x.h>\nexample"
