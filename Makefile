@@ -59,7 +59,7 @@ image: install docker  ## the Postgres 15 + pgvector + rag image the tests run
 db: install venv       ## a local cluster under .pgdata with the extension created
 	bash scripts/localdb.sh start
 
-DEMO_FILES ?= bench/files tests/files/routine-vacuuming.pdf tests/files/routine-vacuuming.docx
+DEMO_FILES ?= bench/files tests/files/routine-vacuuming.pdf tests/files/backup-dump.docx
 demo: db $(if $(filter local,$(LLM)),llm)  ## ingest the PostgreSQL manual and a folder of PDF/DOCX files (DEMO_FILES), answer with citations (LLM=local: SmolLM2 writes)
 	$(VENV)/bin/ragpg demo --dsn "$$(bash scripts/localdb.sh dsn)" $(if $(filter local,$(LLM)),--chat-model smollm2) \
 	    $(if $(DEMO_FILES),--files $(DEMO_FILES))
