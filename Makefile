@@ -7,10 +7,17 @@ PYTHON      ?= python3
 VENV        := .venv
 EXT_SQL     := extension/rag--$(RAGPG_VERSION).sql
 LIBDIR      := /usr/local/lib/ragpg/$(RAGPG_VERSION)
-IMAGE       := ragpg:$(RAGPG_VERSION)
+PG          ?= 15
+IMAGE       := ragpg:$(RAGPG_VERSION)$(if $(filter-out 15,$(PG)),-pg$(PG))
+MATRIX      := 17 18
+# the core paths, run on every other Postgres (the whole suite runs on 15): install,
+# ingest, trigger indexing, search in all modes, ask, tenancy, attach + queue, files,
+# dump/restore and the upgrade path
+CORE_TESTS  := tests/test_ingest.py tests/test_search.py tests/test_ask.py tests/test_tenancy.py \
+               tests/test_attach.py tests/test_files.py tests/test_lifecycle.py
 SQL_SOURCES := $(shell find sql -name '*.sql') sql/python-prologue.py scripts/build_sql.py
 
-.PHONY: all sql install venv venv-test venv-llm image docker db llm llm-stop demo replica-demo test unit test-sql eval bench bench-full clean
+.PHONY: all sql install venv venv-test venv-llm image docker db llm llm-stop demo replica-demo test test-matrix unit test-sql eval bench bench-full clean
 
 all: sql
 
@@ -53,15 +60,17 @@ llm-stop:              ## stop the local LLM started by make llm
 docker:                ## start dockerd if it is not running
 	bash docker/dockerd-up.sh
 
-image: install docker  ## the Postgres 15 + pgvector + rag image the tests run
-	bash docker/build.sh $(IMAGE)
+image: install docker  ## the Postgres + pgvector + rag image the tests run (PG=15, 17 or 18)
+	bash docker/build.sh $(IMAGE) $(PG)
 
 db: install venv       ## a local cluster under .pgdata with the extension created
 	bash scripts/localdb.sh start
 
 DEMO_FILES ?= bench/files tests/files/routine-vacuuming.pdf tests/files/backup-dump.docx
-demo: db $(if $(filter local,$(LLM)),llm)  ## ingest the PostgreSQL manual and a folder of PDF/DOCX files (DEMO_FILES), answer with citations (LLM=local: SmolLM2 writes)
-	$(VENV)/bin/ragpg demo --dsn "$$(bash scripts/localdb.sh dsn)" $(if $(filter local,$(LLM)),--chat-model smollm2) \
+# PG=15: the local cluster; PG=17 or 18: a container of that image (scripts/imagedb.sh)
+DEMO_DSN = $(if $(filter 15,$(PG)),bash scripts/localdb.sh dsn,bash scripts/imagedb.sh start $(PG) $(IMAGE))
+demo: $(if $(filter 15,$(PG)),db,image venv) $(if $(filter local,$(LLM)),llm)  ## ingest the PostgreSQL manual and a folder of PDF/DOCX files (DEMO_FILES), answer with citations (LLM=local: SmolLM2 writes; PG=17 or 18: on that Postgres)
+	$(VENV)/bin/ragpg demo --dsn "$$($(DEMO_DSN))" $(if $(filter local,$(LLM)),--chat-model smollm2) \
 	    $(if $(DEMO_FILES),--files $(DEMO_FILES))
 
 replica-demo: install venv  ## a primary and a hot standby on loopback; a question answered on the standby
@@ -79,9 +88,18 @@ bench-full: db venv-test llm  ## benchmark, full profile: the whole manual, then
 unit: venv-test
 	$(VENV)/bin/pytest -q tests/unit
 
-test: image venv-test venv-llm  ## everything, through testcontainers; then the quick benchmark, as a smoke test
+test: image venv-test venv-llm  ## everything on Postgres 15, through testcontainers; the quick benchmark; the core tests on 17 and 18
 	RAGPG_IMAGE=$(IMAGE) TESTCONTAINERS_RYUK_DISABLED=true $(VENV)/bin/pytest -q tests
 	$(MAKE) bench
+	$(MAKE) test-matrix
+
+test-matrix: install docker venv-test venv-llm  ## the core tests (CORE_TESTS) on Postgres 17 and 18, each in its image
+	set -e; for pg in $(MATRIX); do \
+	  start=$$(date +%s); \
+	  $(MAKE) --no-print-directory image PG=$$pg; \
+	  RAGPG_IMAGE=ragpg:$(RAGPG_VERSION)-pg$$pg TESTCONTAINERS_RYUK_DISABLED=true $(VENV)/bin/pytest -q $(CORE_TESTS); \
+	  echo "== Postgres $$pg: image and core tests in $$(( $$(date +%s) - start )) s"; \
+	done
 
 clean:
 	bash scripts/localdb.sh stop || true

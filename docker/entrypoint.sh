@@ -3,7 +3,7 @@
 # POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB, POSTGRES_INITDB_ARGS), run
 # /docker-entrypoint-initdb.d/*.sql|*.sh once, then exec the server as postgres.
 set -euo pipefail
-BIN=/usr/lib/postgresql/15/bin
+BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)   # the one Postgres the image has
 if [ "${1:-}" = "postgres" ]; then
   shift
   if [ "$(id -u)" = 0 ]; then

