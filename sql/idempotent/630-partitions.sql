@@ -69,9 +69,10 @@ BEGIN
     EXECUTE format('CREATE TABLE rag.%I PARTITION OF rag.chunks FOR VALUES IN (%L)', c, tenant);
     EXECUTE format('CREATE TABLE rag.%I PARTITION OF rag.posting_blocks FOR VALUES IN (%L)', p, tenant);
     -- straight into the partitions: the parent's statement triggers (BM25 statistics) do
-    -- not fire, and need not: the rows only move
+    -- not fire, and need not: the rows only move, ids and all (from Postgres 17 on, a
+    -- partition has the parent's identity column: OVERRIDING SYSTEM VALUE keeps the ids)
     EXECUTE format('INSERT INTO rag.%I (id, tenant, document_id, ord, content, heading, page, tokens, content_hash, model,'
-                   ' embedding, created_at) SELECT id, tenant, document_id, ord, content, heading, page, tokens,'
+                   ' embedding, created_at) OVERRIDING SYSTEM VALUE SELECT id, tenant, document_id, ord, content, heading, page, tokens,'
                    ' content_hash, model, embedding, created_at FROM rag.chunks_default WHERE tenant = %L', c, tenant);
     EXECUTE format('INSERT INTO rag.%I SELECT * FROM rag.posting_blocks_default WHERE tenant = %L', p, tenant);
     DELETE FROM rag.chunks_default AS d WHERE d.tenant = create_tenant_partition.tenant;
