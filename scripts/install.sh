@@ -113,6 +113,7 @@ rm -rf "$DEST.old" && { [ -d "$DEST" ] && mv "$DEST" "$DEST.old" || true; } && m
 # until `ALTER EXTENSION rag UPDATE`
 bash scripts/old_releases.sh
 for d in build/releases/lib/*/; do
+  [ -d "$d" ] || continue   # none (a checkout without the history)
   v=$(basename "$d")
   [ "$v" = "$RAGPG_VERSION" ] && continue
   # never replace a release directory that is already there (running backends use it)
