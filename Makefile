@@ -100,6 +100,7 @@ test-matrix: install docker venv-test venv-llm  ## the core tests (CORE_TESTS) o
 	  RAGPG_IMAGE=ragpg:$(RAGPG_VERSION)-pg$$pg TESTCONTAINERS_RYUK_DISABLED=true $(VENV)/bin/pytest -q $(CORE_TESTS); \
 	  echo "== Postgres $$pg: image and core tests in $$(( $$(date +%s) - start )) s"; \
 	done
+	bash scripts/test_install_trixie.sh   # install.sh on Debian 13 with its Postgres 17
 
 clean:
 	bash scripts/localdb.sh stop || true
