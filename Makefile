@@ -90,7 +90,7 @@ unit: venv-test
 
 test: image venv-test venv-llm  ## everything on Postgres 15, through testcontainers; the quick benchmark; the core tests on 17 and 18
 	RAGPG_IMAGE=$(IMAGE) TESTCONTAINERS_RYUK_DISABLED=true $(VENV)/bin/pytest -q tests
-	$(MAKE) bench
+	$(MAKE) bench; status=$$?; bash scripts/localdb.sh stop >/dev/null || true; exit $$status
 	$(MAKE) test-matrix
 
 test-matrix: install docker venv-test venv-llm  ## the core tests (CORE_TESTS) on Postgres 17 and 18, each in its image

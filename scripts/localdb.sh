@@ -27,7 +27,12 @@ max_wal_size = 4GB
 CONF
     fi
     if ! as_pg $BIN/pg_ctl -D "$DATA" status >/dev/null 2>&1; then
-      as_pg $BIN/pg_ctl -D "$DATA" -l "$PGBASE/server.log" -w start >/dev/null
+      if $BIN/pg_isready -q -h 127.0.0.1 -p "$PORT"; then
+        echo "localdb.sh: 127.0.0.1:$PORT is taken by another server (another checkout's cluster?);" \
+             "stop it (its localdb.sh stop) or pick another port: RAGPG_PORT=55433 make ..." >&2
+        exit 1
+      fi
+      as_pg $BIN/pg_ctl -D "$DATA" -l "$PGBASE/server.log" -o "-p $PORT" -w start >/dev/null
     fi
     psql -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -qAtc "SELECT 1 FROM pg_database WHERE datname = '$DB'" | grep -q 1 \
       || psql -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -qc "CREATE DATABASE $DB"

@@ -58,6 +58,33 @@ AS $$
                                   'sha256', encode(sha256(data), 'hex'), 'pages', pages)))
 $$;
 
+-- rag._extract_file (internal)
+-- A file's text, title and the metadata rag.ingest_file records; a NULL or empty file
+-- gives a NULL content (an attached row without a file has no document), a bad one a
+-- clear error naming it. The one path from a file to its text: rag.ingest_file and the
+-- attach triggers (rag._apply_rows) both use it.
+CREATE OR REPLACE FUNCTION rag._extract_file(data bytea, filename text, format text DEFAULT 'auto',
+                                             OUT content text, OUT title text, OUT metadata jsonb)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    x record;
+BEGIN
+    IF data IS NULL OR octet_length(data) = 0 THEN
+        RETURN;
+    END IF;
+    PERFORM rag._check_file(data, filename, 'rag.ingest_file');
+    x := rag._extract_file_py(data, filename, coalesce(format, 'auto'));
+    IF x.ok IS NULL THEN
+        PERFORM rag._raise_python_error();
+    END IF;
+    content := x.content;
+    title := x.title;
+    metadata := rag._file_metadata(data, filename, x.file_format, x.text_format, x.pages);
+END
+$$;
+
 -- rag.ingest_file
 -- Add or replace the document made from a file's bytes; returns its id. source defaults
 -- to the file name; title to the file's own (PDF metadata, or its first heading).
@@ -81,11 +108,7 @@ BEGIN
         RAISE EXCEPTION 'rag.ingest_file: metadata must be a JSON object, got %', coalesce(jsonb_typeof(metadata), 'NULL')
             USING ERRCODE = 'invalid_parameter_value', HINT = 'pass e.g. ''{"team": "support"}''::jsonb';
     END IF;
-    x := rag._extract_file_py(data, filename, coalesce(format, 'auto'));
-    IF x.ok IS NULL THEN
-        PERFORM rag._raise_python_error();
-    END IF;
-    RETURN rag.ingest(x.content, coalesce(source, filename), coalesce(title, x.title), url,
-                      metadata || rag._file_metadata(data, filename, x.file_format, x.text_format, x.pages));
+    x := rag._extract_file(data, filename, format);
+    RETURN rag.ingest(x.content, coalesce(source, filename), coalesce(title, x.title), url, metadata || x.metadata);
 END
 $$;

@@ -59,32 +59,6 @@ AS $$
         ELSE 'file' END
 $$;
 
--- rag._extract_file (internal)
--- A file's text, title and the metadata rag.ingest_file records; a NULL or empty file
--- gives a NULL content (an attached row without a file has no document), a bad one a
--- clear error naming it.
-CREATE OR REPLACE FUNCTION rag._extract_file(data bytea, filename text, format text DEFAULT 'auto',
-                                             OUT content text, OUT title text, OUT metadata jsonb)
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    x record;
-BEGIN
-    IF data IS NULL OR octet_length(data) = 0 THEN
-        RETURN;
-    END IF;
-    PERFORM rag._check_file(data, filename, 'rag.ingest_file');
-    x := rag._extract_file_py(data, filename, coalesce(format, 'auto'));
-    IF x.ok IS NULL THEN
-        PERFORM rag._raise_python_error();
-    END IF;
-    content := x.content;
-    title := x.title;
-    metadata := rag._file_metadata(data, filename, x.file_format, x.text_format, x.pages);
-END
-$$;
-
 -- rag._attachment (internal): the attachment, visible to the caller, or a clear error
 CREATE OR REPLACE FUNCTION rag._attachment(attachment_id bigint)
 RETURNS rag.attachments

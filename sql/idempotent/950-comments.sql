@@ -327,6 +327,10 @@ COMMENT ON FUNCTION rag._file_metadata(bytea, text, text, text, integer) IS
   'Internal: the metadata rag.ingest_file records of a file: format (the text''s parser) and file {name, '
   'format, bytes, sha256, pages}.';
 
+COMMENT ON FUNCTION rag._extract_file(bytea, text, text) IS
+  'Internal: a file''s text, title and the metadata rag.ingest_file records; NULL content for a NULL or empty '
+  'file; a clear error naming a bad one. Used by rag.ingest_file and, for attached tables of files, rag._apply_rows.';
+
 COMMENT ON FUNCTION rag._check_content(text, text) IS
   'Internal: raises a clear error for content that cannot be indexed (NULL, empty, over '
   'rag.max_document_bytes); called by rag.ingest and the rag.documents trigger.';
@@ -705,10 +709,6 @@ COMMENT ON FUNCTION rag.attach(regclass, name, name, name, name[], text, boolean
 COMMENT ON FUNCTION rag._file_name(text) IS
   'Internal: a name the file-format detection can use, from a file name or a content type (application/pdf '
   'gives file.pdf); used for attached tables of files.';
-
-COMMENT ON FUNCTION rag._extract_file(bytea, text, text) IS
-  'Internal: a file''s text, title and the metadata rag.ingest_file records; NULL content for a NULL or empty '
-  'file; a clear error naming a bad one. Used by rag._apply_rows for attached tables of files.';
 
 COMMENT ON FUNCTION rag._backfill(rag.attachments) IS
   'Internal: indexes every existing row of a newly attached table (sync mode), rag.index_batch_size keys at '

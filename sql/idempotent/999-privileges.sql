@@ -100,6 +100,7 @@ GRANT EXECUTE ON FUNCTION
     rag._check_file(bytea, text, text),
     rag._extract_file_py(bytea, text, text),
     rag._file_metadata(bytea, text, text, text, int),
+    rag._extract_file(bytea, text, text),
     rag._check_content(text, text),
     rag._index_documents(bigint[]),
     rag._index_documents_py(bigint[]),
@@ -124,7 +125,6 @@ GRANT DELETE ON rag.queue, rag.errors TO rag_writer;
 GRANT EXECUTE ON FUNCTION
     rag.attach(regclass, name, name, name, name[], text, boolean, name),
     rag._file_name(text),
-    rag._extract_file(bytea, text, text),
     rag._attached_changed(),
     rag.detach(regclass),
     rag._attachment(bigint),
