@@ -56,7 +56,7 @@ def fetch(dsn: str, eval_dir: Path) -> dict:
             for n, (qid, text) in enumerate(queries):
                 r = c.execute("""SELECT ids, vector_scores, lexical_scores, vector_ranks, lexical_ranks
                                  FROM rag._search_legs(%s, 'hybrid', %s, %s, rag._setting('bm25_k1')::float8,
-                                                       rag._setting('bm25_b')::float8, NULL, 'bm25', true)""",
+                                                       rag._setting('bm25_b')::float8, NULL, 'bm25', true, false)""",
                               (text, DEPTH, DEPTH)).fetchone()
                 legs[qid] = [list(x) for x in zip(*r)]
                 print(f"\r{name}: {n + 1}/{len(queries)} queries", end="", file=sys.stderr, flush=True)

@@ -229,6 +229,9 @@ def test_fusion_parameters(db):
     ("lexical_weight => 'Infinity'", "weights must be >= 0, finite and not both 0"),
     ("vector_weight => NULL", "weights must be >= 0, finite and not both 0"),
     ("fusion => 'max'", "fusion must be convex or rrf"),
+    ("proximity_weight => -1", "proximity_weight must be >= 0 and finite"),
+    ("proximity_weight => 'NaN'", "proximity_weight must be >= 0 and finite"),
+    ("proximity_weight => NULL", "proximity_weight must be >= 0 and finite"),
     ("filter => '[1]'", "filter must be a JSON object, got array"),
     ("filter => '{\"source\": 3}'", "filter->'source' must be a string or an array of strings"),
 ])

@@ -75,9 +75,10 @@ def _checksums(conn, columns: dict[str, list[str]] | None = None) -> dict[str, t
     return out
 
 
-def _search_as(url: str, role: str, rank_fusion: bool = False) -> list:
-    """rag.search's results; rank_fusion: with the releases' fusion before 0.4.0 (RRF)."""
-    fusion = ", fusion => 'rrf'" if rank_fusion else ""
+def _search_as(url: str, role: str, rank_fusion: bool = False, old_rule: bool = False) -> list:
+    """rag.search's results; rank_fusion: with the releases' fusion before 0.4.0 (RRF);
+    old_rule: 0.4.0's score fusion (no proximity term, 0.5.0's addition)."""
+    fusion = ", fusion => 'rrf'" if rank_fusion else ", proximity_weight => 0" if old_rule else ""
     with psycopg.connect(as_role(url, role), autocommit=True) as c:
         return [c.execute("SELECT chunk_id, document_id, round(score::numeric, 6), vector_rank, lexical_rank "
                           f"FROM rag.search(%s, 8{fusion})", (q,)).fetchall() for q in QUESTIONS]
@@ -209,8 +210,9 @@ def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db, old):
             old_session.execute("SELECT count(*) FROM rag.search('ferry', 3)")
         assert e.value.sqlstate == "55000" and "reconnect" in str(e.value)
 
-    # the same results (0.4.0 fuses by score by default: asked for RRF, the old releases' rule)
-    assert {r: _search_as(url, r, rank_fusion=OLD < "0.4.0") for r in searches} == searches
+    # the same results, asked for the old release's rule: RRF before 0.4.0, 0.4.0's score
+    # fusion without 0.5.0's proximity term
+    assert {r: _search_as(url, r, rank_fusion=OLD < "0.4.0", old_rule=OLD == "0.4.0") for r in searches} == searches
     # and the upgraded database works: ingest, trigger indexing, ask, the queue
     with psycopg.connect(as_role(url, "alice"), autocommit=True) as c:
         doc = c.execute("SELECT rag.ingest('# Upgrades\n\nALTER EXTENSION rag UPDATE keeps every row.', "

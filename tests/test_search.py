@@ -79,8 +79,9 @@ def test_convex_fusion_scores_every_candidate_by_both_legs(db):
     norm = lambda d: {i: (x - min(d.values())) / (max(d.values()) - min(d.values())) for i, x in d.items()}  # noqa: E731
     nc, nb = norm(cos), norm(bm)
     for weights, (wv, wl) in (("", (1, 1)), (", vector_weight => 3, lexical_weight => 1", (3, 1))):
-        rows = db.execute(f"SELECT chunk_id, score, vector_rank, lexical_rank FROM rag.search(%s, 8{weights})",
-                          (q,)).fetchall()
+        # (the proximity term off: test_proximity_term_... checks it)
+        rows = db.execute(f"SELECT chunk_id, score, vector_rank, lexical_rank FROM rag.search(%s, 8{weights}, "
+                          "proximity_weight => 0)", (q,)).fetchall()
         assert len(rows) == len(DOCS)   # all are candidates: the vector leg's top 30
         for chunk, score, vr, lr in rows:
             assert score == pytest.approx((wv * nc[chunk] + wl * nb[chunk]) / (wv + wl), abs=1e-6)
@@ -112,3 +113,35 @@ def test_stopword_only_query_still_searches_by_vector(db):
     ingest_all(db)
     rows = sources(db, "the and of")
     assert rows and all(r[2] is None for r in rows)
+
+
+def test_proximity_term_lifts_the_chunk_holding_the_query_words_together(db):
+    """proximity_weight (0.3 by default) adds w_p * proximity to the fused score: the
+    IDF-weighted share of the query's lexemes a chunk holds within 12 word positions."""
+    together = "The turbine blade cracked near the root after the vibration test, engineers found."
+    scattered = ("Engineers found the blade in the storeroom. Hours later, after lunch, someone ran a "
+                 "vibration test on a different machine entirely. Much later still, a turbine was "
+                 "delivered, and a crack appeared in a wall near the root cellar.")
+    db.execute("SELECT rag.ingest(%s, 'together.md')", (together,))
+    db.execute("SELECT rag.ingest(%s, 'scattered.md')", (scattered,))
+    q = "turbine blade crack root vibration"
+
+    def scores(extra=""):
+        return {src: (score, vr, lr) for src, score, vr, lr in db.execute(
+            f"""SELECT d.source, s.score, s.vector_rank, s.lexical_rank FROM rag.search(%s, 8{extra}) AS s
+                JOIN rag.documents AS d ON d.id = s.document_id""", (q,)).fetchall()}
+
+    off, on = scores(", proximity_weight => 0"), scores(", proximity_weight => 1")
+    default = scores()
+    two = scores(", proximity_weight => 2")
+    # every query lexeme of together.md is within 12 positions: + 1; scattered.md's are not
+    lift = {src: on[src][0] - off[src][0] for src in off}
+    assert lift["together.md"] == pytest.approx(1.0, abs=1e-9)
+    assert 0 < lift["scattered.md"] < 0.75
+    for src in off:   # the term scales with the weight; the legs' ranks do not move
+        assert two[src][0] - off[src][0] == pytest.approx(2 * lift[src], abs=1e-9)
+        assert default[src][0] - off[src][0] == pytest.approx(0.3 * lift[src], abs=1e-9)
+        assert on[src][1:] == off[src][1:]
+    # the term is score fusion's: mode lexical and rrf keep their own scores
+    for extra in (", mode => 'lexical'", ", fusion => 'rrf'"):
+        assert scores(extra + ", proximity_weight => 1") == scores(extra + ", proximity_weight => 0")

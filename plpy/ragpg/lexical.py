@@ -251,3 +251,33 @@ def top_k(terms: list[Term], k: int, k1: float, b: float, avglen: float,
                         continue                  # all read: the next best are exact already
         top = np.lexsort((c_ids, -score))[:k]
         return c_ids[top], score[top]
+
+
+PROXIMITY_WINDOW = 12     # positions: about a sentence's clause
+
+
+def proximity(hits: list[int], idf: list[float], window: int = PROXIMITY_WINDOW) -> float:
+    """How close together a chunk holds the query's lexemes: the largest IDF-weighted
+    share of them that fall within `window` consecutive word positions (0..1). `hits`
+    are the chunk's occurrences of query lexemes as `lexeme index * 65536 + position`
+    (tsvector positions are below 16,384), `idf` each query lexeme's IDF. One pass over
+    the occurrences in position order: linear in their number."""
+    total = sum(idf)
+    if not hits or total <= 0:
+        return 0.0
+    occ = sorted((h & 0xFFFF, h >> 16) for h in hits)
+    count = [0] * len(idf)
+    cur = best = 0.0
+    j = 0
+    for pos, lx in occ:
+        if count[lx] == 0:
+            cur += idf[lx]
+        count[lx] += 1
+        while occ[j][0] <= pos - window:
+            out = occ[j][1]
+            count[out] -= 1
+            if count[out] == 0:
+                cur -= idf[out]
+            j += 1
+        best = max(best, cur)
+    return min(1.0, best / total)

@@ -350,6 +350,24 @@ def _missing_scores(plpy, tenant: str, model: str, vec, literal: str, need_cos: 
     return sims, lex
 
 
+# each chunk's occurrences of the query lexemes $L, as lexeme index (0-based) * 65536 +
+# position, from its tsvector (marking $L's lexemes A and keeping those keeps exactly them)
+_HITS = """
+    SELECT c.id, ARRAY(SELECT (l.i - 1) * 65536 + p
+                       FROM unnest($2::text[]) WITH ORDINALITY AS l (lexeme, i)
+                       JOIN unnest(ts_filter(setweight(c.tsv, 'A', $2), '{a}')) AS u ON u.lexeme = l.lexeme
+                       CROSS JOIN LATERAL unnest(u.positions) AS p) AS hits
+    FROM rag.chunks AS c WHERE c.tenant = $1 AND c.id = ANY ($3)"""
+
+
+def _proximity(plpy, tenant: str, ids: list[int], scorer: Scorer) -> dict:
+    """Each candidate's proximity (lexical.proximity): how close together it holds the
+    query's lexemes, in one query over the candidates' tsvectors."""
+    rows = plpy.execute(_kept_plan(plpy, _HITS, ["text", "text[]", "bigint[]"]), [tenant, scorer.lexemes, ids])
+    idf = [float(x) for x in scorer.idf]
+    return {r["id"]: lexical.proximity(r["hits"], idf) for r in rows}
+
+
 _TS_RANK = """
     SELECT coalesce(array_agg(l.id ORDER BY l.rank DESC, l.id), '{}') AS ids,
            coalesce(array_agg(l.rank::float8 ORDER BY l.rank DESC, l.id), '{}') AS scores
@@ -385,12 +403,14 @@ def _predicate(plpy, filter_json: str | None) -> str | None:
 
 @sql_errors
 def search_legs(plpy, query: str, mode: str, vector_k: int, lexical_k: int, k1: float, b: float,
-                filter_json: str | None, ranking: str, both_scores: bool):
+                filter_json: str | None, ranking: str, both_scores: bool, proximity: bool = False):
     """rag.search's candidates: the union of each leg's best (vector: cosine; lexical: BM25
-    or ts_rank), as (ids, vector scores, lexical scores, vector ranks, lexical ranks, True);
-    a rank is None outside that leg's top. With `both_scores` (hybrid, score fusion) every
-    candidate gets both legs' scores: its exact BM25 (0 without a query term) and its
-    cosine. The query's embedding runs in the worker thread while BM25 runs."""
+    or ts_rank), as (ids, vector scores, lexical scores, vector ranks, lexical ranks,
+    proximities, True); a rank is None outside that leg's top. With `both_scores` (hybrid,
+    score fusion) every candidate gets both legs' scores: its exact BM25 (0 without a query
+    term) and its cosine; and with `proximity` and BM25 its proximity (lexical.proximity;
+    else None). The
+    query's embedding runs in the worker thread while BM25 runs."""
     pred = _predicate(plpy, filter_json)
     want_vec, want_lex = mode in ("hybrid", "vector"), mode in ("hybrid", "lexical")
     finish = _start_query_vector(plpy, query, None, want_lex and ranking == "bm25") if want_vec else None
@@ -408,6 +428,7 @@ def search_legs(plpy, query: str, mode: str, vector_k: int, lexical_k: int, k1: 
     ids = list(vec_ids) + [i for i in lex_ids if i not in vrank]
     vs = dict(zip(vec_ids, vec_sc))
     ls = dict(zip(lex_ids, lex_sc))
+    px = None
     if both_scores and mode == "hybrid":
         need_cos = [i for i in lex_ids if i not in vrank]
         need_lex = [i for i in vec_ids if i not in lrank]
@@ -418,8 +439,11 @@ def search_legs(plpy, query: str, mode: str, vector_k: int, lexical_k: int, k1: 
         low = min(vs.values(), default=0.0)   # a chunk without this model's embedding
         vs = {i: vs.get(i, low) for i in ids}
         ls = {i: ls.get(i, 0.0) for i in ids}
+        if proximity and isinstance(lex_of, Scorer) and ids:
+            px = _proximity(plpy, tenant, ids, lex_of)
     return (ids, [vs.get(i) for i in ids], [ls.get(i) for i in ids],
-            [vrank.get(i) for i in ids], [lrank.get(i) for i in ids], True)
+            [vrank.get(i) for i in ids], [lrank.get(i) for i in ids],
+            [px.get(i, 0.0) for i in ids] if px is not None else None, True)
 
 
 @sql_errors

@@ -107,17 +107,20 @@ $$;
 -- rag._search_legs (internal): rag.search's candidates (ragpg.pg.search_legs), the union
 -- of each leg's best: ids, each leg's score (vector: cosine similarity; lexical: BM25 or
 -- ts_rank) and rank (NULL outside that leg's top). With both_scores every candidate gets
--- both legs' scores. ok is NULL with a pending error. The query's embedding runs in a
--- worker thread while the BM25 leg runs.
+-- both legs' scores, and with proximity (BM25) its proximity: the IDF-weighted share of
+-- the query's lexemes it holds within 12 word positions (0..1). ok is NULL with a pending error. The
+-- query's embedding runs in a worker thread while the BM25 leg runs.
 CREATE OR REPLACE FUNCTION rag._search_legs(query text, mode text, vector_k int, lexical_k int, k1 float8, b float8,
-                                            filter jsonb, lexical_ranking text, both_scores boolean,
+                                            filter jsonb, lexical_ranking text, both_scores boolean, proximity boolean,
                                             OUT ids bigint[], OUT vector_scores float8[], OUT lexical_scores float8[],
-                                            OUT vector_ranks int[], OUT lexical_ranks int[], OUT ok boolean)
+                                            OUT vector_ranks int[], OUT lexical_ranks int[], OUT proximities float8[],
+                                            OUT ok boolean)
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $python$
     #@ragpg-prologue
-    return ragpg.pg.search_legs(plpy, query, mode, vector_k, lexical_k, k1, b, filter, lexical_ranking, both_scores)
+    return ragpg.pg.search_legs(plpy, query, mode, vector_k, lexical_k, k1, b, filter, lexical_ranking, both_scores,
+                                proximity)
 $python$;
 
 -- rag._rerank (internal): each passage's new rank (1-based) by a reranker or a chat model
@@ -150,7 +153,11 @@ $$;
 -- term, or ts_rank) each give their top candidates, fused:
 --   fusion 'convex' (default): every candidate gets both legs' scores (its cosine, its
 --            exact BM25), each min-max normalised over the candidates, combined as
---            (w_v * vector + w_l * lexical) / (w_v + w_l)
+--            (w_v * vector + w_l * lexical) / (w_v + w_l) + w_p * proximity
+--            where proximity (0..1) is the IDF-weighted share of the query's lexemes the
+--            chunk holds within 12 word positions: a passage that answers a question
+--            tends to hold its words together (with BM25; w_p: proximity_weight, 0.3;
+--            0 turns it off; measured in docs/retrieval-quality.md)
 --   fusion 'rrf': Reciprocal Rank Fusion, w_v / (rrf_c + vector_rank) + w_l / (rrf_c +
 --            lexical_rank)
 -- (weights w_v, w_l: vector_weight and lexical_weight, 1 and 1)
@@ -176,7 +183,8 @@ CREATE OR REPLACE FUNCTION rag.search(
     lexical_ranking text DEFAULT 'bm25',
     fusion          text DEFAULT 'convex',
     rerank          text DEFAULT NULL,
-    rerank_k        int DEFAULT 30)
+    rerank_k        int DEFAULT 30,
+    proximity_weight float8 DEFAULT 0.3)
 RETURNS TABLE (
     chunk_id     bigint,
     document_id  bigint,
@@ -232,6 +240,9 @@ BEGIN
         RAISE EXCEPTION 'rag.search: weights must be >= 0, finite and not both 0, got % and %',
                         coalesce(vector_weight::text, 'NULL'), coalesce(lexical_weight::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
+    ELSIF proximity_weight IS NULL OR NOT (proximity_weight >= 0 AND proximity_weight < 'Infinity') THEN
+        RAISE EXCEPTION 'rag.search: proximity_weight must be >= 0 and finite, got %', coalesce(proximity_weight::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = '0 turns the proximity term off';
     END IF;
     IF rerank IS NOT NULL THEN
         SELECT m.kind INTO rerank_kind FROM rag.models AS m WHERE m.name = rerank;
@@ -258,16 +269,17 @@ BEGIN
     SELECT * INTO legs FROM rag._search_legs(query, mode, vector_k, lexical_k,
                                              CASE WHEN mode <> 'vector' THEN rag._setting('bm25_k1')::float8 END,
                                              CASE WHEN mode <> 'vector' THEN rag._setting('bm25_b')::float8 END,
-                                             filter, lexical_ranking, mode = 'hybrid' AND fusion = 'convex');
+                                             filter, lexical_ranking, mode = 'hybrid' AND fusion = 'convex',
+                                             mode = 'hybrid' AND fusion = 'convex' AND proximity_weight > 0);
     IF legs.ok IS NULL THEN
         PERFORM rag._raise_python_error();
     END IF;
 
     -- the fusion is static SQL, planned once per session: the best 2k candidates (so that
     -- a chunk deleted meanwhile by another transaction leaves k), or rerank_k
-    WITH u AS (SELECT u.id, u.vs, u.ls, u.vr, u.lr
-               FROM unnest(legs.ids, legs.vector_scores, legs.lexical_scores, legs.vector_ranks, legs.lexical_ranks)
-                    AS u (id, vs, ls, vr, lr)),
+    WITH u AS (SELECT u.id, u.vs, u.ls, u.vr, u.lr, u.px
+               FROM unnest(legs.ids, legs.vector_scores, legs.lexical_scores, legs.vector_ranks, legs.lexical_ranks,
+                           legs.proximities) AS u (id, vs, ls, vr, lr, px)),
          span AS (SELECT min(u.vs) AS vlo, max(u.vs) - min(u.vs) AS vw, min(u.ls) AS llo, max(u.ls) - min(u.ls) AS lw
                   FROM u),
          fused AS (
@@ -276,10 +288,12 @@ BEGIN
                         WHEN mode = 'lexical' THEN u.ls
                         WHEN fusion = 'rrf' THEN coalesce(vector_weight / (rrf_c + u.vr), 0)
                                                  + coalesce(lexical_weight / (rrf_c + u.lr), 0)
-                        -- min-max normalised (all equal: 1), then the weighted mean
+                        -- min-max normalised (all equal: 1), then the weighted mean, and
+                        -- the proximity term
                         ELSE (vector_weight * coalesce((u.vs - span.vlo) / nullif(span.vw, 0), 1)
                               + lexical_weight * coalesce((u.ls - span.llo) / nullif(span.lw, 0), 1))
-                             / (vector_weight + lexical_weight) END AS score
+                             / (vector_weight + lexical_weight)
+                             + proximity_weight * coalesce(u.px, 0) END AS score
             FROM u, span),
          best AS (SELECT * FROM fused ORDER BY fused.score DESC, fused.vr NULLS LAST, fused.lr NULLS LAST, fused.id
                   LIMIT greatest(2 * k, CASE WHEN rerank IS NOT NULL THEN rerank_k ELSE 0 END))

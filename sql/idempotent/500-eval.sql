@@ -46,7 +46,7 @@ BEGIN
     PERFORM rag.current_tenant();  -- 42501 unless the caller may act for the set's tenant
     params := jsonb_build_object('vector_k', cand, 'lexical_k', cand, 'rrf_c', 60, 'vector_weight', 1,
                                  'lexical_weight', 1, 'lexical_ranking', 'bm25', 'fusion', 'convex',
-                                 'rerank', NULL, 'rerank_k', 30)
+                                 'rerank', NULL, 'rerank_k', 30, 'proximity_weight', 0.3)
               || params
               || jsonb_build_object('settings', (SELECT jsonb_object_agg(s.name, s.value) FROM rag.settings() AS s));
     INSERT INTO rag.eval_run (set_name, mode, k, params) VALUES (evaluate.set_name, evaluate.mode, evaluate.k, params)
@@ -63,7 +63,7 @@ BEGIN
                             (params->>'vector_k')::int, (params->>'lexical_k')::int, (params->>'rrf_c')::int,
                             (params->>'vector_weight')::float8, (params->>'lexical_weight')::float8,
                             params->>'lexical_ranking', params->>'fusion', params->>'rerank',
-                            (params->>'rerank_k')::int) AS s
+                            (params->>'rerank_k')::int, (params->>'proximity_weight')::float8) AS s
         ), rel AS (
             SELECT r.doc_source, r.chunk_id, r.grade FROM rag.eval_qrels AS r
             WHERE r.set_name = evaluate.set_name AND r.query_id = q.query_id

@@ -387,15 +387,16 @@ COMMENT ON FUNCTION rag.page_url(text, integer) IS
   'url unchanged when page is NULL. Arguments: url, page. Returns: text. Used by rag.search and citations. '
   'Example: SELECT rag.page_url(''https://example.com/handbook.pdf'', 12);';
 
-COMMENT ON FUNCTION rag.search(text, integer, text, jsonb, integer, integer, integer, double precision, double precision, text, text, text, integer) IS
+COMMENT ON FUNCTION rag.search(text, integer, text, jsonb, integer, integer, integer, double precision, double precision, text, text, text, integer, double precision) IS
   'Hybrid retrieval over the current tenant''s chunks: HNSW (cosine) and BM25 candidates, fused by score '
   '(fusion convex: each candidate''s cosine and exact BM25, min-max normalised over the candidates, '
-  '(w_v * vector + w_l * lexical)/(w_v + w_l)) or by rank (fusion rrf: w_v/(rrf_c + vector_rank) + '
+  '(w_v * vector + w_l * lexical)/(w_v + w_l), plus w_p * proximity, the IDF-weighted share of the query''s '
+  'words the chunk holds within 12 word positions) or by rank (fusion rrf: w_v/(rrf_c + vector_rank) + '
   'w_l/(rrf_c + lexical_rank)), optionally reordered by a reranker. Arguments: query, k (8), mode (hybrid, '
   'vector, lexical), filter (JSON: "source" and metadata keys), vector_k/lexical_k (30), rrf_c (60), '
   'vector_weight/lexical_weight (1), lexical_ranking (bm25, ts_rank), fusion (convex, rrf), rerank (a model '
   'of kind rerank, or a chat model: reorders the fused best rerank_k; if it fails the fused order stays and '
-  'a WARNING says why), rerank_k (30). Returns: rows (chunk_id, document_id, ord, content, score, '
+  'a WARNING says why), rerank_k (30), proximity_weight (0.3; 0: off). Returns: rows (chunk_id, document_id, ord, content, score, '
   'vector_rank, lexical_rank, source_table, source_key, rerank_rank, heading, page, url), best first; score is '
   'the fused score, or in mode vector the cosine similarity and in mode lexical the BM25 score; heading and '
   'page say where the chunk is (page: PDF files), url is the document''s, with #page=N when the page is known. '
@@ -455,11 +456,11 @@ COMMENT ON FUNCTION rag.rebuild_lexical_index() IS
   'trigger builds them from chunks written 5,000 at a time (e.g. after a block was damaged by hand). Returns: '
   'the number of postings. Example: SELECT rag.rebuild_lexical_index();';
 
-COMMENT ON FUNCTION rag._search_legs(text, text, integer, integer, double precision, double precision, jsonb, text, boolean) IS
+COMMENT ON FUNCTION rag._search_legs(text, text, integer, integer, double precision, double precision, jsonb, text, boolean, boolean) IS
   'Internal: rag.search''s candidates, the union of each leg''s best (HNSW over the tenant''s chunks of its '
   'embedding model; BM25 or ts_rank, run while the model embeds the query): ids, each leg''s score and rank '
-  '(NULL outside that leg''s top); with both_scores, both legs'' scores for every candidate. ok is NULL with '
-  'a pending error.';
+  '(NULL outside that leg''s top); with both_scores, both legs'' scores for every candidate, and with proximity '
+  '(BM25) its proximity (0..1). ok is NULL with a pending error.';
 
 COMMENT ON FUNCTION rag._bm25_py(text, integer, double precision, double precision, jsonb) IS
   'Internal: the Python side of rag.bm25: (chunk_ids, scores) best first, or NULLs with a pending error.';
