@@ -5,7 +5,8 @@ chunks that best answer the question, each followed by the marker of the chunk i
 from. A sentence is scored by the cosine between its embedding and the question's, plus
 a bonus for the question's content words it holds (each weighted by how rare it is among
 the candidate sentences, as IDF is: "coronavirus" in a set of articles about coronaviruses
-says little, "heparan" much) and for coming from a higher-ranked chunk. At most
+says little, "heparan" much), for coming from a higher-ranked chunk, and for coming from
+the best-ranked chunk's document (an answer from one article cites one article). At most
 `max_sentences`, and a sentence that would take the answer past `max_words` is skipped
 (the best one is always kept). Nothing scores above `min_similarity`: the answer is
 NO_ANSWER and no citations. Measured on covid-qa-dev (docs/retrieval-quality.md).
@@ -77,12 +78,13 @@ def _terms(text: str) -> set[str]:
     return {w.lower()[:6] for w in _WORD.findall(text) if w.lower() not in _STOP and len(w) > 2}
 
 
-SHARED_WEIGHT = 0.5   # the most the question's content words add (all of them, in one sentence)
+SHARED_WEIGHT = 0.8   # the most the question's content words add (all of them, in one sentence)
 RANK_WEIGHT = 0.2     # the first chunk's sentences get this much more, the second half, ...
+DOC_WEIGHT = 0.1      # and every sentence of the first chunk's document this much
 
 
 def extractive_answer(question: str, qvec, chunks: list[Retrieved], embed,
-                      max_sentences: int = 3, min_similarity: float = 0.3, max_words: int = 100) -> dict:
+                      max_sentences: int = 3, min_similarity: float = 0.3, max_words: int = 95) -> dict:
     """{answer, citations, ...}; `embed(list[str]) -> unit vectors` embeds sentences."""
     cands: list[tuple[int, str]] = []
     for rank, c in enumerate(chunks):
@@ -95,12 +97,14 @@ def extractive_answer(question: str, qvec, chunks: list[Retrieved], embed,
     terms = [_terms(s) for _, s in cands]
     idf = {t: math.log(1 + len(cands) / (1 + sum(t in ts for ts in terms))) for t in qterms}
     total = sum(idf.values()) or 1.0
+    top_doc = chunks[0].document_id
     scored = []
     for (rank, s), sim, ts in zip(cands, cos.tolist(), terms):
         shared = sum(idf[t] for t in qterms & ts) / total
         # a lead-in to a list or code block ("To do X:") says little on its own
         lead_in = 0.1 if s.endswith(":") else 0.0
-        scored.append((sim + SHARED_WEIGHT * shared + RANK_WEIGHT / (rank + 1) - lead_in, sim, rank, s))
+        same_doc = DOC_WEIGHT if chunks[rank].document_id == top_doc else 0.0
+        scored.append((sim + SHARED_WEIGHT * shared + RANK_WEIGHT / (rank + 1) + same_doc - lead_in, sim, rank, s))
     scored.sort(key=lambda t: -t[0])
 
     picked: list[tuple[int, str, int]] = []  # rank, sentence, index into cands

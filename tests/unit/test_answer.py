@@ -145,11 +145,12 @@ def test_numbering_by_first_use_stub():
               Retrieved(30, 3, f"{names[3]}\n\n{names[4]}")]
     embed, qvec = _stub(s)
     result = extractive_answer("zzz qqq", qvec, chunks, embed, max_sentences=3, min_similarity=0.3)
-    # best first, with the rank bonus (0.2 / (rank + 1)): gamma-1 (0.95 + 0.067), alpha-1
-    # (0.75 + 0.2), gamma-2 (0.8 + 0.067); the gamma chunk is cited first
-    assert result["answer"] == (f"{names[3]} [1] {names[0]} [2] {names[4]} [1]")
-    assert [(c["index"], c["chunk_id"]) for c in result["citations"]] == [(1, 30), (2, 10)]
-    assert result["citations"][0]["snippet"] == f"{names[3]} {names[4]}"
+    # best first, with the rank bonus (0.2 / (rank + 1)) and the first chunk's document's
+    # (0.1): alpha-1 (0.75 + 0.2 + 0.1), gamma-1 (0.95 + 0.067), gamma-2 (0.8 + 0.067);
+    # alpha-2 is under min_similarity; the alpha chunk is cited first
+    assert result["answer"] == (f"{names[0]} [1] {names[3]} [2] {names[4]} [2]")
+    assert [(c["index"], c["chunk_id"]) for c in result["citations"]] == [(1, 10), (2, 30)]
+    assert result["citations"][1]["snippet"] == f"{names[3]} {names[4]}"
     check_citations(result, chunks)
 
 
