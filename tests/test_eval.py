@@ -73,7 +73,11 @@ def test_compare_view_puts_two_runs_side_by_side(db):
 def test_unknown_set_is_a_clear_error(db):
     with pytest.raises(psycopg.Error) as exc:
         db.execute("SELECT rag.evaluate('nope')")
-    assert exc.value.sqlstate == "42704" and "no eval set 'nope'" in str(exc.value)
+    assert exc.value.sqlstate == "42704" and "rag.evaluate: no eval set 'nope'" in str(exc.value)
+    with pytest.raises(psycopg.Error) as exc:
+        db.execute("SELECT rag.evaluate_answers('nope')")
+    assert exc.value.sqlstate == "42704" and "rag.evaluate_answers: no eval set 'nope'" in str(exc.value)
+    assert "ragpg eval --dsn" in exc.value.diag.message_hint
 
 
 def test_eval_runs_are_scoped_to_who_may_act_for_the_set(db, connect):

@@ -137,3 +137,20 @@ def test_ask_and_ask_stream_answer_from_the_reranked_best(db, fake_openai):
     assert [c["chunk_id"] for c in out["citations"]] == [top] and out["rerank"]["reranked"] is True
     rows = db.execute("SELECT * FROM rag.ask_stream(%s, k => 1, rerank => 'rr-ask', rerank_k => 6)", (Q,)).fetchall()
     assert rows[-1][1] is None and [c["chunk_id"] for c in rows[-1][2]] == [top]
+
+
+@pytest.mark.parametrize("passages,fragment", [
+    ("array_fill('a passage'::text, ARRAY[101])", "101 passages, over the limit of 100"),
+    ("ARRAY[repeat('x', 100001)]", "passage 1 is 100001 characters, over the limit of 100000"),
+])
+def test_direct_callers_of_rerank_are_bounded(db, passages, fragment):
+    """rag.search sends at most rerank_k (100) chunks; a role calling rag._rerank itself
+    gets the same bound, before any provider is called (an internal function: ok NULL and
+    the error pending, which rag._raise_python_error raises)."""
+    calls = db.execute("SELECT count(*) FROM rag.usage WHERE operation = 'rerank'").fetchone()[0]
+    row = db.execute(f"SELECT ranks, scores, error, ok FROM rag._rerank('q', 'smollm2', 'chat', {passages})").fetchone()
+    assert row == (None, None, None, None)
+    with pytest.raises(psycopg.Error) as exc:
+        db.execute("SELECT rag._raise_python_error()")
+    assert exc.value.sqlstate == "54000" and fragment in str(exc.value)
+    assert db.execute("SELECT count(*) FROM rag.usage WHERE operation = 'rerank'").fetchone()[0] == calls

@@ -453,6 +453,7 @@ def rerank(plpy, query: str, model: str, kind: str, passages: list[str]):
     over budget) gives (None, None, the reason, True): the search keeps its fused order and
     says why. The call is logged in rag.usage as operation 'rerank'."""
     LAST_RERANK["error"] = None
+    rerank_mod.check_passages(passages or [])
     s = settings(plpy)
     spec = model_spec(plpy, model, kind)
     if spec.provider == "local":

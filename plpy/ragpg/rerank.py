@@ -17,7 +17,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from .errors import LimitExceeded
+
 MAX_PASSAGES = 100          # rerank_k's ceiling: one call, and a prompt a model can read
+MAX_PASSAGE_CHARS = 100_000  # a passage (rag.search sends chunks, far smaller)
 PROMPT_TOKENS = 120         # the instructions and the question's frame, in tokens (about)
 
 SYSTEM = ("You rank passages by how well they answer a question. Reply with the passage numbers only, "
@@ -55,3 +58,16 @@ def parse_order(text: str, n: int) -> list[int]:
 def order_by_scores(scores: list[float]) -> list[int]:
     """Indices by score, best first; ties keep the original (fused) order."""
     return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+
+
+def check_passages(passages: list[str]) -> None:
+    """A reranking's input within bounds: at most MAX_PASSAGES passages of at most
+    MAX_PASSAGE_CHARS each (rag.search stays within them; a direct caller of rag._rerank
+    gets a clear error, not a huge provider call)."""
+    if len(passages) > MAX_PASSAGES:
+        raise LimitExceeded(f"rag._rerank: {len(passages)} passages, over the limit of {MAX_PASSAGES}",
+                            hint="rerank at most 100 passages in a call (rag.search's rerank_k)")
+    for i, p in enumerate(passages, 1):
+        if p is not None and len(p) > MAX_PASSAGE_CHARS:
+            raise LimitExceeded(f"rag._rerank: passage {i} is {len(p)} characters, over the limit of "
+                                f"{MAX_PASSAGE_CHARS}", hint="rerank chunks, not whole documents")

@@ -1,6 +1,6 @@
 -- rag._eval_tenant
--- The tenant of an eval set, checked: the caller must be allowed to act for it (internal).
-CREATE OR REPLACE FUNCTION rag._eval_tenant(set_name text)
+-- The tenant of an eval set, or an error naming the calling function (internal).
+CREATE OR REPLACE FUNCTION rag._eval_tenant(set_name text, caller text)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -10,9 +10,9 @@ DECLARE
 BEGIN
     SELECT s.tenant INTO t FROM rag.eval_sets AS s WHERE s.name = set_name;
     IF t IS NULL THEN
-        RAISE EXCEPTION 'rag.evaluate: no eval set %', coalesce(quote_literal(set_name), 'NULL')
+        RAISE EXCEPTION '%: no eval set %', caller, coalesce(quote_literal(set_name), 'NULL')
             USING ERRCODE = 'undefined_object',
-                  HINT = 'load one: ragpg eval load --dsn ... --set NAME --dir DIR (BEIR layout)';
+                  HINT = 'load one: ragpg eval --dsn ... --dir DIR --set NAME (a folder of sets in the BEIR layout)';
     END IF;
     RETURN t;
 END
@@ -33,7 +33,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    tenant text := rag._eval_tenant(set_name);
+    tenant text := rag._eval_tenant(set_name, 'rag.evaluate');
     run bigint;
     q record;
     t0 timestamptz := clock_timestamp();
@@ -130,7 +130,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    tenant text := rag._eval_tenant(set_name);
+    tenant text := rag._eval_tenant(set_name, 'rag.evaluate_answers');
     chat text;
     run bigint;
     q record;

@@ -552,8 +552,9 @@ COMMENT ON TABLE rag.eval_run_query IS
   'Per query of an eval run: its nDCG@10, recall@10, recall@100 and MRR@10; success@1/5/10 (1 or 0) when '
   'the query has gold answers, else NULL.';
 
-COMMENT ON FUNCTION rag._eval_tenant(text) IS
-  'Internal: the tenant of an eval set, or an error if there is no such set; called by rag.evaluate.';
+COMMENT ON FUNCTION rag._eval_tenant(text, text) IS
+  'Internal: the tenant of an eval set, or an error naming the caller if there is no such set; called by '
+  'rag.evaluate and rag.evaluate_answers.';
 
 COMMENT ON FUNCTION rag.evaluate(text, text, integer, jsonb) IS
   'Run every query of an eval set through rag.search in the set''s tenant and store nDCG@10, recall@10, '

@@ -110,7 +110,7 @@ GRANT EXECUTE ON FUNCTION
     rag._merge_posting_blocks_py(text, text[]),
     rag.merge_posting_blocks(text, text[]),
     rag.rebuild_lexical_index(),
-    rag._eval_tenant(text),
+    rag._eval_tenant(text, text),
     rag.evaluate(text, text, int, jsonb),
     rag.evaluate_answers(text, text, int, jsonb, int)
 TO rag_writer;
