@@ -18,6 +18,20 @@ BEGIN
 END
 $$;
 
+-- rag._eval_text (internal)
+-- Text as answers are matched: lower-cased, every whitespace run one space. A gold answer
+-- is also trimmed and cut to its first 200 characters (gold => true). rag.evaluate
+-- (success@k: does a chunk hold the answer?) and rag.evaluate_answers (does the answer?)
+-- match the same way.
+CREATE OR REPLACE FUNCTION rag._eval_text(t text, gold boolean DEFAULT false)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN gold THEN left(btrim(lower(regexp_replace(t, '\s+', ' ', 'g'))), 200)
+                ELSE lower(regexp_replace(t, '\s+', ' ', 'g')) END
+$$;
+
 -- rag.evaluate
 -- Run every query of an eval set through rag.search(mode, k results) in the set's tenant,
 -- store per-query and overall nDCG@10 (linear gain), recall@10, recall@100 and MRR@10,
@@ -79,12 +93,12 @@ BEGIN
         ), ideal AS (
             SELECT grade, row_number() OVER (ORDER BY grade DESC) AS pos FROM rel
         ), ans AS (      -- gold answers, normalised
-            SELECT a.doc_source, left(lower(btrim(regexp_replace(a.answer, '\s+', ' ', 'g'))), 200) AS answer
+            SELECT a.doc_source, rag._eval_text(a.answer, true) AS answer
             FROM rag.eval_answers AS a WHERE a.set_name = evaluate.set_name AND a.query_id = q.query_id
         ), found AS (    -- the best rank of a chunk holding one
             SELECT min(h.rn) AS rn FROM hits AS h JOIN rag.documents AS d ON d.id = h.document_id
             JOIN ans ON ans.doc_source = d.source
-            WHERE strpos(lower(regexp_replace(h.content, '\s+', ' ', 'g')), ans.answer) > 0
+            WHERE strpos(rag._eval_text(h.content), ans.answer) > 0
         )
         SELECT run, q.query_id,
                coalesce((SELECT sum(grade / log(2, rank + 1)) FROM ranked WHERE rank <= 10), 0)
@@ -166,11 +180,11 @@ BEGIN
                                                citations_right, words, latency_ms)
         WITH gold AS (
             SELECT a.doc_source, tsvector_to_array(to_tsvector('english'::regconfig, a.answer)) AS words,
-                   left(lower(btrim(regexp_replace(a.answer, '\s+', ' ', 'g'))), 200) AS norm
+                   rag._eval_text(a.answer, true) AS norm
             FROM rag.eval_answers AS a WHERE a.set_name = evaluate_answers.set_name AND a.query_id = q.query_id
         ), ans AS (
             SELECT out->>'answer' AS text, tsvector_to_array(to_tsvector('english'::regconfig, out->>'answer')) AS words,
-                   lower(regexp_replace(out->>'answer', '\s+', ' ', 'g')) AS norm
+                   rag._eval_text(out->>'answer') AS norm
         ), cit AS (
             SELECT c->>'source' AS source FROM jsonb_array_elements(out->'citations') AS c
         )

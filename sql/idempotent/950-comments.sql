@@ -552,6 +552,10 @@ COMMENT ON TABLE rag.eval_run_query IS
   'Per query of an eval run: its nDCG@10, recall@10, recall@100 and MRR@10; success@1/5/10 (1 or 0) when '
   'the query has gold answers, else NULL.';
 
+COMMENT ON FUNCTION rag._eval_text(text, boolean) IS
+  'Internal: text as rag.evaluate and rag.evaluate_answers match answers: lower-cased, whitespace runs as one '
+  'space; a gold answer (gold => true) also trimmed and cut to 200 characters.';
+
 COMMENT ON FUNCTION rag._eval_tenant(text, text) IS
   'Internal: the tenant of an eval set, or an error naming the caller if there is no such set; called by '
   'rag.evaluate and rag.evaluate_answers.';

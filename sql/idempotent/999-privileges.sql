@@ -111,6 +111,7 @@ GRANT EXECUTE ON FUNCTION
     rag.merge_posting_blocks(text, text[]),
     rag.rebuild_lexical_index(),
     rag._eval_tenant(text, text),
+    rag._eval_text(text, boolean),
     rag.evaluate(text, text, int, jsonb),
     rag.evaluate_answers(text, text, int, jsonb, int)
 TO rag_writer;
