@@ -79,7 +79,7 @@ def test_convex_fusion_scores_every_candidate_by_both_legs(db):
     norm = lambda d: {i: (x - min(d.values())) / (max(d.values()) - min(d.values())) for i, x in d.items()}  # noqa: E731
     nc, nb = norm(cos), norm(bm)
     for weights, (wv, wl) in (("", (1, 1)), (", vector_weight => 3, lexical_weight => 1", (3, 1))):
-        # (the proximity term off: test_proximity_term_... checks it)
+        # (the proximity term off: test_proximity_term_lifts_the_chunk_holding_the_query_words_together)
         rows = db.execute(f"SELECT chunk_id, score, vector_rank, lexical_rank FROM rag.search(%s, 8{weights}, "
                           "proximity_weight => 0)", (q,)).fetchall()
         assert len(rows) == len(DOCS)   # all are candidates: the vector leg's top 30
@@ -137,7 +137,14 @@ def test_proximity_term_lifts_the_chunk_holding_the_query_words_together(db):
     # every query lexeme of together.md is within 12 positions: + 1; scattered.md's are not
     lift = {src: on[src][0] - off[src][0] for src in off}
     assert lift["together.md"] == pytest.approx(1.0, abs=1e-9)
-    assert 0 < lift["scattered.md"] < 0.75
+    # scattered.md: every query lexeme is in both chunks (equal IDF), so its proximity is
+    # the most of them any 12 consecutive positions of its tsvector hold, over 5
+    pos = db.execute("""SELECT u.lexeme, u.positions FROM rag.chunks AS c JOIN rag.documents AS d ON d.id = c.document_id,
+                               unnest(c.tsv) AS u WHERE d.source = 'scattered.md'
+                               AND u.lexeme = ANY (rag.query_lexemes(%s))""", (q,)).fetchall()
+    assert len(pos) == 5
+    best = max(len({lx for lx, ps in pos if any(start <= p < start + 12 for p in ps)}) for start in range(1, 200))
+    assert 0 < best < 5 and lift["scattered.md"] == pytest.approx(best / 5, abs=1e-9)
     for src in off:   # the term scales with the weight; the legs' ranks do not move
         assert two[src][0] - off[src][0] == pytest.approx(2 * lift[src], abs=1e-9)
         assert default[src][0] - off[src][0] == pytest.approx(0.3 * lift[src], abs=1e-9)

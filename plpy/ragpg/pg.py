@@ -409,8 +409,7 @@ def search_legs(plpy, query: str, mode: str, vector_k: int, lexical_k: int, k1: 
     proximities, True); a rank is None outside that leg's top. With `both_scores` (hybrid,
     score fusion) every candidate gets both legs' scores: its exact BM25 (0 without a query
     term) and its cosine; and with `proximity` and BM25 its proximity (lexical.proximity;
-    else None). The
-    query's embedding runs in the worker thread while BM25 runs."""
+    else None). The query's embedding runs in the worker thread while BM25 runs."""
     pred = _predicate(plpy, filter_json)
     want_vec, want_lex = mode in ("hybrid", "vector"), mode in ("hybrid", "lexical")
     finish = _start_query_vector(plpy, query, None, want_lex and ranking == "bm25") if want_vec else None

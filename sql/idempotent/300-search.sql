@@ -108,8 +108,8 @@ $$;
 -- of each leg's best: ids, each leg's score (vector: cosine similarity; lexical: BM25 or
 -- ts_rank) and rank (NULL outside that leg's top). With both_scores every candidate gets
 -- both legs' scores, and with proximity (BM25) its proximity: the IDF-weighted share of
--- the query's lexemes it holds within 12 word positions (0..1). ok is NULL with a pending error. The
--- query's embedding runs in a worker thread while the BM25 leg runs.
+-- the query's lexemes it holds within 12 word positions (0..1). ok is NULL with a pending
+-- error. The query's embedding runs in a worker thread while the BM25 leg runs.
 CREATE OR REPLACE FUNCTION rag._search_legs(query text, mode text, vector_k int, lexical_k int, k1 float8, b float8,
                                             filter jsonb, lexical_ranking text, both_scores boolean, proximity boolean,
                                             OUT ids bigint[], OUT vector_scores float8[], OUT lexical_scores float8[],
