@@ -259,25 +259,30 @@ PROXIMITY_WINDOW = 12     # positions: about a sentence's clause
 def proximity(hits: list[int], idf: list[float], window: int = PROXIMITY_WINDOW) -> float:
     """How close together a chunk holds the query's lexemes: the largest IDF-weighted
     share of them that fall within `window` consecutive word positions (0..1). `hits`
-    are the chunk's occurrences of query lexemes as `lexeme index * 65536 + position`
-    (tsvector positions are below 16,384), `idf` each query lexeme's IDF. One pass over
-    the occurrences in position order: linear in their number."""
+    are the chunk's occurrences of query lexemes as `position * 65536 + lexeme index`
+    (so that plain integer order is position order; tsvector positions are below
+    16,384), `idf` each query lexeme's IDF. One pass over the occurrences in position
+    order: linear in their number after the sort."""
     total = sum(idf)
     if not hits or total <= 0:
         return 0.0
-    occ = sorted((h & 0xFFFF, h >> 16) for h in hits)
+    occ = sorted(hits)
     count = [0] * len(idf)
     cur = best = 0.0
     j = 0
-    for pos, lx in occ:
-        if count[lx] == 0:
-            cur += idf[lx]
-        count[lx] += 1
-        while occ[j][0] <= pos - window:
-            out = occ[j][1]
+    for h in occ:
+        # occurrences `window` or more positions back leave the window
+        edge = ((h >> 16) - window + 1) << 16
+        while occ[j] < edge:
+            out = occ[j] & 0xFFFF
             count[out] -= 1
             if count[out] == 0:
                 cur -= idf[out]
             j += 1
-        best = max(best, cur)
+        lx = h & 0xFFFF
+        if count[lx] == 0:
+            cur += idf[lx]
+            if cur > best:
+                best = cur
+        count[lx] += 1
     return min(1.0, best / total)

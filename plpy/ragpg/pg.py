@@ -326,46 +326,38 @@ def _vector_leg(plpy, tenant: str, model: str, vec, literal: str, k: int, pred: 
 
 
 def _missing_scores(plpy, tenant: str, model: str, vec, literal: str, need_cos: list[int], need_lex: list[int],
-                    lex_of) -> tuple[dict, dict]:
+                    lex_of, near: list[int] = ()) -> tuple[dict, dict, dict]:
     """The scores the legs did not give, in one query: the cosine of `need_cos` (those
     embedded with `model`) and the lexical score of `need_lex` (BM25 through a Scorer from
     their tsvectors, ~40 us a chunk; or a function such as the ts_rank leg's; none without
-    query lexemes: 0)."""
-    bm25 = isinstance(lex_of, Scorer) and bool(need_lex)
+    query lexemes: 0); and, with a Scorer, the proximity (lexical.proximity) of `near`
+    from the query lexemes' positions in their tsvectors."""
+    scorer = lex_of if isinstance(lex_of, Scorer) else None
+    bm25 = scorer is not None and bool(need_lex)
+    near = list(near) if scorer is not None else []
     tf = (", CASE WHEN c.id = ANY ($5) THEN %s END AS len, CASE WHEN c.id = ANY ($5) THEN %s END AS tf"
           % (LEN_SQL, TF_SQL.replace("$L", "$4"))) if bm25 else ""
+    hits = ", CASE WHEN c.id = ANY ($7) THEN %s END AS hits" % HITS_SQL.replace("$L", "$4") if near else ""
     sql = ("SELECT c.id, CASE WHEN c.model = %s AND c.id = ANY ($6) THEN 1 - (c.embedding::vector(%d) <=> $1) END"
-           " AS sim%s FROM rag.chunks AS c WHERE c.tenant = $2 AND c.id = ANY ($3)"
-           % (plpy.quote_literal(model), len(vec), tf))
-    rows = plpy.execute(_kept_plan(plpy, sql, ["vector", "text", "bigint[]", "text[]", "bigint[]", "bigint[]"]),
-                        [literal, tenant, need_cos + need_lex, lex_of.lexemes if bm25 else [], need_lex, need_cos])
+           " AS sim%s%s FROM rag.chunks AS c WHERE c.tenant = $2 AND c.id = ANY ($3)"
+           % (plpy.quote_literal(model), len(vec), tf, hits))
+    rows = plpy.execute(
+        _kept_plan(plpy, sql, ["vector", "text", "bigint[]", "text[]", "bigint[]", "bigint[]", "bigint[]"]),
+        [literal, tenant, list(dict.fromkeys(need_cos + need_lex + near)),
+         scorer.lexemes if bm25 or near else [], need_lex, need_cos, near])
     sims = {r["id"]: r["sim"] for r in rows if r["sim"] is not None}
     if bm25:
         got = [r for r in rows if r["tf"] is not None]
         lex = dict(zip([r["id"] for r in got], lex_of.scores([r["tf"] for r in got], [r["len"] for r in got])))
-    elif need_lex and lex_of is not None and not isinstance(lex_of, Scorer):
+    elif need_lex and lex_of is not None and scorer is None:
         lex = dict(zip(need_lex, lex_of(need_lex)))
     else:
         lex = {}
-    return sims, lex
-
-
-# each chunk's occurrences of the query lexemes $L, as lexeme index (0-based) * 65536 +
-# position, from its tsvector (marking $L's lexemes A and keeping those keeps exactly them)
-_HITS = """
-    SELECT c.id, ARRAY(SELECT (l.i - 1) * 65536 + p
-                       FROM unnest($2::text[]) WITH ORDINALITY AS l (lexeme, i)
-                       JOIN unnest(ts_filter(setweight(c.tsv, 'A', $2), '{a}')) AS u ON u.lexeme = l.lexeme
-                       CROSS JOIN LATERAL unnest(u.positions) AS p) AS hits
-    FROM rag.chunks AS c WHERE c.tenant = $1 AND c.id = ANY ($3)"""
-
-
-def _proximity(plpy, tenant: str, ids: list[int], scorer: Scorer) -> dict:
-    """Each candidate's proximity (lexical.proximity): how close together it holds the
-    query's lexemes, in one query over the candidates' tsvectors."""
-    rows = plpy.execute(_kept_plan(plpy, _HITS, ["text", "text[]", "bigint[]"]), [tenant, scorer.lexemes, ids])
-    idf = [float(x) for x in scorer.idf]
-    return {r["id"]: lexical.proximity(r["hits"], idf) for r in rows}
+    prox = {}
+    if near:
+        idf = [float(x) for x in scorer.idf]
+        prox = {r["id"]: lexical.proximity(r["hits"], idf) for r in rows if r["hits"] is not None}
+    return sims, lex, prox
 
 
 _TS_RANK = """
@@ -431,15 +423,16 @@ def search_legs(plpy, query: str, mode: str, vector_k: int, lexical_k: int, k1: 
     if both_scores and mode == "hybrid":
         need_cos = [i for i in lex_ids if i not in vrank]
         need_lex = [i for i in vec_ids if i not in lrank]
-        if need_cos or need_lex:
-            sims, lex_more = _missing_scores(plpy, tenant, model, vec, literal, need_cos, need_lex, lex_of)
+        near = ids if proximity and isinstance(lex_of, Scorer) else []
+        if need_cos or need_lex or near:
+            sims, lex_more, prox = _missing_scores(plpy, tenant, model, vec, literal, need_cos, need_lex, lex_of,
+                                                   near)
             vs.update(sims)
             ls.update(lex_more)
+            px = prox if near else None
         low = min(vs.values(), default=0.0)   # a chunk without this model's embedding
         vs = {i: vs.get(i, low) for i in ids}
         ls = {i: ls.get(i, 0.0) for i in ids}
-        if proximity and isinstance(lex_of, Scorer) and ids:
-            px = _proximity(plpy, tenant, ids, lex_of)
     return (ids, [vs.get(i) for i in ids], [ls.get(i) for i in ids],
             [vrank.get(i) for i in ids], [lrank.get(i) for i in ids],
             [px.get(i, 0.0) for i in ids] if px is not None else None, True)
@@ -685,6 +678,11 @@ TF_SQL = """ARRAY(SELECT coalesce(cardinality(u.positions), 0)
                   FROM unnest($L::text[]) WITH ORDINALITY AS l (lexeme, i)
                   LEFT JOIN unnest(ts_filter(setweight(c.tsv, 'A', $L), '{a}')) AS u ON u.lexeme = l.lexeme
                   ORDER BY l.i)"""
+# ... and its occurrences of $L's lexemes, as position * 65536 + lexeme index (0-based)
+HITS_SQL = """ARRAY(SELECT p * 65536 + (l.i - 1)
+                    FROM unnest($L::text[]) WITH ORDINALITY AS l (lexeme, i)
+                    JOIN unnest(ts_filter(setweight(c.tsv, 'A', $L), '{a}')) AS u ON u.lexeme = l.lexeme
+                    CROSS JOIN LATERAL unnest(u.positions) AS p)"""
 
 
 _BM25_CORPUS = """

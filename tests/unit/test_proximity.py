@@ -11,7 +11,7 @@ from ragpg.lexical import proximity
 
 def hits(occurrences):
     """[(lexeme index, position)] -> the encoding rag.search's query returns."""
-    return [i * 65536 + p for i, p in occurrences]
+    return [p * 65536 + i for i, p in occurrences]
 
 
 def brute(occurrences, idf, window):
