@@ -116,7 +116,7 @@ def test_stopword_only_query_still_searches_by_vector(db):
 
 
 def test_proximity_term_lifts_the_chunk_holding_the_query_words_together(db):
-    """proximity_weight (0.3 by default) adds w_p * proximity to the fused score: the
+    """proximity_weight (0.1 by default) adds w_p * proximity to the fused score: the
     IDF-weighted share of the query's lexemes a chunk holds within 12 word positions."""
     together = "The turbine blade cracked near the root after the vibration test, engineers found."
     scattered = ("Engineers found the blade in the storeroom. Hours later, after lunch, someone ran a "
@@ -147,7 +147,7 @@ def test_proximity_term_lifts_the_chunk_holding_the_query_words_together(db):
     assert 0 < best < 5 and lift["scattered.md"] == pytest.approx(best / 5, abs=1e-9)
     for src in off:   # the term scales with the weight; the legs' ranks do not move
         assert two[src][0] - off[src][0] == pytest.approx(2 * lift[src], abs=1e-9)
-        assert default[src][0] - off[src][0] == pytest.approx(0.3 * lift[src], abs=1e-9)
+        assert default[src][0] - off[src][0] == pytest.approx(0.1 * lift[src], abs=1e-9)
         assert on[src][1:] == off[src][1:]
     # the term is score fusion's: mode lexical and rrf keep their own scores
     for extra in (", mode => 'lexical'", ", fusion => 'rrf'"):

@@ -156,7 +156,7 @@ $$;
 --            (w_v * vector + w_l * lexical) / (w_v + w_l) + w_p * proximity
 --            where proximity (0..1) is the IDF-weighted share of the query's lexemes the
 --            chunk holds within 12 word positions: a passage that answers a question
---            tends to hold its words together (with BM25; w_p: proximity_weight, 0.3;
+--            tends to hold its words together (with BM25; w_p: proximity_weight, 0.1;
 --            0 turns it off; measured in docs/retrieval-quality.md)
 --   fusion 'rrf': Reciprocal Rank Fusion, w_v / (rrf_c + vector_rank) + w_l / (rrf_c +
 --            lexical_rank)
@@ -184,7 +184,7 @@ CREATE OR REPLACE FUNCTION rag.search(
     fusion          text DEFAULT 'convex',
     rerank          text DEFAULT NULL,
     rerank_k        int DEFAULT 30,
-    proximity_weight float8 DEFAULT 0.3)
+    proximity_weight float8 DEFAULT 0.1)
 RETURNS TABLE (
     chunk_id     bigint,
     document_id  bigint,
