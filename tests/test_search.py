@@ -89,6 +89,26 @@ def test_convex_fusion_scores_every_candidate_by_both_legs(db):
         assert [r[1] for r in rows] == sorted((r[1] for r in rows), reverse=True)
 
 
+@pytest.mark.parametrize("proximity", [False, True])
+def test_the_other_legs_bm25_is_exact_with_or_without_positions(db, proximity):
+    """A candidate only the vector leg found gets its exact BM25; with the proximity term
+    its term frequencies come from the positions fetched for it (one filter of its
+    tsvector), without it from its tsvector directly: the same scores either way."""
+    ingest_all(db)
+    q = "office closed holidays dogs fridays"
+    _, bm = leg_scores(db, q)
+    assert sum(1 for v in bm.values() if v > 0) >= 3
+    # a lexical leg of 1: chunks holding query terms are left for the vector leg to bring
+    ids, lex, ranks = db.execute(
+        """SELECT ids, lexical_scores, lexical_ranks FROM rag._search_legs(%s, 'hybrid', 30, 1,
+               rag._setting('bm25_k1')::float8, rag._setting('bm25_b')::float8, NULL, 'bm25', true, %s)""",
+        (q, proximity)).fetchone()
+    brought = [i for i, r in zip(ids, ranks) if r is None and bm[i] > 0]
+    assert brought, "no candidate with a query term came from the vector leg alone"
+    for i, score in zip(ids, lex):
+        assert score == pytest.approx(bm[i], rel=1e-9), i
+
+
 def test_single_leg_scores_are_the_legs_own(db):
     ingest_all(db)
     q = "office closed holidays"

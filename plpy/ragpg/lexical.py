@@ -286,3 +286,13 @@ def proximity(hits: list[int], idf: list[float], window: int = PROXIMITY_WINDOW)
                 best = cur
         count[lx] += 1
     return min(1.0, best / total)
+
+
+def term_frequencies(hits: list[int], n: int) -> list[int]:
+    """Each query lexeme's term frequency in a chunk, from its occurrences as `proximity`
+    takes them (`position * 65536 + lexeme index`): the same numbers as its tsvector's
+    positions per lexeme, so a candidate whose positions are fetched is not filtered twice."""
+    tf = [0] * n
+    for h in hits:
+        tf[h & 0xFFFF] += 1
+    return tf

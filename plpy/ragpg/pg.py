@@ -331,11 +331,14 @@ def _missing_scores(plpy, tenant: str, model: str, vec, literal: str, need_cos: 
     embedded with `model`) and the lexical score of `need_lex` (BM25 through a Scorer from
     their tsvectors, ~40 us a chunk; or a function such as the ts_rank leg's; none without
     query lexemes: 0); and, with a Scorer, the proximity (lexical.proximity) of `near`
-    from the query lexemes' positions in their tsvectors."""
+    from the query lexemes' positions in their tsvectors. A chunk in both `need_lex` and
+    `near` has its tsvector filtered once: its term frequencies are counted from the
+    positions (lexical.term_frequencies)."""
     scorer = lex_of if isinstance(lex_of, Scorer) else None
     bm25 = scorer is not None and bool(need_lex)
     near = list(near) if scorer is not None else []
-    tf = (", CASE WHEN c.id = ANY ($5) THEN %s END AS len, CASE WHEN c.id = ANY ($5) THEN %s END AS tf"
+    tf = (", CASE WHEN c.id = ANY ($5) THEN %s END AS len,"
+          " CASE WHEN c.id = ANY ($5) AND NOT c.id = ANY ($7) THEN %s END AS tf"
           % (LEN_SQL, TF_SQL.replace("$L", "$4"))) if bm25 else ""
     hits = ", CASE WHEN c.id = ANY ($7) THEN %s END AS hits" % HITS_SQL.replace("$L", "$4") if near else ""
     sql = ("SELECT c.id, CASE WHEN c.model = %s AND c.id = ANY ($6) THEN 1 - (c.embedding::vector(%d) <=> $1) END"
@@ -347,8 +350,10 @@ def _missing_scores(plpy, tenant: str, model: str, vec, literal: str, need_cos: 
          scorer.lexemes if bm25 or near else [], need_lex, need_cos, near])
     sims = {r["id"]: r["sim"] for r in rows if r["sim"] is not None}
     if bm25:
-        got = [r for r in rows if r["tf"] is not None]
-        lex = dict(zip([r["id"] for r in got], lex_of.scores([r["tf"] for r in got], [r["len"] for r in got])))
+        got = [r for r in rows if r["len"] is not None]
+        n = len(scorer.lexemes)
+        tfs = [r["tf"] if r["tf"] is not None else lexical.term_frequencies(r["hits"], n) for r in got]
+        lex = dict(zip([r["id"] for r in got], lex_of.scores(tfs, [r["len"] for r in got])))
     elif need_lex and lex_of is not None and scorer is None:
         lex = dict(zip(need_lex, lex_of(need_lex)))
     else:

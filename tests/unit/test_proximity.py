@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from ragpg.lexical import proximity
+from ragpg.lexical import proximity, term_frequencies
 
 
 def hits(occurrences):
@@ -59,3 +59,13 @@ def test_linear_in_the_number_of_occurrences():
     # one pass, no quadratic window scan
     occ = [(i % 7, i // 13) for i in range(200_000)]
     assert 0.0 < proximity(hits(occ), [1.0] * 8, 12) <= 1.0
+
+
+def test_term_frequencies_count_each_lexemes_occurrences():
+    rng = random.Random(7)
+    for _ in range(200):
+        n = rng.randint(1, 6)
+        occ = [(rng.randrange(n), rng.randint(1, 16383)) for _ in range(rng.randint(0, 40))]
+        want = [sum(1 for i, _ in occ if i == lx) for lx in range(n)]
+        assert term_frequencies(hits(occ), n) == want
+    assert term_frequencies([], 3) == [0, 0, 0]
