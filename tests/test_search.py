@@ -97,7 +97,7 @@ def test_the_other_legs_bm25_is_exact_with_or_without_positions(db, proximity):
     ingest_all(db)
     q = "office closed holidays dogs fridays"
     _, bm = leg_scores(db, q)
-    assert sum(1 for v in bm.values() if v > 0) >= 3
+    assert sum(1 for v in bm.values() if v > 0) >= 2
     # a lexical leg of 1: chunks holding query terms are left for the vector leg to bring
     ids, lex, ranks = db.execute(
         """SELECT ids, lexical_scores, lexical_ranks FROM rag._search_legs(%s, 'hybrid', 30, 1,
