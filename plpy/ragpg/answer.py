@@ -83,14 +83,25 @@ RANK_WEIGHT = 0.2     # the first chunk's sentences get this much more, the seco
 DOC_WEIGHT = 0.1      # and every sentence of the first chunk's document this much
 
 
-def extractive_answer(question: str, qvec, chunks: list[Retrieved], embed,
-                      max_sentences: int = 3, min_similarity: float = 0.3, max_words: int = 95) -> dict:
-    """{answer, citations, ...}; `embed(list[str]) -> unit vectors` embeds sentences."""
+@dataclass
+class Sentence:
+    score: float
+    similarity: float   # cosine to the question
+    rank: int           # of the chunk it comes from
+    text: str
+    index: int          # into the candidates (and their vectors)
+
+
+def score_sentences(question: str, qvec, chunks: list[Retrieved], embed,
+                    shared_weight: float = SHARED_WEIGHT, rank_weight: float = RANK_WEIGHT,
+                    doc_weight: float = DOC_WEIGHT) -> tuple[list[Sentence], object]:
+    """Every sentence of the chunks with its score (module docstring), best first, and the
+    sentences' unit vectors (rows in candidate order, for the near-duplicate check)."""
     cands: list[tuple[int, str]] = []
     for rank, c in enumerate(chunks):
         cands.extend((rank, s) for s in sentences(c.content))
     if not cands:
-        return {"answer": NO_ANSWER, "citations": []}
+        return [], None
     vecs = embed([s for _, s in cands])
     cos = vecs @ qvec
     qterms = _terms(question)
@@ -99,39 +110,58 @@ def extractive_answer(question: str, qvec, chunks: list[Retrieved], embed,
     total = sum(idf.values()) or 1.0
     top_doc = chunks[0].document_id
     scored = []
-    for (rank, s), sim, ts in zip(cands, cos.tolist(), terms):
+    for i, ((rank, s), sim, ts) in enumerate(zip(cands, cos.tolist(), terms)):
         shared = sum(idf[t] for t in qterms & ts) / total
         # a lead-in to a list or code block ("To do X:") says little on its own
         lead_in = 0.1 if s.endswith(":") else 0.0
-        same_doc = DOC_WEIGHT if chunks[rank].document_id == top_doc else 0.0
-        scored.append((sim + SHARED_WEIGHT * shared + RANK_WEIGHT / (rank + 1) + same_doc - lead_in, sim, rank, s))
-    scored.sort(key=lambda t: -t[0])
+        same_doc = doc_weight if chunks[rank].document_id == top_doc else 0.0
+        score = sim + shared_weight * shared + rank_weight / (rank + 1) + same_doc - lead_in
+        scored.append(Sentence(score, sim, rank, s, i))
+    scored.sort(key=lambda x: -x.score)   # stable: equal scores keep the chunks' order
+    return scored, vecs
 
-    picked: list[tuple[int, str, int]] = []  # rank, sentence, index into cands
+
+def pick_sentences(scored: list[Sentence], vecs, max_sentences: int = 3, min_similarity: float = 0.3,
+                   max_words: int = 95) -> list[Sentence]:
+    """The best sentences in score order, skipping those under min_similarity, near
+    duplicates of one picked (overlapping chunks repeat sentences) and those that would take
+    the answer past max_words (the first one is always kept)."""
+    picked: list[Sentence] = []
     words = 0
-    for score, sim, rank, s in scored:
+    for c in scored:
         if len(picked) == max_sentences:
             break
-        if sim < min_similarity:   # (ordered by score, not by similarity: look further)
+        if c.similarity < min_similarity:   # (ordered by score, not by similarity: look further)
             continue
-        i = next(j for j, c in enumerate(cands) if c == (rank, s))
-        # skip near-duplicates (overlapping chunks repeat sentences)
-        if any(float(vecs[i] @ vecs[j]) > 0.95 for _, _, j in picked):
+        if any(float(vecs[c.index] @ vecs[p.index]) > 0.95 for p in picked):
             continue
-        n = len(s.split())
+        n = len(c.text.split())
         if picked and words + n > max_words:
             continue
-        picked.append((rank, s, i))
+        picked.append(c)
         words += n
+    return picked
+
+
+def extractive_answer(question: str, qvec, chunks: list[Retrieved], embed,
+                      max_sentences: int = 3, min_similarity: float = 0.3, max_words: int = 95) -> dict:
+    """{answer, citations, ...}; `embed(list[str]) -> unit vectors` embeds sentences."""
+    scored, vecs = score_sentences(question, qvec, chunks, embed)
+    picked = pick_sentences(scored, vecs, max_sentences, min_similarity, max_words)
+    return compose_answer(picked, chunks)
+
+
+def compose_answer(picked: list[Sentence], chunks: list[Retrieved]) -> dict:
+    """The picked sentences, each followed by its chunk's [n], and one citation per chunk
+    used, numbered in order of first use; NO_ANSWER and no citations if none."""
     if not picked:
         return {"answer": NO_ANSWER, "citations": []}
-
     number: dict[int, int] = {}
     parts, snippets = [], {}
-    for rank, s, _ in picked:
-        n = number.setdefault(rank, len(number) + 1)
-        snippets.setdefault(rank, []).append(s)
-        parts.append(f"{s} [{n}]")
+    for p in picked:
+        n = number.setdefault(p.rank, len(number) + 1)
+        snippets.setdefault(p.rank, []).append(p.text)
+        parts.append(f"{p.text} [{n}]")
     citations = []
     for rank, n in number.items():
         c = chunks[rank]
