@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "client"))
@@ -118,6 +119,25 @@ def test_search_fusion_and_rerank_arguments(client):
     r = client.post("/ask", headers=A, json={"question": "refund?", "rerank": "all-MiniLM-L6-v2"})
     assert r.status_code == 400 and "is an embedding model" in r.json()["error"]
     assert client.post("/search", headers=A, json={"query": "refund", "fusion": "max"}).status_code == 422
+
+
+def test_search_weights_are_rag_searchs(client, api_dsn):
+    """vector_weight, lexical_weight and proximity_weight reach rag.search as given; omitted,
+    its defaults apply; a bad value is rag.search's own 22023."""
+    body = {"query": "refund policy days", "k": 5}
+    for weights in ({}, {"proximity_weight": 0}, {"proximity_weight": 2, "vector_weight": 3, "lexical_weight": 0.5}):
+        got = client.post("/search", headers=A, json=body | weights).json()["results"]
+        args = "".join(f", {w} => {v}" for w, v in weights.items())
+        with psycopg.connect(as_role(api_dsn, "alice")) as alice:   # the key's role, in SQL
+            want = alice.execute(f"SELECT chunk_id, score FROM rag.search(%s, 5{args})", (body["query"],)).fetchall()
+        assert want and [(r["chunk_id"], r["score"]) for r in got] == [(c, pytest.approx(s, abs=1e-12)) for c, s in want]
+    off = client.post("/search", headers=A, json=body | {"proximity_weight": 0}).json()["results"]
+    on = client.post("/search", headers=A, json=body | {"proximity_weight": 2}).json()["results"]
+    assert {r["chunk_id"]: r["score"] for r in on} != {r["chunk_id"]: r["score"] for r in off}
+    r = client.post("/search", headers=A, json=body | {"proximity_weight": -1})
+    assert r.status_code == 400 and r.json()["sqlstate"] == "22023" and "proximity_weight" in r.json()["error"]
+    r = client.post("/search", headers=A, json=body | {"vector_weight": "heavy"})
+    assert r.status_code == 422
 
 
 def test_errors(client):

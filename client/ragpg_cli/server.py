@@ -91,6 +91,13 @@ class SearchIn(BaseModel):
     fusion: Literal["convex", "rrf"] = "convex"
     rerank: str | None = Field(None, max_length=128, description="a rerank or chat model of rag.models")
     rerank_k: int = Field(30, **INT4)
+    # rag.search's weights; omitted: its defaults (SQL checks the values: 22023 -> 400)
+    vector_weight: float | None = None
+    lexical_weight: float | None = None
+    proximity_weight: float | None = None
+
+
+WEIGHTS = ("vector_weight", "lexical_weight", "proximity_weight")
 
 
 class SearchHit(BaseModel):
@@ -459,12 +466,14 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
 
     @app.post("/search", response_model=SearchOut, responses=ERRORS)
     async def search(payload: SearchIn, request: Request, role: str = Depends(role_of)):
+        weights = {w: getattr(payload, w) for w in WEIGHTS if getattr(payload, w) is not None}
         rows = await run(request, role, """
             SELECT chunk_id, document_id, ord, content, score, vector_rank, lexical_rank, rerank_rank, heading, page, url
-            FROM rag.search(%s, %s, %s, %s::jsonb, fusion => %s, rerank => %s, rerank_k => %s)""",
+            FROM rag.search(%s, %s, %s, %s::jsonb, fusion => %s, rerank => %s, rerank_k => %s""" +
+            "".join(f", {w} => %s" for w in weights) + ")",   # names from WEIGHTS only
             (payload.query, payload.k, payload.mode,
              json.dumps(payload.filter) if payload.filter is not None else None,
-             payload.fusion, payload.rerank, payload.rerank_k))
+             payload.fusion, payload.rerank, payload.rerank_k, *weights.values()))
         return SearchOut(results=rows)
 
     @app.post("/ingest", response_model=IngestOut, openapi_extra=INGEST_BODY, responses={
