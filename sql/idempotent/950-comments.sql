@@ -396,8 +396,9 @@ COMMENT ON FUNCTION rag.search(text, integer, text, jsonb, integer, integer, int
   'vector, lexical), filter (JSON: "source" and metadata keys), vector_k/lexical_k (30), rrf_c (60), '
   'vector_weight/lexical_weight (1), lexical_ranking (bm25, ts_rank), fusion (convex, rrf), rerank (a model '
   'of kind rerank, or a chat model: reorders the fused best rerank_k; if it fails the fused order stays and '
-  'a WARNING says why), rerank_k (30), proximity_weight (0.1; 0: off). Returns: rows (chunk_id, document_id, ord, content, score, '
-  'vector_rank, lexical_rank, source_table, source_key, rerank_rank, heading, page, url), best first; score is '
+  'a WARNING says why), rerank_k (30), proximity_weight (0.1; 0: off). Returns: rows (chunk_id, '
+  'document_id, ord, content, score, vector_rank, lexical_rank, source_table, source_key, rerank_rank, '
+  'heading, page, url), best first; score is '
   'the fused score, or in mode vector the cosine similarity and in mode lexical the BM25 score; heading and '
   'page say where the chunk is (page: PDF files), url is the document''s, with #page=N when the page is known. '
 'Example: SELECT * FROM rag.search(''refund policy'', k => 8);';
