@@ -14,7 +14,7 @@ import time
 import psycopg
 
 OPTIONS = {
-    "convex + proximity 0.3 (0.5.0)": "",
+    "convex + proximity (0.5.0)": "",
     "convex, no proximity (0.4.0)": ", proximity_weight => 0",
     "rrf (0.3.0)": ", fusion => 'rrf'",
 }
