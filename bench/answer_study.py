@@ -26,8 +26,9 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 SET = "covid-qa-dev"
 WORD = re.compile(r"[A-Za-z0-9_]+")
-# a sentence asking for an amount, a date or a duration
-NUMERIC_QUESTION = re.compile(r"(?i)\s*(how (many|much|long|old|often)|what (percentage|proportion|year|number|rate)|when)\b")
+# a question asking for an amount, a date or a duration
+NUMERIC_QUESTION = re.compile(r"(?i)\s*(how (many|much|long|old|often)"
+                              r"|what (percentage|proportion|year|number|rate)|when)\b")
 # bibliography entries: "1991;65:4-21", "12(3), 45-67", DOIs, PubMed ids, links, "et al"
 REFERENCE = re.compile(r"\b(?:1[89]|20)\d{2}\s*;\s*\d+\s*(?:\(\s*[\w-]+\s*\))?\s*:\s*[eE]?\d+"
                        r"|\b\d+\s*\(\s*\d+\s*\)\s*[,:]\s*\d+\s*[-–]\s*\d+|\bdoi\b|\bPMID\b|https?://|\bet al\b", re.I)
