@@ -76,10 +76,12 @@ def load_release(conn):
     return answer, embed
 
 
-def words_of(conn, texts: list[str]) -> list[set[str]]:
-    rows = conn.execute("SELECT tsvector_to_array(to_tsvector('english', t)) FROM unnest(%s::text[]) "
-                        "WITH ORDINALITY AS u (t, i) ORDER BY i", (texts,)).fetchall()
-    return [set(r[0]) for r in rows]
+def as_matched(conn, texts: list[str]) -> list[tuple[set[str], str]]:
+    """Each answer as rag.evaluate_answers matches it: its english lexemes and its text
+    through rag._eval_text."""
+    rows = conn.execute("SELECT tsvector_to_array(to_tsvector('english', t)), rag._eval_text(t) "
+                        "FROM unnest(%s::text[]) WITH ORDINALITY AS u (t, i) ORDER BY i", (texts,)).fetchall()
+    return [(set(w), n) for w, n in rows]
 
 
 def bigrams(text: str, stop) -> set:
@@ -138,15 +140,14 @@ def run(answer, embed, data, kwargs, extra, one_article) -> list[dict]:
 
 def score(conn, data, outs) -> dict:
     texts = [o["answer"] for o in outs]
-    found = words_of(conn, texts)
-    norm = lambda t: re.sub(r"\s+", " ", t).lower()  # noqa: E731  (rag._eval_text)
+    matched = as_matched(conn, texts)
     gold = half = exact = cites = right = words = 0.0
-    for item, o, have in zip(data, outs, found):
-        share = max((len(set(w) & have) / len(set(w)) if w else float(n in norm(o["answer"])))
+    for item, o, (have, text) in zip(data, outs, matched):
+        share = max((len(set(w) & have) / len(set(w)) if w else float(n in text))
                     for _, w, n in item["gold"])
         gold += share
         half += share >= 0.5
-        exact += any(n in norm(o["answer"]) for _, _, n in item["gold"])
+        exact += any(n in text for _, _, n in item["gold"])
         srcs = {g[0] for g in item["gold"]}
         cites += len(o["citations"])
         right += sum(c["source"] in srcs for c in o["citations"])
