@@ -225,6 +225,14 @@ def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db, old):
         assert su.execute("SELECT count(*) FROM rag.documents AS d JOIN rag.attachments AS a ON a.id = d.attachment_id "
                           "WHERE a.source_table = 'public.tickets'::regclass").fetchone()[0] == 3
         assert su.execute("SELECT count(*) FROM rag.queue").fetchone()[0] == 0
+    # chunks indexed before 0.5.0 have no window embeddings (searched by their own cosine,
+    # as above) until rag.work embeds them
+    with psycopg.connect(as_role(url, "alice"), autocommit=True) as c:
+        waiting = c.execute("SELECT count(*) FROM rag.chunks WHERE window_embeddings IS NULL").fetchone()[0]
+        assert waiting > 0
+        c.execute("CALL rag.work()")
+        assert c.execute("SELECT count(*) FROM rag.chunks WHERE window_embeddings IS NULL").fetchone()[0] == 0
+        assert c.execute("SELECT count(*) FROM rag.chunks WHERE cardinality(window_embeddings) > 0").fetchone()[0] > 0
 
 
 def bob_suffix(conn) -> str:

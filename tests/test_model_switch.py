@@ -86,12 +86,25 @@ def test_switch_builds_in_the_background_then_switches_atomically(switch_db, dsn
     assert db.execute("SELECT model FROM rag.model_indexes").fetchall() == [("smollm2-embed",)]
 
 
+def _window_dims(conn):
+    return conn.execute("SELECT DISTINCT vector_dims(w) FROM rag.chunks AS c, unnest(c.window_embeddings) AS w"
+                        ).fetchall()
+
+
 def test_rag_work_drives_a_switch_to_the_end(switch_db):
     db = switch_db
+    # a chunk long enough for windows (rag.chunks.window_embeddings): they are the old
+    # model's, so the switch drops them and rag.work embeds them again with the new one
+    long = " ".join(f"Sentence {i} tells how keeper {i} climbs the lighthouse stairs at dusk to light the lamp."
+                    for i in range(8))
+    db.execute("SELECT rag.ingest(%s, source => 'long.md')", (long,))
+    assert _window_dims(db) == [(384,)]
     db.execute("SELECT rag.set_embedding_model('smollm2-embed')")
     db.execute("CALL rag.work()")
     assert _status(db)[0::4] == ("smollm2-embed", "active")
     assert db.execute("SELECT count(*) FROM rag.embeddings_next").fetchone()[0] == 0
+    assert _window_dims(db) == [(576,)]
+    assert db.execute("SELECT count(*) FROM rag.chunks WHERE window_embeddings IS NULL").fetchone()[0] == 0
 
 
 def test_switching_back_to_the_current_model_cancels(switch_db):

@@ -1,6 +1,7 @@
 """rag.search: hybrid retrieval, both legs, fusion, ordering."""
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 DOCS = {
@@ -172,3 +173,116 @@ def test_proximity_term_lifts_the_chunk_holding_the_query_words_together(db):
     # the term is score fusion's: mode lexical and rrf keep their own scores
     for extra in (", mode => 'lexical'", ", fusion => 'rrf'"):
         assert scores(extra + ", proximity_weight => 1") == scores(extra + ", proximity_weight => 0")
+
+
+# -- window embeddings: a long chunk is also scored by its best window -----------------------
+
+TOPICS = ["the night ferry to the island leaves from the northern pier at eleven",
+          "passwords are hashed with scrypt and are never written to any log file",
+          "the bakery sells rye bread and cinnamon buns every morning before seven",
+          "refunds reach the card five business days after the manager approves them",
+          "the lighthouse keeper feeds the seagulls on the rocks each winter dawn",
+          "the quarterly report is printed on recycled paper in the basement office",
+          "volunteers repaint the school fence in bright green every single summer",
+          "the orchestra rehearses the symphony twice a week in the old town hall",
+          "the museum lends its oldest maps to universities for careful scanning"]
+# each topic as one sentence of exactly 20 words: three fit a 64-word window
+SENTENCES = [" ".join((t + " and so it has been for many long years now").split()[:20]) + "." for t in TOPICS]
+LONG = " ".join(SENTENCES)
+WINDOWS = [" ".join(SENTENCES[i:i + 3]) for i in range(0, 9, 3)]
+
+
+def vector_scores(db, query):
+    """Each chunk's vector score computed apart from rag.search: the mean of its cosine and
+    its best window's, or its cosine when it has no windows."""
+    return dict(db.execute("""
+        SELECT c.id, (cos + coalesce((SELECT max(1 - (w <=> q.v)) FROM unnest(c.window_embeddings) AS w), cos)) / 2
+        FROM rag.chunks AS c, rag.embed(%s) AS q (v),
+             LATERAL (SELECT 1 - (c.embedding <=> q.v) AS cos) AS x""", (query,)).fetchall())
+
+
+def test_a_long_chunk_gets_the_embeddings_of_its_windows(db):
+    assert all(len(s.split()) == 20 for s in SENTENCES)
+    db.execute("SELECT rag.ingest(%s, 'long.md')", (LONG,))
+    db.execute("SELECT rag.ingest('Refunds take five business days.', 'short.md')")
+    rows = db.execute("""SELECT d.source, count(*), max(cardinality(c.window_embeddings))
+                         FROM rag.chunks AS c JOIN rag.documents AS d ON d.id = c.document_id GROUP BY 1 ORDER BY 1""").fetchall()
+    assert rows == [("long.md", 1, 3), ("short.md", 1, 0)]   # '{}': one window, its own embedding stands
+    for n, text in enumerate(WINDOWS, 1):
+        dist = db.execute("""SELECT c.window_embeddings[%s] <=> rag.embed(%s) FROM rag.chunks AS c
+                             JOIN rag.documents AS d ON d.id = c.document_id WHERE d.source = 'long.md'""",
+                          (n, text)).fetchone()[0]
+        assert dist < 1e-6, (n, dist)
+
+
+@pytest.mark.parametrize("query", ["who feeds the seagulls in winter", "office closed holidays"])
+def test_the_vector_score_is_the_mean_of_the_chunks_cosine_and_its_best_windows(db, query):
+    ingest_all(db)
+    db.execute("SELECT rag.ingest(%s, 'long.md')", (LONG,))
+    vs = vector_scores(db, query)
+    rows = db.execute("SELECT chunk_id, score, vector_rank FROM rag.search(%s, 8, mode => 'vector')", (query,)).fetchall()
+    assert len(rows) == len(DOCS) + 1
+    for chunk, score, _ in rows:
+        assert score == pytest.approx(vs[chunk], abs=1e-6)
+    # ranked by it, in the results and in vector_rank
+    assert [r[0] for r in rows] == sorted(vs, key=lambda i: -vs[i])
+    assert [r[2] for r in rows] == list(range(1, len(rows) + 1))
+    # and score fusion takes it as the vector leg's score
+    _, bm = leg_scores(db, query)
+    norm = lambda d: {i: (x - min(d.values())) / (max(d.values()) - min(d.values())) for i, x in d.items()}  # noqa: E731
+    nv, nb = norm(vs), norm(bm)
+    for chunk, score in db.execute("SELECT chunk_id, score FROM rag.search(%s, 8, proximity_weight => 0)",
+                                   (query,)).fetchall():
+        assert score == pytest.approx((nv[chunk] + nb[chunk]) / 2, abs=1e-6)
+
+
+def test_the_seagull_window_lifts_the_long_chunk_it_sits_in(db):
+    """The case windows are for: one sentence of a long chunk answers the question. The
+    chunk's own cosine is diluted by its eight other topics; its window's is not."""
+    db.execute("SELECT rag.ingest(%s, 'long.md')", (LONG,))
+    cos, best = db.execute("""SELECT 1 - (c.embedding <=> q.v), (SELECT max(1 - (w <=> q.v)) FROM unnest(c.window_embeddings) w)
+                              FROM rag.chunks AS c, rag.embed('who feeds the seagulls in winter') AS q (v)""").fetchone()
+    assert best > cos + 0.05
+    score = db.execute("SELECT score FROM rag.search('who feeds the seagulls in winter', 1, mode => 'vector')").fetchone()[0]
+    assert score == pytest.approx((cos + best) / 2, abs=1e-6)
+
+
+def test_window_embeddings_off_then_rag_work_embeds_them(db):
+    db.execute("SET rag.window_embeddings = off")
+    db.execute("SELECT rag.ingest(%s, 'long.md')", (LONG,))
+    assert db.execute("SELECT window_embeddings IS NULL FROM rag.chunks").fetchone()[0] is True
+    q = "who feeds the seagulls in winter"
+    cos = db.execute("SELECT 1 - (embedding <=> rag.embed(%s)) FROM rag.chunks", (q,)).fetchone()[0]
+    # without windows a chunk scores its cosine
+    assert db.execute("SELECT score FROM rag.search(%s, 1, mode => 'vector')", (q,)).fetchone()[0] == pytest.approx(cos)
+    db.execute("CALL rag.work()")          # off: nothing to do
+    assert db.execute("SELECT window_embeddings IS NULL FROM rag.chunks").fetchone()[0] is True
+    db.execute("RESET rag.window_embeddings")
+    db.execute("CALL rag.work()")
+    assert db.execute("SELECT cardinality(window_embeddings) FROM rag.chunks").fetchone()[0] == 3
+    # the same windows as indexing makes
+    db.execute("SELECT rag.ingest(%s, 'again.md')", (LONG,))
+    a, b = db.execute("SELECT window_embeddings::text FROM rag.chunks ORDER BY id").fetchall()
+    assert a == b
+    assert db.execute("SELECT score FROM rag.search(%s, 1, mode => 'vector')",
+                      (q,)).fetchone()[0] == pytest.approx(max(vector_scores(db, q).values()), abs=1e-6)
+
+
+def test_a_bad_window_embeddings_setting_is_refused_by_name(db):
+    db.execute("SET rag.window_embeddings = 'sometimes'")
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT rag.ingest(%s, 'long.md')", (LONG,))
+    assert e.value.sqlstate == "22023" and "rag.window_embeddings" in str(e.value)
+    db.execute("RESET rag.window_embeddings")
+    assert db.execute("SELECT count(*) FROM rag.documents").fetchone()[0] == 0   # nothing half-written
+
+
+def test_a_window_of_another_length_is_skipped_not_an_error(db):
+    """A writer may write its own tenant's chunks (the triggers run as the caller): a window
+    embedding of the wrong length must not break that tenant's search."""
+    db.execute("SELECT rag.ingest(%s, 'long.md')", (LONG,))
+    db.execute("UPDATE rag.chunks SET window_embeddings = ARRAY['[1,2,3]'::vector]")
+    q = "who feeds the seagulls in winter"
+    cos = db.execute("SELECT 1 - (embedding <=> rag.embed(%s)) FROM rag.chunks", (q,)).fetchone()[0]
+    assert db.execute("SELECT score FROM rag.search(%s, 1, mode => 'vector')", (q,)).fetchone()[0] == pytest.approx(cos)
+    assert db.execute("SELECT count(*) FROM rag.search(%s, 3)", (q,)).fetchone()[0] == 1

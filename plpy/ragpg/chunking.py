@@ -505,3 +505,30 @@ def _overlap(text: str, start: int, end: int, tok: Tokenizer, overlap_tokens: in
     if j >= n:
         return None
     return start + enc.offsets[j][0], n - j
+
+
+WINDOW_WORDS = 64  # a window's most words: ~90 word pieces, inside the 128 MiniLM was trained on
+
+
+def windows(text: str, max_words: int = WINDOW_WORDS) -> list[str]:
+    """A chunk's windows, each embedded beside the whole chunk (rag.chunks.window_embeddings):
+    its sentences packed in order into runs of at most `max_words` words (a longer sentence
+    is cut at word boundaries), whitespace collapsed. [] when the chunk is one window: then
+    its own embedding stands for it. A chunk is at most max_chars(window) characters, so
+    this is cheap and bounded."""
+    if max_words < 1:
+        raise InvalidParameter(f"windows: max_words must be at least 1, got {max_words}")
+    pieces: list[list[str]] = []
+    for s, e in _sentences(text, 0, len(text)):
+        words = text[s:e].split()
+        pieces.extend(words[i:i + max_words] for i in range(0, len(words), max_words))
+    out: list[str] = []
+    cur: list[str] = []
+    for p in pieces:
+        if cur and len(cur) + len(p) > max_words:
+            out.append(" ".join(cur))
+            cur = []
+        cur += p
+    if cur:
+        out.append(" ".join(cur))
+    return out if len(out) > 1 else []

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from . import answer as answer_mod
 from . import files, interrupts, keys, lexical, providers, tokens
 from . import rerank as rerank_mod
-from .chunking import chunk_text
+from .chunking import chunk_text, windows
 from .embedding import _EMBEDDERS, DEFAULT_MODEL, get_embedder, load_tokenizer, to_vector_literal
 from .errors import BudgetExceeded, InvalidParameter, LimitExceeded, NotAllowed, RagError
 from .text import to_text
@@ -113,6 +113,15 @@ def _int_setting(s: dict, name: str, lo: int, hi: int) -> int:
 
 def _float_setting(s: dict, name: str, lo: float, hi: float) -> float:
     return _num_setting(s, name, lo, hi, float, "a number")
+
+
+def _bool_setting(s: dict, name: str) -> bool:
+    v = s[name].strip().lower()
+    if v in ("on", "true", "yes", "1"):
+        return True
+    if v in ("off", "false", "no", "0"):
+        return False
+    raise InvalidParameter(f"rag: setting rag.{name} must be on or off, got {s[name]!r}", hint=f"RESET rag.{name}")
 
 
 def policy(s: dict) -> providers.CallPolicy:
@@ -326,14 +335,15 @@ def _vector_leg(plpy, tenant: str, model: str, vec, literal: str, k: int, pred: 
 
 
 def _missing_scores(plpy, tenant: str, model: str, vec, literal: str, need_cos: list[int], need_lex: list[int],
-                    lex_of, near: list[int] = ()) -> tuple[dict, dict, dict]:
+                    lex_of, near: list[int] = (), need_win: list[int] = ()) -> tuple[dict, dict, dict, dict]:
     """The scores the legs did not give, in one query: the cosine of `need_cos` (those
     embedded with `model`) and the lexical score of `need_lex` (BM25 through a Scorer from
     their tsvectors, ~40 us a chunk; or a function such as the ts_rank leg's; none without
-    query lexemes: 0); and, with a Scorer, the proximity (lexical.proximity) of `near`
-    from the query lexemes' positions in their tsvectors. A chunk in both `need_lex` and
-    `near` has its tsvector filtered once: its term frequencies are counted from the
-    positions (lexical.term_frequencies)."""
+    query lexemes: 0); with a Scorer, the proximity (lexical.proximity) of `near` from the
+    query lexemes' positions in their tsvectors; and the best cosine among the window
+    embeddings of `need_win` (those of `model` that have windows). A chunk in both
+    `need_lex` and `near` has its tsvector filtered once: its term frequencies are counted
+    from the positions (lexical.term_frequencies)."""
     scorer = lex_of if isinstance(lex_of, Scorer) else None
     bm25 = scorer is not None and bool(need_lex)
     near = list(near) if scorer is not None else []
@@ -341,14 +351,20 @@ def _missing_scores(plpy, tenant: str, model: str, vec, literal: str, need_cos: 
           " CASE WHEN c.id = ANY ($5) AND NOT c.id = ANY ($7) THEN %s END AS tf"
           % (LEN_SQL, TF_SQL.replace("$L", "$4"))) if bm25 else ""
     hits = ", CASE WHEN c.id = ANY ($7) THEN %s END AS hits" % HITS_SQL.replace("$L", "$4") if near else ""
+    # a window of another length (written by hand) is skipped, not an error
+    win = (", CASE WHEN c.model = %s AND c.id = ANY ($8) THEN (SELECT max(1 - (w <=> $1))"
+           " FROM unnest(c.window_embeddings) AS w WHERE vector_dims(w) = %d) END AS wsim"
+           % (plpy.quote_literal(model), len(vec))) if need_win else ""
     sql = ("SELECT c.id, CASE WHEN c.model = %s AND c.id = ANY ($6) THEN 1 - (c.embedding::vector(%d) <=> $1) END"
-           " AS sim%s%s FROM rag.chunks AS c WHERE c.tenant = $2 AND c.id = ANY ($3)"
-           % (plpy.quote_literal(model), len(vec), tf, hits))
+           " AS sim%s%s%s FROM rag.chunks AS c WHERE c.tenant = $2 AND c.id = ANY ($3)"
+           % (plpy.quote_literal(model), len(vec), tf, hits, win))
+    need_win = list(need_win)
     rows = plpy.execute(
-        _kept_plan(plpy, sql, ["vector", "text", "bigint[]", "text[]", "bigint[]", "bigint[]", "bigint[]"]),
-        [literal, tenant, list(dict.fromkeys(need_cos + need_lex + near)),
-         scorer.lexemes if bm25 or near else [], need_lex, need_cos, near])
+        _kept_plan(plpy, sql, ["vector", "text", "bigint[]", "text[]", "bigint[]", "bigint[]", "bigint[]", "bigint[]"]),
+        [literal, tenant, list(dict.fromkeys(need_cos + need_lex + near + need_win)),
+         scorer.lexemes if bm25 or near else [], need_lex, need_cos, near, need_win])
     sims = {r["id"]: r["sim"] for r in rows if r["sim"] is not None}
+    wins = {r["id"]: r["wsim"] for r in rows if r.get("wsim") is not None} if need_win else {}
     if bm25:
         got = [r for r in rows if r["len"] is not None]
         n = len(scorer.lexemes)
@@ -362,7 +378,7 @@ def _missing_scores(plpy, tenant: str, model: str, vec, literal: str, need_cos: 
     if near:
         idf = [float(x) for x in scorer.idf]
         prox = {r["id"]: lexical.proximity(r["hits"], idf) for r in rows if r["hits"] is not None}
-    return sims, lex, prox
+    return sims, lex, prox, wins
 
 
 _TS_RANK = """
@@ -419,22 +435,32 @@ def search_legs(plpy, query: str, mode: str, vector_k: int, lexical_k: int, k1: 
         vec_ids, vec_sc = _vector_leg(plpy, tenant, model, vec, literal, vector_k, pred)
     if want_lex and ranking == "ts_rank":
         lex_ids, lex_sc, lex_of = _ts_rank_leg(plpy, query, lexical_k, pred)
+    vs = dict(zip(vec_ids, vec_sc))
+    ls = dict(zip(lex_ids, lex_sc))
+    in_vec = set(vec_ids)
+    px = None
+    fill = both_scores and mode == "hybrid"
+    need_cos = [i for i in lex_ids if i not in in_vec] if fill else []
+    if vec_ids or need_cos:
+        in_lex = set(lex_ids)
+        need_lex = [i for i in vec_ids if i not in in_lex] if fill else []
+        near = list(vec_ids) + need_cos if fill and proximity and isinstance(lex_of, Scorer) else []
+        sims, lex_more, prox, wins = _missing_scores(plpy, tenant, model, vec, literal, need_cos, need_lex, lex_of,
+                                                     near, list(vec_ids) + need_cos)
+        vs.update(sims)
+        ls.update(lex_more)
+        px = prox if near else None
+        # a chunk with windows scores the mean of its own cosine and its best window's
+        for i, w in wins.items():
+            if vs.get(i) is not None:
+                vs[i] = (vs[i] + w) / 2
+        # the vector leg ranked by that score (the index found it by the chunk's cosine)
+        order = sorted(range(len(vec_ids)), key=lambda n: (-vs[vec_ids[n]], n))
+        vec_ids = [vec_ids[n] for n in order]
     vrank = {i: r for r, i in enumerate(vec_ids, 1)}
     lrank = {i: r for r, i in enumerate(lex_ids, 1)}
     ids = list(vec_ids) + [i for i in lex_ids if i not in vrank]
-    vs = dict(zip(vec_ids, vec_sc))
-    ls = dict(zip(lex_ids, lex_sc))
-    px = None
-    if both_scores and mode == "hybrid":
-        need_cos = [i for i in lex_ids if i not in vrank]
-        need_lex = [i for i in vec_ids if i not in lrank]
-        near = ids if proximity and isinstance(lex_of, Scorer) else []
-        if need_cos or need_lex or near:
-            sims, lex_more, prox = _missing_scores(plpy, tenant, model, vec, literal, need_cos, need_lex, lex_of,
-                                                   near)
-            vs.update(sims)
-            ls.update(lex_more)
-            px = prox if near else None
+    if fill:
         low = min(vs.values(), default=0.0)   # a chunk without this model's embedding
         vs = {i: vs.get(i, low) for i in ids}
         ls = {i: ls.get(i, 0.0) for i in ids}
@@ -499,6 +525,46 @@ def _embed_missing(plpy, s: dict, spec: providers.ModelSpec, items, known: dict,
     STATS["chunks_reused"] += len(items) - len(todo)
 
 
+def _window_literals(plpy, s: dict, spec: providers.ModelSpec, keys: list, texts: list[str], known: dict,
+                     operation: str) -> list[str | None]:
+    """Each chunk's window embeddings (chunking.windows) as a vector[] literal: known ones
+    (key -> literal) reused, the rest embedded (each distinct window once); '{}' for a
+    chunk that is one window; all None with rag.window_embeddings off."""
+    if not _bool_setting(s, "window_embeddings"):
+        return [None] * len(texts)
+    per = [None if key in known else windows(text) for key, text in zip(keys, texts)]
+    todo = dict.fromkeys(w for ws in per if ws for w in ws)
+    lit = {}
+    if todo:
+        lit = dict(zip(todo, map(to_vector_literal, _embed(plpy, s, list(todo), operation, spec))))
+    return [known[key] if ws is None else "{" + ",".join('"%s"' % lit[w] for w in ws) + "}"
+            for key, ws in zip(keys, per)]
+
+
+@sql_errors
+def window_batch(plpy, n: int) -> int:
+    """Embed the windows of up to n chunks of the session's tenant that have none (indexed
+    before rag 0.5.0, by an earlier model, or with rag.window_embeddings off), in the
+    tenant's embedding model; returns how many (0: none left, or the setting is off)."""
+    s = settings(plpy)
+    if not _bool_setting(s, "window_embeddings"):
+        return 0
+    spec = model_spec(plpy, s["embedding_model"], "embed")
+    todo = plpy.execute(_plan(plpy, """
+        SELECT c.id, c.content FROM rag.chunks AS c
+        WHERE c.tenant = $1 AND c.model = $2 AND c.window_embeddings IS NULL
+        ORDER BY c.id LIMIT $3 FOR UPDATE OF c SKIP LOCKED""", ["text", "text", "int"]), [s["tenant"], spec.name, n])
+    if not todo:
+        return 0
+    ids = [r["id"] for r in todo]
+    lits = _window_literals(plpy, s, spec, ids, [r["content"] for r in todo], {}, "index")
+    plpy.execute(_plan(plpy, """
+        UPDATE rag.chunks AS c SET window_embeddings = u.w::vector[]
+        FROM unnest($1::bigint[], $2::text[]) AS u (id, w) WHERE c.id = u.id AND c.tenant = $3""",
+        ["bigint[]", "text[]", "text"]), [ids, lits, s["tenant"]])
+    return len(todo)
+
+
 @sql_errors
 def index_documents(plpy, doc_ids: list[int]) -> int:
     """(Re)build the chunks of these documents; returns the number of chunks written.
@@ -559,24 +625,31 @@ def _index_round(plpy, s: dict, ids: list[int]) -> int:
     keys = [(d["tenant"], h) for (d, _), h in zip(rows, hashes)]
     t2 = time.perf_counter()
 
-    known = {(r["t"], bytes(r["h"])): r["e"] for r in plpy.execute(_plan(plpy, """
-        SELECT DISTINCT ON (tenant, content_hash) tenant AS t, content_hash AS h, embedding::text AS e
+    # (a chunk with its window embeddings first)
+    found = plpy.execute(_plan(plpy, """
+        SELECT DISTINCT ON (tenant, content_hash) tenant AS t, content_hash AS h, embedding::text AS e,
+               window_embeddings::text AS w
         FROM rag.chunks
-        WHERE model = $1 AND tenant = ANY($3) AND content_hash = ANY($2)""", ["text", "bytea[]", "text[]"]),
-        [model, list(set(hashes)), list({d["tenant"] for d in docs})])}
+        WHERE model = $1 AND tenant = ANY($3) AND content_hash = ANY($2)
+        ORDER BY tenant, content_hash, window_embeddings IS NULL""", ["text", "bytea[]", "text[]"]),
+        [model, list(set(hashes)), list({d["tenant"] for d in docs})])
+    known = {(r["t"], bytes(r["h"])): r["e"] for r in found}
+    known_w = {(r["t"], bytes(r["h"])): r["w"] for r in found if r["w"] is not None}
     t3 = time.perf_counter()
 
     _embed_missing(plpy, s, spec, zip(keys, (c.text for _, c in rows)), known, "index")
+    wins = _window_literals(plpy, s, spec, keys, [c.text for _, c in rows], known_w, "index")
     t4 = time.perf_counter()
 
     plpy.execute(_plan(plpy, "DELETE FROM rag.chunks WHERE document_id = ANY($1)", ["bigint[]"]), [ids])
     insert = _plan(plpy, """
-        INSERT INTO rag.chunks (tenant, document_id, ord, content, heading, page, tokens, content_hash, model, embedding)
-        SELECT u.tn, u.d, u.o, u.c, u.h, u.p, u.t, u.x, $7, u.e::vector
+        INSERT INTO rag.chunks (tenant, document_id, ord, content, heading, page, tokens, content_hash, model, embedding,
+                                window_embeddings)
+        SELECT u.tn, u.d, u.o, u.c, u.h, u.p, u.t, u.x, $7, u.e::vector, u.w::vector[]
         FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::int[], $6::bytea[], $8::text[], $9::text[],
-                    $10::int[])
-             AS u (d, o, c, h, t, x, e, tn, p)""",
-        ["bigint[]", "int[]", "text[]", "text[]", "int[]", "bytea[]", "text", "text[]", "text[]", "int[]"])
+                    $10::int[], $11::text[])
+             AS u (d, o, c, h, t, x, e, tn, p, w)""",
+        ["bigint[]", "int[]", "text[]", "text[]", "int[]", "bytea[]", "text", "text[]", "text[]", "int[]", "text[]"])
     # in slices, so that the statement's arrays, its transition table and the postings
     # trigger's work stay bounded whatever the document's size
     for i in range(0, len(rows), INSERT_SLICE):
@@ -585,7 +658,7 @@ def _index_round(plpy, s: dict, ids: list[int]) -> int:
         plpy.execute(insert, [[d["id"] for d, _ in part], [c.ord for _, c in part], [c.text for _, c in part],
                               [c.heading for _, c in part], [c.tokens for _, c in part], hashes[i:i + INSERT_SLICE],
                               model, [known[x] for x in k], [d["tenant"] for d, _ in part],
-                              [c.page for _, c in part]])
+                              [c.page for _, c in part], wins[i:i + INSERT_SLICE]])
     for doc_id, title in titles:
         plpy.execute(_plan(plpy, "UPDATE rag.documents SET title = $2 WHERE id = $1 AND title IS NULL",
                            ["bigint", "text"]), [doc_id, title])

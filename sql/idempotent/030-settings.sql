@@ -34,7 +34,8 @@ AS $$
         ('provider_retry_base_seconds', '0.5', 'retry n waits a random time up to base * 2^n seconds (exponential backoff, full jitter)'),
         ('provider_batch_size',   '96',       'texts per embedding request to a provider'),
         ('daily_budget',          '',         'most cost per tenant per UTC day (the unit of rag.models prices); empty: no limit'),
-        ('store_answers',         'on',       'rag.ask stores every answer in rag.answers (off: not stored)')
+        ('store_answers',         'on',       'rag.ask stores every answer in rag.answers (off: not stored)'),
+        ('window_embeddings',     'on',       'each chunk is also embedded in windows of up to 64 words, and the vector leg scores the mean of the chunk''s and its best window''s cosine (off: new chunks get none)')
     ) AS d (name, default_value, description)
 $$;
 

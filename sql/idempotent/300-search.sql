@@ -105,8 +105,9 @@ END
 $$;
 
 -- rag._search_legs (internal): rag.search's candidates (ragpg.pg.search_legs), the union
--- of each leg's best: ids, each leg's score (vector: cosine similarity; lexical: BM25 or
--- ts_rank) and rank (NULL outside that leg's top). With both_scores every candidate gets
+-- of each leg's best: ids, each leg's score (vector: cosine similarity, averaged with the
+-- best window's for a chunk with window embeddings; lexical: BM25 or ts_rank) and rank
+-- (NULL outside that leg's top; the vector leg ranked by its score). With both_scores every candidate gets
 -- both legs' scores, and with proximity (BM25) its proximity: the IDF-weighted share of
 -- the query's lexemes it holds within 12 word positions (0..1). ok is NULL with a pending
 -- error. The query's embedding runs in a worker thread while the BM25 leg runs.
@@ -161,7 +162,8 @@ $$;
 --   fusion 'rrf': Reciprocal Rank Fusion, w_v / (rrf_c + vector_rank) + w_l / (rrf_c +
 --            lexical_rank)
 -- (weights w_v, w_l: vector_weight and lexical_weight, 1 and 1)
--- In mode 'vector' the score is the cosine similarity, in 'lexical' the BM25 (ts_rank) score.
+-- In mode 'vector' the score is the vector score (the cosine, or with window embeddings
+-- its mean with the best window's cosine), in 'lexical' the BM25 (ts_rank) score.
 --   rerank   a model of kind 'rerank' (POST {base_url}/rerank) or a chat model (listwise):
 --            it reorders the fused best rerank_k (30) candidates; rerank_rank is its order.
 --            If it fails, the fused order stays, rerank_rank is NULL and a WARNING says why.

@@ -382,6 +382,17 @@ BEGIN
         done := done + 1;
         EXIT WHEN embedded = 0;  -- what is left is locked by another worker
     END LOOP;
+    -- then the chunks without window embeddings (indexed before 0.5.0, or re-embedded by
+    -- a model switch), in batches, unless a switch is still in progress
+    LOOP
+        EXIT WHEN max_batches IS NOT NULL AND done >= max_batches;
+        EXIT WHEN EXISTS (SELECT 1 FROM rag.tenant_models AS tm
+                          WHERE tm.tenant = rag.current_tenant() AND tm.next_model IS NOT NULL);
+        embedded := rag._window_batch(rag._setting('index_batch_size')::int);
+        COMMIT;
+        EXIT WHEN embedded = 0;
+        done := done + 1;
+    END LOOP;
 END
 $$;
 

@@ -155,6 +155,32 @@ BEGIN
 END
 $$;
 
+-- rag._window_batch (internal): embed the windows of up to n chunks of the tenant that
+-- have none (ragpg.pg.window_batch); returns how many, 0 when none is left
+CREATE OR REPLACE FUNCTION rag._window_batch_py(n int)
+RETURNS int
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+    #@ragpg-prologue
+    return ragpg.pg.window_batch(plpy, n)
+$python$;
+
+CREATE OR REPLACE FUNCTION rag._window_batch(n int)
+RETURNS int
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    done int := rag._window_batch_py(n);
+BEGIN
+    IF done IS NULL THEN
+        PERFORM rag._raise_python_error();
+    END IF;
+    RETURN done;
+END
+$$;
+
 -- rag._finish_switch (internal): when every chunk has its next embedding, make the next
 -- model current, in one transaction. Writers to rag.chunks wait for it (the lock keeps
 -- new chunks from slipping through); readers do not.
@@ -177,7 +203,8 @@ BEGIN
         left_over := rag._reembed_batch(256);
         EXIT WHEN left_over <= 0;
     END LOOP;
-    UPDATE rag.chunks AS c SET model = n.model, embedding = n.embedding
+    -- the windows were embedded by the old model: rag.work embeds them again
+    UPDATE rag.chunks AS c SET model = n.model, embedding = n.embedding, window_embeddings = NULL
     FROM rag.embeddings_next AS n
     WHERE n.chunk_id = c.id AND c.tenant = t AND n.tenant = t AND n.model = tm.next_model;
     DELETE FROM rag.embeddings_next AS n WHERE n.tenant = t;

@@ -296,6 +296,7 @@ COMMENT ON COLUMN rag.chunks.tokens IS 'Length in word pieces of the embedding m
 COMMENT ON COLUMN rag.chunks.content_hash IS 'sha256 of content: embeddings are reused by (model, hash)';
 COMMENT ON COLUMN rag.chunks.model IS 'Embedding model that produced embedding (rag.models.name)';
 COMMENT ON COLUMN rag.chunks.embedding IS 'The embedding, of the model''s dimensions';
+COMMENT ON COLUMN rag.chunks.window_embeddings IS 'Embeddings of the chunk''s windows (its sentences in runs of up to 64 words), same model: the vector leg scores the mean of the chunk''s cosine and its best window''s. ''{}'': the chunk is one window; NULL: not embedded yet (rag.work embeds them) or rag.window_embeddings off';
 COMMENT ON COLUMN rag.chunks.tsv IS 'to_tsvector(''english'', content): the lexical leg''s terms (generated)';
 COMMENT ON COLUMN rag.chunks.created_at IS 'When the chunk was written';
 
@@ -389,7 +390,8 @@ COMMENT ON FUNCTION rag.page_url(text, integer) IS
 
 COMMENT ON FUNCTION rag.search(text, integer, text, jsonb, integer, integer, integer, double precision, double precision, text, text, text, integer, double precision) IS
   'Hybrid retrieval over the current tenant''s chunks: HNSW (cosine) and BM25 candidates, fused by score '
-  '(fusion convex: each candidate''s cosine and exact BM25, min-max normalised over the candidates, '
+  '(fusion convex: each candidate''s vector score (its cosine, or with window embeddings the mean of its '
+  'cosine and its best window''s) and exact BM25, min-max normalised over the candidates, '
   '(w_v * vector + w_l * lexical)/(w_v + w_l), plus w_p * proximity, the IDF-weighted share of the query''s '
   'words the chunk holds within 12 word positions) or by rank (fusion rrf: w_v/(rrf_c + vector_rank) + '
   'w_l/(rrf_c + lexical_rank)), optionally reordered by a reranker. Arguments: query, k (8), mode (hybrid, '
@@ -399,7 +401,7 @@ COMMENT ON FUNCTION rag.search(text, integer, text, jsonb, integer, integer, int
   'a WARNING says why), rerank_k (30), proximity_weight (0.1; 0: off). Returns: rows (chunk_id, '
   'document_id, ord, content, score, vector_rank, lexical_rank, source_table, source_key, rerank_rank, '
   'heading, page, url), best first; score is '
-  'the fused score, or in mode vector the cosine similarity and in mode lexical the BM25 score; heading and '
+  'the fused score, or in mode vector the vector score and in mode lexical the BM25 score; heading and '
   'page say where the chunk is (page: PDF files), url is the document''s, with #page=N when the page is known. '
 'Example: SELECT * FROM rag.search(''refund policy'', k => 8);';
 
@@ -727,7 +729,9 @@ COMMENT ON FUNCTION rag.detach(regclass) IS
   'Example: SELECT rag.detach(''articles'');';
 
 COMMENT ON PROCEDURE rag.work(integer) IS
-  'Drain the current tenant''s queue of attached rows (async mode), then continue a model switch in progress. '
+  'Drain the current tenant''s queue of attached rows (async mode), then continue a model switch in progress, '
+  'then embed the windows of chunks that have none (rag.chunks.window_embeddings NULL: indexed before 0.5.0 '
+  'or re-embedded by a switch). '
   'Batches of rag.index_batch_size keys, one transaction each, FOR UPDATE SKIP LOCKED so workers run side by '
   'side; failures retried with backoff, then moved to rag.errors. Arguments: max_batches (default NULL: '
   'until nothing is left). Returns: nothing (a procedure: CALL it outside a transaction block). '
@@ -804,6 +808,13 @@ COMMENT ON FUNCTION rag._reembed_batch_py(integer) IS
 COMMENT ON FUNCTION rag._reembed_batch(integer) IS
   'Internal: embeds up to n of the tenant''s chunks with its next model into rag.embeddings_next; returns '
   'how many, or -1 with no switch in progress. Called by rag.work.';
+
+COMMENT ON FUNCTION rag._window_batch_py(integer) IS
+  'Internal: the Python side of rag._window_batch (NULL with a pending error).';
+
+COMMENT ON FUNCTION rag._window_batch(integer) IS
+  'Internal: embeds the windows of up to n of the tenant''s chunks that have none (rag.chunks.window_embeddings '
+  'NULL) with its embedding model; returns how many, 0 when none is left. Called by rag.work.';
 
 COMMENT ON FUNCTION rag._finish_switch() IS
   'Internal: when every chunk has its next embedding, makes the next model current in one transaction; '

@@ -90,7 +90,8 @@ GRANT INSERT (tenant, source, title, url, metadata, content, attachment_id, sour
       UPDATE (source, title, url, metadata, content, attachment_id, source_table, source_key, updated_at)
     ON rag.documents TO rag_writer;
 GRANT DELETE ON rag.documents TO rag_writer;
-GRANT INSERT (tenant, document_id, ord, content, heading, page, tokens, content_hash, model, embedding)
+GRANT INSERT (tenant, document_id, ord, content, heading, page, tokens, content_hash, model, embedding,
+              window_embeddings)
     ON rag.chunks TO rag_writer;
 GRANT DELETE ON rag.chunks TO rag_writer;
 GRANT INSERT, DELETE ON rag.posting_blocks, rag.lexeme_stats, rag.corpus_stats TO rag_writer;
@@ -142,12 +143,14 @@ GRANT EXECUTE ON FUNCTION
 TO rag_writer;
 GRANT EXECUTE ON PROCEDURE rag.work(int) TO rag_writer;
 -- a model switch: rag.work re-embeds and finishes it
-GRANT UPDATE (model, embedding) ON rag.chunks TO rag_writer;
+GRANT UPDATE (model, embedding, window_embeddings) ON rag.chunks TO rag_writer;
 GRANT INSERT, DELETE ON rag.embeddings_next TO rag_writer;
 GRANT UPDATE ON rag.tenant_models TO rag_writer;
 GRANT EXECUTE ON FUNCTION
     rag._reembed_batch_py(int),
     rag._reembed_batch(int),
+    rag._window_batch_py(int),
+    rag._window_batch(int),
     rag._finish_switch()
 TO rag_writer;
 -- eval sets are loaded and run by writers, into tenants they may act for (RLS checks)

@@ -520,3 +520,35 @@ def test_pages_count_toward_the_chunk_limit_before_they_are_made(tokenizer):
     with pytest.raises(LimitExceeded, match="more than 100 pages"):
         chunk_text("page\f" * 100_000, tokenizer, max_chunks=100)
     assert len(chunk_text("\f" * 100_000 + "text", tokenizer)) == 1   # blank pages make nothing
+
+
+# -- windows: the pieces embedded beside each chunk (rag.chunks.window_embeddings) ----------
+
+from ragpg.chunking import WINDOW_WORDS, windows  # noqa: E402
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(st.sampled_from(WORDS), min_size=1, max_size=90), min_size=1, max_size=12),
+       st.integers(1, 80))
+def test_windows_keep_every_word_in_order_and_stay_within_their_length(sentences, max_words):
+    text = " ".join(" ".join(s) + "." for s in sentences)
+    out = windows(text, max_words)
+    words = text.split()
+    if len(words) <= max_words:
+        assert out == []   # one window: the chunk's own embedding stands for it
+        return
+    assert len(out) >= 2
+    assert all(1 <= len(w.split()) <= max_words for w in out)
+    assert " ".join(out).split() == words
+
+
+def test_windows_break_at_sentence_ends():
+    a, b, c = ("alpha " * 30).strip() + ".", ("beta " * 30).strip() + ".", ("gamma " * 30).strip() + "."
+    out = windows(f"{a} {b}\n{c}", 64)
+    assert out == [f"{a} {b}", c]          # 62 words fit; a third sentence would not
+    assert windows(" ".join(["w"] * 200)) == [" ".join(["w"] * WINDOW_WORDS)] * 3 + [" ".join(["w"] * 8)]
+
+
+def test_windows_refuse_a_length_below_one():
+    with pytest.raises(InvalidParameter, match="max_words"):
+        windows("some text. more text.", 0)
