@@ -136,6 +136,8 @@ def test_search_weights_are_rag_searchs(client, api_dsn):
     assert {r["chunk_id"]: r["score"] for r in on} != {r["chunk_id"]: r["score"] for r in off}
     r = client.post("/search", headers=A, json=body | {"proximity_weight": -1})
     assert r.status_code == 400 and r.json()["sqlstate"] == "22023" and "proximity_weight" in r.json()["error"]
+    r = client.post("/search", headers=A, json=body | {"vector_weight": 1e308, "lexical_weight": 1e308})
+    assert r.status_code == 400 and r.json()["sqlstate"] == "22023" and "weights must" in r.json()["error"]
     r = client.post("/search", headers=A, json=body | {"vector_weight": "heavy"})
     assert r.status_code == 422
 

@@ -266,6 +266,10 @@ def test_window_embeddings_off_then_rag_work_embeds_them(db):
     assert a == b
     assert db.execute("SELECT score FROM rag.search(%s, 1, mode => 'vector')",
                       (q,)).fetchone()[0] == pytest.approx(max(vector_scores(db, q).values()), abs=1e-6)
+    # off again: search ignores the windows it has (cosines only), and keeps them
+    db.execute("SET rag.window_embeddings = off")
+    assert db.execute("SELECT score FROM rag.search(%s, 1, mode => 'vector')", (q,)).fetchone()[0] == pytest.approx(cos)
+    assert db.execute("SELECT count(*) FROM rag.chunks WHERE cardinality(window_embeddings) = 3").fetchone()[0] == 2
 
 
 def test_a_bad_window_embeddings_setting_is_refused_by_name(db):

@@ -416,15 +416,20 @@ def _predicate(plpy, filter_json: str | None) -> str | None:
 
 @sql_errors
 def search_legs(plpy, query: str, mode: str, vector_k: int, lexical_k: int, k1: float, b: float,
-                filter_json: str | None, ranking: str, both_scores: bool, proximity: bool = False):
+                filter_json: str | None, ranking: str, both_scores: bool, proximity: bool = False,
+                window_setting: str = "on"):
     """rag.search's candidates: the union of each leg's best (vector: cosine; lexical: BM25
     or ts_rank), as (ids, vector scores, lexical scores, vector ranks, lexical ranks,
     proximities, True); a rank is None outside that leg's top. With `both_scores` (hybrid,
     score fusion) every candidate gets both legs' scores: its exact BM25 (0 without a query
     term) and its cosine; and with `proximity` and BM25 its proximity (lexical.proximity;
-    else None). The query's embedding runs in the worker thread while BM25 runs."""
+    else None). A chunk's vector score is its cosine, or with window embeddings (unless
+    `window_setting`, rag.window_embeddings, is off) the mean of its cosine and its best
+    window's; the vector leg is ranked by it. The query's embedding runs in the worker
+    thread while BM25 runs."""
     pred = _predicate(plpy, filter_json)
     want_vec, want_lex = mode in ("hybrid", "vector"), mode in ("hybrid", "lexical")
+    use_windows = want_vec and _bool_setting({"window_embeddings": window_setting or ""}, "window_embeddings")
     finish = _start_query_vector(plpy, query, None, want_lex and ranking == "bm25") if want_vec else None
     lex_ids, lex_sc, lex_of = [], [], None
     if want_lex and ranking == "bm25":
@@ -441,12 +446,13 @@ def search_legs(plpy, query: str, mode: str, vector_k: int, lexical_k: int, k1: 
     px = None
     fill = both_scores and mode == "hybrid"
     need_cos = [i for i in lex_ids if i not in in_vec] if fill else []
-    if vec_ids or need_cos:
-        in_lex = set(lex_ids)
-        need_lex = [i for i in vec_ids if i not in in_lex] if fill else []
-        near = list(vec_ids) + need_cos if fill and proximity and isinstance(lex_of, Scorer) else []
+    in_lex = set(lex_ids)
+    need_lex = [i for i in vec_ids if i not in in_lex] if fill else []
+    near = list(vec_ids) + need_cos if fill and proximity and isinstance(lex_of, Scorer) else []
+    need_win = list(vec_ids) + need_cos if use_windows else []
+    if need_cos or need_lex or near or need_win:
         sims, lex_more, prox, wins = _missing_scores(plpy, tenant, model, vec, literal, need_cos, need_lex, lex_of,
-                                                     near, list(vec_ids) + need_cos)
+                                                     near, need_win)
         vs.update(sims)
         ls.update(lex_more)
         px = prox if near else None

@@ -35,7 +35,7 @@ AS $$
         ('provider_batch_size',   '96',       'texts per embedding request to a provider'),
         ('daily_budget',          '',         'most cost per tenant per UTC day (the unit of rag.models prices); empty: no limit'),
         ('store_answers',         'on',       'rag.ask stores every answer in rag.answers (off: not stored)'),
-        ('window_embeddings',     'on',       'each chunk is also embedded in windows of up to 64 words, and the vector leg scores the mean of the chunk''s and its best window''s cosine (off: new chunks get none)')
+        ('window_embeddings',     'on',       'each chunk is also embedded in windows of up to 64 words, and the vector leg scores the mean of the chunk''s and its best window''s cosine (off: new chunks get none, and search uses cosines only)')
     ) AS d (name, default_value, description)
 $$;
 

@@ -107,12 +107,14 @@ $$;
 -- rag._search_legs (internal): rag.search's candidates (ragpg.pg.search_legs), the union
 -- of each leg's best: ids, each leg's score (vector: cosine similarity, averaged with the
 -- best window's for a chunk with window embeddings; lexical: BM25 or ts_rank) and rank
--- (NULL outside that leg's top; the vector leg ranked by its score). With both_scores every candidate gets
+-- (NULL outside that leg's top; the vector leg ranked by its score; window_embeddings: the
+-- setting, off: cosines only). With both_scores every candidate gets
 -- both legs' scores, and with proximity (BM25) its proximity: the IDF-weighted share of
 -- the query's lexemes it holds within 12 word positions (0..1). ok is NULL with a pending
 -- error. The query's embedding runs in a worker thread while the BM25 leg runs.
 CREATE OR REPLACE FUNCTION rag._search_legs(query text, mode text, vector_k int, lexical_k int, k1 float8, b float8,
                                             filter jsonb, lexical_ranking text, both_scores boolean, proximity boolean,
+                                            window_embeddings text DEFAULT 'on',
                                             OUT ids bigint[], OUT vector_scores float8[], OUT lexical_scores float8[],
                                             OUT vector_ranks int[], OUT lexical_ranks int[], OUT proximities float8[],
                                             OUT ok boolean)
@@ -121,7 +123,7 @@ SET search_path = pg_catalog, pg_temp
 AS $python$
     #@ragpg-prologue
     return ragpg.pg.search_legs(plpy, query, mode, vector_k, lexical_k, k1, b, filter, lexical_ranking, both_scores,
-                                proximity)
+                                proximity, window_embeddings)
 $python$;
 
 -- rag._rerank (internal): each passage's new rank (1-based) by a reranker or a chat model
@@ -236,14 +238,18 @@ BEGIN
     ELSIF rrf_c IS NULL OR rrf_c < 0 THEN
         RAISE EXCEPTION 'rag.search: rrf_c must be >= 0, got %', coalesce(rrf_c::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
-    ELSIF vector_weight IS NULL OR lexical_weight IS NULL OR least(vector_weight, lexical_weight) < 0
-          OR vector_weight + lexical_weight = 0 OR 'NaN' IN (vector_weight, lexical_weight)
-          OR 'Infinity' IN (vector_weight, lexical_weight) THEN
-        RAISE EXCEPTION 'rag.search: weights must be >= 0, finite and not both 0, got % and %',
+    -- weights are bounded, so that no sum or product of the fusion overflows or underflows
+    -- (float8 arithmetic raises 22003 for either); only their ratios matter
+    ELSIF vector_weight IS NULL OR lexical_weight IS NULL
+          OR NOT (vector_weight = 0 OR vector_weight BETWEEN 1e-6 AND 1e6)
+          OR NOT (lexical_weight = 0 OR lexical_weight BETWEEN 1e-6 AND 1e6)
+          OR (vector_weight = 0 AND lexical_weight = 0) THEN
+        RAISE EXCEPTION 'rag.search: weights must each be 0 or between 1e-6 and 1e6, and not both 0, got % and %',
                         coalesce(vector_weight::text, 'NULL'), coalesce(lexical_weight::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    ELSIF proximity_weight IS NULL OR NOT (proximity_weight >= 0 AND proximity_weight < 'Infinity') THEN
-        RAISE EXCEPTION 'rag.search: proximity_weight must be >= 0 and finite, got %', coalesce(proximity_weight::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'only their ratio matters: vector_weight => 2, lexical_weight => 1';
+    ELSIF proximity_weight IS NULL OR NOT (proximity_weight = 0 OR proximity_weight BETWEEN 1e-6 AND 1e6) THEN
+        RAISE EXCEPTION 'rag.search: proximity_weight must be 0 or between 1e-6 and 1e6, got %',
+                        coalesce(proximity_weight::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value', HINT = '0 turns the proximity term off';
     END IF;
     IF rerank IS NOT NULL THEN
@@ -272,7 +278,8 @@ BEGIN
                                              CASE WHEN mode <> 'vector' THEN rag._setting('bm25_k1')::float8 END,
                                              CASE WHEN mode <> 'vector' THEN rag._setting('bm25_b')::float8 END,
                                              filter, lexical_ranking, mode = 'hybrid' AND fusion = 'convex',
-                                             mode = 'hybrid' AND fusion = 'convex' AND proximity_weight > 0);
+                                             mode = 'hybrid' AND fusion = 'convex' AND proximity_weight > 0,
+                                             rag._setting('window_embeddings'));
     IF legs.ok IS NULL THEN
         PERFORM rag._raise_python_error();
     END IF;

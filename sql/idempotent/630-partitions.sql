@@ -25,6 +25,7 @@ BEGIN
     EXECUTE format('CREATE INDEX %I ON rag.%I (tenant, model, content_hash)', c || '_tenant_model_content_hash_idx', c);
     EXECUTE format('CREATE INDEX %I ON rag.%I (id)', c || '_id_idx', c);
     EXECUTE format('CREATE INDEX %I ON rag.%I (document_id)', c || '_document_id_idx', c);
+    EXECUTE format('CREATE INDEX %I ON rag.%I (tenant, id) WHERE window_embeddings IS NULL', c || '_windows_todo_idx', c);
     PERFORM rag._make_model_index(c, 'all-MiniLM-L6-v2');
     FOR model IN SELECT mi.model FROM rag.model_indexes AS mi ORDER BY 1 LOOP
         PERFORM rag._make_model_index(c, model);
@@ -72,8 +73,9 @@ BEGIN
     -- not fire, and need not: the rows only move, ids and all (from Postgres 17 on, a
     -- partition has the parent's identity column: OVERRIDING SYSTEM VALUE keeps the ids)
     EXECUTE format('INSERT INTO rag.%I (id, tenant, document_id, ord, content, heading, page, tokens, content_hash, model,'
-                   ' embedding, created_at) OVERRIDING SYSTEM VALUE SELECT id, tenant, document_id, ord, content, heading, page, tokens,'
-                   ' content_hash, model, embedding, created_at FROM rag.chunks_default WHERE tenant = %L', c, tenant);
+                   ' embedding, window_embeddings, created_at) OVERRIDING SYSTEM VALUE SELECT id, tenant, document_id, ord,'
+                   ' content, heading, page, tokens, content_hash, model, embedding, window_embeddings, created_at'
+                   ' FROM rag.chunks_default WHERE tenant = %L', c, tenant);
     EXECUTE format('INSERT INTO rag.%I SELECT * FROM rag.posting_blocks_default WHERE tenant = %L', p, tenant);
     DELETE FROM rag.chunks_default AS d WHERE d.tenant = create_tenant_partition.tenant;
     DELETE FROM rag.posting_blocks_default AS d WHERE d.tenant = create_tenant_partition.tenant;

@@ -296,7 +296,7 @@ COMMENT ON COLUMN rag.chunks.tokens IS 'Length in word pieces of the embedding m
 COMMENT ON COLUMN rag.chunks.content_hash IS 'sha256 of content: embeddings are reused by (model, hash)';
 COMMENT ON COLUMN rag.chunks.model IS 'Embedding model that produced embedding (rag.models.name)';
 COMMENT ON COLUMN rag.chunks.embedding IS 'The embedding, of the model''s dimensions';
-COMMENT ON COLUMN rag.chunks.window_embeddings IS 'Embeddings of the chunk''s windows (its sentences in runs of up to 64 words), same model: the vector leg scores the mean of the chunk''s cosine and its best window''s. ''{}'': the chunk is one window; NULL: not embedded yet (rag.work embeds them) or rag.window_embeddings off';
+COMMENT ON COLUMN rag.chunks.window_embeddings IS 'Embeddings of the chunk''s windows (its sentences in runs of up to 64 words), same model: the vector leg scores the mean of the chunk''s cosine and its best window''s. ''{}'': the chunk is one window; NULL: not embedded yet (rag.work embeds them) or rag.window_embeddings off (which also makes search ignore them)';
 COMMENT ON COLUMN rag.chunks.tsv IS 'to_tsvector(''english'', content): the lexical leg''s terms (generated)';
 COMMENT ON COLUMN rag.chunks.created_at IS 'When the chunk was written';
 
@@ -459,11 +459,12 @@ COMMENT ON FUNCTION rag.rebuild_lexical_index() IS
   'trigger builds them from chunks written 5,000 at a time (e.g. after a block was damaged by hand). Returns: '
   'the number of postings. Example: SELECT rag.rebuild_lexical_index();';
 
-COMMENT ON FUNCTION rag._search_legs(text, text, integer, integer, double precision, double precision, jsonb, text, boolean, boolean) IS
+COMMENT ON FUNCTION rag._search_legs(text, text, integer, integer, double precision, double precision, jsonb, text, boolean, boolean, text) IS
   'Internal: rag.search''s candidates, the union of each leg''s best (HNSW over the tenant''s chunks of its '
   'embedding model; BM25 or ts_rank, run while the model embeds the query): ids, each leg''s score and rank '
   '(NULL outside that leg''s top); with both_scores, both legs'' scores for every candidate, and with proximity '
-  '(BM25) its proximity (0..1). ok is NULL with a pending error.';
+  '(BM25) its proximity (0..1); a chunk''s vector score is averaged with its best window''s unless '
+  'window_embeddings (the setting''s value) is off. ok is NULL with a pending error.';
 
 COMMENT ON FUNCTION rag._bm25_py(text, integer, double precision, double precision, jsonb) IS
   'Internal: the Python side of rag.bm25: (chunk_ids, scores) best first, or NULLs with a pending error.';
