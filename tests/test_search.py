@@ -257,8 +257,10 @@ def test_window_embeddings_off_then_rag_work_embeds_them(db):
     assert db.execute("SELECT score FROM rag.search(%s, 1, mode => 'vector')", (q,)).fetchone()[0] == pytest.approx(cos)
     db.execute("CALL rag.work()")          # off: nothing to do
     assert db.execute("SELECT window_embeddings IS NULL FROM rag.chunks").fetchone()[0] is True
+    assert db.execute("SELECT windows_pending FROM rag.model_status").fetchone()[0] == 1
     db.execute("RESET rag.window_embeddings")
     db.execute("CALL rag.work()")
+    assert db.execute("SELECT windows_pending FROM rag.model_status").fetchone()[0] == 0
     assert db.execute("SELECT cardinality(window_embeddings) FROM rag.chunks").fetchone()[0] == 3
     # the same windows as indexing makes
     db.execute("SELECT rag.ingest(%s, 'again.md')", (LONG,))

@@ -224,6 +224,9 @@ CREATE OR REPLACE VIEW rag.model_status WITH (security_invoker = true) AS
            (SELECT count(*) FROM rag.embeddings_next AS n WHERE n.tenant = t.tenant AND n.model = tm.next_model)
                AS next_embedded,
            CASE WHEN tm.next_model IS NULL THEN 'active' ELSE 'building' END AS state,
-           tm.switch_started_at, tm.switched_at
+           tm.switch_started_at, tm.switched_at,
+           -- chunks whose window embeddings rag.work has yet to make (0.5.0)
+           (SELECT count(*) FROM rag.chunks AS c WHERE c.tenant = t.tenant AND c.window_embeddings IS NULL)
+               AS windows_pending
     FROM (SELECT rag.current_tenant() AS tenant) AS t
     LEFT JOIN rag.tenant_models AS tm ON tm.tenant = t.tenant;
