@@ -292,3 +292,16 @@ def test_a_window_of_another_length_is_skipped_not_an_error(db):
     cos = db.execute("SELECT 1 - (embedding <=> rag.embed(%s)) FROM rag.chunks", (q,)).fetchone()[0]
     assert db.execute("SELECT score FROM rag.search(%s, 1, mode => 'vector')", (q,)).fetchone()[0] == pytest.approx(cos)
     assert db.execute("SELECT count(*) FROM rag.search(%s, 3)", (q,)).fetchone()[0] == 1
+
+
+def test_windows_are_embedded_per_insert_slice_and_reused_across_slices(db):
+    """A document of more chunks than one INSERT takes (512) has its windows embedded slice
+    by slice; a chunk whose text was already embedded reuses its windows, in the next slice
+    too: 600 identical paragraphs cost one chunk embedding and three window embeddings."""
+    db.execute("SET rag.chunk_overlap_tokens = 0")
+    before = db.execute("SELECT (rag.backend_stats()->>'texts_embedded')::int").fetchone()[0]
+    db.execute("SELECT rag.ingest(%s, 'repeated.md')", ("\n\n".join([LONG] * 600),))
+    after = db.execute("SELECT (rag.backend_stats()->>'texts_embedded')::int").fetchone()[0]
+    assert db.execute("SELECT count(*), count(DISTINCT window_embeddings::text), min(cardinality(window_embeddings)) "
+                      "FROM rag.chunks").fetchone() == (600, 1, 3)
+    assert after - before == 1 + 3
