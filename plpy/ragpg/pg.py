@@ -448,7 +448,11 @@ def search_legs(plpy, query: str, mode: str, vector_k: int, lexical_k: int, k1: 
     need_cos = [i for i in lex_ids if i not in in_vec] if fill else []
     in_lex = set(lex_ids)
     need_lex = [i for i in vec_ids if i not in in_lex] if fill else []
-    near = list(vec_ids) + need_cos if fill and proximity and isinstance(lex_of, Scorer) else []
+    # (hits encode a lexeme's index in 16 bits: a query with more lexemes that occur in the
+    # tenant's chunks, possible only with rag.max_query_chars raised past ~500,000, gets
+    # no proximity term rather than a meaningless one)
+    near = list(vec_ids) + need_cos if (fill and proximity and isinstance(lex_of, Scorer)
+                                        and len(lex_of.lexemes) <= 65536) else []
     need_win = list(vec_ids) + need_cos if use_windows else []
     if need_cos or need_lex or near or need_win:
         sims, lex_more, prox, wins = _missing_scores(plpy, tenant, model, vec, literal, need_cos, need_lex, lex_of,
