@@ -283,6 +283,40 @@ def test_a_bad_window_embeddings_setting_is_refused_by_name(db):
     assert db.execute("SELECT count(*) FROM rag.documents").fetchone()[0] == 0   # nothing half-written
 
 
+def test_a_zero_vector_cannot_make_the_scores_nan(db):
+    """pgvector accepts a zero vector (a provider might return one; a writer may write one),
+    and its cosine is NaN: one such window or chunk must not make every fused score NaN."""
+    ingest_all(db)
+    db.execute("SELECT rag.ingest(%s, 'long.md')", (LONG,))
+    zero = "[" + ",".join(["0"] * 384) + "]"
+    db.execute("UPDATE rag.chunks SET window_embeddings = ARRAY[%s::vector] || window_embeddings "
+               "WHERE cardinality(window_embeddings) > 0", (zero,))
+    db.execute("UPDATE rag.chunks SET embedding = %s::vector WHERE content LIKE 'Passwords%%'", (zero,))
+    zero_id = db.execute("SELECT id FROM rag.chunks WHERE content LIKE 'Passwords%%'").fetchone()[0]
+    for args in ("", ", mode => 'vector'", ", fusion => 'rrf'"):
+        # (the zero chunk comes in through the lexical leg: its cosine is computed, NaN)
+        rows = db.execute(f"SELECT chunk_id, score FROM rag.search('who feeds the seagulls in winter, and passwords', "
+                          f"8{args})").fetchall()
+        assert rows and all(s == s for _, s in rows), (args, rows)       # no NaN
+        if not args:
+            assert zero_id in dict(rows)
+    # the long chunk still scores by its real windows (the zero one skipped)
+    q = "who feeds the seagulls in winter"
+    long_id = db.execute("SELECT id FROM rag.chunks WHERE cardinality(window_embeddings) > 0").fetchone()[0]
+    cos, best = db.execute("""SELECT 1 - (c.embedding <=> q.v), (SELECT max(1 - (w <=> q.v)) FROM unnest(c.window_embeddings) w
+                                                           WHERE vector_norm(w) > 0)
+                              FROM rag.chunks AS c, rag.embed(%s) AS q (v) WHERE c.id = %s""", (q, long_id)).fetchone()
+    got = db.execute("SELECT chunk_id, score FROM rag.search(%s, 8, mode => 'vector')", (q,)).fetchall()
+    assert dict(got)[long_id] == pytest.approx((cos + best) / 2, abs=1e-6)
+
+
+def test_a_chunk_holds_at_most_twelve_windows(db):
+    db.execute("SELECT rag.ingest(%s, 'long.md')", (LONG,))
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("UPDATE rag.chunks SET window_embeddings = array_fill(embedding, ARRAY[13])")
+    assert e.value.sqlstate == "23514" and "chunks_window_embeddings_check" in str(e.value)
+
+
 def test_a_window_of_another_length_is_skipped_not_an_error(db):
     """A writer may write its own tenant's chunks (the triggers run as the caller): a window
     embedding of the wrong length must not break that tenant's search."""

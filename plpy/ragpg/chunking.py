@@ -507,28 +507,34 @@ def _overlap(text: str, start: int, end: int, tok: Tokenizer, overlap_tokens: in
     return start + enc.offsets[j][0], n - j
 
 
-WINDOW_WORDS = 64  # a window's most words: ~90 word pieces, inside the 128 MiniLM was trained on
+WINDOW_WORDS = 64   # a window's most words: ~90 word pieces, inside the 128 MiniLM was trained on
+MAX_WINDOWS = 12    # a chunk's most windows (rag.chunks' CHECK): real chunks of 254 tokens have up to ~8
+WINDOW_TEXT_CHARS = 2 * max_chars(254)   # the most of a chunk's text read for windows
 
 
-def windows(text: str, max_words: int = WINDOW_WORDS) -> list[str]:
+def windows(text: str, max_words: int = WINDOW_WORDS, max_windows: int = MAX_WINDOWS) -> list[str]:
     """A chunk's windows, each embedded beside the whole chunk (rag.chunks.window_embeddings):
     its sentences packed in order into runs of at most `max_words` words (a longer sentence
-    is cut at word boundaries), whitespace collapsed. [] when the chunk is one window: then
-    its own embedding stands for it. A chunk is at most max_chars(window) characters, so
-    this is cheap and bounded."""
-    if max_words < 1:
-        raise InvalidParameter(f"windows: max_words must be at least 1, got {max_words}")
-    pieces: list[list[str]] = []
-    for s, e in _sentences(text, 0, len(text)):
-        words = text[s:e].split()
-        pieces.extend(words[i:i + max_words] for i in range(0, len(words), max_words))
+    is cut at word boundaries), whitespace collapsed; at most `max_windows`. [] when the
+    chunk is one window: then its own embedding stands for it. Bounded whatever the text:
+    only its first WINDOW_TEXT_CHARS characters are read (a chunk of the chunker has at
+    most half that; a writer may insert longer ones), and words that cost the model no
+    token (a run of zero-width characters) still count, so the cap on windows holds."""
+    if max_words < 1 or max_windows < 1:
+        raise InvalidParameter(f"windows: max_words and max_windows must be at least 1, got {max_words}, {max_windows}")
+    text = text[:WINDOW_TEXT_CHARS]
     out: list[str] = []
     cur: list[str] = []
-    for p in pieces:
-        if cur and len(cur) + len(p) > max_words:
-            out.append(" ".join(cur))
-            cur = []
-        cur += p
+    for s, e in _sentences(text, 0, len(text)):
+        words = text[s:e].split()
+        for i in range(0, len(words), max_words):
+            piece = words[i:i + max_words]
+            if cur and len(cur) + len(piece) > max_words:
+                out.append(" ".join(cur))
+                cur = []
+                if len(out) == max_windows:
+                    return out
+            cur += piece
     if cur:
         out.append(" ".join(cur))
     return out if len(out) > 1 else []

@@ -13,8 +13,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from . import answer as answer_mod
@@ -351,9 +352,10 @@ def _missing_scores(plpy, tenant: str, model: str, vec, literal: str, need_cos: 
           " CASE WHEN c.id = ANY ($5) AND NOT c.id = ANY ($7) THEN %s END AS tf"
           % (LEN_SQL, TF_SQL.replace("$L", "$4"))) if bm25 else ""
     hits = ", CASE WHEN c.id = ANY ($7) THEN %s END AS hits" % HITS_SQL.replace("$L", "$4") if near else ""
-    # a window of another length (written by hand) is skipped, not an error
+    # a window of another length or a zero vector (written by hand) is skipped, not an error
+    # nor a NaN
     win = (", CASE WHEN c.model = %s AND c.id = ANY ($8) THEN (SELECT max(1 - (w <=> $1))"
-           " FROM unnest(c.window_embeddings) AS w WHERE vector_dims(w) = %d) END AS wsim"
+           " FROM unnest(c.window_embeddings) AS w WHERE vector_dims(w) = %d AND vector_norm(w) > 0) END AS wsim"
            % (plpy.quote_literal(model), len(vec))) if need_win else ""
     sql = ("SELECT c.id, CASE WHEN c.model = %s AND c.id = ANY ($6) THEN 1 - (c.embedding::vector(%d) <=> $1) END"
            " AS sim%s%s%s FROM rag.chunks AS c WHERE c.tenant = $2 AND c.id = ANY ($3)"
@@ -460,19 +462,26 @@ def search_legs(plpy, query: str, mode: str, vector_k: int, lexical_k: int, k1: 
         vs.update(sims)
         ls.update(lex_more)
         px = prox if near else None
-        # a chunk with windows scores the mean of its own cosine and its best window's
+        # a chunk with windows scores the mean of its own cosine and its best window's (a
+        # zero vector's cosine is NaN: such a window is skipped)
         for i, w in wins.items():
-            if vs.get(i) is not None:
+            if vs.get(i) is not None and not math.isnan(w):
                 vs[i] = (vs[i] + w) / 2
-        # the vector leg ranked by that score (the index found it by the chunk's cosine)
+    # a chunk whose own vector is zero (a provider's, or written by hand) has a NaN cosine:
+    # it scores as the lowest candidate, so that one such chunk cannot make every fused
+    # score NaN
+    valid = [v for v in vs.values() if not math.isnan(v)]
+    low = min(valid, default=0.0)
+    vs = {i: (low if math.isnan(v) else v) for i, v in vs.items()}
+    if need_win:
+        # the vector leg ranked by its score (the index found it by the chunk's cosine)
         order = sorted(range(len(vec_ids)), key=lambda n: (-vs[vec_ids[n]], n))
         vec_ids = [vec_ids[n] for n in order]
     vrank = {i: r for r, i in enumerate(vec_ids, 1)}
     lrank = {i: r for r, i in enumerate(lex_ids, 1)}
     ids = list(vec_ids) + [i for i in lex_ids if i not in vrank]
     if fill:
-        low = min(vs.values(), default=0.0)   # a chunk without this model's embedding
-        vs = {i: vs.get(i, low) for i in ids}
+        vs = {i: vs.get(i, low) for i in ids}   # low: a chunk without this model's embedding
         ls = {i: ls.get(i, 0.0) for i in ids}
     return (ids, [vs.get(i) for i in ids], [ls.get(i) for i in ids],
             [vrank.get(i) for i in ids], [lrank.get(i) for i in ids],
@@ -664,13 +673,18 @@ def _index_round(plpy, s: dict, ids: list[int]) -> int:
         ["bigint[]", "int[]", "text[]", "text[]", "int[]", "bytea[]", "text", "text[]", "text[]", "int[]", "text[]"])
     # in slices, so that the statement's arrays, its transition table and the postings
     # trigger's work stay bounded whatever the document's size; the windows are embedded
-    # per slice too (~2.7 vectors a chunk: not held for a whole document)
+    # per slice too, and a slice's are kept only while a later slice repeats that chunk
     window_seconds = 0.0
+    uses = Counter(keys)
     for i in range(0, len(rows), INSERT_SLICE):
         interrupts.check_interrupts()
         part, k = rows[i:i + INSERT_SLICE], keys[i:i + INSERT_SLICE]
         tw = time.perf_counter()
         wins = _window_literals(plpy, s, spec, k, [c.text for _, c in part], known_w, "index")
+        uses.subtract(k)
+        for key in set(k):
+            if uses[key] <= 0:
+                known_w.pop(key, None)
         window_seconds += time.perf_counter() - tw
         plpy.execute(insert, [[d["id"] for d, _ in part], [c.ord for _, c in part], [c.text for _, c in part],
                               [c.heading for _, c in part], [c.tokens for _, c in part], hashes[i:i + INSERT_SLICE],

@@ -225,8 +225,10 @@ CREATE OR REPLACE VIEW rag.model_status WITH (security_invoker = true) AS
                AS next_embedded,
            CASE WHEN tm.next_model IS NULL THEN 'active' ELSE 'building' END AS state,
            tm.switch_started_at, tm.switched_at,
-           -- chunks whose window embeddings rag.work has yet to make (0.5.0)
-           (SELECT count(*) FROM rag.chunks AS c WHERE c.tenant = t.tenant AND c.window_embeddings IS NULL)
+           -- chunks of the current model whose window embeddings rag.work has yet to make (0.5.0)
+           (SELECT count(*) FROM rag.chunks AS c WHERE c.tenant = t.tenant AND c.window_embeddings IS NULL
+                AND c.model = coalesce(tm.embedding_model,
+                                       (SELECT s.value FROM rag.settings() AS s WHERE s.name = 'embedding_model')))
                AS windows_pending
     FROM (SELECT rag.current_tenant() AS tenant) AS t
     LEFT JOIN rag.tenant_models AS tm ON tm.tenant = t.tenant;

@@ -296,7 +296,7 @@ COMMENT ON COLUMN rag.chunks.tokens IS 'Length in word pieces of the embedding m
 COMMENT ON COLUMN rag.chunks.content_hash IS 'sha256 of content: embeddings are reused by (model, hash)';
 COMMENT ON COLUMN rag.chunks.model IS 'Embedding model that produced embedding (rag.models.name)';
 COMMENT ON COLUMN rag.chunks.embedding IS 'The embedding, of the model''s dimensions';
-COMMENT ON COLUMN rag.chunks.window_embeddings IS 'Embeddings of the chunk''s windows (its sentences in runs of up to 64 words), same model: the vector leg scores the mean of the chunk''s cosine and its best window''s. ''{}'': the chunk is one window; NULL: not embedded yet (rag.work embeds them) or rag.window_embeddings off (which also makes search ignore them)';
+COMMENT ON COLUMN rag.chunks.window_embeddings IS 'Embeddings of the chunk''s windows (its sentences in runs of up to 64 words; at most 12), same model: the vector leg scores the mean of the chunk''s cosine and its best window''s. ''{}'': the chunk is one window; NULL: not embedded yet (rag.work embeds them) or rag.window_embeddings off (which also makes search ignore them)';
 COMMENT ON COLUMN rag.chunks.tsv IS 'to_tsvector(''english'', content): the lexical leg''s terms (generated)';
 COMMENT ON COLUMN rag.chunks.created_at IS 'When the chunk was written';
 
@@ -823,7 +823,8 @@ COMMENT ON FUNCTION rag._finish_switch() IS
 
 COMMENT ON VIEW rag.model_status IS
   'The current tenant''s embedding model and the progress of a switch: next_model, chunks, next_embedded, '
-  'state (active or building), and windows_pending: chunks whose window embeddings rag.work has yet to make '
+  'state (active or building), and windows_pending: chunks of the current model whose window embeddings '
+  'rag.work has yet to make '
   '(after an upgrade from 0.4.0 or a switch). Example: SELECT * FROM rag.model_status;';
 
 -- ---------------------------------------------------------------------------------------

@@ -524,7 +524,7 @@ def test_pages_count_toward_the_chunk_limit_before_they_are_made(tokenizer):
 
 # -- windows: the pieces embedded beside each chunk (rag.chunks.window_embeddings) ----------
 
-from ragpg.chunking import WINDOW_WORDS, windows  # noqa: E402
+from ragpg.chunking import MAX_WINDOWS, WINDOW_TEXT_CHARS, WINDOW_WORDS, windows  # noqa: E402
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
@@ -537,9 +537,13 @@ def test_windows_keep_every_word_in_order_and_stay_within_their_length(sentences
     if len(words) <= max_words:
         assert out == []   # one window: the chunk's own embedding stands for it
         return
-    assert len(out) >= 2
+    assert 2 <= len(out) <= MAX_WINDOWS
     assert all(1 <= len(w.split()) <= max_words for w in out)
-    assert " ".join(out).split() == words
+    got = " ".join(out).split()
+    if len(out) < MAX_WINDOWS:
+        assert got == words
+    else:                       # capped: the first windows, in order
+        assert got == words[:len(got)]
 
 
 def test_windows_break_at_sentence_ends():
@@ -547,6 +551,18 @@ def test_windows_break_at_sentence_ends():
     out = windows(f"{a} {b}\n{c}", 64)
     assert out == [f"{a} {b}", c]          # 62 words fit; a third sentence would not
     assert windows(" ".join(["w"] * 200)) == [" ".join(["w"] * WINDOW_WORDS)] * 3 + [" ".join(["w"] * 8)]
+
+
+def test_windows_are_bounded_whatever_the_text():
+    """A writer may insert a chunk of any length, or of words that cost the model no token
+    (zero-width characters): at most MAX_WINDOWS windows, from the first WINDOW_TEXT_CHARS
+    characters, in time linear in those."""
+    huge = " ".join(f"w{i}" for i in range(200_000))          # ~1.3 MB, one "sentence"
+    out = windows(huge)
+    assert len(out) == MAX_WINDOWS and out[0].split()[:2] == ["w0", "w1"]
+    invisible = "\u200b " * 1_000_000
+    assert len(windows(invisible)) == MAX_WINDOWS
+    assert len(" ".join(windows("x " * WINDOW_TEXT_CHARS))) < WINDOW_TEXT_CHARS
 
 
 def test_windows_refuse_a_length_below_one():

@@ -5,6 +5,9 @@
 -- cosine, and rag.work embeds its windows (nothing is re-embedded by the upgrade itself).
 -- '{}': the chunk is one window.
 ALTER TABLE rag.chunks ADD COLUMN window_embeddings vector[];
+-- at most ragpg.chunking.MAX_WINDOWS: a writer writes its own tenant's chunks, and a search
+-- reads every candidate's windows
+ALTER TABLE rag.chunks ADD CONSTRAINT chunks_window_embeddings_check CHECK (cardinality(window_embeddings) <= 12);
 
 -- what rag.work has left to embed, found without a scan (empty once it is done); on each
 -- partition, as every index of rag.chunks (0.2.0/020-partition-indexes.sql says why), and
