@@ -108,10 +108,10 @@ $$;
 -- of each leg's best: ids, each leg's score (vector: cosine similarity, averaged with the
 -- best window's for a chunk with window embeddings; lexical: BM25 or ts_rank) and rank
 -- (NULL outside that leg's top; the vector leg ranked by its score; window_embeddings: the
--- setting, off: cosines only). With both_scores every candidate gets
--- both legs' scores, and with proximity (BM25) its proximity: the IDF-weighted share of
--- the query's lexemes it holds within 12 word positions (0..1). ok is NULL with a pending
--- error. The query's embedding runs in a worker thread while the BM25 leg runs.
+-- setting, off: cosines only). With both_scores every candidate gets both legs' scores,
+-- and with proximity (BM25) its proximity: the IDF-weighted share of the query's lexemes
+-- it holds within 12 word positions (0..1). ok is NULL with a pending error. The query's
+-- embedding runs in a worker thread while the BM25 leg runs.
 CREATE OR REPLACE FUNCTION rag._search_legs(query text, mode text, vector_k int, lexical_k int, k1 float8, b float8,
                                             filter jsonb, lexical_ranking text, both_scores boolean, proximity boolean,
                                             window_embeddings text DEFAULT 'on',

@@ -824,8 +824,7 @@ COMMENT ON FUNCTION rag._finish_switch() IS
 COMMENT ON VIEW rag.model_status IS
   'The current tenant''s embedding model and the progress of a switch: next_model, chunks, next_embedded, '
   'state (active or building), and windows_pending: chunks of the current model whose window embeddings '
-  'rag.work has yet to make '
-  '(after an upgrade from 0.4.0 or a switch). Example: SELECT * FROM rag.model_status;';
+  'rag.work has yet to make (after an upgrade from 0.4.0 or a switch). Example: SELECT * FROM rag.model_status;';
 
 -- ---------------------------------------------------------------------------------------
 -- Partitions per tenant (630-partitions.sql)
