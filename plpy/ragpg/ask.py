@@ -18,8 +18,8 @@ from . import answer as answer_mod
 from . import citations as cite
 from . import providers, tokens
 from .errors import InvalidParameter, RagError
-from .pg import (_QUERY_CACHE, LAST_RERANK, STATS, _embed, _float_setting, _int_setting, _plan, check_budget,
-                 model_spec, policy, record_usage, secret_for, settings, sql_errors)
+from .pg import (_QUERY_CACHE, LAST_RERANK, STATS, _bool_setting, _embed, _float_setting, _int_setting, _plan,
+                 check_budget, model_spec, policy, record_usage, secret_for, settings, sql_errors)
 
 _STREAMS: dict[int, dict] = {}
 _HANDLES = itertools.count(1)
@@ -75,8 +75,8 @@ def citation_list(used: list[int], ctx: list[answer_mod.Retrieved]) -> list[dict
     return out
 
 
-def _store(plpy, s: dict, question: str, out: dict, retrieved: list[answer_mod.Retrieved]) -> int | None:
-    if s["store_answers"].lower() in ("off", "false", "0", "no"):
+def _store(plpy, s: dict, question: str, out: dict, retrieved: list[answer_mod.Retrieved], store: bool) -> int | None:
+    if not store:
         return None
     if s["read_only"] == "on":  # a hot standby: answered, not stored; counted
         STATS["writes_skipped_read_only"] += 1
@@ -111,6 +111,8 @@ class _Prepared:
                  rerank_k: int = 30):
         self.t0 = time.perf_counter()
         self.s = settings(plpy)
+        # read before any work: a bad value fails here (22023), not after a model call
+        self.store = _bool_setting(self.s, "store_answers")
         self.question = question
         self.spec = model_spec(plpy, model or self.s["chat_model"], "chat")
         self.retrieved, reranked = _retrieve(plpy, question, k, rerank, rerank_k)
@@ -149,7 +151,7 @@ class _Prepared:
         if r is not None:
             record_usage(plpy, self.s, "ask", self.spec, 1, r.input_tokens, r.output_tokens,
                          out["latency_ms"] / 1000)
-        out["answer_id"] = _store(plpy, self.s, self.question, out, self.retrieved)
+        out["answer_id"] = _store(plpy, self.s, self.question, out, self.retrieved, self.store)
         return out
 
 

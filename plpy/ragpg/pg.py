@@ -647,14 +647,14 @@ def _index_round(plpy, s: dict, ids: list[int]) -> int:
     keys = [(d["tenant"], h) for (d, _), h in zip(rows, hashes)]
     t2 = time.perf_counter()
 
-    # (a chunk with its window embeddings first)
+    # (a chunk with its window embeddings first; they are not read when windows are off)
     found = plpy.execute(_plan(plpy, """
         SELECT DISTINCT ON (tenant, content_hash) tenant AS t, content_hash AS h, embedding::text AS e,
-               window_embeddings::text AS w
+               CASE WHEN $4 THEN window_embeddings::text END AS w
         FROM rag.chunks
         WHERE model = $1 AND tenant = ANY($3) AND content_hash = ANY($2)
-        ORDER BY tenant, content_hash, window_embeddings IS NULL""", ["text", "bytea[]", "text[]"]),
-        [model, list(set(hashes)), list({d["tenant"] for d in docs})])
+        ORDER BY tenant, content_hash, window_embeddings IS NULL""", ["text", "bytea[]", "text[]", "boolean"]),
+        [model, list(set(hashes)), list({d["tenant"] for d in docs}), _bool_setting(s, "window_embeddings")])
     known = {(r["t"], bytes(r["h"])): r["e"] for r in found}
     known_w = {(r["t"], bytes(r["h"])): r["w"] for r in found if r["w"] is not None}
     t3 = time.perf_counter()
