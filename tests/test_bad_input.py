@@ -81,3 +81,49 @@ def test_errors_from_python_functions_carry_no_prefix(db):
         db.execute("SELECT rag.ask('   ')")
     assert exc.value.diag.message_primary == "rag.ask: query is empty"
     assert exc.value.sqlstate == "22023"
+
+
+CONFIGURE_CASES = [
+    # (setting, value, message fragment): what each setting's reader would refuse later
+    ("window_embeddings", "maybe", "rag.window_embeddings must be on or off, got 'maybe'"),
+    ("store_answers", "", "rag.store_answers must be on or off"),
+    ("context_tokens", "lots", "rag.context_tokens must be an integer, got 'lots'"),
+    ("context_tokens", "9", "rag.context_tokens must be between 10 and 1000000, got 9"),
+    ("embedding_batch_size", "2.5", "must be an integer"),
+    ("temperature", "NaN", "rag.temperature must be a number"),
+    ("temperature", "2.01", "between 0 and 2"),
+    ("bm25_b", "-0.1", "between 0 and 1"),
+    ("max_k", "0", "between 1 and"),
+    ("daily_budget", "ten", "rag.daily_budget must be a number"),
+    ("ef_search", "fast", "rag.ef_search must be auto or between 1 and 1000"),
+    ("iterative_scan", "on", "rag.iterative_scan must be off, relaxed_order or strict_order"),
+    ("chat_model", "gpt-nothing", "rag.chat_model must name a chat model"),
+    ("chat_model", "all-MiniLM-L6-v2", "rag.chat_model must name a chat model"),   # an embedding model
+]
+
+
+@pytest.mark.parametrize("name,value,fragment", CONFIGURE_CASES, ids=[f"{c[0]}={c[1]}" for c in CONFIGURE_CASES])
+def test_configure_refuses_a_value_its_reader_would_refuse(db, name, value, fragment):
+    db.execute("SELECT rag.configure('context_tokens', '2000')")
+    before = db.execute("SELECT name, value FROM rag.config ORDER BY name").fetchall()
+    with pytest.raises(psycopg.Error) as exc:
+        db.execute("SELECT rag.configure(%s, %s)", (name, value))
+    assert exc.value.sqlstate == "22023" and fragment in str(exc.value), exc.value
+    assert db.execute("SELECT name, value FROM rag.config ORDER BY name").fetchall() == before
+    # the database works as before: every session reads the old value
+    db.execute("SELECT rag.ingest('Refunds take five business days.', 'r.md')")
+    assert db.execute("SELECT rag.ask('How long do refunds take?')").fetchone()[0]["citations"]
+
+
+def test_configure_stores_good_values_trimmed_and_null_resets(db):
+    for name, value, stored in (("window_embeddings", " OFF ", "OFF"), ("context_tokens", " 2500 ", "2500"),
+                                ("daily_budget", "", ""), ("daily_budget", "1.5e2", "1.5e2"),
+                                ("ef_search", "auto", "auto"), ("iterative_scan", "strict_order", "strict_order"),
+                                ("chat_model", "extractive", "extractive"), ("temperature", "2", "2"),
+                                ("provider_timeout_seconds", "0.1", "0.1")):
+        db.execute("SELECT rag.configure(%s, %s)", (name, value))
+        assert db.execute("SELECT value FROM rag.config WHERE name = %s", (name,)).fetchone()[0] == stored
+    db.execute("SELECT rag.ingest('Refunds take five business days.', 'r.md')")   # read by the indexer: off
+    assert db.execute("SELECT window_embeddings FROM rag.chunks").fetchone()[0] is None
+    db.execute("SELECT rag.configure('window_embeddings', NULL)")
+    assert db.execute("SELECT count(*) FROM rag.config WHERE name = 'window_embeddings'").fetchone()[0] == 0

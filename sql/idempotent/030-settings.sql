@@ -96,6 +96,85 @@ AS $$
     SELECT d.name, rag._setting(d.name), d.default_value, d.description FROM rag._setting_defaults() AS d
 $$;
 
+-- rag._check_setting (internal): a value for a setting, as rag.configure is about to store
+-- it, checked as its reader will check it, so that a typo fails here (22023, naming the
+-- setting) instead of in every session afterwards. Returns the value, trimmed. The bounds
+-- are the readers' own (ragpg.pg and ragpg.ask `_int_setting(s, name, lo, hi)`, the SQL
+-- readers); tests/unit/test_settings_rules.py keeps the two lists equal. A bound that
+-- depends on the model (a chunk can be at most the model's window) is checked on use.
+CREATE OR REPLACE FUNCTION rag._check_setting(setting_name text, value text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v text := btrim(value);
+    rule record;
+    num numeric;
+BEGIN
+    SELECT * INTO rule FROM (VALUES
+        -- name, kind, lowest, highest
+        ('embedding_batch_size', 'int', 1, 1024),
+        ('index_batch_size', 'int', 1, 100000),
+        ('max_attempts', 'int', 1, 1000),
+        ('retry_base_seconds', 'float', 0, 86400),
+        ('embedding_threads', 'int', 1, 64),
+        ('chunk_target_tokens', 'int', 8, 8190),
+        ('chunk_overlap_tokens', 'int', 0, 8189),
+        ('max_document_bytes', 'int', 1, 1099511627776),
+        ('max_file_bytes', 'int', 1, 1099511627776),
+        ('max_file_pages', 'int', 1, 10000000),
+        ('max_chunks_per_document', 'int', 1, 10000000),
+        ('max_query_chars', 'int', 1, 1000000000),
+        ('max_k', 'int', 1, 1000000),
+        ('bm25_k1', 'float', 0, 1e6),
+        ('bm25_b', 'float', 0, 1),
+        ('ask_min_similarity', 'float', -1, 1),
+        ('context_tokens', 'int', 10, 1000000),
+        ('answer_max_tokens', 'int', 1, 100000),
+        ('temperature', 'float', 0, 2),
+        ('provider_timeout_seconds', 'float', 0.1, 3600),
+        ('provider_max_retries', 'int', 0, 20),
+        ('provider_retry_base_seconds', 'float', 0, 60),
+        ('provider_batch_size', 'int', 1, 2048),
+        ('daily_budget', 'float', 0, 1e12),
+        ('store_answers', 'bool', NULL, NULL),
+        ('window_embeddings', 'bool', NULL, NULL)
+    ) AS r (name, kind, lo, hi) WHERE r.name = setting_name;
+    IF FOUND AND rule.kind = 'bool' THEN
+        IF lower(v) NOT IN ('on', 'off', 'true', 'false', 'yes', 'no', '1', '0') THEN
+            RAISE EXCEPTION 'rag.configure: setting rag.% must be on or off, got %', setting_name, quote_literal(value)
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    ELSIF FOUND AND NOT (setting_name = 'daily_budget' AND v = '') THEN   -- an empty budget: no limit
+        IF rule.kind = 'int' AND v !~ '^[+-]?[0-9]{1,19}$'
+           OR rule.kind = 'float' AND v !~* '^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)(e[+-]?[0-9]{1,3})?$' THEN
+            RAISE EXCEPTION 'rag.configure: setting rag.% must be %, got %', setting_name,
+                  CASE rule.kind WHEN 'int' THEN 'an integer' ELSE 'a number' END, quote_literal(value)
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        num := v::numeric;
+        IF num < rule.lo OR num > rule.hi THEN
+            RAISE EXCEPTION 'rag.configure: setting rag.% must be between % and %, got %', setting_name,
+                  rule.lo, rule.hi, v
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    ELSIF setting_name = 'ef_search' AND NOT (v = 'auto' OR v ~ '^[0-9]{1,4}$' AND v::int BETWEEN 1 AND 1000) THEN
+        RAISE EXCEPTION 'rag.configure: setting rag.ef_search must be auto or between 1 and 1000, got %', quote_literal(value)
+            USING ERRCODE = 'invalid_parameter_value';
+    ELSIF setting_name = 'iterative_scan' AND v NOT IN ('off', 'relaxed_order', 'strict_order') THEN
+        RAISE EXCEPTION 'rag.configure: setting rag.iterative_scan must be off, relaxed_order or strict_order, got %',
+              quote_literal(value)
+            USING ERRCODE = 'invalid_parameter_value';
+    ELSIF setting_name = 'chat_model'
+          AND NOT EXISTS (SELECT 1 FROM rag.models AS m WHERE m.name = v AND m.kind = 'chat') THEN
+        RAISE EXCEPTION 'rag.configure: setting rag.chat_model must name a chat model of rag.models, got %', quote_literal(value)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'SELECT name FROM rag.models WHERE kind = ''chat''';
+    END IF;
+    RETURN v;
+END
+$$;
+
 -- rag.configure (rag_admin)
 -- Set a setting for this database (every session, every role), or reset it with NULL.
 -- Returns the value now in effect for this session.
@@ -117,7 +196,7 @@ BEGIN
     IF value IS NULL THEN
         DELETE FROM rag.config AS c WHERE c.name = setting_name;
     ELSE
-        INSERT INTO rag.config AS c (name, value) VALUES (setting_name, value)
+        INSERT INTO rag.config AS c (name, value) VALUES (setting_name, rag._check_setting(setting_name, value))
         ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = now(), updated_by = current_user;
     END IF;
     RETURN rag._setting(setting_name);

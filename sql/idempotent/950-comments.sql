@@ -79,11 +79,17 @@ COMMENT ON FUNCTION rag.settings() IS
   '(rag.configure), the default. Arguments: none. Returns: rows (name, value, default_value, description); '
   'the setting of row name is rag.<name>. Example: SELECT * FROM rag.settings();';
 
+COMMENT ON FUNCTION rag._check_setting(text, text) IS
+  'Internal: rag.configure''s check of a value before it stores it: on/off settings, numbers within their '
+  'readers'' bounds, ef_search, iterative_scan, chat_model (a chat model of rag.models); 22023 naming the '
+  'setting otherwise. Returns the value trimmed.';
+
 COMMENT ON FUNCTION rag.configure(text, text) IS
   'Set a setting for the whole database, every session and role (rag_admin), stored in rag.config; a SET '
   'rag.x in a session still overrides it. Arguments: setting_name (a name of rag.settings(), without '
   '''rag.''), value (text; NULL resets it to the default). The embedding model is changed with '
-  'rag.set_embedding_model instead. Returns: the value now in effect for this session. '
+  'rag.set_embedding_model instead. A value its reader would refuse is refused here (22023). '
+  'Returns: the value now in effect for this session. '
   'Example: SELECT rag.configure(''context_tokens'', ''2000'');';
 
 -- ---------------------------------------------------------------------------------------
