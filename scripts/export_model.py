@@ -8,7 +8,11 @@ runs one session, and reads unit vectors. Quality is checked here, against torch
 fp32 ONNX must match to 1e-5 cosine and int8 must stay >= 0.98 cosine on every probe
 sentence, or the build fails.
 
-usage: python export_model.py SRC_MODEL_DIR OUT_DIR
+usage: python export_model.py SRC_MODEL_DIR OUT_DIR [--keep-fp32]
+
+--keep-fp32 leaves model.fp32.onnx beside the int8 graph (for a study: copied over
+model.int8.onnx of an installed release, the extension runs it; docs/retrieval-quality.md
+compares the two).
 """
 from __future__ import annotations
 
@@ -60,7 +64,7 @@ def encode(tok: Tokenizer, texts: list[str]) -> dict[str, np.ndarray]:
     }
 
 
-def main(src: Path, out: Path) -> None:
+def main(src: Path, out: Path, keep_fp32: bool = False) -> None:
     out.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer.from_file(str(src / "tokenizer.json"))
     tok.enable_truncation(max_length=256)
@@ -99,7 +103,8 @@ def main(src: Path, out: Path) -> None:
     if report["fp32"] < 0.99999 or report["int8"] < 0.98:
         sys.exit(f"export_model: quality check failed: {report}")
 
-    fp32.unlink()  # only the int8 graph ships
+    if not keep_fp32:
+        fp32.unlink()  # only the int8 graph ships
     shutil.copy(src / "tokenizer.json", out / "tokenizer.json")
     manifest = {
         "name": "all-MiniLM-L6-v2",
@@ -114,4 +119,4 @@ def main(src: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]), keep_fp32="--keep-fp32" in sys.argv[3:])

@@ -115,13 +115,20 @@ def test_configure_refuses_a_value_its_reader_would_refuse(db, name, value, frag
     assert db.execute("SELECT rag.ask('How long do refunds take?')").fetchone()[0]["citations"]
 
 
-def test_configure_stores_good_values_trimmed_and_null_resets(db):
+def test_configure_stores_good_values_trimmed_and_null_resets(db, connect):
+    dora, alice = connect("dora"), connect("alice")   # rag_admin, rag_writer
+    with pytest.raises(psycopg.Error) as exc:
+        alice.execute("SELECT rag.configure('context_tokens', '2500')")
+    assert exc.value.sqlstate == "42501"
+    with pytest.raises(psycopg.Error) as exc:                      # an admin's typo: refused, named
+        dora.execute("SELECT rag.configure('store_answers', 'of')")
+    assert exc.value.sqlstate == "22023" and "rag.store_answers" in str(exc.value)
     for name, value, stored in (("window_embeddings", " OFF ", "OFF"), ("context_tokens", " 2500 ", "2500"),
                                 ("daily_budget", "", ""), ("daily_budget", "1.5e2", "1.5e2"),
                                 ("ef_search", "auto", "auto"), ("iterative_scan", "strict_order", "strict_order"),
                                 ("chat_model", "extractive", "extractive"), ("temperature", "2", "2"),
                                 ("provider_timeout_seconds", "0.1", "0.1")):
-        db.execute("SELECT rag.configure(%s, %s)", (name, value))
+        dora.execute("SELECT rag.configure(%s, %s)", (name, value))
         assert db.execute("SELECT value FROM rag.config WHERE name = %s", (name,)).fetchone()[0] == stored
     db.execute("SELECT rag.ingest('Refunds take five business days.', 'r.md')")   # read by the indexer: off
     assert db.execute("SELECT window_embeddings FROM rag.chunks").fetchone()[0] is None

@@ -175,6 +175,7 @@ GRANT EXECUTE ON FUNCTION
     rag.grant_tenant(name, text),
     rag.revoke_tenant(name, text),
     rag.configure(text, text),
+    rag._check_setting(text, text),
     rag.add_model(text, text, text, text, int, int, numeric, numeric, text, text, text, jsonb),
     rag.use_model(text),
     rag.set_embedding_model(text),
