@@ -96,6 +96,8 @@ CONFIGURE_CASES = [
     ("max_k", "0", "between 1 and"),
     ("daily_budget", "ten", "rag.daily_budget must be a number"),
     ("ef_search", "fast", "rag.ef_search must be auto or between 1 and 1000"),
+    ("ef_search", "0", "rag.ef_search must be auto or between 1 and 1000"),
+    ("ef_search", "99999", "rag.ef_search must be auto or between 1 and 1000"),
     ("iterative_scan", "on", "rag.iterative_scan must be off, relaxed_order or strict_order"),
     ("chat_model", "gpt-nothing", "rag.chat_model must name a chat model"),
     ("chat_model", "all-MiniLM-L6-v2", "rag.chat_model must name a chat model"),   # an embedding model

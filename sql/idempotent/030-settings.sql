@@ -159,7 +159,8 @@ BEGIN
                   rule.lo, rule.hi, v
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
-    ELSIF setting_name = 'ef_search' AND NOT (v = 'auto' OR v ~ '^[0-9]{1,4}$' AND v::int BETWEEN 1 AND 1000) THEN
+    ELSIF setting_name = 'ef_search'
+          AND NOT (CASE WHEN v ~ '^[0-9]{1,4}$' THEN v::int BETWEEN 1 AND 1000 ELSE v = 'auto' END) THEN
         RAISE EXCEPTION 'rag.configure: setting rag.ef_search must be auto or between 1 and 1000, got %', quote_literal(value)
             USING ERRCODE = 'invalid_parameter_value';
     ELSIF setting_name = 'iterative_scan' AND v NOT IN ('off', 'relaxed_order', 'strict_order') THEN
