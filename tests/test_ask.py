@@ -55,3 +55,36 @@ def test_empty_corpus_gets_no_answer(db):
     out = db.execute("SELECT rag.ask('How long do refunds take?')").fetchone()[0]
     assert out == {"answer": NO_ANSWER, "citations": [], "mode": "extractive", "model": None} or \
         (out["answer"] == NO_ANSWER and out["citations"] == [])
+
+
+def _stats(db) -> dict:
+    return db.execute("SELECT rag.backend_stats()").fetchone()[0]
+
+
+def test_sentences_are_embedded_once_per_backend_and_tenant(db):
+    seed(db)
+    q = "How long do refunds take?"
+    before = _stats(db)
+    first = db.execute("SELECT rag.ask(%s)", (q,)).fetchone()[0]
+    mid = _stats(db)
+    embedded = mid["texts_embedded"] - before["texts_embedded"]
+    assert embedded >= 3                                   # the question and the chunks' sentences
+    second = db.execute("SELECT rag.ask(%s)", (q,)).fetchone()[0]
+    after = _stats(db)
+    assert after["texts_embedded"] == mid["texts_embedded"]            # nothing embedded again
+    assert after["sentences_cached"] - mid["sentences_cached"] >= embedded - 1   # (with repeats)
+    for k in ("answer", "citations"):
+        assert second[k] == first[k]                       # the same vectors: the same answer
+    # another question over the same chunks reuses their sentences: only the question is new
+    db.execute("SELECT rag.ask('Can gift cards be refunded?')")
+    assert _stats(db)["texts_embedded"] - after["texts_embedded"] == 1
+    # the rag.usage rows of rag.ask count what was embedded, not what was reused
+    texts = db.execute("SELECT sum(calls) FROM rag.usage WHERE operation = 'ask'").fetchone()[0]
+    assert texts == embedded - 1                           # (the question: operation query)
+    # another tenant's identical sentences are embedded for it, not taken from this one's
+    db.execute("SET rag.tenant = 'other'")
+    seed(db)
+    mark = _stats(db)["texts_embedded"]
+    again = db.execute("SELECT rag.ask(%s)", (q,)).fetchone()[0]
+    assert _stats(db)["texts_embedded"] - mark >= embedded - 1
+    assert again["answer"] == first["answer"]

@@ -19,7 +19,8 @@ from . import citations as cite
 from . import providers, tokens
 from .errors import InvalidParameter, RagError
 from .pg import (_QUERY_CACHE, LAST_RERANK, STATS, _bool_setting, _embed, _float_setting, _int_setting, _plan,
-                 check_budget, model_spec, policy, record_usage, secret_for, settings, sql_errors)
+                 check_budget, embed_sentences, model_spec, policy, record_usage, secret_for, settings,
+                 sql_errors)
 
 _STREAMS: dict[int, dict] = {}
 _HANDLES = itertools.count(1)
@@ -100,7 +101,7 @@ def _extractive(plpy, s: dict, question: str, chunks: list[answer_mod.Retrieved]
     hit = _QUERY_CACHE.get((s["tenant"], s["embedding_model"], question))
     qvec = hit[0] if hit is not None else _embed(plpy, s, [question], "ask")[0]
     min_sim = _float_setting(s, "ask_min_similarity", -1, 1)
-    return answer_mod.extractive_answer(question, qvec, chunks, lambda t: _embed(plpy, s, t, "ask"),
+    return answer_mod.extractive_answer(question, qvec, chunks, lambda t: embed_sentences(plpy, s, t, "ask"),
                                         min_similarity=min_sim)
 
 

@@ -30,10 +30,14 @@ STATS = {"index_calls": 0, "index_rounds": 0, "model_calls": 0, "texts_embedded"
          "documents_indexed": 0, "chunk_seconds": 0.0, "embed_seconds": 0.0, "db_seconds": 0.0,
          "writes_skipped_read_only": 0, "lexical_queries": 0, "lexical_postings_read": 0,
          "lexical_postings_total": 0, "lexical_exact_lookups": 0, "rerank_failures": 0,
-         "files_extracted": 0, "pages_extracted": 0, "extract_seconds": 0.0}
+         "files_extracted": 0, "pages_extracted": 0, "extract_seconds": 0.0, "sentences_cached": 0}
 _PLANS: dict[str, object] = {}
 _TOKENIZERS: dict[str, object] = {}
 _QUERY_CACHE: OrderedDict[tuple[str, str, str], tuple] = OrderedDict()  # -> (numpy vector, literal)
+# (tenant, local model, sentence) -> unit vector: the extractive answerer's sentences
+# (embed_sentences); at most SENTENCE_CACHE entries (~1.6 KB each at 384 dimensions)
+_SENTENCE_CACHE: OrderedDict[tuple[str, str, str], object] = OrderedDict()
+SENTENCE_CACHE = 2048
 
 
 PENDING_ERROR: dict | None = None
@@ -217,6 +221,34 @@ def _embed(plpy, s: dict, texts: list[str], operation: str, spec: providers.Mode
         vecs, in_tokens, calls = providers.embed(spec, policy(s), secret_for(plpy, spec), texts)
     _account(plpy, s, operation, spec, len(texts), calls, in_tokens, time.perf_counter() - t0)
     return vecs
+
+
+def embed_sentences(plpy, s: dict, texts: list[str], operation: str):
+    """_embed for the extractive answerer's sentences, which the questions about one passage
+    share: with the local model a sentence's vector is kept per backend, so only sentences
+    not seen lately are embedded (and counted in rag.usage). It is the vector embedding the
+    sentence again gives (at rag.embedding_batch_size 1, the default, a text's vector does
+    not depend on its batch). Kept per tenant, so that no tenant's answer time depends on
+    another's questions. A remote model is always called (its model may change behind
+    the same name)."""
+    import numpy as np
+
+    spec = model_spec(plpy, s["embedding_model"], "embed")
+    if spec.provider != "local":
+        return _embed(plpy, s, texts, operation, spec)
+    keys = [(s["tenant"], spec.name, t) for t in texts]
+    got = {k: _SENTENCE_CACHE[k] for k in dict.fromkeys(keys) if k in _SENTENCE_CACHE}
+    missing = [k for k in dict.fromkeys(keys) if k not in got]
+    if missing:
+        vecs = _embed(plpy, s, [k[2] for k in missing], operation, spec)
+        got.update(zip(missing, (v.copy() for v in vecs)))   # a row of its own: not a view keeping the batch
+    STATS["sentences_cached"] += len(texts) - len(missing)
+    for k in dict.fromkeys(keys):
+        _SENTENCE_CACHE[k] = got[k]
+        _SENTENCE_CACHE.move_to_end(k)
+    while len(_SENTENCE_CACHE) > SENTENCE_CACHE:
+        _SENTENCE_CACHE.popitem(last=False)
+    return np.stack([got[k] for k in keys])
 
 
 def _account(plpy, s: dict, operation: str, spec: providers.ModelSpec, texts: int, calls: int,
