@@ -312,6 +312,11 @@ def test_an_embedding_model_in_use_keeps_what_makes_its_vectors(db, fake_openai)
             db.execute(f"SELECT rag.add_model('emb', {args})", (url,))
         assert _sqlstate(e) == "55006" and "'emb' is in use" in str(e.value), args
         assert "rag.set_embedding_model" in e.value.diag.message_hint
+    for sql in ("UPDATE rag.models SET dimensions = 5 WHERE name = 'emb'",        # a direct write alike
+                "UPDATE rag.models SET provider_model = 'another' WHERE name = 'emb'"):
+        with pytest.raises(psycopg.Error) as e:
+            db.execute(sql)
+        assert _sqlstate(e) == "55006", sql
     assert db.execute("SELECT m::text FROM rag.models AS m WHERE name = 'emb'").fetchone()[0] == before
     # where the server is, what it costs and its key may change
     moved = url.replace("127.0.0.1", "localhost")

@@ -53,22 +53,6 @@ BEGIN
         RAISE EXCEPTION 'rag.add_model: API key % does not exist', quote_literal(api_key)
             USING ERRCODE = 'undefined_object', HINT = 'create it first: SELECT rag.set_api_key(name, $1) with the secret as a bind parameter';
     END IF;
-    -- an embedding model in use keeps what makes its vectors: chunks embedded by one model and
-    -- queries by another would be compared as if alike (a base URL, prices, keys may change)
-    IF EXISTS (SELECT 1 FROM rag.models AS o
-               WHERE o.name = add_model.name AND o.kind = 'embed'
-                 AND (o.kind, o.provider, coalesce(o.provider_model, o.name), o.dimensions, o.options->'normalize')
-                     IS DISTINCT FROM (add_model.kind, add_model.provider,
-                                       coalesce(add_model.provider_model, add_model.name),
-                                       CASE WHEN add_model.kind = 'embed' THEN add_model.dimensions END,
-                                       coalesce(add_model.options, '{}')->'normalize'))
-       AND rag._embedding_model_in_use(add_model.name) THEN
-        RAISE EXCEPTION 'rag.add_model: embedding model % is in use; its kind, provider, provider_model, dimensions '
-                        'and normalize option cannot change', quote_literal(add_model.name)
-            USING ERRCODE = 'object_in_use',
-                  HINT = 'register the new model under another name and switch to it with rag.set_embedding_model, '
-                         'which embeds the chunks again';
-    END IF;
     INSERT INTO rag.models AS t (name, kind, provider, provider_model, base_url, dimensions, max_input_tokens,
                                  price_input_per_1m, price_output_per_1m, api_key, tokenizer, options)
     VALUES (add_model.name, kind, provider, provider_model, rtrim(base_url, '/'),
@@ -246,6 +230,36 @@ END
 $$;
 CREATE OR REPLACE TRIGGER models_key_binding BEFORE INSERT OR UPDATE ON rag.models
     FOR EACH ROW EXECUTE FUNCTION rag._model_key_binding();
+
+-- rag._model_identity (internal)
+-- Row trigger on rag.models: an embedding model in use (rag._embedding_model_in_use) keeps
+-- what makes its vectors, its name, kind, provider, provider_model, dimensions and normalize
+-- option; otherwise chunks embedded by one model would be compared with queries embedded
+-- by another as if alike. Its base URL, prices, key and limits may change. rag.add_model
+-- and direct writes alike.
+CREATE OR REPLACE FUNCTION rag._model_identity()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF OLD.kind = 'embed' AND NOT rag._restoring()
+       AND (OLD.name, OLD.kind, OLD.provider, coalesce(OLD.provider_model, OLD.name), OLD.dimensions,
+            OLD.options->'normalize')
+           IS DISTINCT FROM (NEW.name, NEW.kind, NEW.provider, coalesce(NEW.provider_model, NEW.name), NEW.dimensions,
+                             NEW.options->'normalize')
+       AND rag._embedding_model_in_use(OLD.name) THEN
+        RAISE EXCEPTION 'rag: embedding model % is in use; its name, kind, provider, provider_model, dimensions '
+                        'and normalize option cannot change', quote_literal(OLD.name)
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'register the new model under another name and switch to it with rag.set_embedding_model, '
+                         'which embeds the chunks again';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE OR REPLACE TRIGGER models_identity BEFORE UPDATE ON rag.models
+    FOR EACH ROW EXECUTE FUNCTION rag._model_identity();
 
 CREATE OR REPLACE FUNCTION rag.grant_api_key(name text, role_name name)
 RETURNS void

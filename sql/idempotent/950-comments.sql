@@ -82,7 +82,11 @@ COMMENT ON FUNCTION rag.settings() IS
 COMMENT ON FUNCTION rag._embedding_model_in_use(text) IS
   'Internal: whether an embedding model may have vectors in rag.chunks, as far as the caller can see: the '
   'database''s, the session''s or its tenant''s model (current or next), or one with its own HNSW indexes '
-  '(rag.model_indexes). rag.add_model then keeps what makes its vectors.';
+  '(rag.model_indexes). Such a model keeps what makes its vectors (rag._model_identity).';
+
+COMMENT ON FUNCTION rag._model_identity() IS
+  'Internal: row trigger on rag.models: an embedding model in use keeps its name, kind, provider, '
+  'provider_model, dimensions and normalize option (55006), through rag.add_model and direct writes alike.';
 
 COMMENT ON FUNCTION rag._check_setting(text, text) IS
   'Internal: rag.configure''s check of a value before it stores it: on/off settings, numbers within their '
