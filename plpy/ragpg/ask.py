@@ -76,9 +76,7 @@ def citation_list(used: list[int], ctx: list[answer_mod.Retrieved]) -> list[dict
     return out
 
 
-def _store(plpy, s: dict, question: str, out: dict, retrieved: list[answer_mod.Retrieved], store: bool) -> int | None:
-    if not store:
-        return None
+def _store(plpy, s: dict, question: str, out: dict, retrieved: list[answer_mod.Retrieved]) -> int | None:
     if s["read_only"] == "on":  # a hot standby: answered, not stored; counted
         STATS["writes_skipped_read_only"] += 1
         return None
@@ -152,7 +150,7 @@ class _Prepared:
         if r is not None:
             record_usage(plpy, self.s, "ask", self.spec, 1, r.input_tokens, r.output_tokens,
                          out["latency_ms"] / 1000)
-        out["answer_id"] = _store(plpy, self.s, self.question, out, self.retrieved, self.store)
+        out["answer_id"] = _store(plpy, self.s, self.question, out, self.retrieved) if self.store else None
         return out
 
 

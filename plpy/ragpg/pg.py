@@ -40,6 +40,16 @@ _SENTENCE_CACHE: OrderedDict[tuple[str, str, str], object] = OrderedDict()
 SENTENCE_CACHE = 2048
 
 
+def _keep(cache: OrderedDict, key, value, limit: int):
+    """Put key -> value in a per-backend cache as its newest entry, dropping the oldest past
+    `limit` entries; returns the value."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > limit:
+        cache.popitem(last=False)
+    return value
+
+
 PENDING_ERROR: dict | None = None
 LAST_RERANK: dict = {"error": None}   # why this backend's last reranking failed (rag.ask reports it)
 # (tenant, model) -> [calls, input tokens, seconds, since]: local query embeddings not yet
@@ -237,17 +247,14 @@ def embed_sentences(plpy, s: dict, texts: list[str], operation: str):
     if spec.provider != "local":
         return _embed(plpy, s, texts, operation, spec)
     keys = [(s["tenant"], spec.name, t) for t in texts]
-    got = {k: _SENTENCE_CACHE[k] for k in dict.fromkeys(keys) if k in _SENTENCE_CACHE}
-    missing = [k for k in dict.fromkeys(keys) if k not in got]
+    got = {k: _SENTENCE_CACHE.get(k) for k in keys}   # in order, each once
+    missing = [k for k, v in got.items() if v is None]
     if missing:
         vecs = _embed(plpy, s, [k[2] for k in missing], operation, spec)
         got.update(zip(missing, (v.copy() for v in vecs)))   # a row of its own: not a view keeping the batch
     STATS["sentences_cached"] += len(texts) - len(missing)
-    for k in dict.fromkeys(keys):
-        _SENTENCE_CACHE[k] = got[k]
-        _SENTENCE_CACHE.move_to_end(k)
-    while len(_SENTENCE_CACHE) > SENTENCE_CACHE:
-        _SENTENCE_CACHE.popitem(last=False)
+    for k, v in got.items():
+        _keep(_SENTENCE_CACHE, k, v, SENTENCE_CACHE)
     return np.stack([got[k] for k in keys])
 
 
@@ -285,9 +292,7 @@ def _worker():
 
 
 def _remember(key, vec):
-    hit = _QUERY_CACHE[key] = (vec, to_vector_literal(vec))
-    if len(_QUERY_CACHE) > 256:
-        _QUERY_CACHE.popitem(last=False)
+    hit = _keep(_QUERY_CACHE, key, (vec, to_vector_literal(vec)), 256)
     return key[0], key[1], hit[0], hit[1]
 
 
@@ -344,9 +349,7 @@ def _kept_plan(plpy, sql: str, types: list[str]):
     """A plan kept per SQL text (at most 64: texts vary with model, dimensions and filter)."""
     plan = _VECTOR_PLANS.get(sql)
     if plan is None:
-        plan = _VECTOR_PLANS[sql] = plpy.prepare(sql, types)
-        if len(_VECTOR_PLANS) > 64:
-            _VECTOR_PLANS.popitem(last=False)
+        plan = _keep(_VECTOR_PLANS, sql, plpy.prepare(sql, types), 64)
     else:
         _VECTOR_PLANS.move_to_end(sql)
     return plan
