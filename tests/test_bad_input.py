@@ -92,6 +92,7 @@ CONFIGURE_CASES = [
     ("embedding_batch_size", "2.5", "must be an integer"),
     ("temperature", "NaN", "rag.temperature must be a number"),
     ("temperature", "2.01", "between 0 and 2"),
+    ("temperature", "9" * 200_000, "rag.temperature must be a number"),   # not numeric's overflow (22003)
     ("bm25_b", "-0.1", "between 0 and 1"),
     ("max_k", "0", "between 1 and"),
     ("daily_budget", "ten", "rag.daily_budget must be a number"),
@@ -104,7 +105,7 @@ CONFIGURE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("name,value,fragment", CONFIGURE_CASES, ids=[f"{c[0]}={c[1]}" for c in CONFIGURE_CASES])
+@pytest.mark.parametrize("name,value,fragment", CONFIGURE_CASES, ids=[f"{c[0]}={c[1][:20]}" for c in CONFIGURE_CASES])
 def test_configure_refuses_a_value_its_reader_would_refuse(db, name, value, fragment):
     db.execute("SELECT rag.configure('context_tokens', '2000')")
     before = db.execute("SELECT name, value FROM rag.config ORDER BY name").fetchall()

@@ -313,7 +313,8 @@ def test_an_embedding_model_in_use_keeps_what_makes_its_vectors(db, fake_openai)
         assert _sqlstate(e) == "55006" and "'emb' is in use" in str(e.value), args
         assert "rag.set_embedding_model" in e.value.diag.message_hint
     for sql in ("UPDATE rag.models SET dimensions = 5 WHERE name = 'emb'",        # a direct write alike
-                "UPDATE rag.models SET provider_model = 'another' WHERE name = 'emb'"):
+                "UPDATE rag.models SET provider_model = 'another' WHERE name = 'emb'",
+                "DELETE FROM rag.models WHERE name = 'emb'"):                    # to add it again as another
         with pytest.raises(psycopg.Error) as e:
             db.execute(sql)
         assert _sqlstate(e) == "55006", sql

@@ -147,8 +147,9 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
     ELSIF FOUND AND NOT (setting_name = 'daily_budget' AND v = '') THEN   -- an empty budget: no limit
+        -- (digits bounded, so that the cast below cannot overflow numeric)
         IF rule.kind = 'int' AND v !~ '^[+-]?[0-9]{1,19}$'
-           OR rule.kind = 'float' AND v !~* '^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)(e[+-]?[0-9]{1,3})?$' THEN
+           OR rule.kind = 'float' AND v !~* '^[+-]?([0-9]{1,30}\.?[0-9]{0,30}|\.[0-9]{1,30})(e[+-]?[0-9]{1,3})?$' THEN
             RAISE EXCEPTION 'rag.configure: setting rag.% must be %, got %', setting_name,
                   CASE rule.kind WHEN 'int' THEN 'an integer' ELSE 'a number' END, quote_literal(value)
                 USING ERRCODE = 'invalid_parameter_value';

@@ -234,9 +234,9 @@ CREATE OR REPLACE TRIGGER models_key_binding BEFORE INSERT OR UPDATE ON rag.mode
 -- rag._model_identity (internal)
 -- Row trigger on rag.models: an embedding model in use (rag._embedding_model_in_use) keeps
 -- what makes its vectors, its name, kind, provider, provider_model, dimensions and normalize
--- option; otherwise chunks embedded by one model would be compared with queries embedded
--- by another as if alike. Its base URL, prices, key and limits may change. rag.add_model
--- and direct writes alike.
+-- option, and is not deleted (to be added again as another); otherwise chunks embedded by
+-- one model would be compared with queries embedded by another as if alike. Its base URL,
+-- prices, key and limits may change. rag.add_model and direct writes alike.
 CREATE OR REPLACE FUNCTION rag._model_identity()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -244,21 +244,22 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF OLD.kind = 'embed' AND NOT rag._restoring()
-       AND (OLD.name, OLD.kind, OLD.provider, coalesce(OLD.provider_model, OLD.name), OLD.dimensions,
-            OLD.options->'normalize')
-           IS DISTINCT FROM (NEW.name, NEW.kind, NEW.provider, coalesce(NEW.provider_model, NEW.name), NEW.dimensions,
-                             NEW.options->'normalize')
+       AND (TG_OP = 'DELETE'
+            OR (OLD.name, OLD.kind, OLD.provider, coalesce(OLD.provider_model, OLD.name), OLD.dimensions,
+                OLD.options->'normalize')
+               IS DISTINCT FROM (NEW.name, NEW.kind, NEW.provider, coalesce(NEW.provider_model, NEW.name),
+                                 NEW.dimensions, NEW.options->'normalize'))
        AND rag._embedding_model_in_use(OLD.name) THEN
-        RAISE EXCEPTION 'rag: embedding model % is in use; its name, kind, provider, provider_model, dimensions '
-                        'and normalize option cannot change', quote_literal(OLD.name)
+        RAISE EXCEPTION 'rag: embedding model % is in use; it cannot be deleted, nor its name, kind, provider, '
+                        'provider_model, dimensions and normalize option change', quote_literal(OLD.name)
             USING ERRCODE = 'object_in_use',
                   HINT = 'register the new model under another name and switch to it with rag.set_embedding_model, '
                          'which embeds the chunks again';
     END IF;
-    RETURN NEW;
+    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
 END
 $$;
-CREATE OR REPLACE TRIGGER models_identity BEFORE UPDATE ON rag.models
+CREATE OR REPLACE TRIGGER models_identity BEFORE UPDATE OR DELETE ON rag.models
     FOR EACH ROW EXECUTE FUNCTION rag._model_identity();
 
 CREATE OR REPLACE FUNCTION rag.grant_api_key(name text, role_name name)

@@ -86,7 +86,8 @@ COMMENT ON FUNCTION rag._embedding_model_in_use(text) IS
 
 COMMENT ON FUNCTION rag._model_identity() IS
   'Internal: row trigger on rag.models: an embedding model in use keeps its name, kind, provider, '
-  'provider_model, dimensions and normalize option (55006), through rag.add_model and direct writes alike.';
+  'provider_model, dimensions and normalize option, and is not deleted (55006), through rag.add_model and '
+  'direct writes alike.';
 
 COMMENT ON FUNCTION rag._check_setting(text, text) IS
   'Internal: rag.configure''s check of a value before it stores it: on/off settings, numbers within their '
