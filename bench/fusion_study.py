@@ -6,6 +6,12 @@ per leg (rag.search's default) and 100 (the eval's). docs/retrieval-quality.md h
 results.
 
     python bench/fusion_study.py --dsn "$(bash scripts/localdb.sh dsn)" [--cache /tmp/legs.json]
+    python bench/fusion_study.py --dsn ... --rules 0.5.0 [--k1 0.9 --b 0.4]
+
+--rules 0.5.0 compares variants of 0.5.0's rule (min-max 1:1 plus 0.1 x proximity, the
+vector score averaged with the best window's, as `rag.search` ranks): fewer chunks of one
+article at the top, a bonus for chunks both legs found, per-query leg weights; --k1 and
+--b fetch the lexical leg with other BM25 parameters (each pair has its own cache).
 
 Scores as rag.evaluate computes them: nDCG@10 with linear gains, documents at their best
 chunk's rank; for covid-qa-dev (answer spans), success@k: a top-k chunk comes from the
@@ -32,9 +38,10 @@ def norm(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().lower()
 
 
-def fetch(dsn: str, eval_dir: Path) -> dict:
-    """Per set: each query's candidates (id, cosine, BM25, vector rank, lexical rank), the
-    judgments, the answers and each chunk's (document, content)."""
+def fetch(dsn: str, eval_dir: Path, k1: float | None = None, b: float | None = None) -> dict:
+    """Per set: each query's candidates (id, vector score, BM25, vector rank, lexical rank,
+    proximity), the judgments, the answers and each chunk's (document, content). BM25 with
+    the database's k1 and b unless given."""
     out = {}
     with psycopg.connect(dsn, autocommit=True) as c:
         for name in SETS:
@@ -54,10 +61,12 @@ def fetch(dsn: str, eval_dir: Path) -> dict:
                 answers.setdefault(q, []).append((d, norm(a)[:200]))
             legs = {}
             for n, (qid, text) in enumerate(queries):
-                r = c.execute("""SELECT ids, vector_scores, lexical_scores, vector_ranks, lexical_ranks
-                                 FROM rag._search_legs(%s, 'hybrid', %s, %s, rag._setting('bm25_k1')::float8,
-                                                       rag._setting('bm25_b')::float8, NULL, 'bm25', true, false)""",
-                              (text, DEPTH, DEPTH)).fetchone()
+                r = c.execute("""SELECT ids, vector_scores, lexical_scores, vector_ranks, lexical_ranks, proximities
+                                 FROM rag._search_legs(%s, 'hybrid', %s, %s,
+                                                       coalesce(%s, rag._setting('bm25_k1')::float8),
+                                                       coalesce(%s, rag._setting('bm25_b')::float8),
+                                                       NULL, 'bm25', true, true)""",
+                              (text, DEPTH, DEPTH, k1, b)).fetchone()
                 legs[qid] = [list(x) for x in zip(*r)]
                 print(f"\r{name}: {n + 1}/{len(queries)} queries", end="", file=sys.stderr, flush=True)
             print(file=sys.stderr)
@@ -89,14 +98,14 @@ def _order(ids, score, rows):
 
 
 def only(leg: str):
-    def fuse(rows, depth):
+    def fuse(rows, depth, chunks=None):
         k = 3 if leg == "vector" else 4
         return [r[0] for r in sorted((r for r in rows if r[k] is not None and r[k] <= depth), key=lambda r: r[k])]
     return fuse
 
 
 def rrf(c=60, wv=1.0, wl=1.0):
-    def fuse(rows, depth):
+    def fuse(rows, depth, chunks=None):
         rows = _within(rows, depth)
         s = [(wv / (c + r[3]) if r[3] and r[3] <= depth else 0) + (wl / (c + r[4]) if r[4] and r[4] <= depth else 0)
              for r in rows]
@@ -107,7 +116,7 @@ def rrf(c=60, wv=1.0, wl=1.0):
 def convex(wv=1.0, wl=1.0, norm_fn=_minmax, clip_to_leg=False):
     """(wv * vector + wl * lexical) / (wv + wl), each normalised over the candidates
     (clip_to_leg: over that leg's own top, clipped at 0 below it)."""
-    def fuse(rows, depth):
+    def fuse(rows, depth, chunks=None):
         rows = _within(rows, depth)
         if not rows:
             return []
@@ -123,6 +132,87 @@ def convex(wv=1.0, wl=1.0, norm_fn=_minmax, clip_to_leg=False):
         return _order([r[0] for r in rows], s, rows)
     return fuse
 
+
+# ---- 0.5.0's rule and variants of it: rows also carry the proximity (r[5]), and r[1] is
+# the vector score as rag.search ranks by it (averaged with the best window's) ----
+
+def _fused(rows, wp=0.1, wv=1.0, wl=1.0):
+    nv, nl = _minmax([r[1] for r in rows]), _minmax([r[2] for r in rows])
+    return [(wv * a + wl * b) / (wv + wl) + wp * (r[5] or 0.0) for a, b, r in zip(nv, nl, rows)]
+
+
+def shipped(wp=0.1):
+    """0.5.0: min-max 1:1 plus wp x proximity."""
+    def fuse(rows, depth, chunks=None):
+        rows = _within(rows, depth)
+        return _order([r[0] for r in rows], _fused(rows, wp), rows) if rows else []
+    return fuse
+
+
+def per_article(cap, top=10):
+    """At most cap chunks of one article among the first `top` (the rest follow in order)."""
+    def fuse(rows, depth, chunks=None):
+        first, later, seen = [], [], {}
+        for i in shipped()(rows, depth):
+            doc = chunks[str(i)][0]
+            if len(first) < top and seen.get(doc, 0) < cap:
+                seen[doc] = seen.get(doc, 0) + 1
+                first.append(i)
+            else:
+                later.append(i)
+        return first + later
+    return fuse
+
+
+def both_legs(beta, top=None):
+    """CombMNZ-like: the fused score x (1 + beta) for a chunk in both legs' top `top`."""
+    def fuse(rows, depth, chunks=None):
+        rows = _within(rows, depth)
+        t = top or depth
+        s = [x * (1 + beta * (r[3] is not None and r[3] <= t and r[4] is not None and r[4] <= t))
+             for x, r in zip(_fused(rows), rows)]
+        return _order([r[0] for r in rows], s, rows) if rows else []
+    return fuse
+
+
+def leg_confidence(kind, floor=0.25):
+    """Per-query leg weights, each leg's share of the two legs' confidence: how far its best
+    normalised score stands above the next (gap1) or above the mean of the next 10 (gap10);
+    neither weight below floor."""
+    def fuse(rows, depth, chunks=None):
+        rows = _within(rows, depth)
+        if not rows:
+            return []
+        nv, nl = _minmax([r[1] for r in rows]), _minmax([r[2] for r in rows])
+
+        def gap(xs):
+            xs = sorted(xs, reverse=True)
+            if len(xs) < 2:
+                return 1.0
+            return xs[0] - (xs[1] if kind == "gap1" else sum(xs[1:11]) / len(xs[1:11]))
+        gv, gl = gap(nv), gap(nl)
+        wv = max(floor, gv / (gv + gl)) if gv + gl > 0 else 0.5
+        wl = max(floor, 1 - wv)
+        s = [(wv * a + wl * b) / (wv + wl) + 0.1 * (r[5] or 0.0) for a, b, r in zip(nv, nl, rows)]
+        return _order([r[0] for r in rows], s, rows)
+    return fuse
+
+
+RULES_050 = {
+    "vector": only("vector"),
+    "lexical": only("lexical"),
+    "0.5.0 (min-max 1:1 + 0.1 proximity)": shipped(0.1),
+    "same, proximity 0.2": shipped(0.2),
+    "at most 1 chunk of an article in the top 10": per_article(1),
+    "at most 2": per_article(2),
+    "at most 3": per_article(3),
+    "at most 2 in the top 5": per_article(2, top=5),
+    "x 1.1 if in both legs' top": both_legs(0.1),
+    "x 1.3 if in both legs' top": both_legs(0.3),
+    "x 1.2 if in both legs' top 10": both_legs(0.2, top=10),
+    "leg weights by confidence, gap to the next 10": leg_confidence("gap10"),
+    "leg weights by confidence, gap to the next": leg_confidence("gap1"),
+}
 
 RULES = {
     "vector": only("vector"),
@@ -164,7 +254,7 @@ def score(data, name, fuse, depth):
     d = data[name]
     vals = {"ndcg10": [], "s1": [], "s5": [], "s10": []}
     for qid, rows in d["legs"].items():
-        ranked = fuse(rows, depth)
+        ranked = fuse(rows, depth, d["chunks"])
         if d["answers"]:
             ans = d["answers"].get(qid)
             if not ans:
@@ -178,18 +268,24 @@ def score(data, name, fuse, depth):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dsn", required=True)
-    ap.add_argument("--cache", default="/tmp/ragpg-fusion-legs.json")
+    ap.add_argument("--cache", default="/tmp/ragpg-fusion-legs-v2.json")
     ap.add_argument("--eval-dir", default=str(ROOT.parent / "shared" / "eval"))
+    ap.add_argument("--rules", choices=("0.4.0", "0.5.0"), default="0.4.0")
+    ap.add_argument("--k1", type=float)
+    ap.add_argument("--b", type=float)
     args = ap.parse_args()
     cache = Path(args.cache)
+    if args.k1 is not None or args.b is not None:
+        cache = cache.with_name(f"{cache.stem}-k1-{args.k1}-b-{args.b}{cache.suffix}")
     if not cache.exists():
-        cache.write_text(json.dumps(fetch(args.dsn, Path(args.eval_dir))))
+        cache.write_text(json.dumps(fetch(args.dsn, Path(args.eval_dir), args.k1, args.b)))
     data = json.loads(cache.read_text())
+    rules = RULES_050 if args.rules == "0.5.0" else RULES
     print("| rule | candidates per leg | cisi nDCG@10 | cranfield nDCG@10 | med nDCG@10 "
           "| covid-qa-dev success@1 | success@5 | success@10 |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for depth in (30, 100):
-        for label, fuse in RULES.items():
+        for label, fuse in rules.items():
             r = {s: score(data, s, fuse, depth) for s in SETS}
             c = r["covid-qa-dev"]
             print(f"| {label} | {depth} | " + " | ".join(f"{r[s]['ndcg10']:.3f}" for s in SETS[:3])
