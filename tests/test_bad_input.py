@@ -83,6 +83,35 @@ def test_errors_from_python_functions_carry_no_prefix(db):
     assert exc.value.sqlstate == "22023"
 
 
+LONG = "x" * 1_000_000
+LONG_VALUE_CASES = [
+    # (SQL, parameters, SQLSTATE, message start): a megabyte passed where a short word belongs,
+    # from plpgsql (rag._shown) and from PL/Python (ragpg.errors.shown)
+    ("SELECT * FROM rag.search('q', mode => %s)", (LONG,), "22023", "rag.search: mode must be hybrid, vector or lexical, got 'xxx"),
+    ("SELECT rag.configure('window_embeddings', %s)", (LONG,), "22023", "rag.configure: setting rag.window_embeddings must be on or off"),
+    ("SELECT rag.configure(%s, '1')", (LONG,), "42704", "rag.configure: unknown setting 'xxx"),
+    ("SELECT rag.attach('rag.documents', 'content', mode => %s)", (LONG,), "22023", "rag.attach: mode must be sync or async"),
+    ("SELECT rag.ingest_file(%s, 'x.pdf')", (b"not a pdf at all",), "22P03", None),   # (a short name: unchanged)
+    ("SELECT rag.ingest_file(%s, %s)", (b"not a pdf at all", LONG + ".pdf"), "22P03", "rag.ingest_file: 'xxx"),
+]
+
+
+@pytest.mark.parametrize("sql,params,sqlstate,start", LONG_VALUE_CASES, ids=[c[0][:50] for c in LONG_VALUE_CASES])
+def test_a_long_bad_value_is_shown_cut_with_its_length(db, sql, params, sqlstate, start):
+    """The message names the problem and shows the value's first 80 characters and its
+    length, not the whole value (the message becomes a server log line)."""
+    with pytest.raises(psycopg.Error) as exc:
+        db.execute(sql, params)
+    msg = exc.value.diag.message_primary
+    assert exc.value.sqlstate == sqlstate, msg[:300]
+    if start is None:
+        assert "'x.pdf'" in msg
+        return
+    assert msg.startswith(start), msg[:300]
+    assert len(msg) < 400 and "characters)" in msg and f"{len(params[-1]):,}".replace(",", "") in msg.replace(",", ""), msg[:400]
+    assert counts(db) == (0, 0)
+
+
 CONFIGURE_CASES = [
     # (setting, value, message fragment): what each setting's reader would refuse later
     ("window_embeddings", "maybe", "rag.window_embeddings must be on or off, got 'maybe'"),

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import interrupts
-from .errors import InvalidParameter, ModelUnavailable
+from .errors import InvalidParameter, ModelUnavailable, shown
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _ENCODE_GROUP = 256  # texts per tokenizer call (each cut at the window): an interrupt check between
@@ -31,12 +31,12 @@ def models_dir() -> Path:
 
 def model_path(name: str) -> Path:
     if not name or "/" in name or name.startswith("."):
-        raise InvalidParameter(f"rag: invalid embedding model name {name!r}")
+        raise InvalidParameter(f"rag: invalid embedding model name {shown(name)}")
     path = models_dir() / name
     if not (path / "manifest.json").is_file():
         known = sorted(p.name for p in models_dir().glob("*") if (p / "manifest.json").is_file())
         raise ModelUnavailable(
-            f"rag: embedding model {name!r} is not installed in {models_dir()}",
+            f"rag: embedding model {shown(name)} is not installed in {models_dir()}",
             hint=f"installed models: {', '.join(known) or 'none'}; run `make install`")
     return path
 

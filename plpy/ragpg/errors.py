@@ -4,6 +4,17 @@ Every message names the function and the input at fault, and the hint says how t
 """
 from __future__ import annotations
 
+SHOWN_CHARS = 80
+
+
+def shown(value) -> str:
+    """A value as a message shows it: its repr, cut to its first SHOWN_CHARS characters with
+    its length after, so that a message (and the log line it becomes) stays short whatever
+    a caller passed. As rag._shown in SQL."""
+    if isinstance(value, str) and len(value) > SHOWN_CHARS:
+        return f"{value[:SHOWN_CHARS]!r}... ({len(value):,} characters)"
+    return repr(value)
+
 
 class RagError(Exception):
     sqlstate = "XX000"

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from xml.etree import ElementTree
 
 from . import interrupts
-from .errors import InvalidParameter, LimitExceeded, RagError
+from .errors import InvalidParameter, LimitExceeded, RagError, shown
 from .text import detect_format
 
 
@@ -74,7 +74,7 @@ def detect(data: bytes, filename: str) -> str:
         return "docx"
     if suffix in ("pdf", "docx"):
         # named as one, but not one: empty, truncated at the start, or something else
-        raise FileCorrupt(f"rag.ingest_file: {filename!r} is named .{suffix} but is not a {suffix.upper()} file "
+        raise FileCorrupt(f"rag.ingest_file: {shown(filename)} is named .{suffix} but is not a {suffix.upper()} file "
                           f"(it starts with {data[:8]!r})", hint="check the file is complete and what its name says")
     return _BY_SUFFIX.get(suffix, "auto")
 
@@ -85,7 +85,7 @@ def extract(data: bytes, filename: str, fmt: str = "auto", max_pages: int = 2000
     (and any part of a DOCX) in bytes, `max_pages` a PDF's pages."""
     fmt = (fmt or "auto").lower()
     if fmt not in FORMATS:
-        raise InvalidParameter(f"rag.ingest_file: unknown file format {fmt!r}",
+        raise InvalidParameter(f"rag.ingest_file: unknown file format {shown(fmt)}",
                                hint="format must be one of " + ", ".join(FORMATS))
     if fmt == "auto":
         fmt = detect(data, filename)
@@ -96,7 +96,7 @@ def extract(data: bytes, filename: str, fmt: str = "auto", max_pages: int = 2000
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise FileCorrupt(f"rag.ingest_file: {filename!r} is not a PDF or DOCX file, and not UTF-8 text "
+        raise FileCorrupt(f"rag.ingest_file: {shown(filename)} is not a PDF or DOCX file, and not UTF-8 text "
                           f"(byte {e.start:,} is 0x{data[e.start]:02x})",
                           hint="convert text files to UTF-8; supported files: PDF, DOCX, HTML, markdown, text") from None
     if fmt == "auto":
@@ -122,14 +122,14 @@ def _pdf(data: bytes, name: str, max_pages: int, max_bytes: int) -> Extracted:
             if reader.is_encrypted:
                 # permissions-only encryption opens with the empty password
                 if not _decrypts(reader):
-                    raise FileNotSupported(f"rag.ingest_file: {name!r} is an encrypted PDF",
+                    raise FileNotSupported(f"rag.ingest_file: {shown(name)} is an encrypted PDF",
                                            hint="decrypt it first (e.g. qpdf --decrypt), then ingest it again")
             n = len(reader.pages)
             if n > max_pages:
-                raise LimitExceeded(f"rag.ingest_file: {name!r} has {n:,} pages, over the limit of {max_pages:,}",
+                raise LimitExceeded(f"rag.ingest_file: {shown(name)} has {n:,} pages, over the limit of {max_pages:,}",
                                     hint="split the PDF, or ask an administrator to raise rag.max_file_pages")
             if n == 0:
-                raise FileCorrupt(f"rag.ingest_file: {name!r} is a PDF without pages")
+                raise FileCorrupt(f"rag.ingest_file: {shown(name)} is a PDF without pages")
             heads = _outline(reader, n)
             for i, page in enumerate(reader.pages):
                 check()
@@ -137,7 +137,7 @@ def _pdf(data: bytes, name: str, max_pages: int, max_bytes: int) -> Extracted:
                 size += len(text) + sum(len(t) + 4 for _, t in heads.get(i, ()))
                 if size > max_bytes:
                     raise LimitExceeded(
-                        f"rag.ingest_file: {name!r} holds more than {max_bytes:,} characters of text by page {i + 1:,}",
+                        f"rag.ingest_file: {shown(name)} holds more than {max_bytes:,} characters of text by page {i + 1:,}",
                         hint="split the PDF, or ask an administrator to raise rag.max_document_bytes")
                 pages.append(_place_headings(text, heads.get(i, [])))
             title = _pdf_title(reader)
@@ -146,15 +146,15 @@ def _pdf(data: bytes, name: str, max_pages: int, max_bytes: int) -> Extracted:
         except interrupts.Interrupt:
             raise
         except (RecursionError, pypdf.errors.LimitReachedError) as e:
-            raise LimitExceeded(f"rag.ingest_file: {name!r} is a PDF too complex to read: {_reason(e)}",
+            raise LimitExceeded(f"rag.ingest_file: {shown(name)} is a PDF too complex to read: {_reason(e)}",
                                 hint="its objects nest too deeply or its streams are too large") from None
         except MemoryError:
             raise
         except Exception as e:  # pypdf raises many kinds on malformed input
-            raise FileCorrupt(f"rag.ingest_file: {name!r} is a damaged or truncated PDF: {_reason(e)}",
+            raise FileCorrupt(f"rag.ingest_file: {shown(name)} is a damaged or truncated PDF: {_reason(e)}",
                               hint="check the file is complete; a PDF viewer may repair it") from None
     if not any(p.strip() for p in pages):
-        raise FileNotSupported(f"rag.ingest_file: {name!r} has no text layer in its {len(pages):,} "
+        raise FileNotSupported(f"rag.ingest_file: {shown(name)} has no text layer in its {len(pages):,} "
                                f"page{'s' if len(pages) != 1 else ''} "
                                "(a scanned document?); OCR is not supported",
                                hint="run OCR first (e.g. ocrmypdf), then ingest the result")
@@ -257,10 +257,10 @@ def _docx(data: bytes, name: str, max_bytes: int) -> Extracted:
         zf = zipfile.ZipFile(io.BytesIO(data))
         names = set(zf.namelist())
     except (zipfile.BadZipFile, ValueError, EOFError) as e:
-        raise FileCorrupt(f"rag.ingest_file: {name!r} is a damaged or truncated ZIP (DOCX) file: {_reason(e)}",
+        raise FileCorrupt(f"rag.ingest_file: {shown(name)} is a damaged or truncated ZIP (DOCX) file: {_reason(e)}",
                           hint="check the file is complete") from None
     if "word/document.xml" not in names:
-        raise FileNotSupported(f"rag.ingest_file: {name!r} is a ZIP file but not a Word document (no word/document.xml)",
+        raise FileNotSupported(f"rag.ingest_file: {shown(name)} is a ZIP file but not a Word document (no word/document.xml)",
                                hint="supported files: PDF, DOCX, HTML, markdown, text")
     styles = _docx_styles(zf, name, max_bytes) if "word/styles.xml" in names else {}
     root = _xml(zf, "word/document.xml", name, max_bytes)
@@ -284,23 +284,23 @@ def _xml(zf: zipfile.ZipFile, part: str, name: str, max_bytes: int):
     info = zf.getinfo(part)
     limit = max(4 * max_bytes, 1 << 20)  # markup around the text
     if info.file_size > limit or info.file_size > 200 * max(info.compress_size, 1) + (1 << 20):
-        raise LimitExceeded(f"rag.ingest_file: {name!r}: {part} expands to {info.file_size:,} bytes from "
+        raise LimitExceeded(f"rag.ingest_file: {shown(name)}: {part} expands to {info.file_size:,} bytes from "
                             f"{info.compress_size:,} (a ZIP bomb?); the limit is {limit:,}",
                             hint="rag.max_document_bytes bounds a document's text")
     try:
         with zf.open(info) as f:
             raw = f.read(limit + 1)
     except (zipfile.BadZipFile, ValueError, EOFError, OSError, NotImplementedError) as e:
-        raise FileCorrupt(f"rag.ingest_file: {name!r}: {part} cannot be read: {_reason(e)}") from None
+        raise FileCorrupt(f"rag.ingest_file: {shown(name)}: {part} cannot be read: {_reason(e)}") from None
     if len(raw) > limit:
-        raise LimitExceeded(f"rag.ingest_file: {name!r}: {part} expands past {limit:,} bytes (a ZIP bomb?)",
+        raise LimitExceeded(f"rag.ingest_file: {shown(name)}: {part} expands past {limit:,} bytes (a ZIP bomb?)",
                             hint="rag.max_document_bytes bounds a document's text")
     if b"<!DOCTYPE" in raw or b"<!ENTITY" in raw:
-        raise FileCorrupt(f"rag.ingest_file: {name!r}: {part} declares a DTD, which Word documents never do")
+        raise FileCorrupt(f"rag.ingest_file: {shown(name)}: {part} declares a DTD, which Word documents never do")
     try:
         return ElementTree.fromstring(raw)
     except ElementTree.ParseError as e:
-        raise FileCorrupt(f"rag.ingest_file: {name!r}: {part} is not well-formed XML: {_reason(e)}") from None
+        raise FileCorrupt(f"rag.ingest_file: {shown(name)}: {part} is not well-formed XML: {_reason(e)}") from None
 
 
 def _docx_styles(zf: zipfile.ZipFile, name: str, max_bytes: int) -> dict[str, int]:

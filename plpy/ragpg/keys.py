@@ -21,7 +21,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import InvalidParameter, ModelUnavailable, NotAllowed
+from .errors import InvalidParameter, ModelUnavailable, NotAllowed, shown
 
 KEY_DIR = "ragpg_keys"
 
@@ -42,7 +42,7 @@ def write(name: str, secret: str | None, base_url: str | None = None) -> None:
     """Store (or with None, remove) the secret of key `name`, bound to `base_url`
     (rag.set_api_key)."""
     if not name or "/" in name or name.startswith("."):
-        raise InvalidParameter(f"rag: invalid key name {name!r}")
+        raise InvalidParameter(f"rag: invalid key name {shown(name)}")
     path = _path(name)
     if secret is None:
         path.unlink(missing_ok=True)
@@ -66,7 +66,7 @@ def read(plpy, name: str, model: str) -> str:
         "WHERE k.name = $1 AND rag._may_use_key(k.name) AND m.name = $2", ["text", "text"]), [name, model])
     if not rows:
         role = plpy.execute("SELECT current_user AS u")[0]["u"]
-        raise NotAllowed(f"rag: role {role} may not use API key {name!r} (needed by model {model!r})",
+        raise NotAllowed(f"rag: role {role} may not use API key {shown(name)} (needed by model {model!r})",
                          hint=f"an administrator can allow it: SELECT rag.grant_api_key('{name}', '{role}')")
     model_url = rows[0]["model_url"] or ""
     if rows[0]["source"] == "env":
@@ -76,14 +76,14 @@ def read(plpy, name: str, model: str) -> str:
         var = rows[0]["env_var"]
         secret = os.environ.get(var)
         if not secret:
-            raise ModelUnavailable(f"rag: API key {name!r} comes from the environment variable {var}, "
+            raise ModelUnavailable(f"rag: API key {shown(name)} comes from the environment variable {var}, "
                                    "which the database server does not have",
                                    hint=f"set {var} in the server's environment and restart it")
         return secret
     try:
         raw = _path(name).read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        raise ModelUnavailable(f"rag: the secret of API key {name!r} is missing on this server",
+        raise ModelUnavailable(f"rag: the secret of API key {shown(name)} is missing on this server",
                                hint=f"store it again: SELECT rag.set_api_key('{name}', $1, base_url => '...') (pg_dump does not carry secrets)") from None
     try:
         stored = json.loads(raw)
@@ -97,6 +97,6 @@ def read(plpy, name: str, model: str) -> str:
 
 
 def _unbound(name: str, model: str, model_url: str, key_url: str | None) -> NotAllowed:
-    return NotAllowed(f"rag: API key {name!r} may only be sent to {key_url or '(no URL)'}, "
+    return NotAllowed(f"rag: API key {shown(name)} may only be sent to {key_url or '(no URL)'}, "
                       f"and model {model!r} is at {model_url}",
                       hint=f"its owner can bind it: SELECT rag.set_api_key('{name}', $1, base_url => '...')")

@@ -23,7 +23,7 @@ from . import files, interrupts, keys, lexical, providers, tokens
 from . import rerank as rerank_mod
 from .chunking import chunk_text, windows
 from .embedding import _EMBEDDERS, DEFAULT_MODEL, get_embedder, load_tokenizer, to_vector_literal
-from .errors import BudgetExceeded, InvalidParameter, LimitExceeded, NotAllowed, RagError
+from .errors import BudgetExceeded, InvalidParameter, LimitExceeded, NotAllowed, RagError, shown
 from .text import to_text
 
 STATS = {"index_calls": 0, "index_rounds": 0, "model_calls": 0, "texts_embedded": 0, "chunks_reused": 0, "chunks_written": 0,
@@ -114,7 +114,7 @@ def _num_setting(s: dict, name: str, lo, hi, cast, what: str):
     try:
         v = cast(s[name])
     except ValueError:
-        raise InvalidParameter(f"rag: setting rag.{name} must be {what}, got {s[name]!r}",
+        raise InvalidParameter(f"rag: setting rag.{name} must be {what}, got {shown(s[name])}",
                                hint=f"RESET rag.{name}") from None
     if not lo <= v <= hi:  # also refuses NaN
         raise InvalidParameter(f"rag: setting rag.{name} must be between {lo} and {hi}, got {v}",
@@ -136,7 +136,7 @@ def _bool_setting(s: dict, name: str) -> bool:
         return True
     if v in ("off", "false", "no", "0"):
         return False
-    raise InvalidParameter(f"rag: setting rag.{name} must be on or off, got {s[name]!r}", hint=f"RESET rag.{name}")
+    raise InvalidParameter(f"rag: setting rag.{name} must be on or off, got {shown(s[name])}", hint=f"RESET rag.{name}")
 
 
 def policy(s: dict) -> providers.CallPolicy:
@@ -176,7 +176,7 @@ def check_budget(plpy, s: dict, spec: providers.ModelSpec) -> None:
     spent = float(plpy.execute(_plan(plpy, "SELECT rag.spent_today() AS v", []))[0]["v"])
     if spent >= budget:
         raise BudgetExceeded(
-            f"rag: the daily budget of {budget:g} for tenant {s['tenant']!r} is spent ({spent:.6g} today); "
+            f"rag: the daily budget of {budget:g} for tenant {shown(s['tenant'])} is spent ({spent:.6g} today); "
             f"model {spec.name!r} was not called",
             hint="raise it with SET rag.daily_budget or rag.configure('daily_budget', ...), "
                  "use an unpriced model, or wait until 00:00 UTC")
@@ -534,7 +534,7 @@ def rerank(plpy, query: str, model: str, kind: str, passages: list[str]):
     s = settings(plpy)
     spec = model_spec(plpy, model, kind)
     if spec.provider == "local":
-        raise InvalidParameter(f"rag.search: model {model!r} cannot rerank (it is built in, not a language model)",
+        raise InvalidParameter(f"rag.search: model {shown(model)} cannot rerank (it is built in, not a language model)",
                                hint="rerank => a model of kind rerank, or a chat model behind a server")
     scores = None
     t0 = time.perf_counter()
@@ -668,11 +668,11 @@ def _index_round(plpy, s: dict, ids: list[int]) -> int:
         try:
             chunks = chunk_text(text, tok, target, overlap, hard_max, max_chunks)
         except LimitExceeded as e:
-            raise LimitExceeded(e.message.replace("chunk_text: the text", f"rag: document {d['source']!r}", 1),
+            raise LimitExceeded(e.message.replace("chunk_text: the text", f"rag: document {shown(d['source'])}", 1),
                                 hint=e.hint) from None
         if not chunks:
             raise InvalidParameter(
-                f"rag: document {d['source']!r} has no text to index after conversion",
+                f"rag: document {shown(d['source'])} has no text to index after conversion",
                 hint="the content is empty once markup is removed; check metadata->>'format'")
         rows.extend((d, c) for c in chunks)
         if d["title"] is None and found_title:
@@ -978,7 +978,7 @@ def merge_posting_blocks(plpy, tenant: str, lexemes: list[str]) -> int:
 
     who = plpy.execute(_plan(plpy, "SELECT rag.current_tenant() AS t, rag._is_superuser() AS su", []))[0]
     if tenant != who["t"] and not who["su"]:   # a superuser's statement may write any tenant's chunks
-        raise NotAllowed(f"rag.merge_posting_blocks: tenant {tenant!r} is not the current tenant",
+        raise NotAllowed(f"rag.merge_posting_blocks: tenant {shown(tenant)} is not the current tenant",
                          hint="SET rag.tenant first")
 
     lock = _plan(plpy, "SELECT pg_try_advisory_xact_lock(hashtext('rag.posting_blocks'), hashtext($1 || ' ' || $2)) AS ok",

@@ -20,7 +20,7 @@ import html as _html
 import re
 
 from . import interrupts
-from .errors import InvalidParameter
+from .errors import InvalidParameter, shown
 
 FORMATS = ("auto", "markdown", "text", "html")
 
@@ -321,7 +321,7 @@ def to_text(content: str, fmt: str = "auto") -> tuple[str, str | None]:
     """Normalise a document for chunking. Returns (text, title found in the document)."""
     fmt = (fmt or "auto").lower()
     if fmt not in FORMATS:
-        raise InvalidParameter(f"rag: unknown document format {fmt!r}",
+        raise InvalidParameter(f"rag: unknown document format {shown(fmt)}",
                                hint="metadata->>'format' must be one of " + ", ".join(FORMATS))
     if fmt == "auto":
         fmt = detect_format(content)

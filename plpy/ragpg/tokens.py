@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from . import interrupts
-from .errors import ModelUnavailable
+from .errors import ModelUnavailable, shown
 
 SEGMENT = 4096
 
@@ -38,7 +38,7 @@ def cache_dir() -> Path:
 @functools.lru_cache(maxsize=4)
 def encoding(name: str):
     if name not in BPE_URLS:
-        raise ModelUnavailable(f"rag: unknown tokenizer {name!r}", hint="use cl100k_base or o200k_base")
+        raise ModelUnavailable(f"rag: unknown tokenizer {shown(name)}", hint="use cl100k_base or o200k_base")
     os.environ["TIKTOKEN_CACHE_DIR"] = str(cache_dir())
     import tiktoken
 

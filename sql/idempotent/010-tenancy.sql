@@ -1,3 +1,17 @@
+-- rag._shown (internal): a value as an error message shows it: quoted, NULL as NULL, and
+-- cut to its first 80 characters with its length after (a message, and the server log
+-- line it becomes, stay short whatever a caller passed: an application that binds its
+-- parameters has its values logged nowhere else).
+CREATE OR REPLACE FUNCTION rag._shown(value text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN value IS NULL THEN 'NULL'
+                WHEN length(value) <= 80 THEN quote_literal(value)
+                ELSE quote_literal(left(value, 80)) || '... (' || length(value) || ' characters)' END
+$$;
+
 -- rag._is_member
 -- Whether the current role is (a member of) this role; false for a dropped role.
 CREATE OR REPLACE FUNCTION rag._is_member(role_name name)
@@ -60,7 +74,7 @@ BEGIN
     ELSIF rag._may_act_for(wanted) THEN
         RETURN wanted;
     END IF;
-    RAISE EXCEPTION 'rag: role % may not act for tenant %', current_user, quote_literal(wanted)
+    RAISE EXCEPTION 'rag: role % may not act for tenant %', current_user, rag._shown(wanted)
         USING ERRCODE = 'insufficient_privilege',
               HINT = 'RESET rag.tenant, or ask an administrator: SELECT rag.grant_tenant(role, tenant)';
 END

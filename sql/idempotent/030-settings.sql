@@ -143,7 +143,7 @@ BEGIN
     ) AS r (name, kind, lo, hi) WHERE r.name = setting_name;
     IF FOUND AND rule.kind = 'bool' THEN
         IF lower(v) NOT IN ('on', 'off', 'true', 'false', 'yes', 'no', '1', '0') THEN
-            RAISE EXCEPTION 'rag.configure: setting rag.% must be on or off, got %', setting_name, quote_literal(value)
+            RAISE EXCEPTION 'rag.configure: setting rag.% must be on or off, got %', setting_name, rag._shown(value)
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
     ELSIF FOUND AND NOT (setting_name = 'daily_budget' AND v = '') THEN   -- an empty budget: no limit
@@ -151,7 +151,7 @@ BEGIN
         IF rule.kind = 'int' AND v !~ '^[+-]?[0-9]{1,19}$'
            OR rule.kind = 'float' AND v !~* '^[+-]?([0-9]{1,30}\.?[0-9]{0,30}|\.[0-9]{1,30})(e[+-]?[0-9]{1,3})?$' THEN
             RAISE EXCEPTION 'rag.configure: setting rag.% must be %, got %', setting_name,
-                  CASE rule.kind WHEN 'int' THEN 'an integer' ELSE 'a number' END, quote_literal(value)
+                  CASE rule.kind WHEN 'int' THEN 'an integer' ELSE 'a number' END, rag._shown(value)
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         num := v::numeric;
@@ -162,15 +162,15 @@ BEGIN
         END IF;
     ELSIF setting_name = 'ef_search'
           AND NOT (CASE WHEN v ~ '^[0-9]{1,4}$' THEN v::int BETWEEN 1 AND 1000 ELSE v = 'auto' END) THEN
-        RAISE EXCEPTION 'rag.configure: setting rag.ef_search must be auto or between 1 and 1000, got %', quote_literal(value)
+        RAISE EXCEPTION 'rag.configure: setting rag.ef_search must be auto or between 1 and 1000, got %', rag._shown(value)
             USING ERRCODE = 'invalid_parameter_value';
     ELSIF setting_name = 'iterative_scan' AND v NOT IN ('off', 'relaxed_order', 'strict_order') THEN
         RAISE EXCEPTION 'rag.configure: setting rag.iterative_scan must be off, relaxed_order or strict_order, got %',
-              quote_literal(value)
+              rag._shown(value)
             USING ERRCODE = 'invalid_parameter_value';
     ELSIF setting_name = 'chat_model'
           AND NOT EXISTS (SELECT 1 FROM rag.models AS m WHERE m.name = v AND m.kind = 'chat') THEN
-        RAISE EXCEPTION 'rag.configure: setting rag.chat_model must name a chat model of rag.models, got %', quote_literal(value)
+        RAISE EXCEPTION 'rag.configure: setting rag.chat_model must name a chat model of rag.models, got %', rag._shown(value)
             USING ERRCODE = 'invalid_parameter_value', HINT = 'SELECT name FROM rag.models WHERE kind = ''chat''';
     END IF;
     RETURN v;
@@ -187,7 +187,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM rag.settings() AS s WHERE s.name = setting_name) THEN
-        RAISE EXCEPTION 'rag.configure: unknown setting %', coalesce(quote_literal(setting_name), 'NULL')
+        RAISE EXCEPTION 'rag.configure: unknown setting %', rag._shown(setting_name)
             USING ERRCODE = 'undefined_object', HINT = 'SELECT name FROM rag.settings() lists them';
     END IF;
     IF setting_name = 'embedding_model' THEN

@@ -38,19 +38,19 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'for a model behind an OpenAI-compatible server use provider => ''openai'', base_url => ...';
     ELSIF provider IS DISTINCT FROM 'openai' THEN
-        RAISE EXCEPTION 'rag.add_model: unknown provider %', coalesce(quote_literal(provider), 'NULL')
+        RAISE EXCEPTION 'rag.add_model: unknown provider %', rag._shown(provider)
             USING ERRCODE = 'invalid_parameter_value', HINT = 'the provider is ''openai'' (any OpenAI-compatible server)';
     ELSIF kind IS NULL OR kind NOT IN ('embed', 'chat', 'rerank') THEN
-        RAISE EXCEPTION 'rag.add_model: kind must be ''embed'', ''chat'' or ''rerank'', got %', coalesce(quote_literal(kind), 'NULL')
+        RAISE EXCEPTION 'rag.add_model: kind must be ''embed'', ''chat'' or ''rerank'', got %', rag._shown(kind)
             USING ERRCODE = 'invalid_parameter_value';
     ELSIF base_url IS NULL OR base_url !~ '^https?://[^\s]+$' THEN
-        RAISE EXCEPTION 'rag.add_model: base_url must be an http(s) URL, got %', coalesce(quote_literal(base_url), 'NULL')
+        RAISE EXCEPTION 'rag.add_model: base_url must be an http(s) URL, got %', rag._shown(base_url)
             USING ERRCODE = 'invalid_parameter_value', HINT = 'e.g. https://api.openai.com/v1 or http://127.0.0.1:11434/v1';
     ELSIF kind = 'embed' AND (dimensions IS NULL OR dimensions NOT BETWEEN 1 AND 16000) THEN
         RAISE EXCEPTION 'rag.add_model: an embedding model needs dimensions between 1 and 16000, got %',
             coalesce(dimensions::text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
     ELSIF api_key IS NOT NULL AND NOT EXISTS (SELECT 1 FROM rag.api_keys AS k WHERE k.name = add_model.api_key) THEN
-        RAISE EXCEPTION 'rag.add_model: API key % does not exist', quote_literal(api_key)
+        RAISE EXCEPTION 'rag.add_model: API key % does not exist', rag._shown(api_key)
             USING ERRCODE = 'undefined_object', HINT = 'create it first: SELECT rag.set_api_key(name, $1) with the secret as a bind parameter';
     END IF;
     INSERT INTO rag.models AS t (name, kind, provider, provider_model, base_url, dimensions, max_input_tokens,
@@ -79,11 +79,11 @@ DECLARE
 BEGIN
     SELECT * INTO m FROM rag.models AS t WHERE t.name = model_name;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'rag: model % is not registered', coalesce(quote_literal(model_name), 'NULL')
+        RAISE EXCEPTION 'rag: model % is not registered', rag._shown(model_name)
             USING ERRCODE = 'undefined_object',
                   HINT = 'SELECT name, kind FROM rag.models lists them; rag.add_model registers one';
     ELSIF m.kind <> want_kind THEN
-        RAISE EXCEPTION 'rag: model % is a % model, not a % model', quote_literal(model_name), m.kind, want_kind
+        RAISE EXCEPTION 'rag: model % is a % model, not a % model', rag._shown(model_name), m.kind, want_kind
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     RETURN m;
@@ -108,7 +108,7 @@ BEGIN
     IF m.kind = 'chat' THEN
         RETURN rag.configure('chat_model', m.name);
     ELSIF m.kind = 'rerank' THEN
-        RAISE EXCEPTION 'rag.use_model: % is a reranker: name it per call', quote_literal(m.name)
+        RAISE EXCEPTION 'rag.use_model: % is a reranker: name it per call', rag._shown(m.name)
             USING ERRCODE = 'invalid_parameter_value', HINT = 'rag.search(..., rerank => ''name'') or rag.ask(..., rerank => ''name'')';
     END IF;
     RETURN rag.set_embedding_model(m.name);
@@ -143,7 +143,7 @@ DECLARE
     url text := rtrim(base_url, '/');
 BEGIN
     IF name IS NULL OR name !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' THEN
-        RAISE EXCEPTION 'rag.set_api_key: invalid key name %', coalesce(quote_literal(name), 'NULL')
+        RAISE EXCEPTION 'rag.set_api_key: invalid key name %', rag._shown(name)
             USING ERRCODE = 'invalid_parameter_value', HINT = 'letters, digits, ".", "_", "-"; at most 64';
     ELSIF (secret IS NULL) = (env_var IS NULL) THEN
         RAISE EXCEPTION 'rag.set_api_key: give exactly one of secret and env_var'
@@ -153,14 +153,14 @@ BEGIN
         RAISE EXCEPTION 'rag.set_api_key: the secret must be one line of 1 to 4096 characters'
             USING ERRCODE = 'invalid_parameter_value';
     ELSIF env_var IS NOT NULL AND env_var !~ '^[A-Za-z_][A-Za-z0-9_]{0,127}$' THEN
-        RAISE EXCEPTION 'rag.set_api_key: invalid environment variable name %', quote_literal(env_var)
+        RAISE EXCEPTION 'rag.set_api_key: invalid environment variable name %', rag._shown(env_var)
             USING ERRCODE = 'invalid_parameter_value';
     ELSIF url IS NULL OR url !~ '^https?://[^\s/]+(/[^\s]*)?$' THEN
-        RAISE EXCEPTION 'rag.set_api_key: base_url must be the http(s) URL the key is for, got %', coalesce(quote_literal(base_url), 'NULL')
+        RAISE EXCEPTION 'rag.set_api_key: base_url must be the http(s) URL the key is for, got %', rag._shown(base_url)
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'e.g. base_url => ''https://api.openai.com/v1'': only models at this URL can use the key';
     ELSIF owner IS NOT NULL AND owner <> current_user AND NOT rag._is_superuser() THEN
-        RAISE EXCEPTION 'rag.set_api_key: API key % was set by role %; only that role can change it', quote_literal(name), owner
+        RAISE EXCEPTION 'rag.set_api_key: API key % was set by role %; only that role can change it', rag._shown(name), owner
             USING ERRCODE = 'insufficient_privilege', HINT = 'use another key name';
     ELSIF env_var IS NOT NULL AND NOT rag._is_superuser() THEN
         RAISE EXCEPTION 'rag.set_api_key: a key from the server''s environment needs a superuser'
@@ -195,7 +195,7 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege';
     ELSIF TG_OP = 'UPDATE' AND OLD.created_by <> current_user
           AND (OLD.base_url, OLD.source, OLD.env_var) IS DISTINCT FROM (NEW.base_url, NEW.source, NEW.env_var) THEN
-        RAISE EXCEPTION 'rag.api_keys: API key % was set by role %; only that role can change it', quote_literal(OLD.name), OLD.created_by
+        RAISE EXCEPTION 'rag.api_keys: API key % was set by role %; only that role can change it', rag._shown(OLD.name), OLD.created_by
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     RETURN NEW;
@@ -220,8 +220,8 @@ BEGIN
     END IF;
     SELECT k.base_url INTO bound FROM rag.api_keys AS k WHERE k.name = NEW.api_key;
     IF bound IS NULL OR NOT (NEW.base_url = bound OR starts_with(NEW.base_url, bound || '/')) THEN
-        RAISE EXCEPTION 'rag: model % is at %, and API key % may only be sent to %', quote_literal(NEW.name),
-            NEW.base_url, quote_literal(NEW.api_key), coalesce(bound, '(no URL: set the key again with base_url)')
+        RAISE EXCEPTION 'rag: model % is at %, and API key % may only be sent to %', rag._shown(NEW.name),
+            rag._shown(NEW.base_url), rag._shown(NEW.api_key), coalesce(bound, '(no URL: set the key again with base_url)')
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'a key goes only to the base URL it was set for: rag.set_api_key(name, $1, base_url => ...) by its owner';
     END IF;
@@ -251,7 +251,7 @@ BEGIN
                                  NEW.dimensions, NEW.options->'normalize'))
        AND rag._embedding_model_in_use(OLD.name) THEN
         RAISE EXCEPTION 'rag: embedding model % is in use; it cannot be deleted, nor its name, kind, provider, '
-                        'provider_model, dimensions and normalize option change', quote_literal(OLD.name)
+                        'provider_model, dimensions and normalize option change', rag._shown(OLD.name)
             USING ERRCODE = 'object_in_use',
                   HINT = 'register the new model under another name and switch to it with rag.set_embedding_model, '
                          'which embeds the chunks again';
@@ -269,7 +269,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM rag.api_keys AS k WHERE k.name = grant_api_key.name) THEN
-        RAISE EXCEPTION 'rag.grant_api_key: API key % does not exist', coalesce(quote_literal(name), 'NULL')
+        RAISE EXCEPTION 'rag.grant_api_key: API key % does not exist', rag._shown(name)
             USING ERRCODE = 'undefined_object';
     ELSIF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles AS r WHERE r.rolname = grant_api_key.role_name) THEN
         RAISE EXCEPTION 'rag.grant_api_key: role % does not exist', coalesce(quote_ident(role_name), 'NULL')

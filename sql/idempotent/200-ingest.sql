@@ -153,7 +153,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', HINT = 'pass e.g. ''{"lang": "en"}''::jsonb';
     ELSIF metadata ? 'format' AND (metadata->>'format') NOT IN ('auto', 'markdown', 'text', 'html') THEN
         RAISE EXCEPTION 'rag.ingest: metadata->>''format'' is %, not one of auto, markdown, text, html',
-                        quote_literal(metadata->>'format')
+                        rag._shown(metadata->>'format')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 

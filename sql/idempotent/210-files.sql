@@ -31,13 +31,13 @@ BEGIN
         RAISE EXCEPTION '%: filename is empty', caller
             USING ERRCODE = 'invalid_parameter_value', HINT = 'pass the file''s name, e.g. handbook.pdf';
     ELSIF data IS NULL THEN
-        RAISE EXCEPTION '%: file % is NULL', caller, quote_literal(filename)
+        RAISE EXCEPTION '%: file % is NULL', caller, rag._shown(filename)
             USING ERRCODE = 'null_value_not_allowed', HINT = 'pass the file''s bytes';
     ELSIF octet_length(data) = 0 THEN
-        RAISE EXCEPTION '%: file % is empty (0 bytes)', caller, quote_literal(filename)
+        RAISE EXCEPTION '%: file % is empty (0 bytes)', caller, rag._shown(filename)
             USING ERRCODE = 'invalid_parameter_value', HINT = 'check that the whole file was sent';
     ELSIF octet_length(data) > max_bytes THEN
-        RAISE EXCEPTION '%: file % is % bytes, over the limit of % bytes', caller, quote_literal(filename),
+        RAISE EXCEPTION '%: file % is % bytes, over the limit of % bytes', caller, rag._shown(filename),
                         octet_length(data), max_bytes
             USING ERRCODE = 'program_limit_exceeded',
                   HINT = 'split the file, or ask an administrator to raise rag.max_file_bytes: SELECT rag.configure(''max_file_bytes'', ...)';

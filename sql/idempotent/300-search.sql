@@ -97,7 +97,7 @@ BEGIN
         SELECT coalesce(sum(c.chunks), 0) INTO n FROM rag.corpus_stats AS c WHERE c.tenant = _ef_search.tenant;
         RETURN least(1000, greatest(100, n / 2500))::int;
     ELSIF v !~ '^\s*\d{1,4}\s*$' OR v::int NOT BETWEEN 1 AND 1000 THEN
-        RAISE EXCEPTION 'rag.search: setting rag.ef_search must be auto or between 1 and 1000, got %', quote_literal(v)
+        RAISE EXCEPTION 'rag.search: setting rag.ef_search must be auto or between 1 and 1000, got %', rag._shown(v)
             USING ERRCODE = 'invalid_parameter_value', HINT = 'RESET rag.ef_search';
     END IF;
     RETURN v::int;
@@ -222,15 +222,15 @@ BEGIN
     PERFORM rag._check_query(query, k, 'rag.search');
     PERFORM rag._filter_predicate(filter);   -- a bad filter is named here
     IF fusion IS NULL OR fusion NOT IN ('convex', 'rrf') THEN
-        RAISE EXCEPTION 'rag.search: fusion must be convex or rrf, got %', coalesce(quote_literal(fusion), 'NULL')
+        RAISE EXCEPTION 'rag.search: fusion must be convex or rrf, got %', rag._shown(fusion)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF mode IS NULL OR mode NOT IN ('hybrid', 'vector', 'lexical') THEN
-        RAISE EXCEPTION 'rag.search: mode must be hybrid, vector or lexical, got %', coalesce(quote_literal(mode), 'NULL')
+        RAISE EXCEPTION 'rag.search: mode must be hybrid, vector or lexical, got %', rag._shown(mode)
             USING ERRCODE = 'invalid_parameter_value';
     ELSIF lexical_ranking IS NULL OR lexical_ranking NOT IN ('bm25', 'ts_rank') THEN
         RAISE EXCEPTION 'rag.search: lexical_ranking must be bm25 or ts_rank, got %',
-                        coalesce(quote_literal(lexical_ranking), 'NULL') USING ERRCODE = 'invalid_parameter_value';
+                        rag._shown(lexical_ranking) USING ERRCODE = 'invalid_parameter_value';
     ELSIF vector_k IS NULL OR lexical_k IS NULL OR least(vector_k, lexical_k) < 1 OR greatest(vector_k, lexical_k) > max_k THEN
         RAISE EXCEPTION 'rag.search: vector_k and lexical_k must be between 1 and %, got % and %',
                         max_k, coalesce(vector_k::text, 'NULL'), coalesce(lexical_k::text, 'NULL')
@@ -258,7 +258,7 @@ BEGIN
             PERFORM rag._model(rerank, 'rerank');   -- 42704, named
         ELSIF rerank_kind = 'embed' THEN
             RAISE EXCEPTION 'rag.search: model % is an embedding model; rerank takes a rerank or chat model',
-                            quote_literal(rerank) USING ERRCODE = 'invalid_parameter_value';
+                            rag._shown(rerank) USING ERRCODE = 'invalid_parameter_value';
         ELSIF rerank_k IS NULL OR rerank_k < 1 OR rerank_k > least(100, max_k) THEN
             RAISE EXCEPTION 'rag.search: rerank_k must be between 1 and %, got %', least(100, max_k),
                             coalesce(rerank_k::text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
@@ -321,7 +321,7 @@ BEGIN
         IF rr.ok IS NULL THEN
             PERFORM rag._raise_python_error();
         ELSIF rr.error IS NOT NULL THEN
-            RAISE WARNING 'rag.search: the reranker % failed; the results keep the fused order: %', quote_literal(rerank), rr.error
+            RAISE WARNING 'rag.search: the reranker % failed; the results keep the fused order: %', rag._shown(rerank), rr.error
                 USING HINT = 'rerank_rank is NULL on every row';
         ELSE
             rr_ranks := rr.ranks;

@@ -151,7 +151,7 @@ DECLARE
     n int;
 BEGIN
     IF tenant IS DISTINCT FROM rag.current_tenant() THEN
-        RAISE EXCEPTION 'rag.merge_posting_blocks: tenant % is not the current tenant', coalesce(quote_literal(tenant), 'NULL')
+        RAISE EXCEPTION 'rag.merge_posting_blocks: tenant % is not the current tenant', rag._shown(tenant)
             USING ERRCODE = 'insufficient_privilege', HINT = 'SET rag.tenant first';
     END IF;
     n := rag._merge_posting_blocks_py(tenant, coalesce(lexemes, ARRAY(

@@ -10,7 +10,7 @@ DECLARE
 BEGIN
     SELECT s.tenant INTO t FROM rag.eval_sets AS s WHERE s.name = set_name;
     IF t IS NULL THEN
-        RAISE EXCEPTION '%: no eval set %', caller, coalesce(quote_literal(set_name), 'NULL')
+        RAISE EXCEPTION '%: no eval set %', caller, rag._shown(set_name)
             USING ERRCODE = 'undefined_object',
                   HINT = 'load one: ragpg eval --dsn ... --dir DIR --set NAME (a folder of sets in the BEIR layout)';
     END IF;
@@ -160,7 +160,7 @@ BEGIN
     PERFORM set_config('rag.tenant', tenant, true);
     PERFORM rag.current_tenant();  -- 42501 unless the caller may act for the set's tenant
     IF NOT EXISTS (SELECT 1 FROM rag.eval_answers AS a WHERE a.set_name = evaluate_answers.set_name) THEN
-        RAISE EXCEPTION 'rag.evaluate_answers: eval set % has no gold answers', quote_literal(set_name)
+        RAISE EXCEPTION 'rag.evaluate_answers: eval set % has no gold answers', rag._shown(set_name)
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'load a QA set: answers.jsonl beside its BEIR files (the covid-qa layout)';
     END IF;

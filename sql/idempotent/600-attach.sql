@@ -207,7 +207,7 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege',
                   HINT = format('attach it as its owner (SET ROLE %I), or pass force => true if you trust that role''s code to run with your rights', owner);
     ELSIF mode IS NULL OR mode NOT IN ('sync', 'async') THEN
-        RAISE EXCEPTION 'rag.attach: mode must be sync or async, got %', coalesce(quote_literal(mode), 'NULL')
+        RAISE EXCEPTION 'rag.attach: mode must be sync or async, got %', rag._shown(mode)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     SELECT array_agg(att.attname ORDER BY k.o) INTO keys

@@ -69,7 +69,7 @@ BEGIN
                      AND to_regclass(format('rag.%I', rag._model_index(c.relname, m.name))) IS NULL) THEN
         RETURN rag._model_index('chunks_default', m.name);
     ELSIF NOT rag._owns_chunks() THEN
-        RAISE EXCEPTION 'rag.create_model_index: only the owner of rag.chunks can create the index for %', quote_literal(m.name)
+        RAISE EXCEPTION 'rag.create_model_index: only the owner of rag.chunks can create the index for %', rag._shown(m.name)
             USING ERRCODE = 'insufficient_privilege',
                   HINT = format('as the extension''s owner: SELECT rag.create_model_index(%L)', m.name);
     END IF;
@@ -119,7 +119,7 @@ DECLARE
 BEGIN
     IF nullif(current_setting('rag.embedding_model', true), '') IS NOT NULL THEN
         RAISE EXCEPTION 'rag.set_embedding_model: rag.embedding_model is set for this session or role (%)',
-            current_setting('rag.embedding_model')
+            rag._shown(current_setting('rag.embedding_model'))
             USING ERRCODE = 'invalid_parameter_value', HINT = 'RESET rag.embedding_model first';
     END IF;
     cur := rag._setting('embedding_model');

@@ -59,7 +59,7 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege',
                   HINT = format('as the extension''s owner: SELECT rag.create_tenant_partition(%L)', tenant);
     ELSIF EXISTS (SELECT 1 FROM rag.embeddings_next AS n WHERE n.tenant = create_tenant_partition.tenant) THEN
-        RAISE EXCEPTION 'rag.create_tenant_partition: tenant % is switching its embedding model', quote_literal(tenant)
+        RAISE EXCEPTION 'rag.create_tenant_partition: tenant % is switching its embedding model', rag._shown(tenant)
             USING ERRCODE = 'object_in_use', HINT = 'let rag.work finish the switch (rag.model_status), then retry';
     END IF;
     LOCK TABLE rag.chunks, rag.posting_blocks IN ACCESS EXCLUSIVE MODE;

@@ -354,6 +354,10 @@ COMMENT ON FUNCTION rag._check_content(text, text) IS
   'Internal: raises a clear error for content that cannot be indexed (NULL, empty, over '
   'rag.max_document_bytes); called by rag.ingest and the rag.documents trigger.';
 
+COMMENT ON FUNCTION rag._shown(text) IS
+  'Internal: a value as an error message shows it: quoted, NULL as NULL, cut to its first 80 characters '
+  'with its length after, so that a message and its log line stay short.';
+
 COMMENT ON FUNCTION rag._restoring() IS
   'Internal: whether this session is a pg_restore or pg_dump script (row_security and check_function_bodies '
   'both off); the triggers then only store rows.';

@@ -46,6 +46,7 @@ GRANT INSERT (question, answer, model, mode, cited_chunk_ids, retrieved_chunk_id
     ON rag.answers TO rag_reader;
 GRANT EXECUTE ON FUNCTION
     rag.current_tenant(),
+    rag._shown(text),
     rag._restoring(),
     rag._is_superuser(),
     rag._owns_chunks(),
