@@ -14,7 +14,13 @@ import re
 
 # "[3]", "[1, 2]", "[1,2,3]"; the group is checked number by number
 MARKER = re.compile(r"\[\s*(\d{1,4}(?:\s*,\s*\d{1,4})*)\s*\]")
-_PARTIAL = re.compile(r"\[\s*(\d{1,4}(?:\s*,\s*\d{0,4})*)?\s*$")
+# The start of a marker the stream may still complete: '[', '[1', '[1, 2', '[1,'. One way
+# to match any text (each run of spaces belongs to exactly one \s*), so a non-marker fails
+# in linear time: "[1" + " ,  " * 30 made a pattern with an optional number after each
+# comma backtrack for hours, in one C call that no cancel reaches.
+_PARTIAL = re.compile(r"\[\s*(?:\d{1,4}(?:\s*,\s*\d{1,4})*\s*(?:,\s*)?)?")
+# a marker is a few numbers: text held back longer than this is not one
+_MAX_PARTIAL = 100
 
 
 def _fix_marker(m: re.Match, n_chunks: int, used: list[int]) -> tuple[str, int]:
@@ -26,10 +32,15 @@ def _fix_marker(m: re.Match, n_chunks: int, used: list[int]) -> tuple[str, int]:
     return ("[" + ", ".join(map(str, keep)) + "]" if keep else ""), len(nums) - len(keep)
 
 
+# a run of spaces is matched from its start only, and once (possessive): linear in the text
+# ("[ \t]+(?=[.,])" alone tries every position of a run and is quadratic in its length)
+_SPACE_BEFORE_PUNCT = re.compile(r"(?<![ \t])[ \t]++([.,;:!?])")
+_SPACES = re.compile(r"(?<![ \t])[ \t]{2,}+")
+
+
 def _tidy(text: str) -> str:
     # a removed marker leaves "word ." or a double space behind
-    text = re.sub(r"[ \t]+([.,;:!?])", r"\1", text)
-    return re.sub(r"[ \t]{2,}", " ", text)
+    return _SPACES.sub(" ", _SPACE_BEFORE_PUNCT.sub(r"\1", text))
 
 
 def clean(text: str, n_chunks: int) -> tuple[str, int, list[int]]:
@@ -54,10 +65,15 @@ class StreamCleaner:
         self.pending = ""
         self.removed = 0
         self.used: list[int] = []
-        self.text = ""       # everything released so far
+        self._released: list[str] = []
+
+    @property
+    def text(self) -> str:
+        """Everything released so far."""
+        return "".join(self._released)
 
     def _release(self, s: str) -> str:
-        self.text += s
+        self._released.append(s)   # (a list: `str +=` on an attribute copies the whole text each time)
         return s
 
     def feed(self, piece: str) -> str:
@@ -78,7 +94,7 @@ class StreamCleaner:
                 out.append(fixed)
                 buf = buf[m.end():]
                 continue
-            if _PARTIAL.fullmatch(buf):  # may still become a marker: wait for more
+            if len(buf) <= _MAX_PARTIAL and _PARTIAL.fullmatch(buf):  # may still become a marker: wait
                 break
             out.append("[")              # not a marker
             buf = buf[1:]

@@ -430,3 +430,46 @@ def test_a_blocking_call_is_cancelled_while_it_waits(monkeypatch):
         interrupts.sleep(30, poll=0.05)
     monkeypatch.setattr(interrupts, "check_interrupts", interrupts.no_check)
     assert interrupts.wait(lambda: 42) == 42
+
+
+# ---- an LLM's answer: citation markers (ragpg.citations), streamed or whole ----
+
+def _stream(text: str) -> str:
+    from ragpg.citations import StreamCleaner
+    s = StreamCleaner(3)
+    out = [s.feed(text[i:i + 7]) for i in range(0, len(text), 7)]
+    return "".join(out) + s.finish()
+
+
+CITATION_FAMILIES = {
+    # hostile review 21: "[1" + " ,  " * 30 held rag.ask_stream in one regex call for hours
+    "a marker's start, then spaces and commas": (lambda n: "See [1" + " ,  " * n + "x done.", 1_000),
+    # and _tidy's "[ \t]+[.,]" was quadratic in a run of spaces (20,000: 2 s)
+    "a long run of spaces": (lambda n: "a" + " " * n + "b.", 100_000),
+    "spaces before punctuation": (lambda n: ("a" + " " * 50 + ".") * n, 2_000),
+    "brackets only": (lambda n: "[" * n, 20_000),
+    "markers' starts": (lambda n: "[1, 2 " * n, 5_000),
+}
+
+
+@pytest.mark.parametrize("family", CITATION_FAMILIES)
+@pytest.mark.parametrize("how", ["streamed", "whole"])
+def test_citation_cleaning_is_linear(family, how):
+    from ragpg.citations import clean
+    make, n = CITATION_FAMILIES[family]
+    fn = _stream if how == "streamed" else (lambda t: clean(t, 3))
+    assert_linear(fn, make, n)
+
+
+def test_streamed_markers_come_out_as_whole_ones_do():
+    """Fed a character at a time, the stream keeps and drops the same markers as the whole
+    answer; a long run of spaces after '[' is released, not held."""
+    from ragpg.citations import StreamCleaner, clean
+    text = "Refunds take 5 days [1]. See [2, 9] and [ 3 ,1 ] or [x] and [1" + " ,  " * 40 + "x [4]."
+    s = StreamCleaner(3)
+    pieces = [s.feed(ch) for ch in text] + [s.finish()]
+    streamed = "".join(pieces)
+    assert "[1]" in streamed and "[2]" in streamed and "[3, 1]" in streamed and "[x]" in streamed
+    assert "[9]" not in streamed and "[4]" not in streamed and "[2, 9]" not in streamed
+    assert clean(streamed, 3)[2] == clean(text, 3)[2] == [1, 2, 3]
+    assert len(s.pending) == 0 and max(len(p) for p in pieces) < len(text)
