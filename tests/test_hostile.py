@@ -150,6 +150,30 @@ def test_a_model_server_that_hangs_does_not_hold_the_backend(db, connect, fake_o
         assert _sqlstate(e) == "57014" and time.perf_counter() - t0 < 2.0, how   # 1 s + a poll, not 20 s
 
 
+def test_a_hand_written_10_mb_chunk_does_not_hold_an_answer_past_its_timeout(connect):
+    """Hostile review 21: a writer's own chunk of 10 MB (rag.chunks takes any length from a
+    writer) and a question of 540 distinct words made the extractive answerer score every
+    sentence of the chunk against every word with no interrupt check (statement_timeout 3 s
+    ended it after 10 s). It now reads a chunk's first 131,072 characters and checks for a
+    cancel between chunks: the answer takes a fraction of a second."""
+    alice = connect("alice")
+    _ingest(alice)
+    alice.execute("""INSERT INTO rag.chunks (tenant, document_id, ord, content, tokens, content_hash, model, embedding)
+                     SELECT c.tenant, c.document_id, 1000, repeat('Vacation alpha beta gamma delta epsilon. ', 250000),
+                            10, sha256('x'::bytea), c.model, c.embedding
+                     FROM rag.chunks AS c WHERE c.ord = 0""")
+    assert alice.execute("SELECT max(length(content)) FROM rag.chunks").fetchone()[0] > 10_000_000
+    question = "vacation " + " ".join(f"w{i:04d}x" for i in range(540))
+    alice.execute("SET statement_timeout = '3s'")
+    t0 = time.perf_counter()
+    try:
+        out = alice.execute("SELECT rag.ask(%s, 8)", (question,)).fetchone()[0]
+        assert out["answer"]
+    except psycopg.Error as e:
+        assert e.sqlstate == "57014", e
+    assert time.perf_counter() - t0 < 4.0, time.perf_counter() - t0
+
+
 # -- 2. ids no role can forge or exhaust -----------------------------------------------
 
 def test_a_reader_cannot_take_the_next_ids_of_the_ledger(connect):

@@ -21,6 +21,9 @@ import math
 import re
 from dataclasses import dataclass
 
+from . import interrupts
+from .chunking import max_chars
+
 NO_ANSWER = "I don't have that in the docs."
 
 SYSTEM_PROMPT = (
@@ -78,6 +81,7 @@ def _terms(text: str) -> set[str]:
     return {w.lower()[:6] for w in _WORD.findall(text) if w.lower() not in _STOP and len(w) > 2}
 
 
+CHUNK_TEXT_CHARS = max_chars(8192)   # the longest chunk of the widest window rag.chunk_target_tokens allows
 SHARED_WEIGHT = 0.8   # the most the question's content words add (all of them, in one sentence)
 RANK_WEIGHT = 0.2     # the first chunk's sentences get this much more, the second half, ...
 DOC_WEIGHT = 0.1      # and every sentence of the first chunk's document this much
@@ -99,7 +103,10 @@ def score_sentences(question: str, qvec, chunks: list[Retrieved], embed,
     sentences' unit vectors (rows in candidate order, for the near-duplicate check)."""
     cands: list[tuple[int, str]] = []
     for rank, c in enumerate(chunks):
-        cands.extend((rank, s) for s in sentences(c.content))
+        interrupts.check_interrupts()
+        # all of a chunk rag made, and a bound on one a writer wrote by hand (a 10 MB chunk
+        # cost 20 s a question); the check between chunks keeps cancel within one chunk's work
+        cands.extend((rank, s) for s in sentences(c.content[:CHUNK_TEXT_CHARS]))
     if not cands:
         return [], None
     vecs = embed([s for _, s in cands])
