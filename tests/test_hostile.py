@@ -211,6 +211,25 @@ def test_a_writer_cannot_forge_document_ids_or_block_a_model_switch(connect, db)
                "VALUES (%s, 'bob', 'all-MiniLM-L6-v2', '\\x00', rag.embed('x'))", (chunk,))   # his still fits
 
 
+def test_a_writer_cannot_choose_its_tenants_embedding_model(connect, db):
+    """Hostile review 21: writers update rag.tenant_models (rag.work finishes a switch), and
+    bob pointed his tenant at another model with a plain UPDATE. Only the switch an admin
+    started can be finished now."""
+    bob = connect("bob")
+    _ingest(bob, "b.md")
+    db.execute("INSERT INTO rag.tenant_models (tenant, embedding_model) VALUES ('bob', 'all-MiniLM-L6-v2')")
+    for sql in ["UPDATE rag.tenant_models SET embedding_model = 'text-embedding-3-small'",
+                "UPDATE rag.tenant_models SET next_model = 'text-embedding-3-small', switch_started_at = now()"]:
+        with pytest.raises(psycopg.Error) as e:
+            bob.execute(sql)
+        assert _sqlstate(e) == "42501" and "only rag_admin chooses" in str(e.value), sql
+    db.execute("UPDATE rag.tenant_models SET next_model = 'all-MiniLM-L6-v2', switch_started_at = now() WHERE tenant = 'bob'")
+    bob.execute("UPDATE rag.tenant_models SET embedding_model = next_model, next_model = NULL, switched_at = now()")
+    assert db.execute("SELECT embedding_model, next_model FROM rag.tenant_models WHERE tenant = 'bob'").fetchone() == \
+        ("all-MiniLM-L6-v2", None)
+    assert bob.execute("SELECT count(*) FROM rag.search('refunds', 3)").fetchone()[0] >= 1
+
+
 # -- 3. attach: usable by the table's owner, safe for everyone else --------------------
 
 def test_a_writer_attaches_its_own_table(connect, db):
@@ -243,6 +262,42 @@ def test_attaching_another_roles_table_runs_none_of_its_code_unless_forced(conne
             conn.execute("SELECT rag.attach('public.trap', 'body')")
         assert _sqlstate(e) == "42501" and "belongs to role alice" in str(e.value)
     assert not db.execute("SELECT rolsuper FROM pg_roles WHERE rolname = 'alice'").fetchone()[0]
+
+
+def test_the_worker_leaves_another_roles_attached_table_to_its_owner(connect, db):
+    """Hostile review 21: alice attaches her own table (allowed) in async mode; its key type's
+    CHECK is her function. A superuser's CALL rag.work() for her tenant (the upgrade note's
+    step) used to evaluate it with superuser rights. The worker now indexes only rows of
+    tables its role owns, and says which table it left to whom."""
+    db.execute("GRANT CREATE ON SCHEMA public TO alice")
+    alice = connect("alice")
+    alice.execute("CREATE TABLE ran_as (who name)")
+    alice.execute("GRANT INSERT ON ran_as TO PUBLIC")
+    alice.execute("""CREATE FUNCTION alice_check(v int) RETURNS boolean LANGUAGE plpgsql AS $$
+                     BEGIN
+                         INSERT INTO public.ran_as VALUES (current_user);
+                         IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+                             EXECUTE 'ALTER ROLE alice SUPERUSER';
+                         END IF;
+                         RETURN true;
+                     END $$""")
+    alice.execute("CREATE DOMAIN alice_key AS int CHECK (alice_check(VALUE))")
+    alice.execute("CREATE TABLE notes (id alice_key PRIMARY KEY, body text)")
+    alice.execute("INSERT INTO notes VALUES (1, 'The harbour ferry leaves at six.')")
+    alice.execute("SELECT rag.attach('public.notes', 'body', mode => 'async')")
+    alice.execute("DELETE FROM ran_as")
+    db.execute("SET rag.tenant = 'alice'")
+    warnings = []
+    db.add_notice_handler(lambda d: warnings.append(d.message_primary))
+    db.execute("CALL rag.work()")
+    assert not db.execute("SELECT rolsuper FROM pg_roles WHERE rolname = 'alice'").fetchone()[0]
+    assert db.execute("SELECT count(*) FROM public.ran_as WHERE who <> 'alice'").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM rag.queue").fetchone()[0] == 1           # left, not failed
+    assert any("left for its owner, role alice" in w for w in warnings), warnings
+    alice.execute("CALL rag.work()")                                                   # the owner indexes it
+    assert alice.execute("SELECT count(*) FROM rag.queue").fetchone()[0] == 0
+    assert alice.execute("SELECT count(*) FROM rag.documents WHERE attachment_id IS NOT NULL").fetchone()[0] == 1
+    db.execute("RESET rag.tenant")
 
 
 # -- 4. an API key goes only to the host it was set for --------------------------------

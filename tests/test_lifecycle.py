@@ -225,6 +225,11 @@ def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db, old):
         assert su.execute("SELECT count(*) FROM rag.documents AS d JOIN rag.attachments AS a ON a.id = d.attachment_id "
                           "WHERE a.source_table = 'public.tickets'::regclass").fetchone()[0] == 3
         assert su.execute("SELECT count(*) FROM rag.queue").fetchone()[0] == 0
+        # the old release's triggers (named after the table's OID) are found by rag.detach
+        assert su.execute("SELECT rag.detach('public.articles')").fetchone()[0] is True
+        assert su.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.articles'::regclass "
+                          "AND NOT tgisinternal").fetchone()[0] == 0
+        su.execute("INSERT INTO public.articles VALUES (9, 'Rafts', 'Rafts drift downstream.')")
     # chunks indexed before 0.5.0 have no window embeddings (searched by their own cosine,
     # as above) until rag.work embeds them
     with psycopg.connect(as_role(url, "alice"), autocommit=True) as c:
@@ -363,6 +368,19 @@ def test_dump_and_restore_round_trip_every_row_without_a_model_call(filled, new_
         assert su.execute("SELECT count(*) FROM rag.queue").fetchone()[0] == 0
         assert su.execute("SELECT base_url FROM rag.models WHERE name = 'smollm2-embed'").fetchone()[0] == \
             before_models                               # a changed built-in model row came back as changed
+        # detach finds the restored triggers (named after the old table's OID before 0.5.0),
+        # and the table writes without rag; attached again, it indexes again
+        triggers = ("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.articles'::regclass "
+                    "AND tgfoid = 'rag._attached_changed()'::regprocedure")
+        assert su.execute(triggers).fetchone()[0] == 3
+        assert su.execute("SELECT rag.detach('public.articles')").fetchone()[0] is True
+        assert su.execute(triggers).fetchone()[0] == 0
+        su.execute("INSERT INTO public.articles VALUES (4, 'Oars', 'Oars row the boat.')")
+        su.execute("SELECT rag.attach('public.articles', 'body', title_column => 'title')")
+        assert su.execute(triggers).fetchone()[0] == 3
+        su.execute("INSERT INTO public.articles VALUES (5, 'Sails', 'Sails catch the wind.')")
+        assert su.execute("SELECT count(*) FROM rag.documents AS d JOIN rag.attachments AS a ON a.id = d.attachment_id "
+                          "WHERE a.source_table = 'public.articles'::regclass").fetchone()[0] == 5
 
 
 PGVECTOR = next(line.split("=", 1)[1] for line in (ROOT / "scripts/versions.env").read_text().splitlines()
@@ -408,3 +426,46 @@ def test_pgvector_updates_under_a_live_rag_with_its_indexes_intact(new_db):
     with psycopg.connect(as_role(url, "alice"), autocommit=True) as c:
         doc = c.execute("SELECT rag.ingest('# Vectors\n\npgvector updates in place.', source => 'v.md')").fetchone()[0]
         assert c.execute("SELECT document_id FROM rag.search('pgvector updates in place', 1)").fetchone()[0] == doc
+
+
+def _install_warnings(url: str, sql: str) -> list[str]:
+    with psycopg.connect(url, autocommit=True) as c:
+        seen = []
+        c.add_notice_handler(lambda d: seen.append(d.message_primary or ""))
+        c.execute(sql)
+        return seen
+
+
+PLANT = """CREATE TABLE public.ran_as (who name);
+           GRANT INSERT ON public.ran_as TO PUBLIC;
+           CREATE FUNCTION public.spy(state bigint[], v bigint) RETURNS bigint[] LANGUAGE plpgsql AS $f$
+           BEGIN INSERT INTO public.ran_as VALUES (current_user); RETURN pg_catalog.array_append(state, v); END $f$;
+           CREATE AGGREGATE public.array_agg(bigint) (sfunc = public.spy, stype = bigint[]);
+           CREATE FUNCTION public.spy4(state int[], v int) RETURNS int[] LANGUAGE sql AS 'SELECT pg_catalog.array_append(state, v)';
+           CREATE AGGREGATE public.array_agg(int) (sfunc = public.spy4, stype = int[]);"""
+
+
+def test_a_writable_vector_schema_is_named_at_install_and_a_schema_of_its_own_is_safe(new_db):
+    """Hostile review 21: rag's functions have pgvector's schema on their search path, so a
+    role that can create objects there can plant an array_agg(bigint) that rag.search calls
+    with its caller's rights. The install names such roles; with vector in a schema of its
+    own, the same plant in public is never called."""
+    url = new_db(extension=False)
+    with psycopg.connect(url, autocommit=True) as su:
+        su.execute("GRANT CREATE ON SCHEMA public TO alice")
+    warnings = _install_warnings(url, "CREATE EXTENSION rag CASCADE")
+    assert any("roles alice can create objects in schema public" in w for w in warnings), warnings
+
+    url = new_db(extension=False)
+    with psycopg.connect(url, autocommit=True) as su:
+        su.execute("GRANT CREATE ON SCHEMA public TO alice")
+    warnings = _install_warnings(url, "CREATE SCHEMA vector; CREATE EXTENSION vector SCHEMA vector; "
+                                      "CREATE EXTENSION rag CASCADE")
+    assert not any("can create objects" in w for w in warnings), warnings
+    with psycopg.connect(as_role(url, "alice"), autocommit=True) as alice:
+        alice.execute(PLANT)
+    with psycopg.connect(url, autocommit=True) as su:
+        su.execute("SELECT rag.ingest('Refunds take five business days.', 'r.md')")
+        assert su.execute("SELECT count(*) FROM rag.search('refunds', 3)").fetchone()[0] == 1
+        su.execute("SELECT rag.ask('How long do refunds take?')")
+        assert su.execute("SELECT count(*) FROM public.ran_as").fetchone()[0] == 0

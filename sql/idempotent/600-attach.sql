@@ -78,6 +78,15 @@ BEGIN
 END
 $$;
 
+-- rag._table_owner (internal): the role that owns a table (NULL for a dropped one)
+CREATE OR REPLACE FUNCTION rag._table_owner(source_table regclass)
+RETURNS name
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.pg_get_userbyid(c.relowner) FROM pg_catalog.pg_class AS c WHERE c.oid = source_table
+$$;
+
 -- rag._apply_rows (internal)
 -- Bring the documents of these keys of an attached table in line with the table's current
 -- rows: upsert rows that exist and have content, delete the documents of the others.
@@ -194,7 +203,7 @@ DECLARE
     missing name;
     is_file boolean;
     a rag.attachments;
-    trig text := 'rag_index_' || md5(source_table::oid::text)::text;
+    trig text;
     owner name := (SELECT c.relowner::regrole::name FROM pg_class AS c WHERE c.oid = source_table);
 BEGIN
     IF source_table IS NULL OR content_column IS NULL THEN
@@ -246,6 +255,9 @@ BEGIN
             is_file, filename_column)
     RETURNING * INTO a;
 
+    -- named after the attachment, which a dump keeps (not the table's OID, which a restore
+    -- changes); rag.detach finds them by function and argument, whatever their names
+    trig := 'rag_attachment_' || a.id;
     EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows
                     FOR EACH STATEMENT EXECUTE FUNCTION rag._attached_changed(%L)', trig || '_ins', source_table, a.id);
     EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
@@ -289,17 +301,22 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    trig text := 'rag_index_' || md5(source_table::oid::text)::text;
-    n int;
+    gone bigint;
+    trig name;
 BEGIN
-    DELETE FROM rag.attachments AS x WHERE x.source_table = detach.source_table AND x.tenant = rag.current_tenant();
-    GET DIAGNOSTICS n = ROW_COUNT;
-    IF n = 0 THEN
+    DELETE FROM rag.attachments AS x WHERE x.source_table = detach.source_table AND x.tenant = rag.current_tenant()
+    RETURNING x.id INTO gone;
+    IF gone IS NULL THEN
         RETURN false;
     END IF;
-    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', trig || '_ins', source_table);
-    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', trig || '_upd', source_table);
-    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', trig || '_del', source_table);
+    -- its triggers, by function and argument (the attachment's id): names differ between
+    -- releases, and older ones held the table's OID, which a restore changes
+    FOR trig IN SELECT t.tgname FROM pg_catalog.pg_trigger AS t
+                WHERE t.tgrelid = detach.source_table
+                  AND t.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
+                  AND t.tgargs = pg_catalog.convert_to(gone::text, 'UTF8') || '\x00'::bytea LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', trig, source_table);
+    END LOOP;
     RETURN true;
 END
 $$;
@@ -329,10 +346,14 @@ BEGIN
         batch := rag._setting('index_batch_size')::int;
         max_attempts := rag._setting('max_attempts')::int;
         base := rag._setting('retry_base_seconds')::float8;
+        -- only rows of tables the current role owns: indexing a row evaluates its table's
+        -- expressions (key casts, domain checks), the owner's code, with the worker's
+        -- rights; rag.attach refuses another role's table for the same reason
         SELECT pg_catalog.array_agg(q.id) INTO ids FROM (
-            SELECT x.id FROM rag.queue AS x
+            SELECT x.id FROM rag.queue AS x JOIN rag.attachments AS a ON a.id OPERATOR(pg_catalog.=) x.attachment_id
             WHERE x.tenant = rag.current_tenant() AND x.next_attempt_at <= pg_catalog.now()
-            ORDER BY x.id LIMIT batch FOR UPDATE SKIP LOCKED) AS q;
+              AND coalesce(rag._table_owner(a.source_table) OPERATOR(pg_catalog.=) current_user, true)  -- (dropped: fails, to rag.errors)
+            ORDER BY x.id LIMIT batch FOR UPDATE OF x SKIP LOCKED) AS q;
         EXIT WHEN ids IS NULL;
         BEGIN
             FOR r IN SELECT x.attachment_id, pg_catalog.array_agg(x.source_key) AS keys FROM rag.queue AS x
@@ -364,6 +385,15 @@ BEGIN
         END;
         COMMIT;
         done := done + 1;
+    END LOOP;
+    FOR r IN SELECT a.source_table, rag._table_owner(a.source_table) AS owner, pg_catalog.count(*) AS n
+             FROM rag.queue AS x JOIN rag.attachments AS a ON a.id OPERATOR(pg_catalog.=) x.attachment_id
+             WHERE x.tenant = rag.current_tenant()
+               AND rag._table_owner(a.source_table) OPERATOR(pg_catalog.<>) current_user
+             GROUP BY a.source_table LOOP
+        RAISE WARNING 'rag.work: % queued rows of table % are left for its owner, role %', r.n, r.source_table, r.owner
+            USING HINT = pg_catalog.format('indexing runs the table''s own code (key casts, domain checks) with the worker''s '
+                                           'rights: run CALL rag.work() as %I, or schedule it as that role', r.owner);
     END LOOP;
     -- then a model switch in progress (rag.set_embedding_model): re-embed in batches, and
     -- switch when the last chunk is done

@@ -229,6 +229,32 @@ BEGIN
 END
 $$;
 
+-- rag._tenant_model_guard (internal)
+-- Row trigger on rag.tenant_models: a writer's rag.work finishes a switch (the embedding
+-- model becomes the next one), so writers may update the table; choosing a model is
+-- rag_admin's (rag.set_embedding_model). A role that is not rag_admin may only finish the
+-- switch an admin started; otherwise a writer could point its tenant at another, perhaps
+-- priced, model whose vectors no chunk has.
+CREATE OR REPLACE FUNCTION rag._tenant_model_guard()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT rag._restoring() AND NOT rag._is_member('rag_admin')
+       AND NOT (NEW.embedding_model IS NOT DISTINCT FROM OLD.embedding_model
+                AND NEW.next_model IS NOT DISTINCT FROM OLD.next_model)
+       AND NOT (OLD.next_model IS NOT NULL AND NEW.embedding_model = OLD.next_model AND NEW.next_model IS NULL) THEN
+        RAISE EXCEPTION 'rag.tenant_models: only rag_admin chooses a tenant''s embedding model'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'rag.set_embedding_model(model) as a member of rag_admin; rag.work finishes the switch';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE OR REPLACE TRIGGER tenant_models_guard BEFORE UPDATE ON rag.tenant_models
+    FOR EACH ROW EXECUTE FUNCTION rag._tenant_model_guard();
+
 -- rag.model_status: per tenant, its embedding model and the progress of a switch
 CREATE OR REPLACE VIEW rag.model_status WITH (security_invoker = true) AS
     SELECT t.tenant,

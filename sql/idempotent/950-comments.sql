@@ -84,6 +84,10 @@ COMMENT ON FUNCTION rag._embedding_model_in_use(text) IS
   'database''s, the session''s or its tenant''s model (current or next), or one with its own HNSW indexes '
   '(rag.model_indexes). Such a model keeps what makes its vectors (rag._model_identity).';
 
+COMMENT ON FUNCTION rag._tenant_model_guard() IS
+  'Internal: row trigger on rag.tenant_models: a role that is not rag_admin may only finish the switch an admin '
+  'started (embedding_model becomes next_model), not choose a model (42501).';
+
 COMMENT ON FUNCTION rag._model_identity() IS
   'Internal: row trigger on rag.models: an embedding model in use keeps its name, kind, provider, '
   'provider_model, dimensions and normalize option, and is not deleted (55006), through rag.add_model and '
@@ -719,6 +723,10 @@ COMMENT ON FUNCTION rag._indexed_expr(rag.attachments) IS
 
 COMMENT ON FUNCTION rag._attachment(bigint) IS
   'Internal: an attachment of the current tenant, or a 42501 error; used by the attached tables'' triggers.';
+
+COMMENT ON FUNCTION rag._table_owner(regclass) IS
+  'Internal: the role that owns a table, NULL for a dropped one (rag.work indexes only rows of tables the '
+  'current role owns).';
 
 COMMENT ON FUNCTION rag._apply_rows(bigint, jsonb[]) IS
   'Internal: brings the documents of these keys of an attached table in line with its rows (upsert or '
