@@ -230,6 +230,28 @@ def test_a_writer_cannot_choose_its_tenants_embedding_model(connect, db):
     assert bob.execute("SELECT count(*) FROM rag.search('refunds', 3)").fetchone()[0] >= 1
 
 
+def test_another_tenants_flood_does_not_empty_the_vector_leg(connect, db):
+    """Hostile review 21: alice filled the shared HNSW index with 60,000 chunks whose vector
+    is the query's; pgvector's iterative scan stopped at hnsw.max_scan_tuples before it
+    reached any of bob's, and his vector leg came back empty. The same here with 3,000
+    chunks and a budget of 1,000 tuples: when the index gives fewer than k, the leg scans
+    the tenant's chunks exactly."""
+    alice, bob = connect("alice"), connect("bob")
+    _ingest(bob, "b.md")
+    _ingest(alice, "a.md")
+    alice.execute("""INSERT INTO rag.chunks (tenant, document_id, ord, content, tokens, content_hash, model, embedding,
+                                            window_embeddings)
+                     SELECT c.tenant, c.document_id, 1000 + g, 'filler ' || g, 2, sha256(g::text::bytea), c.model,
+                            rag.embed('How long do refunds take?'), '{}'
+                     FROM rag.chunks AS c, generate_series(1, 3000) AS g WHERE c.ord = 0""")
+    bob.execute("SET hnsw.max_scan_tuples = 1000")
+    bob.execute("SET enable_sort = off")   # the plan a big shared table gets: the HNSW index, not a sort
+    mine = bob.execute("SELECT count(*) FROM rag.chunks").fetchone()[0]
+    rows = bob.execute("SELECT chunk_id FROM rag.search('How long do refunds take?', 3, mode => 'vector')").fetchall()
+    assert len(rows) == min(3, mine) and mine >= 1
+    assert bob.execute("SELECT (rag.backend_stats()->>'exact_vector_scans')::int").fetchone()[0] >= 1
+
+
 # -- 3. attach: usable by the table's owner, safe for everyone else --------------------
 
 def test_a_writer_attaches_its_own_table(connect, db):

@@ -30,7 +30,8 @@ STATS = {"index_calls": 0, "index_rounds": 0, "model_calls": 0, "texts_embedded"
          "documents_indexed": 0, "chunk_seconds": 0.0, "embed_seconds": 0.0, "db_seconds": 0.0,
          "writes_skipped_read_only": 0, "lexical_queries": 0, "lexical_postings_read": 0,
          "lexical_postings_total": 0, "lexical_exact_lookups": 0, "rerank_failures": 0,
-         "files_extracted": 0, "pages_extracted": 0, "extract_seconds": 0.0, "sentences_cached": 0}
+         "files_extracted": 0, "pages_extracted": 0, "extract_seconds": 0.0, "sentences_cached": 0,
+         "exact_vector_scans": 0}
 _PLANS: dict[str, object] = {}
 _TOKENIZERS: dict[str, object] = {}
 _QUERY_CACHE: OrderedDict[tuple[str, str, str], tuple] = OrderedDict()  # -> (numpy vector, literal)
@@ -360,13 +361,24 @@ def _vector_leg(plpy, tenant: str, model: str, vec, literal: str, k: int, pred: 
     (cosine), best first, through that model's partial HNSW index, as (ids, cosine
     similarities). Its plan is kept per model, dimensions and filter (the index's
     predicate names the model, so the model is in the SQL text, not a parameter)."""
-    sql = ("SELECT coalesce(array_agg(v.id ORDER BY v.dist, v.id), '{}') AS ids,"
-           " coalesce(array_agg(1 - v.dist ORDER BY v.dist, v.id), '{}') AS sims"
-           " FROM (SELECT c.id, c.embedding::vector(%d) <=> $1 AS dist FROM rag.chunks AS c %s"
-           " WHERE c.tenant = $3 AND c.model = %s ORDER BY c.embedding::vector(%d) <=> $1 LIMIT $2) AS v"
-           % (len(vec), "" if pred is None else "JOIN rag.documents AS d ON d.id = c.document_id AND " + pred,
-              plpy.quote_literal(model), len(vec)))
-    r = plpy.execute(_kept_plan(plpy, sql, ["vector", "int", "text"]), [literal, k, tenant])[0]
+    def leg(order: str) -> str:
+        return ("SELECT coalesce(array_agg(v.id ORDER BY v.dist, v.id), '{}') AS ids,"
+                " coalesce(array_agg(1 - v.dist ORDER BY v.dist, v.id), '{}') AS sims"
+                " FROM (SELECT c.id, c.embedding::vector(%d) <=> $1 AS dist FROM rag.chunks AS c %s"
+                " WHERE c.tenant = $3 AND c.model = %s ORDER BY %s LIMIT $2) AS v"
+                % (len(vec), "" if pred is None else "JOIN rag.documents AS d ON d.id = c.document_id AND " + pred,
+                   plpy.quote_literal(model), order))
+    order = "c.embedding::vector(%d) <=> $1" % len(vec)
+    r = plpy.execute(_kept_plan(plpy, leg(order), ["vector", "int", "text"]), [literal, k, tenant])[0]
+    if len(r["ids"]) < k:
+        # The index gave fewer than k: the tenant has fewer chunks (or the filter keeps
+        # fewer), or other tenants' chunks in a shared index filled the scan's budget
+        # (hnsw.max_scan_tuples) before it reached k of this tenant's. An exact scan of the
+        # tenant's chunks ("+ 0": not the index's expression) returns what the index missed;
+        # it costs what the tenant holds, and little for a tenant that has fewer than k.
+        r = plpy.execute(_kept_plan(plpy, leg("(%s) + 0" % order), ["vector", "int", "text"]),
+                         [literal, k, tenant])[0]
+        STATS["exact_vector_scans"] += 1
     return r["ids"], r["sims"]
 
 
