@@ -213,3 +213,30 @@ def test_queue_status_shows_rows_a_worker_is_on(dsn, db, fake_openai):
         t.join()
         worker.close()
     assert db.execute("SELECT pending, in_progress FROM rag.queue_status").fetchone() == (7, 0)
+
+
+def test_a_dropped_attached_table_is_named_and_detached_by_its_oid(db):
+    """Hostile review 21: dropping an attached table left its queued rows failing with
+    'syntax error at or near "27575"', and no way to name it to rag.detach."""
+    db.execute("CREATE TABLE gone_soon (id int PRIMARY KEY, body text)")
+    db.execute("INSERT INTO gone_soon VALUES (1, 'Ferries leave at six.')")
+    db.execute("SELECT rag.attach('gone_soon', 'body')")
+    oid = db.execute("SELECT 'gone_soon'::regclass::oid").fetchone()[0]
+    db.execute("INSERT INTO rag.queue (tenant, attachment_id, source_key) "
+               "SELECT tenant, id, '{\"id\": 1}' FROM rag.attachments WHERE source_table = 'gone_soon'::regclass")
+    db.execute("DROP TABLE gone_soon")
+    db.execute("CALL rag.work()")
+    err = db.execute("SELECT last_error FROM rag.queue").fetchone()[0]
+    assert err == f"rag: attached table with OID {oid} no longer exists", err
+    assert db.execute("SELECT rag.detach(%s::oid)", (oid,)).fetchone()[0] is True
+    assert db.execute("SELECT count(*) FROM rag.attachments").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM rag.documents").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM rag.queue").fetchone()[0] == 0
+
+
+def test_a_null_metadata_column_is_named(db):
+    db.execute("CREATE TABLE notes_m (id int PRIMARY KEY, body text)")
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT rag.attach('notes_m', 'body', metadata_columns => ARRAY['body', NULL]::name[])")
+    assert e.value.sqlstate == "22004" and "metadata_columns holds a NULL (element 2)" in str(e.value)
+    assert db.execute("SELECT count(*) FROM rag.attachments").fetchone()[0] == 0

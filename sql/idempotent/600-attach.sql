@@ -103,6 +103,11 @@ BEGIN
     IF keys IS NULL OR cardinality(keys) = 0 THEN
         RETURN;
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_class AS c WHERE c.oid = a.source_table) THEN
+        RAISE EXCEPTION 'rag: attached table with OID % no longer exists', a.source_table::oid
+            USING ERRCODE = 'undefined_table',
+                  HINT = format('SELECT rag.detach(%s) removes its attachment and documents', a.source_table::oid);
+    END IF;
     SELECT string_agg(format('t.%I = r.%I', c, c), ' AND ') INTO join_on FROM unnest(a.key_columns) AS c;
     EXECUTE format($q$
         WITH table_rows AS (
@@ -218,6 +223,9 @@ BEGIN
     ELSIF mode IS NULL OR mode NOT IN ('sync', 'async') THEN
         RAISE EXCEPTION 'rag.attach: mode must be sync or async, got %', rag._shown(mode)
             USING ERRCODE = 'invalid_parameter_value';
+    ELSIF array_position(metadata_columns, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'rag.attach: metadata_columns holds a NULL (element %)', array_position(metadata_columns, NULL)
+            USING ERRCODE = 'null_value_not_allowed';
     END IF;
     SELECT array_agg(att.attname ORDER BY k.o) INTO keys
     FROM pg_index AS i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k (attnum, o)
