@@ -264,18 +264,27 @@ def test_a_writer_attaches_its_own_table(connect, db):
     assert alice.execute("SELECT count(*) FROM rag.documents WHERE attachment_id IS NOT NULL").fetchone()[0] == 2
 
 
-def test_attaching_another_roles_table_runs_none_of_its_code_unless_forced(connect, db):
-    db.execute("GRANT CREATE ON SCHEMA public TO alice")
-    alice, dora = connect("alice"), connect("dora")
-    # the attack: a key type whose CHECK runs alice's function with the attacher's rights
+def _plant_key_type(alice) -> None:
+    """The attack: a key type alice_key whose CHECK runs alice's function with the rights of
+    whoever evaluates it; the function records that role in public.ran_as and, run by a
+    superuser, makes alice one."""
+    alice.execute("CREATE TABLE ran_as (who name)")
+    alice.execute("GRANT INSERT ON ran_as TO PUBLIC")
     alice.execute("""CREATE FUNCTION alice_check(v int) RETURNS boolean LANGUAGE plpgsql AS $$
                      BEGIN
+                         INSERT INTO public.ran_as VALUES (current_user);
                          IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
                              EXECUTE 'ALTER ROLE alice SUPERUSER';
                          END IF;
                          RETURN true;
                      END $$""")
     alice.execute("CREATE DOMAIN alice_key AS int CHECK (alice_check(VALUE))")
+
+
+def test_attaching_another_roles_table_runs_none_of_its_code_unless_forced(connect, db):
+    db.execute("GRANT CREATE ON SCHEMA public TO alice")
+    alice, dora = connect("alice"), connect("dora")
+    _plant_key_type(alice)
     alice.execute("CREATE TABLE trap (id alice_key PRIMARY KEY, body text)")
     alice.execute("INSERT INTO trap VALUES (1, 'bait')")
     alice.execute("GRANT SELECT ON trap TO dora")
@@ -293,17 +302,7 @@ def test_the_worker_leaves_another_roles_attached_table_to_its_owner(connect, db
     tables its role owns, and says which table it left to whom."""
     db.execute("GRANT CREATE ON SCHEMA public TO alice")
     alice = connect("alice")
-    alice.execute("CREATE TABLE ran_as (who name)")
-    alice.execute("GRANT INSERT ON ran_as TO PUBLIC")
-    alice.execute("""CREATE FUNCTION alice_check(v int) RETURNS boolean LANGUAGE plpgsql AS $$
-                     BEGIN
-                         INSERT INTO public.ran_as VALUES (current_user);
-                         IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
-                             EXECUTE 'ALTER ROLE alice SUPERUSER';
-                         END IF;
-                         RETURN true;
-                     END $$""")
-    alice.execute("CREATE DOMAIN alice_key AS int CHECK (alice_check(VALUE))")
+    _plant_key_type(alice)
     alice.execute("CREATE TABLE notes (id alice_key PRIMARY KEY, body text)")
     alice.execute("INSERT INTO notes VALUES (1, 'The harbour ferry leaves at six.')")
     alice.execute("SELECT rag.attach('public.notes', 'body', mode => 'async')")

@@ -209,7 +209,7 @@ DECLARE
     is_file boolean;
     a rag.attachments;
     trig text;
-    owner name := (SELECT c.relowner::regrole::name FROM pg_class AS c WHERE c.oid = source_table);
+    owner name := rag._table_owner(source_table);
 BEGIN
     IF source_table IS NULL OR content_column IS NULL THEN
         RAISE EXCEPTION 'rag.attach: source_table and content_column are required' USING ERRCODE = 'null_value_not_allowed';
