@@ -252,6 +252,49 @@ def test_another_tenants_flood_does_not_empty_the_vector_leg(connect, db):
     assert bob.execute("SELECT (rag.backend_stats()->>'exact_vector_scans')::int").fetchone()[0] >= 1
 
 
+def _true_df(conn) -> dict:
+    """Each lexeme's document frequency over the session's chunks, from their tsvectors."""
+    return dict(conn.execute("SELECT l, count(*) FROM rag.chunks AS c, unnest(tsvector_to_array(c.tsv)) AS l "
+                             "GROUP BY l").fetchall())
+
+
+def test_no_role_can_hold_off_a_tenants_merges_or_compactions(connect):
+    """Hostile review 21: a merge of a lexeme's posting blocks and a compaction of a tenant's
+    statistics deltas took advisory locks keyed by a hash of the tenant's name (and the
+    lexeme), which any role can take first: the tenant's blocks and deltas then grew, one a
+    writing statement. They lock the rows they fold now, which only the tenant's roles see;
+    two of the tenant's own sessions still never wait for each other."""
+    alice, alice2, bob, nobody = connect("alice"), connect("alice"), connect("bob"), connect("nobody")
+    _ingest(alice, "a.md")
+    _ingest(alice, "b.md", "# Refunds\n\nA refund of a gift card goes to its buyer.")
+    nobody.execute("SELECT pg_advisory_lock(hashtext('rag.compact_lexical_stats:alice'))")   # the old keys
+    nobody.execute("SELECT pg_advisory_lock(hashtext('rag.posting_blocks'), hashtext('alice refund'))")
+    bob.execute("BEGIN")
+    assert bob.execute("SELECT count(*) FROM (SELECT FROM rag.posting_blocks FOR UPDATE) AS x").fetchone()[0] == 0
+    assert bob.execute("SELECT count(*) FROM (SELECT FROM rag.lexeme_stats FOR UPDATE) AS x").fetchone()[0] == 0
+    assert alice.execute("SELECT count(*) FROM rag.posting_blocks WHERE lexeme = 'refund'").fetchone()[0] == 2
+    assert alice.execute("SELECT rag.merge_posting_blocks(lexemes => ARRAY['refund'])").fetchone()[0] == 1
+    assert alice.execute("SELECT count(*) FROM rag.posting_blocks WHERE lexeme = 'refund'").fetchone()[0] == 1
+    assert alice.execute("SELECT rag.compact_lexical_stats()").fetchone()[0] > 0
+    assert alice.execute("SELECT count(*) FROM rag.corpus_stats").fetchone()[0] == 1
+    bob.execute("ROLLBACK")
+
+    # alice's own sessions: one holds the rows in an open transaction, the other goes on
+    alice2.execute("SET lock_timeout = '2s'")      # a wait would fail this test, not hang it
+    _ingest(alice, "c.md", "# Refunds\n\nRefunds to a card take a week.")
+    alice.execute("BEGIN")
+    assert alice.execute("SELECT rag.merge_posting_blocks(lexemes => ARRAY['refund'])").fetchone()[0] == 1
+    assert alice.execute("SELECT rag.compact_lexical_stats()").fetchone()[0] > 0
+    assert alice2.execute("SELECT rag.merge_posting_blocks(lexemes => ARRAY['refund'])").fetchone()[0] == 0
+    _ingest(alice2, "d.md", "# Refunds\n\nA refund needs the receipt.")   # new deltas, not held
+    alice2.execute("SELECT rag.compact_lexical_stats()")
+    alice.execute("COMMIT")
+    stats = dict(alice.execute("SELECT lexeme, sum(df) FROM rag.lexeme_stats GROUP BY lexeme HAVING sum(df) <> 0").fetchall())
+    assert stats == _true_df(alice) and stats["refund"] == 4
+    assert alice.execute("SELECT sum(chunks) FROM rag.corpus_stats").fetchone()[0] == \
+        alice.execute("SELECT count(*) FROM rag.chunks").fetchone()[0]
+
+
 # -- 3. attach: usable by the table's owner, safe for everyone else --------------------
 
 def test_a_writer_attaches_its_own_table(connect, db):
@@ -262,6 +305,33 @@ def test_a_writer_attaches_its_own_table(connect, db):
     alice.execute("SELECT rag.attach('alice_notes', 'body')")            # 42501 on main
     alice.execute("INSERT INTO alice_notes VALUES (2, 'The night train runs on Fridays.')")
     assert alice.execute("SELECT count(*) FROM rag.documents WHERE attachment_id IS NOT NULL").fetchone()[0] == 2
+
+
+def test_a_writer_cannot_point_its_rows_at_another_tenants_attachment(connect, db):
+    """Hostile review 21: documents, queue and failed rows referenced an attachment by id
+    alone, so bob could point his own rows at alice's attachment (and learn which ids
+    exist); alice's rag.detach then failed in the cascade into bob's rows. The key is
+    (tenant, id) now: bob's rows are refused, whether her attachment exists or not."""
+    db.execute("GRANT CREATE ON SCHEMA public TO alice")
+    alice, bob = connect("alice"), connect("bob")
+    alice.execute("CREATE TABLE alice_pages (id int PRIMARY KEY, body text)")
+    alice.execute("INSERT INTO alice_pages VALUES (1, 'The harbour ferry leaves at six.')")
+    att = alice.execute("SELECT rag.attach('alice_pages', 'body')").fetchone()[0]
+    for sql in ("INSERT INTO rag.documents (source, content, attachment_id) VALUES ('mine', 'Bob''s text.', %s)",
+                "INSERT INTO rag.queue (tenant, attachment_id, source_key) VALUES ('bob', %s, '{\"id\": 1}')",
+                "INSERT INTO rag.errors (tenant, attachment_id, source_key, attempts, last_error, enqueued_at) "
+                "VALUES ('bob', %s, '{\"id\": 1}', 1, 'x', now())"):
+        for target in (att, att + 1000):            # hers, and one that does not exist: the same error
+            with pytest.raises(psycopg.Error) as e:
+                bob.execute(sql, (target,))
+            assert _sqlstate(e) == "23503" and "attachment_fkey" in str(e.value), e.value
+    doc = _ingest(bob, "mine.md")
+    with pytest.raises(psycopg.Error) as e:
+        bob.execute("UPDATE rag.documents SET attachment_id = %s WHERE id = %s", (att, doc))
+    assert _sqlstate(e) == "23503"
+    assert alice.execute("SELECT rag.detach('alice_pages')").fetchone()[0] is True
+    assert alice.execute("SELECT count(*) FROM rag.documents").fetchone()[0] == 0   # its documents go with it
+    assert bob.execute("SELECT count(*) FROM rag.documents").fetchone()[0] == 1
 
 
 def _plant_key_type(alice) -> None:

@@ -96,10 +96,25 @@ def take_error() -> str | None:
     return json.dumps(err) if err else None
 
 
+VECTOR = "@extschema:vector@"
+
+
+def _prepare(plpy, sql: str, types: list[str]):
+    """plpy.prepare, with VECTOR in the SQL text and the types replaced by pgvector's schema
+    (rag._vector_schema): rag's functions run with search_path = pg_catalog, pg_temp, so
+    pgvector's types, operators and functions are named with their schema (docs/security.md)."""
+    if VECTOR in sql or any(VECTOR in t for t in types):
+        v = plpy.execute("SELECT rag._vector_schema() AS v")[0]["v"]
+        if v is None:
+            raise RagError("rag: extension vector is not installed", "CREATE EXTENSION vector")
+        sql, types = sql.replace(VECTOR, v), [t.replace(VECTOR, v) for t in types]
+    return plpy.prepare(sql, types)
+
+
 def _plan(plpy, sql: str, types: list[str]):
     p = _PLANS.get(sql)
     if p is None:
-        p = _PLANS[sql] = plpy.prepare(sql, types)
+        p = _PLANS[sql] = _prepare(plpy, sql, types)
     return p
 
 
@@ -350,7 +365,7 @@ def _kept_plan(plpy, sql: str, types: list[str]):
     """A plan kept per SQL text (at most 64: texts vary with model, dimensions and filter)."""
     plan = _VECTOR_PLANS.get(sql)
     if plan is None:
-        plan = _keep(_VECTOR_PLANS, sql, plpy.prepare(sql, types), 64)
+        plan = _keep(_VECTOR_PLANS, sql, _prepare(plpy, sql, types), 64)
     else:
         _VECTOR_PLANS.move_to_end(sql)
     return plan
@@ -364,19 +379,20 @@ def _vector_leg(plpy, tenant: str, model: str, vec, literal: str, k: int, pred: 
     def leg(order: str) -> str:
         return ("SELECT coalesce(array_agg(v.id ORDER BY v.dist, v.id), '{}') AS ids,"
                 " coalesce(array_agg(1 - v.dist ORDER BY v.dist, v.id), '{}') AS sims"
-                " FROM (SELECT c.id, c.embedding::vector(%d) <=> $1 AS dist FROM rag.chunks AS c %s"
+                " FROM (SELECT c.id, c.embedding::@extschema:vector@.vector(%d) OPERATOR(@extschema:vector@.<=>) $1 AS dist"
+                " FROM rag.chunks AS c %s"
                 " WHERE c.tenant = $3 AND c.model = %s ORDER BY %s LIMIT $2) AS v"
                 % (len(vec), "" if pred is None else "JOIN rag.documents AS d ON d.id = c.document_id AND " + pred,
                    plpy.quote_literal(model), order))
-    order = "c.embedding::vector(%d) <=> $1" % len(vec)
-    r = plpy.execute(_kept_plan(plpy, leg(order), ["vector", "int", "text"]), [literal, k, tenant])[0]
+    order = "c.embedding::@extschema:vector@.vector(%d) OPERATOR(@extschema:vector@.<=>) $1" % len(vec)
+    r = plpy.execute(_kept_plan(plpy, leg(order), [VECTOR + ".vector", "int", "text"]), [literal, k, tenant])[0]
     if len(r["ids"]) < k:
         # The index gave fewer than k: the tenant has fewer chunks (or the filter keeps
         # fewer), or other tenants' chunks in a shared index filled the scan's budget
         # (hnsw.max_scan_tuples) before it reached k of this tenant's. An exact scan of the
         # tenant's chunks ("+ 0": not the index's expression) returns what the index missed;
         # it costs what the tenant holds, and little for a tenant that has fewer than k.
-        r = plpy.execute(_kept_plan(plpy, leg("(%s) + 0" % order), ["vector", "int", "text"]),
+        r = plpy.execute(_kept_plan(plpy, leg("(%s) + 0" % order), [VECTOR + ".vector", "int", "text"]),
                          [literal, k, tenant])[0]
         STATS["exact_vector_scans"] += 1
     return r["ids"], r["sims"]
@@ -401,15 +417,17 @@ def _missing_scores(plpy, tenant: str, model: str, vec, literal: str, need_cos: 
     hits = ", CASE WHEN c.id = ANY ($7) THEN %s END AS hits" % HITS_SQL.replace("$L", "$4") if near else ""
     # a window of another length or a zero vector (written by hand) is skipped, not an error
     # nor a NaN
-    win = (", CASE WHEN c.model = %s AND c.id = ANY ($8) THEN (SELECT max(1 - (w <=> $1))"
-           " FROM unnest(c.window_embeddings) AS w WHERE vector_dims(w) = %d AND vector_norm(w) > 0) END AS wsim"
+    win = (", CASE WHEN c.model = %s AND c.id = ANY ($8) THEN (SELECT max(1 - (w OPERATOR(@extschema:vector@.<=>) $1))"
+           " FROM unnest(c.window_embeddings) AS w WHERE @extschema:vector@.vector_dims(w) = %d"
+           " AND @extschema:vector@.vector_norm(w) > 0) END AS wsim"
            % (plpy.quote_literal(model), len(vec))) if need_win else ""
-    sql = ("SELECT c.id, CASE WHEN c.model = %s AND c.id = ANY ($6) THEN 1 - (c.embedding::vector(%d) <=> $1) END"
+    sql = ("SELECT c.id, CASE WHEN c.model = %s AND c.id = ANY ($6) THEN 1 - (c.embedding::@extschema:vector@.vector(%d)"
+           " OPERATOR(@extschema:vector@.<=>) $1) END"
            " AS sim%s%s%s FROM rag.chunks AS c WHERE c.tenant = $2 AND c.id = ANY ($3)"
            % (plpy.quote_literal(model), len(vec), tf, hits, win))
     need_win = list(need_win)
     rows = plpy.execute(
-        _kept_plan(plpy, sql, ["vector", "text", "bigint[]", "text[]", "bigint[]", "bigint[]", "bigint[]", "bigint[]"]),
+        _kept_plan(plpy, sql, [VECTOR + ".vector", "text", "bigint[]", "text[]", "bigint[]", "bigint[]", "bigint[]", "bigint[]"]),
         [literal, tenant, list(dict.fromkeys(need_cos + need_lex + near + need_win)),
          scorer.lexemes if bm25 or near else [], need_lex, need_cos, near, need_win])
     sims = {r["id"]: r["sim"] for r in rows if r["sim"] is not None}
@@ -628,7 +646,7 @@ def window_batch(plpy, n: int) -> int:
     ids = [r["id"] for r in todo]
     lits = _window_literals(plpy, s, spec, ids, [r["content"] for r in todo], {}, "index")
     plpy.execute(_plan(plpy, """
-        UPDATE rag.chunks AS c SET window_embeddings = u.w::vector[]
+        UPDATE rag.chunks AS c SET window_embeddings = u.w::@extschema:vector@.vector[]
         FROM unnest($1::bigint[], $2::text[]) AS u (id, w) WHERE c.id = u.id AND c.tenant = $3""",
         ["bigint[]", "text[]", "text"]), [ids, lits, s["tenant"]])
     return len(todo)
@@ -713,7 +731,7 @@ def _index_round(plpy, s: dict, ids: list[int]) -> int:
     insert = _plan(plpy, """
         INSERT INTO rag.chunks (tenant, document_id, ord, content, heading, page, tokens, content_hash, model, embedding,
                                 window_embeddings)
-        SELECT u.tn, u.d, u.o, u.c, u.h, u.p, u.t, u.x, $7, u.e::vector, u.w::vector[]
+        SELECT u.tn, u.d, u.o, u.c, u.h, u.p, u.t, u.x, $7, u.e::@extschema:vector@.vector, u.w::@extschema:vector@.vector[]
         FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::int[], $6::bytea[], $8::text[], $9::text[],
                     $10::int[], $11::text[])
              AS u (d, o, c, h, t, x, e, tn, p, w)""",
@@ -787,7 +805,7 @@ def reembed_batch(plpy, n: int) -> int:
     _embed_missing(plpy, s, spec, zip(hashes, (r["content"] for r in todo)), known, "reembed")
     plpy.execute(_plan(plpy, """
         INSERT INTO rag.embeddings_next (chunk_id, tenant, model, content_hash, embedding)
-        SELECT u.id, $2, $3, u.h, u.e::vector FROM unnest($1::bigint[], $4::bytea[], $5::text[]) AS u (id, h, e)""",
+        SELECT u.id, $2, $3, u.h, u.e::@extschema:vector@.vector FROM unnest($1::bigint[], $4::bytea[], $5::text[]) AS u (id, h, e)""",
         ["bigint[]", "text", "text", "bytea[]", "text[]"]),
         [[r["id"] for r in todo], s["tenant"], spec.name, hashes, [known[h] for h in hashes]])
     return len(todo)
@@ -993,8 +1011,13 @@ def merge_posting_blocks(plpy, tenant: str, lexemes: list[str]) -> int:
         raise NotAllowed(f"rag.merge_posting_blocks: tenant {shown(tenant)} is not the current tenant",
                          hint="SET rag.tenant first")
 
-    lock = _plan(plpy, "SELECT pg_try_advisory_xact_lock(hashtext('rag.posting_blocks'), hashtext($1 || ' ' || $2)) AS ok",
-                 ["text", "text"])
+    # a try-lock on the lexeme: its blocks, all of them or none (another merge holds some).
+    # Row locks, not an advisory lock: any role could take one whose key it can compute and
+    # hold off a tenant's merges; these rows only the tenant's roles see (row-level security)
+    lock = _plan(plpy, """
+        SELECT (SELECT count(*) FROM rag.posting_blocks AS b WHERE b.tenant = $1 AND b.lexeme = $2)
+             = (SELECT count(*) FROM (SELECT FROM rag.posting_blocks AS b WHERE b.tenant = $1 AND b.lexeme = $2
+                                      FOR UPDATE SKIP LOCKED) AS x) AS ok""", ["text", "text"])
     take = _plan(plpy, """DELETE FROM rag.posting_blocks AS b WHERE b.tenant = $1 AND b.lexeme = $2
                           RETURNING b.first_id, b.ids, b.tfs, b.lens, b.n""", ["text", "text"])
     df_plan = _plan(plpy, "SELECT coalesce(sum(s.df), 0)::bigint AS df FROM rag.lexeme_stats AS s "

@@ -49,6 +49,21 @@ AS $python$
     return ragpg.pg.embed_query(plpy, input, model)
 $python$;
 
+-- rag._vector_schema (internal): pgvector's schema, quoted for SQL text. rag's functions
+-- run with search_path = pg_catalog, pg_temp, without that schema: a role that can create
+-- objects in it (public, often) could otherwise plant a function or operator with closer
+-- argument types than pg_catalog's (an array_agg(bigint)) that rag would call with its
+-- caller's rights. So every pgvector type, operator and function rag names at run time is
+-- qualified with this (Postgres 15 has no @extschema:vector@).
+CREATE OR REPLACE FUNCTION rag._vector_schema()
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT quote_ident(n.nspname) FROM pg_catalog.pg_extension AS e
+    JOIN pg_catalog.pg_namespace AS n ON n.oid = e.extnamespace WHERE e.extname = 'vector'
+$$;
+
 -- rag.embed
 -- The embedding of a text with the current embedding model (rag.embedding_model), or
 -- with `model` of rag.models. Useful to compare texts: SELECT rag.embed('a') <=> rag.embed('b').
@@ -58,17 +73,17 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v vector;
+    v text;
 BEGIN
     IF input IS NULL OR btrim(input, E' \t\r\n\f\v') = '' THEN
         RAISE EXCEPTION 'rag.embed: input is empty'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'pass the text to embed';
     END IF;
-    v := rag._embed_query(input, model)::vector;
+    v := rag._embed_query(input, model);
     IF v IS NULL THEN
         PERFORM rag._raise_python_error();
     END IF;
-    RETURN v;
+    RETURN v;  -- pgvector's text form, read by the declared result type's input function
 END
 $$;
 

@@ -199,8 +199,11 @@ $$;
 -- Fold a tenant's statistics deltas into one row per lexeme, once more than
 -- `min_statements` writing statements have added deltas since the last time (the
 -- triggers call it with 32, so a query sums at most ~33 rows per lexeme). Safe with
--- concurrent writers: DELETE ... RETURNING never hands the same delta to two
--- compactions, and deltas added meanwhile are left for the next one.
+-- concurrent writers, and none waits for another: a compaction takes the deltas no other
+-- one holds (FOR UPDATE SKIP LOCKED; a sum of deltas is a delta, so two compactions may
+-- fold parts each), and deltas added meanwhile are left for the next one. Row locks, not
+-- an advisory lock: any role can take an advisory lock whose key it can compute, and
+-- hold off a tenant's compactions; a row lock needs the tenant's rows (row-level security).
 CREATE OR REPLACE FUNCTION rag.compact_lexical_stats(tenant text DEFAULT rag.current_tenant(), min_statements int DEFAULT 0)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
@@ -212,15 +215,19 @@ BEGIN
     SELECT count(*) INTO n FROM (SELECT 1 FROM rag.corpus_stats AS s
                                  WHERE s.tenant = compact_lexical_stats.tenant
                                  LIMIT greatest(min_statements, 0) + 1) AS x;
-    IF n <= min_statements OR NOT pg_try_advisory_xact_lock(hashtext('rag.compact_lexical_stats:' || tenant)) THEN
+    IF n <= min_statements THEN
         RETURN 0;
     END IF;
-    WITH d AS (DELETE FROM rag.lexeme_stats AS s WHERE s.tenant = compact_lexical_stats.tenant
+    WITH d AS (DELETE FROM rag.lexeme_stats AS s
+               WHERE s.ctid = ANY (ARRAY(SELECT x.ctid FROM rag.lexeme_stats AS x
+                                         WHERE x.tenant = compact_lexical_stats.tenant FOR UPDATE SKIP LOCKED))
                RETURNING s.lexeme, s.df)
     INSERT INTO rag.lexeme_stats (tenant, lexeme, df)
     SELECT compact_lexical_stats.tenant, d.lexeme, sum(d.df) FROM d GROUP BY d.lexeme HAVING sum(d.df) <> 0;
     GET DIAGNOSTICS n = ROW_COUNT;
-    WITH d AS (DELETE FROM rag.corpus_stats AS s WHERE s.tenant = compact_lexical_stats.tenant
+    WITH d AS (DELETE FROM rag.corpus_stats AS s
+               WHERE s.ctid = ANY (ARRAY(SELECT x.ctid FROM rag.corpus_stats AS x
+                                         WHERE x.tenant = compact_lexical_stats.tenant FOR UPDATE SKIP LOCKED))
                RETURNING s.chunks, s.total_len)
     INSERT INTO rag.corpus_stats (tenant, chunks, total_len)
     SELECT compact_lexical_stats.tenant, sum(d.chunks), sum(d.total_len) FROM d HAVING count(*) > 0;

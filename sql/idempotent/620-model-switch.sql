@@ -44,9 +44,9 @@ AS $$
 DECLARE
     m rag.models := rag._model(model, 'embed');
 BEGIN
-    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON rag.%I USING hnsw ((embedding::vector(%s)) vector_cosine_ops)'
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON rag.%I USING hnsw ((embedding::%s.vector(%s)) %s.vector_cosine_ops)'
                    ' WITH (m = 16, ef_construction = 64) WHERE model = %L',
-                   rag._model_index(part, m.name), part, m.dimensions, m.name);
+                   rag._model_index(part, m.name), part, rag._vector_schema(), m.dimensions, rag._vector_schema(), m.name);
 END
 $$;
 

@@ -297,7 +297,7 @@ COMMENT ON COLUMN rag.documents.url IS 'Link shown in citations';
 COMMENT ON COLUMN rag.documents.metadata IS 'JSON object, matched by rag.search(filter => ...); format: markdown, text or html forces the parser';
 COMMENT ON COLUMN rag.documents.content IS 'The full text (markdown, plain text or HTML), at most rag.max_document_bytes';
 COMMENT ON COLUMN rag.documents.content_hash IS 'sha256 of content, set by the trigger: unchanged content is not indexed again';
-COMMENT ON COLUMN rag.documents.attachment_id IS 'The attachment (rag.attachments) it comes from; NULL for ingested documents';
+COMMENT ON COLUMN rag.documents.attachment_id IS 'The attachment (rag.attachments) it comes from, one of its own tenant''s (the key is (tenant, attachment_id)); NULL for ingested documents';
 COMMENT ON COLUMN rag.documents.source_table IS 'Attached rows: their table, e.g. public.articles';
 COMMENT ON COLUMN rag.documents.source_key IS 'Attached rows: their primary key as JSON, e.g. {"id": 42}, to JOIN back';
 COMMENT ON COLUMN rag.documents.created_at IS 'When the document was first stored';
@@ -361,6 +361,10 @@ COMMENT ON FUNCTION rag._check_content(text, text) IS
 COMMENT ON FUNCTION rag._shown(text) IS
   'Internal: a value as an error message shows it: quoted, NULL as NULL, cut to its first 80 characters '
   'with its length after, so that a message and its log line stay short.';
+
+COMMENT ON FUNCTION rag._vector_schema() IS
+  'Internal: the schema pgvector is installed in, quoted for SQL text. rag''s functions run with '
+  'search_path = pg_catalog, pg_temp and name pgvector''s types, operators and functions with it.';
 
 COMMENT ON FUNCTION rag._restoring() IS
   'Internal: whether this session is a pg_restore or pg_dump script (row_security and check_function_bodies '
@@ -686,7 +690,7 @@ COMMENT ON TABLE rag.queue IS
   'A row that keeps failing moves to rag.errors. Summary: rag.queue_status. Tenant data.';
 COMMENT ON COLUMN rag.queue.id IS 'Queue entry id (rows are taken in this order)';
 COMMENT ON COLUMN rag.queue.tenant IS 'Tenant of the attachment';
-COMMENT ON COLUMN rag.queue.attachment_id IS 'The attachment (rag.attachments.id)';
+COMMENT ON COLUMN rag.queue.attachment_id IS 'The attachment (rag.attachments.id), one of the row''s tenant''s (the key is (tenant, attachment_id))';
 COMMENT ON COLUMN rag.queue.source_key IS 'Primary key of the changed row, as JSON';
 COMMENT ON COLUMN rag.queue.enqueued_at IS 'When the change was queued';
 COMMENT ON COLUMN rag.queue.attempts IS 'Failed attempts so far';
@@ -698,7 +702,7 @@ COMMENT ON TABLE rag.errors IS
   'puts them back on the queue. Tenant data.';
 COMMENT ON COLUMN rag.errors.id IS 'Error row id';
 COMMENT ON COLUMN rag.errors.tenant IS 'Tenant of the attachment';
-COMMENT ON COLUMN rag.errors.attachment_id IS 'The attachment (rag.attachments.id)';
+COMMENT ON COLUMN rag.errors.attachment_id IS 'The attachment (rag.attachments.id), one of the row''s tenant''s (the key is (tenant, attachment_id))';
 COMMENT ON COLUMN rag.errors.source_key IS 'Primary key of the row that failed, as JSON';
 COMMENT ON COLUMN rag.errors.attempts IS 'Attempts made';
 COMMENT ON COLUMN rag.errors.last_error IS 'Message of the last failure';

@@ -47,6 +47,7 @@ GRANT INSERT (question, answer, model, mode, cited_chunk_ids, retrieved_chunk_id
 GRANT EXECUTE ON FUNCTION
     rag.current_tenant(),
     rag._shown(text),
+    rag._vector_schema(),
     rag._restoring(),
     rag._is_superuser(),
     rag._owns_chunks(),
@@ -96,6 +97,11 @@ GRANT INSERT (tenant, document_id, ord, content, heading, page, tokens, content_
     ON rag.chunks TO rag_writer;
 GRANT DELETE ON rag.chunks TO rag_writer;
 GRANT INSERT, DELETE ON rag.posting_blocks, rag.lexeme_stats, rag.corpus_stats TO rag_writer;
+-- a merge or a compaction locks the rows it folds (FOR UPDATE SKIP LOCKED), which needs
+-- UPDATE on a column; it changes nothing a writer could not already insert or delete
+GRANT UPDATE (merged) ON rag.posting_blocks TO rag_writer;
+GRANT UPDATE (df) ON rag.lexeme_stats TO rag_writer;
+GRANT UPDATE (chunks) ON rag.corpus_stats TO rag_writer;
 GRANT EXECUTE ON FUNCTION
     rag.ingest(text, text, text, text, jsonb),
     rag.ingest_file(bytea, text, text, text, text, jsonb, text),
