@@ -198,6 +198,27 @@ def leg_confidence(kind, floor=0.25):
     return fuse
 
 
+_YEAR = re.compile(r"\b(?:19|20)\d{2}\b")
+_ETAL = re.compile(r"\bet al\b", re.I)
+_LINK = re.compile(r"\bdoi\b|\bhttps?://", re.I)
+
+
+def reference_likeness(text: str) -> float:
+    """How much a chunk reads like a reference list: years, "et al" and links per word."""
+    hits = len(_YEAR.findall(text)) + 2 * len(_ETAL.findall(text)) + 2 * len(_LINK.findall(text))
+    return hits / max(len(text.split()), 1)
+
+
+def references(w, scale=5.0):
+    """0.5.0's score minus w x min(1, scale x reference_likeness): a reference list (or
+    front matter full of years and links) sharing the question's words ranks lower."""
+    def fuse(rows, depth, chunks=None):
+        rows = _within(rows, depth)
+        s = [x - w * min(1.0, scale * reference_likeness(chunks[str(r[0])][1])) for x, r in zip(_fused(rows), rows)]
+        return _order([r[0] for r in rows], s, rows) if rows else []
+    return fuse
+
+
 RULES_050 = {
     "vector": only("vector"),
     "lexical": only("lexical"),
@@ -212,6 +233,9 @@ RULES_050 = {
     "x 1.2 if in both legs' top 10": both_legs(0.2, top=10),
     "leg weights by confidence, gap to the next 10": leg_confidence("gap10"),
     "leg weights by confidence, gap to the next": leg_confidence("gap1"),
+    "- 0.05 x reference-likeness": references(0.05),
+    "- 0.1 x reference-likeness": references(0.1),
+    "- 0.2 x reference-likeness": references(0.2),
 }
 
 RULES = {
