@@ -500,3 +500,109 @@ def test_the_upgrade_unlinks_rows_that_point_at_another_tenants_attachment(new_d
         assert alice.execute("SELECT count(*) FROM rag.documents WHERE attachment_id = %s", (att,)).fetchone()[0] == 1
         assert alice.execute("SELECT rag.detach('alice_pages')").fetchone()[0] is True
         assert alice.execute("SELECT count(*) FROM rag.documents").fetchone()[0] == 0
+
+
+# Objects a role with CREATE on public plants where the required extensions live, each a
+# closer match than pg_catalog's for something rag's scripts or functions use, each
+# recording who ran it (hostile review 22: the install and upgrade scripts ran them as
+# the installing superuser, and views and CHECK constraints kept them bound).
+SPIES = """CREATE TABLE IF NOT EXISTS public.ran_as (who name, what text);
+GRANT INSERT ON public.ran_as TO PUBLIC;
+CREATE FUNCTION public.spy_contains(a text[], b text[]) RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN INSERT INTO public.ran_as VALUES (current_user, '@>'); RETURN pg_catalog.arraycontains(a, b); END $f$;
+CREATE OPERATOR public.@> (LEFTARG = text[], RIGHTARG = text[], FUNCTION = public.spy_contains);
+CREATE FUNCTION public.spy_oideq(a oid, b regclass) RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN INSERT INTO public.ran_as VALUES (current_user, '= regclass'); RETURN a OPERATOR(pg_catalog.=) b::oid; END $f$;
+CREATE OPERATOR public.= (LEFTARG = oid, RIGHTARG = regclass, FUNCTION = public.spy_oideq);
+CREATE FUNCTION public.spy_ge(a numeric, b integer) RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN INSERT INTO public.ran_as VALUES (current_user, '>='); RETURN a OPERATOR(pg_catalog.>=) b::numeric; END $f$;
+CREATE OPERATOR public.>= (LEFTARG = numeric, RIGHTARG = integer, FUNCTION = public.spy_ge);
+CREATE FUNCTION public.spy_gt(a numeric, b integer) RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN INSERT INTO public.ran_as VALUES (current_user, '>'); RETURN a OPERATOR(pg_catalog.>) b::numeric; END $f$;
+CREATE OPERATOR public.> (LEFTARG = numeric, RIGHTARG = integer, FUNCTION = public.spy_gt);
+CREATE FUNCTION public.format(f text, a text) RETURNS text LANGUAGE plpgsql AS $f$
+BEGIN INSERT INTO public.ran_as VALUES (current_user, 'format'); RETURN pg_catalog.format(f, a); END $f$;"""
+# overloads that make a call by name ambiguous: a denial of service, not code run
+AMBIGUOUS = """CREATE FUNCTION public.vector_dims(public.vector, int DEFAULT 0) RETURNS int LANGUAGE sql AS 'SELECT 1';
+CREATE FUNCTION public.vector_norm(public.vector, int DEFAULT 0) RETURNS float8 LANGUAGE sql AS 'SELECT 1.0';
+CREATE FUNCTION public.pgrowlocks(text, int DEFAULT 0) RETURNS SETOF record LANGUAGE sql AS 'SELECT NULL::record';"""
+
+
+def _bound_to_public(conn) -> list:
+    """What of rag's calls a function or operator alice made (this query, with public out of
+    its search path: it compares oids with regclass, as the plant does)."""
+    conn.execute("SET search_path = pg_catalog")
+    return conn.execute("""
+        SELECT pg_describe_object(d.classid, d.objid, d.objsubid), pg_describe_object(d.refclassid, d.refobjid, 0)
+        FROM pg_depend AS d
+        WHERE d.classid <> 'pg_operator'::regclass   -- (the plants' operators call the plants' functions)
+          AND ((d.refclassid = 'pg_proc'::regclass AND d.refobjid IN (SELECT oid FROM pg_proc WHERE proowner = 'alice'::regrole))
+               OR (d.refclassid = 'pg_operator'::regclass
+               AND d.refobjid IN (SELECT oid FROM pg_operator WHERE oprowner = 'alice'::regrole)))""").fetchall()
+
+
+def _use_everything(url: str) -> None:
+    """ingest, search, ask, embed, attach + worker, queue status, the views."""
+    with psycopg.connect(url, autocommit=True) as su:
+        su.execute("SET search_path = public")
+        su.execute("SELECT rag.ingest('Refunds take five business days. Shipping is free.', 'r.md')")
+        assert su.execute("SELECT count(*) FROM rag.search('refunds', 3)").fetchone()[0] >= 1
+        assert "five business days" in su.execute("SELECT rag.ask('How long do refunds take?')->>'answer'").fetchone()[0]
+        su.execute("SELECT rag.embed('a')")
+        su.execute("CREATE TABLE public.notes (id bigint PRIMARY KEY, body text NOT NULL)")
+        su.execute("SELECT rag.attach('public.notes', 'body', mode => 'async')")
+        su.execute("INSERT INTO public.notes VALUES (1, 'The ferry leaves at six.')")
+        su.execute("CALL rag.work()")
+        for view in ("rag.queue_status", "rag.lexical_stats", "rag.tenant_partitions", "rag.usage_daily",
+                     "rag.model_status", "rag.document_status"):
+            su.execute(f"SELECT count(*) FROM {view}")
+        su.execute("INSERT INTO rag.usage (operation, model, provider, input_tokens, cost) "
+                   "VALUES ('embed', 'm', 'local', 1, 0.5)")
+
+
+def test_an_install_into_a_poisoned_public_runs_and_binds_none_of_it(new_db):
+    """Hostile review 22: CREATE EXTENSION rag ran with rag's and pgvector's schemas on its
+    search path, so objects planted in public ran as the installing superuser (alice's
+    operator made her one) and stayed bound in rag's views and CHECK constraints. Every
+    script now runs with search_path = pg_catalog, pg_temp and names pgvector with its
+    schema; later overloads that would make a call by name ambiguous break nothing."""
+    url = new_db(extension=False)
+    with psycopg.connect(url, autocommit=True) as su:
+        su.execute("CREATE EXTENSION vector; CREATE EXTENSION pgrowlocks; CREATE EXTENSION pg_trgm")
+        su.execute("GRANT CREATE ON SCHEMA public TO alice")
+    with psycopg.connect(as_role(url, "alice"), autocommit=True) as alice:
+        alice.execute(SPIES)
+    with psycopg.connect(url, autocommit=True) as su:
+        su.execute("CREATE EXTENSION rag CASCADE")
+        assert _bound_to_public(su) == []
+        assert su.execute("SELECT who, what, count(*) FROM public.ran_as GROUP BY 1, 2").fetchall() == []
+    with psycopg.connect(as_role(url, "alice"), autocommit=True) as alice:
+        alice.execute(AMBIGUOUS)
+    _use_everything(url)
+    with psycopg.connect(url, autocommit=True) as su:
+        assert su.execute("SELECT who, what, count(*) FROM public.ran_as GROUP BY 1, 2").fetchall() == []
+        su.execute("SELECT 1 WHERE ARRAY['a'] @> ARRAY['a']")        # the plants work, called by name
+        assert su.execute("SELECT count(*) FROM public.ran_as").fetchone()[0] == 1
+
+
+def test_an_upgrade_runs_no_plant_and_rebinds_what_an_old_install_bound(new_db):
+    """The same plants made before an install of the last release: its install bound its
+    CHECK constraints and views to them (as hostile review 22 showed). The upgrade runs
+    none of them and makes those objects again, bound to pg_catalog's operators."""
+    url = new_db(extension=False)
+    with psycopg.connect(url, autocommit=True) as su:
+        su.execute("CREATE EXTENSION vector; CREATE EXTENSION pgrowlocks; CREATE EXTENSION pg_trgm")
+        su.execute("GRANT CREATE ON SCHEMA public TO alice")
+    with psycopg.connect(as_role(url, "alice"), autocommit=True) as alice:
+        alice.execute(SPIES)
+    with psycopg.connect(url, autocommit=True) as su:
+        su.execute(f"CREATE EXTENSION rag VERSION '{OLD}' CASCADE")
+        assert _bound_to_public(su) != []                   # the old release's install bound them
+        su.execute("TRUNCATE public.ran_as")
+        su.execute("ALTER EXTENSION rag UPDATE")
+        assert _version(su) == NEW
+        assert su.execute("SELECT who, what FROM public.ran_as").fetchall() == []
+        assert _bound_to_public(su) == []
+    _use_everything(url)
+    with psycopg.connect(url, autocommit=True) as su:
+        assert su.execute("SELECT who, what FROM public.ran_as").fetchall() == []

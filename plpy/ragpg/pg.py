@@ -417,9 +417,11 @@ def _missing_scores(plpy, tenant: str, model: str, vec, literal: str, need_cos: 
     hits = ", CASE WHEN c.id = ANY ($7) THEN %s END AS hits" % HITS_SQL.replace("$L", "$4") if near else ""
     # a window of another length or a zero vector (written by hand) is skipped, not an error
     # nor a NaN
-    win = (", CASE WHEN c.model = %s AND c.id = ANY ($8) THEN (SELECT max(1 - (w OPERATOR(@extschema:vector@.<=>) $1))"
-           " FROM unnest(c.window_embeddings) AS w WHERE @extschema:vector@.vector_dims(w) = %d"
-           " AND @extschema:vector@.vector_norm(w) > 0) END AS wsim"
+    # (no pgvector function by name: where roles may create functions, an overload with a
+    # defaulted extra argument would make the call ambiguous; casts and operators are exact)
+    win = (", CASE WHEN c.model = %s AND c.id = ANY ($8) THEN (SELECT max(x.s) FILTER (WHERE x.s <> 'NaN'::float8)"
+           " FROM (SELECT CASE WHEN array_length(w::real[], 1) = %d THEN 1 - (w OPERATOR(@extschema:vector@.<=>) $1)"
+           " END AS s FROM unnest(c.window_embeddings) AS w) AS x) END AS wsim"
            % (plpy.quote_literal(model), len(vec))) if need_win else ""
     sql = ("SELECT c.id, CASE WHEN c.model = %s AND c.id = ANY ($6) THEN 1 - (c.embedding::@extschema:vector@.vector(%d)"
            " OPERATOR(@extschema:vector@.<=>) $1) END"
@@ -1011,15 +1013,19 @@ def merge_posting_blocks(plpy, tenant: str, lexemes: list[str]) -> int:
         raise NotAllowed(f"rag.merge_posting_blocks: tenant {shown(tenant)} is not the current tenant",
                          hint="SET rag.tenant first")
 
-    # a try-lock on the lexeme: its blocks, all of them or none (another merge holds some).
+    # a try-lock on the lexeme: all its blocks, or it is skipped (another merge holds some;
+    # the few locked here stay locked until this transaction ends, and nothing waits for them).
     # Row locks, not an advisory lock: any role could take one whose key it can compute and
     # hold off a tenant's merges; these rows only the tenant's roles see (row-level security)
     lock = _plan(plpy, """
-        SELECT (SELECT count(*) FROM rag.posting_blocks AS b WHERE b.tenant = $1 AND b.lexeme = $2)
-             = (SELECT count(*) FROM (SELECT FROM rag.posting_blocks AS b WHERE b.tenant = $1 AND b.lexeme = $2
-                                      FOR UPDATE SKIP LOCKED) AS x) AS ok""", ["text", "text"])
+        SELECT (SELECT count(*) FROM rag.posting_blocks AS b WHERE b.tenant = $1 AND b.lexeme = $2) AS total,
+               ARRAY(SELECT b.first_id FROM rag.posting_blocks AS b WHERE b.tenant = $1 AND b.lexeme = $2
+                     FOR UPDATE SKIP LOCKED) AS locked""", ["text", "text"])
+    # only the blocks it locked: a block that came since waits for the next merge, and no
+    # merge ever waits for another's locks
     take = _plan(plpy, """DELETE FROM rag.posting_blocks AS b WHERE b.tenant = $1 AND b.lexeme = $2
-                          RETURNING b.first_id, b.ids, b.tfs, b.lens, b.n""", ["text", "text"])
+                          AND b.first_id = ANY ($3) RETURNING b.first_id, b.ids, b.tfs, b.lens, b.n""",
+                 ["text", "text", "bigint[]"])
     df_plan = _plan(plpy, "SELECT coalesce(sum(s.df), 0)::bigint AS df FROM rag.lexeme_stats AS s "
                           "WHERE s.tenant = $1 AND s.lexeme = $2", ["text", "text"])
     dead_plan = _plan(plpy, """
@@ -1036,10 +1042,11 @@ def merge_posting_blocks(plpy, tenant: str, lexemes: list[str]) -> int:
     done = 0
     for lexeme in lexemes:
         interrupts.check_interrupts()
-        if not plpy.execute(lock, [tenant, lexeme])[0]["ok"]:
+        got = plpy.execute(lock, [tenant, lexeme])[0]
+        if len(got["locked"]) != got["total"]:
             continue
         parts = [lexical.decode(r["ids"], r["tfs"], r["lens"], r["n"], f"({lexeme!r}, {r['first_id']})")
-                 for r in plpy.execute(take, [tenant, lexeme])]
+                 for r in plpy.execute(take, [tenant, lexeme, got["locked"]])]
         if not parts:
             continue
         held = sum(len(p[0]) for p in parts)

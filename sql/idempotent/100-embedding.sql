@@ -68,7 +68,7 @@ $$;
 -- The embedding of a text with the current embedding model (rag.embedding_model), or
 -- with `model` of rag.models. Useful to compare texts: SELECT rag.embed('a') <=> rag.embed('b').
 CREATE OR REPLACE FUNCTION rag.embed(input text, model text DEFAULT NULL)
-RETURNS vector
+RETURNS @extschema:vector@.vector
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$

@@ -448,18 +448,17 @@ AS $$
 $$;
 
 -- rag._queue_in_progress (internal): queue rows a worker holds right now. Row locks are
--- not in pg_locks; pgrowlocks reads them from the heap without taking them.
+-- not in pg_locks; pgrowlocks reads them from the heap without taking them. A body bound
+-- when it is created (BEGIN ATOMIC): pgrowlocks lives where roles may create functions
+-- (public, often), and an overload created later with a defaulted extra argument would
+-- make a call by name ambiguous, and rag.queue_status fail for everyone.
 CREATE OR REPLACE FUNCTION rag._queue_in_progress()
 RETURNS SETOF tid
-LANGUAGE plpgsql STABLE
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN QUERY EXECUTE format('SELECT locked_row FROM %I.pgrowlocks(%L)',
-        (SELECT n.nspname FROM pg_extension AS e JOIN pg_namespace AS n ON n.oid = e.extnamespace
-         WHERE e.extname = 'pgrowlocks'), 'rag.queue');
-END
-$$;
+BEGIN ATOMIC
+    SELECT p.locked_row FROM @extschema:pgrowlocks@.pgrowlocks('rag.queue') AS p;
+END;
 
 -- rag.queue_status: per attached table, what waits, what a worker is doing now, what is
 -- being retried, what failed, and the age of the oldest row.

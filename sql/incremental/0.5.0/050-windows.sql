@@ -4,7 +4,7 @@
 -- since a model switch, or with rag.window_embeddings off): such a chunk scores its own
 -- cosine, and rag.work embeds its windows (nothing is re-embedded by the upgrade itself).
 -- '{}': the chunk is one window.
-ALTER TABLE rag.chunks ADD COLUMN window_embeddings vector[];
+ALTER TABLE rag.chunks ADD COLUMN window_embeddings @extschema:vector@.vector[];
 -- at most ragpg.chunking.MAX_WINDOWS: a writer writes its own tenant's chunks, and a search
 -- reads every candidate's windows
 ALTER TABLE rag.chunks ADD CONSTRAINT chunks_window_embeddings_check CHECK (cardinality(window_embeddings) <= 12);
