@@ -521,8 +521,12 @@ CREATE FUNCTION public.spy_gt(a numeric, b integer) RETURNS boolean LANGUAGE plp
 BEGIN INSERT INTO public.ran_as VALUES (current_user, '>'); RETURN a OPERATOR(pg_catalog.>) b::numeric; END $f$;
 CREATE OPERATOR public.> (LEFTARG = numeric, RIGHTARG = integer, FUNCTION = public.spy_gt);
 CREATE FUNCTION public.format(f text, a text) RETURNS text LANGUAGE plpgsql AS $f$
-BEGIN INSERT INTO public.ran_as VALUES (current_user, 'format'); RETURN pg_catalog.format(f, a); END $f$;"""
-# overloads that make a call by name ambiguous: a denial of service, not code run
+BEGIN INSERT INTO public.ran_as VALUES (current_user, 'format'); RETURN pg_catalog.format(f, a); END $f$;
+CREATE FUNCTION public.spy_intlt(a integer, b integer) RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN INSERT INTO public.ran_as VALUES (current_user, '<'); RETURN a OPERATOR(pg_catalog.<) b; END $f$;
+CREATE OPERATOR public.< (LEFTARG = integer, RIGHTARG = integer, FUNCTION = public.spy_intlt);"""
+# overloads that make a call by name ambiguous (a denial of service, not code run): before
+# an install too (hostile review 23: the install failed on pgrowlocks')
 AMBIGUOUS = """CREATE FUNCTION public.vector_dims(public.vector, int DEFAULT 0) RETURNS int LANGUAGE sql AS 'SELECT 1';
 CREATE FUNCTION public.vector_norm(public.vector, int DEFAULT 0) RETURNS float8 LANGUAGE sql AS 'SELECT 1.0';
 CREATE FUNCTION public.pgrowlocks(text, int DEFAULT 0) RETURNS SETOF record LANGUAGE sql AS 'SELECT NULL::record';"""
@@ -552,7 +556,9 @@ def _use_everything(url: str) -> None:
         su.execute("CREATE TABLE public.notes (id bigint PRIMARY KEY, body text NOT NULL)")
         su.execute("SELECT rag.attach('public.notes', 'body', mode => 'async')")
         su.execute("INSERT INTO public.notes VALUES (1, 'The ferry leaves at six.')")
+        su.execute("SET search_path = public, pg_catalog")   # the plants first: rag.work cannot pin its path
         su.execute("CALL rag.work()")
+        su.execute("SET search_path = public")
         for view in ("rag.queue_status", "rag.lexical_stats", "rag.tenant_partitions", "rag.usage_daily",
                      "rag.model_status", "rag.document_status"):
             su.execute(f"SELECT count(*) FROM {view}")
@@ -565,19 +571,18 @@ def test_an_install_into_a_poisoned_public_runs_and_binds_none_of_it(new_db):
     search path, so objects planted in public ran as the installing superuser (alice's
     operator made her one) and stayed bound in rag's views and CHECK constraints. Every
     script now runs with search_path = pg_catalog, pg_temp and names pgvector with its
-    schema; later overloads that would make a call by name ambiguous break nothing."""
+    schema; overloads that would make a call by name ambiguous break nothing, the install neither."""
     url = new_db(extension=False)
     with psycopg.connect(url, autocommit=True) as su:
         su.execute("CREATE EXTENSION vector; CREATE EXTENSION pgrowlocks; CREATE EXTENSION pg_trgm")
         su.execute("GRANT CREATE ON SCHEMA public TO alice")
     with psycopg.connect(as_role(url, "alice"), autocommit=True) as alice:
         alice.execute(SPIES)
+        alice.execute(AMBIGUOUS)
     with psycopg.connect(url, autocommit=True) as su:
         su.execute("CREATE EXTENSION rag CASCADE")
         assert _bound_to_public(su) == []
         assert su.execute("SELECT who, what, count(*) FROM public.ran_as GROUP BY 1, 2").fetchall() == []
-    with psycopg.connect(as_role(url, "alice"), autocommit=True) as alice:
-        alice.execute(AMBIGUOUS)
     _use_everything(url)
     with psycopg.connect(url, autocommit=True) as su:
         assert su.execute("SELECT who, what, count(*) FROM public.ran_as GROUP BY 1, 2").fetchall() == []
@@ -595,6 +600,7 @@ def test_an_upgrade_runs_no_plant_and_rebinds_what_an_old_install_bound(new_db):
         su.execute("GRANT CREATE ON SCHEMA public TO alice")
     with psycopg.connect(as_role(url, "alice"), autocommit=True) as alice:
         alice.execute(SPIES)
+        alice.execute(AMBIGUOUS)
     with psycopg.connect(url, autocommit=True) as su:
         su.execute(f"CREATE EXTENSION rag VERSION '{OLD}' CASCADE")
         assert _bound_to_public(su) != []                   # the old release's install bound them

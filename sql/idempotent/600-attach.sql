@@ -335,7 +335,7 @@ $$;
 -- A failed batch is retried key by key; a failing key is retried after
 -- rag.retry_base_seconds * 2^attempts, and after rag.max_attempts it moves to rag.errors.
 -- A worker killed mid-batch leaves its rows queued (its transaction never committed).
--- A procedure (it commits per batch), so it cannot pin search_path: every name is qualified.
+-- A procedure (it commits per batch), so it cannot pin search_path: every name and operator is qualified.
 CREATE OR REPLACE PROCEDURE rag.work(max_batches int DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
@@ -350,7 +350,7 @@ DECLARE
     msg text;
 BEGIN
     LOOP
-        EXIT WHEN max_batches IS NOT NULL AND done >= max_batches;
+        EXIT WHEN max_batches IS NOT NULL AND done OPERATOR(pg_catalog.>=) max_batches;
         batch := rag._setting('index_batch_size')::int;
         max_attempts := rag._setting('max_attempts')::int;
         base := rag._setting('retry_base_seconds')::float8;
@@ -359,44 +359,44 @@ BEGIN
         -- rights; rag.attach refuses another role's table for the same reason
         SELECT pg_catalog.array_agg(q.id) INTO ids FROM (
             SELECT x.id FROM rag.queue AS x JOIN rag.attachments AS a ON a.id OPERATOR(pg_catalog.=) x.attachment_id
-            WHERE x.tenant = rag.current_tenant() AND x.next_attempt_at <= pg_catalog.now()
+            WHERE x.tenant OPERATOR(pg_catalog.=) rag.current_tenant() AND x.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()
               AND coalesce(rag._table_owner(a.source_table) OPERATOR(pg_catalog.=) current_user, true)  -- (dropped: fails, to rag.errors)
             ORDER BY x.id LIMIT batch FOR UPDATE OF x SKIP LOCKED) AS q;
         EXIT WHEN ids IS NULL;
         BEGIN
             FOR r IN SELECT x.attachment_id, pg_catalog.array_agg(x.source_key) AS keys FROM rag.queue AS x
-                     WHERE x.id = ANY (ids) GROUP BY x.attachment_id LOOP
+                     WHERE x.id OPERATOR(pg_catalog.=) ANY (ids) GROUP BY x.attachment_id LOOP
                 PERFORM rag._apply_rows(r.attachment_id, r.keys);
             END LOOP;
-            DELETE FROM rag.queue AS x WHERE x.id = ANY (ids);
+            DELETE FROM rag.queue AS x WHERE x.id OPERATOR(pg_catalog.=) ANY (ids);
         EXCEPTION WHEN OTHERS THEN
             -- one bad row must not hold the others: retry the batch key by key
-            FOR r IN SELECT x.* FROM rag.queue AS x WHERE x.id = ANY (ids) ORDER BY x.id LOOP
+            FOR r IN SELECT x.* FROM rag.queue AS x WHERE x.id OPERATOR(pg_catalog.=) ANY (ids) ORDER BY x.id LOOP
                 BEGIN
                     PERFORM rag._apply_rows(r.attachment_id, ARRAY[r.source_key]);
-                    DELETE FROM rag.queue AS x WHERE x.id = r.id;
+                    DELETE FROM rag.queue AS x WHERE x.id OPERATOR(pg_catalog.=) r.id;
                 EXCEPTION WHEN OTHERS THEN
                     GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
-                    IF r.attempts + 1 >= max_attempts THEN
+                    IF (r.attempts OPERATOR(pg_catalog.+) 1) OPERATOR(pg_catalog.>=) max_attempts THEN
                         INSERT INTO rag.errors (tenant, attachment_id, source_key, attempts, last_error, enqueued_at)
-                        VALUES (r.tenant, r.attachment_id, r.source_key, r.attempts + 1, msg, r.enqueued_at);
-                        DELETE FROM rag.queue AS x WHERE x.id = r.id;
+                        VALUES (r.tenant, r.attachment_id, r.source_key, r.attempts OPERATOR(pg_catalog.+) 1, msg, r.enqueued_at);
+                        DELETE FROM rag.queue AS x WHERE x.id OPERATOR(pg_catalog.=) r.id;
                     ELSE
                         UPDATE rag.queue AS x
-                        SET attempts = x.attempts + 1, last_error = msg,
+                        SET attempts = x.attempts OPERATOR(pg_catalog.+) 1, last_error = msg,
                             next_attempt_at = pg_catalog.now()
-                                + pg_catalog.make_interval(secs => base * pg_catalog.power(2, x.attempts))
-                        WHERE x.id = r.id;
+                                OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => base OPERATOR(pg_catalog.*) pg_catalog.power(2, x.attempts))
+                        WHERE x.id OPERATOR(pg_catalog.=) r.id;
                     END IF;
                 END;
             END LOOP;
         END;
         COMMIT;
-        done := done + 1;
+        done := done OPERATOR(pg_catalog.+) 1;
     END LOOP;
     FOR r IN SELECT a.source_table, rag._table_owner(a.source_table) AS owner, pg_catalog.count(*) AS n
              FROM rag.queue AS x JOIN rag.attachments AS a ON a.id OPERATOR(pg_catalog.=) x.attachment_id
-             WHERE x.tenant = rag.current_tenant()
+             WHERE x.tenant OPERATOR(pg_catalog.=) rag.current_tenant()
                AND rag._table_owner(a.source_table) OPERATOR(pg_catalog.<>) current_user
              GROUP BY a.source_table LOOP
         RAISE WARNING 'rag.work: % queued rows of table % are left for its owner, role %', r.n, r.source_table, r.owner
@@ -406,30 +406,30 @@ BEGIN
     -- then a model switch in progress (rag.set_embedding_model): re-embed in batches, and
     -- switch when the last chunk is done
     LOOP
-        EXIT WHEN max_batches IS NOT NULL AND done >= max_batches;
+        EXIT WHEN max_batches IS NOT NULL AND done OPERATOR(pg_catalog.>=) max_batches;
         batch := rag._setting('index_batch_size')::int;
         embedded := rag._reembed_batch(batch);
-        EXIT WHEN embedded < 0;
-        IF NOT EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.tenant = rag.current_tenant()
-                       AND NOT EXISTS (SELECT 1 FROM rag.embeddings_next AS x WHERE x.chunk_id = c.id)) THEN
+        EXIT WHEN embedded OPERATOR(pg_catalog.<) 0;
+        IF NOT EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.tenant OPERATOR(pg_catalog.=) rag.current_tenant()
+                       AND NOT EXISTS (SELECT 1 FROM rag.embeddings_next AS x WHERE x.chunk_id OPERATOR(pg_catalog.=) c.id)) THEN
             PERFORM rag._finish_switch();
             COMMIT;
             EXIT;
         END IF;
         COMMIT;
-        done := done + 1;
-        EXIT WHEN embedded = 0;  -- what is left is locked by another worker
+        done := done OPERATOR(pg_catalog.+) 1;
+        EXIT WHEN embedded OPERATOR(pg_catalog.=) 0;  -- what is left is locked by another worker
     END LOOP;
     -- then the chunks without window embeddings (indexed before 0.5.0, or re-embedded by
     -- a model switch), in batches, unless a switch is still in progress
     LOOP
-        EXIT WHEN max_batches IS NOT NULL AND done >= max_batches;
+        EXIT WHEN max_batches IS NOT NULL AND done OPERATOR(pg_catalog.>=) max_batches;
         EXIT WHEN EXISTS (SELECT 1 FROM rag.tenant_models AS tm
-                          WHERE tm.tenant = rag.current_tenant() AND tm.next_model IS NOT NULL);
+                          WHERE tm.tenant OPERATOR(pg_catalog.=) rag.current_tenant() AND tm.next_model IS NOT NULL);
         embedded := rag._window_batch(rag._setting('index_batch_size')::int);
         COMMIT;
-        EXIT WHEN embedded = 0;
-        done := done + 1;
+        EXIT WHEN embedded OPERATOR(pg_catalog.=) 0;
+        done := done OPERATOR(pg_catalog.+) 1;
     END LOOP;
 END
 $$;
@@ -447,18 +447,24 @@ AS $$
     SELECT count(*) FROM q
 $$;
 
+-- rag._pgrowlocks (internal): pgrowlocks' own C function (contrib/pgrowlocks 1.2, the same
+-- result columns), declared in rag's schema. pgrowlocks' SQL function lives where roles may
+-- create functions (public, often): an overload with a defaulted extra argument made a call
+-- by name ambiguous, so that rag.queue_status, and with a body bound at creation every
+-- install and upgrade, failed (hostile reviews 22 and 23).
+CREATE OR REPLACE FUNCTION rag._pgrowlocks(relname text, OUT locked_row tid, OUT locker xid, OUT multi boolean,
+                                           OUT xids xid[], OUT modes text[], OUT pids int[])
+RETURNS SETOF record
+LANGUAGE c STRICT
+AS '$libdir/pgrowlocks', 'pgrowlocks';
+
 -- rag._queue_in_progress (internal): queue rows a worker holds right now. Row locks are
--- not in pg_locks; pgrowlocks reads them from the heap without taking them. A body bound
--- when it is created (BEGIN ATOMIC): pgrowlocks lives where roles may create functions
--- (public, often), and an overload created later with a defaulted extra argument would
--- make a call by name ambiguous, and rag.queue_status fail for everyone.
+-- not in pg_locks; pgrowlocks reads them from the heap without taking them.
 CREATE OR REPLACE FUNCTION rag._queue_in_progress()
 RETURNS SETOF tid
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
-    SELECT p.locked_row FROM @extschema:pgrowlocks@.pgrowlocks('rag.queue') AS p;
-END;
+AS $$ SELECT p.locked_row FROM rag._pgrowlocks('rag.queue') AS p $$;
 
 -- rag.queue_status: per attached table, what waits, what a worker is doing now, what is
 -- being retried, what failed, and the age of the oldest row.

@@ -776,6 +776,10 @@ COMMENT ON FUNCTION rag.retry_errors() IS
   'Put the current tenant''s rows that failed for good (rag.errors) back on the queue with fresh attempts. '
   'Arguments: none. Returns: how many were requeued. Example: SELECT rag.retry_errors();';
 
+COMMENT ON FUNCTION rag._pgrowlocks(text) IS
+  'Internal: pgrowlocks'' C function (contrib pgrowlocks 1.2), declared in rag''s schema so that no overload '
+  'created where pgrowlocks lives can make rag''s call ambiguous; for rag._queue_in_progress.';
+
 COMMENT ON FUNCTION rag._queue_in_progress() IS
   'Internal: ctids of the rag.queue rows a worker holds right now (via pgrowlocks); for rag.queue_status.';
 

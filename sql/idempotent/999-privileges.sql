@@ -61,6 +61,7 @@ GRANT EXECUTE ON FUNCTION
     rag._model(text, text),
     rag._may_use_key(text),
     rag._queue_in_progress(),
+    rag._pgrowlocks(text),
     rag.spent_today(),
     rag._python_error(),
     rag._raise_python_error(),
