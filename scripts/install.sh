@@ -120,6 +120,7 @@ for d in build/releases/lib/*/; do
   [ -d "/usr/local/lib/ragpg/$v/ragpg" ] || { mkdir -p "/usr/local/lib/ragpg/$v" && cp -a "$d." "/usr/local/lib/ragpg/$v/"; }
 done
 SHAREDIR=$($PG_CONFIG --sharedir)
-install -m 644 extension/rag.control extension/rag--*.sql build/releases/extension/rag--*.sql "$SHAREDIR/extension/" 2>/dev/null \
+install -m 644 extension/rag.control extension/rag--*.sql build/releases/extension/rag--*.sql \
+  build/releases/extension/rag--*.control "$SHAREDIR/extension/" 2>/dev/null \
   || install -m 644 extension/rag.control extension/rag--*.sql "$SHAREDIR/extension/"
 echo "installed rag $RAGPG_VERSION into $SHAREDIR/extension and $DEST"

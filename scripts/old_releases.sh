@@ -2,6 +2,7 @@
 # Build the earlier releases named in versions.env (RAGPG_RELEASES, version:commit) from
 # this checkout's git history, exactly as they shipped:
 #   build/releases/extension/rag--<v>.sql   that release's install script
+#   build/releases/extension/rag--<v>.control  its requires
 #   build/releases/lib/<v>/ragpg            its Python package; deps, models and the
 #                                           tiktoken cache are links to the current release's
 # install.sh puts them next to the current release, so that an old version can be created
@@ -27,6 +28,9 @@ for rel in $RAGPG_RELEASES; do
   else                                                  # 0.1.0: one file
     python3 "$src/scripts/build_sql.py" "$v" "/usr/local/lib/ragpg/$v" "$PWD/$OUT.tmp/extension/rag--$v.sql" >/dev/null
   fi
+  # its requires (a secondary control file): CREATE EXTENSION rag VERSION '<v>' CASCADE
+  # installs what that release did (up to 0.4.0 also pg_trgm, which 0.5.0 no longer needs)
+  git show "$commit:extension/rag.control" | grep '^requires' > "$OUT.tmp/extension/rag--$v.control"
   mkdir -p "$OUT.tmp/lib/$v"
   cp -r "$src/plpy/ragpg" "$OUT.tmp/lib/$v/ragpg"
   for d in deps models tiktoken-cache; do ln -s "../$RAGPG_VERSION/$d" "$OUT.tmp/lib/$v/$d"; done

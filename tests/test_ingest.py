@@ -29,8 +29,11 @@ def test_extension_installs_with_its_version(db):
                 .read_text().splitlines() if ln.startswith("RAGPG_VERSION="))
     assert (version, schema) == (want, "rag")
     deps = {r[0] for r in db.execute(
-        "SELECT extname FROM pg_extension WHERE extname IN ('vector', 'plpython3u', 'pg_trgm')")}
-    assert deps == {"vector", "plpython3u", "pg_trgm"}
+        "SELECT r.extname FROM pg_depend AS d JOIN pg_extension AS r ON r.oid = d.refobjid"
+        " WHERE d.classid = 'pg_extension'::regclass AND d.objid = (SELECT oid FROM pg_extension WHERE extname = 'rag')"
+        " AND d.refclassid = 'pg_extension'::regclass")}
+    assert deps == {"vector", "plpython3u", "pgrowlocks"}      # not pg_trgm (up to 0.4.0; never used)
+    assert db.execute("SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'").fetchone()[0] == 0
 
 
 def test_ingest_chunks_by_heading_and_embeds(db):

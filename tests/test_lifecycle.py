@@ -612,3 +612,39 @@ def test_an_upgrade_runs_no_plant_and_rebinds_what_an_old_install_bound(new_db):
     _use_everything(url)
     with psycopg.connect(url, autocommit=True) as su:
         assert su.execute("SELECT who, what FROM public.ran_as").fetchall() == []
+
+
+def test_the_upgrade_drops_pg_trgm_and_trusts_only_the_extensions_rag_requires(new_db):
+    """0.5.0 no longer requires pg_trgm (no release used it). The last release's install
+    pulled it in (its own requires); after the upgrade rag no longer depends on it, so it
+    can be dropped, and the install check trusts only what rag requires now, read from
+    pg_depend: an object of rag's bound to pg_trgm fails the upgrade, one bound to pgvector's
+    functions does not."""
+    url = new_db(OLD)
+
+    def required(su) -> set[str]:
+        return {r[0] for r in su.execute("""
+            SELECT r.extname FROM pg_depend AS d JOIN pg_extension AS r ON r.oid = d.refobjid
+            WHERE d.classid = 'pg_extension'::regclass AND d.refclassid = 'pg_extension'::regclass
+              AND d.objid = (SELECT oid FROM pg_extension WHERE extname = 'rag')""")}
+
+    with psycopg.connect(url, autocommit=True) as su:
+        assert required(su) == {"vector", "plpython3u", "pg_trgm", "pgrowlocks"}
+        trgm, vec = (su.execute("SELECT n.nspname FROM pg_extension AS e JOIN pg_namespace AS n "
+                                "ON n.oid = e.extnamespace WHERE e.extname = %s", (x,)).fetchone()[0]
+                     for x in ("pg_trgm", "vector"))
+        su.execute(f"CREATE VIEW rag.trigram_probe AS SELECT {trgm}.similarity('ferry', 'ferries') AS s")
+        su.execute(f"CREATE VIEW rag.vector_probe AS SELECT {vec}.vector_dims('[1,2]'::{vec}.vector) AS n")
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as e:
+            su.execute("ALTER EXTENSION rag UPDATE")
+        assert "rag.trigram_probe" in str(e.value) and "similarity" in str(e.value)
+        assert "vector_probe" not in str(e.value)
+        assert _version(su) == OLD                      # the whole upgrade rolled back
+        su.execute("DROP VIEW rag.trigram_probe")
+        su.execute("ALTER EXTENSION rag UPDATE")
+        assert _version(su) == NEW
+        assert required(su) == {"vector", "plpython3u", "pgrowlocks"}
+        su.execute("DROP EXTENSION pg_trgm")            # nothing of rag's needs it
+        assert su.execute("SELECT n FROM rag.vector_probe").fetchone()[0] == 2
+        su.execute("SELECT rag.ingest('Ferries leave the harbour at seven.', 'ferries.md')")
+        assert su.execute("SELECT count(*) FROM rag.search('when do ferries leave')").fetchone()[0] == 1

@@ -104,9 +104,7 @@ def _prepare(plpy, sql: str, types: list[str]):
     (rag._vector_schema): rag's functions run with search_path = pg_catalog, pg_temp, so
     pgvector's types, operators and functions are named with their schema (docs/security.md)."""
     if VECTOR in sql or any(VECTOR in t for t in types):
-        v = plpy.execute("SELECT rag._vector_schema() AS v")[0]["v"]
-        if v is None:
-            raise RagError("rag: extension vector is not installed", "CREATE EXTENSION vector")
+        v = plpy.execute("SELECT rag._vector_schema() AS v")[0]["v"]   # rag requires vector: never NULL
         sql, types = sql.replace(VECTOR, v), [t.replace(VECTOR, v) for t in types]
     return plpy.prepare(sql, types)
 

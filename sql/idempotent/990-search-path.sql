@@ -24,10 +24,12 @@ $$;
 
 -- Nothing of rag's (a view, a check, a default, a policy, an index, a trigger, a function
 -- body bound at creation) may call a function or operator outside pg_catalog, rag and the
--- extensions rag requires: one created where roles may create objects would run with the
--- rights of whoever touches rag. Every script runs with search_path = pg_catalog, pg_temp
--- (scripts/build_sql.py), so nothing binds to such an object now; a database installed by
--- an older release while such an object existed fails here, naming what to make again.
+-- extensions rag requires (its pg_depend entries, i.e. the control file's requires; an
+-- extension an older release required and this one does not is not trusted): one created
+-- where roles may create objects would run with the rights of whoever touches rag. Every
+-- script runs with search_path = pg_catalog, pg_temp (scripts/build_sql.py), so nothing
+-- binds to such an object now; a database installed by an older release while such an
+-- object existed fails here, naming what to make again.
 DO $$
 DECLARE
     bound text;
@@ -60,14 +62,21 @@ BEGIN
     FROM d
     WHERE d.nsp = 'rag'::pg_catalog.regnamespace
       AND d.refnsp NOT IN ('pg_catalog'::pg_catalog.regnamespace, 'rag'::pg_catalog.regnamespace)
-      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend AS x JOIN pg_catalog.pg_extension AS e ON e.oid = x.refobjid
+      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend AS x
                       WHERE x.classid = d.refclassid AND x.objid = d.refobjid AND x.deptype = 'e'
-                        AND e.extname IN ('vector', 'pgrowlocks', 'pg_trgm', 'plpython3u'));
+                        AND x.refobjid IN (SELECT r.refobjid FROM pg_catalog.pg_depend AS r
+                                           WHERE r.classid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+                                             AND r.objid = (SELECT e.oid FROM pg_catalog.pg_extension AS e
+                                                            WHERE e.extname = 'rag')
+                                             AND r.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+                                             AND r.deptype = 'n'));
     IF bound IS NOT NULL THEN
-        RAISE EXCEPTION 'rag: objects of rag call functions or operators that no trusted schema holds: %', bound
+        RAISE EXCEPTION 'rag: objects of rag call functions or operators outside pg_catalog, rag and the extensions '
+                        'rag requires: %', bound
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'an older release''s install bound them to objects created where the required extensions live '
-                         '(docs/security.md): drop those objects, then make these again (or dump, reinstall and restore)';
+                  HINT = 'an older release''s install bound them to objects created where the required extensions live, '
+                         'or they use an extension rag no longer requires (docs/security.md): drop those objects, then '
+                         'make these again (or dump, reinstall and restore)';
     END IF;
 END
 $$;
