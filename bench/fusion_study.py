@@ -40,7 +40,7 @@ def norm(text: str) -> str:
 
 def fetch(dsn: str, eval_dir: Path, k1: float | None = None, b: float | None = None) -> dict:
     """Per set: each query's candidates (id, vector score, BM25, vector rank, lexical rank,
-    proximity), the judgments, the answers and each chunk's (document, content). BM25 with
+    proximity, best window's BM25), the judgments, the answers and each chunk's (document, content). BM25 with
     the database's k1 and b unless given."""
     out = {}
     with psycopg.connect(dsn, autocommit=True) as c:
@@ -61,7 +61,8 @@ def fetch(dsn: str, eval_dir: Path, k1: float | None = None, b: float | None = N
                 answers.setdefault(q, []).append((d, norm(a)[:200]))
             legs = {}
             for n, (qid, text) in enumerate(queries):
-                r = c.execute("""SELECT ids, vector_scores, lexical_scores, vector_ranks, lexical_ranks, proximities
+                r = c.execute("""SELECT ids, vector_scores, lexical_scores, vector_ranks, lexical_ranks, proximities,
+                                        window_lexical_scores
                                  FROM rag._search_legs(%s, 'hybrid', %s, %s,
                                                        coalesce(%s, rag._setting('bm25_k1')::float8),
                                                        coalesce(%s, rag._setting('bm25_b')::float8),
@@ -133,19 +134,24 @@ def convex(wv=1.0, wl=1.0, norm_fn=_minmax, clip_to_leg=False):
     return fuse
 
 
-# ---- 0.5.0's rule and variants of it: rows also carry the proximity (r[5]), and r[1] is
-# the vector score as rag.search ranks by it (averaged with the best window's) ----
+# ---- 0.5.0's rule and variants of it: rows also carry the proximity (r[5]) and the best
+# window's BM25 (r[6]), and r[1] is the vector score as rag.search ranks by it (averaged
+# with the best window's) ----
 
-def _fused(rows, wp=0.1, wv=1.0, wl=1.0):
+def _fused(rows, wp=0.2, wv=1.0, wl=1.0, a=0.3):
+    """a: the best window's share of the lexical score (0: BM25 alone)."""
     nv, nl = _minmax([r[1] for r in rows]), _minmax([r[2] for r in rows])
-    return [(wv * a + wl * b) / (wv + wl) + wp * (r[5] or 0.0) for a, b, r in zip(nv, nl, rows)]
+    if a:
+        nl = [(1 - a) * x + a * y for x, y in zip(nl, _minmax([r[6] for r in rows]))]
+    return [(wv * x + wl * y) / (wv + wl) + wp * (r[5] or 0.0) for x, y, r in zip(nv, nl, rows)]
 
 
-def shipped(wp=0.1):
-    """0.5.0: min-max 1:1 plus wp x proximity."""
+def shipped(wp=0.2, a=0.3):
+    """0.5.0: min-max 1:1, the lexical score 0.7 BM25 + 0.3 the best window's, plus wp x
+    proximity."""
     def fuse(rows, depth, chunks=None):
         rows = _within(rows, depth)
-        return _order([r[0] for r in rows], _fused(rows, wp), rows) if rows else []
+        return _order([r[0] for r in rows], _fused(rows, wp, a=a), rows) if rows else []
     return fuse
 
 
@@ -153,7 +159,7 @@ def per_article(cap, top=10):
     """At most cap chunks of one article among the first `top` (the rest follow in order)."""
     def fuse(rows, depth, chunks=None):
         first, later, seen = [], [], {}
-        for i in shipped()(rows, depth):
+        for i in shipped(0.1, a=0)(rows, depth):
             doc = chunks[str(i)][0]
             if len(first) < top and seen.get(doc, 0) < cap:
                 seen[doc] = seen.get(doc, 0) + 1
@@ -170,7 +176,7 @@ def both_legs(beta, top=None):
         rows = _within(rows, depth)
         t = top or depth
         s = [x * (1 + beta * (r[3] is not None and r[3] <= t and r[4] is not None and r[4] <= t))
-             for x, r in zip(_fused(rows), rows)]
+             for x, r in zip(_fused(rows, 0.1, a=0), rows)]
         return _order([r[0] for r in rows], s, rows) if rows else []
     return fuse
 
@@ -214,7 +220,7 @@ def references(w, scale=5.0):
     front matter full of years and links) sharing the question's words ranks lower."""
     def fuse(rows, depth, chunks=None):
         rows = _within(rows, depth)
-        s = [x - w * min(1.0, scale * reference_likeness(chunks[str(r[0])][1])) for x, r in zip(_fused(rows), rows)]
+        s = [x - w * min(1.0, scale * reference_likeness(chunks[str(r[0])][1])) for x, r in zip(_fused(rows, 0.1, a=0), rows)]
         return _order([r[0] for r in rows], s, rows) if rows else []
     return fuse
 
@@ -222,8 +228,13 @@ def references(w, scale=5.0):
 RULES_050 = {
     "vector": only("vector"),
     "lexical": only("lexical"),
-    "0.5.0 (min-max 1:1 + 0.1 proximity)": shipped(0.1),
-    "same, proximity 0.2": shipped(0.2),
+    "0.5.0 before the lexical windows (min-max 1:1 + 0.1 proximity)": shipped(0.1, a=0),
+    "same, proximity 0.2": shipped(0.2, a=0),
+    "**0.5.0 (lexical 0.7 BM25 + 0.3 best window, + 0.2 proximity)**": shipped(),
+    "lexical windows, proximity 0.1": shipped(0.1),
+    "lexical windows, proximity 0.15": shipped(0.15),
+    "lexical windows, proximity 0.25": shipped(0.25),
+    "lexical windows 0.5, proximity 0.2": shipped(0.2, a=0.5),
     "at most 1 chunk of an article in the top 10": per_article(1),
     "at most 2": per_article(2),
     "at most 3": per_article(3),
@@ -292,7 +303,7 @@ def score(data, name, fuse, depth):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dsn", required=True)
-    ap.add_argument("--cache", default="/tmp/ragpg-fusion-legs-v2.json")
+    ap.add_argument("--cache", default="/tmp/ragpg-fusion-legs-v3.json")
     ap.add_argument("--eval-dir", default=str(ROOT.parent / "shared" / "eval"))
     ap.add_argument("--rules", choices=("0.4.0", "0.5.0"), default="0.4.0")
     ap.add_argument("--k1", type=float)

@@ -137,8 +137,10 @@ def test_stopword_only_query_still_searches_by_vector(db):
 
 
 def test_proximity_term_lifts_the_chunk_holding_the_query_words_together(db):
-    """proximity_weight (0.1 by default) adds w_p * proximity to the fused score: the
-    IDF-weighted share of the query's lexemes a chunk holds within 12 word positions."""
+    """proximity_weight (0.2 by default) adds w_p * proximity to the fused score: the
+    IDF-weighted share of the query's lexemes a chunk holds within 12 word positions. (Any
+    w_p > 0 also mixes the best window's BM25 into the lexical score, the same for every
+    w_p: the difference between two weights is the proximity term alone.)"""
     together = "The turbine blade cracked near the root after the vibration test, engineers found."
     scattered = ("Engineers found the blade in the storeroom. Hours later, after lunch, someone ran a "
                  "vibration test on a different machine entirely. Much later still, a turbine was "
@@ -152,11 +154,10 @@ def test_proximity_term_lifts_the_chunk_holding_the_query_words_together(db):
             f"""SELECT d.source, s.score, s.vector_rank, s.lexical_rank FROM rag.search(%s, 8{extra}) AS s
                 JOIN rag.documents AS d ON d.id = s.document_id""", (q,)).fetchall()}
 
-    off, on = scores(", proximity_weight => 0"), scores(", proximity_weight => 1")
-    default = scores()
-    two = scores(", proximity_weight => 2")
+    one, two = scores(", proximity_weight => 1"), scores(", proximity_weight => 2")
+    default, three = scores(), scores(", proximity_weight => 3")
     # every query lexeme of together.md is within 12 positions: + 1; scattered.md's are not
-    lift = {src: on[src][0] - off[src][0] for src in off}
+    lift = {src: two[src][0] - one[src][0] for src in one}
     assert lift["together.md"] == pytest.approx(1.0, abs=1e-9)
     # scattered.md: every query lexeme is in both chunks (equal IDF), so its proximity is
     # the most of them any 12 consecutive positions of its tsvector hold, over 5
@@ -166,13 +167,61 @@ def test_proximity_term_lifts_the_chunk_holding_the_query_words_together(db):
     assert len(pos) == 5
     best = max(len({lx for lx, ps in pos if any(start <= p < start + 12 for p in ps)}) for start in range(1, 200))
     assert 0 < best < 5 and lift["scattered.md"] == pytest.approx(best / 5, abs=1e-9)
-    for src in off:   # the term scales with the weight; the legs' ranks do not move
-        assert two[src][0] - off[src][0] == pytest.approx(2 * lift[src], abs=1e-9)
-        assert default[src][0] - off[src][0] == pytest.approx(0.1 * lift[src], abs=1e-9)
-        assert on[src][1:] == off[src][1:]
+    for src in one:   # the term scales with the weight; the legs' ranks do not move
+        assert three[src][0] - one[src][0] == pytest.approx(2 * lift[src], abs=1e-9)
+        assert one[src][0] - default[src][0] == pytest.approx(0.8 * lift[src], abs=1e-9)
+        assert two[src][1:] == one[src][1:] == default[src][1:]
     # the term is score fusion's: mode lexical and rrf keep their own scores
     for extra in (", mode => 'lexical'", ", fusion => 'rrf'"):
         assert scores(extra + ", proximity_weight => 1") == scores(extra + ", proximity_weight => 0")
+
+
+WORDS = ("apple river garden window market yellow silver forest mountain village teacher letter kitchen "
+         "button pocket candle harbor meadow basket ladder orange purple dinner summer winter autumn spring "
+         "island valley desert ocean bridge castle tower street corner station ticket travel journey morning "
+         "evening night cloud storm rain snow wind thunder sunlight shadow mirror picture painting music "
+         "guitar piano violin drum song dance story poem novel chapter page library museum theater cinema "
+         "coffee tea bread butter cheese honey sugar salt pepper lemon cherry grape melon peach plum carrot "
+         "potato onion garlic tomato bean rice noodle soup salad dessert cake cookie pie jam juice water milk "
+         "chair table sofa carpet curtain lamp clock pillow blanket towel soap brush comb ribbon wallet "
+         "umbrella helmet").split()
+FILLER = [" ".join(WORDS[20 * n:20 * n + 20]).capitalize() + "." for n in range(6)]   # no query word
+QUERY_SENTENCES = ["The turbine hummed.", "The blade shone.", "The vibration grew."]
+
+
+def test_the_lexical_score_mixes_in_the_best_windows_bm25(db):
+    """With w_p > 0 a chunk's lexical score in score fusion is 0.7 x its BM25 + 0.3 x its
+    best window's (each min-max normalised over the candidates). Two chunks of the same
+    words: one holds the query's words in one window (of the sentences its window
+    embeddings are made of), the other one in each of three; their BM25 is the same, their
+    best windows' not. rag.search's fused scores follow from rag._search_legs'."""
+    f, (q1, q2, q3) = FILLER, QUERY_SENTENCES
+    db.execute("SELECT rag.ingest(%s, 'together.md')", (" ".join([q1, q2, q3] + f),))
+    db.execute("SELECT rag.ingest(%s, 'spread.md')", (" ".join([q1, f[0], f[1], f[2], q2, f[3], f[4], f[5], q3]),))
+    q = "turbine blade vibration"
+    ids, vs, ls, px, wl = db.execute(
+        """SELECT ids, vector_scores, lexical_scores, proximities, window_lexical_scores
+           FROM rag._search_legs(%s, 'hybrid', 30, 30, rag._setting('bm25_k1')::float8,
+                                 rag._setting('bm25_b')::float8, NULL, 'bm25', true, true)""", (q,)).fetchone()
+    src = dict(db.execute("SELECT c.id, d.source FROM rag.chunks AS c JOIN rag.documents AS d ON d.id = c.document_id"))
+    by = {src[i]: (l, w) for i, l, w in zip(ids, ls, wl)}
+    assert by["together.md"][0] == pytest.approx(by["spread.md"][0], rel=1e-9) and by["spread.md"][0] > 0
+    assert by["together.md"][1] > 1.5 * by["spread.md"][1] > 0
+    # without the proximity term (w_p 0) there are no window scores either
+    off = db.execute("""SELECT window_lexical_scores, proximities FROM rag._search_legs(%s, 'hybrid', 30, 30,
+                            rag._setting('bm25_k1')::float8, rag._setting('bm25_b')::float8, NULL, 'bm25', true,
+                            false)""", (q,)).fetchone()
+    assert off == (None, None)
+
+    def mm(xs):
+        lo, hi = min(xs), max(xs)
+        return [(x - lo) / (hi - lo) if hi > lo else 1.0 for x in xs]
+    want = {i: (v + 0.7 * l + 0.3 * w) / 2 + 1.0 * p for i, v, l, w, p in zip(ids, mm(vs), mm(ls), mm(wl), px)}
+    got = db.execute("SELECT chunk_id, score FROM rag.search(%s, 8, proximity_weight => 1)", (q,)).fetchall()
+    assert len(got) == len(ids) == 2
+    for i, score in got:
+        assert score == pytest.approx(want[i], abs=1e-9)
+    assert got[0][0] == next(i for i in ids if src[i] == "together.md")
 
 
 # -- window embeddings: a long chunk is also scored by its best window -----------------------

@@ -288,6 +288,24 @@ def proximity(hits: list[int], idf: list[float], window: int = PROXIMITY_WINDOW)
     return min(1.0, best / total)
 
 
+def best_windows(owner: list[int], lengths: list[float], tf_rows: list[list[int]], idf, k1: float,
+                 b: float) -> dict[int, float]:
+    """Each owner's best window by BM25: window i belongs to chunk owner[i], has `lengths[i]`
+    lexemes and `tf_rows[i]` occurrences of each query lexeme (IDF `idf`); a window is a
+    document of its own, its length measured against the mean length of these windows."""
+    if not owner:
+        return {}
+    ln = np.array(lengths, dtype=np.float64)
+    avg = float(ln.mean()) or 1.0
+    tf = np.array(tf_rows, dtype=np.float64).reshape(len(owner), len(idf))
+    scores = weight(tf, ln[:, None], np.asarray(idf, dtype=np.float64)[None, :], k1, b, avg).sum(axis=1)
+    best: dict[int, float] = {}
+    for i, x in zip(owner, scores.tolist()):
+        if x > best.get(i, -1.0):
+            best[i] = x
+    return best
+
+
 def term_frequencies(hits: list[int], n: int) -> list[int]:
     """Each query lexeme's term frequency in a chunk, from its occurrences as `proximity`
     takes them (`position * 65536 + lexeme index`): the same numbers as its tsvector's

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from . import answer as answer_mod
 from . import files, interrupts, keys, lexical, providers, tokens
 from . import rerank as rerank_mod
-from .chunking import chunk_text, windows
+from .chunking import WINDOW_TEXT_CHARS, chunk_text, windows
 from .embedding import _EMBEDDERS, DEFAULT_MODEL, get_embedder, load_tokenizer, to_vector_literal
 from .errors import BudgetExceeded, InvalidParameter, LimitExceeded, NotAllowed, RagError, shown
 from .text import to_text
@@ -397,7 +397,8 @@ def _vector_leg(plpy, tenant: str, model: str, vec, literal: str, k: int, pred: 
 
 
 def _missing_scores(plpy, tenant: str, model: str, vec, literal: str, need_cos: list[int], need_lex: list[int],
-                    lex_of, near: list[int] = (), need_win: list[int] = ()) -> tuple[dict, dict, dict, dict]:
+                    lex_of, near: list[int] = (), need_win: list[int] = (),
+                    lexical_windows: bool = False) -> tuple[dict, dict, dict, dict, dict]:
     """The scores the legs did not give, in one query: the cosine of `need_cos` (those
     embedded with `model`) and the lexical score of `need_lex` (BM25 through a Scorer from
     their tsvectors, ~40 us a chunk; or a function such as the ts_rank leg's; none without
@@ -405,7 +406,8 @@ def _missing_scores(plpy, tenant: str, model: str, vec, literal: str, need_cos: 
     query lexemes' positions in their tsvectors; and the best cosine among the window
     embeddings of `need_win` (those of `model` that have windows). A chunk in both
     `need_lex` and `near` has its tsvector filtered once: its term frequencies are counted
-    from the positions (lexical.term_frequencies)."""
+    from the positions (lexical.term_frequencies). With `lexical_windows`, also the BM25 of
+    the best window of each chunk of `near` (_window_bm25)."""
     scorer = lex_of if isinstance(lex_of, Scorer) else None
     bm25 = scorer is not None and bool(need_lex)
     near = list(near) if scorer is not None else []
@@ -413,6 +415,9 @@ def _missing_scores(plpy, tenant: str, model: str, vec, literal: str, need_cos: 
           " CASE WHEN c.id = ANY ($5) AND NOT c.id = ANY ($7) THEN %s END AS tf"
           % (LEN_SQL, TF_SQL.replace("$L", "$4"))) if bm25 else ""
     hits = ", CASE WHEN c.id = ANY ($7) THEN %s END AS hits" % HITS_SQL.replace("$L", "$4") if near else ""
+    lexical_windows = lexical_windows and bool(near)
+    if lexical_windows:
+        hits += ", CASE WHEN c.id = ANY ($7) THEN c.content END AS content"
     # a window of another length or a zero vector (written by hand) is skipped, not an error
     # nor a NaN
     # (no pgvector function by name: where roles may create functions, an overload with a
@@ -445,7 +450,40 @@ def _missing_scores(plpy, tenant: str, model: str, vec, literal: str, need_cos: 
     if near:
         idf = [float(x) for x in scorer.idf]
         prox = {r["id"]: lexical.proximity(r["hits"], idf) for r in rows if r["hits"] is not None}
-    return sims, lex, prox, wins
+    wlex = _window_bm25(plpy, scorer, {r["id"]: r["content"] for r in rows if r["content"] is not None}) \
+        if lexical_windows else {}
+    return sims, lex, prox, wins, wlex
+
+
+# each text's length (lexemes) and the tf of each lexeme of $2 in it, as TF_SQL and LEN_SQL
+# read them from a chunk's tsvector, from the tsvector the chunk's own column would hold
+_WINDOW_TF = """
+    SELECT (SELECT coalesce(sum(cardinality(u.positions)), 0) FROM unnest(w.v) AS u)::float8 AS len,
+           ARRAY(SELECT coalesce(cardinality(u.positions), 0)
+                 FROM unnest($2::text[]) WITH ORDINALITY AS l (lexeme, i)
+                 LEFT JOIN unnest(ts_filter(setweight(w.v, 'A', $2), '{a}')) AS u ON u.lexeme = l.lexeme
+                 ORDER BY l.i) AS tf
+    FROM (SELECT t.n, to_tsvector('english'::regconfig, t.w) AS v
+          FROM unnest($1::text[]) WITH ORDINALITY AS t (w, n)) AS w
+    ORDER BY w.n"""
+
+
+def _window_bm25(plpy, scorer: Scorer, contents: dict[int, str]) -> dict[int, float]:
+    """The BM25 of each chunk's best window: its windows (chunking.windows, the ones its
+    window embeddings are made of; a chunk that is one window is its own), each scored as
+    a document of BM25 with the query's IDF, k1 and b, and the mean length of the windows
+    at hand. The lexical counterpart of the vector leg's best window: a chunk that holds
+    the query's words in one passage gains (docs/retrieval-quality.md)."""
+    owner, texts = [], []
+    for i, text in contents.items():
+        for w in windows(text) or [text[:WINDOW_TEXT_CHARS]]:
+            owner.append(i)
+            texts.append(w)
+    if not texts:
+        return {}
+    rows = plpy.execute(_plan(plpy, _WINDOW_TF, ["text[]", "text[]"]), [texts, scorer.lexemes])
+    return lexical.best_windows(owner, [r["len"] for r in rows], [r["tf"] for r in rows], scorer.idf, scorer.k1,
+                                scorer.b)
 
 
 _TS_RANK = """
@@ -484,19 +522,21 @@ def _predicate(plpy, filter_json: str | None) -> str | None:
 @sql_errors
 def search_legs(plpy, query: str, mode: str, vector_k: int, lexical_k: int, k1: float, b: float,
                 filter_json: str | None, ranking: str, both_scores: bool, proximity: bool = False,
-                window_setting: str = "on"):
+                window_setting: str = "on", lexical_windows_setting: str = "on"):
     """rag.search's candidates: the union of each leg's best (vector: cosine; lexical: BM25
     or ts_rank), as (ids, vector scores, lexical scores, vector ranks, lexical ranks,
-    proximities, True); a rank is None outside that leg's top. With `both_scores` (hybrid,
-    score fusion) every candidate gets both legs' scores: its exact BM25 (0 without a query
-    term) and its cosine; and with `proximity` and BM25 its proximity (lexical.proximity;
-    else None). A chunk's vector score is its cosine, or with window embeddings (unless
+    proximities, best windows' BM25, True); a rank is None outside that leg's top. With
+    `both_scores` (hybrid, score fusion) every candidate gets both legs' scores: its exact
+    BM25 (0 without a query term) and its cosine; and with `proximity` and BM25 its
+    proximity (lexical.proximity) and, unless `lexical_windows_setting` (rag.lexical_windows)
+    is off, its best window's BM25 (_window_bm25) (else None). A chunk's vector score is its cosine, or with window embeddings (unless
     `window_setting`, rag.window_embeddings, is off) the mean of its cosine and its best
     window's; the vector leg is ranked by it. The query's embedding runs in the worker
     thread while BM25 runs."""
     pred = _predicate(plpy, filter_json)
     want_vec, want_lex = mode in ("hybrid", "vector"), mode in ("hybrid", "lexical")
     use_windows = want_vec and _bool_setting({"window_embeddings": window_setting or ""}, "window_embeddings")
+    lexical_windows = _bool_setting({"lexical_windows": lexical_windows_setting or ""}, "lexical_windows")
     finish = _start_query_vector(plpy, query, None, want_lex and ranking == "bm25") if want_vec else None
     lex_ids, lex_sc, lex_of = [], [], None
     if want_lex and ranking == "bm25":
@@ -510,7 +550,7 @@ def search_legs(plpy, query: str, mode: str, vector_k: int, lexical_k: int, k1: 
     vs = dict(zip(vec_ids, vec_sc))
     ls = dict(zip(lex_ids, lex_sc))
     in_vec = set(vec_ids)
-    px = None
+    px = wl = None
     fill = both_scores and mode == "hybrid"
     need_cos = [i for i in lex_ids if i not in in_vec] if fill else []
     in_lex = set(lex_ids)
@@ -522,11 +562,11 @@ def search_legs(plpy, query: str, mode: str, vector_k: int, lexical_k: int, k1: 
                                         and len(lex_of.lexemes) <= 65536) else []
     need_win = list(vec_ids) + need_cos if use_windows else []
     if need_cos or need_lex or near or need_win:
-        sims, lex_more, prox, wins = _missing_scores(plpy, tenant, model, vec, literal, need_cos, need_lex, lex_of,
-                                                     near, need_win)
+        sims, lex_more, prox, wins, wlex = _missing_scores(plpy, tenant, model, vec, literal, need_cos, need_lex,
+                                                           lex_of, near, need_win, lexical_windows=lexical_windows)
         vs.update(sims)
         ls.update(lex_more)
-        px = prox if near else None
+        px, wl = (prox, wlex if lexical_windows else None) if near else (None, None)
         # a chunk with windows scores the mean of its own cosine and its best window's (a
         # zero vector's cosine is NaN: such a window is skipped)
         for i, w in wins.items():
@@ -550,7 +590,8 @@ def search_legs(plpy, query: str, mode: str, vector_k: int, lexical_k: int, k1: 
         ls = {i: ls.get(i, 0.0) for i in ids}
     return (ids, [vs.get(i) for i in ids], [ls.get(i) for i in ids],
             [vrank.get(i) for i in ids], [lrank.get(i) for i in ids],
-            [px.get(i, 0.0) for i in ids] if px is not None else None, True)
+            [px.get(i, 0.0) for i in ids] if px is not None else None,
+            [wl.get(i, 0.0) for i in ids] if wl is not None else None, True)
 
 
 @sql_errors

@@ -35,7 +35,8 @@ AS $$
         ('provider_batch_size',   '96',       'texts per embedding request to a provider'),
         ('daily_budget',          '',         'most cost per tenant per UTC day (the unit of rag.models prices); empty: no limit'),
         ('store_answers',         'on',       'rag.ask stores every answer in rag.answers (off: not stored)'),
-        ('window_embeddings',     'on',       'each chunk is also embedded in windows of up to 64 words, and the vector leg scores the mean of the chunk''s and its best window''s cosine (off: new chunks get none, and search uses cosines only)')
+        ('window_embeddings',     'on',       'each chunk is also embedded in windows of up to 64 words, and the vector leg scores the mean of the chunk''s and its best window''s cosine (off: new chunks get none, and search uses cosines only)'),
+        ('lexical_windows',       'on',       'with the proximity term, score fusion reads a chunk''s lexical score as 0.7 x its BM25 and 0.3 x its best window''s (off: BM25 alone)')
     ) AS d (name, default_value, description)
 $$;
 
@@ -139,7 +140,8 @@ BEGIN
         ('provider_batch_size', 'int', 1, 2048),
         ('daily_budget', 'float', 0, 1e12),
         ('store_answers', 'bool', NULL, NULL),
-        ('window_embeddings', 'bool', NULL, NULL)
+        ('window_embeddings', 'bool', NULL, NULL),
+        ('lexical_windows', 'bool', NULL, NULL)
     ) AS r (name, kind, lo, hi) WHERE r.name = setting_name;
     IF FOUND AND rule.kind = 'bool' THEN
         IF lower(v) NOT IN ('on', 'off', 'true', 'false', 'yes', 'no', '1', '0') THEN

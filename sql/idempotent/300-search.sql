@@ -110,20 +110,23 @@ $$;
 -- (NULL outside that leg's top; the vector leg ranked by its score; window_embeddings: the
 -- setting, off: cosines only). With both_scores every candidate gets both legs' scores,
 -- and with proximity (BM25) its proximity: the IDF-weighted share of the query's lexemes
--- it holds within 12 word positions (0..1). ok is NULL with a pending error. The query's
--- embedding runs in a worker thread while the BM25 leg runs.
+-- it holds within 12 word positions (0..1), and unless lexical_windows (the setting) is
+-- off its best window's BM25 (its windows, the sentences its window embeddings are made
+-- of, each scored as a document). ok is NULL
+-- with a pending error. The query's embedding runs in a worker thread while the BM25 leg
+-- runs.
 CREATE OR REPLACE FUNCTION rag._search_legs(query text, mode text, vector_k int, lexical_k int, k1 float8, b float8,
                                             filter jsonb, lexical_ranking text, both_scores boolean, proximity boolean,
-                                            window_embeddings text DEFAULT 'on',
+                                            window_embeddings text DEFAULT 'on', lexical_windows text DEFAULT 'on',
                                             OUT ids bigint[], OUT vector_scores float8[], OUT lexical_scores float8[],
                                             OUT vector_ranks int[], OUT lexical_ranks int[], OUT proximities float8[],
-                                            OUT ok boolean)
+                                            OUT window_lexical_scores float8[], OUT ok boolean)
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $python$
     #@ragpg-prologue
     return ragpg.pg.search_legs(plpy, query, mode, vector_k, lexical_k, k1, b, filter, lexical_ranking, both_scores,
-                                proximity, window_embeddings)
+                                proximity, window_embeddings, lexical_windows)
 $python$;
 
 -- rag._rerank (internal): each passage's new rank (1-based) by a reranker or a chat model
@@ -157,10 +160,13 @@ $$;
 --   fusion 'convex' (default): every candidate gets both legs' scores (its cosine, its
 --            exact BM25), each min-max normalised over the candidates, combined as
 --            (w_v * vector + w_l * lexical) / (w_v + w_l) + w_p * proximity
---            where proximity (0..1) is the IDF-weighted share of the query's lexemes the
+--            where, with proximity_weight w_p > 0 (0.2; 0 turns both off) and the setting
+--            rag.lexical_windows on, lexical = 0.7 * BM25 + 0.3 * its best window's BM25
+--            (each normalised: the passage-level evidence the vector score has from the
+--            window embeddings)
+--            and proximity (0..1) is the IDF-weighted share of the query's lexemes the
 --            chunk holds within 12 word positions: a passage that answers a question
---            tends to hold its words together (with BM25; w_p: proximity_weight, 0.1;
---            0 turns it off; measured in docs/retrieval-quality.md)
+--            tends to hold its words together (measured in docs/retrieval-quality.md)
 --   fusion 'rrf': Reciprocal Rank Fusion, w_v / (rrf_c + vector_rank) + w_l / (rrf_c +
 --            lexical_rank)
 -- (weights w_v, w_l: vector_weight and lexical_weight, 1 and 1)
@@ -188,7 +194,7 @@ CREATE OR REPLACE FUNCTION rag.search(
     fusion          text DEFAULT 'convex',
     rerank          text DEFAULT NULL,
     rerank_k        int DEFAULT 30,
-    proximity_weight float8 DEFAULT 0.1)
+    proximity_weight float8 DEFAULT 0.2)
 RETURNS TABLE (
     chunk_id     bigint,
     document_id  bigint,
@@ -279,17 +285,18 @@ BEGIN
                                              CASE WHEN mode <> 'vector' THEN rag._setting('bm25_b')::float8 END,
                                              filter, lexical_ranking, mode = 'hybrid' AND fusion = 'convex',
                                              mode = 'hybrid' AND fusion = 'convex' AND proximity_weight > 0,
-                                             rag._setting('window_embeddings'));
+                                             rag._setting('window_embeddings'), rag._setting('lexical_windows'));
     IF legs.ok IS NULL THEN
         PERFORM rag._raise_python_error();
     END IF;
 
     -- the fusion is static SQL, planned once per session: the best 2k candidates (so that
     -- a chunk deleted meanwhile by another transaction leaves k), or rerank_k
-    WITH u AS (SELECT u.id, u.vs, u.ls, u.vr, u.lr, u.px
+    WITH u AS (SELECT u.id, u.vs, u.ls, u.vr, u.lr, u.px, u.wl
                FROM unnest(legs.ids, legs.vector_scores, legs.lexical_scores, legs.vector_ranks, legs.lexical_ranks,
-                           legs.proximities) AS u (id, vs, ls, vr, lr, px)),
-         span AS (SELECT min(u.vs) AS vlo, max(u.vs) - min(u.vs) AS vw, min(u.ls) AS llo, max(u.ls) - min(u.ls) AS lw
+                           legs.proximities, legs.window_lexical_scores) AS u (id, vs, ls, vr, lr, px, wl)),
+         span AS (SELECT min(u.vs) AS vlo, max(u.vs) - min(u.vs) AS vw, min(u.ls) AS llo, max(u.ls) - min(u.ls) AS lw,
+                         min(u.wl) AS wlo, max(u.wl) - min(u.wl) AS ww
                   FROM u),
          fused AS (
             SELECT u.id, u.vr, u.lr,
@@ -298,9 +305,13 @@ BEGIN
                         WHEN fusion = 'rrf' THEN coalesce(vector_weight / (rrf_c + u.vr), 0)
                                                  + coalesce(lexical_weight / (rrf_c + u.lr), 0)
                         -- min-max normalised (all equal: 1), then the weighted mean, and
-                        -- the proximity term
+                        -- the proximity term; the lexical score with its best window's
                         ELSE (vector_weight * coalesce((u.vs - span.vlo) / nullif(span.vw, 0), 1)
-                              + lexical_weight * coalesce((u.ls - span.llo) / nullif(span.lw, 0), 1))
+                              + lexical_weight * CASE WHEN u.wl IS NULL
+                                                      THEN coalesce((u.ls - span.llo) / nullif(span.lw, 0), 1)
+                                                      ELSE 0.7 * coalesce((u.ls - span.llo) / nullif(span.lw, 0), 1)
+                                                           + 0.3 * coalesce((u.wl - span.wlo) / nullif(span.ww, 0), 1)
+                                                 END)
                              / (vector_weight + lexical_weight)
                              + proximity_weight * coalesce(u.px, 0) END AS score
             FROM u, span),

@@ -60,7 +60,7 @@ BEGIN
     PERFORM rag.current_tenant();  -- 42501 unless the caller may act for the set's tenant
     params := jsonb_build_object('vector_k', cand, 'lexical_k', cand, 'rrf_c', 60, 'vector_weight', 1,
                                  'lexical_weight', 1, 'lexical_ranking', 'bm25', 'fusion', 'convex',
-                                 'rerank', NULL, 'rerank_k', 30, 'proximity_weight', 0.1)
+                                 'rerank', NULL, 'rerank_k', 30, 'proximity_weight', 0.2)
               || params
               || jsonb_build_object('settings', (SELECT jsonb_object_agg(s.name, s.value) FROM rag.settings() AS s));
     INSERT INTO rag.eval_run (set_name, mode, k, params) VALUES (evaluate.set_name, evaluate.mode, evaluate.k, params)

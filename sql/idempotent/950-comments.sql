@@ -423,12 +423,13 @@ COMMENT ON FUNCTION rag.search(text, integer, text, jsonb, integer, integer, int
   '(fusion convex: each candidate''s vector score (its cosine, or with window embeddings the mean of its '
   'cosine and its best window''s) and exact BM25, min-max normalised over the candidates, '
   '(w_v * vector + w_l * lexical)/(w_v + w_l), plus w_p * proximity, the IDF-weighted share of the query''s '
-  'words the chunk holds within 12 word positions) or by rank (fusion rrf: w_v/(rrf_c + vector_rank) + '
+  'words the chunk holds within 12 word positions; with w_p > 0 the lexical score is 0.7 x its BM25 and 0.3 x '
+  'its best window''s, each normalised, unless the setting rag.lexical_windows is off) or by rank (fusion rrf: w_v/(rrf_c + vector_rank) + '
   'w_l/(rrf_c + lexical_rank)), optionally reordered by a reranker. Arguments: query, k (8), mode (hybrid, '
   'vector, lexical), filter (JSON: "source" and metadata keys), vector_k/lexical_k (30), rrf_c (60), '
   'vector_weight/lexical_weight (1), lexical_ranking (bm25, ts_rank), fusion (convex, rrf), rerank (a model '
   'of kind rerank, or a chat model: reorders the fused best rerank_k; if it fails the fused order stays and '
-  'a WARNING says why), rerank_k (30), proximity_weight (0.1; 0: off). Returns: rows (chunk_id, '
+  'a WARNING says why), rerank_k (30), proximity_weight (0.2; 0: off, and no window BM25). Returns: rows (chunk_id, '
   'document_id, ord, content, score, vector_rank, lexical_rank, source_table, source_key, rerank_rank, '
   'heading, page, url), best first; score is '
   'the fused score, or in mode vector the vector score and in mode lexical the BM25 score; heading and '
@@ -489,12 +490,14 @@ COMMENT ON FUNCTION rag.rebuild_lexical_index() IS
   'trigger builds them from chunks written 5,000 at a time (e.g. after a block was damaged by hand). Returns: '
   'the number of postings. Example: SELECT rag.rebuild_lexical_index();';
 
-COMMENT ON FUNCTION rag._search_legs(text, text, integer, integer, double precision, double precision, jsonb, text, boolean, boolean, text) IS
+COMMENT ON FUNCTION rag._search_legs(text, text, integer, integer, double precision, double precision, jsonb, text, boolean, boolean, text, text) IS
   'Internal: rag.search''s candidates, the union of each leg''s best (HNSW over the tenant''s chunks of its '
   'embedding model; BM25 or ts_rank, run while the model embeds the query): ids, each leg''s score and rank '
   '(NULL outside that leg''s top); with both_scores, both legs'' scores for every candidate, and with proximity '
-  '(BM25) its proximity (0..1); a chunk''s vector score is averaged with its best window''s unless '
-  'window_embeddings (the setting''s value) is off. ok is NULL with a pending error.';
+  '(BM25) its proximity (0..1) and, unless lexical_windows (the setting''s value) is off, its best window''s '
+  'BM25 (window_lexical_scores); a chunk''s vector score '
+  'is averaged with its best window''s unless window_embeddings (the setting''s value) is off. ok is NULL '
+  'with a pending error.';
 
 COMMENT ON FUNCTION rag._bm25_py(text, integer, double precision, double precision, jsonb) IS
   'Internal: the Python side of rag.bm25: (chunk_ids, scores) best first, or NULLs with a pending error.';

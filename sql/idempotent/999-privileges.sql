@@ -77,7 +77,7 @@ GRANT EXECUTE ON FUNCTION
     rag.query_lexemes(text),
     rag.bm25(text, int, float8, float8, jsonb),
     rag._bm25_py(text, int, float8, float8, jsonb),
-    rag._search_legs(text, text, int, int, float8, float8, jsonb, text, boolean, boolean, text),
+    rag._search_legs(text, text, int, int, float8, float8, jsonb, text, boolean, boolean, text, text),
     rag._rerank(text, text, text, text[]),
     rag.search(text, int, text, jsonb, int, int, int, float8, float8, text, text, text, int, float8),
     rag.page_url(text, int),
