@@ -1,8 +1,8 @@
 """What a fusion option costs per search: the same questions of eval sets loaded by `make
 eval`, each option alternated with the others on one connection (embeddings cached: the
 first pass embeds every question), medians of rag.search(q, 8, ...) in ms; an option is
-rag.window_embeddings (on: window embeddings rescore the vector leg) and rag.search's
-arguments.
+rag.window_embeddings (on: window embeddings rescore the vector leg), rag.lexical_windows
+(on: the lexical score mixes in the best window's BM25) and rag.search's arguments.
 
     .venv/bin/python bench/fusion_cost.py --dsn "$(bash scripts/localdb.sh dsn)" \
         [--set covid-qa-dev --set cranfield] [--queries 200]
@@ -15,14 +15,15 @@ import time
 
 import psycopg
 
-# (rag.window_embeddings, rag.search's extra arguments)
+# (rag.window_embeddings, rag.lexical_windows, rag.search's extra arguments)
 OPTIONS = {
-    "convex + proximity + windows (0.5.0)": ("on", ""),
-    "convex + proximity": ("off", ""),
-    "convex (0.4.0)": ("off", ", proximity_weight => 0"),
-    "rrf (0.3.0)": ("off", ", fusion => 'rrf'"),
-    "vector + windows": ("on", ", mode => 'vector'"),
-    "vector": ("off", ", mode => 'vector'"),
+    "convex + proximity + windows + lexical windows (0.5.0)": ("on", "on", ""),
+    "convex + proximity + windows": ("on", "off", ""),
+    "convex + proximity": ("off", "off", ""),
+    "convex (0.4.0)": ("off", "off", ", proximity_weight => 0"),
+    "rrf (0.3.0)": ("off", "off", ", fusion => 'rrf'"),
+    "vector + windows": ("on", "off", ", mode => 'vector'"),
+    "vector": ("off", "off", ", mode => 'vector'"),
 }
 
 
@@ -44,14 +45,15 @@ def main() -> None:
                 c.execute("SELECT count(*) FROM rag.search(%s, 8)", (q,))
             times = {o: [] for o in OPTIONS}
             for q in qs:
-                for o, (windows, extra) in OPTIONS.items():
-                    c.execute("SELECT set_config('rag.window_embeddings', %s, false)", (windows,))
+                for o, (windows, lexical_windows, extra) in OPTIONS.items():
+                    c.execute("SELECT set_config('rag.window_embeddings', %s, false), "
+                              "set_config('rag.lexical_windows', %s, false)", (windows, lexical_windows))
                     t0 = time.perf_counter()
                     c.execute(f"SELECT count(*) FROM rag.search(%s, 8{extra})", (q,)).fetchone()
                     times[o].append((time.perf_counter() - t0) * 1000)
             print(f"| {name} ({chunks:,}) | " + " | ".join(f"{statistics.median(t):.2f}" for t in times.values())
                   + " |", flush=True)
-            c.execute("RESET rag.window_embeddings")
+            c.execute("RESET rag.window_embeddings; RESET rag.lexical_windows")
 
 
 if __name__ == "__main__":
