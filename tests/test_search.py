@@ -212,6 +212,14 @@ def test_the_lexical_score_mixes_in_the_best_windows_bm25(db):
                             rag._setting('bm25_k1')::float8, rag._setting('bm25_b')::float8, NULL, 'bm25', true,
                             false)""", (q,)).fetchone()
     assert off == (None, None)
+    # rag.lexical_windows off: the proximity term stays, the windows go
+    db.execute("SET rag.lexical_windows = off")
+    px_only = db.execute("""SELECT window_lexical_scores, proximities FROM rag._search_legs(%s, 'hybrid', 30, 30,
+                                rag._setting('bm25_k1')::float8, rag._setting('bm25_b')::float8, NULL, 'bm25', true,
+                                true, rag._setting('window_embeddings'), rag._setting('lexical_windows'))""",
+                         (q,)).fetchone()
+    assert px_only[0] is None and px_only[1] == px
+    db.execute("RESET rag.lexical_windows")
 
     def mm(xs):
         lo, hi = min(xs), max(xs)
