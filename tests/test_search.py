@@ -207,6 +207,22 @@ def test_the_lexical_score_mixes_in_the_best_windows_bm25(db):
     by = {src[i]: (l, w) for i, l, w in zip(ids, ls, wl)}
     assert by["together.md"][0] == pytest.approx(by["spread.md"][0], rel=1e-9) and by["spread.md"][0] > 0
     assert by["together.md"][1] > 1.5 * by["spread.md"][1] > 0
+    # the windows' bounds were kept at ingest (3 windows each); without them (a chunk
+    # indexed before 0.5.0) search tokenizes the windows itself, with the same scores
+    spans = db.execute("""SELECT d.source, c.window_bounds, c.window_lengths FROM rag.chunks AS c
+                          JOIN rag.documents AS d ON d.id = c.document_id ORDER BY 1""").fetchall()
+    assert [(x, len(b), len(n)) for x, b, n in spans] == [("spread.md", 4, 3), ("together.md", 4, 3)]
+    db.execute("UPDATE rag.chunks SET window_bounds = NULL, window_lengths = NULL")
+    again = db.execute("""SELECT ids, window_lexical_scores FROM rag._search_legs(%s, 'hybrid', 30, 30,
+                              rag._setting('bm25_k1')::float8, rag._setting('bm25_b')::float8, NULL, 'bm25', true,
+                              true)""", (q,)).fetchone()
+    assert again[0] == ids and again[1] == pytest.approx(wl, rel=1e-12)
+    # bounds written by hand that describe no windows: that chunk has none (0), no error
+    db.execute("UPDATE rag.chunks SET window_bounds = '{9,3}', window_lengths = '{5}'")
+    assert db.execute("""SELECT window_lexical_scores FROM rag._search_legs(%s, 'hybrid', 30, 30,
+                             rag._setting('bm25_k1')::float8, rag._setting('bm25_b')::float8, NULL, 'bm25', true,
+                             true)""", (q,)).fetchone()[0] == [0.0, 0.0]
+    db.execute("UPDATE rag.chunks SET window_bounds = NULL, window_lengths = NULL")
     # without the proximity term (w_p 0) there are no window scores either
     off = db.execute("""SELECT window_lexical_scores, proximities FROM rag._search_legs(%s, 'hybrid', 30, 30,
                             rag._setting('bm25_k1')::float8, rag._setting('bm25_b')::float8, NULL, 'bm25', true,

@@ -26,6 +26,7 @@ remaining doubtful candidates exactly from their tsvector (one query).
 """
 from __future__ import annotations
 
+import bisect
 import heapq
 from dataclasses import dataclass, field
 from typing import Callable
@@ -304,6 +305,27 @@ def best_windows(owner: list[int], lengths: list[float], tf_rows: list[list[int]
         if x > best.get(i, -1.0):
             best[i] = x
     return best
+
+
+MAX_WINDOW_SPANS = 12      # as chunking.MAX_WINDOWS: what rag.chunks.window_bounds may describe
+
+
+def window_term_frequencies(hits: list[int], bounds: list[int], n: int) -> list[list[int]] | None:
+    """Each window's term frequency of each of n query lexemes, from the chunk's
+    occurrences as `proximity` takes them and the windows' `bounds` in its tsvector
+    positions (rag.chunks.window_bounds: window i holds positions bounds[i] up to
+    bounds[i + 1] - 1; a window without a word, e.g. of punctuation, holds none). None if
+    the bounds do not describe 1-12 windows in order (written by hand): the caller then
+    has no windows for the chunk."""
+    if not (2 <= len(bounds) <= MAX_WINDOW_SPANS + 1) or any(b is None for b in bounds) \
+            or any(x > y for x, y in zip(bounds, bounds[1:])):
+        return None
+    tf = [[0] * n for _ in range(len(bounds) - 1)]
+    for h in hits:
+        w = bisect.bisect_right(bounds, h >> 16) - 1
+        if 0 <= w < len(tf):
+            tf[w][h & 0xFFFF] += 1
+    return tf
 
 
 def term_frequencies(hits: list[int], n: int) -> list[int]:

@@ -407,7 +407,9 @@ def _missing_scores(plpy, tenant: str, model: str, vec, literal: str, need_cos: 
     embeddings of `need_win` (those of `model` that have windows). A chunk in both
     `need_lex` and `near` has its tsvector filtered once: its term frequencies are counted
     from the positions (lexical.term_frequencies). With `lexical_windows`, also the BM25 of
-    the best window of each chunk of `near` (_window_bm25)."""
+    the best window of each chunk of `near` (_window_bm25): its windows' term frequencies
+    from those positions and the windows' bounds kept at ingest, or for a chunk indexed
+    before them from its windows tokenized now."""
     scorer = lex_of if isinstance(lex_of, Scorer) else None
     bm25 = scorer is not None and bool(need_lex)
     near = list(near) if scorer is not None else []
@@ -416,8 +418,11 @@ def _missing_scores(plpy, tenant: str, model: str, vec, literal: str, need_cos: 
           % (LEN_SQL, TF_SQL.replace("$L", "$4"))) if bm25 else ""
     hits = ", CASE WHEN c.id = ANY ($7) THEN %s END AS hits" % HITS_SQL.replace("$L", "$4") if near else ""
     lexical_windows = lexical_windows and bool(near)
-    if lexical_windows:
-        hits += ", CASE WHEN c.id = ANY ($7) THEN c.content END AS content"
+    if lexical_windows:   # the windows' bounds kept at ingest, or the text to tokenize now
+        hits += (", CASE WHEN c.id = ANY ($7) THEN c.window_bounds END AS wb,"
+                 " CASE WHEN c.id = ANY ($7) THEN c.window_lengths END AS wl,"
+                 " CASE WHEN c.id = ANY ($7) AND (c.window_bounds IS NULL OR c.window_lengths IS NULL)"
+                 " THEN c.content END AS content")
     # a window of another length or a zero vector (written by hand) is skipped, not an error
     # nor a NaN
     # (no pgvector function by name: where roles may create functions, an overload with a
@@ -450,8 +455,7 @@ def _missing_scores(plpy, tenant: str, model: str, vec, literal: str, need_cos: 
     if near:
         idf = [float(x) for x in scorer.idf]
         prox = {r["id"]: lexical.proximity(r["hits"], idf) for r in rows if r["hits"] is not None}
-    wlex = _window_bm25(plpy, scorer, {r["id"]: r["content"] for r in rows if r["content"] is not None}) \
-        if lexical_windows else {}
+    wlex = _window_bm25(plpy, scorer, [r for r in rows if r["hits"] is not None]) if lexical_windows else {}
     return sims, lex, prox, wins, wlex
 
 
@@ -468,22 +472,67 @@ _WINDOW_TF = """
     ORDER BY w.n"""
 
 
-def _window_bm25(plpy, scorer: Scorer, contents: dict[int, str]) -> dict[int, float]:
+def _window_bm25(plpy, scorer: Scorer, rows: list[dict]) -> dict[int, float]:
     """The BM25 of each chunk's best window: its windows (chunking.windows, the ones its
     window embeddings are made of; a chunk that is one window is its own), each scored as
     a document of BM25 with the query's IDF, k1 and b, and the mean length of the windows
     at hand. The lexical counterpart of the vector leg's best window: a chunk that holds
-    the query's words in one passage gains (docs/retrieval-quality.md)."""
-    owner, texts = [], []
-    for i, text in contents.items():
-        for w in windows(text) or [text[:WINDOW_TEXT_CHARS]]:
-            owner.append(i)
-            texts.append(w)
-    if not texts:
-        return {}
-    rows = plpy.execute(_plan(plpy, _WINDOW_TF, ["text[]", "text[]"]), [texts, scorer.lexemes])
-    return lexical.best_windows(owner, [r["len"] for r in rows], [r["tf"] for r in rows], scorer.idf, scorer.k1,
-                                scorer.b)
+    the query's words in one passage gains (docs/retrieval-quality.md). `rows`: the
+    chunks' id, hits (the query lexemes' positions), and their windows' bounds and lengths
+    kept at ingest (wb, wl; rag.chunks.window_bounds), or their content to tokenize now.
+    Bounds written by hand that describe no windows leave the chunk without any (0)."""
+    n = len(scorer.lexemes)
+    owner, lens, tfs, texts = [], [], [], []
+    for r in rows:
+        if r["wb"] is not None and r["wl"] is not None:
+            tf = lexical.window_term_frequencies(r["hits"], r["wb"], n)
+            if tf is not None and len(r["wl"]) == len(tf) and all(x is not None and x >= 0 for x in r["wl"]):
+                owner += [r["id"]] * len(tf)
+                lens += r["wl"]
+                tfs += tf
+        elif r["content"] is not None:
+            for w in windows(r["content"]) or [r["content"][:WINDOW_TEXT_CHARS]]:
+                texts.append((r["id"], w))
+    if texts:
+        got = plpy.execute(_plan(plpy, _WINDOW_TF, ["text[]", "text[]"]), [[w for _, w in texts], scorer.lexemes])
+        owner += [i for i, _ in texts]
+        lens += [g["len"] for g in got]
+        tfs += [g["tf"] for g in got]
+    best = lexical.best_windows(owner, lens, tfs, scorer.idf, scorer.k1, scorer.b)
+    return {r["id"]: best.get(r["id"], 0.0) for r in rows}
+
+
+# each window's tsvector positions (the tokens of the english configuration's parser that
+# it maps to a dictionary: a stop word takes a position too) and lexemes
+_WINDOW_SPANS = """
+    SELECT (SELECT count(*) FROM ts_parse('default', t.w) AS p
+            WHERE p.tokid IN (SELECT m.maptokentype FROM pg_ts_config_map AS m
+                              WHERE m.mapcfg = 'english'::regconfig))::int AS positions,
+           (SELECT coalesce(sum(cardinality(u.positions)), 0)
+            FROM unnest(to_tsvector('english'::regconfig, t.w)) AS u)::int AS lexemes
+    FROM unnest($1::text[]) WITH ORDINALITY AS t (w, n)
+    ORDER BY t.n"""
+
+
+def _window_spans(plpy, texts: list[str]) -> tuple[list[str], list[str]]:
+    """Each chunk's window_bounds and window_lengths (rag.chunks) as int[] literals: where
+    each of its windows starts among the positions of its tsvector, one past the last
+    window's end, and each window's lexemes. A window is a run of whole sentences of the
+    chunk, so its tokens are the chunk's, in order: window i's positions follow window
+    i - 1's (checked against to_tsvector on every chunk of the shared eval sets)."""
+    per = [windows(t) or [t[:WINDOW_TEXT_CHARS]] for t in texts]
+    flat = [w for ws in per for w in ws]
+    got = plpy.execute(_plan(plpy, _WINDOW_SPANS, ["text[]"]), [flat]) if flat else []
+    bounds, lengths, k = [], [], 0
+    for ws in per:
+        b, ln = [1], []
+        for g in got[k:k + len(ws)]:
+            b.append(b[-1] + g["positions"])
+            ln.append(g["lexemes"])
+        k += len(ws)
+        bounds.append("{" + ",".join(map(str, b)) + "}")
+        lengths.append("{" + ",".join(map(str, ln)) + "}")
+    return bounds, lengths
 
 
 _TS_RANK = """
@@ -529,10 +578,10 @@ def search_legs(plpy, query: str, mode: str, vector_k: int, lexical_k: int, k1: 
     `both_scores` (hybrid, score fusion) every candidate gets both legs' scores: its exact
     BM25 (0 without a query term) and its cosine; and with `proximity` and BM25 its
     proximity (lexical.proximity) and, unless `lexical_windows_setting` (rag.lexical_windows)
-    is off, its best window's BM25 (_window_bm25) (else None). A chunk's vector score is its cosine, or with window embeddings (unless
-    `window_setting`, rag.window_embeddings, is off) the mean of its cosine and its best
-    window's; the vector leg is ranked by it. The query's embedding runs in the worker
-    thread while BM25 runs."""
+    is off, its best window's BM25 (_window_bm25) (else None). A chunk's vector score is
+    its cosine, or with window embeddings (unless `window_setting`, rag.window_embeddings,
+    is off) the mean of its cosine and its best window's; the vector leg is ranked by it.
+    The query's embedding runs in the worker thread while BM25 runs."""
     pred = _predicate(plpy, filter_json)
     want_vec, want_lex = mode in ("hybrid", "vector"), mode in ("hybrid", "lexical")
     use_windows = want_vec and _bool_setting({"window_embeddings": window_setting or ""}, "window_embeddings")
@@ -686,10 +735,13 @@ def window_batch(plpy, n: int) -> int:
     spec = model_spec(plpy, s["embedding_model"], "embed")
     ids = [r["id"] for r in todo]
     lits = _window_literals(plpy, s, spec, ids, [r["content"] for r in todo], {}, "index")
+    bounds, lengths = _window_spans(plpy, [r["content"] for r in todo])
     plpy.execute(_plan(plpy, """
-        UPDATE rag.chunks AS c SET window_embeddings = u.w::@extschema:vector@.vector[]
-        FROM unnest($1::bigint[], $2::text[]) AS u (id, w) WHERE c.id = u.id AND c.tenant = $3""",
-        ["bigint[]", "text[]", "text"]), [ids, lits, s["tenant"]])
+        UPDATE rag.chunks AS c SET window_embeddings = u.w::@extschema:vector@.vector[],
+               window_bounds = u.wb::int4[], window_lengths = u.wl::int4[]
+        FROM unnest($1::bigint[], $2::text[], $4::text[], $5::text[]) AS u (id, w, wb, wl)
+        WHERE c.id = u.id AND c.tenant = $3""",
+        ["bigint[]", "text[]", "text", "text[]", "text[]"]), [ids, lits, s["tenant"], bounds, lengths])
     return len(todo)
 
 
@@ -771,12 +823,14 @@ def _index_round(plpy, s: dict, ids: list[int]) -> int:
     plpy.execute(_plan(plpy, "DELETE FROM rag.chunks WHERE document_id = ANY($1)", ["bigint[]"]), [ids])
     insert = _plan(plpy, """
         INSERT INTO rag.chunks (tenant, document_id, ord, content, heading, page, tokens, content_hash, model, embedding,
-                                window_embeddings)
-        SELECT u.tn, u.d, u.o, u.c, u.h, u.p, u.t, u.x, $7, u.e::@extschema:vector@.vector, u.w::@extschema:vector@.vector[]
+                                window_embeddings, window_bounds, window_lengths)
+        SELECT u.tn, u.d, u.o, u.c, u.h, u.p, u.t, u.x, $7, u.e::@extschema:vector@.vector, u.w::@extschema:vector@.vector[],
+               u.wb::int4[], u.wl::int4[]
         FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::int[], $6::bytea[], $8::text[], $9::text[],
-                    $10::int[], $11::text[])
-             AS u (d, o, c, h, t, x, e, tn, p, w)""",
-        ["bigint[]", "int[]", "text[]", "text[]", "int[]", "bytea[]", "text", "text[]", "text[]", "int[]", "text[]"])
+                    $10::int[], $11::text[], $12::text[], $13::text[])
+             AS u (d, o, c, h, t, x, e, tn, p, w, wb, wl)""",
+        ["bigint[]", "int[]", "text[]", "text[]", "int[]", "bytea[]", "text", "text[]", "text[]", "int[]", "text[]",
+         "text[]", "text[]"])
     # in slices, so that the statement's arrays, its transition table and the postings
     # trigger's work stay bounded whatever the document's size; the windows are embedded
     # per slice too, and a slice's are kept only while a later slice repeats that chunk
@@ -792,10 +846,11 @@ def _index_round(plpy, s: dict, ids: list[int]) -> int:
             if uses[key] <= 0:
                 known_w.pop(key, None)
         window_seconds += time.perf_counter() - tw
+        bounds, lengths = _window_spans(plpy, [c.text for _, c in part])
         plpy.execute(insert, [[d["id"] for d, _ in part], [c.ord for _, c in part], [c.text for _, c in part],
                               [c.heading for _, c in part], [c.tokens for _, c in part], hashes[i:i + INSERT_SLICE],
                               model, [known[x] for x in k], [d["tenant"] for d, _ in part],
-                              [c.page for _, c in part], wins])
+                              [c.page for _, c in part], wins, bounds, lengths])
     for doc_id, title in titles:
         plpy.execute(_plan(plpy, "UPDATE rag.documents SET title = $2 WHERE id = $1 AND title IS NULL",
                            ["bigint", "text"]), [doc_id, title])

@@ -319,6 +319,8 @@ COMMENT ON COLUMN rag.chunks.content_hash IS 'sha256 of content: embeddings are 
 COMMENT ON COLUMN rag.chunks.model IS 'Embedding model that produced embedding (rag.models.name)';
 COMMENT ON COLUMN rag.chunks.embedding IS 'The embedding, of the model''s dimensions';
 COMMENT ON COLUMN rag.chunks.window_embeddings IS 'Embeddings of the chunk''s windows (its sentences in runs of up to 64 words; at most 12), same model: the vector leg scores the mean of the chunk''s cosine and its best window''s. ''{}'': the chunk is one window; NULL: not embedded yet (rag.work embeds them) or rag.window_embeddings off (which also makes search ignore them)';
+COMMENT ON COLUMN rag.chunks.window_bounds IS 'Where each of the chunk''s windows (as for window_embeddings) starts among its tsvector''s positions, and one past the last window''s end: search reads each window''s term frequencies from the positions (score fusion''s lexical windows, rag.lexical_windows). NULL: indexed before; search then tokenizes the windows itself';
+COMMENT ON COLUMN rag.chunks.window_lengths IS 'Lexemes in each of the chunk''s windows (as window_bounds): the length of a window in BM25';
 COMMENT ON COLUMN rag.chunks.tsv IS 'to_tsvector(''english'', content): the lexical leg''s terms (generated)';
 COMMENT ON COLUMN rag.chunks.created_at IS 'When the chunk was written';
 

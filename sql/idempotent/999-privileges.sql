@@ -94,7 +94,7 @@ GRANT INSERT (tenant, source, title, url, metadata, content, attachment_id, sour
     ON rag.documents TO rag_writer;
 GRANT DELETE ON rag.documents TO rag_writer;
 GRANT INSERT (tenant, document_id, ord, content, heading, page, tokens, content_hash, model, embedding,
-              window_embeddings)
+              window_embeddings, window_bounds, window_lengths)
     ON rag.chunks TO rag_writer;
 GRANT DELETE ON rag.chunks TO rag_writer;
 GRANT INSERT, DELETE ON rag.posting_blocks, rag.lexeme_stats, rag.corpus_stats TO rag_writer;
@@ -152,7 +152,7 @@ GRANT EXECUTE ON FUNCTION
 TO rag_writer;
 GRANT EXECUTE ON PROCEDURE rag.work(int) TO rag_writer;
 -- a model switch: rag.work re-embeds and finishes it
-GRANT UPDATE (model, embedding, window_embeddings) ON rag.chunks TO rag_writer;
+GRANT UPDATE (model, embedding, window_embeddings, window_bounds, window_lengths) ON rag.chunks TO rag_writer;
 GRANT INSERT, DELETE ON rag.embeddings_next TO rag_writer;
 GRANT UPDATE ON rag.tenant_models TO rag_writer;
 GRANT EXECUTE ON FUNCTION

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from ragpg.lexical import best_windows
+from ragpg.lexical import best_windows, window_term_frequencies
 
 
 def okapi(tf, length, idf, k1, b, avg):
@@ -51,3 +51,27 @@ def test_nothing_in_nothing_out_and_no_query_words_score_zero():
     assert best_windows([], [], [], [1.0], 0.9, 0.4) == {}
     assert best_windows([3, 4], [10, 0], [[], []], [], 0.9, 0.4) == {3: 0.0, 4: 0.0}
     assert best_windows([5], [0], [[0]], [1.0], 0.9, 0.4) == {5: 0.0}    # an empty window
+
+
+def hits(occurrences):
+    """[(lexeme index, position)] -> the encoding rag.search's query returns."""
+    return [p * 65536 + i for i, p in occurrences]
+
+
+def test_window_term_frequencies_count_each_occurrence_in_its_window():
+    rnd = random.Random(11)
+    for _ in range(300):
+        n = rnd.randint(1, 4)
+        cuts = sorted(rnd.sample(range(2, 200), rnd.randint(0, 11)))
+        bounds = [1] + cuts + [rnd.randint(cuts[-1] + 1 if cuts else 2, 260)]
+        occ = [(rnd.randrange(n), rnd.randint(1, 300)) for _ in range(rnd.randint(0, 40))]
+        want = [[sum(1 for i, p in occ if i == lx and bounds[w] <= p < bounds[w + 1]) for lx in range(n)]
+                for w in range(len(bounds) - 1)]
+        assert window_term_frequencies(hits(occ), bounds, n) == want
+
+
+def test_a_window_without_a_word_holds_nothing_and_bad_bounds_describe_no_windows():
+    # the second window (a line of punctuation) takes no position
+    assert window_term_frequencies(hits([(0, 4), (0, 5), (1, 9)]), [1, 5, 5, 10], 2) == [[1, 0], [0, 0], [1, 1]]
+    for bad in ([], [1], [5, 3], [1, None, 4], list(range(1, 15))):    # rows written by hand
+        assert window_term_frequencies(hits([(0, 2)]), bad, 1) is None
