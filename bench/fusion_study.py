@@ -8,9 +8,11 @@ results.
     python bench/fusion_study.py --dsn "$(bash scripts/localdb.sh dsn)" [--cache /tmp/legs.json]
     python bench/fusion_study.py --dsn ... --rules 0.5.0 [--k1 0.9 --b 0.4]
 
---rules 0.5.0 compares variants of 0.5.0's rule (min-max 1:1 plus 0.1 x proximity, the
-vector score averaged with the best window's, as `rag.search` ranks): fewer chunks of one
-article at the top, a bonus for chunks both legs found, per-query leg weights; --k1 and
+--rules 0.5.0 compares 0.5.0's rule (min-max 1:1, the lexical score 0.7 BM25 + 0.3 the
+best window's, plus 0.2 x proximity; the vector score averaged with the best window's, as
+`rag.search` ranks) with other window shares and proximity weights, and variants of the
+rule before the lexical windows (0.1 x proximity): fewer chunks of one article at the
+top, a bonus for chunks both legs found, per-query leg weights; --k1 and
 --b fetch the lexical leg with other BM25 parameters (each pair has its own cache).
 
 Scores as rag.evaluate computes them: nDCG@10 with linear gains, documents at their best

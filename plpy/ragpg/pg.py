@@ -459,17 +459,13 @@ def _missing_scores(plpy, tenant: str, model: str, vec, literal: str, need_cos: 
     return sims, lex, prox, wins, wlex
 
 
-# each text's length (lexemes) and the tf of each lexeme of $2 in it, as TF_SQL and LEN_SQL
-# read them from a chunk's tsvector, from the tsvector the chunk's own column would hold
+# each text's length (lexemes) and the tf of each lexeme of $2 in it: LEN_SQL and TF_SQL
+# on the tsvector the chunk's own column would hold for it
 _WINDOW_TF = """
-    SELECT (SELECT coalesce(sum(cardinality(u.positions)), 0) FROM unnest(w.v) AS u)::float8 AS len,
-           ARRAY(SELECT coalesce(cardinality(u.positions), 0)
-                 FROM unnest($2::text[]) WITH ORDINALITY AS l (lexeme, i)
-                 LEFT JOIN unnest(ts_filter(setweight(w.v, 'A', $2), '{a}')) AS u ON u.lexeme = l.lexeme
-                 ORDER BY l.i) AS tf
-    FROM (SELECT t.n, to_tsvector('english'::regconfig, t.w) AS v
-          FROM unnest($1::text[]) WITH ORDINALITY AS t (w, n)) AS w
-    ORDER BY w.n"""
+    SELECT %s AS len, %s AS tf
+    FROM (SELECT t.n, to_tsvector('english'::regconfig, t.w) AS tsv
+          FROM unnest($1::text[]) WITH ORDINALITY AS t (w, n)) AS c
+    ORDER BY c.n"""
 
 
 def _window_bm25(plpy, scorer: Scorer, rows: list[dict]) -> dict[int, float]:
@@ -494,7 +490,8 @@ def _window_bm25(plpy, scorer: Scorer, rows: list[dict]) -> dict[int, float]:
             for w in windows(r["content"]) or [r["content"][:WINDOW_TEXT_CHARS]]:
                 texts.append((r["id"], w))
     if texts:
-        got = plpy.execute(_plan(plpy, _WINDOW_TF, ["text[]", "text[]"]), [[w for _, w in texts], scorer.lexemes])
+        got = plpy.execute(_plan(plpy, _WINDOW_TF % (LEN_SQL, TF_SQL.replace("$L", "$2")), ["text[]", "text[]"]),
+                           [[w for _, w in texts], scorer.lexemes])
         owner += [i for i, _ in texts]
         lens += [g["len"] for g in got]
         tfs += [g["tf"] for g in got]
@@ -503,15 +500,15 @@ def _window_bm25(plpy, scorer: Scorer, rows: list[dict]) -> dict[int, float]:
 
 
 # each window's tsvector positions (the tokens of the english configuration's parser that
-# it maps to a dictionary: a stop word takes a position too) and lexemes
+# it maps to a dictionary: a stop word takes a position too) and lexemes (LEN_SQL)
 _WINDOW_SPANS = """
-    SELECT (SELECT count(*) FROM ts_parse('default', t.w) AS p
+    SELECT (SELECT count(*) FROM ts_parse('default', c.w) AS p
             WHERE p.tokid IN (SELECT m.maptokentype FROM pg_ts_config_map AS m
                               WHERE m.mapcfg = 'english'::regconfig))::int AS positions,
-           (SELECT coalesce(sum(cardinality(u.positions)), 0)
-            FROM unnest(to_tsvector('english'::regconfig, t.w)) AS u)::int AS lexemes
-    FROM unnest($1::text[]) WITH ORDINALITY AS t (w, n)
-    ORDER BY t.n"""
+           %s::int AS lexemes
+    FROM (SELECT t.n, t.w, to_tsvector('english'::regconfig, t.w) AS tsv
+          FROM unnest($1::text[]) WITH ORDINALITY AS t (w, n)) AS c
+    ORDER BY c.n"""
 
 
 def _window_spans(plpy, texts: list[str]) -> tuple[list[str], list[str]]:
@@ -522,7 +519,7 @@ def _window_spans(plpy, texts: list[str]) -> tuple[list[str], list[str]]:
     i - 1's (checked against to_tsvector on every chunk of the shared eval sets)."""
     per = [windows(t) or [t[:WINDOW_TEXT_CHARS]] for t in texts]
     flat = [w for ws in per for w in ws]
-    got = plpy.execute(_plan(plpy, _WINDOW_SPANS, ["text[]"]), [flat]) if flat else []
+    got = plpy.execute(_plan(plpy, _WINDOW_SPANS % LEN_SQL, ["text[]"]), [flat]) if flat else []
     bounds, lengths, k = [], [], 0
     for ws in per:
         b, ln = [1], []

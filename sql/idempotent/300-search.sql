@@ -112,9 +112,8 @@ $$;
 -- and with proximity (BM25) its proximity: the IDF-weighted share of the query's lexemes
 -- it holds within 12 word positions (0..1), and unless lexical_windows (the setting) is
 -- off its best window's BM25 (its windows, the sentences its window embeddings are made
--- of, each scored as a document). ok is NULL
--- with a pending error. The query's embedding runs in a worker thread while the BM25 leg
--- runs.
+-- of, each scored as a document). ok is NULL with a pending error. The query's embedding
+-- runs in a worker thread while the BM25 leg runs.
 CREATE OR REPLACE FUNCTION rag._search_legs(query text, mode text, vector_k int, lexical_k int, k1 float8, b float8,
                                             filter jsonb, lexical_ranking text, both_scores boolean, proximity boolean,
                                             window_embeddings text DEFAULT 'on', lexical_windows text DEFAULT 'on',
