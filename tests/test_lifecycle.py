@@ -235,8 +235,10 @@ def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db, old):
     with psycopg.connect(as_role(url, "alice"), autocommit=True) as c:
         waiting = c.execute("SELECT count(*) FROM rag.chunks WHERE window_embeddings IS NULL").fetchone()[0]
         assert waiting > 0 and c.execute("SELECT windows_pending FROM rag.model_status").fetchone()[0] == waiting
+        assert c.execute("SELECT count(*) FROM rag.chunks WHERE window_bounds IS NULL").fetchone()[0] == waiting
         c.execute("CALL rag.work()")
-        assert c.execute("SELECT count(*) FROM rag.chunks WHERE window_embeddings IS NULL").fetchone()[0] == 0
+        assert c.execute("SELECT count(*) FROM rag.chunks WHERE window_embeddings IS NULL "
+                         "OR window_bounds IS NULL OR window_lengths IS NULL").fetchone()[0] == 0
         assert c.execute("SELECT count(*) FROM rag.chunks WHERE cardinality(window_embeddings) > 0").fetchone()[0] > 0
 
 

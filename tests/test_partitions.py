@@ -54,6 +54,11 @@ def test_a_tenant_moves_to_its_own_partitions_and_search_prunes_to_them(db, conn
     assert db.execute("SELECT count(*) FROM rag.chunks_default WHERE tenant = 'alice'").fetchone()[0] == 0
     assert db.execute("SELECT count(*) FROM rag.posting_blocks_default WHERE tenant = 'alice'").fetchone()[0] == 0
     assert db.execute(windows).fetchall() == windows_before    # window embeddings move with their chunks
+    # the partition has the default partition's indexes (rag.work's partial index of what
+    # is left to fill in included), under its own names
+    defs = "SELECT replace(indexdef, tablename, 'T') FROM pg_indexes WHERE schemaname = 'rag' AND tablename = %s"
+    assert sorted(db.execute(defs, (part,)).fetchall()) == sorted(db.execute(defs, ("chunks_default",)).fetchall())
+    assert any("window_bounds IS NULL" in d for (d,) in db.execute(defs, (part,)).fetchall())
     # same answers, from the tenant's partitions only
     assert alice.execute("SELECT chunk_id, vector_rank, lexical_rank FROM rag.search(%s, 5)", (q,)).fetchall() == before
     assert alice.execute("SELECT * FROM rag.bm25('ferry pier', 5)").fetchall() == bm25_before

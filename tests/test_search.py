@@ -328,8 +328,15 @@ def test_window_embeddings_off_then_rag_work_embeds_them(db):
     cos = db.execute("SELECT 1 - (embedding <=> rag.embed(%s)) FROM rag.chunks", (q,)).fetchone()[0]
     # without windows a chunk scores its cosine
     assert db.execute("SELECT score FROM rag.search(%s, 1, mode => 'vector')", (q,)).fetchone()[0] == pytest.approx(cos)
-    db.execute("CALL rag.work()")          # off: nothing to do
+    # the windows' bounds are kept at ingest whatever the setting; a chunk without them
+    # (indexed before 0.5.0) gets them from rag.work, which needs no model for them
+    kept = db.execute("SELECT window_bounds, window_lengths FROM rag.chunks").fetchone()
+    assert len(kept[0]) == 4 and len(kept[1]) == 3
+    db.execute("UPDATE rag.chunks SET window_bounds = NULL, window_lengths = NULL")
+    db.execute("CALL rag.work()")          # off: the bounds only
+    assert db.execute("SELECT window_bounds, window_lengths FROM rag.chunks").fetchone() == kept
     assert db.execute("SELECT window_embeddings IS NULL FROM rag.chunks").fetchone()[0] is True
+    db.execute("CALL rag.work()")          # nothing left to do
     assert db.execute("SELECT windows_pending FROM rag.model_status").fetchone()[0] == 1
     db.execute("RESET rag.window_embeddings")
     db.execute("CALL rag.work()")

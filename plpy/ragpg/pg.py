@@ -715,27 +715,36 @@ def _window_literals(plpy, s: dict, spec: providers.ModelSpec, keys: list, texts
 
 @sql_errors
 def window_batch(plpy, n: int) -> int:
-    """Embed the windows of up to n chunks of the session's tenant that have none (indexed
-    before rag 0.5.0, by an earlier model, or with rag.window_embeddings off), in the
-    tenant's embedding model; returns how many (0: none left, or the setting is off)."""
+    """Fill in the windows of up to n chunks of the session's tenant: their embeddings in
+    the tenant's embedding model where they have none (indexed before rag 0.5.0, by an
+    earlier model, or with rag.window_embeddings off, which skips this), and their bounds
+    (rag.chunks.window_bounds, no model involved) where they have none; returns how many
+    chunks (0: none left)."""
     s = settings(plpy)
-    if not _bool_setting(s, "window_embeddings"):
-        return 0
-    # (the model is looked up only when there is work: nothing pending, nothing can fail)
+    embed = _bool_setting(s, "window_embeddings")
     todo = plpy.execute(_plan(plpy, """
-        SELECT c.id, c.content FROM rag.chunks AS c
-        WHERE c.tenant = $1 AND c.model = $2 AND c.window_embeddings IS NULL
-        ORDER BY c.id LIMIT $3 FOR UPDATE OF c SKIP LOCKED""", ["text", "text", "int"]),
-        [s["tenant"], s["embedding_model"], n])
+        SELECT c.id, c.content, ($4 AND c.model = $2 AND c.window_embeddings IS NULL) AS embed
+        FROM rag.chunks AS c
+        WHERE c.tenant = $1 AND (c.window_embeddings IS NULL OR c.window_bounds IS NULL)
+          AND (($4 AND c.model = $2 AND c.window_embeddings IS NULL) OR c.window_bounds IS NULL)
+        ORDER BY c.id LIMIT $3 FOR UPDATE OF c SKIP LOCKED""", ["text", "text", "int", "bool"]),
+        [s["tenant"], s["embedding_model"], n, embed])
     if not todo:
         return 0
-    spec = model_spec(plpy, s["embedding_model"], "embed")
     ids = [r["id"] for r in todo]
-    lits = _window_literals(plpy, s, spec, ids, [r["content"] for r in todo], {}, "index")
-    bounds, lengths = _window_spans(plpy, [r["content"] for r in todo])
+    texts = [r["content"] for r in todo]
+    lits = [None] * len(todo)
+    part = [i for i, r in enumerate(todo) if r["embed"]]
+    if part:   # the model is looked up only when there is something to embed
+        spec = model_spec(plpy, s["embedding_model"], "embed")
+        made = _window_literals(plpy, s, spec, [ids[i] for i in part], [texts[i] for i in part], {}, "index")
+        for i, lit in zip(part, made):
+            lits[i] = lit
+    bounds, lengths = _window_spans(plpy, texts)
     plpy.execute(_plan(plpy, """
-        UPDATE rag.chunks AS c SET window_embeddings = u.w::@extschema:vector@.vector[],
-               window_bounds = u.wb::int4[], window_lengths = u.wl::int4[]
+        UPDATE rag.chunks AS c
+        SET window_embeddings = coalesce(u.w::@extschema:vector@.vector[], c.window_embeddings),
+            window_bounds = u.wb::int4[], window_lengths = u.wl::int4[]
         FROM unnest($1::bigint[], $2::text[], $4::text[], $5::text[]) AS u (id, w, wb, wl)
         WHERE c.id = u.id AND c.tenant = $3""",
         ["bigint[]", "text[]", "text", "text[]", "text[]"]), [ids, lits, s["tenant"], bounds, lengths])

@@ -421,7 +421,8 @@ BEGIN
         EXIT WHEN embedded OPERATOR(pg_catalog.=) 0;  -- what is left is locked by another worker
     END LOOP;
     -- then the chunks without window embeddings (indexed before 0.5.0, or re-embedded by
-    -- a model switch), in batches, unless a switch is still in progress
+    -- a model switch) or without their windows' bounds (indexed before 0.5.0), in
+    -- batches, unless a switch is still in progress
     LOOP
         EXIT WHEN max_batches IS NOT NULL AND done OPERATOR(pg_catalog.>=) max_batches;
         EXIT WHEN EXISTS (SELECT 1 FROM rag.tenant_models AS tm

@@ -319,7 +319,7 @@ COMMENT ON COLUMN rag.chunks.content_hash IS 'sha256 of content: embeddings are 
 COMMENT ON COLUMN rag.chunks.model IS 'Embedding model that produced embedding (rag.models.name)';
 COMMENT ON COLUMN rag.chunks.embedding IS 'The embedding, of the model''s dimensions';
 COMMENT ON COLUMN rag.chunks.window_embeddings IS 'Embeddings of the chunk''s windows (its sentences in runs of up to 64 words; at most 12), same model: the vector leg scores the mean of the chunk''s cosine and its best window''s. ''{}'': the chunk is one window; NULL: not embedded yet (rag.work embeds them) or rag.window_embeddings off (which also makes search ignore them)';
-COMMENT ON COLUMN rag.chunks.window_bounds IS 'Where each of the chunk''s windows (as for window_embeddings) starts among its tsvector''s positions, and one past the last window''s end: search reads each window''s term frequencies from the positions (score fusion''s lexical windows, rag.lexical_windows). NULL: indexed before; search then tokenizes the windows itself';
+COMMENT ON COLUMN rag.chunks.window_bounds IS 'Where each of the chunk''s windows (as for window_embeddings) starts among its tsvector''s positions, and one past the last window''s end: search reads each window''s term frequencies from the positions (score fusion''s lexical windows, rag.lexical_windows). NULL: indexed before; search then tokenizes the windows itself, until rag.work fills it in';
 COMMENT ON COLUMN rag.chunks.window_lengths IS 'Lexemes in each of the chunk''s windows (as window_bounds): the length of a window in BM25';
 COMMENT ON COLUMN rag.chunks.tsv IS 'to_tsvector(''english'', content): the lexical leg''s terms (generated)';
 COMMENT ON COLUMN rag.chunks.created_at IS 'When the chunk was written';
@@ -771,7 +771,8 @@ COMMENT ON FUNCTION rag.detach(regclass) IS
 COMMENT ON PROCEDURE rag.work(integer) IS
   'Drain the current tenant''s queue of attached rows (async mode), then continue a model switch in progress, '
   'then embed the windows of chunks that have none (rag.chunks.window_embeddings NULL: indexed before 0.5.0 '
-  'or re-embedded by a switch). '
+  'or re-embedded by a switch; not with rag.window_embeddings off) and fill in the windows'' bounds where they '
+  'are NULL (rag.chunks.window_bounds: indexed before 0.5.0; no model involved). '
   'Batches of rag.index_batch_size keys, one transaction each, FOR UPDATE SKIP LOCKED so workers run side by '
   'side; failures retried with backoff, then moved to rag.errors. Arguments: max_batches (default NULL: '
   'until nothing is left). Returns: nothing (a procedure: CALL it outside a transaction block). '
@@ -858,7 +859,8 @@ COMMENT ON FUNCTION rag._window_batch_py(integer) IS
 
 COMMENT ON FUNCTION rag._window_batch(integer) IS
   'Internal: embeds the windows of up to n of the tenant''s chunks that have none (rag.chunks.window_embeddings '
-  'NULL) with its embedding model; returns how many, 0 when none is left. Called by rag.work.';
+  'NULL) with its embedding model, unless rag.window_embeddings is off, and fills in their window_bounds and '
+  'window_lengths where those are NULL; returns how many chunks, 0 when none is left. Called by rag.work.';
 
 COMMENT ON FUNCTION rag._finish_switch() IS
   'Internal: when every chunk has its next embedding, makes the next model current in one transaction; '
