@@ -33,6 +33,19 @@ CONF
         exit 1
       fi
       as_pg $BIN/pg_ctl -D "$DATA" -l "$PGBASE/server.log" -o "-p $PORT" -w start >/dev/null
+    else
+      running=$(sed -n 4p "$DATA/postmaster.pid")   # the port it was started on
+      if [ "$running" != "$PORT" ]; then
+        echo "localdb.sh: the cluster in $DATA is already running, on 127.0.0.1:$running, not $PORT;" \
+             "use that port (RAGPG_PORT=$running make ...) or stop it first (RAGPG_PORT=$running bash scripts/localdb.sh stop)" >&2
+        exit 1
+      fi
+      # apt upgraded Postgres (a point release) since it started: the server still runs the
+      # old binary, which cannot load the new plpython3.so ("undefined symbol")
+      if readlink "/proc/$(sed -n 1p "$DATA/postmaster.pid")/exe" 2>/dev/null | grep -q '(deleted)$'; then
+        echo "localdb.sh: Postgres was upgraded since this cluster started; restarting it"
+        as_pg $BIN/pg_ctl -D "$DATA" -l "$PGBASE/server.log" -o "-p $PORT" -m fast -w restart >/dev/null
+      fi
     fi
     psql -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -qAtc "SELECT 1 FROM pg_database WHERE datname = '$DB'" | grep -q 1 \
       || psql -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -qc "CREATE DATABASE $DB"
