@@ -9,7 +9,9 @@ says little, "heparan" much), for coming from a higher-ranked chunk, and for com
 the best-ranked chunk's document (an answer from one article cites one article). At most
 `max_sentences`, and a sentence that would take the answer past `max_words` is skipped
 (the best one is always kept). Nothing scores above `min_similarity`: the answer is
-NO_ANSWER and no citations. Measured on covid-qa-dev (docs/retrieval-quality.md).
+NO_ANSWER and no citations. A lead-in ("To build an index without locking out writes:")
+is one sentence with the code block, list item or sentence it introduces. Measured on
+covid-qa-dev (docs/retrieval-quality.md).
 
 Citations are numbered 1..m in order of first use, and every marker in the answer has
 exactly one citation (nothing else is ever emitted), so a client can trust `[n]`.
@@ -65,12 +67,20 @@ def answer_pieces(text: str, words: int = 4) -> list[str]:
 
 
 def sentences(text: str) -> list[str]:
-    """Readable sentences of a chunk: markdown markers and code fences removed."""
+    """Readable sentences of a chunk: markdown markers and code fences removed. A lead-in
+    ("To create an index without locking out writes:") is one sentence with the piece it
+    introduces (the code block, list item or sentence after it): alone it answers nothing."""
     text = re.sub(r"```[a-z]*", " ", text)
+    pieces = [re.sub(r"\s+", " ", re.sub(r"^\s*(#{1,6}|[-*])\s+", "", s)).strip() for s in _SENT.split(text)]
+    pieces = [s for s in pieces if s]
     out = []
-    for s in _SENT.split(text):
-        s = re.sub(r"^\s*(#{1,6}|[-*])\s+", "", s)
-        s = re.sub(r"\s+", " ", s).strip()
+    i = 0
+    while i < len(pieces):
+        s = pieces[i]
+        if s.endswith(":") and i + 1 < len(pieces) and len(s) + 1 + len(pieces[i + 1]) <= 600:
+            i += 1
+            s += " " + pieces[i]
+        i += 1
         if 20 <= len(s) <= 600 and len(_WORD.findall(s)) >= 4:
             out.append(s)
     return out
@@ -131,7 +141,8 @@ def score_sentences(question: str, qvec, chunks: list[Retrieved], embed,
 def pick_sentences(scored: list[Sentence], vecs, max_sentences: int = 3, min_similarity: float = 0.3,
                    max_words: int = 95) -> list[Sentence]:
     """The best sentences in score order, skipping those under min_similarity, near
-    duplicates of one picked (overlapping chunks repeat sentences) and those that would take
+    duplicates of one picked or text inside one picked or around it (overlapping chunks
+    repeat sentences, one may end on a lead-in the other continues) and those that would take
     the answer past max_words (the first one is always kept)."""
     picked: list[Sentence] = []
     words = 0
@@ -140,7 +151,7 @@ def pick_sentences(scored: list[Sentence], vecs, max_sentences: int = 3, min_sim
             break
         if c.similarity < min_similarity:   # (ordered by score, not by similarity: look further)
             continue
-        if any(float(vecs[c.index] @ vecs[p.index]) > 0.95 for p in picked):
+        if any(float(vecs[c.index] @ vecs[p.index]) > 0.95 or c.text in p.text or p.text in c.text for p in picked):
             continue
         n = len(c.text.split())
         if picked and words + n > max_words:

@@ -50,10 +50,11 @@ def check_citations(result: dict, chunks: list[Retrieved]) -> None:
         assert (cit["document_id"], cit["source"], cit["title"], cit["url"]) == \
                (chunk.document_id, chunk.source, chunk.title, chunk.url)
         assert len(cit["snippet"]) <= 300
-    # each cited sentence really comes from the chunk its marker points at
+    # each cited sentence really comes from the chunk its marker points at (its text with
+    # the code fences taken out)
     for sentence, n in re.findall(r"(.+?) \[(\d+)\](?: |$)", result["answer"]):
         cit = result["citations"][int(n) - 1]
-        assert sentence in " ".join(by_id[cit["chunk_id"]].content.split())
+        assert sentence in " ".join(re.sub(r"```[a-z]*", " ", by_id[cit["chunk_id"]].content).split())
         assert sentence in cit["snippet"] or cit["snippet"].endswith("...")
 
 
@@ -189,6 +190,41 @@ def test_sentences_split_and_clean():
     ]
 
 
+def test_a_lead_in_is_one_sentence_with_what_it_introduces():
+    text = ("To create a GiST index on a point attribute:\n\n```\nCREATE INDEX pointloc\n"
+            "    ON points USING gist (box(location,location));\n```\n\n"
+            "To create an index without locking out writes to the table:\n\n```\n\n"
+            "CREATE INDEX CONCURRENTLY sales_quantity_index ON sales_table (quantity);\n```\n\n"
+            "The options are:\n- FILLFACTOR, the fill factor\n- BUFFERING, for GiST indexes only\n\nNothing follows this one:")
+    assert sentences(text) == [
+        "To create a GiST index on a point attribute: CREATE INDEX pointloc ON points USING gist "
+        "(box(location,location));",
+        "To create an index without locking out writes to the table: CREATE INDEX CONCURRENTLY "
+        "sales_quantity_index ON sales_table (quantity);",
+        "The options are: FILLFACTOR, the fill factor",   # the first item only
+        "BUFFERING, for GiST indexes only",
+        "Nothing follows this one:",
+    ]
+    # not past 600 characters: then the lead-in stays alone
+    xs = " ".join(["x"] * 290)
+    assert sentences("Run the following command now:\n\n" + xs) == ["Run the following command now:", xs]
+
+
+def test_the_answer_to_a_how_to_question_carries_the_code_its_lead_in_introduces(embedder):
+    """The PostgreSQL manual's CREATE INDEX page: the sentence that matches the question
+    ends with ':' and the answer is the code after it (make demo asked this)."""
+    chunk = Retrieved(7, 1, "To create a GiST index on a point attribute so that we can efficiently use box "
+                            "operators on the result of the conversion function:\n\n```\n\nCREATE INDEX pointloc\n"
+                            "    ON points USING gist (box(location,location));\n```\n\n"
+                            "To create an index without locking out writes to the table:\n\n```\n\n"
+                            "CREATE INDEX CONCURRENTLY sales_quantity_index ON sales_table (quantity);\n```",
+                      "create-index.md")
+    result = ask(embedder, "How do I create an index without locking out writes?", [chunk], max_sentences=1)
+    assert result["answer"] == ("To create an index without locking out writes to the table: CREATE INDEX "
+                                "CONCURRENTLY sales_quantity_index ON sales_table (quantity); [1]")
+    check_citations(result, [chunk])
+
+
 def test_sentences_length_limits():
     assert sentences("Too short.") == []
     assert sentences("a b c d e f g h") == []                      # 15 chars < 20
@@ -235,3 +271,20 @@ def test_max_words_skips_what_would_make_the_answer_too_long_stub():
     assert result["answer"] == "A short first sentence is best. [1] Another short one follows here. [1]"
     # the best sentence is kept whatever its length
     assert extractive_answer("zzz", qvec, [Retrieved(1, 1, long)], embed, max_words=5)["answer"] == long + " [1]"
+
+
+def test_a_lead_in_is_not_picked_again_inside_or_outside_its_continuation_stub():
+    """Overlapping chunks: one ends on a lead-in the other continues. The lead-in alone is
+    not a near-duplicate of the two together by cosine, but it is text already picked."""
+    joined, alone, other = ("The build runs as follows: make all then make install.", "The build runs as follows:",
+                            "Another useful sentence is here.")
+    embed, qvec = _stub({joined: 0.9, alone: 0.85, other: 0.6})
+    chunks = [Retrieved(1, 1, "The build runs as follows:\n\nmake all then make install."),
+              Retrieved(2, 2, f"{other} {alone}")]
+    result = extractive_answer("zzz", qvec, chunks, embed)
+    assert result["answer"] == f"{joined} [1] {other} [2]"
+    check_citations(result, chunks)
+    # and the other way round: the lead-in alone picked first, its continuation is skipped
+    embed, qvec = _stub({joined: 0.5, alone: 0.95, other: 0.6})
+    result = extractive_answer("zzz", qvec, chunks, embed)
+    assert result["answer"] == f"{alone} [1] {other} [1]"
