@@ -71,15 +71,18 @@ def sentences(text: str) -> list[str]:
     ("To create an index without locking out writes:") is one sentence with the piece it
     introduces (the code block, list item or sentence after it): alone it answers nothing."""
     text = re.sub(r"```[a-z]*", " ", text)
-    pieces = [re.sub(r"\s+", " ", re.sub(r"^\s*(#{1,6}|[-*])\s+", "", s)).strip() for s in _SENT.split(text)]
-    pieces = [s for s in pieces if s]
+    pieces = [(re.sub(r"\s+", " ", re.sub(r"^\s*(#{1,6}|[-*])\s+", "", s)).strip(), s.lstrip().startswith("#"))
+              for s in _SENT.split(text)]
+    pieces = [(s, heading) for s, heading in pieces if s]
     out = []
     i = 0
     while i < len(pieces):
-        s = pieces[i]
-        if s.endswith(":") and i + 1 < len(pieces) and len(s) + 1 + len(pieces[i + 1]) <= 600:
+        s = pieces[i][0]
+        # (a heading after it starts something else)
+        if s.endswith(":") and i + 1 < len(pieces) and not pieces[i + 1][1] \
+                and len(s) + 1 + len(pieces[i + 1][0]) <= 600:
             i += 1
-            s += " " + pieces[i]
+            s += " " + pieces[i][0]
         i += 1
         if 20 <= len(s) <= 600 and len(_WORD.findall(s)) >= 4:
             out.append(s)

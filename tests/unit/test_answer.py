@@ -195,7 +195,8 @@ def test_a_lead_in_is_one_sentence_with_what_it_introduces():
             "    ON points USING gist (box(location,location));\n```\n\n"
             "To create an index without locking out writes to the table:\n\n```\n\n"
             "CREATE INDEX CONCURRENTLY sales_quantity_index ON sales_table (quantity);\n```\n\n"
-            "The options are:\n- FILLFACTOR, the fill factor\n- BUFFERING, for GiST indexes only\n\nNothing follows this one:")
+            "The options are:\n- FILLFACTOR, the fill factor\n- BUFFERING, for GiST indexes only\n\nNothing follows this one:"
+            "\n\n## Examples of another kind")
     assert sentences(text) == [
         "To create a GiST index on a point attribute: CREATE INDEX pointloc ON points USING gist "
         "(box(location,location));",
@@ -203,7 +204,8 @@ def test_a_lead_in_is_one_sentence_with_what_it_introduces():
         "sales_quantity_index ON sales_table (quantity);",
         "The options are: FILLFACTOR, the fill factor",   # the first item only
         "BUFFERING, for GiST indexes only",
-        "Nothing follows this one:",
+        "Nothing follows this one:",                      # but a heading
+        "Examples of another kind",
     ]
     # not past 600 characters: then the lead-in stays alone
     xs = " ".join(["x"] * 290)
