@@ -713,6 +713,13 @@ def _window_literals(plpy, s: dict, spec: providers.ModelSpec, keys: list, texts
     return [known[key] for key in keys]
 
 
+_WINDOW_TODO = """
+    SELECT c.id, c.content, (c.model = $2 AND c.window_embeddings IS NULL) AS embed
+    FROM rag.chunks AS c
+    WHERE c.tenant = $1 AND (%s)
+    ORDER BY c.id LIMIT $3 FOR UPDATE OF c SKIP LOCKED"""
+
+
 @sql_errors
 def window_batch(plpy, n: int) -> int:
     """Fill in the windows of up to n chunks of the session's tenant: their embeddings in
@@ -722,19 +729,17 @@ def window_batch(plpy, n: int) -> int:
     chunks (0: none left)."""
     s = settings(plpy)
     embed = _bool_setting(s, "window_embeddings")
-    todo = plpy.execute(_plan(plpy, """
-        SELECT c.id, c.content, ($4 AND c.model = $2 AND c.window_embeddings IS NULL) AS embed
-        FROM rag.chunks AS c
-        WHERE c.tenant = $1 AND (c.window_embeddings IS NULL OR c.window_bounds IS NULL)
-          AND (($4 AND c.model = $2 AND c.window_embeddings IS NULL) OR c.window_bounds IS NULL)
-        ORDER BY c.id LIMIT $3 FOR UPDATE OF c SKIP LOCKED""", ["text", "text", "int", "bool"]),
-        [s["tenant"], s["embedding_model"], n, embed])
+    # (two partial indexes: rag.chunks' windows_todo and bounds_todo; with the setting off,
+    # the chunks that keep no window embeddings are not read at all)
+    todo_sql = _WINDOW_TODO % ("(c.model = $2 AND c.window_embeddings IS NULL) OR c.window_bounds IS NULL" if embed
+                               else "c.window_bounds IS NULL")
+    todo = plpy.execute(_plan(plpy, todo_sql, ["text", "text", "int"]), [s["tenant"], s["embedding_model"], n])
     if not todo:
         return 0
     ids = [r["id"] for r in todo]
     texts = [r["content"] for r in todo]
     lits = [None] * len(todo)
-    part = [i for i, r in enumerate(todo) if r["embed"]]
+    part = [i for i, r in enumerate(todo) if embed and r["embed"]]
     if part:   # the model is looked up only when there is something to embed
         spec = model_spec(plpy, s["embedding_model"], "embed")
         made = _window_literals(plpy, s, spec, [ids[i] for i in part], [texts[i] for i in part], {}, "index")

@@ -25,8 +25,8 @@ BEGIN
     EXECUTE format('CREATE INDEX %I ON rag.%I (tenant, model, content_hash)', c || '_tenant_model_content_hash_idx', c);
     EXECUTE format('CREATE INDEX %I ON rag.%I (id)', c || '_id_idx', c);
     EXECUTE format('CREATE INDEX %I ON rag.%I (document_id)', c || '_document_id_idx', c);
-    EXECUTE format('CREATE INDEX %I ON rag.%I (tenant, id) WHERE window_embeddings IS NULL OR window_bounds IS NULL',
-                   c || '_windows_todo_idx', c);
+    EXECUTE format('CREATE INDEX %I ON rag.%I (tenant, id) WHERE window_embeddings IS NULL', c || '_windows_todo_idx', c);
+    EXECUTE format('CREATE INDEX %I ON rag.%I (tenant, id) WHERE window_bounds IS NULL', c || '_bounds_todo_idx', c);
     PERFORM rag._make_model_index(c, 'all-MiniLM-L6-v2');
     FOR model IN SELECT mi.model FROM rag.model_indexes AS mi ORDER BY 1 LOOP
         PERFORM rag._make_model_index(c, model);
