@@ -9,17 +9,4 @@ ALTER TABLE rag.chunks ADD COLUMN window_embeddings @extschema:vector@.vector[];
 -- reads every candidate's windows
 ALTER TABLE rag.chunks ADD CONSTRAINT chunks_window_embeddings_check CHECK (cardinality(window_embeddings) <= 12);
 
--- what rag.work has left to embed, found without a scan (empty once it is done); on each
--- partition, as every index of rag.chunks (0.2.0/020-partition-indexes.sql says why), and
--- by rag._make_partition_indexes on the partitions made from now on
-DO $$
-DECLARE
-    part text;
-BEGIN
-    FOR part IN SELECT c.relname FROM pg_catalog.pg_inherits AS i JOIN pg_catalog.pg_class AS c ON c.oid = i.inhrelid
-                WHERE i.inhparent = 'rag.chunks'::regclass ORDER BY 1 LOOP
-        EXECUTE pg_catalog.format('CREATE INDEX %I ON rag.%I (tenant, id) WHERE window_embeddings IS NULL',
-                                  part || '_windows_todo_idx', part);
-    END LOOP;
-END
-$$;
+-- (what rag.work has left to embed is indexed by 080-window-spans.sql, with the bounds it also fills in)

@@ -6,9 +6,10 @@
 -- indexed before): search tokenizes the chunk's windows itself, with the same result.
 ALTER TABLE rag.chunks ADD COLUMN window_bounds int4[], ADD COLUMN window_lengths int4[];
 
--- the chunks whose bounds rag.work has left to fill in, found without a scan (empty once it
--- is done: chunks indexed from now on get them at ingest); on each partition, as every
--- index of rag.chunks (0.2.0/020-partition-indexes.sql says why), and by
+-- what rag.work has left to do, found without a scan: the chunks without window
+-- embeddings (windows_todo) and those without bounds (bounds_todo: empty once it is done,
+-- since chunks indexed from now on get them at ingest); on each partition, as every index
+-- of rag.chunks (0.2.0/020-partition-indexes.sql says why), and by
 -- rag._make_partition_indexes on the partitions made from now on
 DO $$
 DECLARE
@@ -16,6 +17,8 @@ DECLARE
 BEGIN
     FOR part IN SELECT c.relname FROM pg_catalog.pg_inherits AS i JOIN pg_catalog.pg_class AS c ON c.oid = i.inhrelid
                 WHERE i.inhparent = 'rag.chunks'::regclass ORDER BY 1 LOOP
+        EXECUTE pg_catalog.format('CREATE INDEX %I ON rag.%I (tenant, id) WHERE window_embeddings IS NULL',
+                                  part || '_windows_todo_idx', part);
         EXECUTE pg_catalog.format('CREATE INDEX %I ON rag.%I (tenant, id) WHERE window_bounds IS NULL',
                                   part || '_bounds_todo_idx', part);
     END LOOP;
