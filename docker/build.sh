@@ -77,7 +77,8 @@ cp -a build/releases/lib/. "$stage/lib/"           # earlier releases: their dep
 cp extension/rag.control extension/rag--*.sql "$stage/extension/"
 cp build/releases/extension/* "build/vector--$PGVECTOR_OLD_VERSION.sql" "$stage/extension/"
 cp "build/pgvector_$PGVECTOR_VERSION.orig.tar.gz" "$stage/pgvector.orig.tar.gz"
+find "$stage/lib" -name __pycache__ -prune -exec rm -rf {} +   # the host Python's; the image compiles its own
 echo "== building $IMAGE (Postgres $PG on $SUITE)"
-DOCKER_BUILDKIT=0 docker build -q --build-arg BASE="$BASE" --build-arg PG="$PG" \
+DOCKER_BUILDKIT=0 docker build -q --build-arg BASE="$BASE" --build-arg PG="$PG" --build-arg PYV="$PYV" \
   --build-arg RAGPG_VERSION="$RAGPG_VERSION" -t "$IMAGE" -f docker/Dockerfile.debian .
 docker image ls "$IMAGE"

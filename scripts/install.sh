@@ -102,6 +102,11 @@ echo "model ok: $(cat "$MODEL_OUT/manifest.json" | tr -d '\n' | cut -c1-160)"
 step "5/5 extension files"
 rm -rf "$PYLIB/ragpg" && cp -r plpy/ragpg "$PYLIB/ragpg"
 find "$PYLIB/ragpg" -name '__pycache__' -prune -exec rm -rf {} +
+# bytecode for the server's Python, compiled here once: the server cannot write into these
+# read-only directories, so without it every backend's first rag call compiles rag's
+# Python and its deps again (0.85 s against 0.45 s a new connection on a 2-core EPYC).
+# checked-hash: a .pyc is used only while it matches its source, whatever the files' mtimes
+/usr/bin/python3 -m compileall -q -j0 --invalidation-mode checked-hash "$PYLIB/deps" "$PYLIB/ragpg" >/dev/null
 mkdir -p "$DEST"
 # replace the versioned directory in one go so a running backend never sees half a copy
 tmp=$(mktemp -d /usr/local/lib/ragpg/.install-XXXX)
@@ -112,6 +117,9 @@ rm -rf "$DEST.old" && { [ -d "$DEST" ] && mv "$DEST" "$DEST.old" || true; } && m
 # `CREATE EXTENSION rag VERSION '<old>'` works; an existing database keeps its version
 # until `ALTER EXTENSION rag UPDATE`
 bash scripts/old_releases.sh
+for d in build/releases/lib/*/ragpg; do
+  [ -d "$d" ] && /usr/bin/python3 -m compileall -q --invalidation-mode checked-hash "$d" >/dev/null
+done
 for d in build/releases/lib/*/; do
   [ -d "$d" ] || continue   # none (a checkout without the history)
   v=$(basename "$d")
