@@ -80,6 +80,21 @@ def test_unknown_set_is_a_clear_error(db):
     assert "ragpg eval --dsn" in exc.value.diag.message_hint
 
 
+def test_a_query_without_judgments_is_not_scored(db):
+    """As trec_eval and BEIR: it has no nDCG (it used to fail the run with a not-null error)."""
+    setup_set(db)
+    db.execute("SET rag.tenant = 'eval:tiny'")
+    db.execute("INSERT INTO rag.eval_queries VALUES ('tiny', 'q9', 'an unjudged question')")
+    run = db.execute("SELECT rag.evaluate('tiny', 'lexical', 100)").fetchone()[0]
+    assert db.execute("SELECT queries FROM rag.eval_runs WHERE run_id = %s", (run,)).fetchone()[0] == 3
+    assert "q9" not in {r[0] for r in db.execute("SELECT query_id FROM rag.eval_run_query WHERE run_id = %s", (run,))}
+    db.execute("INSERT INTO rag.eval_sets (name, tenant) VALUES ('unjudged', 'eval:tiny')")
+    db.execute("INSERT INTO rag.eval_queries VALUES ('unjudged', 'q1', 'refund')")
+    with pytest.raises(psycopg.Error) as exc:
+        db.execute("SELECT rag.evaluate('unjudged')")
+    assert exc.value.sqlstate == "22023" and "eval set 'unjudged' has no judged queries" in str(exc.value)
+
+
 def test_eval_runs_are_scoped_to_who_may_act_for_the_set(db, connect):
     setup_set(db)
     db.execute("SELECT rag.evaluate('tiny', 'lexical', 100)")
@@ -91,6 +106,62 @@ def test_eval_runs_are_scoped_to_who_may_act_for_the_set(db, connect):
     assert exc.value.sqlstate in ("42704", "42501")
     db.execute("SELECT rag.grant_tenant('alice', 'eval:tiny')")
     assert alice.execute("SELECT count(*) FROM rag.eval_runs").fetchone()[0] == 1
+
+
+def test_two_tenants_may_each_have_a_set_of_the_same_name(db, connect):
+    """Sets are keyed by (tenant, name): a name one tenant took neither blocks another
+    tenant nor tells it that the name is taken; each evaluates its own set."""
+    alice, bob = connect("alice"), connect("bob")
+    for who, text in ((alice, "Alice sells refunds in five days."), (bob, "Bob ships parcels on Mondays.")):
+        me = who.execute("SELECT rag.current_tenant()").fetchone()[0]
+        who.execute("INSERT INTO rag.eval_sets (name, tenant) VALUES ('mine', %s)", (me,))
+        who.execute("SELECT rag.ingest(%s, 'doc.md')", (text,))
+        who.execute("INSERT INTO rag.eval_queries (set_name, query_id, query) VALUES ('mine', 'q1', 'refunds')")
+        who.execute("INSERT INTO rag.eval_qrels (set_name, query_id, doc_source, grade) VALUES ('mine', 'q1', 'doc.md', 1)")
+    runs = {}
+    for name, who in (("alice", alice), ("bob", bob)):
+        assert who.execute("SELECT tenant FROM rag.eval_sets").fetchall() == [(name,)]
+        assert who.execute("SELECT DISTINCT tenant FROM rag.eval_qrels").fetchall() == [(name,)]
+        runs[name] = who.execute("SELECT rag.evaluate('mine', 'lexical', 10)").fetchone()[0]
+        assert who.execute("SELECT tenant, queries FROM rag.eval_runs").fetchall() == [(name, 1)]
+    # the same query scored on each tenant's own documents: alice's holds "refunds", bob's not
+    got = dict(db.execute("SELECT tenant, ndcg_10 FROM rag.eval_runs").fetchall())
+    assert got == {"alice": 1, "bob": 0}
+    assert db.execute("SELECT count(*) FROM rag.eval_compare").fetchone()[0] == 0   # never across tenants
+    # a role that sees both sets must say which it means, unless its tenant has one
+    with pytest.raises(psycopg.Error) as exc:
+        db.execute("SELECT rag.evaluate('mine', 'lexical', 10)")
+    assert exc.value.sqlstate == "42P08"
+    assert "rag.evaluate: eval set 'mine' exists in 2 tenants: 'alice', 'bob'" in str(exc.value)
+    assert "SET rag.tenant" in exc.value.diag.message_hint
+    db.execute("SET rag.tenant = 'bob'")
+    run = db.execute("SELECT rag.evaluate('mine', 'lexical', 10)").fetchone()[0]
+    assert db.execute("SELECT tenant FROM rag.eval_run WHERE id = %s", (run,)).fetchone()[0] == "bob"
+    # a writer cannot put a row under another tenant's set, nor a set into another tenant
+    with pytest.raises(psycopg.Error) as exc:
+        alice.execute("INSERT INTO rag.eval_queries (tenant, set_name, query_id, query) VALUES ('bob', 'mine', 'q2', 'x')")
+    assert exc.value.sqlstate == "42501"
+    with pytest.raises(psycopg.Error) as exc:
+        alice.execute("INSERT INTO rag.eval_sets (name, tenant) VALUES ('other', 'bob')")
+    assert exc.value.sqlstate == "42501"
+    # nor a row under a set its tenant does not have
+    with pytest.raises(psycopg.Error) as exc:
+        alice.execute("INSERT INTO rag.eval_queries (set_name, query_id, query) VALUES ('nosuch', 'q1', 'x')")
+    assert exc.value.sqlstate == "42704" and "rag.eval_queries: no eval set 'nosuch'" in str(exc.value)
+    with pytest.raises(psycopg.Error) as exc:
+        alice.execute("INSERT INTO rag.eval_queries (tenant, set_name, query_id, query) VALUES ('alice', 'nosuch', 'q1', 'x')")
+    assert exc.value.sqlstate == "23503"
+    # a row that names the set alone gets the tenant the name means, as rag.evaluate reads it
+    db.execute("INSERT INTO rag.eval_queries (set_name, query_id, query) VALUES ('mine', 'q2', 'parcels')")
+    assert db.execute("SELECT tenant FROM rag.eval_queries WHERE query_id = 'q2'").fetchall() == [("bob",)]
+    db.execute("RESET rag.tenant")
+    with pytest.raises(psycopg.Error) as exc:
+        db.execute("INSERT INTO rag.eval_queries (set_name, query_id, query) VALUES ('mine', 'q3', 'x')")
+    assert exc.value.sqlstate == "42P08" and "rag.eval_queries: eval set 'mine' exists in 2 tenants" in str(exc.value)
+    # deleting a set removes its queries, judgments and runs, and only its own
+    alice.execute("DELETE FROM rag.eval_sets WHERE name = 'mine'")
+    assert dict(db.execute("SELECT tenant, count(*) FROM rag.eval_queries GROUP BY 1").fetchall()) == {"bob": 2}
+    assert dict(db.execute("SELECT tenant, count(*) FROM rag.eval_run GROUP BY 1").fetchall()) == {"bob": 2}
 
 
 # gold answers (the covid-qa layout): an answer counts where a top-k chunk comes from its

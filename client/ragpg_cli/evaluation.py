@@ -71,7 +71,7 @@ def load(dsn: str, path: Path, name: str | None = None, jobs: int = 2, quiet: bo
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SELECT set_config('rag.tenant', %s, false)", (tenant,))
         conn.execute("""INSERT INTO rag.eval_sets (name, tenant, source) VALUES (%s, %s, %s)
-                        ON CONFLICT (name) DO UPDATE SET source = excluded.source""", (name, tenant, str(path)))
+                        ON CONFLICT (tenant, name) DO UPDATE SET source = excluded.source""", (name, tenant, str(path)))
         have = conn.execute("SELECT count(*) FROM rag.documents WHERE tenant = %s", (tenant,)).fetchone()[0]
     done = [0]
     lock = threading.Lock()
@@ -101,22 +101,23 @@ def load(dsn: str, path: Path, name: str | None = None, jobs: int = 2, quiet: bo
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SELECT set_config('rag.tenant', %s, false)", (tenant,))
         with conn.transaction():
-            conn.execute("DELETE FROM rag.eval_queries WHERE set_name = %s", (name,))
+            conn.execute("DELETE FROM rag.eval_queries WHERE tenant = %s AND set_name = %s", (tenant, name))
             with conn.cursor() as cur:
-                with cur.copy("COPY rag.eval_queries (set_name, query_id, query) FROM STDIN") as cp:
+                with cur.copy("COPY rag.eval_queries (tenant, set_name, query_id, query) FROM STDIN") as cp:
                     for qid, text in queries:
-                        cp.write_row((name, qid, text))
-                with cur.copy("COPY rag.eval_qrels (set_name, query_id, doc_source, grade) FROM STDIN") as cp:
+                        cp.write_row((tenant, name, qid, text))
+                with cur.copy("COPY rag.eval_qrels (tenant, set_name, query_id, doc_source, grade) FROM STDIN") as cp:
                     for qid, did, grade in qrels:
-                        cp.write_row((name, qid, did, grade))
-                with cur.copy("COPY rag.eval_answers (set_name, query_id, doc_source, answer, answer_start) "
+                        cp.write_row((tenant, name, qid, did, grade))
+                with cur.copy("COPY rag.eval_answers (tenant, set_name, query_id, doc_source, answer, answer_start) "
                               "FROM STDIN") as cp:
                     for qid, did, text, start in answers:
-                        cp.write_row((name, qid, did, text, start))
+                        cp.write_row((tenant, name, qid, did, text, start))
             n_docs, n_chunks = conn.execute(
                 "SELECT (SELECT count(*) FROM rag.documents WHERE tenant = %s),"
                 " (SELECT count(*) FROM rag.chunks WHERE tenant = %s)", (tenant, tenant)).fetchone()
-            conn.execute("UPDATE rag.eval_sets SET documents = %s, loaded_at = now() WHERE name = %s", (n_docs, name))
+            conn.execute("UPDATE rag.eval_sets SET documents = %s, loaded_at = now() WHERE tenant = %s AND name = %s",
+                         (n_docs, tenant, name))
     return {"set": name, "documents": n_docs, "chunks": n_chunks, "queries": len(queries),
             "judgments": len(qrels), "answers": len(answers), "seconds": round(time.perf_counter() - t0, 1)}
 

@@ -1,22 +1,60 @@
 -- rag._eval_tenant
--- The tenant of an eval set, or an error naming the calling function (internal).
+-- The tenant of the eval set a name means (internal). Sets are keyed by (tenant, name):
+-- among the sets of that name the caller can see (row-level security: those of tenants it
+-- may act for), the current tenant's, else the only one; several and none of them the
+-- current tenant's is an error listing their tenants, as is none (naming the caller).
 CREATE OR REPLACE FUNCTION rag._eval_tenant(set_name text, caller text)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    t text;
+    tenants text[];
 BEGIN
-    SELECT s.tenant INTO t FROM rag.eval_sets AS s WHERE s.name = set_name;
-    IF t IS NULL THEN
+    SELECT array_agg(s.tenant ORDER BY s.tenant) INTO tenants FROM rag.eval_sets AS s WHERE s.name = set_name;
+    IF tenants IS NULL THEN
         RAISE EXCEPTION '%: no eval set %', caller, rag._shown(set_name)
             USING ERRCODE = 'undefined_object',
                   HINT = 'load one: ragpg eval --dsn ... --dir DIR --set NAME (a folder of sets in the BEIR layout)';
+    ELSIF rag.current_tenant() = ANY (tenants) THEN
+        RETURN rag.current_tenant();
+    ELSIF cardinality(tenants) = 1 THEN
+        RETURN tenants[1];
     END IF;
-    RETURN t;
+    RAISE EXCEPTION '%: eval set % exists in % tenants: %', caller, rag._shown(set_name), cardinality(tenants),
+        (SELECT string_agg(rag._shown(t), ', ') FROM unnest(tenants[1:5]) AS t)
+        || CASE WHEN cardinality(tenants) > 5 THEN ', ...' ELSE '' END
+        USING ERRCODE = 'ambiguous_parameter', HINT = 'SET rag.tenant to the tenant whose set you mean';
 END
 $$;
+
+-- rag._eval_row_tenant (internal, trigger)
+-- A row inserted below an eval set without its tenant gets the set's: the tenant of the
+-- set its set_name means (rag._eval_tenant, as rag.evaluate reads the name), so a loader
+-- that names the set alone keeps working. A tenant given is kept (row-level security and
+-- the foreign key on (tenant, set_name) check it).
+CREATE OR REPLACE FUNCTION rag._eval_row_tenant()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.tenant IS NULL THEN
+        NEW.tenant := rag._eval_tenant(NEW.set_name, 'rag.' || TG_TABLE_NAME);
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE OR REPLACE TRIGGER eval_queries_tenant BEFORE INSERT ON rag.eval_queries
+    FOR EACH ROW EXECUTE FUNCTION rag._eval_row_tenant();
+CREATE OR REPLACE TRIGGER eval_qrels_tenant BEFORE INSERT ON rag.eval_qrels
+    FOR EACH ROW EXECUTE FUNCTION rag._eval_row_tenant();
+CREATE OR REPLACE TRIGGER eval_answers_tenant BEFORE INSERT ON rag.eval_answers
+    FOR EACH ROW EXECUTE FUNCTION rag._eval_row_tenant();
+CREATE OR REPLACE TRIGGER eval_run_tenant BEFORE INSERT ON rag.eval_run
+    FOR EACH ROW EXECUTE FUNCTION rag._eval_row_tenant();
+CREATE OR REPLACE TRIGGER eval_answer_run_tenant BEFORE INSERT ON rag.eval_answer_run
+    FOR EACH ROW EXECUTE FUNCTION rag._eval_row_tenant();
 
 -- rag._eval_text (internal)
 -- Text as answers are matched: lower-cased, every whitespace run one space. A gold answer
@@ -33,7 +71,8 @@ AS $$
 $$;
 
 -- rag.evaluate
--- Run every query of an eval set through rag.search(mode, k results) in the set's tenant,
+-- Run every judged query of an eval set (one with rag.eval_qrels rows; trec_eval and BEIR
+-- score only those) through rag.search(mode, k results) in the set's tenant,
 -- store per-query and overall nDCG@10 (linear gain), recall@10, recall@100 and MRR@10,
 -- and return the run id. Document judgments are scored on chunk results by each
 -- document's best chunk rank. A set with gold answers (rag.eval_answers) also gets
@@ -47,7 +86,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    tenant text := rag._eval_tenant(set_name, 'rag.evaluate');
+    set_tenant text := rag._eval_tenant(set_name, 'rag.evaluate');
     run bigint;
     q record;
     t0 timestamptz := clock_timestamp();
@@ -56,18 +95,28 @@ BEGIN
     IF params IS NULL OR jsonb_typeof(params) <> 'object' THEN
         RAISE EXCEPTION 'rag.evaluate: params must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM set_config('rag.tenant', tenant, true);
+    PERFORM set_config('rag.tenant', set_tenant, true);
     PERFORM rag.current_tenant();  -- 42501 unless the caller may act for the set's tenant
+    IF NOT EXISTS (SELECT 1 FROM rag.eval_qrels AS r WHERE r.tenant = set_tenant AND r.set_name = evaluate.set_name) THEN
+        RAISE EXCEPTION 'rag.evaluate: eval set % has no judged queries', rag._shown(set_name)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'add judgments to rag.eval_qrels (qrels.tsv in the BEIR layout); a query without one is not scored';
+    END IF;
     params := jsonb_build_object('vector_k', cand, 'lexical_k', cand, 'rrf_c', 60, 'vector_weight', 1,
                                  'lexical_weight', 1, 'lexical_ranking', 'bm25', 'fusion', 'convex',
                                  'rerank', NULL, 'rerank_k', 30, 'proximity_weight', 0.2)
               || params
               || jsonb_build_object('settings', (SELECT jsonb_object_agg(s.name, s.value) FROM rag.settings() AS s));
-    INSERT INTO rag.eval_run (set_name, mode, k, params) VALUES (evaluate.set_name, evaluate.mode, evaluate.k, params)
+    INSERT INTO rag.eval_run (tenant, set_name, mode, k, params)
+    VALUES (set_tenant, evaluate.set_name, evaluate.mode, evaluate.k, params)
     RETURNING id INTO run;
 
+    -- the queries with judgments, as trec_eval and BEIR score (one without has no nDCG)
     FOR q IN SELECT eq.query_id, eq.query FROM rag.eval_queries AS eq
-             WHERE eq.set_name = evaluate.set_name ORDER BY eq.query_id LOOP
+             WHERE eq.tenant = set_tenant AND eq.set_name = evaluate.set_name
+               AND EXISTS (SELECT 1 FROM rag.eval_qrels AS r
+                           WHERE r.tenant = eq.tenant AND r.set_name = eq.set_name AND r.query_id = eq.query_id)
+             ORDER BY eq.query_id LOOP
         INSERT INTO rag.eval_run_query (run_id, query_id, ndcg_10, recall_10, recall_100, mrr_10,
                                         success_1, success_5, success_10)
         WITH hits AS (
@@ -80,7 +129,7 @@ BEGIN
                             (params->>'rerank_k')::int, (params->>'proximity_weight')::float8) AS s
         ), rel AS (
             SELECT r.doc_source, r.chunk_id, r.grade FROM rag.eval_qrels AS r
-            WHERE r.set_name = evaluate.set_name AND r.query_id = q.query_id
+            WHERE r.tenant = set_tenant AND r.set_name = evaluate.set_name AND r.query_id = q.query_id
         ), by_doc AS (   -- each document at its best chunk's rank
             SELECT d.source, row_number() OVER (ORDER BY min(h.rn)) AS rank
             FROM hits AS h JOIN rag.documents AS d ON d.id = h.document_id
@@ -94,7 +143,8 @@ BEGIN
             SELECT grade, row_number() OVER (ORDER BY grade DESC) AS pos FROM rel
         ), ans AS (      -- gold answers, normalised
             SELECT a.doc_source, rag._eval_text(a.answer, true) AS answer
-            FROM rag.eval_answers AS a WHERE a.set_name = evaluate.set_name AND a.query_id = q.query_id
+            FROM rag.eval_answers AS a
+            WHERE a.tenant = set_tenant AND a.set_name = evaluate.set_name AND a.query_id = q.query_id
         ), found AS (    -- the best rank of a chunk holding one
             SELECT min(h.rn) AS rn FROM hits AS h JOIN rag.documents AS d ON d.id = h.document_id
             JOIN ans ON ans.doc_source = d.source
@@ -144,7 +194,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    tenant text := rag._eval_tenant(set_name, 'rag.evaluate_answers');
+    set_tenant text := rag._eval_tenant(set_name, 'rag.evaluate_answers');
     chat text;
     run bigint;
     q record;
@@ -157,9 +207,10 @@ BEGIN
         RAISE EXCEPTION 'rag.evaluate_answers: questions must be >= 1 (or NULL: all), got %', questions
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM set_config('rag.tenant', tenant, true);
+    PERFORM set_config('rag.tenant', set_tenant, true);
     PERFORM rag.current_tenant();  -- 42501 unless the caller may act for the set's tenant
-    IF NOT EXISTS (SELECT 1 FROM rag.eval_answers AS a WHERE a.set_name = evaluate_answers.set_name) THEN
+    IF NOT EXISTS (SELECT 1 FROM rag.eval_answers AS a
+                   WHERE a.tenant = set_tenant AND a.set_name = evaluate_answers.set_name) THEN
         RAISE EXCEPTION 'rag.evaluate_answers: eval set % has no gold answers', rag._shown(set_name)
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'load a QA set: answers.jsonl beside its BEIR files (the covid-qa layout)';
@@ -168,12 +219,14 @@ BEGIN
     params := jsonb_build_object('rerank', NULL, 'rerank_k', 30)
               || params
               || jsonb_build_object('settings', (SELECT jsonb_object_agg(s.name, s.value) FROM rag.settings() AS s));
-    INSERT INTO rag.eval_answer_run (set_name, model, k, params) VALUES (evaluate_answers.set_name, chat, k, params)
+    INSERT INTO rag.eval_answer_run (tenant, set_name, model, k, params)
+    VALUES (set_tenant, evaluate_answers.set_name, chat, k, params)
     RETURNING id INTO run;
 
     FOR q IN SELECT eq.query_id, eq.query FROM rag.eval_queries AS eq
-             WHERE eq.set_name = evaluate_answers.set_name
-               AND EXISTS (SELECT 1 FROM rag.eval_answers AS a WHERE a.set_name = eq.set_name AND a.query_id = eq.query_id)
+             WHERE eq.tenant = set_tenant AND eq.set_name = evaluate_answers.set_name
+               AND EXISTS (SELECT 1 FROM rag.eval_answers AS a
+                           WHERE a.tenant = eq.tenant AND a.set_name = eq.set_name AND a.query_id = eq.query_id)
              ORDER BY eq.query_id LIMIT questions LOOP
         out := rag.ask(q.query, k, chat, params->>'rerank', (params->>'rerank_k')::int);
         INSERT INTO rag.eval_answer_run_query (run_id, query_id, answer, gold_share, exact, citations,
@@ -181,7 +234,9 @@ BEGIN
         WITH gold AS (
             SELECT a.doc_source, tsvector_to_array(to_tsvector('english'::regconfig, a.answer)) AS words,
                    rag._eval_text(a.answer, true) AS norm
-            FROM rag.eval_answers AS a WHERE a.set_name = evaluate_answers.set_name AND a.query_id = q.query_id
+            FROM rag.eval_answers AS a
+            WHERE a.tenant = set_tenant AND a.set_name = evaluate_answers.set_name
+              AND a.query_id = q.query_id
         ), ans AS (
             SELECT out->>'answer' AS text, tsvector_to_array(to_tsvector('english'::regconfig, out->>'answer')) AS words,
                    rag._eval_text(out->>'answer') AS norm
@@ -222,7 +277,7 @@ CREATE OR REPLACE VIEW rag.eval_answer_runs WITH (security_invoker = true) AS
            round(r.exact_share::numeric, 4) AS exact_share, round(r.citations_right::numeric, 4) AS citations_right,
            round(r.refusals::numeric, 4) AS refusals, round(r.mean_words::numeric, 1) AS mean_words,
            round(r.p50_ms::numeric, 1) AS p50_ms, round(r.p95_ms::numeric, 1) AS p95_ms,
-           round(r.seconds::numeric, 1) AS seconds, r.params, r.created_at, r.run_by
+           round(r.seconds::numeric, 1) AS seconds, r.params, r.created_at, r.run_by, r.tenant
     FROM rag.eval_answer_run AS r
     ORDER BY r.id DESC;
 
@@ -233,7 +288,7 @@ CREATE OR REPLACE VIEW rag.eval_runs WITH (security_invoker = true) AS
            round(r.recall_100::numeric, 4) AS recall_100, round(r.mrr_10::numeric, 4) AS mrr_10,
            round(r.seconds::numeric, 1) AS seconds, r.params, r.created_at, r.run_by,
            round(r.success_1::numeric, 4) AS success_1, round(r.success_5::numeric, 4) AS success_5,
-           round(r.success_10::numeric, 4) AS success_10
+           round(r.success_10::numeric, 4) AS success_10, r.tenant
     FROM rag.eval_run AS r
     ORDER BY r.id DESC;
 
@@ -248,5 +303,6 @@ CREATE OR REPLACE VIEW rag.eval_compare WITH (security_invoker = true) AS
            (SELECT count(*) FROM rag.eval_run_query AS qa JOIN rag.eval_run_query AS qb USING (query_id)
             WHERE qa.run_id = a.id AND qb.run_id = b.id AND qb.ndcg_10 > qa.ndcg_10) AS queries_better,
            (SELECT count(*) FROM rag.eval_run_query AS qa JOIN rag.eval_run_query AS qb USING (query_id)
-            WHERE qa.run_id = a.id AND qb.run_id = b.id AND qb.ndcg_10 < qa.ndcg_10) AS queries_worse
-    FROM rag.eval_run AS a JOIN rag.eval_run AS b ON b.set_name = a.set_name AND b.id <> a.id;
+            WHERE qa.run_id = a.id AND qb.run_id = b.id AND qb.ndcg_10 < qa.ndcg_10) AS queries_worse,
+           a.tenant
+    FROM rag.eval_run AS a JOIN rag.eval_run AS b ON b.tenant = a.tenant AND b.set_name = a.set_name AND b.id <> a.id;

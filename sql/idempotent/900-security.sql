@@ -25,7 +25,8 @@ END
 $$;
 
 -- eval sets, their queries, judgments and runs: visible to whoever may act for the
--- set's tenant (not only while acting for it, so a BI role granted the tenant sees runs)
+-- set's tenant (not only while acting for it, so a BI role granted the tenant sees runs).
+-- Each row below a set carries the set's tenant (a foreign key on (tenant, set_name)).
 ALTER TABLE rag.eval_sets ENABLE ROW LEVEL SECURITY;
 ALTER TABLE rag.eval_sets FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS tenant_access ON rag.eval_sets;
@@ -34,23 +35,27 @@ CREATE POLICY tenant_access ON rag.eval_sets
 ALTER TABLE rag.eval_queries ENABLE ROW LEVEL SECURITY;
 ALTER TABLE rag.eval_queries FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS via_set ON rag.eval_queries;
-CREATE POLICY via_set ON rag.eval_queries
-    USING (EXISTS (SELECT 1 FROM rag.eval_sets AS s WHERE s.name = set_name));
+DROP POLICY IF EXISTS tenant_access ON rag.eval_queries;
+CREATE POLICY tenant_access ON rag.eval_queries
+    USING (rag._may_act_for(tenant)) WITH CHECK (rag._may_act_for(tenant));
 ALTER TABLE rag.eval_qrels ENABLE ROW LEVEL SECURITY;
 ALTER TABLE rag.eval_qrels FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS via_set ON rag.eval_qrels;
-CREATE POLICY via_set ON rag.eval_qrels
-    USING (EXISTS (SELECT 1 FROM rag.eval_sets AS s WHERE s.name = set_name));
+DROP POLICY IF EXISTS tenant_access ON rag.eval_qrels;
+CREATE POLICY tenant_access ON rag.eval_qrels
+    USING (rag._may_act_for(tenant)) WITH CHECK (rag._may_act_for(tenant));
 ALTER TABLE rag.eval_answers ENABLE ROW LEVEL SECURITY;
 ALTER TABLE rag.eval_answers FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS via_set ON rag.eval_answers;
-CREATE POLICY via_set ON rag.eval_answers
-    USING (EXISTS (SELECT 1 FROM rag.eval_sets AS s WHERE s.name = set_name));
+DROP POLICY IF EXISTS tenant_access ON rag.eval_answers;
+CREATE POLICY tenant_access ON rag.eval_answers
+    USING (rag._may_act_for(tenant)) WITH CHECK (rag._may_act_for(tenant));
 ALTER TABLE rag.eval_answer_run ENABLE ROW LEVEL SECURITY;
 ALTER TABLE rag.eval_answer_run FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS via_set ON rag.eval_answer_run;
-CREATE POLICY via_set ON rag.eval_answer_run
-    USING (EXISTS (SELECT 1 FROM rag.eval_sets AS s WHERE s.name = set_name));
+DROP POLICY IF EXISTS tenant_access ON rag.eval_answer_run;
+CREATE POLICY tenant_access ON rag.eval_answer_run
+    USING (rag._may_act_for(tenant)) WITH CHECK (rag._may_act_for(tenant));
 ALTER TABLE rag.eval_answer_run_query ENABLE ROW LEVEL SECURITY;
 ALTER TABLE rag.eval_answer_run_query FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS via_run ON rag.eval_answer_run_query;
@@ -59,8 +64,9 @@ CREATE POLICY via_run ON rag.eval_answer_run_query
 ALTER TABLE rag.eval_run ENABLE ROW LEVEL SECURITY;
 ALTER TABLE rag.eval_run FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS via_set ON rag.eval_run;
-CREATE POLICY via_set ON rag.eval_run
-    USING (EXISTS (SELECT 1 FROM rag.eval_sets AS s WHERE s.name = set_name));
+DROP POLICY IF EXISTS tenant_access ON rag.eval_run;
+CREATE POLICY tenant_access ON rag.eval_run
+    USING (rag._may_act_for(tenant)) WITH CHECK (rag._may_act_for(tenant));
 ALTER TABLE rag.eval_run_query ENABLE ROW LEVEL SECURITY;
 ALTER TABLE rag.eval_run_query FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS via_run ON rag.eval_run_query;

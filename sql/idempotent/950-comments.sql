@@ -569,9 +569,12 @@ COMMENT ON FUNCTION rag.ask_stream(text, integer, text, text, integer) IS
 
 COMMENT ON TABLE rag.eval_sets IS
   'Retrieval eval sets (loaded with ragpg eval load, BEIR layout): each set''s documents are in a tenant of '
-  'its own, eval:<name>. Visible to roles that may act for that tenant.';
+  'its own, eval:<name>. Keyed by (tenant, name): two tenants may each have a set of the same name. Visible '
+  'to roles that may act for that tenant.';
 
-COMMENT ON TABLE rag.eval_queries IS 'The queries of each eval set (rag.eval_sets).';
+COMMENT ON TABLE rag.eval_queries IS
+  'The queries of each eval set (rag.eval_sets, by tenant and set_name; a row inserted without its tenant '
+  'gets its set''s).';
 
 COMMENT ON TABLE rag.eval_qrels IS
   'Graded relevance judgments of the eval queries: a document (by its source in the set''s tenant) or a '
@@ -596,14 +599,21 @@ COMMENT ON FUNCTION rag._eval_text(text, boolean) IS
   'space; a gold answer (gold => true) also trimmed and cut to 200 characters.';
 
 COMMENT ON FUNCTION rag._eval_tenant(text, text) IS
-  'Internal: the tenant of an eval set, or an error naming the caller if there is no such set; called by '
-  'rag.evaluate and rag.evaluate_answers.';
+  'Internal: the tenant of the eval set a name means: among the sets of that name the caller can see, the '
+  'current tenant''s, else the only one; else an error naming the caller (42704 none; 42P08 several, listing '
+  'their tenants). Called by rag.evaluate and rag.evaluate_answers.';
+
+COMMENT ON FUNCTION rag._eval_row_tenant() IS
+  'Internal: trigger on the tables below an eval set (queries, judgments, answers, runs): a row inserted '
+  'without its tenant gets its set''s, the tenant rag._eval_tenant reads the set_name as.';
 
 COMMENT ON FUNCTION rag.evaluate(text, text, integer, jsonb) IS
-  'Run every query of an eval set through rag.search in the set''s tenant and store nDCG@10, recall@10, '
+  'Run every judged query of an eval set (with rag.eval_qrels rows) through rag.search in the set''s tenant and '
+  'store nDCG@10, recall@10, '
   'recall@100 and MRR@10 per query and overall (rag.eval_runs); for sets with gold answers (rag.eval_answers) '
   'also success@1/5/10, the share of queries with a top-k chunk from the answer''s document containing the '
-  'answer. Arguments: set_name (of rag.eval_sets), '
+  'answer. Arguments: set_name (of rag.eval_sets; the current tenant''s set of that name, else the only one '
+  'the caller can see), '
   'mode (hybrid, vector, lexical), k (results per query, 100), params (other rag.search arguments, e.g. '
   '{"rrf_c": 20}). Returns: the run id. Example: SELECT rag.evaluate(''med'', ''hybrid'', 100);';
 
@@ -645,6 +655,7 @@ COMMENT ON COLUMN rag.eval_answer_runs.seconds IS 'Duration of the run';
 COMMENT ON COLUMN rag.eval_answer_runs.params IS 'rag.ask parameters and every setting used';
 COMMENT ON COLUMN rag.eval_answer_runs.created_at IS 'When the run started';
 COMMENT ON COLUMN rag.eval_answer_runs.run_by IS 'Role that ran it';
+COMMENT ON COLUMN rag.eval_answer_runs.tenant IS 'The eval set''s tenant (sets are keyed by tenant and name)';
 
 COMMENT ON VIEW rag.eval_runs IS
   'Every eval run with its overall metrics (nDCG@10, recall@10, recall@100, MRR@10), newest first. '
@@ -665,9 +676,10 @@ COMMENT ON COLUMN rag.eval_runs.success_5 IS 'Share of queries with a gold answe
 COMMENT ON COLUMN rag.eval_runs.success_10 IS 'Share of queries with a gold answer in a top-10 chunk (sets with answers)';
 COMMENT ON COLUMN rag.eval_runs.created_at IS 'When the run started';
 COMMENT ON COLUMN rag.eval_runs.run_by IS 'Role that ran it';
+COMMENT ON COLUMN rag.eval_runs.tenant IS 'The eval set''s tenant (sets are keyed by tenant and name)';
 
 COMMENT ON VIEW rag.eval_compare IS
-  'Any two runs of the same eval set side by side: metrics of run_a and run_b, the nDCG@10 change, and how '
+  'Any two runs of the same eval set (same tenant and name) side by side: metrics of run_a and run_b, the nDCG@10 change, and how '
   'many queries got better or worse. Example: SELECT * FROM rag.eval_compare WHERE run_a = 1 AND run_b = 2;';
 
 -- ---------------------------------------------------------------------------------------

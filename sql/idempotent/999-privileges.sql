@@ -165,11 +165,11 @@ TO rag_writer;
 -- eval sets are loaded and run by writers, into tenants they may act for (RLS checks)
 GRANT INSERT, UPDATE, DELETE ON rag.eval_sets, rag.eval_queries, rag.eval_qrels, rag.eval_answers, rag.eval_run_query
     TO rag_writer;
-GRANT INSERT (set_name, mode, k, params),
+GRANT INSERT (tenant, set_name, mode, k, params),
       UPDATE (queries, ndcg_10, recall_10, recall_100, mrr_10, success_1, success_5, success_10, seconds, params)
     ON rag.eval_run TO rag_writer;
 GRANT DELETE ON rag.eval_run TO rag_writer;
-GRANT INSERT (set_name, model, k, params),
+GRANT INSERT (tenant, set_name, model, k, params),
       UPDATE (questions, gold_share, half_share, exact_share, citations_right, refusals, mean_words, p50_ms, p95_ms,
               seconds)
     ON rag.eval_answer_run TO rag_writer;
