@@ -63,8 +63,10 @@ def test_metrics_match_a_recomputation(db, mode):
 
 def test_compare_view_puts_two_runs_side_by_side(db):
     setup_set(db)
-    a = db.execute("SELECT rag.evaluate('tiny', 'lexical', 100)").fetchone()[0]
-    b = db.execute("SELECT rag.evaluate('tiny', 'vector', 100)").fetchone()[0]
+    with db.transaction():   # a run acts for the set's tenant, then gives rag.tenant back unset
+        a = db.execute("SELECT rag.evaluate('tiny', 'lexical', 100)").fetchone()[0]
+        assert db.execute("SELECT coalesce(current_setting('rag.tenant', true), '')").fetchone()[0] == ""
+        b = db.execute("SELECT rag.evaluate('tiny', 'vector', 100)").fetchone()[0]
     row = db.execute("""SELECT mode_a, mode_b, ndcg_10_b - ndcg_10_a = ndcg_10_delta, queries_better + queries_worse <= 3
                         FROM rag.eval_compare WHERE run_a = %s AND run_b = %s""", (a, b)).fetchone()
     assert row == ("lexical", "vector", True, True)
@@ -78,6 +80,51 @@ def test_unknown_set_is_a_clear_error(db):
         db.execute("SELECT rag.evaluate_answers('nope')")
     assert exc.value.sqlstate == "42704" and "rag.evaluate_answers: no eval set 'nope'" in str(exc.value)
     assert "ragpg eval --dsn" in exc.value.diag.message_hint
+
+
+def test_a_set_added_to_a_shared_tenant_never_takes_a_members_own(db, connect):
+    """Hostile review 24: alice's default tenant is the one tenant granted to her, "team",
+    which bob shares. Her own set "med" is in tenant alice. When bob adds a "med" to team,
+    neither her rag.evaluate('med') nor her rows that name "med" alone may go to bob's."""
+    db.execute("SELECT rag.grant_tenant('alice', 'team'), rag.grant_tenant('bob', 'team')")
+    alice, bob = connect("alice"), connect("bob")
+    assert alice.execute("SELECT rag.current_tenant()").fetchone()[0] == "team"
+    alice.execute("INSERT INTO rag.eval_sets (name, tenant) VALUES ('med', 'alice')")
+    alice.execute("INSERT INTO rag.eval_queries (tenant, set_name, query_id, query) VALUES ('alice', 'med', 'q1', 'x')")
+    alice.execute("INSERT INTO rag.eval_qrels (tenant, set_name, query_id, doc_source, grade) "
+                  "VALUES ('alice', 'med', 'q1', 'a.md', 1)")
+    run = alice.execute("SELECT rag.evaluate('med', 'lexical', 10)").fetchone()[0]   # the only 'med' she sees
+    assert alice.execute("SELECT tenant FROM rag.eval_run WHERE id = %s", (run,)).fetchone()[0] == "alice"
+    bob.execute("INSERT INTO rag.eval_sets (name, tenant) VALUES ('med', 'team')")
+    bob.execute("INSERT INTO rag.eval_queries (set_name, query_id, query) VALUES ('med', 'q1', 'bob asks')")
+    bob.execute("INSERT INTO rag.eval_qrels (set_name, query_id, doc_source, grade) VALUES ('med', 'q1', 'b.md', 1)")
+    with pytest.raises(psycopg.Error) as exc:
+        alice.execute("SELECT rag.evaluate('med', 'lexical', 10)")
+    assert exc.value.sqlstate == "42P08" and "exists in 2 tenants: 'alice', 'team'" in str(exc.value)
+    with pytest.raises(psycopg.Error) as exc:
+        alice.execute("INSERT INTO rag.eval_answers (set_name, query_id, doc_source, answer) "
+                      "VALUES ('med', 'q1', 'a.md', 'a confidential answer')")
+    assert exc.value.sqlstate == "42P08" and "exists in your tenant 'team' and in 'alice'" in str(exc.value)
+    # saying which: SET rag.tenant picks that tenant's set, for runs and for rows alike
+    alice.execute("SET rag.tenant = 'alice'")
+    run = alice.execute("SELECT rag.evaluate('med', 'lexical', 10)").fetchone()[0]
+    alice.execute("INSERT INTO rag.eval_answers (set_name, query_id, doc_source, answer) "
+                  "VALUES ('med', 'q1', 'a.md', 'a confidential answer')")
+    assert alice.execute("SELECT tenant FROM rag.eval_run WHERE id = %s", (run,)).fetchone()[0] == "alice"
+    assert bob.execute("SELECT count(*) FROM rag.eval_answers").fetchone()[0] == 0
+    assert bob.execute("SELECT count(*) FROM rag.eval_run").fetchone()[0] == 0
+
+
+def test_group_roles_are_no_tenant_even_when_named(db, connect):
+    """Hostile review 24: after SET ROLE rag_writer, SET rag.tenant = 'rag_writer' made the
+    group role one tenant shared by every writer (the default case was refused already)."""
+    alice = connect("alice")
+    alice.execute("SET ROLE rag_writer")
+    alice.execute("SET rag.tenant = 'rag_writer'")
+    for sql in ("SELECT rag.current_tenant()", "INSERT INTO rag.eval_sets (name, tenant) VALUES ('grp', 'rag_writer')"):
+        with pytest.raises(psycopg.Error) as exc:
+            alice.execute(sql)
+        assert exc.value.sqlstate == "42501", sql
 
 
 def test_a_query_without_judgments_is_not_scored(db):
@@ -147,17 +194,17 @@ def test_two_tenants_may_each_have_a_set_of_the_same_name(db, connect):
     # nor a row under a set its tenant does not have
     with pytest.raises(psycopg.Error) as exc:
         alice.execute("INSERT INTO rag.eval_queries (set_name, query_id, query) VALUES ('nosuch', 'q1', 'x')")
-    assert exc.value.sqlstate == "42704" and "rag.eval_queries: no eval set 'nosuch'" in str(exc.value)
+    assert exc.value.sqlstate == "42704" and "rag.eval_queries: no eval set 'nosuch' in tenant 'alice'" in str(exc.value)
     with pytest.raises(psycopg.Error) as exc:
         alice.execute("INSERT INTO rag.eval_queries (tenant, set_name, query_id, query) VALUES ('alice', 'nosuch', 'q1', 'x')")
     assert exc.value.sqlstate == "23503"
-    # a row that names the set alone gets the tenant the name means, as rag.evaluate reads it
+    # a row that names the set alone belongs to the current tenant, as every tenant row does
     db.execute("INSERT INTO rag.eval_queries (set_name, query_id, query) VALUES ('mine', 'q2', 'parcels')")
     assert db.execute("SELECT tenant FROM rag.eval_queries WHERE query_id = 'q2'").fetchall() == [("bob",)]
     db.execute("RESET rag.tenant")
-    with pytest.raises(psycopg.Error) as exc:
+    with pytest.raises(psycopg.Error) as exc:   # the superuser's own tenant holds no 'mine'
         db.execute("INSERT INTO rag.eval_queries (set_name, query_id, query) VALUES ('mine', 'q3', 'x')")
-    assert exc.value.sqlstate == "42P08" and "rag.eval_queries: eval set 'mine' exists in 2 tenants" in str(exc.value)
+    assert exc.value.sqlstate == "42704" and "no eval set 'mine' in tenant" in str(exc.value)
     # deleting a set removes its queries, judgments and runs, and only its own
     alice.execute("DELETE FROM rag.eval_sets WHERE name = 'mine'")
     assert dict(db.execute("SELECT tenant, count(*) FROM rag.eval_queries GROUP BY 1").fetchall()) == {"bob": 2}
@@ -173,9 +220,9 @@ ANSWERS = [("q1", "a", "FIVE\n  days"), ("q2", "d", "called Biscuit"), ("q2", "b
 @pytest.mark.parametrize("mode", ["lexical", "vector", "hybrid"])
 def test_success_at_k_counts_answers_in_the_right_document(db, mode):
     setup_set(db)
-    for qid, doc, text in ANSWERS:
-        db.execute("INSERT INTO rag.eval_answers (set_name, query_id, doc_source, answer) VALUES ('tiny', %s, %s, %s)",
-                   (qid, doc, text))
+    for qid, doc, text in ANSWERS:   # with the set's tenant, as `ragpg eval` loads them
+        db.execute("INSERT INTO rag.eval_answers (tenant, set_name, query_id, doc_source, answer) "
+                   "VALUES ('eval:tiny', 'tiny', %s, %s, %s)", (qid, doc, text))
     run = db.execute("SELECT rag.evaluate('tiny', %s, 100)", (mode,)).fetchone()[0]
     got = {r[0]: r[1:] for r in db.execute("""SELECT query_id, success_1, success_5, success_10
                                               FROM rag.eval_run_query WHERE run_id = %s""", (run,))}
@@ -206,9 +253,11 @@ def test_answers_are_measured_against_the_gold_ones(db):
     """rag.evaluate_answers with the extractive answerer, every metric recomputed here from
     the stored answers: the answers themselves come from rag.ask."""
     setup_set(db)
+    db.execute("SET rag.tenant = 'eval:tiny'")   # rows that name the set alone: the current tenant's set
     for qid, doc, text in ANSWERS:
         db.execute("INSERT INTO rag.eval_answers (set_name, query_id, doc_source, answer) VALUES ('tiny', %s, %s, %s)",
                    (qid, doc, text))
+    db.execute("RESET rag.tenant")
     run = db.execute("SELECT rag.evaluate_answers('tiny', k => 3)").fetchone()[0]
     rows = {r[0]: r[1:] for r in db.execute("""SELECT query_id, answer, gold_share, exact, citations, citations_right,
                                                       words, latency_ms

@@ -472,6 +472,26 @@ def test_objects_planted_where_pgvector_lives_are_never_called(new_db, own_schem
         assert su.execute("SELECT count(*) FROM public.ran_as").fetchone()[0] == 2
 
 
+def test_the_upgrade_stops_at_a_foreign_key_of_yours_on_an_eval_set_name(new_db):
+    """0.5.0 keys eval sets by (tenant, name). A foreign key of a user's table on the old key
+    stops the upgrade, named, instead of being dropped with rag's own (hostile review 24)."""
+    url = new_db(OLD)
+    with psycopg.connect(url, autocommit=True) as su:
+        su.execute("INSERT INTO rag.eval_sets (name, tenant) VALUES ('s1', 'eval:s1')")
+        su.execute("CREATE TABLE my_notes (set_name text REFERENCES rag.eval_sets (name), note text)")
+        su.execute("INSERT INTO my_notes VALUES ('s1', 'keep me consistent')")
+        with pytest.raises(psycopg.Error) as exc:
+            su.execute("ALTER EXTENSION rag UPDATE")
+        assert exc.value.sqlstate == "2BP01"
+        assert "foreign key my_notes_set_name_fkey of table public.my_notes references an eval table" in str(exc.value)
+        assert _version(su) == OLD
+        assert su.execute("SELECT count(*) FROM pg_constraint WHERE conname = 'my_notes_set_name_fkey'").fetchone()[0] == 1
+        su.execute("ALTER TABLE my_notes DROP CONSTRAINT my_notes_set_name_fkey")
+        su.execute("ALTER EXTENSION rag UPDATE")
+        assert _version(su) == NEW
+        assert su.execute("SELECT tenant, name FROM rag.eval_sets").fetchall() == [("eval:s1", "s1")]
+
+
 def test_the_upgrade_unlinks_rows_that_point_at_another_tenants_attachment(new_db):
     """0.5.0 keys a document's, queue row's and failed row's attachment by (tenant, id).
     Rows an older release let a writer point at another tenant's attachment are fixed by

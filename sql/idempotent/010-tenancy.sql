@@ -35,12 +35,14 @@ $$;
 -- rag._may_act_for
 -- Whether the current role may act for a tenant: its own name, a tenant granted to it
 -- (or to a role it is a member of) in rag.tenant_roles, or any tenant for a superuser.
+-- rag's group roles have no tenant of their own name: after SET ROLE rag_writer it would
+-- be one tenant shared by every writer.
 CREATE OR REPLACE FUNCTION rag._may_act_for(tenant text)
 RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT tenant = current_user::text
+    SELECT (tenant = current_user::text AND current_user NOT IN ('rag_reader', 'rag_writer', 'rag_admin'))
         OR (SELECT r.rolsuper FROM pg_catalog.pg_roles AS r WHERE r.rolname = current_user)
         OR EXISTS (SELECT 1 FROM rag.tenant_roles AS t
                    WHERE t.tenant = _may_act_for.tenant AND rag._is_member(t.role_name))

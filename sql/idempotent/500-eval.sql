@@ -1,8 +1,13 @@
 -- rag._eval_tenant
--- The tenant of the eval set a name means (internal). Sets are keyed by (tenant, name):
--- among the sets of that name the caller can see (row-level security: those of tenants it
--- may act for), the current tenant's, else the only one; several and none of them the
--- current tenant's is an error listing their tenants, as is none (naming the caller).
+-- The tenant of the eval set a name means (internal). Sets are keyed by (tenant, name),
+-- and a name is read as follows:
+--   * with rag.tenant set (SET rag.tenant): that tenant's set of the name, else the only
+--     set of that name the caller can see;
+--   * unset: the only set of that name the caller can see (row-level security: those of
+--     tenants it may act for). The default tenant gets no priority: a role's default is
+--     its only granted tenant, which others share, and a set one of them adds there must
+--     not silently take the place of the caller's own.
+-- None is 42704, several 42P08 listing their tenants; both name the caller.
 CREATE OR REPLACE FUNCTION rag._eval_tenant(set_name text, caller text)
 RETURNS text
 LANGUAGE plpgsql STABLE
@@ -10,14 +15,19 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     tenants text[];
+    mine text;
 BEGIN
+    IF nullif(btrim(current_setting('rag.tenant', true)), '') IS NOT NULL THEN
+        mine := rag.current_tenant();  -- 42501 unless the role may act for it
+        IF EXISTS (SELECT 1 FROM rag.eval_sets AS s WHERE s.tenant = mine AND s.name = set_name) THEN
+            RETURN mine;
+        END IF;
+    END IF;
     SELECT array_agg(s.tenant ORDER BY s.tenant) INTO tenants FROM rag.eval_sets AS s WHERE s.name = set_name;
     IF tenants IS NULL THEN
         RAISE EXCEPTION '%: no eval set %', caller, rag._shown(set_name)
             USING ERRCODE = 'undefined_object',
                   HINT = 'load one: ragpg eval --dsn ... --dir DIR --set NAME (a folder of sets in the BEIR layout)';
-    ELSIF rag.current_tenant() = ANY (tenants) THEN
-        RETURN rag.current_tenant();
     ELSIF cardinality(tenants) = 1 THEN
         RETURN tenants[1];
     END IF;
@@ -29,19 +39,43 @@ END
 $$;
 
 -- rag._eval_row_tenant (internal, trigger)
--- A row inserted below an eval set without its tenant gets the set's: the tenant of the
--- set its set_name means (rag._eval_tenant, as rag.evaluate reads the name), so a loader
--- that names the set alone keeps working. A tenant given is kept (row-level security and
--- the foreign key on (tenant, set_name) check it).
+-- A row inserted below an eval set without its tenant belongs to the current tenant, as
+-- every tenant row does (rag.current_tenant()), and must name a set that tenant holds:
+-- else 42704, naming the tenant. Without SET rag.tenant, a name that another tenant the
+-- caller can see also holds is 42P08, so a set that someone added to a tenant the caller
+-- shares (its default) never silently takes rows meant for the caller's own. A tenant
+-- given is kept (row-level security and the foreign key on (tenant, set_name) check it).
 CREATE OR REPLACE FUNCTION rag._eval_row_tenant()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    mine text;
+    others text[];
 BEGIN
-    IF NEW.tenant IS NULL THEN
-        NEW.tenant := rag._eval_tenant(NEW.set_name, 'rag.' || TG_TABLE_NAME);
+    IF NEW.tenant IS NOT NULL THEN
+        RETURN NEW;
     END IF;
+    mine := rag.current_tenant();
+    IF NOT EXISTS (SELECT 1 FROM rag.eval_sets AS s WHERE s.tenant = mine AND s.name = NEW.set_name) THEN
+        RAISE EXCEPTION 'rag.%: no eval set % in tenant %', TG_TABLE_NAME, rag._shown(NEW.set_name), rag._shown(mine)
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'give the row its tenant (the set''s), or SET rag.tenant to the set''s tenant';
+    END IF;
+    IF nullif(btrim(current_setting('rag.tenant', true)), '') IS NULL THEN
+        SELECT array_agg(s.tenant ORDER BY s.tenant) INTO others
+        FROM rag.eval_sets AS s WHERE s.name = NEW.set_name AND s.tenant <> mine;
+        IF others IS NOT NULL THEN
+            RAISE EXCEPTION 'rag.%: eval set % exists in your tenant % and in %', TG_TABLE_NAME,
+                rag._shown(NEW.set_name), rag._shown(mine),
+                (SELECT string_agg(rag._shown(t), ', ') FROM unnest(others[1:5]) AS t)
+                || CASE WHEN cardinality(others) > 5 THEN ', ...' ELSE '' END
+                USING ERRCODE = 'ambiguous_parameter',
+                      HINT = 'give the row its tenant, or SET rag.tenant to the set''s tenant';
+        END IF;
+    END IF;
+    NEW.tenant := mine;
     RETURN NEW;
 END
 $$;
@@ -87,6 +121,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     set_tenant text := rag._eval_tenant(set_name, 'rag.evaluate');
+    caller_tenant text := current_setting('rag.tenant', true);
     run bigint;
     q record;
     t0 timestamptz := clock_timestamp();
@@ -170,6 +205,8 @@ BEGIN
                  avg(x.success_1) AS s1, avg(x.success_5) AS s5, avg(x.success_10) AS s10
           FROM rag.eval_run_query AS x WHERE x.run_id = run) AS a
     WHERE r.id = run;
+    -- the caller's rag.tenant again (the run set the set's for this transaction)
+    PERFORM set_config('rag.tenant', coalesce(caller_tenant, ''), true);
     RETURN run;
 END
 $$;
@@ -195,6 +232,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     set_tenant text := rag._eval_tenant(set_name, 'rag.evaluate_answers');
+    caller_tenant text := current_setting('rag.tenant', true);
     chat text;
     run bigint;
     q record;
@@ -266,6 +304,8 @@ BEGIN
                  percentile_cont(0.95) WITHIN GROUP (ORDER BY x.latency_ms) AS p95
           FROM rag.eval_answer_run_query AS x WHERE x.run_id = run) AS a
     WHERE r.id = run;
+    -- the caller's rag.tenant again (the run set the set's for this transaction)
+    PERFORM set_config('rag.tenant', coalesce(caller_tenant, ''), true);
     RETURN run;
 END
 $$;

@@ -35,8 +35,8 @@ COMMENT ON FUNCTION rag._is_member(name) IS
   'rag.current_tenant, rag._may_act_for and the row-level security policies.';
 
 COMMENT ON FUNCTION rag._may_act_for(text) IS
-  'Internal: whether the current role may act for a tenant (its own name, a grant in rag.tenant_roles, or a '
-  'superuser). Used by rag.current_tenant and the eval tables'' policies.';
+  'Internal: whether the current role may act for a tenant (its own name, except for rag''s group roles, a '
+  'grant in rag.tenant_roles, or a superuser). Used by rag.current_tenant and the eval tables'' policies.';
 
 COMMENT ON FUNCTION rag.current_tenant() IS
   'The tenant this session acts for: SET rag.tenant if the role may act for it, else the role''s only '
@@ -574,7 +574,7 @@ COMMENT ON TABLE rag.eval_sets IS
 
 COMMENT ON TABLE rag.eval_queries IS
   'The queries of each eval set (rag.eval_sets, by tenant and set_name; a row inserted without its tenant '
-  'gets its set''s).';
+  'belongs to the current tenant, whose set it must name).';
 
 COMMENT ON TABLE rag.eval_qrels IS
   'Graded relevance judgments of the eval queries: a document (by its source in the set''s tenant) or a '
@@ -599,21 +599,22 @@ COMMENT ON FUNCTION rag._eval_text(text, boolean) IS
   'space; a gold answer (gold => true) also trimmed and cut to 200 characters.';
 
 COMMENT ON FUNCTION rag._eval_tenant(text, text) IS
-  'Internal: the tenant of the eval set a name means: among the sets of that name the caller can see, the '
-  'current tenant''s, else the only one; else an error naming the caller (42704 none; 42P08 several, listing '
-  'their tenants). Called by rag.evaluate and rag.evaluate_answers.';
+  'Internal: the tenant of the eval set a name means: with SET rag.tenant, that tenant''s set of the name; '
+  'else the only set of that name the caller can see; else an error naming the caller (42704 none; 42P08 '
+  'several, listing their tenants). Called by rag.evaluate and rag.evaluate_answers.';
 
 COMMENT ON FUNCTION rag._eval_row_tenant() IS
   'Internal: trigger on the tables below an eval set (queries, judgments, answers, runs): a row inserted '
-  'without its tenant gets its set''s, the tenant rag._eval_tenant reads the set_name as.';
+  'without its tenant belongs to the current tenant and must name a set it holds (42704); without SET '
+  'rag.tenant, a name another visible tenant also holds is 42P08.';
 
 COMMENT ON FUNCTION rag.evaluate(text, text, integer, jsonb) IS
   'Run every judged query of an eval set (with rag.eval_qrels rows) through rag.search in the set''s tenant and '
   'store nDCG@10, recall@10, '
   'recall@100 and MRR@10 per query and overall (rag.eval_runs); for sets with gold answers (rag.eval_answers) '
   'also success@1/5/10, the share of queries with a top-k chunk from the answer''s document containing the '
-  'answer. Arguments: set_name (of rag.eval_sets; the current tenant''s set of that name, else the only one '
-  'the caller can see), '
+  'answer. Arguments: set_name (of rag.eval_sets; with SET rag.tenant that tenant''s set of the name, else '
+  'the only one the caller can see), '
   'mode (hybrid, vector, lexical), k (results per query, 100), params (other rag.search arguments, e.g. '
   '{"rrf_c": 20}). Returns: the run id. Example: SELECT rag.evaluate(''med'', ''hybrid'', 100);';
 

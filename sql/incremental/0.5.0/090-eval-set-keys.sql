@@ -15,17 +15,30 @@ UPDATE rag.eval_answers AS x SET tenant = s.tenant FROM rag.eval_sets AS s WHERE
 UPDATE rag.eval_run AS x SET tenant = s.tenant FROM rag.eval_sets AS s WHERE s.name OPERATOR(pg_catalog.=) x.set_name;
 UPDATE rag.eval_answer_run AS x SET tenant = s.tenant FROM rag.eval_sets AS s WHERE s.name OPERATOR(pg_catalog.=) x.set_name;
 
--- the foreign keys on the name alone (their names as Postgres made them, whatever they are)
+-- rag's foreign keys on the name alone (their names as Postgres made them, whatever they
+-- are). A foreign key of a table of yours on rag.eval_sets (name) or rag.eval_queries
+-- stops the upgrade, named, rather than being dropped with them.
 DO $$
 DECLARE
     r record;
+    ours pg_catalog.regclass[] := ARRAY['rag.eval_queries'::pg_catalog.regclass, 'rag.eval_qrels'::pg_catalog.regclass,
+                                        'rag.eval_answers'::pg_catalog.regclass, 'rag.eval_run'::pg_catalog.regclass,
+                                        'rag.eval_answer_run'::pg_catalog.regclass];
 BEGIN
-    FOR r IN SELECT c.conrelid::pg_catalog.regclass AS tbl, c.conname
+    FOR r IN SELECT c.conrelid::pg_catalog.regclass AS tbl, c.conname,
+                    c.conrelid OPERATOR(pg_catalog.=) ANY (ours) AS rags
              FROM pg_catalog.pg_constraint AS c
              WHERE c.contype OPERATOR(pg_catalog.=) 'f'
                AND c.confrelid OPERATOR(pg_catalog.=) ANY (ARRAY['rag.eval_sets'::pg_catalog.regclass,
                                                                   'rag.eval_queries'::pg_catalog.regclass])
-             ORDER BY 1, 2 LOOP
+             ORDER BY 3, 1, 2 LOOP
+        IF NOT r.rags THEN
+            RAISE EXCEPTION 'rag 0.5.0: foreign key % of table % references an eval table by set name alone',
+                pg_catalog.quote_ident(r.conname), r.tbl
+                USING ERRCODE = 'dependent_objects_still_exist',
+                      HINT = 'eval sets are keyed by (tenant, name) from 0.5.0: drop that foreign key, run '
+                             'ALTER EXTENSION rag UPDATE, then reference (tenant, name)';
+        END IF;
         EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', r.tbl, r.conname);
     END LOOP;
 END
@@ -60,5 +73,6 @@ DROP INDEX rag.eval_qrels_query;
 CREATE INDEX eval_qrels_query ON rag.eval_qrels (tenant, set_name, query_id);
 DROP INDEX rag.eval_answers_query;
 CREATE INDEX eval_answers_query ON rag.eval_answers (tenant, set_name, query_id);
+CREATE INDEX eval_sets_name ON rag.eval_sets (name);   -- a name's sets, whatever their tenant
 CREATE INDEX eval_run_set ON rag.eval_run (tenant, set_name);
 CREATE INDEX eval_answer_run_set ON rag.eval_answer_run (tenant, set_name);
