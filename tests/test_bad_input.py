@@ -112,6 +112,19 @@ def test_a_long_bad_value_is_shown_cut_with_its_length(db, sql, params, sqlstate
     assert counts(db) == (0, 0)
 
 
+
+def test_a_list_of_values_is_shown_short(db):
+    """rag._shown_list (the tenants an ambiguous eval set name is in): each value as
+    rag._shown shows it, the first five only, and ', ...' when there are more."""
+    shown = db.execute("SELECT rag._shown_list(ARRAY['a', NULL, 'c'])").fetchone()[0]
+    assert shown == "'a', NULL, 'c'"
+    names = [f"t{i}" for i in range(7)]
+    shown = db.execute("SELECT rag._shown_list(%s)", (names,)).fetchone()[0]
+    assert shown == "'t0', 't1', 't2', 't3', 't4', ..."
+    shown = db.execute("SELECT rag._shown_list(%s, 2)", ([LONG, "b", "c"],)).fetchone()[0]
+    assert shown == "'" + "x" * 80 + "'... (1000000 characters), 'b', ..." and len(shown) < 200
+    assert db.execute("SELECT rag._shown_list(ARRAY[]::text[])").fetchone()[0] is None
+
 CONFIGURE_CASES = [
     # (setting, value, message fragment): what each setting's reader would refuse later
     ("window_embeddings", "maybe", "rag.window_embeddings must be on or off, got 'maybe'"),

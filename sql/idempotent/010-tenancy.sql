@@ -12,6 +12,18 @@ AS $$
                 ELSE quote_literal(left(value, 80)) || '... (' || length(value) || ' characters)' END
 $$;
 
+-- rag._shown_list (internal): values as an error message lists them: each as rag._shown
+-- shows it, comma-separated, the first `most` only and ", ..." after when there are more.
+CREATE OR REPLACE FUNCTION rag._shown_list(vals text[], most integer DEFAULT 5)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (SELECT string_agg(rag._shown(v), ', ' ORDER BY n)
+            FROM unnest(vals[1:most]) WITH ORDINALITY AS u(v, n))
+           || CASE WHEN cardinality(vals) > most THEN ', ...' ELSE '' END
+$$;
+
 -- rag._is_member
 -- Whether the current role is (a member of) this role; false for a dropped role.
 CREATE OR REPLACE FUNCTION rag._is_member(role_name name)

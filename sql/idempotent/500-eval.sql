@@ -32,8 +32,7 @@ BEGIN
         RETURN tenants[1];
     END IF;
     RAISE EXCEPTION '%: eval set % exists in % tenants: %', caller, rag._shown(set_name), cardinality(tenants),
-        (SELECT string_agg(rag._shown(t), ', ') FROM unnest(tenants[1:5]) AS t)
-        || CASE WHEN cardinality(tenants) > 5 THEN ', ...' ELSE '' END
+        rag._shown_list(tenants)
         USING ERRCODE = 'ambiguous_parameter', HINT = 'SET rag.tenant to the tenant whose set you mean';
 END
 $$;
@@ -69,8 +68,7 @@ BEGIN
         IF others IS NOT NULL THEN
             RAISE EXCEPTION 'rag.%: eval set % exists in your tenant % and in %', TG_TABLE_NAME,
                 rag._shown(NEW.set_name), rag._shown(mine),
-                (SELECT string_agg(rag._shown(t), ', ') FROM unnest(others[1:5]) AS t)
-                || CASE WHEN cardinality(others) > 5 THEN ', ...' ELSE '' END
+                rag._shown_list(others)
                 USING ERRCODE = 'ambiguous_parameter',
                       HINT = 'give the row its tenant, or SET rag.tenant to the set''s tenant';
         END IF;

@@ -364,6 +364,10 @@ COMMENT ON FUNCTION rag._shown(text) IS
   'Internal: a value as an error message shows it: quoted, NULL as NULL, cut to its first 80 characters '
   'with its length after, so that a message and its log line stay short.';
 
+COMMENT ON FUNCTION rag._shown_list(text[], integer) IS
+  'Internal: values as an error message lists them: each as rag._shown shows it, comma-separated, the first '
+  '`most` (5) only, then '', ...'' when there are more.';
+
 COMMENT ON FUNCTION rag._vector_schema() IS
   'Internal: the schema pgvector is installed in, quoted for SQL text. rag''s functions run with '
   'search_path = pg_catalog, pg_temp and name pgvector''s types, operators and functions with it.';

@@ -47,6 +47,7 @@ GRANT INSERT (question, answer, model, mode, cited_chunk_ids, retrieved_chunk_id
 GRANT EXECUTE ON FUNCTION
     rag.current_tenant(),
     rag._shown(text),
+    rag._shown_list(text[], integer),
     rag._vector_schema(),
     rag._restoring(),
     rag._is_superuser(),
