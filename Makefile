@@ -17,7 +17,7 @@ CORE_TESTS  := tests/test_ingest.py tests/test_search.py tests/test_ask.py tests
                tests/test_attach.py tests/test_files.py tests/test_lifecycle.py
 SQL_SOURCES := $(shell find sql -name '*.sql') sql/python-prologue.py scripts/build_sql.py
 
-.PHONY: all sql install venv venv-test venv-llm image docker db llm llm-stop demo replica-demo test test-matrix unit test-sql eval bench bench-full clean
+.PHONY: all sql install venv venv-test venv-llm image docker db llm llm-stop demo replica-demo test test-matrix test-pgupgrade pgupgrade-tests unit test-sql eval bench bench-full clean
 
 all: sql
 
@@ -100,7 +100,21 @@ test-matrix: install docker venv-test venv-llm  ## the core tests (CORE_TESTS) o
 	  RAGPG_IMAGE=ragpg:$(RAGPG_VERSION)-pg$$pg TESTCONTAINERS_RYUK_DISABLED=true $(VENV)/bin/pytest -q $(CORE_TESTS); \
 	  echo "== Postgres $$pg: image and core tests in $$(( $$(date +%s) - start )) s"; \
 	done
+	$(MAKE) --no-print-directory pgupgrade-tests   # (the 15 and 17 images were just built)
 	bash scripts/test_install_trixie.sh   # install.sh on Debian 13 with its Postgres 17
+
+test-pgupgrade: image venv-test venv-llm  ## pg_upgrade and pg_dump of a Postgres 15 database with rag to 17, in the images
+	$(MAKE) --no-print-directory image PG=17
+	$(MAKE) --no-print-directory pgupgrade-tests
+
+pgupgrade-tests:
+	docker image inspect ragpg:$(RAGPG_VERSION) >/dev/null 2>&1 || $(MAKE) --no-print-directory image
+	start=$$(date +%s); \
+	DOCKER_BUILDKIT=0 docker build -q --build-arg OLD_IMAGE=ragpg:$(RAGPG_VERSION) \
+	  --build-arg NEW_IMAGE=ragpg:$(RAGPG_VERSION)-pg17 -t ragpg:$(RAGPG_VERSION)-pgupgrade - < docker/Dockerfile.pgupgrade && \
+	RAGPG_PGUPGRADE_IMAGE=ragpg:$(RAGPG_VERSION)-pgupgrade TESTCONTAINERS_RYUK_DISABLED=true \
+	  $(VENV)/bin/pytest -q tests/test_major_upgrade.py && \
+	echo "== Postgres 15 -> 17 (pg_upgrade, pg_dump): image and tests in $$(( $$(date +%s) - start )) s"
 
 clean:
 	bash scripts/localdb.sh stop || true
