@@ -315,8 +315,11 @@ def _fill_all(url: str, local_llm: str) -> None:
         assert admin.execute("SELECT next_embedded, state FROM rag.model_status").fetchone() == (2, "building")
 
 
-@pytest.mark.parametrize("fmt", ["custom", "plain"])
+@pytest.mark.parametrize("fmt", ["custom", "plain", "directory"])
 def test_dump_and_restore_round_trip_every_row_without_a_model_call(filled, new_db, fmt, pg_container):
+    """custom and plain: one stream; directory: pg_dump with 2 jobs, and pg_restore as
+    docs/operations.md says for a parallel restore: the data section in one job (rag's
+    tables reference each other), the indexes and constraints after it in 2."""
     src = filled
     searches = {r: _search_as(src, r) for r in ("alice", "bob")}   # (searches log usage rows)
     with psycopg.connect(src, autocommit=True) as su:
@@ -330,7 +333,9 @@ def test_dump_and_restore_round_trip_every_row_without_a_model_call(filled, new_
         before_models = su.execute("SELECT base_url FROM rag.models WHERE name = 'smollm2-embed'").fetchone()[0]
         assert before_models != "http://127.0.0.1:8765/v1"
 
-    r = _tool(pg_container, "pg_dump", "--format", fmt, "--dbname", src)
+    folder = f"/tmp/dump-{uuid.uuid4().hex[:8]}"   # (directory: in the container)
+    r = _tool(pg_container, "pg_dump", "--format", fmt, "--dbname", src,
+              *(["--jobs", "2", "--file", folder] if fmt == "directory" else []))
     assert r.returncode == 0, r.stderr.decode()
     dump = r.stdout
     dst = new_db(extension=False)
@@ -338,6 +343,12 @@ def test_dump_and_restore_round_trip_every_row_without_a_model_call(filled, new_
         c.execute(f"ALTER DATABASE {dst.rsplit('/', 1)[1]} SET track_functions = 'pl'")
     if fmt == "custom":
         r = _tool(pg_container, "pg_restore", "--exit-on-error", "--dbname", dst, stdin=dump)
+    elif fmt == "directory":
+        for section, jobs in (("pre-data", "1"), ("data", "1"), ("post-data", "2")):
+            r = _tool(pg_container, "pg_restore", "--exit-on-error", "--section", section, "--jobs", jobs,
+                      "--dbname", dst, folder)
+            assert r.returncode == 0, (section, r.stderr.decode())
+        subprocess.run(["docker", "exec", pg_container.get_wrapped_container().id, "rm", "-rf", folder], check=True)
     else:
         r = _tool(pg_container, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname", dst, stdin=dump)
     assert r.returncode == 0, r.stderr.decode()
