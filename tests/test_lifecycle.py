@@ -260,8 +260,8 @@ def test_an_upgraded_schema_equals_a_fresh_install(new_db, old):
 def _tool(container, name: str, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     """A client program (pg_dump, pg_restore, psql) of the server's own version, run in its
     container (host networking: the same URLs): the host's are Postgres 15's, and pg_dump
-    refuses a newer server."""
-    cid = container.get_wrapped_container().id
+    refuses a newer server. container: a testcontainers container, or a container's name."""
+    cid = container if isinstance(container, str) else container.get_wrapped_container().id
     run = 'exec "$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)/$0" "$@"'
     return subprocess.run(["docker", "exec", "-i", cid, "sh", "-c", run, name, *args], input=stdin,
                           capture_output=True, timeout=600)

@@ -22,7 +22,8 @@ import psycopg
 import pytest
 from conftest import LOGIN_ROLES, free_port
 from pgtest import with_db
-from test_lifecycle import NEW, _checksums, _fill_all, _hnsw_indexes, _plpython_calls, _search_as, _still_works
+from test_lifecycle import (NEW, _checksums, _fill_all, _hnsw_indexes, _plpython_calls, _search_as,
+                            _still_works, _tool)
 
 UPGRADE_IMAGE = os.environ.get("RAGPG_PGUPGRADE_IMAGE")
 OLD_IMAGE = os.environ.get("RAGPG_OLD_IMAGE", f"ragpg:{NEW}")
@@ -71,12 +72,6 @@ class Server:
                 if time.monotonic() > deadline:
                     raise AssertionError(_docker("logs", self.name).stderr[-3000:]) from None
                 time.sleep(0.5)
-
-    def tool(self, name: str, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-        """A client program of the server's own version, run in its container."""
-        run = 'exec "$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)/$0" "$@"'
-        return subprocess.run(["docker", "exec", "-i", self.name, "sh", "-c", run, name, *args],
-                              input=stdin, capture_output=True, timeout=600)
 
     def stop(self) -> None:
         """A clean shutdown (pg_upgrade wants one: SIGINT to the postmaster is Postgres's fast
@@ -151,9 +146,9 @@ def test_pg_dump_of_17_moves_a_15_database_into_17(old):
             # pg_cron (1.6) refuses; IF NOT EXISTS then skips it, and its jobs are restored
             su.execute("CREATE EXTENSION pg_cron")
         dst = new.url   # (the database pg_cron runs jobs in: cron.database_name)
-        r = new.tool("pg_dump", "--format", "custom", "--dbname", old.server.url)   # 17's pg_dump, the 15 server
+        r = _tool(new.name, "pg_dump", "--format", "custom", "--dbname", old.server.url)   # 17's pg_dump, the 15 server
         assert r.returncode == 0, r.stderr.decode()
-        r = new.tool("pg_restore", "--exit-on-error", "--dbname", dst, stdin=r.stdout)
+        r = _tool(new.name, "pg_restore", "--exit-on-error", "--dbname", dst, stdin=r.stdout)
         assert r.returncode == 0, r.stderr.decode()
 
         assert _plpython_calls(dst) == 0             # no chunking, no model call, nothing re-embedded
