@@ -100,21 +100,29 @@ test-matrix: install docker venv-test venv-llm  ## the core tests (CORE_TESTS) o
 	  RAGPG_IMAGE=ragpg:$(RAGPG_VERSION)-pg$$pg TESTCONTAINERS_RYUK_DISABLED=true $(VENV)/bin/pytest -q $(CORE_TESTS); \
 	  echo "== Postgres $$pg: image and core tests in $$(( $$(date +%s) - start )) s"; \
 	done
-	$(MAKE) --no-print-directory pgupgrade-tests   # (the 15 and 17 images were just built)
+	$(MAKE) --no-print-directory pgupgrade-tests   # (the 17 and 18 images were just built)
 	bash scripts/test_install_trixie.sh   # install.sh on Debian 13 with its Postgres 17
 
-test-pgupgrade: image venv-test venv-llm  ## pg_upgrade and pg_dump of a Postgres 15 database with rag to 17, in the images
+test-pgupgrade: image venv-test venv-llm  ## pg_upgrade and pg_dump of a database with rag, Postgres 15 -> 17 and 17 -> 18, in the images
 	$(MAKE) --no-print-directory image PG=17
+	$(MAKE) --no-print-directory image PG=18
 	$(MAKE) --no-print-directory pgupgrade-tests
 
+# old:new:the old server's Debian suite (docker/Dockerfile.pgupgrade)
+PGUPGRADE_MOVES := 15:17:bookworm 17:18:trixie
 pgupgrade-tests:
-	docker image inspect ragpg:$(RAGPG_VERSION) >/dev/null 2>&1 || $(MAKE) --no-print-directory image
-	start=$$(date +%s); \
-	DOCKER_BUILDKIT=0 docker build -q --build-arg OLD_IMAGE=ragpg:$(RAGPG_VERSION) \
-	  --build-arg NEW_IMAGE=ragpg:$(RAGPG_VERSION)-pg17 -t ragpg:$(RAGPG_VERSION)-pgupgrade - < docker/Dockerfile.pgupgrade && \
-	RAGPG_PGUPGRADE_IMAGE=ragpg:$(RAGPG_VERSION)-pgupgrade TESTCONTAINERS_RYUK_DISABLED=true \
-	  $(VENV)/bin/pytest -q tests/test_major_upgrade.py && \
-	echo "== Postgres 15 -> 17 (pg_upgrade, pg_dump): image and tests in $$(( $$(date +%s) - start )) s"
+	set -e; for move in $(PGUPGRADE_MOVES); do \
+	  from=$${move%%:*}; rest=$${move#*:}; to=$${rest%%:*}; suite=$${rest#*:}; start=$$(date +%s); \
+	  old=ragpg:$(RAGPG_VERSION)$$([ $$from = 15 ] || echo -pg$$from); new=ragpg:$(RAGPG_VERSION)-pg$$to; \
+	  docker image inspect $$old >/dev/null 2>&1 || $(MAKE) --no-print-directory image PG=$$from; \
+	  docker image inspect $$new >/dev/null 2>&1 || $(MAKE) --no-print-directory image PG=$$to; \
+	  DOCKER_BUILDKIT=0 docker build -q --build-arg OLD_IMAGE=$$old --build-arg NEW_IMAGE=$$new \
+	    --build-arg OLD_PG=$$from --build-arg OLD_SUITE=$$suite \
+	    -t ragpg:$(RAGPG_VERSION)-pgupgrade-$$from-$$to - < docker/Dockerfile.pgupgrade; \
+	  RAGPG_PGUPGRADE_FROM=$$from RAGPG_PGUPGRADE_TO=$$to RAGPG_PGUPGRADE_IMAGE=ragpg:$(RAGPG_VERSION)-pgupgrade-$$from-$$to \
+	    TESTCONTAINERS_RYUK_DISABLED=true $(VENV)/bin/pytest -q tests/test_major_upgrade.py; \
+	  echo "== Postgres $$from -> $$to (pg_upgrade, pg_dump): image and tests in $$(( $$(date +%s) - start )) s"; \
+	done
 
 clean:
 	bash scripts/localdb.sh stop || true
