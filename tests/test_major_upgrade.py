@@ -13,6 +13,7 @@ image serves the result and takes the dump.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -69,6 +70,7 @@ class Server:
                     image, "postgres", "-c", "listen_addresses=127.0.0.1")
         assert r.returncode == 0, r.stderr
         self.url = f"postgresql://tester:tester@127.0.0.1:{self.port}/tester"
+        self.running = True
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -90,6 +92,7 @@ class Server:
 
     def remove(self) -> None:
         _docker("rm", "-f", self.name)
+        self.running = False
 
 
 def _skew(attver_columns: int) -> bool:
@@ -113,8 +116,16 @@ def _columns_but_tsv(conn) -> dict[str, list[str]]:
             for rel, cols in _columns(conn).items()}
 
 
-def _tenants(conn) -> list[str]:
-    return [t for (t,) in conn.execute("SELECT DISTINCT tenant FROM rag.chunks ORDER BY 1").fetchall()]
+# docs/operations.md's rebuild of every tenant's lexical index, as the superuser
+REBUILD_EVERY_TENANT = """
+DO $$
+DECLARE t text;
+BEGIN
+    FOR t IN SELECT DISTINCT tenant FROM rag.chunks LOOP
+        PERFORM set_config('rag.tenant', t, true);
+        PERFORM rag.rebuild_lexical_index();
+    END LOOP;
+END $$"""
 
 
 def _lexical_index_disagreements(conn) -> list:
@@ -217,9 +228,7 @@ def test_pg_dump_of_the_new_postgres_moves_an_old_database_into_it(old):
             assert restemmed <= {rel for rel in after if rel.startswith("rag.chunks")}, restemmed
             assert _checksums(su, _columns_but_tsv(su)) == old.before_but_tsv
             assert bool(_lexical_index_disagreements(su)) == bool(restemmed)
-            for tenant in _tenants(su):
-                su.execute("SELECT set_config('rag.tenant', %s, false), rag.rebuild_lexical_index()", (tenant,))
-            su.execute("RESET rag.tenant")
+            su.execute(REBUILD_EVERY_TENANT)
             assert _lexical_index_disagreements(su) == []
             su.execute("SELECT rag.create_model_index('smollm2-embed')")   # (as after any restore)
             assert [name for name, _ in _hnsw_indexes(su)] == old.hnsw
@@ -237,7 +246,8 @@ def test_pg_dump_of_the_new_postgres_moves_an_old_database_into_it(old):
 
 
 def test_pg_upgrade_moves_an_old_cluster_with_rag_to_the_new_postgres(old):
-    old.server.stop()
+    if old.server.running:
+        old.server.stop()
     # on one machine the postgres user stays who it was; the images here do not agree on its
     # uid (sid's is not trixie's), so the old cluster's files go to the upgrading image's
     r = _docker("run", "--rm", "--user", "root", "-v", f"{old.mount}:/upgrade", "--entrypoint", "chown",
@@ -259,26 +269,79 @@ def test_pg_upgrade_moves_an_old_cluster_with_rag_to_the_new_postgres(old):
 
     new = Server(NEW_IMAGE, old.mount, TO)
     try:
-        with psycopg.connect(new.url, autocommit=True) as su:
-            assert su.execute("SHOW server_version_num").fetchone()[0].startswith(TO)
-            assert dict(su.execute("SELECT extname, extversion FROM pg_extension WHERE extname <> 'pg_cron'"
-                                   ).fetchall()) == {k: v for k, v in old.extensions.items() if k != "pg_cron"}
-            assert _checksums(su) == old.before       # every table, rag's and the user's
-            assert [name for name, _ in _hnsw_indexes(su)] == old.hnsw   # every index came along
-            if updates:
-                su.execute(updates.split("\n", 1)[1])     # ALTER EXTENSION "pg_cron" UPDATE
-            assert su.execute("SELECT command FROM cron.job").fetchone()[0] == old.job
-            su.execute("ANALYZE")                     # pg_upgrade moves no planner statistics
-        assert {r: _search_as(new.url, r) for r in old.searches} == old.searches
-        _still_works(new.url, old.model_url)
-        with psycopg.connect(new.url, autocommit=True) as su:   # the model switch in progress goes on
-            su.execute("SET rag.tenant = 'bob'")
-            su.execute("SET rag.index_batch_size = 2")
-            su.execute("CALL rag.work(1)")
-            assert su.execute("SELECT next_embedded, state FROM rag.model_status WHERE tenant = 'bob'"
-                              ).fetchone() == (4, "building")
+        _upgraded_works(new.url, updates, old)
     finally:
         new.remove()
+
+
+def _upgraded_works(url: str, updates: str, old) -> None:
+    """The cluster pg_upgrade made holds everything the old one did and works: the
+    extensions (pg_cron after `updates`, pg_upgrade's update_extensions.sql), every table,
+    every HNSW index, the cron job, the searches, and _still_works; the model switch in
+    progress goes on."""
+    with psycopg.connect(url, autocommit=True) as su:
+        assert su.execute("SHOW server_version_num").fetchone()[0].startswith(TO)
+        assert dict(su.execute("SELECT extname, extversion FROM pg_extension WHERE extname <> 'pg_cron'"
+                               ).fetchall()) == {k: v for k, v in old.extensions.items() if k != "pg_cron"}
+        assert _checksums(su) == old.before       # every table, rag's and the user's
+        assert [name for name, _ in _hnsw_indexes(su)] == old.hnsw   # every index came along
+        if updates:
+            su.execute(updates.split("\n", 1)[1])     # ALTER EXTENSION "pg_cron" UPDATE
+        assert su.execute("SELECT command FROM cron.job").fetchone()[0] == old.job
+        su.execute("ANALYZE")                     # pg_upgrade moves no planner statistics
+    assert {r: _search_as(url, r) for r in old.searches} == old.searches
+    _still_works(url, old.model_url)
+    with psycopg.connect(url, autocommit=True) as su:   # the model switch in progress goes on
+        su.execute("SET rag.tenant = 'bob'")
+        su.execute("SET rag.index_batch_size = 2")
+        su.execute("CALL rag.work(1)")
+        assert su.execute("SELECT next_embedded, state FROM rag.model_status WHERE tenant = 'bob'"
+                          ).fetchone() == (4, "building")
+
+
+# Debian's way (postgresql-common), as root: the old cluster made known to Debian's tools
+# (pg_createcluster takes an existing data directory in), then pg_upgradecluster, which
+# makes the new cluster with the old one's settings, runs pg_upgrade and starts the new one
+# on the old one's port. A Debian cluster's superuser is postgres (pg_upgrade insists that
+# it connects as the role that ran initdb), the test's is tester: it is renamed for the
+# move and back after it, so that the same checks apply.
+PG_UPGRADECLUSTER = f"""set -e
+cp -a /upgrade/{FROM} /upgrade/debian && chown -R postgres:postgres /upgrade/debian
+pg_createcluster {FROM} main -d /upgrade/debian -p $PORT >/dev/null
+pg_ctlcluster {FROM} main start
+as() {{ su postgres -c "psql -X -q -v ON_ERROR_STOP=1 -p $PORT -d tester -U $1 -c \\"$2\\""; }}
+as tester "CREATE ROLE renamer SUPERUSER LOGIN"
+as renamer "ALTER ROLE tester RENAME TO postgres"
+as postgres "DROP ROLE renamer"
+pg_upgradecluster -m upgrade {FROM} main
+as postgres "CREATE ROLE renamer SUPERUSER LOGIN"
+as renamer "ALTER ROLE postgres RENAME TO tester"
+as tester "DROP ROLE renamer"
+pg_lsclusters
+"""
+
+
+def test_debians_pg_upgradecluster_moves_an_old_cluster_with_rag(old):
+    if old.skew:
+        pytest.skip("the version skew stops pg_upgrade (test_pg_upgrade_moves_...: the old cluster stays whole)")
+    if old.server.running:
+        old.server.stop()
+    port = free_port()
+    name = "ragpg-mu-debian-" + uuid.uuid4().hex[:8]
+    r = _docker("run", "-d", "--name", name, "--network", "host", "--user", "root", "-v", f"{old.mount}:/upgrade",
+                "--entrypoint", "sleep", UPGRADE_IMAGE, "infinity")
+    assert r.returncode == 0, r.stderr
+    try:
+        r = _docker("exec", "-e", f"PORT={port}", name, "bash", "-c", PG_UPGRADECLUSTER, timeout=900)
+        assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+        assert "Success. Please check that the upgraded cluster works" in r.stdout, r.stdout[-4000:]
+        assert re.search(rf"^{TO}\s+main\s+{port}\s+online", r.stdout, re.M), r.stdout[-1000:]   # on the old port
+        updates = _docker("exec", name, "sh", "-c", f"cat /var/log/postgresql/pg_upgradecluster-{FROM}-{TO}-main.*/"
+                          "update_extensions.sql 2>/dev/null || true").stdout
+        assert ("ALTER EXTENSION" in updates) == (FROM == "15"), updates
+        _upgraded_works(f"postgresql://tester:tester@127.0.0.1:{port}/tester", updates, old)
+    finally:
+        _docker("rm", "-f", name)
 
 
 def _pg_upgrade_stops_at_the_skew_and_the_old_cluster_stays_whole(old, r) -> None:
