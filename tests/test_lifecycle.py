@@ -517,6 +517,51 @@ def test_the_upgrade_stops_at_a_foreign_key_of_yours_on_an_eval_set_name(new_db)
         assert su.execute("SELECT tenant, name FROM rag.eval_sets").fetchall() == [("eval:s1", "s1")]
 
 
+def test_the_upgrade_gives_each_database_its_own_copy_of_its_api_key_files(new_db, fake_openai):
+    """Before 0.5.0 a key's secret was ragpg_keys/<name>, one file for every database of the
+    cluster with a key of that name; 0.5.0 keeps ragpg_keys/<database oid>/<name>. The
+    upgrade copies the shared file into the directory of each database that has the key,
+    and of no other: one that names the key later has no secret to send."""
+    from openai_fake import Scenario
+    secret = "sk-upgrade-" + uuid.uuid4().hex
+    name = "k" + uuid.uuid4().hex[:8]   # (the shared files of the test cluster outlive a test)
+    model_url = fake_openai.add("upgraded-key", Scenario(chat_text="Five business days [1]."))
+    root = f"http://127.0.0.1:{fake_openai.port}"
+    has, lacks = new_db(OLD), new_db(OLD)
+    ask = "SELECT rag.ask('How long do refunds take?', model => 'keyed')"
+    with psycopg.connect(has, autocommit=True) as su:
+        su.execute("SELECT rag.set_api_key(%s, %s, base_url => %s)", (name, secret, root))
+        su.execute("SELECT rag.grant_api_key(%s, current_user)", (name,))
+        su.execute("SELECT rag.add_model('keyed', 'chat', base_url => %s, api_key => %s)", (model_url, name))
+        su.execute("SELECT rag.ingest('# Refunds\n\nRefunds take five business days.', source => 'r.md')")
+        su.execute(ask)
+        assert fake_openai.requests["upgraded-key"][-1]["authorization"] == f"Bearer {secret}"
+    notices = {}
+    for url in (has, lacks):
+        with psycopg.connect(url, autocommit=True) as su:
+            seen = notices.setdefault(url, [])
+            su.add_notice_handler(lambda d, seen=seen: seen.append(d.message_primary))
+            su.execute("ALTER EXTENSION rag UPDATE")
+            assert _version(su) == NEW
+    assert any("1 API key file(s) copied into ragpg_keys/" in n for n in notices[has]), notices[has]
+    assert not any("API key" in n for n in notices[lacks]), notices[lacks]
+    with psycopg.connect(has, autocommit=True) as su:
+        oid = su.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()[0]
+        assert f'"secret": "{secret}"' in su.execute("SELECT pg_read_file(%s)", (f"ragpg_keys/{oid}/{name}",)).fetchone()[0]
+        calls = len(fake_openai.requests["upgraded-key"])
+        su.execute(ask)
+        assert len(fake_openai.requests["upgraded-key"]) == calls + 1
+        assert fake_openai.requests["upgraded-key"][-1]["authorization"] == f"Bearer {secret}"
+    with psycopg.connect(lacks, autocommit=True) as su:
+        su.execute("INSERT INTO rag.api_keys (name, source, base_url) VALUES (%s, 'file', %s)", (name, root))
+        su.execute("SELECT rag.grant_api_key(%s, current_user)", (name,))
+        su.execute("SELECT rag.add_model('keyed', 'chat', base_url => %s, api_key => %s)", (model_url, name))
+        su.execute("SELECT rag.ingest('# Refunds\n\nRefunds take five business days.', source => 'r.md')")
+        with pytest.raises(psycopg.Error) as exc:
+            su.execute(ask)
+        assert f"the secret of API key '{name}' is missing on this server" in str(exc.value)
+
+
 def test_the_upgrade_unlinks_rows_that_point_at_another_tenants_attachment(new_db):
     """0.5.0 keys a document's, queue row's and failed row's attachment by (tenant, id).
     Rows an older release let a writer point at another tenant's attachment are fixed by

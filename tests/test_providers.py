@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from decimal import Decimal
 
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from openai_fake import Scenario
+from pgtest import as_role, with_db
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plpy"))
 from ragpg.citations import clean  # noqa: E402
@@ -391,8 +393,9 @@ def test_an_api_key_is_usable_only_by_its_grantee_and_never_shown(db, connect, f
     with pytest.raises(psycopg.Error) as e:
         bob.execute("SELECT rag.set_api_key('prov', 'stolen')")
     assert _sqlstate(e) == "42501"
+    oid = alice.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()[0]
     with pytest.raises(psycopg.Error) as e:
-        alice.execute("SELECT pg_read_file('ragpg_keys/prov')")
+        alice.execute(f"SELECT pg_read_file('ragpg_keys/{oid}/prov')")
     assert _sqlstate(e) == "42501"
 
     # a server that echoes the key in its error: the message we raise does not
@@ -408,6 +411,48 @@ def test_an_api_key_is_usable_only_by_its_grantee_and_never_shown(db, connect, f
         assert hits.fetchone()[0] == 0, rel
     stdout, stderr = pg_container.get_logs()
     assert SECRET.encode() not in stdout + stderr
+
+
+def test_a_key_belongs_to_its_database(db, connect, dsn, server_url, fake_openai):
+    """A key name means one secret in one database. Before 0.5.0 every database of the
+    cluster shared ragpg_keys/<name>: an administrator of another database (rag_admin is a
+    cluster-wide role, a database's CONNECT privilege what keeps it out) could send this
+    database's secret by naming the same key, or replace it."""
+    url = fake_openai.add("owned", Scenario(chat_text="Five business days [1]."))
+    root = f"http://127.0.0.1:{fake_openai.port}"
+    dora = connect("dora")   # rag_admin
+    dora.execute("SELECT rag.set_api_key('prov', %s, base_url => %s)", (SECRET, root))
+    dora.execute("SELECT rag.grant_api_key('prov', 'alice')")
+    dora.execute("SELECT rag.add_model('owned', 'chat', base_url => %s, api_key => 'prov')", (url,))
+    alice = connect("alice")
+    _ingest(alice)
+    ask = "SELECT rag.ask('How long do refunds take?', model => 'owned')"
+    assert alice.execute(ask).fetchone()[0]["answer"] == "Five business days [1]."
+
+    other = "t_" + uuid.uuid4().hex[:12]
+    db.execute(f"CREATE DATABASE {other} TEMPLATE rag_template")
+    try:
+        with psycopg.connect(as_role(with_db(server_url, other), "dora"), autocommit=True) as dora2, \
+                psycopg.connect(as_role(with_db(server_url, other), "alice"), autocommit=True) as alice2:
+            # the same name, claimed without the secret: nothing to send
+            dora2.execute("INSERT INTO rag.api_keys (name, source, base_url) VALUES ('prov', 'file', %s)", (root,))
+            dora2.execute("SELECT rag.grant_api_key('prov', 'alice')")
+            dora2.execute("SELECT rag.add_model('owned', 'chat', base_url => %s, api_key => 'prov')", (url,))
+            _ingest(alice2)
+            calls = len(fake_openai.requests["owned"])
+            with pytest.raises(psycopg.Error) as e:
+                alice2.execute(ask)
+            assert "the secret of API key 'prov' is missing on this server" in str(e.value)
+            assert len(fake_openai.requests["owned"]) == calls
+            # set there: it is that database's, and this one's stays as it was
+            dora2.execute("SELECT rag.set_api_key('prov', 'sk-other', base_url => %s)", (root,))
+            alice2.execute(ask)
+            assert fake_openai.requests["owned"][-1]["authorization"] == "Bearer sk-other"
+            dora2.execute("SELECT rag.drop_api_key('prov')")
+    finally:
+        db.execute(f"DROP DATABASE {other} WITH (FORCE)")
+    alice.execute(ask)
+    assert fake_openai.requests["owned"][-1]["authorization"] == f"Bearer {SECRET}"
 
 
 def test_api_key_input_errors(connect):

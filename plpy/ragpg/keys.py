@@ -2,9 +2,13 @@
 
 rag.api_keys holds a key's name, where its secret is ('file' or 'env') and, through
 rag.api_key_grants, who may use it. The secret itself is
-  * 'file': in ragpg_keys/<name> under the data directory (the backend's working
-    directory), mode 0600, owned by the server's OS user: no SQL role can read it
-    (pg_read_file needs superuser or pg_read_server_files);
+  * 'file': in ragpg_keys/<database oid>/<name> under the data directory (the backend's
+    working directory), mode 0600, owned by the server's OS user: no SQL role can read it
+    (pg_read_file needs superuser or pg_read_server_files). Each database has a directory
+    of its own: a key name means the same secret in one database only, so an administrator
+    of one database can neither use nor replace another's (0.5.0; before, ragpg_keys/<name>
+    was shared by every database of the cluster, and 0.5.0's upgrade copies such a file
+    into the directory of each database that has the key);
   * 'env': in an environment variable of the server process.
 So it never appears in a table, a view, a query text, pg_stat_activity or an error. The
 code that reads it runs inside the server, for a role that rag.api_keys shows the key to
@@ -24,10 +28,19 @@ from pathlib import Path
 from .errors import InvalidParameter, ModelUnavailable, NotAllowed, shown
 
 KEY_DIR = "ragpg_keys"
+_DATABASE: list[int] = []   # this backend's database (a backend serves one for its life)
 
 
-def _path(name: str) -> Path:
-    return Path(os.getcwd()) / KEY_DIR / name
+def database(plpy) -> int:
+    """The OID of the current database: the directory of its keys."""
+    if not _DATABASE:
+        _DATABASE.append(int(plpy.execute(
+            "SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database()")[0]["oid"]))
+    return _DATABASE[0]
+
+
+def _path(name: str, db: int) -> Path:
+    return Path(os.getcwd()) / KEY_DIR / str(db) / name
 
 
 def bound_to(model_url: str, key_url: str | None) -> bool:
@@ -38,15 +51,16 @@ def bound_to(model_url: str, key_url: str | None) -> bool:
     return model_url == key_url or model_url.startswith(key_url + "/")
 
 
-def write(name: str, secret: str | None, base_url: str | None = None) -> None:
-    """Store (or with None, remove) the secret of key `name`, bound to `base_url`
-    (rag.set_api_key)."""
+def write(name: str, secret: str | None, base_url: str | None, db: int) -> None:
+    """Store (or with None, remove) the secret of key `name` of database `db`, bound to
+    `base_url` (rag.set_api_key)."""
     if not name or "/" in name or name.startswith("."):
         raise InvalidParameter(f"rag: invalid key name {shown(name)}")
-    path = _path(name)
+    path = _path(name, db)
     if secret is None:
         path.unlink(missing_ok=True)
         return
+    path.parent.parent.mkdir(mode=0o700, exist_ok=True)
     path.parent.mkdir(mode=0o700, exist_ok=True)
     tmp = path.with_name(f".{name}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -81,7 +95,7 @@ def read(plpy, name: str, model: str) -> str:
                                    hint=f"set {var} in the server's environment and restart it")
         return secret
     try:
-        raw = _path(name).read_text(encoding="utf-8").strip()
+        raw = _path(name, database(plpy)).read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         raise ModelUnavailable(f"rag: the secret of API key {shown(name)} is missing on this server",
                                hint=f"store it again: SELECT rag.set_api_key('{name}', $1, base_url => '...') (pg_dump does not carry secrets)") from None

@@ -920,7 +920,7 @@ def reembed_batch(plpy, n: int) -> int:
 
 @sql_errors
 def write_key_file(plpy, name: str, secret: str | None, base_url: str | None) -> bool:
-    keys.write(name, secret, base_url)
+    keys.write(name, secret, base_url, keys.database(plpy))
     return True
 
 
