@@ -519,7 +519,7 @@ def test_the_upgrade_stops_at_a_foreign_key_of_yours_on_an_eval_set_name(new_db)
 
 def test_the_upgrade_gives_each_database_its_own_copy_of_its_api_key_files(new_db, fake_openai):
     """Before 0.5.0 a key's secret was ragpg_keys/<name>, one file for every database of the
-    cluster with a key of that name; 0.5.0 keeps ragpg_keys/<database oid>/<name>. The
+    cluster with a key of that name; 0.5.0 keeps ragpg_database_keys/<database oid>/<name>. The
     upgrade copies the shared file into the directory of each database that has the key,
     and of no other: one that names the key later has no secret to send."""
     from openai_fake import Scenario
@@ -543,11 +543,11 @@ def test_the_upgrade_gives_each_database_its_own_copy_of_its_api_key_files(new_d
             su.add_notice_handler(lambda d, seen=seen: seen.append(d.message_primary))
             su.execute("ALTER EXTENSION rag UPDATE")
             assert _version(su) == NEW
-    assert any("1 API key file(s) copied into ragpg_keys/" in n for n in notices[has]), notices[has]
+    assert any("1 API key file(s) copied into ragpg_database_keys/" in n for n in notices[has]), notices[has]
     assert not any("API key" in n for n in notices[lacks]), notices[lacks]
     with psycopg.connect(has, autocommit=True) as su:
         oid = su.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()[0]
-        assert f'"secret": "{secret}"' in su.execute("SELECT pg_read_file(%s)", (f"ragpg_keys/{oid}/{name}",)).fetchone()[0]
+        assert f'"secret": "{secret}"' in su.execute("SELECT pg_read_file(%s)", (f"ragpg_database_keys/{oid}/{name}",)).fetchone()[0]
         calls = len(fake_openai.requests["upgraded-key"])
         su.execute(ask)
         assert len(fake_openai.requests["upgraded-key"]) == calls + 1

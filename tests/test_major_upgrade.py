@@ -49,7 +49,7 @@ grep -E '^(listen_addresses|shared_buffers|shared_preload_libraries|cron[.])' /u
     >> /upgrade/{TO}/postgresql.conf
 $NEW/pg_upgrade -U tester -b $OLD -B $NEW -d /upgrade/{FROM} -D /upgrade/{TO} --check
 $NEW/pg_upgrade -U tester -b $OLD -B $NEW -d /upgrade/{FROM} -D /upgrade/{TO}
-cp -a /upgrade/{FROM}/ragpg_keys /upgrade/{TO}/   # rag's API key secrets: files pg_upgrade does not move
+cp -a /upgrade/{FROM}/ragpg_database_keys /upgrade/{TO}/   # rag's API key secrets: files pg_upgrade does not move
 """
 
 
@@ -291,10 +291,10 @@ def _upgraded_works(url: str, updates: str, old) -> None:
             su.execute(updates.split("\n", 1)[1])     # ALTER EXTENSION "pg_cron" UPDATE
         assert su.execute("SELECT command FROM cron.job").fetchone()[0] == old.job
         su.execute("ANALYZE")                     # pg_upgrade moves no planner statistics
-        # the API key's secret, copied with the data directory's ragpg_keys/ (pg_upgrade
+        # the API key's secret, copied with the data directory's ragpg_database_keys/ (pg_upgrade
         # keeps the database's OID, its directory's name)
         oid = su.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()[0]
-        assert '"secret": "sk-moved"' in su.execute("SELECT pg_read_file(%s)", (f"ragpg_keys/{oid}/prov",)).fetchone()[0]
+        assert '"secret": "sk-moved"' in su.execute("SELECT pg_read_file(%s)", (f"ragpg_database_keys/{oid}/prov",)).fetchone()[0]
     assert {r: _search_as(url, r) for r in old.searches} == old.searches
     _still_works(url, old.model_url)
     with psycopg.connect(url, autocommit=True) as su:   # the model switch in progress goes on
@@ -320,7 +320,7 @@ as tester "CREATE ROLE renamer SUPERUSER LOGIN"
 as renamer "ALTER ROLE tester RENAME TO postgres"
 as postgres "DROP ROLE renamer"
 pg_upgradecluster -m upgrade {FROM} main
-cp -a /upgrade/debian/ragpg_keys /var/lib/postgresql/{TO}/main/
+cp -a /upgrade/debian/ragpg_database_keys /var/lib/postgresql/{TO}/main/
 as postgres "CREATE ROLE renamer SUPERUSER LOGIN"
 as renamer "ALTER ROLE postgres RENAME TO tester"
 as tester "DROP ROLE renamer"

@@ -395,7 +395,7 @@ def test_an_api_key_is_usable_only_by_its_grantee_and_never_shown(db, connect, f
     assert _sqlstate(e) == "42501"
     oid = alice.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()[0]
     with pytest.raises(psycopg.Error) as e:
-        alice.execute(f"SELECT pg_read_file('ragpg_keys/{oid}/prov')")
+        alice.execute(f"SELECT pg_read_file('ragpg_database_keys/{oid}/prov')")
     assert _sqlstate(e) == "42501"
 
     # a server that echoes the key in its error: the message we raise does not

@@ -2,7 +2,7 @@
 
 rag.api_keys holds a key's name, where its secret is ('file' or 'env') and, through
 rag.api_key_grants, who may use it. The secret itself is
-  * 'file': in ragpg_keys/<database oid>/<name> under the data directory (the backend's
+  * 'file': in ragpg_database_keys/<database oid>/<name> under the data directory (the backend's
     working directory), mode 0600, owned by the server's OS user: no SQL role can read it
     (pg_read_file needs superuser or pg_read_server_files). Each database has a directory
     of its own: a key name means the same secret in one database only, so an administrator
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .errors import InvalidParameter, ModelUnavailable, NotAllowed, shown
 
-KEY_DIR = "ragpg_keys"
+KEY_DIR = "ragpg_database_keys"   # (before 0.5.0: ragpg_keys/<name>, no directory per database)
 _DATABASE: list[int] = []   # this backend's database (a backend serves one for its life)
 
 
