@@ -562,6 +562,45 @@ def test_the_upgrade_gives_each_database_its_own_copy_of_its_api_key_files(new_d
         assert f"the secret of API key '{name}' is missing on this server" in str(exc.value)
 
 
+def test_rag_can_be_removed_and_installed_again_leaving_the_users_tables(new_db):
+    """docs/operations.md, "Removing rag from a database": the refusal that names what
+    depends on rag, then the documented steps, then rag again."""
+    url = new_db()
+    with psycopg.connect(url, autocommit=True) as su:
+        su.execute("CREATE TABLE notes (id int PRIMARY KEY, title text, body text NOT NULL)")
+        su.execute("INSERT INTO notes VALUES (1, 'Refunds', 'Refunds take five business days.')")
+        su.execute("SELECT rag.attach('public.notes', 'body', title_column => 'title')")
+        su.execute("SELECT rag.ingest('# Returns\n\nReturns are free within a month.', source => 'r.md')")
+        su.execute("SELECT rag.create_tenant_partition('bob')")
+        su.execute("SELECT rag.set_api_key('gone', 'sk-gone', base_url => 'http://127.0.0.1:9/v1')")
+        oid = su.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()[0]
+        keys = f"ragpg_database_keys/{oid}"
+        assert su.execute("SELECT pg_ls_dir(%s)", (keys,)).fetchall() == [("gone",)]
+        with pytest.raises(psycopg.Error) as exc:
+            su.execute("DROP EXTENSION rag")
+        assert exc.value.sqlstate == "2BP01" and "trigger rag_attachment_" in (exc.value.diag.message_detail or "")
+
+        su.execute("SELECT rag.drop_api_key(k.name) FROM rag.api_keys AS k")
+        su.execute("DROP EXTENSION rag CASCADE")
+        su.execute("DROP SCHEMA rag")
+        assert su.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'rag'").fetchone()[0] == 0
+        assert su.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'notes'::regclass "
+                          "AND NOT tgisinternal").fetchone()[0] == 0
+        assert su.execute("SELECT pg_ls_dir(%s)", (keys,)).fetchall() == []
+        # nothing of this database holds on to rag's roles (DROP ROLE after the last one)
+        assert su.execute("SELECT count(*) FROM pg_shdepend AS d JOIN pg_roles AS r ON r.oid = d.refobjid "
+                          "WHERE d.dbid = %s AND r.rolname LIKE 'rag\\_%%'", (oid,)).fetchone()[0] == 0
+        su.execute("INSERT INTO notes VALUES (2, 'Boats', 'Boats sail at dawn.')")
+        assert su.execute("SELECT count(*) FROM notes").fetchone()[0] == 2
+
+        su.execute("CREATE EXTENSION rag CASCADE")
+        su.execute("SELECT rag.attach('public.notes', 'body', title_column => 'title')")
+        assert su.execute("SELECT count(*) FROM rag.documents").fetchone()[0] == 2   # both rows of notes
+        top = su.execute("SELECT c.content FROM rag.search('boats at dawn', 1) AS s "
+                         "JOIN rag.chunks AS c ON c.id = s.chunk_id").fetchone()[0]
+        assert "Boats sail at dawn." in top
+
+
 def test_the_upgrade_unlinks_rows_that_point_at_another_tenants_attachment(new_db):
     """0.5.0 keys a document's, queue row's and failed row's attachment by (tenant, id).
     Rows an older release let a writer point at another tenant's attachment are fixed by
