@@ -50,3 +50,32 @@ def test_a_cron_job_drains_the_queue(server_url):
             db.execute("SELECT rag.unschedule_worker()")
             db.execute("DROP TABLE cron_docs")
             db.execute("DROP EXTENSION rag")
+
+
+def test_the_lock_guard_runs_on_a_schedule(server_url):
+    """rag.schedule_lock_guard: pg_cron runs CALL rag.lock_guard() every minute; a writer's
+    session holding rag.chunks locked while another waits is ended within that minute."""
+    from pgtest import as_role
+    with psycopg.connect(server_url, autocommit=True) as db:
+        db.execute("CREATE EXTENSION IF NOT EXISTS rag CASCADE")
+        db.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
+        alice = psycopg.connect(as_role(server_url, "alice"), autocommit=True)
+        try:
+            job = db.execute("SELECT rag.schedule_lock_guard()").fetchone()[0]
+            assert db.execute("SELECT command, schedule FROM cron.job WHERE jobid = %s", (job,)).fetchone() \
+                == ("CALL rag.lock_guard()", "* * * * *")
+            alice.execute("BEGIN")
+            alice.execute("LOCK TABLE rag.chunks IN ACCESS EXCLUSIVE MODE")
+            db.execute("SET statement_timeout = '150s'")       # cron runs every minute
+            t0 = time.monotonic()
+            assert db.execute("SELECT count(*) FROM rag.chunks").fetchone()[0] == 0   # waits, then runs
+            assert time.monotonic() - t0 < 150
+            with pytest.raises(psycopg.OperationalError):
+                alice.execute("SELECT 1")
+            assert db.execute("SELECT rag.unschedule_lock_guard()").fetchone()[0] is True
+            assert db.execute("SELECT rag.unschedule_lock_guard()").fetchone()[0] is False
+        finally:
+            alice.close()
+            db.execute("RESET statement_timeout")
+            db.execute("SELECT rag.unschedule_lock_guard()")
+            db.execute("DROP EXTENSION rag")

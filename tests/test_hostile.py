@@ -508,3 +508,100 @@ def test_a_stream_handle_is_read_only_by_the_role_that_opened_it(db):
     finally:
         db.execute("ROLLBACK") if db.info.transaction_status else None
         db.execute("DROP ROLE mallory")
+
+
+# -- a writer's LOCK TABLE on a shared table: the lock guard ends it ---------------------
+
+def _search_in_thread(conn, out: dict) -> threading.Thread:
+    def run():
+        try:
+            out["rows"] = conn.execute("SELECT chunk_id FROM rag.search('refunds', 3)").fetchall()
+        except psycopg.Error as e:
+            out["error"] = e
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+def _guard_sees(db, pid: int, victim: int, deadline: float = 20) -> tuple:
+    """The row rag.lock_holders() gives for pid once the victim has waited on it for a second."""
+    stop = time.monotonic() + deadline
+    while time.monotonic() < stop:
+        for row in db.execute("SELECT pid, role, relation::text, mode, granted, waiting_pids FROM rag.lock_holders()"):
+            if row[0] == pid and victim in row[5]:
+                return row
+        time.sleep(0.2)
+    raise AssertionError("the guard never saw the lock holder")
+
+
+def test_a_writer_holding_a_shared_table_locked_is_ended_by_the_guard(connect, db):
+    """alice's LOCK TABLE rag.chunks IN ACCESS EXCLUSIVE MODE (her DELETE on her own chunks
+    lets Postgres grant it) stalls bob's search; one pass of the guard ends her session and
+    his search completes. A role that may not end sessions cannot run the pass."""
+    alice, bob, dora = connect("alice"), connect("bob"), connect("dora")
+    alice_pid, bob_pid = _pid(alice), _pid(bob)
+    _ingest(bob)
+    bob.execute("SET statement_timeout = '60s'")
+    alice.execute("BEGIN")
+    alice.execute("LOCK TABLE rag.chunks IN ACCESS EXCLUSIVE MODE")
+    out: dict = {}
+    t = _search_in_thread(bob, out)
+    try:
+        row = _guard_sees(db, alice_pid, bob_pid)
+        assert row[1:5] == ("alice", "rag.chunks", "AccessExclusiveLock", True)
+        assert "rows" not in out                              # still waiting
+        with pytest.raises(psycopg.Error) as e:               # rag_admin without pg_signal_backend
+            dora.execute("SELECT * FROM rag.end_lock_holders()")
+        assert _sqlstate(e) == "42501" and "pg_signal_backend" in str(e.value)
+        ended = db.execute("SELECT pid, role FROM rag.end_lock_holders()").fetchall()
+        assert ended == [(row[0], "alice")]
+        t.join(30)
+        assert not t.is_alive() and len(out.get("rows", [])) > 0, out
+        with pytest.raises(psycopg.OperationalError):
+            alice.execute("SELECT 1")
+        assert db.execute("SELECT count(*) FROM rag.lock_holders()").fetchone()[0] == 0
+    finally:
+        t.join(60)
+
+
+def test_a_writer_queued_for_a_strong_lock_is_ended_and_the_reader_it_waits_for_is_not(connect, db):
+    """Queuing is enough to stall: alice asks for ACCESS EXCLUSIVE while carol reads in an
+    open transaction, and bob's search queues behind alice. The guard ends alice only."""
+    alice, bob, carol = connect("alice"), connect("bob"), connect("carol")
+    alice_pid, bob_pid = _pid(alice), _pid(bob)
+    _ingest(bob)
+    bob.execute("SET statement_timeout = '60s'")
+    carol.execute("BEGIN")
+    carol.execute("SELECT count(*) FROM rag.chunks")       # holds ACCESS SHARE until she commits
+    queued: dict = {}
+
+    def lock():
+        try:
+            alice.execute("BEGIN")
+            alice.execute("LOCK TABLE rag.chunks IN ACCESS EXCLUSIVE MODE")
+        except psycopg.Error as e:
+            queued["error"] = e
+    a = threading.Thread(target=lock)
+    a.start()
+    out: dict = {}
+    t = None
+    try:
+        deadline = time.monotonic() + 10
+        while not db.execute("SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted", (alice_pid,)
+                             ).fetchone()[0]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        t = _search_in_thread(bob, out)
+        row = _guard_sees(db, alice_pid, bob_pid)
+        assert row[1:5] == ("alice", "rag.chunks", "AccessExclusiveLock", False)
+        assert [r[0] for r in db.execute("SELECT pid FROM rag.end_lock_holders()")] == [row[0]]
+        t.join(30)
+        a.join(30)
+        assert len(out.get("rows", [])) > 0, out
+        assert isinstance(queued.get("error"), psycopg.OperationalError)
+        assert carol.execute("SELECT 1").fetchone() == (1,)  # the reader's transaction goes on
+        carol.execute("COMMIT")
+    finally:
+        a.join(60)
+        if t:
+            t.join(60)

@@ -27,6 +27,62 @@ def _status(conn):
                         ).fetchone()
 
 
+def test_a_switch_finishing_holds_up_its_own_tenants_writers_only(switch_db, dsn):
+    """The last step of a switch keeps chunks of the old model out of its tenant by holding
+    the tenant's rag.tenant_models row, not by locking rag.chunks: another tenant's writer
+    goes on (it waited for the commit when the switch locked the table)."""
+    db = switch_db
+    assert db.execute("SELECT rag.set_embedding_model('smollm2-embed')").fetchone()[0] == "building"
+    while db.execute("SELECT rag._reembed_batch(64)").fetchone()[0] > 0:
+        pass
+    other = psycopg.connect(dsn, autocommit=True)
+    same = psycopg.connect(dsn, autocommit=True)
+    try:
+        other.execute("SET rag.tenant = 'another team'")
+        for conn in (other, same):
+            conn.execute("SET lock_timeout = '2s'")     # a wait fails the test instead of hanging it
+        with db.transaction():
+            assert db.execute("SELECT rag._finish_switch()").fetchone()[0] is True
+            other.execute("SELECT rag.ingest('# Buoys\n\nBuoys mark the channel.', source => 'buoys.md')")
+            assert other.execute("SELECT DISTINCT model FROM rag.chunks WHERE tenant = rag.current_tenant()"
+                                 ).fetchall() == [("all-MiniLM-L6-v2",)]
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                same.execute("SELECT rag.ingest('# Fog\n\nFog horns sound.', source => 'fog.md')")
+        # committed: the tenant's next document is embedded by the new model
+        same.execute("SELECT rag.ingest('# Fog\n\nFog horns sound.', source => 'fog.md')")
+        assert same.execute("SELECT DISTINCT c.model FROM rag.chunks c JOIN rag.documents d ON d.id = c.document_id "
+                            "WHERE d.source = 'fog.md'").fetchall() == [("smollm2-embed",)]
+        # (a superuser sees every tenant's rows: the other tenant keeps its model)
+        assert same.execute("SELECT tenant = rag.current_tenant(), model FROM rag.chunks GROUP BY 1, 2 ORDER BY 1"
+                            ).fetchall() == [(False, "all-MiniLM-L6-v2"), (True, "smollm2-embed")]
+    finally:
+        other.close()
+        same.close()
+
+
+def test_the_switch_waits_for_chunk_writers_already_running_without_queuing_others(switch_db, dsn):
+    """rag._wait_for_chunk_writers returns once the transactions writing rag.chunks when it
+    began have ended; while it waits, other writers are not queued behind it."""
+    holder = psycopg.connect(dsn)
+    writer = psycopg.connect(dsn, autocommit=True)
+    try:
+        holder.execute("SET rag.tenant = 'slow team'")
+        holder.execute("SELECT rag.ingest('# Slow\n\nA slow transaction.', source => 'slow.md')")  # not committed
+        assert switch_db.execute("SELECT rag._wait_for_chunk_writers('1 second')").fetchone()[0] is False
+        writer.execute("SET lock_timeout = '2s'")
+        writer.execute("SELECT rag.ingest('# Quick\n\nA quick one.', source => 'quick.md')")
+        holder.commit()
+        with switch_db.transaction():
+            assert switch_db.execute("SELECT rag._wait_for_chunk_writers('1 second')").fetchone()[0] is True
+            # the lock it took went with its subtransaction, before its transaction ends
+            assert switch_db.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() "
+                                     "AND relation = 'rag.chunks'::regclass AND mode = 'ShareLock'"
+                                     ).fetchone()[0] == 0
+    finally:
+        holder.close()
+        writer.close()
+
+
 def test_switch_builds_in_the_background_then_switches_atomically(switch_db, dsn):
     db = switch_db
     n = db.execute("SELECT count(*) FROM rag.chunks").fetchone()[0]
@@ -53,7 +109,8 @@ def test_switch_builds_in_the_background_then_switches_atomically(switch_db, dsn
             # not committed yet: the other session still searches with the old model, unblocked
             assert other.execute("SELECT count(*) FROM rag.search('lighthouse beam turns', 5, mode => 'vector')"
                                  ).fetchone()[0] == 5
-            assert other.execute("SELECT DISTINCT model FROM rag.chunks").fetchall() == [("all-MiniLM-L6-v2",)]
+            assert other.execute("SELECT DISTINCT model FROM rag.chunks WHERE tenant = rag.current_tenant()"
+                                 ).fetchall() == [("all-MiniLM-L6-v2",)]
         # committed: everyone uses the new model
         assert other.execute("SELECT DISTINCT model, vector_dims(embedding) FROM rag.chunks").fetchall() == \
             [("smollm2-embed", 576)]

@@ -765,6 +765,9 @@ def index_documents(plpy, doc_ids: list[int]) -> int:
     if not doc_ids:
         return 0
     STATS["index_calls"] += 1
+    # the tenant's embedding model stays as read until this transaction ends: a model
+    # switch finishing (rag._finish_switch) holds this row FOR UPDATE
+    plpy.execute(_plan(plpy, "SELECT 1 FROM rag.tenant_models WHERE tenant = rag.current_tenant() FOR KEY SHARE", []))
     s = settings(plpy)
     per_round = _int_setting(s, "index_batch_size", 1, 100000)  # bounds memory per round
     written = 0

@@ -196,9 +196,44 @@ BEGIN
 END
 $$;
 
+-- rag._wait_for_chunk_writers (internal): wait until every transaction that was writing
+-- rag.chunks when it was called has ended, without making other writers wait: a SHARE
+-- lock taken in tries of 100 ms, each released at once (its subtransaction is undone), so
+-- that a writer queues behind a try for 100 ms at most. False if the writers kept the
+-- table busy for `patience`.
+CREATE OR REPLACE FUNCTION rag._wait_for_chunk_writers(patience interval DEFAULT '30 seconds')
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + patience;
+BEGIN
+    LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', '100ms', true);
+            LOCK TABLE rag.chunks IN SHARE MODE;
+            RAISE SQLSTATE 'RG001';   -- undo the subtransaction: the lock goes with it
+        EXCEPTION
+            WHEN SQLSTATE 'RG001' THEN
+                RETURN true;
+            WHEN lock_not_available THEN
+                IF clock_timestamp() > deadline THEN
+                    RETURN false;
+                END IF;
+        END;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END
+$$;
+
 -- rag._finish_switch (internal): when every chunk has its next embedding, make the next
--- model current, in one transaction. Writers to rag.chunks wait for it (the lock keeps
--- new chunks from slipping through); readers do not.
+-- model current, in one transaction. The tenant's writers wait for it: they lock its
+-- rag.tenant_models row (FOR KEY SHARE) before they read its model, and this holds the
+-- row FOR UPDATE, then waits for the writers already running (rag._wait_for_chunk_writers),
+-- so that no chunk of the old model slips in. Other tenants' writers and all readers go
+-- on. False, with a WARNING, if there is no switch or writers kept rag.chunks busy for
+-- 30 s (the next rag.work tries again).
 CREATE OR REPLACE FUNCTION rag._finish_switch()
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
@@ -213,7 +248,11 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    LOCK TABLE rag.chunks IN SHARE ROW EXCLUSIVE MODE;
+    IF NOT rag._wait_for_chunk_writers() THEN
+        RAISE WARNING 'rag: the embedding model switch of tenant % waits for writers of rag.chunks', rag._shown(t)
+            USING HINT = 'the next rag.work tries again';
+        RETURN false;
+    END IF;
     LOOP  -- chunks written since the last batch
         left_over := rag._reembed_batch(256);
         EXIT WHEN left_over <= 0;

@@ -879,9 +879,16 @@ COMMENT ON FUNCTION rag._window_batch(integer) IS
   'NULL) with its embedding model, unless rag.window_embeddings is off, and fills in their window_bounds and '
   'window_lengths where those are NULL; returns how many chunks, 0 when none is left. Called by rag.work.';
 
+COMMENT ON FUNCTION rag._wait_for_chunk_writers(interval) IS
+  'Internal: waits until the transactions writing rag.chunks when it was called have ended, with a SHARE lock '
+  'taken in tries of 100 ms and released at once, so that no writer queues behind it for longer; false if '
+  'they kept the table busy for patience (default 30 s). Called by rag._finish_switch.';
+
 COMMENT ON FUNCTION rag._finish_switch() IS
   'Internal: when every chunk has its next embedding, makes the next model current in one transaction; '
-  'called by rag.work.';
+  'called by rag.work. Holds the tenant''s rag.tenant_models row FOR UPDATE (its writers lock it FOR KEY '
+  'SHARE before they read its model) and waits for the chunk writers already running; other tenants'' '
+  'writers go on. False if there is no switch, or (with a WARNING) if writers kept rag.chunks busy for 30 s.';
 
 COMMENT ON VIEW rag.model_status IS
   'The current tenant''s embedding model and the progress of a switch: next_model, chunks, next_embedded, '
@@ -909,3 +916,37 @@ COMMENT ON VIEW rag.tenant_partitions IS
 COMMENT ON FUNCTION rag._documents_after_delete() IS
   'Internal: statement trigger on rag.documents: deletes the deleted documents'' chunks through rag.chunks '
   '(so its trigger keeps the BM25 statistics).';
+
+-- ---------------------------------------------------------------------------------------
+-- The lock guard (640-lock-guard.sql)
+-- ---------------------------------------------------------------------------------------
+
+COMMENT ON FUNCTION rag._may_signal() IS
+  'Internal: whether the current role may end other roles'' sessions (a superuser, or a member of '
+  'pg_signal_backend).';
+
+COMMENT ON FUNCTION rag.lock_holders(interval) IS
+  'The sessions the lock guard would end now: each holds, or queues for, a lock stronger than ROW EXCLUSIVE '
+  'on a table of schema rag (LOCK TABLE) while another session has waited on that table for longer than '
+  'after, and its role is not a superuser, a member of the table''s owner or of rag_admin. Arguments: after '
+  '(default 1 second). Returns: pid, role, relation, mode, granted (false: queued), waiting_pids. '
+  'Example: SELECT * FROM rag.lock_holders();';
+
+COMMENT ON FUNCTION rag.end_lock_holders(interval) IS
+  'One pass of the lock guard: ends (pg_terminate_backend) each session rag.lock_holders(after) lists, with '
+  'a WARNING naming it. Needs a superuser or a member of pg_signal_backend (42501). Arguments: after '
+  '(default 1 second). Returns: the sessions ended. Example: SELECT * FROM rag.end_lock_holders();';
+
+COMMENT ON PROCEDURE rag.lock_guard(interval, interval, interval) IS
+  'The lock guard for run_for (default 55 seconds): rag.end_lock_holders(after) every `every` (1 second), '
+  'each pass in its own transaction. Call it outside a transaction block. Arguments: run_for, every, after '
+  '(1 second). Example: CALL rag.lock_guard();';
+
+COMMENT ON FUNCTION rag.schedule_lock_guard() IS
+  'A pg_cron job running CALL rag.lock_guard() every minute in this database, as the current role (a '
+  'superuser or a member of pg_signal_backend; needs pg_cron). Arguments: none. Returns: the pg_cron job id. '
+  'Example: SELECT rag.schedule_lock_guard();';
+
+COMMENT ON FUNCTION rag.unschedule_lock_guard() IS
+  'Remove this database''s job of rag.schedule_lock_guard. Arguments: none. Returns: true if there was one. '
+  'Example: SELECT rag.unschedule_lock_guard();';

@@ -161,6 +161,7 @@ GRANT EXECUTE ON FUNCTION
     rag._reembed_batch(int),
     rag._window_batch_py(int),
     rag._window_batch(int),
+    rag._wait_for_chunk_writers(interval),
     rag._finish_switch()
 TO rag_writer;
 -- eval sets are loaded and run by writers, into tenants they may act for (RLS checks)
@@ -201,3 +202,13 @@ GRANT EXECUTE ON FUNCTION
     rag.revoke_api_key(text, name),
     rag.drop_api_key(text)
 TO rag_admin;
+-- the lock guard: what it would end, for rag_admin; ending sessions also needs
+-- pg_signal_backend (or a superuser), which the functions check
+GRANT EXECUTE ON FUNCTION
+    rag._may_signal(),
+    rag.lock_holders(interval),
+    rag.end_lock_holders(interval),
+    rag.schedule_lock_guard(),
+    rag.unschedule_lock_guard()
+TO rag_admin;
+GRANT EXECUTE ON PROCEDURE rag.lock_guard(interval, interval, interval) TO rag_admin;
