@@ -605,3 +605,58 @@ def test_a_writer_queued_for_a_strong_lock_is_ended_and_the_reader_it_waits_for_
         a.join(60)
         if t:
             t.join(60)
+
+
+def test_a_prepared_transaction_holding_a_lock_is_named_for_the_dba():
+    """Where max_prepared_transactions > 0 (0 by default), a writer can PREPARE the
+    transaction that holds the lock and leave: no session is left to end. The guard lists
+    it (pid NULL, its name), and each pass warns with the ROLLBACK PREPARED to run."""
+    from conftest import IMAGE, _container_class, free_port
+    port = free_port()
+    pg = _container_class()(IMAGE, port=port, username="tester", password="tester", dbname="app", driver=None)
+    pg.ports = {}
+    pg.with_kwargs(network_mode="host")
+    pg.with_env("POSTGRES_INITDB_ARGS", "--no-sync").with_env("PGPORT", str(port))
+    pg.with_command("postgres -c listen_addresses=127.0.0.1 -c max_prepared_transactions=2")
+    pg.start()
+    try:
+        url = pg.get_connection_url()
+        with psycopg.connect(url, autocommit=True) as su:
+            su.execute("CREATE EXTENSION rag CASCADE")
+            su.execute("CREATE ROLE mallory LOGIN PASSWORD 'mallory' IN ROLE rag_writer")
+            su.execute("CREATE ROLE victim LOGIN PASSWORD 'victim' IN ROLE rag_writer")
+            from pgtest import as_role
+            with psycopg.connect(as_role(url, "victim"), autocommit=True) as victim, \
+                    psycopg.connect(as_role(url, "mallory"), autocommit=True) as mallory:
+                _ingest(victim)
+                victim_pid = _pid(victim)
+                mallory.execute("BEGIN")
+                mallory.execute("LOCK TABLE rag.chunks IN ACCESS EXCLUSIVE MODE")
+                mallory.execute("PREPARE TRANSACTION 'stall'")
+                mallory.close()
+                out: dict = {}
+                victim.execute("SET statement_timeout = '60s'")
+                t = _search_in_thread(victim, out)
+                try:
+                    stop = time.monotonic() + 20
+                    while True:
+                        rows = su.execute("SELECT pid, role, relation::text, mode, granted, waiting_pids, prepared "
+                                          "FROM rag.lock_holders()").fetchall()
+                        if rows or time.monotonic() > stop:
+                            break
+                        time.sleep(0.2)
+                    assert rows == [(None, "mallory", "rag.chunks", "AccessExclusiveLock", True, [victim_pid],
+                                     "stall")]
+                    warnings = []
+                    # (a notice's fields are read in the handler: they are gone after it)
+                    su.add_notice_handler(lambda d: warnings.append((d.message_primary, d.message_hint or "")))
+                    assert su.execute("SELECT count(*) FROM rag.end_lock_holders()").fetchone()[0] == 0
+                    assert any("prepared transaction 'stall' of role mallory" in m and "ROLLBACK PREPARED 'stall'" in h
+                               for m, h in warnings), warnings
+                    su.execute("ROLLBACK PREPARED 'stall'")      # what the hint says
+                    t.join(30)
+                    assert len(out.get("rows", [])) > 0, out
+                finally:
+                    t.join(60)
+    finally:
+        pg.stop()

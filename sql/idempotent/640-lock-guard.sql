@@ -16,42 +16,55 @@ AS $$
     SELECT rag._is_superuser() OR pg_has_role(current_user, 'pg_signal_backend', 'MEMBER')
 $$;
 
--- rag.lock_holders: the sessions the guard would end now (see rag.end_lock_holders)
+-- rag.lock_holders: the sessions the guard would end now (see rag.end_lock_holders), and
+-- the prepared transactions (PREPARE TRANSACTION, where max_prepared_transactions > 0)
+-- that hold such a lock: pid NULL and `prepared` their name, which no session can end
 CREATE OR REPLACE FUNCTION rag.lock_holders(after interval DEFAULT '1 second')
-RETURNS TABLE (pid int, role name, relation regclass, mode text, granted boolean, waiting_pids int[])
+RETURNS TABLE (pid int, role name, relation regclass, mode text, granted boolean, waiting_pids int[], prepared text)
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH waiting AS (
-        SELECT w.pid, w.relation
+    WITH waiting AS MATERIALIZED (
+        SELECT w.pid, w.database, w.relation, pg_blocking_pids(w.pid) AS blockers
         FROM pg_locks AS w JOIN pg_class AS c ON c.oid = w.relation
         WHERE w.locktype = 'relation' AND NOT w.granted
           AND w.database = (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database())
           AND c.relnamespace = 'rag'::regnamespace
           AND w.waitstart < clock_timestamp() - after
     ), blocking AS (
-        SELECT h.pid, h.relation, h.mode, bool_or(h.granted) AS granted,
+        -- a prepared transaction's locks have no pid; pg_blocking_pids gives it as 0
+        SELECT h.pid, h.virtualtransaction, h.relation, h.mode, bool_or(h.granted) AS granted,
                array_agg(DISTINCT w.pid ORDER BY w.pid) AS waiting_pids
         FROM waiting AS w
-        JOIN pg_locks AS h ON h.locktype = 'relation' AND h.relation = w.relation AND h.pid <> w.pid
-                          AND h.pid = ANY (pg_blocking_pids(w.pid))
+        JOIN pg_locks AS h ON h.locktype = 'relation' AND h.database = w.database AND h.relation = w.relation
+                          AND (h.pid = ANY (w.blockers) OR (h.pid IS NULL AND 0 = ANY (w.blockers)))
         WHERE h.mode IN ('ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock',
                          'AccessExclusiveLock')
-        GROUP BY h.pid, h.relation, h.mode
+        GROUP BY h.pid, h.virtualtransaction, h.relation, h.mode
+    ), holder AS (
+        SELECT b.*, a.usesysid AS session_role, px.gid, px.owner
+        FROM blocking AS b
+        LEFT JOIN pg_stat_activity AS a ON a.pid = b.pid
+        LEFT JOIN LATERAL (SELECT p.gid, p.owner
+                           FROM pg_locks AS x JOIN pg_prepared_xacts AS p ON p.transaction = x.transactionid
+                           WHERE b.pid IS NULL AND x.pid IS NULL AND x.locktype = 'transactionid'
+                             AND x.virtualtransaction = b.virtualtransaction
+                           LIMIT 1) AS px ON true
     )
-    SELECT b.pid, a.usename, b.relation::regclass, b.mode, b.granted, b.waiting_pids
-    FROM blocking AS b
-    JOIN pg_stat_activity AS a ON a.pid = b.pid
-    JOIN pg_roles AS r ON r.oid = a.usesysid
-    JOIN pg_class AS c ON c.oid = b.relation
+    SELECT h.pid, r.rolname, h.relation::regclass, h.mode, h.granted, h.waiting_pids, h.gid
+    FROM holder AS h
+    JOIN pg_roles AS r ON r.oid = h.session_role OR (h.session_role IS NULL AND r.rolname = h.owner)
+    JOIN pg_class AS c ON c.oid = h.relation
     WHERE NOT r.rolsuper
       AND NOT pg_has_role(r.oid, c.relowner, 'MEMBER')
       AND NOT pg_has_role(r.oid, 'rag_admin', 'MEMBER')
-    ORDER BY b.pid, b.relation
+    ORDER BY h.pid, h.relation
 $$;
 
 -- rag.end_lock_holders: one pass of the guard. Ends (pg_terminate_backend) each session
--- rag.lock_holders(after) lists, with a WARNING naming it, and returns them.
+-- rag.lock_holders(after) lists, with a WARNING naming it, and returns them. A prepared
+-- transaction cannot be ended so (ROLLBACK PREPARED cannot run inside a function): a
+-- WARNING names it, every pass, for its owner or a superuser to roll back.
 CREATE OR REPLACE FUNCTION rag.end_lock_holders(after interval DEFAULT '1 second')
 RETURNS TABLE (pid int, role name, relation regclass, mode text, granted boolean, waiting_pids int[])
 LANGUAGE plpgsql VOLATILE
@@ -67,8 +80,13 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     FOR h IN SELECT * FROM rag.lock_holders(after) LOOP
+        IF h.prepared IS NOT NULL THEN
+            RAISE WARNING 'rag: prepared transaction % of role % holds % on % while sessions % wait',
+                rag._shown(h.prepared), h.role, h.mode, h.relation, h.waiting_pids
+                USING HINT = format('ROLLBACK PREPARED %L (as %I or a superuser); keep max_prepared_transactions = 0 '
+                                    'unless something of yours prepares transactions', h.prepared, h.role);
         -- (a session that ended meanwhile gives false)
-        IF pg_terminate_backend(h.pid) THEN
+        ELSIF pg_terminate_backend(h.pid) THEN
             RAISE WARNING 'rag: ended session % of role %: it % % on % while sessions % waited',
                 h.pid, h.role, CASE WHEN h.granted THEN 'held' ELSE 'queued for' END, h.mode, h.relation,
                 h.waiting_pids;

@@ -929,12 +929,13 @@ COMMENT ON FUNCTION rag.lock_holders(interval) IS
   'The sessions the lock guard would end now: each holds, or queues for, a lock stronger than ROW EXCLUSIVE '
   'on a table of schema rag (LOCK TABLE) while another session has waited on that table for longer than '
   'after, and its role is not a superuser, a member of the table''s owner or of rag_admin. Arguments: after '
-  '(default 1 second). Returns: pid, role, relation, mode, granted (false: queued), waiting_pids. '
+  '(default 1 second). Returns: pid, role, relation, mode, granted (false: queued), waiting_pids, and '
+  'prepared: the name of a prepared transaction that holds such a lock (pid NULL; no session to end). '
   'Example: SELECT * FROM rag.lock_holders();';
 
 COMMENT ON FUNCTION rag.end_lock_holders(interval) IS
   'One pass of the lock guard: ends (pg_terminate_backend) each session rag.lock_holders(after) lists, with '
-  'a WARNING naming it. Needs a superuser or a member of pg_signal_backend (42501). Arguments: after '
+  'a WARNING naming it; a prepared transaction gets a WARNING with the ROLLBACK PREPARED to run. Needs a superuser or a member of pg_signal_backend (42501). Arguments: after '
   '(default 1 second). Returns: the sessions ended. Example: SELECT * FROM rag.end_lock_holders();';
 
 COMMENT ON PROCEDURE rag.lock_guard(interval, interval, interval) IS
