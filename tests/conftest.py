@@ -43,18 +43,25 @@ def _container_class():
     return HostNetworkPostgres
 
 
-@pytest.fixture(scope="session")
-def pg_container():
+def start_server(dbname: str, settings: str = ""):
+    """A started container of our image on the host network (user and password tester),
+    with `settings` added to the server's command line (e.g. "-c max_prepared_transactions=2")."""
     os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
     port = free_port()
-    container = _container_class()(IMAGE, port=port, username="tester", password="tester", dbname="tester",
+    container = _container_class()(IMAGE, port=port, username="tester", password="tester", dbname=dbname,
                                    driver=None)
     container.ports = {}  # nothing to publish on the host network
     container.with_kwargs(network_mode="host")
     container.with_env("POSTGRES_INITDB_ARGS", "--no-sync")
     container.with_env("PGPORT", str(port))  # the server's and psql's default port
-    container.with_command("postgres -c listen_addresses=127.0.0.1")
+    container.with_command(f"postgres -c listen_addresses=127.0.0.1 {settings}".strip())
     container.start()
+    return container
+
+
+@pytest.fixture(scope="session")
+def pg_container():
+    container = start_server("tester")
     try:
         url = container.get_connection_url()
         with psycopg.connect(url, autocommit=True) as conn:

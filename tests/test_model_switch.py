@@ -29,8 +29,9 @@ def _status(conn):
 
 def test_a_switch_finishing_holds_up_its_own_tenants_writers_only(switch_db, dsn):
     """The last step of a switch keeps chunks of the old model out of its tenant by holding
-    the tenant's rag.tenant_models row, not by locking rag.chunks: another tenant's writer
-    goes on (it waited for the commit when the switch locked the table)."""
+    the tenant's rag.tenant_models row (its writers lock it FOR SHARE), not by locking
+    rag.chunks: another tenant's writer goes on (it waited for the commit when the switch
+    locked the table)."""
     db = switch_db
     assert db.execute("SELECT rag.set_embedding_model('smollm2-embed')").fetchone()[0] == "building"
     while db.execute("SELECT rag._reembed_batch(64)").fetchone()[0] > 0:
@@ -61,26 +62,78 @@ def test_a_switch_finishing_holds_up_its_own_tenants_writers_only(switch_db, dsn
 
 
 def test_the_switch_waits_for_chunk_writers_already_running_without_queuing_others(switch_db, dsn):
-    """rag._wait_for_chunk_writers returns once the transactions writing rag.chunks when it
-    began have ended; while it waits, other writers are not queued behind it."""
+    """rag._wait_for_chunk_writers returns once the transactions writing rag.chunks when its
+    transaction began have ended. It takes no lock: other writers never wait for it."""
     holder = psycopg.connect(dsn)
     writer = psycopg.connect(dsn, autocommit=True)
     try:
         holder.execute("SET rag.tenant = 'slow team'")
         holder.execute("SELECT rag.ingest('# Slow\n\nA slow transaction.', source => 'slow.md')")  # not committed
-        assert switch_db.execute("SELECT rag._wait_for_chunk_writers('1 second')").fetchone()[0] is False
-        writer.execute("SET lock_timeout = '2s'")
-        writer.execute("SELECT rag.ingest('# Quick\n\nA quick one.', source => 'quick.md')")
-        holder.commit()
+        holder_pid = holder.execute("SELECT pg_backend_pid()").fetchone()[0]
         with switch_db.transaction():
-            assert switch_db.execute("SELECT rag._wait_for_chunk_writers('1 second')").fetchone()[0] is True
-            # the lock it took went with its subtransaction, before its transaction ends
+            assert switch_db.execute("SELECT rag._wait_for_chunk_writers('1 second')").fetchone()[0] == [holder_pid]
+            writer.execute("SET lock_timeout = '2s'")
+            writer.execute("SELECT rag.ingest('# Quick\n\nA quick one.', source => 'quick.md')")
             assert switch_db.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() "
-                                     "AND relation = 'rag.chunks'::regclass AND mode = 'ShareLock'"
-                                     ).fetchone()[0] == 0
+                                     "AND relation = 'rag.chunks'::regclass").fetchone()[0] == 0
+        holder.commit()
+        assert switch_db.execute("SELECT rag._wait_for_chunk_writers('1 second')").fetchone()[0] == []
     finally:
         holder.close()
         writer.close()
+
+
+def test_a_chunk_another_worker_holds_keeps_the_switch_from_finishing(switch_db, dsn):
+    """Two workers: the finishing one must not switch while the other still embeds chunks
+    that SKIP LOCKED passed over (they would keep the old model for good)."""
+    db = switch_db
+    assert db.execute("SELECT rag.set_embedding_model('smollm2-embed')").fetchone()[0] == "building"
+    other = psycopg.connect(dsn)
+    try:
+        assert other.execute("SELECT rag._reembed_batch(3)").fetchone()[0] == 3      # not committed
+        while db.execute("SELECT rag._reembed_batch(64)").fetchone()[0] > 0:
+            pass
+        assert db.execute("SELECT rag._finish_switch()").fetchone()[0] is False
+        other.commit()
+        assert db.execute("SELECT rag._finish_switch()").fetchone()[0] is True
+        assert db.execute("SELECT DISTINCT model FROM rag.chunks WHERE tenant = rag.current_tenant()"
+                          ).fetchall() == [("smollm2-embed",)]
+    finally:
+        other.close()
+
+
+def test_an_immediate_switch_waits_for_the_tenants_first_writer(connect, local_llm, db, dsn):
+    """A tenant with no chunks yet switches at once, but a document being written meanwhile
+    must not keep the old model: the switch waits for that transaction, sees its chunks and
+    builds instead."""
+    import threading
+    import time
+    db.execute("SELECT rag.add_model('smollm2-embed', 'embed', base_url => %s, dimensions => 576, "
+               "provider_model => 'smollm2', max_input_tokens => 2048)", (local_llm,))
+    db.execute("SELECT rag.create_model_index('smollm2-embed')")  # (its CREATE INDEX would wait for the writer too)
+    writer = psycopg.connect(dsn)
+    try:
+        writer.execute("SET rag.tenant = 'new team'")
+        writer.execute("SELECT rag.ingest('# First\n\nThe first page.', source => 'first.md')")   # not committed
+        threading.Timer(2.0, writer.commit).start()
+        db.execute("SET rag.tenant = 'new team'")
+        t0 = time.monotonic()
+        assert db.execute("SELECT rag.set_embedding_model('smollm2-embed')").fetchone()[0] == "building"
+        assert time.monotonic() - t0 >= 1.5
+    finally:
+        writer.close()
+
+
+def test_a_switch_finishes_only_in_read_committed(switch_db):
+    db = switch_db
+    db.execute("SELECT rag.set_embedding_model('smollm2-embed')")
+    while db.execute("SELECT rag._reembed_batch(64)").fetchone()[0] > 0:
+        pass
+    with pytest.raises(psycopg.Error) as e, db.transaction():
+        db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        db.execute("SELECT rag._finish_switch()")
+    assert e.value.sqlstate == "25000" and "READ COMMITTED" in str(e.value)
+    assert db.execute("SELECT rag._finish_switch()").fetchone()[0] is True
 
 
 def test_switch_builds_in_the_background_then_switches_atomically(switch_db, dsn):

@@ -8,7 +8,7 @@ import time
 
 import psycopg
 import pytest
-from conftest import IMAGE, _container_class, free_port
+from conftest import IMAGE, free_port, start_server
 from testcontainers.core.container import DockerContainer
 
 
@@ -28,13 +28,9 @@ def _wait(fn, timeout=60.0, what="condition"):
 @pytest.fixture
 def pair():
     """(primary url, standby url, primary container, standby container)."""
-    p_port, s_port = free_port(), free_port()
-    primary = _container_class()(IMAGE, port=p_port, username="tester", password="tester", dbname="app", driver=None)
-    primary.ports = {}
-    primary.with_kwargs(network_mode="host")
-    primary.with_env("POSTGRES_INITDB_ARGS", "--no-sync").with_env("PGPORT", str(p_port))
-    primary.with_command("postgres -c listen_addresses=127.0.0.1")
-    primary.start()
+    s_port = free_port()
+    primary = start_server("app")
+    p_port = primary.port
     standby = None
     try:
         p_url = primary.get_connection_url()

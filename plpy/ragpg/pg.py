@@ -766,8 +766,8 @@ def index_documents(plpy, doc_ids: list[int]) -> int:
         return 0
     STATS["index_calls"] += 1
     # the tenant's embedding model stays as read until this transaction ends: a model
-    # switch finishing (rag._finish_switch) holds this row FOR UPDATE
-    plpy.execute(_plan(plpy, "SELECT 1 FROM rag.tenant_models WHERE tenant = rag.current_tenant() FOR KEY SHARE", []))
+    # switch (rag.set_embedding_model, rag._finish_switch) takes this row FOR UPDATE
+    plpy.execute(_plan(plpy, "SELECT 1 FROM rag.tenant_models WHERE tenant = rag.current_tenant() FOR SHARE", []))
     s = settings(plpy)
     per_round = _int_setting(s, "index_batch_size", 1, 100000)  # bounds memory per round
     written = 0

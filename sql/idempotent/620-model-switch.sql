@@ -116,6 +116,7 @@ DECLARE
     m rag.models := rag._model(name, 'embed');
     t text := rag.current_tenant();
     cur text;
+    open_pids int[];
 BEGIN
     IF nullif(current_setting('rag.embedding_model', true), '') IS NOT NULL THEN
         RAISE EXCEPTION 'rag.set_embedding_model: rag.embedding_model is set for this session or role (%)',
@@ -130,6 +131,16 @@ BEGIN
             quote_literal(m.name), quote_literal(m.name);
     END;
     DELETE FROM rag.embeddings_next AS n WHERE n.tenant = t;  -- an earlier, unfinished switch
+    IF cur <> m.name THEN
+        -- the tenant's writers that read its model hold its row FOR SHARE: wait for them, and
+        -- for the transactions writing chunks since before this one (when there was no row)
+        PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = t FOR UPDATE;
+        open_pids := rag._wait_for_chunk_writers();
+        IF open_pids <> '{}' THEN
+            RAISE EXCEPTION 'rag.set_embedding_model: transactions writing rag.chunks are still open (pids %)', open_pids
+                USING ERRCODE = 'lock_not_available', HINT = 'retry once they end';
+        END IF;
+    END IF;
     IF cur = m.name OR NOT EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.tenant = t) THEN
         INSERT INTO rag.tenant_models AS tm (tenant, embedding_model, switched_at) VALUES (t, m.name, now())
         ON CONFLICT (tenant) DO UPDATE SET embedding_model = excluded.embedding_model, next_model = NULL,
@@ -196,44 +207,51 @@ BEGIN
 END
 $$;
 
--- rag._wait_for_chunk_writers (internal): wait until every transaction that was writing
--- rag.chunks when it was called has ended, without making other writers wait: a SHARE
--- lock taken in tries of 100 ms, each released at once (its subtransaction is undone), so
--- that a writer queues behind a try for 100 ms at most. False if the writers kept the
--- table busy for `patience`.
+-- rag._wait_for_chunk_writers (internal): wait until the transactions that were writing
+-- rag.chunks (a ROW EXCLUSIVE lock on it or a partition) when this transaction began have
+-- ended. It takes no lock, so nobody waits for it; it reads pg_locks every 50 ms. Returns
+-- the pids of those still open after `patience` (0 for a prepared transaction), or an
+-- empty array.
 CREATE OR REPLACE FUNCTION rag._wait_for_chunk_writers(patience interval DEFAULT '30 seconds')
-RETURNS boolean
+RETURNS int[]
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     deadline timestamptz := clock_timestamp() + patience;
+    db oid := (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database());
+    tables oid[] := ARRAY(SELECT 'rag.chunks'::regclass::oid
+                          UNION ALL SELECT i.inhrelid FROM pg_inherits AS i WHERE i.inhparent = 'rag.chunks'::regclass);
+    writers text[];
+    open_pids int[];
 BEGIN
+    -- (a transaction that began after this one and writes chunks of a tenant whose
+    -- rag.tenant_models row this one holds waits for it; see rag._finish_switch)
+    SELECT array_agg(DISTINCT l.virtualtransaction) INTO writers
+    FROM pg_locks AS l LEFT JOIN pg_stat_activity AS a ON a.pid = l.pid
+    WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'RowExclusiveLock' AND l.database = db
+      AND l.relation = ANY (tables) AND l.pid IS DISTINCT FROM pg_backend_pid()
+      AND (l.pid IS NULL OR a.xact_start <= now());
     LOOP
-        BEGIN
-            PERFORM set_config('lock_timeout', '100ms', true);
-            LOCK TABLE rag.chunks IN SHARE MODE;
-            RAISE SQLSTATE 'RG001';   -- undo the subtransaction: the lock goes with it
-        EXCEPTION
-            WHEN SQLSTATE 'RG001' THEN
-                RETURN true;
-            WHEN lock_not_available THEN
-                IF clock_timestamp() > deadline THEN
-                    RETURN false;
-                END IF;
-        END;
+        SELECT coalesce(array_agg(DISTINCT coalesce(l.pid, 0)), '{}') INTO open_pids
+        FROM pg_locks AS l
+        WHERE l.locktype = 'relation' AND l.database = db AND l.relation = ANY (tables)
+          AND l.virtualtransaction = ANY (writers);
+        EXIT WHEN open_pids = '{}' OR clock_timestamp() > deadline;
         PERFORM pg_sleep(0.05);
     END LOOP;
+    RETURN open_pids;
 END
 $$;
 
 -- rag._finish_switch (internal): when every chunk has its next embedding, make the next
--- model current, in one transaction. The tenant's writers wait for it: they lock its
--- rag.tenant_models row (FOR KEY SHARE) before they read its model, and this holds the
--- row FOR UPDATE, then waits for the writers already running (rag._wait_for_chunk_writers),
--- so that no chunk of the old model slips in. Other tenants' writers and all readers go
--- on. False, with a WARNING, if there is no switch or writers kept rag.chunks busy for
--- 30 s (the next rag.work tries again).
+-- model current, in one transaction. So that no chunk of the old model slips in: first it
+-- waits for the transactions writing rag.chunks since before it began
+-- (rag._wait_for_chunk_writers; nobody waits for that), then it holds the tenant's
+-- rag.tenant_models row FOR UPDATE, which the tenant's writers lock FOR SHARE before they
+-- read its model (they wait for it; other tenants' writers and all readers go on). False
+-- if there is no switch or a chunk still lacks its next embedding (another worker holds
+-- it), and with a WARNING if writers stayed open for 30 s: the next rag.work tries again.
 CREATE OR REPLACE FUNCTION rag._finish_switch()
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
@@ -243,20 +261,34 @@ DECLARE
     t text := rag.current_tenant();
     tm rag.tenant_models;
     left_over int;
+    open_pids int[];
 BEGIN
-    SELECT * INTO tm FROM rag.tenant_models AS x WHERE x.tenant = t AND x.next_model IS NOT NULL FOR UPDATE;
-    IF NOT FOUND THEN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        -- (its statements must see the chunks written by the transactions it waited for)
+        RAISE EXCEPTION 'rag: a model switch finishes in a READ COMMITTED transaction, not %',
+            current_setting('transaction_isolation') USING ERRCODE = 'invalid_transaction_state';
+    ELSIF NOT EXISTS (SELECT 1 FROM rag.tenant_models AS x WHERE x.tenant = t AND x.next_model IS NOT NULL) THEN
         RETURN false;
     END IF;
-    IF NOT rag._wait_for_chunk_writers() THEN
-        RAISE WARNING 'rag: the embedding model switch of tenant % waits for writers of rag.chunks', rag._shown(t)
-            USING HINT = 'the next rag.work tries again';
+    open_pids := rag._wait_for_chunk_writers();
+    IF open_pids <> '{}' THEN
+        RAISE WARNING 'rag: the embedding model switch of tenant % waits for transactions writing rag.chunks (pids %)',
+            rag._shown(t), open_pids USING HINT = 'the next rag.work tries again';
+        RETURN false;
+    END IF;
+    SELECT * INTO tm FROM rag.tenant_models AS x WHERE x.tenant = t AND x.next_model IS NOT NULL FOR UPDATE;
+    IF NOT FOUND THEN
         RETURN false;
     END IF;
     LOOP  -- chunks written since the last batch
         left_over := rag._reembed_batch(256);
         EXIT WHEN left_over <= 0;
     END LOOP;
+    IF EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.tenant = t
+               AND NOT EXISTS (SELECT 1 FROM rag.embeddings_next AS n
+                               WHERE n.chunk_id = c.id AND n.tenant = t AND n.model = tm.next_model)) THEN
+        RETURN false;   -- another worker is embedding some (SKIP LOCKED passed them over)
+    END IF;
     -- the windows were embedded by the old model: rag.work embeds them again
     UPDATE rag.chunks AS c SET model = n.model, embedding = n.embedding, window_embeddings = NULL
     FROM rag.embeddings_next AS n

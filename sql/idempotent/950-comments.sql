@@ -814,6 +814,13 @@ COMMENT ON VIEW rag.document_status IS
   'Per document: its chunks, how many have an embedding, and the embedding model(s). '
   'Example: SELECT * FROM rag.document_status;';
 
+COMMENT ON FUNCTION rag._cron_schedule(text, text, text, text, text) IS
+  'Internal: schedules pg_cron job job_name (the same name again replaces it); 55000 naming the caller, with '
+  'the hint, where pg_cron is not installed. Called by rag.schedule_worker and rag.schedule_lock_guard.';
+
+COMMENT ON FUNCTION rag._cron_unschedule(text) IS
+  'Internal: removes pg_cron job job_name; true if there was one (false without pg_cron).';
+
 COMMENT ON FUNCTION rag.schedule_worker(text, integer) IS
   'A pg_cron job running CALL rag.work(max_batches) on a schedule, as the current role in its default '
   'tenant (needs pg_cron; otherwise run ragpg worker). One job per database and role. Arguments: schedule '
@@ -880,15 +887,17 @@ COMMENT ON FUNCTION rag._window_batch(integer) IS
   'window_lengths where those are NULL; returns how many chunks, 0 when none is left. Called by rag.work.';
 
 COMMENT ON FUNCTION rag._wait_for_chunk_writers(interval) IS
-  'Internal: waits until the transactions writing rag.chunks when it was called have ended, with a SHARE lock '
-  'taken in tries of 100 ms and released at once, so that no writer queues behind it for longer; false if '
-  'they kept the table busy for patience (default 30 s). Called by rag._finish_switch.';
+  'Internal: waits until the transactions that were writing rag.chunks (ROW EXCLUSIVE on it or a partition) '
+  'when this transaction began have ended, reading pg_locks every 50 ms and taking no lock; returns the pids '
+  'of those still open after patience (default 30 s; 0 for a prepared transaction), or an empty array. '
+  'Called by rag._finish_switch and rag.set_embedding_model.';
 
 COMMENT ON FUNCTION rag._finish_switch() IS
   'Internal: when every chunk has its next embedding, makes the next model current in one transaction; '
-  'called by rag.work. Holds the tenant''s rag.tenant_models row FOR UPDATE (its writers lock it FOR KEY '
-  'SHARE before they read its model) and waits for the chunk writers already running; other tenants'' '
-  'writers go on. False if there is no switch, or (with a WARNING) if writers kept rag.chunks busy for 30 s.';
+  'called by rag.work. Waits for the transactions writing rag.chunks since before it began, then holds the '
+  'tenant''s rag.tenant_models row FOR UPDATE (its writers lock it FOR SHARE before they read its model); '
+  'other tenants'' writers go on. False if there is no switch or a chunk still lacks its next embedding, '
+  'and with a WARNING if writers stayed open for 30 s. READ COMMITTED only (25000).';
 
 COMMENT ON VIEW rag.model_status IS
   'The current tenant''s embedding model and the progress of a switch: next_model, chunks, next_embedded, '
@@ -925,23 +934,27 @@ COMMENT ON FUNCTION rag._may_signal() IS
   'Internal: whether the current role may end other roles'' sessions (a superuser, or a member of '
   'pg_signal_backend).';
 
-COMMENT ON FUNCTION rag.lock_holders(interval) IS
+COMMENT ON FUNCTION rag.lock_holders() IS
   'The sessions the lock guard would end now: each holds, or queues for, a lock stronger than ROW EXCLUSIVE '
-  'on a table of schema rag (LOCK TABLE) while another session has waited on that table for longer than '
-  'after, and its role is not a superuser, a member of the table''s owner or of rag_admin. Arguments: after '
-  '(default 1 second). Returns: pid, role, relation, mode, granted (false: queued), waiting_pids, and '
-  'prepared: the name of a prepared transaction that holds such a lock (pid NULL; no session to end). '
-  'Example: SELECT * FROM rag.lock_holders();';
+  'on a table of schema rag (LOCK TABLE; rag''s own readers and writers never take one), and its login role '
+  'is not a superuser, a member of the table''s owner or of rag_admin (a VACUUM, ANALYZE or CREATE INDEX '
+  'CONCURRENTLY at work is spared). Arguments: none. Returns: pid, role, relation, mode, granted (false: '
+  'queued), waiting_pids (sessions it blocks), and prepared: the name of a prepared transaction that holds '
+  'such a lock (pid NULL; no session to end). Example: SELECT * FROM rag.lock_holders();';
 
-COMMENT ON FUNCTION rag.end_lock_holders(interval) IS
-  'One pass of the lock guard: ends (pg_terminate_backend) each session rag.lock_holders(after) lists, with '
-  'a WARNING naming it; a prepared transaction gets a WARNING with the ROLLBACK PREPARED to run. Needs a superuser or a member of pg_signal_backend (42501). Arguments: after '
-  '(default 1 second). Returns: the sessions ended. Example: SELECT * FROM rag.end_lock_holders();';
+COMMENT ON FUNCTION rag.end_lock_holders() IS
+  'One pass of the lock guard: ends (pg_terminate_backend) each session rag.lock_holders() lists, with a '
+  'WARNING naming it; a prepared transaction gets a WARNING with the ROLLBACK PREPARED to run. Needs a '
+  'superuser or a member of pg_signal_backend (42501). Arguments: none. Returns: the sessions ended. '
+  'Example: SELECT * FROM rag.end_lock_holders();';
 
-COMMENT ON PROCEDURE rag.lock_guard(interval, interval, interval) IS
-  'The lock guard for run_for (default 55 seconds): rag.end_lock_holders(after) every `every` (1 second), '
-  'each pass in its own transaction. Call it outside a transaction block. Arguments: run_for, every, after '
-  '(1 second). Example: CALL rag.lock_guard();';
+COMMENT ON FUNCTION rag._lock_guard_pass(timestamptz, interval, interval) IS
+  'Internal: one pass of rag.lock_guard (rag.end_lock_holders()); true if another fits in run_for from started.';
+
+COMMENT ON PROCEDURE rag.lock_guard(interval, interval) IS
+  'The lock guard for run_for (default 55 seconds): rag.end_lock_holders() every `every` (1 second), each '
+  'pass in its own transaction. Call it outside a transaction block. Arguments: run_for, every. '
+  'Example: CALL rag.lock_guard();';
 
 COMMENT ON FUNCTION rag.schedule_lock_guard() IS
   'A pg_cron job running CALL rag.lock_guard() every minute in this database, as the current role (a '

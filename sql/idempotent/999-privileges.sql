@@ -148,6 +148,8 @@ GRANT EXECUTE ON FUNCTION
     rag._table_owner(regclass),
     rag._backfill(rag.attachments),
     rag.retry_errors(),
+    rag._cron_schedule(text, text, text, text, text),
+    rag._cron_unschedule(text),
     rag.schedule_worker(text, int),
     rag.unschedule_worker()
 TO rag_writer;
@@ -206,9 +208,10 @@ TO rag_admin;
 -- pg_signal_backend (or a superuser), which the functions check
 GRANT EXECUTE ON FUNCTION
     rag._may_signal(),
-    rag.lock_holders(interval),
-    rag.end_lock_holders(interval),
+    rag.lock_holders(),
+    rag.end_lock_holders(),
+    rag._lock_guard_pass(timestamptz, interval, interval),
     rag.schedule_lock_guard(),
     rag.unschedule_lock_guard()
 TO rag_admin;
-GRANT EXECUTE ON PROCEDURE rag.lock_guard(interval, interval, interval) TO rag_admin;
+GRANT EXECUTE ON PROCEDURE rag.lock_guard(interval, interval) TO rag_admin;
