@@ -93,3 +93,39 @@ def test_only_the_owner_creates_partitions(connect):
     with pytest.raises(psycopg.Error) as e:
         connect("dora").execute("SELECT rag.create_tenant_partition('dora')")
     assert e.value.sqlstate == "42501" and "owner" in str(e.value)
+
+
+def test_a_partition_waiting_for_a_long_writer_does_not_queue_the_others(db, connect, dsn):
+    """The owner's rag.create_tenant_partition needs ACCESS EXCLUSIVE; while a writer's
+    transaction is open it keeps trying for 100 ms at a time, so another tenant's search
+    does not queue behind its request. It finishes once the writer commits."""
+    import threading
+    import time
+    alice, bob = connect("alice"), connect("bob")
+    _fill(bob, "b")
+    from pgtest import as_role
+    writer = psycopg.connect(as_role(dsn, "alice"))
+    out: dict = {}
+    try:
+        writer.execute("SELECT rag.ingest('# Open\n\nAn open transaction.', source => 'open.md')")  # not committed
+
+        def partition():
+            try:
+                with psycopg.connect(dsn, autocommit=True) as owner:
+                    out["name"] = owner.execute("SELECT rag.create_tenant_partition('alice')").fetchone()[0]
+            except psycopg.Error as e:
+                out["error"] = e
+        t = threading.Thread(target=partition)
+        t.start()
+        time.sleep(1.0)
+        bob.execute("SET lock_timeout = '2s'")
+        for _ in range(3):
+            assert len(bob.execute("SELECT chunk_id FROM rag.search('ferry pier', 3)").fetchall()) == 3
+            time.sleep(0.3)
+        assert t.is_alive()                      # still waiting for the writer
+        writer.commit()
+        t.join(60)
+        assert out.get("name", "").startswith("chunks_"), out
+        assert alice.execute("SELECT count(*) FROM rag.documents WHERE source = 'open.md'").fetchone()[0] == 1
+    finally:
+        writer.close()

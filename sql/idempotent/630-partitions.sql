@@ -38,8 +38,8 @@ $$;
 
 -- rag.create_tenant_partition (the extension's owner)
 -- Give a tenant its own partitions of rag.chunks and rag.posting_blocks, moving its rows out of
--- the default ones, in one transaction. Writers wait while it runs (the tables are
--- locked), readers too for the moment the partitions are attached. Returns the name of
+-- the default ones, in one transaction. Readers and writers wait while it runs (the tables
+-- are locked); while it waits for the lock, they do not queue behind it. Returns the name of
 -- the chunks partition.
 CREATE OR REPLACE FUNCTION rag.create_tenant_partition(tenant text)
 RETURNS text
@@ -50,6 +50,7 @@ DECLARE
     suffix text := left(md5(tenant), 12);
     c text := 'chunks_' || suffix;
     p text := 'posting_blocks_' || suffix;
+    lock_timeout text;
 BEGIN
     IF tenant IS NULL OR btrim(tenant) = '' THEN
         RAISE EXCEPTION 'rag.create_tenant_partition: tenant is empty' USING ERRCODE = 'invalid_parameter_value';
@@ -63,7 +64,19 @@ BEGIN
         RAISE EXCEPTION 'rag.create_tenant_partition: tenant % is switching its embedding model', rag._shown(tenant)
             USING ERRCODE = 'object_in_use', HINT = 'let rag.work finish the switch (rag.model_status), then retry';
     END IF;
-    LOCK TABLE rag.chunks, rag.posting_blocks IN ACCESS EXCLUSIVE MODE;
+    -- in tries of 100 ms: a request that waits (for a long write transaction, say) would
+    -- make every later reader and writer queue behind it
+    lock_timeout := current_setting('lock_timeout');
+    LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', '100ms', true);
+            LOCK TABLE rag.chunks, rag.posting_blocks IN ACCESS EXCLUSIVE MODE;
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            PERFORM pg_sleep(0.2);
+        END;
+    END LOOP;
+    PERFORM set_config('lock_timeout', lock_timeout, true);
     -- the default partitions are detached while the tenant's rows move out of them, so
     -- that attaching them back proves none is left
     ALTER TABLE rag.chunks DETACH PARTITION rag.chunks_default;
