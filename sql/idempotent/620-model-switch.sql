@@ -131,9 +131,10 @@ BEGIN
             quote_literal(m.name), quote_literal(m.name);
     END;
     DELETE FROM rag.embeddings_next AS n WHERE n.tenant = t;  -- an earlier, unfinished switch
-    IF cur <> m.name THEN
-        -- the tenant's writers that read its model hold its row FOR SHARE: wait for them, and
-        -- for the transactions writing chunks since before this one (when there was no row)
+    IF cur <> m.name AND NOT EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.tenant = t) THEN
+        -- no chunks yet, unless a first document is being written: its writer holds the
+        -- tenant's row FOR SHARE (wait for it), or there was no row (wait for the
+        -- transactions writing chunks since before this one); then look again
         PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = t FOR UPDATE;
         open_pids := rag._wait_for_chunk_writers();
         IF open_pids <> '{}' THEN
