@@ -632,15 +632,17 @@ def test_a_prepared_transaction_holding_a_lock_is_named_for_the_dba():
                 victim.execute("SET statement_timeout = '60s'")
                 t = _search_in_thread(victim, out)
                 try:
-                    stop = time.monotonic() + 20
+                    stop = time.monotonic() + 60
                     while True:
                         rows = su.execute("SELECT pid, role, relation::text, mode, granted, waiting_pids, prepared "
                                           "FROM rag.lock_holders()").fetchall()
                         if any(victim_pid in r[5] for r in rows) or time.monotonic() > stop:
                             break
                         time.sleep(0.2)
-                    assert rows == [(None, "mallory", "rag.chunks", "AccessExclusiveLock", True, [victim_pid],
-                                     "stall")]
+                    # (an autovacuum worker may queue behind it too, and is no session to end)
+                    assert [r[:5] + (r[6],) for r in rows] == \
+                        [(None, "mallory", "rag.chunks", "AccessExclusiveLock", True, "stall")], rows
+                    assert victim_pid in rows[0][5], rows
                     warnings = []
                     # (a notice's fields are read in the handler: they are gone after it)
                     su.add_notice_handler(lambda d: warnings.append((d.message_primary, d.message_hint or "")))
@@ -663,8 +665,9 @@ def test_a_writer_holding_a_lock_nobody_waits_for_yet_is_ended_too(connect, db):
     alice_pid = _pid(alice)
     alice.execute("BEGIN")
     alice.execute("LOCK TABLE rag.chunks IN SHARE UPDATE EXCLUSIVE MODE")
-    assert db.execute("SELECT pid, role, mode, waiting_pids FROM rag.lock_holders()").fetchall() == \
-        [(alice_pid, "alice", "ShareUpdateExclusiveLock", [])]
+    # (nobody of ours waits; an autovacuum worker may)
+    assert db.execute("SELECT pid, role, mode FROM rag.lock_holders()").fetchall() == \
+        [(alice_pid, "alice", "ShareUpdateExclusiveLock")]
     assert db.execute("SELECT pid FROM rag.end_lock_holders()").fetchall() == [(alice_pid,)]
     with pytest.raises(psycopg.OperationalError):
         alice.execute("SELECT 1")
