@@ -12,6 +12,7 @@ import time
 
 import psycopg
 import pytest
+from conftest import start_server  # (at import: inside a test, "conftest" may be tests/unit's)
 from openai_fake import Scenario
 
 DOC = "# Refunds\n\nRefunds take five business days. Store credit is immediate."
@@ -611,7 +612,6 @@ def test_a_prepared_transaction_holding_a_lock_is_named_for_the_dba():
     """Where max_prepared_transactions > 0 (0 by default), a writer can PREPARE the
     transaction that holds the lock and leave: no session is left to end. The guard lists
     it (pid NULL, its name), and each pass warns with the ROLLBACK PREPARED to run."""
-    from conftest import start_server
     pg = start_server("app", "-c max_prepared_transactions=2")
     try:
         url = pg.get_connection_url()
