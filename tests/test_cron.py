@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 
 import psycopg
 import pytest
@@ -78,4 +79,39 @@ def test_the_lock_guard_runs_on_a_schedule(server_url):
             alice.close()
             db.execute("RESET statement_timeout")
             db.execute("SELECT rag.unschedule_lock_guard()")
+            db.execute("DROP EXTENSION rag")
+
+
+def test_the_ledger_purge_runs_on_a_schedule(server_url):
+    """rag.schedule_ledger_purge: pg_cron runs CALL rag.purge_ledger(), a procedure that
+    commits each batch (a procedure with a SET clause could not: the guard's first version)."""
+    with psycopg.connect(server_url, autocommit=True) as db:
+        db.execute("CREATE EXTENSION IF NOT EXISTS rag CASCADE")
+        db.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
+        try:
+            db.execute("INSERT INTO rag.usage (tenant, at, model, provider, operation, input_tokens, cost) "
+                       "SELECT 'alice', now() - interval '3 days', 'gpt-x', 'openai', 'ask', 100, 0.001 "
+                       "FROM generate_series(1, 5)")
+            db.execute("INSERT INTO rag.usage (tenant, model, provider, operation, input_tokens) "
+                       "VALUES ('alice', 'gpt-x', 'openai', 'ask', 10)")
+            db.execute("SELECT rag.configure('usage_retention', '1 day')")
+            job = db.execute("SELECT rag.schedule_ledger_purge('* * * * *')").fetchone()[0]
+            assert db.execute("SELECT command FROM cron.job WHERE jobid = %s", (job,)).fetchone()[0] \
+                == "CALL rag.purge_ledger()"
+            status, deadline = None, time.monotonic() + 150   # cron runs every minute
+            while time.monotonic() < deadline:
+                row = db.execute("SELECT status FROM cron.job_run_details WHERE jobid = %s ORDER BY runid LIMIT 1",
+                                 (job,)).fetchone()
+                status = row and row[0]
+                if status not in (None, "starting", "running"):
+                    break
+                time.sleep(2)
+            assert status == "succeeded"
+            assert db.execute("SELECT count(*) FROM rag.usage").fetchone()[0] == 1
+            assert db.execute("SELECT calls, input_tokens, cost FROM rag.usage_history").fetchall() \
+                == [(5, 500, Decimal("0.005"))]
+            assert db.execute("SELECT rag.unschedule_ledger_purge()").fetchone()[0] is True
+            assert db.execute("SELECT rag.unschedule_ledger_purge()").fetchone()[0] is False
+        finally:
+            db.execute("SELECT rag.unschedule_ledger_purge()")
             db.execute("DROP EXTENSION rag")

@@ -306,6 +306,12 @@ def _fill_all(url: str, local_llm: str) -> None:
         su.execute("SELECT rag.evaluate('tiny')")
         su.execute("SELECT rag.evaluate_answers('tiny')")
         su.execute("RESET rag.tenant")
+        # a ledger purged once: a priced call of 40 days ago summed into rag.usage_history
+        su.execute("INSERT INTO rag.usage (tenant, at, model, provider, operation, calls, input_tokens, cost) "
+                   "VALUES ('alice', now() - interval '40 days', 'gpt-x', 'openai', 'ask', 2, 900, 0.004)")
+        su.execute("SET rag.usage_retention = '30 days'")
+        assert su.execute("CALL rag.purge_ledger()").fetchone() == (0, 1)
+        su.execute("RESET rag.usage_retention")
     with psycopg.connect(as_role(url, "dora"), autocommit=True) as admin:
         admin.execute("SELECT rag.grant_tenant('dora', 'bob')")
         admin.execute("SET rag.tenant = 'bob'")
@@ -326,6 +332,7 @@ def test_dump_and_restore_round_trip_every_row_without_a_model_call(filled, new_
         before = _checksums(su)
         assert before["rag.embeddings_next"][0] == 2 and before["rag.queue"][0] == 3
         assert before["rag.usage"][0] > 0 and before["rag.answers"][0] == 3   # (one from rag.evaluate_answers)
+        assert before["rag.usage_history"][0] == 1
         for t in ("rag.eval_run", "rag.eval_run_query", "rag.eval_answers", "rag.eval_answer_run",
                   "rag.eval_answer_run_query"):
             assert before[t][0] >= 1, t

@@ -35,6 +35,8 @@ AS $$
         ('provider_batch_size',   '96',       'texts per embedding request to a provider'),
         ('daily_budget',          '',         'most cost per tenant per UTC day (the unit of rag.models prices); empty: no limit'),
         ('store_answers',         'on',       'rag.ask stores every answer in rag.answers (off: not stored)'),
+        ('answer_retention',      '',         'rag.purge_ledger removes answers older than this interval (at least 1 hour) from rag.answers (empty: kept)'),
+        ('usage_retention',       '',         'rag.purge_ledger sums rag.usage rows older than this interval (at least 1 day) into rag.usage_history (empty: kept)'),
         ('window_embeddings',     'on',       'each chunk is also embedded in windows of up to 64 words, and the vector leg scores the mean of the chunk''s and its best window''s cosine (off: new chunks get none, and search uses cosines only)'),
         ('lexical_windows',       'on',       'with the proximity term, score fusion reads a chunk''s lexical score as 0.7 x its BM25 and 0.3 x its best window''s (off: BM25 alone)')
     ) AS d (name, default_value, description)
@@ -170,6 +172,9 @@ BEGIN
         RAISE EXCEPTION 'rag.configure: setting rag.iterative_scan must be off, relaxed_order or strict_order, got %',
               rag._shown(value)
             USING ERRCODE = 'invalid_parameter_value';
+    ELSIF setting_name IN ('answer_retention', 'usage_retention') THEN
+        PERFORM rag._retention('rag.configure', setting_name, v,
+                               CASE setting_name WHEN 'usage_retention' THEN '1 day' ELSE '1 hour' END);
     ELSIF setting_name = 'chat_model'
           AND NOT EXISTS (SELECT 1 FROM rag.models AS m WHERE m.name = v AND m.kind = 'chat') THEN
         RAISE EXCEPTION 'rag.configure: setting rag.chat_model must name a chat model of rag.models, got %', rag._shown(value)

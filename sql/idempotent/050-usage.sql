@@ -1,19 +1,33 @@
--- rag.usage_daily: per UTC day, tenant, model and operation
+-- rag.usage_daily: per UTC day, tenant, model and operation (the calls rag.purge_ledger
+-- summed into rag.usage_history included)
 CREATE OR REPLACE VIEW rag.usage_daily WITH (security_invoker = true) AS
-SELECT (u.at AT TIME ZONE 'UTC')::date AS day, u.tenant, u.model, u.operation,
-       sum(u.calls)::bigint AS calls, sum(u.input_tokens)::bigint AS input_tokens,
-       sum(u.output_tokens)::bigint AS output_tokens, sum(u.cost) AS cost
-FROM rag.usage AS u
+SELECT d.day, d.tenant, d.model, d.operation,
+       sum(d.calls)::bigint AS calls, sum(d.input_tokens)::bigint AS input_tokens,
+       sum(d.output_tokens)::bigint AS output_tokens, sum(d.cost) AS cost
+FROM (SELECT (u.at AT TIME ZONE 'UTC')::date AS day, u.tenant, u.model, u.operation,
+             u.calls::bigint AS calls, u.input_tokens, u.output_tokens, u.cost
+      FROM rag.usage AS u
+      UNION ALL
+      SELECT h.day, h.tenant, h.model, h.operation, h.calls, h.input_tokens, h.output_tokens, h.cost
+      FROM rag.usage_history AS h) AS d
 GROUP BY 1, 2, 3, 4;
 
--- rag.cost_by_model: totals per model, with its current prices
+-- rag.cost_by_model: totals per model, with its current prices (rag.usage_history
+-- included: a purged call counts from the start of its UTC day in first_call and last_call)
 CREATE OR REPLACE VIEW rag.cost_by_model WITH (security_invoker = true) AS
-SELECT u.model, m.provider, m.kind, sum(u.calls)::bigint AS calls,
-       sum(u.input_tokens)::bigint AS input_tokens, sum(u.output_tokens)::bigint AS output_tokens,
-       sum(u.cost) AS cost, m.price_input_per_1m, m.price_output_per_1m,
-       min(u.at) AS first_call, max(u.at) AS last_call
-FROM rag.usage AS u LEFT JOIN rag.models AS m ON m.name = u.model
-GROUP BY u.model, m.provider, m.kind, m.price_input_per_1m, m.price_output_per_1m;
+SELECT d.model, m.provider, m.kind, sum(d.calls)::bigint AS calls,
+       sum(d.input_tokens)::bigint AS input_tokens, sum(d.output_tokens)::bigint AS output_tokens,
+       sum(d.cost) AS cost, m.price_input_per_1m, m.price_output_per_1m,
+       min(d.first_at) AS first_call, max(d.last_at) AS last_call
+FROM (SELECT u.model, u.calls::bigint AS calls, u.input_tokens, u.output_tokens, u.cost,
+             u.at AS first_at, u.at AS last_at
+      FROM rag.usage AS u
+      UNION ALL
+      SELECT h.model, h.calls, h.input_tokens, h.output_tokens, h.cost,
+             h.day::timestamp AT TIME ZONE 'UTC', h.day::timestamp AT TIME ZONE 'UTC'
+      FROM rag.usage_history AS h) AS d
+LEFT JOIN rag.models AS m ON m.name = d.model
+GROUP BY d.model, m.provider, m.kind, m.price_input_per_1m, m.price_output_per_1m;
 
 -- rag.spent_today: the session tenant's cost so far this UTC day (the budget's measure)
 CREATE OR REPLACE FUNCTION rag.spent_today()

@@ -12,7 +12,7 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['documents', 'chunks', 'posting_blocks', 'lexeme_stats', 'corpus_stats',
-                             'attachments', 'queue', 'errors', 'usage', 'answers',
+                             'attachments', 'queue', 'errors', 'usage', 'usage_history', 'answers',
                              'tenant_models', 'embeddings_next'] LOOP
         EXECUTE format('ALTER TABLE rag.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE rag.%I FORCE ROW LEVEL SECURITY', t);

@@ -201,7 +201,8 @@ COMMENT ON FUNCTION rag.drop_api_key(text) IS
 COMMENT ON TABLE rag.usage IS
   'The cost ledger: one row per model call (embedding or chat, local or remote) with tokens in and out and '
   'their cost at rag.models prices. Tenant data; written by the caller''s transaction (not on a hot standby). '
-  'Summaries: rag.usage_daily, rag.cost_by_model.';
+  'Summaries: rag.usage_daily, rag.cost_by_model. Rows older than rag.usage_retention are summed into '
+  'rag.usage_history by rag.purge_ledger.';
 COMMENT ON COLUMN rag.usage.id IS 'Row id';
 COMMENT ON COLUMN rag.usage.tenant IS 'Tenant that made the call';
 COMMENT ON COLUMN rag.usage.at IS 'When the call was made';
@@ -217,7 +218,8 @@ COMMENT ON COLUMN rag.usage.latency_ms IS 'Wall time of the call(s), in millisec
 
 COMMENT ON TABLE rag.answers IS
   'Every answer of rag.ask and rag.ask_stream (unless rag.store_answers is off): question, answer, cited and '
-  'retrieved chunks, model, latency and tokens; for audit and BI. Tenant data; the answer_id of rag.ask.';
+  'retrieved chunks, model, latency and tokens; for audit and BI. Tenant data; the answer_id of rag.ask. '
+  'Rows older than rag.answer_retention are removed by rag.purge_ledger.';
 COMMENT ON COLUMN rag.answers.id IS 'The answer_id returned by rag.ask and rag.ask_stream';
 COMMENT ON COLUMN rag.answers.tenant IS 'Tenant that asked';
 COMMENT ON COLUMN rag.answers.at IS 'When it was asked';
@@ -235,13 +237,28 @@ COMMENT ON COLUMN rag.answers.input_tokens IS 'Prompt tokens sent to the chat mo
 COMMENT ON COLUMN rag.answers.output_tokens IS 'Tokens the chat model wrote';
 COMMENT ON COLUMN rag.answers.finish_reason IS 'Why the model stopped (stop, length, ...); NULL for extractive answers';
 
+COMMENT ON TABLE rag.usage_history IS
+  'The model calls rag.purge_ledger removed from rag.usage (older than rag.usage_retention), summed per UTC '
+  'day, tenant, model, provider and operation; rag.usage_daily and rag.cost_by_model count them. Tenant data, '
+  'written only by rag.purge_ledger.';
+COMMENT ON COLUMN rag.usage_history.tenant IS 'Tenant that made the calls';
+COMMENT ON COLUMN rag.usage_history.day IS 'The UTC day of the calls';
+COMMENT ON COLUMN rag.usage_history.model IS 'Model called (rag.models.name)';
+COMMENT ON COLUMN rag.usage_history.provider IS 'Its provider at the time of the calls';
+COMMENT ON COLUMN rag.usage_history.operation IS 'What the calls were for: index, query, ask or reembed';
+COMMENT ON COLUMN rag.usage_history.calls IS 'Requests sent (local models: model runs), summed';
+COMMENT ON COLUMN rag.usage_history.input_tokens IS 'Tokens sent to the model, summed';
+COMMENT ON COLUMN rag.usage_history.output_tokens IS 'Tokens the model wrote, summed';
+COMMENT ON COLUMN rag.usage_history.cost IS 'Cost at the prices of the time, summed';
+
 COMMENT ON VIEW rag.usage_daily IS
-  'Model calls, tokens and cost per UTC day, tenant, model and operation (from rag.usage). '
+  'Model calls, tokens and cost per UTC day, tenant, model and operation (from rag.usage and rag.usage_history). '
   'Example: SELECT * FROM rag.usage_daily ORDER BY day DESC;';
 
 COMMENT ON VIEW rag.cost_by_model IS
   'Model calls, tokens and cost per model over all days, with the model''s current prices and its first and '
-  'last call (from rag.usage and rag.models).';
+  'last call (from rag.usage, rag.usage_history and rag.models; a call summed into rag.usage_history counts '
+  'from the start of its UTC day).';
 
 COMMENT ON FUNCTION rag.spent_today() IS
   'The session tenant''s model cost so far this UTC day: what rag.daily_budget is checked against. '
@@ -816,7 +833,8 @@ COMMENT ON VIEW rag.document_status IS
 
 COMMENT ON FUNCTION rag._cron_schedule(text, text, text, text, text) IS
   'Internal: schedules pg_cron job job_name (the same name again replaces it); 55000 naming the caller, with '
-  'the hint, where pg_cron is not installed. Called by rag.schedule_worker and rag.schedule_lock_guard.';
+  'the hint, where pg_cron is not installed. Called by rag.schedule_worker, rag.schedule_lock_guard and '
+  'rag.schedule_ledger_purge.';
 
 COMMENT ON FUNCTION rag._cron_unschedule(text) IS
   'Internal: removes pg_cron job job_name; true if there was one (false without pg_cron).';
@@ -964,3 +982,36 @@ COMMENT ON FUNCTION rag.schedule_lock_guard() IS
 COMMENT ON FUNCTION rag.unschedule_lock_guard() IS
   'Remove this database''s job of rag.schedule_lock_guard. Arguments: none. Returns: true if there was one. '
   'Example: SELECT rag.unschedule_lock_guard();';
+
+-- ---------------------------------------------------------------------------------------
+-- Retention of the ledger (650-retention.sql)
+-- ---------------------------------------------------------------------------------------
+
+COMMENT ON FUNCTION rag._retention(text, text, text, text) IS
+  'Internal: a retention setting''s value as an interval (NULL for empty: kept for good); 22023 naming the '
+  'caller and the setting unless it is an interval from shortest (an interval''s text) to 1000 years.';
+
+COMMENT ON FUNCTION rag._ledger_cutoffs(integer) IS
+  'Internal: rag.purge_ledger''s checks (a superuser, batch_rows >= 1, rag.answer_retention and '
+  'rag.usage_retention) and the time before which each ledger''s rows go (NULL: none).';
+
+COMMENT ON FUNCTION rag._purge_ledger_batch(text, bigint, timestamptz, integer) IS
+  'Internal: one batch of rag.purge_ledger: the next batch_rows rows of rag.answers or rag.usage after '
+  'after_id, those made before cutoff removed (usage summed into rag.usage_history in the same statement). '
+  'Returns the last id looked at (NULL: none left) and how many went.';
+
+COMMENT ON PROCEDURE rag.purge_ledger(integer, bigint, bigint) IS
+  'Removes the answers older than rag.answer_retention from rag.answers, and sums the rag.usage rows older '
+  'than rag.usage_retention (at least 1 day) into rag.usage_history (the daily totals and rag.cost_by_model '
+  'stay the same); an empty setting, the default, keeps them. Each row is looked at once, batch_rows per '
+  'transaction. A superuser''s (42501), outside a transaction block. Arguments: batch_rows (10000). Returns: '
+  'answers_removed, usage_removed. Example: CALL rag.purge_ledger();';
+
+COMMENT ON FUNCTION rag.schedule_ledger_purge(text) IS
+  'A pg_cron job running CALL rag.purge_ledger() on schedule (cron syntax; default 17 3 * * *, nightly) in '
+  'this database, as the current role (a superuser; needs pg_cron). Arguments: schedule. Returns: the pg_cron '
+  'job id. Example: SELECT rag.schedule_ledger_purge();';
+
+COMMENT ON FUNCTION rag.unschedule_ledger_purge() IS
+  'Remove this database''s job of rag.schedule_ledger_purge. Arguments: none. Returns: true if there was one. '
+  'Example: SELECT rag.unschedule_ledger_purge();';

@@ -33,7 +33,7 @@ GRANT SELECT ON rag.documents, rag.chunks, rag.tenant_roles, rag.posting_blocks,
                 rag.corpus_stats, rag.lexical_stats, rag.postings, rag.eval_sets, rag.eval_queries, rag.eval_qrels,
                 rag.eval_answers, rag.eval_answer_run, rag.eval_answer_run_query, rag.eval_answer_runs, rag.eval_run, rag.eval_run_query, rag.eval_runs, rag.eval_compare,
                 rag.attachments, rag.queue, rag.errors, rag.queue_status, rag.document_status,
-                rag.models, rag.config, rag.api_keys, rag.api_key_grants, rag.usage, rag.answers,
+                rag.models, rag.config, rag.api_keys, rag.api_key_grants, rag.usage, rag.usage_history, rag.answers,
                 rag.usage_daily, rag.cost_by_model, rag.tenant_models, rag.embeddings_next,
                 rag.model_status, rag.tenant_partitions, rag.model_indexes TO rag_reader;
 -- every model call is logged by the caller's transaction (search and ask too): the columns
@@ -189,6 +189,7 @@ GRANT EXECUTE ON FUNCTION
     rag.revoke_tenant(name, text),
     rag.configure(text, text),
     rag._check_setting(text, text),
+    rag._retention(text, text, text, text),
     rag._embedding_model_in_use(text),
     rag.add_model(text, text, text, text, int, int, numeric, numeric, text, text, text, jsonb),
     rag.use_model(text),

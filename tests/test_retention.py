@@ -1,0 +1,143 @@
+"""Retention of the ledger (sql/idempotent/650-retention.sql): rag.purge_ledger removes the
+answers older than rag.answer_retention and sums the usage rows older than
+rag.usage_retention into rag.usage_history, so that the totals people read stay the same."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+# (tenant, days ago, model, operation, calls, input tokens, output tokens, cost): priced calls
+# as a remote provider logs them, on days that a 30-day retention keeps or removes
+PRICED = [
+    ("alice", 45, "gpt-x", "ask", 1, 900, 120, "0.0031"),
+    ("alice", 45, "gpt-x", "ask", 2, 1800, 260, "0.0066"),
+    ("alice", 40, "gpt-x", "ask", 1, 700, 90, "0.0024"),
+    ("alice", 40, "emb-x", "index", 3, 5000, 0, "0.0005"),
+    ("bob", 45, "gpt-x", "ask", 1, 400, 80, "0.0015"),
+    ("bob", 2, "gpt-x", "ask", 1, 500, 70, "0.0017"),
+    ("alice", 0, "gpt-x", "ask", 1, 650, 75, "0.0021"),
+]
+
+
+def _ledger(db, connect) -> dict:
+    """alice and bob ingest, search and ask (real rows of the local model and the extractive
+    answerer), the priced calls above are added, and half the answers are 40 days old."""
+    for role in ("alice", "bob"):
+        c = connect(role)
+        c.execute("SELECT rag.ingest(%s, %s)", (f"# {role}'s notes\n\nThe ferry to the island leaves at seven. "
+                                                 f"Tickets are sold on board by {role}.", f"{role}.md"))
+        for q in ("When does the ferry leave?", "Where are tickets sold?"):
+            c.execute("SELECT count(*) FROM rag.search(%s)", (q,))
+            c.execute("SELECT rag.ask(%s)", (q,))
+    db.cursor().executemany("INSERT INTO rag.usage (tenant, at, model, provider, operation, calls, input_tokens, output_tokens, "
+                   "cost) VALUES (%s, now() - make_interval(days => %s), %s, 'openai', %s, %s, %s, %s, %s)", PRICED)
+    db.execute("UPDATE rag.usage SET at = at - interval '40 days' WHERE provider = 'local' AND id % 2 = 0")
+    db.execute("UPDATE rag.answers SET at = at - interval '40 days' WHERE id % 2 = 0")
+    return _totals(db)
+
+
+def _totals(db) -> dict:
+    return {
+        "daily": sorted(db.execute("SELECT day, tenant, model, operation, calls, input_tokens, output_tokens, cost "
+                                   "FROM rag.usage_daily").fetchall()),
+        "by_model": sorted(db.execute("SELECT model, calls, input_tokens, output_tokens, cost "
+                                      "FROM rag.cost_by_model").fetchall()),
+    }
+
+
+def test_the_purge_sums_old_usage_into_history_and_the_totals_stay(db, connect):
+    before = _ledger(db, connect)
+    old_usage = db.execute("SELECT count(*) FROM rag.usage WHERE at < now() - interval '30 days'").fetchone()[0]
+    kept_usage = db.execute("SELECT array_agg(id ORDER BY id) FROM rag.usage "
+                            "WHERE at >= now() - interval '30 days'").fetchone()[0]
+    old_answers = db.execute("SELECT count(*) FROM rag.answers WHERE at < now() - interval '30 days'").fetchone()[0]
+    kept_answers = db.execute("SELECT array_agg(id ORDER BY id) FROM rag.answers "
+                              "WHERE at >= now() - interval '30 days'").fetchone()[0]
+    assert old_usage >= 7 and len(kept_usage) >= 4 and old_answers >= 2 and len(kept_answers) >= 2
+    spent = {t: connect(t).execute("SELECT rag.spent_today()").fetchone()[0] for t in ("alice", "bob")}
+    assert spent["alice"] > 0
+
+    admin = connect("dora")
+    admin.execute("SELECT rag.configure('usage_retention', '30 days')")
+    admin.execute("SELECT rag.configure('answer_retention', ' 30 days ')")
+    # three rows a transaction: several batches, each committed
+    assert db.execute("CALL rag.purge_ledger(batch_rows => 3)").fetchone() == (old_answers, old_usage)
+
+    assert db.execute("SELECT array_agg(id ORDER BY id) FROM rag.usage").fetchone()[0] == kept_usage
+    assert db.execute("SELECT array_agg(id ORDER BY id) FROM rag.answers").fetchone()[0] == kept_answers
+    assert _totals(db) == before                     # every day's calls, tokens and cost, every model's
+    # alice's two priced ask rows of 45 days ago are one history row
+    assert db.execute("SELECT calls, input_tokens, output_tokens, cost FROM rag.usage_history "
+                      "WHERE tenant = 'alice' AND model = 'gpt-x' "
+                      "AND day = ((now() - interval '45 days') AT TIME ZONE 'UTC')::date").fetchone() \
+        == (3, 2700, 380, Decimal("0.0097"))
+    assert {t: connect(t).execute("SELECT rag.spent_today()").fetchone()[0] for t in ("alice", "bob")} == spent
+
+    # again: nothing is old any more, and nothing is counted twice
+    assert db.execute("CALL rag.purge_ledger()").fetchone() == (0, 0)
+    assert _totals(db) == before
+
+    # a tenant reads its own history only (row-level security), through the views too
+    bob = connect("bob")
+    assert {r[0] for r in bob.execute("SELECT tenant FROM rag.usage_history")} == {"bob"}
+    assert {r[0] for r in bob.execute("SELECT tenant FROM rag.usage_daily")} == {"bob"}
+    assert connect("carol").execute("SELECT count(*) FROM rag.usage_history").fetchone()[0] == 0
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        bob.execute("INSERT INTO rag.usage_history VALUES ('bob', current_date, 'm', 'p', 'ask', 1, 1, 1, 0)")
+
+
+def test_without_retention_settings_nothing_is_removed(db, connect):
+    before = _ledger(db, connect)
+    rows = db.execute("SELECT (SELECT count(*) FROM rag.usage), (SELECT count(*) FROM rag.answers)").fetchone()
+    assert db.execute("CALL rag.purge_ledger()").fetchone() == (0, 0)
+    assert db.execute("SELECT (SELECT count(*) FROM rag.usage), (SELECT count(*) FROM rag.answers)").fetchone() == rows
+    assert db.execute("SELECT count(*) FROM rag.usage_history").fetchone()[0] == 0
+    assert _totals(db) == before
+
+
+@pytest.mark.parametrize("setting,value,says", [
+    ("usage_retention", "2 hours", "from 1 day to 1000 years"),     # today's calls are the budget's measure
+    ("usage_retention", "banana", "got 'banana'"),
+    ("answer_retention", "-1 day", "from 1 hour to 1000 years"),
+    ("answer_retention", "100000 years", "got '100000 years'"),
+])
+def test_a_bad_retention_is_refused_by_name(db, connect, setting, value, says):
+    _ledger(db, connect)
+    rows = db.execute("SELECT (SELECT count(*) FROM rag.usage), (SELECT count(*) FROM rag.answers)").fetchone()
+    with pytest.raises(psycopg.Error) as exc:
+        connect("dora").execute("SELECT rag.configure(%s, %s)", (setting, value))
+    assert exc.value.sqlstate == "22023"
+    assert f"rag.configure: setting rag.{setting} must be empty (kept for good) or an interval" in str(exc.value)
+    assert says in str(exc.value)
+    # a session's own setting is checked where the purge reads it, before anything goes
+    db.execute("SELECT set_config(%s, %s, false)", (f"rag.{setting}", value))
+    with pytest.raises(psycopg.Error) as exc:
+        db.execute("CALL rag.purge_ledger()")
+    assert exc.value.sqlstate == "22023" and f"rag.purge_ledger: setting rag.{setting}" in str(exc.value)
+    assert db.execute("SELECT (SELECT count(*) FROM rag.usage), (SELECT count(*) FROM rag.answers)").fetchone() == rows
+
+
+def test_only_a_superuser_purges_and_only_outside_a_transaction_block(db, connect):
+    _ledger(db, connect)
+    db.execute("SELECT rag.configure('answer_retention', '30 days')")
+    rows = db.execute("SELECT (SELECT count(*) FROM rag.usage), (SELECT count(*) FROM rag.answers)").fetchone()
+    for role in ("dora", "alice", "carol"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            connect(role).execute("CALL rag.purge_ledger()")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        connect("dora").execute("SELECT rag.schedule_ledger_purge()")
+    # (an admin granted the internal batch function still cannot use it: it checks too)
+    db.execute("GRANT EXECUTE ON FUNCTION rag._purge_ledger_batch(text, bigint, timestamptz, int) TO rag_admin")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege) as exc:
+        connect("dora").execute("SELECT * FROM rag._purge_ledger_batch('answers', 0, now(), 100)")
+    assert "needs a superuser" in str(exc.value)
+    # it commits each batch: in a transaction block it fails before anything is removed for good
+    with pytest.raises(psycopg.errors.InvalidTransactionTermination):
+        with db.transaction():
+            db.execute("CALL rag.purge_ledger()")
+    assert db.execute("SELECT (SELECT count(*) FROM rag.usage), (SELECT count(*) FROM rag.answers)").fetchone() == rows
+    with pytest.raises(psycopg.Error) as exc:
+        db.execute("CALL rag.purge_ledger(batch_rows => 0)")
+    assert exc.value.sqlstate == "22023" and "batch_rows must be >= 1" in str(exc.value)
