@@ -186,7 +186,8 @@ def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db, old):
             # and the tables the later releases add
             added = {"0.2.0": {"rag.model_indexes"},
                      "0.3.0": {"rag.posting_blocks_default"} | ({"rag.posting_blocks_" + bob_suffix(su)} if part else set()),
-                     "0.4.0": {"rag.eval_answers", "rag.eval_answer_run", "rag.eval_answer_run_query"}}
+                     "0.4.0": {"rag.eval_answers", "rag.eval_answer_run", "rag.eval_answer_run_query"},
+                     "0.5.0": {"rag.usage_history"}}
             assert set(after) - set(before) == set().union(*(t for v, t in added.items() if v > OLD))
             assert postings[0] > 1000 and su.execute(POSTINGS["rows"]).fetchone() == postings
             if converted:   # into merged blocks

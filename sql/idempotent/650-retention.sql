@@ -114,31 +114,29 @@ AS $$
 DECLARE
     cut record;
     step record;
+    ledger text;
+    cutoff timestamptz;
     after bigint;
+    removed bigint;
 BEGIN
     SELECT * INTO cut FROM rag._ledger_cutoffs(batch_rows);
-    answers_removed := 0;
-    usage_removed := 0;
-    IF cut.answers IS NOT NULL THEN
+    FOREACH ledger IN ARRAY ARRAY['answers', 'usage'] LOOP
+        cutoff := CASE ledger WHEN 'answers' THEN cut.answers ELSE cut.usage END;
         after := 0;
-        LOOP
-            SELECT * INTO step FROM rag._purge_ledger_batch('answers', after, cut.answers, batch_rows);
+        removed := 0;
+        WHILE cutoff IS NOT NULL LOOP
+            SELECT * INTO step FROM rag._purge_ledger_batch(ledger, after, cutoff, batch_rows);
             EXIT WHEN step.last_id IS NULL;
-            answers_removed := answers_removed + step.removed;
+            removed := removed + step.removed;
             after := step.last_id;
             COMMIT;
         END LOOP;
-    END IF;
-    IF cut.usage IS NOT NULL THEN
-        after := 0;
-        LOOP
-            SELECT * INTO step FROM rag._purge_ledger_batch('usage', after, cut.usage, batch_rows);
-            EXIT WHEN step.last_id IS NULL;
-            usage_removed := usage_removed + step.removed;
-            after := step.last_id;
-            COMMIT;
-        END LOOP;
-    END IF;
+        IF ledger = 'answers' THEN
+            answers_removed := removed;
+        ELSE
+            usage_removed := removed;
+        END IF;
+    END LOOP;
 END
 $$;
 
