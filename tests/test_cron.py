@@ -115,3 +115,29 @@ def test_the_ledger_purge_runs_on_a_schedule(server_url):
         finally:
             db.execute("SELECT rag.unschedule_ledger_purge()")
             db.execute("DROP EXTENSION rag")
+
+
+def test_the_guard_ends_a_lock_on_pg_crons_tables(server_url):
+    """pg_cron lets PUBLIC delete from cron.job_run_details, so a role that may use schema
+    cron (granted for rag.schedule_worker) can lock it, and pg_cron's launcher, which logs
+    every run there, then starts no job: the guard's neither (hostile review 29). The
+    guard treats pg_cron's tables as rag's."""
+    from pgtest import as_role
+    with psycopg.connect(server_url, autocommit=True) as db:
+        db.execute("CREATE EXTENSION IF NOT EXISTS rag CASCADE")
+        db.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
+        db.execute("GRANT USAGE ON SCHEMA cron TO bob")
+        bob = psycopg.connect(as_role(server_url, "bob"), autocommit=True)
+        try:
+            bob_pid = bob.execute("SELECT pg_backend_pid()").fetchone()[0]
+            bob.execute("BEGIN")
+            bob.execute("LOCK TABLE cron.job_run_details IN ACCESS EXCLUSIVE MODE")
+            assert db.execute("SELECT pid, role, relation::text, mode FROM rag.lock_holders()").fetchall() \
+                == [(bob_pid, "bob", "cron.job_run_details", "AccessExclusiveLock")]
+            assert db.execute("SELECT pid FROM rag.end_lock_holders()").fetchall() == [(bob_pid,)]
+            with pytest.raises(psycopg.OperationalError):
+                bob.execute("SELECT 1")
+        finally:
+            bob.close()
+            db.execute("REVOKE USAGE ON SCHEMA cron FROM bob")
+            db.execute("DROP EXTENSION rag")

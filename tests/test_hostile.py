@@ -673,6 +673,40 @@ def test_a_writer_holding_a_lock_nobody_waits_for_yet_is_ended_too(connect, db):
         alice.execute("SELECT 1")
 
 
+def test_maintenance_of_another_table_does_not_shelter_a_lock(connect, db):
+    """The guard spares a VACUUM, ANALYZE or CREATE INDEX at work on rag's table, not one
+    on the writer's own temporary table run in the transaction that holds the lock
+    (hostile review 29: that kept SHARE UPDATE EXCLUSIVE on rag.chunks for as long as the
+    index's expression slept)."""
+    alice = connect("alice")
+    alice_pid = _pid(alice)
+    alice.execute("CREATE TEMP TABLE t AS SELECT 1 AS x")
+    alice.execute("CREATE FUNCTION pg_temp.slow(int) RETURNS int LANGUAGE plpgsql IMMUTABLE "
+                  "AS $$BEGIN PERFORM pg_sleep(30); RETURN $1; END$$")
+    out: dict = {}
+
+    def run():
+        try:
+            alice.execute("BEGIN")
+            alice.execute("LOCK TABLE rag.chunks IN SHARE UPDATE EXCLUSIVE MODE")
+            alice.execute("CREATE INDEX ON t (pg_temp.slow(x))")
+        except psycopg.Error as e:
+            out["error"] = e
+    th = threading.Thread(target=run)
+    th.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not db.execute(
+            "SELECT 1 FROM pg_stat_progress_create_index WHERE pid = %s", (alice_pid,)).fetchone():
+        time.sleep(0.1)
+    assert db.execute("SELECT relid::regclass::text FROM pg_stat_progress_create_index WHERE pid = %s",
+                      (alice_pid,)).fetchone()[0].endswith("t")
+    assert db.execute("SELECT pid, mode FROM rag.lock_holders()").fetchall() == \
+        [(alice_pid, "ShareUpdateExclusiveLock")]
+    assert db.execute("SELECT pid FROM rag.end_lock_holders()").fetchall() == [(alice_pid,)]
+    th.join(10)
+    assert not th.is_alive() and isinstance(out.get("error"), psycopg.OperationalError)
+
+
 def test_the_guard_keeps_passing_for_its_whole_run(connect, db, dsn):
     """CALL rag.lock_guard() commits between passes (a procedure with SET search_path
     could not): a lock taken after its first pass is ended by a later one, and the CALL

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from pgtest import as_role
 
 DOCS = [f"# Topic {i}\n\nParagraph {i} explains how lighthouse number {i} guides ships at night "
         f"with a beam that turns every {i + 3} seconds." for i in range(12)]
@@ -64,12 +65,14 @@ def test_a_switch_finishing_holds_up_its_own_tenants_writers_only(switch_db, dsn
 def test_the_switch_waits_for_chunk_writers_already_running_without_queuing_others(switch_db, dsn):
     """rag._wait_for_chunk_writers returns once the transactions writing rag.chunks when its
     transaction began have ended. It takes no lock: other writers never wait for it."""
-    holder = psycopg.connect(dsn)
+    holder = psycopg.connect(as_role(dsn, "alice"))   # (another role's: see the next test)
     writer = psycopg.connect(dsn, autocommit=True)
     try:
-        holder.execute("SET rag.tenant = 'slow team'")
         holder.execute("SELECT rag.ingest('# Slow\n\nA slow transaction.', source => 'slow.md')")  # not committed
         holder_pid = holder.execute("SELECT pg_backend_pid()").fetchone()[0]
+        # a writer sees the same: rag.work finishes switches as the tenant's writer (bob)
+        with psycopg.connect(as_role(dsn, "bob")) as bob:
+            assert bob.execute("SELECT rag._wait_for_chunk_writers('1 second')").fetchone()[0] == [holder_pid]
         with switch_db.transaction():
             assert switch_db.execute("SELECT rag._wait_for_chunk_writers('1 second')").fetchone()[0] == [holder_pid]
             writer.execute("SET lock_timeout = '2s'")
@@ -102,26 +105,32 @@ def test_a_chunk_another_worker_holds_keeps_the_switch_from_finishing(switch_db,
         other.close()
 
 
-def test_an_immediate_switch_waits_for_the_tenants_first_writer(connect, local_llm, db, dsn):
+@pytest.mark.parametrize("switcher", ["superuser", "dora"])
+def test_an_immediate_switch_waits_for_the_tenants_first_writer(connect, local_llm, db, switcher):
     """A tenant with no chunks yet switches at once, but a document being written meanwhile
     must not keep the old model: the switch waits for that transaction, sees its chunks and
-    builds instead."""
+    builds instead. Whoever switches: dora, a rag_admin who is not a superuser, cannot see
+    other roles' transaction starts in pg_stat_activity, and the first wait, which read
+    them, returned at once for her (hostile review 29: the chunk kept the old model)."""
     import threading
     import time
     db.execute("SELECT rag.add_model('smollm2-embed', 'embed', base_url => %s, dimensions => 576, "
                "provider_model => 'smollm2', max_input_tokens => 2048)", (local_llm,))
     db.execute("SELECT rag.create_model_index('smollm2-embed')")  # (its CREATE INDEX would wait for the writer too)
-    writer = psycopg.connect(dsn)
-    try:
-        writer.execute("SET rag.tenant = 'new team'")
-        writer.execute("SELECT rag.ingest('# First\n\nThe first page.', source => 'first.md')")   # not committed
-        threading.Timer(2.0, writer.commit).start()
-        db.execute("SET rag.tenant = 'new team'")
-        t0 = time.monotonic()
-        assert db.execute("SELECT rag.set_embedding_model('smollm2-embed')").fetchone()[0] == "building"
-        assert time.monotonic() - t0 >= 1.5
-    finally:
-        writer.close()
+    db.execute("SELECT rag.grant_tenant('alice', 'new team'), rag.grant_tenant('dora', 'new team')")
+    writer = connect("alice")
+    admin = db if switcher == "superuser" else connect("dora")
+    writer.execute("SET rag.tenant = 'new team'")
+    writer.execute("BEGIN")
+    writer.execute("SELECT rag.ingest('# First\n\nThe first page.', source => 'first.md')")   # not committed
+    threading.Timer(2.0, lambda: writer.execute("COMMIT")).start()
+    admin.execute("SET rag.tenant = 'new team'")
+    t0 = time.monotonic()
+    assert admin.execute("SELECT rag.set_embedding_model('smollm2-embed')").fetchone()[0] == "building"
+    assert time.monotonic() - t0 >= 1.5
+    assert admin.execute("SELECT embedding_model, next_model FROM rag.tenant_models").fetchone() \
+        == ("all-MiniLM-L6-v2", "smollm2-embed")
+    assert admin.execute("SELECT array_agg(DISTINCT model) FROM rag.chunks").fetchone()[0] == ["all-MiniLM-L6-v2"]
 
 
 def test_a_switch_finishes_only_in_read_committed(switch_db):

@@ -129,3 +129,47 @@ def test_a_partition_waiting_for_a_long_writer_does_not_queue_the_others(db, con
         assert alice.execute("SELECT count(*) FROM rag.documents WHERE source = 'open.md'").fetchone()[0] == 1
     finally:
         writer.close()
+
+
+def test_the_owners_ddl_waits_in_tries_and_gives_up_naming_the_writer(db, connect, dsn, local_llm):
+    """rag.create_model_index (CREATE INDEX's SHARE lock on a partition) tries for 100 ms at
+    a time as rag.create_tenant_partition does, so another tenant's ingest does not queue
+    behind its request while a writer's transaction is open; and such tries give up after
+    their patience with 55P03 naming the writer (both went on waiting before hostile review
+    29: the first queued every tenant's ingest, the second tried for as long as the writer
+    stayed open)."""
+    import threading
+    import time
+    from pgtest import as_role
+    bob = connect("bob")
+    writer = psycopg.connect(as_role(dsn, "alice"))
+    out: dict = {}
+    try:
+        writer.execute("SELECT rag.ingest('# Open\n\nAn open transaction.', source => 'open.md')")  # not committed
+        alice_pid = writer.execute("SELECT pg_backend_pid()").fetchone()[0]
+        with pytest.raises(psycopg.errors.LockNotAvailable) as e:
+            db.execute("SELECT rag._lock_tables('rag.create_tenant_partition', ARRAY['rag.chunks']::regclass[], "
+                       "'ACCESS EXCLUSIVE', '1 second')")
+        assert f"stayed locked by other transactions for 1.0 s (pids {{{alice_pid}}})" in str(e.value)
+        db.execute("SELECT rag.add_model('smollm2-embed', 'embed', base_url => %s, dimensions => 576, "
+                   "provider_model => 'smollm2', max_input_tokens => 2048)", (local_llm,))
+
+        def index():
+            try:
+                with psycopg.connect(dsn, autocommit=True) as owner:
+                    out["name"] = owner.execute("SELECT rag.create_model_index('smollm2-embed')").fetchone()[0]
+            except psycopg.Error as e:
+                out["error"] = e
+        th = threading.Thread(target=index)
+        th.start()
+        time.sleep(1.0)
+        bob.execute("SET lock_timeout = '2s'")
+        for i in range(3):
+            bob.execute("SELECT rag.ingest(%s, %s)", (f"# Kiwis {i}\n\nKiwis and limes, part {i}.", f"kiwi{i}.md"))
+        assert th.is_alive()                     # still trying, behind the writer
+        writer.commit()
+        th.join(60)
+        assert out.get("name", "").startswith("chunks_default_hnsw_"), out
+        assert db.execute("SELECT to_regclass(%s) IS NOT NULL", (f"rag.{out['name']}",)).fetchone()[0]
+    finally:
+        writer.close()

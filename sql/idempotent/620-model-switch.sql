@@ -44,6 +44,11 @@ AS $$
 DECLARE
     m rag.models := rag._model(model, 'embed');
 BEGIN
+    IF to_regclass(format('rag.%I', rag._model_index(part, m.name))) IS NOT NULL THEN
+        RETURN;
+    END IF;
+    -- (CREATE INDEX's SHARE lock, in tries: see rag._lock_tables)
+    PERFORM rag._lock_tables('rag.create_model_index', ARRAY[format('rag.%I', part)::regclass], 'SHARE');
     EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON rag.%I USING hnsw ((embedding::%s.vector(%s)) %s.vector_cosine_ops)'
                    ' WITH (m = 16, ef_construction = 64) WHERE model = %L',
                    rag._model_index(part, m.name), part, rag._vector_schema(), m.dimensions, rag._vector_schema(), m.name);
@@ -208,11 +213,12 @@ BEGIN
 END
 $$;
 
--- rag._wait_for_chunk_writers (internal): wait until the transactions that were writing
--- rag.chunks (a ROW EXCLUSIVE lock on it or a partition) when this transaction began have
--- ended. It takes no lock, so nobody waits for it; it reads pg_locks every 50 ms. Returns
--- the pids of those still open after `patience` (0 for a prepared transaction), or an
--- empty array.
+-- rag._wait_for_chunk_writers (internal): wait until the transactions writing rag.chunks
+-- (a ROW EXCLUSIVE lock on it or a partition) when it is called have ended. It takes no
+-- lock, so nobody waits for it; it reads pg_locks every 50 ms, which every role may read
+-- (pg_stat_activity hides other roles' transaction starts from a role that is not a
+-- superuser or in pg_read_all_stats: hostile review 29). Returns the pids of those still
+-- open after `patience` (0 for a prepared transaction), or an empty array.
 CREATE OR REPLACE FUNCTION rag._wait_for_chunk_writers(patience interval DEFAULT '30 seconds')
 RETURNS int[]
 LANGUAGE plpgsql VOLATILE
@@ -226,13 +232,12 @@ DECLARE
     writers text[];
     open_pids int[];
 BEGIN
-    -- (a transaction that began after this one and writes chunks of a tenant whose
-    -- rag.tenant_models row this one holds waits for it; see rag._finish_switch)
+    -- (a transaction that writes chunks later, of a tenant whose rag.tenant_models row
+    -- this one holds, waits for it; see rag._finish_switch)
     SELECT array_agg(DISTINCT l.virtualtransaction) INTO writers
-    FROM pg_locks AS l LEFT JOIN pg_stat_activity AS a ON a.pid = l.pid
+    FROM pg_locks AS l
     WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'RowExclusiveLock' AND l.database = db
-      AND l.relation = ANY (tables) AND l.pid IS DISTINCT FROM pg_backend_pid()
-      AND (l.pid IS NULL OR a.xact_start <= now());
+      AND l.relation = ANY (tables) AND l.pid IS DISTINCT FROM pg_backend_pid();
     LOOP
         SELECT coalesce(array_agg(DISTINCT coalesce(l.pid, 0)), '{}') INTO open_pids
         FROM pg_locks AS l
@@ -247,7 +252,7 @@ $$;
 
 -- rag._finish_switch (internal): when every chunk has its next embedding, make the next
 -- model current, in one transaction. So that no chunk of the old model slips in: first it
--- waits for the transactions writing rag.chunks since before it began
+-- waits for the transactions writing rag.chunks
 -- (rag._wait_for_chunk_writers; nobody waits for that), then it holds the tenant's
 -- rag.tenant_models row FOR UPDATE, which the tenant's writers lock FOR SHARE before they
 -- read its model (they wait for it; other tenants' writers and all readers go on). False

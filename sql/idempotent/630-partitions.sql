@@ -36,6 +36,49 @@ BEGIN
 END
 $$;
 
+-- rag._lock_tables (internal): LOCK TABLE `tables` IN `lock_mode` MODE, for the owner's
+-- DDL, in tries of 100 ms: a request that waits (for a long write transaction, say) would
+-- make every later reader and writer of those tables queue behind it. After `patience`,
+-- 55P03 naming `caller` and the sessions that held locks on them (hostile review 29: the
+-- tries went on for as long as any writer kept a transaction open).
+CREATE OR REPLACE FUNCTION rag._lock_tables(caller text, tables regclass[], lock_mode text,
+                                            patience interval DEFAULT '30 seconds')
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + patience;
+    saved text := current_setting('lock_timeout');
+    names text := (SELECT string_agg(x::text, ', ') FROM unnest(tables) AS x);
+    holders int[];
+BEGIN
+    IF lock_mode NOT IN ('SHARE', 'SHARE ROW EXCLUSIVE', 'EXCLUSIVE', 'ACCESS EXCLUSIVE') THEN
+        RAISE EXCEPTION '%: no lock mode %', caller, rag._shown(lock_mode) USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', '100ms', true);
+            EXECUTE format('LOCK TABLE %s IN %s MODE', names, lock_mode);
+            PERFORM set_config('lock_timeout', saved, true);
+            RETURN;
+        EXCEPTION WHEN lock_not_available THEN   -- (the subtransaction's lock_timeout is undone)
+            IF clock_timestamp() >= deadline THEN
+                SELECT coalesce(array_agg(DISTINCT coalesce(l.pid, 0) ORDER BY coalesce(l.pid, 0)), '{}') INTO holders
+                FROM pg_locks AS l
+                WHERE l.locktype = 'relation' AND l.granted AND l.pid IS DISTINCT FROM pg_backend_pid()
+                  AND coalesce(pg_partition_root(l.relation), l.relation)
+                      IN (SELECT coalesce(pg_partition_root(x), x) FROM unnest(tables) AS x);
+                RAISE EXCEPTION '%: % stayed locked by other transactions for % s (pids %)', caller, names,
+                    round(extract(epoch FROM patience), 1), holders
+                    USING ERRCODE = 'lock_not_available', HINT = 'retry once they end';
+            END IF;
+            PERFORM pg_sleep(0.2);
+        END;
+    END LOOP;
+END
+$$;
+
 -- rag.create_tenant_partition (the extension's owner)
 -- Give a tenant its own partitions of rag.chunks and rag.posting_blocks, moving its rows out of
 -- the default ones, in one transaction. Readers and writers wait while it runs (the tables
@@ -50,7 +93,6 @@ DECLARE
     suffix text := left(md5(tenant), 12);
     c text := 'chunks_' || suffix;
     p text := 'posting_blocks_' || suffix;
-    lock_timeout text;
 BEGIN
     IF tenant IS NULL OR btrim(tenant) = '' THEN
         RAISE EXCEPTION 'rag.create_tenant_partition: tenant is empty' USING ERRCODE = 'invalid_parameter_value';
@@ -64,19 +106,8 @@ BEGIN
         RAISE EXCEPTION 'rag.create_tenant_partition: tenant % is switching its embedding model', rag._shown(tenant)
             USING ERRCODE = 'object_in_use', HINT = 'let rag.work finish the switch (rag.model_status), then retry';
     END IF;
-    -- in tries of 100 ms: a request that waits (for a long write transaction, say) would
-    -- make every later reader and writer queue behind it
-    lock_timeout := current_setting('lock_timeout');
-    LOOP
-        BEGIN
-            PERFORM set_config('lock_timeout', '100ms', true);
-            LOCK TABLE rag.chunks, rag.posting_blocks IN ACCESS EXCLUSIVE MODE;
-            EXIT;
-        EXCEPTION WHEN lock_not_available THEN
-            PERFORM pg_sleep(0.2);
-        END;
-    END LOOP;
-    PERFORM set_config('lock_timeout', lock_timeout, true);
+    PERFORM rag._lock_tables('rag.create_tenant_partition', ARRAY['rag.chunks', 'rag.posting_blocks']::regclass[],
+                             'ACCESS EXCLUSIVE');
     -- the default partitions are detached while the tenant's rows move out of them, so
     -- that attaching them back proves none is left
     ALTER TABLE rag.chunks DETACH PARTITION rag.chunks_default;

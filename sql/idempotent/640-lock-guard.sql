@@ -16,7 +16,8 @@ AS $$
     SELECT rag._is_superuser() OR pg_has_role(current_user, 'pg_signal_backend', 'MEMBER')
 $$;
 
--- rag.lock_holders: the sessions the guard would end now (see rag.end_lock_holders), and
+-- rag.lock_holders: the sessions the guard would end now (see rag.end_lock_holders): those
+-- holding a strong lock on a table of rag's, or of pg_cron's (whose jobs run the guard), and
 -- the prepared transactions (PREPARE TRANSACTION, where max_prepared_transactions > 0)
 -- that hold such a lock: pid NULL and `prepared` their name, which no session can end.
 -- A VACUUM, ANALYZE or CREATE INDEX CONCURRENTLY at work (Postgres 17's MAINTAIN lets a
@@ -33,13 +34,22 @@ AS $$
         FROM pg_locks AS h JOIN pg_class AS c ON c.oid = h.relation
         WHERE h.locktype = 'relation'
           AND h.database = (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database())
-          AND c.relnamespace = 'rag'::regnamespace
+          -- (and pg_cron's tables, where it is installed: a lock on cron.job_run_details,
+          -- which pg_cron lets PUBLIC delete from, holds up the job that runs the guard;
+          -- hostile review 29)
+          AND (c.relnamespace = 'rag'::regnamespace OR c.relnamespace = to_regnamespace('cron'))
           AND h.mode IN ('ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock',
                          'AccessExclusiveLock')
+          -- (of that table: an ANALYZE or CREATE INDEX of one's own temporary table runs
+          -- in a transaction block that may hold a lock on ours; hostile review 29)
           AND NOT (h.mode = 'ShareUpdateExclusiveLock'
-                   AND h.pid IN (SELECT v.pid FROM pg_stat_progress_vacuum AS v
-                                 UNION ALL SELECT z.pid FROM pg_stat_progress_analyze AS z
-                                 UNION ALL SELECT i.pid FROM pg_stat_progress_create_index AS i))
+                   AND EXISTS (SELECT 1
+                               FROM (SELECT v.pid, v.relid FROM pg_stat_progress_vacuum AS v
+                                     UNION ALL SELECT z.pid, z.relid FROM pg_stat_progress_analyze AS z
+                                     UNION ALL SELECT i.pid, i.relid FROM pg_stat_progress_create_index AS i) AS p
+                               WHERE p.pid = h.pid
+                                 AND coalesce(pg_partition_root(p.relid), p.relid)
+                                     = coalesce(pg_partition_root(h.relation), h.relation)))
         GROUP BY 1, 2, 3, 4
     ), holder AS (
         SELECT s.*, a.usesysid AS session_role, px.gid, px.owner,

@@ -954,7 +954,8 @@ COMMENT ON FUNCTION rag._may_signal() IS
 
 COMMENT ON FUNCTION rag.lock_holders() IS
   'The sessions the lock guard would end now: each holds, or queues for, a lock stronger than ROW EXCLUSIVE '
-  'on a table of schema rag (LOCK TABLE; rag''s own readers and writers never take one), and its login role '
+  'on a table of schema rag, or of schema cron where pg_cron is installed (LOCK TABLE; rag''s own readers and '
+  'writers never take one), and its login role '
   'is not a superuser, a member of the table''s owner or of rag_admin (a VACUUM, ANALYZE or CREATE INDEX '
   'CONCURRENTLY at work is spared). Arguments: none. Returns: pid, role, relation, mode, granted (false: '
   'queued), waiting_pids (sessions it blocks), and prepared: the name of a prepared transaction that holds '
@@ -1015,3 +1016,8 @@ COMMENT ON FUNCTION rag.schedule_ledger_purge(text) IS
 COMMENT ON FUNCTION rag.unschedule_ledger_purge() IS
   'Remove this database''s job of rag.schedule_ledger_purge. Arguments: none. Returns: true if there was one. '
   'Example: SELECT rag.unschedule_ledger_purge();';
+
+COMMENT ON FUNCTION rag._lock_tables(text, regclass[], text, interval) IS
+  'Internal: LOCK TABLE tables IN lock_mode MODE for the owner''s DDL (rag.create_tenant_partition, '
+  'rag.create_model_index), in tries of 100 ms so that nobody queues behind a waiting request; 55P03 naming '
+  'the caller and the sessions holding locks on them after patience (30 seconds).';

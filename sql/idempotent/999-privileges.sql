@@ -197,6 +197,7 @@ GRANT EXECUTE ON FUNCTION
     rag.create_model_index(text),
     rag._model_index(name, text),
     rag._make_model_index(name, text),
+    rag._lock_tables(text, regclass[], text, interval),
     rag._make_partition_indexes(name, name),
     rag.create_tenant_partition(text),
     rag.set_api_key(text, text, text, text),
