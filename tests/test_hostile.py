@@ -218,13 +218,31 @@ def test_a_writer_cannot_choose_its_tenants_embedding_model(connect, db):
     started can be finished now."""
     bob = connect("bob")
     _ingest(bob, "b.md")
-    db.execute("INSERT INTO rag.tenant_models (tenant, embedding_model) VALUES ('bob', 'all-MiniLM-L6-v2')")
-    for sql in ["UPDATE rag.tenant_models SET embedding_model = 'text-embedding-3-small'",
-                "UPDATE rag.tenant_models SET next_model = 'text-embedding-3-small', switch_started_at = now()"]:
+    # his first ingest made his tenant's row, which chooses nothing (the database's model)
+    assert db.execute("SELECT embedding_model, next_model FROM rag.tenant_models WHERE tenant = 'bob'").fetchone() \
+        == (None, None)
+    choosing = ["UPDATE rag.tenant_models SET embedding_model = 'text-embedding-3-small'",
+                "UPDATE rag.tenant_models SET next_model = 'text-embedding-3-small', switch_started_at = now()",
+                "INSERT INTO rag.tenant_models (embedding_model) VALUES ('text-embedding-3-small') "
+                "ON CONFLICT (tenant) DO UPDATE SET embedding_model = excluded.embedding_model"]
+    for sql in choosing:
         with pytest.raises(psycopg.Error) as e:
             bob.execute(sql)
         assert _sqlstate(e) == "42501" and "only rag_admin chooses" in str(e.value), sql
-    db.execute("UPDATE rag.tenant_models SET next_model = 'all-MiniLM-L6-v2', switch_started_at = now() WHERE tenant = 'bob'")
+    # (writers may insert the row since 0.5.0: only the one that chooses nothing)
+    db.execute("DELETE FROM rag.tenant_models WHERE tenant = 'bob'")
+    for sql in ["INSERT INTO rag.tenant_models (embedding_model) VALUES ('text-embedding-3-small')",
+                "INSERT INTO rag.tenant_models (next_model, switch_started_at) VALUES ('text-embedding-3-small', now())",
+                "INSERT INTO rag.tenant_models (switched_at) VALUES (now())"]:
+        with pytest.raises(psycopg.Error) as e:
+            bob.execute(sql)
+        assert _sqlstate(e) == "42501" and "only rag_admin chooses" in str(e.value), sql
+    with pytest.raises(psycopg.Error) as e:
+        bob.execute("INSERT INTO rag.tenant_models (tenant) VALUES ('alice')")    # not his tenant
+    assert _sqlstate(e) == "42501"
+    bob.execute("INSERT INTO rag.tenant_models DEFAULT VALUES")
+    db.execute("UPDATE rag.tenant_models SET embedding_model = 'all-MiniLM-L6-v2', next_model = 'all-MiniLM-L6-v2', "
+               "switch_started_at = now() WHERE tenant = 'bob'")
     bob.execute("UPDATE rag.tenant_models SET embedding_model = next_model, next_model = NULL, switched_at = now()")
     assert db.execute("SELECT embedding_model, next_model FROM rag.tenant_models WHERE tenant = 'bob'").fetchone() == \
         ("all-MiniLM-L6-v2", None)

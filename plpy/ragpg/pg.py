@@ -765,23 +765,31 @@ def index_documents(plpy, doc_ids: list[int]) -> int:
     if not doc_ids:
         return 0
     STATS["index_calls"] += 1
-    # the tenant's embedding model stays as read until this transaction ends: a model
-    # switch (rag.set_embedding_model, rag._finish_switch) takes this row FOR UPDATE
-    plpy.execute(_plan(plpy, "SELECT 1 FROM rag.tenant_models WHERE tenant = rag.current_tenant() FOR SHARE", []))
+    # each tenant's embedding model stays as read until this transaction ends: its
+    # rag.tenant_models row, made if need be, is held FOR SHARE, and a model switch
+    # (rag.set_embedding_model, rag._finish_switch) takes it FOR UPDATE. (A superuser's
+    # statement may write several tenants' documents: each is embedded by its own model.)
+    per_tenant = plpy.execute(_plan(plpy, """
+        WITH d AS MATERIALIZED (SELECT tenant, array_agg(id ORDER BY id) AS ids
+                                FROM rag.documents WHERE id = ANY($1) GROUP BY tenant)
+        SELECT d.ids, m.model FROM rag._claim_tenant_models(ARRAY(SELECT tenant FROM d)) AS m
+        JOIN d ON d.tenant = m.for_tenant ORDER BY m.for_tenant""", ["bigint[]"]), [doc_ids])
     s = settings(plpy)
     per_round = _int_setting(s, "index_batch_size", 1, 100000)  # bounds memory per round
     written = 0
-    for i in range(0, len(doc_ids), per_round):
-        written += _index_round(plpy, s, doc_ids[i:i + per_round])
+    for group in per_tenant:
+        ids = group["ids"]
+        for i in range(0, len(ids), per_round):
+            written += _index_round(plpy, s, ids[i:i + per_round], group["model"])
     return written
 
 
 INSERT_SLICE = 512  # chunks per INSERT into rag.chunks
 
 
-def _index_round(plpy, s: dict, ids: list[int]) -> int:
+def _index_round(plpy, s: dict, ids: list[int], model: str) -> int:
     STATS["index_rounds"] += 1
-    spec = model_spec(plpy, s["embedding_model"], "embed")
+    spec = model_spec(plpy, model, "embed")
     model = spec.name
     # chunks are measured in the model's own word pieces for a local model; for a remote
     # one, in MiniLM's (a close, conservative stand-in for most subword vocabularies)

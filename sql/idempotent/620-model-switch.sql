@@ -108,6 +108,54 @@ $$;
 CREATE OR REPLACE TRIGGER model_indexes_restored AFTER INSERT ON rag.model_indexes
     FOR EACH ROW EXECUTE FUNCTION rag._model_indexes_restored();
 
+-- rag._tenant_embedding_model (internal): the embedding model a tenant's chunks are written
+-- with: as rag._setting('embedding_model') reads it for the session's tenant (the
+-- Postgres setting rag.embedding_model, the tenant's rag.tenant_models row, rag.config,
+-- the default), for any tenant (a superuser's statement may write several tenants' documents)
+CREATE OR REPLACE FUNCTION rag._tenant_embedding_model(for_tenant text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(nullif(current_setting('rag.embedding_model', true), ''),
+                    (SELECT tm.embedding_model FROM rag.tenant_models AS tm WHERE tm.tenant = for_tenant),
+                    (SELECT coalesce(c.value, d.default_value)
+                     FROM rag._setting_defaults() AS d LEFT JOIN rag.config AS c ON c.name = d.name
+                     WHERE d.name = 'embedding_model'))
+$$;
+
+-- rag._claim_tenant_models (internal): make sure each tenant has its rag.tenant_models row
+-- (embedding_model NULL: the database's model, a choice nobody made), then hold it FOR
+-- SHARE (writers, before they read the model: ingest) or FOR UPDATE (a switch); returns
+-- each tenant with the model its chunks are written with. A switch's FOR UPDATE thus
+-- waits for every writer that read the old model, and the writers after it wait for the
+-- switch: the row must exist before either reads the model, or a first document being
+-- embedded kept the old model (seen in session 29). INSERT ... ON CONFLICT waits for a
+-- concurrent insert of the row; the hot path finds the row and inserts nothing. Tenants
+-- in order, so that two callers lock their rows in the same order.
+CREATE OR REPLACE FUNCTION rag._claim_tenant_models(tenants text[], for_update boolean DEFAULT false)
+RETURNS TABLE (for_tenant text, model text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    FOR for_tenant IN SELECT DISTINCT u.t FROM unnest(tenants) AS u (t) WHERE u.t IS NOT NULL ORDER BY 1 LOOP
+        FOR i IN 1..2 LOOP
+            IF for_update THEN
+                PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR UPDATE;
+            ELSE
+                PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR SHARE;
+            END IF;
+            EXIT WHEN FOUND;
+            INSERT INTO rag.tenant_models AS tm (tenant, embedding_model) VALUES (for_tenant, NULL)
+            ON CONFLICT (tenant) DO NOTHING;
+        END LOOP;
+        model := rag._tenant_embedding_model(for_tenant);
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
 -- rag.set_embedding_model (rag_admin)
 -- Switch the session tenant's embedding model. With no chunks yet it is immediate
 -- ('active'); otherwise the re-embedding is queued ('building') and rag.work does it.
@@ -121,42 +169,32 @@ DECLARE
     m rag.models := rag._model(name, 'embed');
     t text := rag.current_tenant();
     cur text;
-    open_pids int[];
 BEGIN
     IF nullif(current_setting('rag.embedding_model', true), '') IS NOT NULL THEN
         RAISE EXCEPTION 'rag.set_embedding_model: rag.embedding_model is set for this session or role (%)',
             rag._shown(current_setting('rag.embedding_model'))
             USING ERRCODE = 'invalid_parameter_value', HINT = 'RESET rag.embedding_model first';
     END IF;
-    cur := rag._setting('embedding_model');
     BEGIN
         PERFORM rag.create_model_index(m.name);
     EXCEPTION WHEN insufficient_privilege THEN
         RAISE WARNING 'rag.set_embedding_model: no HNSW index for %: search will scan until the extension''s owner runs SELECT rag.create_model_index(%)',
             quote_literal(m.name), quote_literal(m.name);
     END;
+    -- the tenant's writers that read its model have ended, and later ones wait for this
+    -- transaction (rag._claim_tenant_models): what the chunks hold now is what they will hold
+    PERFORM rag._claim_tenant_models(ARRAY[t], for_update => true);
+    cur := rag._setting('embedding_model');
     DELETE FROM rag.embeddings_next AS n WHERE n.tenant = t;  -- an earlier, unfinished switch
-    IF cur <> m.name AND NOT EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.tenant = t) THEN
-        -- no chunks yet, unless a first document is being written: its writer holds the
-        -- tenant's row FOR SHARE (wait for it), or there was no row (wait for the
-        -- transactions writing chunks since before this one); then look again
-        PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = t FOR UPDATE;
-        open_pids := rag._wait_for_chunk_writers();
-        IF open_pids <> '{}' THEN
-            RAISE EXCEPTION 'rag.set_embedding_model: transactions writing rag.chunks are still open (pids %)', open_pids
-                USING ERRCODE = 'lock_not_available', HINT = 'retry once they end';
-        END IF;
-    END IF;
     IF cur = m.name OR NOT EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.tenant = t) THEN
-        INSERT INTO rag.tenant_models AS tm (tenant, embedding_model, switched_at) VALUES (t, m.name, now())
-        ON CONFLICT (tenant) DO UPDATE SET embedding_model = excluded.embedding_model, next_model = NULL,
-            switch_started_at = NULL, switched_at = CASE WHEN tm.embedding_model = excluded.embedding_model
-                                                         THEN tm.switched_at ELSE now() END;
+        UPDATE rag.tenant_models AS tm
+        SET embedding_model = m.name, next_model = NULL, switch_started_at = NULL,
+            switched_at = CASE WHEN tm.embedding_model = m.name THEN tm.switched_at ELSE now() END
+        WHERE tm.tenant = t;
         RETURN 'active';
     END IF;
-    INSERT INTO rag.tenant_models AS tm (tenant, embedding_model, next_model, switch_started_at)
-    VALUES (t, cur, m.name, now())
-    ON CONFLICT (tenant) DO UPDATE SET next_model = excluded.next_model, switch_started_at = now();
+    UPDATE rag.tenant_models AS tm SET embedding_model = cur, next_model = m.name, switch_started_at = now()
+    WHERE tm.tenant = t;
     RETURN 'building';
 END
 $$;
@@ -251,11 +289,12 @@ END
 $$;
 
 -- rag._finish_switch (internal): when every chunk has its next embedding, make the next
--- model current, in one transaction. So that no chunk of the old model slips in: first it
--- waits for the transactions writing rag.chunks
--- (rag._wait_for_chunk_writers; nobody waits for that), then it holds the tenant's
--- rag.tenant_models row FOR UPDATE, which the tenant's writers lock FOR SHARE before they
--- read its model (they wait for it; other tenants' writers and all readers go on). False
+-- model current, in one transaction. So that no chunk of the old model slips in, it holds
+-- the tenant's rag.tenant_models row FOR UPDATE, which the tenant's writers lock FOR SHARE
+-- before they read its model (they wait for it; other tenants' writers and all readers go
+-- on). So that they do not queue behind it while one of them is still open, it first waits
+-- for the transactions writing rag.chunks (rag._wait_for_chunk_writers; nobody waits for
+-- that). False
 -- if there is no switch or a chunk still lacks its next embedding (another worker holds
 -- it), and with a WARNING if writers stayed open for 30 s: the next rag.work tries again.
 CREATE OR REPLACE FUNCTION rag._finish_switch()
@@ -308,8 +347,10 @@ $$;
 
 -- rag._tenant_model_guard (internal)
 -- Row trigger on rag.tenant_models: a writer's rag.work finishes a switch (the embedding
--- model becomes the next one), so writers may update the table; choosing a model is
--- rag_admin's (rag.set_embedding_model). A role that is not rag_admin may only finish the
+-- model becomes the next one), so writers may update the table, and a writer's first
+-- ingest makes the tenant's row (rag._claim_tenant_models), so writers may insert; choosing
+-- a model is rag_admin's (rag.set_embedding_model). A role that is not rag_admin may only
+-- insert the row that chooses nothing (every column NULL but the tenant) and finish the
 -- switch an admin started; otherwise a writer could point its tenant at another, perhaps
 -- priced, model whose vectors no chunk has.
 CREATE OR REPLACE FUNCTION rag._tenant_model_guard()
@@ -318,18 +359,23 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF NOT rag._restoring() AND NOT rag._is_member('rag_admin')
-       AND NOT (NEW.embedding_model IS NOT DISTINCT FROM OLD.embedding_model
-                AND NEW.next_model IS NOT DISTINCT FROM OLD.next_model)
-       AND NOT (OLD.next_model IS NOT NULL AND NEW.embedding_model = OLD.next_model AND NEW.next_model IS NULL) THEN
-        RAISE EXCEPTION 'rag.tenant_models: only rag_admin chooses a tenant''s embedding model'
-            USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'rag.set_embedding_model(model) as a member of rag_admin; rag.work finishes the switch';
+    IF rag._restoring() OR rag._is_member('rag_admin') THEN
+        RETURN NEW;
+    ELSIF TG_OP = 'INSERT' THEN
+        IF NEW.embedding_model IS NULL AND NEW.next_model IS NULL AND NEW.switch_started_at IS NULL
+           AND NEW.switched_at IS NULL THEN
+            RETURN NEW;
+        END IF;
+    ELSIF (NEW.embedding_model IS NOT DISTINCT FROM OLD.embedding_model AND NEW.next_model IS NOT DISTINCT FROM OLD.next_model)
+          OR (OLD.next_model IS NOT NULL AND NEW.embedding_model = OLD.next_model AND NEW.next_model IS NULL) THEN
+        RETURN NEW;
     END IF;
-    RETURN NEW;
+    RAISE EXCEPTION 'rag.tenant_models: only rag_admin chooses a tenant''s embedding model'
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'rag.set_embedding_model(model) as a member of rag_admin; rag.work finishes the switch';
 END
 $$;
-CREATE OR REPLACE TRIGGER tenant_models_guard BEFORE UPDATE ON rag.tenant_models
+CREATE OR REPLACE TRIGGER tenant_models_guard BEFORE INSERT OR UPDATE ON rag.tenant_models
     FOR EACH ROW EXECUTE FUNCTION rag._tenant_model_guard();
 
 -- rag.model_status: per tenant, its embedding model and the progress of a switch

@@ -63,7 +63,8 @@ COMMENT ON TABLE rag.config IS
 
 COMMENT ON TABLE rag.tenant_models IS
   'Per tenant: its embedding model, and the model it is switching to while rag.work re-embeds its chunks '
-  '(rag.set_embedding_model). No row: the database''s setting rag.embedding_model. Progress: rag.model_status.';
+  '(rag.set_embedding_model). embedding_model NULL, or no row: the database''s setting rag.embedding_model (a '
+  'writer makes the row before it first reads the model, rag._claim_tenant_models). Progress: rag.model_status.';
 
 COMMENT ON FUNCTION rag._setting_defaults() IS
   'Internal: every setting with its default and description (a VALUES list, inlined by the planner). Read '
@@ -85,8 +86,20 @@ COMMENT ON FUNCTION rag._embedding_model_in_use(text) IS
   '(rag.model_indexes). Such a model keeps what makes its vectors (rag._model_identity).';
 
 COMMENT ON FUNCTION rag._tenant_model_guard() IS
-  'Internal: row trigger on rag.tenant_models: a role that is not rag_admin may only finish the switch an admin '
-  'started (embedding_model becomes next_model), not choose a model (42501).';
+  'Internal: row trigger on rag.tenant_models: a role that is not rag_admin may only insert the row that '
+  'chooses nothing (all NULL but the tenant) and finish the switch an admin started (embedding_model becomes '
+  'next_model), not choose a model (42501).';
+
+COMMENT ON FUNCTION rag._claim_tenant_models(text[], boolean) IS
+  'Internal: makes each tenant''s rag.tenant_models row if it has none (embedding_model NULL: the '
+  'database''s), then holds it FOR SHARE (writers, before they read the model) or FOR UPDATE (for_update: a '
+  'model switch), so that a switch waits for every writer that read the old model; returns each tenant with '
+  'the model its chunks are written with (rag._tenant_embedding_model).';
+
+COMMENT ON FUNCTION rag._tenant_embedding_model(text) IS
+  'Internal: the embedding model a tenant''s chunks are written with, read as rag._setting(''embedding_model'') '
+  'reads it for the session''s tenant: the setting rag.embedding_model, the tenant''s rag.tenant_models row, '
+  'rag.config, the default.';
 
 COMMENT ON FUNCTION rag._model_identity() IS
   'Internal: row trigger on rag.models: an embedding model in use keeps its name, kind, provider, '
@@ -908,7 +921,7 @@ COMMENT ON FUNCTION rag._wait_for_chunk_writers(interval) IS
   'Internal: waits until the transactions that were writing rag.chunks (ROW EXCLUSIVE on it or a partition) '
   'when this transaction began have ended, reading pg_locks every 50 ms and taking no lock; returns the pids '
   'of those still open after patience (default 30 s; 0 for a prepared transaction), or an empty array. '
-  'Called by rag._finish_switch and rag.set_embedding_model.';
+  'Called by rag._finish_switch.';
 
 COMMENT ON FUNCTION rag._finish_switch() IS
   'Internal: when every chunk has its next embedding, makes the next model current in one transaction; '

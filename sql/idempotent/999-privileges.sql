@@ -157,14 +157,16 @@ GRANT EXECUTE ON PROCEDURE rag.work(int) TO rag_writer;
 -- a model switch: rag.work re-embeds and finishes it
 GRANT UPDATE (model, embedding, window_embeddings, window_bounds, window_lengths) ON rag.chunks TO rag_writer;
 GRANT INSERT, DELETE ON rag.embeddings_next TO rag_writer;
-GRANT UPDATE ON rag.tenant_models TO rag_writer;
+GRANT INSERT, UPDATE ON rag.tenant_models TO rag_writer;   -- (the insert guard: rag._tenant_model_guard)
 GRANT EXECUTE ON FUNCTION
     rag._reembed_batch_py(int),
     rag._reembed_batch(int),
     rag._window_batch_py(int),
     rag._window_batch(int),
     rag._wait_for_chunk_writers(interval),
-    rag._finish_switch()
+    rag._finish_switch(),
+    rag._tenant_embedding_model(text),
+    rag._claim_tenant_models(text[], boolean)
 TO rag_writer;
 -- eval sets are loaded and run by writers, into tenants they may act for (RLS checks)
 GRANT INSERT, UPDATE, DELETE ON rag.eval_sets, rag.eval_queries, rag.eval_qrels, rag.eval_answers, rag.eval_run_query
