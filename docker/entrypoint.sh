@@ -32,7 +32,11 @@ if [ "${1:-}" = "postgres" ]; then
       # pg_cron runs rag.work on a schedule (rag.schedule_worker) in the image's database
       echo "shared_preload_libraries = 'pg_cron'"
       echo "cron.database_name = '${POSTGRES_DB:-${POSTGRES_USER:-postgres}}'"
-      echo "cron.use_background_workers = on"   # no password needed for the job's connection
+      # jobs connect over the local socket (trust, as initdb set it): no password to keep.
+      # Not background workers: pg_cron 1.4 (Debian 12) then starts no job while one runs
+      # (pg_cron issue #200, fixed in 1.5), and rag.lock_guard runs 55 s a minute
+      echo "cron.use_background_workers = off"
+      echo "cron.host = '/var/run/postgresql'"
     } >> "$PGDATA/postgresql.conf"
     echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
     echo "host replication all all scram-sha-256" >> "$PGDATA/pg_hba.conf"

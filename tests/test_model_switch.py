@@ -62,6 +62,29 @@ def test_a_switch_finishing_holds_up_its_own_tenants_writers_only(switch_db, dsn
         same.close()
 
 
+def test_another_tenants_open_writer_does_not_delay_the_last_step(switch_db, connect):
+    """The last step waited for every tenant's transactions writing rag.chunks, and gave up
+    after 30 s with a WARNING while one stayed open. When none of its own tenant's writers
+    holds its rag.tenant_models row, it now takes the row at once."""
+    db = switch_db
+    assert db.execute("SELECT rag.set_embedding_model('smollm2-embed')").fetchone()[0] == "building"
+    while db.execute("SELECT rag._reembed_batch(64)").fetchone()[0] > 0:
+        pass
+    alice = connect("alice")                          # another tenant's writer, left open
+    alice.execute("BEGIN")
+    alice.execute("SELECT rag.ingest('# Open\n\nLeft open.', source => 'open.md')")
+    alice_pid = alice.info.backend_pid
+    try:
+        assert db.execute("SELECT rag._wait_for_chunk_writers('0.2 seconds')").fetchone()[0] == [alice_pid]
+        warnings = []
+        db.add_notice_handler(lambda d: warnings.append(d.message_primary))
+        assert db.execute("SELECT rag._finish_switch()").fetchone()[0] is True
+        assert warnings == []
+        assert _status(db)[:2] == ("smollm2-embed", None)
+    finally:
+        alice.execute("ROLLBACK")
+
+
 def test_the_switch_waits_for_chunk_writers_already_running_without_queuing_others(switch_db, dsn):
     """rag._wait_for_chunk_writers returns once the transactions writing rag.chunks when its
     transaction began have ended. It takes no lock: other writers never wait for it."""

@@ -3,7 +3,10 @@
 -- Called through dynamic SQL, so rag itself does not depend on pg_cron.
 
 -- rag._cron_schedule (internal): schedule pg_cron job `job_name` (the same name again
--- replaces it); 55000 naming `caller`, with `hint`, where pg_cron is not installed
+-- replaces it); 55000 naming `caller`, with `hint`, where pg_cron is not installed. A
+-- WARNING where pg_cron is older than 1.5 and runs its jobs in background workers: its
+-- launcher then starts no job while another runs (pg_cron issue #200, fixed in 1.5), and
+-- rag.lock_guard runs 55 s a minute.
 CREATE OR REPLACE FUNCTION rag._cron_schedule(caller text, job_name text, schedule text, command text, hint text)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
@@ -11,12 +14,21 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     job bigint;
+    version text := (SELECT e.extversion FROM pg_catalog.pg_extension AS e WHERE e.extname = 'pg_cron');
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
+    IF version IS NULL THEN
         RAISE EXCEPTION '%: pg_cron is not installed in this database', caller
             USING ERRCODE = 'object_not_in_prerequisite_state', HINT = hint;
     END IF;
     EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO job USING job_name, schedule, command;
+    IF current_setting('cron.use_background_workers', true) = 'on'
+       AND string_to_array(substring(version FROM '^[0-9]+(?:\.[0-9]+)*'), '.')::int[] < '{1,5}' THEN
+        RAISE WARNING '%: pg_cron % runs jobs in background workers here, and then starts no job while another runs (pg_cron issue #200, fixed in 1.5)',
+            caller, version
+            USING DETAIL = 'rag.lock_guard runs 55 seconds a minute, rag.work and rag.purge_ledger as long as their work: the other jobs wait',
+                  HINT = 'set cron.use_background_workers = off and cron.host to the server''s socket directory (with local '
+                         'trust or a .pgpass for the job''s role), or install pg_cron 1.5 or later';
+    END IF;
     RETURN job;
 END
 $$;

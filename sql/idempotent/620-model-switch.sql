@@ -292,9 +292,10 @@ $$;
 -- model current, in one transaction. So that no chunk of the old model slips in, it holds
 -- the tenant's rag.tenant_models row FOR UPDATE, which the tenant's writers lock FOR SHARE
 -- before they read its model (they wait for it; other tenants' writers and all readers go
--- on). So that they do not queue behind it while one of them is still open, it first waits
--- for the transactions writing rag.chunks (rag._wait_for_chunk_writers; nobody waits for
--- that). False
+-- on). It takes the row at once if none of them holds it (other tenants' writers do not
+-- matter). Otherwise, so that they do not queue behind it while one of them is still open,
+-- it first waits for the transactions writing rag.chunks (rag._wait_for_chunk_writers;
+-- nobody waits for that), then waits for the row. False
 -- if there is no switch or a chunk still lacks its next embedding (another worker holds
 -- it), and with a WARNING if writers stayed open for 30 s: the next rag.work tries again.
 CREATE OR REPLACE FUNCTION rag._finish_switch()
@@ -315,13 +316,19 @@ BEGIN
     ELSIF NOT EXISTS (SELECT 1 FROM rag.tenant_models AS x WHERE x.tenant = t AND x.next_model IS NOT NULL) THEN
         RETURN false;
     END IF;
-    open_pids := rag._wait_for_chunk_writers();
-    IF open_pids <> '{}' THEN
-        RAISE WARNING 'rag: the embedding model switch of tenant % waits for transactions writing rag.chunks (pids %)',
-            rag._shown(t), open_pids USING HINT = 'the next rag.work tries again';
-        RETURN false;
-    END IF;
-    SELECT * INTO tm FROM rag.tenant_models AS x WHERE x.tenant = t AND x.next_model IS NOT NULL FOR UPDATE;
+    BEGIN
+        -- no writer of the tenant holds its row (the usual case): no wait, whatever other
+        -- tenants' writers do
+        SELECT * INTO tm FROM rag.tenant_models AS x WHERE x.tenant = t AND x.next_model IS NOT NULL FOR UPDATE NOWAIT;
+    EXCEPTION WHEN lock_not_available THEN
+        open_pids := rag._wait_for_chunk_writers();
+        IF open_pids <> '{}' THEN
+            RAISE WARNING 'rag: the embedding model switch of tenant % waits for transactions writing rag.chunks (pids %)',
+                rag._shown(t), open_pids USING HINT = 'the next rag.work tries again';
+            RETURN false;
+        END IF;
+        SELECT * INTO tm FROM rag.tenant_models AS x WHERE x.tenant = t AND x.next_model IS NOT NULL FOR UPDATE;
+    END;
     IF NOT FOUND THEN
         RETURN false;
     END IF;
