@@ -183,5 +183,15 @@ def test_scheduling_on_pg_crons_background_workers_before_1_5_warns():
                 assert "cron.use_background_workers = off" in said[0][2]
             else:
                 assert said == []
+            # a writer schedules too: pg_cron lets only superusers read its settings, and the
+            # first check read them with current_setting, which failed (42501) for everyone
+            # else (hostile review 30); it is said to those who may read them
+            db.execute("CREATE ROLE wendy LOGIN PASSWORD 'wendy' IN ROLE rag_writer")
+            db.execute("GRANT USAGE ON SCHEMA cron TO wendy")
+            wendy_url = server.get_connection_url().replace("tester:tester@", "wendy:wendy@")
+            with psycopg.connect(wendy_url, autocommit=True) as wendy:
+                job = wendy.execute("SELECT rag.schedule_worker()").fetchone()[0]
+                assert db.execute("SELECT username, command FROM cron.job WHERE jobid = %s", (job,)).fetchone() \
+                    == ("wendy", "CALL rag.work(max_batches => 10)")
     finally:
         server.stop()

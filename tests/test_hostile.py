@@ -249,6 +249,25 @@ def test_a_writer_cannot_choose_its_tenants_embedding_model(connect, db):
     assert bob.execute("SELECT count(*) FROM rag.search('refunds', 3)").fetchone()[0] >= 1
 
 
+def test_an_admin_cannot_switch_every_tenant_through_rag_config(connect, db):
+    """Hostile review 30: rag.configure refuses embedding_model, but dora (rag_admin of
+    another tenant) wrote the row into rag.config directly, and every tenant that never
+    chose a model (its rag.tenant_models row NULL) searched with that model at once, over
+    chunks of the old one: bob's vector leg came back empty."""
+    dora, bob = connect("dora"), connect("bob")
+    _ingest(bob, "b.md")
+    assert bob.execute("SELECT embedding_model FROM rag.tenant_models").fetchone()[0] is None
+    for sql in ["INSERT INTO rag.config (name, value) VALUES ('embedding_model', 'smollm2-embed')",
+                "UPDATE rag.config SET name = 'embedding_model', value = 'smollm2-embed' WHERE name = 'max_k'"]:
+        dora.execute("SELECT rag.configure('max_k', '50')")
+        with pytest.raises(psycopg.Error) as e:
+            dora.execute(sql)
+        assert _sqlstate(e) == "22023" and "rag.set_embedding_model" in str(e.value), sql
+    assert bob.execute("SELECT value FROM rag.settings() WHERE name = 'embedding_model'").fetchone()[0] \
+        == "all-MiniLM-L6-v2"
+    assert bob.execute("SELECT count(*) FROM rag.search('refunds', 3, mode => 'vector')").fetchone()[0] >= 1
+
+
 def test_another_tenants_flood_does_not_empty_the_vector_leg(connect, db):
     """Hostile review 21: alice filled the shared HNSW index with 60,000 chunks whose vector
     is the query's; pgvector's iterative scan stopped at hnsw.max_scan_tuples before it

@@ -2,9 +2,10 @@
 llama.cpp SmolLM2 embeddings, 576) while search keeps answering."""
 from __future__ import annotations
 
+import time
+
 import psycopg
 import pytest
-from pgtest import as_role
 
 DOCS = [f"# Topic {i}\n\nParagraph {i} explains how lighthouse number {i} guides ships at night "
         f"with a beam that turns every {i + 3} seconds." for i in range(12)]
@@ -64,8 +65,8 @@ def test_a_switch_finishing_holds_up_its_own_tenants_writers_only(switch_db, dsn
 
 def test_another_tenants_open_writer_does_not_delay_the_last_step(switch_db, connect):
     """The last step waited for every tenant's transactions writing rag.chunks, and gave up
-    after 30 s with a WARNING while one stayed open. When none of its own tenant's writers
-    holds its rag.tenant_models row, it now takes the row at once."""
+    after 30 s with a WARNING while one stayed open. It asks only for its own tenant's
+    rag.tenant_models row now, which another tenant's writer does not hold."""
     db = switch_db
     assert db.execute("SELECT rag.set_embedding_model('smollm2-embed')").fetchone()[0] == "building"
     while db.execute("SELECT rag._reembed_batch(64)").fetchone()[0] > 0:
@@ -73,40 +74,78 @@ def test_another_tenants_open_writer_does_not_delay_the_last_step(switch_db, con
     alice = connect("alice")                          # another tenant's writer, left open
     alice.execute("BEGIN")
     alice.execute("SELECT rag.ingest('# Open\n\nLeft open.', source => 'open.md')")
-    alice_pid = alice.info.backend_pid
     try:
-        assert db.execute("SELECT rag._wait_for_chunk_writers('0.2 seconds')").fetchone()[0] == [alice_pid]
+        assert db.execute("SELECT count(*) FROM pg_locks WHERE pid = %s AND mode = 'RowExclusiveLock' "
+                          "AND relation = 'rag.chunks'::regclass", (alice.info.backend_pid,)).fetchone()[0] == 1
         warnings = []
         db.add_notice_handler(lambda d: warnings.append(d.message_primary))
-        assert db.execute("SELECT rag._finish_switch()").fetchone()[0] is True
+        assert db.execute("SELECT rag._finish_switch('5 seconds')").fetchone()[0] is True
         assert warnings == []
         assert _status(db)[:2] == ("smollm2-embed", None)
     finally:
         alice.execute("ROLLBACK")
 
 
-def test_the_switch_waits_for_chunk_writers_already_running_without_queuing_others(switch_db, dsn):
-    """rag._wait_for_chunk_writers returns once the transactions writing rag.chunks when its
-    transaction began have ended. It takes no lock: other writers never wait for it."""
-    holder = psycopg.connect(as_role(dsn, "alice"))   # (another role's: see the next test)
+def test_the_last_step_asks_for_its_tenants_row_in_tries_and_gives_up(switch_db, dsn):
+    """A writer of the tenant left open after reading its model (an idle one) held up the
+    last step, and with it rag.work, for as long as it stayed open (hostile review 30). It
+    asks for the row in 100 ms tries now, so the tenant's other writers do not queue behind
+    it, and gives up after its patience with a WARNING; the next try finishes."""
+    db = switch_db
+    assert db.execute("SELECT rag.set_embedding_model('smollm2-embed')").fetchone()[0] == "building"
+    while db.execute("SELECT rag._reembed_batch(64)").fetchone()[0] > 0:
+        pass
+    holder = psycopg.connect(dsn)                     # the same tenant's writer, left open
     writer = psycopg.connect(dsn, autocommit=True)
     try:
-        holder.execute("SELECT rag.ingest('# Slow\n\nA slow transaction.', source => 'slow.md')")  # not committed
-        holder_pid = holder.execute("SELECT pg_backend_pid()").fetchone()[0]
-        # a writer sees the same: rag.work finishes switches as the tenant's writer (bob)
-        with psycopg.connect(as_role(dsn, "bob")) as bob:
-            assert bob.execute("SELECT rag._wait_for_chunk_writers('1 second')").fetchone()[0] == [holder_pid]
-        with switch_db.transaction():
-            assert switch_db.execute("SELECT rag._wait_for_chunk_writers('1 second')").fetchone()[0] == [holder_pid]
-            writer.execute("SET lock_timeout = '2s'")
-            writer.execute("SELECT rag.ingest('# Quick\n\nA quick one.', source => 'quick.md')")
-            assert switch_db.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() "
-                                     "AND relation = 'rag.chunks'::regclass").fetchone()[0] == 0
+        holder.execute("SELECT rag.ingest('# Slow\n\nA slow transaction about harbours.', source => 'slow.md')")
+        warnings = []
+        db.add_notice_handler(lambda d: warnings.append(d.message_primary))
+        assert db.execute("SELECT rag._finish_switch('1 second')").fetchone()[0] is False
+        assert len(warnings) == 1 and "waits for its writers" in warnings[0], warnings
+        writer.execute("SET lock_timeout = '2s'")       # (nothing of the switch's is left to wait for)
+        writer.execute("SELECT rag.ingest('# Quick\n\nA quick one.', source => 'quick.md')")
         holder.commit()
-        assert switch_db.execute("SELECT rag._wait_for_chunk_writers('1 second')").fetchone()[0] == []
+        while db.execute("SELECT rag._reembed_batch(64)").fetchone()[0] > 0:
+            pass
+        assert db.execute("SELECT rag._finish_switch('1 second')").fetchone()[0] is True
+        assert db.execute("SELECT array_agg(DISTINCT model) FROM rag.chunks WHERE tenant = rag.current_tenant()"
+                          ).fetchone()[0] == ["smollm2-embed"]
     finally:
         holder.close()
         writer.close()
+
+
+def test_the_owners_switch_waits_for_the_tenants_row_before_it_locks_chunks(connect, local_llm, db):
+    """The owner's switch made the model's HNSW index first (CREATE INDEX holds a SHARE lock
+    on rag.chunks until commit) and then waited for the tenant's row, held by a writer
+    still embedding: every tenant's ingest waited behind it (hostile review 30). It takes
+    the row first now."""
+    import threading
+    db.execute("SELECT rag.add_model('smollm2-embed', 'embed', base_url => %s, dimensions => 576, "
+               "provider_model => 'smollm2', max_input_tokens => 2048)", (local_llm,))
+    db.execute("SELECT rag.grant_tenant('alice', 'slow team')")
+    alice, bob = connect("alice"), connect("bob")
+    alice.execute("SET rag.tenant = 'slow team'")
+    alice.execute("BEGIN")
+    alice.execute("SELECT rag._claim_tenant_models(ARRAY[rag.current_tenant()])")   # ingest's first step
+    db.execute("SET rag.tenant = 'slow team'")
+    result = []
+    switch = threading.Thread(target=lambda: result.append(
+        db.execute("SELECT rag.set_embedding_model('smollm2-embed')").fetchone()[0]))
+    switch.start()
+    try:
+        time.sleep(1.0)
+        assert not result                                  # it waits for alice
+        bob.execute("SET lock_timeout = '2s'")
+        bob.execute("SELECT rag.ingest('# Other\n\nAnother tenant.', source => 'other.md')")
+    finally:
+        alice.execute("COMMIT")
+        switch.join()
+    assert result == ["active"]
+    assert db.execute("SELECT count(*) FROM pg_indexes WHERE schemaname = 'rag' AND indexname = %s",
+                      (db.execute("SELECT rag._model_index('chunks_default', 'smollm2-embed')").fetchone()[0],)
+                      ).fetchone()[0] == 1
 
 
 def test_a_chunk_another_worker_holds_keeps_the_switch_from_finishing(switch_db, dsn):

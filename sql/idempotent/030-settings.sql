@@ -184,6 +184,29 @@ BEGIN
 END
 $$;
 
+-- rag._config_guard (internal)
+-- Row trigger on rag.config: no row for embedding_model, whoever writes it (rag.configure
+-- refuses it, and rag_admin writes the table directly too). That value is the model of
+-- every tenant that never chose one (rag.tenant_models.embedding_model NULL): one admin
+-- would switch them all at once, without re-embedding a chunk, and their vector search
+-- would read vectors of another model (hostile review 30).
+CREATE OR REPLACE FUNCTION rag._config_guard()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.name = 'embedding_model' AND NOT rag._restoring() THEN
+        RAISE EXCEPTION 'rag.config: the embedding model is changed with rag.set_embedding_model, per tenant'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'it re-embeds the chunks in the background and switches when they are done';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE OR REPLACE TRIGGER config_guard BEFORE INSERT OR UPDATE ON rag.config
+    FOR EACH ROW EXECUTE FUNCTION rag._config_guard();
+
 -- rag.configure (rag_admin)
 -- Set a setting for this database (every session, every role), or reset it with NULL.
 -- Returns the value now in effect for this session.

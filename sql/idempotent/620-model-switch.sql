@@ -132,23 +132,46 @@ $$;
 -- switch: the row must exist before either reads the model, or a first document being
 -- embedded kept the old model (seen in session 29). INSERT ... ON CONFLICT waits for a
 -- concurrent insert of the row; the hot path finds the row and inserts nothing. Tenants
--- in order, so that two callers lock their rows in the same order.
-CREATE OR REPLACE FUNCTION rag._claim_tenant_models(tenants text[], for_update boolean DEFAULT false)
+-- in order, so that two callers lock their rows in the same order. FOR UPDATE is asked
+-- for in 100 ms tries (a waiting FOR UPDATE would be passed by every new FOR SHARE, and
+-- would wait for an idle writer for good): 55P03 after `patience`.
+CREATE OR REPLACE FUNCTION rag._claim_tenant_models(tenants text[], for_update boolean DEFAULT false,
+                                                    patience interval DEFAULT '30 seconds')
 RETURNS TABLE (for_tenant text, model text)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + patience;
+    inserted boolean;
 BEGIN
     FOR for_tenant IN SELECT DISTINCT u.t FROM unnest(tenants) AS u (t) WHERE u.t IS NOT NULL ORDER BY 1 LOOP
-        FOR i IN 1..2 LOOP
+        inserted := false;
+        LOOP
             IF for_update THEN
-                PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR UPDATE;
+                BEGIN
+                    PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR UPDATE NOWAIT;
+                EXCEPTION WHEN lock_not_available THEN
+                    IF clock_timestamp() > deadline THEN
+                        RAISE EXCEPTION 'rag: the writers of tenant % held its embedding model (its rag.tenant_models row) for %',
+                            rag._shown(for_tenant), patience
+                            USING ERRCODE = 'lock_not_available',
+                                  HINT = 'a model switch waits for the tenant''s writers that read the model: retry once they end';
+                    END IF;
+                    PERFORM pg_sleep(0.1);
+                    CONTINUE;
+                END;
             ELSE
                 PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR SHARE;
             END IF;
             EXIT WHEN FOUND;
+            IF inserted THEN   -- (not reached: the row is ours, or another's that we waited for)
+                RAISE EXCEPTION 'rag: the rag.tenant_models row of tenant % cannot be read', rag._shown(for_tenant)
+                    USING ERRCODE = 'insufficient_privilege';
+            END IF;
             INSERT INTO rag.tenant_models AS tm (tenant, embedding_model) VALUES (for_tenant, NULL)
             ON CONFLICT (tenant) DO NOTHING;
+            inserted := true;
         END LOOP;
         model := rag._tenant_embedding_model(for_tenant);
         RETURN NEXT;
@@ -175,15 +198,17 @@ BEGIN
             rag._shown(current_setting('rag.embedding_model'))
             USING ERRCODE = 'invalid_parameter_value', HINT = 'RESET rag.embedding_model first';
     END IF;
+    -- the tenant's writers that read its model have ended, and later ones wait for this
+    -- transaction (rag._claim_tenant_models): what the chunks hold now is what they will
+    -- hold. Before the index: CREATE INDEX's SHARE lock on rag.chunks, held until commit,
+    -- must not wait for anyone (every tenant's ingest would wait behind it: hostile review 30)
+    PERFORM rag._claim_tenant_models(ARRAY[t], for_update => true);
     BEGIN
         PERFORM rag.create_model_index(m.name);
     EXCEPTION WHEN insufficient_privilege THEN
         RAISE WARNING 'rag.set_embedding_model: no HNSW index for %: search will scan until the extension''s owner runs SELECT rag.create_model_index(%)',
             quote_literal(m.name), quote_literal(m.name);
     END;
-    -- the tenant's writers that read its model have ended, and later ones wait for this
-    -- transaction (rag._claim_tenant_models): what the chunks hold now is what they will hold
-    PERFORM rag._claim_tenant_models(ARRAY[t], for_update => true);
     cur := rag._setting('embedding_model');
     DELETE FROM rag.embeddings_next AS n WHERE n.tenant = t;  -- an earlier, unfinished switch
     IF cur = m.name OR NOT EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.tenant = t) THEN
@@ -251,54 +276,16 @@ BEGIN
 END
 $$;
 
--- rag._wait_for_chunk_writers (internal): wait until the transactions writing rag.chunks
--- (a ROW EXCLUSIVE lock on it or a partition) when it is called have ended. It takes no
--- lock, so nobody waits for it; it reads pg_locks every 50 ms, which every role may read
--- (pg_stat_activity hides other roles' transaction starts from a role that is not a
--- superuser or in pg_read_all_stats: hostile review 29). Returns the pids of those still
--- open after `patience` (0 for a prepared transaction), or an empty array.
-CREATE OR REPLACE FUNCTION rag._wait_for_chunk_writers(patience interval DEFAULT '30 seconds')
-RETURNS int[]
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    deadline timestamptz := clock_timestamp() + patience;
-    db oid := (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database());
-    tables oid[] := ARRAY(SELECT 'rag.chunks'::regclass::oid
-                          UNION ALL SELECT i.inhrelid FROM pg_inherits AS i WHERE i.inhparent = 'rag.chunks'::regclass);
-    writers text[];
-    open_pids int[];
-BEGIN
-    -- (a transaction that writes chunks later, of a tenant whose rag.tenant_models row
-    -- this one holds, waits for it; see rag._finish_switch)
-    SELECT array_agg(DISTINCT l.virtualtransaction) INTO writers
-    FROM pg_locks AS l
-    WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'RowExclusiveLock' AND l.database = db
-      AND l.relation = ANY (tables) AND l.pid IS DISTINCT FROM pg_backend_pid();
-    LOOP
-        SELECT coalesce(array_agg(DISTINCT coalesce(l.pid, 0)), '{}') INTO open_pids
-        FROM pg_locks AS l
-        WHERE l.locktype = 'relation' AND l.database = db AND l.relation = ANY (tables)
-          AND l.virtualtransaction = ANY (writers);
-        EXIT WHEN open_pids = '{}' OR clock_timestamp() > deadline;
-        PERFORM pg_sleep(0.05);
-    END LOOP;
-    RETURN open_pids;
-END
-$$;
-
 -- rag._finish_switch (internal): when every chunk has its next embedding, make the next
 -- model current, in one transaction. So that no chunk of the old model slips in, it holds
 -- the tenant's rag.tenant_models row FOR UPDATE, which the tenant's writers lock FOR SHARE
 -- before they read its model (they wait for it; other tenants' writers and all readers go
--- on). It takes the row at once if none of them holds it (other tenants' writers do not
--- matter). Otherwise, so that they do not queue behind it while one of them is still open,
--- it first waits for the transactions writing rag.chunks (rag._wait_for_chunk_writers;
--- nobody waits for that), then waits for the row. False
--- if there is no switch or a chunk still lacks its next embedding (another worker holds
--- it), and with a WARNING if writers stayed open for 30 s: the next rag.work tries again.
-CREATE OR REPLACE FUNCTION rag._finish_switch()
+-- on). It asks for the row in 100 ms tries (rag._claim_tenant_models), so nobody queues
+-- behind it, and other tenants' writers do not delay it. False if there is no switch or a
+-- chunk still lacks its next embedding (another worker holds it), and with a WARNING if
+-- the tenant's writers held the row for `patience`: the next rag.work tries again.
+DROP FUNCTION IF EXISTS rag._finish_switch();   -- (0.4.0's, without patience)
+CREATE OR REPLACE FUNCTION rag._finish_switch(patience interval DEFAULT '30 seconds')
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -307,7 +294,6 @@ DECLARE
     t text := rag.current_tenant();
     tm rag.tenant_models;
     left_over int;
-    open_pids int[];
 BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         -- (its statements must see the chunks written by the transactions it waited for)
@@ -317,18 +303,13 @@ BEGIN
         RETURN false;
     END IF;
     BEGIN
-        -- no writer of the tenant holds its row (the usual case): no wait, whatever other
-        -- tenants' writers do
-        SELECT * INTO tm FROM rag.tenant_models AS x WHERE x.tenant = t AND x.next_model IS NOT NULL FOR UPDATE NOWAIT;
+        PERFORM rag._claim_tenant_models(ARRAY[t], for_update => true, patience => patience);
     EXCEPTION WHEN lock_not_available THEN
-        open_pids := rag._wait_for_chunk_writers();
-        IF open_pids <> '{}' THEN
-            RAISE WARNING 'rag: the embedding model switch of tenant % waits for transactions writing rag.chunks (pids %)',
-                rag._shown(t), open_pids USING HINT = 'the next rag.work tries again';
-            RETURN false;
-        END IF;
-        SELECT * INTO tm FROM rag.tenant_models AS x WHERE x.tenant = t AND x.next_model IS NOT NULL FOR UPDATE;
+        RAISE WARNING 'rag: the embedding model switch of tenant % waits for its writers (they held its rag.tenant_models row for %)',
+            rag._shown(t), patience USING HINT = 'the next rag.work tries again';
+        RETURN false;
     END;
+    SELECT * INTO tm FROM rag.tenant_models AS x WHERE x.tenant = t AND x.next_model IS NOT NULL;
     IF NOT FOUND THEN
         RETURN false;
     END IF;

@@ -66,6 +66,10 @@ COMMENT ON TABLE rag.tenant_models IS
   '(rag.set_embedding_model). embedding_model NULL, or no row: the database''s setting rag.embedding_model (a '
   'writer makes the row before it first reads the model, rag._claim_tenant_models). Progress: rag.model_status.';
 
+COMMENT ON FUNCTION rag._config_guard() IS
+  'Internal: row trigger on rag.config: refuses a row for embedding_model (22023), the model of every tenant '
+  'that never chose one; rag.set_embedding_model changes a tenant''s, re-embedding its chunks.';
+
 COMMENT ON FUNCTION rag._setting_defaults() IS
   'Internal: every setting with its default and description (a VALUES list, inlined by the planner). Read '
   'by rag.settings and rag._setting.';
@@ -90,11 +94,12 @@ COMMENT ON FUNCTION rag._tenant_model_guard() IS
   'chooses nothing (all NULL but the tenant) and finish the switch an admin started (embedding_model becomes '
   'next_model), not choose a model (42501).';
 
-COMMENT ON FUNCTION rag._claim_tenant_models(text[], boolean) IS
+COMMENT ON FUNCTION rag._claim_tenant_models(text[], boolean, interval) IS
   'Internal: makes each tenant''s rag.tenant_models row if it has none (embedding_model NULL: the '
   'database''s), then holds it FOR SHARE (writers, before they read the model) or FOR UPDATE (for_update: a '
-  'model switch), so that a switch waits for every writer that read the old model; returns each tenant with '
-  'the model its chunks are written with (rag._tenant_embedding_model).';
+  'model switch, in 100 ms tries, 55P03 after patience, default 30 s), so that a switch waits for every writer '
+  'that read the old model; returns each tenant with the model its chunks are written with '
+  '(rag._tenant_embedding_model).';
 
 COMMENT ON FUNCTION rag._tenant_embedding_model(text) IS
   'Internal: the embedding model a tenant''s chunks are written with, read as rag._setting(''embedding_model'') '
@@ -917,18 +922,12 @@ COMMENT ON FUNCTION rag._window_batch(integer) IS
   'NULL) with its embedding model, unless rag.window_embeddings is off, and fills in their window_bounds and '
   'window_lengths where those are NULL; returns how many chunks, 0 when none is left. Called by rag.work.';
 
-COMMENT ON FUNCTION rag._wait_for_chunk_writers(interval) IS
-  'Internal: waits until the transactions that were writing rag.chunks (ROW EXCLUSIVE on it or a partition) '
-  'when this transaction began have ended, reading pg_locks every 50 ms and taking no lock; returns the pids '
-  'of those still open after patience (default 30 s; 0 for a prepared transaction), or an empty array. '
-  'Called by rag._finish_switch.';
-
-COMMENT ON FUNCTION rag._finish_switch() IS
+COMMENT ON FUNCTION rag._finish_switch(interval) IS
   'Internal: when every chunk has its next embedding, makes the next model current in one transaction; '
-  'called by rag.work. Waits for the transactions writing rag.chunks since before it began, then holds the '
-  'tenant''s rag.tenant_models row FOR UPDATE (its writers lock it FOR SHARE before they read its model); '
-  'other tenants'' writers go on. False if there is no switch or a chunk still lacks its next embedding, '
-  'and with a WARNING if writers stayed open for 30 s. READ COMMITTED only (25000).';
+  'called by rag.work. Holds the tenant''s rag.tenant_models row FOR UPDATE (its writers lock it FOR SHARE '
+  'before they read its model), asked for in 100 ms tries: other tenants'' writers go on. False if there is no '
+  'switch or a chunk still lacks its next embedding, and with a WARNING if the tenant''s writers held the row for '
+  'patience (default 30 s). READ COMMITTED only (25000).';
 
 COMMENT ON VIEW rag.model_status IS
   'The current tenant''s embedding model and the progress of a switch: next_model, chunks, next_embedded, '

@@ -163,10 +163,9 @@ GRANT EXECUTE ON FUNCTION
     rag._reembed_batch(int),
     rag._window_batch_py(int),
     rag._window_batch(int),
-    rag._wait_for_chunk_writers(interval),
-    rag._finish_switch(),
+    rag._finish_switch(interval),
     rag._tenant_embedding_model(text),
-    rag._claim_tenant_models(text[], boolean)
+    rag._claim_tenant_models(text[], boolean, interval)
 TO rag_writer;
 -- eval sets are loaded and run by writers, into tenants they may act for (RLS checks)
 GRANT INSERT, UPDATE, DELETE ON rag.eval_sets, rag.eval_queries, rag.eval_qrels, rag.eval_answers, rag.eval_run_query
