@@ -89,8 +89,9 @@ def test_another_tenants_open_writer_does_not_delay_the_last_step(switch_db, con
 def test_the_last_step_asks_for_its_tenants_row_in_tries_and_gives_up(switch_db, dsn):
     """A writer of the tenant left open after reading its model (an idle one) held up the
     last step, and with it rag.work, for as long as it stayed open (hostile review 30). It
-    asks for the row in 100 ms tries now, so the tenant's other writers do not queue behind
-    it, and gives up after its patience with a WARNING; the next try finishes."""
+    asks for the row in 100 ms tries now and gives up after its patience with a WARNING,
+    holding nothing a writer then waits for; the next try, after the writer's commit,
+    finishes."""
     db = switch_db
     assert db.execute("SELECT rag.set_embedding_model('smollm2-embed')").fetchone()[0] == "building"
     while db.execute("SELECT rag._reembed_batch(64)").fetchone()[0] > 0:
