@@ -39,14 +39,8 @@ def test_a_cron_job_drains_the_queue(server_url):
             assert db.execute("SELECT count(*) FROM rag.documents").fetchone()[0] == 20
             # the queue empties before rag.work returns (it commits each batch, then runs its window
             # pass), so the run's status is read once pg_cron has recorded its end
-            status, deadline = None, time.monotonic() + 60
-            while time.monotonic() < deadline:
-                status = db.execute("SELECT status FROM cron.job_run_details WHERE jobid = %s "
-                                    "ORDER BY runid LIMIT 1", (job,)).fetchone()[0]
-                if status not in ("starting", "running"):
-                    break
-                time.sleep(1)
-            assert status == "succeeded"
+            run = _first_run(db, job, 60)
+            assert run is not None and run[0] == "succeeded"
             assert db.execute("SELECT rag.unschedule_worker()").fetchone()[0] is True
         finally:
             db.execute("SELECT rag.unschedule_worker()")
