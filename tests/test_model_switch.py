@@ -117,6 +117,77 @@ def test_the_last_step_asks_for_its_tenants_row_in_tries_and_gives_up(switch_db,
         writer.close()
 
 
+def test_writers_that_overlap_without_a_pause_do_not_keep_the_last_step_out(switch_db, dsn):
+    """Writers lock the tenant's row for as long as they embed, and a new writer's lock
+    passes a waiting FOR UPDATE: two writers of the tenant taking turns, one always open,
+    kept the last step out for good (hostile review 30's F4 remainder). The last step
+    holds the row FOR NO KEY UPDATE while it waits now, which the writers' held lock (FOR
+    KEY SHARE) allows and the FOR SHARE a new writer first asks for does not: the open
+    writers end, the new ones wait, and the switch finishes within its patience."""
+    import threading
+    db = switch_db
+    assert db.execute("SELECT rag.set_embedding_model('smollm2-embed')").fetchone()[0] == "building"
+    while db.execute("SELECT rag._reembed_batch(64)").fetchone()[0] > 0:
+        pass
+    stop, written, errors = threading.Event(), [], []
+
+    def writer(n: int) -> None:
+        time.sleep(0.4 * n)                         # staggered: one of them is always open
+        try:
+            with psycopg.connect(dsn) as conn:
+                i = 0
+                while not stop.is_set():
+                    conn.execute("SELECT rag.ingest(%s, source => %s)",
+                                 (f"# Tide {n}.{i}\n\nThe tide table {n}.{i} lists high water.", f"tide{n}-{i}.md"))
+                    time.sleep(0.8)                 # embedded; still open
+                    conn.commit()
+                    written.append((n, i))
+                    i += 1
+        except Exception as e:                      # (a failure fails the test below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.5)
+        assert len(written) >= 1
+        warnings = []
+        db.add_notice_handler(lambda d: warnings.append(d.message_primary))
+        assert db.execute("SELECT rag._finish_switch('10 seconds')").fetchone()[0] is True, warnings
+        time.sleep(2.0)                             # the writers go on, with the new model
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    assert len(written) >= 4
+    assert db.execute("SELECT array_agg(DISTINCT model) FROM rag.chunks WHERE tenant = rag.current_tenant()"
+                      ).fetchone()[0] == ["smollm2-embed"]
+
+
+def test_an_admins_update_of_the_model_waits_for_the_tenants_writers(connect, local_llm, db):
+    """Writers hold the row FOR KEY SHARE, which a plain UPDATE's own lock allows: an
+    admin's UPDATE of embedding_model would have changed the model under a writer still
+    embedding with the old one. The row guard locks the row FOR UPDATE first when a model
+    changes, so the UPDATE waits for the writer."""
+    db.execute("SELECT rag.add_model('smollm2-embed', 'embed', base_url => %s, dimensions => 576, "
+               "provider_model => 'smollm2', max_input_tokens => 2048)", (local_llm,))
+    db.execute("SELECT rag.grant_tenant('alice', 'raw team'), rag.grant_tenant('dora', 'raw team')")
+    writer, admin = connect("alice"), connect("dora")
+    for conn in (writer, admin):
+        conn.execute("SET rag.tenant = 'raw team'")
+    writer.execute("SELECT rag.ingest('# Cape\n\nThe cape lies south.', source => 'cape.md')")  # (the row)
+    writer.execute("BEGIN")
+    writer.execute("SELECT rag.ingest('# Reef\n\nThe reef lies north.', source => 'reef.md')")
+    admin.execute("SET lock_timeout = '1s'")
+    with pytest.raises(psycopg.errors.LockNotAvailable):
+        admin.execute("UPDATE rag.tenant_models SET embedding_model = 'smollm2-embed'")
+    writer.execute("COMMIT")
+    assert admin.execute("UPDATE rag.tenant_models SET embedding_model = 'smollm2-embed'").rowcount == 1
+    assert writer.execute("SELECT rag._setting('embedding_model')").fetchone()[0] == "smollm2-embed"
+
+
 def test_the_owners_switch_waits_for_the_tenants_row_before_it_locks_chunks(connect, local_llm, db):
     """The owner's switch made the model's HNSW index first (CREATE INDEX holds a SHARE lock
     on rag.chunks until commit) and then waited for the tenant's row, held by a writer

@@ -766,7 +766,7 @@ def index_documents(plpy, doc_ids: list[int]) -> int:
         return 0
     STATS["index_calls"] += 1
     # each tenant's embedding model stays as read until this transaction ends: its
-    # rag.tenant_models row, made if need be, is held FOR SHARE, and a model switch
+    # rag.tenant_models row, made if need be, is held FOR KEY SHARE, and a model switch
     # (rag.set_embedding_model, rag._finish_switch) takes it FOR UPDATE. (A superuser's
     # statement may write several tenants' documents: each is embedded by its own model.)
     per_tenant = plpy.execute(_plan(plpy, """

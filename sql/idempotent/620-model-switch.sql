@@ -125,16 +125,22 @@ AS $$
 $$;
 
 -- rag._claim_tenant_models (internal): make sure each tenant has its rag.tenant_models row
--- (embedding_model NULL: the database's model, a choice nobody made), then hold it FOR
--- SHARE (writers, before they read the model: ingest) or FOR UPDATE (a switch); returns
--- each tenant with the model its chunks are written with. A switch's FOR UPDATE thus
--- waits for every writer that read the old model, and the writers after it wait for the
--- switch: the row must exist before either reads the model, or a first document being
--- embedded kept the old model (seen in session 29). INSERT ... ON CONFLICT waits for a
--- concurrent insert of the row; the hot path finds the row and inserts nothing. Tenants
--- in order, so that two callers lock their rows in the same order. FOR UPDATE is asked
--- for in 100 ms tries (a waiting FOR UPDATE would be passed by every new FOR SHARE, and
--- would wait for an idle writer for good): 55P03 after `patience`.
+-- (embedding_model NULL: the database's model, a choice nobody made), then hold it for a
+-- writer (ingest, before it reads the model) or for a switch; returns each tenant with the
+-- model its chunks are written with. The row must exist before either reads the model, or
+-- a first document being embedded kept the old model (seen in session 29). INSERT ... ON
+-- CONFLICT waits for a concurrent insert of the row; the hot path inserts nothing. Tenants
+-- in order, so that two callers lock their rows in the same order.
+--   A writer holds the row FOR KEY SHARE until it ends. Before that, once per transaction
+-- and tenant, it locks the row FOR SHARE and lets go at once (a subtransaction rolled
+-- back): the turnstile, which waits while a switch is waiting for the tenant's writers.
+--   A switch first takes the row FOR NO KEY UPDATE, which the writers' FOR KEY SHARE allows
+-- and the turnstile's FOR SHARE does not, then FOR UPDATE, which waits for every writer
+-- that read the old model. A new writer's FOR KEY SHARE alone would pass a waiting FOR
+-- UPDATE (Postgres queues no share locker behind it), so writers that overlapped without
+-- a pause kept the switch out for good (hostile review 30). Both are asked for in 100 ms
+-- tries, so that an idle writer or another switch does not hold it for good: 55P03 after
+-- `patience`, and the error rolls the first lock back with the rest.
 CREATE OR REPLACE FUNCTION rag._claim_tenant_models(tenants text[], for_update boolean DEFAULT false,
                                                     patience interval DEFAULT '30 seconds')
 RETURNS TABLE (for_tenant text, model text)
@@ -144,27 +150,66 @@ AS $$
 DECLARE
     deadline timestamptz := clock_timestamp() + patience;
     inserted boolean;
+    gated boolean;
+    got boolean;
+    mark text;
 BEGIN
     FOR for_tenant IN SELECT DISTINCT u.t FROM unnest(tenants) AS u (t) WHERE u.t IS NOT NULL ORDER BY 1 LOOP
         inserted := false;
+        gated := false;
+        mark := md5(for_tenant);
         LOOP
+            got := false;
             IF for_update THEN
                 BEGIN
-                    PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR UPDATE NOWAIT;
+                    IF NOT gated THEN
+                        PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR NO KEY UPDATE NOWAIT;
+                        gated := FOUND;
+                    END IF;
                 EXCEPTION WHEN lock_not_available THEN
+                    gated := NULL;    -- (busy: try again)
+                END;
+                IF gated THEN
+                    BEGIN
+                        PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR UPDATE NOWAIT;
+                        got := true;
+                    EXCEPTION WHEN lock_not_available THEN
+                        NULL;
+                    END;
+                END IF;
+                IF gated IS NULL OR (gated AND NOT got) THEN
                     IF clock_timestamp() > deadline THEN
                         RAISE EXCEPTION 'rag: the writers of tenant % held its embedding model (its rag.tenant_models row) for %',
                             rag._shown(for_tenant), patience
                             USING ERRCODE = 'lock_not_available',
                                   HINT = 'a model switch waits for the tenant''s writers that read the model: retry once they end';
                     END IF;
+                    gated := coalesce(gated, false);
                     PERFORM pg_sleep(0.1);
                     CONTINUE;
-                END;
+                END IF;
+            ELSIF strpos(coalesce(current_setting('rag.claimed_tenant_models', true), ''), mark) > 0 THEN
+                -- (this transaction holds the row already: the turnstile would wait for a
+                -- switch that waits for this transaction)
+                PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR KEY SHARE;
+                got := FOUND;
             ELSE
-                PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR SHARE;
+                BEGIN
+                    PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR SHARE;
+                    got := FOUND;
+                    RAISE SQLSTATE 'RGT01';     -- let go of it: the turnstile only waits
+                EXCEPTION WHEN SQLSTATE 'RGT01' THEN
+                    NULL;
+                END;
+                IF got THEN
+                    PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR KEY SHARE;
+                    got := FOUND;
+                    PERFORM set_config('rag.claimed_tenant_models',
+                                       coalesce(current_setting('rag.claimed_tenant_models', true), '') || mark || ' ',
+                                       true);
+                END IF;
             END IF;
-            EXIT WHEN FOUND;
+            EXIT WHEN got;
             IF inserted THEN   -- (not reached: the row is ours, or another's that we waited for)
                 RAISE EXCEPTION 'rag: the rag.tenant_models row of tenant % cannot be read', rag._shown(for_tenant)
                     USING ERRCODE = 'insufficient_privilege';
@@ -278,7 +323,7 @@ $$;
 
 -- rag._finish_switch (internal): when every chunk has its next embedding, make the next
 -- model current, in one transaction. So that no chunk of the old model slips in, it holds
--- the tenant's rag.tenant_models row FOR UPDATE, which the tenant's writers lock FOR SHARE
+-- the tenant's rag.tenant_models row FOR UPDATE, which the tenant's writers lock
 -- before they read its model (they wait for it; other tenants' writers and all readers go
 -- on). It asks for the row in 100 ms tries (rag._claim_tenant_models), so nobody queues
 -- behind it, and other tenants' writers do not delay it. False if there is no switch or a
@@ -347,15 +392,21 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF rag._restoring() OR rag._is_member('rag_admin') THEN
+    IF rag._restoring() THEN
         RETURN NEW;
     ELSIF TG_OP = 'INSERT' THEN
-        IF NEW.embedding_model IS NULL AND NEW.next_model IS NULL AND NEW.switch_started_at IS NULL
-           AND NEW.switched_at IS NULL THEN
+        IF rag._is_member('rag_admin') OR (NEW.embedding_model IS NULL AND NEW.next_model IS NULL
+                                           AND NEW.switch_started_at IS NULL AND NEW.switched_at IS NULL) THEN
             RETURN NEW;
         END IF;
-    ELSIF (NEW.embedding_model IS NOT DISTINCT FROM OLD.embedding_model AND NEW.next_model IS NOT DISTINCT FROM OLD.next_model)
-          OR (OLD.next_model IS NOT NULL AND NEW.embedding_model = OLD.next_model AND NEW.next_model IS NULL) THEN
+    ELSIF NEW.embedding_model IS NOT DISTINCT FROM OLD.embedding_model AND NEW.next_model IS NOT DISTINCT FROM OLD.next_model THEN
+        RETURN NEW;
+    ELSIF rag._is_member('rag_admin') OR (OLD.next_model IS NOT NULL AND NEW.embedding_model = OLD.next_model
+                                          AND NEW.next_model IS NULL) THEN
+        -- the tenant's writers hold the row FOR KEY SHARE (rag._claim_tenant_models), which
+        -- this update's own lock allows: a model changes only once they have ended (a
+        -- no-op after rag.set_embedding_model's or rag._finish_switch's claim)
+        PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = OLD.tenant FOR UPDATE;
         RETURN NEW;
     END IF;
     RAISE EXCEPTION 'rag.tenant_models: only rag_admin chooses a tenant''s embedding model'

@@ -92,13 +92,15 @@ COMMENT ON FUNCTION rag._embedding_model_in_use(text) IS
 COMMENT ON FUNCTION rag._tenant_model_guard() IS
   'Internal: row trigger on rag.tenant_models: a role that is not rag_admin may only insert the row that '
   'chooses nothing (all NULL but the tenant) and finish the switch an admin started (embedding_model becomes '
-  'next_model), not choose a model (42501).';
+  'next_model), not choose a model (42501). An update that changes a model waits for the tenant''s writers '
+  '(it locks the row FOR UPDATE).';
 
 COMMENT ON FUNCTION rag._claim_tenant_models(text[], boolean, interval) IS
   'Internal: makes each tenant''s rag.tenant_models row if it has none (embedding_model NULL: the '
-  'database''s), then holds it FOR SHARE (writers, before they read the model) or FOR UPDATE (for_update: a '
-  'model switch, in 100 ms tries, 55P03 after patience, default 30 s), so that a switch waits for every writer '
-  'that read the old model; returns each tenant with the model its chunks are written with '
+  'database''s), then holds it: a writer FOR KEY SHARE, after it waited for a switch that waits (a FOR SHARE it '
+  'lets go at once, once per transaction); a switch (for_update) FOR NO KEY UPDATE, which holds new writers, '
+  'then FOR UPDATE, which waits for every writer that read the old model; both in 100 ms tries, 55P03 after '
+  'patience (default 30 s). Returns each tenant with the model its chunks are written with '
   '(rag._tenant_embedding_model).';
 
 COMMENT ON FUNCTION rag._tenant_embedding_model(text) IS
@@ -924,8 +926,9 @@ COMMENT ON FUNCTION rag._window_batch(integer) IS
 
 COMMENT ON FUNCTION rag._finish_switch(interval) IS
   'Internal: when every chunk has its next embedding, makes the next model current in one transaction; '
-  'called by rag.work. Holds the tenant''s rag.tenant_models row FOR UPDATE (its writers lock it FOR SHARE '
-  'before they read its model), asked for in 100 ms tries: other tenants'' writers go on. False if there is no '
+  'called by rag.work. Holds the tenant''s rag.tenant_models row FOR UPDATE (its writers lock it before they '
+  'read its model; rag._claim_tenant_models: new ones wait while it waits), asked for in 100 ms tries: other '
+  'tenants'' writers go on. False if there is no '
   'switch or a chunk still lacks its next embedding, and with a WARNING if the tenant''s writers held the row for '
   'patience (default 30 s). READ COMMITTED only (25000).';
 
