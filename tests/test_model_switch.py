@@ -31,7 +31,7 @@ def _status(conn):
 
 def test_a_switch_finishing_holds_up_its_own_tenants_writers_only(switch_db, dsn):
     """The last step of a switch keeps chunks of the old model out of its tenant by holding
-    the tenant's rag.tenant_models row (its writers lock it FOR SHARE), not by locking
+    the tenant's rag.tenant_models row (its writers lock it), not by locking
     rag.chunks: another tenant's writer goes on (it waited for the commit when the switch
     locked the table)."""
     db = switch_db
@@ -272,7 +272,7 @@ def test_an_immediate_switch_waits_for_a_first_document_still_being_embedded(con
     first document held no lock on rag.chunks yet: an immediate switch made meanwhile
     returned 'active' at once, and the document kept the old model for good (seen in
     session 29). Now the writer makes the row (embedding_model NULL: the database's) and
-    holds it FOR SHARE before it reads the model, and the switch locks it FOR UPDATE."""
+    holds it (FOR KEY SHARE) before it reads the model, and the switch locks it FOR UPDATE."""
     import threading
     import time
     db.execute("SELECT rag.add_model('smollm2-embed', 'embed', base_url => %s, dimensions => 576, "

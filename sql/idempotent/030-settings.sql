@@ -48,8 +48,9 @@ DROP FUNCTION IF EXISTS rag._setting_value(text, text, text);
 DROP FUNCTION IF EXISTS rag._limited(text, text);
 
 -- rag._setting: one setting's current value (internal; NULL for an unknown name), first
--- found: the Postgres setting rag.x, the tenant's embedding model (rag.tenant_models),
--- rag.config, the default. The limits that protect the server can only be lowered by a
+-- found: the Postgres setting rag.x, rag.config, the default; embedding_model is the
+-- session tenant's (rag._tenant_embedding_model: its rag.tenant_models row comes before
+-- rag.config). The limits that protect the server can only be lowered by a
 -- session: higher than the database's value counts only for a superuser; a value that is
 -- not a number is returned as asked, so that its reader says what is wrong with it.
 -- plpgsql with static queries only: planned once per session, ~10 us a call (it is on
@@ -63,6 +64,9 @@ DECLARE
     configured text;
     asked text;
 BEGIN
+    IF setting_name = 'embedding_model' THEN   -- (the same rule for any tenant: ingest's)
+        RETURN rag._tenant_embedding_model(rag.current_tenant());
+    END IF;
     SELECT coalesce(c.value, d.default_value) INTO configured
     FROM rag._setting_defaults() AS d LEFT JOIN rag.config AS c ON c.name = d.name
     WHERE d.name = setting_name;
@@ -80,8 +84,6 @@ BEGIN
             RETURN btrim(asked);
         END IF;
         RETURN configured;
-    ELSIF asked IS NULL AND setting_name = 'embedding_model' THEN
-        SELECT tm.embedding_model INTO asked FROM rag.tenant_models AS tm WHERE tm.tenant = rag.current_tenant();
     END IF;
     RETURN coalesce(asked, configured);
 END

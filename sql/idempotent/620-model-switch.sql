@@ -108,20 +108,29 @@ $$;
 CREATE OR REPLACE TRIGGER model_indexes_restored AFTER INSERT ON rag.model_indexes
     FOR EACH ROW EXECUTE FUNCTION rag._model_indexes_restored();
 
--- rag._tenant_embedding_model (internal): the embedding model a tenant's chunks are written
--- with: as rag._setting('embedding_model') reads it for the session's tenant (the
--- Postgres setting rag.embedding_model, the tenant's rag.tenant_models row, rag.config,
--- the default), for any tenant (a superuser's statement may write several tenants' documents)
+-- rag._tenant_embedding_model (internal): the embedding model a tenant's chunks are
+-- written with, first found: the Postgres setting rag.embedding_model, the tenant's
+-- rag.tenant_models row, rag.config, the default. rag._setting('embedding_model') is this
+-- for the session's tenant; a superuser's statement may write several tenants' documents.
+-- plpgsql, as rag._setting: its plans are kept for the session.
 CREATE OR REPLACE FUNCTION rag._tenant_embedding_model(for_tenant text)
 RETURNS text
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce(nullif(current_setting('rag.embedding_model', true), ''),
-                    (SELECT tm.embedding_model FROM rag.tenant_models AS tm WHERE tm.tenant = for_tenant),
-                    (SELECT coalesce(c.value, d.default_value)
-                     FROM rag._setting_defaults() AS d LEFT JOIN rag.config AS c ON c.name = d.name
-                     WHERE d.name = 'embedding_model'))
+DECLARE
+    m text := nullif(current_setting('rag.embedding_model', true), '');
+BEGIN
+    IF m IS NULL THEN
+        SELECT tm.embedding_model INTO m FROM rag.tenant_models AS tm WHERE tm.tenant = for_tenant;
+    END IF;
+    IF m IS NULL THEN
+        SELECT coalesce(c.value, d.default_value) INTO m
+        FROM rag._setting_defaults() AS d LEFT JOIN rag.config AS c ON c.name = d.name
+        WHERE d.name = 'embedding_model';
+    END IF;
+    RETURN m;
+END
 $$;
 
 -- rag._claim_tenant_models (internal): make sure each tenant has its rag.tenant_models row

@@ -104,9 +104,9 @@ COMMENT ON FUNCTION rag._claim_tenant_models(text[], boolean, interval) IS
   '(rag._tenant_embedding_model).';
 
 COMMENT ON FUNCTION rag._tenant_embedding_model(text) IS
-  'Internal: the embedding model a tenant''s chunks are written with, read as rag._setting(''embedding_model'') '
-  'reads it for the session''s tenant: the setting rag.embedding_model, the tenant''s rag.tenant_models row, '
-  'rag.config, the default.';
+  'Internal: the embedding model a tenant''s chunks are written with, first found: the setting '
+  'rag.embedding_model, the tenant''s rag.tenant_models row, rag.config, the default. '
+  'rag._setting(''embedding_model'') returns it for the session''s tenant.';
 
 COMMENT ON FUNCTION rag._model_identity() IS
   'Internal: row trigger on rag.models: an embedding model in use keeps its name, kind, provider, '

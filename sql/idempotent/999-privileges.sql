@@ -56,6 +56,7 @@ GRANT EXECUTE ON FUNCTION
     rag._may_act_for(text),
     rag.settings(),
     rag._setting(text),
+    rag._tenant_embedding_model(text),   -- (rag._setting('embedding_model') reads it)
     rag._setting_defaults(),
     rag.embed(text, text),
     rag._embed_query(text, text),
@@ -164,7 +165,6 @@ GRANT EXECUTE ON FUNCTION
     rag._window_batch_py(int),
     rag._window_batch(int),
     rag._finish_switch(interval),
-    rag._tenant_embedding_model(text),
     rag._claim_tenant_models(text[], boolean, interval)
 TO rag_writer;
 -- eval sets are loaded and run by writers, into tenants they may act for (RLS checks)
