@@ -166,6 +166,71 @@ def test_writers_that_overlap_without_a_pause_do_not_keep_the_last_step_out(swit
                       ).fetchone()[0] == ["smollm2-embed"]
 
 
+def test_a_long_writer_holds_the_tenants_other_writers_only_while_the_gate_lasts(switch_db, dsn):
+    """The gate held the tenant's new writers for the last step's whole patience while one
+    long writer (a bulk load) stayed open, every rag.work run (hostile review 31). It lasts
+    5 s now; then the switch asks on its own until its patience, and the writers go on."""
+    import threading
+    db = switch_db
+    assert db.execute("SELECT rag.set_embedding_model('smollm2-embed')").fetchone()[0] == "building"
+    while db.execute("SELECT rag._reembed_batch(64)").fetchone()[0] > 0:
+        pass
+    holder = psycopg.connect(dsn)                     # the long writer
+    writer = psycopg.connect(dsn, autocommit=True)
+    result = []
+    try:
+        holder.execute("SELECT rag.ingest('# Load\n\nA long load of harbour records.', source => 'load.md')")
+        last_step = threading.Thread(target=lambda: result.append(
+            db.execute("SELECT rag._finish_switch('15 seconds')").fetchone()[0]))
+        last_step.start()
+        time.sleep(1.0)
+        writer.execute("SET lock_timeout = '9s'")     # the gate's 5 s pass; its 15 s would not
+        writer.execute("SELECT rag.ingest('# Quick\n\nA quick one.', source => 'quick.md')")
+        assert not result                            # the last step still asks
+        last_step.join()
+        assert result == [False]
+        holder.commit()
+        while db.execute("SELECT rag._reembed_batch(64)").fetchone()[0] > 0:
+            pass
+        assert db.execute("SELECT rag._finish_switch('5 seconds')").fetchone()[0] is True
+    finally:
+        holder.close()
+        writer.close()
+
+
+def test_rag_work_lets_go_of_its_last_batch_before_the_last_step_waits(switch_db, dsn):
+    """rag.work re-embedded the last batch and went on to the last step in one transaction,
+    holding the batch's chunks: a writer of the tenant, open since before, that replaced
+    one of those documents waited for rag.work while rag.work waited for it, and the gate
+    held every other writer of the tenant meanwhile (hostile review 31). rag.work commits
+    the batch first now."""
+    import threading
+    db = switch_db
+    assert db.execute("SELECT rag.set_embedding_model('smollm2-embed')").fetchone()[0] == "building"
+    writer = psycopg.connect(dsn)
+    worker = psycopg.connect(dsn, autocommit=True)
+    try:
+        writer.execute("SELECT rag.ingest('# Pier\n\nThe pier is long.', source => 'pier.md')")   # open
+        work = threading.Thread(target=lambda: worker.execute("CALL rag.work()"))
+        work.start()
+        deadline = time.monotonic() + 60
+        while db.execute("SELECT wait_event FROM pg_stat_activity WHERE pid = %s",
+                         (worker.info.backend_pid,)).fetchone()[0] != "PgSleep":   # the last step's tries
+            assert time.monotonic() < deadline, "rag.work never reached the last step"
+            time.sleep(0.05)
+        writer.execute("SET lock_timeout = '3s'")
+        writer.execute("SELECT rag.ingest(%s, source => 'doc11.md')", (DOCS[11] + " Rewritten.",))   # (in the last batch)
+        writer.commit()
+        work.join()
+    finally:
+        writer.close()
+        worker.close()
+    assert db.execute("SELECT embedding_model, next_model FROM rag.tenant_models WHERE tenant = rag.current_tenant()"
+                      ).fetchone() == ("smollm2-embed", None)
+    assert db.execute("SELECT array_agg(DISTINCT model) FROM rag.chunks WHERE tenant = rag.current_tenant()"
+                      ).fetchone()[0] == ["smollm2-embed"]
+
+
 def test_an_admins_update_of_the_model_waits_for_the_tenants_writers(connect, local_llm, db):
     """Writers hold the row FOR KEY SHARE, which a plain UPDATE's own lock allows: an
     admin's UPDATE of embedding_model would have changed the model under a writer still
@@ -331,8 +396,17 @@ def test_a_superusers_statement_embeds_each_tenants_documents_with_its_own_model
                       "JOIN rag.documents AS d ON d.id = s.document_id").fetchone()[0] == "b.md"
 
 
-def test_a_switch_finishes_only_in_read_committed(switch_db):
+def test_a_switch_starts_and_finishes_only_in_read_committed(switch_db):
+    """In REPEATABLE READ, rag.set_embedding_model looked for chunks with the snapshot taken
+    before it waited for the tenant's writers: a tenant whose first document a writer was
+    still embedding switched at once ('active') over that document's old-model chunks
+    (hostile review 31)."""
     db = switch_db
+    for level in ("REPEATABLE READ", "SERIALIZABLE"):
+        with pytest.raises(psycopg.Error) as e, db.transaction():
+            db.execute(f"SET TRANSACTION ISOLATION LEVEL {level}")
+            db.execute("SELECT rag.set_embedding_model('smollm2-embed')")
+        assert e.value.sqlstate == "25000" and "READ COMMITTED" in str(e.value)
     db.execute("SELECT rag.set_embedding_model('smollm2-embed')")
     while db.execute("SELECT rag._reembed_batch(64)").fetchone()[0] > 0:
         pass

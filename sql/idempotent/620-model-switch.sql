@@ -143,13 +143,17 @@ $$;
 --   A writer holds the row FOR KEY SHARE until it ends. Before that, once per transaction
 -- and tenant, it locks the row FOR SHARE and lets go at once (a subtransaction rolled
 -- back): the turnstile, which waits while a switch is waiting for the tenant's writers.
---   A switch first takes the row FOR NO KEY UPDATE, which the writers' FOR KEY SHARE allows
--- and the turnstile's FOR SHARE does not, then FOR UPDATE, which waits for every writer
--- that read the old model. A new writer's FOR KEY SHARE alone would pass a waiting FOR
--- UPDATE (Postgres queues no share locker behind it), so writers that overlapped without
--- a pause kept the switch out for good (hostile review 30). Both are asked for in 100 ms
--- tries, so that an idle writer or another switch does not hold it for good: 55P03 after
--- `patience`, and the error rolls the first lock back with the rest.
+--   A switch asks for FOR UPDATE, which waits for every writer that read the old model. A
+-- new writer's FOR KEY SHARE alone would pass a waiting FOR UPDATE (Postgres queues no
+-- share locker behind it), so writers that overlapped without a pause kept the switch out
+-- for good (hostile review 30). So for its first 5 s (at most its patience) the switch
+-- holds the row FOR NO KEY UPDATE while it asks, which the writers' FOR KEY SHARE allows
+-- and the turnstile's FOR SHARE does not: the tenant's new writers wait. Then it lets go
+-- of that (a subtransaction rolled back) and asks on its own until `patience`, so that one
+-- long writer (a bulk load) holds up the tenant's other writers 5 s per try, not the
+-- whole patience (hostile review 31). All in 100 ms tries, so that an idle writer or
+-- another switch does not hold it for good, and no cycle of waits goes unbroken: 55P03
+-- after `patience`.
 CREATE OR REPLACE FUNCTION rag._claim_tenant_models(tenants text[], for_update boolean DEFAULT false,
                                                     patience interval DEFAULT '30 seconds')
 RETURNS TABLE (for_tenant text, model text)
@@ -158,64 +162,83 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     deadline timestamptz := clock_timestamp() + patience;
+    gate_until timestamptz;
     inserted boolean;
     gated boolean;
+    missing boolean;
     got boolean;
     mark text;
+    marked boolean;
+    held_timeout text := current_setting('lock_timeout');
 BEGIN
     FOR for_tenant IN SELECT DISTINCT u.t FROM unnest(tenants) AS u (t) WHERE u.t IS NOT NULL ORDER BY 1 LOOP
         inserted := false;
-        gated := false;
-        mark := md5(for_tenant);
         LOOP
             got := false;
             IF for_update THEN
+                -- with the gate until gate_until: FOR NO KEY UPDATE, then FOR UPDATE. The gate
+                -- is taken by this block's own subtransaction, not a nested one: a writer
+                -- waiting for a subtransaction that committed into its parent waits for the
+                -- whole transaction, so rolling the block back would not let it go on
+                gated := false;
+                missing := false;
+                gate_until := least(deadline, clock_timestamp() + interval '5 seconds');
                 BEGIN
-                    IF NOT gated THEN
-                        PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR NO KEY UPDATE NOWAIT;
-                        gated := FOUND;
+                    PERFORM set_config('lock_timeout',
+                                       greatest(1, ceil(extract(epoch FROM gate_until - clock_timestamp()) * 1000))::text,
+                                       true);
+                    PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR NO KEY UPDATE;
+                    missing := NOT FOUND;
+                    gated := FOUND;
+                    PERFORM set_config('lock_timeout', held_timeout, true);
+                    WHILE gated AND NOT got LOOP
+                        BEGIN
+                            PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR UPDATE NOWAIT;
+                            got := true;
+                        EXCEPTION WHEN lock_not_available THEN
+                            EXIT WHEN clock_timestamp() > gate_until;
+                            PERFORM pg_sleep(0.1);
+                        END;
+                    END LOOP;
+                    IF gated AND NOT got THEN
+                        RAISE SQLSTATE 'RGT02';                       -- let go of the gate
                     END IF;
-                EXCEPTION WHEN lock_not_available THEN
-                    gated := NULL;    -- (busy: try again)
+                EXCEPTION WHEN SQLSTATE 'RGT02' OR lock_not_available THEN
+                    gated := false;                                   -- (lock_timeout: restored)
                 END;
-                IF gated THEN
+                -- then on its own until the deadline
+                WHILE NOT missing AND NOT got AND clock_timestamp() <= deadline LOOP
                     BEGIN
                         PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR UPDATE NOWAIT;
-                        got := true;
+                        missing := NOT FOUND;
+                        got := FOUND;
                     EXCEPTION WHEN lock_not_available THEN
+                        PERFORM pg_sleep(0.1);
+                    END;
+                END LOOP;
+                IF NOT got AND NOT missing THEN
+                    RAISE EXCEPTION 'rag: the writers of tenant % held its embedding model (its rag.tenant_models row) for %',
+                        rag._shown(for_tenant), patience
+                        USING ERRCODE = 'lock_not_available',
+                              HINT = 'a model switch waits for the tenant''s writers that read the model: retry once they end';
+                END IF;
+            ELSE
+                -- (the mark names the transaction: one set by hand for a session marks nothing)
+                mark := md5(for_tenant) || ':' || pg_current_xact_id()::text || ' ';
+                marked := strpos(coalesce(current_setting('rag.claimed_tenant_models', true), ''), mark) > 0;
+                IF NOT marked THEN
+                    BEGIN
+                        PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR SHARE;
+                        RAISE SQLSTATE 'RGT01';     -- let go of it: the turnstile only waits
+                    EXCEPTION WHEN SQLSTATE 'RGT01' THEN
                         NULL;
                     END;
                 END IF;
-                IF gated IS NULL OR (gated AND NOT got) THEN
-                    IF clock_timestamp() > deadline THEN
-                        RAISE EXCEPTION 'rag: the writers of tenant % held its embedding model (its rag.tenant_models row) for %',
-                            rag._shown(for_tenant), patience
-                            USING ERRCODE = 'lock_not_available',
-                                  HINT = 'a model switch waits for the tenant''s writers that read the model: retry once they end';
-                    END IF;
-                    gated := coalesce(gated, false);
-                    PERFORM pg_sleep(0.1);
-                    CONTINUE;
-                END IF;
-            ELSIF strpos(coalesce(current_setting('rag.claimed_tenant_models', true), ''), mark) > 0 THEN
-                -- (this transaction holds the row already: the turnstile would wait for a
-                -- switch that waits for this transaction)
                 PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR KEY SHARE;
                 got := FOUND;
-            ELSE
-                BEGIN
-                    PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR SHARE;
-                    got := FOUND;
-                    RAISE SQLSTATE 'RGT01';     -- let go of it: the turnstile only waits
-                EXCEPTION WHEN SQLSTATE 'RGT01' THEN
-                    NULL;
-                END;
-                IF got THEN
-                    PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR KEY SHARE;
-                    got := FOUND;
+                IF got AND NOT marked THEN
                     PERFORM set_config('rag.claimed_tenant_models',
-                                       coalesce(current_setting('rag.claimed_tenant_models', true), '') || mark || ' ',
-                                       true);
+                                       coalesce(current_setting('rag.claimed_tenant_models', true), '') || mark, true);
                 END IF;
             END IF;
             EXIT WHEN got;
@@ -247,6 +270,12 @@ DECLARE
     t text := rag.current_tenant();
     cur text;
 BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        -- (after it waited for the tenant's writers, it must see the chunks they wrote:
+        -- in REPEATABLE READ it switched at once over chunks of the old model, review 31)
+        RAISE EXCEPTION 'rag.set_embedding_model: a model switch starts in a READ COMMITTED transaction, not %',
+            current_setting('transaction_isolation') USING ERRCODE = 'invalid_transaction_state';
+    END IF;
     IF nullif(current_setting('rag.embedding_model', true), '') IS NOT NULL THEN
         RAISE EXCEPTION 'rag.set_embedding_model: rag.embedding_model is set for this session or role (%)',
             rag._shown(current_setting('rag.embedding_model'))

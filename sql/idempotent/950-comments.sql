@@ -99,8 +99,8 @@ COMMENT ON FUNCTION rag._claim_tenant_models(text[], boolean, interval) IS
   'Internal: makes each tenant''s rag.tenant_models row if it has none (embedding_model NULL: the '
   'database''s), then holds it: a writer FOR KEY SHARE, after it waited for a switch that waits (a FOR SHARE it '
   'lets go at once, once per transaction); a switch (for_update) FOR NO KEY UPDATE, which holds new writers, '
-  'then FOR UPDATE, which waits for every writer that read the old model; both in 100 ms tries, 55P03 after '
-  'patience (default 30 s). Returns each tenant with the model its chunks are written with '
+  'for its first 5 s, then FOR UPDATE, which waits for every writer that read the old model; in 100 ms tries, '
+  '55P03 after patience (default 30 s). Returns each tenant with the model its chunks are written with '
   '(rag._tenant_embedding_model).';
 
 COMMENT ON FUNCTION rag._tenant_embedding_model(text) IS
@@ -907,7 +907,8 @@ COMMENT ON FUNCTION rag.set_embedding_model(text) IS
   'Switch the tenant''s embedding model, even to another dimension, without downtime (rag_admin): with no '
   'chunks it is immediate; otherwise rag.work re-embeds in the background while search keeps the old model, '
   'then switches in one transaction. The current model again cancels a switch. Arguments: name (embed model '
-  'of rag.models). Returns: ''active'' or ''building''. Example: SELECT rag.set_embedding_model(''smollm2-embed'');';
+  'of rag.models). Returns: ''active'' or ''building''. Waits for the tenant''s writers (30 s, then 55P03); '
+  'READ COMMITTED only (25000). Example: SELECT rag.set_embedding_model(''smollm2-embed'');';
 
 COMMENT ON FUNCTION rag._reembed_batch_py(integer) IS
   'Internal: the Python side of rag._reembed_batch (NULL with a pending error).';
