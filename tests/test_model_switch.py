@@ -187,7 +187,7 @@ def test_a_long_writer_holds_the_tenants_other_writers_only_while_the_gate_lasts
         writer.execute("SET lock_timeout = '9s'")     # the gate's 5 s pass; its 15 s would not
         writer.execute("SELECT rag.ingest('# Quick\n\nA quick one.', source => 'quick.md')")
         assert not result                            # the last step still asks
-        last_step.join()
+        last_step.join(60)
         assert result == [False]
         holder.commit()
         while db.execute("SELECT rag._reembed_batch(64)").fetchone()[0] > 0:
@@ -209,9 +209,9 @@ def test_rag_work_lets_go_of_its_last_batch_before_the_last_step_waits(switch_db
     assert db.execute("SELECT rag.set_embedding_model('smollm2-embed')").fetchone()[0] == "building"
     writer = psycopg.connect(dsn)
     worker = psycopg.connect(dsn, autocommit=True)
+    work = threading.Thread(target=lambda: worker.execute("CALL rag.work()"))
     try:
         writer.execute("SELECT rag.ingest('# Pier\n\nThe pier is long.', source => 'pier.md')")   # open
-        work = threading.Thread(target=lambda: worker.execute("CALL rag.work()"))
         work.start()
         deadline = time.monotonic() + 60
         while db.execute("SELECT wait_event FROM pg_stat_activity WHERE pid = %s",
@@ -221,8 +221,12 @@ def test_rag_work_lets_go_of_its_last_batch_before_the_last_step_waits(switch_db
         writer.execute("SET lock_timeout = '3s'")
         writer.execute("SELECT rag.ingest(%s, source => 'doc11.md')", (DOCS[11] + " Rewritten.",))   # (in the last batch)
         writer.commit()
-        work.join()
+        work.join(120)
+        assert not work.is_alive(), "rag.work did not finish after the writer's commit"
     finally:
+        if work.is_alive():                          # (a failure above: end it, then close)
+            worker.cancel()
+            work.join(30)
         writer.close()
         worker.close()
     assert db.execute("SELECT embedding_model, next_model FROM rag.tenant_models WHERE tenant = rag.current_tenant()"
