@@ -257,6 +257,35 @@ def test_an_admins_update_of_the_model_waits_for_the_tenants_writers(connect, lo
     assert writer.execute("SELECT rag._setting('embedding_model')").fetchone()[0] == "smollm2-embed"
 
 
+def test_the_gate_honours_a_shorter_lock_timeout_of_the_session(switch_db, dsn):
+    """The gate's first lock waits with its own lock_timeout (what is left of its 5 s); a
+    session's shorter lock_timeout bounds that wait too. A writer holding its row FOR
+    SHARE keeps the gate out: with lock_timeout = 500ms the switch stops waiting for it
+    after half a second and asks in tries (asleep between them, waiting on no lock)."""
+    import threading
+    db = switch_db
+    holder = psycopg.connect(dsn)
+    result = []
+    try:
+        holder.execute("SELECT 1 FROM rag.tenant_models WHERE tenant = rag.current_tenant() FOR SHARE")
+        db.execute("SET lock_timeout = '500ms'")
+        pid = db.info.backend_pid
+        claim = threading.Thread(target=lambda: result.append(db.execute(
+            "SELECT count(*) FROM rag._claim_tenant_models(ARRAY[rag.current_tenant()], true, '4 seconds')"
+        ).fetchone()[0]))
+        claim.start()
+        time.sleep(2.0)
+        with psycopg.connect(dsn, autocommit=True) as watcher:
+            assert watcher.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                                   (pid,)).fetchone()[0] != "Lock"
+        holder.commit()
+        claim.join(30)
+        assert result == [1]
+    finally:
+        holder.close()
+    db.execute("RESET lock_timeout")
+
+
 def test_the_owners_switch_waits_for_the_tenants_row_before_it_locks_chunks(connect, local_llm, db):
     """The owner's switch made the model's HNSW index first (CREATE INDEX holds a SHARE lock
     on rag.chunks until commit) and then waited for the tenant's row, held by a writer

@@ -184,8 +184,11 @@ BEGIN
                 missing := false;
                 gate_until := least(deadline, clock_timestamp() + interval '5 seconds');
                 BEGIN
+                    -- (what is left of the gate's time, or the session's lock_timeout if shorter)
                     PERFORM set_config('lock_timeout',
-                                       greatest(1, ceil(extract(epoch FROM gate_until - clock_timestamp()) * 1000))::text,
+                                       greatest(1, ceil(least(extract(epoch FROM gate_until - clock_timestamp()),
+                                                              nullif(extract(epoch FROM held_timeout::interval), 0))
+                                                        * 1000))::text,
                                        true);
                     PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR NO KEY UPDATE;
                     missing := NOT FOUND;
