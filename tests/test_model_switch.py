@@ -120,10 +120,10 @@ def test_the_last_step_asks_for_its_tenants_row_in_tries_and_gives_up(switch_db,
 def test_writers_that_overlap_without_a_pause_do_not_keep_the_last_step_out(switch_db, dsn):
     """Writers lock the tenant's row for as long as they embed, and a new writer's lock
     passes a waiting FOR UPDATE: two writers of the tenant taking turns, one always open,
-    kept the last step out for good (hostile review 30's F4 remainder). The last step
-    holds the row FOR NO KEY UPDATE while it waits now, which the writers' held lock (FOR
-    KEY SHARE) allows and the FOR SHARE a new writer first asks for does not: the open
-    writers end, the new ones wait, and the switch finishes within its patience."""
+    kept the last step out for good (hostile review 30's F4 remainder). For its first 5 s
+    the last step now holds the row FOR NO KEY UPDATE while it asks, which the writers' held
+    lock (FOR KEY SHARE) allows and the FOR SHARE a new writer first asks for does not: the
+    open writers end, the new ones wait, and the switch finishes within its patience."""
     import threading
     db = switch_db
     assert db.execute("SELECT rag.set_embedding_model('smollm2-embed')").fetchone()[0] == "building"

@@ -410,8 +410,7 @@ BEGIN
         batch := rag._setting('index_batch_size')::int;
         embedded := rag._reembed_batch(batch);
         EXIT WHEN embedded OPERATOR(pg_catalog.<) 0;
-        IF NOT EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.tenant OPERATOR(pg_catalog.=) rag.current_tenant()
-                       AND NOT EXISTS (SELECT 1 FROM rag.embeddings_next AS x WHERE x.chunk_id OPERATOR(pg_catalog.=) c.id)) THEN
+        IF rag._switch_embedded(rag.current_tenant()) THEN
             -- the batch's locks on chunks go first: a writer of the tenant that deletes
             -- one of them would wait for this transaction while the last step waits for
             -- the writer (hostile review 31)

@@ -133,6 +133,30 @@ BEGIN
 END
 $$;
 
+-- rag._lock_tenant_model_row (internal): lock a tenant's rag.tenant_models row FOR UPDATE,
+-- asking in 100 ms tries until `until`: true once locked, false if the tenant has no row,
+-- NULL if others still hold it at `until`. A try that gets the lock commits into the
+-- caller's (sub)transaction, which holds it.
+CREATE OR REPLACE FUNCTION rag._lock_tenant_model_row(for_tenant text, until timestamptz)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    LOOP
+        BEGIN
+            PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR UPDATE NOWAIT;
+            RETURN FOUND;
+        EXCEPTION WHEN lock_not_available THEN
+            IF clock_timestamp() > until THEN
+                RETURN NULL;
+            END IF;
+            PERFORM pg_sleep(0.1);
+        END;
+    END LOOP;
+END
+$$;
+
 -- rag._claim_tenant_models (internal): make sure each tenant has its rag.tenant_models row
 -- (embedding_model NULL: the database's model, a choice nobody made), then hold it for a
 -- writer (ingest, before it reads the model) or for a switch; returns each tenant with the
@@ -164,7 +188,6 @@ DECLARE
     deadline timestamptz := clock_timestamp() + patience;
     gate_until timestamptz;
     inserted boolean;
-    gated boolean;
     missing boolean;
     got boolean;
     mark text;
@@ -180,7 +203,6 @@ BEGIN
                 -- is taken by this block's own subtransaction, not a nested one: a writer
                 -- waiting for a subtransaction that committed into its parent waits for the
                 -- whole transaction, so rolling the block back would not let it go on
-                gated := false;
                 missing := false;
                 gate_until := least(deadline, clock_timestamp() + interval '5 seconds');
                 BEGIN
@@ -192,38 +214,25 @@ BEGIN
                                        true);
                     PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR NO KEY UPDATE;
                     missing := NOT FOUND;
-                    gated := FOUND;
                     PERFORM set_config('lock_timeout', held_timeout, true);
-                    WHILE gated AND NOT got LOOP
-                        BEGIN
-                            PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR UPDATE NOWAIT;
-                            got := true;
-                        EXCEPTION WHEN lock_not_available THEN
-                            EXIT WHEN clock_timestamp() > gate_until;
-                            PERFORM pg_sleep(0.1);
-                        END;
-                    END LOOP;
-                    IF gated AND NOT got THEN
-                        RAISE SQLSTATE 'RGT02';                       -- let go of the gate
+                    IF NOT missing THEN
+                        got := rag._lock_tenant_model_row(for_tenant, gate_until);
+                        IF got IS NULL THEN
+                            RAISE SQLSTATE 'RGT02';                   -- let go of the gate
+                        END IF;
                     END IF;
                 EXCEPTION WHEN SQLSTATE 'RGT02' OR lock_not_available THEN
-                    gated := false;                                   -- (lock_timeout: restored)
+                    got := false;                                     -- (lock_timeout: restored)
                 END;
                 -- then on its own until the deadline
-                WHILE NOT missing AND NOT got AND clock_timestamp() <= deadline LOOP
-                    BEGIN
-                        PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR UPDATE NOWAIT;
-                        missing := NOT FOUND;
-                        got := FOUND;
-                    EXCEPTION WHEN lock_not_available THEN
-                        PERFORM pg_sleep(0.1);
-                    END;
-                END LOOP;
-                IF NOT got AND NOT missing THEN
-                    RAISE EXCEPTION 'rag: the writers of tenant % held its embedding model (its rag.tenant_models row) for %',
-                        rag._shown(for_tenant), patience
-                        USING ERRCODE = 'lock_not_available',
-                              HINT = 'a model switch waits for the tenant''s writers that read the model: retry once they end';
+                IF NOT missing AND NOT got THEN
+                    got := rag._lock_tenant_model_row(for_tenant, deadline);
+                    IF got IS NULL THEN
+                        RAISE EXCEPTION 'rag: the writers of tenant % held its embedding model (its rag.tenant_models row) for %',
+                            rag._shown(for_tenant), patience
+                            USING ERRCODE = 'lock_not_available',
+                                  HINT = 'a model switch waits for the tenant''s writers that read the model: retry once they end';
+                    END IF;
                 END IF;
             ELSE
                 -- (the mark names the transaction: one set by hand for a session marks nothing)
@@ -362,6 +371,20 @@ BEGIN
 END
 $$;
 
+-- rag._switch_embedded (internal): whether every chunk of the tenant has its embedding by
+-- the tenant's next model (false when no switch is in progress and it has chunks)
+CREATE OR REPLACE FUNCTION rag._switch_embedded(t text)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT NOT EXISTS (SELECT 1 FROM rag.chunks AS c
+                       WHERE c.tenant = t
+                         AND NOT EXISTS (SELECT 1 FROM rag.embeddings_next AS n JOIN rag.tenant_models AS tm
+                                              ON tm.tenant = n.tenant AND tm.next_model = n.model
+                                         WHERE n.chunk_id = c.id AND n.tenant = t))
+$$;
+
 -- rag._finish_switch (internal): when every chunk has its next embedding, make the next
 -- model current, in one transaction. So that no chunk of the old model slips in, it holds
 -- the tenant's rag.tenant_models row FOR UPDATE, which the tenant's writers lock
@@ -403,9 +426,7 @@ BEGIN
         left_over := rag._reembed_batch(256);
         EXIT WHEN left_over <= 0;
     END LOOP;
-    IF EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.tenant = t
-               AND NOT EXISTS (SELECT 1 FROM rag.embeddings_next AS n
-                               WHERE n.chunk_id = c.id AND n.tenant = t AND n.model = tm.next_model)) THEN
+    IF NOT rag._switch_embedded(t) THEN
         RETURN false;   -- another worker is embedding some (SKIP LOCKED passed them over)
     END IF;
     -- the windows were embedded by the old model: rag.work embeds them again

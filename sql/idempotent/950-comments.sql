@@ -95,6 +95,15 @@ COMMENT ON FUNCTION rag._tenant_model_guard() IS
   'next_model), not choose a model (42501). An update that changes a model waits for the tenant''s writers '
   '(it locks the row FOR UPDATE).';
 
+COMMENT ON FUNCTION rag._switch_embedded(text) IS
+  'Internal: whether every chunk of the tenant has its embedding by the tenant''s next model (rag.work and '
+  'rag._finish_switch ask before the last step of a model switch).';
+
+COMMENT ON FUNCTION rag._lock_tenant_model_row(text, timestamptz) IS
+  'Internal: locks a tenant''s rag.tenant_models row FOR UPDATE in 100 ms tries until the given time: true once '
+  'locked (the lock stays with the caller''s transaction), false if the tenant has no row, NULL if others still '
+  'hold it then (rag._claim_tenant_models).';
+
 COMMENT ON FUNCTION rag._claim_tenant_models(text[], boolean, interval) IS
   'Internal: makes each tenant''s rag.tenant_models row if it has none (embedding_model NULL: the '
   'database''s), then holds it: a writer FOR KEY SHARE, after it waited for a switch that waits (a FOR SHARE it '
