@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pgtest import counts, stats
 
 HANDBOOK = """# Handbook
@@ -176,3 +178,34 @@ def test_failed_statement_leaves_nothing_behind(db):
     else:
         raise AssertionError("an empty document was accepted")
     assert counts(db) == (0, 0)
+
+
+def test_an_ingest_takes_one_subtransaction_id(db, connect):
+    """Each statement PL/Python runs is a subtransaction, and one that writes takes a
+    subtransaction id. Past 64 in one transaction, every snapshot in the cluster reads
+    pg_subtrans until that transaction ends. An ingest took four (its chunks, its rag.usage
+    row, the document's title, the lock on its tenant's model row): 16 rag.ingest calls in
+    one transaction overflowed, and a merge of posting blocks three per lexeme. Now an
+    ingest's chunks, usage and title are one statement, the tenant's row is locked once
+    per transaction, and a merge takes two per batch of lexemes: 40 calls (with their
+    merges: the notes share words) stay under 64."""
+    if int(db.execute("SHOW server_version_num").fetchone()[0]) < 160000:
+        pytest.skip("pg_stat_get_backend_subxact() is Postgres 16's")
+    alice = connect("alice")
+    with alice.transaction():
+        for i in range(40):
+            alice.execute("SELECT rag.ingest(%s, source => %s)",
+                          (f"# Note {i}\n\nRefunds for order {i} take {i + 2} business days.", f"note-{i}.md"))
+        alice.execute("SELECT pg_stat_clear_snapshot()")
+        count, overflowed = alice.execute(
+            "SELECT s.subxact_count, s.subxact_overflowed FROM pg_stat_get_backend_idset() AS b,"
+            " pg_stat_get_backend_subxact(b) AS s WHERE pg_stat_get_backend_pid(b) = pg_backend_pid()").fetchone()
+    assert not overflowed and count < 64, count
+    # and all of it was written: each document's title, chunks and rag.usage rows
+    titles, chunks = alice.execute(
+        "SELECT count(*) FILTER (WHERE d.title = 'Note ' || substr(d.source, 6, length(d.source) - 8)),"
+        " (SELECT count(*) FROM rag.chunks) FROM rag.documents AS d").fetchone()
+    assert titles == 40 and chunks >= 40
+    calls, tokens = alice.execute(
+        "SELECT sum(calls), sum(input_tokens) FROM rag.usage WHERE operation = 'index'").fetchone()
+    assert calls >= 40 and tokens > 0

@@ -56,6 +56,11 @@ LAST_RERANK: dict = {"error": None}   # why this backend's last reranking failed
 # (tenant, model) -> [calls, input tokens, seconds, since]: local query embeddings not yet
 # in rag.usage (record_usage)
 _PENDING_USAGE: dict[tuple[str, str], list] = {}
+# rag.usage rows that an ingest writes with its chunks (_index_round): each statement that
+# PL/Python runs is a subtransaction, and one that writes takes a subtransaction id. Past
+# 64 of them in one transaction (~16 ingest calls when each wrote four), every snapshot
+# in the cluster reads pg_subtrans until it ends
+_DEFERRED_USAGE: list | None = None
 
 
 def watch_interrupts(plpy) -> None:
@@ -216,6 +221,9 @@ def record_usage(plpy, s: dict, operation: str, spec: providers.ModelSpec, calls
         if p[0] < 64 and time.monotonic() - p[3] < 10:
             return
         calls, input_tokens, _, seconds = _PENDING_USAGE.pop(key)
+    if _DEFERRED_USAGE is not None:
+        _DEFERRED_USAGE.append((operation, spec.name, calls, input_tokens, output_tokens, seconds * 1000))
+        return
     # the cost in exact numeric, from the registry's prices at the time of the call
     plpy.execute(_plan(plpy, """
         INSERT INTO rag.usage (operation, model, provider, calls, input_tokens, output_tokens, cost, latency_ms)
@@ -839,20 +847,68 @@ def _index_round(plpy, s: dict, ids: list[int], model: str) -> int:
     known_w = {(r["t"], bytes(r["h"])): r["w"] for r in found if r["w"] is not None}
     t3 = time.perf_counter()
 
+    global _DEFERRED_USAGE
+    _DEFERRED_USAGE = usage = []
+    try:
+        written = _write_round(plpy, s, spec, ids, rows, hashes, keys, known, known_w, titles, usage)
+    finally:
+        _DEFERRED_USAGE = None
+    t5 = time.perf_counter()
+
+    STATS["chunk_seconds"] += t2 - t1
+    STATS["db_seconds"] += (t1 - t0) + (t3 - t2) + written["db_seconds"]
+    STATS["chunks_written"] += len(rows)
+    STATS["documents_indexed"] += len(docs)
+    return len(rows)
+
+
+# one statement per slice of chunks writes them, the round's rag.usage rows so far and the
+# documents' titles (the first slice): one subtransaction id per slice (_DEFERRED_USAGE)
+_WRITE_SLICE = """
+    WITH usage AS (
+        INSERT INTO rag.usage (operation, model, provider, calls, input_tokens, output_tokens, cost, latency_ms)
+        SELECT u.op, m.name, m.provider, u.calls, u.tin, u.tout,
+               (u.tin * m.price_input_per_1m + u.tout * m.price_output_per_1m) / 1000000, u.ms
+        FROM unnest($14::text[], $15::text[], $16::int[], $17::bigint[], $18::bigint[], $19::float8[])
+             AS u (op, model, calls, tin, tout, ms)
+        JOIN rag.models AS m ON m.name = u.model),
+    titles AS (
+        UPDATE rag.documents AS d SET title = t.title
+        FROM unnest($20::bigint[], $21::text[]) AS t (id, title)
+        WHERE d.id = t.id AND d.title IS NULL)
+    INSERT INTO rag.chunks (tenant, document_id, ord, content, heading, page, tokens, content_hash, model, embedding,
+                            window_embeddings, window_bounds, window_lengths)
+    SELECT u.tn, u.d, u.o, u.c, u.h, u.p, u.t, u.x, $7, u.e::@extschema:vector@.vector, u.w::@extschema:vector@.vector[],
+           u.wb::int4[], u.wl::int4[]
+    FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::int[], $6::bytea[], $8::text[], $9::text[],
+                $10::int[], $11::text[], $12::text[], $13::text[])
+         AS u (d, o, c, h, t, x, e, tn, p, w, wb, wl)"""
+
+
+def _taken(usage: list, titles: list) -> list:
+    """_WRITE_SLICE's parameters $14-$21 from the usage rows and titles not written yet,
+    which it empties."""
+    cols = [list(c) for c in zip(*usage)] if usage else [[]] * 6
+    cols += [[t[0] for t in titles], [t[1] for t in titles]]
+    usage.clear()
+    titles.clear()
+    return cols
+
+
+def _write_round(plpy, s: dict, spec: providers.ModelSpec, ids: list[int], rows: list, hashes: list, keys: list,
+                 known: dict, known_w: dict, titles: list, usage: list) -> dict:
+    """Embed what a round of _index_round lacks and write its chunks in slices; returns
+    the seconds spent in the database."""
+    model = spec.name
+    t3 = time.perf_counter()
     _embed_missing(plpy, s, spec, zip(keys, (c.text for _, c in rows)), known, "index")
     t4 = time.perf_counter()
 
     plpy.execute(_plan(plpy, "DELETE FROM rag.chunks WHERE document_id = ANY($1)", ["bigint[]"]), [ids])
-    insert = _plan(plpy, """
-        INSERT INTO rag.chunks (tenant, document_id, ord, content, heading, page, tokens, content_hash, model, embedding,
-                                window_embeddings, window_bounds, window_lengths)
-        SELECT u.tn, u.d, u.o, u.c, u.h, u.p, u.t, u.x, $7, u.e::@extschema:vector@.vector, u.w::@extschema:vector@.vector[],
-               u.wb::int4[], u.wl::int4[]
-        FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::int[], $6::bytea[], $8::text[], $9::text[],
-                    $10::int[], $11::text[], $12::text[], $13::text[])
-             AS u (d, o, c, h, t, x, e, tn, p, w, wb, wl)""",
-        ["bigint[]", "int[]", "text[]", "text[]", "int[]", "bytea[]", "text", "text[]", "text[]", "int[]", "text[]",
-         "text[]", "text[]"])
+    insert = _plan(plpy, _WRITE_SLICE,
+                   ["bigint[]", "int[]", "text[]", "text[]", "int[]", "bytea[]", "text", "text[]", "text[]", "int[]",
+                    "text[]", "text[]", "text[]",
+                    "text[]", "text[]", "int[]", "bigint[]", "bigint[]", "float8[]", "bigint[]", "text[]"])
     # in slices, so that the statement's arrays, its transition table and the postings
     # trigger's work stay bounded whatever the document's size; the windows are embedded
     # per slice too, and a slice's are kept only while a later slice repeats that chunk
@@ -872,17 +928,10 @@ def _index_round(plpy, s: dict, ids: list[int], model: str) -> int:
         plpy.execute(insert, [[d["id"] for d, _ in part], [c.ord for _, c in part], [c.text for _, c in part],
                               [c.heading for _, c in part], [c.tokens for _, c in part], hashes[i:i + INSERT_SLICE],
                               model, [known[x] for x in k], [d["tenant"] for d, _ in part],
-                              [c.page for _, c in part], wins, bounds, lengths])
-    for doc_id, title in titles:
-        plpy.execute(_plan(plpy, "UPDATE rag.documents SET title = $2 WHERE id = $1 AND title IS NULL",
-                           ["bigint", "text"]), [doc_id, title])
-    t5 = time.perf_counter()
-
-    STATS["chunk_seconds"] += t2 - t1
-    STATS["db_seconds"] += (t1 - t0) + (t3 - t2) + (t5 - t4) - window_seconds
-    STATS["chunks_written"] += len(rows)
-    STATS["documents_indexed"] += len(docs)
-    return len(rows)
+                              [c.page for _, c in part], wins, bounds, lengths, *_taken(usage, titles)])
+    if usage or titles:   # (not reached: a round has chunks, or raised)
+        plpy.execute(insert, [[]] * 6 + [model] + [[]] * 6 + _taken(usage, titles))
+    return {"db_seconds": time.perf_counter() - t4 - window_seconds}
 
 
 @sql_errors
@@ -1116,6 +1165,9 @@ def _bm25_filtered(plpy, tenant, query, n, k1, b, avglen, terms, pred, read):
     return uniq[top].tolist(), score[top].tolist()
 
 
+MERGE_POSTINGS = 1 << 18   # postings a merge holds at once (a lexeme with more: alone)
+
+
 @sql_errors
 def merge_posting_blocks(plpy, tenant: str, lexemes: list[str]) -> int:
     """Rewrite each lexeme's blocks as merged blocks (ragpg.lexical.merge), dropping the
@@ -1129,52 +1181,75 @@ def merge_posting_blocks(plpy, tenant: str, lexemes: list[str]) -> int:
         raise NotAllowed(f"rag.merge_posting_blocks: tenant {shown(tenant)} is not the current tenant",
                          hint="SET rag.tenant first")
 
-    # a try-lock on the lexeme: all its blocks, or it is skipped (another merge holds some;
-    # the few locked here stay locked until this transaction ends, and nothing waits for them).
-    # Row locks, not an advisory lock: any role could take one whose key it can compute and
-    # hold off a tenant's merges; these rows only the tenant's roles see (row-level security)
-    lock = _plan(plpy, """
-        SELECT (SELECT count(*) FROM rag.posting_blocks AS b WHERE b.tenant = $1 AND b.lexeme = $2) AS total,
-               ARRAY(SELECT b.first_id FROM rag.posting_blocks AS b WHERE b.tenant = $1 AND b.lexeme = $2
-                     FOR UPDATE SKIP LOCKED) AS locked""", ["text", "text"])
-    # only the blocks it locked: a block that came since waits for the next merge, and no
-    # merge ever waits for another's locks
-    take = _plan(plpy, """DELETE FROM rag.posting_blocks AS b WHERE b.tenant = $1 AND b.lexeme = $2
-                          AND b.first_id = ANY ($3) RETURNING b.first_id, b.ids, b.tfs, b.lens, b.n""",
-                 ["text", "text", "bigint[]"])
-    df_plan = _plan(plpy, "SELECT coalesce(sum(s.df), 0)::bigint AS df FROM rag.lexeme_stats AS s "
-                          "WHERE s.tenant = $1 AND s.lexeme = $2", ["text", "text"])
+    # Lexemes in batches of up to MERGE_POSTINGS postings (memory), each batch in two
+    # writing statements: every statement PL/Python runs is a subtransaction, and each
+    # that writes takes a subtransaction id (past 64 in a transaction, every snapshot in
+    # the cluster reads pg_subtrans). A lexeme is merged whole or skipped: a try-lock on
+    # all its blocks, or another merge holds some (the few locked here stay locked until
+    # this transaction ends, and nothing waits for them; only the blocks it locked are
+    # taken: a block that came since waits for the next merge). Row locks, not an advisory
+    # lock: any role could take one whose key it can compute and hold off a tenant's
+    # merges; these rows only the tenant's roles see (row-level security)
+    sizes = plpy.execute(_plan(plpy, """
+        SELECT b.lexeme, sum(b.n)::bigint AS n FROM rag.posting_blocks AS b
+        WHERE b.tenant = $1 AND b.lexeme = ANY ($2) GROUP BY b.lexeme ORDER BY b.lexeme""", ["text", "text[]"]),
+        [tenant, list(lexemes)])
+    take = _plan(plpy, """
+        WITH locked AS MATERIALIZED (
+            SELECT b.lexeme, b.first_id FROM rag.posting_blocks AS b
+            WHERE b.tenant = $1 AND b.lexeme = ANY ($2) FOR UPDATE SKIP LOCKED
+        ), whole AS (
+            SELECT l.lexeme FROM locked AS l GROUP BY l.lexeme
+            HAVING count(*) = (SELECT count(*) FROM rag.posting_blocks AS b WHERE b.tenant = $1 AND b.lexeme = l.lexeme)
+        )
+        DELETE FROM rag.posting_blocks AS b USING locked AS l
+        WHERE b.tenant = $1 AND b.lexeme = l.lexeme AND b.first_id = l.first_id
+          AND l.lexeme IN (SELECT w.lexeme FROM whole AS w)
+        RETURNING b.lexeme, b.first_id, b.ids, b.tfs, b.lens, b.n""", ["text", "text[]"])
+    df_plan = _plan(plpy, "SELECT s.lexeme, sum(s.df)::bigint AS df FROM rag.lexeme_stats AS s "
+                          "WHERE s.tenant = $1 AND s.lexeme = ANY ($2) GROUP BY s.lexeme", ["text", "text[]"])
     dead_plan = _plan(plpy, """
         SELECT coalesce(array_agg(u.id), '{}') AS dead FROM unnest($2::text::bigint[]) AS u (id)
         WHERE NOT EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.tenant = $1 AND c.id = u.id)""", ["text", "text"])
     put = _plan(plpy, """
         INSERT INTO rag.posting_blocks (tenant, lexeme, first_id, merged, n, max_tf, min_len, ids, tfs, lens)
-        SELECT $1, $2, u.f, true, u.n, u.mt, u.ml, u.i, u.t, u.l
-        FROM unnest($3::bigint[], $4::int[], $5::int[], $6::int[], $7::bytea[], $8::bytea[], $9::bytea[])
-             AS u (f, n, mt, ml, i, t, l)""",
-        ["text", "text", "bigint[]", "int[]", "int[]", "int[]", "bytea[]", "bytea[]", "bytea[]"])
+        SELECT $1, u.x, u.f, true, u.n, u.mt, u.ml, u.i, u.t, u.l
+        FROM unnest($2::text[], $3::bigint[], $4::int[], $5::int[], $6::int[], $7::bytea[], $8::bytea[], $9::bytea[])
+             AS u (x, f, n, mt, ml, i, t, l)""",
+        ["text", "text[]", "bigint[]", "int[]", "int[]", "int[]", "bytea[]", "bytea[]", "bytea[]"])
     corpus = plpy.execute(_plan(plpy, _BM25_CORPUS, ["text"]), [tenant])[0]
     avglen = max((corpus["total_len"] or 0.0) / max(corpus["chunks"] or 0.0, 1.0), 1.0)
+    batches, size = [[]], 0
+    for r in sizes:
+        if batches[-1] and size + r["n"] > MERGE_POSTINGS:
+            batches.append([])
+            size = 0
+        batches[-1].append(r["lexeme"])
+        size += r["n"]
     done = 0
-    for lexeme in lexemes:
+    for batch in batches:
         interrupts.check_interrupts()
-        got = plpy.execute(lock, [tenant, lexeme])[0]
-        if len(got["locked"]) != got["total"]:
+        if not batch:
             continue
-        parts = [lexical.decode(r["ids"], r["tfs"], r["lens"], r["n"], f"({lexeme!r}, {r['first_id']})")
-                 for r in plpy.execute(take, [tenant, lexeme, got["locked"]])]
+        parts: dict[str, list] = {}
+        for r in plpy.execute(take, [tenant, batch]):
+            parts.setdefault(r["lexeme"], []).append(
+                lexical.decode(r["ids"], r["tfs"], r["lens"], r["n"], f"({r['lexeme']!r}, {r['first_id']})"))
         if not parts:
             continue
-        held = sum(len(p[0]) for p in parts)
-        dead = None
-        if held > plpy.execute(df_plan, [tenant, lexeme])[0]["df"]:   # deleted chunks among them
-            ids = np.concatenate([p[0] for p in parts])
-            dead = np.array(plpy.execute(dead_plan, [tenant, "{" + ",".join(map(str, ids.tolist())) + "}"])[0]["dead"],
-                            dtype=np.int64)
-        blocks = lexical.merge(parts, avglen, dead)
-        if blocks:
-            plpy.execute(put, [tenant, lexeme, [x.first_id for x in blocks], [x.n for x in blocks],
-                               [x.max_tf for x in blocks], [x.min_len for x in blocks], [x.ids for x in blocks],
-                               [x.tfs for x in blocks], [x.lens for x in blocks]])
-        done += 1
+        df = {r["lexeme"]: r["df"] for r in plpy.execute(df_plan, [tenant, list(parts)])}
+        out = []   # (lexeme, Block)
+        for lexeme, got in parts.items():
+            interrupts.check_interrupts()
+            dead = None
+            if sum(len(p[0]) for p in got) > df.get(lexeme, 0):   # deleted chunks among them
+                ids = np.concatenate([p[0] for p in got])
+                dead = np.array(plpy.execute(dead_plan, [tenant, "{" + ",".join(map(str, ids.tolist())) + "}"]
+                                             )[0]["dead"], dtype=np.int64)
+            out.extend((lexeme, x) for x in lexical.merge(got, avglen, dead))
+            done += 1
+        if out:
+            plpy.execute(put, [tenant, [x for x, _ in out], [b.first_id for _, b in out], [b.n for _, b in out],
+                               [b.max_tf for _, b in out], [b.min_len for _, b in out], [b.ids for _, b in out],
+                               [b.tfs for _, b in out], [b.lens for _, b in out]])
     return done

@@ -191,7 +191,6 @@ DECLARE
     missing boolean;
     got boolean;
     mark text;
-    marked boolean;
     held_timeout text := current_setting('lock_timeout');
 BEGIN
     FOR for_tenant IN SELECT DISTINCT u.t FROM unnest(tenants) AS u (t) WHERE u.t IS NOT NULL ORDER BY 1 LOOP
@@ -237,20 +236,22 @@ BEGIN
             ELSE
                 -- (the mark names the transaction: one set by hand for a session marks nothing)
                 mark := md5(for_tenant) || ':' || pg_current_xact_id()::text || ' ';
-                marked := strpos(coalesce(current_setting('rag.claimed_tenant_models', true), ''), mark) > 0;
-                IF NOT marked THEN
+                -- (marked: this transaction holds the row already. Locking it again would
+                -- take a subtransaction id when called from PL/Python, one per ingest)
+                got := strpos(coalesce(current_setting('rag.claimed_tenant_models', true), ''), mark) > 0;
+                IF NOT got THEN
                     BEGIN
                         PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR SHARE;
                         RAISE SQLSTATE 'RGT01';     -- let go of it: the turnstile only waits
                     EXCEPTION WHEN SQLSTATE 'RGT01' THEN
                         NULL;
                     END;
-                END IF;
-                PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR KEY SHARE;
-                got := FOUND;
-                IF got AND NOT marked THEN
-                    PERFORM set_config('rag.claimed_tenant_models',
-                                       coalesce(current_setting('rag.claimed_tenant_models', true), '') || mark, true);
+                    PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = for_tenant FOR KEY SHARE;
+                    got := FOUND;
+                    IF got THEN
+                        PERFORM set_config('rag.claimed_tenant_models',
+                                           coalesce(current_setting('rag.claimed_tenant_models', true), '') || mark, true);
+                    END IF;
                 END IF;
             END IF;
             EXIT WHEN got;

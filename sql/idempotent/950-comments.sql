@@ -106,8 +106,8 @@ COMMENT ON FUNCTION rag._lock_tenant_model_row(text, timestamptz) IS
 
 COMMENT ON FUNCTION rag._claim_tenant_models(text[], boolean, interval) IS
   'Internal: makes each tenant''s rag.tenant_models row if it has none (embedding_model NULL: the '
-  'database''s), then holds it: a writer FOR KEY SHARE, after it waited for a switch that waits (a FOR SHARE it '
-  'lets go at once, once per transaction); a switch (for_update) FOR NO KEY UPDATE, which holds new writers, '
+  'database''s), then holds it: a writer FOR KEY SHARE from its first call in the transaction on, after it waited '
+  'for a switch that waits (a FOR SHARE it lets go at once); a switch (for_update) FOR NO KEY UPDATE, which holds new writers, '
   'for its first 5 s, then FOR UPDATE, which waits for every writer that read the old model; in 100 ms tries, '
   '55P03 after patience (default 30 s). Returns each tenant with the model its chunks are written with '
   '(rag._tenant_embedding_model).';
