@@ -209,3 +209,21 @@ def test_an_ingest_takes_one_subtransaction_id(db, connect):
     calls, tokens = alice.execute(
         "SELECT sum(calls), sum(input_tokens) FROM rag.usage WHERE operation = 'index'").fetchone()
     assert calls >= 40 and tokens > 0
+
+
+def test_a_long_chunks_embedding_stays_in_its_row(db):
+    """Chunks of ~200 words with their window embeddings are rows over TOAST's 2 kB: the
+    embedding stays in the row (STORAGE MAIN), and the window embeddings go to TOAST
+    first. (pg_column_toast_chunk_id is Postgres 17's.)"""
+    if int(db.execute("SHOW server_version_num").fetchone()[0]) < 170000:
+        pytest.skip("pg_column_toast_chunk_id() is Postgres 17's")
+    words = "harbour ferry pier timetable tide cargo crane berth pilot anchor".split()
+    paras = [" ".join(f"{words[(i * 7 + j) % 10]}{j % 13}" for j in range(180)) + "." for i in range(6)]
+    db.execute("SELECT rag.ingest(%s, source => 'long.md')", ("# Long\n\n" + "\n\n".join(paras),))
+    n, big, inline, windows_out = db.execute("""
+        SELECT count(*), count(*) FILTER (WHERE pg_column_size(c.*) > 2000),
+               count(*) FILTER (WHERE pg_column_toast_chunk_id(c.embedding) IS NULL),
+               count(*) FILTER (WHERE pg_column_toast_chunk_id(c.window_embeddings) IS NOT NULL)
+        FROM rag.chunks AS c JOIN rag.documents AS d ON d.id = c.document_id WHERE d.source = 'long.md'""").fetchone()
+    assert n >= 3 and big >= 3 and windows_out >= 1
+    assert inline == n

@@ -173,3 +173,17 @@ def test_the_owners_ddl_waits_in_tries_and_gives_up_naming_the_writer(db, connec
         assert db.execute("SELECT to_regclass(%s) IS NOT NULL", (f"rag.{out['name']}",)).fetchone()[0]
     finally:
         writer.close()
+
+
+def test_embeddings_are_kept_in_their_rows_in_every_partition(db):
+    """A chunk's embedding is kept in its row (STORAGE MAIN, 0.5.0; pgvector's default is
+    EXTERNAL): a chunk's row is over TOAST's 2 kB with its text and window embeddings, and
+    every exact cosine fetched the embedding from the TOAST table. rag.chunks, its default
+    partition and a tenant's new partition all say so."""
+    db.execute("SELECT rag.create_tenant_partition('harbour')")
+    rows = db.execute("""
+        SELECT t.relid::regclass::text, a.attstorage FROM pg_partition_tree('rag.chunks') AS t
+        JOIN pg_attribute AS a ON a.attrelid = t.relid AND a.attname = 'embedding'""").fetchall()
+    names = {r[0] for r in rows}
+    assert {"rag.chunks", "rag.chunks_default"} <= names and len(names) == 3, rows
+    assert {r[1] for r in rows} == {"m"}, rows
