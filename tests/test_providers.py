@@ -362,6 +362,31 @@ def test_daily_budget_stops_priced_calls(db, fake_openai):
     assert db.execute("SELECT rag.spent_today()").fetchone()[0] == Decimal("0.11")
 
 
+def test_daily_budget_counts_an_ingests_calls_before_it_writes_them(db, fake_openai):
+    """An ingest writes its rag.usage rows with its chunks, in one statement (one
+    subtransaction id per ingest), so they are not in the ledger yet when it embeds the
+    chunks' windows: the budget counts them all the same. The chunks' call (0.2) spends
+    the day's 0.1, and the windows' call of the same ingest is refused: one request, and
+    nothing written."""
+    url = fake_openai.add("pricey-embed", Scenario(dims=3, usage={"prompt_tokens": 100, "total_tokens": 100}))
+    db.execute("SELECT rag.add_model('pricey-embed', 'embed', base_url => %s, dimensions => 3, "
+               "price_input_per_1m => 2000)", (url,))
+    db.execute("SET rag.embedding_model = 'pricey-embed'")
+    db.execute("SET rag.daily_budget = '0.1'")
+    text = "# Tides\n\n" + " ".join(f"The ferry to pier {i} leaves when the tide turns at dawn." for i in range(30))
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT rag.ingest(%s, source => 'tides.md')", (text,))
+    assert _sqlstate(e) == "53400" and "daily budget" in str(e.value)
+    assert len(fake_openai.requests["pricey-embed"]) == 1
+    assert db.execute("SELECT count(*) FROM rag.documents").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM rag.usage").fetchone()[0] == 0
+    # with room for both calls the ingest goes through, and its two rows are in the ledger
+    db.execute("SET rag.daily_budget = '1'")
+    db.execute("SELECT rag.ingest(%s, source => 'tides.md')", (text,))
+    assert db.execute("SELECT count(*), sum(cost) FROM rag.usage WHERE model = 'pricey-embed'").fetchone() == \
+        (2, Decimal("0.4"))
+
+
 # -- API keys --------------------------------------------------------------------------
 
 def test_an_api_key_is_usable_only_by_its_grantee_and_never_shown(db, connect, fake_openai, pg_container):

@@ -193,6 +193,7 @@ def check_budget(plpy, s: dict, spec: providers.ModelSpec) -> None:
         return
     budget = _float_setting(s, "daily_budget", 0, 1e12)
     spent = float(plpy.execute(_plan(plpy, "SELECT rag.spent_today() AS v", []))[0]["v"])
+    spent += sum(u[6] for u in _DEFERRED_USAGE or ())   # this ingest's calls, not written yet
     if spent >= budget:
         raise BudgetExceeded(
             f"rag: the daily budget of {budget:g} for tenant {shown(s['tenant'])} is spent ({spent:.6g} today); "
@@ -222,7 +223,8 @@ def record_usage(plpy, s: dict, operation: str, spec: providers.ModelSpec, calls
             return
         calls, input_tokens, _, seconds = _PENDING_USAGE.pop(key)
     if _DEFERRED_USAGE is not None:
-        _DEFERRED_USAGE.append((operation, spec.name, calls, input_tokens, output_tokens, seconds * 1000))
+        _DEFERRED_USAGE.append((operation, spec.name, calls, input_tokens, output_tokens, seconds * 1000,
+                                spec.cost(input_tokens, output_tokens)))
         return
     # the cost in exact numeric, from the registry's prices at the time of the call
     plpy.execute(_plan(plpy, """
@@ -888,7 +890,7 @@ _WRITE_SLICE = """
 def _taken(usage: list, titles: list) -> list:
     """_WRITE_SLICE's parameters $14-$21 from the usage rows and titles not written yet,
     which it empties."""
-    cols = [list(c) for c in zip(*usage)] if usage else [[]] * 6
+    cols = [list(c) for c in zip(*usage)][:6] if usage else [[]] * 6   # (not the cost check_budget counts)
     cols += [[t[0] for t in titles], [t[1] for t in titles]]
     usage.clear()
     titles.clear()
