@@ -23,7 +23,7 @@ QUERIES = {
     "columns": """
         SELECT a.attrelid::regclass::text || '.' || a.attname, a.attnum, format_type(a.atttypid, a.atttypmod),
                a.attnotnull, a.attidentity::text, a.attgenerated::text, pg_get_expr(d.adbin, d.adrelid),
-               a.attacl::text, col_description(a.attrelid, a.attnum)
+               a.attacl::text, col_description(a.attrelid, a.attnum), a.attstorage::text
         FROM pg_attribute AS a JOIN pg_class AS c ON c.oid = a.attrelid
         LEFT JOIN pg_attrdef AS d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
         WHERE c.relnamespace = 'rag'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
