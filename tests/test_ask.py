@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 NO_ANSWER = "I don't have that in the docs."
 
 
@@ -88,3 +90,30 @@ def test_sentences_are_embedded_once_per_backend_and_tenant(db):
     again = db.execute("SELECT rag.ask(%s)", (q,)).fetchone()[0]
     assert _stats(db)["texts_embedded"] - mark >= embedded - 1
     assert again["answer"] == first["answer"]
+
+
+def test_an_ask_takes_one_subtransaction_id(db, fake_openai):
+    """rag.ask wrote its answer and its model call's rag.usage row in two statements, each
+    a subtransaction with an id (PL/Python): 32 asks through a chat model in one
+    transaction overflowed the backend's cache of 64, and every snapshot in the cluster
+    then read pg_subtrans. Now the usage row goes with the answer: 40 asks, one
+    statement, stay under it, and every call is in the ledger."""
+    from openai_fake import Scenario
+
+    if int(db.execute("SHOW server_version_num").fetchone()[0]) < 160000:
+        pytest.skip("pg_stat_get_backend_subxact() is Postgres 16's")
+    seed(db)
+    url = fake_openai.add("chatty", Scenario(chat_text="Five business days [1]."))
+    db.execute("SELECT rag.add_model('chatty', 'chat', base_url => %s, price_input_per_1m => 1)", (url,))
+    with db.transaction():
+        n = db.execute("SELECT count(rag.ask('How long do refunds take for order ' || i || '?', model => 'chatty'))"
+                       " FROM generate_series(1, 40) AS i").fetchone()[0]
+        db.execute("SELECT pg_stat_clear_snapshot()")
+        count, overflowed = db.execute(
+            "SELECT s.subxact_count, s.subxact_overflowed FROM pg_stat_get_backend_idset() AS b,"
+            " pg_stat_get_backend_subxact(b) AS s WHERE pg_stat_get_backend_pid(b) = pg_backend_pid()").fetchone()
+    assert n == 40 and not overflowed and count <= 40 + 2, count
+    assert db.execute("SELECT count(*) FROM rag.answers WHERE model = 'chatty'").fetchone()[0] == 40
+    assert db.execute("SELECT count(*), sum(input_tokens) > 0 FROM rag.usage WHERE model = 'chatty'"
+                      ).fetchone() == (40, True)
+    assert len(fake_openai.requests["chatty"]) == 40

@@ -18,9 +18,9 @@ from . import answer as answer_mod
 from . import citations as cite
 from . import providers, tokens
 from .errors import InvalidParameter, RagError
-from .pg import (_QUERY_CACHE, LAST_RERANK, STATS, _bool_setting, _embed, _float_setting, _int_setting, _plan,
-                 check_budget, embed_sentences, model_spec, policy, record_usage, secret_for, settings,
-                 sql_errors)
+from .pg import (_QUERY_CACHE, LAST_RERANK, STATS, USAGE_TYPES, _bool_setting, _embed, _float_setting,
+                 _int_setting, _plan, check_budget, embed_sentences, model_spec, policy, record_usage, secret_for,
+                 settings, sql_errors, usage_cte, usage_deferred, usage_params, write_deferred_usage)
 
 _STREAMS: dict[int, dict] = {}
 _HANDLES = itertools.count(1)
@@ -80,16 +80,17 @@ def _store(plpy, s: dict, question: str, out: dict, retrieved: list[answer_mod.R
     if s["read_only"] == "on":  # a hot standby: answered, not stored; counted
         STATS["writes_skipped_read_only"] += 1
         return None
-    r = plpy.execute(_plan(plpy, """
+    # (with the rag.usage rows rag.ask kept: usage_deferred)
+    r = plpy.execute(_plan(plpy, "WITH " + usage_cte(13) + """
         INSERT INTO rag.answers (question, answer, model, mode, cited_chunk_ids, retrieved_chunk_ids,
                                  removed_citations, latency_ms, first_token_ms, input_tokens, output_tokens,
                                  finish_reason)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id""",
         ["text", "text", "text", "text", "bigint[]", "bigint[]", "int", "float8", "float8", "bigint", "bigint",
-         "text"]),
+         "text"] + USAGE_TYPES),
         [question, out["answer"], out["model"], out["mode"], [c["chunk_id"] for c in out["citations"]],
          [c.chunk_id for c in retrieved], out["removed_citations"], out["latency_ms"], out.get("first_token_ms"),
-         out["usage"]["input_tokens"], out["usage"]["output_tokens"], out.get("finish_reason")])
+         out["usage"]["input_tokens"], out["usage"]["output_tokens"], out.get("finish_reason"), *usage_params()])
     return r[0]["id"]
 
 
@@ -151,13 +152,20 @@ class _Prepared:
             record_usage(plpy, self.s, "ask", self.spec, 1, r.input_tokens, r.output_tokens,
                          out["latency_ms"] / 1000)
         out["answer_id"] = _store(plpy, self.s, self.question, out, self.retrieved) if self.store else None
+        write_deferred_usage(plpy)   # (answers not stored, or a standby: none kept)
         return out
 
 
 @sql_errors
 def ask(plpy, question: str, k: int, model: str | None, rerank: str | None = None, rerank_k: int = 30) -> str:
     """jsonb text {answer, citations, model, mode, removed_citations, usage, answer_id,
-    rerank (when asked for), ...}."""
+    rerank (when asked for), ...}. Its rag.usage rows are written with its answer, in one
+    statement (usage_deferred)."""
+    with usage_deferred():
+        return _ask(plpy, question, k, model, rerank, rerank_k)
+
+
+def _ask(plpy, question: str, k: int, model: str | None, rerank: str | None, rerank_k: int) -> str:
     p = _Prepared(plpy, question, k, model, rerank, rerank_k)
     if not p.llm:
         ex = _extractive(plpy, p.s, question, p.retrieved)

@@ -10,6 +10,7 @@ model, prepared plans, a small cache of query embeddings and the counters behind
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -56,11 +57,55 @@ LAST_RERANK: dict = {"error": None}   # why this backend's last reranking failed
 # (tenant, model) -> [calls, input tokens, seconds, since]: local query embeddings not yet
 # in rag.usage (record_usage)
 _PENDING_USAGE: dict[tuple[str, str], list] = {}
-# rag.usage rows that an ingest writes with its chunks (_index_round): each statement that
-# PL/Python runs is a subtransaction, and one that writes takes a subtransaction id. Past
-# 64 of them in one transaction (~16 ingest calls when each wrote four), every snapshot
-# in the cluster reads pg_subtrans until it ends
+# rag.usage rows kept for the statement that writes them with its own rows (usage_deferred)
 _DEFERRED_USAGE: list | None = None
+
+
+@contextlib.contextmanager
+def usage_deferred():
+    """Within it, rag.usage rows are kept and written by the next statement that writes
+    its own rows with USAGE_CTE (an ingest's chunks, an answer), not one statement each:
+    every statement PL/Python runs is a subtransaction, and one that writes takes a
+    subtransaction id. Past 64 in one transaction (~16 ingests when each wrote four),
+    every snapshot in the cluster reads pg_subtrans until that transaction ends.
+    check_budget counts the kept rows' cost. Nested: the outer one writes them."""
+    global _DEFERRED_USAGE
+    if _DEFERRED_USAGE is not None:
+        yield
+        return
+    _DEFERRED_USAGE = []
+    try:
+        yield
+    finally:
+        _DEFERRED_USAGE = None
+
+
+def usage_cte(first: int) -> str:
+    """A WITH item that inserts the kept rag.usage rows, from parameters $first..$first+5
+    (usage_params)."""
+    return ("usage AS (INSERT INTO rag.usage (operation, model, provider, calls, input_tokens, output_tokens, cost, "
+            "latency_ms) SELECT u.op, m.name, m.provider, u.calls, u.tin, u.tout, "
+            "(u.tin * m.price_input_per_1m + u.tout * m.price_output_per_1m) / 1000000, u.ms "
+            "FROM unnest($%d::text[], $%d::text[], $%d::int[], $%d::bigint[], $%d::bigint[], $%d::float8[]) "
+            "AS u (op, model, calls, tin, tout, ms) JOIN rag.models AS m ON m.name = u.model)"
+            % tuple(range(first, first + 6)))
+
+
+USAGE_TYPES = ["text[]", "text[]", "int[]", "bigint[]", "bigint[]", "float8[]"]
+
+
+def usage_params() -> list:
+    """usage_cte's six arrays: the rows kept so far, which are then no longer kept."""
+    rows = _DEFERRED_USAGE or []
+    cols = [list(c) for c in zip(*rows)][:6] if rows else [[]] * 6   # (not the cost check_budget counts)
+    rows.clear()
+    return cols
+
+
+def write_deferred_usage(plpy) -> None:
+    """Write the kept rag.usage rows now (nothing of its own to write them with)."""
+    if _DEFERRED_USAGE:
+        plpy.execute(_plan(plpy, "WITH " + usage_cte(1) + " SELECT 1", USAGE_TYPES), usage_params())
 
 
 def watch_interrupts(plpy) -> None:
@@ -849,12 +894,8 @@ def _index_round(plpy, s: dict, ids: list[int], model: str) -> int:
     known_w = {(r["t"], bytes(r["h"])): r["w"] for r in found if r["w"] is not None}
     t3 = time.perf_counter()
 
-    global _DEFERRED_USAGE
-    _DEFERRED_USAGE = usage = []
-    try:
-        written = _write_round(plpy, s, spec, ids, rows, hashes, keys, known, known_w, titles, usage)
-    finally:
-        _DEFERRED_USAGE = None
+    with usage_deferred():
+        written = _write_round(plpy, s, spec, ids, rows, hashes, keys, known, known_w, titles)
     t5 = time.perf_counter()
 
     STATS["chunk_seconds"] += t2 - t1
@@ -865,15 +906,9 @@ def _index_round(plpy, s: dict, ids: list[int], model: str) -> int:
 
 
 # one statement per slice of chunks writes them, the round's rag.usage rows so far and the
-# documents' titles (the first slice): one subtransaction id per slice (_DEFERRED_USAGE)
+# documents' titles (the first slice): one subtransaction id per slice (usage_deferred)
 _WRITE_SLICE = """
-    WITH usage AS (
-        INSERT INTO rag.usage (operation, model, provider, calls, input_tokens, output_tokens, cost, latency_ms)
-        SELECT u.op, m.name, m.provider, u.calls, u.tin, u.tout,
-               (u.tin * m.price_input_per_1m + u.tout * m.price_output_per_1m) / 1000000, u.ms
-        FROM unnest($14::text[], $15::text[], $16::int[], $17::bigint[], $18::bigint[], $19::float8[])
-             AS u (op, model, calls, tin, tout, ms)
-        JOIN rag.models AS m ON m.name = u.model),
+    WITH """ + usage_cte(14) + """,
     titles AS (
         UPDATE rag.documents AS d SET title = t.title
         FROM unnest($20::bigint[], $21::text[]) AS t (id, title)
@@ -887,18 +922,16 @@ _WRITE_SLICE = """
          AS u (d, o, c, h, t, x, e, tn, p, w, wb, wl)"""
 
 
-def _taken(usage: list, titles: list) -> list:
-    """_WRITE_SLICE's parameters $14-$21 from the usage rows and titles not written yet,
-    which it empties."""
-    cols = [list(c) for c in zip(*usage)][:6] if usage else [[]] * 6   # (not the cost check_budget counts)
-    cols += [[t[0] for t in titles], [t[1] for t in titles]]
-    usage.clear()
+def _taken(titles: list) -> list:
+    """_WRITE_SLICE's parameters $14-$21: the usage rows and titles not written yet (which
+    are then no longer kept)."""
+    cols = usage_params() + [[t[0] for t in titles], [t[1] for t in titles]]
     titles.clear()
     return cols
 
 
 def _write_round(plpy, s: dict, spec: providers.ModelSpec, ids: list[int], rows: list, hashes: list, keys: list,
-                 known: dict, known_w: dict, titles: list, usage: list) -> dict:
+                 known: dict, known_w: dict, titles: list) -> dict:
     """Embed what a round of _index_round lacks and write its chunks in slices; returns
     the seconds spent in the database."""
     model = spec.name
@@ -909,8 +942,7 @@ def _write_round(plpy, s: dict, spec: providers.ModelSpec, ids: list[int], rows:
     plpy.execute(_plan(plpy, "DELETE FROM rag.chunks WHERE document_id = ANY($1)", ["bigint[]"]), [ids])
     insert = _plan(plpy, _WRITE_SLICE,
                    ["bigint[]", "int[]", "text[]", "text[]", "int[]", "bytea[]", "text", "text[]", "text[]", "int[]",
-                    "text[]", "text[]", "text[]",
-                    "text[]", "text[]", "int[]", "bigint[]", "bigint[]", "float8[]", "bigint[]", "text[]"])
+                    "text[]", "text[]", "text[]"] + USAGE_TYPES + ["bigint[]", "text[]"])
     # in slices, so that the statement's arrays, its transition table and the postings
     # trigger's work stay bounded whatever the document's size; the windows are embedded
     # per slice too, and a slice's are kept only while a later slice repeats that chunk
@@ -930,9 +962,9 @@ def _write_round(plpy, s: dict, spec: providers.ModelSpec, ids: list[int], rows:
         plpy.execute(insert, [[d["id"] for d, _ in part], [c.ord for _, c in part], [c.text for _, c in part],
                               [c.heading for _, c in part], [c.tokens for _, c in part], hashes[i:i + INSERT_SLICE],
                               model, [known[x] for x in k], [d["tenant"] for d, _ in part],
-                              [c.page for _, c in part], wins, bounds, lengths, *_taken(usage, titles)])
-    if usage or titles:   # (not reached: a round has chunks, or raised)
-        plpy.execute(insert, [[]] * 6 + [model] + [[]] * 6 + _taken(usage, titles))
+                              [c.page for _, c in part], wins, bounds, lengths, *_taken(titles)])
+    if _DEFERRED_USAGE or titles:   # (not reached: a round has chunks, or raised)
+        plpy.execute(insert, [[]] * 6 + [model] + [[]] * 6 + _taken(titles))
     return {"db_seconds": time.perf_counter() - t4 - window_seconds}
 
 
