@@ -562,3 +562,26 @@ def test_switch_refusals(db, connect):
     with pytest.raises(psycopg.Error) as e:
         connect("alice").execute("SELECT rag.set_embedding_model('smollm2-embed')")
     assert e.value.sqlstate == "42501"
+
+
+def test_a_writers_session_marks_for_the_ids_it_will_get_skip_nothing(db, connect):
+    """The turnstile's mark (rag.claimed_tenant_models: this transaction holds its tenant's
+    row) named the transaction by its id, which a writer can predict: marks set for its
+    session with the next ids skipped the row lock in its later transactions, and a
+    switch of its tenant went through while it was still writing (hostile review 32). The
+    mark names the transaction's start too now: with those marks set, the row is still
+    held while the writer's transaction is open."""
+    alice = connect("alice")
+    alice.execute("SELECT rag.ingest('# Quay\n\nThe quay is long.', source => 'quay.md')")   # the row exists
+    tenant, xid = alice.execute("SELECT rag.current_tenant(), pg_current_xact_id()::text::bigint").fetchone()
+    alice.execute("SELECT set_config('rag.claimed_tenant_models', string_agg(md5(%s) || ':' || x || ' ', ''), false)"
+                  " FROM generate_series(%s::bigint, %s::bigint) AS x", (tenant, xid + 1, xid + 200))
+    with alice.transaction():
+        alice.execute("SELECT rag.ingest('# Pier\n\nThe pier is short.', source => 'pier.md')")
+        with db.transaction():
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                db.execute("SELECT 1 FROM rag.tenant_models WHERE tenant = %s FOR UPDATE NOWAIT", (tenant,))
+    # committed: the row is free again
+    with db.transaction():
+        assert db.execute("SELECT tenant FROM rag.tenant_models WHERE tenant = %s FOR UPDATE NOWAIT",
+                          (tenant,)).fetchall() == [(tenant,)]

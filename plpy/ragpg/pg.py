@@ -1200,6 +1200,7 @@ def _bm25_filtered(plpy, tenant, query, n, k1, b, avglen, terms, pred, read):
 
 
 MERGE_POSTINGS = 1 << 18   # postings a merge holds at once (a lexeme with more: alone)
+MERGE_LEXEMES = 512        # and lexemes (a join in its plan may be nested loops: hostile review 32)
 
 
 @sql_errors
@@ -1215,10 +1216,10 @@ def merge_posting_blocks(plpy, tenant: str, lexemes: list[str]) -> int:
         raise NotAllowed(f"rag.merge_posting_blocks: tenant {shown(tenant)} is not the current tenant",
                          hint="SET rag.tenant first")
 
-    # Lexemes in batches of up to MERGE_POSTINGS postings (memory), each batch in two
-    # writing statements: every statement PL/Python runs is a subtransaction, and each
-    # that writes takes a subtransaction id (past 64 in a transaction, every snapshot in
-    # the cluster reads pg_subtrans). A lexeme is merged whole or skipped: a try-lock on
+    # Lexemes in batches of up to MERGE_POSTINGS postings (memory) and MERGE_LEXEMES
+    # lexemes, each batch in two writing statements: every statement PL/Python runs is a
+    # subtransaction, and each that writes takes a subtransaction id (past 64 in a
+    # transaction, every snapshot in the cluster reads pg_subtrans). A lexeme is merged whole or skipped: a try-lock on
     # all its blocks, or another merge holds some (the few locked here stay locked until
     # this transaction ends, and nothing waits for them; only the blocks it locked are
     # taken: a block that came since waits for the next merge). Row locks, not an advisory
@@ -1232,13 +1233,14 @@ def merge_posting_blocks(plpy, tenant: str, lexemes: list[str]) -> int:
         WITH locked AS MATERIALIZED (
             SELECT b.lexeme, b.first_id FROM rag.posting_blocks AS b
             WHERE b.tenant = $1 AND b.lexeme = ANY ($2) FOR UPDATE SKIP LOCKED
-        ), whole AS (
-            SELECT l.lexeme FROM locked AS l GROUP BY l.lexeme
-            HAVING count(*) = (SELECT count(*) FROM rag.posting_blocks AS b WHERE b.tenant = $1 AND b.lexeme = l.lexeme)
+        ), whole AS MATERIALIZED (
+            SELECT l.lexeme FROM (SELECT x.lexeme, count(*) AS n FROM locked AS x GROUP BY x.lexeme) AS l
+            JOIN (SELECT b.lexeme, count(*) AS n FROM rag.posting_blocks AS b
+                  WHERE b.tenant = $1 AND b.lexeme = ANY ($2) GROUP BY b.lexeme) AS a
+              ON a.lexeme = l.lexeme AND a.n = l.n
         )
-        DELETE FROM rag.posting_blocks AS b USING locked AS l
-        WHERE b.tenant = $1 AND b.lexeme = l.lexeme AND b.first_id = l.first_id
-          AND l.lexeme IN (SELECT w.lexeme FROM whole AS w)
+        DELETE FROM rag.posting_blocks AS b USING locked AS l, whole AS w
+        WHERE b.tenant = $1 AND b.lexeme = l.lexeme AND b.first_id = l.first_id AND w.lexeme = l.lexeme
         RETURNING b.lexeme, b.first_id, b.ids, b.tfs, b.lens, b.n""", ["text", "text[]"])
     df_plan = _plan(plpy, "SELECT s.lexeme, sum(s.df)::bigint AS df FROM rag.lexeme_stats AS s "
                           "WHERE s.tenant = $1 AND s.lexeme = ANY ($2) GROUP BY s.lexeme", ["text", "text[]"])
@@ -1255,7 +1257,7 @@ def merge_posting_blocks(plpy, tenant: str, lexemes: list[str]) -> int:
     avglen = max((corpus["total_len"] or 0.0) / max(corpus["chunks"] or 0.0, 1.0), 1.0)
     batches, size = [[]], 0
     for r in sizes:
-        if batches[-1] and size + r["n"] > MERGE_POSTINGS:
+        if batches[-1] and (size + r["n"] > MERGE_POSTINGS or len(batches[-1]) >= MERGE_LEXEMES):
             batches.append([])
             size = 0
         batches[-1].append(r["lexeme"])
