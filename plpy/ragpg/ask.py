@@ -20,7 +20,7 @@ from . import providers, tokens
 from .errors import InvalidParameter, RagError
 from .pg import (_QUERY_CACHE, LAST_RERANK, STATS, USAGE_TYPES, _bool_setting, _embed, _float_setting,
                  _int_setting, _plan, check_budget, embed_sentences, model_spec, policy, record_usage, secret_for,
-                 settings, sql_errors, usage_cte, usage_deferred, usage_params, write_deferred_usage)
+                 settings, sql_errors, usage_cte, usage_deferred, usage_params)
 
 _STREAMS: dict[int, dict] = {}
 _HANDLES = itertools.count(1)
@@ -152,7 +152,6 @@ class _Prepared:
             record_usage(plpy, self.s, "ask", self.spec, 1, r.input_tokens, r.output_tokens,
                          out["latency_ms"] / 1000)
         out["answer_id"] = _store(plpy, self.s, self.question, out, self.retrieved) if self.store else None
-        write_deferred_usage(plpy)   # (answers not stored, or a standby: none kept)
         return out
 
 
@@ -161,7 +160,7 @@ def ask(plpy, question: str, k: int, model: str | None, rerank: str | None = Non
     """jsonb text {answer, citations, model, mode, removed_citations, usage, answer_id,
     rerank (when asked for), ...}. Its rag.usage rows are written with its answer, in one
     statement (usage_deferred)."""
-    with usage_deferred():
+    with usage_deferred(plpy):
         return _ask(plpy, question, k, model, rerank, rerank_k)
 
 

@@ -62,13 +62,14 @@ _DEFERRED_USAGE: list | None = None
 
 
 @contextlib.contextmanager
-def usage_deferred():
+def usage_deferred(plpy):
     """Within it, rag.usage rows are kept and written by the next statement that writes
-    its own rows with USAGE_CTE (an ingest's chunks, an answer), not one statement each:
+    its own rows with usage_cte (an ingest's chunks, an answer), not one statement each:
     every statement PL/Python runs is a subtransaction, and one that writes takes a
     subtransaction id. Past 64 in one transaction (~16 ingests when each wrote four),
     every snapshot in the cluster reads pg_subtrans until that transaction ends.
-    check_budget counts the kept rows' cost. Nested: the outer one writes them."""
+    check_budget counts the kept rows' cost. Rows no statement took are written on the
+    way out. Nested: the outer one writes them."""
     global _DEFERRED_USAGE
     if _DEFERRED_USAGE is not None:
         yield
@@ -76,6 +77,8 @@ def usage_deferred():
     _DEFERRED_USAGE = []
     try:
         yield
+        if _DEFERRED_USAGE:   # (an answer not stored)
+            plpy.execute(_plan(plpy, _USAGE_INSERT, USAGE_TYPES), usage_params())
     finally:
         _DEFERRED_USAGE = None
 
@@ -102,10 +105,8 @@ def usage_params() -> list:
     return cols
 
 
-def write_deferred_usage(plpy) -> None:
-    """Write the kept rag.usage rows now (nothing of its own to write them with)."""
-    if _DEFERRED_USAGE:
-        plpy.execute(_plan(plpy, "WITH " + usage_cte(1) + " SELECT 1", USAGE_TYPES), usage_params())
+# rag.usage rows on their own (record_usage outside usage_deferred, or the rows left)
+_USAGE_INSERT = "WITH " + usage_cte(1) + " SELECT 1"
 
 
 def watch_interrupts(plpy) -> None:
@@ -238,7 +239,7 @@ def check_budget(plpy, s: dict, spec: providers.ModelSpec) -> None:
         return
     budget = _float_setting(s, "daily_budget", 0, 1e12)
     spent = float(plpy.execute(_plan(plpy, "SELECT rag.spent_today() AS v", []))[0]["v"])
-    spent += sum(u[6] for u in _DEFERRED_USAGE or ())   # this ingest's calls, not written yet
+    spent += sum(u[6] for u in _DEFERRED_USAGE or ())   # calls kept by usage_deferred, not written yet
     if spent >= budget:
         raise BudgetExceeded(
             f"rag: the daily budget of {budget:g} for tenant {shown(s['tenant'])} is spent ({spent:.6g} today); "
@@ -267,18 +268,12 @@ def record_usage(plpy, s: dict, operation: str, spec: providers.ModelSpec, calls
         if p[0] < 64 and time.monotonic() - p[3] < 10:
             return
         calls, input_tokens, _, seconds = _PENDING_USAGE.pop(key)
+    row = (operation, spec.name, calls, input_tokens, output_tokens, seconds * 1000)
     if _DEFERRED_USAGE is not None:
-        _DEFERRED_USAGE.append((operation, spec.name, calls, input_tokens, output_tokens, seconds * 1000,
-                                spec.cost(input_tokens, output_tokens)))
+        _DEFERRED_USAGE.append(row + (spec.cost(input_tokens, output_tokens),))
         return
-    # the cost in exact numeric, from the registry's prices at the time of the call
-    plpy.execute(_plan(plpy, """
-        INSERT INTO rag.usage (operation, model, provider, calls, input_tokens, output_tokens, cost, latency_ms)
-        SELECT $1, m.name, m.provider, $3, $4, $5,
-               ($4 * m.price_input_per_1m + $5 * m.price_output_per_1m) / 1000000, $6
-        FROM rag.models AS m WHERE m.name = $2""",
-        ["text", "text", "int", "bigint", "bigint", "float8"]),
-        [operation, spec.name, calls, input_tokens, output_tokens, seconds * 1000])
+    # (usage_cte: the cost in exact numeric, from the registry's prices at the time of the call)
+    plpy.execute(_plan(plpy, _USAGE_INSERT, USAGE_TYPES), [[v] for v in row])
 
 
 def _embedder(s: dict, name: str | None = None):
@@ -894,7 +889,7 @@ def _index_round(plpy, s: dict, ids: list[int], model: str) -> int:
     known_w = {(r["t"], bytes(r["h"])): r["w"] for r in found if r["w"] is not None}
     t3 = time.perf_counter()
 
-    with usage_deferred():
+    with usage_deferred(plpy):
         written = _write_round(plpy, s, spec, ids, rows, hashes, keys, known, known_w, titles)
     t5 = time.perf_counter()
 
@@ -963,8 +958,6 @@ def _write_round(plpy, s: dict, spec: providers.ModelSpec, ids: list[int], rows:
                               [c.heading for _, c in part], [c.tokens for _, c in part], hashes[i:i + INSERT_SLICE],
                               model, [known[x] for x in k], [d["tenant"] for d, _ in part],
                               [c.page for _, c in part], wins, bounds, lengths, *_taken(titles)])
-    if _DEFERRED_USAGE or titles:   # (not reached: a round has chunks, or raised)
-        plpy.execute(insert, [[]] * 6 + [model] + [[]] * 6 + _taken(titles))
     return {"db_seconds": time.perf_counter() - t4 - window_seconds}
 
 
@@ -1219,12 +1212,13 @@ def merge_posting_blocks(plpy, tenant: str, lexemes: list[str]) -> int:
     # Lexemes in batches of up to MERGE_POSTINGS postings (memory) and MERGE_LEXEMES
     # lexemes, each batch in two writing statements: every statement PL/Python runs is a
     # subtransaction, and each that writes takes a subtransaction id (past 64 in a
-    # transaction, every snapshot in the cluster reads pg_subtrans). A lexeme is merged whole or skipped: a try-lock on
-    # all its blocks, or another merge holds some (the few locked here stay locked until
-    # this transaction ends, and nothing waits for them; only the blocks it locked are
-    # taken: a block that came since waits for the next merge). Row locks, not an advisory
-    # lock: any role could take one whose key it can compute and hold off a tenant's
-    # merges; these rows only the tenant's roles see (row-level security)
+    # transaction, every snapshot in the cluster reads pg_subtrans). A lexeme is merged
+    # whole or skipped: a try-lock on all its blocks, or another merge holds some (the few
+    # locked here stay locked until this transaction ends, and nothing waits for them;
+    # only the blocks it locked are taken: a block that came since waits for the next
+    # merge). Row locks, not an advisory lock: any role could take one whose key it can
+    # compute and hold off a tenant's merges; these rows only the tenant's roles see
+    # (row-level security)
     sizes = plpy.execute(_plan(plpy, """
         SELECT b.lexeme, sum(b.n)::bigint AS n FROM rag.posting_blocks AS b
         WHERE b.tenant = $1 AND b.lexeme = ANY ($2) GROUP BY b.lexeme ORDER BY b.lexeme""", ["text", "text[]"]),
@@ -1255,9 +1249,9 @@ def merge_posting_blocks(plpy, tenant: str, lexemes: list[str]) -> int:
         ["text", "text[]", "bigint[]", "int[]", "int[]", "int[]", "bytea[]", "bytea[]", "bytea[]"])
     corpus = plpy.execute(_plan(plpy, _BM25_CORPUS, ["text"]), [tenant])[0]
     avglen = max((corpus["total_len"] or 0.0) / max(corpus["chunks"] or 0.0, 1.0), 1.0)
-    batches, size = [[]], 0
+    batches, size = [], 0
     for r in sizes:
-        if batches[-1] and (size + r["n"] > MERGE_POSTINGS or len(batches[-1]) >= MERGE_LEXEMES):
+        if not batches or size + r["n"] > MERGE_POSTINGS or len(batches[-1]) >= MERGE_LEXEMES:
             batches.append([])
             size = 0
         batches[-1].append(r["lexeme"])
@@ -1265,8 +1259,6 @@ def merge_posting_blocks(plpy, tenant: str, lexemes: list[str]) -> int:
     done = 0
     for batch in batches:
         interrupts.check_interrupts()
-        if not batch:
-            continue
         parts: dict[str, list] = {}
         for r in plpy.execute(take, [tenant, batch]):
             parts.setdefault(r["lexeme"], []).append(
