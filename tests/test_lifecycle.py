@@ -205,6 +205,13 @@ def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db, old):
             # 0.3.0 dropped bm25_term_candidates (BM25 is exact)
             assert {k for k, _ in settings} - set(now) == ({"bm25_term_candidates"} if converted else set())
             assert {k: now[k] for k, _ in settings if k in now} == {k: v for k, v in settings if k in now}
+            # every partition of rag.chunks, bob's with his rows in it too, keeps its
+            # embeddings in its rows from now on (0.5.0: STORAGE MAIN)
+            storage = dict(su.execute(
+                "SELECT a.attrelid::regclass::text, a.attstorage::text FROM pg_attribute AS a "
+                "WHERE a.attname = 'embedding' AND a.attrelid IN "
+                "(SELECT relid FROM pg_partition_tree('rag.chunks'))").fetchall())
+            assert len(storage) == (3 if part else 2) and set(storage.values()) == {"m"}, storage
 
         # a session that had the old release's Python loaded is told to reconnect
         with pytest.raises(psycopg.Error) as e:
