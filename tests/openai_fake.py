@@ -18,7 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class Scenario:
     """fail: a list of statuses to answer first, in order (then succeed), or 'always:500';
-    hang: seconds to wait before answering; chat_text, usage: what a chat answers;
+    hang: seconds to wait before answering; chat_text, usage: what a chat answers (streamed
+    as server-sent events, a word a piece, when the request asks for a stream);
     rerank_format: how /rerank answers (cohere: {"results": [{index, relevance_score}]},
     tei: a bare list of {index, score}, broken: {"results": "no"}); it scores a document
     1 / (1 + its length), so the shortest comes first."""
@@ -56,6 +57,29 @@ class FakeOpenAI:
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _stream(self, sc: Scenario, body: dict):
+                """A chat completion as OpenAI streams it: server-sent events, a piece per
+                word, the usage in a last chunk when stream_options asks for it."""
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("connection", "close")
+                self.end_headers()
+                self.close_connection = True
+
+                def event(choices: list, **extra):
+                    chunk = {"id": "fake-1", "object": "chat.completion.chunk", "created": int(time.time()),
+                             "model": body.get("model"), "choices": choices} | extra
+                    self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+                    self.wfile.flush()
+                words = sc.chat_text.split(" ")
+                for i, w in enumerate(words):
+                    event([{"index": 0, "delta": {"content": w if i == 0 else " " + w}, "finish_reason": None}])
+                event([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+                if sc.send_usage and (body.get("stream_options") or {}).get("include_usage"):
+                    event([], usage=sc.usage or {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110})
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
 
             def do_POST(self):
                 n = int(self.headers.get("content-length") or 0)
@@ -97,6 +121,8 @@ class FakeOpenAI:
                     if sc.send_usage:
                         out["usage"] = sc.usage or {"prompt_tokens": 7 * len(scores), "total_tokens": 7 * len(scores)}
                     return self._send(200, out)
+                if body.get("stream"):
+                    return self._stream(sc, body)
                 out = {"id": "fake-1", "object": "chat.completion", "created": int(time.time()),
                        "model": body.get("model"),
                        "choices": [{"index": 0, "finish_reason": "stop",

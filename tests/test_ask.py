@@ -117,3 +117,32 @@ def test_an_ask_takes_one_subtransaction_id(db, fake_openai):
     assert db.execute("SELECT count(*), sum(input_tokens) > 0 FROM rag.usage WHERE model = 'chatty'"
                       ).fetchone() == (40, True)
     assert len(fake_openai.requests["chatty"]) == 40
+
+
+def test_a_streamed_answer_takes_one_subtransaction_id(db, fake_openai):
+    """rag.ask_stream wrote the chat call's rag.usage row and the answer in two statements,
+    each a subtransaction with an id (PL/Python). Now the row goes with the answer. It
+    spans two calls: what opening it cost (a reranker, a question's embedding by a remote
+    model) is written when it opens, in one statement, as a client may never read on."""
+    from openai_fake import Scenario
+
+    if int(db.execute("SHOW server_version_num").fetchone()[0]) < 160000:
+        pytest.skip("pg_stat_get_backend_subxact() is Postgres 16's")
+    seed(db)
+    url = fake_openai.add("streamy", Scenario(chat_text="Refunds take five business days [1]."))
+    db.execute("SELECT rag.add_model('streamy', 'chat', base_url => %s, price_input_per_1m => 1)", (url,))
+    with db.transaction():
+        rows = db.execute("SELECT i, s.citations, s.answer_id FROM generate_series(1, 25) AS i, "
+                          "rag.ask_stream('How long do refunds take for order ' || i || '?', model => 'streamy') AS s "
+                          "WHERE s.piece IS NULL").fetchall()
+        db.execute("SELECT pg_stat_clear_snapshot()")
+        count, overflowed = db.execute(
+            "SELECT s.subxact_count, s.subxact_overflowed FROM pg_stat_get_backend_idset() AS b,"
+            " pg_stat_get_backend_subxact(b) AS s WHERE pg_stat_get_backend_pid(b) = pg_backend_pid()").fetchone()
+    assert len(rows) == 25 and all(r[1] and r[2] for r in rows), rows[:2]
+    assert not overflowed and count <= 25 + 2, count
+    assert db.execute("SELECT count(*) FROM rag.answers WHERE model = 'streamy'").fetchone()[0] == 25
+    # every chat call is in the ledger, with the tokens the stream's last chunk reported
+    assert db.execute("SELECT count(*), sum(input_tokens), sum(output_tokens) FROM rag.usage "
+                      "WHERE model = 'streamy'").fetchone() == (25, 2500, 250)
+    assert len(fake_openai.requests["streamy"]) == 25

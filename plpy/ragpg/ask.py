@@ -183,14 +183,17 @@ def ask_stream_open(plpy, question: str, k: int, model: str | None, rerank: str 
                     rerank_k: int = 30) -> int:
     """Retrieve (reranked if asked: a failing reranker is a WARNING, as in rag.search) and
     open the model's stream (errors surface here, before any row); returns a handle for
-    ask_stream_read."""
-    p = _Prepared(plpy, question, k, model, rerank, rerank_k)
-    st = {"p": p, "who": _who(plpy)}
-    if not p.llm:
-        ex = _extractive(plpy, p.s, question, p.retrieved)
-        st["extractive"] = ex
-    elif p.ctx:
-        st["stream"] = providers.ChatStream(p.spec, policy(p.s), p.secret, p.messages, p.max_out, p.temperature)
+    ask_stream_read. The rag.usage rows of its calls (the question's embedding, a
+    reranker) are written in one statement on its way out (usage_deferred): a client may
+    never read the stream."""
+    with usage_deferred(plpy):
+        p = _Prepared(plpy, question, k, model, rerank, rerank_k)
+        st = {"p": p, "who": _who(plpy)}
+        if not p.llm:
+            st["extractive"] = _extractive(plpy, p.s, question, p.retrieved)
+        elif p.ctx:
+            st["stream"] = providers.ChatStream(p.spec, policy(p.s), p.secret, p.messages, p.max_out,
+                                                p.temperature)
     handle = next(_HANDLES)
     for h in [h for h in _STREAMS if h < handle - 8]:  # streams a client never read
         _STREAMS.pop(h)
@@ -243,7 +246,8 @@ def ask_stream_read(plpy, handle: int):
             yield (seq, answer_mod.NO_ANSWER, None, None)
             seq += 1
             out, r = p.result(answer_mod.NO_ANSWER, [], 0, None), None
-        out = p.finish(plpy, out, r)
+        with usage_deferred(plpy):   # the chat call's rag.usage row goes with the answer
+            out = p.finish(plpy, out, r)
     except RagError as e:
         plpy.error(e.message, hint=e.hint, sqlstate=e.sqlstate)
     yield (seq, None, json.dumps(out["citations"]), out["answer_id"])
