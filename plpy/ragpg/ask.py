@@ -23,6 +23,7 @@ from .pg import (_QUERY_CACHE, LAST_RERANK, STATS, USAGE_TYPES, _bool_setting, _
                  settings, sql_errors, usage_cte, usage_deferred, usage_params)
 
 _STREAMS: dict[int, dict] = {}
+ASK_MANY = 32   # rag.evaluate_answers' batch (500-eval.sql)
 _HANDLES = itertools.count(1)
 
 
@@ -76,22 +77,49 @@ def citation_list(used: list[int], ctx: list[answer_mod.Retrieved]) -> list[dict
     return out
 
 
-def _store(plpy, s: dict, question: str, out: dict, retrieved: list[answer_mod.Retrieved]) -> int | None:
-    if s["read_only"] == "on":  # a hot standby: answered, not stored; counted
-        STATS["writes_skipped_read_only"] += 1
-        return None
-    # (with the rag.usage rows rag.ask kept: usage_deferred)
-    r = plpy.execute(_plan(plpy, "WITH " + usage_cte(13) + """
-        INSERT INTO rag.answers (question, answer, model, mode, cited_chunk_ids, retrieved_chunk_ids,
-                                 removed_citations, latency_ms, first_token_ms, input_tokens, output_tokens,
-                                 finish_reason)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id""",
-        ["text", "text", "text", "text", "bigint[]", "bigint[]", "int", "float8", "float8", "bigint", "bigint",
-         "text"] + USAGE_TYPES),
-        [question, out["answer"], out["model"], out["mode"], [c["chunk_id"] for c in out["citations"]],
-         [c.chunk_id for c in retrieved], out["removed_citations"], out["latency_ms"], out.get("first_token_ms"),
-         out["usage"]["input_tokens"], out["usage"]["output_tokens"], out.get("finish_reason"), *usage_params()])
-    return r[0]["id"]
+# The answers of one call (rag.ask, a stream's end, a batch of rag.evaluate_answers'
+# questions) and the rag.usage rows it kept, in one statement: one subtransaction id
+# (usage_deferred). Each answer's cited and retrieved ids travel as an array literal (the
+# arrays of one row are not of one length). Identity values follow the rows' order.
+_STORE = "WITH " + usage_cte(13) + """, stored AS (
+    INSERT INTO rag.answers (question, answer, model, mode, cited_chunk_ids, retrieved_chunk_ids,
+                             removed_citations, latency_ms, first_token_ms, input_tokens, output_tokens,
+                             finish_reason)
+    SELECT a.q, a.answer, a.model, a.mode, a.cited::bigint[], a.retrieved::bigint[], a.removed, a.ms, a.first_ms,
+           a.tin, a.tout, a.finish
+    FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) WITH ORDINALITY
+         AS a (q, answer, model, mode, cited, retrieved, removed, ms, first_ms, tin, tout, finish, ord)
+    ORDER BY a.ord
+    RETURNING id)
+SELECT array_agg(id ORDER BY id) AS ids FROM stored"""
+_STORE_TYPES = ["text[]", "text[]", "text[]", "text[]", "text[]", "text[]", "int[]", "float8[]", "float8[]",
+                "bigint[]", "bigint[]", "text[]"]
+
+
+def _ids_literal(ids: list[int]) -> str:
+    return "{" + ",".join(str(int(i)) for i in ids) + "}"
+
+
+def _store(plpy, answered: list[tuple[_Prepared, dict]]) -> list[dict]:
+    """Set each answer's answer_id: its row in rag.answers, or None (rag.store_answers off,
+    or a hot standby, where it is counted)."""
+    for _, out in answered:
+        out["answer_id"] = None
+    kept = [(p, out) for p, out in answered if p.store]
+    if kept and kept[0][0].s["read_only"] == "on":
+        STATS["writes_skipped_read_only"] += len(kept)
+        return [out for _, out in answered]
+    if kept:
+        rows = [[p.question, out["answer"], out["model"], out["mode"],
+                 _ids_literal([c["chunk_id"] for c in out["citations"]]),
+                 _ids_literal([c.chunk_id for c in p.retrieved]), out["removed_citations"], out["latency_ms"],
+                 out.get("first_token_ms"), out["usage"]["input_tokens"], out["usage"]["output_tokens"],
+                 out.get("finish_reason")] for p, out in kept]
+        ids = plpy.execute(_plan(plpy, _STORE, _STORE_TYPES + USAGE_TYPES),
+                           [list(c) for c in zip(*rows)] + usage_params())[0]["ids"]
+        for (_, out), answer_id in zip(kept, ids):
+            out["answer_id"] = answer_id
+    return [out for _, out in answered]
 
 
 def _extractive(plpy, s: dict, question: str, chunks: list[answer_mod.Retrieved]) -> dict:
@@ -147,12 +175,12 @@ class _Prepared:
                       "cost": self.spec.cost(r.input_tokens, r.output_tokens) if r else 0},
         } | ({"rerank": self.rerank} if self.rerank else {})
 
-    def finish(self, plpy, out: dict, r: providers.ChatResult | None) -> dict:
+    def done(self, plpy, out: dict, r: providers.ChatResult | None) -> tuple[_Prepared, dict]:
+        """The answer, its chat call recorded (kept within usage_deferred); _store next."""
         if r is not None:
             record_usage(plpy, self.s, "ask", self.spec, 1, r.input_tokens, r.output_tokens,
                          out["latency_ms"] / 1000)
-        out["answer_id"] = _store(plpy, self.s, self.question, out, self.retrieved) if self.store else None
-        return out
+        return self, out
 
 
 @sql_errors
@@ -161,21 +189,36 @@ def ask(plpy, question: str, k: int, model: str | None, rerank: str | None = Non
     rerank (when asked for), ...}. Its rag.usage rows are written with its answer, in one
     statement (usage_deferred)."""
     with usage_deferred(plpy):
-        return _ask(plpy, question, k, model, rerank, rerank_k)
+        return json.dumps(_store(plpy, [_answer(plpy, question, k, model, rerank, rerank_k)])[0])
 
 
-def _ask(plpy, question: str, k: int, model: str | None, rerank: str | None, rerank_k: int) -> str:
+@sql_errors
+def ask_many(plpy, questions: list[str], k: int, model: str | None, rerank: str | None = None,
+             rerank_k: int = 30) -> list[str]:
+    """rag.evaluate_answers' questions, a batch at a time: each answered as rag.ask answers
+    it, then every answer and rag.usage row of the batch in one statement (one id a batch,
+    not one a question: a run of 640 overflowed the backend's subtransaction cache). At
+    most ASK_MANY questions a call: what it holds until its statement is bounded."""
+    if len(questions) > ASK_MANY:
+        raise InvalidParameter(f"rag._ask_many: at most {ASK_MANY} questions a call, got {len(questions)}")
+    with usage_deferred(plpy):
+        return [json.dumps(out) for out in
+                _store(plpy, [_answer(plpy, q, k, model, rerank, rerank_k) for q in questions])]
+
+
+def _answer(plpy, question: str, k: int, model: str | None, rerank: str | None,
+            rerank_k: int) -> tuple[_Prepared, dict]:
     p = _Prepared(plpy, question, k, model, rerank, rerank_k)
     if not p.llm:
         ex = _extractive(plpy, p.s, question, p.retrieved)
         out = p.result(ex["answer"], [], 0, None)
         out["citations"] = ex["citations"]
-        return json.dumps(p.finish(plpy, out, None))
+        return p.done(plpy, out, None)
     if not p.ctx:  # nothing retrieved: nothing to answer from, no model call
-        return json.dumps(p.finish(plpy, p.result(answer_mod.NO_ANSWER, [], 0, None), None))
+        return p.done(plpy, p.result(answer_mod.NO_ANSWER, [], 0, None), None)
     r = providers.chat(p.spec, policy(p.s), p.secret, p.messages, p.max_out, p.temperature)
     text, removed, used = cite.clean(r.text, len(p.ctx))
-    return json.dumps(p.finish(plpy, p.result(text, used, removed, r), r))
+    return p.done(plpy, p.result(text, used, removed, r), r)
 
 
 @sql_errors
@@ -247,7 +290,7 @@ def ask_stream_read(plpy, handle: int):
             seq += 1
             out, r = p.result(answer_mod.NO_ANSWER, [], 0, None), None
         with usage_deferred(plpy):   # the chat call's rag.usage row goes with the answer
-            out = p.finish(plpy, out, r)
+            out = _store(plpy, [p.done(plpy, out, r)])[0]
     except RagError as e:
         plpy.error(e.message, hint=e.hint, sqlstate=e.sqlstate)
     yield (seq, None, json.dumps(out["citations"]), out["answer_id"])

@@ -38,6 +38,18 @@ AS $python$
     return ragpg.ask.ask(plpy, question, k, model, rerank, rerank_k)
 $python$;
 
+-- rag._ask_many (internal, rag.evaluate_answers'): a batch of questions, each answered as
+-- rag.ask answers it, their answers and usage rows written in one statement; NULL with a
+-- pending error
+CREATE OR REPLACE FUNCTION rag._ask_many(questions text[], k int, model text, rerank text, rerank_k int)
+RETURNS jsonb[]
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+    #@ragpg-prologue
+    return ragpg.ask.ask_many(plpy, questions, k, model, rerank, rerank_k)
+$python$;
+
 -- rag.ask_stream
 -- The answer in pieces as they are generated, one row each, then a last row with the
 -- citations (jsonb array) and the answer's id in rag.answers (piece NULL). To get rows

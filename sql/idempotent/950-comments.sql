@@ -445,7 +445,7 @@ COMMENT ON FUNCTION rag.ingest(text, text, text, text, jsonb) IS
 
 COMMENT ON FUNCTION rag._check_query(text, integer, text) IS
   'Internal: raises a clear error for a NULL, empty or too long query, or k outside 1..rag.max_k; called by '
-  'rag.search, rag.ask and rag.ask_stream.';
+  'rag.search, rag.ask, rag.ask_stream and rag.evaluate_answers.';
 
 COMMENT ON FUNCTION rag.any_terms_tsquery(text) IS
   'A tsquery matching any of a text''s terms (english stemming, stop words dropped), as the ts_rank lexical '
@@ -595,6 +595,10 @@ COMMENT ON FUNCTION rag.ask(text, integer, text, text, integer) IS
 
 COMMENT ON FUNCTION rag._ask(text, integer, text, text, integer) IS
   'Internal: the Python side of rag.ask (NULL with a pending error).';
+
+COMMENT ON FUNCTION rag._ask_many(text[], integer, text, text, integer) IS
+  'Internal: rag.evaluate_answers'' asks, at most 32 questions a call, each answered as rag.ask answers it; '
+  'the answers and their rag.usage rows are written in one statement (NULL with a pending error).';
 
 COMMENT ON FUNCTION rag._ask_stream_open_py(text, integer, text, text, integer) IS
   'Internal: the Python side of rag._ask_stream_open: retrieves and opens the model''s stream, returns a handle.';
