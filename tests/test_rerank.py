@@ -154,3 +154,31 @@ def test_direct_callers_of_rerank_are_bounded(db, passages, fragment):
         db.execute("SELECT rag._raise_python_error()")
     assert exc.value.sqlstate == "54000" and fragment in str(exc.value)
     assert db.execute("SELECT count(*) FROM rag.usage WHERE operation = 'rerank'").fetchone()[0] == calls
+
+
+def test_searches_write_their_calls_without_a_subtransaction_id(db, fake_openai):
+    """rag.search's reranker call and its query embedding by a remote model each wrote a
+    rag.usage row from PL/Python, whose every statement is a subtransaction: one that writes
+    takes an id, and a report of 70 reranked searches in one statement overflowed the
+    backend's cache of 64 (every snapshot in the cluster then reads pg_subtrans). Now
+    the rows go back to rag.search's plpgsql, which writes them in the statement's own
+    transaction. Every call is still in the ledger, priced."""
+    if int(db.execute("SHOW server_version_num").fetchone()[0]) < 160000:
+        pytest.skip("pg_stat_get_backend_subxact() is Postgres 16's")
+    ingest(db)
+    add_reranker(db, fake_openai, "rr-many")
+    before = db.execute("SELECT count(*) FROM rag.usage WHERE operation = 'query'").fetchone()[0]
+    with db.transaction():
+        n = db.execute("SELECT count(DISTINCT i) FROM generate_series(1, 70) AS i, "
+                       "rag.search(%s || ' ' || i, 3, rerank => 'rr-many', rerank_k => 6) AS s "
+                       "WHERE s.rerank_rank IS NOT NULL", (Q,)).fetchone()[0]
+        db.execute("SELECT pg_stat_clear_snapshot()")
+        count, overflowed = db.execute(
+            "SELECT s.subxact_count, s.subxact_overflowed FROM pg_stat_get_backend_idset() AS b,"
+            " pg_stat_get_backend_subxact(b) AS s WHERE pg_stat_get_backend_pid(b) = pg_backend_pid()").fetchone()
+    assert n == 70 and not overflowed and count <= 2, count
+    assert db.execute("SELECT count(*), sum(input_tokens), sum(cost)::float8 FROM rag.usage WHERE model = 'rr-many'"
+                      ).fetchone() == (70, 70 * 7 * 6, pytest.approx(70 * 7 * 6 * 2 / 1e6))
+    # the local model's query embeddings, summed per 64 (record_usage), went the same way
+    assert db.execute("SELECT coalesce(sum(calls), 0) FROM rag.usage WHERE operation = 'query'").fetchone()[0] \
+        - before >= 64

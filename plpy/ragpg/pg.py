@@ -61,52 +61,65 @@ _PENDING_USAGE: dict[tuple[str, str], list] = {}
 _DEFERRED_USAGE: list | None = None
 
 
+class KeptUsage:
+    """What usage_deferred(plpy, hand_back=True) gives its caller: after the block, the
+    rows it kept as usage_params' jsonb, for the SQL that called it to write
+    (rag._log_usage), or None (no row, or an outer block keeps them)."""
+    rows: str | None = None
+
+
 @contextlib.contextmanager
-def usage_deferred(plpy):
+def usage_deferred(plpy, hand_back: bool = False):
     """Within it, rag.usage rows are kept and written by the next statement that writes
     its own rows with usage_cte (an ingest's chunks, an answer), not one statement each:
     every statement PL/Python runs is a subtransaction, and one that writes takes a
     subtransaction id. Past 64 in one transaction (~16 ingests when each wrote four),
     every snapshot in the cluster reads pg_subtrans until that transaction ends.
     check_budget counts the kept rows' cost. Rows no statement took are written on the
-    way out. Nested: the outer one writes them."""
+    way out, or with hand_back given back (KeptUsage) to the plpgsql that called: its
+    INSERT takes no id of its own (rag.search's). Nested: the outer one writes them."""
     global _DEFERRED_USAGE
+    kept = KeptUsage()
     if _DEFERRED_USAGE is not None:
-        yield
+        yield kept
         return
     _DEFERRED_USAGE = []
     try:
-        yield
-        if _DEFERRED_USAGE:   # (an answer not stored)
+        yield kept
+        if _DEFERRED_USAGE and hand_back:
+            kept.rows = usage_params()[0]
+        elif _DEFERRED_USAGE:   # (an answer not stored)
             plpy.execute(_plan(plpy, _USAGE_INSERT, USAGE_TYPES), usage_params())
     finally:
         _DEFERRED_USAGE = None
 
 
 def usage_cte(first: int) -> str:
-    """A WITH item that inserts the kept rag.usage rows, from parameters $first..$first+5
-    (usage_params)."""
+    """A WITH item that inserts the kept rag.usage rows, from parameter $first
+    (usage_params; rag._usage_rows prices them)."""
     return ("usage AS (INSERT INTO rag.usage (operation, model, provider, calls, input_tokens, output_tokens, cost, "
-            "latency_ms) SELECT u.op, m.name, m.provider, u.calls, u.tin, u.tout, "
-            "(u.tin * m.price_input_per_1m + u.tout * m.price_output_per_1m) / 1000000, u.ms "
-            "FROM unnest($%d::text[], $%d::text[], $%d::int[], $%d::bigint[], $%d::bigint[], $%d::float8[]) "
-            "AS u (op, model, calls, tin, tout, ms) JOIN rag.models AS m ON m.name = u.model)"
-            % tuple(range(first, first + 6)))
+            "latency_ms) SELECT * FROM rag._usage_rows($%d::jsonb))" % first)
 
 
-USAGE_TYPES = ["text[]", "text[]", "int[]", "bigint[]", "bigint[]", "float8[]"]
+USAGE_TYPES = ["jsonb"]
+
+
+def _usage_json(rows) -> str:
+    return json.dumps([{"op": r[0], "model": r[1], "calls": r[2], "tin": r[3], "tout": r[4], "ms": r[5]}
+                       for r in rows])
 
 
 def usage_params() -> list:
-    """usage_cte's six arrays: the rows kept so far, which are then no longer kept."""
+    """usage_cte's parameter: the rows kept so far (a jsonb array), which are then no
+    longer kept."""
     rows = _DEFERRED_USAGE or []
-    cols = [list(c) for c in zip(*rows)][:6] if rows else [[]] * 6   # (not the cost check_budget counts)
+    out = [_usage_json(rows)]   # (not the cost check_budget counts)
     rows.clear()
-    return cols
+    return out
 
 
 # rag.usage rows on their own (record_usage outside usage_deferred, or the rows left)
-_USAGE_INSERT = "WITH " + usage_cte(1) + " SELECT 1"
+_USAGE_INSERT = "SELECT rag._log_usage($1)"
 
 
 def watch_interrupts(plpy) -> None:
@@ -272,8 +285,8 @@ def record_usage(plpy, s: dict, operation: str, spec: providers.ModelSpec, calls
     if _DEFERRED_USAGE is not None:
         _DEFERRED_USAGE.append(row + (spec.cost(input_tokens, output_tokens),))
         return
-    # (usage_cte: the cost in exact numeric, from the registry's prices at the time of the call)
-    plpy.execute(_plan(plpy, _USAGE_INSERT, USAGE_TYPES), [[v] for v in row])
+    # (rag._usage_rows: the cost in exact numeric, from the registry's prices at the time of the call)
+    plpy.execute(_plan(plpy, _USAGE_INSERT, USAGE_TYPES), [_usage_json([row])])
 
 
 def _embedder(s: dict, name: str | None = None):
@@ -619,9 +632,20 @@ def _predicate(plpy, filter_json: str | None) -> str | None:
 def search_legs(plpy, query: str, mode: str, vector_k: int, lexical_k: int, k1: float, b: float,
                 filter_json: str | None, ranking: str, both_scores: bool, proximity: bool = False,
                 window_setting: str = "on", lexical_windows_setting: str = "on"):
+    """_legs, and the rag.usage rows of its query embedding (a remote model's; the local
+    model's are summed, record_usage) for rag.search to write (usage_deferred)."""
+    with usage_deferred(plpy, hand_back=True) as kept:
+        legs = _legs(plpy, query, mode, vector_k, lexical_k, k1, b, filter_json, ranking, both_scores, proximity,
+                     window_setting, lexical_windows_setting)
+    return legs + (kept.rows, True)
+
+
+def _legs(plpy, query: str, mode: str, vector_k: int, lexical_k: int, k1: float, b: float,
+          filter_json: str | None, ranking: str, both_scores: bool, proximity: bool,
+          window_setting: str, lexical_windows_setting: str):
     """rag.search's candidates: the union of each leg's best (vector: cosine; lexical: BM25
     or ts_rank), as (ids, vector scores, lexical scores, vector ranks, lexical ranks,
-    proximities, best windows' BM25, True); a rank is None outside that leg's top. With
+    proximities, best windows' BM25); a rank is None outside that leg's top. With
     `both_scores` (hybrid, score fusion) every candidate gets both legs' scores: its exact
     BM25 (0 without a query term) and its cosine; and with `proximity` and BM25 its
     proximity (lexical.proximity) and, unless `lexical_windows_setting` (rag.lexical_windows)
@@ -687,15 +711,22 @@ def search_legs(plpy, query: str, mode: str, vector_k: int, lexical_k: int, k1: 
     return (ids, [vs.get(i) for i in ids], [ls.get(i) for i in ids],
             [vrank.get(i) for i in ids], [lrank.get(i) for i in ids],
             [px.get(i, 0.0) for i in ids] if px is not None else None,
-            [wl.get(i, 0.0) for i in ids] if wl is not None else None, True)
+            [wl.get(i, 0.0) for i in ids] if wl is not None else None)
 
 
 @sql_errors
 def rerank(plpy, query: str, model: str, kind: str, passages: list[str]):
+    """_rerank, and the rag.usage row of its call for rag.search to write (usage_deferred)."""
+    with usage_deferred(plpy, hand_back=True) as kept:
+        out = _rerank(plpy, query, model, kind, passages)
+    return out + (kept.rows, True)
+
+
+def _rerank(plpy, query: str, model: str, kind: str, passages: list[str]):
     """rag.search's reranking of its best candidates: (each passage's new rank, 1-based;
-    the reranker's scores or None; None, True). A failing provider (down, refusing,
-    over budget) gives (None, None, the reason, True): the search keeps its fused order and
-    says why. The call is logged in rag.usage as operation 'rerank'."""
+    the reranker's scores or None; None). A failing provider (down, refusing, over budget)
+    gives (None, None, the reason): the search keeps its fused order and says why. The
+    call is logged in rag.usage as operation 'rerank'."""
     LAST_RERANK["error"] = None
     rerank_mod.check_passages(passages or [])
     s = settings(plpy)
@@ -724,12 +755,12 @@ def rerank(plpy, query: str, model: str, kind: str, passages: list[str]):
             providers.ProviderNotFound, BudgetExceeded) as e:
         STATS["rerank_failures"] += 1
         LAST_RERANK["error"] = e.message
-        return None, None, e.message, True
+        return None, None, e.message
     record_usage(plpy, s, "rerank", spec, calls, n_in, n_out, time.perf_counter() - t0)
     ranks = [0] * len(passages)
     for rank, i in enumerate(order, 1):
         ranks[i] = rank
-    return ranks, scores, None, True
+    return ranks, scores, None
 
 
 def _embed_missing(plpy, s: dict, spec: providers.ModelSpec, items, known: dict, operation: str) -> None:
@@ -906,7 +937,7 @@ _WRITE_SLICE = """
     WITH """ + usage_cte(14) + """,
     titles AS (
         UPDATE rag.documents AS d SET title = t.title
-        FROM unnest($20::bigint[], $21::text[]) AS t (id, title)
+        FROM unnest($15::bigint[], $16::text[]) AS t (id, title)
         WHERE d.id = t.id AND d.title IS NULL)
     INSERT INTO rag.chunks (tenant, document_id, ord, content, heading, page, tokens, content_hash, model, embedding,
                             window_embeddings, window_bounds, window_lengths)
@@ -918,7 +949,7 @@ _WRITE_SLICE = """
 
 
 def _taken(titles: list) -> list:
-    """_WRITE_SLICE's parameters $14-$21: the usage rows and titles not written yet (which
+    """_WRITE_SLICE's parameters $14-$16: the usage rows and titles not written yet (which
     are then no longer kept)."""
     cols = usage_params() + [[t[0] for t in titles], [t[1] for t in titles]]
     titles.clear()

@@ -39,3 +39,30 @@ AS $$
     WHERE u.tenant = (SELECT rag.current_tenant())
       AND u.at >= (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')
 $$;
+
+-- rag._usage_rows (internal): rag.usage rows from calls as the Python side records them
+-- (a jsonb array of {op, model, calls, tin, tout, ms}), priced from the registry's
+-- current prices: the one place a call's cost is computed
+CREATE OR REPLACE FUNCTION rag._usage_rows(usage jsonb)
+RETURNS TABLE (operation text, model text, provider text, calls int, input_tokens bigint, output_tokens bigint,
+               cost numeric, latency_ms float8)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT u.op, m.name, m.provider, u.calls, u.tin, u.tout,
+           (u.tin * m.price_input_per_1m + u.tout * m.price_output_per_1m) / 1000000, u.ms
+    FROM jsonb_to_recordset(_usage_rows.usage) AS u (op text, model text, calls int, tin bigint, tout bigint, ms float8)
+    JOIN rag.models AS m ON m.name = u.model
+$$;
+
+-- rag._log_usage (internal): writes them. Called from plpgsql (rag.search) it runs in the
+-- caller's transaction: PL/Python runs each of its statements as a subtransaction, and
+-- one that writes takes a subtransaction id.
+CREATE OR REPLACE FUNCTION rag._log_usage(usage jsonb)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO rag.usage (operation, model, provider, calls, input_tokens, output_tokens, cost, latency_ms)
+    SELECT * FROM rag._usage_rows(_log_usage.usage)
+$$;

@@ -112,14 +112,16 @@ $$;
 -- and with proximity (BM25) its proximity: the IDF-weighted share of the query's lexemes
 -- it holds within 12 word positions (0..1), and unless lexical_windows (the setting) is
 -- off its best window's BM25 (its windows, the sentences its window embeddings are made
--- of, each scored as a document). ok is NULL with a pending error. The query's embedding
--- runs in a worker thread while the BM25 leg runs.
+-- of, each scored as a document). usage: the rag.usage rows of its model calls, for the
+-- caller to write (rag._log_usage: from plpgsql, with no subtransaction id of its own).
+-- ok is NULL with a pending error. The query's embedding runs in a worker thread while the
+-- BM25 leg runs.
 CREATE OR REPLACE FUNCTION rag._search_legs(query text, mode text, vector_k int, lexical_k int, k1 float8, b float8,
                                             filter jsonb, lexical_ranking text, both_scores boolean, proximity boolean,
                                             window_embeddings text DEFAULT 'on', lexical_windows text DEFAULT 'on',
                                             OUT ids bigint[], OUT vector_scores float8[], OUT lexical_scores float8[],
                                             OUT vector_ranks int[], OUT lexical_ranks int[], OUT proximities float8[],
-                                            OUT window_lexical_scores float8[], OUT ok boolean)
+                                            OUT window_lexical_scores float8[], OUT usage jsonb, OUT ok boolean)
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $python$
@@ -130,9 +132,10 @@ $python$;
 
 -- rag._rerank (internal): each passage's new rank (1-based) by a reranker or a chat model
 -- (ragpg.rerank), its scores (rerank models), or the error that made it fail (then the
--- search keeps its fused order); ok is NULL with a pending error.
+-- search keeps its fused order); usage as rag._search_legs'; ok is NULL with a pending error.
 CREATE OR REPLACE FUNCTION rag._rerank(query text, model text, kind text, passages text[],
-                                       OUT ranks int[], OUT scores float8[], OUT error text, OUT ok boolean)
+                                       OUT ranks int[], OUT scores float8[], OUT error text, OUT usage jsonb,
+                                       OUT ok boolean)
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $python$
@@ -287,6 +290,8 @@ BEGIN
                                              rag._setting('window_embeddings'), rag._setting('lexical_windows'));
     IF legs.ok IS NULL THEN
         PERFORM rag._raise_python_error();
+    ELSIF legs.usage IS NOT NULL THEN   -- the query's embedding by a remote model
+        PERFORM rag._log_usage(legs.usage);
     END IF;
 
     -- the fusion is static SQL, planned once per session: the best 2k candidates (so that
@@ -330,7 +335,11 @@ BEGIN
             LEFT JOIN rag.chunks AS c ON c.id = x.id AND c.tenant = my_tenant ORDER BY x.n));
         IF rr.ok IS NULL THEN
             PERFORM rag._raise_python_error();
-        ELSIF rr.error IS NOT NULL THEN
+        END IF;
+        IF rr.usage IS NOT NULL THEN
+            PERFORM rag._log_usage(rr.usage);
+        END IF;
+        IF rr.error IS NOT NULL THEN
             RAISE WARNING 'rag.search: the reranker % failed; the results keep the fused order: %', rag._shown(rerank), rr.error
                 USING HINT = 'rerank_rank is NULL on every row';
         ELSE

@@ -289,6 +289,14 @@ COMMENT ON VIEW rag.cost_by_model IS
   'last call (from rag.usage, rag.usage_history and rag.models; a call summed into rag.usage_history counts '
   'from the start of its UTC day).';
 
+COMMENT ON FUNCTION rag._usage_rows(jsonb) IS
+  'Internal: rag.usage rows for model calls as the Python side records them (a jsonb array of {op, model, '
+  'calls, tin, tout, ms}), priced from rag.models: the one place a call''s cost is computed.';
+
+COMMENT ON FUNCTION rag._log_usage(jsonb) IS
+  'Internal: writes rag._usage_rows. Called from plpgsql (rag.search) it takes no subtransaction id of its '
+  'own, as a write from PL/Python would.';
+
 COMMENT ON FUNCTION rag.spent_today() IS
   'The session tenant''s model cost so far this UTC day: what rag.daily_budget is checked against. '
   'Arguments: none. Returns: numeric, in the unit of rag.models prices. Example: SELECT rag.spent_today();';
@@ -463,7 +471,8 @@ COMMENT ON FUNCTION rag._ef_search(text) IS
 COMMENT ON FUNCTION rag._rerank(text, text, text, text[]) IS
   'Internal: each passage''s new rank (1-based) from a reranker (POST {base_url}/rerank) or a chat model '
   '(listwise, ragpg/rerank.py), its scores (rerank models), or the error that made it fail (error set, '
-  'ranks NULL: rag.search keeps its fused order). ok is NULL with a pending error.';
+  'ranks NULL: rag.search keeps its fused order); usage: the rag.usage row of its call, which rag.search '
+  'writes (rag._log_usage). ok is NULL with a pending error.';
 
 COMMENT ON FUNCTION rag.page_url(text, integer) IS
   'A document URL pointing at a page: url with its fragment replaced by #page=N (the PDF open parameter); '
@@ -548,8 +557,8 @@ COMMENT ON FUNCTION rag._search_legs(text, text, integer, integer, double precis
   '(NULL outside that leg''s top); with both_scores, both legs'' scores for every candidate, and with proximity '
   '(BM25) its proximity (0..1) and, unless lexical_windows (the setting''s value) is off, its best window''s '
   'BM25 (window_lexical_scores); a chunk''s vector score '
-  'is averaged with its best window''s unless window_embeddings (the setting''s value) is off. ok is NULL '
-  'with a pending error.';
+  'is averaged with its best window''s unless window_embeddings (the setting''s value) is off; usage: the '
+  'rag.usage rows of its model calls, which rag.search writes (rag._log_usage). ok is NULL with a pending error.';
 
 COMMENT ON FUNCTION rag._bm25_py(text, integer, double precision, double precision, jsonb) IS
   'Internal: the Python side of rag.bm25: (chunk_ids, scores) best first, or NULLs with a pending error.';

@@ -65,6 +65,8 @@ GRANT EXECUTE ON FUNCTION
     rag._queue_in_progress(),
     rag._pgrowlocks(text),
     rag.spent_today(),
+    rag._usage_rows(jsonb),
+    rag._log_usage(jsonb),
     rag._python_error(),
     rag._raise_python_error(),
     rag._ask(text, int, text, text, int),
