@@ -307,13 +307,13 @@ def test_evaluate_answers_needs_a_set_with_answers(db):
     assert exc.value.sqlstate == "22023" and "questions must be >= 1" in str(exc.value)
 
 
-def test_answer_runs_go_in_batches_each_answer_its_questions(db):
-    """rag.evaluate_answers asked rag.ask once a question, and each ask wrote its answer in
-    a subtransaction with an id (PL/Python): a run of more than ~64 questions overflowed the
-    backend's subtransaction cache for the rest of the run. Now 32 questions go in one call
-    (rag._ask_many) and one statement writes their answers. 80 questions, three batches:
+def test_an_answer_run_takes_no_subtransaction_id_a_question(db):
+    """rag.evaluate_answers asks rag.ask once a question, and each ask wrote its answer from
+    PL/Python, whose every statement is a subtransaction: one that writes takes an id, and
+    a run of more than ~64 questions overflowed the backend's cache of 64 for the rest of
+    the run. Now rag.ask's plpgsql writes the answer (rag._store_answer). 80 questions:
     each question's row holds the answer rag.ask gives it alone, every answer is logged
-    with its own question, and (16+) the run takes a few ids."""
+    with its own question, and (16+) the run takes no id a question."""
     setup_set(db)
     db.execute("SET rag.tenant = 'eval:tiny'")
     topics = [("refund", "a", "five days"), ("dog name", "d", "Biscuit"), ("shipping cost", "b", "fifty euros"),
@@ -334,31 +334,19 @@ def test_answer_runs_go_in_batches_each_answer_its_questions(db):
             count, overflowed = db.execute(
                 "SELECT s.subxact_count, s.subxact_overflowed FROM pg_stat_get_backend_idset() AS b,"
                 " pg_stat_get_backend_subxact(b) AS s WHERE pg_stat_get_backend_pid(b) = pg_backend_pid()").fetchone()
-            assert not overflowed and count <= 8, count
+            assert not overflowed and count <= 2, count
     rows = dict(db.execute("SELECT query_id, answer FROM rag.eval_answer_run_query WHERE run_id = %s", (run,)).fetchall())
     assert len(rows) == 80 and db.execute("SELECT questions FROM rag.eval_answer_run WHERE id = %s",
                                           (run,)).fetchone()[0] == 80
     assert db.execute("SELECT count(*) FROM rag.answers").fetchone()[0] - logged == 80
     db.execute("SET rag.tenant = 'eval:tiny'")
-    # every answer logged beside its own question (the batch's rows in order)
+    # every answer logged beside its own question
     queries = dict(db.execute("SELECT query_id, query FROM rag.eval_queries WHERE set_name = 'tiny'").fetchall())
     pairs = set(db.execute("SELECT question, answer FROM rag.answers ORDER BY id DESC LIMIT 80").fetchall())
     assert pairs == {(queries[q], a) for q, a in rows.items()}
-    # the first, last and a middle batch's answers are rag.ask's
     for qid in ("m00", "m33", "m79"):
         alone = db.execute("SELECT rag.ask(%s, 3)", (queries[qid],)).fetchone()[0]
         assert alone["answer"] == rows[qid], qid
-    # the batches' own function answers in order, each answer with its own log row, and
-    # refuses more than a batch
-    outs = db.execute("SELECT rag._ask_many(ARRAY['refund 1', 'dog name 2', 'shipping cost 3'], 3, NULL, NULL, 30)"
-                      ).fetchone()[0]
-    for q, out in zip(["refund 1", "dog name 2", "shipping cost 3"], outs):
-        assert db.execute("SELECT question, answer FROM rag.answers WHERE id = %s",
-                          (out["answer_id"],)).fetchone() == (q, out["answer"])
-    # (NULL with a pending error, as rag._ask: rag.evaluate_answers raises it)
-    assert db.execute("SELECT rag._ask_many(array_fill('refund'::text, ARRAY[33]), 3, NULL, NULL, 30)"
-                      ).fetchone()[0] is None
-    with pytest.raises(psycopg.Error) as exc:
-        db.execute("SELECT rag._raise_python_error()")
-    assert exc.value.sqlstate == "22023" and "at most 32 questions a call, got 33" in str(exc.value)
+        assert "_log" not in alone and db.execute("SELECT question, answer FROM rag.answers WHERE id = %s",
+                                                  (alone["answer_id"],)).fetchone() == (queries[qid], rows[qid])
     db.execute("RESET rag.tenant")

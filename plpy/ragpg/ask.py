@@ -18,12 +18,11 @@ from . import answer as answer_mod
 from . import citations as cite
 from . import providers, tokens
 from .errors import InvalidParameter, RagError
-from .pg import (_QUERY_CACHE, LAST_RERANK, STATS, USAGE_TYPES, _bool_setting, _embed, _float_setting,
+from .pg import (_QUERY_CACHE, LAST_RERANK, STATS, _bool_setting, _embed, _float_setting,
                  _int_setting, _plan, check_budget, embed_sentences, model_spec, policy, record_usage, secret_for,
-                 settings, sql_errors, usage_cte, usage_deferred, usage_params)
+                 settings, sql_errors, usage_deferred)
 
 _STREAMS: dict[int, dict] = {}
-ASK_MANY = 32   # rag.evaluate_answers' batch (500-eval.sql)
 _HANDLES = itertools.count(1)
 
 
@@ -77,49 +76,20 @@ def citation_list(used: list[int], ctx: list[answer_mod.Retrieved]) -> list[dict
     return out
 
 
-# The answers of one call (rag.ask, a stream's end, a batch of rag.evaluate_answers'
-# questions) and the rag.usage rows it kept, in one statement: one subtransaction id
-# (usage_deferred). Each answer's cited and retrieved ids travel as an array literal (the
-# arrays of one row are not of one length). Identity values follow the rows' order.
-_STORE = "WITH " + usage_cte(13) + """, stored AS (
-    INSERT INTO rag.answers (question, answer, model, mode, cited_chunk_ids, retrieved_chunk_ids,
-                             removed_citations, latency_ms, first_token_ms, input_tokens, output_tokens,
-                             finish_reason)
-    SELECT a.q, a.answer, a.model, a.mode, a.cited::bigint[], a.retrieved::bigint[], a.removed, a.ms, a.first_ms,
-           a.tin, a.tout, a.finish
-    FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) WITH ORDINALITY
-         AS a (q, answer, model, mode, cited, retrieved, removed, ms, first_ms, tin, tout, finish, ord)
-    ORDER BY a.ord
-    RETURNING id)
-SELECT array_agg(id ORDER BY id) AS ids FROM stored"""
-_STORE_TYPES = ["text[]", "text[]", "text[]", "text[]", "text[]", "text[]", "int[]", "float8[]", "float8[]",
-                "bigint[]", "bigint[]", "text[]"]
+def _with_log(p: _Prepared, out: dict, usage: str | None) -> dict:
+    """The answer with its _log: what rag._store_answer writes (its row in rag.answers
+    unless rag.store_answers is off or this is a hot standby, where the skip is counted;
+    the rag.usage rows its calls left, usage_params' jsonb)."""
+    store = p.store
+    if store and p.s["read_only"] == "on":
+        STATS["writes_skipped_read_only"] += 1
+        store = False
+    return out | {"_log": {"question": p.question, "retrieved": [c.chunk_id for c in p.retrieved], "store": store,
+                           "usage": json.loads(usage) if usage else []}}
 
 
-def _ids_literal(ids: list[int]) -> str:
-    return "{" + ",".join(str(int(i)) for i in ids) + "}"
-
-
-def _store(plpy, answered: list[tuple[_Prepared, dict]]) -> list[dict]:
-    """Set each answer's answer_id: its row in rag.answers, or None (rag.store_answers off,
-    or a hot standby, where it is counted)."""
-    for _, out in answered:
-        out["answer_id"] = None
-    kept = [(p, out) for p, out in answered if p.store]
-    if kept and kept[0][0].s["read_only"] == "on":
-        STATS["writes_skipped_read_only"] += len(kept)
-        return [out for _, out in answered]
-    if kept:
-        rows = [[p.question, out["answer"], out["model"], out["mode"],
-                 _ids_literal([c["chunk_id"] for c in out["citations"]]),
-                 _ids_literal([c.chunk_id for c in p.retrieved]), out["removed_citations"], out["latency_ms"],
-                 out.get("first_token_ms"), out["usage"]["input_tokens"], out["usage"]["output_tokens"],
-                 out.get("finish_reason")] for p, out in kept]
-        ids = plpy.execute(_plan(plpy, _STORE, _STORE_TYPES + USAGE_TYPES),
-                           [list(c) for c in zip(*rows)] + usage_params())[0]["ids"]
-        for (_, out), answer_id in zip(kept, ids):
-            out["answer_id"] = answer_id
-    return [out for _, out in answered]
+# rag.ask_stream's end: from PL/Python, one subtransaction id (rag.ask's store from plpgsql)
+_STORE = "SELECT rag._store_answer($1)::text AS out"
 
 
 def _extractive(plpy, s: dict, question: str, chunks: list[answer_mod.Retrieved]) -> dict:
@@ -176,7 +146,7 @@ class _Prepared:
         } | ({"rerank": self.rerank} if self.rerank else {})
 
     def done(self, plpy, out: dict, r: providers.ChatResult | None) -> tuple[_Prepared, dict]:
-        """The answer, its chat call recorded (kept within usage_deferred); _store next."""
+        """The answer, its chat call recorded (kept within usage_deferred)."""
         if r is not None:
             record_usage(plpy, self.s, "ask", self.spec, 1, r.input_tokens, r.output_tokens,
                          out["latency_ms"] / 1000)
@@ -185,25 +155,13 @@ class _Prepared:
 
 @sql_errors
 def ask(plpy, question: str, k: int, model: str | None, rerank: str | None = None, rerank_k: int = 30) -> str:
-    """jsonb text {answer, citations, model, mode, removed_citations, usage, answer_id,
-    rerank (when asked for), ...}. Its rag.usage rows are written with its answer, in one
-    statement (usage_deferred)."""
-    with usage_deferred(plpy):
-        return json.dumps(_store(plpy, [_answer(plpy, question, k, model, rerank, rerank_k)])[0])
-
-
-@sql_errors
-def ask_many(plpy, questions: list[str], k: int, model: str | None, rerank: str | None = None,
-             rerank_k: int = 30) -> list[str]:
-    """rag.evaluate_answers' questions, a batch at a time: each answered as rag.ask answers
-    it, then every answer and rag.usage row of the batch in one statement (one id a batch,
-    not one a question: a run of 640 overflowed the backend's subtransaction cache). At
-    most ASK_MANY questions a call: what it holds until its statement is bounded."""
-    if len(questions) > ASK_MANY:
-        raise InvalidParameter(f"rag._ask_many: at most {ASK_MANY} questions a call, got {len(questions)}")
-    with usage_deferred(plpy):
-        return [json.dumps(out) for out in
-                _store(plpy, [_answer(plpy, q, k, model, rerank, rerank_k) for q in questions])]
+    """jsonb text {answer, citations, model, mode, removed_citations, usage, rerank (when
+    asked for), ..., _log}: rag.ask's plpgsql writes the _log (rag._store_answer), with no
+    subtransaction id of its own (a write from here would take one), and returns the
+    answer with answer_id."""
+    with usage_deferred(plpy, hand_back=True) as kept:
+        p, out = _answer(plpy, question, k, model, rerank, rerank_k)
+    return json.dumps(_with_log(p, out, kept.rows))
 
 
 def _answer(plpy, question: str, k: int, model: str | None, rerank: str | None,
@@ -289,8 +247,10 @@ def ask_stream_read(plpy, handle: int):
             yield (seq, answer_mod.NO_ANSWER, None, None)
             seq += 1
             out, r = p.result(answer_mod.NO_ANSWER, [], 0, None), None
-        with usage_deferred(plpy):   # the chat call's rag.usage row goes with the answer
-            out = _store(plpy, [p.done(plpy, out, r)])[0]
+        with usage_deferred(plpy, hand_back=True) as kept:   # the chat call's row goes with the answer
+            p.done(plpy, out, r)
+        out = json.loads(plpy.execute(_plan(plpy, _STORE, ["jsonb"]), [json.dumps(_with_log(p, out, kept.rows))])
+                         [0]["out"])
     except RagError as e:
         plpy.error(e.message, hint=e.hint, sqlstate=e.sqlstate)
     yield (seq, None, json.dumps(out["citations"]), out["answer_id"])

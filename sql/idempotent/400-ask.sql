@@ -24,11 +24,45 @@ BEGIN
     IF out IS NULL THEN
         PERFORM rag._raise_python_error();
     END IF;
-    RETURN out;
+    RETURN rag._store_answer(out);
 END
 $$;
 
--- rag._ask (internal): the answer, or NULL with a pending error
+-- rag._store_answer (internal): writes what an answer's _log holds (the answer's row in
+-- rag.answers unless `store` is false, the rag.usage rows of its model calls) and returns
+-- the answer without _log, with answer_id. Called from plpgsql (rag.ask) it takes no
+-- subtransaction id of its own, as a write from PL/Python does (rag.ask_stream's end).
+CREATE OR REPLACE FUNCTION rag._store_answer(result jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    log jsonb := result->'_log';
+    answer_id bigint;
+BEGIN
+    -- (nothing to write on a hot standby: the Python side kept no row and stores nothing)
+    IF jsonb_typeof(log->'usage') = 'array' AND jsonb_array_length(log->'usage') > 0 THEN
+        PERFORM rag._log_usage(log->'usage');
+    END IF;
+    IF (log->>'store')::boolean THEN
+        INSERT INTO rag.answers (question, answer, model, mode, cited_chunk_ids, retrieved_chunk_ids,
+                                 removed_citations, latency_ms, first_token_ms, input_tokens, output_tokens,
+                                 finish_reason)
+        VALUES (log->>'question', result->>'answer', result->>'model', result->>'mode',
+                ARRAY(SELECT (c->>'chunk_id')::bigint FROM jsonb_array_elements(result->'citations') AS c),
+                ARRAY(SELECT r::bigint FROM jsonb_array_elements_text(log->'retrieved') AS r),
+                (result->>'removed_citations')::int, (result->>'latency_ms')::float8,
+                (result->>'first_token_ms')::float8, (result->'usage'->>'input_tokens')::bigint,
+                (result->'usage'->>'output_tokens')::bigint, result->>'finish_reason')
+        RETURNING id INTO answer_id;
+    END IF;
+    RETURN (result - '_log') || jsonb_build_object('answer_id', answer_id);
+END
+$$;
+
+-- rag._ask (internal): the answer with its _log for rag._store_answer, or NULL with a
+-- pending error
 CREATE OR REPLACE FUNCTION rag._ask(question text, k int, model text, rerank text, rerank_k int)
 RETURNS jsonb
 LANGUAGE plpython3u VOLATILE
@@ -36,18 +70,6 @@ SET search_path = pg_catalog, pg_temp
 AS $python$
     #@ragpg-prologue
     return ragpg.ask.ask(plpy, question, k, model, rerank, rerank_k)
-$python$;
-
--- rag._ask_many (internal, rag.evaluate_answers'): a batch of questions, each answered as
--- rag.ask answers it, their answers and usage rows written in one statement; NULL with a
--- pending error
-CREATE OR REPLACE FUNCTION rag._ask_many(questions text[], k int, model text, rerank text, rerank_k int)
-RETURNS jsonb[]
-LANGUAGE plpython3u VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $python$
-    #@ragpg-prologue
-    return ragpg.ask.ask_many(plpy, questions, k, model, rerank, rerank_k)
 $python$;
 
 -- rag.ask_stream

@@ -211,9 +211,8 @@ $$;
 
 -- rag.evaluate_answers
 -- Answer a QA set's questions (those with gold answers in rag.eval_answers; the first
--- `questions` of them by id, or all) as rag.ask answers them, in the set's tenant, 32 a
--- statement (rag._ask_many); and store per question and overall how the answers compare
--- with the gold ones:
+-- `questions` of them by id, or all) with rag.ask in the set's tenant, and store per
+-- question and overall how the answers compare with the gold ones:
 --   gold_share       the share of the gold answer's content words (english lexemes) that the
 --                    answer holds (the best of a question's gold answers; a gold answer
 --                    without content words counts 1 if the answer contains it, else 0)
@@ -234,8 +233,7 @@ DECLARE
     caller_tenant text := current_setting('rag.tenant', true);
     chat text;
     run bigint;
-    batch record;
-    outs jsonb[];
+    q record;
     out jsonb;
     t0 timestamptz := clock_timestamp();
 BEGIN
@@ -261,52 +259,36 @@ BEGIN
     VALUES (set_tenant, evaluate_answers.set_name, chat, k, params)
     RETURNING id INTO run;
 
-    -- the questions in batches, each answered by rag.ask's code and written in one
-    -- statement (rag._ask_many): a subtransaction id a batch, not one a question
-    FOR batch IN SELECT array_agg(x.query_id ORDER BY x.query_id) AS ids, array_agg(x.query ORDER BY x.query_id) AS qs
-                 FROM (SELECT eq.query_id, eq.query, (row_number() OVER (ORDER BY eq.query_id) - 1) / 32 AS b
-                       FROM rag.eval_queries AS eq
-                       WHERE eq.tenant = set_tenant AND eq.set_name = evaluate_answers.set_name
-                         AND EXISTS (SELECT 1 FROM rag.eval_answers AS a
-                                     WHERE a.tenant = eq.tenant AND a.set_name = eq.set_name
-                                       AND a.query_id = eq.query_id)
-                       ORDER BY eq.query_id LIMIT questions) AS x
-                 GROUP BY x.b ORDER BY x.b LOOP
-        FOR i IN 1 .. cardinality(batch.qs) LOOP
-            PERFORM rag._check_query(batch.qs[i], k, 'rag.evaluate_answers');
-        END LOOP;
-        outs := rag._ask_many(batch.qs, k, chat, params->>'rerank', (params->>'rerank_k')::int);
-        IF outs IS NULL THEN
-            PERFORM rag._raise_python_error();
-        END IF;
-        FOR i IN 1 .. cardinality(outs) LOOP
-            out := outs[i];
-            INSERT INTO rag.eval_answer_run_query (run_id, query_id, answer, gold_share, exact, citations,
-                                                   citations_right, words, latency_ms)
-            WITH gold AS (
-                SELECT a.doc_source, tsvector_to_array(to_tsvector('english'::regconfig, a.answer)) AS words,
-                       rag._eval_text(a.answer, true) AS norm
-                FROM rag.eval_answers AS a
-                WHERE a.tenant = set_tenant AND a.set_name = evaluate_answers.set_name
-                  AND a.query_id = batch.ids[i]
-            ), ans AS (
-                SELECT out->>'answer' AS text,
-                       tsvector_to_array(to_tsvector('english'::regconfig, out->>'answer')) AS words,
-                       rag._eval_text(out->>'answer') AS norm
-            ), cit AS (
-                SELECT c->>'source' AS source FROM jsonb_array_elements(out->'citations') AS c
-            )
-            SELECT run, batch.ids[i], ans.text,
-                   (SELECT max(CASE WHEN cardinality(g.words) = 0 THEN (strpos(ans.norm, g.norm) > 0)::int::float8
-                                    ELSE cardinality(ARRAY(SELECT unnest(g.words) INTERSECT SELECT unnest(ans.words)))::float8
-                                         / cardinality(g.words) END) FROM gold AS g),
-                   EXISTS (SELECT 1 FROM gold AS g WHERE strpos(ans.norm, g.norm) > 0),
-                   (SELECT count(*) FROM cit),
-                   (SELECT count(*) FROM cit WHERE cit.source IN (SELECT g.doc_source FROM gold AS g)),
-                   cardinality(regexp_split_to_array(btrim(ans.text), '\s+')) - (btrim(ans.text) = '')::int,
-                   (out->>'latency_ms')::float8
-            FROM ans;
-        END LOOP;
+    FOR q IN SELECT eq.query_id, eq.query FROM rag.eval_queries AS eq
+             WHERE eq.tenant = set_tenant AND eq.set_name = evaluate_answers.set_name
+               AND EXISTS (SELECT 1 FROM rag.eval_answers AS a
+                           WHERE a.tenant = eq.tenant AND a.set_name = eq.set_name AND a.query_id = eq.query_id)
+             ORDER BY eq.query_id LIMIT questions LOOP
+        out := rag.ask(q.query, k, chat, params->>'rerank', (params->>'rerank_k')::int);
+        INSERT INTO rag.eval_answer_run_query (run_id, query_id, answer, gold_share, exact, citations,
+                                               citations_right, words, latency_ms)
+        WITH gold AS (
+            SELECT a.doc_source, tsvector_to_array(to_tsvector('english'::regconfig, a.answer)) AS words,
+                   rag._eval_text(a.answer, true) AS norm
+            FROM rag.eval_answers AS a
+            WHERE a.tenant = set_tenant AND a.set_name = evaluate_answers.set_name
+              AND a.query_id = q.query_id
+        ), ans AS (
+            SELECT out->>'answer' AS text, tsvector_to_array(to_tsvector('english'::regconfig, out->>'answer')) AS words,
+                   rag._eval_text(out->>'answer') AS norm
+        ), cit AS (
+            SELECT c->>'source' AS source FROM jsonb_array_elements(out->'citations') AS c
+        )
+        SELECT run, q.query_id, ans.text,
+               (SELECT max(CASE WHEN cardinality(g.words) = 0 THEN (strpos(ans.norm, g.norm) > 0)::int::float8
+                                ELSE cardinality(ARRAY(SELECT unnest(g.words) INTERSECT SELECT unnest(ans.words)))::float8
+                                     / cardinality(g.words) END) FROM gold AS g),
+               EXISTS (SELECT 1 FROM gold AS g WHERE strpos(ans.norm, g.norm) > 0),
+               (SELECT count(*) FROM cit),
+               (SELECT count(*) FROM cit WHERE cit.source IN (SELECT g.doc_source FROM gold AS g)),
+               cardinality(regexp_split_to_array(btrim(ans.text), '\s+')) - (btrim(ans.text) = '')::int,
+               (out->>'latency_ms')::float8
+        FROM ans;
     END LOOP;
 
     UPDATE rag.eval_answer_run AS r

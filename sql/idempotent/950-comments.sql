@@ -453,7 +453,7 @@ COMMENT ON FUNCTION rag.ingest(text, text, text, text, jsonb) IS
 
 COMMENT ON FUNCTION rag._check_query(text, integer, text) IS
   'Internal: raises a clear error for a NULL, empty or too long query, or k outside 1..rag.max_k; called by '
-  'rag.search, rag.ask, rag.ask_stream and rag.evaluate_answers.';
+  'rag.search, rag.ask and rag.ask_stream.';
 
 COMMENT ON FUNCTION rag.any_terms_tsquery(text) IS
   'A tsquery matching any of a text''s terms (english stemming, stop words dropped), as the ts_rank lexical '
@@ -603,11 +603,13 @@ COMMENT ON FUNCTION rag.ask(text, integer, text, text, integer) IS
   'Example: SELECT rag.ask(''How long do refunds take?'');';
 
 COMMENT ON FUNCTION rag._ask(text, integer, text, text, integer) IS
-  'Internal: the Python side of rag.ask (NULL with a pending error).';
+  'Internal: the Python side of rag.ask: the answer with its _log (question, retrieved chunk ids, store, '
+  'usage) for rag._store_answer (NULL with a pending error).';
 
-COMMENT ON FUNCTION rag._ask_many(text[], integer, text, text, integer) IS
-  'Internal: rag.evaluate_answers'' asks, at most 32 questions a call, each answered as rag.ask answers it; '
-  'the answers and their rag.usage rows are written in one statement (NULL with a pending error).';
+COMMENT ON FUNCTION rag._store_answer(jsonb) IS
+  'Internal: writes an answer''s _log (its row in rag.answers unless store is false, the rag.usage rows of '
+  'its model calls) and returns the answer without it, with answer_id. From plpgsql (rag.ask) it takes no '
+  'subtransaction id of its own.';
 
 COMMENT ON FUNCTION rag._ask_stream_open_py(text, integer, text, text, integer) IS
   'Internal: the Python side of rag._ask_stream_open: retrieves and opens the model''s stream, returns a handle.';

@@ -70,7 +70,7 @@ GRANT EXECUTE ON FUNCTION
     rag._python_error(),
     rag._raise_python_error(),
     rag._ask(text, int, text, text, int),
-    rag._ask_many(text[], int, text, text, int),
+    rag._store_answer(jsonb),
     rag._ask_stream_open_py(text, int, text, text, int),
     rag._ask_stream_open(text, int, text, text, int),
     rag._ask_stream_read(bigint),
