@@ -21,3 +21,20 @@ def stats(conn) -> dict:
 
 def counts(conn) -> tuple[int, int]:
     return conn.execute("SELECT (SELECT count(*) FROM rag.documents), (SELECT count(*) FROM rag.chunks)").fetchone()
+
+
+def skip_without_subxact_stats(conn) -> None:
+    """Skip where the server lacks pg_stat_get_backend_subxact() (before Postgres 16)."""
+    import pytest
+
+    if int(conn.execute("SHOW server_version_num").fetchone()[0]) < 160000:
+        pytest.skip("pg_stat_get_backend_subxact() is Postgres 16's")
+
+
+def subtransactions(conn) -> tuple[int, bool]:
+    """(subtransaction ids this backend's open transaction holds in its cache, whether the
+    cache of 64 overflowed); Postgres 16+."""
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    return conn.execute(
+        "SELECT s.subxact_count, s.subxact_overflowed FROM pg_stat_get_backend_idset() AS b,"
+        " pg_stat_get_backend_subxact(b) AS s WHERE pg_stat_get_backend_pid(b) = pg_backend_pid()").fetchone()

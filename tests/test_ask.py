@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from pgtest import skip_without_subxact_stats, subtransactions
 
 NO_ANSWER = "I don't have that in the docs."
 
@@ -101,18 +102,14 @@ def test_an_ask_takes_no_subtransaction_id(db, fake_openai):
     ledger."""
     from openai_fake import Scenario
 
-    if int(db.execute("SHOW server_version_num").fetchone()[0]) < 160000:
-        pytest.skip("pg_stat_get_backend_subxact() is Postgres 16's")
+    skip_without_subxact_stats(db)
     seed(db)
     url = fake_openai.add("chatty", Scenario(chat_text="Five business days [1]."))
     db.execute("SELECT rag.add_model('chatty', 'chat', base_url => %s, price_input_per_1m => 1)", (url,))
     with db.transaction():
         n = db.execute("SELECT count(rag.ask('How long do refunds take for order ' || i || '?', model => 'chatty'))"
                        " FROM generate_series(1, 40) AS i").fetchone()[0]
-        db.execute("SELECT pg_stat_clear_snapshot()")
-        count, overflowed = db.execute(
-            "SELECT s.subxact_count, s.subxact_overflowed FROM pg_stat_get_backend_idset() AS b,"
-            " pg_stat_get_backend_subxact(b) AS s WHERE pg_stat_get_backend_pid(b) = pg_backend_pid()").fetchone()
+        count, overflowed = subtransactions(db)
     assert n == 40 and not overflowed and count <= 2, count
     assert db.execute("SELECT count(*) FROM rag.answers WHERE model = 'chatty'").fetchone()[0] == 40
     assert db.execute("SELECT count(*), sum(input_tokens) > 0 FROM rag.usage WHERE model = 'chatty'"
@@ -127,8 +124,7 @@ def test_a_streamed_answer_takes_one_subtransaction_id(db, fake_openai):
     model) is written when it opens, in one statement, as a client may never read on."""
     from openai_fake import Scenario
 
-    if int(db.execute("SHOW server_version_num").fetchone()[0]) < 160000:
-        pytest.skip("pg_stat_get_backend_subxact() is Postgres 16's")
+    skip_without_subxact_stats(db)
     seed(db)
     url = fake_openai.add("streamy", Scenario(chat_text="Refunds take five business days [1]."))
     db.execute("SELECT rag.add_model('streamy', 'chat', base_url => %s, price_input_per_1m => 1)", (url,))
@@ -136,10 +132,7 @@ def test_a_streamed_answer_takes_one_subtransaction_id(db, fake_openai):
         rows = db.execute("SELECT i, s.citations, s.answer_id FROM generate_series(1, 25) AS i, "
                           "rag.ask_stream('How long do refunds take for order ' || i || '?', model => 'streamy') AS s "
                           "WHERE s.piece IS NULL").fetchall()
-        db.execute("SELECT pg_stat_clear_snapshot()")
-        count, overflowed = db.execute(
-            "SELECT s.subxact_count, s.subxact_overflowed FROM pg_stat_get_backend_idset() AS b,"
-            " pg_stat_get_backend_subxact(b) AS s WHERE pg_stat_get_backend_pid(b) = pg_backend_pid()").fetchone()
+        count, overflowed = subtransactions(db)
     assert len(rows) == 25 and all(r[1] and r[2] for r in rows), rows[:2]
     assert not overflowed and count <= 25 + 2, count
     assert db.execute("SELECT count(*) FROM rag.answers WHERE model = 'streamy'").fetchone()[0] == 25

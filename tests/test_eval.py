@@ -5,6 +5,7 @@ import math
 
 import psycopg
 import pytest
+from pgtest import subtransactions
 
 DOCS = {"a": "The refund takes five days.", "b": "Shipping is free over fifty euros.",
         "c": "Refund requests need the order number.", "d": "Our office dog is called Biscuit.",
@@ -330,10 +331,7 @@ def test_an_answer_run_takes_no_subtransaction_id_a_question(db):
     with db.transaction():
         run = db.execute("SELECT rag.evaluate_answers('tiny', k => 3)").fetchone()[0]
         if subx:
-            db.execute("SELECT pg_stat_clear_snapshot()")
-            count, overflowed = db.execute(
-                "SELECT s.subxact_count, s.subxact_overflowed FROM pg_stat_get_backend_idset() AS b,"
-                " pg_stat_get_backend_subxact(b) AS s WHERE pg_stat_get_backend_pid(b) = pg_backend_pid()").fetchone()
+            count, overflowed = subtransactions(db)
             assert not overflowed and count <= 2, count
     rows = dict(db.execute("SELECT query_id, answer FROM rag.eval_answer_run_query WHERE run_id = %s", (run,)).fetchall())
     assert len(rows) == 80 and db.execute("SELECT questions FROM rag.eval_answer_run WHERE id = %s",

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pgtest import counts, stats
+from pgtest import counts, skip_without_subxact_stats, stats, subtransactions
 
 HANDBOOK = """# Handbook
 
@@ -189,17 +189,13 @@ def test_an_ingest_takes_one_subtransaction_id(db, connect):
     ingest's chunks, usage and title are one statement, the tenant's row is locked once
     per transaction, and a merge takes two per batch of lexemes: 40 calls (with their
     merges: the notes share words) stay under 64."""
-    if int(db.execute("SHOW server_version_num").fetchone()[0]) < 160000:
-        pytest.skip("pg_stat_get_backend_subxact() is Postgres 16's")
+    skip_without_subxact_stats(db)
     alice = connect("alice")
     with alice.transaction():
         for i in range(40):
             alice.execute("SELECT rag.ingest(%s, source => %s)",
                           (f"# Note {i}\n\nRefunds for order {i} take {i + 2} business days.", f"note-{i}.md"))
-        alice.execute("SELECT pg_stat_clear_snapshot()")
-        count, overflowed = alice.execute(
-            "SELECT s.subxact_count, s.subxact_overflowed FROM pg_stat_get_backend_idset() AS b,"
-            " pg_stat_get_backend_subxact(b) AS s WHERE pg_stat_get_backend_pid(b) = pg_backend_pid()").fetchone()
+        count, overflowed = subtransactions(alice)
     assert not overflowed and count < 64, count
     # and all of it was written: each document's title, chunks and rag.usage rows
     titles, chunks = alice.execute(

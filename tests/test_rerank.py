@@ -7,6 +7,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 from openai_fake import Scenario
+from pgtest import skip_without_subxact_stats, subtransactions
 
 DOCS = {
     "refunds.md": "Refunds take five business days to reach your card after approval by the finance team.",
@@ -163,8 +164,7 @@ def test_searches_write_their_calls_without_a_subtransaction_id(db, fake_openai)
     backend's cache of 64 (every snapshot in the cluster then reads pg_subtrans). Now
     the rows go back to rag.search's plpgsql, which writes them in the statement's own
     transaction. Every call is still in the ledger, priced."""
-    if int(db.execute("SHOW server_version_num").fetchone()[0]) < 160000:
-        pytest.skip("pg_stat_get_backend_subxact() is Postgres 16's")
+    skip_without_subxact_stats(db)
     ingest(db)
     add_reranker(db, fake_openai, "rr-many")
     before = db.execute("SELECT count(*) FROM rag.usage WHERE operation = 'query'").fetchone()[0]
@@ -172,10 +172,7 @@ def test_searches_write_their_calls_without_a_subtransaction_id(db, fake_openai)
         n = db.execute("SELECT count(DISTINCT i) FROM generate_series(1, 70) AS i, "
                        "rag.search(%s || ' ' || i, 3, rerank => 'rr-many', rerank_k => 6) AS s "
                        "WHERE s.rerank_rank IS NOT NULL", (Q,)).fetchone()[0]
-        db.execute("SELECT pg_stat_clear_snapshot()")
-        count, overflowed = db.execute(
-            "SELECT s.subxact_count, s.subxact_overflowed FROM pg_stat_get_backend_idset() AS b,"
-            " pg_stat_get_backend_subxact(b) AS s WHERE pg_stat_get_backend_pid(b) = pg_backend_pid()").fetchone()
+        count, overflowed = subtransactions(db)
     assert n == 70 and not overflowed and count <= 2, count
     assert db.execute("SELECT count(*), sum(input_tokens), sum(cost)::float8 FROM rag.usage WHERE model = 'rr-many'"
                       ).fetchone() == (70, 70 * 7 * 6, pytest.approx(70 * 7 * 6 * 2 / 1e6))
