@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from openai_fake import Scenario
-from pgtest import as_role, with_db
+from pgtest import as_role, skip_without_subxact_stats, subtransactions, with_db
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plpy"))
 from ragpg.citations import clean  # noqa: E402
@@ -122,6 +122,25 @@ def test_429_twice_then_success_is_retried(db, fake_openai):
     db.execute("SET rag.provider_retry_base_seconds = '0.05'")
     assert db.execute("SELECT vector_dims(rag.embed('hello', 'flaky'))").fetchone()[0] == 3
     assert len(fake_openai.requests["flaky"]) == 3
+
+
+def test_embeddings_by_a_remote_model_take_no_subtransaction_id(db, fake_openai):
+    """rag.embed wrote each remote call's rag.usage row from PL/Python, a subtransaction
+    with an id: `SELECT rag.embed(body, 'model') FROM t` over 70 rows overflowed the
+    backend's cache of 64. Now rag.embed's plpgsql writes the row. Each call is still in
+    the ledger, priced."""
+    skip_without_subxact_stats(db)
+    url = fake_openai.add("priced3", Scenario(dims=3))
+    db.execute("SELECT rag.add_model('priced3', 'embed', base_url => %s, dimensions => 3, "
+               "price_input_per_1m => 4)", (url,))
+    with db.transaction():
+        dims = db.execute("SELECT min(vector_dims(rag.embed('text number ' || i, 'priced3'))) "
+                          "FROM generate_series(1, 70) AS i").fetchone()[0]
+        count, overflowed = subtransactions(db)
+    assert dims == 3 and not overflowed and count <= 2, count
+    assert db.execute("SELECT count(*), sum(input_tokens), sum(cost)::float8 FROM rag.usage WHERE model = 'priced3'"
+                      ).fetchone() == (70, 70 * 5, pytest.approx(70 * 5 * 4 / 1e6))
+    assert len(fake_openai.requests["priced3"]) == 70
 
 
 def test_500_until_the_retry_limit_then_a_clear_error(db, fake_openai):

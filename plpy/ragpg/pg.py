@@ -414,9 +414,12 @@ def _query_vector(plpy, text: str, model: str | None):
 
 
 @sql_errors
-def embed_query(plpy, text: str, model: str | None = None) -> str:
-    """One text's embedding as pgvector's text form (rag.embed)."""
-    return _query_vector(plpy, text, model)[3]
+def embed_query(plpy, text: str, model: str | None = None):
+    """One text's embedding as pgvector's text form (rag.embed), and the rag.usage rows of
+    its call for rag.embed to write (usage_deferred)."""
+    with usage_deferred(plpy, hand_back=True) as kept:
+        literal = _query_vector(plpy, text, model)[3]
+    return literal, kept.rows
 
 
 _VECTOR_PLANS: OrderedDict[str, object] = OrderedDict()

@@ -36,12 +36,12 @@ BEGIN
 END
 $$;
 
--- rag._embed_query (internal): the embedding as pgvector's text form, or NULL with a
--- pending error. Text, not real[]: PL/Python passes every float to Postgres as a printed
--- string, and a real[] of 384 cost 0.5 ms to build; ragpg.embedding prints integers.
+-- rag._embed_query (internal): the embedding as pgvector's text form (vec), or NULL with a
+-- pending error, and the rag.usage rows of its call for rag.embed to write (usage; as
+-- rag._search_legs'). Text, not real[]: PL/Python passes every float to Postgres as a
+-- printed string, and a real[] of 384 cost 0.5 ms to build; ragpg.embedding prints integers.
 DROP FUNCTION IF EXISTS rag._embed(text, text);   -- 0.2.0's, as real[]
-CREATE OR REPLACE FUNCTION rag._embed_query(input text, model text)
-RETURNS text
+CREATE OR REPLACE FUNCTION rag._embed_query(input text, model text, OUT vec text, OUT usage jsonb)
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $python$
@@ -74,14 +74,17 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v text;
+    usage jsonb;
 BEGIN
     IF input IS NULL OR btrim(input, E' \t\r\n\f\v') = '' THEN
         RAISE EXCEPTION 'rag.embed: input is empty'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'pass the text to embed';
     END IF;
-    v := rag._embed_query(input, model);
+    SELECT q.vec, q.usage INTO v, usage FROM rag._embed_query(input, model) AS q;
     IF v IS NULL THEN
         PERFORM rag._raise_python_error();
+    ELSIF usage IS NOT NULL THEN   -- (written here: no subtransaction id, as from PL/Python)
+        PERFORM rag._log_usage(usage);
     END IF;
     RETURN v;  -- pgvector's text form, read by the declared result type's input function
 END

@@ -313,8 +313,8 @@ COMMENT ON FUNCTION rag._raise_python_error() IS
   'the plpgsql wrappers when a Python function returns NULL.';
 
 COMMENT ON FUNCTION rag._embed_query(text, text) IS
-  'Internal: the embedding of a text in pgvector''s text form (NULL with a pending error); the Python '
-  'side of rag.embed.';
+  'Internal: the embedding of a text in pgvector''s text form (vec, NULL with a pending error) and the '
+  'rag.usage rows of its call (usage), which rag.embed writes; the Python side of rag.embed.';
 
 COMMENT ON FUNCTION rag.embed(text, text) IS
   'The embedding of a text, as search embeds queries: with the tenant''s current embedding model, or with '
