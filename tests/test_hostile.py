@@ -529,6 +529,45 @@ def test_a_group_role_is_not_a_tenant(connect):
     assert _sqlstate(e) == "42501"
 
 
+def test_a_stream_read_on_after_set_role_stops(db):
+    """A SET ROLE between two FETCHes of rag.ask_stream's cursor: the rest of the opener's
+    answer went to the other role, and its ledger row and answer log to the other role's
+    tenant (hostile review 33). The check ran only at the first read; now each piece's."""
+    db.execute("CREATE ROLE mallory LOGIN IN ROLE rag_reader")
+    db.execute("GRANT mallory TO tester")
+    try:
+        _ingest(db)
+        answers = db.execute("SELECT count(*) FROM rag.answers").fetchone()[0]
+        db.execute("BEGIN")
+        db.execute("DECLARE a NO SCROLL CURSOR FOR SELECT (s).* FROM "
+                   "(SELECT rag.ask_stream('How long do refunds take?') AS s) AS q")
+        assert db.execute("FETCH 1 FROM a").fetchone()[1]
+        db.execute("SET LOCAL ROLE mallory")
+        with pytest.raises(psycopg.Error) as e:
+            db.execute("FETCH ALL FROM a")
+        assert _sqlstate(e) == "42501" and "role or tenant changed" in str(e.value)
+        db.execute("ROLLBACK")
+        assert db.execute("SELECT count(*) FROM rag.answers").fetchone()[0] == answers
+    finally:
+        db.execute("ROLLBACK") if db.info.transaction_status else None
+        db.execute("DROP ROLE mallory")
+
+
+def test_a_writer_cannot_lock_the_tenants_model_table(connect):
+    """Writers update rag.tenant_models by column, not the table: table-level UPDATE lets a
+    role LOCK TABLE it in any mode, and every tenant's writers lock their own row there."""
+    alice = connect("alice")
+    alice.execute("BEGIN")
+    for mode in ("SHARE", "ACCESS EXCLUSIVE"):
+        with pytest.raises(psycopg.Error) as e:
+            alice.execute(f"LOCK TABLE rag.tenant_models IN {mode} MODE")
+        assert _sqlstate(e) == "42501"
+        alice.execute("ROLLBACK")
+        alice.execute("BEGIN")
+    alice.execute("ROLLBACK")
+    alice.execute("SELECT rag.ingest('# Mine\n\nStill writes.', source => 'mine.md')")   # and still writes
+
+
 def test_a_stream_handle_is_read_only_by_the_role_that_opened_it(db):
     db.execute("CREATE ROLE mallory LOGIN IN ROLE rag_reader")
     db.execute("GRANT mallory TO tester")

@@ -143,6 +143,52 @@ def test_embeddings_by_a_remote_model_take_no_subtransaction_id(db, fake_openai)
     assert len(fake_openai.requests["priced3"]) == 70
 
 
+def test_a_read_only_transaction_on_a_primary_makes_no_priced_call(db, fake_openai):
+    """BEGIN READ ONLY on a primary could not write the rag.usage row of a priced call: five
+    chat answers were made and none was in the ledger or counted against the budget
+    (hostile review 33). Now a priced call there is refused before the model is called
+    (25006); a reranker falls back to the fused order, as when the budget is spent; an
+    unpriced model still answers. (A hot standby, where nothing can be written, still
+    calls priced models: test_replication.)"""
+    _ingest(db)
+    url = fake_openai.add("ro-chat", Scenario(chat_text="Five business days [1]."))
+    db.execute("SELECT rag.add_model('ro-chat', 'chat', base_url => %s, price_input_per_1m => 1)", (url,))
+    rr = fake_openai.add("ro-rr", Scenario())
+    db.execute("SELECT rag.add_model('ro-rr', 'rerank', base_url => %s, max_input_tokens => 512, "
+               "price_input_per_1m => 1)", (rr,))
+    free = fake_openai.add("ro-free", Scenario(chat_text="Five business days [1]."))
+    db.execute("SELECT rag.add_model('ro-free', 'chat', base_url => %s)", (free,))
+    with db.transaction():
+        db.execute("SET TRANSACTION READ ONLY")
+        with pytest.raises(psycopg.Error) as e:
+            db.execute("SELECT rag.ask('How long do refunds take?', model => 'ro-chat')")
+    assert _sqlstate(e) == "25006" and "'ro-chat' is priced and this transaction is read-only" in str(e.value)
+    assert "read-write transaction" in e.value.diag.message_hint
+    with db.transaction():
+        db.execute("SET TRANSACTION READ ONLY")
+        rows = db.execute("SELECT rerank_rank FROM rag.search('How long do refunds take?', 3, rerank => 'ro-rr', "
+                          "rerank_k => 3)").fetchall()
+        out = db.execute("SELECT rag.ask('How long do refunds take?', model => 'ro-free')").fetchone()[0]
+    assert rows and all(r[0] is None for r in rows)
+    assert out["answer"].startswith("Five business days") and out["answer_id"] is None
+    assert not fake_openai.requests["ro-chat"] and not fake_openai.requests["ro-rr"]
+    assert len(fake_openai.requests["ro-free"]) == 1
+    # read-write, the same call goes through and is in the ledger
+    db.execute("SELECT rag.ask('How long do refunds take?', model => 'ro-chat')")
+    assert db.execute("SELECT count(*) FROM rag.usage WHERE model = 'ro-chat'").fetchone()[0] == 1
+
+
+def test_summed_local_query_rows_record_the_time_spent(db):
+    """The local model's query embeddings are summed per 64 into one rag.usage row; its
+    latency_ms was the monotonic clock's reading (~5e7 ms), not the time spent
+    (hostile review 33)."""
+    _ingest(db)
+    db.execute("SELECT count(*) FROM generate_series(1, 70) AS i, rag.search('refund question ' || i, 3) AS s")
+    calls, ms = db.execute("SELECT calls, latency_ms FROM rag.usage WHERE operation = 'query' "
+                           "ORDER BY id DESC LIMIT 1").fetchone()
+    assert calls == 64 and 0 < ms < 64 * 1000, ms
+
+
 def test_500_until_the_retry_limit_then_a_clear_error(db, fake_openai):
     url = fake_openai.add("broken", Scenario(always=500))
     db.execute("SELECT rag.add_model('broken', 'chat', base_url => %s)", (url,))

@@ -217,6 +217,16 @@ def ask_stream_read(plpy, handle: int):
         plpy.error("rag.ask_stream: unknown stream handle", sqlstate="22023",
                    hint="call rag.ask_stream(question), not its internal functions")
     del _STREAMS[handle]
+    for row in _stream_rows(plpy, st):
+        yield row
+        if row[1] is not None and _who(plpy) != st["who"]:
+            # resumed after a SET ROLE between two FETCHes: the rest of the answer, its
+            # ledger row and its log are the opener's, not this role's
+            plpy.error("rag.ask_stream: the role or tenant changed while the stream was read", sqlstate="42501",
+                       hint="read a stream to its end as the role that opened it")
+
+
+def _stream_rows(plpy, st: dict):
     p = st["p"]
     seq = 0
     try:

@@ -41,6 +41,12 @@ class BudgetExceeded(RagError):
     sqlstate = "53400"  # configuration_limit_exceeded: rag.daily_budget is spent
 
 
+class Unaccounted(BudgetExceeded):
+    """A priced call in a read-only transaction on a primary: the ledger could not hold it
+    (a BudgetExceeded: a reranker falls back to the fused order, as when the budget is spent)."""
+    sqlstate = "25006"  # read_only_sql_transaction
+
+
 class LimitExceeded(RagError):
     sqlstate = "54000"  # program_limit_exceeded: e.g. more chunks than rag.max_chunks_per_document
 

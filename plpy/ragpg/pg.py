@@ -24,7 +24,7 @@ from . import files, interrupts, keys, lexical, providers, tokens
 from . import rerank as rerank_mod
 from .chunking import WINDOW_TEXT_CHARS, chunk_text, windows
 from .embedding import _EMBEDDERS, DEFAULT_MODEL, get_embedder, load_tokenizer, to_vector_literal
-from .errors import BudgetExceeded, InvalidParameter, LimitExceeded, NotAllowed, RagError, shown
+from .errors import BudgetExceeded, InvalidParameter, LimitExceeded, NotAllowed, RagError, Unaccounted, shown
 from .text import to_text
 
 STATS = {"index_calls": 0, "index_rounds": 0, "model_calls": 0, "texts_embedded": 0, "chunks_reused": 0, "chunks_written": 0,
@@ -247,8 +247,18 @@ def secret_for(plpy, spec: providers.ModelSpec) -> str | None:
 
 
 def check_budget(plpy, s: dict, spec: providers.ModelSpec) -> None:
-    """Refuse a priced call once the tenant's cost today reached rag.daily_budget."""
-    if not spec.priced or not s["daily_budget"].strip():
+    """Refuse a priced call once the tenant's cost today reached rag.daily_budget, or in a
+    read-only transaction on a primary (BEGIN READ ONLY), which cannot write its rag.usage
+    row: the call would be neither in the ledger nor counted against the budget. On a hot
+    standby, where nothing can be written, priced calls go on (docs/scale-out.md)."""
+    if not spec.priced:
+        return
+    if s["read_only"] == "on" and not plpy.execute(_plan(plpy, "SELECT pg_is_in_recovery() AS r", []))[0]["r"]:
+        raise Unaccounted(
+            f"rag: model {spec.name!r} is priced and this transaction is read-only: its call could not be "
+            f"written to rag.usage; the model was not called",
+            hint="run it in a read-write transaction (the ledger and rag.daily_budget count every priced call)")
+    if not s["daily_budget"].strip():
         return
     budget = _float_setting(s, "daily_budget", 0, 1e12)
     spent = float(plpy.execute(_plan(plpy, "SELECT rag.spent_today() AS v", []))[0]["v"])
@@ -280,7 +290,7 @@ def record_usage(plpy, s: dict, operation: str, spec: providers.ModelSpec, calls
         p[2] += seconds
         if p[0] < 64 and time.monotonic() - p[3] < 10:
             return
-        calls, input_tokens, _, seconds = _PENDING_USAGE.pop(key)
+        calls, input_tokens, seconds, _ = _PENDING_USAGE.pop(key)
     row = (operation, spec.name, calls, input_tokens, output_tokens, seconds * 1000)
     if _DEFERRED_USAGE is not None:
         _DEFERRED_USAGE.append(row + (spec.cost(input_tokens, output_tokens),))

@@ -161,7 +161,9 @@ GRANT EXECUTE ON PROCEDURE rag.work(int) TO rag_writer;
 -- a model switch: rag.work re-embeds and finishes it
 GRANT UPDATE (model, embedding, window_embeddings, window_bounds, window_lengths) ON rag.chunks TO rag_writer;
 GRANT INSERT, DELETE ON rag.embeddings_next TO rag_writer;
-GRANT INSERT, UPDATE ON rag.tenant_models TO rag_writer;   -- (the insert guard: rag._tenant_model_guard)
+GRANT INSERT, UPDATE (embedding_model, next_model, switch_started_at, switched_at) ON rag.tenant_models TO rag_writer;
+-- (the insert guard: rag._tenant_model_guard; UPDATE by column, not the table's: a role with
+-- table-level UPDATE may LOCK TABLE it in any mode, and every tenant's writers lock their row)
 GRANT EXECUTE ON FUNCTION
     rag._reembed_batch_py(int),
     rag._reembed_batch(int),
