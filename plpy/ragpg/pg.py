@@ -70,14 +70,14 @@ class KeptUsage:
 
 @contextlib.contextmanager
 def usage_deferred(plpy, hand_back: bool = False):
-    """Within it, rag.usage rows are kept and written by the next statement that writes
-    its own rows with usage_cte (an ingest's chunks, an answer), not one statement each:
-    every statement PL/Python runs is a subtransaction, and one that writes takes a
-    subtransaction id. Past 64 in one transaction (~16 ingests when each wrote four),
-    every snapshot in the cluster reads pg_subtrans until that transaction ends.
-    check_budget counts the kept rows' cost. Rows no statement took are written on the
-    way out, or with hand_back given back (KeptUsage) to the plpgsql that called: its
-    INSERT takes no id of its own (rag.search's). Nested: the outer one writes them."""
+    """Within it, rag.usage rows are kept, not written one statement each: every statement
+    PL/Python runs is a subtransaction, and one that writes takes a subtransaction id.
+    Past 64 in one transaction (~16 ingests when each wrote four), every snapshot in the
+    cluster reads pg_subtrans until that transaction ends. check_budget counts the kept
+    rows' cost. The next statement that writes rows of its own with usage_cte (an
+    ingest's chunks) takes them; with hand_back they go back (KeptUsage) to the plpgsql
+    that called, whose INSERT takes no id of its own (rag.search, rag.embed, rag.ask);
+    the rest are written on the way out. Nested: the outer one has them."""
     global _DEFERRED_USAGE
     kept = KeptUsage()
     if _DEFERRED_USAGE is not None:
@@ -88,7 +88,7 @@ def usage_deferred(plpy, hand_back: bool = False):
         yield kept
         if _DEFERRED_USAGE and hand_back:
             kept.rows = usage_params()[0]
-        elif _DEFERRED_USAGE:   # (an answer not stored)
+        elif _DEFERRED_USAGE:   # (rag.ask_stream's opening)
             plpy.execute(_plan(plpy, _USAGE_INSERT, USAGE_TYPES), usage_params())
     finally:
         _DEFERRED_USAGE = None

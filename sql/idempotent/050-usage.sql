@@ -55,9 +55,9 @@ AS $$
     JOIN rag.models AS m ON m.name = u.model
 $$;
 
--- rag._log_usage (internal): writes them. Called from plpgsql (rag.search) it runs in the
--- caller's transaction: PL/Python runs each of its statements as a subtransaction, and
--- one that writes takes a subtransaction id.
+-- rag._log_usage (internal): writes them. Called from plpgsql (rag.search, rag.embed,
+-- rag._store_answer) it runs in the caller's transaction: PL/Python runs each of its
+-- statements as a subtransaction, and one that writes takes a subtransaction id.
 CREATE OR REPLACE FUNCTION rag._log_usage(usage jsonb)
 RETURNS void
 LANGUAGE sql VOLATILE

@@ -294,8 +294,8 @@ COMMENT ON FUNCTION rag._usage_rows(jsonb) IS
   'calls, tin, tout, ms}), priced from rag.models: the one place a call''s cost is computed.';
 
 COMMENT ON FUNCTION rag._log_usage(jsonb) IS
-  'Internal: writes rag._usage_rows. Called from plpgsql (rag.search) it takes no subtransaction id of its '
-  'own, as a write from PL/Python would.';
+  'Internal: writes rag._usage_rows. Called from plpgsql (rag.search, rag.embed, rag._store_answer) it '
+  'takes no subtransaction id of its own, as a write from PL/Python would.';
 
 COMMENT ON FUNCTION rag.spent_today() IS
   'The session tenant''s model cost so far this UTC day: what rag.daily_budget is checked against. '
