@@ -348,3 +348,38 @@ def test_an_answer_run_takes_no_subtransaction_id_a_question(db):
         assert "_log" not in alone and db.execute("SELECT question, answer FROM rag.answers WHERE id = %s",
                                                   (alone["answer_id"],)).fetchone() == (queries[qid], rows[qid])
     db.execute("RESET rag.tenant")
+
+
+def test_an_answer_run_stops_at_the_budget_and_keeps_what_it_paid_for(db, fake_openai):
+    """With a priced chat model, the ask the daily budget refused failed the whole run: the
+    answers so far and the ledger rows of the calls already made (and paid for) rolled
+    back with it (hostile review 33). Now the run stops before that question, with a
+    WARNING, and keeps its answers and its ledger rows."""
+    from openai_fake import Scenario
+
+    setup_set(db)
+    db.execute("SET rag.tenant = 'eval:tiny'")
+    for qid, doc, text in ANSWERS:
+        db.execute("INSERT INTO rag.eval_answers (set_name, query_id, doc_source, answer) VALUES ('tiny', %s, %s, %s)",
+                   (qid, doc, text))
+    for i in range(4, 9):
+        db.execute("INSERT INTO rag.eval_queries VALUES ('tiny', %s, %s)", (f"q{i}", f"refund {i}"))
+        db.execute("INSERT INTO rag.eval_answers (set_name, query_id, doc_source, answer) "
+                   "VALUES ('tiny', %s, 'a', 'five days')", (f"q{i}",))
+    db.execute("RESET rag.tenant")
+    # 100 prompt tokens a call (the fake's usage) at 1000 per million: 0.1 a question
+    url = fake_openai.add("dear", Scenario(chat_text="Five days [1]."))
+    db.execute("SELECT rag.add_model('dear', 'chat', base_url => %s, price_input_per_1m => 1000)", (url,))
+    db.execute("SET rag.daily_budget = '0.25'")
+    notices = []
+    db.add_notice_handler(lambda d: notices.append((d.severity, d.message_primary)))
+    run = db.execute("SELECT rag.evaluate_answers('tiny', 'dear', 3)").fetchone()[0]
+    # 0 -> 0.1 -> 0.2 -> 0.3: the fourth question finds the budget spent
+    assert db.execute("SELECT questions FROM rag.eval_answer_runs WHERE run_id = %s", (run,)).fetchone()[0] == 3
+    assert db.execute("SELECT count(*) FROM rag.eval_answer_run_query WHERE run_id = %s", (run,)).fetchone()[0] == 3
+    assert ("WARNING", "rag.evaluate_answers: the daily budget of 0.25 for tenant 'eval:tiny' is spent; "
+            "the run stopped after 3 questions") in notices
+    assert len(fake_openai.requests["dear"]) == 3
+    assert db.execute("SELECT count(*), sum(cost)::float8 FROM rag.usage WHERE model = 'dear'").fetchone() == \
+        (3, pytest.approx(0.3))
+    db.execute("RESET rag.daily_budget")

@@ -221,6 +221,8 @@ $$;
 --   citations_right  citations that point into a gold answer's document
 --   refusals         questions answered with no citation
 -- plus answer length in words and latency. `params`: rerank, rerank_k (rag.ask's).
+-- With rag.daily_budget set and a priced model in the run, the run stops (a WARNING)
+-- before a question once the day's budget is spent, and keeps what it has.
 -- Returns the run id; rag.eval_answer_runs has the summaries.
 CREATE OR REPLACE FUNCTION rag.evaluate_answers(set_name text, model text DEFAULT NULL, k int DEFAULT 8,
                                                 params jsonb DEFAULT '{}', questions int DEFAULT NULL)
@@ -235,6 +237,8 @@ DECLARE
     run bigint;
     q record;
     out jsonb;
+    done int := 0;
+    budget numeric;
     t0 timestamptz := clock_timestamp();
 BEGIN
     IF params IS NULL OR jsonb_typeof(params) <> 'object' THEN
@@ -258,13 +262,30 @@ BEGIN
     INSERT INTO rag.eval_answer_run (tenant, set_name, model, k, params)
     VALUES (set_tenant, evaluate_answers.set_name, chat, k, params)
     RETURNING id INTO run;
+    -- with a daily budget and a priced model in the run (the chat model, the reranker, the
+    -- tenant's embedding model), the run stops before the question the budget would refuse:
+    -- a refusal would fail the statement, and roll back the answers so far and the ledger
+    -- rows of the calls already made (and paid for)
+    IF nullif(rag._setting('daily_budget'), '') IS NOT NULL
+       AND EXISTS (SELECT 1 FROM rag.models AS m
+                   WHERE m.name IN (chat, params->>'rerank', rag._setting('embedding_model'))
+                     AND (m.price_input_per_1m > 0 OR m.price_output_per_1m > 0)) THEN
+        budget := rag._setting('daily_budget')::numeric;
+    END IF;
 
     FOR q IN SELECT eq.query_id, eq.query FROM rag.eval_queries AS eq
              WHERE eq.tenant = set_tenant AND eq.set_name = evaluate_answers.set_name
                AND EXISTS (SELECT 1 FROM rag.eval_answers AS a
                            WHERE a.tenant = eq.tenant AND a.set_name = eq.set_name AND a.query_id = eq.query_id)
              ORDER BY eq.query_id LIMIT questions LOOP
+        IF budget IS NOT NULL AND rag.spent_today() >= budget THEN
+            RAISE WARNING 'rag.evaluate_answers: the daily budget of % for tenant % is spent; the run stopped after % questions',
+                          budget, rag._shown(set_tenant), done
+                USING HINT = 'its answers so far are stored (rag.eval_answer_runs); raise rag.daily_budget or run the rest after 00:00 UTC';
+            EXIT;
+        END IF;
         out := rag.ask(q.query, k, chat, params->>'rerank', (params->>'rerank_k')::int);
+        done := done + 1;
         INSERT INTO rag.eval_answer_run_query (run_id, query_id, answer, gold_share, exact, citations,
                                                citations_right, words, latency_ms)
         WITH gold AS (
