@@ -23,11 +23,16 @@ def counts(conn) -> tuple[int, int]:
     return conn.execute("SELECT (SELECT count(*) FROM rag.documents), (SELECT count(*) FROM rag.chunks)").fetchone()
 
 
+def has_subxact_stats(conn) -> bool:
+    """Whether the server has pg_stat_get_backend_subxact() (Postgres 16 and later)."""
+    return int(conn.execute("SHOW server_version_num").fetchone()[0]) >= 160000
+
+
 def skip_without_subxact_stats(conn) -> None:
     """Skip where the server lacks pg_stat_get_backend_subxact() (before Postgres 16)."""
     import pytest
 
-    if int(conn.execute("SHOW server_version_num").fetchone()[0]) < 160000:
+    if not has_subxact_stats(conn):
         pytest.skip("pg_stat_get_backend_subxact() is Postgres 16's")
 
 

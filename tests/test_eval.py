@@ -5,7 +5,7 @@ import math
 
 import psycopg
 import pytest
-from pgtest import subtransactions
+from pgtest import has_subxact_stats, subtransactions
 
 DOCS = {"a": "The refund takes five days.", "b": "Shipping is free over fifty euros.",
         "c": "Refund requests need the order number.", "d": "Our office dog is called Biscuit.",
@@ -327,7 +327,7 @@ def test_an_answer_run_takes_no_subtransaction_id_a_question(db):
                    (qid, doc, gold))
     db.execute("RESET rag.tenant")
     logged = db.execute("SELECT count(*) FROM rag.answers").fetchone()[0]
-    subx = int(db.execute("SHOW server_version_num").fetchone()[0]) >= 160000
+    subx = has_subxact_stats(db)
     with db.transaction():
         run = db.execute("SELECT rag.evaluate_answers('tiny', k => 3)").fetchone()[0]
         if subx:

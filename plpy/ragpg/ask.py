@@ -76,16 +76,16 @@ def citation_list(used: list[int], ctx: list[answer_mod.Retrieved]) -> list[dict
     return out
 
 
-def _with_log(p: _Prepared, out: dict, usage: str | None) -> dict:
+def _with_log(p: _Prepared, out: dict, usage: list[dict] | None) -> dict:
     """The answer with its _log: what rag._store_answer writes (its row in rag.answers
     unless rag.store_answers is off or this is a hot standby, where the skip is counted;
-    the rag.usage rows its calls left, usage_params' jsonb)."""
+    the rag.usage rows its calls left, KeptUsage.rows)."""
     store = p.store
     if store and p.s["read_only"] == "on":
         STATS["writes_skipped_read_only"] += 1
         store = False
     return out | {"_log": {"question": p.question, "retrieved": [c.chunk_id for c in p.retrieved], "store": store,
-                           "usage": json.loads(usage) if usage else []}}
+                           "usage": usage or []}}
 
 
 # rag.ask_stream's end: from PL/Python, one subtransaction id (rag.ask's store from plpgsql)

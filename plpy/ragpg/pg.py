@@ -63,9 +63,14 @@ _DEFERRED_USAGE: list | None = None
 
 class KeptUsage:
     """What usage_deferred(plpy, hand_back=True) gives its caller: after the block, the
-    rows it kept as usage_params' jsonb, for the SQL that called it to write
-    (rag._log_usage), or None (no row, or an outer block keeps them)."""
-    rows: str | None = None
+    rows it kept (rag._usage_rows' objects), or None (no row, or an outer block keeps
+    them); .json is them as jsonb text, for the SQL that called it to write
+    (rag._log_usage)."""
+    rows: list[dict] | None = None
+
+    @property
+    def json(self) -> str | None:
+        return json.dumps(self.rows) if self.rows else None
 
 
 @contextlib.contextmanager
@@ -87,7 +92,7 @@ def usage_deferred(plpy, hand_back: bool = False):
     try:
         yield kept
         if _DEFERRED_USAGE and hand_back:
-            kept.rows = usage_params()[0]
+            kept.rows = _usage_objects(_DEFERRED_USAGE)
         elif _DEFERRED_USAGE:   # (rag.ask_stream's opening)
             plpy.execute(_plan(plpy, _USAGE_INSERT, USAGE_TYPES), usage_params())
     finally:
@@ -104,9 +109,13 @@ def usage_cte(first: int) -> str:
 USAGE_TYPES = ["jsonb"]
 
 
+def _usage_objects(rows) -> list[dict]:
+    """Kept rows as rag._usage_rows reads them."""
+    return [{"op": r[0], "model": r[1], "calls": r[2], "tin": r[3], "tout": r[4], "ms": r[5]} for r in rows]
+
+
 def _usage_json(rows) -> str:
-    return json.dumps([{"op": r[0], "model": r[1], "calls": r[2], "tin": r[3], "tout": r[4], "ms": r[5]}
-                       for r in rows])
+    return json.dumps(_usage_objects(rows))
 
 
 def usage_params() -> list:
@@ -429,7 +438,7 @@ def embed_query(plpy, text: str, model: str | None = None):
     its call for rag.embed to write (usage_deferred)."""
     with usage_deferred(plpy, hand_back=True) as kept:
         literal = _query_vector(plpy, text, model)[3]
-    return literal, kept.rows
+    return literal, kept.json
 
 
 _VECTOR_PLANS: OrderedDict[str, object] = OrderedDict()
@@ -650,7 +659,7 @@ def search_legs(plpy, query: str, mode: str, vector_k: int, lexical_k: int, k1: 
     with usage_deferred(plpy, hand_back=True) as kept:
         legs = _legs(plpy, query, mode, vector_k, lexical_k, k1, b, filter_json, ranking, both_scores, proximity,
                      window_setting, lexical_windows_setting)
-    return legs + (kept.rows, True)
+    return legs + (kept.json, True)
 
 
 def _legs(plpy, query: str, mode: str, vector_k: int, lexical_k: int, k1: float, b: float,
@@ -732,7 +741,7 @@ def rerank(plpy, query: str, model: str, kind: str, passages: list[str]):
     """_rerank, and the rag.usage row of its call for rag.search to write (usage_deferred)."""
     with usage_deferred(plpy, hand_back=True) as kept:
         out = _rerank(plpy, query, model, kind, passages)
-    return out + (kept.rows, True)
+    return out + (kept.json, True)
 
 
 def _rerank(plpy, query: str, model: str, kind: str, passages: list[str]):
