@@ -17,7 +17,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "client"))
 from pgtest import as_role  # noqa: E402
-from ragpg_cli.server import Turn, create_app, http_status, rewrite_follow_up, uvicorn_config  # noqa: E402
+from ragpg_cli.server import (Turn, answer_pieces, create_app, default_per_role, http_status,  # noqa: E402
+                              load_keys, lone_surrogate_at, rewrite_follow_up, uvicorn_config)
 
 KEYS = {"key-alice": "alice", "key-bob": "bob", "key-carol": "carol"}
 A = {"Authorization": "Bearer key-alice"}
@@ -319,6 +320,11 @@ def test_rewrite_rules():
     assert rewrite_follow_up(standalone) == "How do I create an index concurrently?"
     follow = [Turn(role="user", content="What is VACUUM FULL?"), Turn(role="user", content="Is it slow?")]
     assert rewrite_follow_up(follow) == "Is it slow? (VACUUM FULL)"
+    # each borrowed word once, at most 20 (review 34: a set rebuilt per word was quadratic,
+    # and 100 KB turns froze the server for two minutes)
+    words = [f"w{i}" for i in range(5000)]
+    long = [Turn(role="user", content=" ".join(words + words)), Turn(role="user", content="and it?")]
+    assert rewrite_follow_up(long) == f"and it? ({' '.join(words[:20])})"
 
 
 def test_fifty_concurrent_asks_all_succeed(api):
@@ -384,3 +390,292 @@ def test_ingest_takes_a_file_upload_and_search_says_the_page(client):
     r = client.post("/ingest", headers=A, files={"file": ("x.md", b"# x\n\ny", "text/markdown")},
                     data={"metadata": "[1]"})
     assert r.status_code == 422 and "JSON object" in r.text
+
+
+# --- hostile review 34: bodies, fairness, timeouts, streams ---------------------------------
+
+def first_response(port: int, head: bytes, wait: float = 10.0) -> tuple[bytes, float]:
+    """Send a request's head only (no body), read until the server answers or closes: (what
+    came back, seconds)."""
+    got, t0 = b"", time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
+        s.sendall(head)
+        try:
+            while b"\r\n\r\n" not in got:
+                data = s.recv(65536)
+                if not data:
+                    break
+                got += data
+        except TimeoutError:
+            pass
+    return got, time.monotonic() - t0
+
+
+def test_a_body_is_refused_on_its_headers_before_it_is_read():
+    """Without a key, or past its limit by its Content-Length, a request is answered at once,
+    before its body (here never sent) is read: FastAPI read and parsed a whole body before
+    any check, so an unauthenticated client made the server hold ~0.9 GB for a 200 MB body."""
+    def head(path: str, key: str | None, length: int) -> bytes:
+        auth = f"Authorization: Bearer {key}\r\n" if key else ""
+        return (f"POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n"
+                f"Content-Length: {length}\r\n\r\n").encode()
+
+    with Server(create_app(NO_DATABASE, KEYS, pool_size=1), read_timeout=8) as srv:
+        for path, key, length, status in [("/ask", None, 200_000_000, b"401"), ("/ingest", "nokey", 10, b"401"),
+                                          ("/chat", None, 5, b"401"), ("/nowhere", None, 5, b"401"),
+                                          ("/ask", "key-alice", 1_048_577, b"413"),
+                                          ("/search", "key-alice", 200_000_000, b"413"),
+                                          ("/ingest", "key-alice", 4_194_305, b"413")]:
+            got, seconds = first_response(srv.port, head(path, key, length))
+            assert got.startswith(b"HTTP/1.1 " + status), (path, key, got[:200])
+            assert seconds < 5, (path, seconds)   # not the read deadline (8 s): answered on the headers
+        # within its limit the body is awaited as before (the read deadline closes it)
+        got, seconds = first_response(srv.port, head("/ingest", "key-alice", 4_000_000), wait=12)
+        assert got == b"" and seconds > 7
+
+
+def test_a_chunked_body_past_its_limit_is_a_413(client):
+    def chunks(n: int):
+        for _ in range(n):
+            yield b" " * 65536
+
+    r = client.post("/search", headers={**A, "Content-Type": "application/json"}, content=chunks(40))
+    assert r.status_code == 413 and r.json()["error"] == "request body over 1,048,576 bytes", r.text
+    r = client.post("/ingest", headers={**A, "Content-Type": "application/json"}, content=chunks(40))
+    assert r.status_code == 422   # 2.6 MB is within /ingest's limit: read, and not JSON
+    # a body full of JSON containers (review 34b: 20 MB of [] to /ingest took 1.3 GB, with
+    # a reader's key): at most 100,000 of them, counted as the bytes arrive
+    body = b'{"content": "x", "source": "s", "metadata": {"m": [' + b"[]," * 100_000 + b"[]]}}"
+    r = client.post("/ingest", headers={**A, "Content-Type": "application/json"}, content=body)
+    assert r.status_code == 413 and "more than 100,000 JSON arrays and objects" in r.json()["error"], r.text
+    assert "as a file" in r.json()["hint"]
+    big = "Parcels ship on weekdays. " * 200_000   # 5.2 MB of text in one JSON /ingest: sent as a file
+    r = client.post("/ingest", headers=A, json={"content": big, "source": "big.txt"})
+    assert r.status_code == 413 and "as a file" in r.json()["hint"], r.text
+    files = {"file": ("big.txt", b"x")}
+    r = client.post("/search", headers=A, files=files, data={"title": "t" * 2_000_000})
+    assert r.status_code == 413
+    assert client.post("/search", headers=A, json={"query": "refund", "k": 1}).status_code == 200
+
+
+def test_a_deeply_nested_body_is_a_400_and_a_422_names_no_input(client):
+    for path in ("/ingest", "/ask", "/chat"):
+        r = client.post(path, headers={**A, "Content-Type": "application/json"}, content=b"[" * 50_000)
+        assert r.status_code == 400, (path, r.status_code, r.text[:300])
+    r = client.post("/ask", headers=A, json={"question": "refund", "k": "x" * 500_000})
+    assert r.status_code == 422 and len(r.content) < 2000 and "xxxx" not in r.text, r.text[:300]
+
+
+def test_the_surrogate_scan_takes_memory_in_depth_not_in_items():
+    """Review 34: a 242 KB body of 120,000 items 900 levels deep took 896 MB (a path per
+    queued item); a flat 28 MB one 2.3 GB. The scan keeps one iterator per level."""
+    import tracemalloc
+
+    deep: list = []
+    inner = deep
+    for _ in range(900):
+        inner.append([])
+        inner = inner[-1]
+    inner.extend([0] * 120_000)
+    inner.append({"ok": ["fine", "bad \ud800"]})
+    tracemalloc.start()
+    try:
+        where = lone_surrogate_at(deep)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert where == (0,) * 900 + (120_000, "ok", 1)
+    assert peak < 2_000_000, peak
+    assert lone_surrogate_at({"a": [{"b\udfff": 1}]}) == ("a", 0, "b\udfff")
+    assert lone_surrogate_at(["x", {"y": ["z"]}, []]) is None and lone_surrogate_at("\ud800") == ()
+
+
+def test_answer_pieces_join_back_to_the_answer():
+    """The stream's pieces: /ask/stream lost every line that did not end in a marker (a
+    regex that could not cross a newline)."""
+    text = "Refunds take:\n- five business days [1]\n- not for gift cards [2]\n\nAsk support."
+    pieces = answer_pieces(text)
+    assert "".join(pieces) == text
+    assert pieces == ["Refunds take:\n- five business days [1]\n", "- not for gift cards [2]\n\n", "Ask support."]
+    assert answer_pieces("") == [] and answer_pieces("[1]") == ["[1]"]
+    long = "word " * 200_000 + "[3]"
+    assert "".join(answer_pieces(long)) == long
+
+
+def test_a_streamed_answer_keeps_every_line(dsn, fake_openai):
+    from openai_fake import Scenario
+    text = "Refunds take:\n- five business days [1]\n- never for gift cards [1]"
+    url = fake_openai.add("lines", Scenario(chat_text=text))
+    with psycopg.connect(dsn, autocommit=True) as su:
+        su.execute("SELECT rag.add_model('lines', 'chat', base_url => %s)", (url,))
+        su.execute("SELECT rag.configure('chat_model', 'lines')")
+    with Server(create_app(as_role(dsn, "api"), KEYS, pool_size=2)) as srv, \
+            httpx.Client(base_url=srv.url, timeout=60) as c:
+        assert c.post("/ingest", headers=A, json={"content": "# Refunds\n\nRefunds take five business days.",
+                                                   "source": "r.md"}).status_code == 200
+        whole = c.post("/ask", headers=A, json={"question": "How long do refunds take?"}).json()["answer"]
+        with c.stream("POST", "/ask/stream", headers=A, json={"question": "How long do refunds take?"}) as r:
+            streamed = "".join(json.loads(line[6:])["text"] for line in r.iter_lines()
+                               if line.startswith("data: ") and line.startswith('data: {"text"'))
+    assert "\n- never for gift cards" in whole and streamed == whole
+
+
+def test_one_role_cannot_take_every_connection_and_statements_time_out(dsn):
+    """Review 34: alice's 60 concurrent ingests held the whole pool and filled its queue, and
+    bob's searches got 429 for a minute. A role now holds at most per_role connections (half
+    the pool) and at most queue_size others wait their turn, outside the pool's queue and
+    before their bodies are read; /healthz asks on a connection of its own (a busy pool is
+    not a database that is down) once a second however many probes come; a statement ends
+    after statement_timeout (504)."""
+    text = "Parcels ship from the warehouse on weekdays."
+    carol = {"Authorization": "Bearer key-carol"}
+    lock = psycopg.connect(dsn)   # ingests wait behind it (SHARE: readers pass)
+    lock.execute("LOCK TABLE rag.documents IN SHARE MODE")
+    app = create_app(as_role(dsn, "api"), KEYS, pool_size=2, queue_size=2, queue_timeout=30)
+
+    def ingest(c, headers, n):
+        return asyncio.create_task(c.post("/ingest", headers=headers, json={"content": text, "source": f"{n}.txt"}))
+
+    async def scene(url):
+        async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=100)) as c:
+            alices = [ingest(c, A, f"a{i}") for i in range(3)]   # one holds a connection, two wait their turn
+            await asyncio.sleep(1.0)
+            alice_more = await c.post("/search", headers=A, json={"query": "parcels"})   # a third may not wait
+            bob_first = await c.post("/search", headers=B, json={"query": "parcels"})    # the other connection
+            bobs = ingest(c, B, "b")                          # now both are held
+            await asyncio.sleep(1.0)
+            probes = [asyncio.create_task(c.get("/healthz")) for _ in range(40)]
+            await asyncio.sleep(0.5)
+            carols = asyncio.create_task(c.post("/search", headers=carol, json={"query": "parcels"}))
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(lock.rollback)            # the ingests go on; carol's turn in the queue comes
+            return (alice_more, bob_first, await carols, await asyncio.gather(*alices, bobs),
+                    await asyncio.gather(*probes))
+
+    with Server(app) as srv:
+        alice_more, bob_first, carols, ingests, probes = asyncio.run(scene(srv.url))
+    lock.close()
+    assert alice_more.status_code == 429 and alice_more.headers["retry-after"] == "1"
+    assert alice_more.json()["error"] == "server busy: 2 requests of this key's role are already waiting"
+    assert bob_first.status_code == 200, bob_first.text    # while alice's three were stuck
+    assert carols.status_code == 200, carols.text          # the probes did not fill the pool's queue
+    assert [r.status_code for r in ingests] == [200] * 4, [r.text for r in ingests]
+    assert [r.status_code for r in probes] == [200] * 40   # while both connections were held
+
+    timed = create_app(as_role(dsn, "api"), KEYS, pool_size=2, statement_timeout=1)
+    with psycopg.connect(dsn) as lock2, Server(timed) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
+        lock2.execute("LOCK TABLE rag.documents IN SHARE MODE")
+        r = c.post("/ingest", headers=A, json={"content": text, "source": "late.txt"})
+        assert r.status_code == 504 and r.json()["sqlstate"] == "57014", r.text
+        lock2.rollback()
+        assert c.post("/ingest", headers=A, json={"content": text, "source": "late.txt"}).status_code == 200
+
+
+def test_healthz_answers_503_when_the_database_does_not_answer():
+    """A database that accepts connections and then says nothing (paused, or behind a
+    broken network): /healthz answered nothing for over 40 s (review 34b); now 503 after
+    its 5 s deadline, once for a burst of probes."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        dsn = f"host=127.0.0.1 port={silent.getsockname()[1]} user=nobody dbname=nothing connect_timeout=30"
+
+        async def probe(url):
+            async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+                return await asyncio.gather(*[c.get("/healthz") for _ in range(10)])
+
+        with Server(create_app(dsn, KEYS, pool_size=1)) as srv:
+            t0 = time.monotonic()
+            rs = asyncio.run(probe(srv.url))
+            seconds = time.monotonic() - t0
+    assert [r.status_code for r in rs] == [503] * 10
+    assert {r.json()["hint"] for r in rs} == {"no answer in 5 s"}
+    assert seconds < 20, seconds   # one check for the burst (ten in a row would take 50 s)
+
+
+def test_a_role_s_turn_ends_when_its_response_starts():
+    """Review 34c: a client that never read its answers held its role's turns for as long
+    as it kept the socket open. Gate around a stand-in ASGI app (it answers at once) and a
+    client whose socket takes the response head and never the body: the turn is given
+    back when the head is sent."""
+    from contextlib import asynccontextmanager
+
+    from ragpg_cli.server import Gate
+    log = []
+
+    @asynccontextmanager
+    async def turn(role):
+        log.append(("in", role))
+        try:
+            yield
+        finally:
+            log.append(("out", role))
+
+    async def answer(scope, receive, send):   # the stand-in app
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x" * 1000})
+
+    async def scene():
+        never = asyncio.Event()
+
+        async def receive():
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        async def send(message):
+            log.append(message["type"])
+            if message["type"] == "http.response.body":
+                await never.wait()   # a client that never reads
+
+        gate = Gate(answer, {"key-alice": "alice"}, turn, max_body=100, max_document=100, max_upload=100,
+                    max_containers=10)
+        scope = {"type": "http", "method": "POST", "path": "/search",
+                 "headers": [(b"authorization", b"Bearer key-alice")]}
+        task = asyncio.create_task(gate(scope, receive, send))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        return log
+
+    assert asyncio.run(scene()) == [("in", "alice"), ("out", "alice"), "http.response.start", "http.response.body"]
+
+
+def test_a_json_ingest_keeps_no_parsed_objects():
+    """Review 34c: a 4 MiB JSON /ingest of short strings in its metadata is ~80 MB of
+    objects once parsed; five at once per role took the server to 2.6 GB. The body is
+    parsed one at a time and handed to SQL as text: nothing parsed outlives the parse."""
+    import tracemalloc
+
+    from fastapi.exceptions import RequestValidationError
+    from ragpg_cli.server import ApiError, ingest_arguments
+    raw = b'{"content": "x", "source": "s", "metadata": {"a": [' + b'"ab",' * 700_000 + b'"ab"]}}'
+    tracemalloc.start()
+    try:
+        arguments = ingest_arguments(raw)
+        kept, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert arguments[:4] == ("x", "s", None, None) and json.loads(arguments[4])["a"][-1] == "ab"
+    assert peak > 20_000_000 and kept < 8_000_000, (kept, peak)   # the metadata's text, ~4 MB
+    for body, error in [(b"nope", RequestValidationError), (b'{"content": 1}', RequestValidationError),
+                        (b"[" * 50_000, ApiError), (b'{"content": "\\ud800", "source": "s"}', ApiError)]:
+        with pytest.raises(error):
+            ingest_arguments(body)
+
+
+def test_a_role_holds_half_the_pool_when_the_keys_name_several():
+    assert default_per_role(10, KEYS) == 5 and default_per_role(1, KEYS) == 1
+    assert default_per_role(10, {"k1": "app", "k2": "app"}) == 10
+
+
+def test_keys_files_are_read_strictly(tmp_path):
+    f = tmp_path / "keys"
+    f.write_text("# comment\n\nk1 alice\nk2  bob \n")
+    assert load_keys(str(f), "k3=carol") == {"k1": "alice", "k2": "bob", "k3": "carol"}
+    for content, inline, message in [("k1\n", None, ":1: expected an API key and a role, got 1 fields"),
+                                     ("k1 alice extra\n", None, "got 3 fields"),
+                                     ("k1 alice\nk1 bob\n", None, ":2: this API key was given before (for role alice)"),
+                                     ("", "a=b=c", "--keys item 1: expected an API key and a role, got 1 fields")]:
+        f.write_text(content)
+        with pytest.raises(SystemExit) as e:
+            load_keys(str(f), inline)
+        assert message in str(e.value) and "k1 " not in str(e.value).split(":", 2)[-1], str(e.value)

@@ -1,7 +1,7 @@
 """The extension's lifecycle as a DBA runs it: ALTER EXTENSION rag UPDATE from the last
 release with data in place, and pg_dump / pg_restore round trips.
 
-The old releases (0.1.0 to 0.4.0) are installed in the image from their git commits
+The old releases (0.1.0 to 0.5.0) are installed in the image from their git commits
 (scripts/old_releases.sh); pg_dump, pg_restore and psql are the server's own, run in its
 container (the same suite runs against the Postgres 15, 17 and 18 images).
 """
@@ -17,8 +17,9 @@ import pytest
 from pgtest import as_role, with_db
 
 ROOT = Path(__file__).resolve().parent.parent
-OLDS = ["0.1.0", "0.2.0", "0.3.0", "0.4.0"]
+OLDS = ["0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0"]
 OLD = OLDS[-1]   # the last release
+BEFORE_050 = "0.4.0"   # the release before 0.5.0: the tests of 0.5.0's upgrade steps start there
 NEW = next(line.split("=", 1)[1] for line in (ROOT / "scripts/versions.env").read_text().splitlines()
            if line.startswith("RAGPG_VERSION="))
 # real documents: this project's own manual pages
@@ -239,10 +240,11 @@ def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db, old):
                           "AND NOT tgisinternal").fetchone()[0] == 0
         su.execute("INSERT INTO public.articles VALUES (9, 'Rafts', 'Rafts drift downstream.')")
     # chunks indexed before 0.5.0 have no window embeddings (searched by their own cosine,
-    # as above) until rag.work embeds them
+    # as above) until rag.work embeds them; 0.5.0 on, they were made with the chunk
     with psycopg.connect(as_role(url, "alice"), autocommit=True) as c:
         waiting = c.execute("SELECT count(*) FROM rag.chunks WHERE window_embeddings IS NULL").fetchone()[0]
-        assert waiting > 0 and c.execute("SELECT windows_pending FROM rag.model_status").fetchone()[0] == waiting
+        assert (waiting > 0) == (OLD < "0.5.0"), waiting
+        assert c.execute("SELECT windows_pending FROM rag.model_status").fetchone()[0] == waiting
         assert c.execute("SELECT count(*) FROM rag.chunks WHERE window_bounds IS NULL").fetchone()[0] == waiting
         c.execute("CALL rag.work()")
         assert c.execute("SELECT count(*) FROM rag.chunks WHERE window_embeddings IS NULL "
@@ -515,7 +517,7 @@ def test_objects_planted_where_pgvector_lives_are_never_called(new_db, own_schem
 def test_the_upgrade_stops_at_a_foreign_key_of_yours_on_an_eval_set_name(new_db):
     """0.5.0 keys eval sets by (tenant, name). A foreign key of a user's table on the old key
     stops the upgrade, named, instead of being dropped with rag's own (hostile review 24)."""
-    url = new_db(OLD)
+    url = new_db(BEFORE_050)
     with psycopg.connect(url, autocommit=True) as su:
         su.execute("INSERT INTO rag.eval_sets (name, tenant) VALUES ('s1', 'eval:s1')")
         su.execute("CREATE TABLE my_notes (set_name text REFERENCES rag.eval_sets (name), note text)")
@@ -524,7 +526,7 @@ def test_the_upgrade_stops_at_a_foreign_key_of_yours_on_an_eval_set_name(new_db)
             su.execute("ALTER EXTENSION rag UPDATE")
         assert exc.value.sqlstate == "2BP01"
         assert "foreign key my_notes_set_name_fkey of table public.my_notes references an eval table" in str(exc.value)
-        assert _version(su) == OLD
+        assert _version(su) == BEFORE_050
         assert su.execute("SELECT count(*) FROM pg_constraint WHERE conname = 'my_notes_set_name_fkey'").fetchone()[0] == 1
         su.execute("ALTER TABLE my_notes DROP CONSTRAINT my_notes_set_name_fkey")
         su.execute("ALTER EXTENSION rag UPDATE")
@@ -542,7 +544,7 @@ def test_the_upgrade_gives_each_database_its_own_copy_of_its_api_key_files(new_d
     name = "k" + uuid.uuid4().hex[:8]   # (the shared files of the test cluster outlive a test)
     model_url = fake_openai.add("upgraded-key", Scenario(chat_text="Five business days [1]."))
     root = f"http://127.0.0.1:{fake_openai.port}"
-    has, lacks = new_db(OLD), new_db(OLD)
+    has, lacks = new_db(BEFORE_050), new_db(BEFORE_050)
     ask = "SELECT rag.ask('How long do refunds take?', model => 'keyed')"
     with psycopg.connect(has, autocommit=True) as su:
         su.execute("SELECT rag.set_api_key(%s, %s, base_url => %s)", (name, secret, root))
@@ -621,7 +623,7 @@ def test_the_upgrade_unlinks_rows_that_point_at_another_tenants_attachment(new_d
     Rows an older release let a writer point at another tenant's attachment are fixed by
     the upgrade, with a WARNING: the document stays, without the link; the queue row, which
     no worker could index, goes. The other tenant can then detach."""
-    url = new_db(OLD)
+    url = new_db(BEFORE_050)
     with psycopg.connect(url, autocommit=True) as su:
         su.execute("GRANT CREATE ON SCHEMA public TO alice")
     with psycopg.connect(as_role(url, "alice"), autocommit=True) as alice:
@@ -737,7 +739,7 @@ def test_an_install_into_a_poisoned_public_runs_and_binds_none_of_it(new_db):
 
 
 def test_an_upgrade_runs_no_plant_and_rebinds_what_an_old_install_bound(new_db):
-    """The same plants made before an install of the last release: its install bound its
+    """The same plants made before an install of 0.4.0: its install bound its
     CHECK constraints and views to them (as hostile review 22 showed). The upgrade runs
     none of them and makes those objects again, bound to pg_catalog's operators."""
     url = new_db(extension=False)
@@ -748,7 +750,7 @@ def test_an_upgrade_runs_no_plant_and_rebinds_what_an_old_install_bound(new_db):
         alice.execute(SPIES)
         alice.execute(AMBIGUOUS)
     with psycopg.connect(url, autocommit=True) as su:
-        su.execute(f"CREATE EXTENSION rag VERSION '{OLD}' CASCADE")
+        su.execute(f"CREATE EXTENSION rag VERSION '{BEFORE_050}' CASCADE")
         assert _bound_to_public(su) != []                   # the old release's install bound them
         su.execute("TRUNCATE public.ran_as")
         su.execute("ALTER EXTENSION rag UPDATE")
@@ -761,12 +763,12 @@ def test_an_upgrade_runs_no_plant_and_rebinds_what_an_old_install_bound(new_db):
 
 
 def test_the_upgrade_drops_pg_trgm_and_trusts_only_the_extensions_rag_requires(new_db):
-    """0.5.0 no longer requires pg_trgm (no release used it). The last release's install
-    pulled it in (its own requires); after the upgrade rag no longer depends on it, so it
+    """0.5.0 no longer requires pg_trgm (no release used it). 0.4.0's install pulled it
+    in (its own requires); after the upgrade rag no longer depends on it, so it
     can be dropped, and the install check trusts only what rag requires now, read from
     pg_depend: an object of rag's bound to pg_trgm fails the upgrade, one bound to pgvector's
     functions does not."""
-    url = new_db(OLD)
+    url = new_db(BEFORE_050)
 
     def required(su) -> set[str]:
         return {r[0] for r in su.execute("""
@@ -785,7 +787,7 @@ def test_the_upgrade_drops_pg_trgm_and_trusts_only_the_extensions_rag_requires(n
             su.execute("ALTER EXTENSION rag UPDATE")
         assert "rag.trigram_probe" in str(e.value) and "similarity" in str(e.value)
         assert "vector_probe" not in str(e.value)
-        assert _version(su) == OLD                      # the whole upgrade rolled back
+        assert _version(su) == BEFORE_050               # the whole upgrade rolled back
         su.execute("DROP VIEW rag.trigram_probe")
         su.execute("ALTER EXTENSION rag UPDATE")
         assert _version(su) == NEW

@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     sv.add_argument("--queue-timeout", type=float, default=10.0, help="seconds a request waits, then 429")
     sv.add_argument("--read-timeout", type=float, default=15.0, help="seconds to receive a request's headers and body")
     sv.add_argument("--keep-alive", type=float, default=5.0, help="seconds an idle connection stays open")
+    sv.add_argument("--per-role", type=int, help="connections one role may hold; its other requests wait their "
+                                                 "turn (default: half of --pool-size, all if the keys name one role)")
+    sv.add_argument("--statement-timeout", type=float, default=300.0,
+                    help="seconds a request's statement may run, then 504 (a lower setting of the login role stays)")
     wk = sub.add_parser("worker", help="drain rag.queue (attached tables in async mode) with CALL rag.work()")
     wk.add_argument("--dsn", required=True)
     wk.add_argument("--interval", type=float, default=1.0, help="seconds to sleep when the queue is empty")
@@ -62,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         from .server import load_keys, serve
         return serve(args.dsn, load_keys(args.keys_file, args.keys), args.host, args.port,
                      pool_size=args.pool_size, queue_size=args.queue_size, queue_timeout=args.queue_timeout,
-                     read_timeout=args.read_timeout, keep_alive=args.keep_alive)
+                     read_timeout=args.read_timeout, keep_alive=args.keep_alive, per_role=args.per_role,
+                     statement_timeout=args.statement_timeout)
     if args.cmd == "ingest":
         from .ingest import run as run_ingest
         return run_ingest(args.dsn, args.paths, args.url_prefix, args.tenant, args.quiet)

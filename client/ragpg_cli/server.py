@@ -12,17 +12,29 @@ Errors (body: {"error", "sqlstate", "hint"}; no stack trace ever leaves the serv
   42, 44, 54, 0A or P0 (the extension's own errors, PL/Python's 38000 included) comes back
   with its message and SQLSTATE; a JSON body with a lone surrogate (`"\\ud800"`) is
   refused before any SQL runs.
-- 401 without a valid key; 403 for 42501; 409 for class 40 (serialization failure or
-  deadlock: send it again); 422 for a body that is not JSON or lacks fields.
+- 401 without a valid key, and 413 for a body over its limit (1 MiB; a JSON /ingest
+  4 MiB, a file 101 MB) or with over 100,000 JSON arrays and objects, before its body is
+  parsed (Gate); 403 for 42501; 409 for class 40 (serialization failure or deadlock: send
+  it again); 422 for a body that is not JSON or lacks fields (without the input it
+  echoed); 400 for JSON nested too deeply.
 - 429 with Retry-After (1 s) when the server is saturated: a request finds `queue_size`
   requests (50) already waiting for one of the `pool_size` database connections (10) and
-  is answered at once, or waits `queue_timeout` seconds (10) without getting one. Also
-  429 (no Retry-After) for 53400, the extension's spent rag.daily_budget.
+  is answered at once, or waits `queue_timeout` seconds (10) without getting one. One
+  role (its keys together) holds at most `per_role` connections (half the pool; all of
+  it when the keys name one role), so one busy role leaves the others half; its other
+  requests wait their turn, bodies unread, outside the pool's queue, at most `queue_size`
+  of them, under the same timeout. Also 429 (no Retry-After) for 53400, the extension's
+  spent rag.daily_budget.
 - 502 when the model provider failed or refused the key (58000, 28000); 504 when the
-  statement ran into statement_timeout (57014).
+  statement ran into statement_timeout (57014): `statement_timeout` seconds (300) per
+  request, or the login role's own setting where that is lower. A request whose client
+  goes away is not cancelled: it runs to its end or to that timeout.
 - 503 with Retry-After only when the database cannot be reached: no connection can be
   made, the connection broke (class 08, 57P01-57P03, or no SQLSTATE) or the server is out
   of resources (class 53). Any other database error is a 500 with its SQLSTATE, logged.
+  /healthz asks the database on a connection of its own, not the pool's (busy is not
+  down), once a second at most whatever the number of probes, and answers 503 after 5 s
+  without an answer.
 
 Slow clients: a request's headers and body must arrive within `read_timeout` seconds
 (15) of the connection opening or of the request's first byte, else the connection is
@@ -32,22 +44,26 @@ uvicorn alone waits for ever on a client that trickles its headers or body (slow
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import h11
 import psycopg
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 from pydantic import BaseModel, Field, ValidationError
+from starlette.datastructures import Headers
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger("ragpg.serve")
@@ -146,6 +162,10 @@ class Upload:
 
 
 MAX_UPLOAD = 100_000_000   # bytes of one uploaded file; rag.max_file_bytes is the real limit (50 MB)
+MAX_UPLOAD_BODY = MAX_UPLOAD + 1_048_576   # a multipart POST /ingest: the file, its fields, the framing
+MAX_DOCUMENT_BODY = 4_194_304   # a JSON POST /ingest (a larger document goes as a file: not parsed as JSON)
+MAX_BODY = 1_048_576       # any other POST body (a question is at most rag.max_query_chars, 4,000)
+MAX_CONTAINERS = 100_000   # JSON arrays and objects in one body
 # /ingest takes either body; FastAPI would document only one, so both are written out here
 INGEST_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"$ref": "#/components/schemas/IngestIn"}},
@@ -159,6 +179,8 @@ async def file_upload(request: Request) -> Upload:
         return RequestValidationError([{"type": "value_error", "loc": ["body", loc], "msg": msg, "input": None}])
     try:
         form = await request.form(max_files=1, max_fields=8)
+    except HTTPException:
+        raise   # (BodyTooLarge)
     except Exception as e:  # noqa: BLE001 (starlette raises several kinds on a malformed body)
         raise bad(f"not a valid multipart body: {str(e)[:200]}") from None
     try:
@@ -214,6 +236,7 @@ class ErrorOut(BaseModel):
 
 
 ERRORS = {status: {"model": ErrorOut} for status in (400, 401, 403, 409, 429, 500, 502, 503, 504)}
+HEALTH_TIMEOUT = 5.0   # seconds /healthz waits for the database
 RETRY_AFTER = {"Retry-After": "1"}  # seconds, on 429 (saturated) and 503 (database unreachable)
 
 
@@ -222,6 +245,106 @@ class ApiError(Exception):
                  headers: dict[str, str] | None = None):
         self.status, self.body = status, ErrorOut(error=error, sqlstate=sqlstate, hint=hint)
         self.headers = headers
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(status_code=self.status, content=self.body.model_dump(exclude_none=True),
+                            headers=self.headers)
+
+
+class BodyTooLarge(HTTPException):
+    """A request body past a limit, found while it was read (a chunked body, or one too
+    full of JSON containers); an HTTPException so that FastAPI's body parsing lets it
+    through as it is."""
+    hint = "a large document goes to /ingest as a file (multipart/form-data)"
+
+    def __init__(self, detail: str):
+        super().__init__(413, detail)
+
+
+def key_of(headers) -> str:
+    """The API key a request presents: `Authorization: Bearer KEY`, else `X-API-Key`."""
+    auth = headers.get("authorization", "")
+    return auth[7:].strip() if auth.lower().startswith("bearer ") else headers.get("x-api-key", "")
+
+
+class Gate:
+    """ASGI middleware: what is checked before anything reads a request's body.
+
+    A POST (or any method but GET, HEAD, OPTIONS) without a known API key is a 401 at
+    once. Then the request waits for its role's turn (`turn`: at most per_role of a
+    role's requests go on at a time), so that a role's waiting requests hold no body
+    (past uvicorn's 64 KiB buffer; such a request is closed if its wait outlasts the
+    read deadline, 15 s against the turn's 10). The turn ends when the response starts:
+    a client that reads its answer slowly, or never, holds none.
+    A body over its limit is a 413, at once when Content-Length says so, else as soon as
+    the bytes read pass it: `max_upload` for a multipart /ingest (a file), `max_document`
+    for a JSON /ingest, `max_body` for any other. A JSON body may hold at most
+    `max_containers` arrays and objects (every `[` and `{` counts, in strings too): parsed,
+    each costs ~60 bytes, and a body of `[[],[],...]` cost 65 times its size. Without
+    this FastAPI reads and parses a whole body before any dependency, the key check
+    included: an unauthenticated client made the server hold gigabytes."""
+
+    def __init__(self, app, keys: dict[str, str], turn, max_body: int, max_document: int, max_upload: int,
+                 max_containers: int):
+        self.app, self.keys, self.turn = app, keys, turn
+        self.max_body, self.max_document, self.max_upload = max_body, max_document, max_upload
+        self.max_containers = max_containers
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        headers = Headers(scope=scope)
+        key = key_of(headers)
+        if not key or key not in self.keys:
+            return await ApiError(401, "missing or unknown API key",
+                                  hint="send Authorization: Bearer <key>").response()(scope, receive, send)
+        upload = headers.get("content-type", "").lower().startswith("multipart/")
+        limit = self.max_body if scope["path"] != "/ingest" else self.max_upload if upload else self.max_document
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            return await ApiError(413, f"request body over {limit:,} bytes",
+                                  hint="a question or query is short; a large document goes to /ingest as a file"
+                                  ).response()(scope, receive, send)
+        seen = containers = 0
+        started = False
+
+        async def bounded_receive():
+            nonlocal seen, containers
+            message = await receive()
+            if message["type"] == "http.request":
+                chunk = message.get("body", b"")
+                seen += len(chunk)
+                if seen > limit:
+                    raise BodyTooLarge(f"request body over {limit:,} bytes")
+                if not upload:
+                    containers += chunk.count(b"[") + chunk.count(b"{")
+                    if containers > self.max_containers:
+                        raise BodyTooLarge(f"request body: more than {self.max_containers:,} JSON arrays and "
+                                           "objects ([ and { are counted, in strings too)")
+            return message
+
+        turn = contextlib.AsyncExitStack()
+
+        async def watched_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                await turn.aclose()   # the answer is made: writing it to a slow reader takes no turn
+            await send(message)
+
+        role = scope.setdefault("state", {})["role"] = self.keys[key]   # (request.state.role)
+        try:
+            await turn.enter_async_context(self.turn(role))
+        except ApiError as e:   # the role's turn did not come
+            return await e.response()(scope, receive, send)
+        try:
+            await self.app(scope, bounded_receive, watched_send)
+        except BodyTooLarge as e:   # raised where no handler of the app saw it
+            if started:
+                raise
+            await ApiError(413, e.detail, hint=e.hint).response()(scope, receive, send)
+        finally:
+            await turn.aclose()
 
 
 # --- database errors -> HTTP status (the module docstring says why) -------------------------
@@ -275,37 +398,101 @@ def lone_surrogate_at(body: Any) -> tuple | None:
     """Where parsed JSON holds a lone surrogate (a key or a string), as a path, or None.
 
     json.loads turns an unpaired `\\ud800` escape into a character that no UTF-8 encoder
-    accepts (pydantic, psycopg, the error response); a valid pair is already one character."""
-    stack: list[tuple[Any, tuple]] = [(body, ())]
-    while stack:
-        value, path = stack.pop()
-        if isinstance(value, str):
-            if _SURROGATE.search(value):
-                return path
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                if _SURROGATE.search(key):
-                    return path + (key,)
-                stack.append((item, path + (key,)))
-        elif isinstance(value, list):
-            stack.extend((item, path + (i,)) for i, item in enumerate(value))
+    accepts (pydantic, psycopg, the error response); a valid pair is already one character.
+    Depth first, one iterator per level of nesting: time linear in the body, memory in its
+    depth (a path per queued item cost items x depth)."""
+    if isinstance(body, str):
+        return () if _SURROGATE.search(body) else None
+    if not isinstance(body, (dict, list)):
+        return None
+    path: list = []
+    levels = [_items(body)]
+    while levels:
+        for key, item in levels[-1]:
+            if isinstance(key, str) and _SURROGATE.search(key):
+                return tuple(path) + (key,)
+            if isinstance(item, str):
+                if _SURROGATE.search(item):
+                    return tuple(path) + (key,)
+            elif isinstance(item, (dict, list)):
+                path.append(key)
+                levels.append(_items(item))
+                break
+        else:   # this level is done
+            levels.pop()
+            if path:
+                path.pop()
     return None
 
 
-async def unicode_body(request: Request) -> None:
-    """A dependency of every route: 400 for a JSON body with a lone surrogate anywhere."""
-    if request.method not in ("POST", "PUT", "PATCH") or not await request.body():
-        return
+def _items(value):
+    return iter(value.items()) if isinstance(value, dict) else enumerate(value)
+
+
+def unicode_json(raw: bytes) -> Any:
+    """The body parsed as JSON (ValueError if it is not); 400 for JSON nested past what the
+    parser takes, or with a lone surrogate anywhere."""
     try:
-        body = await request.json()  # parsed once: FastAPI has done it already, this is its cache
-    except ValueError:
-        return  # not JSON: FastAPI answers 422
+        body = json.loads(raw)
+    except RecursionError:
+        raise ApiError(400, "request body: JSON nested too deeply", hint="a few levels are enough") from None
+    check_unicode(body)
+    return body
+
+
+def check_unicode(body: Any) -> None:
     path = lone_surrogate_at(body)
     if path is not None:
         where = ".".join(str(p).encode("utf-8", "backslashreplace").decode()[:40] for p in path) or "the body"
         raise ApiError(400, f"request body: {where} holds a lone surrogate (an unpaired \\ud800-\\udfff "
                             "escape), which is not Unicode text",
                        hint="send UTF-8 text; a character outside the BMP is a pair of escapes, high then low")
+
+
+async def unicode_body(request: Request) -> None:
+    """A dependency of every route: 400 for a JSON body with a lone surrogate anywhere, or
+    nested past what the parser takes. (A multipart body is the upload's to read; a JSON
+    /ingest is checked by its route, ingest_arguments.)"""
+    if request.method not in ("POST", "PUT", "PATCH") or request.url.path == "/ingest" or \
+            request.headers.get("content-type", "").lower().startswith("multipart/") or not await request.body():
+        return
+    try:
+        body = await request.json()  # FastAPI has parsed it already (at most 1 MiB): this is its cache
+    except ValueError:
+        return  # not JSON: FastAPI answers 422
+    except RecursionError:
+        raise ApiError(400, "request body: JSON nested too deeply", hint="a few levels are enough") from None
+    await asyncio.to_thread(check_unicode, body)
+
+
+def ingest_arguments(raw: bytes) -> tuple:
+    """A JSON /ingest body as rag.ingest's arguments, metadata as JSON text: the parsed
+    objects are gone when this returns (a 4 MiB body of short strings is ~80 MB of them).
+    ApiError, or RequestValidationError (422)."""
+    try:
+        payload = IngestIn.model_validate(unicode_json(raw))
+    except ValueError as e:   # not JSON, or not an IngestIn (pydantic's ValidationError is one)
+        errors = e.errors(include_url=False) if isinstance(e, ValidationError) else \
+            [{"type": "json_invalid", "loc": ["body"], "msg": "the body is not JSON"}]
+        raise RequestValidationError(errors) from None
+    return payload.content, payload.source, payload.title, payload.url, json.dumps(payload.metadata)
+
+
+# --- a streamed answer's pieces -------------------------------------------------------------
+
+_MARKER = re.compile(r"\[\d+\]\s*")
+
+
+def answer_pieces(answer: str) -> list[str]:
+    """The answer cut after each citation marker (and the space after it): pieces that
+    join back to the whole answer, newlines included; linear in its length."""
+    pieces, start = [], 0
+    for m in _MARKER.finditer(answer):
+        pieces.append(answer[start:m.end()])
+        start = m.end()
+    if start < len(answer):
+        pieces.append(answer[start:])
+    return pieces
 
 
 # --- conversational rewrite ----------------------------------------------------------------
@@ -327,30 +514,70 @@ def rewrite_follow_up(messages: list[Turn]) -> str:
     words = re.findall(r"[\w-]+", question)
     if not (_FOLLOW_UP.search(question) or len(words) <= 4):
         return question
-    context = [w for w in re.findall(r"[\w-]+", users[-2]) if w.lower() not in _STOP]
-    extra = [w for w in context if w.lower() not in {x.lower() for x in words}]
+    seen = {x.lower() for x in words} | _STOP
+    extra = []
+    for w in re.findall(r"[\w-]+", users[-2]):
+        if w.lower() not in seen:   # each word once, at most REWRITE_WORDS of them
+            seen.add(w.lower())
+            extra.append(w)
+            if len(extra) == REWRITE_WORDS:
+                break
     return f"{question} ({' '.join(extra)})" if extra else question
+
+
+REWRITE_WORDS = 20   # content words a follow-up borrows from the question before it
 
 
 # --- the app -------------------------------------------------------------------------------
 
 def load_keys(path: str | None, inline: str | None = None) -> dict[str, str]:
-    """API key -> database role, from a file of `KEY ROLE` lines and/or 'KEY=ROLE,...'."""
+    """API key -> database role, from a file of `KEY ROLE` lines (blank lines and lines
+    starting with # are skipped) and/or 'KEY=ROLE,...'. A line that is not exactly a key
+    and a role, or a key given twice, stops the server, named by its line (never the key)."""
     keys: dict[str, str] = {}
-    lines = open(path, encoding="utf-8").read().splitlines() if path else []
-    lines += [p.replace("=", " ") for p in (inline or "").split(",") if p.strip()]
-    for line in lines:
-        if line.strip() and not line.lstrip().startswith("#"):
-            key, role = line.split()[:2]
-            keys[key] = role
+    lines = [(f"{path}:{n}", line) for n, line in enumerate(open(path, encoding="utf-8").read().splitlines(), 1)] \
+        if path else []
+    lines += [(f"--keys item {n}", p.replace("=", " ", 1) if p.count("=") == 1 else p)
+              for n, p in enumerate((inline or "").split(","), 1) if p.strip()]
+    for where, line in lines:
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            raise SystemExit(f"ragpg serve: {where}: expected an API key and a role, got {len(fields)} fields")
+        key, role = fields
+        if key in keys:
+            raise SystemExit(f"ragpg serve: {where}: this API key was given before (for role {keys[key]})")
+        keys[key] = role
     return keys
 
 
+def default_per_role(pool_size: int, keys: dict[str, str]) -> int:
+    """Connections one role may hold: half the pool when the keys name several roles (one
+    busy role leaves the others half; several busy ones share it), the whole pool when
+    they name one."""
+    return max(1, pool_size // 2) if len(set(keys.values())) > 1 else pool_size
+
+
 def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: int = 50,
-               queue_timeout: float = 10.0) -> FastAPI:
+               queue_timeout: float = 10.0, per_role: int | None = None, statement_timeout: float = 300.0,
+               max_body: int = MAX_BODY, max_document: int = MAX_DOCUMENT_BODY, max_upload: int = MAX_UPLOAD_BODY,
+               max_containers: int = MAX_CONTAINERS) -> FastAPI:
     """The app. At most `pool_size` database connections; at most `queue_size` requests wait
-    for one, each at most `queue_timeout` seconds; past either bound a request gets 429."""
+    for one, each at most `queue_timeout` seconds; past either bound a request gets 429.
+    One role (its keys together) holds at most `per_role` connections (default_per_role);
+    its other requests wait their turn, at most `queue_size` of them and each at most
+    `queue_timeout` seconds (then 429), without taking a place in the pool's queue. Each
+    statement ends after `statement_timeout` seconds (504), or sooner where the
+    connection's own setting is lower. Bodies: see Gate."""
     held = 0  # connections lent to requests now: a pool timeout while some are held means busy
+    per_role = per_role or default_per_role(pool_size, keys)
+    turns = {role: asyncio.Semaphore(per_role) for role in set(keys.values())}
+    waiting: dict[str, int] = {}   # role -> its requests waiting for their turn
+    timeout_ms = max(1, round(statement_timeout * 1000))
+    health = {"at": -1.0, "out": None, "conn": None, "closing": None}
+    health_lock = asyncio.Lock()
+    parsing = asyncio.Lock()   # JSON /ingest bodies (up to 4 MiB) are parsed one at a time
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -360,8 +587,10 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
         app.state.pool = pool
         yield
         await pool.close()
+        if health["conn"] is not None:
+            await health["conn"].close()
 
-    app = FastAPI(title="ragpg", version="0.5.0", lifespan=lifespan, dependencies=[Depends(unicode_body)],
+    app = FastAPI(title="ragpg", version="0.6.0", lifespan=lifespan, dependencies=[Depends(unicode_body)],
                   description="HTTP access to the rag Postgres extension: ask, search, ingest.")
     generated = app.openapi
 
@@ -376,8 +605,17 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError):
-        return JSONResponse(status_code=exc.status, content=exc.body.model_dump(exclude_none=True),
-                            headers=exc.headers)
+        return exc.response()
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(_: Request, exc: BodyTooLarge):
+        return ApiError(413, exc.detail, hint=exc.hint).response()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError):
+        # FastAPI's 422 without the `input` it echoes (up to a whole body, back to the sender)
+        return JSONResponse(status_code=422, content={"detail": jsonable_encoder(
+            [{k: v for k, v in e.items() if k != "input"} for e in exc.errors()[:20]])})
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception):  # never a stack trace to the client
@@ -385,12 +623,30 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
         return JSONResponse(status_code=500, content={"error": "internal error"})
 
     def role_of(request: Request) -> str:
-        auth = request.headers.get("authorization", "")
-        key = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-        role = keys.get(key)
-        if not key or role is None:
-            raise ApiError(401, "missing or unknown API key", hint="send Authorization: Bearer <key>")
-        return role
+        return request.state.role   # the key's, found by Gate (401 there without one)
+
+    @asynccontextmanager
+    async def for_role(role: str):
+        """Role's turn: one of its per_role places; 429 when queue_size of its requests wait
+        already, or after queue_timeout seconds of waiting."""
+        turn = turns[role]
+        if turn.locked() and waiting.get(role, 0) >= queue_size:
+            raise ApiError(429, f"server busy: {queue_size} requests of this key's role are already waiting",
+                           hint="retry after the Retry-After seconds", headers=RETRY_AFTER)
+        waiting[role] = waiting.get(role, 0) + 1
+        try:
+            async with asyncio.timeout(queue_timeout):
+                await turn.acquire()
+        except TimeoutError:
+            raise ApiError(429, f"server busy: this key's role has had its {per_role} connections for "
+                                f"{queue_timeout:g} s", hint="retry after the Retry-After seconds",
+                           headers=RETRY_AFTER) from None
+        finally:
+            waiting[role] -= 1
+        try:
+            yield
+        finally:
+            turn.release()
 
     @asynccontextmanager
     async def connection(request: Request):
@@ -417,10 +673,18 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
             held -= 1
             await pool.putconn(conn)
 
+    app.add_middleware(Gate, keys=keys, turn=for_role, max_body=max_body, max_document=max_document,
+                       max_upload=max_upload, max_containers=max_containers)
+
+    # the request's role, and its statement timeout (never above the connection's own)
+    prelude = ("SET LOCAL ROLE {}; SELECT set_config('statement_timeout', CASE WHEN setting::bigint = 0 "
+               "OR setting::bigint > %d THEN '%d' ELSE setting END, true) FROM pg_settings "
+               "WHERE name = 'statement_timeout'" % (timeout_ms, timeout_ms))
+
     async def run(request: Request, role: str, query: str, params: tuple) -> list[dict]:
         try:
-            async with connection(request) as conn:
-                await conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
+            async with connection(request) as conn:   # (the role's turn: Gate)
+                await conn.execute(sql.SQL(prelude).format(sql.Identifier(role)))
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(query, params)
                 return await cur.fetchall()
@@ -435,14 +699,36 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
                          (question, k, rerank, rerank_k))
         return rows[0]["out"]
 
-    @app.get("/healthz", response_model=Health, responses={429: {"model": ErrorOut}, 503: {"model": ErrorOut}})
-    async def healthz(request: Request):
+    async def database_answers() -> Health | ApiError:
+        """SELECT 1 on a connection of its own, within HEALTH_TIMEOUT seconds: a pool that
+        the tenants keep busy is not a database that is down."""
         try:
-            async with connection(request) as conn:
-                await conn.execute("SELECT 1")
-        except psycopg.Error as e:
-            raise database_error(e) from None
-        return Health(status="ok", database="ok")
+            async with asyncio.timeout(HEALTH_TIMEOUT):
+                if health["conn"] is None or health["conn"].closed:
+                    health["conn"] = await psycopg.AsyncConnection.connect(dsn, autocommit=True, connect_timeout=5)
+                await health["conn"].execute("SELECT 1")
+            return Health(status="ok", database="ok")
+        except (psycopg.Error, TimeoutError) as e:
+            stuck, health["conn"] = health["conn"], None
+            if stuck is not None:   # closed in the background (not waited for), kept till then
+                health["closing"] = asyncio.get_running_loop().create_task(stuck.close())
+            if isinstance(e, TimeoutError):
+                return ApiError(503, "database unavailable", hint=f"no answer in {HEALTH_TIMEOUT:g} s",
+                                headers=RETRY_AFTER)
+            return ApiError(503, "database unavailable", e.sqlstate, headers=RETRY_AFTER)
+
+    @app.get("/healthz", response_model=Health, responses={503: {"model": ErrorOut}})
+    async def healthz():
+        # one check at a time, its outcome kept for a second, whatever the number of probes
+        # (no key is needed)
+        async with health_lock:
+            if time.monotonic() - health["at"] >= 1.0:
+                health["out"] = await database_answers()
+                health["at"] = time.monotonic()
+            out = health["out"]
+        if isinstance(out, ApiError):
+            raise out
+        return out
 
     # rerank is in the answer only when a reranker was asked for (the seed's shape otherwise)
     @app.post("/ask", response_model=AskOut, response_model_exclude_unset=True, responses=ERRORS)
@@ -455,10 +741,9 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
                             payload.rerank_k)  # errors before the stream starts
 
         async def events():
-            # the answer in pieces (sentence by sentence), then the citations, then done
-            for piece in re.findall(r".+?(?:\[\d+\]|$)\s*", out["answer"]) or [out["answer"]]:
-                if piece:
-                    yield f"event: answer\ndata: {json.dumps({'text': piece})}\n\n"
+            # the answer in pieces (up to each citation marker), then the citations, then done
+            for piece in answer_pieces(out["answer"]):
+                yield f"event: answer\ndata: {json.dumps({'text': piece})}\n\n"
             yield f"event: citations\ndata: {json.dumps(out['citations'])}\n\n"
             yield "event: done\ndata: {}\n\n"
         return StreamingResponse(events(), media_type="text/event-stream",
@@ -485,13 +770,10 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
             rows = await run(request, role, "SELECT rag.ingest_file(%s, %s, %s, %s, %s, %s::jsonb) AS id",
                              (f.data, f.filename, f.source, f.title, f.url, json.dumps(f.metadata)))
             return IngestOut(document_id=rows[0]["id"])
-        try:
-            payload = IngestIn.model_validate_json(await request.body())
-        except ValidationError as e:
-            raise RequestValidationError(e.errors(include_url=False)) from None
-        rows = await run(request, role, "SELECT rag.ingest(%s, %s, %s, %s, %s::jsonb) AS id",
-                         (payload.content, payload.source, payload.title, payload.url,
-                          json.dumps(payload.metadata)))
+        raw = await request.body()
+        async with parsing:   # one at a time, off the event loop: what a parse costs is bounded
+            arguments = await asyncio.to_thread(ingest_arguments, raw)
+        rows = await run(request, role, "SELECT rag.ingest(%s, %s, %s, %s, %s::jsonb) AS id", arguments)
         return IngestOut(document_id=rows[0]["id"])
 
     @app.post("/chat", response_model=ChatOut, responses=ERRORS)
@@ -568,12 +850,14 @@ def uvicorn_config(app, host: str, port: int, read_timeout: float = 15.0, keep_a
 
 
 def serve(dsn: str, keys: dict[str, str], host: str, port: int, pool_size: int = 10, queue_size: int = 50,
-          queue_timeout: float = 10.0, read_timeout: float = 15.0, keep_alive: float = 5.0) -> int:
+          queue_timeout: float = 10.0, read_timeout: float = 15.0, keep_alive: float = 5.0,
+          per_role: int | None = None, statement_timeout: float = 300.0) -> int:
     import uvicorn
 
     if not keys:
         raise SystemExit("ragpg serve: no API keys; pass --keys-file FILE (lines: KEY ROLE) or --keys KEY=ROLE")
-    app = create_app(dsn, keys, pool_size=pool_size, queue_size=queue_size, queue_timeout=queue_timeout)
+    app = create_app(dsn, keys, pool_size=pool_size, queue_size=queue_size, queue_timeout=queue_timeout,
+                     per_role=per_role, statement_timeout=statement_timeout)
     uvicorn.Server(uvicorn_config(app, host, port, read_timeout=read_timeout, keep_alive=keep_alive,
                                   log_level="info")).run()
     return 0
