@@ -452,6 +452,56 @@ def test_daily_budget_counts_an_ingests_calls_before_it_writes_them(db, fake_ope
         (2, Decimal("0.4"))
 
 
+def test_calls_whose_transaction_rolled_back_still_count_against_the_budget(db, connect, fake_openai):
+    """rag.usage is a table: a transaction that rolls back takes its rows with it. A role
+    that asked and then rolled back, or failed its statement, left no trace and could go
+    on past its tenant's budget without end. The server's own count of the day (spend.py),
+    which no rollback undoes, keeps each call: the budget holds, rag.spent_today() shows
+    them, and a stream closed early counts at most what it could have cost."""
+    url = fake_openai.add("pricey", Scenario(chat_text="Refunds take five business days [1].",
+                                             usage={"prompt_tokens": 100, "completion_tokens": 10}))
+    db.execute("SELECT rag.add_model('pricey', 'chat', base_url => %s, price_input_per_1m => 1000, "
+               "price_output_per_1m => 1000)", (url,))
+    _ingest(db)
+    db.execute("SET rag.daily_budget = '0.3'")
+    ask = "SELECT rag.ask('refunds?', model => 'pricey')"
+    db.execute("BEGIN")
+    db.execute(ask)
+    db.execute(ask)                                                       # 0.11 each
+    db.execute("ROLLBACK")
+    assert db.execute("SELECT count(*) FROM rag.usage WHERE model = 'pricey'").fetchone()[0] == 0
+    assert db.execute("SELECT rag.spent_today()").fetchone()[0] == Decimal("0.22")
+    with pytest.raises(psycopg.Error):                                    # a statement that fails
+        db.execute("DO $$ BEGIN PERFORM rag.ask('refunds?', model => 'pricey'); RAISE EXCEPTION 'no'; END $$")
+    assert db.execute("SELECT rag.spent_today()").fetchone()[0] == Decimal("0.33")
+    with pytest.raises(psycopg.Error) as e:
+        db.execute(ask)
+    assert _sqlstate(e) == "53400" and "(0.33 today)" in str(e.value)
+    assert len(fake_openai.requests["pricey"]) == 3                      # not called a fourth time
+    # the count is the tenant's: another tenant's budget is untouched
+    bob = connect("bob")
+    bob.execute("SET rag.daily_budget = '0.3'")
+    assert bob.execute("SELECT rag.spent_today()").fetchone()[0] == 0
+
+    # a stream counts its prompt and its longest answer when it opens, set right at its end
+    db.execute("SET rag.daily_budget = '100'")
+    db.execute("SET rag.answer_max_tokens = 50")
+    # (in the select list, its rows come as they are read)
+    stream = "SELECT (s).* FROM (SELECT rag.ask_stream('refunds?', model => 'pricey') AS s) AS q"
+    rows = db.execute(stream).fetchall()
+    assert rows[-1][2] is not None                                        # read to its end
+    assert db.execute("SELECT rag.spent_today()").fetchone()[0] == Decimal("0.44")
+    assert db.execute("SELECT sum(cost) FROM rag.usage WHERE model = 'pricey'").fetchone()[0] == Decimal("0.11")
+    db.execute("BEGIN")
+    db.execute(f"DECLARE c NO SCROLL CURSOR FOR {stream}")
+    assert len(db.execute("FETCH 1 FROM c").fetchall()) == 1
+    db.execute("CLOSE c")
+    db.execute("COMMIT")
+    left = db.execute("SELECT rag.spent_today() - 0.44").fetchone()[0]
+    assert Decimal("0.05") < left < Decimal("0.55")    # its prompt (under 500 tokens) and 50 tokens
+    assert db.execute("SELECT count(*) FROM rag.usage WHERE model = 'pricey'").fetchone()[0] == 1
+
+
 # -- API keys --------------------------------------------------------------------------
 
 def test_an_api_key_is_usable_only_by_its_grantee_and_never_shown(db, connect, fake_openai, pg_container):

@@ -18,7 +18,7 @@ from . import answer as answer_mod
 from . import citations as cite
 from . import providers, tokens
 from .errors import InvalidParameter, RagError
-from .pg import (_QUERY_CACHE, LAST_RERANK, STATS, _bool_setting, _embed, _float_setting,
+from .pg import (_QUERY_CACHE, LAST_RERANK, STATS, _bool_setting, _embed, _float_setting, count_spend,
                  _int_setting, _plan, check_budget, embed_sentences, model_spec, policy, record_usage, secret_for,
                  settings, sql_errors, usage_deferred)
 
@@ -195,6 +195,10 @@ def ask_stream_open(plpy, question: str, k: int, model: str | None, rerank: str 
         elif p.ctx:
             st["stream"] = providers.ChatStream(p.spec, policy(p.s), p.secret, p.messages, p.max_out,
                                                 p.temperature)
+            # its cost is known at its end, which a client may never read to: counted now
+            # at most (the prompt, the longest answer), set right at the end (spend.py)
+            st["counted"] = (sum(tokens.count(m["content"], p.spec.tokenizer) for m in p.messages), p.max_out)
+            count_spend(plpy, p.s, p.spec, *st["counted"])
     handle = next(_HANDLES)
     for h in [h for h in _STREAMS if h < handle - 8]:  # streams a client never read
         _STREAMS.pop(h)
@@ -257,6 +261,8 @@ def _stream_rows(plpy, st: dict):
             yield (seq, answer_mod.NO_ANSWER, None, None)
             seq += 1
             out, r = p.result(answer_mod.NO_ANSWER, [], 0, None), None
+        if "counted" in st:   # (p.done counts what it cost)
+            count_spend(plpy, p.s, p.spec, -st["counted"][0], -st["counted"][1])
         with usage_deferred(plpy, hand_back=True) as kept:   # the chat call's row goes with the answer
             p.done(plpy, out, r)
         out = json.loads(plpy.execute(_plan(plpy, _STORE, ["jsonb"]), [json.dumps(_with_log(p, out, kept.rows))])

@@ -20,7 +20,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from . import answer as answer_mod
-from . import files, interrupts, keys, lexical, providers, tokens
+from . import files, interrupts, keys, lexical, providers, spend, tokens
 from . import rerank as rerank_mod
 from .chunking import WINDOW_TEXT_CHARS, chunk_text, windows
 from .embedding import _EMBEDDERS, DEFAULT_MODEL, get_embedder, load_tokenizer, to_vector_literal
@@ -270,8 +270,11 @@ def check_budget(plpy, s: dict, spec: providers.ModelSpec) -> None:
     if not s["daily_budget"].strip():
         return
     budget = _float_setting(s, "daily_budget", 0, 1e12)
-    spent = float(plpy.execute(_plan(plpy, "SELECT rag.spent_today() AS v", []))[0]["v"])
-    spent += sum(u[6] for u in _DEFERRED_USAGE or ())   # calls kept by usage_deferred, not written yet
+    # the ledger (this transaction's rows included, and the calls usage_deferred keeps), or
+    # the count that rollbacks do not undo (spend.py), whichever is greater
+    recorded = float(plpy.execute(_plan(plpy, "SELECT rag._recorded_today() AS v", []))[0]["v"])
+    recorded += sum(u[6] for u in _DEFERRED_USAGE or ())
+    spent = max(recorded, float(spend.read(keys.database(plpy), s["tenant"])))
     if spent >= budget:
         raise BudgetExceeded(
             f"rag: the daily budget of {budget:g} for tenant {shown(s['tenant'])} is spent ({spent:.6g} today); "
@@ -280,11 +283,32 @@ def check_budget(plpy, s: dict, spec: providers.ModelSpec) -> None:
                  "use an unpriced model, or wait until 00:00 UTC")
 
 
+def count_spend(plpy, s: dict, spec: providers.ModelSpec, input_tokens: int, output_tokens: int) -> None:
+    """Add a priced call's cost to the tenant's count of the day, which a rollback does not
+    undo (spend.py); negative tokens take back an estimate (rag.ask_stream). A count that
+    cannot be written (a full disk) is a WARNING: the call was made, and the ledger still
+    records it."""
+    if not spec.priced:
+        return
+    try:
+        spend.add(keys.database(plpy), s["tenant"], spend.cost(input_tokens, output_tokens, spec.price_input_per_1m,
+                                                               spec.price_output_per_1m))
+    except OSError as e:
+        plpy.warning(f"rag: the day's cost of tenant {shown(s['tenant'])} could not be counted: {e.strerror}")
+
+
+def counted_today(plpy) -> str:
+    """rag._counted_today: the session tenant's count (as text: numeric, not float8)."""
+    tenant = plpy.execute(_plan(plpy, "SELECT rag.current_tenant() AS t", []))[0]["t"]
+    return str(spend.read(keys.database(plpy), tenant))
+
+
 def record_usage(plpy, s: dict, operation: str, spec: providers.ModelSpec, calls: int,
                  input_tokens: int, output_tokens: int, seconds: float) -> None:
     """One row of rag.usage (skipped in a read-only transaction)."""
     if calls == 0:
         return
+    count_spend(plpy, s, spec, input_tokens, output_tokens)
     if s["read_only"] == "on":  # a hot standby: the ledger is not written, the skip is counted
         STATS["writes_skipped_read_only"] += 1
         return

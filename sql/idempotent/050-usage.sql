@@ -29,8 +29,9 @@ FROM (SELECT u.model, u.calls::bigint AS calls, u.input_tokens, u.output_tokens,
 LEFT JOIN rag.models AS m ON m.name = d.model
 GROUP BY d.model, m.provider, m.kind, m.price_input_per_1m, m.price_output_per_1m;
 
--- rag.spent_today: the session tenant's cost so far this UTC day (the budget's measure)
-CREATE OR REPLACE FUNCTION rag.spent_today()
+-- rag._recorded_today (internal): the session tenant's cost this UTC day in the ledger
+-- (this transaction's rows included)
+CREATE OR REPLACE FUNCTION rag._recorded_today()
 RETURNS numeric
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -38,6 +39,28 @@ AS $$
     SELECT coalesce(sum(u.cost), 0) FROM rag.usage AS u
     WHERE u.tenant = (SELECT rag.current_tenant())
       AND u.at >= (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')
+$$;
+
+-- rag._counted_today (internal): the session tenant's cost this UTC day as the server
+-- counted it, outside any transaction: calls whose transaction rolled back included
+-- (plpy/ragpg/spend.py)
+CREATE OR REPLACE FUNCTION rag._counted_today()
+RETURNS numeric
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+    #@ragpg-prologue
+    return ragpg.pg.counted_today(plpy)
+$python$;
+
+-- rag.spent_today: the session tenant's cost so far this UTC day (the budget's measure):
+-- the ledger's, or the server's count if greater (a rolled-back call leaves no ledger row)
+CREATE OR REPLACE FUNCTION rag.spent_today()
+RETURNS numeric
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT greatest(rag._recorded_today(), rag._counted_today())
 $$;
 
 -- rag._usage_rows (internal): rag.usage rows from calls as the Python side records them

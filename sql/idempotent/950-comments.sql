@@ -299,7 +299,18 @@ COMMENT ON FUNCTION rag._log_usage(jsonb) IS
 
 COMMENT ON FUNCTION rag.spent_today() IS
   'The session tenant''s model cost so far this UTC day: what rag.daily_budget is checked against. '
+  'The greater of the ledger''s sum (rag.usage) and the server''s own count, which a rollback does not '
+  'undo: calls made in a transaction that rolled back count too. '
   'Arguments: none. Returns: numeric, in the unit of rag.models prices. Example: SELECT rag.spent_today();';
+
+COMMENT ON FUNCTION rag._recorded_today() IS
+  'Internal: the session tenant''s cost this UTC day in the ledger, rag.usage (this transaction''s rows '
+  'included).';
+
+COMMENT ON FUNCTION rag._counted_today() IS
+  'Internal: the session tenant''s cost this UTC day as the server counted each priced call when it '
+  'returned, outside any transaction (a file of the server''s, ragpg_spend/ under the data directory): '
+  'calls whose transaction rolled back included.';
 
 -- ---------------------------------------------------------------------------------------
 -- Embedding and the PL/Python bridge (100-embedding.sql)

@@ -65,6 +65,8 @@ GRANT EXECUTE ON FUNCTION
     rag._queue_in_progress(),
     rag._pgrowlocks(text),
     rag.spent_today(),
+    rag._recorded_today(),
+    rag._counted_today(),
     rag._usage_rows(jsonb),
     rag._log_usage(jsonb),
     rag._python_error(),
