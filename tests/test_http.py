@@ -662,6 +662,22 @@ def test_a_json_ingest_keeps_no_parsed_objects():
             ingest_arguments(body)
 
 
+def test_a_parse_holds_its_lock_even_when_its_request_is_cancelled():
+    """The route's asyncio lock is released when the task awaiting the parse is cancelled,
+    while its thread still parses: a lock taken in the thread keeps parses one at a time."""
+    import threading
+
+    from ragpg_cli import server
+    done = []
+    with server._PARSING:   # as a parse whose request was cancelled would hold it
+        t = threading.Thread(target=lambda: done.append(server.ingest_arguments(b'{"content": "x", "source": "s"}')))
+        t.start()
+        t.join(0.3)
+        assert t.is_alive() and not done
+    t.join(5)
+    assert done and done[0][:2] == ("x", "s")
+
+
 def test_a_role_holds_half_the_pool_when_the_keys_name_several():
     assert default_per_role(10, KEYS) == 5 and default_per_role(1, KEYS) == 1
     assert default_per_role(10, {"k1": "app", "k2": "app"}) == 10

@@ -48,6 +48,7 @@ import contextlib
 import json
 import logging
 import re
+import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -465,10 +466,20 @@ async def unicode_body(request: Request) -> None:
     await asyncio.to_thread(check_unicode, body)
 
 
+_PARSING = threading.Lock()   # held by the thread that parses (see ingest_arguments)
+
+
 def ingest_arguments(raw: bytes) -> tuple:
     """A JSON /ingest body as rag.ingest's arguments, metadata as JSON text: the parsed
     objects are gone when this returns (a 4 MiB body of short strings is ~80 MB of them).
-    ApiError, or RequestValidationError (422)."""
+    ApiError, or RequestValidationError (422). One at a time: the server's asyncio lock
+    queues the requests, and this lock holds while a thread parses, also when the request
+    that started it was cancelled (which releases the asyncio lock)."""
+    with _PARSING:
+        return _ingest_arguments(raw)
+
+
+def _ingest_arguments(raw: bytes) -> tuple:
     try:
         payload = IngestIn.model_validate(unicode_json(raw))
     except ValueError as e:   # not JSON, or not an IngestIn (pydantic's ValidationError is one)
