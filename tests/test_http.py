@@ -571,6 +571,35 @@ def test_one_role_cannot_take_every_connection_and_statements_time_out(dsn):
         assert c.post("/ingest", headers=A, json={"content": text, "source": "late.txt"}).status_code == 200
 
 
+def test_a_request_whose_client_goes_away_is_cancelled_in_the_database(dsn):
+    """A client that sent a request and closed its connection left the statement running
+    until it ended or timed out (300 s), holding a connection of the pool and of its role.
+    Now the statement is cancelled: nothing is written, and the connection is free."""
+    lock = psycopg.connect(dsn)   # the ingest waits behind it
+    lock.execute("LOCK TABLE rag.documents IN SHARE MODE")
+    app = create_app(as_role(dsn, "api"), KEYS, pool_size=1)
+    body = json.dumps({"content": "Gone clients ask nothing.", "source": "gone.txt"}).encode()
+    waiting = ("SELECT count(*) FROM pg_stat_activity WHERE usename = 'api' AND state = 'active' "
+               "AND query LIKE '%%rag.ingest(%%'")
+    with Server(app) as srv, psycopg.connect(dsn, autocommit=True) as watch:
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(b"POST /ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer key-alice\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            deadline = time.monotonic() + 10
+            while watch.execute(waiting).fetchone()[0] == 0:
+                assert time.monotonic() < deadline, "the ingest never reached the database"
+                time.sleep(0.05)
+        deadline = time.monotonic() + 5   # the client is gone
+        while watch.execute(waiting).fetchone()[0] != 0:
+            assert time.monotonic() < deadline, "the statement of a client that left is still running"
+            time.sleep(0.05)
+        lock.rollback()
+        with httpx.Client(base_url=srv.url, timeout=30) as c:   # the one connection is free again
+            assert c.post("/search", headers=A, json={"query": "gone clients"}).status_code == 200
+        assert watch.execute("SELECT count(*) FROM rag.documents WHERE source = 'gone.txt'").fetchone()[0] == 0
+    lock.close()
+
+
 def test_healthz_answers_503_when_the_database_does_not_answer():
     """A database that accepts connections and then says nothing (paused, or behind a
     broken network): /healthz answered nothing for over 40 s (review 34b); now 503 after

@@ -466,6 +466,13 @@ async def unicode_body(request: Request) -> None:
     await asyncio.to_thread(check_unicode, body)
 
 
+async def client_gone(request: Request) -> None:
+    """Returns when the client closes the connection (its body was read before: the
+    next message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 _PARSING = threading.Lock()   # held by the thread that parses (see ingest_arguments)
 
 
@@ -692,7 +699,7 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
                "OR setting::bigint > %d THEN '%d' ELSE setting END, true) FROM pg_settings "
                "WHERE name = 'statement_timeout'" % (timeout_ms, timeout_ms))
 
-    async def run(request: Request, role: str, query: str, params: tuple) -> list[dict]:
+    async def statement(request: Request, role: str, query: str, params: tuple) -> list[dict]:
         try:
             async with connection(request) as conn:   # (the role's turn: Gate)
                 await conn.execute(sql.SQL(prelude).format(sql.Identifier(role)))
@@ -703,6 +710,24 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
             raise ApiError(400, "text is not valid unicode (lone surrogate)", "22021") from None
         except psycopg.Error as e:
             raise database_error(e) from None
+
+    async def run(request: Request, role: str, query: str, params: tuple) -> list[dict]:
+        """The request's statement, cancelled in the database if its client goes away
+        first (psycopg cancels the query of a task cancelled while it waits for it): no
+        one would read its answer, and it would hold a connection until it ended."""
+        work = asyncio.ensure_future(statement(request, role, query, params))
+        gone = asyncio.ensure_future(client_gone(request))
+        try:
+            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not work.done():
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work   # (the cancel, the rollback and the connection back in the pool)
+        if work.cancelled():
+            raise ApiError(499, "the client closed the connection; its statement was cancelled", "57014")
+        return work.result()
 
     async def ask_sql(request: Request, role: str, question: str, k: int, rerank: str | None = None,
                       rerank_k: int = 30) -> dict:
