@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 import uuid
 from decimal import Decimal
@@ -474,6 +475,8 @@ def test_calls_whose_transaction_rolled_back_still_count_against_the_budget(db, 
     with pytest.raises(psycopg.Error):                                    # a statement that fails
         db.execute("DO $$ BEGIN PERFORM rag.ask('refunds?', model => 'pricey'); RAISE EXCEPTION 'no'; END $$")
     assert db.execute("SELECT rag.spent_today()").fetchone()[0] == Decimal("0.33")
+    assert db.execute("SELECT * FROM rag.budget_today()").fetchone() == \
+        (Decimal("0.3"), 0, Decimal("0.33"), Decimal("0.33"), 0)     # budget, recorded, counted, spent, left
     with pytest.raises(psycopg.Error) as e:
         db.execute(ask)
     assert _sqlstate(e) == "53400" and "(0.33 today)" in str(e.value)
@@ -482,6 +485,9 @@ def test_calls_whose_transaction_rolled_back_still_count_against_the_budget(db, 
     bob = connect("bob")
     bob.execute("SET rag.daily_budget = '0.3'")
     assert bob.execute("SELECT rag.spent_today()").fetchone()[0] == 0
+    assert bob.execute("SELECT counted, remaining FROM rag.budget_today()").fetchone() == (0, Decimal("0.3"))
+    bob.execute("RESET rag.daily_budget")
+    assert bob.execute("SELECT budget, remaining FROM rag.budget_today()").fetchone() == (None, None)
 
     # a stream counts its prompt and its longest answer when it opens, set right at its end
     db.execute("SET rag.daily_budget = '100'")
@@ -500,6 +506,82 @@ def test_calls_whose_transaction_rolled_back_still_count_against_the_budget(db, 
     left = db.execute("SELECT rag.spent_today() - 0.44").fetchone()[0]
     assert Decimal("0.05") < left < Decimal("0.55")    # its prompt (under 500 tokens) and 50 tokens
     assert db.execute("SELECT count(*) FROM rag.usage WHERE model = 'pricey'").fetchone()[0] == 1
+
+
+def test_a_session_may_lower_the_budget_but_not_raise_it(db, connect):
+    """Hostile review 35: a reader's `SET rag.daily_budget = '1e12'` (or an empty one)
+    lifted its tenant's budget; the refusal's own hint said so. rag.configure's value now
+    binds every role but a superuser; a session may only lower it."""
+    db.execute("SELECT rag.configure('daily_budget', '0.3')")
+    carol = connect("carol")
+    budget = "SELECT value FROM rag.settings() WHERE name = 'daily_budget'"
+    for raised in ["1e12", "0.31", "", "  "]:
+        carol.execute("SET rag.daily_budget = %s" % psycopg.sql.quote(raised))
+        assert carol.execute(budget).fetchone()[0] == "0.3", raised
+    carol.execute("SET rag.daily_budget = '0.1'")
+    assert carol.execute(budget).fetchone()[0] == "0.1"
+    db.execute("SET rag.daily_budget = '5'")                       # a superuser's own session
+    assert db.execute(budget).fetchone()[0] == "5"
+    db.execute("SELECT rag.configure('daily_budget', '')")          # no limit: any number lowers it
+    carol.execute("SET rag.daily_budget = '7'")
+    assert carol.execute(budget).fetchone()[0] == "7"
+
+
+def test_every_attempt_is_counted_before_it_is_sent(db, fake_openai):
+    """Hostile review 35: with a short client timeout and many retries, a provider got 63
+    requests (each billable) and the budget counted none: only a call that returned was
+    counted. Each attempt is now counted at its most before it is sent."""
+    url = fake_openai.add("slow-pricey", Scenario(hang=1.0, usage={"prompt_tokens": 100, "completion_tokens": 10}))
+    db.execute("SELECT rag.add_model('slow-pricey', 'chat', base_url => %s, price_input_per_1m => 1000, "
+               "price_output_per_1m => 1000)", (url,))
+    _ingest(db)
+    db.execute("SET rag.answer_max_tokens = 50")
+    db.execute("SET rag.provider_timeout_seconds = '0.2'")
+    db.execute("SET rag.provider_max_retries = '3'")
+    db.execute("SET rag.provider_retry_base_seconds = '0'")
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT rag.ask('refunds?', model => 'slow-pricey')")
+    assert _sqlstate(e) == "58000", e.value
+    sent = len(fake_openai.requests["slow-pricey"])
+    counted = db.execute("SELECT counted FROM rag.budget_today()").fetchone()[0]
+    assert sent == 4 and counted > 4 * Decimal("0.05"), (sent, counted)   # 4 x (the prompt + 50 tokens)
+    assert db.execute("SELECT count(*) FROM rag.usage WHERE model = 'slow-pricey'").fetchone()[0] == 0
+    # with a budget, the attempts stop where it is spent
+    db.execute("SET rag.daily_budget = %s" % psycopg.sql.quote(str(counted + Decimal("0.01"))))
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT rag.ask('refunds?', model => 'slow-pricey')")
+    assert len(fake_openai.requests["slow-pricey"]) == sent + 1   # one attempt, then 53400
+    assert _sqlstate(e) == "53400", e.value
+
+
+def test_calls_made_at_once_see_each_others_reservations(db, connect, fake_openai):
+    """Hostile review 35: 16 sessions asking at once all passed the check (5.9 budgets).
+    A reservation is checked and added in one turn of the count's lock, at most what
+    remains: the first call in flight holds the rest of the day, the others are refused."""
+    url = fake_openai.add("pricey-slow", Scenario(hang=1.5, usage={"prompt_tokens": 100, "completion_tokens": 10}))
+    db.execute("SELECT rag.add_model('pricey-slow', 'chat', base_url => %s, price_input_per_1m => 1000, "
+               "price_output_per_1m => 1000)", (url,))
+    _ingest(db)
+    db.execute("SELECT rag.configure('daily_budget', '0.3')")
+    askers = [connect("alice") for _ in range(6)]
+    askers[0].execute("SELECT rag.ingest('Refunds take five business days.', source => 'r.md')")
+
+    def ask(c):
+        try:
+            c.execute("SELECT rag.ask('How long do refunds take?', model => 'pricey-slow')")
+            return "ok"
+        except psycopg.Error as e:
+            return e.sqlstate
+
+    threads, out = [], []
+    for c in askers:
+        threads.append(threading.Thread(target=lambda c=c: out.append(ask(c))))
+        threads[-1].start()
+    for t in threads:
+        t.join(60)
+    assert sorted(out) == ["53400"] * 5 + ["ok"], out
+    assert len(fake_openai.requests["pricey-slow"]) == 1
+    assert askers[0].execute("SELECT spent FROM rag.budget_today()").fetchone()[0] == Decimal("0.11")
 
 
 # -- API keys --------------------------------------------------------------------------

@@ -18,8 +18,8 @@ from . import answer as answer_mod
 from . import citations as cite
 from . import providers, tokens
 from .errors import InvalidParameter, RagError
-from .pg import (_QUERY_CACHE, LAST_RERANK, STATS, _bool_setting, _embed, _float_setting, count_spend,
-                 _int_setting, _plan, check_budget, embed_sentences, model_spec, policy, record_usage, secret_for,
+from .pg import (_QUERY_CACHE, LAST_RERANK, STATS, _bool_setting, _embed, _float_setting, _int_setting, _plan,
+                 embed_sentences, meter, model_spec, policy, record_usage, secret_for,
                  settings, sql_errors, usage_deferred)
 
 _STREAMS: dict[int, dict] = {}
@@ -122,6 +122,7 @@ class _Prepared:
         self.llm = self.spec.provider != "local"
         self.ctx: list[answer_mod.Retrieved] = []
         self.messages: list[dict] = []
+        self.meter = None
         if self.llm and self.retrieved:
             # a model's options may lower both (a small local model is slow on long prompts)
             opts = self.spec.options
@@ -131,7 +132,7 @@ class _Prepared:
             budget = min(_context_budget(self.s, self.spec, self.max_out), int(opts.get("context_tokens", 1_000_000)))
             self.ctx = fit_context(self.retrieved, budget, self.spec.tokenizer)
             self.messages = answer_mod.build_prompt(question, self.ctx)
-            check_budget(plpy, self.s, self.spec)
+            self.meter = meter(plpy, self.s, self.spec)
             self.secret = secret_for(plpy, self.spec)
 
     def result(self, text: str, used: list[int], removed: int, r: providers.ChatResult | None) -> dict:
@@ -149,7 +150,7 @@ class _Prepared:
         """The answer, its chat call recorded (kept within usage_deferred)."""
         if r is not None:
             record_usage(plpy, self.s, "ask", self.spec, 1, r.input_tokens, r.output_tokens,
-                         out["latency_ms"] / 1000)
+                         out["latency_ms"] / 1000, self.meter)
         return self, out
 
 
@@ -174,7 +175,7 @@ def _answer(plpy, question: str, k: int, model: str | None, rerank: str | None,
         return p.done(plpy, out, None)
     if not p.ctx:  # nothing retrieved: nothing to answer from, no model call
         return p.done(plpy, p.result(answer_mod.NO_ANSWER, [], 0, None), None)
-    r = providers.chat(p.spec, policy(p.s), p.secret, p.messages, p.max_out, p.temperature)
+    r = providers.chat(p.spec, policy(p.s, p.meter), p.secret, p.messages, p.max_out, p.temperature)
     text, removed, used = cite.clean(r.text, len(p.ctx))
     return p.done(plpy, p.result(text, used, removed, r), r)
 
@@ -193,12 +194,10 @@ def ask_stream_open(plpy, question: str, k: int, model: str | None, rerank: str 
         if not p.llm:
             st["extractive"] = _extractive(plpy, p.s, question, p.retrieved)
         elif p.ctx:
-            st["stream"] = providers.ChatStream(p.spec, policy(p.s), p.secret, p.messages, p.max_out,
+            # (counted at its most when sent, set right at its end, which a client may
+            # never read to: Meter)
+            st["stream"] = providers.ChatStream(p.spec, policy(p.s, p.meter), p.secret, p.messages, p.max_out,
                                                 p.temperature)
-            # its cost is known at its end, which a client may never read to: counted now
-            # at most (the prompt, the longest answer), set right at the end (spend.py)
-            st["counted"] = (sum(tokens.count(m["content"], p.spec.tokenizer) for m in p.messages), p.max_out)
-            count_spend(plpy, p.s, p.spec, *st["counted"])
     handle = next(_HANDLES)
     for h in [h for h in _STREAMS if h < handle - 8]:  # streams a client never read
         _STREAMS.pop(h)
@@ -261,8 +260,6 @@ def _stream_rows(plpy, st: dict):
             yield (seq, answer_mod.NO_ANSWER, None, None)
             seq += 1
             out, r = p.result(answer_mod.NO_ANSWER, [], 0, None), None
-        if "counted" in st:   # (p.done counts what it cost)
-            count_spend(plpy, p.s, p.spec, -st["counted"][0], -st["counted"][1])
         with usage_deferred(plpy, hand_back=True) as kept:   # the chat call's row goes with the answer
             p.done(plpy, out, r)
         out = json.loads(plpy.execute(_plan(plpy, _STORE, ["jsonb"]), [json.dumps(_with_log(p, out, kept.rows))])

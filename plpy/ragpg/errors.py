@@ -41,6 +41,12 @@ class BudgetExceeded(RagError):
     sqlstate = "53400"  # configuration_limit_exceeded: rag.daily_budget is spent
 
 
+class Uncounted(BudgetExceeded):
+    """A priced call whose cost the server cannot count (its ragpg_spend files): not made
+    (a BudgetExceeded: a reranker falls back to the fused order)."""
+    sqlstate = "58030"  # io_error
+
+
 class Unaccounted(BudgetExceeded):
     """A priced call in a read-only transaction on a primary: the ledger could not hold it
     (a BudgetExceeded: a reranker falls back to the fused order, as when the budget is spent)."""

@@ -18,13 +18,15 @@ import math
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
+from decimal import Decimal
 
 from . import answer as answer_mod
 from . import files, interrupts, keys, lexical, providers, spend, tokens
 from . import rerank as rerank_mod
 from .chunking import WINDOW_TEXT_CHARS, chunk_text, windows
 from .embedding import _EMBEDDERS, DEFAULT_MODEL, get_embedder, load_tokenizer, to_vector_literal
-from .errors import BudgetExceeded, InvalidParameter, LimitExceeded, NotAllowed, RagError, Unaccounted, shown
+from .errors import (BudgetExceeded, InvalidParameter, LimitExceeded, NotAllowed, RagError, Unaccounted, Uncounted,
+                     shown)
 from .text import to_text
 
 STATS = {"index_calls": 0, "index_rounds": 0, "model_calls": 0, "texts_embedded": 0, "chunks_reused": 0, "chunks_written": 0,
@@ -78,7 +80,7 @@ def usage_deferred(plpy, hand_back: bool = False):
     """Within it, rag.usage rows are kept, not written one statement each: every statement
     PL/Python runs is a subtransaction, and one that writes takes a subtransaction id.
     Past 64 in one transaction (~16 ingests when each wrote four), every snapshot in the
-    cluster reads pg_subtrans until that transaction ends. check_budget counts the kept
+    cluster reads pg_subtrans until that transaction ends. A Meter counts the kept
     rows' cost. The next statement that writes rows of its own with usage_cte (an
     ingest's chunks) takes them; with hand_back they go back (KeptUsage) to the plpgsql
     that called, whose INSERT takes no id of its own (rag.search, rag.embed, rag.ask);
@@ -122,7 +124,7 @@ def usage_params() -> list:
     """usage_cte's parameter: the rows kept so far (a jsonb array), which are then no
     longer kept."""
     rows = _DEFERRED_USAGE or []
-    out = [_usage_json(rows)]   # (not the cost check_budget counts)
+    out = [_usage_json(rows)]   # (not the cost a Meter counts)
     rows.clear()
     return out
 
@@ -226,12 +228,12 @@ def _bool_setting(s: dict, name: str) -> bool:
     raise InvalidParameter(f"rag: setting rag.{name} must be on or off, got {shown(s[name])}", hint=f"RESET rag.{name}")
 
 
-def policy(s: dict) -> providers.CallPolicy:
+def policy(s: dict, meter: Meter | None = None) -> providers.CallPolicy:
     return providers.CallPolicy(
         timeout=_float_setting(s, "provider_timeout_seconds", 0.1, 3600),
         max_retries=_int_setting(s, "provider_max_retries", 0, 20),
         retry_base=_float_setting(s, "provider_retry_base_seconds", 0, 60),
-        batch_size=_int_setting(s, "provider_batch_size", 1, 2048))
+        batch_size=_int_setting(s, "provider_batch_size", 1, 2048), meter=meter)
 
 
 def model_spec(plpy, name: str, kind: str) -> providers.ModelSpec:
@@ -255,60 +257,102 @@ def secret_for(plpy, spec: providers.ModelSpec) -> str | None:
     return keys.read(plpy, spec.api_key, spec.name)
 
 
-def check_budget(plpy, s: dict, spec: providers.ModelSpec) -> None:
-    """Refuse a priced call once the tenant's cost today reached rag.daily_budget, or in a
+class Meter:
+    """A priced model's requests, counted against the tenant's day before each is sent
+    (spend.py): what a rollback, a timeout, a cancel or a retry cannot undo. providers
+    calls reserve() before each attempt with the most it can cost (its input tokens, and
+    for a chat its max_tokens) and sent() once it was answered; record_usage sets the count
+    right with what the answered requests cost. An attempt never answered stays counted at
+    its most."""
+
+    def __init__(self, plpy, s: dict, spec: providers.ModelSpec):
+        self.plpy, self.spec, self.tenant = plpy, spec, s["tenant"]
+        self.db = keys.database(plpy)
+        self.budget: Decimal | None = None
+        self.floor = Decimal(0)
+        if s["daily_budget"].strip():
+            _float_setting(s, "daily_budget", 0, 1e12)   # (22023 for a bad value)
+            self.budget = Decimal(s["daily_budget"].strip())
+            # the ledger (this transaction's rows and the calls usage_deferred keeps
+            # included): the count holds every call made since 0.6.0, the ledger those before
+            self.floor = Decimal(plpy.execute(_plan(plpy, "SELECT rag._recorded_today()::text AS v", []))[0]["v"])
+            self.floor += sum((Decimal(repr(u[6])) for u in _DEFERRED_USAGE or ()), Decimal(0))
+        self._pending: tuple[str, Decimal] | None = None   # the request in flight: (day, amount)
+        self.answered: list[tuple[str, Decimal]] = []      # reserved for requests answered, not yet set right
+
+    def reserve(self, input_tokens: int, output_tokens: int = 0) -> None:
+        amount = spend.cost(input_tokens, output_tokens, self.spec.price_input_per_1m, self.spec.price_output_per_1m)
+        try:
+            self._pending = spend.reserve(self.db, self.tenant, amount, self.budget, self.floor)
+        except spend.Over as e:
+            raise BudgetExceeded(
+                f"rag: the daily budget of {self.budget} for tenant {shown(self.tenant)} is spent "
+                f"({e.spent:.6g} today); model {self.spec.name!r} was not called",
+                hint="an administrator raises it with rag.configure('daily_budget', ...) (a session may only "
+                     "lower it); else use an unpriced model, or wait until 00:00 UTC") from None
+        except OSError as e:
+            raise Uncounted(
+                f"rag: the day's cost of tenant {shown(self.tenant)} cannot be counted ({e.strerror}); "
+                f"model {self.spec.name!r} was not called",
+                hint="the server's ragpg_spend directory under its data directory must be writable") from None
+
+    def sent(self) -> None:
+        """The request in flight was answered: record_usage sets its count right."""
+        if self._pending is not None:
+            self.answered.append(self._pending)
+            self._pending = None
+
+    def settle(self, input_tokens: int, output_tokens: int) -> None:
+        """The answered requests cost this much: set their count right, on the day of the
+        last one (never below what the other days got)."""
+        if not self.answered:
+            return
+        cost = spend.cost(input_tokens, output_tokens, self.spec.price_input_per_1m, self.spec.price_output_per_1m)
+        day = self.answered[-1][0]
+        on_day = sum((a for d, a in self.answered if d == day), Decimal(0))
+        change = max(cost - sum((a for _, a in self.answered), Decimal(0)), -on_day)
+        self.answered.clear()
+        if change:
+            try:
+                spend.add(self.db, self.tenant, change, day)
+            except OSError as e:   # (the call was made and is in the ledger; the count keeps its most)
+                self.plpy.warning(f"rag: the day's cost of tenant {shown(self.tenant)} could not be set right: "
+                                  f"{e.strerror}")
+
+
+def meter(plpy, s: dict, spec: providers.ModelSpec) -> Meter | None:
+    """The Meter of a priced model's call (None for a free one). Refuses a priced call in a
     read-only transaction on a primary (BEGIN READ ONLY), which cannot write its rag.usage
-    row: the call would be neither in the ledger nor counted against the budget. On a hot
-    standby, where nothing can be written, priced calls go on (docs/scale-out.md)."""
+    row. On a hot standby, where nothing can be written, priced calls go on, counted by that
+    server (docs/scale-out.md)."""
     if not spec.priced:
-        return
+        return None
     if s["read_only"] == "on" and not plpy.execute(_plan(plpy, "SELECT pg_is_in_recovery() AS r", []))[0]["r"]:
         raise Unaccounted(
             f"rag: model {spec.name!r} is priced and this transaction is read-only: its call could not be "
             f"written to rag.usage; the model was not called",
             hint="run it in a read-write transaction (the ledger and rag.daily_budget count every priced call)")
-    if not s["daily_budget"].strip():
-        return
-    budget = _float_setting(s, "daily_budget", 0, 1e12)
-    # the ledger (this transaction's rows included, and the calls usage_deferred keeps), or
-    # the count that rollbacks do not undo (spend.py), whichever is greater
-    recorded = float(plpy.execute(_plan(plpy, "SELECT rag._recorded_today() AS v", []))[0]["v"])
-    recorded += sum(u[6] for u in _DEFERRED_USAGE or ())
-    spent = max(recorded, float(spend.read(keys.database(plpy), s["tenant"])))
-    if spent >= budget:
-        raise BudgetExceeded(
-            f"rag: the daily budget of {budget:g} for tenant {shown(s['tenant'])} is spent ({spent:.6g} today); "
-            f"model {spec.name!r} was not called",
-            hint="raise it with SET rag.daily_budget or rag.configure('daily_budget', ...), "
-                 "use an unpriced model, or wait until 00:00 UTC")
-
-
-def count_spend(plpy, s: dict, spec: providers.ModelSpec, input_tokens: int, output_tokens: int) -> None:
-    """Add a priced call's cost to the tenant's count of the day, which a rollback does not
-    undo (spend.py); negative tokens take back an estimate (rag.ask_stream). A count that
-    cannot be written (a full disk) is a WARNING: the call was made, and the ledger still
-    records it."""
-    if not spec.priced:
-        return
-    try:
-        spend.add(keys.database(plpy), s["tenant"], spend.cost(input_tokens, output_tokens, spec.price_input_per_1m,
-                                                               spec.price_output_per_1m))
-    except OSError as e:
-        plpy.warning(f"rag: the day's cost of tenant {shown(s['tenant'])} could not be counted: {e.strerror}")
+    return Meter(plpy, s, spec)
 
 
 def counted_today(plpy) -> str:
     """rag._counted_today: the session tenant's count (as text: numeric, not float8)."""
     tenant = plpy.execute(_plan(plpy, "SELECT rag.current_tenant() AS t", []))[0]["t"]
-    return str(spend.read(keys.database(plpy), tenant))
+    try:
+        return str(spend.read(keys.database(plpy), tenant))
+    except OSError as e:
+        raise Uncounted(f"rag: the day's cost of tenant {shown(tenant)} cannot be read ({e.strerror})",
+                        hint="the server's ragpg_spend directory under its data directory must be readable") from None
 
 
 def record_usage(plpy, s: dict, operation: str, spec: providers.ModelSpec, calls: int,
-                 input_tokens: int, output_tokens: int, seconds: float) -> None:
-    """One row of rag.usage (skipped in a read-only transaction)."""
+                 input_tokens: int, output_tokens: int, seconds: float, meter: Meter | None = None) -> None:
+    """One row of rag.usage (skipped in a read-only transaction); a priced call's count set
+    right (its Meter)."""
+    if meter is not None:
+        meter.settle(input_tokens, output_tokens)
     if calls == 0:
         return
-    count_spend(plpy, s, spec, input_tokens, output_tokens)
     if s["read_only"] == "on":  # a hot standby: the ledger is not written, the skip is counted
         STATS["writes_skipped_read_only"] += 1
         return
@@ -341,15 +385,16 @@ def _embed(plpy, s: dict, texts: list[str], operation: str, spec: providers.Mode
     rag.usage row per call."""
     spec = spec or model_spec(plpy, s["embedding_model"], "embed")
     t0 = time.perf_counter()
+    m = None
     if spec.provider == "local":
         emb = _embedder(s, spec.name)
         calls0, tok0 = emb.calls, emb.tokens
         vecs = emb.embed(texts, _int_setting(s, "embedding_batch_size", 1, 1024))
         calls, in_tokens = emb.calls - calls0, emb.tokens - tok0
     else:
-        check_budget(plpy, s, spec)
-        vecs, in_tokens, calls = providers.embed(spec, policy(s), secret_for(plpy, spec), texts)
-    _account(plpy, s, operation, spec, len(texts), calls, in_tokens, time.perf_counter() - t0)
+        m = meter(plpy, s, spec)
+        vecs, in_tokens, calls = providers.embed(spec, policy(s, m), secret_for(plpy, spec), texts)
+    _account(plpy, s, operation, spec, len(texts), calls, in_tokens, time.perf_counter() - t0, m)
     return vecs
 
 
@@ -379,12 +424,12 @@ def embed_sentences(plpy, s: dict, texts: list[str], operation: str):
 
 
 def _account(plpy, s: dict, operation: str, spec: providers.ModelSpec, texts: int, calls: int,
-             input_tokens: int, seconds: float) -> None:
+             input_tokens: int, seconds: float, m: Meter | None = None) -> None:
     """An embedding's counters (rag.backend_stats) and its rag.usage row."""
     STATS["embed_seconds"] += seconds
     STATS["model_calls"] += calls
     STATS["texts_embedded"] += texts
-    record_usage(plpy, s, operation, spec, calls, input_tokens, 0, seconds)
+    record_usage(plpy, s, operation, spec, calls, input_tokens, 0, seconds, m)
 
 
 # the query embedding's cache key, the settings a local model needs and the model itself:
@@ -780,13 +825,13 @@ def _rerank(plpy, query: str, model: str, kind: str, passages: list[str]):
     if spec.provider == "local":
         raise InvalidParameter(f"rag.search: model {shown(model)} cannot rerank (it is built in, not a language model)",
                                hint="rerank => a model of kind rerank, or a chat model behind a server")
-    scores = None
+    scores = m = None
     t0 = time.perf_counter()
     try:
-        check_budget(plpy, s, spec)
+        m = meter(plpy, s, spec)
         secret = secret_for(plpy, spec)
         if spec.kind == "rerank":
-            scores, n_in, calls = providers.rerank(spec, policy(s), secret, query, passages)
+            scores, n_in, calls = providers.rerank(spec, policy(s, m), secret, query, passages)
             order, n_out = rerank_mod.order_by_scores(scores), 0
         else:
             # the window holds the answer too; token counts are the registry tokenizer's, a
@@ -795,14 +840,14 @@ def _rerank(plpy, query: str, model: str, kind: str, passages: list[str]):
             window = int(spec.max_input_tokens * 0.8) - out_max
             msgs = rerank_mod.listwise_messages(query, passages, window,
                                                 lambda t, n: tokens.truncate(t, n, spec.tokenizer))
-            r = providers.chat(spec, policy(s), secret, msgs, max_tokens=out_max, temperature=0.0)
+            r = providers.chat(spec, policy(s, m), secret, msgs, max_tokens=out_max, temperature=0.0)
             order, n_in, n_out, calls = rerank_mod.parse_order(r.text, len(passages)), r.input_tokens, r.output_tokens, 1
     except (providers.ProviderUnavailable, providers.ProviderRejected, providers.ProviderAuth,
             providers.ProviderNotFound, BudgetExceeded) as e:
         STATS["rerank_failures"] += 1
         LAST_RERANK["error"] = e.message
         return None, None, e.message
-    record_usage(plpy, s, "rerank", spec, calls, n_in, n_out, time.perf_counter() - t0)
+    record_usage(plpy, s, "rerank", spec, calls, n_in, n_out, time.perf_counter() - t0, m)
     ranks = [0] * len(passages)
     for rank, i in enumerate(order, 1):
         ranks[i] = rank

@@ -74,6 +74,9 @@ class CallPolicy:
     max_retries: int = 3
     retry_base: float = 0.5
     batch_size: int = 96
+    # a priced model's: reserve(input_tokens, output_tokens) before each attempt (raises
+    # when the day's budget is spent), sent() once one is answered (pg.Meter)
+    meter: object | None = None
 
 
 @dataclass
@@ -185,8 +188,10 @@ def _error(spec: ModelSpec, e: BaseException, attempts: int, secret: str | None)
     return ProviderRejected(what, hint="the server refused the request; its message says why")
 
 
-def _call(spec: ModelSpec, policy: CallPolicy, secret: str | None, fn):
-    """fn() with retries; returns (result, attempts)."""
+def _call(spec: ModelSpec, policy: CallPolicy, secret: str | None, fn, most: tuple[int, int] = (0, 0)):
+    """fn() with retries; returns (result, attempts). With a meter, each attempt is counted
+    at `most` (input, output tokens) before it is sent: a provider may bill an attempt its
+    client gave up on."""
     from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
     attempts = 0
@@ -198,8 +203,13 @@ def _call(spec: ModelSpec, policy: CallPolicy, secret: str | None, fn):
                                 sleep=interrupts.sleep, reraise=True):
             with attempt:
                 attempts = attempt.retry_state.attempt_number
+                if policy.meter is not None:
+                    policy.meter.reserve(*most)
                 # the request waits in a worker thread, so a cancel is seen within 50 ms
-                return interrupts.wait(fn), attempts
+                out = interrupts.wait(fn)
+                if policy.meter is not None:
+                    policy.meter.sent()
+                return out, attempts
     except RagError:
         raise
     except interrupts.Interrupt:
@@ -218,7 +228,9 @@ def embed(spec: ModelSpec, policy: CallPolicy, secret: str | None, texts: list[s
     for b in range(0, len(texts), policy.batch_size):
         interrupts.check_interrupts()  # here, not inside _call: its `except Exception` would hide a cancel
         batch = texts[b:b + policy.batch_size]
-        resp, _ = _call(spec, policy, secret, lambda: client.embeddings.create(model=spec.remote_name, input=batch))
+        counted = sum(tokens.count(t, spec.tokenizer) for t in batch) if policy.meter is not None else None
+        resp, _ = _call(spec, policy, secret, lambda: client.embeddings.create(model=spec.remote_name, input=batch),
+                        (counted or 0, 0))
         calls += 1
         data = sorted(resp.data, key=lambda d: d.index)
         if len(data) != len(batch):
@@ -235,7 +247,8 @@ def embed(spec: ModelSpec, policy: CallPolicy, secret: str | None, texts: list[s
         out[b:b + len(batch)] = vecs
         usage = getattr(resp, "usage", None)
         n = getattr(usage, "prompt_tokens", None) if usage is not None else None
-        in_tokens += int(n) if n else sum(tokens.count(t, spec.tokenizer) for t in batch)
+        in_tokens += int(n) if n else counted if counted is not None else sum(tokens.count(t, spec.tokenizer)
+                                                                              for t in batch)
     return out, in_tokens, calls
 
 
@@ -243,8 +256,9 @@ def chat(spec: ModelSpec, policy: CallPolicy, secret: str | None, messages: list
          max_tokens: int, temperature: float) -> ChatResult:
     client = interrupts.wait(lambda: _client(spec, secret, policy.timeout))  # its first import takes ~1 s
     t0 = time.perf_counter()
+    most = (_count_messages(messages, spec), max_tokens) if policy.meter is not None else (0, 0)
     resp, attempts = _call(spec, policy, secret, lambda: client.chat.completions.create(
-        model=spec.remote_name, messages=messages, max_tokens=max_tokens, temperature=temperature))
+        model=spec.remote_name, messages=messages, max_tokens=max_tokens, temperature=temperature), most)
     choice = resp.choices[0] if resp.choices else None
     text = (choice.message.content or "") if choice else ""
     usage = getattr(resp, "usage", None)
@@ -262,7 +276,9 @@ def rerank(spec: ModelSpec, policy: CallPolicy, secret: str | None, query: str, 
     with "score" (TEI) are all read. Returns (scores, input tokens, requests made)."""
     client = interrupts.wait(lambda: _client(spec, secret, policy.timeout))
     body = {"model": spec.remote_name, "query": query, "documents": documents, "top_n": len(documents)}
-    resp, _ = _call(spec, policy, secret, lambda: client.post("/rerank", body=body, cast_to=object))
+    counted = sum(tokens.count(query, spec.tokenizer) + tokens.count(d, spec.tokenizer) for d in documents) \
+        if policy.meter is not None else None
+    resp, _ = _call(spec, policy, secret, lambda: client.post("/rerank", body=body, cast_to=object), (counted or 0, 0))
     results = resp
     if isinstance(resp, dict):
         results = resp.get("results", resp.get("data"))
@@ -284,7 +300,8 @@ def rerank(spec: ModelSpec, policy: CallPolicy, secret: str | None, query: str, 
     usage = resp.get("usage") if isinstance(resp, dict) else None
     n = (usage.get("prompt_tokens") or usage.get("total_tokens")) if isinstance(usage, dict) else None
     if not isinstance(n, int) or n <= 0:
-        n = sum(tokens.count(query, spec.tokenizer) + tokens.count(d, spec.tokenizer) for d in documents)
+        n = counted if counted is not None else sum(tokens.count(query, spec.tokenizer) + tokens.count(d, spec.tokenizer)
+                                                    for d in documents)
     return scores, n, 1
 
 
@@ -303,9 +320,10 @@ class ChatStream:
         self.result = ChatResult()
         self.t0 = time.perf_counter()
         client = interrupts.wait(lambda: _client(spec, secret, policy.timeout))  # its first import takes ~1 s
+        most = (_count_messages(messages, spec), max_tokens) if policy.meter is not None else (0, 0)
         self._stream, self.result.attempts = _call(spec, policy, secret, lambda: client.chat.completions.create(
             model=spec.remote_name, messages=messages, max_tokens=max_tokens, temperature=temperature,
-            stream=True, stream_options={"include_usage": True}))
+            stream=True, stream_options={"include_usage": True}), most)
 
     def __iter__(self):
         r = self.result

@@ -74,6 +74,19 @@ BEGIN
         RETURN NULL;
     END IF;
     asked := nullif(current_setting('rag.' || setting_name, true), '');
+    IF setting_name = 'daily_budget' AND nullif(btrim(asked), '') IS DISTINCT FROM nullif(btrim(configured), '')
+       AND NOT rag._is_superuser() THEN
+        -- the budget binds the tenant's roles: rag.configure sets it (an administrator), a
+        -- session (SET, ALTER ROLE / DATABASE SET) may only lower it; an empty one is no limit
+        IF btrim(asked) = '' OR asked IS NULL THEN   -- (blank: no limit, to its reader)
+            RETURN configured;
+        ELSIF asked !~* '^\s*([0-9]{1,30}\.?[0-9]{0,30}|\.[0-9]{1,30})(e[+-]?[0-9]{1,3})?\s*$' THEN
+            RETURN asked;   -- (its reader refuses it, naming it)
+        ELSIF configured = '' OR asked::numeric <= configured::numeric THEN
+            RETURN btrim(asked);
+        END IF;
+        RETURN configured;
+    END IF;
     IF setting_name IN ('max_document_bytes', 'max_file_bytes', 'max_file_pages', 'max_chunks_per_document', 'max_query_chars', 'max_k',
                         'embedding_threads', 'embedding_batch_size', 'index_batch_size') THEN
         IF asked IS NULL THEN

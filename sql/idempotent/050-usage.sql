@@ -63,6 +63,18 @@ AS $$
     SELECT greatest(rag._recorded_today(), rag._counted_today())
 $$;
 
+-- rag.budget_today: the session tenant's budget and what counts against it today; a
+-- count above the ledger is calls whose transaction rolled back (or is still open)
+CREATE OR REPLACE FUNCTION rag.budget_today(OUT budget numeric, OUT recorded numeric, OUT counted numeric,
+                                            OUT spent numeric, OUT remaining numeric)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT b.v, r.v, c.v, greatest(r.v, c.v), CASE WHEN b.v IS NOT NULL THEN greatest(b.v - greatest(r.v, c.v), 0) END
+    FROM (SELECT nullif(rag._setting('daily_budget'), '')::numeric AS v) AS b,
+         (SELECT rag._recorded_today() AS v) AS r, (SELECT rag._counted_today() AS v) AS c
+$$;
+
 -- rag._usage_rows (internal): rag.usage rows from calls as the Python side records them
 -- (a jsonb array of {op, model, calls, tin, tout, ms}), priced from the registry's
 -- current prices: the one place a call's cost is computed

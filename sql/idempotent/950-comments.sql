@@ -303,6 +303,13 @@ COMMENT ON FUNCTION rag.spent_today() IS
   'undo: calls made in a transaction that rolled back count too. '
   'Arguments: none. Returns: numeric, in the unit of rag.models prices. Example: SELECT rag.spent_today();';
 
+COMMENT ON FUNCTION rag.budget_today() IS
+  'The session tenant''s daily budget and what counts against it today: budget (rag.daily_budget, NULL: '
+  'none), recorded (the ledger, rag.usage), counted (the server''s count of priced calls, which a rollback '
+  'does not undo), spent (the greater: rag.spent_today()) and remaining (NULL without a budget). A count '
+  'above the ledger is calls whose transaction rolled back or is still open. '
+  'Arguments: none. Example: SELECT * FROM rag.budget_today();';
+
 COMMENT ON FUNCTION rag._recorded_today() IS
   'Internal: the session tenant''s cost this UTC day in the ledger, rag.usage (this transaction''s rows '
   'included).';

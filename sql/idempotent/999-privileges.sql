@@ -65,6 +65,7 @@ GRANT EXECUTE ON FUNCTION
     rag._queue_in_progress(),
     rag._pgrowlocks(text),
     rag.spent_today(),
+    rag.budget_today(),
     rag._recorded_today(),
     rag._counted_today(),
     rag._usage_rows(jsonb),

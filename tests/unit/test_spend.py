@@ -8,6 +8,8 @@ import os
 import stat
 from decimal import Decimal
 
+import pytest
+
 from ragpg import spend
 
 
@@ -71,3 +73,43 @@ def test_a_garbled_count_reads_as_zero_and_days_before_yesterday_go(tmp_path, mo
     spend.add(4, "t", Decimal(2), day="2026-01-03")
     assert sorted(p.name for p in (tmp_path / spend.SPEND_DIR / "4").iterdir()) == ["2026-01-02", "2026-01-03"]
     assert spend.read(4, "t", day="2026-01-03") == 2
+
+
+def test_a_reservation_is_refused_once_the_day_is_spent_and_capped_at_what_remains(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    budget = Decimal("1.00")
+    assert spend.reserve(5, "t", Decimal("0.40"), budget)[1] == Decimal("0.40")
+    assert spend.reserve(5, "t", Decimal("0.90"), budget)[1] == Decimal("0.60")   # what remains
+    with pytest.raises(spend.Over) as e:
+        spend.reserve(5, "t", Decimal("0.01"), budget)
+    assert e.value.spent == Decimal("1.00") and spend.read(5, "t") == Decimal("1.00")   # nothing added
+    # the ledger's sum is a floor: calls recorded before the count existed
+    with pytest.raises(spend.Over):
+        spend.reserve(5, "u", Decimal("0.01"), budget, floor=Decimal("1.5"))
+    assert spend.reserve(5, "u", Decimal("0.50"), None)[1] == Decimal("0.50")    # no budget: counted all the same
+
+
+def _reserver(cwd: str, out) -> None:
+    os.chdir(cwd)
+    got = 0
+    for _ in range(40):
+        try:
+            spend.reserve(6, "race", Decimal("0.10"), Decimal("2.00"))
+            got += 1
+        except spend.Over:
+            pass
+    out.put(got)
+
+
+def test_reservations_made_at_once_never_pass_the_budget(tmp_path):
+    """Six processes each try 40 reservations of 0.10 against 2.00: exactly 20 get one."""
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_reserver, args=(str(tmp_path), out)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    got = sum(out.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(60)
+    os.chdir(tmp_path)
+    assert got == 20 and spend.read(6, "race") == Decimal("2.00")
