@@ -33,7 +33,7 @@ AS $$
         ('provider_max_retries',  '3',        'retries of a provider call after 429, 5xx, timeouts and connection errors'),
         ('provider_retry_base_seconds', '0.5', 'retry n waits a random time up to base * 2^n seconds (exponential backoff, full jitter)'),
         ('provider_batch_size',   '96',       'texts per embedding request to a provider'),
-        ('daily_budget',          '',         'most cost per tenant per UTC day (the unit of rag.models prices); empty: no limit'),
+        ('daily_budget',          '',         'most cost per tenant per UTC day (the unit of rag.models prices); empty: no limit. Set with rag.configure; a session may only lower it'),
         ('store_answers',         'on',       'rag.ask stores every answer in rag.answers (off: not stored)'),
         ('answer_retention',      '',         'rag.purge_ledger removes answers older than this interval (at least 1 hour) from rag.answers (empty: kept)'),
         ('usage_retention',       '',         'rag.purge_ledger sums rag.usage rows older than this interval (at least 1 day) into rag.usage_history (empty: kept)'),
