@@ -14,7 +14,8 @@ EXTENSION_MEMBER = """
               AND d.deptype = 'e')"""
 
 # the tables users read: every column is described
-USER_TABLES = ["documents", "chunks", "answers", "usage", "models", "queue", "errors", "attachments"]
+USER_TABLES = ["documents", "chunks", "answers", "usage", "models", "queue", "errors", "attachments",
+               "tenant_budgets"]
 
 
 def missing(kind: str, names: list[str]) -> str:

@@ -520,11 +520,60 @@ def test_a_session_may_lower_the_budget_but_not_raise_it(db, connect):
         assert carol.execute(budget).fetchone()[0] == "0.3", raised
     carol.execute("SET rag.daily_budget = '0.1'")
     assert carol.execute(budget).fetchone()[0] == "0.1"
+    # review 35b: forms Python's float() reads and the comparison did not ('+1000' was
+    # handed to it as written, 1000); the same for the limits a session may only lower
+    for name, raised in [("daily_budget", "+1000"), ("daily_budget", "1_000"), ("daily_budget", "\uff11\uff10"),
+                         ("daily_budget", "\u00a01000"), ("daily_budget", "1000\u2003"), ("max_k", "+1000"),
+                         ("provider_batch_size", "+2048")]:
+        carol.execute("SELECT set_config(%s, %s, false)", ("rag." + name, raised))
+        with pytest.raises(psycopg.Error) as e:
+            carol.execute("SELECT value FROM rag.settings() WHERE name = %s", (name,))
+        assert _sqlstate(e) == "22023" and f"rag.{name} must be" in str(e.value), (name, raised, e.value)
+        carol.execute(f"RESET rag.{name}")
+    carol.execute("SET rag.provider_batch_size = '2048'")          # above the database's 96: ignored
+    assert carol.execute("SELECT value FROM rag.settings() WHERE name = 'provider_batch_size'").fetchone()[0] == "96"
     db.execute("SET rag.daily_budget = '5'")                       # a superuser's own session
     assert db.execute(budget).fetchone()[0] == "5"
     db.execute("SELECT rag.configure('daily_budget', '')")          # no limit: any number lowers it
     carol.execute("SET rag.daily_budget = '7'")
     assert carol.execute(budget).fetchone()[0] == "7"
+
+
+def test_a_tenant_s_own_budget_is_set_by_its_admin_and_binds_its_roles(db, connect):
+    """rag.daily_budget (rag.configure) is every tenant's; rag.set_daily_budget gives the
+    admin's tenant one of its own, which the tenant's other roles may lower, not raise."""
+    db.execute("SELECT rag.configure('daily_budget', '1')")
+    db.execute("SELECT rag.grant_tenant('alice', 'team'), rag.grant_tenant('dora', 'team')")
+    budget = "SELECT value FROM rag.settings() WHERE name = 'daily_budget'"
+    dora, alice = connect("dora"), connect("alice")
+    dora.execute("SET rag.tenant = 'team'")
+    assert dora.execute("SELECT rag.set_daily_budget(25)").fetchone()[0] == "25"
+    alice.execute("SET rag.tenant = 'team'")
+    assert alice.execute(budget).fetchone()[0] == "25"
+    alice.execute("SET rag.daily_budget = '30'")                   # above the tenant's: ignored
+    assert alice.execute(budget).fetchone()[0] == "25"
+    alice.execute("SET rag.daily_budget = '2'")
+    assert alice.execute("SELECT budget FROM rag.budget_today()").fetchone()[0] == 2
+    alice.execute("RESET rag.daily_budget")
+    alice.execute("SET rag.tenant = 'alice'")                       # her own tenant keeps the database's
+    assert alice.execute(budget).fetchone()[0] == "1"
+    for sql, state in [("SELECT rag.set_daily_budget(1000)", "42501"),   # a writer sets none
+                       ("INSERT INTO rag.tenant_budgets (daily_budget) VALUES (1000)", "42501")]:
+        with pytest.raises(psycopg.Error) as e:
+            alice.execute(sql)
+        assert _sqlstate(e) == state, sql
+    with pytest.raises(psycopg.Error) as e:                         # nor an admin for a tenant not hers
+        dora.execute("SET rag.tenant = 'bob'")
+        dora.execute("SELECT rag.set_daily_budget(1000)")
+    assert _sqlstate(e) == "42501"
+    dora.execute("SET rag.tenant = 'team'")
+    with pytest.raises(psycopg.Error) as e:
+        dora.execute("SELECT rag.set_daily_budget('NaN')")
+    assert _sqlstate(e) == "22023"
+    assert db.execute("SELECT tenant, daily_budget, set_by FROM rag.tenant_budgets").fetchall() == \
+        [("team", 25, "dora")]
+    assert dora.execute("SELECT rag.set_daily_budget(NULL)").fetchone()[0] == "1"
+    assert db.execute("SELECT count(*) FROM rag.tenant_budgets").fetchone()[0] == 0
 
 
 def test_every_attempt_is_counted_before_it_is_sent(db, fake_openai):
@@ -558,7 +607,7 @@ def test_calls_made_at_once_see_each_others_reservations(db, connect, fake_opena
     """Hostile review 35: 16 sessions asking at once all passed the check (5.9 budgets).
     A reservation is checked and added in one turn of the count's lock, at most what
     remains: the first call in flight holds the rest of the day, the others are refused."""
-    url = fake_openai.add("pricey-slow", Scenario(hang=1.5, usage={"prompt_tokens": 100, "completion_tokens": 10}))
+    url = fake_openai.add("pricey-slow", Scenario(hang=4.0, usage={"prompt_tokens": 100, "completion_tokens": 10}))
     db.execute("SELECT rag.add_model('pricey-slow', 'chat', base_url => %s, price_input_per_1m => 1000, "
                "price_output_per_1m => 1000)", (url,))
     _ingest(db)
@@ -566,7 +615,10 @@ def test_calls_made_at_once_see_each_others_reservations(db, connect, fake_opena
     askers = [connect("alice") for _ in range(6)]
     askers[0].execute("SELECT rag.ingest('Refunds take five business days.', source => 'r.md')")
 
+    start = threading.Barrier(len(askers))
+
     def ask(c):
+        start.wait(30)   # (all at once: the first call is in flight for 4 s)
         try:
             c.execute("SELECT rag.ask('How long do refunds take?', model => 'pricey-slow')")
             return "ok"

@@ -5,10 +5,12 @@ replication on)."""
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 
 import psycopg
 import pytest
 from conftest import IMAGE, free_port, start_server
+from openai_fake import Scenario
 from testcontainers.core.container import DockerContainer
 
 
@@ -69,10 +71,15 @@ def _replayed(p_url, s_url):
               "standby replay")
 
 
-def test_search_and_ask_on_a_standby_then_failover_loses_nothing(pair):
+def test_search_and_ask_on_a_standby_then_failover_loses_nothing(pair, fake_openai):
     p_url, s_url, primary, standby = pair
     acked = []
+    url = fake_openai.add("pricey", Scenario(chat_text="Every 9 seconds [1].",
+                                             usage={"prompt_tokens": 100, "completion_tokens": 10}))
     with psycopg.connect(p_url, autocommit=True) as p:
+        p.execute("SELECT rag.add_model('pricey', 'chat', base_url => %s, price_input_per_1m => 1000, "
+                  "price_output_per_1m => 1000)", (url,))
+        p.execute("SELECT rag.configure('daily_budget', '0.3')")
         for i in range(20):
             p.execute("SELECT rag.ingest(%s, source => %s)",
                       (f"# Lighthouse {i}\n\nLighthouse {i} flashes every {i + 2} seconds over the bay.", f"lh{i}.md"))
@@ -91,6 +98,16 @@ def test_search_and_ask_on_a_standby_then_failover_loses_nothing(pair):
         with pytest.raises(psycopg.Error) as e:
             s.execute("SELECT rag.ingest('x', source => 'x.md')")
         assert e.value.sqlstate == "25006"  # read_only_sql_transaction: writes go to the primary
+        # priced calls on a standby leave no ledger row (nothing can be written there), and
+        # are counted against the budget by the standby itself (0.6.0; uncapped before)
+        for _ in range(3):
+            s.execute("SELECT rag.ask('How often does lighthouse 7 flash?', model => 'pricey')")
+        with pytest.raises(psycopg.Error) as e:
+            s.execute("SELECT rag.ask('How often does lighthouse 7 flash?', model => 'pricey')")
+        assert e.value.sqlstate == "53400" and len(fake_openai.requests["pricey"]) == 3
+        assert s.execute("SELECT recorded, counted FROM rag.budget_today()").fetchone() == (0, Decimal("0.33"))
+    with psycopg.connect(p_url, autocommit=True) as p:   # the primary's count is its own
+        assert p.execute("SELECT counted FROM rag.budget_today()").fetchone()[0] == 0
 
     # the primary dies hard (SIGKILL, no shutdown checkpoint); the standby is promoted
     primary.get_wrapped_container().kill()

@@ -246,9 +246,8 @@ def embed(spec: ModelSpec, policy: CallPolicy, secret: str | None, texts: list[s
             vecs = vecs / np.where(norms > 0, norms, 1)
         out[b:b + len(batch)] = vecs
         usage = getattr(resp, "usage", None)
-        n = getattr(usage, "prompt_tokens", None) if usage is not None else None
-        in_tokens += int(n) if n else counted if counted is not None else sum(tokens.count(t, spec.tokenizer)
-                                                                              for t in batch)
+        n = _reported(getattr(usage, "prompt_tokens", None) if usage is not None else None)
+        in_tokens += n or (counted if counted is not None else sum(tokens.count(t, spec.tokenizer) for t in batch))
     return out, in_tokens, calls
 
 
@@ -264,8 +263,8 @@ def chat(spec: ModelSpec, policy: CallPolicy, secret: str | None, messages: list
     usage = getattr(resp, "usage", None)
     r = ChatResult(text=text, finish_reason=getattr(choice, "finish_reason", None), attempts=attempts,
                    first_token_s=time.perf_counter() - t0)
-    r.input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0) or _count_messages(messages, spec)
-    r.output_tokens = int(getattr(usage, "completion_tokens", 0) or 0) or tokens.count(text, spec.tokenizer)
+    r.input_tokens = _reported(getattr(usage, "prompt_tokens", None)) or _count_messages(messages, spec)
+    r.output_tokens = _reported(getattr(usage, "completion_tokens", None)) or tokens.count(text, spec.tokenizer)
     return r
 
 
@@ -298,11 +297,18 @@ def rerank(spec: ModelSpec, policy: CallPolicy, secret: str | None, query: str, 
         raise ProviderRejected(f"rag: model {spec.name!r} scored {sum(x is not None for x in scores)} of "
                                f"{len(documents)} passages", hint="the reranker must score every document it is sent")
     usage = resp.get("usage") if isinstance(resp, dict) else None
-    n = (usage.get("prompt_tokens") or usage.get("total_tokens")) if isinstance(usage, dict) else None
-    if not isinstance(n, int) or n <= 0:
+    n = _reported((usage.get("prompt_tokens") or usage.get("total_tokens")) if isinstance(usage, dict) else None)
+    if not n:
         n = counted if counted is not None else sum(tokens.count(query, spec.tokenizer) + tokens.count(d, spec.tokenizer)
                                                     for d in documents)
     return scores, n, 1
+
+
+def _reported(n) -> int:
+    """A token count a server reported, or 0 (not reported): a count that is not a whole
+    number from 1 to 2**31 is not believed (a negative one would take back what the
+    budget counted; a huge one would fill the ledger's bigint and the day's count)."""
+    return n if isinstance(n, int) and not isinstance(n, bool) and 0 < n < 2**31 else 0
 
 
 def _count_messages(messages: list[dict], spec: ModelSpec) -> int:
@@ -332,8 +338,8 @@ class ChatStream:
             for ev in self._stream:
                 usage = getattr(ev, "usage", None)
                 if usage is not None:
-                    r.input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-                    r.output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+                    r.input_tokens = _reported(getattr(usage, "prompt_tokens", None))
+                    r.output_tokens = _reported(getattr(usage, "completion_tokens", None))
                 for ch in ev.choices or []:
                     piece = getattr(ch.delta, "content", None) if ch.delta is not None else None
                     if ch.finish_reason:

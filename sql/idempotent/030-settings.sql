@@ -32,7 +32,7 @@ AS $$
         ('provider_timeout_seconds', '30',    'timeout of one HTTP request to a model provider'),
         ('provider_max_retries',  '3',        'retries of a provider call after 429, 5xx, timeouts and connection errors'),
         ('provider_retry_base_seconds', '0.5', 'retry n waits a random time up to base * 2^n seconds (exponential backoff, full jitter)'),
-        ('provider_batch_size',   '96',       'texts per embedding request to a provider'),
+        ('provider_batch_size',   '96',       'texts per embedding request to a provider (a limit: a session may lower it; rag.configure raises it)'),
         ('daily_budget',          '',         'most cost per tenant per UTC day (the unit of rag.models prices); empty: no limit. Set with rag.configure; a session may only lower it'),
         ('store_answers',         'on',       'rag.ask stores every answer in rag.answers (off: not stored)'),
         ('answer_retention',      '',         'rag.purge_ledger removes answers older than this interval (at least 1 hour) from rag.answers (empty: kept)'),
@@ -63,6 +63,7 @@ AS $$
 DECLARE
     configured text;
     asked text;
+    plain text;
 BEGIN
     IF setting_name = 'embedding_model' THEN   -- (the same rule for any tenant: ingest's)
         RETURN rag._tenant_embedding_model(rag.current_tenant());
@@ -74,27 +75,40 @@ BEGIN
         RETURN NULL;
     END IF;
     asked := nullif(current_setting('rag.' || setting_name, true), '');
-    IF setting_name = 'daily_budget' AND nullif(btrim(asked), '') IS DISTINCT FROM nullif(btrim(configured), '')
+    IF setting_name = 'daily_budget' THEN   -- a tenant's own budget (rag.set_daily_budget) comes first
+        configured := coalesce((SELECT b.daily_budget::text FROM rag.tenant_budgets AS b
+                                WHERE b.tenant = (SELECT rag.current_tenant())), configured);
+    END IF;
+    plain := btrim(asked, E' \t\r\n');   -- (ASCII blanks only: a number's reader takes no other)
+    IF setting_name = 'daily_budget' AND plain IS DISTINCT FROM nullif(btrim(configured), '')
        AND NOT rag._is_superuser() THEN
-        -- the budget binds the tenant's roles: rag.configure sets it (an administrator), a
-        -- session (SET, ALTER ROLE / DATABASE SET) may only lower it; an empty one is no limit
-        IF btrim(asked) = '' OR asked IS NULL THEN   -- (blank: no limit, to its reader)
+        -- the budget binds the tenant's roles: rag.configure or rag.set_daily_budget sets it
+        -- (an administrator), a session (SET, ALTER ROLE / DATABASE SET) may only lower it;
+        -- an empty one is no limit
+        IF plain = '' OR plain IS NULL THEN
             RETURN configured;
-        ELSIF asked !~* '^\s*([0-9]{1,30}\.?[0-9]{0,30}|\.[0-9]{1,30})(e[+-]?[0-9]{1,3})?\s*$' THEN
-            RETURN asked;   -- (its reader refuses it, naming it)
-        ELSIF configured = '' OR asked::numeric <= configured::numeric THEN
-            RETURN btrim(asked);
+        ELSIF plain !~* '^([0-9]{1,30}\.?[0-9]{0,30}|\.[0-9]{1,30})(e[+-]?[0-9]{1,3})?$' THEN
+            -- (not left to its reader: Python's float() also reads '+1e3', '1_000' and
+            -- other digits than ASCII's, which would pass the comparison below unseen)
+            RAISE EXCEPTION 'rag: setting rag.daily_budget must be a number, got %', rag._shown(asked)
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'RESET rag.daily_budget';
+        ELSIF configured = '' OR plain::numeric <= configured::numeric THEN
+            RETURN plain;
         END IF;
         RETURN configured;
     END IF;
     IF setting_name IN ('max_document_bytes', 'max_file_bytes', 'max_file_pages', 'max_chunks_per_document', 'max_query_chars', 'max_k',
-                        'embedding_threads', 'embedding_batch_size', 'index_batch_size') THEN
+                        'embedding_threads', 'embedding_batch_size', 'index_batch_size', 'provider_batch_size') THEN
         IF asked IS NULL THEN
             RETURN configured;
-        ELSIF asked !~ '^\s*[0-9]{1,18}\s*$' THEN
-            RETURN asked;
-        ELSIF asked::numeric <= configured::numeric OR rag._is_superuser() THEN
-            RETURN btrim(asked);
+        ELSIF plain !~ '^[0-9]{1,18}$' THEN
+            IF rag._is_superuser() THEN
+                RETURN asked;   -- (its reader refuses what is not a number, naming it)
+            END IF;
+            RAISE EXCEPTION 'rag: setting rag.% must be a whole number, got %', setting_name, rag._shown(asked)
+                USING ERRCODE = 'invalid_parameter_value', HINT = format('RESET rag.%s', setting_name);
+        ELSIF plain::numeric <= configured::numeric OR rag._is_superuser() THEN
+            RETURN plain;
         END IF;
         RETURN configured;
     END IF;
@@ -221,6 +235,31 @@ END
 $$;
 CREATE OR REPLACE TRIGGER config_guard BEFORE INSERT OR UPDATE ON rag.config
     FOR EACH ROW EXECUTE FUNCTION rag._config_guard();
+
+-- rag.set_daily_budget (rag_admin): the session tenant's own daily budget, over
+-- rag.configure's; NULL removes it (the tenant keeps rag.configure's). Returns the budget
+-- now in effect for this session.
+CREATE OR REPLACE FUNCTION rag.set_daily_budget(budget numeric)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    for_tenant text := rag.current_tenant();
+BEGIN
+    IF budget IS NULL THEN
+        DELETE FROM rag.tenant_budgets AS b WHERE b.tenant = for_tenant;
+    ELSIF NOT (budget >= 0 AND budget <= 1e12) THEN   -- (NaN too)
+        RAISE EXCEPTION 'rag.set_daily_budget: budget must be between 0 and 1e12, got %', budget
+            USING ERRCODE = 'invalid_parameter_value';
+    ELSE
+        INSERT INTO rag.tenant_budgets AS b (tenant, daily_budget) VALUES (for_tenant, budget)
+        ON CONFLICT ON CONSTRAINT tenant_budgets_pkey
+        DO UPDATE SET daily_budget = excluded.daily_budget, set_at = now(), set_by = current_user;
+    END IF;
+    RETURN rag._setting('daily_budget');
+END
+$$;
 
 -- rag.configure (rag_admin)
 -- Set a setting for this database (every session, every role), or reset it with NULL.

@@ -13,7 +13,7 @@ DECLARE
 BEGIN
     FOREACH t IN ARRAY ARRAY['documents', 'chunks', 'posting_blocks', 'lexeme_stats', 'corpus_stats',
                              'attachments', 'queue', 'errors', 'usage', 'usage_history', 'answers',
-                             'tenant_models', 'embeddings_next'] LOOP
+                             'tenant_models', 'embeddings_next', 'tenant_budgets'] LOOP
         EXECUTE format('ALTER TABLE rag.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE rag.%I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON rag.%I', t);

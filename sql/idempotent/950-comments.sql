@@ -61,6 +61,16 @@ COMMENT ON TABLE rag.config IS
   'Per-database values of rag settings, set by rag_admin with rag.configure; a Postgres setting rag.x (SET, '
   'ALTER ROLE/DATABASE ... SET) overrides them. See SELECT * FROM rag.settings().';
 
+COMMENT ON TABLE rag.tenant_budgets IS
+  'Per tenant: its own daily budget, over rag.daily_budget''s (rag.configure), which tenants without a row '
+  'keep. Set by a rag_admin acting for the tenant with rag.set_daily_budget; a session of the tenant may '
+  'lower it, not raise it. rag.budget_today() shows what counts against it.';
+COMMENT ON COLUMN rag.tenant_budgets.tenant IS 'The tenant (rag.current_tenant() of the admin who set it)';
+COMMENT ON COLUMN rag.tenant_budgets.daily_budget IS
+  'Most cost per UTC day, in the unit of rag.models prices (0 to 1e12; 0: no priced call)';
+COMMENT ON COLUMN rag.tenant_budgets.set_at IS 'When it was last set';
+COMMENT ON COLUMN rag.tenant_budgets.set_by IS 'The role that last set it';
+
 COMMENT ON TABLE rag.tenant_models IS
   'Per tenant: its embedding model, and the model it is switching to while rag.work re-embeds its chunks '
   '(rag.set_embedding_model). embedding_model NULL, or no row: the database''s setting rag.embedding_model (a '
@@ -126,6 +136,13 @@ COMMENT ON FUNCTION rag._check_setting(text, text) IS
   'Internal: rag.configure''s check of a value before it stores it: on/off settings, numbers within their '
   'readers'' bounds, ef_search, iterative_scan, chat_model (a chat model of rag.models); 22023 naming the '
   'setting otherwise. Returns the value trimmed.';
+
+COMMENT ON FUNCTION rag.set_daily_budget(numeric) IS
+  'Set the session tenant''s own daily budget (rag_admin), over rag.daily_budget''s (rag.configure), stored '
+  'in rag.tenant_budgets; a session of the tenant may lower it, not raise it. Arguments: budget (numeric, '
+  '0 to 1e12, in the unit of rag.models prices; NULL removes it: the tenant keeps rag.configure''s). '
+  'Returns: the budget now in effect for this session (text, empty: none). '
+  'Example: SET rag.tenant = ''acme''; SELECT rag.set_daily_budget(25);';
 
 COMMENT ON FUNCTION rag.configure(text, text) IS
   'Set a setting for the whole database, every session and role (rag_admin), stored in rag.config; a SET '

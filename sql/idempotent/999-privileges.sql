@@ -35,7 +35,7 @@ GRANT SELECT ON rag.documents, rag.chunks, rag.tenant_roles, rag.posting_blocks,
                 rag.attachments, rag.queue, rag.errors, rag.queue_status, rag.document_status,
                 rag.models, rag.config, rag.api_keys, rag.api_key_grants, rag.usage, rag.usage_history, rag.answers,
                 rag.usage_daily, rag.cost_by_model, rag.tenant_models, rag.embeddings_next,
-                rag.model_status, rag.tenant_partitions, rag.model_indexes TO rag_reader;
+                rag.model_status, rag.tenant_partitions, rag.model_indexes, rag.tenant_budgets TO rag_reader;
 -- every model call is logged by the caller's transaction (search and ask too): the columns
 -- that describe the call; the id, tenant, time and role are the database's (defaults)
 REVOKE INSERT ON rag.usage, rag.answers FROM rag_reader;
@@ -195,7 +195,9 @@ GRANT INSERT, DELETE ON rag.eval_answer_run_query TO rag_writer;
 GRANT INSERT, DELETE ON rag.tenant_roles TO rag_admin;
 GRANT INSERT, UPDATE, DELETE ON rag.models, rag.config, rag.api_keys, rag.api_key_grants TO rag_admin;
 GRANT INSERT ON rag.tenant_models TO rag_admin;
+GRANT INSERT, UPDATE (daily_budget, set_at, set_by), DELETE ON rag.tenant_budgets TO rag_admin;
 GRANT EXECUTE ON FUNCTION
+    rag.set_daily_budget(numeric),
     rag.grant_tenant(name, text),
     rag.revoke_tenant(name, text),
     rag.configure(text, text),
