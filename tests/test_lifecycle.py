@@ -188,7 +188,8 @@ def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db, old):
             added = {"0.2.0": {"rag.model_indexes"},
                      "0.3.0": {"rag.posting_blocks_default"} | ({"rag.posting_blocks_" + bob_suffix(su)} if part else set()),
                      "0.4.0": {"rag.eval_answers", "rag.eval_answer_run", "rag.eval_answer_run_query"},
-                     "0.5.0": {"rag.usage_history"}}
+                     "0.5.0": {"rag.usage_history"},
+                     "0.6.0": {"rag.tenant_budgets"}}
             assert set(after) - set(before) == set().union(*(t for v, t in added.items() if v > OLD))
             assert postings[0] > 1000 and su.execute(POSTINGS["rows"]).fetchone() == postings
             if converted:   # into merged blocks
@@ -325,6 +326,7 @@ def _fill_all(url: str, local_llm: str) -> None:
     with psycopg.connect(as_role(url, "dora"), autocommit=True) as admin:
         admin.execute("SELECT rag.grant_tenant('dora', 'bob')")
         admin.execute("SET rag.tenant = 'bob'")
+        assert admin.execute("SELECT rag.set_daily_budget(12.5)").fetchone()[0] == "12.5"   # (0.6.0)
         assert admin.execute("SELECT rag.set_embedding_model('smollm2-embed')").fetchone()[0] == "building"
         admin.execute("SET rag.index_batch_size = 2")
         admin.execute("CALL rag.work(1)")
@@ -342,7 +344,7 @@ def test_dump_and_restore_round_trip_every_row_without_a_model_call(filled, new_
         before = _checksums(su)
         assert before["rag.embeddings_next"][0] == 2 and before["rag.queue"][0] == 3
         assert before["rag.usage"][0] > 0 and before["rag.answers"][0] == 3   # (one from rag.evaluate_answers)
-        assert before["rag.usage_history"][0] == 1
+        assert before["rag.usage_history"][0] == 1 and before["rag.tenant_budgets"][0] == 1
         for t in ("rag.eval_run", "rag.eval_run_query", "rag.eval_answers", "rag.eval_answer_run",
                   "rag.eval_answer_run_query"):
             assert before[t][0] >= 1, t
