@@ -73,7 +73,8 @@ def _locked_update(db: int, tenant: str, day: str, change) -> Decimal:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         total = change(_value(os.pread(fd, _WIDTH, 0)))
-        os.pwrite(fd, str(total).ljust(_WIDTH).encode(), 0)
+        text = str(total)
+        os.pwrite(fd, (text if len(text) < _WIDTH else f"{total:.30E}").ljust(_WIDTH).encode(), 0)
     finally:
         os.close(fd)   # (and its lock)
     _prune(db, day)
@@ -97,11 +98,11 @@ def reserve(db: int, tenant: str, amount: Decimal, budget: Decimal | None, floor
 
     def change(count: Decimal) -> Decimal:
         nonlocal added
+        count = max(count, floor)   # (calls the ledger holds and the count does not: the day of an upgrade)
         if budget is not None:
-            spent = max(count, floor)
-            if spent >= budget:
-                raise Over(spent)
-            added = min(amount, budget - spent)
+            if count >= budget:
+                raise Over(count)
+            added = min(amount, budget - count)
         return count + added
 
     _locked_update(db, tenant, day, change)

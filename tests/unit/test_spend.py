@@ -86,6 +86,12 @@ def test_a_reservation_is_refused_once_the_day_is_spent_and_capped_at_what_remai
     # the ledger's sum is a floor: calls recorded before the count existed
     with pytest.raises(spend.Over):
         spend.reserve(5, "u", Decimal("0.01"), budget, floor=Decimal("1.5"))
+    assert spend.reserve(5, "v", Decimal("0.50"), budget, floor=Decimal("0.7"))[1] == Decimal("0.3")
+    with pytest.raises(spend.Over):    # the count was lifted to the floor: the next sees it spent
+        spend.reserve(5, "v", Decimal("0.01"), budget, floor=Decimal("0.7"))
+    assert spend.read(5, "v") == Decimal("1.0")
+    spend.add(5, "w", Decimal("1") / Decimal("3"))   # (28 digits: still one fixed-width write)
+    assert spend.read(5, "w") == Decimal("1") / Decimal("3")
     assert spend.reserve(5, "u", Decimal("0.50"), None)[1] == Decimal("0.50")    # no budget: counted all the same
 
 
