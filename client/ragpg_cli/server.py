@@ -28,7 +28,7 @@ Errors (body: {"error", "sqlstate", "hint"}; no stack trace ever leaves the serv
 - 502 when the model provider failed or refused the key (58000, 28000); 504 when the
   statement ran into statement_timeout (57014): `statement_timeout` seconds (300) per
   request, or the login role's own setting where that is lower. A request whose client
-  goes away is not cancelled: it runs to its end or to that timeout.
+  goes away is cancelled in the database (499 in the log; nothing is sent).
 - 503 with Retry-After only when the database cannot be reached: no connection can be
   made, the connection broke (class 08, 57P01-57P03, or no SQLSTATE) or the server is out
   of resources (class 53). Any other database error is a 500 with its SQLSTATE, logged.
@@ -261,6 +261,9 @@ class BodyTooLarge(HTTPException):
     def __init__(self, detail: str):
         super().__init__(413, detail)
 
+    def response(self) -> JSONResponse:
+        return ApiError(413, self.detail, hint=self.hint).response()
+
 
 def key_of(headers) -> str:
     """The API key a request presents: `Authorization: Bearer KEY`, else `X-API-Key`."""
@@ -303,9 +306,7 @@ class Gate:
         limit = self.max_body if scope["path"] != "/ingest" else self.max_upload if upload else self.max_document
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
-            return await ApiError(413, f"request body over {limit:,} bytes",
-                                  hint="a question or query is short; a large document goes to /ingest as a file"
-                                  ).response()(scope, receive, send)
+            return await BodyTooLarge(f"request body over {limit:,} bytes").response()(scope, receive, send)
         seen = containers = 0
         started = False
 
@@ -343,7 +344,7 @@ class Gate:
         except BodyTooLarge as e:   # raised where no handler of the app saw it
             if started:
                 raise
-            await ApiError(413, e.detail, hint=e.hint).response()(scope, receive, send)
+            await e.response()(scope, receive, send)
         finally:
             await turn.aclose()
 
@@ -430,13 +431,17 @@ def _items(value):
     return iter(value.items()) if isinstance(value, dict) else enumerate(value)
 
 
+def nested_too_deeply() -> ApiError:
+    return ApiError(400, "request body: JSON nested too deeply", hint="a few levels are enough")
+
+
 def unicode_json(raw: bytes) -> Any:
     """The body parsed as JSON (ValueError if it is not); 400 for JSON nested past what the
     parser takes, or with a lone surrogate anywhere."""
     try:
         body = json.loads(raw)
     except RecursionError:
-        raise ApiError(400, "request body: JSON nested too deeply", hint="a few levels are enough") from None
+        raise nested_too_deeply() from None
     check_unicode(body)
     return body
 
@@ -462,7 +467,7 @@ async def unicode_body(request: Request) -> None:
     except ValueError:
         return  # not JSON: FastAPI answers 422
     except RecursionError:
-        raise ApiError(400, "request body: JSON nested too deeply", hint="a few levels are enough") from None
+        raise nested_too_deeply() from None
     await asyncio.to_thread(check_unicode, body)
 
 
@@ -627,7 +632,7 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
 
     @app.exception_handler(BodyTooLarge)
     async def too_large(_: Request, exc: BodyTooLarge):
-        return ApiError(413, exc.detail, hint=exc.hint).response()
+        return exc.response()
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError):

@@ -228,7 +228,7 @@ def embed(spec: ModelSpec, policy: CallPolicy, secret: str | None, texts: list[s
     for b in range(0, len(texts), policy.batch_size):
         interrupts.check_interrupts()  # here, not inside _call: its `except Exception` would hide a cancel
         batch = texts[b:b + policy.batch_size]
-        counted = sum(tokens.count(t, spec.tokenizer) for t in batch) if policy.meter is not None else None
+        counted = _tokens_of(spec, batch) if policy.meter is not None else None
         resp, _ = _call(spec, policy, secret, lambda: client.embeddings.create(model=spec.remote_name, input=batch),
                         (counted or 0, 0))
         calls += 1
@@ -247,7 +247,7 @@ def embed(spec: ModelSpec, policy: CallPolicy, secret: str | None, texts: list[s
         out[b:b + len(batch)] = vecs
         usage = getattr(resp, "usage", None)
         n = _reported(getattr(usage, "prompt_tokens", None) if usage is not None else None)
-        in_tokens += n or (counted if counted is not None else sum(tokens.count(t, spec.tokenizer) for t in batch))
+        in_tokens += n or counted or _tokens_of(spec, batch)
     return out, in_tokens, calls
 
 
@@ -275,8 +275,7 @@ def rerank(spec: ModelSpec, policy: CallPolicy, secret: str | None, query: str, 
     with "score" (TEI) are all read. Returns (scores, input tokens, requests made)."""
     client = interrupts.wait(lambda: _client(spec, secret, policy.timeout))
     body = {"model": spec.remote_name, "query": query, "documents": documents, "top_n": len(documents)}
-    counted = sum(tokens.count(query, spec.tokenizer) + tokens.count(d, spec.tokenizer) for d in documents) \
-        if policy.meter is not None else None
+    counted = _rerank_tokens(spec, query, documents) if policy.meter is not None else None
     resp, _ = _call(spec, policy, secret, lambda: client.post("/rerank", body=body, cast_to=object), (counted or 0, 0))
     results = resp
     if isinstance(resp, dict):
@@ -298,10 +297,16 @@ def rerank(spec: ModelSpec, policy: CallPolicy, secret: str | None, query: str, 
                                f"{len(documents)} passages", hint="the reranker must score every document it is sent")
     usage = resp.get("usage") if isinstance(resp, dict) else None
     n = _reported((usage.get("prompt_tokens") or usage.get("total_tokens")) if isinstance(usage, dict) else None)
-    if not n:
-        n = counted if counted is not None else sum(tokens.count(query, spec.tokenizer) + tokens.count(d, spec.tokenizer)
-                                                    for d in documents)
-    return scores, n, 1
+    return scores, n or counted or _rerank_tokens(spec, query, documents), 1
+
+
+def _tokens_of(spec: ModelSpec, texts: list[str]) -> int:
+    return sum(tokens.count(t, spec.tokenizer) for t in texts)
+
+
+def _rerank_tokens(spec: ModelSpec, query: str, documents: list[str]) -> int:
+    """A reranking's input: the query beside each document."""
+    return len(documents) * tokens.count(query, spec.tokenizer) + _tokens_of(spec, documents)
 
 
 def _reported(n) -> int:

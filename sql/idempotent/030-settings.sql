@@ -75,17 +75,17 @@ BEGIN
         RETURN NULL;
     END IF;
     asked := nullif(current_setting('rag.' || setting_name, true), '');
-    IF setting_name = 'daily_budget' THEN   -- a tenant's own budget (rag.set_daily_budget) comes first
+    plain := btrim(asked, E' \t\r\n');   -- (ASCII blanks only: a number's reader takes no other)
+    IF setting_name = 'daily_budget' THEN
+        -- a tenant's own budget (rag.set_daily_budget) comes first
         configured := coalesce((SELECT b.daily_budget::text FROM rag.tenant_budgets AS b
                                 WHERE b.tenant = (SELECT rag.current_tenant())), configured);
-    END IF;
-    plain := btrim(asked, E' \t\r\n');   -- (ASCII blanks only: a number's reader takes no other)
-    IF setting_name = 'daily_budget' AND plain IS DISTINCT FROM nullif(btrim(configured), '')
-       AND NOT rag._is_superuser() THEN
         -- the budget binds the tenant's roles: rag.configure or rag.set_daily_budget sets it
         -- (an administrator), a session (SET, ALTER ROLE / DATABASE SET) may only lower it;
         -- an empty one is no limit
-        IF plain = '' OR plain IS NULL THEN
+        IF plain IS NOT DISTINCT FROM nullif(btrim(configured), '') OR rag._is_superuser() THEN
+            RETURN coalesce(asked, configured);
+        ELSIF plain = '' OR plain IS NULL THEN
             RETURN configured;
         ELSIF plain !~* '^([0-9]{1,30}\.?[0-9]{0,30}|\.[0-9]{1,30})(e[+-]?[0-9]{1,3})?$' THEN
             -- (not left to its reader: Python's float() also reads '+1e3', '1_000' and
