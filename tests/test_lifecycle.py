@@ -323,6 +323,9 @@ def _fill_all(url: str, local_llm: str) -> None:
         su.execute("SET rag.usage_retention = '30 days'")
         assert su.execute("CALL rag.purge_ledger()").fetchone() == (0, 1)
         su.execute("RESET rag.usage_retention")
+        # a priced call's ledger row names its call (0.6.0; rag.priced_calls)
+        su.execute("INSERT INTO rag.usage (tenant, model, provider, operation, input_tokens, cost, call_id) "
+                   "VALUES ('alice', 'gpt-x', 'openai', 'ask', 120, 0.0002, '0123456789abcdef')")
     with psycopg.connect(as_role(url, "dora"), autocommit=True) as admin:
         admin.execute("SELECT rag.grant_tenant('dora', 'bob')")
         admin.execute("SET rag.tenant = 'bob'")
@@ -345,6 +348,7 @@ def test_dump_and_restore_round_trip_every_row_without_a_model_call(filled, new_
         assert before["rag.embeddings_next"][0] == 2 and before["rag.queue"][0] == 3
         assert before["rag.usage"][0] > 0 and before["rag.answers"][0] == 3   # (one from rag.evaluate_answers)
         assert before["rag.usage_history"][0] == 1 and before["rag.tenant_budgets"][0] == 1
+        assert su.execute("SELECT count(call_id) FROM rag.usage").fetchone()[0] == 1
         for t in ("rag.eval_run", "rag.eval_run_query", "rag.eval_answers", "rag.eval_answer_run",
                   "rag.eval_answer_run_query"):
             assert before[t][0] >= 1, t

@@ -595,6 +595,9 @@ def test_every_attempt_is_counted_before_it_is_sent(db, fake_openai):
     counted = db.execute("SELECT counted FROM rag.budget_today()").fetchone()[0]
     assert sent == 4 and counted > 4 * Decimal("0.05"), (sent, counted)   # 4 x (the prompt + 50 tokens)
     assert db.execute("SELECT count(*) FROM rag.usage WHERE model = 'slow-pricey'").fetchone()[0] == 0
+    # one call, four requests, none answered: what rag.priced_calls says of it
+    assert db.execute("SELECT requests, answered, counted, cost, recorded FROM rag.priced_calls()").fetchall() == \
+        [(4, 0, counted, None, False)]
     # with a budget, the attempts stop where it is spent
     db.execute("SET rag.daily_budget = %s" % psycopg.sql.quote(str(counted + Decimal("0.01"))))
     with pytest.raises(psycopg.Error) as e:

@@ -106,8 +106,12 @@ def test_search_and_ask_on_a_standby_then_failover_loses_nothing(pair, fake_open
             s.execute("SELECT rag.ask('How often does lighthouse 7 flash?', model => 'pricey')")
         assert e.value.sqlstate == "53400" and len(fake_openai.requests["pricey"]) == 3
         assert s.execute("SELECT recorded, counted FROM rag.budget_today()").fetchone() == (0, Decimal("0.33"))
+        # which calls they were: the standby's journal (it has no ledger)
+        assert s.execute("SELECT count(*), sum(counted), bool_or(recorded) FROM rag.priced_calls()").fetchone() == \
+            (3, Decimal("0.33"), False)
     with psycopg.connect(p_url, autocommit=True) as p:   # the primary's count is its own
         assert p.execute("SELECT counted FROM rag.budget_today()").fetchone()[0] == 0
+        assert p.execute("SELECT count(*) FROM rag.priced_calls()").fetchone()[0] == 0
 
     # the primary dies hard (SIGKILL, no shutdown checkpoint); the standby is promoted
     primary.get_wrapped_container().kill()

@@ -132,7 +132,7 @@ class _Prepared:
             budget = min(_context_budget(self.s, self.spec, self.max_out), int(opts.get("context_tokens", 1_000_000)))
             self.ctx = fit_context(self.retrieved, budget, self.spec.tokenizer)
             self.messages = answer_mod.build_prompt(question, self.ctx)
-            self.meter = meter(plpy, self.s, self.spec)
+            self.meter = meter(plpy, self.s, self.spec, "ask")
             self.secret = secret_for(plpy, self.spec)
 
     def result(self, text: str, used: list[int], removed: int, r: providers.ChatResult | None) -> dict:

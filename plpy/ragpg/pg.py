@@ -11,10 +11,13 @@ model, prepared plans, a small cache of query embeddings and the counters behind
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import hashlib
 import json
 import math
+import os
+import secrets
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
@@ -105,7 +108,7 @@ def usage_cte(first: int) -> str:
     """A WITH item that inserts the kept rag.usage rows, from parameter $first
     (usage_params; rag._usage_rows prices them)."""
     return ("usage AS (INSERT INTO rag.usage (operation, model, provider, calls, input_tokens, output_tokens, cost, "
-            "latency_ms) SELECT * FROM rag._usage_rows($%d::jsonb))" % first)
+            "latency_ms, call_id) SELECT * FROM rag._usage_rows($%d::jsonb))" % first)
 
 
 USAGE_TYPES = ["jsonb"]
@@ -113,7 +116,8 @@ USAGE_TYPES = ["jsonb"]
 
 def _usage_objects(rows) -> list[dict]:
     """Kept rows as rag._usage_rows reads them."""
-    return [{"op": r[0], "model": r[1], "calls": r[2], "tin": r[3], "tout": r[4], "ms": r[5]} for r in rows]
+    return [{"op": r[0], "model": r[1], "calls": r[2], "tin": r[3], "tout": r[4], "ms": r[5], "call": r[6]}
+            for r in rows]
 
 
 def _usage_json(rows) -> str:
@@ -265,9 +269,12 @@ class Meter:
     right with what the answered requests cost. An attempt never answered stays counted at
     its most."""
 
-    def __init__(self, plpy, s: dict, spec: providers.ModelSpec):
+    def __init__(self, plpy, s: dict, spec: providers.ModelSpec, operation: str):
         self.plpy, self.spec, self.tenant = plpy, spec, s["tenant"]
         self.db = keys.database(plpy)
+        self.id = secrets.token_hex(8)   # its rag.usage row's call_id, its journal lines' "call"
+        self.note = {"call": self.id, "op": operation, "model": spec.name, "pid": os.getpid(),
+                     "role": plpy.execute(_plan(plpy, "SELECT current_user AS r", []))[0]["r"]}
         self.budget: Decimal | None = None
         self.floor = Decimal(0)
         if s["daily_budget"].strip():
@@ -276,14 +283,17 @@ class Meter:
             # the ledger (this transaction's rows and the calls usage_deferred keeps
             # included): the count holds every call made since 0.6.0, the ledger those before
             self.floor = Decimal(plpy.execute(_plan(plpy, "SELECT rag._recorded_today()::text AS v", []))[0]["v"])
-            self.floor += sum((Decimal(repr(u[6])) for u in _DEFERRED_USAGE or ()), Decimal(0))
+            self.floor += sum((Decimal(repr(u[7])) for u in _DEFERRED_USAGE or ()), Decimal(0))
+        self.listed = False                                # a line of it is in the journal (spend.py)
         self._pending: tuple[str, Decimal] | None = None   # the request in flight: (day, amount)
         self.answered: list[tuple[str, Decimal]] = []      # reserved for requests answered, not yet set right
 
     def reserve(self, input_tokens: int, output_tokens: int = 0) -> None:
         amount = spend.cost(input_tokens, output_tokens, self.spec.price_input_per_1m, self.spec.price_output_per_1m)
         try:
-            self._pending = spend.reserve(self.db, self.tenant, amount, self.budget, self.floor)
+            day, added, listed = spend.reserve(self.db, self.tenant, amount, self.budget, self.floor,
+                                               note=dict(self.note, at=_utc_now(), more=self.listed))
+            self._pending, self.listed = (day, added), self.listed or listed
         except spend.Over as e:
             raise BudgetExceeded(
                 f"rag: the daily budget of {self.budget} for tenant {shown(self.tenant)} is spent "
@@ -311,16 +321,21 @@ class Meter:
         day = self.answered[-1][0]
         on_day = sum((a for d, a in self.answered if d == day), Decimal(0))
         change = max(cost - sum((a for _, a in self.answered), Decimal(0)), -on_day)
+        note = {"call": self.id, "role": self.note["role"], "at": _utc_now(), "answered": len(self.answered),
+                "cost": str(cost), "in": input_tokens, "out": output_tokens, "more": self.listed}
         self.answered.clear()
-        if change:
-            try:
-                spend.add(self.db, self.tenant, change, day)
-            except OSError as e:   # (the call was made and is in the ledger; the count keeps its most)
-                self.plpy.warning(f"rag: the day's cost of tenant {shown(self.tenant)} could not be set right: "
-                                  f"{e.strerror}")
+        try:
+            spend.add(self.db, self.tenant, change, day, note)
+        except OSError as e:   # (the call was made and is in the ledger; the count keeps its most)
+            self.plpy.warning(f"rag: the day's cost of tenant {shown(self.tenant)} could not be set right: "
+                              f"{e.strerror}")
 
 
-def meter(plpy, s: dict, spec: providers.ModelSpec) -> Meter | None:
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()
+
+
+def meter(plpy, s: dict, spec: providers.ModelSpec, operation: str) -> Meter | None:
     """The Meter of a priced model's call (None for a free one). Refuses a priced call in a
     read-only transaction on a primary (BEGIN READ ONLY), which cannot write its rag.usage
     row. On a hot standby, where nothing can be written, priced calls go on, counted by that
@@ -332,7 +347,7 @@ def meter(plpy, s: dict, spec: providers.ModelSpec) -> Meter | None:
             f"rag: model {spec.name!r} is priced and this transaction is read-only: its call could not be "
             f"written to rag.usage; the model was not called",
             hint="run it in a read-write transaction (the ledger and rag.daily_budget count every priced call)")
-    return Meter(plpy, s, spec)
+    return Meter(plpy, s, spec, operation)
 
 
 def counted_today(plpy) -> str:
@@ -343,6 +358,43 @@ def counted_today(plpy) -> str:
     except OSError as e:
         raise Uncounted(f"rag: the day's cost of tenant {shown(tenant)} cannot be read ({e.strerror})",
                         hint="the server's ragpg_spend directory under its data directory must be readable") from None
+
+
+@sql_errors
+def priced_calls(plpy, day: str) -> str:
+    """rag._priced_calls: the session tenant's journal of `day` (today or yesterday, UTC:
+    the days the server keeps; ISO text), one object per call, then one per role whose
+    lines were left out past the journal's cap (no call_id; spend.py). A jsonb array."""
+    kept = [spend.today(), (datetime.date.fromisoformat(spend.today()) - datetime.timedelta(days=1)).isoformat()]
+    if day not in kept:
+        raise InvalidParameter(f"rag.priced_calls: day {shown(day)} is not kept; the server keeps today's and "
+                               f"yesterday's calls (UTC: {kept[0]}, {kept[1]})",
+                               hint="rag.usage and rag.usage_history hold the recorded calls of every day")
+    tenant = plpy.execute(_plan(plpy, "SELECT rag.current_tenant() AS t", []))[0]["t"]
+    try:
+        raw, unlisted = spend.journal(keys.database(plpy), tenant, day)
+    except OSError as e:
+        raise Uncounted(f"rag: the journal of tenant {shown(tenant)} cannot be read ({e.strerror})",
+                        hint="the server's ragpg_spend directory under its data directory must be readable") from None
+    fields = ("call_id", "at", "role_name", "operation", "model", "pid", "requests", "answered", "counted", "cost",
+              "input_tokens", "output_tokens")
+    calls: dict[str, list] = {}   # call -> its fields' values, in order
+    for note in spend.notes(raw, interrupts.check_interrupts):
+        c = calls.get(note["call"])
+        if c is None:
+            c = calls[note["call"]] = [note["call"], note.get("at"), note.get("role"), None, None, None, 0, 0,
+                                       Decimal(0), None, None, None]
+        c[8] += spend.value(note.get("added"))
+        if "answered" in note:   # set right: what the answered requests cost
+            c[7], c[9], c[10], c[11] = note["answered"], str(spend.value(note.get("cost"))), note.get("in"), note.get("out")
+        else:                    # a request reserved
+            c[6] += 1
+            if c[3] is None:
+                c[1:6] = note.get("at"), note.get("role"), note.get("op"), note.get("model"), note.get("pid")
+    rows = [dict(zip(fields, c[:8] + [str(c[8])] + c[9:])) for c in calls.values()]
+    rows += [{"role_name": role, "requests": requests, "counted": str(added)}
+             for role, (requests, _, added) in sorted(unlisted.items())]
+    return json.dumps(rows)
 
 
 def record_usage(plpy, s: dict, operation: str, spec: providers.ModelSpec, calls: int,
@@ -368,7 +420,7 @@ def record_usage(plpy, s: dict, operation: str, spec: providers.ModelSpec, calls
         if p[0] < 64 and time.monotonic() - p[3] < 10:
             return
         calls, input_tokens, seconds, _ = _PENDING_USAGE.pop(key)
-    row = (operation, spec.name, calls, input_tokens, output_tokens, seconds * 1000)
+    row = (operation, spec.name, calls, input_tokens, output_tokens, seconds * 1000, meter and meter.id)
     if _DEFERRED_USAGE is not None:
         _DEFERRED_USAGE.append(row + (spec.cost(input_tokens, output_tokens),))
         return
@@ -392,7 +444,7 @@ def _embed(plpy, s: dict, texts: list[str], operation: str, spec: providers.Mode
         vecs = emb.embed(texts, _int_setting(s, "embedding_batch_size", 1, 1024))
         calls, in_tokens = emb.calls - calls0, emb.tokens - tok0
     else:
-        m = meter(plpy, s, spec)
+        m = meter(plpy, s, spec, operation)
         vecs, in_tokens, calls = providers.embed(spec, policy(s, m), secret_for(plpy, spec), texts)
     _account(plpy, s, operation, spec, len(texts), calls, in_tokens, time.perf_counter() - t0, m)
     return vecs
@@ -828,7 +880,7 @@ def _rerank(plpy, query: str, model: str, kind: str, passages: list[str]):
     scores = m = None
     t0 = time.perf_counter()
     try:
-        m = meter(plpy, s, spec)
+        m = meter(plpy, s, spec, "rerank")
         secret = secret_for(plpy, spec)
         if spec.kind == "rerank":
             scores, n_in, calls = providers.rerank(spec, policy(s, m), secret, query, passages)

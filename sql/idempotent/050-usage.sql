@@ -75,18 +75,71 @@ AS $$
          (SELECT rag._recorded_today() AS v) AS r, (SELECT rag._counted_today() AS v) AS c
 $$;
 
+-- rag._priced_calls (internal): the session tenant's priced calls of a UTC day (today or
+-- yesterday, as YYYY-MM-DD) as this server journaled them, outside any transaction, one
+-- object per call, then one per role for the calls past the journal's cap (NULL with a
+-- pending error)
+CREATE OR REPLACE FUNCTION rag._priced_calls(day text)
+RETURNS jsonb
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+    #@ragpg-prologue
+    return ragpg.pg.priced_calls(plpy, day)
+$python$;
+
+-- rag.priced_calls: those calls, each with whether the ledger holds it (recorded: a
+-- rag.usage row of the same call, role, operation, model and tokens, and at least its
+-- cost); one the ledger does not hold was rolled back, is still open, or ran on a hot
+-- standby
+CREATE OR REPLACE FUNCTION rag.priced_calls(day date DEFAULT (now() AT TIME ZONE 'UTC')::date)
+RETURNS TABLE (at timestamptz, role_name name, operation text, model text, requests int, answered int,
+               counted numeric, cost numeric, input_tokens bigint, output_tokens bigint, recorded boolean,
+               pid int, call_id text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    journal jsonb := rag._priced_calls(pg_catalog.to_char(priced_calls.day, 'YYYY-MM-DD'));
+BEGIN
+    IF journal IS NULL THEN
+        PERFORM rag._raise_python_error();
+    END IF;
+    -- (one pass over the tenant's ledger rows of the two days, hashed: not one per call)
+    RETURN QUERY
+    SELECT c.at, c.role_name, c.operation, c.model, c.requests, c.answered, c.counted, c.cost,
+           c.input_tokens, c.output_tokens,
+           CASE WHEN c.call_id IS NOT NULL THEN l.cost IS NOT NULL AND l.cost >= c.cost END,
+           c.pid, c.call_id
+    FROM jsonb_to_recordset(journal) AS c (call_id text, at timestamptz, role_name name, operation text, model text,
+                                          pid int, requests int, answered int, counted numeric, cost numeric,
+                                          input_tokens bigint, output_tokens bigint)
+    LEFT JOIN (SELECT u.call_id, u.role_name, u.operation, u.model, u.input_tokens, u.output_tokens,
+                      max(u.cost) AS cost
+               FROM rag.usage AS u
+               WHERE u.tenant = (SELECT rag.current_tenant()) AND u.call_id IS NOT NULL
+                 AND u.at >= (priced_calls.day::timestamp AT TIME ZONE 'UTC') - interval '1 day'
+               GROUP BY 1, 2, 3, 4, 5, 6) AS l
+           ON l.call_id = c.call_id AND l.role_name = c.role_name AND l.operation = c.operation
+          AND l.model = c.model AND l.input_tokens = c.input_tokens AND l.output_tokens = c.output_tokens
+    ORDER BY c.call_id IS NULL, c.at, c.call_id, c.role_name;
+END
+$$;
+
 -- rag._usage_rows (internal): rag.usage rows from calls as the Python side records them
--- (a jsonb array of {op, model, calls, tin, tout, ms}), priced from the registry's
+-- (a jsonb array of {op, model, calls, tin, tout, ms, call}), priced from the registry's
 -- current prices: the one place a call's cost is computed
 CREATE OR REPLACE FUNCTION rag._usage_rows(usage jsonb)
 RETURNS TABLE (operation text, model text, provider text, calls int, input_tokens bigint, output_tokens bigint,
-               cost numeric, latency_ms float8)
+               cost numeric, latency_ms float8, call_id text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT u.op, m.name, m.provider, u.calls, u.tin, u.tout,
-           (u.tin * m.price_input_per_1m + u.tout * m.price_output_per_1m) / 1000000, u.ms
-    FROM jsonb_to_recordset(_usage_rows.usage) AS u (op text, model text, calls int, tin bigint, tout bigint, ms float8)
+           (u.tin * m.price_input_per_1m + u.tout * m.price_output_per_1m) / 1000000, u.ms, u.call
+    FROM jsonb_to_recordset(_usage_rows.usage)
+         AS u (op text, model text, calls int, tin bigint, tout bigint, ms float8, call text)
     JOIN rag.models AS m ON m.name = u.model
 $$;
 
@@ -98,6 +151,6 @@ RETURNS void
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    INSERT INTO rag.usage (operation, model, provider, calls, input_tokens, output_tokens, cost, latency_ms)
+    INSERT INTO rag.usage (operation, model, provider, calls, input_tokens, output_tokens, cost, latency_ms, call_id)
     SELECT * FROM rag._usage_rows(_log_usage.usage)
 $$;

@@ -261,6 +261,9 @@ COMMENT ON COLUMN rag.usage.input_tokens IS 'Tokens sent to the model';
 COMMENT ON COLUMN rag.usage.output_tokens IS 'Tokens the model wrote (0 for embeddings)';
 COMMENT ON COLUMN rag.usage.cost IS 'Cost at the model''s prices, in the unit of rag.models prices and rag.daily_budget';
 COMMENT ON COLUMN rag.usage.latency_ms IS 'Wall time of the call(s), in milliseconds';
+COMMENT ON COLUMN rag.usage.call_id IS
+  'The priced call this row records, as the server''s journal names it (rag.priced_calls); NULL for unpriced '
+  'calls and rows written before 0.6.0';
 
 COMMENT ON TABLE rag.answers IS
   'Every answer of rag.ask and rag.ask_stream (unless rag.store_answers is off): question, answer, cited and '
@@ -326,6 +329,22 @@ COMMENT ON FUNCTION rag.budget_today() IS
   'does not undo), spent (the greater: rag.spent_today()) and remaining (NULL without a budget). A count '
   'above the ledger is calls whose transaction rolled back or is still open. '
   'Arguments: none. Example: SELECT * FROM rag.budget_today();';
+
+COMMENT ON FUNCTION rag.priced_calls(date) IS
+  'The session tenant''s priced model calls of a UTC day as this server counted them, outside any '
+  'transaction: at (its first request), role_name, operation, model, requests (sent, retries included), '
+  'answered, counted (what it holds of rag.budget_today()''s count), cost (of the answered requests; NULL if '
+  'none was answered), input_tokens and output_tokens (as the provider reported them), recorded (a rag.usage '
+  'row of the same call, role, operation, model and tokens, and at least its cost), pid (the backend) and '
+  'call_id (rag.usage.call_id). A call not recorded was rolled back, is still open, or ran on a hot standby, '
+  'which keeps its own journal and no ledger. Today and yesterday only (22023 for another day). The journal '
+  'lists about 35,000 calls per tenant and day; past that, calls are summed per role, in rows without call_id '
+  '(requests and counted only). '
+  'Arguments: day date (default: today, UTC). Example: SELECT * FROM rag.priced_calls() WHERE NOT recorded;';
+
+COMMENT ON FUNCTION rag._priced_calls(text) IS
+  'Internal: the session tenant''s journal of priced calls of a UTC day (YYYY-MM-DD; a file of the server''s, '
+  'ragpg_spend/ under the data directory), one object per call, then the calls past its cap summed per role.';
 
 COMMENT ON FUNCTION rag._recorded_today() IS
   'Internal: the session tenant''s cost this UTC day in the ledger, rag.usage (this transaction''s rows '

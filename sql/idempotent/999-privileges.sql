@@ -39,7 +39,7 @@ GRANT SELECT ON rag.documents, rag.chunks, rag.tenant_roles, rag.posting_blocks,
 -- every model call is logged by the caller's transaction (search and ask too): the columns
 -- that describe the call; the id, tenant, time and role are the database's (defaults)
 REVOKE INSERT ON rag.usage, rag.answers FROM rag_reader;
-GRANT INSERT (operation, model, provider, calls, input_tokens, output_tokens, cost, latency_ms)
+GRANT INSERT (operation, model, provider, calls, input_tokens, output_tokens, cost, latency_ms, call_id)
     ON rag.usage TO rag_reader;
 GRANT INSERT (question, answer, model, mode, cited_chunk_ids, retrieved_chunk_ids, removed_citations,
               latency_ms, first_token_ms, input_tokens, output_tokens, finish_reason)
@@ -68,6 +68,8 @@ GRANT EXECUTE ON FUNCTION
     rag.budget_today(),
     rag._recorded_today(),
     rag._counted_today(),
+    rag.priced_calls(date),
+    rag._priced_calls(text),
     rag._usage_rows(jsonb),
     rag._log_usage(jsonb),
     rag._python_error(),

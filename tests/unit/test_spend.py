@@ -1,6 +1,7 @@
 """The day's count of priced calls that rollbacks do not undo (ragpg/spend.py): exact,
 shared safely by concurrent backends, one file per tenant whatever its name, old days
-removed."""
+removed; and its journal of the calls counted (rag.priced_calls), capped, then summed per
+role."""
 from __future__ import annotations
 
 import multiprocessing
@@ -11,6 +12,10 @@ from decimal import Decimal
 import pytest
 
 from ragpg import spend
+
+
+def _journal(db: int, tenant: str) -> list[dict]:
+    return list(spend.notes(spend.journal(db, tenant, spend.today())[0]))
 
 
 def test_costs_are_exact_decimals_as_the_ledger_computes_them():
@@ -44,15 +49,17 @@ def test_a_tenant_name_is_never_a_path(tmp_path, monkeypatch):
     assert stat.S_IMODE(day.stat().st_mode) == 0o700
 
 
-def _adder(cwd: str, n: int) -> None:
+def _adder(cwd: str, k: int) -> None:
     os.chdir(cwd)
-    for _ in range(n):
-        spend.add(3, "shared", Decimal("0.01"))
+    for i in range(150):
+        spend.add(3, "shared", Decimal("0.01"), note={"call": f"{k}-{i}", "pad": "x" * 300})
 
 
 def test_concurrent_backends_lose_no_call(tmp_path):
+    """Six processes adding at once: the count loses nothing, and each journal line is
+    whole."""
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_adder, args=(str(tmp_path), 150)) for _ in range(6)]
+    procs = [ctx.Process(target=_adder, args=(str(tmp_path), k)) for k in range(6)]
     for p in procs:
         p.start()
     for p in procs:
@@ -60,6 +67,9 @@ def test_concurrent_backends_lose_no_call(tmp_path):
         assert p.exitcode == 0
     os.chdir(tmp_path)
     assert spend.read(3, "shared") == Decimal("9.00")
+    notes = _journal(3, "shared")
+    assert sorted(n["call"] for n in notes) == sorted(f"{k}-{i}" for k in range(6) for i in range(150))
+    assert sum(Decimal(n["added"]) for n in notes) == Decimal("9.00")
 
 
 def test_a_garbled_count_reads_as_zero_and_days_before_yesterday_go(tmp_path, monkeypatch):
@@ -119,3 +129,41 @@ def test_reservations_made_at_once_never_pass_the_budget(tmp_path):
         p.join(60)
     os.chdir(tmp_path)
     assert got == 20 and spend.read(6, "race") == Decimal("2.00")
+
+
+def test_the_journal_keeps_each_counted_line_and_what_it_added(tmp_path, monkeypatch):
+    """rag.priced_calls reads it: a line per request reserved (what it added, capped at what
+    remains), one per call set right, none for a refused reservation; a garbled line is
+    left out. Past its cap a call's first line is summed per role instead, and the count
+    goes on."""
+    monkeypatch.chdir(tmp_path)
+    budget = Decimal("1.00")
+    spend.reserve(8, "t", Decimal("0.40"), budget, note={"call": "a", "role": "r1"})
+    spend.reserve(8, "t", Decimal("0.90"), budget, note={"call": "b", "role": "r1"})   # capped: 0.60 added
+    with pytest.raises(spend.Over):
+        spend.reserve(8, "t", Decimal("0.01"), budget, note={"call": "c", "role": "r1"})
+    spend.add(8, "t", Decimal("-0.29"), note={"call": "a", "role": "r1", "answered": 1})
+    spend.add(8, "t", Decimal("0.5"))                                  # no note: not journaled
+    assert _journal(8, "t") == [{"call": "a", "role": "r1", "added": "0.40"},
+                                {"call": "b", "role": "r1", "added": "0.60"},
+                                {"call": "a", "role": "r1", "answered": 1, "added": "-0.29"}]
+    assert _journal(8, "other") == [] and _journal(9, "t") == []
+    calls = spend._path(8, "t", spend.today()).with_suffix(".calls")
+    assert stat.S_IMODE(calls.stat().st_mode) == 0o600
+    with calls.open("ab") as f:
+        f.write(b"\xff{not json\n[1]\n")
+    monkeypatch.setattr(spend, "JOURNAL_MAX", calls.stat().st_size + 40)
+    spend.add(8, "t", Decimal(1), note={"call": "d", "role": "r2"})                # fits
+    spend.add(8, "t", Decimal(1), note={"call": "e", "role": "r2"})                # past the cap: summed
+    spend.add(8, "t", Decimal("0.5"), note={"call": "e", "role": "r2", "answered": 1})
+    spend.add(8, "t", Decimal(2), note={"call": "f", "role": 'r"3\n'})
+    # a journaled call's next line still goes in, up to JOURNAL_HARD: a call is not split at the cap
+    spend.add(8, "t", Decimal("0.25"), note={"call": "d", "role": "r2", "answered": 1, "more": True})
+    assert [n["call"] for n in _journal(8, "t")] == ["a", "b", "a", "d", "d"]
+    assert "more" not in _journal(8, "t")[-1]
+    assert spend.journal(8, "t", spend.today())[1] == {"r2": (1, 2, Decimal("1.5")), 'r"3\n': (1, 1, Decimal(2))}
+    assert spend.read(8, "t") == Decimal("5.96")
+    monkeypatch.setattr(spend, "UNLISTED_ROLES", 2)                    # roles named at most; the rest as one
+    spend.add(8, "t", Decimal(1), note={"call": "g", "role": "r4"})
+    spend.add(8, "t", Decimal(1), note={"call": "h", "role": "r5"})
+    assert spend.journal(8, "t", spend.today())[1]["(other roles)"] == (2, 2, Decimal(2))
