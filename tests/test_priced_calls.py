@@ -3,6 +3,7 @@ rollback undoes, read against the ledger (rag.usage): which calls the ledger los
 within a bounded cost (hostile review 36)."""
 from __future__ import annotations
 
+import hashlib
 import time
 from decimal import Decimal
 
@@ -197,3 +198,51 @@ def test_priced_calls_on_a_full_journal_is_linear_bounded_and_cancellable(db, co
 def _peak_kb(db, pid: int) -> int:
     status = db.execute("SELECT pg_read_file('/proc/' || %s || '/status')", (pid,)).fetchone()[0]
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
+
+
+def test_a_call_in_flight_at_the_cap_keeps_its_cost_and_its_later_requests_are_summed(db, fake_openai):
+    """Review 36b: every later line of a call already in the journal could be written up
+    to the hard cap, so one long call (an ingest, one request per chunk) took the whole
+    margin, and the calls in flight then lost the line that says what they cost (shown as
+    not answered and not recorded though committed). Past the cap a call's requests are
+    summed like any other line; only the line that sets it right still goes in."""
+    _priced_embedder(db, fake_openai)
+    db.execute("SET rag.embedding_model = 'pemb'")
+    db.execute("SET rag.provider_batch_size = 1")                        # a request per chunk
+    me, tenant = db.execute("SELECT current_user, rag.current_tenant()").fetchone()
+    _fill(db, tenant, 100_000, cap=JOURNAL_MAX - 200, role="someone")   # room for one request's line
+    text = "# Tides\n\n" + "\n\n".join(" ".join(f"Pier {i} sees the ferry {j} leave when the tide turns."
+                                                 for j in range(25)) for i in range(8))
+    db.execute("SELECT rag.ingest(%s, source => 'tides.md')", (text,))
+    ours = db.execute("SELECT requests, answered, recorded FROM rag.priced_calls() "
+                      "WHERE role_name = current_user AND call_id IS NOT NULL").fetchall()
+    chunks = db.execute("SELECT count(*) FROM rag.chunks").fetchone()[0]
+    assert chunks >= 3 and ours == [(1, chunks, True)]                   # in flight at the cap: whole
+    summed = db.execute("SELECT requests, recorded FROM rag.priced_calls() "
+                        "WHERE role_name = current_user AND call_id IS NULL").fetchall()
+    assert len(summed) == 1 and summed[0][0] >= chunks - 1 and summed[0][1] is None
+    # the audit query shows what it cannot name (recorded NULL), and every row adds up to the count
+    assert db.execute("SELECT count(*) FROM rag.priced_calls() WHERE recorded IS NOT TRUE "
+                      "AND role_name = current_user").fetchone()[0] == 1
+    assert db.execute("SELECT sum(counted) FROM rag.priced_calls()").fetchone()[0] == \
+        db.execute("SELECT counted FROM rag.budget_today()").fetchone()[0]
+    size = db.execute("SELECT (pg_stat_file(%s)).size", (_journal_file(db, tenant),)).fetchone()[0]
+    assert JOURNAL_MAX - 200 < size < JOURNAL_MAX + 1000                 # one request's line and one call's
+
+
+def test_a_price_float8_would_round_still_matches_the_ledger(db, connect, fake_openai):
+    """Review 36b: the journal's cost came from the price as float8 (100/7 rounds up), the
+    ledger's from numeric: every committed call of such a model showed as not recorded."""
+    url = fake_openai.add("pthird", Scenario(dims=3))
+    db.execute("SELECT rag.add_model('pthird', 'embed', base_url => %s, dimensions => 3, "
+               "price_input_per_1m => 100.0 / 7)", (url,))
+    carol = connect("carol")
+    carol.execute("SELECT rag.embed('one committed call', 'pthird')")
+    carol.execute("SELECT rag.embed('and another, somewhat longer, committed call', 'pthird')")
+    assert carol.execute("SELECT count(*), bool_and(recorded) FROM rag.priced_calls()").fetchone() == (2, True)
+
+
+def _journal_file(db, tenant: str) -> str:
+    oid = db.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()[0]
+    day = db.execute("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD')").fetchone()[0]
+    return f"ragpg_spend/{oid}/{day}/{hashlib.sha256(tenant.encode()).hexdigest()}.calls"

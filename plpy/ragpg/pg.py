@@ -261,6 +261,10 @@ def secret_for(plpy, spec: providers.ModelSpec) -> str | None:
     return keys.read(plpy, spec.api_key, spec.name)
 
 
+_METER_ROW = """SELECT current_user AS role, m.price_input_per_1m::text AS pin, m.price_output_per_1m::text AS pout
+                 FROM rag.models AS m WHERE m.name = $1"""
+
+
 class Meter:
     """A priced model's requests, counted against the tenant's day before each is sent
     (spend.py): what a rollback, a timeout, a cancel or a retry cannot undo. providers
@@ -273,8 +277,10 @@ class Meter:
         self.plpy, self.spec, self.tenant = plpy, spec, s["tenant"]
         self.db = keys.database(plpy)
         self.id = secrets.token_hex(8)   # its rag.usage row's call_id, its journal lines' "call"
-        self.note = {"call": self.id, "op": operation, "model": spec.name, "pid": os.getpid(),
-                     "role": plpy.execute(_plan(plpy, "SELECT current_user AS r", []))[0]["r"]}
+        # the prices as rag.models holds them (numeric, as the ledger computes the cost)
+        r = plpy.execute(_plan(plpy, _METER_ROW, ["text"]), [spec.name])[0]
+        self.prices = (Decimal(r["pin"]), Decimal(r["pout"]))
+        self.note = {"call": self.id, "op": operation, "model": spec.name, "pid": os.getpid(), "role": r["role"]}
         self.budget: Decimal | None = None
         self.floor = Decimal(0)
         if s["daily_budget"].strip():
@@ -289,10 +295,10 @@ class Meter:
         self.answered: list[tuple[str, Decimal]] = []      # reserved for requests answered, not yet set right
 
     def reserve(self, input_tokens: int, output_tokens: int = 0) -> None:
-        amount = spend.cost(input_tokens, output_tokens, self.spec.price_input_per_1m, self.spec.price_output_per_1m)
+        amount = spend.cost(input_tokens, output_tokens, *self.prices)
         try:
             day, added, listed = spend.reserve(self.db, self.tenant, amount, self.budget, self.floor,
-                                               note=dict(self.note, at=_utc_now(), more=self.listed))
+                                               note=dict(self.note, at=_utc_now()))
             self._pending, self.listed = (day, added), self.listed or listed
         except spend.Over as e:
             raise BudgetExceeded(
@@ -317,12 +323,12 @@ class Meter:
         last one (never below what the other days got)."""
         if not self.answered:
             return
-        cost = spend.cost(input_tokens, output_tokens, self.spec.price_input_per_1m, self.spec.price_output_per_1m)
+        cost = spend.cost(input_tokens, output_tokens, *self.prices)
         day = self.answered[-1][0]
         on_day = sum((a for d, a in self.answered if d == day), Decimal(0))
         change = max(cost - sum((a for _, a in self.answered), Decimal(0)), -on_day)
-        note = {"call": self.id, "role": self.note["role"], "at": _utc_now(), "answered": len(self.answered),
-                "cost": str(cost), "in": input_tokens, "out": output_tokens, "more": self.listed}
+        note = dict(self.note, at=_utc_now(), answered=len(self.answered), cost=str(cost), more=self.listed,
+                    **{"in": input_tokens, "out": output_tokens})
         self.answered.clear()
         try:
             spend.add(self.db, self.tenant, change, day, note)
@@ -381,16 +387,14 @@ def priced_calls(plpy, day: str) -> str:
     calls: dict[str, list] = {}   # call -> its fields' values, in order
     for note in spend.notes(raw, interrupts.check_interrupts):
         c = calls.get(note["call"])
-        if c is None:
-            c = calls[note["call"]] = [note["call"], note.get("at"), note.get("role"), None, None, None, 0, 0,
-                                       Decimal(0), None, None, None]
+        if c is None:   # (its first line; a call set right after 00:00 UTC starts the day with that line)
+            c = calls[note["call"]] = [note["call"], note.get("at"), note.get("role"), note.get("op"),
+                                       note.get("model"), note.get("pid"), 0, 0, Decimal(0), None, None, None]
         c[8] += spend.value(note.get("added"))
         if "answered" in note:   # set right: what the answered requests cost
             c[7], c[9], c[10], c[11] = note["answered"], str(spend.value(note.get("cost"))), note.get("in"), note.get("out")
         else:                    # a request reserved
             c[6] += 1
-            if c[3] is None:
-                c[1:6] = note.get("at"), note.get("role"), note.get("op"), note.get("model"), note.get("pid")
     rows = [dict(zip(fields, c[:8] + [str(c[8])] + c[9:])) for c in calls.values()]
     rows += [{"role_name": role, "requests": requests, "counted": str(added)}
              for role, (requests, _, added) in sorted(unlisted.items())]

@@ -17,11 +17,12 @@ Beside each count, in the same turn of its lock, a journal of the calls it count
 (<sha-256>.calls, one JSON line per request reserved and one per call set right): which
 role, model and operation, when, and what was counted, so that rag.priced_calls can name
 the calls the ledger lost to a rollback, and the calls a hot standby made (it has no
-ledger). A call's first line is journaled while the journal holds less than JOURNAL_MAX
-bytes, and the rest of a journaled call's lines up to JOURNAL_HARD (so that a call is not
-split at the cap). Past that a line is not written but summed per role (<sha-256>.unlisted:
-lines left out and what they added), so that a role that fills the journal cannot hide
-which roles' calls came after.
+ledger). A request's line is journaled while the journal holds less than JOURNAL_MAX
+bytes; the line that sets a journaled call right, up to JOURNAL_HARD (one a call, so that
+a call in flight at the cap keeps its cost and tokens; the calls in flight are at most the
+server's backends). Past that a line is not written but summed per role
+(<sha-256>.unlisted: lines left out and what they added), so that a role that fills the
+journal cannot hide which roles' calls came after.
 
 No plpy here: pg.py passes the database and the tenant.
 """
@@ -49,11 +50,10 @@ def _path(db: int, tenant: str, day: str) -> Path:
     return Path(os.getcwd()) / SPEND_DIR / str(db) / day / hashlib.sha256(tenant.encode()).hexdigest()
 
 
-def cost(input_tokens: int, output_tokens: int, price_input_per_1m: float, price_output_per_1m: float) -> Decimal:
+def cost(input_tokens: int, output_tokens: int, price_input_per_1m: Decimal, price_output_per_1m: Decimal) -> Decimal:
     """A call's cost in exact decimal, as rag._usage_rows computes it in numeric (the
-    prices come from numeric columns as floats; their shortest repr is the stored value)."""
-    return (input_tokens * Decimal(repr(price_input_per_1m))
-            + output_tokens * Decimal(repr(price_output_per_1m))) / 1_000_000
+    prices as rag.models holds them, numeric: a float8 rounds a price such as 100/7)."""
+    return (input_tokens * price_input_per_1m + output_tokens * price_output_per_1m) / 1_000_000
 
 
 def value(raw: bytes | str | None) -> Decimal:
@@ -101,9 +101,9 @@ def _locked_update(db: int, tenant: str, day: str, change, note=None) -> tuple[D
 
 
 def _journal(path: Path, note: dict) -> bool:
-    """One line appended (a call's first line while the journal is under JOURNAL_MAX; with
-    note["more"], a journaled call's next line, under JOURNAL_HARD); else summed per role in
-    the .unlisted file. The journal tells, the count binds: a line that cannot be written (a
+    """One line appended (while the journal is under JOURNAL_MAX; with note["more"], the
+    line that sets a journaled call right, under JOURNAL_HARD); else summed per role in the
+    .unlisted file. The journal tells, the count binds: a line that cannot be written (a
     full disk) is left out, and the call goes on. Returns whether it was appended."""
     room = JOURNAL_HARD if note.pop("more", False) else JOURNAL_MAX
     line = (json.dumps(note, separators=(",", ":")) + "\n").encode()
@@ -131,10 +131,11 @@ def _unlisted(path: Path, role: str, request: bool, added: Decimal) -> None:
             role = "(other roles)"
         requests, lines, total = sums.get(role, (0, 0, Decimal(0)))
         sums[role] = (requests + request, lines + 1, total + added)
-        # one write from offset 0, padded with blanks (which JSON allows) to at least the
-        # old length: the file never holds a part of two versions
-        data = json.dumps({r: [n, k, str(a)] for r, (n, k, a) in sums.items()}).encode()
-        os.pwrite(fd, data.ljust(len(raw)), 0)
+        # a new file put in its place (rename): a crash leaves the old sums or the new ones
+        new = path.with_suffix(".unlisted-new")
+        new.write_bytes(json.dumps({r: [n, k, str(a)] for r, (n, k, a) in sums.items()}).encode())
+        os.chmod(new, 0o600)
+        os.replace(new, path)
     finally:
         os.close(fd)
 

@@ -90,8 +90,8 @@ $python$;
 
 -- rag.priced_calls: those calls, each with whether the ledger holds it (recorded: a
 -- rag.usage row of the same call, role, operation, model and tokens, and at least its
--- cost); one the ledger does not hold was rolled back, is still open, or ran on a hot
--- standby
+-- cost: the journal's, or the registry's for those tokens if lower, as the ledger rounds
+-- it); one the ledger does not hold was rolled back, is still open, or ran on a hot standby
 CREATE OR REPLACE FUNCTION rag.priced_calls(day date DEFAULT (now() AT TIME ZONE 'UTC')::date)
 RETURNS TABLE (at timestamptz, role_name name, operation text, model text, requests int, answered int,
                counted numeric, cost numeric, input_tokens bigint, output_tokens bigint, recorded boolean,
@@ -110,7 +110,10 @@ BEGIN
     RETURN QUERY
     SELECT c.at, c.role_name, c.operation, c.model, c.requests, c.answered, c.counted, c.cost,
            c.input_tokens, c.output_tokens,
-           CASE WHEN c.call_id IS NOT NULL THEN l.cost IS NOT NULL AND l.cost >= c.cost END,
+           CASE WHEN c.call_id IS NOT NULL
+                THEN l.cost IS NOT NULL
+                     AND l.cost >= least(c.cost, rag._call_cost(c.input_tokens, c.output_tokens, m.price_input_per_1m,
+                                                                 m.price_output_per_1m)) END,
            c.pid, c.call_id
     FROM jsonb_to_recordset(journal) AS c (call_id text, at timestamptz, role_name name, operation text, model text,
                                           pid int, requests int, answered int, counted numeric, cost numeric,
@@ -123,13 +126,26 @@ BEGIN
                GROUP BY 1, 2, 3, 4, 5, 6) AS l
            ON l.call_id = c.call_id AND l.role_name = c.role_name AND l.operation = c.operation
           AND l.model = c.model AND l.input_tokens = c.input_tokens AND l.output_tokens = c.output_tokens
+    LEFT JOIN rag.models AS m ON m.name = l.model
     ORDER BY c.call_id IS NULL, c.at, c.call_id, c.role_name;
 END
 $$;
 
+-- rag._call_cost (internal): a call's cost at a model's prices, in numeric: the one place it
+-- is computed (rag._usage_rows prices the ledger's rows with it, rag.priced_calls checks them)
+CREATE OR REPLACE FUNCTION rag._call_cost(input_tokens bigint, output_tokens bigint, price_input_per_1m numeric,
+                                          price_output_per_1m numeric)
+RETURNS numeric
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (_call_cost.input_tokens * _call_cost.price_input_per_1m
+            + _call_cost.output_tokens * _call_cost.price_output_per_1m) / 1000000
+$$;
+
 -- rag._usage_rows (internal): rag.usage rows from calls as the Python side records them
 -- (a jsonb array of {op, model, calls, tin, tout, ms, call}), priced from the registry's
--- current prices: the one place a call's cost is computed
+-- current prices (rag._call_cost)
 CREATE OR REPLACE FUNCTION rag._usage_rows(usage jsonb)
 RETURNS TABLE (operation text, model text, provider text, calls int, input_tokens bigint, output_tokens bigint,
                cost numeric, latency_ms float8, call_id text)
@@ -137,7 +153,7 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT u.op, m.name, m.provider, u.calls, u.tin, u.tout,
-           (u.tin * m.price_input_per_1m + u.tout * m.price_output_per_1m) / 1000000, u.ms, u.call
+           rag._call_cost(u.tin, u.tout, m.price_input_per_1m, m.price_output_per_1m), u.ms, u.call
     FROM jsonb_to_recordset(_usage_rows.usage)
          AS u (op text, model text, calls int, tin bigint, tout bigint, ms float8, call text)
     JOIN rag.models AS m ON m.name = u.model

@@ -311,7 +311,11 @@ COMMENT ON VIEW rag.cost_by_model IS
 
 COMMENT ON FUNCTION rag._usage_rows(jsonb) IS
   'Internal: rag.usage rows for model calls as the Python side records them (a jsonb array of {op, model, '
-  'calls, tin, tout, ms}), priced from rag.models: the one place a call''s cost is computed.';
+  'calls, tin, tout, ms, call}), priced from rag.models (rag._call_cost).';
+
+COMMENT ON FUNCTION rag._call_cost(bigint, bigint, numeric, numeric) IS
+  'Internal: a call''s cost from its tokens and a model''s prices per million tokens, in numeric: the one '
+  'place it is computed (rag._usage_rows, rag.priced_calls).';
 
 COMMENT ON FUNCTION rag._log_usage(jsonb) IS
   'Internal: writes rag._usage_rows. Called from plpgsql (rag.search, rag.embed, rag._store_answer) it '
@@ -340,7 +344,7 @@ COMMENT ON FUNCTION rag.priced_calls(date) IS
   'which keeps its own journal and no ledger. Today and yesterday only (22023 for another day). The journal '
   'lists about 35,000 calls per tenant and day; past that, calls are summed per role, in rows without call_id '
   '(requests and counted only). '
-  'Arguments: day date (default: today, UTC). Example: SELECT * FROM rag.priced_calls() WHERE NOT recorded;';
+  'Arguments: day date (default: today, UTC). Example: SELECT * FROM rag.priced_calls() WHERE recorded IS NOT TRUE;';
 
 COMMENT ON FUNCTION rag._priced_calls(text) IS
   'Internal: the session tenant''s journal of priced calls of a UTC day (YYYY-MM-DD; a file of the server''s, '

@@ -71,6 +71,7 @@ GRANT EXECUTE ON FUNCTION
     rag.priced_calls(date),
     rag._priced_calls(text),
     rag._usage_rows(jsonb),
+    rag._call_cost(bigint, bigint, numeric, numeric),
     rag._log_usage(jsonb),
     rag._python_error(),
     rag._raise_python_error(),

@@ -19,9 +19,12 @@ def _journal(db: int, tenant: str) -> list[dict]:
 
 
 def test_costs_are_exact_decimals_as_the_ledger_computes_them():
-    assert spend.cost(100, 10, 1000.0, 1000.0) == Decimal("0.11")
-    assert spend.cost(3, 0, 0.02, 0.0) == Decimal("0.00000006")
-    assert spend.cost(-100, -10, 1000.0, 1000.0) == Decimal("-0.11")   # an estimate taken back
+    assert spend.cost(100, 10, Decimal(1000), Decimal(1000)) == Decimal("0.11")
+    assert spend.cost(3, 0, Decimal("0.02"), Decimal(0)) == Decimal("0.00000006")
+    assert spend.cost(-100, -10, Decimal(1000), Decimal(1000)) == Decimal("-0.11")   # an estimate taken back
+    # a price float8 would round (100/7 as numeric holds 16+ digits): as the ledger's numeric
+    price = Decimal("14.285714285714285714")
+    assert spend.cost(5, 0, price, Decimal(0)) == Decimal("0.00007142857142857142857")
 
 
 def test_counts_add_up_per_database_tenant_and_day(tmp_path, monkeypatch):
