@@ -246,3 +246,29 @@ def _journal_file(db, tenant: str) -> str:
     oid = db.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()[0]
     day = db.execute("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD')").fetchone()[0]
     return f"ragpg_spend/{oid}/{day}/{hashlib.sha256(tenant.encode()).hexdigest()}.calls"
+
+
+def test_a_count_the_server_cannot_read_is_a_named_error(db, connect):
+    """rag.spent_today() and rag.budget_today() read the server's count: a directory the
+    server cannot read (a wrong mount, a DBA's chmod) was SQLSTATE 38000 with a Python
+    class name in the message; now 58030 naming the tenant, as for rag.priced_calls and a
+    priced call (which is not made)."""
+    db.execute("CREATE EXTENSION IF NOT EXISTS plpython3u")
+    carol = connect("carol")
+    assert carol.execute("SELECT rag.spent_today()").fetchone()[0] == 0
+    chmod = """DO $x$
+import os
+oid = plpy.execute("SELECT oid FROM pg_database WHERE datname = current_database()")[0]["oid"]
+os.makedirs(f"ragpg_spend/{oid}", exist_ok=True)
+os.chmod(f"ragpg_spend/{oid}", %s)
+$x$ LANGUAGE plpython3u"""
+    db.execute(chmod % "0")
+    try:
+        for q in ["SELECT rag.spent_today()", "SELECT * FROM rag.budget_today()", "SELECT * FROM rag.priced_calls()"]:
+            with pytest.raises(psycopg.Error) as e:
+                carol.execute(q)
+            assert _sqlstate(e) == "58030" and str(e.value).startswith("rag: ") and "'carol'" in str(e.value), q
+            assert "/" not in e.value.diag.message_primary and "Permission denied" in str(e.value)   # no path
+    finally:
+        db.execute(chmod % "0o700")
+    assert carol.execute("SELECT rag.spent_today()").fetchone()[0] == 0

@@ -356,8 +356,9 @@ def meter(plpy, s: dict, spec: providers.ModelSpec, operation: str) -> Meter | N
     return Meter(plpy, s, spec, operation)
 
 
+@sql_errors
 def counted_today(plpy) -> str:
-    """rag._counted_today: the session tenant's count (as text: numeric, not float8)."""
+    """rag._counted_today_py: the session tenant's count (as text: numeric, not float8)."""
     tenant = plpy.execute(_plan(plpy, "SELECT rag.current_tenant() AS t", []))[0]["t"]
     try:
         return str(spend.read(keys.database(plpy), tenant))

@@ -43,15 +43,30 @@ $$;
 
 -- rag._counted_today (internal): the session tenant's cost this UTC day as the server
 -- counted it, outside any transaction: calls whose transaction rolled back included
--- (plpy/ragpg/spend.py)
-CREATE OR REPLACE FUNCTION rag._counted_today()
-RETURNS numeric
+-- (plpy/ragpg/spend.py); rag._counted_today_py reads it (as text; NULL with a pending error)
+CREATE OR REPLACE FUNCTION rag._counted_today_py()
+RETURNS text
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $python$
     #@ragpg-prologue
     return ragpg.pg.counted_today(plpy)
 $python$;
+
+CREATE OR REPLACE FUNCTION rag._counted_today()
+RETURNS numeric
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    counted text := rag._counted_today_py();
+BEGIN
+    IF counted IS NULL THEN
+        PERFORM rag._raise_python_error();
+    END IF;
+    RETURN counted::numeric;
+END
+$$;
 
 -- rag.spent_today: the session tenant's cost so far this UTC day (the budget's measure):
 -- the ledger's, or the server's count if greater (a rolled-back call leaves no ledger row)

@@ -354,6 +354,9 @@ COMMENT ON FUNCTION rag._recorded_today() IS
   'Internal: the session tenant''s cost this UTC day in the ledger, rag.usage (this transaction''s rows '
   'included).';
 
+COMMENT ON FUNCTION rag._counted_today_py() IS
+  'Internal: rag._counted_today''s read of the server''s count, as text (NULL with a pending error).';
+
 COMMENT ON FUNCTION rag._counted_today() IS
   'Internal: the session tenant''s cost this UTC day as the server counted each priced call when it '
   'returned, outside any transaction (a file of the server''s, ragpg_spend/ under the data directory): '

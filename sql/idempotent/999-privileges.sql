@@ -68,6 +68,7 @@ GRANT EXECUTE ON FUNCTION
     rag.budget_today(),
     rag._recorded_today(),
     rag._counted_today(),
+    rag._counted_today_py(),
     rag.priced_calls(date),
     rag._priced_calls(text),
     rag._usage_rows(jsonb),
