@@ -372,7 +372,7 @@ def priced_calls(plpy, day: str) -> str:
     """rag._priced_calls: the session tenant's journal of `day` (today or yesterday, UTC:
     the days the server keeps; ISO text), one object per call, then one per role whose
     lines were left out past the journal's cap (no call_id; spend.py). A jsonb array."""
-    kept = [spend.today(), (datetime.date.fromisoformat(spend.today()) - datetime.timedelta(days=1)).isoformat()]
+    kept = spend.kept_days()
     if day not in kept:
         raise InvalidParameter(f"rag.priced_calls: day {shown(day)} is not kept; the server keeps today's and "
                                f"yesterday's calls (UTC: {kept[0]}, {kept[1]})",

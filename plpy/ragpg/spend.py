@@ -46,6 +46,12 @@ def today() -> str:
     return datetime.datetime.now(datetime.timezone.utc).date().isoformat()
 
 
+def kept_days(day: str | None = None) -> list[str]:
+    """The days kept on `day` (default today): it and the day before."""
+    day = day or today()
+    return [day, (datetime.date.fromisoformat(day) - datetime.timedelta(days=1)).isoformat()]
+
+
 def _path(db: int, tenant: str, day: str) -> Path:
     return Path(os.getcwd()) / SPEND_DIR / str(db) / day / hashlib.sha256(tenant.encode()).hexdigest()
 
@@ -123,21 +129,25 @@ def _journal(path: Path, note: dict) -> bool:
 
 def _unlisted(path: Path, role: str, request: bool, added: Decimal) -> None:
     """Add a line left out to its role's sum: {role: [requests, lines, added]}."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    sums = _sums(_read(path, 1 << 20))
+    if role not in sums and len(sums) >= UNLISTED_ROLES:
+        role = "(other roles)"
+    requests, lines, total = sums.get(role, (0, 0, Decimal(0)))
+    sums[role] = (requests + request, lines + 1, total + added)
+    # a new file put in its place (rename): a crash leaves the old sums or the new ones
+    new = path.with_suffix(".unlisted-new")
+    new.write_bytes(json.dumps({r: [n, k, str(a)] for r, (n, k, a) in sums.items()}).encode())
+    os.chmod(new, 0o600)
+    os.replace(new, path)
+
+
+def _read(path: Path, most: int) -> bytes:
+    """At most `most` bytes of a file (none if it does not exist)."""
     try:
-        raw = os.pread(fd, 1 << 20, 0)
-        sums = _sums(raw)
-        if role not in sums and len(sums) >= UNLISTED_ROLES:
-            role = "(other roles)"
-        requests, lines, total = sums.get(role, (0, 0, Decimal(0)))
-        sums[role] = (requests + request, lines + 1, total + added)
-        # a new file put in its place (rename): a crash leaves the old sums or the new ones
-        new = path.with_suffix(".unlisted-new")
-        new.write_bytes(json.dumps({r: [n, k, str(a)] for r, (n, k, a) in sums.items()}).encode())
-        os.chmod(new, 0o600)
-        os.replace(new, path)
-    finally:
-        os.close(fd)
+        with open(path, "rb") as f:
+            return f.read(most)
+    except FileNotFoundError:
+        return b""
 
 
 def _sums(raw: bytes) -> dict[str, tuple[int, int, Decimal]]:
@@ -201,18 +211,9 @@ def journal(db: int, tenant: str, day: str) -> tuple[bytes, dict[str, tuple[int,
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return b"", {}
-    raw, unlisted = b"", b""
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)
-        for suffix in (".calls", ".unlisted"):
-            try:
-                with open(path.with_suffix(suffix), "rb") as f:
-                    if suffix == ".calls":
-                        raw = f.read(JOURNAL_HARD)
-                    else:
-                        unlisted = f.read(1 << 20)
-            except FileNotFoundError:
-                pass
+        raw, unlisted = _read(path.with_suffix(".calls"), JOURNAL_HARD), _read(path.with_suffix(".unlisted"), 1 << 20)
     finally:
         os.close(fd)
     return raw, _sums(unlisted)
@@ -236,7 +237,7 @@ def _prune(db: int, day: str) -> None:
     if (db, day) in _PRUNED:
         return
     _PRUNED.add((db, day))
-    keep = {day, (datetime.date.fromisoformat(day) - datetime.timedelta(days=1)).isoformat()}
+    keep = kept_days(day)
     base = Path(os.getcwd()) / SPEND_DIR / str(db)
     for old in base.iterdir():
         if old.name not in keep and old.name < day:
