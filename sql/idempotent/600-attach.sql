@@ -310,22 +310,35 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     gone bigint;
-    trig name;
 BEGIN
     DELETE FROM rag.attachments AS x WHERE x.source_table = detach.source_table AND x.tenant = rag.current_tenant()
     RETURNING x.id INTO gone;
     IF gone IS NULL THEN
         RETURN false;
     END IF;
-    -- its triggers, by function and argument (the attachment's id): names differ between
-    -- releases, and older ones held the table's OID, which a restore changes
+    PERFORM rag._drop_attachment_triggers(source_table, gone);
+    RETURN true;
+END
+$$;
+
+-- rag._drop_attachment_triggers (internal): drop rag's triggers of attachment `id` on its
+-- table, found by function and argument (the attachment's id): names differ between
+-- releases, and older ones held the table's OID, which a restore changes. The caller must
+-- own the table (rag.detach) or be a superuser (rag.erase_tenant).
+CREATE OR REPLACE FUNCTION rag._drop_attachment_triggers(source_table regclass, id bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    trig name;
+BEGIN
     FOR trig IN SELECT t.tgname FROM pg_catalog.pg_trigger AS t
-                WHERE t.tgrelid = detach.source_table
+                WHERE t.tgrelid = _drop_attachment_triggers.source_table
                   AND t.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
-                  AND t.tgargs = pg_catalog.convert_to(gone::text, 'UTF8') || '\x00'::bytea LOOP
+                  AND t.tgargs = pg_catalog.convert_to(_drop_attachment_triggers.id::text, 'UTF8') || '\x00'::bytea LOOP
         EXECUTE format('DROP TRIGGER %I ON %s', trig, source_table);
     END LOOP;
-    RETURN true;
 END
 $$;
 

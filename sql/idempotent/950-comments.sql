@@ -907,6 +907,24 @@ COMMENT ON FUNCTION rag.detach(regclass) IS
   'errors. Arguments: source_table. Returns: true if the table was attached (for this tenant), else false. '
   'Example: SELECT rag.detach(''articles'');';
 
+COMMENT ON FUNCTION rag._drop_attachment_triggers(regclass, bigint) IS
+  'Internal: drop rag''s triggers of an attachment on its table, found by trigger function and argument (the '
+  'attachment id), whatever their names (rag.detach, rag.erase_tenant).';
+
+COMMENT ON FUNCTION rag.erase_tenant(text, boolean, interval) IS
+  'Remove every row rag holds for a tenant, in one transaction (superuser): its documents, chunks, lexical '
+  'index, attached tables'' registrations and rag''s triggers on them (the tables and their rows stay), queue, '
+  'errors, answers, eval sets and runs, model choice, budget and role grants; the ledger (rag.usage, '
+  'rag.usage_history) too unless keep_usage. Waits first for the tenant''s writers in flight (up to patience, '
+  'then 55P03); later writers start a new tenant of that name. Its own partitions stay, empty (a NOTICE names '
+  'them). Arguments: tenant, keep_usage (default true), patience (default 30 seconds). Returns: one row per '
+  'table of schema rag with a tenant column: table_name, removed, kept (the tenant''s rows left: 0 but a kept '
+  'ledger). Example: SELECT * FROM rag.erase_tenant(''acme'', keep_usage => false);';
+
+COMMENT ON FUNCTION rag._tenant_tables() IS
+  'Internal: the tables of schema rag with a tenant column, in the order rag.erase_tenant empties them '
+  '(attachments, documents, chunks, queue, errors, eval_sets, then the others by name).';
+
 COMMENT ON PROCEDURE rag.work(integer) IS
   'Drain the current tenant''s queue of attached rows (async mode), then continue a model switch in progress, '
   'then embed the windows of chunks that have none (rag.chunks.window_embeddings NULL: indexed before 0.5.0 '

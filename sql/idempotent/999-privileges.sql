@@ -149,6 +149,7 @@ GRANT EXECUTE ON FUNCTION
     rag._file_name(text),
     rag._attached_changed(),
     rag.detach(regclass),
+    rag._drop_attachment_triggers(regclass, bigint),
     rag._attachment(bigint),
     rag._object_expr(name[]),
     rag._key_expr(rag.attachments),
