@@ -21,6 +21,7 @@ import secrets
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
+from typing import NamedTuple
 from decimal import Decimal
 
 from . import answer as answer_mod
@@ -62,8 +63,24 @@ LAST_RERANK: dict = {"error": None}   # why this backend's last reranking failed
 # (tenant, model) -> [calls, input tokens, seconds, since]: local query embeddings not yet
 # in rag.usage (record_usage)
 _PENDING_USAGE: dict[tuple[str, str], list] = {}
+
+
+class UsageRow(NamedTuple):
+    """One rag.usage row as record_usage makes it: the columns rag._usage_rows reads (the
+    JSON keys of _usage_objects), and, while usage_deferred keeps it, its cost in float
+    for a Meter's floor (the ledger's cost is rag._call_cost's, in numeric)."""
+    op: str
+    model: str
+    calls: int
+    tin: int
+    tout: int
+    ms: float
+    call: str | None        # the priced call's id (rag.usage.call_id), None for an unpriced one
+    cost: float | None = None
+
+
 # rag.usage rows kept for the statement that writes them with its own rows (usage_deferred)
-_DEFERRED_USAGE: list | None = None
+_DEFERRED_USAGE: list[UsageRow] | None = None
 
 
 class KeptUsage:
@@ -114,13 +131,12 @@ def usage_cte(first: int) -> str:
 USAGE_TYPES = ["jsonb"]
 
 
-def _usage_objects(rows) -> list[dict]:
-    """Kept rows as rag._usage_rows reads them."""
-    return [{"op": r[0], "model": r[1], "calls": r[2], "tin": r[3], "tout": r[4], "ms": r[5], "call": r[6]}
-            for r in rows]
+def _usage_objects(rows: list[UsageRow]) -> list[dict]:
+    """Kept rows as rag._usage_rows reads them (not the cost: the ledger prices them)."""
+    return [{k: v for k, v in r._asdict().items() if k != "cost"} for r in rows]
 
 
-def _usage_json(rows) -> str:
+def _usage_json(rows: list[UsageRow]) -> str:
     return json.dumps(_usage_objects(rows))
 
 
@@ -289,7 +305,7 @@ class Meter:
             # the ledger (this transaction's rows and the calls usage_deferred keeps
             # included): the count holds every call made since 0.6.0, the ledger those before
             self.floor = Decimal(plpy.execute(_plan(plpy, "SELECT rag._recorded_today()::text AS v", []))[0]["v"])
-            self.floor += sum((Decimal(repr(u[7])) for u in _DEFERRED_USAGE or ()), Decimal(0))
+            self.floor += sum((Decimal(repr(u.cost)) for u in _DEFERRED_USAGE or ()), Decimal(0))
         self.listed = False                                # a line of it is in the journal (spend.py)
         self._pending: tuple[str, Decimal] | None = None   # the request in flight: (day, amount)
         self.answered: list[tuple[str, Decimal]] = []      # reserved for requests answered, not yet set right
@@ -425,9 +441,9 @@ def record_usage(plpy, s: dict, operation: str, spec: providers.ModelSpec, calls
         if p[0] < 64 and time.monotonic() - p[3] < 10:
             return
         calls, input_tokens, seconds, _ = _PENDING_USAGE.pop(key)
-    row = (operation, spec.name, calls, input_tokens, output_tokens, seconds * 1000, meter and meter.id)
+    row = UsageRow(operation, spec.name, calls, input_tokens, output_tokens, seconds * 1000, meter and meter.id)
     if _DEFERRED_USAGE is not None:
-        _DEFERRED_USAGE.append(row + (spec.cost(input_tokens, output_tokens),))
+        _DEFERRED_USAGE.append(row._replace(cost=spec.cost(input_tokens, output_tokens)))
         return
     # (rag._usage_rows: the cost in exact numeric, from the registry's prices at the time of the call)
     plpy.execute(_plan(plpy, _USAGE_INSERT, USAGE_TYPES), [_usage_json([row])])
