@@ -14,7 +14,7 @@ MATRIX      := 17 18
 # ingest, trigger indexing, search in all modes, ask, tenancy, attach + queue, files,
 # dump/restore and the upgrade path
 CORE_TESTS  := tests/test_ingest.py tests/test_search.py tests/test_ask.py tests/test_tenancy.py \
-               tests/test_attach.py tests/test_files.py tests/test_lifecycle.py
+               tests/test_attach.py tests/test_files.py tests/test_lifecycle.py tests/test_erase_tenant.py
 SQL_SOURCES := $(shell find sql -name '*.sql') sql/python-prologue.py scripts/build_sql.py
 
 .PHONY: all sql install venv venv-test venv-llm image docker db llm llm-stop demo replica-demo test test-matrix test-pgupgrade pgupgrade-tests unit test-sql eval bench bench-full clean

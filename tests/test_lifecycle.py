@@ -251,6 +251,21 @@ def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db, old):
         assert c.execute("SELECT count(*) FROM rag.chunks WHERE window_embeddings IS NULL "
                          "OR window_bounds IS NULL OR window_lengths IS NULL").fetchone()[0] == 0
         assert c.execute("SELECT count(*) FROM rag.chunks WHERE cardinality(window_embeddings) > 0").fetchone()[0] > 0
+    # a tenant the old release wrote is erased whole (0.7.0): its attached table's triggers,
+    # named the old release's way, found by function and argument; the others keep every row
+    with psycopg.connect(url, autocommit=True) as su:
+        me = su.execute("SELECT current_user::text").fetchone()[0]
+        others = "SELECT tenant, count(*) FROM rag.chunks WHERE tenant <> %s GROUP BY 1 ORDER BY 1"
+        kept_before = su.execute(others, (me,)).fetchall()
+        out = {t: (r, k) for t, r, k in su.execute(
+            "SELECT table_name, removed, kept FROM rag.erase_tenant(%s, keep_usage => false)", (me,)).fetchall()}
+        assert all(k == 0 for _, k in out.values()), out
+        assert out["rag.attachments"] == (1, 0) and out["rag.documents"][0] == 3, out   # the tickets' rows
+        assert su.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.tickets'::regclass "
+                          "AND NOT tgisinternal").fetchone()[0] == 0
+        assert su.execute("SELECT count(*) FROM public.tickets").fetchone()[0] == 3
+        assert su.execute(others, (me,)).fetchall() == kept_before
+        assert {t for t, _ in kept_before} >= {"alice", "bob"}
 
 
 def bob_suffix(conn) -> str:
