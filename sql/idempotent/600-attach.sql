@@ -316,31 +316,79 @@ BEGIN
     IF gone IS NULL THEN
         RETURN false;
     END IF;
-    PERFORM rag._drop_attachment_triggers(source_table, gone);
+    PERFORM rag._drop_attachment_triggers('rag.detach', source_table, gone);
     RETURN true;
 END
 $$;
 
 -- rag._drop_attachment_triggers (internal): drop rag's triggers of attachment `id` on its
 -- table, found by function and argument (the attachment's id): names differ between
--- releases, and older ones held the table's OID, which a restore changes. The caller must
--- own the table (rag.detach) or be a superuser (rag.erase_tenant).
-CREATE OR REPLACE FUNCTION rag._drop_attachment_triggers(source_table regclass, id bigint)
+-- releases, and older ones held the table's OID, which a restore changes. DROP TRIGGER
+-- takes the table ACCESS EXCLUSIVE: it is locked first in tries of 100 ms (rag._lock_tables),
+-- up to `patience`, so that a long reader of the table does not make every later reader and
+-- writer queue behind the drop (hostile review 37); 55P03 naming `caller` after that. A
+-- table without such a trigger is not locked at all. The caller must own the table
+-- (rag.detach) or be a superuser (rag.erase_tenant).
+CREATE OR REPLACE FUNCTION rag._drop_attachment_triggers(caller text, source_table regclass, id bigint,
+                                                         patience interval DEFAULT '30 seconds')
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    trigs name[];
     trig name;
 BEGIN
-    FOR trig IN SELECT t.tgname FROM pg_catalog.pg_trigger AS t
-                WHERE t.tgrelid = _drop_attachment_triggers.source_table
-                  AND t.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
-                  AND t.tgargs = pg_catalog.convert_to(_drop_attachment_triggers.id::text, 'UTF8') || '\x00'::bytea LOOP
+    trigs := ARRAY(SELECT t.tgname FROM pg_catalog.pg_trigger AS t
+                   WHERE t.tgrelid = _drop_attachment_triggers.source_table
+                     AND t.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
+                     AND t.tgargs = pg_catalog.convert_to(_drop_attachment_triggers.id::text, 'UTF8') || '\x00'::bytea
+                   ORDER BY t.tgname);
+    IF cardinality(trigs) = 0 THEN
+        RETURN;
+    END IF;
+    PERFORM rag._lock_tables(caller, ARRAY[source_table], 'ACCESS EXCLUSIVE', patience);
+    FOREACH trig IN ARRAY trigs LOOP
         EXECUTE format('DROP TRIGGER %I ON %s', trig, source_table);
     END LOOP;
 END
 $$;
+
+-- rag._attachments_guard (internal): a row of rag.attachments names a table its writer may
+-- attach: an ordinary or partitioned table outside rag's and the system's schemas, on which
+-- the role may create triggers (rag.attach does). Writers insert the rows themselves
+-- (rag.attach runs as its caller), and a row planted by hand naming rag.chunks, a
+-- sequence or pg_authid made a superuser's rag.erase_tenant lock that (hostile review 37).
+CREATE OR REPLACE FUNCTION rag._attachments_guard()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    kind "char";
+    nsp name;
+BEGIN
+    IF rag._restoring() OR rag._is_superuser() THEN
+        RETURN NEW;
+    END IF;
+    SELECT c.relkind, n.nspname INTO kind, nsp
+    FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+    WHERE c.oid = NEW.source_table;
+    IF kind IS NULL OR kind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION 'rag: an attachment names a table, and % is not one', NEW.source_table
+            USING ERRCODE = 'wrong_object_type';
+    ELSIF nsp IN ('rag', 'pg_catalog', 'information_schema', 'pg_toast')
+          OR NOT has_table_privilege(NEW.source_table, 'TRIGGER') THEN
+        RAISE EXCEPTION 'rag: table % cannot be attached by role %', NEW.source_table, current_user
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'attach a table of your own (or one you may create triggers on) with rag.attach';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER attachments_guard BEFORE INSERT ON rag.attachments
+    FOR EACH ROW EXECUTE FUNCTION rag._attachments_guard();
 
 -- rag.work
 -- Drain the queue: batches of rag.index_batch_size keys, each in its own transaction,

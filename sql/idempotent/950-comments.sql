@@ -907,17 +907,26 @@ COMMENT ON FUNCTION rag.detach(regclass) IS
   'errors. Arguments: source_table. Returns: true if the table was attached (for this tenant), else false. '
   'Example: SELECT rag.detach(''articles'');';
 
-COMMENT ON FUNCTION rag._drop_attachment_triggers(regclass, bigint) IS
+COMMENT ON FUNCTION rag._drop_attachment_triggers(text, regclass, bigint, interval) IS
   'Internal: drop rag''s triggers of an attachment on its table, found by trigger function and argument (the '
-  'attachment id), whatever their names (rag.detach, rag.erase_tenant).';
+  'attachment id), whatever their names, after locking the table ACCESS EXCLUSIVE in tries of 100 ms up to '
+  'patience (55P03 naming the caller); a table without such a trigger is not locked (rag.detach, '
+  'rag.erase_tenant).';
+
+COMMENT ON FUNCTION rag._attachments_guard() IS
+  'Internal: trigger of rag.attachments: a row inserted by a role that is not a superuser names an ordinary or '
+  'partitioned table outside rag''s and the system''s schemas, on which the role may create triggers (42809, '
+  '42501 otherwise).';
 
 COMMENT ON FUNCTION rag.erase_tenant(text, boolean, interval) IS
   'Remove every row rag holds for a tenant, in one transaction (superuser): its documents, chunks, lexical '
   'index, attached tables'' registrations and rag''s triggers on them (the tables and their rows stay), queue, '
   'errors, answers, eval sets and runs, model choice, budget and role grants; the ledger (rag.usage, '
-  'rag.usage_history) too unless keep_usage. Waits first for the tenant''s writers in flight (up to patience, '
-  'then 55P03); later writers start a new tenant of that name. Its own partitions stay, empty (a NOTICE names '
-  'them). Arguments: tenant, keep_usage (default true), patience (default 30 seconds). Returns: one row per '
+  'rag.usage_history) too unless keep_usage. Waits first for the tenant''s document writers in flight, then '
+  'for its attached tables and rows held by its transactions, all within patience (then 55P03, nothing '
+  'erased); later writers start a new tenant of that name; a WARNING names sessions of the tenant''s roles '
+  'with a transaction open (what they commit later is not erased). Its own partitions stay, empty (a NOTICE '
+  'names them). Arguments: tenant, keep_usage (default true), patience (default 30 seconds). Returns: one row per '
   'table of schema rag with a tenant column: table_name, removed, kept (the tenant''s rows left: 0 but a kept '
   'ledger). Example: SELECT * FROM rag.erase_tenant(''acme'', keep_usage => false);';
 
@@ -1137,6 +1146,6 @@ COMMENT ON FUNCTION rag.unschedule_ledger_purge() IS
   'Example: SELECT rag.unschedule_ledger_purge();';
 
 COMMENT ON FUNCTION rag._lock_tables(text, regclass[], text, interval) IS
-  'Internal: LOCK TABLE tables IN lock_mode MODE for the owner''s DDL (rag.create_tenant_partition, '
-  'rag.create_model_index), in tries of 100 ms so that nobody queues behind a waiting request; 55P03 naming '
+  'Internal: LOCK TABLE tables IN lock_mode MODE for DDL (rag.create_tenant_partition, '
+  'rag.create_model_index, the DROP TRIGGER of rag.detach and rag.erase_tenant), in tries of 100 ms so that nobody queues behind a waiting request; 55P03 naming '
   'the caller and the sessions holding locks on them after patience (30 seconds).';

@@ -149,7 +149,8 @@ GRANT EXECUTE ON FUNCTION
     rag._file_name(text),
     rag._attached_changed(),
     rag.detach(regclass),
-    rag._drop_attachment_triggers(regclass, bigint),
+    rag._drop_attachment_triggers(text, regclass, bigint, interval),
+    rag._lock_tables(text, regclass[], text, interval),   -- (rag.detach's wait for the table: LOCK needs the table's privileges)
     rag._attachment(bigint),
     rag._object_expr(name[]),
     rag._key_expr(rag.attachments),
@@ -215,7 +216,6 @@ GRANT EXECUTE ON FUNCTION
     rag.create_model_index(text),
     rag._model_index(name, text),
     rag._make_model_index(name, text),
-    rag._lock_tables(text, regclass[], text, interval),
     rag._make_partition_indexes(name, name),
     rag.create_tenant_partition(text),
     rag.set_api_key(text, text, text, text),
