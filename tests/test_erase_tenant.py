@@ -400,3 +400,108 @@ def test_a_tenant_named_with_a_backslash_has_its_partitions_named_and_seen(db, c
     erase(db, tenant)
     named = [m for m in notices if "partitions of tenant" in m]
     assert len(named) == 1 and f"rag.{part}" in named[0], named
+
+
+# -- hostile review 37b ------------------------------------------------------------------
+
+def test_a_table_turned_view_over_shared_tables_makes_the_erase_lock_only_the_view(db, connect, pg_container):
+    """Postgres 15 lets a table become a view (CREATE RULE "_RETURN", OID kept): a writer's
+    attachment row passed the guard on the table, and rag's trigger was then hung on a view
+    over rag.chunks and pg_authid. A LOCK TABLE of the view locked what it reads; DROP
+    TRIGGER in tries locks the view alone."""
+    db.execute("CREATE SCHEMA alice_s AUTHORIZATION alice")
+    alice = connect("alice")
+    alice.execute("SELECT rag.ingest('Alice owns a harbour lantern.', source => 'a.md')")
+    alice.execute("CREATE TABLE alice_s.trap (id int, content text)")
+    aid = alice.execute(MINE.replace("VALUES (%s", "VALUES ('alice_s.trap'") + " RETURNING id").fetchone()[0]
+    try:
+        alice.execute("""CREATE RULE "_RETURN" AS ON SELECT TO alice_s.trap DO INSTEAD
+                         SELECT c.id::int AS id, c.content FROM rag.chunks AS c, rag.documents AS d,
+                                pg_catalog.pg_authid AS r WHERE false""")
+    except psycopg.errors.FeatureNotSupported:
+        pytest.skip("this Postgres does not turn a table into a view (16 and later)")
+    alice.execute("ALTER VIEW alice_s.trap SET (security_invoker = true)")
+    alice.execute(f"""CREATE TRIGGER trap AFTER INSERT ON alice_s.trap
+                      FOR EACH STATEMENT EXECUTE FUNCTION rag._attached_changed('{aid}')""")
+    db.execute("BEGIN")
+    out = erase(db, "alice")
+    strong = {r for (r,) in db.execute("""SELECT relation::regclass::text FROM pg_locks
+                                          WHERE pid = pg_backend_pid() AND locktype = 'relation'
+                                            AND mode = 'AccessExclusiveLock'""").fetchall()}
+    assert strong == {"alice_s.trap"}, strong
+    bob = connect("bob")
+    bob.execute("SET lock_timeout = '1s'")
+    bob.execute("SELECT rag.ingest('Bob writes about zeppelins.', source => 'b.md')")
+    assert bob.execute("SELECT count(*) FROM rag.search('zeppelins')").fetchone()[0] == 1
+    db.execute("COMMIT")
+    assert out["rag.documents"] == (1, 0)
+    assert db.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'alice_s.trap'::regclass").fetchone()[0] == 0
+
+
+def test_row_holders_letting_go_one_after_another_do_not_stretch_the_patience(db, connect):
+    """Each wait bounded alone let six holders, let go one by one, keep a 3 s erase going
+    past 8 s. The deletes are now tried whole, each wait at most 10 ms: 55P03 at the
+    patience, while holders are left."""
+    alice = connect("alice")
+    for i in range(6):
+        alice.execute("SELECT rag.ingest(%s, source => %s)", (f"Document {i} of alice.", f"d{i}.md"))
+    holders = []
+    for i in range(6):
+        h = connect("alice")
+        h.execute("BEGIN")
+        h.execute("UPDATE rag.documents SET title = title WHERE source = %s", (f"d{i}.md",))
+        holders.append(h)
+
+    def let_go():
+        for h in holders:
+            time.sleep(1.0)
+            h.execute("ROLLBACK")
+    releaser = threading.Thread(target=let_go)
+    started = time.monotonic()
+    releaser.start()
+    with pytest.raises(psycopg.errors.LockNotAvailable, match="past the patience"):
+        erase(db, "alice", patience="3 seconds")
+    took = time.monotonic() - started
+    releaser.join(30)
+    assert took < 5.5, took
+    assert erase(db, "alice")["rag.documents"] == (6, 0)   # none held: it goes
+
+
+def test_a_transaction_begun_while_the_erase_waits_and_one_acting_through_set_role_are_named(db, connect):
+    """The WARNING looked at sessions once, before the waits, and only at roles named the
+    tenant or granted it: a transaction begun while the erase waited, and the HTTP API's
+    login acting as the tenant's role (SET LOCAL ROLE), went unnamed."""
+    alice = connect("alice")
+    alice.execute("SELECT rag.ingest('Alice owns a harbour lantern.', source => 'a.md')")
+    holder = connect("alice")
+    holder.execute("BEGIN")
+    holder.execute("UPDATE rag.documents SET title = title")
+    api = connect("api")
+    api.execute("BEGIN")
+    api.execute("SET LOCAL ROLE alice")
+    api.execute("INSERT INTO rag.eval_sets (name, tenant) VALUES ('api-set', 'alice')")
+    notices = []
+    db.add_notice_handler(lambda n: notices.append((n.severity_nonlocalized, n.message_primary)))
+    out = {}
+    eraser = threading.Thread(target=lambda: out.update(erase(db, "alice", patience="10 seconds")))
+    eraser.start()
+    time.sleep(0.5)
+    late = connect("alice")                                   # begun while the erase waits
+    late.execute("BEGIN")
+    late.execute("INSERT INTO rag.eval_sets (name, tenant) VALUES ('late-set', 'alice')")
+    time.sleep(0.5)
+    holder.execute("ROLLBACK")
+    eraser.join(30)
+    assert out["rag.documents"] == (1, 0)
+    pids = sorted(c.execute("SELECT pg_backend_pid()").fetchone()[0] for c in (api, late))
+    warned = [m for sev, m in notices if sev == "WARNING"]
+    assert len(warned) == 1 and f"pids {{{','.join(map(str, pids))}}}" in warned[0], (warned, pids)
+    api.execute("COMMIT")
+    late.execute("COMMIT")
+    assert counts(db, "alice")["rag.eval_sets"] == 2            # what the WARNING said
+
+
+def test_patience_is_bounded(db):
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="1 day"):
+        erase(db, "alice", patience="30 days")
+    assert all(v == (0, 0) for v in erase(db, "alice", patience="1 day").values())

@@ -321,14 +321,30 @@ BEGIN
 END
 $$;
 
+-- rag._lock_wait (internal): a lock_timeout for one wait, in ms as set_config takes it: what
+-- is left until `deadline`, at most `most` and the session's own lock_timeout if that is
+-- shorter, at least 1 ms (0 would mean no bound) and at most what the setting takes.
+CREATE OR REPLACE FUNCTION rag._lock_wait(deadline timestamptz, most interval DEFAULT NULL)
+RETURNS text
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT greatest(1, least(ceil(extract(epoch FROM deadline - clock_timestamp()) * 1000),
+                             extract(epoch FROM most) * 1000,
+                             nullif(extract(epoch FROM current_setting('lock_timeout')::interval) * 1000, 0),
+                             2147483647))::bigint::text
+$$;
+
 -- rag._drop_attachment_triggers (internal): drop rag's triggers of attachment `id` on its
 -- table, found by function and argument (the attachment's id): names differ between
 -- releases, and older ones held the table's OID, which a restore changes. DROP TRIGGER
--- takes the table ACCESS EXCLUSIVE: it is locked first in tries of 100 ms (rag._lock_tables),
--- up to `patience`, so that a long reader of the table does not make every later reader and
--- writer queue behind the drop (hostile review 37); 55P03 naming `caller` after that. A
--- table without such a trigger is not locked at all. The caller must own the table
--- (rag.detach) or be a superuser (rag.erase_tenant).
+-- takes the table ACCESS EXCLUSIVE: it is asked for in tries of 100 ms, up to `patience`,
+-- so that a long reader of the table does not make every later reader and writer queue
+-- behind the drop (hostile review 37); 55P03 naming `caller` after that. No LOCK TABLE: on
+-- a view (Postgres 15 lets a table become one, keeping its OID) that would lock every table
+-- the view reads (hostile review 37b); DROP TRIGGER locks the relation alone. A relation
+-- without such a trigger is not touched. The caller must own it (rag.detach) or be a
+-- superuser (rag.erase_tenant).
 CREATE OR REPLACE FUNCTION rag._drop_attachment_triggers(caller text, source_table regclass, id bigint,
                                                          patience interval DEFAULT '30 seconds')
 RETURNS void
@@ -336,6 +352,8 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    deadline timestamptz := clock_timestamp() + patience;
+    saved text := current_setting('lock_timeout');
     trigs name[];
     trig name;
 BEGIN
@@ -347,9 +365,22 @@ BEGIN
     IF cardinality(trigs) = 0 THEN
         RETURN;
     END IF;
-    PERFORM rag._lock_tables(caller, ARRAY[source_table], 'ACCESS EXCLUSIVE', patience);
-    FOREACH trig IN ARRAY trigs LOOP
-        EXECUTE format('DROP TRIGGER %I ON %s', trig, source_table);
+    LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', rag._lock_wait(deadline + interval '1 ms', interval '100 ms'), true);
+            FOREACH trig IN ARRAY trigs LOOP
+                EXECUTE format('DROP TRIGGER %I ON %s', trig, source_table);
+            END LOOP;
+            PERFORM set_config('lock_timeout', saved, true);
+            RETURN;
+        EXCEPTION WHEN lock_not_available THEN   -- (the subtransaction's lock_timeout is undone)
+            IF clock_timestamp() >= deadline THEN
+                RAISE EXCEPTION '%: table % stayed locked by other transactions for % s', caller, source_table,
+                                round(extract(epoch FROM patience), 1)
+                    USING ERRCODE = 'lock_not_available', HINT = 'retry once they end';
+            END IF;
+            PERFORM pg_sleep(0.2);
+        END;
     END LOOP;
 END
 $$;

@@ -132,16 +132,28 @@ BEGIN
 END
 $$;
 
+-- rag._partition_bounds (internal): a tenant's partition bound as pg_get_expr writes it,
+-- with standard_conforming_strings on and off (format's %L writes E'a\\b' for a backslash,
+-- pg_get_expr 'a\b': hostile review 37)
+CREATE OR REPLACE FUNCTION rag._partition_bounds(tenant text)
+RETURNS SETOF text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 'FOR VALUES IN (''' || replace(tenant, '''', '''''') || ''')'
+    UNION
+    SELECT 'FOR VALUES IN (''' || replace(replace(tenant, '''', ''''''), E'\\', E'\\\\') || ''')'
+$$;
+
 -- rag.tenant_partitions: which tenants have partitions of their own, and their sizes
 CREATE OR REPLACE VIEW rag.tenant_partitions WITH (security_invoker = true) AS
     SELECT pg_catalog.pg_get_expr(r.relpartbound, r.oid) AS bound, r.oid::regclass::text AS chunks_partition,
            pg_catalog.pg_total_relation_size(r.oid) AS total_bytes, r.reltuples::bigint AS approx_chunks
     FROM pg_catalog.pg_inherits AS i JOIN pg_catalog.pg_class AS r ON r.oid = i.inhrelid
     WHERE i.inhparent = 'rag.chunks'::regclass
-      -- a tenant sees its own partition (and the default one); the owner sees all of them.
-      -- (Also by name, as rag.create_tenant_partition makes it: a bound's text quotes a
-      -- tenant with a backslash otherwise than format's %L, hostile review 37)
+      -- a tenant sees its own partition (and the default one); the owner sees all of them
+      -- (rag._partition_bounds: the bound's text, which quotes a backslash otherwise than
+      -- format's %L, hostile review 37)
       AND (rag._owns_chunks() OR r.relpartbound IS NULL
-           OR r.relname = 'chunks_' || left(md5(rag.current_tenant()), 12)
-           OR pg_catalog.pg_get_expr(r.relpartbound, r.oid) IN ('DEFAULT',
-                  pg_catalog.format('FOR VALUES IN (%L)', rag.current_tenant())));
+           OR pg_catalog.pg_get_expr(r.relpartbound, r.oid) = 'DEFAULT'
+           OR pg_catalog.pg_get_expr(r.relpartbound, r.oid) IN (SELECT rag._partition_bounds(rag.current_tenant())));

@@ -909,9 +909,8 @@ COMMENT ON FUNCTION rag.detach(regclass) IS
 
 COMMENT ON FUNCTION rag._drop_attachment_triggers(text, regclass, bigint, interval) IS
   'Internal: drop rag''s triggers of an attachment on its table, found by trigger function and argument (the '
-  'attachment id), whatever their names, after locking the table ACCESS EXCLUSIVE in tries of 100 ms up to '
-  'patience (55P03 naming the caller); a table without such a trigger is not locked (rag.detach, '
-  'rag.erase_tenant).';
+  'attachment id), whatever their names, in tries of 100 ms up to patience (55P03 naming the caller); a '
+  'relation without such a trigger is not touched (rag.detach, rag.erase_tenant).';
 
 COMMENT ON FUNCTION rag._attachments_guard() IS
   'Internal: trigger of rag.attachments: a row inserted by a role that is not a superuser names an ordinary or '
@@ -925,10 +924,19 @@ COMMENT ON FUNCTION rag.erase_tenant(text, boolean, interval) IS
   'rag.usage_history) too unless keep_usage. Waits first for the tenant''s document writers in flight, then '
   'for its attached tables and rows held by its transactions, all within patience (then 55P03, nothing '
   'erased); later writers start a new tenant of that name; a WARNING names sessions of the tenant''s roles '
-  'with a transaction open (what they commit later is not erased). Its own partitions stay, empty (a NOTICE '
-  'names them). Arguments: tenant, keep_usage (default true), patience (default 30 seconds). Returns: one row per '
+  '(not superusers'') with a transaction open at its end (what they commit later is not erased). Its own '
+  'partitions stay, empty (a NOTICE names them). Arguments: tenant, keep_usage (default true), patience '
+  '(default 30 seconds, at most 1 day). Returns: one row per '
   'table of schema rag with a tenant column: table_name, removed, kept (the tenant''s rows left: 0 but a kept '
   'ledger). Example: SELECT * FROM rag.erase_tenant(''acme'', keep_usage => false);';
+
+COMMENT ON FUNCTION rag._partition_bounds(text) IS
+  'Internal: a tenant''s partition bound as pg_get_expr writes it, with standard_conforming_strings on and off '
+  '(rag.tenant_partitions, rag.erase_tenant).';
+
+COMMENT ON FUNCTION rag._lock_wait(timestamptz, interval) IS
+  'Internal: a lock_timeout in ms for one wait: what is left until deadline, at most most and the session''s '
+  'own lock_timeout, at least 1 ms and at most what the setting takes.';
 
 COMMENT ON FUNCTION rag._tenant_tables() IS
   'Internal: the tables of schema rag with a tenant column, in the order rag.erase_tenant empties them '
@@ -1147,5 +1155,5 @@ COMMENT ON FUNCTION rag.unschedule_ledger_purge() IS
 
 COMMENT ON FUNCTION rag._lock_tables(text, regclass[], text, interval) IS
   'Internal: LOCK TABLE tables IN lock_mode MODE for DDL (rag.create_tenant_partition, '
-  'rag.create_model_index, the DROP TRIGGER of rag.detach and rag.erase_tenant), in tries of 100 ms so that nobody queues behind a waiting request; 55P03 naming '
+  'rag.create_model_index), in tries of 100 ms so that nobody queues behind a waiting request; 55P03 naming '
   'the caller and the sessions holding locks on them after patience (30 seconds).';
