@@ -505,3 +505,137 @@ def test_patience_is_bounded(db):
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="1 day"):
         erase(db, "alice", patience="30 days")
     assert all(v == (0, 0) for v in erase(db, "alice", patience="1 day").values())
+
+
+# -- hostile review 37c ------------------------------------------------------------------
+
+def test_tenants_named_with_one_and_two_backslashes_see_and_erase_only_their_own_partitions(db, connect):
+    r"""'a\b' and 'a\\b': with standard_conforming_strings on, pg_get_expr writes the
+    second's bound as the first's doubled, which the erase took for the first's (and named
+    the other's full partitions as left empty, to drop); off, the other way round."""
+    one, two = "a\\b", "a\\\\b"
+    parts = {t: db.execute("SELECT rag.create_tenant_partition(%s)", (t,)).fetchone()[0] for t in (one, two)}
+    db.execute("SELECT set_config('rag.tenant', %s, false)", (two,))
+    db.execute("SELECT rag.ingest('Chunks of the tenant with two backslashes.', source => 'two.md')")
+    db.execute("RESET rag.tenant")
+    db.execute("SELECT rag.grant_tenant('alice', %s), rag.grant_tenant('bob', %s)", (one, two))
+    for role, t in (("alice", one), ("bob", two)):
+        c = connect(role)
+        c.execute("SELECT set_config('rag.tenant', %s, false)", (t,))
+        for scs in ("on", "off"):
+            c.execute(f"SET standard_conforming_strings = {scs}")
+            seen = {p for (p,) in c.execute("SELECT chunks_partition FROM rag.tenant_partitions "
+                                            "WHERE bound <> 'DEFAULT'").fetchall()}
+            assert seen == {f"rag.{parts[t]}"}, (role, scs, seen)
+    for scs in ("on", "off"):
+        db.execute(f"SET standard_conforming_strings = {scs}")
+        notices = []
+
+        def keep(n, notices=notices):
+            notices.append(n.message_primary)
+        db.add_notice_handler(keep)
+        db.execute("BEGIN")
+        erase(db, one)
+        db.execute("ROLLBACK")
+        db.remove_notice_handler(keep)
+        named = [m for m in notices if "partitions of tenant" in m]
+        assert len(named) == 1 and parts[one] in named[0] and parts[two] not in named[0], (scs, named)
+
+
+def test_a_writer_of_an_attached_table_that_comes_after_waits_and_the_erase_goes(db, connect):
+    """A writer in flight, then another inserting into an attached table: the erase used to
+    hold the model row while it tried for the table, the inserter held the table while it
+    waited for the row, and the erase failed at its patience. The triggers go first now."""
+    owned_table(db, "notes", "alice")
+    alice = connect("alice")
+    alice.execute("SELECT rag.attach('notes', 'body')")
+    inflight = connect("alice")
+    inflight.execute("BEGIN")
+    inflight.execute("SELECT rag.ingest('Written while the tenant is erased.', source => 'inflight.md')")
+    out = {}
+    eraser = threading.Thread(target=lambda: out.update(erase(db, "alice", patience="20 seconds")))
+    eraser.start()
+    time.sleep(0.5)
+    inserter = connect("alice")
+    inserted = []
+    writer = threading.Thread(target=lambda: inserted.append(
+        inserter.execute("INSERT INTO notes VALUES (50, 'a note written during the erase')").rowcount))
+    writer.start()
+    time.sleep(1.5)
+    inflight.execute("COMMIT")
+    eraser.join(30)
+    writer.join(30)
+    assert out["rag.documents"] == (4, 0), out        # the 3 notes and the document in flight
+    assert inserted == [1]                            # after the erase: the table's row, no document
+    assert counts(db, "alice")["rag.documents"] == 0
+
+
+def test_a_writer_in_flight_that_then_waits_for_the_erase_is_cancelled_as_a_deadlock(db, connect):
+    """A writer in flight (it holds the tenant's model row) then writes to an attached table
+    the erase holds: a deadlock Postgres does not see (the erase waits in short tries). The
+    erase cancels that writer's statement, says so, and goes on."""
+    owned_table(db, "notes", "alice")
+    alice = connect("alice")
+    alice.execute("SELECT rag.attach('notes', 'body')")
+    inflight = connect("alice")
+    inflight.execute("BEGIN")
+    inflight.execute("SELECT rag.ingest('Written while the tenant is erased.', source => 'inflight.md')")
+    pid = inflight.execute("SELECT pg_backend_pid()").fetchone()[0]
+    notices, out, failed = [], {}, []
+    db.add_notice_handler(lambda n: notices.append((n.severity_nonlocalized, n.message_primary)))
+    eraser = threading.Thread(target=lambda: out.update(erase(db, "alice", patience="20 seconds")))
+    eraser.start()
+    time.sleep(1.0)                                    # the erase holds the table, waits for the row
+
+    def write():
+        try:
+            inflight.execute("INSERT INTO notes VALUES (50, 'and now the table')")
+        except psycopg.Error as e:
+            failed.append(e)
+    writer = threading.Thread(target=write)
+    writer.start()
+    eraser.join(30)
+    writer.join(30)
+    assert isinstance(failed[0], psycopg.errors.QueryCanceled), failed
+    inflight.execute("ROLLBACK")
+    assert out["rag.documents"] == (3, 0), out
+    warned = [m for sev, m in notices if sev == "WARNING" and "cancelled" in m]
+    assert len(warned) == 1 and f"{{{pid}}}" in warned[0], notices
+
+
+def test_a_row_held_in_a_late_table_retries_that_table_alone(db, connect):
+    """The deletes were tried whole: a row held in the last table made every try redo
+    every delete (18 times the work of the erase in 8 s). Each table is tried alone now:
+    the documents are deleted once, whatever the tries on the held table."""
+    alice = connect("alice")
+    for i in range(5):
+        alice.execute("SELECT rag.ingest(%s, source => %s)", (f"Document {i} about lanterns.", f"d{i}.md"))
+    holder = connect("alice")
+    holder.execute("BEGIN")
+    holder.execute("DELETE FROM rag.posting_blocks WHERE ctid = (SELECT ctid FROM rag.posting_blocks LIMIT 1)")
+
+    def deleted_documents():
+        db.execute("SELECT pg_stat_force_next_flush()")
+        db.execute("SELECT pg_stat_clear_snapshot()")
+        return db.execute("SELECT n_tup_del FROM pg_stat_user_tables WHERE relid = 'rag.documents'::regclass").fetchone()[0]
+    before = deleted_documents()
+    with pytest.raises(psycopg.errors.LockNotAvailable, match=r"in rag\.posting_blocks"):
+        erase(db, "alice", patience="2 seconds")
+    holder.execute("ROLLBACK")
+    assert deleted_documents() - before == 5           # once (whole tries: about 10 times)
+
+
+def test_detaching_a_table_attached_with_force_needs_its_owner(db, connect):
+    """rag.attach(force => true) needs only the right to create triggers; dropping them
+    needs the owner: rag.detach failed with Postgres' bare 42501, half-way. Now it says whose
+    table it is, and the attachment stays whole."""
+    owned_table(db, "bobs", "bob")
+    db.execute("GRANT SELECT, TRIGGER ON bobs TO alice")
+    alice = connect("alice")
+    alice.execute("SELECT rag.attach('bobs', 'body', force => true)")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="belongs to role bob"):
+        alice.execute("SELECT rag.detach('bobs')")
+    assert counts(db, "alice")["rag.attachments"] == 1
+    assert db.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'bobs'::regclass AND NOT tgisinternal").fetchone()[0] > 0
+    assert erase(db, "alice")["rag.attachments"] == (1, 0)    # the superuser's erase drops them
+    assert db.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'bobs'::regclass AND NOT tgisinternal").fetchone()[0] == 0

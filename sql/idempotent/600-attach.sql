@@ -310,13 +310,25 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     gone bigint;
+    owner name;
 BEGIN
-    DELETE FROM rag.attachments AS x WHERE x.source_table = detach.source_table AND x.tenant = rag.current_tenant()
-    RETURNING x.id INTO gone;
+    SELECT x.id INTO gone FROM rag.attachments AS x
+    WHERE x.source_table = detach.source_table AND x.tenant = rag.current_tenant();
     IF gone IS NULL THEN
         RETURN false;
     END IF;
+    -- (rag.attach with force => true needs only the right to create triggers; dropping
+    -- them needs the table's owner)
+    owner := rag._table_owner(source_table);
+    IF owner IS NOT NULL AND NOT rag._is_superuser() AND NOT pg_has_role(owner, 'MEMBER') THEN
+        RAISE EXCEPTION 'rag.detach: table % belongs to role %, and dropping rag''s triggers on it needs its owner',
+                        source_table, owner
+            USING ERRCODE = 'insufficient_privilege', HINT = format('detach it as its owner (SET ROLE %I) or a superuser', owner);
+    END IF;
+    -- its triggers first, then its row: a writer of the table waits for the table's lock
+    -- and no longer for the row its trigger reads (no deadlock hidden by the lock tries)
     PERFORM rag._drop_attachment_triggers('rag.detach', source_table, gone);
+    DELETE FROM rag.attachments AS x WHERE x.id = gone;
     RETURN true;
 END
 $$;

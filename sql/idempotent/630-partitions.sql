@@ -132,17 +132,19 @@ BEGIN
 END
 $$;
 
--- rag._partition_bounds (internal): a tenant's partition bound as pg_get_expr writes it,
--- with standard_conforming_strings on and off (format's %L writes E'a\\b' for a backslash,
--- pg_get_expr 'a\b': hostile review 37)
-CREATE OR REPLACE FUNCTION rag._partition_bounds(tenant text)
-RETURNS SETOF text
-LANGUAGE sql IMMUTABLE
+-- rag._partition_of (internal): whether relation `rel` is the partition of `tenant`: its
+-- bound, as pg_get_expr writes it with standard_conforming_strings on (pinned here), is
+-- exactly that tenant's literal. (format's %L writes E'a\\b' for a backslash where
+-- pg_get_expr writes 'a\b' (hostile review 37), and with the setting off pg_get_expr
+-- doubles it, so that tenants 'a\b' and 'a\\b' could match one another (review 37c).)
+CREATE OR REPLACE FUNCTION rag._partition_of(rel oid, tenant text)
+RETURNS boolean
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
-    SELECT 'FOR VALUES IN (''' || replace(tenant, '''', '''''') || ''')'
-    UNION
-    SELECT 'FOR VALUES IN (''' || replace(replace(tenant, '''', ''''''), E'\\', E'\\\\') || ''')'
+    SELECT pg_get_expr(c.relpartbound, c.oid) = 'FOR VALUES IN (''' || replace(tenant, '''', '''''') || ''')'
+    FROM pg_class AS c WHERE c.oid = rel
 $$;
 
 -- rag.tenant_partitions: which tenants have partitions of their own, and their sizes
@@ -152,8 +154,6 @@ CREATE OR REPLACE VIEW rag.tenant_partitions WITH (security_invoker = true) AS
     FROM pg_catalog.pg_inherits AS i JOIN pg_catalog.pg_class AS r ON r.oid = i.inhrelid
     WHERE i.inhparent = 'rag.chunks'::regclass
       -- a tenant sees its own partition (and the default one); the owner sees all of them
-      -- (rag._partition_bounds: the bound's text, which quotes a backslash otherwise than
-      -- format's %L, hostile review 37)
       AND (rag._owns_chunks() OR r.relpartbound IS NULL
            OR pg_catalog.pg_get_expr(r.relpartbound, r.oid) = 'DEFAULT'
-           OR pg_catalog.pg_get_expr(r.relpartbound, r.oid) IN (SELECT rag._partition_bounds(rag.current_tenant())));
+           OR rag._partition_of(r.oid, rag.current_tenant()));

@@ -24,21 +24,40 @@ AS $$
              c.relname
 $$;
 
+-- rag._end_waiting_holders (internal): cancel the statements of the sessions that hold a lock
+-- on one of `rels` (or a partition of it) and wait for this one: each is in a deadlock with
+-- this session's tries, which are too short for Postgres to see it (it looks after
+-- deadlock_timeout, in the session that waits that long). Returns their pids. Needs the
+-- right to signal them (rag.erase_tenant: a superuser).
+CREATE OR REPLACE FUNCTION rag._end_waiting_holders(rels regclass[])
+RETURNS int[]
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(array_agg(w.pid ORDER BY w.pid) FILTER (WHERE pg_cancel_backend(w.pid)), '{}')
+    FROM (SELECT DISTINCT l.pid FROM pg_locks AS l
+          WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
+            AND coalesce(pg_partition_root(l.relation), l.relation)
+                IN (SELECT coalesce(pg_partition_root(x), x) FROM unnest(rels) AS x)
+            AND pg_backend_pid() = ANY (pg_blocking_pids(l.pid))) AS w
+$$;
+
 -- rag.erase_tenant (superuser): remove every row rag holds for `tenant`, the ledger's
 -- (rag.usage, rag.usage_history) only if keep_usage is false. Every wait is within
--- `patience` (then 55P03, nothing erased): first, as a model switch does, for the tenant's
--- document writers in flight (its rag.tenant_models row), so that a document being written
--- is erased too (writers that come after wait for the commit and start a new tenant of the
--- same name); then for the tables it attached (DROP TRIGGER, in tries); then for rows a
--- transaction of the tenant holds: the deletes are tried whole, each wait at most 10 ms,
--- and tried again after 200 ms until the patience is spent, so that holders letting go
--- one after the other cannot stretch it (hostile review 37b). Sessions of the roles that
--- may act for the tenant with a transaction open at the end (an eval set loading, an
--- answer logged: they hold no row of the tenant's) are named in a WARNING: what they
--- commit after it is not erased. Returns one row per table: the rows removed and the rows
--- of the tenant left (0 but the kept ledger). A tenant's own partitions
--- (rag.create_tenant_partition) are left, empty: a NOTICE names them (dropping one locks
--- its parent, which is the owner's call to make).
+-- `patience` (then 55P03, nothing erased): first for the tables the tenant attached (DROP
+-- TRIGGER, in tries); then, as a model switch does, for the tenant's document writers in
+-- flight (its rag.tenant_models row), so that a document being written is erased too
+-- (writers that come after wait for the commit and start a new tenant of the same name);
+-- then for rows a transaction of the tenant holds: each table's delete is tried with waits
+-- of at most 10 ms, and again every 200 ms until the patience is spent, so that holders
+-- letting go one after the other cannot stretch it (hostile review 37b). A session that
+-- holds what the erase needs and waits for the erase is cancelled (a deadlock, named in a
+-- WARNING). Sessions of the roles that may act for the tenant with a transaction open at
+-- the end (an eval set loading, an answer logged: they hold no row of the tenant's) are
+-- named in a WARNING: what they commit after it is not erased. Returns one row per table:
+-- the rows removed and the rows of the tenant left (0 but the kept ledger). A tenant's own
+-- partitions (rag.create_tenant_partition) are left, empty: a NOTICE names them (dropping
+-- one locks its parent, which is the owner's call to make).
 CREATE OR REPLACE FUNCTION rag.erase_tenant(tenant text, keep_usage boolean DEFAULT true,
                                             patience interval DEFAULT '30 seconds')
 RETURNS TABLE (table_name text, removed bigint, kept bigint)
@@ -58,6 +77,8 @@ DECLARE
     held_timeout text := current_setting('lock_timeout');
     acting oid[];
     open_pids int[];
+    attached regclass[] := '{}';
+    cancelled int[] := '{}';
 BEGIN
     IF NOT rag._is_superuser() THEN
         RAISE EXCEPTION 'rag.erase_tenant: needs a superuser (it removes ledger rows and triggers on other roles'' tables)'
@@ -84,51 +105,76 @@ BEGIN
     acting := ARRAY(SELECT r.oid FROM pg_catalog.pg_roles AS r
                     WHERE (r.rolname = t AND r.rolname NOT IN ('rag_reader', 'rag_writer', 'rag_admin'))
                        OR r.rolname IN (SELECT g.role_name FROM rag.tenant_roles AS g WHERE g.tenant = t));
+    -- rag's triggers on the relations the tenant attached (the tables and their rows stay):
+    -- only a relation that holds such a trigger of the tenant's attachment is touched. First,
+    -- while the erase holds nothing its writers wait for (review 37c: a writer of the table
+    -- waiting for the model row the erase held, and the erase trying for the table in waits
+    -- too short for Postgres to see the deadlock, failed the erase at its patience)
+    FOR a IN SELECT x.id, x.source_table FROM rag.attachments AS x
+             JOIN pg_catalog.pg_class AS c ON c.oid = x.source_table
+             WHERE x.tenant = t ORDER BY x.id LOOP
+        PERFORM rag._drop_attachment_triggers('rag.erase_tenant', a.source_table, a.id,
+                                              greatest(deadline - clock_timestamp(), interval '0'));
+        attached := attached || a.source_table;
+    END LOOP;
     -- the tenant's writers in flight end first; later ones wait for this transaction. (The
-    -- claim makes the tenant's row if it had none, to lock: that one is not counted.)
+    -- claim makes the tenant's row if it had none, to lock: that one is not counted.) A
+    -- writer in flight that then waits for a table the erase holds is in a deadlock with it
+    -- that the claim's short tries hide from Postgres: it is cancelled, as Postgres would
     made := NOT EXISTS (SELECT 1 FROM rag.tenant_models AS x WHERE x.tenant = t);
-    PERFORM rag._claim_tenant_models(ARRAY[t], true, greatest(deadline - clock_timestamp(), interval '0'));
+    LOOP
+        BEGIN
+            PERFORM rag._claim_tenant_models(ARRAY[t], true,
+                                             least(greatest(deadline - clock_timestamp(), interval '0'), interval '1 second'));
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            IF clock_timestamp() >= deadline THEN
+                RAISE EXCEPTION 'rag.erase_tenant: the writers of tenant % held it past the patience (%)', rag._shown(t), patience
+                    USING ERRCODE = 'lock_not_available',
+                          HINT = 'a writer of the tenant keeps a transaction open: let it end (pg_stat_activity) and retry; nothing was erased';
+            END IF;
+            cancelled := cancelled || rag._end_waiting_holders(attached || 'rag.tenant_models'::regclass);
+        END;
+    END LOOP;
 
     FOR tbl IN SELECT * FROM rag._tenant_tables() LOOP
         EXECUTE format('SELECT count(*) FROM %s AS x WHERE x.tenant = $1', tbl) INTO n USING t;
         before := before || jsonb_build_object(tbl::text,
                                                n - CASE WHEN made AND tbl = 'rag.tenant_models'::regclass THEN 1 ELSE 0 END);
     END LOOP;
-    -- rag's triggers on the relations the tenant attached (the tables and their rows stay):
-    -- only a relation that holds such a trigger of the tenant's attachment is touched
-    FOR a IN SELECT x.id, x.source_table FROM rag.attachments AS x
-             JOIN pg_catalog.pg_class AS c ON c.oid = x.source_table
-             WHERE x.tenant = t ORDER BY x.id LOOP
-        PERFORM rag._drop_attachment_triggers('rag.erase_tenant', a.source_table, a.id,
-                                              greatest(deadline - clock_timestamp(), interval '0'));
-    END LOOP;
-    -- the deletes, tried whole: a row another transaction holds fails the try within 10 ms
-    LOOP
-        BEGIN
-            PERFORM set_config('lock_timeout', rag._lock_wait(deadline + interval '1 ms', interval '10 ms'), true);
-            FOR tbl IN SELECT * FROM rag._tenant_tables() LOOP
-                CONTINUE WHEN keep_usage AND tbl IN ('rag.usage'::regclass, 'rag.usage_history'::regclass);
+    -- the deletes, a table at a time, each tried again until the patience: a row another
+    -- transaction holds fails a try within 10 ms (holders letting go one after another
+    -- cannot stretch the patience, review 37b), and only that table's delete is tried again
+    -- (review 37c: a held row in the last table made each try redo them all)
+    FOR tbl IN SELECT * FROM rag._tenant_tables() LOOP
+        CONTINUE WHEN keep_usage AND tbl IN ('rag.usage'::regclass, 'rag.usage_history'::regclass);
+        LOOP
+            BEGIN
+                PERFORM set_config('lock_timeout', rag._lock_wait(deadline + interval '1 ms', interval '10 ms'), true);
                 EXECUTE format('DELETE FROM %s AS x WHERE x.tenant = $1', tbl) USING t;
-            END LOOP;
-            EXIT;
-        EXCEPTION WHEN lock_not_available THEN   -- (the try's deletes are undone)
-            IF clock_timestamp() >= deadline THEN
-                RAISE EXCEPTION 'rag.erase_tenant: rows of tenant % in % stayed locked by another transaction past the patience (%)',
-                                rag._shown(t), tbl, patience
-                    USING ERRCODE = 'lock_not_available',
-                          HINT = 'a transaction of the tenant holds them: let it end (pg_stat_activity) and retry; nothing was erased';
-            END IF;
-            PERFORM pg_sleep(0.2);
-        END;
+                EXIT;
+            EXCEPTION WHEN lock_not_available THEN   -- (this try's delete is undone)
+                IF clock_timestamp() >= deadline THEN
+                    RAISE EXCEPTION 'rag.erase_tenant: rows of tenant % in % stayed locked by another transaction past the patience (%)',
+                                    rag._shown(t), tbl, patience
+                        USING ERRCODE = 'lock_not_available',
+                              HINT = 'a transaction of the tenant holds them: let it end (pg_stat_activity) and retry; nothing was erased';
+                END IF;
+                -- (one that holds rows here and waits for the erase: a deadlock)
+                cancelled := cancelled || rag._end_waiting_holders(ARRAY[tbl]);
+                PERFORM pg_sleep(0.2);
+            END;
+        END LOOP;
     END LOOP;
     PERFORM set_config('lock_timeout', held_timeout, true);
+    IF cardinality(cancelled) > 0 THEN
+        RAISE WARNING 'rag.erase_tenant: cancelled the statements of pids % (each held what the erase needed while it waited for the erase: a deadlock)',
+                      cancelled;
+    END IF;
 
-    -- (the bound's text as pg_get_expr writes it, with standard_conforming_strings on or off;
-    -- format's %L quotes a backslash otherwise)
     SELECT array_agg(c.oid::regclass::text ORDER BY c.relname) INTO parts
     FROM pg_catalog.pg_inherits AS i JOIN pg_catalog.pg_class AS c ON c.oid = i.inhrelid
-    WHERE i.inhparent IN ('rag.chunks'::regclass, 'rag.posting_blocks'::regclass)
-      AND pg_catalog.pg_get_expr(c.relpartbound, c.oid) IN (SELECT rag._partition_bounds(t));
+    WHERE i.inhparent IN ('rag.chunks'::regclass, 'rag.posting_blocks'::regclass) AND rag._partition_of(c.oid, t);
     IF parts IS NOT NULL THEN
         RAISE NOTICE 'rag.erase_tenant: the partitions of tenant % are left, empty: %', rag._shown(t),
                      array_to_string(parts, ', ')

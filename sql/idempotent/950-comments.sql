@@ -930,13 +930,17 @@ COMMENT ON FUNCTION rag.erase_tenant(text, boolean, interval) IS
   'table of schema rag with a tenant column: table_name, removed, kept (the tenant''s rows left: 0 but a kept '
   'ledger). Example: SELECT * FROM rag.erase_tenant(''acme'', keep_usage => false);';
 
-COMMENT ON FUNCTION rag._partition_bounds(text) IS
-  'Internal: a tenant''s partition bound as pg_get_expr writes it, with standard_conforming_strings on and off '
-  '(rag.tenant_partitions, rag.erase_tenant).';
+COMMENT ON FUNCTION rag._partition_of(oid, text) IS
+  'Internal: whether a relation is the partition of a tenant: its bound, written by pg_get_expr with '
+  'standard_conforming_strings on, is exactly the tenant''s literal (rag.tenant_partitions, rag.erase_tenant).';
 
 COMMENT ON FUNCTION rag._lock_wait(timestamptz, interval) IS
   'Internal: a lock_timeout in ms for one wait: what is left until deadline, at most most and the session''s '
   'own lock_timeout, at least 1 ms and at most what the setting takes.';
+
+COMMENT ON FUNCTION rag._end_waiting_holders(regclass[]) IS
+  'Internal: cancel the statements of the sessions that hold a lock on one of rels (or a partition) and wait '
+  'for this session: a deadlock its short lock tries hide from Postgres (rag.erase_tenant). Returns their pids.';
 
 COMMENT ON FUNCTION rag._tenant_tables() IS
   'Internal: the tables of schema rag with a tenant column, in the order rag.erase_tenant empties them '

@@ -64,7 +64,7 @@ GRANT EXECUTE ON FUNCTION
     rag._may_use_key(text),
     rag._queue_in_progress(),
     rag._pgrowlocks(text),
-    rag._partition_bounds(text),
+    rag._partition_of(oid, text),
     rag.spent_today(),
     rag.budget_today(),
     rag._recorded_today(),
