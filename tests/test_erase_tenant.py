@@ -418,7 +418,7 @@ def test_a_table_turned_view_over_shared_tables_makes_the_erase_lock_only_the_vi
         alice.execute("""CREATE RULE "_RETURN" AS ON SELECT TO alice_s.trap DO INSTEAD
                          SELECT c.id::int AS id, c.content FROM rag.chunks AS c, rag.documents AS d,
                                 pg_catalog.pg_authid AS r WHERE false""")
-    except psycopg.errors.FeatureNotSupported:
+    except (psycopg.errors.FeatureNotSupported, psycopg.errors.WrongObjectType):
         pytest.skip("this Postgres does not turn a table into a view (16 and later)")
     alice.execute("ALTER VIEW alice_s.trap SET (security_invoker = true)")
     alice.execute(f"""CREATE TRIGGER trap AFTER INSERT ON alice_s.trap
