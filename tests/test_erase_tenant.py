@@ -195,10 +195,12 @@ def test_an_attached_table_held_by_its_writer_is_waited_for_in_tries(db, connect
     db.execute('GRANT ALL ON "notes_alice" TO alice')
     alice.execute("BEGIN")
     alice.execute('LOCK TABLE "notes_alice" IN ROW EXCLUSIVE MODE')   # what an open UPDATE of it holds
+    pid = alice.execute("SELECT pg_backend_pid()").fetchone()[0]
     started = time.monotonic()
-    with pytest.raises(psycopg.errors.LockNotAvailable, match="notes_alice"):
+    with pytest.raises(psycopg.errors.LockNotAvailable, match="notes_alice") as e:
         erase(db, "alice", patience="1 second")
     assert time.monotonic() - started < 10
+    assert f"(pids {{{pid}}})" in str(e.value)                      # who held it
     assert counts(db, "alice")["rag.documents"] == 4
     alice.execute("ROLLBACK")
     assert erase(db, "alice")["rag.documents"] == (4, 0)
@@ -542,16 +544,22 @@ def test_tenants_named_with_one_and_two_backslashes_see_and_erase_only_their_own
         assert len(named) == 1 and parts[one] in named[0] and parts[two] not in named[0], (scs, named)
 
 
-def test_a_writer_of_an_attached_table_that_comes_after_waits_and_the_erase_goes(db, connect):
+@pytest.fixture
+def inflight(db, connect):
+    """alice's attached table `notes` (3 rows), and a writer of hers in flight: a document
+    ingested in a transaction left open (it holds her tenant's model row)."""
+    owned_table(db, "notes", "alice")
+    connect("alice").execute("SELECT rag.attach('notes', 'body')")
+    writer = connect("alice")
+    writer.execute("BEGIN")
+    writer.execute("SELECT rag.ingest('Written while the tenant is erased.', source => 'inflight.md')")
+    return writer
+
+
+def test_a_writer_of_an_attached_table_that_comes_after_waits_and_the_erase_goes(db, connect, inflight):
     """A writer in flight, then another inserting into an attached table: the erase used to
     hold the model row while it tried for the table, the inserter held the table while it
     waited for the row, and the erase failed at its patience. The triggers go first now."""
-    owned_table(db, "notes", "alice")
-    alice = connect("alice")
-    alice.execute("SELECT rag.attach('notes', 'body')")
-    inflight = connect("alice")
-    inflight.execute("BEGIN")
-    inflight.execute("SELECT rag.ingest('Written while the tenant is erased.', source => 'inflight.md')")
     out = {}
     eraser = threading.Thread(target=lambda: out.update(erase(db, "alice", patience="20 seconds")))
     eraser.start()
@@ -570,16 +578,10 @@ def test_a_writer_of_an_attached_table_that_comes_after_waits_and_the_erase_goes
     assert counts(db, "alice")["rag.documents"] == 0
 
 
-def test_a_writer_in_flight_that_then_waits_for_the_erase_is_cancelled_as_a_deadlock(db, connect):
+def test_a_writer_in_flight_that_then_waits_for_the_erase_is_cancelled_as_a_deadlock(db, inflight):
     """A writer in flight (it holds the tenant's model row) then writes to an attached table
     the erase holds: a deadlock Postgres does not see (the erase waits in short tries). The
     erase cancels that writer's statement, says so, and goes on."""
-    owned_table(db, "notes", "alice")
-    alice = connect("alice")
-    alice.execute("SELECT rag.attach('notes', 'body')")
-    inflight = connect("alice")
-    inflight.execute("BEGIN")
-    inflight.execute("SELECT rag.ingest('Written while the tenant is erased.', source => 'inflight.md')")
     pid = inflight.execute("SELECT pg_backend_pid()").fetchone()[0]
     notices, out, failed = [], {}, []
     db.add_notice_handler(lambda n: notices.append((n.severity_nonlocalized, n.message_primary)))
@@ -639,3 +641,39 @@ def test_detaching_a_table_attached_with_force_needs_its_owner(db, connect):
     assert db.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'bobs'::regclass AND NOT tgisinternal").fetchone()[0] > 0
     assert erase(db, "alice")["rag.attachments"] == (1, 0)    # the superuser's erase drops them
     assert db.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'bobs'::regclass AND NOT tgisinternal").fetchone()[0] == 0
+
+
+# -- session 38: one loop of DDL in tries (rag._ddl_in_tries) --------------------------------
+
+def test_a_table_and_its_triggers_renamed_while_the_detach_tries_are_still_found(db, connect):
+    """The drop's statements were made once, before the tries: the table's owner, holding
+    the table, renamed rag's triggers and committed, and each later try named a trigger
+    that was gone (42704, the detach failed). The triggers are looked for at each try now,
+    by function and attachment id, and the table by its OID."""
+    owned_table(db, "notes", "alice")
+    db.execute("GRANT CREATE ON SCHEMA public TO alice")                     # to rename her table
+    alice = connect("alice")
+    alice.execute("SELECT rag.attach('notes', 'body')")
+    holder = connect("alice")
+    holder.execute("BEGIN")
+    holder.execute("ALTER TABLE notes RENAME TO notes_renamed")                # ACCESS EXCLUSIVE, held
+    detached, failed = [], []
+
+    def go():
+        try:
+            detached.append(alice.execute("SELECT rag.detach('notes')").fetchone()[0])
+        except psycopg.Error as e:
+            failed.append(e)
+    detacher = threading.Thread(target=go)
+    detacher.start()
+    time.sleep(1.0)                                                           # it tries meanwhile
+    assert detacher.is_alive()
+    for (name,) in holder.execute("""SELECT tgname FROM pg_trigger
+                                     WHERE tgrelid = 'notes_renamed'::regclass AND NOT tgisinternal""").fetchall():
+        holder.execute(f'ALTER TRIGGER "{name}" ON notes_renamed RENAME TO "x_{name}"')
+    holder.execute("COMMIT")
+    detacher.join(30)
+    assert failed == [] and detached == [True], (failed, detached)
+    assert db.execute("""SELECT count(*) FROM pg_trigger
+                         WHERE tgrelid = 'notes_renamed'::regclass AND NOT tgisinternal""").fetchone()[0] == 0
+    assert counts(db, "alice")["rag.attachments"] == 0

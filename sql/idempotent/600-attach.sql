@@ -347,18 +347,18 @@ AS $$
                              2147483647))::bigint::text
 $$;
 
--- rag._drop_attachment_triggers (internal): drop rag's triggers of attachment `id` on its
--- table, found by function and argument (the attachment's id): names differ between
--- releases, and older ones held the table's OID, which a restore changes. DROP TRIGGER
--- takes the table ACCESS EXCLUSIVE: it is asked for in tries of 100 ms, up to `patience`,
--- so that a long reader of the table does not make every later reader and writer queue
--- behind the drop (hostile review 37); 55P03 naming `caller` after that. No LOCK TABLE: on
--- a view (Postgres 15 lets a table become one, keeping its OID) that would lock every table
--- the view reads (hostile review 37b); DROP TRIGGER locks the relation alone. A relation
--- without such a trigger is not touched. The caller must own it (rag.detach) or be a
--- superuser (rag.erase_tenant).
-CREATE OR REPLACE FUNCTION rag._drop_attachment_triggers(caller text, source_table regclass, id bigint,
-                                                         patience interval DEFAULT '30 seconds')
+-- rag._ddl_in_tries (internal): run the DDL statements on `relations` that the query
+-- `statements` returns (given `relations` as $1; asked again at each try, so that names
+-- are read when used: a table or trigger renamed between tries is still found), in one
+-- subtransaction, each lock asked for in tries of at most 100 ms (shorter if the session's
+-- lock_timeout is), 200 ms apart, up to `patience`: a DDL request that waits (behind a long
+-- reader or writer) makes every later reader and writer of the table queue behind it
+-- (hostile reviews 29, 37). After `patience`, 55P03 naming `caller`, the relations and the
+-- sessions that held locks on them (on the whole partition tree). Nothing of a failed try
+-- stays. It runs as its caller. The one home of this loop: rag._lock_tables (the owner's
+-- partition and index DDL) and rag._drop_attachment_triggers (rag.detach, rag.erase_tenant).
+CREATE OR REPLACE FUNCTION rag._ddl_in_tries(caller text, statements text, relations regclass[],
+                                             patience interval DEFAULT '30 seconds')
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -366,34 +366,69 @@ AS $$
 DECLARE
     deadline timestamptz := clock_timestamp() + patience;
     saved text := current_setting('lock_timeout');
-    trigs name[];
-    trig name;
+    stmt text;
+    holders int[];
+    renamed int := 0;
 BEGIN
-    trigs := ARRAY(SELECT t.tgname FROM pg_catalog.pg_trigger AS t
-                   WHERE t.tgrelid = _drop_attachment_triggers.source_table
-                     AND t.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
-                     AND t.tgargs = pg_catalog.convert_to(_drop_attachment_triggers.id::text, 'UTF8') || '\x00'::bytea
-                   ORDER BY t.tgname);
-    IF cardinality(trigs) = 0 THEN
-        RETURN;
-    END IF;
     LOOP
         BEGIN
             PERFORM set_config('lock_timeout', rag._lock_wait(deadline + interval '1 ms', interval '100 ms'), true);
-            FOREACH trig IN ARRAY trigs LOOP
-                EXECUTE format('DROP TRIGGER %I ON %s', trig, source_table);
+            FOR stmt IN EXECUTE statements USING relations LOOP
+                EXECUTE stmt;
             END LOOP;
             PERFORM set_config('lock_timeout', saved, true);
             RETURN;
-        EXCEPTION WHEN lock_not_available THEN   -- (the subtransaction's lock_timeout is undone)
+        EXCEPTION
+        WHEN undefined_table OR undefined_object THEN
+            -- a name read for this try was changed by the holder it waited for (Postgres
+            -- looks a name up again once it has the lock): the next try reads it anew; a
+            -- name that stays wrong is the error it is
+            renamed := renamed + 1;
+            IF renamed >= 10 OR clock_timestamp() >= deadline THEN
+                RAISE;
+            END IF;
+        WHEN lock_not_available THEN   -- (the subtransaction's lock_timeout is undone)
             IF clock_timestamp() >= deadline THEN
-                RAISE EXCEPTION '%: table % stayed locked by other transactions for % s', caller, source_table,
-                                round(extract(epoch FROM patience), 1)
+                SELECT coalesce(array_agg(DISTINCT coalesce(l.pid, 0) ORDER BY coalesce(l.pid, 0)), '{}') INTO holders
+                FROM pg_catalog.pg_locks AS l
+                WHERE l.locktype = 'relation' AND l.granted AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()
+                  AND coalesce(pg_catalog.pg_partition_root(l.relation), l.relation)
+                      IN (SELECT coalesce(pg_catalog.pg_partition_root(x), x) FROM unnest(relations) AS x);
+                RAISE EXCEPTION '%: % stayed locked by other transactions for % s (pids %)', caller,
+                    (SELECT string_agg(x::text, ', ') FROM unnest(relations) AS x),
+                    round(extract(epoch FROM patience), 1), holders
                     USING ERRCODE = 'lock_not_available', HINT = 'retry once they end';
             END IF;
             PERFORM pg_sleep(0.2);
         END;
     END LOOP;
+END
+$$;
+
+-- rag._drop_attachment_triggers (internal): drop rag's triggers of attachment `id` on its
+-- table, found by function and argument (the attachment's id): names differ between
+-- releases, and older ones held the table's OID, which a restore changes. DROP TRIGGER
+-- takes the table ACCESS EXCLUSIVE: in tries (rag._ddl_in_tries), so that a long reader of
+-- the table does not make every later reader and writer queue behind the drop (hostile
+-- review 37). No LOCK TABLE: on a view (Postgres 15 lets a table become one, keeping its
+-- OID) that would lock every table the view reads (hostile review 37b); DROP TRIGGER locks
+-- the relation alone. A relation without such a trigger is not touched. The caller must
+-- own it (rag.detach) or be a superuser (rag.erase_tenant).
+CREATE OR REPLACE FUNCTION rag._drop_attachment_triggers(caller text, source_table regclass, id bigint,
+                                                         patience interval DEFAULT '30 seconds')
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- (the triggers are found by function and attachment id at each try: see above)
+    PERFORM rag._ddl_in_tries(caller, format(
+        $q$SELECT format('DROP TRIGGER %%I ON %%s', t.tgname, t.tgrelid::regclass)
+           FROM pg_catalog.pg_trigger AS t
+           WHERE t.tgrelid = ($1)[1]
+             AND t.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
+             AND t.tgargs = pg_catalog.convert_to(%L, 'UTF8') || pg_catalog.decode('00', 'hex')
+           ORDER BY t.tgname$q$, id::text), ARRAY[source_table], patience);
 END
 $$;
 

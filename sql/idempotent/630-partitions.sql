@@ -37,45 +37,23 @@ END
 $$;
 
 -- rag._lock_tables (internal): LOCK TABLE `tables` IN `lock_mode` MODE, for the owner's
--- DDL, in tries of 100 ms: a request that waits (for a long write transaction, say) would
--- make every later reader and writer of those tables queue behind it. After `patience`,
--- 55P03 naming `caller` and the sessions that held locks on them (hostile review 29: the
--- tries went on for as long as any writer kept a transaction open).
+-- DDL, in tries (rag._ddl_in_tries): a request that waits (for a long write transaction,
+-- say) would make every later reader and writer of those tables queue behind it. After
+-- `patience`, 55P03 naming `caller` and the sessions that held locks on them (hostile
+-- review 29: the tries went on for as long as any writer kept a transaction open).
 CREATE OR REPLACE FUNCTION rag._lock_tables(caller text, tables regclass[], lock_mode text,
                                             patience interval DEFAULT '30 seconds')
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    deadline timestamptz := clock_timestamp() + patience;
-    saved text := current_setting('lock_timeout');
-    names text := (SELECT string_agg(x::text, ', ') FROM unnest(tables) AS x);
-    holders int[];
 BEGIN
     IF lock_mode NOT IN ('SHARE', 'SHARE ROW EXCLUSIVE', 'EXCLUSIVE', 'ACCESS EXCLUSIVE') THEN
         RAISE EXCEPTION '%: no lock mode %', caller, rag._shown(lock_mode) USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    LOOP
-        BEGIN
-            PERFORM set_config('lock_timeout', '100ms', true);
-            EXECUTE format('LOCK TABLE %s IN %s MODE', names, lock_mode);
-            PERFORM set_config('lock_timeout', saved, true);
-            RETURN;
-        EXCEPTION WHEN lock_not_available THEN   -- (the subtransaction's lock_timeout is undone)
-            IF clock_timestamp() >= deadline THEN
-                SELECT coalesce(array_agg(DISTINCT coalesce(l.pid, 0) ORDER BY coalesce(l.pid, 0)), '{}') INTO holders
-                FROM pg_locks AS l
-                WHERE l.locktype = 'relation' AND l.granted AND l.pid IS DISTINCT FROM pg_backend_pid()
-                  AND coalesce(pg_partition_root(l.relation), l.relation)
-                      IN (SELECT coalesce(pg_partition_root(x), x) FROM unnest(tables) AS x);
-                RAISE EXCEPTION '%: % stayed locked by other transactions for % s (pids %)', caller, names,
-                    round(extract(epoch FROM patience), 1), holders
-                    USING ERRCODE = 'lock_not_available', HINT = 'retry once they end';
-            END IF;
-            PERFORM pg_sleep(0.2);
-        END;
-    END LOOP;
+    PERFORM rag._ddl_in_tries(caller,
+        format($q$SELECT format('LOCK TABLE %%s IN %s MODE', string_agg(x::text, ', ')) FROM unnest($1) AS x$q$, lock_mode),
+        tables, patience);
 END
 $$;
 

@@ -909,8 +909,14 @@ COMMENT ON FUNCTION rag.detach(regclass) IS
 
 COMMENT ON FUNCTION rag._drop_attachment_triggers(text, regclass, bigint, interval) IS
   'Internal: drop rag''s triggers of an attachment on its table, found by trigger function and argument (the '
-  'attachment id), whatever their names, in tries of 100 ms up to patience (55P03 naming the caller); a '
-  'relation without such a trigger is not touched (rag.detach, rag.erase_tenant).';
+  'attachment id), whatever their names, in tries (rag._ddl_in_tries) up to patience (55P03 naming the '
+  'caller); a relation without such a trigger is not touched (rag.detach, rag.erase_tenant).';
+
+COMMENT ON FUNCTION rag._ddl_in_tries(text, text, regclass[], interval) IS
+  'Internal: run the DDL statements that a query returns (given the relations as $1, asked again at each try) '
+  'in one subtransaction, each lock asked for in tries of at most 100 ms, 200 ms apart, so that nobody queues '
+  'behind a waiting request; 55P03 naming the caller, the relations and the sessions holding locks on them '
+  'after patience. Runs as its caller (rag._lock_tables, rag._drop_attachment_triggers).';
 
 COMMENT ON FUNCTION rag._attachments_guard() IS
   'Internal: trigger of rag.attachments: a row inserted by a role that is not a superuser names an ordinary or '
@@ -1159,5 +1165,5 @@ COMMENT ON FUNCTION rag.unschedule_ledger_purge() IS
 
 COMMENT ON FUNCTION rag._lock_tables(text, regclass[], text, interval) IS
   'Internal: LOCK TABLE tables IN lock_mode MODE for DDL (rag.create_tenant_partition, '
-  'rag.create_model_index), in tries of 100 ms so that nobody queues behind a waiting request; 55P03 naming '
-  'the caller and the sessions holding locks on them after patience (30 seconds).';
+  'rag.create_model_index), in tries (rag._ddl_in_tries) so that nobody queues behind a waiting request; '
+  '55P03 naming the caller and the sessions holding locks on them after patience (30 seconds).';
