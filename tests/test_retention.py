@@ -141,3 +141,100 @@ def test_only_a_superuser_purges_and_only_outside_a_transaction_block(db, connec
     with pytest.raises(psycopg.Error) as exc:
         db.execute("CALL rag.purge_ledger(batch_rows => 0)")
     assert exc.value.sqlstate == "22023" and "batch_rows must be >= 1" in str(exc.value)
+
+
+# -- rag.forget_answers (0.7.0): an answer goes with the chunks it retrieved -----------------
+
+FERRY = "# Ferry\n\nThe ferry to the island leaves at seven. Tickets are sold on board."
+BAKERY = "# Bakery\n\nThe bakery on the harbour opens at six and sells rye bread."
+
+
+def _ask(c, question: str, k: int = 1) -> tuple[int, list[int]]:
+    """An answer's id and the chunks it retrieved, as rag.answers holds them."""
+    answer_id = int(c.execute("SELECT rag.ask(%s, k => %s)->>'answer_id'", (question, k)).fetchone()[0])
+    got = c.execute("SELECT retrieved_chunk_ids FROM rag.answers WHERE id = %s", (answer_id,)).fetchone()[0]
+    return answer_id, got
+
+
+def _chunks_of(c, source: str) -> set[int]:
+    return {r[0] for r in c.execute("SELECT c.id FROM rag.chunks AS c JOIN rag.documents AS d ON d.id = c.document_id "
+                                    "WHERE d.source = %s", (source,)).fetchall()}
+
+
+def _answers(db) -> set[int]:
+    return {r[0] for r in db.execute("SELECT id FROM rag.answers").fetchall()}
+
+
+def test_with_forget_answers_on_a_deleted_or_changed_document_takes_its_answers_along(db, connect):
+    db.execute("SELECT rag.configure('forget_answers', 'on')")
+    alice, bob = connect("alice"), connect("bob")
+    for c in (alice, bob):
+        c.execute("SELECT rag.ingest(%s, source => 'ferry.md')", (FERRY,))
+        c.execute("SELECT rag.ingest(%s, source => 'bakery.md')", (BAKERY,))
+    ferry_a, ferry_a_chunks = _ask(alice, "When does the ferry to the island leave?")
+    bakery_a, bakery_a_chunks = _ask(alice, "When does the bakery open?")
+    ferry_b, _ = _ask(bob, "When does the ferry to the island leave?")
+    assert set(ferry_a_chunks) <= _chunks_of(alice, "ferry.md") and ferry_a_chunks
+    assert not set(bakery_a_chunks) & _chunks_of(alice, "ferry.md") and bakery_a_chunks
+    # a session cannot keep them (the setting is the database's)
+    alice.execute("SET rag.forget_answers = off")
+    assert alice.execute("SELECT value FROM rag.settings() WHERE name = 'forget_answers'").fetchone()[0] == "on"
+    alice.execute("DELETE FROM rag.documents WHERE source = 'ferry.md'")
+    assert _answers(db) == {bakery_a, ferry_b}          # bob's answer to the same question stays
+    # a changed text is chunked again: the answers of its old chunks go
+    alice.execute("SELECT rag.ingest(%s, source => 'bakery.md')", (BAKERY.replace("six", "five"),))
+    assert _answers(db) == {ferry_b}
+    # the same text again changes nothing
+    kept, _ = _ask(alice, "When does the bakery open?")
+    alice.execute("SELECT rag.ingest(%s, source => 'bakery.md')", (BAKERY.replace("six", "five"),))
+    assert _answers(db) == {ferry_b, kept}
+
+
+def test_with_forget_answers_off_answers_stay_and_a_session_cannot_turn_it_on(db, connect):
+    alice = connect("alice")
+    alice.execute("SELECT rag.ingest(%s, source => 'ferry.md')", (FERRY,))
+    answer, chunks = _ask(alice, "When does the ferry to the island leave?")
+    assert chunks
+    alice.execute("SET rag.forget_answers = on")
+    alice.execute("DELETE FROM rag.documents WHERE source = 'ferry.md'")
+    assert _answers(db) == {answer}
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="forget_answers must be on or off"):
+        db.execute("SELECT rag.configure('forget_answers', 'sometimes')")
+
+
+def test_an_attached_row_deleted_or_its_table_detached_takes_its_answers_along(db, connect):
+    db.execute("SELECT rag.configure('forget_answers', 'on')")
+    db.execute("CREATE TABLE notes (id int PRIMARY KEY, body text)")
+    db.execute("ALTER TABLE notes OWNER TO alice")
+    alice = connect("alice")
+    alice.execute("SELECT rag.attach('notes', 'body')")
+    alice.execute("INSERT INTO notes VALUES (1, %s), (2, %s)", (FERRY, BAKERY))
+    ferry, chunks = _ask(alice, "When does the ferry to the island leave?")
+    bakery, _ = _ask(alice, "When does the bakery open?")
+    assert chunks
+    alice.execute("DELETE FROM notes WHERE id = 1")
+    assert _answers(db) == {bakery}
+    alice.execute("SELECT rag.detach('notes')")
+    assert _answers(db) == set()
+
+
+def test_a_writer_deletes_only_its_tenants_answers_and_a_reader_none(db, connect):
+    """Writers may delete answers (the trigger runs as them): RLS keeps it to their tenant.
+    An answer row a reader writes naming another tenant's chunks goes only with its own
+    tenant's chunks: bob's delete does not reach carol's row, nor the reverse."""
+    db.execute("SELECT rag.configure('forget_answers', 'on')")
+    alice, bob, carol = connect("alice"), connect("bob"), connect("carol")
+    for c in (alice, bob):
+        c.execute("SELECT rag.ingest(%s, source => 'ferry.md')", (FERRY,))
+    a, _ = _ask(alice, "When does the ferry to the island leave?")
+    b, _ = _ask(bob, "When does the ferry to the island leave?")
+    bobs = sorted(_chunks_of(db, "ferry.md") - _chunks_of(alice, "ferry.md"))
+    carol.execute("""INSERT INTO rag.answers (question, answer, model, mode, retrieved_chunk_ids, latency_ms)
+                     VALUES ('q', 'a', 'm', 'extractive', %s, 1)""", (bobs,))
+    planted = _answers(db) - {a, b}
+    assert alice.execute("DELETE FROM rag.answers").rowcount == 1         # hers only
+    assert _answers(db) == {b} | planted
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        carol.execute("DELETE FROM rag.answers")
+    bob.execute("DELETE FROM rag.documents WHERE source = 'ferry.md'")
+    assert _answers(db) == planted

@@ -36,6 +36,7 @@ AS $$
         ('daily_budget',          '',         'most cost per tenant per UTC day (the unit of rag.models prices); empty: no limit. Set with rag.configure; a session may only lower it'),
         ('store_answers',         'on',       'rag.ask stores every answer in rag.answers (off: not stored)'),
         ('answer_retention',      '',         'rag.purge_ledger removes answers older than this interval (at least 1 hour) from rag.answers (empty: kept)'),
+        ('forget_answers',        'off',      'on: when a document''s chunks are deleted (the document deleted, detached, erased, or re-chunked when its text changes), the answers of rag.answers that retrieved any of them go too, as they may quote them; database-wide, set with rag.configure only (a session cannot change it)'),
         ('usage_retention',       '',         'rag.purge_ledger sums rag.usage rows older than this interval (at least 1 day) into rag.usage_history (empty: kept)'),
         ('window_embeddings',     'on',       'each chunk is also embedded in windows of up to 64 words, and the vector leg scores the mean of the chunk''s and its best window''s cosine (off: new chunks get none, and search uses cosines only)'),
         ('lexical_windows',       'on',       'with the proximity term, score fusion reads a chunk''s lexical score as 0.7 x its BM25 and 0.3 x its best window''s (off: BM25 alone)')
@@ -73,6 +74,8 @@ BEGIN
     WHERE d.name = setting_name;
     IF NOT FOUND THEN
         RETURN NULL;
+    ELSIF setting_name = 'forget_answers' THEN
+        RETURN configured;   -- the database's promise: a session cannot turn it off (or on)
     END IF;
     asked := nullif(current_setting('rag.' || setting_name, true), '');
     plain := btrim(asked, E' \t\r\n');   -- (ASCII blanks only: a number's reader takes no other)
@@ -171,6 +174,7 @@ BEGIN
         ('provider_batch_size', 'int', 1, 2048),
         ('daily_budget', 'float', 0, 1e12),
         ('store_answers', 'bool', NULL, NULL),
+        ('forget_answers', 'bool', NULL, NULL),
         ('window_embeddings', 'bool', NULL, NULL),
         ('lexical_windows', 'bool', NULL, NULL)
     ) AS r (name, kind, lo, hi) WHERE r.name = setting_name;

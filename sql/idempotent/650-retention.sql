@@ -168,3 +168,36 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT rag._cron_unschedule('rag.purge_ledger:' || current_database())
 $$;
+
+-- rag._chunks_forget_answers (internal): statement trigger on rag.chunks, after a delete.
+-- With rag.forget_answers on (the database's value in rag.config: a session can neither
+-- turn it off nor on), the answers of rag.answers that retrieved a deleted chunk go with
+-- it, for their text may quote it (an extractive answer is its sentences, a chat model
+-- read it); the citations are among the retrieved chunks. A document's chunks are deleted
+-- with it (DELETE, an attached row deleted, rag.detach, rag.erase_tenant) and when its text
+-- or format changes (it is chunked again); rows moved into a tenant's own partition are
+-- not deleted from rag.chunks (no trigger fires). An answer goes only with a chunk of its
+-- own tenant: a row a reader wrote naming another tenant's chunk ids is not that tenant's
+-- to remove, nor theirs to keep. Runs as the role that deleted the chunks: writers may
+-- delete their tenant's answers.
+CREATE OR REPLACE FUNCTION rag._chunks_forget_answers()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record;
+BEGIN
+    IF rag._restoring() OR NOT rag._setting('forget_answers')::boolean THEN
+        RETURN NULL;
+    END IF;
+    FOR t IN SELECT o.tenant, array_agg(o.id) AS ids FROM old_rows AS o GROUP BY o.tenant LOOP
+        DELETE FROM rag.answers AS a WHERE a.tenant = t.tenant AND a.retrieved_chunk_ids OPERATOR(pg_catalog.&&) t.ids;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER chunks_forget_answers AFTER DELETE ON rag.chunks
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION rag._chunks_forget_answers();

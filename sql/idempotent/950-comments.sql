@@ -268,7 +268,8 @@ COMMENT ON COLUMN rag.usage.call_id IS
 COMMENT ON TABLE rag.answers IS
   'Every answer of rag.ask and rag.ask_stream (unless rag.store_answers is off): question, answer, cited and '
   'retrieved chunks, model, latency and tokens; for audit and BI. Tenant data; the answer_id of rag.ask. '
-  'Rows older than rag.answer_retention are removed by rag.purge_ledger.';
+  'Rows older than rag.answer_retention are removed by rag.purge_ledger; with rag.forget_answers on, an '
+  'answer goes when a chunk it retrieved is deleted (its document deleted or its text changed).';
 COMMENT ON COLUMN rag.answers.id IS 'The answer_id returned by rag.ask and rag.ask_stream';
 COMMENT ON COLUMN rag.answers.tenant IS 'Tenant that asked';
 COMMENT ON COLUMN rag.answers.at IS 'When it was asked';
@@ -593,6 +594,11 @@ COMMENT ON FUNCTION rag._chunks_lexical_delete() IS
   'Internal: statement trigger on rag.chunks: negative statistics deltas and the deleted chunks'' '
   'rag.embeddings_next rows. Their postings stay in their blocks until their lexemes'' next merge; queries '
   'skip them.';
+
+COMMENT ON FUNCTION rag._chunks_forget_answers() IS
+  'Internal: statement trigger on rag.chunks: with rag.forget_answers on (rag.config only), removes the '
+  'answers of rag.answers that retrieved a deleted chunk of their own tenant (their text may quote it); runs '
+  'as the role that deleted the chunks.';
 
 COMMENT ON FUNCTION rag._merge_due(text, text[]) IS
   'Internal: merge those of these lexemes whose fresh blocks piled up (64, or 8 or 4,096 postings holding a '
