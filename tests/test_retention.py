@@ -238,3 +238,26 @@ def test_a_writer_deletes_only_its_tenants_answers_and_a_reader_none(db, connect
         carol.execute("DELETE FROM rag.answers")
     bob.execute("DELETE FROM rag.documents WHERE source = 'ferry.md'")
     assert _answers(db) == planted
+
+
+def test_the_stale_answers_sweep_removes_what_the_trigger_could_not_see(db, connect):
+    """Chunks deleted before the setting was on (and an ask that committed after its
+    chunks' delete) leave answers naming chunks that no longer exist: the sweep removes
+    them, the writer's tenant's only, and the superuser's every tenant's."""
+    alice, bob, carol = connect("alice"), connect("bob"), connect("carol")
+    for c in (alice, bob):
+        c.execute("SELECT rag.ingest(%s, source => 'ferry.md')", (FERRY,))
+        c.execute("SELECT rag.ingest(%s, source => 'bakery.md')", (BAKERY,))
+    ferry_a, _ = _ask(alice, "When does the ferry to the island leave?")
+    bakery_a, _ = _ask(alice, "When does the bakery open?")
+    ferry_b, _ = _ask(bob, "When does the ferry to the island leave?")
+    for c in (alice, bob):
+        c.execute("DELETE FROM rag.documents WHERE source = 'ferry.md'")   # forget_answers off
+    assert _answers(db) == {ferry_a, bakery_a, ferry_b}
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        carol.execute("SELECT rag.forget_stale_answers()")
+    assert alice.execute("SELECT rag.forget_stale_answers()").fetchone()[0] == 1
+    assert _answers(db) == {bakery_a, ferry_b}
+    assert alice.execute("SELECT rag.forget_stale_answers()").fetchone()[0] == 0
+    assert db.execute("SELECT rag.forget_stale_answers()").fetchone()[0] == 1   # a superuser: bob's too
+    assert _answers(db) == {bakery_a}

@@ -201,3 +201,25 @@ $$;
 CREATE OR REPLACE TRIGGER chunks_forget_answers AFTER DELETE ON rag.chunks
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION rag._chunks_forget_answers();
+
+-- rag.forget_stale_answers: remove the answers that retrieved a chunk which no longer
+-- exists, in what the caller sees (row-level security: a writer's tenant; a superuser's:
+-- every tenant's). What rag.forget_answers does as chunks go, for the chunks that went
+-- before it was turned on, and for an ask that retrieved a chunk before its delete and
+-- committed after it. Whatever the setting. Returns how many answers went. One statement,
+-- linear in the answers seen (each retrieved id looked up by rag.chunks' key).
+CREATE OR REPLACE FUNCTION rag.forget_stale_answers()
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    removed bigint;
+BEGIN
+    DELETE FROM rag.answers AS a
+    WHERE EXISTS (SELECT 1 FROM unnest(a.retrieved_chunk_ids) AS r (id)
+                  WHERE NOT EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.tenant = a.tenant AND c.id = r.id));
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    RETURN removed;
+END
+$$;

@@ -600,6 +600,12 @@ COMMENT ON FUNCTION rag._chunks_forget_answers() IS
   'answers of rag.answers that retrieved a deleted chunk of their own tenant (their text may quote it); runs '
   'as the role that deleted the chunks.';
 
+COMMENT ON FUNCTION rag.forget_stale_answers() IS
+  'Remove the answers of rag.answers that retrieved a chunk which no longer exists (a writer: its tenant''s; '
+  'a superuser: every tenant''s), whatever rag.forget_answers says: the chunks deleted before it was turned on, '
+  'and an ask that committed after its chunks'' delete. Arguments: none. Returns: answers removed. '
+  'Example: SELECT rag.forget_stale_answers();';
+
 COMMENT ON FUNCTION rag._merge_due(text, text[]) IS
   'Internal: merge those of these lexemes whose fresh blocks piled up (64, or 8 or 4,096 postings holding a '
   'quarter as many postings as the merged blocks); only in READ COMMITTED. Returns: lexemes merged.';

@@ -120,6 +120,7 @@ GRANT UPDATE (chunks) ON rag.corpus_stats TO rag_writer;
 -- as the deleting role (rag._chunks_forget_answers); the tenant's content, as its documents
 GRANT DELETE ON rag.answers TO rag_writer;
 GRANT EXECUTE ON FUNCTION
+    rag.forget_stale_answers(),
     rag.ingest(text, text, text, text, jsonb),
     rag.ingest_file(bytea, text, text, text, text, jsonb, text),
     rag._check_file(bytea, text, text),
