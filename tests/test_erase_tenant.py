@@ -677,3 +677,45 @@ def test_a_table_and_its_triggers_renamed_while_the_detach_tries_are_still_found
     assert db.execute("""SELECT count(*) FROM pg_trigger
                          WHERE tgrelid = 'notes_renamed'::regclass AND NOT tgisinternal""").fetchone()[0] == 0
     assert counts(db, "alice")["rag.attachments"] == 0
+
+
+def test_an_owner_giving_rags_trigger_names_to_its_own_keeps_nothing_of_rags(db, connect):
+    """Postgres looks a trigger's name up again once it has the lock: the owner, holding its
+    table, renamed rag's triggers and gave their names to triggers of its own, committed
+    while the erase's DROP TRIGGER waited, and the erase dropped the decoys and left rag's,
+    whose attachment it removed: every later write to the table failed (hostile review 38).
+    The table is locked first now, and the names read once it is."""
+    owned_table(db, "notes", "alice")
+    db.execute("CREATE FUNCTION public.decoy() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$")
+    alice = connect("alice")
+    alice.execute("SET statement_timeout = '30s'")
+    alice.execute("SELECT rag.attach('notes', 'body')")
+    rags = [r[0] for r in alice.execute(
+        "SELECT tgname FROM pg_trigger WHERE tgrelid = 'notes'::regclass "
+        "AND tgfoid = 'rag._attached_changed()'::regprocedure ORDER BY 1").fetchall()]
+    assert len(rags) == 3
+    alice.execute("BEGIN")
+    for i, name in enumerate(rags):
+        alice.execute(f'ALTER TRIGGER "{name}" ON notes RENAME TO kept{i}')
+        alice.execute(f'CREATE TRIGGER "{name}" AFTER TRUNCATE ON notes FOR EACH STATEMENT EXECUTE FUNCTION public.decoy()')
+    out: dict = {}
+
+    def go():
+        try:
+            out["rows"] = erase(db, "alice", patience="10 seconds")
+        except psycopg.Error as e:
+            out["error"] = e
+    eraser = threading.Thread(target=go)
+    eraser.start()
+    watcher = connect("carol")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not watcher.execute(
+            "SELECT count(*) FROM pg_locks WHERE relation = 'notes'::regclass AND NOT granted").fetchone()[0]:
+        time.sleep(0.002)
+    alice.execute("COMMIT")                                   # while the erase waits for the table
+    eraser.join(30)
+    assert "error" not in out and out["rows"]["rag.attachments"] == (1, 0), out
+    left = db.execute("SELECT tgname, tgfoid::regprocedure::text FROM pg_trigger "
+                      "WHERE tgrelid = 'notes'::regclass AND NOT tgisinternal ORDER BY 1").fetchall()
+    assert left == [(name, "decoy()") for name in rags]       # the owner's own; none of rag's
+    alice.execute("INSERT INTO notes VALUES (50, 'a note after the erase')")   # the table takes writes

@@ -266,6 +266,21 @@ def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db, old):
         assert su.execute("SELECT count(*) FROM public.tickets").fetchone()[0] == 3
         assert su.execute(others, (me,)).fetchall() == kept_before
         assert {t for t, _ in kept_before} >= {"alice", "bob"}
+    # an answer the old release logged goes with its document once forget_answers is on
+    # (0.7.0: found through the index the upgrade built), and no answer is left naming a
+    # chunk that is gone
+    with psycopg.connect(url, autocommit=True) as su:
+        su.execute("SELECT rag.configure('forget_answers', 'on')")
+    with psycopg.connect(as_role(url, "alice"), autocommit=True) as c:
+        first, docs = c.execute(
+            "SELECT a.id, array_agg(DISTINCT ch.document_id) FROM rag.answers AS a "
+            "JOIN rag.chunks AS ch ON ch.id = ANY (a.retrieved_chunk_ids) GROUP BY a.id ORDER BY a.id LIMIT 1").fetchone()
+        assert c.execute("SELECT count(*) FROM rag.answers").fetchone()[0] >= 3
+        c.execute("DELETE FROM rag.documents WHERE id = ANY (%s)", (docs,))
+        assert c.execute("SELECT count(*) FROM rag.answers WHERE id = %s", (first,)).fetchone()[0] == 0
+        assert c.execute("SELECT count(*) FROM rag.answers AS a WHERE EXISTS (SELECT 1 FROM unnest(a.retrieved_chunk_ids) "
+                         "AS r (id) WHERE NOT EXISTS (SELECT 1 FROM rag.chunks AS ch WHERE ch.id = r.id))").fetchone()[0] == 0
+        assert c.execute("SELECT rag.forget_stale_answers()").fetchone()[0] == 0
 
 
 def bob_suffix(conn) -> str:

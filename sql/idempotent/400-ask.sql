@@ -29,7 +29,8 @@ END
 $$;
 
 -- rag._store_answer (internal): writes what an answer's _log holds (the answer's row in
--- rag.answers unless `store` is false, the rag.usage rows of its model calls) and returns
+-- rag.answers unless `store` is false, or rag.forget_answers is on and a chunk it retrieved
+-- is gone; the rag.usage rows of its model calls) and returns
 -- the answer without _log, with answer_id. Called from plpgsql (rag.ask) it takes no
 -- subtransaction id of its own, as a write from PL/Python does (rag.ask_stream's end).
 CREATE OR REPLACE FUNCTION rag._store_answer(result jsonb)
@@ -44,6 +45,14 @@ BEGIN
     -- (nothing to write on a hot standby: the Python side kept no row and stores nothing)
     IF jsonb_typeof(log->'usage') = 'array' AND jsonb_array_length(log->'usage') > 0 THEN
         PERFORM rag._log_usage(log->'usage');
+    END IF;
+    IF (log->>'store')::boolean AND rag._setting('forget_answers')::boolean
+       AND EXISTS (SELECT 1 FROM jsonb_array_elements_text(log->'retrieved') AS r (id)
+                   WHERE NOT EXISTS (SELECT 1 FROM rag.chunks AS c
+                                     WHERE c.tenant = (SELECT rag.current_tenant()) AND c.id = r.id::bigint)) THEN
+        -- (rag.forget_answers: a chunk it retrieved was deleted, and the delete committed,
+        -- while it was being written; its trigger could not see this answer: not logged)
+        log := jsonb_set(log, '{store}', 'false');
     END IF;
     IF (log->>'store')::boolean THEN
         INSERT INTO rag.answers (question, answer, model, mode, cited_chunk_ids, retrieved_chunk_ids,

@@ -410,25 +410,35 @@ $$;
 -- releases, and older ones held the table's OID, which a restore changes. DROP TRIGGER
 -- takes the table ACCESS EXCLUSIVE: in tries (rag._ddl_in_tries), so that a long reader of
 -- the table does not make every later reader and writer queue behind the drop (hostile
--- review 37). No LOCK TABLE: on a view (Postgres 15 lets a table become one, keeping its
--- OID) that would lock every table the view reads (hostile review 37b); DROP TRIGGER locks
--- the relation alone. A relation without such a trigger is not touched. The caller must
--- own it (rag.detach) or be a superuser (rag.erase_tenant).
+-- review 37). An ordinary or partitioned table is locked first, and the names read once
+-- it is: Postgres looks a trigger's name up again after it has the lock, and an owner who,
+-- holding the table, gave rag's trigger names to triggers of its own got those dropped
+-- and rag's left (hostile review 38). Not a view (Postgres 15 lets a table become one,
+-- keeping its OID): LOCK TABLE on it would lock every table it reads (hostile review 37b);
+-- DROP TRIGGER locks the relation alone. A relation without such a trigger is not
+-- touched. The caller must own it (rag.detach) or be a superuser (rag.erase_tenant).
 CREATE OR REPLACE FUNCTION rag._drop_attachment_triggers(caller text, source_table regclass, id bigint,
                                                          patience interval DEFAULT '30 seconds')
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    -- rag's triggers of the attachment on the relation $1[1], found anew at each try
+    ours text := format($q$FROM pg_catalog.pg_trigger AS t
+                           WHERE t.tgrelid = ($1)[1]
+                             AND t.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
+                             AND t.tgargs = pg_catalog.convert_to(%L, 'UTF8') || pg_catalog.decode('00', 'hex')$q$,
+                        id::text);
+    deadline timestamptz := clock_timestamp() + patience;
 BEGIN
-    -- (the triggers are found by function and attachment id at each try: see above)
-    PERFORM rag._ddl_in_tries(caller, format(
-        $q$SELECT format('DROP TRIGGER %%I ON %%s', t.tgname, t.tgrelid::regclass)
-           FROM pg_catalog.pg_trigger AS t
-           WHERE t.tgrelid = ($1)[1]
-             AND t.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
-             AND t.tgargs = pg_catalog.convert_to(%L, 'UTF8') || pg_catalog.decode('00', 'hex')
-           ORDER BY t.tgname$q$, id::text), ARRAY[source_table], patience);
+    PERFORM rag._ddl_in_tries(caller,
+        'SELECT format(''LOCK TABLE %s IN ACCESS EXCLUSIVE MODE'', c.oid::regclass) FROM pg_catalog.pg_class AS c '
+        'WHERE c.oid = ($1)[1] AND c.relkind IN (''r'', ''p'') AND EXISTS (SELECT ' || ours || ')',
+        ARRAY[source_table], patience);
+    PERFORM rag._ddl_in_tries(caller,
+        'SELECT format(''DROP TRIGGER %I ON %s'', t.tgname, t.tgrelid::regclass) ' || ours || ' ORDER BY t.tgname',
+        ARRAY[source_table], greatest(deadline - clock_timestamp(), interval '0'));
 END
 $$;
 

@@ -116,11 +116,7 @@ GRANT INSERT, DELETE ON rag.posting_blocks, rag.lexeme_stats, rag.corpus_stats T
 GRANT UPDATE (merged) ON rag.posting_blocks TO rag_writer;
 GRANT UPDATE (df) ON rag.lexeme_stats TO rag_writer;
 GRANT UPDATE (chunks) ON rag.corpus_stats TO rag_writer;
--- rag.forget_answers: deleting chunks removes their tenant's answers that retrieved them,
--- as the deleting role (rag._chunks_forget_answers); the tenant's content, as its documents
-GRANT DELETE ON rag.answers TO rag_writer;
 GRANT EXECUTE ON FUNCTION
-    rag.forget_stale_answers(),
     rag.ingest(text, text, text, text, jsonb),
     rag.ingest_file(bytea, text, text, text, text, jsonb, text),
     rag._check_file(bytea, text, text),
