@@ -193,9 +193,14 @@ def test_every_table_has_forced_row_level_security_and_views_are_invoker(db):
     views = db.execute("""SELECT relname, coalesce(reloptions, '{}') FROM pg_class
                           WHERE relnamespace = 'rag'::regnamespace AND relkind = 'v'""").fetchall()
     assert views and all("security_invoker=true" in opts for _, opts in views), views
-    definers = db.execute("""SELECT p.oid::regprocedure FROM pg_proc p
+    # one SECURITY DEFINER function (0.7.0, hostile review 38): the trigger that forgets the
+    # answers of deleted chunks, which no role may execute (so none can hang it elsewhere)
+    definers = db.execute("""SELECT p.oid::regprocedure::text, p.proacl::text[] FROM pg_proc p
                              WHERE p.pronamespace = 'rag'::regnamespace AND p.prosecdef""").fetchall()
-    assert definers == []
+    assert len(definers) == 1 and definers[0][0] == "rag._chunks_forget_answers()", definers
+    owner = db.execute("SELECT pg_get_userbyid(proowner) FROM pg_proc "
+                       "WHERE oid = 'rag._chunks_forget_answers()'::regprocedure").fetchone()[0]
+    assert definers[0][1] and all(acl.startswith(f"{owner}=") for acl in definers[0][1]), definers   # (NULL: PUBLIC)
     unpinned = db.execute("""SELECT p.oid::regprocedure FROM pg_proc p WHERE p.pronamespace = 'rag'::regnamespace
                              AND p.prokind <> 'p'  -- rag.work commits, so it cannot SET search_path
                              -- a VALUES list inlined into pinned callers (checked below)
