@@ -7,7 +7,8 @@ Makes its own database (<dbname>_forget): a document of 400 paragraphs ingested 
 acme (the local model), --asks real rag.ask calls about it (answers that retrieved its
 chunks), and --answers rows of rag.answers of 50 other tenants naming 8 chunk ids each.
 Then, alternating off and on, deletes the document (rolled back) --runs times each and
-reports the medians and how many answers went; writes --inserts answer rows one at a time
+reports the medians and how many answers went; deletes a document of --large chunks
+(written straight into rag.chunks) with it off and on; writes --inserts answer rows one at a time
 with and without the index (rolled back); and times the index's build. Writes
 bench/results/forget-answers-<date>.json.
 """
@@ -35,6 +36,7 @@ def main() -> int:
     ap.add_argument("--asks", type=int, default=50)
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--inserts", type=int, default=5_000)
+    ap.add_argument("--large", type=int, default=20_000)
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args()
 
@@ -98,6 +100,29 @@ def main() -> int:
                 times.append((time.perf_counter() - t) * 1e6)
             c.execute("ROLLBACK")
             return statistics.median(times)
+
+        # a document of --large chunks (written straight into rag.chunks, copying one
+        # chunk's embedding: the delete's cost does not depend on how they were made)
+        c.execute("SELECT rag.ingest('# Large\n\nplaceholder words.', source => 'large.md')")
+        c.execute("""INSERT INTO rag.chunks (tenant, document_id, ord, content, tokens, content_hash, model, embedding)
+                     SELECT 'acme', d.id, g + 100, 'word ' || g, 2, sha256(('large' || g)::bytea), x.model, x.embedding
+                     FROM rag.documents AS d, (SELECT model, embedding FROM rag.chunks LIMIT 1) AS x,
+                          generate_series(1, %s) AS g
+                     WHERE d.source = 'large.md'""", (args.large,))
+        result["large_delete_ms"] = {}
+        for on in (False, True):
+            c.execute("SELECT rag.configure('forget_answers', %s)", ("on" if on else "off",))
+            times = []
+            for _ in range(3):
+                c.execute("BEGIN")
+                t = time.perf_counter()
+                c.execute("DELETE FROM rag.documents WHERE source = 'large.md'")
+                times.append((time.perf_counter() - t) * 1000)
+                c.execute("ROLLBACK")
+            key = "on" if on else "off"
+            result["large_delete_ms"][key] = round(statistics.median(times), 1)
+            print(f"  forget_answers {key:3}: delete of a {args.large + 1:,}-chunk document: median "
+                  f"{result['large_delete_ms'][key]} ms (3 runs)", flush=True)
 
         result["insert_us"] = {"with_index": [], "without": []}
         for rnd in range(2):
