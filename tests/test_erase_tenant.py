@@ -719,3 +719,18 @@ def test_an_owner_giving_rags_trigger_names_to_its_own_keeps_nothing_of_rags(db,
                       "WHERE tgrelid = 'notes'::regclass AND NOT tgisinternal ORDER BY 1").fetchall()
     assert left == [(name, "decoy()") for name in rags]       # the owner's own; none of rag's
     alice.execute("INSERT INTO notes VALUES (50, 'a note after the erase')")   # the table takes writes
+
+
+def test_the_erase_does_not_lock_an_attached_tables_inheritance_children(db, connect):
+    """The table is locked before rag's triggers are dropped: LOCK TABLE of an ordinary table
+    takes its inheritance children too, which may be other roles' (bob's here, read in a
+    transaction of his). ONLY the table is locked: its triggers are its own."""
+    owned_table(db, "notes", "alice")
+    connect("alice").execute("SELECT rag.attach('notes', 'body')")
+    db.execute("CREATE TABLE bobs_notes () INHERITS (notes)")
+    db.execute("ALTER TABLE bobs_notes OWNER TO bob")
+    bob = connect("bob")
+    bob.execute("BEGIN")
+    bob.execute("SELECT count(*) FROM bobs_notes")                  # ACCESS SHARE on his child, held
+    assert erase(db, "alice", patience="2 seconds")["rag.attachments"] == (1, 0)
+    bob.execute("ROLLBACK")

@@ -433,7 +433,10 @@ DECLARE
     deadline timestamptz := clock_timestamp() + patience;
 BEGIN
     PERFORM rag._ddl_in_tries(caller,
-        'SELECT format(''LOCK TABLE %s IN ACCESS EXCLUSIVE MODE'', c.oid::regclass) FROM pg_catalog.pg_class AS c '
+        -- (ONLY for an ordinary table: its inheritance children, maybe other roles', keep
+        -- their triggers; a partitioned table's are dropped from its partitions too)
+        'SELECT format(''LOCK TABLE %s%s IN ACCESS EXCLUSIVE MODE'', CASE c.relkind WHEN ''r'' THEN ''ONLY '' ELSE '''' END, '
+        'c.oid::regclass) FROM pg_catalog.pg_class AS c '
         'WHERE c.oid = ($1)[1] AND c.relkind IN (''r'', ''p'') AND EXISTS (SELECT ' || ours || ')',
         ARRAY[source_table], patience);
     PERFORM rag._ddl_in_tries(caller,
