@@ -162,19 +162,26 @@ def _chunks_of(c, source: str) -> set[int]:
                                     "WHERE d.source = %s", (source,)).fetchall()}
 
 
+def _both_asked(connect) -> tuple:
+    """alice and bob each hold ferry.md and bakery.md; alice asks about both, bob about the
+    ferry. Returns alice, bob and their three answers (id, retrieved chunks) in that order."""
+    alice, bob = connect("alice"), connect("bob")
+    for c in (alice, bob):
+        c.execute("SELECT rag.ingest(%s, source => 'ferry.md')", (FERRY,))
+        c.execute("SELECT rag.ingest(%s, source => 'bakery.md')", (BAKERY,))
+    return alice, bob, (_ask(alice, "When does the ferry to the island leave?"),
+                        _ask(alice, "When does the bakery open?"),
+                        _ask(bob, "When does the ferry to the island leave?"))
+
+
 def _answers(db) -> set[int]:
     return {r[0] for r in db.execute("SELECT id FROM rag.answers").fetchall()}
 
 
 def test_with_forget_answers_on_a_deleted_or_changed_document_takes_its_answers_along(db, connect):
     db.execute("SELECT rag.configure('forget_answers', 'on')")
-    alice, bob = connect("alice"), connect("bob")
-    for c in (alice, bob):
-        c.execute("SELECT rag.ingest(%s, source => 'ferry.md')", (FERRY,))
-        c.execute("SELECT rag.ingest(%s, source => 'bakery.md')", (BAKERY,))
-    ferry_a, ferry_a_chunks = _ask(alice, "When does the ferry to the island leave?")
-    bakery_a, bakery_a_chunks = _ask(alice, "When does the bakery open?")
-    ferry_b, _ = _ask(bob, "When does the ferry to the island leave?")
+    alice, _, asked = _both_asked(connect)
+    (ferry_a, ferry_a_chunks), (bakery_a, bakery_a_chunks), (ferry_b, _) = asked
     assert set(ferry_a_chunks) <= _chunks_of(alice, "ferry.md") and ferry_a_chunks
     assert not set(bakery_a_chunks) & _chunks_of(alice, "ferry.md") and bakery_a_chunks
     # a session cannot keep them (the setting is the database's)
@@ -250,13 +257,9 @@ def test_no_writer_or_reader_deletes_answers_and_the_trigger_keeps_to_the_chunks
 def test_the_stale_answers_sweep_removes_what_the_trigger_could_not_see(db, connect):
     """Chunks deleted before the setting was on leave answers naming chunks that no longer
     exist: the superuser's sweep removes them, of every tenant; no one else may run it."""
-    alice, bob, carol = connect("alice"), connect("bob"), connect("carol")
-    for c in (alice, bob):
-        c.execute("SELECT rag.ingest(%s, source => 'ferry.md')", (FERRY,))
-        c.execute("SELECT rag.ingest(%s, source => 'bakery.md')", (BAKERY,))
-    ferry_a, _ = _ask(alice, "When does the ferry to the island leave?")
-    bakery_a, _ = _ask(alice, "When does the bakery open?")
-    ferry_b, _ = _ask(bob, "When does the ferry to the island leave?")
+    alice, bob, asked = _both_asked(connect)
+    carol = connect("carol")
+    (ferry_a, _), (bakery_a, _), (ferry_b, _) = asked
     for c in (alice, bob):
         c.execute("DELETE FROM rag.documents WHERE source = 'ferry.md'")   # forget_answers off
     assert _answers(db) == {ferry_a, bakery_a, ferry_b}
