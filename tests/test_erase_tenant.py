@@ -684,7 +684,8 @@ def test_an_owner_giving_rags_trigger_names_to_its_own_keeps_nothing_of_rags(db,
     table, renamed rag's triggers and gave their names to triggers of its own, committed
     while the erase's DROP TRIGGER waited, and the erase dropped the decoys and left rag's,
     whose attachment it removed: every later write to the table failed (hostile review 38).
-    The table is locked first now, and the names read once it is."""
+    The drops are run until none of rag's is left, the second round reading the names under
+    the lock (no LOCK TABLE, which a renamed table could redirect: review 38b)."""
     owned_table(db, "notes", "alice")
     db.execute("CREATE FUNCTION public.decoy() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$")
     alice = connect("alice")
@@ -715,16 +716,15 @@ def test_an_owner_giving_rags_trigger_names_to_its_own_keeps_nothing_of_rags(db,
     alice.execute("COMMIT")                                   # while the erase waits for the table
     eraser.join(30)
     assert "error" not in out and out["rows"]["rag.attachments"] == (1, 0), out
-    left = db.execute("SELECT tgname, tgfoid::regprocedure::text FROM pg_trigger "
-                      "WHERE tgrelid = 'notes'::regclass AND NOT tgisinternal ORDER BY 1").fetchall()
-    assert left == [(name, "decoy()") for name in rags]       # the owner's own; none of rag's
+    left = db.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'notes'::regclass "
+                      "AND tgfoid = 'rag._attached_changed()'::regprocedure").fetchall()
+    assert left == []                                         # none of rag's (the decoys went first)
     alice.execute("INSERT INTO notes VALUES (50, 'a note after the erase')")   # the table takes writes
 
 
 def test_the_erase_does_not_lock_an_attached_tables_inheritance_children(db, connect):
-    """The table is locked before rag's triggers are dropped: LOCK TABLE of an ordinary table
-    takes its inheritance children too, which may be other roles' (bob's here, read in a
-    transaction of his). ONLY the table is locked: its triggers are its own."""
+    """DROP TRIGGER locks the one table (a first fix of review 38 locked it with LOCK TABLE,
+    which takes its inheritance children too, bob's here, read in a transaction of his)."""
     owned_table(db, "notes", "alice")
     connect("alice").execute("SELECT rag.attach('notes', 'body')")
     db.execute("CREATE TABLE bobs_notes () INHERITS (notes)")
@@ -734,3 +734,55 @@ def test_the_erase_does_not_lock_an_attached_tables_inheritance_children(db, con
     bob.execute("SELECT count(*) FROM bobs_notes")                  # ACCESS SHARE on his child, held
     assert erase(db, "alice", patience="2 seconds")["rag.attachments"] == (1, 0)
     bob.execute("ROLLBACK")
+
+
+def test_a_name_given_to_a_view_over_others_tables_while_the_erase_waits_locks_none_of_them(db, connect, dsn):
+    """Hostile review 38b: the first fix of 38 ran LOCK TABLE on the attached table's name,
+    which Postgres looks up again once it has the lock. The owner, holding the table while
+    the erase waited, moved it to another schema of hers and gave its name to a view (security
+    invoker) over bob's table, and committed: the superuser's LOCK TABLE took the view, so
+    bob's table ACCESS EXCLUSIVE until the erase's end. DROP TRIGGER locks the relation it
+    names alone: bob's table is never locked by the erase, and rag's triggers go."""
+    db.execute("CREATE SCHEMA app AUTHORIZATION alice")
+    db.execute("CREATE SCHEMA hide AUTHORIZATION alice")
+    db.execute("CREATE TABLE app.notes (id int PRIMARY KEY, body text)")
+    db.execute("ALTER TABLE app.notes OWNER TO alice")
+    owned_table(db, "bobs", "bob")
+    bobs = db.execute("SELECT 'bobs'::regclass::oid").fetchone()[0]
+    notes = db.execute("SELECT 'app.notes'::regclass::oid").fetchone()[0]
+    alice = connect("alice")
+    alice.execute("SET statement_timeout = '30s'")
+    alice.execute("SELECT rag.attach('app.notes', 'body')")
+    alice.execute("BEGIN")
+    alice.execute("LOCK TABLE app.notes IN ACCESS EXCLUSIVE MODE")
+    out: dict = {}
+    erase_pid = []
+
+    def go():
+        with psycopg.connect(dsn, autocommit=True) as s:
+            erase_pid.append(s.info.backend_pid)
+            try:
+                out["rows"] = {t: (r, k) for t, r, k in s.execute(
+                    "SELECT table_name, removed, kept FROM rag.erase_tenant('alice', patience => '10 s')").fetchall()}
+            except psycopg.Error as e:
+                out["error"] = e
+    eraser = threading.Thread(target=go)
+    eraser.start()
+    watcher = connect("carol")
+    waits = "SELECT count(*) FROM pg_locks WHERE relation = %s AND NOT granted"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not watcher.execute(waits, (notes,)).fetchone()[0]:
+        time.sleep(0.002)
+    alice.execute("ALTER TABLE app.notes SET SCHEMA hide")
+    alice.execute("CREATE VIEW app.notes WITH (security_invoker = true) AS SELECT * FROM public.bobs")
+    alice.execute("COMMIT")                                         # while the erase waits
+    seen = 0
+    while eraser.is_alive():
+        seen += db.execute("SELECT count(*) FROM pg_locks WHERE relation = %s AND pid = %s",
+                           (bobs, erase_pid[0])).fetchone()[0]
+        time.sleep(0.005)
+    eraser.join(30)
+    assert seen == 0                                                # bob's table: never the erase's
+    assert "error" not in out and out["rows"]["rag.attachments"] == (1, 0), out
+    assert db.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = %s AND NOT tgisinternal",
+                      (notes,)).fetchone()[0] == 0

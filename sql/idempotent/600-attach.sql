@@ -353,12 +353,19 @@ $$;
 -- subtransaction, each lock asked for in tries of at most 100 ms (shorter if the session's
 -- lock_timeout is), 200 ms apart, up to `patience`: a DDL request that waits (behind a long
 -- reader or writer) makes every later reader and writer of the table queue behind it
--- (hostile reviews 29, 37). After `patience`, 55P03 naming `caller`, the relations and the
--- sessions that held locks on them (on the whole partition tree). Nothing of a failed try
--- stays. It runs as its caller. The one home of this loop: rag._lock_tables (the owner's
--- partition and index DDL) and rag._drop_attachment_triggers (rag.detach, rag.erase_tenant).
+-- (hostile reviews 29, 37). With `until_none`, the query is asked again after its
+-- statements ran, and they are run again until it returns none (at most three rounds,
+-- else the try is undone and counted as a renamed one): Postgres looks a name up again
+-- once it has a lock, so a holder that, meanwhile, renamed the objects and gave their
+-- names to others of its own had those dropped, not these (hostile review 38); the second
+-- round reads the names under the lock. After `patience`, 55P03 naming `caller`, the
+-- relations and the sessions that held locks on them (on the whole partition tree).
+-- Nothing of a failed try stays. It runs as its caller. The one home of this loop:
+-- rag._lock_tables (the owner's partition and index DDL) and rag._drop_attachment_triggers
+-- (rag.detach, rag.erase_tenant).
 CREATE OR REPLACE FUNCTION rag._ddl_in_tries(caller text, statements text, relations regclass[],
-                                             patience interval DEFAULT '30 seconds')
+                                             patience interval DEFAULT '30 seconds',
+                                             until_none boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -369,13 +376,24 @@ DECLARE
     stmt text;
     holders int[];
     renamed int := 0;
+    ran int;
 BEGIN
     LOOP
         BEGIN
             PERFORM set_config('lock_timeout', rag._lock_wait(deadline + interval '1 ms', interval '100 ms'), true);
-            FOR stmt IN EXECUTE statements USING relations LOOP
-                EXECUTE stmt;
+            FOR round IN 1..3 LOOP
+                ran := 0;
+                FOR stmt IN EXECUTE statements USING relations LOOP
+                    EXECUTE stmt;
+                    ran := ran + 1;
+                END LOOP;
+                EXIT WHEN NOT until_none OR ran = 0;
             END LOOP;
+            IF until_none AND ran > 0 THEN
+                RAISE EXCEPTION '%: % changed under its lock three times', caller,
+                    (SELECT string_agg(x::text, ', ') FROM unnest(relations) AS x)
+                    USING ERRCODE = 'undefined_object';
+            END IF;
             PERFORM set_config('lock_timeout', saved, true);
             RETURN;
         EXCEPTION
@@ -410,38 +428,28 @@ $$;
 -- releases, and older ones held the table's OID, which a restore changes. DROP TRIGGER
 -- takes the table ACCESS EXCLUSIVE: in tries (rag._ddl_in_tries), so that a long reader of
 -- the table does not make every later reader and writer queue behind the drop (hostile
--- review 37). An ordinary or partitioned table is locked first, and the names read once
--- it is: Postgres looks a trigger's name up again after it has the lock, and an owner who,
--- holding the table, gave rag's trigger names to triggers of its own got those dropped
--- and rag's left (hostile review 38). Not a view (Postgres 15 lets a table become one,
--- keeping its OID): LOCK TABLE on it would lock every table it reads (hostile review 37b);
--- DROP TRIGGER locks the relation alone. A relation without such a trigger is not
--- touched. The caller must own it (rag.detach) or be a superuser (rag.erase_tenant).
+-- review 37), until none of rag's is left: an owner who, holding the table, gave rag's
+-- trigger names to triggers of its own had those dropped and rag's left (hostile review
+-- 38); its own go too then. No LOCK TABLE: it resolves the table's name once it has the
+-- lock, and a name the owner meanwhile gave to a view over other roles' tables made it
+-- lock those (hostile reviews 37b, 38b); DROP TRIGGER locks the one relation it names, and
+-- a name redirected to another relation of the owner's drops nothing of rag's (the next
+-- round finds rag's triggers by the table's OID). A relation without such a trigger is
+-- not touched. The caller must own it (rag.detach) or be a superuser (rag.erase_tenant).
 CREATE OR REPLACE FUNCTION rag._drop_attachment_triggers(caller text, source_table regclass, id bigint,
                                                          patience interval DEFAULT '30 seconds')
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    -- rag's triggers of the attachment on the relation $1[1], found anew at each try
-    ours text := format($q$FROM pg_catalog.pg_trigger AS t
-                           WHERE t.tgrelid = ($1)[1]
-                             AND t.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
-                             AND t.tgargs = pg_catalog.convert_to(%L, 'UTF8') || pg_catalog.decode('00', 'hex')$q$,
-                        id::text);
-    deadline timestamptz := clock_timestamp() + patience;
 BEGIN
-    PERFORM rag._ddl_in_tries(caller,
-        -- (ONLY for an ordinary table: its inheritance children, maybe other roles', keep
-        -- their triggers; a partitioned table's are dropped from its partitions too)
-        'SELECT format(''LOCK TABLE %s%s IN ACCESS EXCLUSIVE MODE'', CASE c.relkind WHEN ''r'' THEN ''ONLY '' ELSE '''' END, '
-        'c.oid::regclass) FROM pg_catalog.pg_class AS c '
-        'WHERE c.oid = ($1)[1] AND c.relkind IN (''r'', ''p'') AND EXISTS (SELECT ' || ours || ')',
-        ARRAY[source_table], patience);
-    PERFORM rag._ddl_in_tries(caller,
-        'SELECT format(''DROP TRIGGER %I ON %s'', t.tgname, t.tgrelid::regclass) ' || ours || ' ORDER BY t.tgname',
-        ARRAY[source_table], greatest(deadline - clock_timestamp(), interval '0'));
+    PERFORM rag._ddl_in_tries(caller, format(
+        $q$SELECT format('DROP TRIGGER %%I ON %%s', t.tgname, t.tgrelid::regclass)
+           FROM pg_catalog.pg_trigger AS t
+           WHERE t.tgrelid = ($1)[1]
+             AND t.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
+             AND t.tgargs = pg_catalog.convert_to(%L, 'UTF8') || pg_catalog.decode('00', 'hex')
+           ORDER BY t.tgname$q$, id::text), ARRAY[source_table], patience, until_none => true);
 END
 $$;
 

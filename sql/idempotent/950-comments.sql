@@ -924,11 +924,12 @@ COMMENT ON FUNCTION rag._drop_attachment_triggers(text, regclass, bigint, interv
   'attachment id), whatever their names, in tries (rag._ddl_in_tries) up to patience (55P03 naming the '
   'caller); a relation without such a trigger is not touched (rag.detach, rag.erase_tenant).';
 
-COMMENT ON FUNCTION rag._ddl_in_tries(text, text, regclass[], interval) IS
-  'Internal: run the DDL statements that a query returns (given the relations as $1, asked again at each try) '
-  'in one subtransaction, each lock asked for in tries of at most 100 ms, 200 ms apart, so that nobody queues '
-  'behind a waiting request; 55P03 naming the caller, the relations and the sessions holding locks on them '
-  'after patience. Runs as its caller (rag._lock_tables, rag._drop_attachment_triggers).';
+COMMENT ON FUNCTION rag._ddl_in_tries(text, text, regclass[], interval, boolean) IS
+  'Internal: run the DDL statements that a query returns (given the relations as $1, asked again at each try; '
+  'with until_none, again after they ran, until it returns none) in one subtransaction, each lock asked for in '
+  'tries of at most 100 ms, 200 ms apart, so that nobody queues behind a waiting request; 55P03 naming the '
+  'caller, the relations and the sessions holding locks on them after patience. Runs as its caller '
+  '(rag._lock_tables, rag._drop_attachment_triggers).';
 
 COMMENT ON FUNCTION rag._attachments_guard() IS
   'Internal: trigger of rag.attachments: a row inserted by a role that is not a superuser names an ordinary or '

@@ -151,7 +151,7 @@ GRANT EXECUTE ON FUNCTION
     rag._attached_changed(),
     rag.detach(regclass),
     rag._drop_attachment_triggers(text, regclass, bigint, interval),
-    rag._ddl_in_tries(text, text, regclass[], interval),
+    rag._ddl_in_tries(text, text, regclass[], interval, boolean),
     rag._lock_wait(timestamptz, interval),
     rag._attachment(bigint),
     rag._object_expr(name[]),
