@@ -280,7 +280,6 @@ def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db, old):
         assert c.execute("SELECT count(*) FROM rag.answers WHERE id = %s", (first,)).fetchone()[0] == 0
         assert c.execute("SELECT count(*) FROM rag.answers AS a WHERE EXISTS (SELECT 1 FROM unnest(a.retrieved_chunk_ids) "
                          "AS r (id) WHERE NOT EXISTS (SELECT 1 FROM rag.chunks AS ch WHERE ch.id = r.id))").fetchone()[0] == 0
-        assert c.execute("SELECT rag.forget_stale_answers()").fetchone()[0] == 0
 
 
 def bob_suffix(conn) -> str:
