@@ -381,7 +381,7 @@ BEGIN
     LOOP
         BEGIN
             PERFORM set_config('lock_timeout', rag._lock_wait(deadline + interval '1 ms', interval '100 ms'), true);
-            FOR round IN 1..3 LOOP
+            FOR turn IN 1..3 LOOP
                 ran := 0;
                 FOR stmt IN EXECUTE statements USING relations LOOP
                     EXECUTE stmt;
