@@ -347,6 +347,20 @@ AS $$
                              2147483647))::bigint::text
 $$;
 
+-- rag._relation_lock_holders (internal): the sessions other than this one that hold a lock
+-- on one of `rels` or on a relation of its partition tree (0 for a prepared transaction):
+-- what rag._ddl_in_tries names when it gives up and what rag._end_waiting_holders looks in.
+CREATE OR REPLACE FUNCTION rag._relation_lock_holders(rels regclass[])
+RETURNS SETOF int
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT DISTINCT coalesce(l.pid, 0) FROM pg_catalog.pg_locks AS l
+    WHERE l.locktype = 'relation' AND l.granted AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()
+      AND coalesce(pg_catalog.pg_partition_root(l.relation), l.relation)
+          IN (SELECT coalesce(pg_catalog.pg_partition_root(x), x) FROM unnest(rels) AS x)
+$$;
+
 -- rag._ddl_in_tries (internal): run the DDL statements on `relations` that the query
 -- `statements` returns (given `relations` as $1; asked again at each try, so that names
 -- are read when used: a table or trigger renamed between tries is still found), in one
@@ -407,11 +421,7 @@ BEGIN
             END IF;
         WHEN lock_not_available THEN   -- (the subtransaction's lock_timeout is undone)
             IF clock_timestamp() >= deadline THEN
-                SELECT coalesce(array_agg(DISTINCT coalesce(l.pid, 0) ORDER BY coalesce(l.pid, 0)), '{}') INTO holders
-                FROM pg_catalog.pg_locks AS l
-                WHERE l.locktype = 'relation' AND l.granted AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()
-                  AND coalesce(pg_catalog.pg_partition_root(l.relation), l.relation)
-                      IN (SELECT coalesce(pg_catalog.pg_partition_root(x), x) FROM unnest(relations) AS x);
+                holders := ARRAY(SELECT h FROM rag._relation_lock_holders(relations) AS h ORDER BY h);
                 RAISE EXCEPTION '%: % stayed locked by other transactions for % s (pids %)', caller,
                     (SELECT string_agg(x::text, ', ') FROM unnest(relations) AS x),
                     round(extract(epoch FROM patience), 1), holders

@@ -35,11 +35,8 @@ LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT coalesce(array_agg(w.pid ORDER BY w.pid) FILTER (WHERE pg_cancel_backend(w.pid)), '{}')
-    FROM (SELECT DISTINCT l.pid FROM pg_locks AS l
-          WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
-            AND coalesce(pg_partition_root(l.relation), l.relation)
-                IN (SELECT coalesce(pg_partition_root(x), x) FROM unnest(rels) AS x)
-            AND pg_backend_pid() = ANY (pg_blocking_pids(l.pid))) AS w
+    FROM rag._relation_lock_holders(rels) AS w (pid)
+    WHERE w.pid <> 0 AND pg_backend_pid() = ANY (pg_blocking_pids(w.pid))
 $$;
 
 -- rag.erase_tenant (superuser): remove every row rag holds for `tenant`, the ledger's

@@ -957,6 +957,11 @@ COMMENT ON FUNCTION rag._lock_wait(timestamptz, interval) IS
   'Internal: a lock_timeout in ms for one wait: what is left until deadline, at most most and the session''s '
   'own lock_timeout, at least 1 ms and at most what the setting takes.';
 
+COMMENT ON FUNCTION rag._relation_lock_holders(regclass[]) IS
+  'Internal: the sessions other than this one holding a lock on one of rels or on a relation of its partition '
+  'tree (0 for a prepared transaction); rag._ddl_in_tries names them, rag._end_waiting_holders cancels those '
+  'that wait for this session.';
+
 COMMENT ON FUNCTION rag._end_waiting_holders(regclass[]) IS
   'Internal: cancel the statements of the sessions that hold a lock on one of rels (or a partition) and wait '
   'for this session: a deadlock its short lock tries hide from Postgres (rag.erase_tenant). Returns their pids.';

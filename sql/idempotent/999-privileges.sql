@@ -153,6 +153,7 @@ GRANT EXECUTE ON FUNCTION
     rag._drop_attachment_triggers(text, regclass, bigint, interval),
     rag._ddl_in_tries(text, text, regclass[], interval, boolean),
     rag._lock_wait(timestamptz, interval),
+    rag._relation_lock_holders(regclass[]),
     rag._attachment(bigint),
     rag._object_expr(name[]),
     rag._key_expr(rag.attachments),
