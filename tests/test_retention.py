@@ -210,6 +210,47 @@ def test_with_forget_answers_off_answers_stay_and_a_session_cannot_turn_it_on(db
         db.execute("SELECT rag.configure('forget_answers', 'sometimes')")
 
 
+def test_a_row_of_rag_config_written_by_hand_is_checked_and_a_bad_stored_one_is_named(db, connect):
+    """rag_admin may write rag.config directly, not only through rag.configure: a row is
+    checked as rag.configure checks a value (session 38's reread: a hand-written 'maybe' made
+    every ask and every chunk delete fail with Postgres' bare 22P02, naming neither the
+    setting nor the table). A value stored before the check (a superuser's restore writes
+    rows as dumped) is named by its readers, and nothing is half-done."""
+    dora = connect("dora")
+    for sql in ("INSERT INTO rag.config (name, value) VALUES ('forget_answers', 'sometimes')",
+                "INSERT INTO rag.config (name, value) VALUES ('max_k', 'many')"):
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match=r"^rag\.config: setting rag\.\w+ must be"):
+            dora.execute(sql)
+    with pytest.raises(psycopg.errors.UndefinedObject, match="rag.config: unknown setting 'forget_answer'"):
+        dora.execute("INSERT INTO rag.config (name, value) VALUES ('forget_answer', 'on')")
+    dora.execute("INSERT INTO rag.config (name, value) VALUES ('forget_answers', ' on ')")
+    assert db.execute("SELECT value FROM rag.config WHERE name = 'forget_answers'").fetchone()[0] == "on"
+    with pytest.raises(psycopg.errors.InvalidParameterValue,
+                       match="rag.config: setting rag.forget_answers must be on or off, got 'maybe'"):
+        dora.execute("UPDATE rag.config SET value = 'maybe' WHERE name = 'forget_answers'")
+    alice = connect("alice")
+    alice.execute("SELECT rag.ingest(%s, source => 'ferry.md')", (FERRY,))
+    _ask(alice, "When does the ferry to the island leave?")
+    # the restore's settings (rag._restoring): rows are stored as they come
+    db.execute("SET row_security = off")
+    db.execute("SET check_function_bodies = off")
+    db.execute("UPDATE rag.config SET value = 'maybe' WHERE name = 'forget_answers'")
+    db.execute("RESET row_security")
+    db.execute("RESET check_function_bodies")
+    before = _answers(db)
+    for sql in ("SELECT rag.ask('When does the ferry to the island leave?')",
+                "DELETE FROM rag.documents WHERE source = 'ferry.md'"):
+        with pytest.raises(psycopg.errors.InvalidParameterValue,
+                           match="rag.forget_answers must be on or off, got 'maybe'") as exc:
+            alice.execute(sql)
+        assert "rag.configure('forget_answers', 'off')" in exc.value.diag.message_hint
+    assert _answers(db) == before and _chunks_of(alice, "ferry.md")
+    assert alice.execute("SELECT value FROM rag.settings() WHERE name = 'forget_answers'").fetchone()[0] == "maybe"
+    dora.execute("SELECT rag.configure('forget_answers', 'off')")
+    alice.execute("DELETE FROM rag.documents WHERE source = 'ferry.md'")
+    assert _answers(db) == before
+
+
 def test_an_attached_row_deleted_or_its_table_detached_takes_its_answers_along(db, connect):
     db.execute("SELECT rag.configure('forget_answers', 'on')")
     db.execute("CREATE TABLE notes (id int PRIMARY KEY, body text)")

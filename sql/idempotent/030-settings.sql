@@ -119,6 +119,27 @@ BEGIN
 END
 $$;
 
+-- rag._bool_setting (internal): an on/off setting read in SQL, as a boolean; a value that
+-- is neither (a row of rag.config written before rag._config_guard checked them, or by a
+-- superuser's restore) fails naming the setting (22023), not with a bare cast error.
+CREATE OR REPLACE FUNCTION rag._bool_setting(setting_name text)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v text := rag._setting(setting_name);
+BEGIN
+    CASE lower(btrim(v))
+        WHEN 'on', 'true', 'yes', '1' THEN RETURN true;
+        WHEN 'off', 'false', 'no', '0' THEN RETURN false;
+        ELSE RAISE EXCEPTION 'rag: setting rag.% must be on or off, got %', setting_name, rag._shown(v)
+                 USING ERRCODE = 'invalid_parameter_value',
+                       HINT = format('SELECT rag.configure(%L, %L) stores a checked value', setting_name, 'off');
+    END CASE;
+END
+$$;
+
 -- rag.settings
 -- Every knob of the extension, its current value and default. Values are ordinary
 -- Postgres settings: SET rag.x = ... (session), ALTER DATABASE ... SET rag.x = ... (database),
@@ -218,22 +239,41 @@ END
 $$;
 
 -- rag._config_guard (internal)
--- Row trigger on rag.config: no row for embedding_model, whoever writes it (rag.configure
--- refuses it, and rag_admin writes the table directly too). That value is the model of
--- every tenant that never chose one (rag.tenant_models.embedding_model NULL): one admin
--- would switch them all at once, without re-embedding a chunk, and their vector search
--- would read vectors of another model (hostile review 30).
+-- Row trigger on rag.config: a row written by hand (rag_admin writes the table directly
+-- too) is checked as rag.configure checks it, so that a typo fails here (22023 naming the
+-- setting, 42704 for a name rag does not know) and not in every session afterwards; the
+-- value is stored trimmed. No row for embedding_model, whoever writes it (rag.configure
+-- refuses it): that value is the model of every tenant that never chose one
+-- (rag.tenant_models.embedding_model NULL): one admin would switch them all at once,
+-- without re-embedding a chunk, and their vector search would read vectors of another
+-- model (hostile review 30). A restore stores rows as they were dumped.
 CREATE OR REPLACE FUNCTION rag._config_guard()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    msg text;
+    hint text;
 BEGIN
-    IF NEW.name = 'embedding_model' AND NOT rag._restoring() THEN
+    IF rag._restoring() THEN
+        RETURN NEW;
+    ELSIF NEW.name = 'embedding_model' THEN
         RAISE EXCEPTION 'rag.config: the embedding model is changed with rag.set_embedding_model, per tenant'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'it re-embeds the chunks in the background and switches when they are done';
+    ELSIF NOT EXISTS (SELECT 1 FROM rag._setting_defaults() AS d WHERE d.name = NEW.name) THEN
+        RAISE EXCEPTION 'rag.config: unknown setting %', rag._shown(NEW.name)
+            USING ERRCODE = 'undefined_object', HINT = 'SELECT name FROM rag.settings() lists them';
     END IF;
+    BEGIN
+        NEW.value := rag._check_setting(NEW.name, NEW.value);
+    EXCEPTION WHEN invalid_parameter_value THEN
+        -- (the rule's own message, named after the table written rather than rag.configure)
+        GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
+        RAISE EXCEPTION '%', regexp_replace(msg, '^rag\.configure:', 'rag.config:')
+            USING ERRCODE = 'invalid_parameter_value', HINT = coalesce(nullif(hint, ''), 'rag.configure checks a value the same way');
+    END;
     RETURN NEW;
 END
 $$;

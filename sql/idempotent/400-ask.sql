@@ -46,7 +46,7 @@ BEGIN
     IF jsonb_typeof(log->'usage') = 'array' AND jsonb_array_length(log->'usage') > 0 THEN
         PERFORM rag._log_usage(log->'usage');
     END IF;
-    IF (log->>'store')::boolean AND rag._setting('forget_answers')::boolean
+    IF (log->>'store')::boolean AND rag._bool_setting('forget_answers')
        AND EXISTS (SELECT 1 FROM jsonb_array_elements_text(log->'retrieved') AS r (id)
                    WHERE NOT EXISTS (SELECT 1 FROM rag.chunks AS c
                                      WHERE c.tenant = (SELECT rag.current_tenant()) AND c.id = r.id::bigint)) THEN

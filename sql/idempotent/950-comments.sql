@@ -77,8 +77,10 @@ COMMENT ON TABLE rag.tenant_models IS
   'writer makes the row before it first reads the model, rag._claim_tenant_models). Progress: rag.model_status.';
 
 COMMENT ON FUNCTION rag._config_guard() IS
-  'Internal: row trigger on rag.config: refuses a row for embedding_model (22023), the model of every tenant '
-  'that never chose one; rag.set_embedding_model changes a tenant''s, re-embedding its chunks.';
+  'Internal: row trigger on rag.config: checks a row written by hand as rag.configure checks a value (22023 '
+  'naming the setting, 42704 for an unknown name) and stores it trimmed; refuses a row for embedding_model '
+  '(22023), the model of every tenant that never chose one (rag.set_embedding_model changes a tenant''s, '
+  're-embedding its chunks). A restore stores rows as dumped.';
 
 COMMENT ON FUNCTION rag._setting_defaults() IS
   'Internal: every setting with its default and description (a VALUES list, inlined by the planner). Read '
@@ -87,6 +89,10 @@ COMMENT ON FUNCTION rag._setting_defaults() IS
 COMMENT ON FUNCTION rag._setting(text) IS
   'Internal: one setting''s current value (NULL for an unknown name); what every rag function reads its '
   'settings with.';
+
+COMMENT ON FUNCTION rag._bool_setting(text) IS
+  'Internal: an on/off setting as a boolean, for SQL readers (rag.forget_answers); any other value fails '
+  'with 22023 naming the setting.';
 
 COMMENT ON FUNCTION rag.settings() IS
   'Every setting of the extension with its value now in effect for this session, its default and what it '

@@ -56,6 +56,7 @@ GRANT EXECUTE ON FUNCTION
     rag._may_act_for(text),
     rag.settings(),
     rag._setting(text),
+    rag._bool_setting(text),
     rag._tenant_embedding_model(text),   -- (rag._setting('embedding_model') reads it)
     rag._setting_defaults(),
     rag.embed(text, text),
