@@ -1191,3 +1191,32 @@ COMMENT ON FUNCTION rag._lock_tables(text, regclass[], text, interval) IS
   'Internal: LOCK TABLE tables IN lock_mode MODE for DDL (rag.create_tenant_partition, '
   'rag.create_model_index), in tries (rag._ddl_in_tries) so that nobody queues behind a waiting request; '
   '55P03 naming the caller and the sessions holding locks on them after patience (30 seconds).';
+
+-- ---------------------------------------------------------------------------------------
+-- Checking derived data (670-check.sql)
+-- ---------------------------------------------------------------------------------------
+
+COMMENT ON FUNCTION rag._documents_to_reindex() IS
+  'Internal: the visible documents whose chunks are not those of their text (the text changed with rag''s '
+  'triggers off, no chunks, or chunks of another embedding model than the tenant''s) and why. Read by '
+  'rag.check and rag.reindex.';
+
+COMMENT ON FUNCTION rag.check() IS
+  'What rag derived that is out of step with what it derives from, for the tenants the caller can see (a '
+  'superuser: every tenant): documents not indexed, the lexical index''s statistics and blocks, attached '
+  'tables whose rag triggers are missing or disabled, and attached rows without their document (tables the '
+  'caller owns; others are named, not read). Reads everything it checks once; changes nothing. Returns one '
+  'row per problem and tenant: tenant, problem, affected (rows), example, fix (what to run). No rows: '
+  'nothing found. Example: SELECT * FROM rag.check();';
+
+COMMENT ON FUNCTION rag.reindex(bigint[]) IS
+  'Chunk and embed documents again from their stored text (chunks of unchanged text keep their embeddings). '
+  'Arguments: document_ids (default NULL: every visible document rag.check finds not indexed; an id the '
+  'caller cannot see is 42704). Returns: how many documents. Example: SELECT rag.reindex();';
+
+COMMENT ON FUNCTION rag.resync(regclass, boolean) IS
+  'Bring the documents of an attached table (of the session''s tenant) in step with its rows, as if every '
+  'row had just been written (sync: applied now; async: queued for rag.work); documents of rows that are '
+  'gone are deleted; unchanged rows embed nothing. Run by the table''s owner (42501 otherwise unless force, '
+  'as rag.attach). Arguments: source_table, force (false). Returns: the keys applied or queued. '
+  'Example: SELECT rag.resync(''articles'');';

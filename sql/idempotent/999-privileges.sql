@@ -57,8 +57,11 @@ GRANT EXECUTE ON FUNCTION
     rag.settings(),
     rag._setting(text),
     rag._bool_setting(text),
+    rag._table_owner(regclass),   -- (rag.check names an attached table's owner)
     rag._tenant_embedding_model(text),   -- (rag._setting('embedding_model') reads it)
     rag._setting_defaults(),
+    rag.check(),
+    rag._documents_to_reindex(),
     rag.embed(text, text),
     rag._embed_query(text, text),
     rag._model(text, text),
@@ -133,6 +136,8 @@ GRANT EXECUTE ON FUNCTION
     rag._merge_posting_blocks_py(text, text[]),
     rag.merge_posting_blocks(text, text[]),
     rag.rebuild_lexical_index(),
+    rag.reindex(bigint[]),
+    rag.resync(regclass, boolean),
     rag._eval_tenant(text, text),
     rag._eval_text(text, boolean),
     rag.evaluate(text, text, int, jsonb),

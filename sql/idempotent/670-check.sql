@@ -1,0 +1,253 @@
+-- Checking what rag derived against what it derives from, and bringing it back in step.
+-- rag's triggers keep chunks, the lexical index and attached tables' documents in step
+-- with every write; what they did not see stays out of step silently: a session with
+-- session_replication_role = replica (a logical replication apply worker, a data-only
+-- restore with --disable-triggers), a table owner's ALTER TABLE ... DISABLE TRIGGER, rows
+-- written by hand into rag's own tables. rag.check finds it; rag.reindex and rag.resync
+-- repair it. All three run as their caller: a tenant checks and repairs what it sees.
+
+-- rag._documents_to_reindex (internal): the visible documents whose chunks are not those
+-- of their text: the text changed with rag's triggers off (content_hash is not its hash),
+-- no chunks at all (a document always has at least one: one without text is refused), or
+-- chunks of a model other than the tenant's (its vector search would not read them).
+-- Reads every visible document and chunk once.
+CREATE OR REPLACE FUNCTION rag._documents_to_reindex()
+RETURNS TABLE (tenant text, id bigint, source text, reason text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH m AS MATERIALIZED (
+        SELECT t.tenant, rag._tenant_embedding_model(t.tenant) AS model
+        FROM (SELECT DISTINCT d.tenant FROM rag.documents AS d) AS t
+    ), c AS (
+        SELECT c.tenant, c.document_id, bool_or(c.model <> m.model) AS other_model
+        FROM rag.chunks AS c JOIN m ON m.tenant = c.tenant
+        GROUP BY c.tenant, c.document_id
+    )
+    SELECT d.tenant, d.id, d.source,
+           CASE WHEN d.content_hash IS DISTINCT FROM sha256(convert_to(d.content, 'UTF8'))
+                THEN 'text changed without being chunked again'
+                WHEN c.document_id IS NULL THEN 'no chunks'
+                ELSE 'chunks of another embedding model than the tenant''s' END
+    FROM rag.documents AS d
+    LEFT JOIN c ON c.tenant = d.tenant AND c.document_id = d.id
+    WHERE d.content_hash IS DISTINCT FROM sha256(convert_to(d.content, 'UTF8'))
+       OR c.document_id IS NULL OR c.other_model
+$$;
+
+-- rag.check (any role): one row per problem and tenant, for the tenants the caller can see
+-- (row-level security; a superuser sees every tenant): how many rows it concerns, one of
+-- them, and what to run. No rows: nothing found. Linear in what it reads: every visible
+-- document and chunk once, the lexical statistics, and each attached table the caller owns
+-- (another role's table is not read: that would run its owner's casts with the caller's
+-- rights, as rag.attach and rag.work refuse to; a row says so). Takes no lock beyond reads.
+CREATE OR REPLACE FUNCTION rag.check()
+RETURNS TABLE (tenant text, problem text, affected bigint, example text, fix text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    a rag.attachments;
+    owner name;
+    r record;
+    unwatched text[];
+    disabled text[];
+BEGIN
+    -- documents whose chunks are not those of their text
+    RETURN QUERY
+    SELECT s.tenant, 'document not indexed: ' || s.reason, count(*), rag._shown(min(s.source)),
+           format('SELECT rag.reindex();   -- in tenant %L', s.tenant)
+    FROM rag._documents_to_reindex() AS s GROUP BY s.tenant, s.reason ORDER BY 1, 2;
+
+    -- the lexical index's statistics against the chunks they count, and blocks whose byte
+    -- strings do not hold their postings (rag.bm25 would fail on them with XX001)
+    RETURN QUERY
+    WITH actual AS (
+        SELECT c.tenant, count(*) AS chunks, coalesce(sum(length(c.tsv)), 0) AS pairs,
+               coalesce(sum((SELECT sum(cardinality(u.positions)) FROM unnest(c.tsv) AS u)), 0) AS total_len
+        FROM rag.chunks AS c GROUP BY c.tenant
+    ), corpus AS (
+        SELECT s.tenant, sum(s.chunks) AS chunks, sum(s.total_len) AS total_len FROM rag.corpus_stats AS s GROUP BY s.tenant
+    ), lexemes AS (
+        SELECT s.tenant, sum(s.df) AS pairs FROM rag.lexeme_stats AS s GROUP BY s.tenant
+    ), corrupt AS (
+        SELECT b.tenant, count(*) AS blocks, min(b.lexeme) AS lexeme FROM rag.posting_blocks AS b
+        WHERE b.n < 0 OR octet_length(b.ids) <> 8 * b.n OR octet_length(b.tfs) <> 2 * b.n
+           OR octet_length(b.lens) <> 4 * b.n
+        GROUP BY b.tenant
+    ), t AS (
+        SELECT x.tenant FROM actual AS x UNION SELECT x.tenant FROM corpus AS x
+        UNION SELECT x.tenant FROM lexemes AS x UNION SELECT x.tenant FROM corrupt AS x
+    )
+    SELECT t.tenant,
+           CASE WHEN k.blocks IS NOT NULL THEN 'lexical index: posting blocks corrupt'
+                ELSE 'lexical index: statistics do not count the chunks' END,
+           coalesce(k.blocks, coalesce(x.chunks, 0)),
+           CASE WHEN k.blocks IS NOT NULL THEN format('lexeme %s', rag._shown(k.lexeme))
+                ELSE format('%s chunks holding %s lexeme occurrences, %s (chunk, lexeme) pairs; the statistics count %s, %s, %s',
+                            coalesce(x.chunks, 0), coalesce(x.total_len, 0), coalesce(x.pairs, 0),
+                            coalesce(s.chunks, 0), coalesce(s.total_len, 0), coalesce(l.pairs, 0)) END,
+           format('SELECT rag.rebuild_lexical_index();   -- in tenant %L', t.tenant)
+    FROM t
+    LEFT JOIN actual AS x ON x.tenant = t.tenant
+    LEFT JOIN corpus AS s ON s.tenant = t.tenant
+    LEFT JOIN lexemes AS l ON l.tenant = t.tenant
+    LEFT JOIN corrupt AS k ON k.tenant = t.tenant
+    WHERE k.blocks IS NOT NULL
+       OR (coalesce(x.chunks, 0), coalesce(x.total_len, 0), coalesce(x.pairs, 0))
+          IS DISTINCT FROM (coalesce(s.chunks, 0), coalesce(s.total_len, 0), coalesce(l.pairs, 0))
+    ORDER BY 1;
+
+    -- attached tables: rag's three triggers in place and enabled, and their rows in step
+    FOR a IN SELECT * FROM rag.attachments AS x ORDER BY x.tenant, x.id LOOP
+        owner := rag._table_owner(a.source_table);
+        IF owner IS NULL THEN
+            RETURN QUERY SELECT a.tenant, 'attached table dropped', 1::bigint, a.source_table::oid::text,
+                                format('SELECT rag.detach(%s);   -- in tenant %L', a.source_table::oid, a.tenant);
+            CONTINUE;
+        END IF;
+        -- (tgenabled: O and A fire in ordinary sessions; D never, R only in replica sessions)
+        SELECT array_agg(e.event ORDER BY e.flag) FILTER (WHERE NOT e.on_),
+               array_agg(DISTINCT e.disabled) FILTER (WHERE e.disabled IS NOT NULL)
+        INTO unwatched, disabled
+        FROM (SELECT v.event, v.flag,
+                     bool_or(t.tgenabled IN ('O', 'A')) IS TRUE AS on_,
+                     min(t.tgname) FILTER (WHERE t.tgenabled NOT IN ('O', 'A')) AS disabled
+              FROM (VALUES ('INSERT', 4), ('UPDATE', 16), ('DELETE', 8)) AS v (event, flag)
+              LEFT JOIN pg_catalog.pg_trigger AS t
+                     ON t.tgrelid = a.source_table
+                    AND t.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
+                    AND t.tgargs = convert_to(a.id::text, 'UTF8') || decode('00', 'hex')
+                    AND t.tgtype::int & v.flag <> 0
+              GROUP BY v.event, v.flag) AS e;
+        IF unwatched IS NOT NULL THEN
+            RETURN QUERY SELECT a.tenant, 'attached table not watched: ' || array_to_string(unwatched, ', ') || ' not indexed',
+                                cardinality(unwatched)::bigint, a.source_table::text,
+                                CASE WHEN disabled IS NOT NULL
+                                     THEN format('ALTER TABLE %s ENABLE TRIGGER %s; then SELECT rag.resync(%L);   -- in tenant %L',
+                                                 a.source_table, array_to_string(ARRAY(SELECT quote_ident(d) FROM unnest(disabled) AS d), ', ENABLE TRIGGER '),
+                                                 a.source_table::text, a.tenant)
+                                     ELSE format('SELECT rag.detach(%L), then rag.attach it again;   -- in tenant %L',
+                                                 a.source_table::text, a.tenant) END;
+        END IF;
+        IF owner <> current_user THEN
+            RETURN QUERY SELECT a.tenant, 'attached table not read: its rows are checked by its owner', 0::bigint,
+                                a.source_table::text, format('SET ROLE %I; SELECT * FROM rag.check();', owner);
+            CONTINUE;
+        END IF;
+        -- rows with content but no document, documents whose row is gone or changed; the
+        -- keys waiting in rag.queue or failed in rag.errors are the worker's, not missing
+        EXECUTE format($q$
+            WITH r AS MATERIALIZED (
+                SELECT %1$s AS key, %3$s AS hash FROM %2$s AS t WHERE %4$s
+            ), d AS MATERIALIZED (
+                SELECT x.source_key AS key, x.content_hash AS hash FROM rag.documents AS x
+                WHERE x.attachment_id = $1 AND x.tenant = $2
+            ), w AS MATERIALIZED (
+                SELECT q.source_key AS key FROM rag.queue AS q WHERE q.tenant = $2 AND q.attachment_id = $1
+                UNION SELECT e.source_key FROM rag.errors AS e WHERE e.tenant = $2 AND e.attachment_id = $1
+            ), stale AS (
+                SELECT r.key FROM r LEFT JOIN d ON d.key = r.key
+                WHERE (d.key IS NULL OR r.hash IS DISTINCT FROM d.hash AND r.hash IS NOT NULL)
+                UNION ALL
+                SELECT d.key FROM d WHERE NOT EXISTS (SELECT 1 FROM r WHERE r.key = d.key)
+            )
+            SELECT count(*) AS n, min(stale.key::text) AS example FROM stale
+            WHERE NOT EXISTS (SELECT 1 FROM w WHERE w.key = stale.key) $q$,
+            rag._key_expr(a), a.source_table,
+            CASE WHEN a.content_is_file THEN 'NULL::bytea'   -- (a file's text is known once extracted)
+                 ELSE format('sha256(convert_to(t.%I::text, ''UTF8''))', a.content_column) END,
+            CASE WHEN a.content_is_file THEN format('t.%I IS NOT NULL', a.content_column)
+                 ELSE format('btrim(t.%I::text, E'' \t\r\n\f\v'') <> ''''', a.content_column) END)
+        INTO r USING a.id, a.tenant;
+        IF r.n > 0 THEN
+            RETURN QUERY SELECT a.tenant, 'attached rows out of step (no document, a document of another text, or a document whose row is gone)',
+                                r.n, format('%s key %s', a.source_table, rag._shown(r.example)),
+                                format('SELECT rag.resync(%L);   -- in tenant %L', a.source_table::text, a.tenant);
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- rag.reindex (writer): chunk and embed these documents again (default: those rag.check
+-- finds not indexed, rag._documents_to_reindex) from their stored text; chunks whose text
+-- is unchanged keep their embeddings (reused by hash). Returns how many documents. A
+-- document the caller cannot see is 42704, as one that does not exist.
+CREATE OR REPLACE FUNCTION rag.reindex(document_ids bigint[] DEFAULT NULL)
+RETURNS int
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ids bigint[];
+    missing bigint;
+    changed bigint[];
+BEGIN
+    IF document_ids IS NULL THEN
+        ids := ARRAY(SELECT s.id FROM rag._documents_to_reindex() AS s ORDER BY s.id);
+    ELSE
+        ids := ARRAY(SELECT DISTINCT i FROM unnest(document_ids) AS i WHERE i IS NOT NULL ORDER BY i);
+        SELECT i INTO missing FROM unnest(ids) AS i
+        WHERE NOT EXISTS (SELECT 1 FROM rag.documents AS d WHERE d.id = i) LIMIT 1;
+        IF missing IS NOT NULL THEN
+            RAISE EXCEPTION 'rag.reindex: no document % in your tenants', missing
+                USING ERRCODE = 'undefined_object', HINT = 'SELECT id, source FROM rag.documents';
+        END IF;
+    END IF;
+    -- a text changed behind rag's back: the update sets its hash, and its trigger chunks it
+    changed := ARRAY(SELECT d.id FROM rag.documents AS d WHERE d.id = ANY (ids)
+                     AND d.content_hash IS DISTINCT FROM sha256(convert_to(d.content, 'UTF8')));
+    UPDATE rag.documents AS d SET content = d.content WHERE d.id = ANY (changed);
+    PERFORM rag._index_documents(ARRAY(SELECT i FROM unnest(ids) AS i WHERE i <> ALL (changed) ORDER BY i));
+    RETURN cardinality(ids);
+END
+$$;
+
+-- rag.resync (writer): bring the documents of an attached table (of the session's tenant)
+-- in step with its rows, as if every row had just been written: each row applied (sync)
+-- or queued (async), and the documents whose rows are gone deleted. Unchanged rows embed
+-- nothing. Reads the table with the caller's rights: its owner runs it (or force => true,
+-- as rag.attach). Returns the keys applied or queued.
+CREATE OR REPLACE FUNCTION rag.resync(source_table regclass, force boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a rag.attachments;
+    owner name := rag._table_owner(source_table);
+    batch int := rag._setting('index_batch_size')::int;
+    keys jsonb[];
+    n bigint := 0;
+BEGIN
+    SELECT * INTO a FROM rag.attachments AS x
+    WHERE x.source_table = resync.source_table AND x.tenant = rag.current_tenant();
+    IF a.id IS NULL THEN
+        RAISE EXCEPTION 'rag.resync: table % is not attached in tenant %', source_table, rag._shown(rag.current_tenant())
+            USING ERRCODE = 'undefined_object', HINT = 'SELECT tenant, source_table FROM rag.attachments';
+    ELSIF owner IS NULL THEN
+        RAISE EXCEPTION 'rag.resync: attached table with OID % no longer exists', source_table::oid
+            USING ERRCODE = 'undefined_table',
+                  HINT = format('SELECT rag.detach(%s) removes its attachment and documents', source_table::oid);
+    ELSIF owner <> current_user AND NOT coalesce(force, false) THEN
+        RAISE EXCEPTION 'rag.resync: table % belongs to role %, not to %', source_table, owner, current_user
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('resync it as its owner (SET ROLE %I), or pass force => true if you trust that role''s code to run with your rights', owner);
+    END IF;
+    FOR keys IN EXECUTE format($q$
+        SELECT array_agg(k.key) FROM (
+            SELECT u.key, row_number() OVER () - 1 AS n
+            FROM (SELECT %1$s AS key FROM %2$s AS t
+                  UNION SELECT d.source_key FROM rag.documents AS d WHERE d.attachment_id = $1 AND d.tenant = $2) AS u
+        ) AS k GROUP BY k.n / $3 $q$, rag._key_expr(a), a.source_table) USING a.id, a.tenant, batch LOOP
+        IF a.mode = 'sync' THEN
+            PERFORM rag._apply_rows(a.id, keys);
+        ELSE
+            INSERT INTO rag.queue (tenant, attachment_id, source_key) SELECT a.tenant, a.id, k FROM unnest(keys) AS k;
+        END IF;
+        n := n + cardinality(keys);
+    END LOOP;
+    RETURN n;
+END
+$$;
