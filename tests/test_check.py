@@ -10,6 +10,7 @@ import pytest
 
 FERRY = "# Ferry\n\nThe ferry to the island leaves at seven. Tickets are sold on board."
 BAKERY = "# Bakery\n\nThe bakery on the harbour opens at six and sells rye bread."
+OUT_OF_STEP = "attached rows out of step (no document, a document of other values, or a document whose row is gone)"
 
 
 def _problems(c) -> dict[str, tuple]:
@@ -61,10 +62,10 @@ def test_what_the_triggers_did_not_see_is_found_and_repaired(db, alices):
         "document not indexed: chunks of another embedding model than the tenant's",
         "lexical index: statistics do not count the chunks",
         "attached table not watched: UPDATE not indexed",
-        "attached rows out of step (no document, a document of another text, or a document whose row is gone)",
+        OUT_OF_STEP,
     }, found
     assert all(t == "alice" for t, *_ in found.values())
-    assert found["attached rows out of step (no document, a document of another text, or a document whose row is gone)"][1] == 3
+    assert found[OUT_OF_STEP][1] == 3
     assert found["document not indexed: text changed without being chunked again"][2] == "'ferry.md'"
     assert f"ENABLE TRIGGER {_trigger(alice, 'upd')}" in found["attached table not watched: UPDATE not indexed"][3]
     assert _problems(bob) == {}                          # bob's tenant: nothing of alice's
@@ -91,7 +92,7 @@ def test_a_dropped_trigger_and_a_missing_document_are_found(db, alices):
     found = _problems(alice)
     assert found["attached table not watched: INSERT not indexed"][3].startswith("SELECT rag.detach('public.notes')")
     assert found["document not indexed: no chunks"][1] == 1
-    rows = found["attached rows out of step (no document, a document of another text, or a document whose row is gone)"]
+    rows = found[OUT_OF_STEP]
     assert rows[1] == 1 and rows[2] == "public.notes key '{\"id\": 4}'"
 
 
@@ -106,13 +107,14 @@ def test_reindex_and_resync_keep_to_the_callers_tenant_and_table(db, alices, con
         bob.execute("SELECT rag.resync('notes')")
     # a superuser acting for alice would read alice's table with its own rights: refused
     db.execute("SET rag.tenant = 'alice'")
-    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="rag.resync: table public.notes belongs to role alice"):
+    with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                       match="rag.resync: table public.notes belongs to role alice, and this session is tester"):
         db.execute("SELECT rag.resync('notes')")
     assert db.execute("SELECT rag.resync('notes', force => true)").fetchone()[0] == 2
     # and its check names alice's table without reading it
     found = _problems(db)
     assert found == {"attached table not read: its rows are checked by its owner":
-                     ("alice", 0, "public.notes", "SET ROLE alice; SELECT * FROM rag.check();")}
+                     ("alice", 0, "public.notes", "connect as role alice (not SET ROLE) and run SELECT * FROM rag.check();")}
 
 
 def test_resync_of_an_async_table_queues_its_rows_for_the_worker(db, connect):
@@ -124,10 +126,146 @@ def test_resync_of_an_async_table_queues_its_rows_for_the_worker(db, connect):
     db.execute("INSERT INTO tickets VALUES (1, 'The printer on floor two is jammed.')")
     db.execute("RESET session_replication_role")
     assert alice.execute("SELECT count(*) FROM rag.queue").fetchone()[0] == 0
-    assert _problems(alice)["attached rows out of step (no document, a document of another text, "
-                            "or a document whose row is gone)"][1] == 1
+    assert _problems(alice)[OUT_OF_STEP][1] == 1
     assert alice.execute("SELECT rag.resync('tickets')").fetchone()[0] == 1
     assert _problems(alice) == {}                       # queued: the worker's, not missing
     alice.execute("CALL rag.work()")
     assert alice.execute("SELECT count(*) FROM rag.documents WHERE source_table = 'public.tickets'").fetchone()[0] == 1
     assert _problems(alice) == {}
+
+
+# -- Hostile review 39b: rag.check, rag.reindex and rag.resync attacked -------------------
+
+def test_a_superuser_acting_as_the_owner_does_not_read_its_table(db, connect):
+    """39b's high finding: the first version told a superuser 'SET ROLE alice; SELECT * FROM
+    rag.check();'. After SET ROLE, code of alice's that reading her table runs (here a
+    policy; a cast of a column's type too) may reset the role to the session's: alice
+    made herself a superuser. rag.check reads a table only when the session is its owner's
+    own (session_user = current_user = owner); rag.resync refuses otherwise."""
+    db.execute("CREATE SCHEMA alice AUTHORIZATION alice")
+    try:
+        alice = connect("alice")
+        alice.execute("CREATE TABLE alice.notes (id int PRIMARY KEY, body text)")
+        alice.execute("SELECT rag.attach('alice.notes', 'body')")
+        alice.execute("INSERT INTO alice.notes VALUES (1, 'The library closes at nine.')")
+        alice.execute("""
+            CREATE FUNCTION alice.pol() RETURNS boolean LANGUAGE plpgsql AS $$
+            BEGIN
+              IF (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) THEN
+                PERFORM set_config('role', 'none', false);
+                EXECUTE 'ALTER ROLE alice SUPERUSER';
+                PERFORM set_config('role', 'alice', false);
+              END IF;
+              RETURN true;
+            END $$""")
+        alice.execute("ALTER TABLE alice.notes ENABLE ROW LEVEL SECURITY")
+        alice.execute("ALTER TABLE alice.notes FORCE ROW LEVEL SECURITY")
+        alice.execute("CREATE POLICY p ON alice.notes USING (alice.pol())")
+        assert _problems(alice) == {}                    # her own session reads it
+        db.execute("SET ROLE alice")
+        found = _problems(db)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="this session is tester acting as alice"):
+            db.execute("SELECT rag.resync('alice.notes')")
+        db.execute("RESET ROLE")
+        assert found["attached table not read: its rows are checked by its owner"][3].startswith("connect as role alice")
+        assert db.execute("SELECT rolsuper FROM pg_roles WHERE rolname = 'alice'").fetchone()[0] is False
+    finally:
+        db.execute("RESET ROLE")
+        db.execute("ALTER ROLE alice NOSUPERUSER")   # (roles are the cluster's: never leave it)
+
+
+def test_planted_blocks_and_broken_attachments_are_reported_and_the_check_goes_on(db, connect):
+    """39b: a writer's block of n = 300,000,000 overflowed int4 in the check (22003 for the
+    superuser); a hand-written attachment naming a column that does not exist, or an owner
+    renaming the attached column, made the whole check fail (42703), hiding every tenant's
+    problems."""
+    db.execute("CREATE TABLE public.shared (id int PRIMARY KEY, body text)")
+    db.execute("GRANT ALL ON public.shared TO alice")
+    db.execute("CREATE TABLE public.notes (id int PRIMARY KEY, body text)")
+    db.execute("ALTER TABLE public.notes OWNER TO tester")
+    alice, bob = connect("alice"), connect("bob")
+    alice.execute("SELECT rag.ingest('The ferry leaves at seven.', source => 'f.md')")
+    alice.execute("INSERT INTO rag.posting_blocks (tenant, lexeme, first_id, merged, n, max_tf, min_len, ids, tfs, lens) "
+                  "VALUES ('alice', 'zzz', 1, true, 300000000, 1, 1, '\\x00', '\\x00', '\\x00')")
+    alice.execute("INSERT INTO rag.attachments (source_table, key_columns, content_column, mode, metadata_columns, "
+                  "content_is_file) VALUES ('public.shared', '{nope}', 'body', 'sync', '{}', false)")
+    db.execute("SET rag.tenant = 'bob'")
+    db.execute("SELECT rag.attach('notes', 'body')")
+    db.execute("RESET rag.tenant")
+    db.execute("ALTER TABLE notes RENAME COLUMN body TO text_body")
+    bob.execute("SELECT rag.ingest('The bakery opens at six.', source => 'b.md')")
+    db.execute("SET session_replication_role = replica")
+    db.execute("UPDATE rag.documents SET content = 'The bakery opens at five.' WHERE tenant = 'bob'")
+    db.execute("RESET session_replication_role")
+    got = {(r[0], r[1]) for r in db.execute("SELECT tenant, problem FROM rag.check()").fetchall()}
+    assert got == {("alice", "lexical index: posting blocks corrupt"),
+                   ("alice", "attached table not watched: INSERT, DELETE, UPDATE not indexed"),   # (no triggers)
+                   ("alice", 'attached table not readable as attached: \'column t.nope does not exist\''),
+                   ("bob", 'attached table not readable as attached: \'column t.body does not exist\''),
+                   ("bob", "document not indexed: text changed without being chunked again")}, got
+
+
+def test_file_tables_title_and_metadata_are_compared_as_the_trigger_stores_them(db, connect):
+    """39b: an empty or blank file has no document by design, and the first version said such
+    a table was out of step (its fix could not clear it); a file replaced, or a title and a
+    metadata column changed, with rag's triggers off was not found (only a text's content
+    was compared)."""
+    alice = connect("alice")
+    for sql in ["CREATE TABLE public.files (id int PRIMARY KEY, name text, data bytea)",
+                "CREATE TABLE public.meta (id int PRIMARY KEY, body text, title text, tag text)"]:
+        db.execute(sql)
+    db.execute("ALTER TABLE public.files OWNER TO alice")
+    db.execute("ALTER TABLE public.meta OWNER TO alice")
+    alice.execute("SELECT rag.attach('files', 'data', filename_column => 'name')")
+    alice.execute("SELECT rag.attach('meta', 'body', title_column => 'title', metadata_columns => '{tag}')")
+    alice.execute("INSERT INTO files VALUES (1, 'a.txt', 'The ferry leaves at seven.'), (2, 'b.txt', ''), "
+                  "(3, 'c.txt', '   ')")
+    alice.execute("INSERT INTO meta VALUES (1, 'The ferry leaves at nine.', 'Ferry', 'public')")
+    assert alice.execute("SELECT count(*) FROM rag.documents").fetchone()[0] == 2
+    assert _problems(alice) == {}
+    db.execute("SET session_replication_role = replica")
+    db.execute("UPDATE public.files SET data = 'The museum is closed on Mondays.' WHERE id = 1")
+    db.execute("UPDATE public.meta SET title = 'Secret', tag = 'internal' WHERE id = 1")
+    db.execute("RESET session_replication_role")
+    got = {r[3] for r in alice.execute("SELECT * FROM rag.check()").fetchall()}
+    assert got == {"public.files key '{\"id\": 1}'", "public.meta key '{\"id\": 1}'"}, got
+    for t in ("files", "meta"):
+        alice.execute("SELECT rag.resync(%s)", (t,))
+    assert _problems(alice) == {}
+    assert alice.execute("SELECT title, metadata FROM rag.documents WHERE source_table = 'public.meta'"
+                         ).fetchone() == ("Secret", {"tag": "internal"})
+    assert "museum" in alice.execute("SELECT content FROM rag.documents WHERE source_table = 'public.files'").fetchone()[0]
+
+
+def test_a_timestamptz_key_is_the_same_key_in_any_time_zone(db, connect):
+    """39b: keys are JSON of the key's values, and a timestamptz's text is the session's
+    time zone: from another zone the check saw a healthy row out of step twice, and
+    rag.resync made a second document of the same row. Keys are made in UTC."""
+    alice = connect("alice")
+    db.execute("CREATE TABLE public.ev (at timestamptz PRIMARY KEY, body text)")
+    db.execute("ALTER TABLE public.ev OWNER TO alice")
+    alice.execute("SET TimeZone = 'America/New_York'")
+    alice.execute("SELECT rag.attach('ev', 'body')")
+    alice.execute("INSERT INTO ev VALUES ('2024-01-01 10:00+00', 'The concert starts at ten.')")
+    assert _problems(alice) == {}
+    alice.execute("SET TimeZone = 'Europe/Paris'")
+    assert _problems(alice) == {}
+    alice.execute("SELECT rag.resync('ev')")
+    alice.execute("UPDATE ev SET body = 'The concert starts at eleven.'")
+    assert alice.execute("SELECT source_key, content FROM rag.documents").fetchall() == \
+        [({"at": "2024-01-01T10:00:00+00:00"}, "The concert starts at eleven.")]
+
+
+def test_resync_names_a_null_table_and_queues_a_key_once(db, connect):
+    """39b: rag.resync(NULL) said 42704 naming '<NULL>'; an async table's resync queued every
+    key again, whether waiting or not (two resyncs of 3 rows: 9 queue rows)."""
+    alice = connect("alice")
+    with pytest.raises(psycopg.errors.NullValueNotAllowed, match="rag.resync: source_table is required"):
+        alice.execute("SELECT rag.resync(NULL)")
+    db.execute("CREATE TABLE public.tk (id int PRIMARY KEY, body text)")
+    db.execute("ALTER TABLE public.tk OWNER TO alice")
+    alice.execute("SELECT rag.attach('tk', 'body', mode => 'async')")
+    alice.execute("INSERT INTO tk SELECT g, 'ticket ' || g FROM generate_series(1, 3) AS g")
+    assert alice.execute("SELECT rag.resync('tk')").fetchone()[0] == 0
+    assert alice.execute("SELECT rag.resync('tk')").fetchone()[0] == 0
+    assert alice.execute("SELECT count(*), count(DISTINCT source_key) FROM rag.queue").fetchone() == (3, 3)

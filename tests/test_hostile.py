@@ -814,3 +814,78 @@ def test_the_guard_keeps_passing_for_its_whole_run(connect, db, dsn):
     finally:
         t.join(30)
         guard.close()
+
+
+# -- Hostile review 39 (0.7.0): the restore's settings turned off inside a statement -------
+
+# rag._restoring() saw a restore when row_security and check_function_bodies were both off.
+# Any role may turn both off with set_config() inside its own statement, after row-level
+# security let the statement through at plan time: the row triggers then skipped every
+# check. Now a restore is also a role that can write rag's tables with row-level security
+# off (a superuser, or BYPASSRLS).
+RESTORING = ("set_config('row_security', 'off', true) IS NOT NULL "
+             "AND set_config('check_function_bodies', 'off', true) IS NOT NULL")
+
+
+def _refused(conn, sql: str, *args) -> None:
+    """An attack statement: it may fail (with any error), or do what an honest one does."""
+    try:
+        conn.execute(sql, args or None)
+    except psycopg.Error:
+        pass
+
+
+def test_rag_config_rows_are_checked_whatever_the_statement_sets(db, connect):
+    """Review 39, findings 1 and 2: dora stored forget_answers = 'maybe' (every tenant's ask
+    and chunk delete failed), an unknown name with a megabyte value, max_k = 'many', and the
+    embedding_model row review 30 forbade (every tenant without a model of its own switched
+    at once, or failed)."""
+    dora, bob = connect("dora"), connect("bob")
+    _ingest(bob, "b.md")
+    for sql in [f"INSERT INTO rag.config (name, value) SELECT 'forget_answers', 'maybe' WHERE {RESTORING}",
+                f"INSERT INTO rag.config (name, value) VALUES ('forget_answers', CASE WHEN {RESTORING} THEN 'x' END)"
+                " ON CONFLICT (name) DO UPDATE SET value = 'maybe'",
+                f"INSERT INTO rag.config (name, value) SELECT 'no_such_setting', repeat('x', 1000000) WHERE {RESTORING}",
+                f"INSERT INTO rag.config (name, value) SELECT 'max_k', 'many' WHERE {RESTORING}",
+                f"INSERT INTO rag.config (name, value) VALUES ('embedding_model', CASE WHEN {RESTORING} THEN 'smollm2-embed' END)",
+                f"UPDATE rag.config SET name = 'embedding_model', value = 'nope' WHERE {RESTORING}"]:
+        dora.execute("SELECT rag.configure('max_k', '50')")
+        _refused(dora, sql)
+        assert dict(db.execute("SELECT name, value FROM rag.config").fetchall()) == {"max_k": "50"}, sql
+    assert bob.execute("SELECT value FROM rag.settings() WHERE name = 'embedding_model'").fetchone()[0] \
+        == "all-MiniLM-L6-v2"
+    assert bob.execute("SELECT rag.ask('How long do refunds take?')->>'answer_id'").fetchone()[0]
+    bob.execute("DELETE FROM rag.documents WHERE source = 'b.md'")
+
+
+def test_a_writer_cannot_skip_rags_row_checks_or_indexing_inside_a_statement(db, connect):
+    """Review 39, finding 4: alice planted an attachment naming pg_authid past
+    rag._attachments_guard (review 37). The same flip skipped the documents' checks and
+    their indexing (a document without chunks, its limits unchecked)."""
+    alice = connect("alice")
+    alice.execute("SET rag.tenant = 'alice'")
+    _refused(alice, "INSERT INTO rag.attachments (source_table, key_columns, content_column, mode) "
+                    f"VALUES ('pg_catalog.pg_authid'::regclass, '{{oid}}', 'rolname', CASE WHEN {RESTORING} THEN 'sync' END)")
+    assert db.execute("SELECT source_table::text FROM rag.attachments").fetchall() == []
+    alice.execute("SET rag.max_document_bytes = 100")
+    _refused(alice, f"INSERT INTO rag.documents (source, content) SELECT 'big.md', repeat('word ', 100) WHERE {RESTORING}")
+    _refused(alice, f"INSERT INTO rag.documents (source, content) SELECT 'small.md', 'Refunds take days.' WHERE {RESTORING}")
+    alice.execute("RESET rag.max_document_bytes")
+    assert alice.execute("SELECT * FROM rag.check()").fetchall() == []   # nothing stored without its chunks
+    assert alice.execute("SELECT count(*) FROM rag.documents WHERE source = 'big.md'").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("setting,value", [("bm25_k1", "1e-999"), ("bm25_b", "1e-400"),
+                                           ("retry_base_seconds", "1e-999")])
+def test_a_number_the_readers_cannot_read_is_refused_when_configured(db, connect, setting, value):
+    """Review 39, finding 3: numeric holds 1e-999, so rag.configure and the guard stored it
+    (within 0..1e6); the SQL readers' float8 refuses it, and every tenant's search, ask or
+    rag.work failed with a bare 22003 naming neither the setting nor rag.config."""
+    dora, alice = connect("dora"), connect("alice")
+    _ingest(alice, "a.md")
+    for sql in ["SELECT rag.configure(%s, %s)",
+                "INSERT INTO rag.config (name, value) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE SET value = excluded.value"]:
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match=f"setting rag.{setting} must be 0 or a number"):
+            dora.execute(sql, (setting, value))
+    alice.execute("SELECT count(*) FROM rag.search('refunds', mode => 'lexical')")
+    alice.execute("CALL rag.work(1)")

@@ -213,6 +213,15 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         num := v::numeric;
+        IF rule.kind = 'float' THEN
+            BEGIN   -- (numeric holds 1e-999 exactly; the readers' float8 does not: 22003 for every session)
+                PERFORM v::float8;
+            EXCEPTION WHEN numeric_value_out_of_range THEN
+                RAISE EXCEPTION 'rag.configure: setting rag.% must be 0 or a number a double precision holds, got %',
+                      setting_name, rag._shown(value)
+                    USING ERRCODE = 'invalid_parameter_value';
+            END;
+        END IF;
         IF num < rule.lo OR num > rule.hi THEN
             RAISE EXCEPTION 'rag.configure: setting rag.% must be between % and %, got %', setting_name,
                   rule.lo, rule.hi, v

@@ -29,14 +29,22 @@ $$;
 -- rag._restoring (internal)
 -- Whether this session is a restore by pg_restore or a pg_dump script: both set
 -- row_security = off and check_function_bodies = off before loading data (an application
--- session has no reason to turn off both). The triggers then only store rows: chunks,
--- postings and statistics come from the dump, and no model is called.
+-- session has no reason to turn off both), and the role writing can write rag's tables
+-- with row-level security off (a superuser, or BYPASSRLS). The triggers then only store
+-- rows: chunks, postings and statistics come from the dump, and no model is called.
+-- (The role matters: any role may turn both settings off with set_config() inside its own
+-- statement, after row-level security has let the statement through at plan time, and
+-- the row triggers then saw a restore: rag_admin stored unchecked rows in rag.config and a
+-- writer unchecked attachments, hostile review 39.)
 CREATE OR REPLACE FUNCTION rag._restoring()
 RETURNS boolean
 LANGUAGE sql STABLE
 AS $$
-    SELECT pg_catalog.current_setting('row_security') OPERATOR(pg_catalog.=) 'off'
-       AND pg_catalog.current_setting('check_function_bodies') OPERATOR(pg_catalog.=) 'off'
+    SELECT CASE WHEN pg_catalog.current_setting('row_security') OPERATOR(pg_catalog.=) 'off'
+                 AND pg_catalog.current_setting('check_function_bodies') OPERATOR(pg_catalog.=) 'off'
+           THEN coalesce((SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles AS r
+                          WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER), false)
+           ELSE false END
 $$;
 
 -- rag._documents_before_write

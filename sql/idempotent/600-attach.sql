@@ -95,6 +95,7 @@ CREATE OR REPLACE FUNCTION rag._apply_rows(attachment_id bigint, keys jsonb[])
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'   -- (keys and metadata as JSON: a timestamptz's text is the session's zone otherwise)
 AS $$
 DECLARE
     a rag.attachments := rag._attachment(attachment_id);
@@ -153,6 +154,7 @@ CREATE OR REPLACE FUNCTION rag._attached_changed()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'   -- (keys and metadata as JSON: a timestamptz's text is the session's zone otherwise)
 AS $$
 DECLARE
     a rag.attachments := rag._attachment(TG_ARGV[0]::bigint);
@@ -202,6 +204,7 @@ CREATE OR REPLACE FUNCTION rag.attach(
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'   -- (keys and metadata as JSON: a timestamptz's text is the session's zone otherwise)
 AS $$
 DECLARE
     keys name[];
@@ -219,7 +222,7 @@ BEGIN
         -- run as the caller, as in any maintenance of an untrusted table
         RAISE EXCEPTION 'rag.attach: table % belongs to role %, not to %', source_table, owner, current_user
             USING ERRCODE = 'insufficient_privilege',
-                  HINT = format('attach it as its owner (SET ROLE %I), or pass force => true if you trust that role''s code to run with your rights', owner);
+                  HINT = format('attach it as its owner, connected as role %I (after SET ROLE, its code may reset the role), or pass force => true if you trust that role''s code to run with your rights', owner);
     ELSIF mode IS NULL OR mode NOT IN ('sync', 'async') THEN
         RAISE EXCEPTION 'rag.attach: mode must be sync or async, got %', rag._shown(mode)
             USING ERRCODE = 'invalid_parameter_value';
@@ -289,6 +292,7 @@ CREATE OR REPLACE FUNCTION rag._backfill(a rag.attachments)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'   -- (keys and metadata as JSON: a timestamptz's text is the session's zone otherwise)
 AS $$
 DECLARE
     batch int := rag._setting('index_batch_size')::int;

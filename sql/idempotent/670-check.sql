@@ -45,6 +45,7 @@ CREATE OR REPLACE FUNCTION rag.check()
 RETURNS TABLE (tenant text, problem text, affected bigint, example text, fix text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'   -- (an attached table's keys as rag._apply_rows makes them)
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -73,8 +74,8 @@ BEGIN
         SELECT s.tenant, sum(s.df) AS pairs FROM rag.lexeme_stats AS s GROUP BY s.tenant
     ), corrupt AS (
         SELECT b.tenant, count(*) AS blocks, min(b.lexeme) AS lexeme FROM rag.posting_blocks AS b
-        WHERE b.n < 0 OR octet_length(b.ids) <> 8 * b.n OR octet_length(b.tfs) <> 2 * b.n
-           OR octet_length(b.lens) <> 4 * b.n
+        WHERE b.n < 0 OR octet_length(b.ids) <> 8::bigint * b.n OR octet_length(b.tfs) <> 2::bigint * b.n
+           OR octet_length(b.lens) <> 4::bigint * b.n
         GROUP BY b.tenant
     ), t AS (
         SELECT x.tenant FROM actual AS x UNION SELECT x.tenant FROM corpus AS x
@@ -131,38 +132,63 @@ BEGIN
                                      ELSE format('SELECT rag.detach(%L), then rag.attach it again;   -- in tenant %L',
                                                  a.source_table::text, a.tenant) END;
         END IF;
-        IF owner <> current_user THEN
+        -- another role's table is not read: reading it runs its owner's code (casts, types,
+        -- policies) with the caller's rights, and after SET ROLE that code may reset the
+        -- role to the session's (hostile review 39b: a superuser's SET ROLE to the owner, as
+        -- the first version's fix said, made the owner a superuser)
+        IF owner <> current_user OR session_user <> current_user THEN
             RETURN QUERY SELECT a.tenant, 'attached table not read: its rows are checked by its owner', 0::bigint,
-                                a.source_table::text, format('SET ROLE %I; SELECT * FROM rag.check();', owner);
+                                a.source_table::text,
+                                format('connect as role %I (not SET ROLE) and run SELECT * FROM rag.check();', owner);
             CONTINUE;
         END IF;
-        -- rows with content but no document, documents whose row is gone or changed; the
-        -- keys waiting in rag.queue or failed in rag.errors are the worker's, not missing
-        EXECUTE format($q$
-            WITH r AS MATERIALIZED (
-                SELECT %1$s AS key, %3$s AS hash FROM %2$s AS t WHERE %4$s
-            ), d AS MATERIALIZED (
-                SELECT x.source_key AS key, x.content_hash AS hash FROM rag.documents AS x
-                WHERE x.attachment_id = $1 AND x.tenant = $2
-            ), w AS MATERIALIZED (
-                SELECT q.source_key AS key FROM rag.queue AS q WHERE q.tenant = $2 AND q.attachment_id = $1
-                UNION SELECT e.source_key FROM rag.errors AS e WHERE e.tenant = $2 AND e.attachment_id = $1
-            ), stale AS (
-                SELECT r.key FROM r LEFT JOIN d ON d.key = r.key
-                WHERE (d.key IS NULL OR r.hash IS DISTINCT FROM d.hash AND r.hash IS NOT NULL)
-                UNION ALL
-                SELECT d.key FROM d WHERE NOT EXISTS (SELECT 1 FROM r WHERE r.key = d.key)
-            )
-            SELECT count(*) AS n, min(stale.key::text) AS example FROM stale
-            WHERE NOT EXISTS (SELECT 1 FROM w WHERE w.key = stale.key) $q$,
-            rag._key_expr(a), a.source_table,
-            CASE WHEN a.content_is_file THEN 'NULL::bytea'   -- (a file's text is known once extracted)
-                 ELSE format('sha256(convert_to(t.%I::text, ''UTF8''))', a.content_column) END,
-            CASE WHEN a.content_is_file THEN format('t.%I IS NOT NULL', a.content_column)
-                 ELSE format('btrim(t.%I::text, E'' \t\r\n\f\v'') <> ''''', a.content_column) END)
-        INTO r USING a.id, a.tenant;
+        -- rows whose document is missing or holds other values, documents whose row is
+        -- gone; keys waiting in rag.queue or failed in rag.errors are the worker's. A row's
+        -- values as rag._apply_rows stores them: a text's hash, title, url and metadata; a
+        -- file's hash (in its document's metadata), url and metadata columns (its text and
+        -- title are known once extracted, so a file row without a document is not counted:
+        -- an empty or blank file has none). A table its owner changed so that the query
+        -- fails (a column renamed) is reported, and the check goes on.
+        BEGIN
+            EXECUTE format($q$
+                WITH r AS MATERIALIZED (
+                    SELECT %1$s AS key, %3$s AS val, %4$s AS want FROM %2$s AS t
+                ), d AS MATERIALIZED (
+                    SELECT x.source_key AS key, %5$s AS val FROM rag.documents AS x
+                    WHERE x.attachment_id = $1 AND x.tenant = $2
+                ), w AS MATERIALIZED (
+                    SELECT q.source_key AS key FROM rag.queue AS q WHERE q.tenant = $2 AND q.attachment_id = $1
+                    UNION SELECT e.source_key FROM rag.errors AS e WHERE e.tenant = $2 AND e.attachment_id = $1
+                ), stale AS (
+                    SELECT r.key FROM r LEFT JOIN d ON d.key = r.key
+                    WHERE CASE WHEN d.key IS NULL THEN r.want ELSE r.val IS DISTINCT FROM d.val END
+                    UNION ALL
+                    SELECT d.key FROM d WHERE NOT EXISTS (SELECT 1 FROM r WHERE r.key = d.key)
+                )
+                SELECT count(*) AS n, min(stale.key::text) AS example FROM stale
+                WHERE NOT EXISTS (SELECT 1 FROM w WHERE w.key = stale.key) $q$,
+                rag._key_expr(a), a.source_table,
+                CASE WHEN a.content_is_file
+                     THEN format('jsonb_build_array(encode(sha256(t.%I), ''hex''), %s, %s - ''file'' - ''format'')',
+                                 a.content_column, rag._text_expr(a.url_column), rag._meta_expr(a))
+                     ELSE format('jsonb_build_array(encode(sha256(convert_to(t.%I::text, ''UTF8'')), ''hex''), %s, %s, %s)',
+                                 a.content_column, rag._text_expr(a.title_column), rag._text_expr(a.url_column),
+                                 rag._meta_expr(a)) END,
+                CASE WHEN a.content_is_file THEN 'false'
+                     ELSE format('coalesce(btrim(t.%I::text, E'' \t\r\n\f\v'') <> '''', false)', a.content_column) END,
+                CASE WHEN a.content_is_file
+                     THEN 'jsonb_build_array(x.metadata->''file''->>''sha256'', x.url, x.metadata - ''file'' - ''format'')'
+                     ELSE 'jsonb_build_array(encode(x.content_hash, ''hex''), x.title, x.url, x.metadata)' END)
+            INTO r USING a.id, a.tenant;
+        EXCEPTION WHEN OTHERS THEN   -- (not a cancel: OTHERS does not catch query_canceled)
+            RETURN QUERY SELECT a.tenant, 'attached table not readable as attached: ' || rag._shown(SQLERRM), 0::bigint,
+                                a.source_table::text,
+                                format('SELECT rag.detach(%L), then rag.attach it again;   -- in tenant %L',
+                                       a.source_table::text, a.tenant);
+            CONTINUE;
+        END;
         IF r.n > 0 THEN
-            RETURN QUERY SELECT a.tenant, 'attached rows out of step (no document, a document of another text, or a document whose row is gone)',
+            RETURN QUERY SELECT a.tenant, 'attached rows out of step (no document, a document of other values, or a document whose row is gone)',
                                 r.n, format('%s key %s', a.source_table, rag._shown(r.example)),
                                 format('SELECT rag.resync(%L);   -- in tenant %L', a.source_table::text, a.tenant);
         END IF;
@@ -206,13 +232,15 @@ $$;
 
 -- rag.resync (writer): bring the documents of an attached table (of the session's tenant)
 -- in step with its rows, as if every row had just been written: each row applied (sync)
--- or queued (async), and the documents whose rows are gone deleted. Unchanged rows embed
--- nothing. Reads the table with the caller's rights: its owner runs it (or force => true,
--- as rag.attach). Returns the keys applied or queued.
+-- or queued (async; a key already waiting is not queued again), and the documents whose
+-- key is no row's deleted. Unchanged rows embed nothing. Reads the table with the
+-- caller's rights: its owner runs it, logged in as itself (or force => true, as
+-- rag.attach). Returns the keys applied or queued, and the documents deleted.
 CREATE OR REPLACE FUNCTION rag.resync(source_table regclass, force boolean DEFAULT false)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'   -- (an attached table's keys as rag._apply_rows makes them)
 AS $$
 DECLARE
     a rag.attachments;
@@ -220,7 +248,11 @@ DECLARE
     batch int := rag._setting('index_batch_size')::int;
     keys jsonb[];
     n bigint := 0;
+    gone bigint;
 BEGIN
+    IF source_table IS NULL THEN
+        RAISE EXCEPTION 'rag.resync: source_table is required' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
     SELECT * INTO a FROM rag.attachments AS x
     WHERE x.source_table = resync.source_table AND x.tenant = rag.current_tenant();
     IF a.id IS NULL THEN
@@ -230,24 +262,41 @@ BEGIN
         RAISE EXCEPTION 'rag.resync: attached table with OID % no longer exists', source_table::oid
             USING ERRCODE = 'undefined_table',
                   HINT = format('SELECT rag.detach(%s) removes its attachment and documents', source_table::oid);
-    ELSIF owner <> current_user AND NOT coalesce(force, false) THEN
-        RAISE EXCEPTION 'rag.resync: table % belongs to role %, not to %', source_table, owner, current_user
+    ELSIF (owner <> current_user OR session_user <> current_user) AND NOT coalesce(force, false) THEN
+        -- (after SET ROLE, the owner's code read with the table may reset the role to the
+        -- session's: hostile review 39b)
+        RAISE EXCEPTION 'rag.resync: table % belongs to role %, and this session is %', source_table, owner,
+              CASE WHEN session_user = current_user THEN format('%I', current_user)
+                   ELSE format('%I acting as %I', session_user, current_user) END
             USING ERRCODE = 'insufficient_privilege',
-                  HINT = format('resync it as its owner (SET ROLE %I), or pass force => true if you trust that role''s code to run with your rights', owner);
+                  HINT = format('connect as role %I (not SET ROLE), or pass force => true if you trust that role''s code to run with your rights', owner);
+    END IF;
+    -- the documents whose key is no row's: deleted here (applying their key would find the
+    -- row again under another spelling of the same key, and keep them)
+    EXECUTE format($q$
+        WITH gone AS (
+            DELETE FROM rag.documents AS d
+            WHERE d.attachment_id = $1 AND d.tenant = $2
+              AND NOT EXISTS (SELECT 1 FROM (SELECT %1$s AS key FROM %2$s AS t) AS r WHERE r.key = d.source_key)
+            RETURNING 1)
+        SELECT count(*) FROM gone $q$, rag._key_expr(a), a.source_table) INTO gone USING a.id, a.tenant;
+    IF a.mode = 'async' THEN   -- one statement, as rag.attach enqueues
+        EXECUTE format($q$
+            INSERT INTO rag.queue (tenant, attachment_id, source_key)
+            SELECT $2, $1, k.key FROM (SELECT %1$s AS key FROM %2$s AS t
+                                      EXCEPT SELECT q.source_key FROM rag.queue AS q
+                                      WHERE q.tenant = $2 AND q.attachment_id = $1) AS k $q$,
+            rag._key_expr(a), a.source_table) USING a.id, a.tenant;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        RETURN n + gone;
     END IF;
     FOR keys IN EXECUTE format($q$
         SELECT array_agg(k.key) FROM (
-            SELECT u.key, row_number() OVER () - 1 AS n
-            FROM (SELECT %1$s AS key FROM %2$s AS t
-                  UNION SELECT d.source_key FROM rag.documents AS d WHERE d.attachment_id = $1 AND d.tenant = $2) AS u
-        ) AS k GROUP BY k.n / $3 $q$, rag._key_expr(a), a.source_table) USING a.id, a.tenant, batch LOOP
-        IF a.mode = 'sync' THEN
-            PERFORM rag._apply_rows(a.id, keys);
-        ELSE
-            INSERT INTO rag.queue (tenant, attachment_id, source_key) SELECT a.tenant, a.id, k FROM unnest(keys) AS k;
-        END IF;
+            SELECT %1$s AS key, row_number() OVER () - 1 AS n FROM %2$s AS t
+        ) AS k GROUP BY k.n / $1 $q$, rag._key_expr(a), a.source_table) USING batch LOOP
+        PERFORM rag._apply_rows(a.id, keys);
         n := n + cardinality(keys);
     END LOOP;
-    RETURN n;
+    RETURN n + gone;
 END
 $$;

@@ -496,7 +496,8 @@ COMMENT ON FUNCTION rag._vector_schema() IS
 
 COMMENT ON FUNCTION rag._restoring() IS
   'Internal: whether this session is a pg_restore or pg_dump script (row_security and check_function_bodies '
-  'both off); the triggers then only store rows.';
+  'both off) run by a role that may write rag''s tables so (a superuser, or BYPASSRLS); the triggers then '
+  'only store rows.';
 
 COMMENT ON FUNCTION rag._documents_before_write() IS
   'Internal: row trigger on rag.documents: checks content and source, sets content_hash and updated_at.';
