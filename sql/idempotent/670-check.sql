@@ -39,8 +39,9 @@ $$;
 -- (row-level security; a superuser sees every tenant): how many rows it concerns, one of
 -- them, and what to run. No rows: nothing found. Linear in what it reads: every visible
 -- document and chunk once, the lexical statistics, and each attached table the caller owns
--- (another role's table is not read: that would run its owner's casts with the caller's
--- rights, as rag.attach and rag.work refuse to; a row says so). Takes no lock beyond reads.
+-- in a session of its own (another role's table is not read, nor one read after SET ROLE:
+-- that would run its owner's code with the caller's rights, or the session's; a row says
+-- so). Takes no lock beyond reads.
 CREATE OR REPLACE FUNCTION rag.check()
 RETURNS TABLE (tenant text, problem text, affected bigint, example text, fix text)
 LANGUAGE plpgsql STABLE

@@ -1205,8 +1205,8 @@ COMMENT ON FUNCTION rag._documents_to_reindex() IS
 COMMENT ON FUNCTION rag.check() IS
   'What rag derived that is out of step with what it derives from, for the tenants the caller can see (a '
   'superuser: every tenant): documents not indexed, the lexical index''s statistics and blocks, attached '
-  'tables whose rag triggers are missing or disabled, and attached rows without their document (tables the '
-  'caller owns; others are named, not read). Reads everything it checks once; changes nothing. Returns one '
+  'tables whose rag triggers are missing or disabled, and attached rows out of step with their documents (tables '
+  'the caller owns, in a session of its own, not after SET ROLE; others are named, not read). Reads everything it checks once; changes nothing. Returns one '
   'row per problem and tenant: tenant, problem, affected (rows), example, fix (what to run). No rows: '
   'nothing found. Example: SELECT * FROM rag.check();';
 
