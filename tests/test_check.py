@@ -108,13 +108,14 @@ def test_reindex_and_resync_keep_to_the_callers_tenant_and_table(db, alices, con
     # a superuser acting for alice would read alice's table with its own rights: refused
     db.execute("SET rag.tenant = 'alice'")
     with pytest.raises(psycopg.errors.InsufficientPrivilege,
-                       match="rag.resync: table public.notes belongs to role alice, and this session is tester"):
+                       match="rag.resync: table public.notes belongs to role alice, and this session is not that role's own"):
         db.execute("SELECT rag.resync('notes')")
     assert db.execute("SELECT rag.resync('notes', force => true)").fetchone()[0] == 2
     # and its check names alice's table without reading it
     found = _problems(db)
     assert found == {"attached table not read: its rows are checked by its owner":
-                     ("alice", 0, "public.notes", "connect as role alice (not SET ROLE) and run SELECT * FROM rag.check();")}
+                     ("alice", 0, "public.notes",
+                      "log in as role alice (not SET ROLE or SET SESSION AUTHORIZATION) and run SELECT * FROM rag.check();")}
 
 
 def test_resync_of_an_async_table_queues_its_rows_for_the_worker(db, connect):
@@ -161,13 +162,15 @@ def test_a_superuser_acting_as_the_owner_does_not_read_its_table(db, connect):
         alice.execute("ALTER TABLE alice.notes ENABLE ROW LEVEL SECURITY")
         alice.execute("ALTER TABLE alice.notes FORCE ROW LEVEL SECURITY")
         alice.execute("CREATE POLICY p ON alice.notes USING (alice.pol())")
-        assert _problems(alice) == {}                    # her own session reads it
+        # (a policy forced on the owner may hide rows from it: not read in any session, 39c)
+        assert set(_problems(alice)) == {"attached table not read: row-level security is forced on it, "
+                                         "so its owner may not see every row"}
         db.execute("SET ROLE alice")
         found = _problems(db)
-        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="this session is tester acting as alice"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="this session is not that role's own"):
             db.execute("SELECT rag.resync('alice.notes')")
         db.execute("RESET ROLE")
-        assert found["attached table not read: its rows are checked by its owner"][3].startswith("connect as role alice")
+        assert found["attached table not read: its rows are checked by its owner"][3].startswith("log in as role alice")
         assert db.execute("SELECT rolsuper FROM pg_roles WHERE rolname = 'alice'").fetchone()[0] is False
     finally:
         db.execute("RESET ROLE")
@@ -269,3 +272,215 @@ def test_resync_names_a_null_table_and_queues_a_key_once(db, connect):
     assert alice.execute("SELECT rag.resync('tk')").fetchone()[0] == 0
     assert alice.execute("SELECT rag.resync('tk')").fetchone()[0] == 0
     assert alice.execute("SELECT count(*), count(DISTINCT source_key) FROM rag.queue").fetchone() == (3, 3)
+
+# -- Hostile review 39c: the fixes of 39 and 39b attacked (each test failed before its fix) --
+
+# The 39b attack, with SET SESSION AUTHORIZATION in place of SET ROLE: the owner's policy
+# function tries every superuser's name as the session's authorization (allowed when the
+# *authenticated* user is a superuser, whatever session_user says), makes its owner a
+# superuser, and puts the session back.
+ESCALATE = """
+    CREATE FUNCTION alice.pol() RETURNS boolean LANGUAGE plpgsql AS $$
+    DECLARE su name;
+    BEGIN
+      IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = 'alice') THEN
+        FOR su IN SELECT rolname FROM pg_roles WHERE rolsuper LOOP
+          BEGIN
+            PERFORM set_config('session_authorization', su, false);
+            EXECUTE 'ALTER ROLE alice SUPERUSER';
+            PERFORM set_config('session_authorization', 'alice', false);
+            EXIT;
+          EXCEPTION WHEN OTHERS THEN NULL;
+          END;
+        END LOOP;
+      END IF;
+      RETURN true;
+    END $$"""
+
+# The same, for a session that SET ROLE into alice (39b's policy)
+RESET_ROLE = """
+    CREATE FUNCTION alice.pol() RETURNS boolean LANGUAGE plpgsql AS $$
+    BEGIN
+      IF (SELECT rolsuper FROM pg_roles WHERE rolname = session_user)
+         AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = 'alice') THEN
+        PERFORM set_config('role', 'none', false);
+        EXECUTE 'ALTER ROLE alice SUPERUSER';
+        PERFORM set_config('role', 'alice', false);
+      END IF;
+      RETURN true;
+    END $$"""
+
+
+def _conn(c):
+    c.execute("SET statement_timeout = '60s'")
+    return c
+
+
+def _alice_superuser(db) -> bool:
+    return db.execute("SELECT rolsuper FROM pg_roles WHERE rolname = 'alice'").fetchone()[0]
+
+
+def _alices_trapped_table(db, connect, policy: str, mode: str = "sync") -> psycopg.Connection:
+    db.execute("CREATE SCHEMA alice AUTHORIZATION alice")
+    alice = _conn(connect("alice"))
+    alice.execute("CREATE TABLE alice.notes (id int PRIMARY KEY, body text)")
+    alice.execute("SELECT rag.attach('alice.notes', 'body', mode => %s)", (mode,))
+    alice.execute("INSERT INTO alice.notes VALUES (1, 'The library closes at nine.')")
+    alice.execute(policy)
+    alice.execute("ALTER TABLE alice.notes ENABLE ROW LEVEL SECURITY")
+    alice.execute("ALTER TABLE alice.notes FORCE ROW LEVEL SECURITY")
+    alice.execute("CREATE POLICY p ON alice.notes USING (alice.pol())")
+    return alice
+
+
+@pytest.mark.parametrize("call", ["SELECT count(*) FROM rag.check()", "SELECT rag.resync('alice.notes')"])
+def test_set_session_authorization_is_not_the_owners_own_session(db, connect, call):
+    """Review 39c, finding 1 (high: a writer became superuser). The 39b fix decides that a session is
+    the owner's own by `session_user = current_user = owner`. A superuser who follows
+    rag.check's fix ('connect as role alice (not SET ROLE)') without alice's password does
+    what Postgres offers a superuser for that: `SET SESSION AUTHORIZATION alice`. Then
+    session_user = current_user = alice, and rag.check (and rag.resync, without force)
+    read alice's table; her FORCE'd policy runs in a session whose *authenticated* user is
+    a superuser, so it may `set_config('session_authorization', <any superuser>)`, run
+    `ALTER ROLE alice SUPERUSER`, and set the session back: the 39b escalation again,
+    through the very path the fix recommends. Fix: compare with the authenticated user,
+    which SET SESSION AUTHORIZATION does not change -- e.g. `(SELECT usename FROM
+    pg_stat_activity WHERE pid = pg_backend_pid())` (it stays the login's) -- or refuse
+    when that user is a superuser other than the owner; say so in the fix text too."""
+    _conn(db)
+    _alices_trapped_table(db, connect, ESCALATE)
+    try:
+        db.execute("SET SESSION AUTHORIZATION alice")
+        try:
+            db.execute(call)
+        except psycopg.Error:
+            pass                                        # refusing is the secure outcome
+        db.execute("RESET SESSION AUTHORIZATION")
+        assert _alice_superuser(db) is False, "alice's policy made her a superuser through rag's read"
+    finally:
+        db.execute("RESET SESSION AUTHORIZATION")
+        db.execute("ALTER ROLE alice NOSUPERUSER")   # roles are cluster-wide: never leave it
+
+
+def test_rag_work_after_set_role_does_not_run_the_owners_code_as_the_session(db, connect):
+    """Review 39c, finding 2 (the 39b class, left open in rag.work). rag.work reads the queued
+    rows of tables owned by current_user, and says for another role's rows 'run CALL
+    rag.work() as alice'. A superuser who does so with `SET ROLE alice; CALL rag.work()`
+    (as 39b's superuser did for rag.check) runs alice's FORCE'd policy while reading her
+    table in rag._apply_rows; the policy resets the role to the session's and makes alice a
+    superuser. rag.check and rag.resync now refuse such a session; rag.work does not.
+    Fix: rag.work takes only tables whose owner is the session's own login (as rag.check:
+    session_user = current_user, better the authenticated user, see finding 1), leaving
+    the others queued with its warning saying to connect as the owner."""
+    _conn(db)
+    alice = _alices_trapped_table(db, connect, RESET_ROLE, mode="async")
+    alice.execute("UPDATE alice.notes SET body = 'The library closes at ten.'")   # queued
+    try:
+        db.execute("SET ROLE alice")
+        try:
+            db.execute("CALL rag.work(5)")
+        except psycopg.Error:
+            pass
+        db.execute("RESET ROLE")
+        assert _alice_superuser(db) is False, "alice's policy made her a superuser through rag.work"
+    finally:
+        db.execute("RESET ROLE")
+        db.execute("ALTER ROLE alice NOSUPERUSER")
+
+
+@pytest.mark.parametrize("keytype,value,setting", [
+    ("interval", "'1 hour'::interval", "SET IntervalStyle = 'iso_8601'"),
+    ("bytea", "'\\x0102ff'::bytea", "SET bytea_output = 'escape'"),
+    ("float8", "0.1::float8 + 0.2::float8", "SET extra_float_digits = 0"),
+])
+def test_a_key_is_the_same_key_whatever_the_sessions_output_settings(db, connect, keytype, value, setting):
+    """Review 39c, finding 3 (duplicate or lost documents). The UTC pin fixed one setting of a
+    key's JSON; a key is the text output of its values, and other session settings change
+    it too: IntervalStyle (interval: "01:00:00" vs "PT1H"), bytea_output (bytea, e.g. a
+    table keyed by a content hash: "\\\\x0102ff" vs "\\\\001\\\\002\\\\377") and
+    extra_float_digits <= 0 (float8/real: 0.30000000000000004 becomes 0.3, another value).
+    An UPDATE from a session with the other setting makes a second document of the same
+    row (interval, bytea); rag.check from a default session then reports the table out of
+    step, and rag.resync from such a session deletes every document and makes them again
+    (re-embedding, forgetting the answers that cited them) or, for float8 with
+    extra_float_digits = 0, deletes the document of a live row and makes none (its key
+    no longer finds the row). Fix: pin every setting the JSON of a key or metadata depends
+    on where TimeZone is pinned (IntervalStyle = postgres, bytea_output = hex,
+    extra_float_digits = 1, DateStyle = ISO for the ::text of titles/urls), or key by a
+    canonical form."""
+    _conn(db)
+    db.execute("CREATE SCHEMA alice AUTHORIZATION alice")
+    alice = _conn(connect("alice"))
+    alice.execute(f"CREATE TABLE alice.k (k {keytype} PRIMARY KEY, body text)")
+    alice.execute("SELECT rag.attach('alice.k', 'body')")
+    alice.execute(f"INSERT INTO alice.k VALUES ({value}, 'The ferry takes an hour.')")
+    other = _conn(connect("alice"))
+    other.execute(setting)
+    other.execute("UPDATE alice.k SET body = 'The ferry takes an hour, mostly.'")
+    other.execute("SELECT rag.resync('alice.k')")
+    docs = alice.execute("SELECT count(*) FROM rag.documents WHERE source_table = 'alice.k'").fetchone()[0]
+    assert (docs, _problems(alice)) == (1, {})
+
+
+def test_resync_does_not_delete_documents_of_rows_a_policy_hides_from_the_caller(db, connect):
+    """Review 39c, finding 4 (documents of live rows deleted). A table under FORCE'd row-level
+    security keyed to the application's session setting (the usual multi-user pattern:
+    USING (owner = current_setting('app.uid', true))). The application's sessions write
+    rows and rag's trigger makes their documents (it reads the rows the writer sees). The
+    owner then runs rag.check (every document is reported 'whose row is gone') and the
+    fix it names, rag.resync: it reads the rows the caller sees -- none -- and deletes
+    every document of the table (and, with forget_answers, every answer that cited them).
+    Nothing says the read was partial. Fix: read with row_security = off in rag.check and
+    rag.resync (SET row_security = off on both: Postgres then raises 42501 instead of
+    silently filtering when a policy applies to the caller), and report / refuse such a
+    table; at least never delete on a filtered read."""
+    _conn(db)
+    db.execute("CREATE SCHEMA alice AUTHORIZATION alice")
+    app = _conn(connect("alice"))
+    app.execute("CREATE TABLE alice.notes (id int PRIMARY KEY, owner text NOT NULL, body text)")
+    app.execute("SELECT rag.attach('alice.notes', 'body')")
+    app.execute("ALTER TABLE alice.notes ENABLE ROW LEVEL SECURITY")
+    app.execute("ALTER TABLE alice.notes FORCE ROW LEVEL SECURITY")
+    app.execute("CREATE POLICY by_user ON alice.notes USING (owner = current_setting('app.uid', true))")
+    app.execute("SET app.uid = 'u1'")
+    app.execute("INSERT INTO alice.notes VALUES (1, 'u1', 'The library closes at nine.'), "
+                "(2, 'u1', 'The pool opens at ten.')")
+    assert app.execute("SELECT count(*) FROM rag.documents").fetchone()[0] == 2
+    admin = _conn(connect("alice"))            # the owner's maintenance session: no app.uid
+    try:
+        admin.execute("SELECT rag.resync('alice.notes')")
+    except psycopg.Error:
+        pass                                    # refusing a filtered read is fine
+    assert admin.execute("SELECT count(*) FROM rag.documents").fetchone()[0] == 2
+
+
+def test_a_lock_timeout_is_not_reported_as_a_broken_attachment_to_detach(db, connect):
+    """Review 39c, finding 5 (a destructive fix for a transient error). The EXCEPTION WHEN OTHERS
+    around an attachment's query (39b) catches every error but a cancel: a lock_timeout
+    (55P03) while the owner's migration holds the table, a deadlock or serialization
+    failure, out of memory, temp_file_limit. Each becomes 'attached table not readable as
+    attached: canceling statement due to lock timeout' with the fix 'SELECT
+    rag.detach(...), then rag.attach it again' -- which deletes every document of the
+    table and embeds it all again (and forgets the answers citing it). Fix: catch only the
+    errors that mean the attachment no longer matches the table (undefined_column,
+    undefined_table, datatype_mismatch, undefined_function, ...), and re-raise the others
+    (lock_not_available, 40001, 40P01, 53xxx), or at least say 'retry' for them."""
+    _conn(db)
+    db.execute("CREATE SCHEMA alice AUTHORIZATION alice")
+    alice = _conn(connect("alice"))
+    alice.execute("CREATE TABLE alice.notes (id int PRIMARY KEY, body text)")
+    alice.execute("SELECT rag.attach('alice.notes', 'body')")
+    alice.execute("INSERT INTO alice.notes VALUES (1, 'The library closes at nine.')")
+    migration = _conn(connect("alice"))
+    migration.execute("BEGIN")
+    migration.execute("LOCK TABLE alice.notes IN ACCESS EXCLUSIVE MODE")
+    try:
+        alice.execute("SET lock_timeout = '300ms'")
+        try:
+            rows = alice.execute("SELECT problem, fix FROM rag.check()").fetchall()
+        except psycopg.errors.LockNotAvailable:
+            return                                   # the transient error, as it is
+        bad = [r for r in rows if "detach" in (r[1] or "")]
+        assert bad == [], f"a lock timeout was reported with a detach fix: {bad}"
+    finally:
+        migration.execute("ROLLBACK")

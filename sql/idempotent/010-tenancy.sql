@@ -35,6 +35,21 @@ AS $$
                    WHERE r.rolname = role_name AND pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER'))
 $$;
 
+-- rag._own_session (internal): whether this session is role `who`'s own: logged in as it, with
+-- no SET ROLE or SET SESSION AUTHORIZATION since. Only then may rag read a table of that
+-- role's, which runs its code (casts, types, policies): after either, that code may switch
+-- back to the session's or the login's role, a superuser's say (hostile reviews 39b, 39c).
+-- The login's role is pg_stat_activity's, which SET SESSION AUTHORIZATION leaves as it was.
+CREATE OR REPLACE FUNCTION rag._own_session(who name)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT who = current_user AND who = session_user
+       AND who IS NOT DISTINCT FROM (SELECT a.usename FROM pg_catalog.pg_stat_activity AS a
+                                      WHERE a.pid = pg_catalog.pg_backend_pid())
+$$;
+
 -- rag._is_superuser (internal): whether the current role is a superuser
 CREATE OR REPLACE FUNCTION rag._is_superuser()
 RETURNS boolean

@@ -95,7 +95,8 @@ CREATE OR REPLACE FUNCTION rag._apply_rows(attachment_id bigint, keys jsonb[])
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
-SET TimeZone = 'UTC'   -- (keys and metadata as JSON: a timestamptz's text is the session's zone otherwise)
+SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' SET DateStyle = 'ISO, MDY' SET bytea_output = 'hex'
+SET extra_float_digits = 1   -- (keys and metadata are JSON of values whose text is the session's otherwise)
 AS $$
 DECLARE
     a rag.attachments := rag._attachment(attachment_id);
@@ -154,7 +155,8 @@ CREATE OR REPLACE FUNCTION rag._attached_changed()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-SET TimeZone = 'UTC'   -- (keys and metadata as JSON: a timestamptz's text is the session's zone otherwise)
+SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' SET DateStyle = 'ISO, MDY' SET bytea_output = 'hex'
+SET extra_float_digits = 1   -- (keys and metadata are JSON of values whose text is the session's otherwise)
 AS $$
 DECLARE
     a rag.attachments := rag._attachment(TG_ARGV[0]::bigint);
@@ -204,7 +206,8 @@ CREATE OR REPLACE FUNCTION rag.attach(
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
-SET TimeZone = 'UTC'   -- (keys and metadata as JSON: a timestamptz's text is the session's zone otherwise)
+SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' SET DateStyle = 'ISO, MDY' SET bytea_output = 'hex'
+SET extra_float_digits = 1   -- (keys and metadata are JSON of values whose text is the session's otherwise)
 AS $$
 DECLARE
     keys name[];
@@ -292,7 +295,8 @@ CREATE OR REPLACE FUNCTION rag._backfill(a rag.attachments)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
-SET TimeZone = 'UTC'   -- (keys and metadata as JSON: a timestamptz's text is the session's zone otherwise)
+SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' SET DateStyle = 'ISO, MDY' SET bytea_output = 'hex'
+SET extra_float_digits = 1   -- (keys and metadata are JSON of values whose text is the session's otherwise)
 AS $$
 DECLARE
     batch int := rag._setting('index_batch_size')::int;
@@ -522,6 +526,9 @@ DECLARE
     embedded int;
     r record;
     msg text;
+    -- the role whose tables this worker indexes: its own, in a session of its own
+    -- (rag._own_session; after SET ROLE, the owner's code could switch back: review 39c)
+    me name := CASE WHEN rag._own_session(current_user) THEN current_user END;
 BEGIN
     LOOP
         EXIT WHEN max_batches IS NOT NULL AND done OPERATOR(pg_catalog.>=) max_batches;
@@ -534,7 +541,8 @@ BEGIN
         SELECT pg_catalog.array_agg(q.id) INTO ids FROM (
             SELECT x.id FROM rag.queue AS x JOIN rag.attachments AS a ON a.id OPERATOR(pg_catalog.=) x.attachment_id
             WHERE x.tenant OPERATOR(pg_catalog.=) rag.current_tenant() AND x.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()
-              AND coalesce(rag._table_owner(a.source_table) OPERATOR(pg_catalog.=) current_user, true)  -- (dropped: fails, to rag.errors)
+              AND (rag._table_owner(a.source_table) IS NULL   -- (dropped: fails, to rag.errors)
+                   OR rag._table_owner(a.source_table) OPERATOR(pg_catalog.=) me)
             ORDER BY x.id LIMIT batch FOR UPDATE OF x SKIP LOCKED) AS q;
         EXIT WHEN ids IS NULL;
         BEGIN
@@ -571,11 +579,12 @@ BEGIN
     FOR r IN SELECT a.source_table, rag._table_owner(a.source_table) AS owner, pg_catalog.count(*) AS n
              FROM rag.queue AS x JOIN rag.attachments AS a ON a.id OPERATOR(pg_catalog.=) x.attachment_id
              WHERE x.tenant OPERATOR(pg_catalog.=) rag.current_tenant()
-               AND rag._table_owner(a.source_table) OPERATOR(pg_catalog.<>) current_user
+               AND rag._table_owner(a.source_table) IS NOT NULL
+               AND NOT coalesce(rag._table_owner(a.source_table) OPERATOR(pg_catalog.=) me, false)
              GROUP BY a.source_table LOOP
         RAISE WARNING 'rag.work: % queued rows of table % are left for its owner, role %', r.n, r.source_table, r.owner
             USING HINT = pg_catalog.format('indexing runs the table''s own code (key casts, domain checks) with the worker''s '
-                                           'rights: run CALL rag.work() as %I, or schedule it as that role', r.owner);
+                                           'rights: log in as %I (not SET ROLE or SET SESSION AUTHORIZATION) and run CALL rag.work(), or schedule it as that role', r.owner);
     END LOOP;
     -- then a model switch in progress (rag.set_embedding_model): re-embed in batches, and
     -- switch when the last chunk is done

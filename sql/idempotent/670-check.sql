@@ -35,6 +35,20 @@ AS $$
        OR c.document_id IS NULL OR c.other_model
 $$;
 
+-- rag._rows_hidden_from_owner (internal): whether reading this table in this session may
+-- leave rows out: row-level security forced on it (its owner is subject to its policies)
+-- and the role does not bypass them. A row hidden so is not a row that is gone.
+CREATE OR REPLACE FUNCTION rag._rows_hidden_from_owner(source_table regclass)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.relrowsecurity AND c.relforcerowsecurity
+           AND NOT coalesce((SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles AS r
+                             WHERE r.rolname = current_user), false)
+    FROM pg_catalog.pg_class AS c WHERE c.oid = source_table
+$$;
+
 -- rag.check (any role): one row per problem and tenant, for the tenants the caller can see
 -- (row-level security; a superuser sees every tenant): how many rows it concerns, one of
 -- them, and what to run. No rows: nothing found. Linear in what it reads: every visible
@@ -46,7 +60,8 @@ CREATE OR REPLACE FUNCTION rag.check()
 RETURNS TABLE (tenant text, problem text, affected bigint, example text, fix text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
-SET TimeZone = 'UTC'   -- (an attached table's keys as rag._apply_rows makes them)
+SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' SET DateStyle = 'ISO, MDY' SET bytea_output = 'hex'
+SET extra_float_digits = 1   -- (an attached table's keys as rag._apply_rows makes them)
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -137,10 +152,15 @@ BEGIN
         -- policies) with the caller's rights, and after SET ROLE that code may reset the
         -- role to the session's (hostile review 39b: a superuser's SET ROLE to the owner, as
         -- the first version's fix said, made the owner a superuser)
-        IF owner <> current_user OR session_user <> current_user THEN
+        IF NOT rag._own_session(owner) THEN
             RETURN QUERY SELECT a.tenant, 'attached table not read: its rows are checked by its owner', 0::bigint,
                                 a.source_table::text,
-                                format('connect as role %I (not SET ROLE) and run SELECT * FROM rag.check();', owner);
+                                format('log in as role %I (not SET ROLE or SET SESSION AUTHORIZATION) and run SELECT * FROM rag.check();', owner);
+            CONTINUE;
+        ELSIF rag._rows_hidden_from_owner(a.source_table) THEN
+            RETURN QUERY SELECT a.tenant, 'attached table not read: row-level security is forced on it, so its owner may not see every row',
+                                0::bigint, a.source_table::text,
+                                format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY while it is checked', a.source_table);
             CONTINUE;
         END IF;
         -- rows whose document is missing or holds other values, documents whose row is
@@ -181,7 +201,10 @@ BEGIN
                      THEN 'jsonb_build_array(x.metadata->''file''->>''sha256'', x.url, x.metadata - ''file'' - ''format'')'
                      ELSE 'jsonb_build_array(encode(x.content_hash, ''hex''), x.title, x.url, x.metadata)' END)
             INTO r USING a.id, a.tenant;
-        EXCEPTION WHEN OTHERS THEN   -- (not a cancel: OTHERS does not catch query_canceled)
+        EXCEPTION WHEN undefined_column OR undefined_table OR undefined_function OR datatype_mismatch
+                       OR cannot_coerce OR wrong_object_type THEN
+            -- (the attachment no longer matches its table; anything else, a lock timeout
+            -- say, is the check's own error, not a reason to attach the table again)
             RETURN QUERY SELECT a.tenant, 'attached table not readable as attached: ' || rag._shown(SQLERRM), 0::bigint,
                                 a.source_table::text,
                                 format('SELECT rag.detach(%L), then rag.attach it again;   -- in tenant %L',
@@ -241,7 +264,8 @@ CREATE OR REPLACE FUNCTION rag.resync(source_table regclass, force boolean DEFAU
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
-SET TimeZone = 'UTC'   -- (an attached table's keys as rag._apply_rows makes them)
+SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' SET DateStyle = 'ISO, MDY' SET bytea_output = 'hex'
+SET extra_float_digits = 1   -- (an attached table's keys as rag._apply_rows makes them)
 AS $$
 DECLARE
     a rag.attachments;
@@ -263,14 +287,17 @@ BEGIN
         RAISE EXCEPTION 'rag.resync: attached table with OID % no longer exists', source_table::oid
             USING ERRCODE = 'undefined_table',
                   HINT = format('SELECT rag.detach(%s) removes its attachment and documents', source_table::oid);
-    ELSIF (owner <> current_user OR session_user <> current_user) AND NOT coalesce(force, false) THEN
-        -- (after SET ROLE, the owner's code read with the table may reset the role to the
-        -- session's: hostile review 39b)
-        RAISE EXCEPTION 'rag.resync: table % belongs to role %, and this session is %', source_table, owner,
-              CASE WHEN session_user = current_user THEN format('%I', current_user)
-                   ELSE format('%I acting as %I', session_user, current_user) END
+    ELSIF NOT rag._own_session(owner) AND NOT coalesce(force, false) THEN
+        -- (after SET ROLE or SET SESSION AUTHORIZATION, the owner's code read with the
+        -- table may switch back to the session's or the login's role: reviews 39b, 39c)
+        RAISE EXCEPTION 'rag.resync: table % belongs to role %, and this session is not that role''s own', source_table, owner
             USING ERRCODE = 'insufficient_privilege',
-                  HINT = format('connect as role %I (not SET ROLE), or pass force => true if you trust that role''s code to run with your rights', owner);
+                  HINT = format('log in as role %I (not SET ROLE or SET SESSION AUTHORIZATION), or pass force => true if you trust that role''s code to run with your rights', owner);
+    ELSIF rag._rows_hidden_from_owner(source_table) THEN
+        -- (a row the caller cannot see is not a row that is gone: its document would go)
+        RAISE EXCEPTION 'rag.resync: table % has row-level security forced, so this session may not see every row', source_table
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY while it runs (its owner then sees every row), or run it as a superuser with force => true', source_table);
     END IF;
     -- the documents whose key is no row's: deleted here (applying their key would find the
     -- row again under another spelling of the same key, and keep them)

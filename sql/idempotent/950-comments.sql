@@ -1202,6 +1202,15 @@ COMMENT ON FUNCTION rag._documents_to_reindex() IS
   'triggers off, no chunks, or chunks of another embedding model than the tenant''s) and why. Read by '
   'rag.check and rag.reindex.';
 
+COMMENT ON FUNCTION rag._own_session(name) IS
+  'Internal: whether this session is the role''s own: logged in as it (pg_stat_activity), with no SET ROLE or '
+  'SET SESSION AUTHORIZATION since. rag reads a table of that role''s (running its code) only then: rag.check, '
+  'rag.resync, rag.work.';
+
+COMMENT ON FUNCTION rag._rows_hidden_from_owner(regclass) IS
+  'Internal: whether row-level security is forced on the table and the current role does not bypass it, so '
+  'reading it may leave rows out (rag.check does not read it; rag.resync refuses, 42501).';
+
 COMMENT ON FUNCTION rag.check() IS
   'What rag derived that is out of step with what it derives from, for the tenants the caller can see (a '
   'superuser: every tenant): documents not indexed, the lexical index''s statistics and blocks, attached '

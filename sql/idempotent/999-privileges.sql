@@ -61,6 +61,8 @@ GRANT EXECUTE ON FUNCTION
     rag._tenant_embedding_model(text),   -- (rag._setting('embedding_model') reads it)
     rag._setting_defaults(),
     rag.check(),
+    rag._own_session(name),
+    rag._rows_hidden_from_owner(regclass),
     rag._documents_to_reindex(),
     rag.embed(text, text),
     rag._embed_query(text, text),
