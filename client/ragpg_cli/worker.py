@@ -24,8 +24,13 @@ def run(dsn: str, interval: float = 1.0, once: bool = False, tenant: str | None 
         while not stop["now"]:
             t0 = time.perf_counter()
             conn.execute("CALL rag.work(max_batches => 100)")
-            waiting = conn.execute("""SELECT count(*) FROM rag.queue
-                                      WHERE tenant = rag.current_tenant() AND next_attempt_at <= now()""").fetchone()[0]
+            # the due rows this worker may take: those of tables its login owns, as rag.work
+            # takes them (another owner's rows stay due, and must not keep it from sleeping)
+            waiting = conn.execute("""
+                SELECT count(*) FROM rag.queue AS q JOIN rag.attachments AS a ON a.id = q.attachment_id
+                WHERE q.tenant = rag.current_tenant() AND q.next_attempt_at <= now()
+                  AND rag._own_session(current_user)
+                  AND coalesce(rag._table_owner(a.source_table) = current_user, true)""").fetchone()[0]
             print(f"worker: pass in {time.perf_counter() - t0:.1f}s, {waiting} due", flush=True)
             if once:
                 break

@@ -101,6 +101,8 @@ AS $$
 DECLARE
     a rag.attachments := rag._attachment(attachment_id);
     join_on text;
+    key_cols text;
+    missing name;
 BEGIN
     IF keys IS NULL OR cardinality(keys) = 0 THEN
         RETURN;
@@ -111,11 +113,25 @@ BEGIN
                   HINT = format('SELECT rag.detach(%s) removes its attachment and documents', a.source_table::oid);
     END IF;
     SELECT string_agg(format('t.%I = r.%I', c, c), ' AND ') INTO join_on FROM unnest(a.key_columns) AS c;
+    -- the key's columns only, with their types: a record of the whole table would run
+    -- every other column's domain checks on NULL (a NOT NULL domain failed every row,
+    -- hostile review 39d)
+    SELECT string_agg(format('%I %s', c.col, format_type(att.atttypid, att.atttypmod)), ', ' ORDER BY c.o),
+           min(c.col) FILTER (WHERE att.attname IS NULL)
+    INTO key_cols, missing
+    FROM unnest(a.key_columns) WITH ORDINALITY AS c (col, o)
+    LEFT JOIN pg_attribute AS att ON att.attrelid = a.source_table AND att.attname = c.col
+                                 AND att.attnum > 0 AND NOT att.attisdropped;
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'rag: attached table % has no key column %', a.source_table, quote_ident(missing)
+            USING ERRCODE = 'undefined_column',
+                  HINT = format('SELECT rag.detach(%L), then attach it again with its key', a.source_table::text);
+    END IF;
     EXECUTE format($q$
         WITH table_rows AS (
             SELECT k.key, t.%1$I AS content, %2$s AS title, %3$s AS url, %4$s AS meta, %7$s AS filename
             FROM unnest($2::jsonb[]) AS k (key)
-            CROSS JOIN LATERAL jsonb_populate_record(NULL::%5$s, k.key) AS r
+            CROSS JOIN LATERAL jsonb_to_record(k.key) AS r (%9$s)
             LEFT JOIN %5$s AS t ON %6$s
         ), current_rows AS (%8$s), gone AS (
             DELETE FROM rag.documents AS d USING current_rows AS c
@@ -143,7 +159,8 @@ BEGIN
                    FROM table_rows AS r
                    LEFT JOIN LATERAL rag._extract_file(r.content, coalesce(rag._file_name(r.filename), r.key::text)) AS x
                         ON true'
-             ELSE 'SELECT r.key, r.content::text AS content, r.title, r.url, r.meta FROM table_rows AS r' END)
+             ELSE 'SELECT r.key, r.content::text AS content, r.title, r.url, r.meta FROM table_rows AS r' END,
+        key_cols)
     USING a.id, keys, a.source_table::text;
 END
 $$;

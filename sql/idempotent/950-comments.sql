@@ -1207,8 +1207,8 @@ COMMENT ON FUNCTION rag._own_session(name) IS
   'SET SESSION AUTHORIZATION since. rag reads a table of that role''s (running its code) only then: rag.check, '
   'rag.resync, rag.work.';
 
-COMMENT ON FUNCTION rag._rows_hidden_from_owner(regclass) IS
-  'Internal: whether row-level security is forced on the table and the current role does not bypass it, so '
+COMMENT ON FUNCTION rag._rows_hidden(regclass) IS
+  'Internal: whether row-level security is active for the current role on the table (row_security_active), so '
   'reading it may leave rows out (rag.check does not read it; rag.resync refuses, 42501).';
 
 COMMENT ON FUNCTION rag.check() IS

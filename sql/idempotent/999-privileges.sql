@@ -62,7 +62,7 @@ GRANT EXECUTE ON FUNCTION
     rag._setting_defaults(),
     rag.check(),
     rag._own_session(name),
-    rag._rows_hidden_from_owner(regclass),
+    rag._rows_hidden(regclass),
     rag._documents_to_reindex(),
     rag.embed(text, text),
     rag._embed_query(text, text),
