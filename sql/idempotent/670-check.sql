@@ -25,14 +25,16 @@ AS $$
         GROUP BY c.tenant, c.document_id
     )
     SELECT d.tenant, d.id, d.source,
-           CASE WHEN d.content_hash IS DISTINCT FROM sha256(convert_to(d.content, 'UTF8'))
-                THEN 'text changed without being chunked again'
+           CASE WHEN h.stale THEN 'text changed without being chunked again'
                 WHEN c.document_id IS NULL THEN 'no chunks'
                 ELSE 'chunks of another embedding model than the tenant''s' END
     FROM rag.documents AS d
+    -- (each text hashed once: OFFSET 0 keeps the planner from copying the expression into
+    -- both the reason and the filter)
+    CROSS JOIN LATERAL (SELECT d.content_hash IS DISTINCT FROM sha256(convert_to(d.content, 'UTF8')) AS stale
+                        OFFSET 0) AS h
     LEFT JOIN c ON c.tenant = d.tenant AND c.document_id = d.id
-    WHERE d.content_hash IS DISTINCT FROM sha256(convert_to(d.content, 'UTF8'))
-       OR c.document_id IS NULL OR c.other_model
+    WHERE h.stale OR c.document_id IS NULL OR c.other_model
 $$;
 
 -- rag._rows_hidden (internal): whether reading this table in this session may leave rows
