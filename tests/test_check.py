@@ -428,6 +428,26 @@ def test_a_key_is_the_same_key_whatever_the_sessions_output_settings(db, connect
     assert (docs, _problems(alice)) == (1, {})
 
 
+PINNED_OUTPUT = {"TimeZone=UTC", "IntervalStyle=postgres", "DateStyle=ISO, MDY",
+                 "bytea_output=hex", "lc_monetary=C", "extra_float_digits=1"}
+
+
+def test_every_function_that_makes_or_compares_keys_pins_every_output_setting(db):
+    """Review 39d's note: a `money` key's text follows lc_monetary, which was not pinned
+    beside the other output settings (the image has C locales only, so a second currency
+    format cannot be shown here). Every function that turns an attached table's rows into
+    keys or metadata, or compares them, pins the same settings, and the same set on each."""
+    rows = db.execute(
+        "SELECT p.oid::regprocedure::text, p.proconfig FROM pg_proc p "
+        "WHERE p.pronamespace = 'rag'::regnamespace "
+        "AND p.proconfig::text LIKE '%TimeZone=UTC%' ORDER BY 1").fetchall()
+    names = {r[0].split("(")[0] for r in rows}
+    assert {"rag._apply_rows", "rag._backfill", "rag._attached_changed", "rag.attach",
+            "rag.check", "rag.resync"} <= names
+    for fn, config in rows:
+        assert PINNED_OUTPUT <= set(config), (fn, PINNED_OUTPUT - set(config))
+
+
 def test_resync_does_not_delete_documents_of_rows_a_policy_hides_from_the_caller(db, connect):
     """Review 39c, finding 4 (documents of live rows deleted). A table under FORCE'd row-level
     security keyed to the application's session setting (the usual multi-user pattern:

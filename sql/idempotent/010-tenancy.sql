@@ -39,15 +39,17 @@ $$;
 -- no SET ROLE or SET SESSION AUTHORIZATION since. Only then may rag read a table of that
 -- role's, which runs its code (casts, types, policies): after either, that code may switch
 -- back to the session's or the login's role, a superuser's say (hostile reviews 39b, 39c).
--- The login's role is pg_stat_activity's, which SET SESSION AUTHORIZATION leaves as it was.
+-- The login's role is this backend's activity entry's (pg_stat_get_activity of its own pid,
+-- one row), which SET SESSION AUTHORIZATION leaves as it was.
 CREATE OR REPLACE FUNCTION rag._own_session(who name)
 RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT who = current_user AND who = session_user
-       AND who IS NOT DISTINCT FROM (SELECT a.usename FROM pg_catalog.pg_stat_activity AS a
-                                      WHERE a.pid = pg_catalog.pg_backend_pid())
+       AND who IS NOT DISTINCT FROM (SELECT r.rolname
+                                       FROM pg_catalog.pg_stat_get_activity(pg_catalog.pg_backend_pid()) AS a
+                                       JOIN pg_catalog.pg_roles AS r ON r.oid = a.usesysid)
 $$;
 
 -- rag._is_superuser (internal): whether the current role is a superuser

@@ -95,7 +95,7 @@ CREATE OR REPLACE FUNCTION rag._apply_rows(attachment_id bigint, keys jsonb[])
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
-SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' SET DateStyle = 'ISO, MDY' SET bytea_output = 'hex'
+SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' SET DateStyle = 'ISO, MDY' SET bytea_output = 'hex' SET lc_monetary = 'C'
 SET extra_float_digits = 1   -- (keys and metadata are JSON of values whose text is the session's otherwise)
 AS $$
 DECLARE
@@ -172,7 +172,7 @@ CREATE OR REPLACE FUNCTION rag._attached_changed()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' SET DateStyle = 'ISO, MDY' SET bytea_output = 'hex'
+SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' SET DateStyle = 'ISO, MDY' SET bytea_output = 'hex' SET lc_monetary = 'C'
 SET extra_float_digits = 1   -- (keys and metadata are JSON of values whose text is the session's otherwise)
 AS $$
 DECLARE
@@ -223,7 +223,7 @@ CREATE OR REPLACE FUNCTION rag.attach(
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
-SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' SET DateStyle = 'ISO, MDY' SET bytea_output = 'hex'
+SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' SET DateStyle = 'ISO, MDY' SET bytea_output = 'hex' SET lc_monetary = 'C'
 SET extra_float_digits = 1   -- (keys and metadata are JSON of values whose text is the session's otherwise)
 AS $$
 DECLARE
@@ -312,7 +312,7 @@ CREATE OR REPLACE FUNCTION rag._backfill(a rag.attachments)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
-SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' SET DateStyle = 'ISO, MDY' SET bytea_output = 'hex'
+SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' SET DateStyle = 'ISO, MDY' SET bytea_output = 'hex' SET lc_monetary = 'C'
 SET extra_float_digits = 1   -- (keys and metadata are JSON of values whose text is the session's otherwise)
 AS $$
 DECLARE

@@ -61,7 +61,7 @@ CREATE OR REPLACE FUNCTION rag.check()
 RETURNS TABLE (tenant text, problem text, affected bigint, example text, fix text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
-SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' SET DateStyle = 'ISO, MDY' SET bytea_output = 'hex'
+SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' SET DateStyle = 'ISO, MDY' SET bytea_output = 'hex' SET lc_monetary = 'C'
 SET extra_float_digits = 1   -- (an attached table's keys as rag._apply_rows makes them)
 AS $$
 #variable_conflict use_column
@@ -265,7 +265,7 @@ CREATE OR REPLACE FUNCTION rag.resync(source_table regclass, force boolean DEFAU
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
-SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' SET DateStyle = 'ISO, MDY' SET bytea_output = 'hex'
+SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' SET DateStyle = 'ISO, MDY' SET bytea_output = 'hex' SET lc_monetary = 'C'
 SET extra_float_digits = 1   -- (an attached table's keys as rag._apply_rows makes them)
 AS $$
 DECLARE
