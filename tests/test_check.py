@@ -438,10 +438,10 @@ def test_every_function_that_makes_or_compares_keys_pins_every_output_setting(db
     format cannot be shown here). Every function that turns an attached table's rows into
     keys or metadata, or compares them, pins the same settings, and the same set on each."""
     rows = db.execute(
-        "SELECT p.oid::regprocedure::text, p.proconfig FROM pg_proc p "
+        "SELECT 'rag.' || p.proname, p.proconfig FROM pg_proc p "
         "WHERE p.pronamespace = 'rag'::regnamespace "
         "AND p.proconfig::text LIKE '%TimeZone=UTC%' ORDER BY 1").fetchall()
-    names = {r[0].split("(")[0] for r in rows}
+    names = {r[0] for r in rows}
     assert {"rag._apply_rows", "rag._backfill", "rag._attached_changed", "rag.attach",
             "rag.check", "rag.resync"} <= names
     for fn, config in rows:
