@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 
 import psycopg
 import pytest
@@ -583,3 +584,41 @@ def test_the_worker_cli_sleeps_when_what_is_due_is_left_for_another_owner(dsn, d
     passes = [line for line in out.splitlines() if line.startswith("worker: pass")]
     assert 1 <= len(passes) <= 5, f"{len(passes)} passes in 5 s: {passes[:3]}"
     assert bob.execute("SELECT count(*) FROM rag.queue").fetchone()[0] == 3     # left for bob
+
+
+def test_an_async_table_of_a_role_that_cannot_log_in_is_refused_and_reported(db, connect):
+    """rag.work takes a table's queued rows only in its owner's own login session (review
+    39c). Tables are often owned by a NOLOGIN role that applications are granted: attached
+    async, their rows would wait for ever. rag.attach refuses that (55000, the hint names
+    sync mode and ALTER ROLE ... LOGIN); sync mode is allowed; and a table handed to such a
+    role after it was attached async is reported by rag.check with its queued rows."""
+    role = "owner_" + uuid.uuid4().hex[:8]
+    db.execute(f"CREATE ROLE {role} NOLOGIN IN ROLE rag_writer")
+    db.execute(f"GRANT {role} TO alice")
+    db.execute(f"CREATE SCHEMA s AUTHORIZATION {role}")
+    db.execute("CREATE SCHEMA a AUTHORIZATION alice")
+    try:
+        alice = _conn(connect("alice"))
+        alice.execute(f"SET ROLE {role}")
+        alice.execute("CREATE TABLE s.kb (id int PRIMARY KEY, body text)")
+        alice.execute("CREATE TABLE s.kb2 (id int PRIMARY KEY, body text)")
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as e:
+            alice.execute("SELECT rag.attach('s.kb', 'body', mode => 'async')")
+        assert "cannot log in" in str(e.value) and "mode => 'sync'" in e.value.diag.message_hint
+        assert alice.execute("SELECT count(*) FROM rag.attachments").fetchone()[0] == 0
+        alice.execute("SELECT rag.attach('s.kb', 'body', mode => 'sync')")
+        alice.execute("INSERT INTO s.kb VALUES (1, 'The library closes at nine.')")
+        assert alice.execute("SELECT count(*) FROM rag.documents").fetchone()[0] == 1
+        alice.execute("RESET ROLE")
+        # attached async by a login role, then handed to the NOLOGIN role
+        alice.execute("CREATE TABLE a.kb3 (id int PRIMARY KEY, body text)")
+        alice.execute("SELECT rag.attach('a.kb3', 'body', mode => 'async')")
+        db.execute(f"ALTER TABLE a.kb3 OWNER TO {role}")
+        alice.execute("INSERT INTO a.kb3 VALUES (1, 'The pool opens at ten.'), (2, 'The gym opens at six.')")
+        found = _problems(alice)
+        key = "attached table (async) owned by a role that cannot log in: its queued rows are never indexed"
+        assert found[key][:3] == ("alice", 2, "a.kb3"), found
+        assert f"ALTER ROLE {role} LOGIN" in found[key][3]
+        assert "cannot log in" in found["attached table not read: its rows are checked by its owner"][3]
+    finally:
+        db.execute(f"DROP OWNED BY {role} CASCADE")

@@ -246,6 +246,13 @@ BEGIN
     ELSIF mode IS NULL OR mode NOT IN ('sync', 'async') THEN
         RAISE EXCEPTION 'rag.attach: mode must be sync or async, got %', rag._shown(mode)
             USING ERRCODE = 'invalid_parameter_value';
+    ELSIF mode = 'async' AND NOT (SELECT r.rolcanlogin FROM pg_roles AS r WHERE r.rolname = owner) THEN
+        -- rag.work takes a table's queued rows only in its owner's own login session
+        -- (rag._own_session): a role that cannot log in would never see them indexed
+        RAISE EXCEPTION 'rag.attach: table % belongs to role %, which cannot log in, and its queued rows are indexed only in a session logged in as its owner',
+                        source_table, owner
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('attach it with mode => ''sync'' (each write indexes its rows), or ALTER ROLE %I LOGIN and run rag.work logged in as it', owner);
     ELSIF array_position(metadata_columns, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'rag.attach: metadata_columns holds a NULL (element %)', array_position(metadata_columns, NULL)
             USING ERRCODE = 'null_value_not_allowed';

@@ -149,6 +149,16 @@ BEGIN
                                      ELSE format('SELECT rag.detach(%L), then rag.attach it again;   -- in tenant %L',
                                                  a.source_table::text, a.tenant) END;
         END IF;
+        -- an async table whose owner cannot log in: rag.work takes its queued rows only in
+        -- the owner's own login session, so they wait for ever (its ownership changed after
+        -- rag.attach, which refuses such a table, or the role lost LOGIN)
+        IF a.mode = 'async' AND NOT (SELECT r.rolcanlogin FROM pg_roles AS r WHERE r.rolname = owner) THEN
+            RETURN QUERY SELECT a.tenant, 'attached table (async) owned by a role that cannot log in: its queued rows are never indexed',
+                                (SELECT count(*) FROM rag.queue AS q WHERE q.tenant = a.tenant AND q.attachment_id = a.id),
+                                a.source_table::text,
+                                format('ALTER ROLE %I LOGIN, then run rag.work logged in as it; or SELECT rag.detach(%L), then rag.attach it with mode => ''sync'';   -- in tenant %L',
+                                       owner, a.source_table::text, a.tenant);
+        END IF;
         -- another role's table is not read: reading it runs its owner's code (casts, types,
         -- policies) with the caller's rights, and after SET ROLE that code may reset the
         -- role to the session's (hostile review 39b: a superuser's SET ROLE to the owner, as
@@ -156,7 +166,10 @@ BEGIN
         IF NOT rag._own_session(owner) THEN
             RETURN QUERY SELECT a.tenant, 'attached table not read: its rows are checked by its owner', 0::bigint,
                                 a.source_table::text,
-                                format('log in as role %I (not SET ROLE or SET SESSION AUTHORIZATION) and run SELECT * FROM rag.check();', owner);
+                                CASE WHEN (SELECT r.rolcanlogin FROM pg_roles AS r WHERE r.rolname = owner)
+                                     THEN format('log in as role %I (not SET ROLE or SET SESSION AUTHORIZATION) and run SELECT * FROM rag.check();', owner)
+                                     ELSE format('role %I cannot log in: ALTER ROLE %I LOGIN and run the check logged in as it, or as a superuser SELECT rag.resync(%L, force => true);   -- in tenant %L',
+                                                 owner, owner, a.source_table::text, a.tenant) END;
             CONTINUE;
         ELSIF rag._rows_hidden(a.source_table) THEN
             RETURN QUERY SELECT a.tenant, 'attached table not read: row-level security applies to its owner here, so it may not see every row',

@@ -908,7 +908,8 @@ COMMENT ON FUNCTION rag.attach(regclass, name, name, name, name[], text, boolean
   '(async), later INSERT/UPDATE/DELETE through statement triggers. Search results JOIN back via source_key. '
   'A bytea content column holds files (PDF, DOCX, HTML, markdown, text), read as rag.ingest_file does. '
   'Arguments: source_table (yours: another role''s needs force), content_column (text, or bytea: files), '
-  'title_column, url_column, metadata_columns (name[]), mode (sync or async), force, filename_column (for '
+  'title_column, url_column, metadata_columns (name[]), mode (sync or async: async needs an owner that can '
+  'log in, rag.work indexes queued rows only in its own session), force, filename_column (for '
   'files: a file name or content type per row; default: the row''s key). Returns: the attachment id. '
   'Example: SELECT rag.attach(''uploads'', content_column => ''data'', filename_column => ''name'', mode => '
   '''async'');';
