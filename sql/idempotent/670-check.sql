@@ -168,8 +168,7 @@ BEGIN
                                 a.source_table::text,
                                 CASE WHEN (SELECT r.rolcanlogin FROM pg_roles AS r WHERE r.rolname = owner)
                                      THEN format('log in as role %I (not SET ROLE or SET SESSION AUTHORIZATION) and run SELECT * FROM rag.check();', owner)
-                                     ELSE format('role %I cannot log in: ALTER ROLE %I LOGIN and run the check logged in as it, or as a superuser SELECT rag.resync(%L, force => true);   -- in tenant %L',
-                                                 owner, owner, a.source_table::text, a.tenant) END;
+                                     ELSE format('role %I cannot log in: ALTER ROLE %I LOGIN, then log in as it and run SELECT * FROM rag.check();', owner, owner) END;
             CONTINUE;
         ELSIF rag._rows_hidden(a.source_table) THEN
             RETURN QUERY SELECT a.tenant, 'attached table not read: row-level security applies to its owner here, so it may not see every row',
