@@ -620,5 +620,11 @@ def test_an_async_table_of_a_role_that_cannot_log_in_is_refused_and_reported(db,
         assert found[key][:3] == ("alice", 2, "a.kb3"), found
         assert f"ALTER ROLE {role} LOGIN" in found[key][3]
         assert "cannot log in" in found["attached table not read: its rows are checked by its owner"][3]
+        warnings = []
+        alice.add_notice_handler(lambda d: warnings.append((d.message_primary, d.message_hint)))
+        alice.execute("CALL rag.work(2)")
+        hint = [h for m, h in warnings if "a.kb3" in (m or "")]
+        assert hint and "cannot log in" in hint[0] and "mode => 'sync'" in hint[0], warnings
+        assert alice.execute("SELECT count(*) FROM rag.queue").fetchone()[0] == 2
     finally:
         db.execute(f"DROP OWNED BY {role} CASCADE")

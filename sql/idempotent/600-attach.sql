@@ -600,15 +600,20 @@ BEGIN
         COMMIT;
         done := done OPERATOR(pg_catalog.+) 1;
     END LOOP;
-    FOR r IN SELECT a.source_table, rag._table_owner(a.source_table) AS owner, pg_catalog.count(*) AS n
+    FOR r IN SELECT a.source_table, rag._table_owner(a.source_table) AS owner, pg_catalog.count(*) AS n,
+                    (SELECT ro.rolcanlogin FROM pg_catalog.pg_roles AS ro
+                     WHERE ro.rolname OPERATOR(pg_catalog.=) rag._table_owner(a.source_table)) AS can_login
              FROM rag.queue AS x JOIN rag.attachments AS a ON a.id OPERATOR(pg_catalog.=) x.attachment_id
              WHERE x.tenant OPERATOR(pg_catalog.=) rag.current_tenant()
                AND rag._table_owner(a.source_table) IS NOT NULL
                AND NOT coalesce(rag._table_owner(a.source_table) OPERATOR(pg_catalog.=) me, false)
              GROUP BY a.source_table LOOP
         RAISE WARNING 'rag.work: % queued rows of table % are left for its owner, role %', r.n, r.source_table, r.owner
-            USING HINT = pg_catalog.format('indexing runs the table''s own code (key casts, domain checks) with the worker''s '
-                                           'rights: log in as %I (not SET ROLE or SET SESSION AUTHORIZATION) and run CALL rag.work(), or schedule it as that role', r.owner);
+            USING HINT = CASE WHEN r.can_login
+                              THEN pg_catalog.format('indexing runs the table''s own code (key casts, domain checks) with the worker''s '
+                                                     'rights: log in as %I (not SET ROLE or SET SESSION AUTHORIZATION) and run CALL rag.work(), or schedule it as that role', r.owner)
+                              ELSE pg_catalog.format('role %I cannot log in: ALTER ROLE %I LOGIN and run CALL rag.work() logged in as it, '
+                                                     'or SELECT rag.detach(%L) and attach it again with mode => ''sync''', r.owner, r.owner, r.source_table::text) END;
     END LOOP;
     -- then a model switch in progress (rag.set_embedding_model): re-embed in batches, and
     -- switch when the last chunk is done
