@@ -628,3 +628,39 @@ def test_an_async_table_of_a_role_that_cannot_log_in_is_refused_and_reported(db,
         assert alice.execute("SELECT count(*) FROM rag.queue").fetchone()[0] == 2
     finally:
         db.execute(f"DROP OWNED BY {role} CASCADE")
+
+
+def test_the_worker_does_not_take_rows_a_policy_forced_on_the_owner_hides_for_deleted(db, connect):
+    """Seen in review 39c and left until now: an async table with row-level security forced
+    on its owner, keyed to the application's session setting (USING (owner =
+    current_setting('app.uid', true))). The application's sessions write; rag.work, run by
+    the owner without app.uid, saw none of the queued rows and deleted their documents as
+    if the rows were gone. rag.attach now refuses such a table in async mode (55000), and
+    rag.work leaves the queued rows of one forced later (a WARNING names NO FORCE and sync)."""
+    db.execute("CREATE SCHEMA alice AUTHORIZATION alice")
+    app = _conn(connect("alice"))
+    app.execute("CREATE TABLE alice.notes (id int PRIMARY KEY, owner text NOT NULL, body text)")
+    app.execute("CREATE TABLE alice.forced (id int PRIMARY KEY, body text)")
+    app.execute("ALTER TABLE alice.forced ENABLE ROW LEVEL SECURITY")
+    app.execute("ALTER TABLE alice.forced FORCE ROW LEVEL SECURITY")
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as e:
+        app.execute("SELECT rag.attach('alice.forced', 'body', mode => 'async')")
+    assert "NO FORCE ROW LEVEL SECURITY" in e.value.diag.message_hint
+    app.execute("SELECT rag.attach('alice.notes', 'body', mode => 'async')")
+    app.execute("INSERT INTO alice.notes VALUES (1, 'u1', 'The library closes at nine.'), "
+                "(2, 'u1', 'The pool opens at ten.')")
+    app.execute("CALL rag.work()")
+    assert app.execute("SELECT count(*) FROM rag.documents").fetchone()[0] == 2
+    app.execute("ALTER TABLE alice.notes ENABLE ROW LEVEL SECURITY")
+    app.execute("ALTER TABLE alice.notes FORCE ROW LEVEL SECURITY")
+    app.execute("CREATE POLICY by_user ON alice.notes USING (owner = current_setting('app.uid', true))")
+    app.execute("SET app.uid = 'u1'")
+    app.execute("UPDATE alice.notes SET body = body || ' Closed on Sundays.'")   # queued
+    worker = _conn(connect("alice"))            # the owner's worker: no app.uid
+    warnings = []
+    worker.add_notice_handler(lambda d: warnings.append((d.message_primary, d.message_hint)))
+    worker.execute("CALL rag.work()")
+    assert worker.execute("SELECT count(*) FROM rag.documents").fetchone()[0] == 2
+    assert worker.execute("SELECT count(*) FROM rag.queue").fetchone()[0] == 2
+    hint = [h for m, h in warnings if "table notes" in (m or "")]
+    assert hint and "NO FORCE ROW LEVEL SECURITY" in hint[0], warnings

@@ -29,8 +29,8 @@ def run(dsn: str, interval: float = 1.0, once: bool = False, tenant: str | None 
             waiting = conn.execute("""
                 SELECT count(*) FROM rag.queue AS q JOIN rag.attachments AS a ON a.id = q.attachment_id
                 WHERE q.tenant = rag.current_tenant() AND q.next_attempt_at <= now()
-                  AND rag._own_session(current_user)
-                  AND coalesce(rag._table_owner(a.source_table) = current_user, true)""").fetchone()[0]
+                  AND rag._worker_takes(a.source_table,
+                                        CASE WHEN rag._own_session(current_user) THEN current_user END)""").fetchone()[0]
             print(f"worker: pass in {time.perf_counter() - t0:.1f}s, {waiting} due", flush=True)
             if once:
                 break

@@ -52,6 +52,19 @@ AS $$
                                        JOIN pg_catalog.pg_roles AS r ON r.oid = a.usesysid)
 $$;
 
+-- rag._rows_hidden (internal): whether reading this table in this session may leave rows
+-- out: row-level security active for the current role on it (Postgres' own test: a policy
+-- of the table that applies to a role that is not its owner, or one forced on its owner,
+-- and no BYPASSRLS). A row hidden so is not a row that is gone (hostile reviews 39c, 39d:
+-- a resync with force by a role under an ordinary policy deleted the hidden rows' documents).
+CREATE OR REPLACE FUNCTION rag._rows_hidden(source_table regclass)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.row_security_active(source_table)
+$$;
+
 -- rag._is_superuser (internal): whether the current role is a superuser
 CREATE OR REPLACE FUNCTION rag._is_superuser()
 RETURNS boolean

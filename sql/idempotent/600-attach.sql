@@ -253,6 +253,15 @@ BEGIN
                         source_table, owner
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = format('attach it with mode => ''sync'' (each write indexes its rows), or ALTER ROLE %I LOGIN and run rag.work logged in as it', owner);
+    ELSIF mode = 'async' AND EXISTS (
+            SELECT 1 FROM pg_class AS c JOIN pg_roles AS r ON r.oid = c.relowner
+            WHERE c.oid = source_table AND c.relrowsecurity AND c.relforcerowsecurity
+              AND NOT r.rolsuper AND NOT r.rolbypassrls) THEN
+        -- rag.work reads the queued rows as the owner: a row its policy hides would be
+        -- taken for a deleted one (rag._worker_takes leaves such a table's rows queued)
+        RAISE EXCEPTION 'rag.attach: row-level security of table % is forced on its owner, and rag.work reads its queued rows as the owner', source_table
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('attach it with mode => ''sync'' (each write indexes the rows its writer sees), or ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', source_table);
     ELSIF array_position(metadata_columns, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'rag.attach: metadata_columns holds a NULL (element %)', array_position(metadata_columns, NULL)
             USING ERRCODE = 'null_value_not_allowed';
@@ -531,6 +540,24 @@ $$;
 CREATE OR REPLACE TRIGGER attachments_guard BEFORE INSERT ON rag.attachments
     FOR EACH ROW EXECUTE FUNCTION rag._attachments_guard();
 
+-- rag._worker_takes (internal): whether rag.work, in this session of role `me` (NULL: a
+-- session that is no role's own, rag._own_session), takes the queued rows of this table:
+-- a dropped table's (they fail, to rag.errors), and its own tables' that it sees whole.
+-- Indexing a row runs its table's code (key casts, domain checks) with the worker's
+-- rights, so another role's table is its owner's to index (review 39c); and a row that
+-- row-level security hides from the worker would be taken for a deleted one, its document
+-- deleted (rag._rows_hidden).
+CREATE OR REPLACE FUNCTION rag._worker_takes(source_table regclass, me name)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN o.owner IS NULL THEN true
+                WHEN o.owner = me THEN NOT rag._rows_hidden(source_table)
+                ELSE false END
+    FROM (SELECT rag._table_owner(source_table) AS owner) AS o
+$$;
+
 -- rag.work
 -- Drain the queue: batches of rag.index_batch_size keys, each in its own transaction,
 -- locked with FOR UPDATE SKIP LOCKED so concurrent workers never take the same rows.
@@ -559,14 +586,11 @@ BEGIN
         batch := rag._setting('index_batch_size')::int;
         max_attempts := rag._setting('max_attempts')::int;
         base := rag._setting('retry_base_seconds')::float8;
-        -- only rows of tables the current role owns: indexing a row evaluates its table's
-        -- expressions (key casts, domain checks), the owner's code, with the worker's
-        -- rights; rag.attach refuses another role's table for the same reason
+        -- only rows of tables the current role owns and sees whole (rag._worker_takes)
         SELECT pg_catalog.array_agg(q.id) INTO ids FROM (
             SELECT x.id FROM rag.queue AS x JOIN rag.attachments AS a ON a.id OPERATOR(pg_catalog.=) x.attachment_id
             WHERE x.tenant OPERATOR(pg_catalog.=) rag.current_tenant() AND x.next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()
-              AND (rag._table_owner(a.source_table) IS NULL   -- (dropped: fails, to rag.errors)
-                   OR rag._table_owner(a.source_table) OPERATOR(pg_catalog.=) me)
+              AND rag._worker_takes(a.source_table, me)
             ORDER BY x.id LIMIT batch FOR UPDATE OF x SKIP LOCKED) AS q;
         EXIT WHEN ids IS NULL;
         BEGIN
@@ -605,9 +629,14 @@ BEGIN
                      WHERE ro.rolname OPERATOR(pg_catalog.=) rag._table_owner(a.source_table)) AS can_login
              FROM rag.queue AS x JOIN rag.attachments AS a ON a.id OPERATOR(pg_catalog.=) x.attachment_id
              WHERE x.tenant OPERATOR(pg_catalog.=) rag.current_tenant()
-               AND rag._table_owner(a.source_table) IS NOT NULL
-               AND NOT coalesce(rag._table_owner(a.source_table) OPERATOR(pg_catalog.=) me, false)
+               AND NOT rag._worker_takes(a.source_table, me)
              GROUP BY a.source_table LOOP
+        IF r.owner OPERATOR(pg_catalog.=) me THEN
+            RAISE WARNING 'rag.work: % queued rows of table % are left: row-level security applies to its owner here, and a row it hides would be taken for a deleted one', r.n, r.source_table
+                USING HINT = pg_catalog.format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY (its policies still bind other roles), '
+                                               'or SELECT rag.detach(%L) and attach it again with mode => ''sync''', r.source_table, r.source_table::text);
+            CONTINUE;
+        END IF;
         RAISE WARNING 'rag.work: % queued rows of table % are left for its owner, role %', r.n, r.source_table, r.owner
             USING HINT = CASE WHEN r.can_login
                               THEN pg_catalog.format('indexing runs the table''s own code (key casts, domain checks) with the worker''s '

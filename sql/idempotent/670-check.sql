@@ -37,19 +37,6 @@ AS $$
     WHERE h.stale OR c.document_id IS NULL OR c.other_model
 $$;
 
--- rag._rows_hidden (internal): whether reading this table in this session may leave rows
--- out: row-level security active for the current role on it (Postgres' own test: a policy
--- of the table that applies to a role that is not its owner, or one forced on its owner,
--- and no BYPASSRLS). A row hidden so is not a row that is gone (hostile reviews 39c, 39d:
--- a resync with force by a role under an ordinary policy deleted the hidden rows' documents).
-CREATE OR REPLACE FUNCTION rag._rows_hidden(source_table regclass)
-RETURNS boolean
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT pg_catalog.row_security_active(source_table)
-$$;
-
 -- rag.check (any role): one row per problem and tenant, for the tenants the caller can see
 -- (row-level security; a superuser sees every tenant): how many rows it concerns, one of
 -- them, and what to run. No rows: nothing found. Linear in what it reads: every visible

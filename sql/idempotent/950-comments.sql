@@ -1210,7 +1210,13 @@ COMMENT ON FUNCTION rag._own_session(name) IS
 
 COMMENT ON FUNCTION rag._rows_hidden(regclass) IS
   'Internal: whether row-level security is active for the current role on the table (row_security_active), so '
-  'reading it may leave rows out (rag.check does not read it; rag.resync refuses, 42501).';
+  'reading it may leave rows out (rag.check does not read it; rag.resync refuses, 42501; rag.work leaves its '
+  'queued rows).';
+
+COMMENT ON FUNCTION rag._worker_takes(regclass, name) IS
+  'Internal: whether rag.work, in a session of role me (NULL: no role''s own session), takes the queued rows '
+  'of the table: a dropped table''s, and its own tables'' that row-level security does not filter for it. '
+  'Also counted by ragpg worker.';
 
 COMMENT ON FUNCTION rag.check() IS
   'What rag derived that is out of step with what it derives from, for the tenants the caller can see (a '

@@ -63,6 +63,7 @@ GRANT EXECUTE ON FUNCTION
     rag.check(),
     rag._own_session(name),
     rag._rows_hidden(regclass),
+    rag._worker_takes(regclass, name),
     rag._documents_to_reindex(),
     rag.embed(text, text),
     rag._embed_query(text, text),
