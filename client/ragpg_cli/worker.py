@@ -10,6 +10,13 @@ import time
 
 import psycopg
 
+# the due rows this worker may take (those of tables its login owns and sees whole, as
+# rag.work takes them): how many, and the oldest
+DUE = """
+    SELECT count(*), min(q.id) FROM rag.queue AS q JOIN rag.attachments AS a ON a.id = q.attachment_id
+    WHERE q.tenant = rag.current_tenant() AND q.next_attempt_at <= now()
+      AND rag._worker_takes(a.source_table, CASE WHEN rag._own_session(current_user) THEN current_user END)"""
+
 
 def run(dsn: str, interval: float = 1.0, once: bool = False, tenant: str | None = None) -> int:
     stop = {"now": False}
@@ -23,17 +30,15 @@ def run(dsn: str, interval: float = 1.0, once: bool = False, tenant: str | None 
             conn.execute("SELECT set_config('rag.tenant', %s, false)", (tenant,))
         while not stop["now"]:
             t0 = time.perf_counter()
+            before = conn.execute(DUE).fetchone()
             conn.execute("CALL rag.work(max_batches => 100)")
-            # the due rows this worker may take: those of tables its login owns, as rag.work
-            # takes them (another owner's rows stay due, and must not keep it from sleeping)
-            waiting = conn.execute("""
-                SELECT count(*) FROM rag.queue AS q JOIN rag.attachments AS a ON a.id = q.attachment_id
-                WHERE q.tenant = rag.current_tenant() AND q.next_attempt_at <= now()
-                  AND rag._worker_takes(a.source_table,
-                                        CASE WHEN rag._own_session(current_user) THEN current_user END)""").fetchone()[0]
-            print(f"worker: pass in {time.perf_counter() - t0:.1f}s, {waiting} due", flush=True)
+            after = conn.execute(DUE).fetchone()
+            print(f"worker: pass in {time.perf_counter() - t0:.1f}s, {after[0]} due", flush=True)
             if once:
                 break
-            if not waiting:
+            # nothing due, or nothing taken: what is due is another worker's batch, locked
+            # until it commits (rag.work skips locked rows); the oldest due row would have
+            # gone first (review 40: it spun while another worker held the rows)
+            if not after[0] or after == before:
                 time.sleep(interval)
     return 0

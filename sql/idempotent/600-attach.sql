@@ -90,7 +90,12 @@ $$;
 -- rag._apply_rows (internal)
 -- Bring the documents of these keys of an attached table in line with the table's current
 -- rows: upsert rows that exist and have content, delete the documents of the others.
--- Unchanged rows change nothing (and embed nothing).
+-- Unchanged rows change nothing (and embed nothing). A row is the key's when the key's
+-- equality (its primary key's btree operator, wherever its type's is: an extension type's
+-- is not in pg_catalog) holds and the row makes the same key (an interval of 1 day is equal
+-- to one of 24 hours, but its document is another). Where row-level security filters the
+-- caller's read, a key whose row is not found is left alone: hidden is not gone (the
+-- trigger deletes the documents of the rows a statement deleted itself).
 CREATE OR REPLACE FUNCTION rag._apply_rows(attachment_id bigint, keys jsonb[])
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -102,7 +107,9 @@ DECLARE
     a rag.attachments := rag._attachment(attachment_id);
     join_on text;
     key_cols text;
+    usable boolean;
     missing name;
+    hidden boolean;
 BEGIN
     IF keys IS NULL OR cardinality(keys) = 0 THEN
         RETURN;
@@ -112,31 +119,52 @@ BEGIN
             USING ERRCODE = 'undefined_table',
                   HINT = format('SELECT rag.detach(%s) removes its attachment and documents', a.source_table::oid);
     END IF;
-    SELECT string_agg(format('t.%I = r.%I', c, c), ' AND ') INTO join_on FROM unnest(a.key_columns) AS c;
     -- the key's columns only, with their types: a record of the whole table would run
     -- every other column's domain checks on NULL (a NOT NULL domain failed every row,
-    -- hostile review 39d)
+    -- hostile review 39d). Naming a type needs USAGE on its schema, which writing the
+    -- table does not (review 40): without it, the whole table's record, as before 0.8.0.
+    -- Each key column is compared by its primary key's equality operator (review 40).
     SELECT string_agg(format('%I %s', c.col, format_type(att.atttypid, att.atttypmod)), ', ' ORDER BY c.o),
-           min(c.col) FILTER (WHERE att.attname IS NULL)
-    INTO key_cols, missing
+           min(c.col) FILTER (WHERE att.attname IS NULL),
+           bool_and(has_schema_privilege(ty.typnamespace, 'USAGE')
+                    AND (el.oid IS NULL OR has_schema_privilege(el.typnamespace, 'USAGE'))),
+           string_agg(format('t.%I OPERATOR(%s) r.%I', c.col, coalesce(op.name, 'pg_catalog.='), c.col), ' AND ' ORDER BY c.o)
+    INTO key_cols, missing, usable, join_on
     FROM unnest(a.key_columns) WITH ORDINALITY AS c (col, o)
     LEFT JOIN pg_attribute AS att ON att.attrelid = a.source_table AND att.attname = c.col
-                                 AND att.attnum > 0 AND NOT att.attisdropped;
+                                 AND att.attnum > 0 AND NOT att.attisdropped
+    LEFT JOIN pg_type AS ty ON ty.oid = att.atttypid
+    LEFT JOIN pg_type AS el ON el.oid = ty.typelem AND ty.typcategory = 'A'
+    LEFT JOIN LATERAL (
+        SELECT format('%I.%s', n.nspname, o.oprname) AS name
+        FROM pg_index AS i
+        CROSS JOIN LATERAL unnest(i.indkey::int2[], i.indclass::oid[]) AS k (attnum, opclass)
+        JOIN pg_opclass AS oc ON oc.oid = k.opclass
+        JOIN pg_amop AS ao ON ao.amopfamily = oc.opcfamily AND ao.amopmethod = oc.opcmethod
+                          AND ao.amoplefttype = oc.opcintype AND ao.amoprighttype = oc.opcintype
+                          AND ao.amopstrategy = 3   -- (btree: equal)
+        JOIN pg_operator AS o ON o.oid = ao.amopopr
+        JOIN pg_namespace AS n ON n.oid = o.oprnamespace
+        WHERE i.indrelid = a.source_table AND i.indisprimary AND k.attnum = att.attnum
+        LIMIT 1) AS op ON true;
     IF missing IS NOT NULL THEN
         RAISE EXCEPTION 'rag: attached table % has no key column %', a.source_table, quote_ident(missing)
             USING ERRCODE = 'undefined_column',
                   HINT = format('SELECT rag.detach(%L), then attach it again with its key', a.source_table::text);
     END IF;
+    hidden := rag._rows_hidden(a.source_table);
     EXECUTE format($q$
         WITH table_rows AS (
-            SELECT k.key, t.%1$I AS content, %2$s AS title, %3$s AS url, %4$s AS meta, %7$s AS filename
+            SELECT k.key, t.%1$I AS content, %2$s AS title, %3$s AS url, %4$s AS meta, %7$s AS filename,
+                   t.%11$I IS NULL AS not_found   -- (a primary key column: NULL only when no row)
             FROM unnest($2::jsonb[]) AS k (key)
-            CROSS JOIN LATERAL jsonb_to_record(k.key) AS r (%9$s)
-            LEFT JOIN %5$s AS t ON %6$s
+            CROSS JOIN LATERAL %9$s
+            LEFT JOIN %5$s AS t ON %6$s AND %10$s = k.key
         ), current_rows AS (%8$s), gone AS (
             DELETE FROM rag.documents AS d USING current_rows AS c
             WHERE d.attachment_id = $1 AND d.source_key = c.key
               AND (c.content IS NULL OR btrim(c.content, E' \t\r\n\f\v') = '')
+              AND NOT (c.not_found AND $4)
         )
         INSERT INTO rag.documents AS d (source, title, url, metadata, content, attachment_id, source_table, source_key)
         SELECT DISTINCT ON (c.key) $3 || '#' || c.key::text, c.title, c.url, c.meta, c.content, $1, $3, c.key
@@ -155,13 +183,15 @@ BEGIN
         CASE WHEN a.content_is_file
              -- a file's text, found row by row (a bad file fails the statement, naming it);
              -- its name: the filename column's, or the row's key
-             THEN 'SELECT r.key, x.content, coalesce(r.title, x.title) AS title, r.url, r.meta || x.metadata AS meta
+             THEN 'SELECT r.key, x.content, coalesce(r.title, x.title) AS title, r.url, r.meta || x.metadata AS meta, r.not_found
                    FROM table_rows AS r
                    LEFT JOIN LATERAL rag._extract_file(r.content, coalesce(rag._file_name(r.filename), r.key::text)) AS x
                         ON true'
-             ELSE 'SELECT r.key, r.content::text AS content, r.title, r.url, r.meta FROM table_rows AS r' END,
-        key_cols)
-    USING a.id, keys, a.source_table::text;
+             ELSE 'SELECT r.key, r.content::text AS content, r.title, r.url, r.meta, r.not_found FROM table_rows AS r' END,
+        CASE WHEN usable THEN format('jsonb_to_record(k.key) AS r (%s)', key_cols)
+             ELSE format('jsonb_populate_record(NULL::%s, k.key) AS r', a.source_table) END,
+        rag._key_expr(a), a.key_columns[1])
+    USING a.id, keys, a.source_table::text, hidden;
 END
 $$;
 
@@ -178,6 +208,7 @@ AS $$
 DECLARE
     a rag.attachments := rag._attachment(TG_ARGV[0]::bigint);
     changed jsonb[];
+    gone jsonb[];
     new_set text := format('SELECT %s AS key, %s AS val FROM new_rows AS t', rag._key_expr(a), rag._indexed_expr(a));
     old_set text := format('SELECT %s AS key, %s AS val FROM old_rows AS t', rag._key_expr(a), rag._indexed_expr(a));
 BEGIN
@@ -187,19 +218,25 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         EXECUTE format('SELECT array_agg(key) FROM (%s) AS n', new_set) INTO changed;
     ELSIF TG_OP = 'DELETE' THEN
-        EXECUTE format('SELECT array_agg(key) FROM (%s) AS o', old_set) INTO changed;
+        EXECUTE format('SELECT array_agg(key) FROM (%s) AS o', old_set) INTO gone;
     ELSE  -- new or changed (key, indexed values), and keys that an update removed
-        EXECUTE format('SELECT array_agg(key) FROM ((SELECT key FROM ((%1$s) EXCEPT (%2$s)) AS c)
-                        UNION (SELECT key FROM (%2$s) AS o EXCEPT SELECT key FROM (%1$s) AS n)) AS k',
-                       new_set, old_set) INTO changed;
+        EXECUTE format('SELECT array_agg(k.key) FILTER (WHERE k.changed), array_agg(k.key) FILTER (WHERE NOT k.changed)
+                        FROM ((SELECT c.key, true AS changed FROM ((%1$s) EXCEPT (%2$s)) AS c)
+                              UNION ALL (SELECT g.key, false FROM (SELECT key FROM (%2$s) AS o
+                                                                   EXCEPT SELECT key FROM (%1$s) AS n) AS g)) AS k',
+                       new_set, old_set) INTO changed, gone;
     END IF;
-    IF changed IS NULL THEN
+    IF changed IS NULL AND gone IS NULL THEN
         RETURN NULL;
     ELSIF a.mode = 'sync' THEN
+        -- the rows this statement deleted are gone, whatever the writer may see of the
+        -- table: their documents go here (rag._apply_rows leaves a row it cannot find
+        -- alone when row-level security filters the writer's read, review 40)
+        DELETE FROM rag.documents AS d WHERE d.attachment_id = a.id AND d.source_key = ANY (gone);
         PERFORM rag._apply_rows(a.id, changed);
     ELSE
         INSERT INTO rag.queue (tenant, attachment_id, source_key)
-        SELECT a.tenant, a.id, k FROM unnest(changed) AS k;
+        SELECT a.tenant, a.id, k FROM unnest(coalesce(changed, '{}') || coalesce(gone, '{}')) AS k;
     END IF;
     RETURN NULL;
 END

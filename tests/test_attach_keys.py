@@ -1,0 +1,160 @@
+"""How an attached table's rows are found from their keys, and what a writer or worker that
+cannot see a row does to its document. Hostile review 40 (0.8.0): each test replays one of
+its findings and failed before the fix (docs/security.md)."""
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+
+def _conn(c):
+    c.execute("SET statement_timeout = '60s'")
+    return c
+
+
+def _shared_tenant(db, connect):
+    """alice and bob both act for tenant 'team', each in its own login session."""
+    db.execute("SELECT rag.grant_tenant('alice', 'team'), rag.grant_tenant('bob', 'team')")
+    db.execute("GRANT CREATE ON SCHEMA public TO alice, bob")
+    alice, bob = _conn(connect("alice")), _conn(connect("bob"))
+    for c in (alice, bob):
+        c.execute("SET rag.tenant = 'team'")
+    return alice, bob
+
+
+def _docs(c, table):
+    return c.execute("SELECT source_key, content FROM rag.documents WHERE source_table = %s ORDER BY 1::text",
+                     (table,)).fetchall()
+
+
+def test_a_writer_needs_no_usage_on_the_schema_of_the_key_columns_type(db, connect):
+    """Review 40, finding 1 (medium, new in 0.8.0). rag._apply_rows named the key column's type in a column definition list
+    (format_type: 'kinds.kind'); resolving that name needs USAGE on the type's schema, which
+    writing to the table never needed (the value is coerced by OID). A writer the owner gave
+    INSERT on an attached table, without USAGE on the schema of its key's enum, could write
+    it under 0.7.0 (jsonb_populate_record(NULL::<table>)) and now fails every statement:
+    42501 'permission denied for schema kinds'."""
+    alice, bob = _shared_tenant(db, connect)
+    db.execute("CREATE SCHEMA kinds AUTHORIZATION alice")
+    alice.execute("CREATE TYPE kinds.kind AS ENUM ('ferry', 'bakery')")
+    alice.execute("CREATE TABLE shared (id kinds.kind PRIMARY KEY, body text)")
+    alice.execute("SELECT rag.attach('shared', 'body')")
+    alice.execute("GRANT SELECT, INSERT, UPDATE ON shared TO bob")
+    bob.execute("INSERT INTO shared VALUES ('ferry', 'The ferry to the island leaves at seven.')")
+    assert _docs(alice, "public.shared") == [({"id": "ferry"}, "The ferry to the island leaves at seven.")]
+
+
+def test_a_writers_update_does_not_delete_documents_of_rows_a_policy_hides_from_it(db, connect):
+    """Review 40, finding 3. 0.8.0 made rag.resync refuse when row-level security applies to the caller ('a row the
+    caller cannot see is not a row that is gone'), but the same read in rag._apply_rows, run
+    by the statement trigger as the writer, still takes a row hidden by a SELECT policy for
+    a row that is gone. Here bob may UPDATE every row of alice's table (UPDATE policy
+    USING (true)) but SELECT only his own; `UPDATE kb SET body = ...` (no column read, so
+    only the UPDATE policy applies) rewrites alice's three rows, and their documents are
+    deleted instead of updated: the rows exist with text and have no document."""
+    alice, bob = _shared_tenant(db, connect)
+    alice.execute("CREATE TABLE kb (id int PRIMARY KEY, author name NOT NULL DEFAULT current_user, body text)")
+    alice.execute("INSERT INTO kb (id, author, body) SELECT i, 'alice', 'note ' || i || ' about the harbour' "
+                  "FROM generate_series(1, 3) AS i")
+    alice.execute("SELECT rag.attach('kb', 'body')")
+    alice.execute("ALTER TABLE kb ENABLE ROW LEVEL SECURITY")
+    alice.execute("CREATE POLICY see_own ON kb FOR SELECT USING (author = current_user)")
+    alice.execute("CREATE POLICY edit_all ON kb FOR UPDATE USING (true) WITH CHECK (true)")
+    alice.execute("GRANT SELECT, UPDATE ON kb TO bob")
+    assert len(_docs(alice, "public.kb")) == 3
+    bob.execute("UPDATE kb SET body = 'The harbour master retires in May.'")
+    assert alice.execute("SELECT count(*) FROM kb WHERE body LIKE 'The harbour master%'").fetchone()[0] == 3
+    assert len(_docs(alice, "public.kb")) == 3, "documents of rows the writer cannot see were deleted"
+    # and rows the writer deletes (a DELETE policy of its own) lose their documents
+    alice.execute("CREATE POLICY drop_all ON kb FOR DELETE USING (true)")
+    alice.execute("GRANT DELETE ON kb TO bob")
+    bob.execute("DELETE FROM kb")
+    assert _docs(alice, "public.kb") == []
+
+
+def test_a_key_changed_to_another_spelling_of_the_same_value_leaves_one_document(db, connect):
+    """Review 40, finding 5 (since 0.1.0). Keys are JSON text, rows are found by the key type's equality. An interval key updated
+    from '1 day' to '24 hours' (equal intervals, different text) is applied under both
+    spellings; the old spelling decodes to an interval equal to the row's, finds the row,
+    and keeps its document: one row, two documents (search returns it twice) until a
+    resync (the same for numrange '[1.0,2)' -> '[1.00,2)', and text under a nondeterministic
+    collation 'Ferry' -> 'ferry')."""
+    db.execute("GRANT CREATE ON SCHEMA public TO alice")
+    alice = _conn(connect("alice"))
+    alice.execute("CREATE TABLE iv (k interval PRIMARY KEY, body text)")
+    alice.execute("SELECT rag.attach('iv', 'body')")
+    alice.execute("INSERT INTO iv VALUES ('1 day', 'The ferry to the island leaves at seven.')")
+    alice.execute("UPDATE iv SET k = '24 hours'")
+    assert _docs(alice, "public.iv") == [({"k": "24:00:00"}, "The ferry to the island leaves at seven.")]
+
+
+def test_the_owners_worker_does_not_delete_documents_of_rows_its_forced_policy_hides(db, connect):
+    """Review 40, finding 4 (since 0.1.0). rag.resync and rag.check refuse a table whose row-level security applies to the
+    session (FORCE'd on its owner here), since 'a row the caller cannot see is not a row
+    that is gone'. rag.work, in the owner's own session, reads the same table through the
+    same rag._apply_rows with no such guard: a queued key whose row the forced policy hides
+    from the worker's session has its document deleted while the row is there."""
+    db.execute("GRANT CREATE ON SCHEMA public TO alice")
+    alice, worker = _conn(connect("alice")), _conn(connect("alice"))
+    alice.execute("CREATE TABLE kb (id int PRIMARY KEY, archived boolean NOT NULL DEFAULT false, body text)")
+    alice.execute("INSERT INTO kb (id, body) VALUES (1, 'The ferry to the island leaves at seven.')")
+    alice.execute("SELECT rag.attach('kb', 'body', mode => 'async')")
+    worker.execute("CALL rag.work()")
+    assert len(_docs(alice, "public.kb")) == 1
+    alice.execute("ALTER TABLE kb ENABLE ROW LEVEL SECURITY")
+    alice.execute("ALTER TABLE kb FORCE ROW LEVEL SECURITY")
+    alice.execute("CREATE POLICY p ON kb USING (NOT archived OR current_setting('app.archive', true) = 'on')")
+    alice.execute("SET app.archive = 'on'")
+    alice.execute("UPDATE kb SET archived = true, body = 'The ferry to the island leaves at eight.'")  # queued
+    worker.execute("CALL rag.work()")
+    assert alice.execute("SELECT count(*) FROM kb").fetchone()[0] == 1
+    assert len(_docs(alice, "public.kb")) == 1, "the worker deleted the document of a row it could not see"
+
+
+def test_the_worker_cli_sleeps_while_the_due_rows_are_another_workers(dsn, db, connect):
+    """Review 40, finding 6. `ragpg worker` counted due rows without rag.work's SKIP LOCKED: rows another worker is
+    indexing (locked FOR UPDATE for its whole batch, an embedding call's time) are counted
+    as waiting, so this worker calls rag.work back to back while the other one works."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pgtest import as_role
+
+    db.execute("GRANT CREATE ON SCHEMA public TO alice")
+    alice = _conn(connect("alice"))
+    alice.execute("CREATE TABLE notes (id int PRIMARY KEY, body text)")
+    alice.execute("INSERT INTO notes VALUES (1, 'The ferry to the island leaves at seven.')")
+    alice.execute("SELECT rag.attach('notes', 'body', mode => 'async')")
+    other = _conn(connect("alice"))                     # the other worker, mid-batch
+    other.execute("BEGIN")
+    other.execute("SELECT id FROM rag.queue FOR UPDATE")
+    try:
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ, PYTHONPATH=os.path.join(repo, "client"))
+        proc = subprocess.Popen([sys.executable, "-c",
+                                 "import sys; from ragpg_cli.worker import run; "
+                                 "sys.exit(run(sys.argv[1], interval=2.0))", as_role(dsn, "alice")],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        time.sleep(5)
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        other.execute("ROLLBACK")
+    passes = [line for line in out.splitlines() if line.startswith("worker: pass")]
+    assert 1 <= len(passes) <= 5, f"{len(passes)} passes in 5 s: {passes[:3]}"
+
+
+def test_a_table_keyed_by_an_extension_type_stays_writable_once_attached(db, connect):
+    """Review 40, finding 2 (since 0.1.0). rag._apply_rows joined `t.<key> = r.<key>` under search_path = pg_catalog, pg_temp; a key
+    type whose equality operator lives in another schema (an extension's: isn's isbn13 here,
+    pgvector's vector, ltree, cube, ...) has no `=` there. rag.attach of the (empty) table
+    succeeds, then every INSERT, UPDATE and DELETE of it fails with 42883 'operator does not
+    exist: public.isbn13 = public.isbn13' (a non-empty table cannot be attached at all)."""
+    db.execute("CREATE EXTENSION isn")
+    db.execute("GRANT CREATE ON SCHEMA public TO alice")
+    alice = _conn(connect("alice"))
+    alice.execute("CREATE TABLE books (isbn isbn13 PRIMARY KEY, body text)")
+    alice.execute("SELECT rag.attach('books', 'body')")
+    alice.execute("INSERT INTO books VALUES ('978-0-306-40615-7', 'A book about ferries and islands.')")
+    assert len(_docs(alice, "public.books")) == 1
