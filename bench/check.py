@@ -10,7 +10,8 @@ an attached table of n rows whose documents are those rows. No model is run: the
 vectors are random unit vectors and the attached table's documents are written as its
 sync trigger would write them (rag.check does not read vectors; the model's cost is not
 what is measured). rag.check() is run --runs times as the tenant's writer, which owns the
-table, connected as that role; the median is reported. Writes bench/results/check-<date>.json.
+table, connected as that role, then rag.resync() of the unchanged table (every row found by
+its key through rag._apply_rows, nothing written); medians are reported. Writes bench/results/check-<date>.json.
 """
 from __future__ import annotations
 
@@ -105,17 +106,28 @@ def main() -> int:
                 found = c.execute("SELECT * FROM rag.check()").fetchall()
                 ms.append((time.perf_counter() - t0) * 1000)
             assert found == [], found    # a healthy corpus: nothing to report
+            # rag.resync of the unchanged table: every row through rag._apply_rows (found by
+            # its key, compared, nothing written or embedded)
+            rs = []
+            for _ in range(args.runs):
+                t0 = time.perf_counter()
+                c.execute("SELECT rag.resync('public.notes')")
+                rs.append((time.perf_counter() - t0) * 1000)
+            assert c.execute("SELECT count(*) FROM rag.documents WHERE attachment_id IS NOT NULL").fetchone()[0] == n
             chunks = c.execute("SELECT count(*) FROM rag.chunks").fetchone()[0]
             row = {"documents": 2 * n, "chunks": chunks, "attached_rows": n,
-                   "check_ms_median": round(statistics.median(ms), 1), "check_ms": [round(x, 1) for x in ms]}
+                   "check_ms_median": round(statistics.median(ms), 1), "check_ms": [round(x, 1) for x in ms],
+                   "resync_ms_median": round(statistics.median(rs), 1), "resync_ms": [round(x, 1) for x in rs]}
             print(f"  {row['documents']:,} documents, {chunks:,} chunks, {n:,} attached rows: "
-                  f"rag.check() median {row['check_ms_median']:,.0f} ms ({args.runs} runs)", flush=True)
+                  f"rag.check() median {row['check_ms_median']:,.0f} ms, rag.resync() of the unchanged table "
+                  f"{row['resync_ms_median']:,.0f} ms ({args.runs} runs)", flush=True)
             rows.append(row)
         with psycopg.connect(args.dsn, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-    print("\n| documents | chunks | attached rows | rag.check() median |\n|---:|---:|---:|---:|")
+    print("\n| documents | chunks | attached rows | rag.check() median | rag.resync() median |\n|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['documents']:,} | {r['chunks']:,} | {r['attached_rows']:,} | {r['check_ms_median']:,.0f} ms |")
+        print(f"| {r['documents']:,} | {r['chunks']:,} | {r['attached_rows']:,} | {r['check_ms_median']:,.0f} ms "
+              f"| {r['resync_ms_median']:,.0f} ms |")
     if len(rows) > 1:
         a, b = rows[0], rows[-1]
         print(f"\ncost per chunk grows {b['check_ms_median'] / b['chunks'] / (a['check_ms_median'] / a['chunks']):.2f}x "

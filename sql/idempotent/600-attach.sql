@@ -108,6 +108,7 @@ DECLARE
     join_on text;
     key_cols text;
     usable boolean;
+    builtin boolean;
     missing name;
     hidden boolean;
 BEGIN
@@ -127,26 +128,35 @@ BEGIN
     SELECT string_agg(format('%I %s', c.col, format_type(att.atttypid, att.atttypmod)), ', ' ORDER BY c.o),
            min(c.col) FILTER (WHERE att.attname IS NULL),
            bool_and(has_schema_privilege(ty.typnamespace, 'USAGE')
-                    AND (el.oid IS NULL OR has_schema_privilege(el.typnamespace, 'USAGE'))),
-           string_agg(format('t.%I OPERATOR(%s) r.%I', c.col, coalesce(op.name, 'pg_catalog.='), c.col), ' AND ' ORDER BY c.o)
-    INTO key_cols, missing, usable, join_on
+                    AND (ty.typcategory <> 'A' OR has_schema_privilege(
+                             (SELECT e.typnamespace FROM pg_type AS e WHERE e.oid = ty.typelem), 'USAGE'))),
+           bool_and(ty.typnamespace = 'pg_catalog'::regnamespace)
+    INTO key_cols, missing, usable, builtin
     FROM unnest(a.key_columns) WITH ORDINALITY AS c (col, o)
     LEFT JOIN pg_attribute AS att ON att.attrelid = a.source_table AND att.attname = c.col
                                  AND att.attnum > 0 AND NOT att.attisdropped
-    LEFT JOIN pg_type AS ty ON ty.oid = att.atttypid
-    LEFT JOIN pg_type AS el ON el.oid = ty.typelem AND ty.typcategory = 'A'
-    LEFT JOIN LATERAL (
-        SELECT format('%I.%s', n.nspname, o.oprname) AS name
-        FROM pg_index AS i
-        CROSS JOIN LATERAL unnest(i.indkey::int2[], i.indclass::oid[]) AS k (attnum, opclass)
-        JOIN pg_opclass AS oc ON oc.oid = k.opclass
-        JOIN pg_amop AS ao ON ao.amopfamily = oc.opcfamily AND ao.amopmethod = oc.opcmethod
-                          AND ao.amoplefttype = oc.opcintype AND ao.amoprighttype = oc.opcintype
-                          AND ao.amopstrategy = 3   -- (btree: equal)
-        JOIN pg_operator AS o ON o.oid = ao.amopopr
-        JOIN pg_namespace AS n ON n.oid = o.oprnamespace
-        WHERE i.indrelid = a.source_table AND i.indisprimary AND k.attnum = att.attnum
-        LIMIT 1) AS op ON true;
+    LEFT JOIN pg_type AS ty ON ty.oid = att.atttypid;
+    IF builtin THEN   -- (the usual case: pg_catalog's equality)
+        SELECT string_agg(format('t.%I OPERATOR(pg_catalog.=) r.%I', c, c), ' AND ') INTO join_on
+        FROM unnest(a.key_columns) AS c;
+    ELSE
+        SELECT string_agg(format('t.%I OPERATOR(%s) r.%I', c.col, coalesce(op.name, 'pg_catalog.='), c.col), ' AND ' ORDER BY c.o)
+        INTO join_on
+        FROM unnest(a.key_columns) WITH ORDINALITY AS c (col, o)
+        LEFT JOIN LATERAL (
+            SELECT format('%I.%s', n.nspname, o.oprname) AS name
+            FROM pg_index AS i
+            CROSS JOIN LATERAL unnest(i.indkey::int2[], i.indclass::oid[]) AS k (attnum, opclass)
+            JOIN pg_attribute AS att ON att.attrelid = i.indrelid AND att.attnum = k.attnum
+            JOIN pg_opclass AS oc ON oc.oid = k.opclass
+            JOIN pg_amop AS ao ON ao.amopfamily = oc.opcfamily AND ao.amopmethod = oc.opcmethod
+                              AND ao.amoplefttype = oc.opcintype AND ao.amoprighttype = oc.opcintype
+                              AND ao.amopstrategy = 3   -- (btree: equal)
+            JOIN pg_operator AS o ON o.oid = ao.amopopr
+            JOIN pg_namespace AS n ON n.oid = o.oprnamespace
+            WHERE i.indrelid = a.source_table AND i.indisprimary AND att.attname = c.col
+            LIMIT 1) AS op ON true;
+    END IF;
     IF missing IS NOT NULL THEN
         RAISE EXCEPTION 'rag: attached table % has no key column %', a.source_table, quote_ident(missing)
             USING ERRCODE = 'undefined_column',
