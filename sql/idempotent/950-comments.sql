@@ -897,11 +897,12 @@ COMMENT ON FUNCTION rag._table_owner(regclass) IS
 
 COMMENT ON FUNCTION rag._apply_rows(bigint, jsonb[]) IS
   'Internal: brings the documents of these keys of an attached table in line with its rows (upsert or '
-  'delete); called by the triggers (sync), rag.work (async) and the backfill.';
+  'delete; a row found by its primary key''s equality and the same key; a row row-level security hides from '
+  'the caller is left alone); called by the triggers (sync), rag.work (async), rag.resync and the backfill.';
 
 COMMENT ON FUNCTION rag._attached_changed() IS
-  'Internal: statement trigger on attached tables: finds keys whose indexed columns changed, then applies '
-  '(sync) or enqueues (async) them.';
+  'Internal: statement trigger on attached tables: finds keys whose indexed columns changed or whose rows '
+  'the statement deleted, then applies them and deletes the deleted rows'' documents (sync) or enqueues them (async).';
 
 COMMENT ON FUNCTION rag.attach(regclass, name, name, name, name[], text, boolean, name) IS
   'Keep rag.documents in step with a table of yours: existing rows are indexed now (sync) or queued '
