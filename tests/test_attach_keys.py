@@ -145,16 +145,119 @@ def test_the_worker_cli_sleeps_while_the_due_rows_are_another_workers(dsn, db, c
     assert 1 <= len(passes) <= 5, f"{len(passes)} passes in 5 s: {passes[:3]}"
 
 
-def test_a_table_keyed_by_an_extension_type_stays_writable_once_attached(db, connect):
-    """Review 40, finding 2 (since 0.1.0). rag._apply_rows joined `t.<key> = r.<key>` under search_path = pg_catalog, pg_temp; a key
-    type whose equality operator lives in another schema (an extension's: isn's isbn13 here,
-    pgvector's vector, ltree, cube, ...) has no `=` there. rag.attach of the (empty) table
-    succeeds, then every INSERT, UPDATE and DELETE of it fails with 42883 'operator does not
-    exist: public.isbn13 = public.isbn13' (a non-empty table cannot be attached at all)."""
+def test_a_table_keyed_by_an_extension_type_is_refused_at_attach_not_at_every_write(db, connect):
+    """Review 40, finding 2 (since 0.1.0). rag._apply_rows finds a row with pg_catalog's
+    equality (search_path = pg_catalog, pg_temp); a key type whose equality lives in another
+    schema (an extension's: isn's isbn13 here; ltree, cube) has none there. rag.attach of
+    the (empty) table succeeded, then every INSERT, UPDATE and DELETE failed with 42883.
+    The first fix named the primary key's own operator by its schema, which review 40b
+    showed a writer can shadow (an '=' of a domain key in a schema it may create in);
+    rag.attach now refuses such a table, naming the problem (0A000)."""
     db.execute("CREATE EXTENSION isn")
     db.execute("GRANT CREATE ON SCHEMA public TO alice")
     alice = _conn(connect("alice"))
     alice.execute("CREATE TABLE books (isbn isbn13 PRIMARY KEY, body text)")
-    alice.execute("SELECT rag.attach('books', 'body')")
+    with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
+        alice.execute("SELECT rag.attach('books', 'body')")
+    assert "primary key of table public.books" in str(e.value) and "built-in type" in e.value.diag.message_hint
+    assert alice.execute("SELECT count(*) FROM rag.attachments").fetchone()[0] == 0
     alice.execute("INSERT INTO books VALUES ('978-0-306-40615-7', 'A book about ferries and islands.')")
-    assert len(_docs(alice, "public.books")) == 1
+
+
+def test_a_writers_operator_is_not_run_by_the_owners_worker(db, connect):
+    """Review 40b, finding 1 (high, in the first fix of review 40). The key's equality was OPERATOR(<schema of the opclass's operator>.=) resolved by name with the
+    column's types: for a domain over an extension type (citext in public), an '=' (dom, dom) that a
+    writer creates in that schema is an exact match and is chosen; the owner's rag.work runs it."""
+    db.execute("CREATE EXTENSION IF NOT EXISTS citext SCHEMA public")
+    alice, bob = _shared_tenant(db, connect)
+    alice.execute("CREATE DOMAIN public.ckey AS citext")
+    alice.execute("CREATE TABLE kb (id ckey PRIMARY KEY, body text)")
+    alice.execute("SELECT rag.attach('kb', 'body', mode => 'async')")
+    alice.execute("GRANT SELECT, INSERT ON kb TO bob")
+    bob.execute("CREATE TABLE public.pwned (who name)")
+    bob.execute("GRANT INSERT ON public.pwned TO PUBLIC")
+    bob.execute("""CREATE FUNCTION public.evil_eq(public.ckey, public.ckey) RETURNS boolean LANGUAGE plpgsql AS $$
+                   BEGIN INSERT INTO public.pwned VALUES (current_user); RETURN lower($1::text) = lower($2::text); END $$""")
+    bob.execute("CREATE OPERATOR public.= (LEFTARG = public.ckey, RIGHTARG = public.ckey, FUNCTION = public.evil_eq)")
+    bob.execute("INSERT INTO kb VALUES ('Ferry', 'The ferry to the island leaves at seven.')")
+    worker = _conn(connect("alice"))
+    worker.execute("SET rag.tenant = 'team'")
+    worker.execute("CALL rag.work()")
+    assert len(_docs(alice, "public.kb")) == 1
+    ran_as = [r[0] for r in db.execute("SELECT DISTINCT who FROM public.pwned").fetchall()]
+    assert "alice" not in ran_as, f"bob's operator function ran as the table owner: {ran_as}"
+
+
+def test_a_row_deleted_and_inserted_again_in_one_statement_keeps_its_document(db, connect):
+    """Review 40b, finding 4 (in the first fix of review 40). The trigger deleted the documents of a DELETE's old rows directly (no look at the table).
+    A writable CTE whose DELETE finishes after the INSERT that re-inserts a key (LIMIT stops the
+    INSERT early; the rest of the DELETE runs afterwards) fires the DELETE's statement trigger last:
+    the re-inserted, live row loses its document (0.7.0 re-read the table and kept it)."""
+    db.execute("GRANT CREATE ON SCHEMA public TO alice")
+    alice = _conn(connect("alice"))
+    alice.execute("CREATE TABLE kb (id int PRIMARY KEY, body text)")
+    alice.execute("INSERT INTO kb VALUES (1, 'The ferry leaves at seven.'), (2, 'The bakery opens at six.')")
+    alice.execute("SELECT rag.attach('kb', 'body')")
+    alice.execute("WITH d AS (DELETE FROM kb RETURNING *) INSERT INTO kb SELECT * FROM d LIMIT 1")
+    rows = alice.execute("SELECT id, body FROM kb").fetchall()
+    assert len(rows) == 1
+    assert [(k["id"], c) for k, c in _docs(alice, "public.kb")] == rows, "a live row has no document"
+
+
+def test_a_row_an_owners_trigger_inserts_again_keeps_its_document(db, connect):
+    """Review 40b, finding 4, the owner's way. The same as above through an AFTER DELETE row trigger of the owner that writes the row back:
+    its nested INSERT is indexed first, then the DELETE's statement trigger deletes the document."""
+    db.execute("GRANT CREATE ON SCHEMA public TO alice")
+    alice = _conn(connect("alice"))
+    alice.execute("CREATE TABLE kb (id int PRIMARY KEY, body text)")
+    alice.execute("INSERT INTO kb VALUES (1, 'one')")
+    alice.execute("""CREATE FUNCTION public.keep() RETURNS trigger LANGUAGE plpgsql AS $$
+                     BEGIN IF OLD.body = 'one' THEN INSERT INTO public.kb VALUES (OLD.id, 'kept'); END IF; RETURN NULL; END $$""")
+    alice.execute("CREATE TRIGGER keep AFTER DELETE ON kb FOR EACH ROW EXECUTE FUNCTION public.keep()")
+    alice.execute("SELECT rag.attach('kb', 'body')")
+    alice.execute("DELETE FROM kb")
+    rows = alice.execute("SELECT id, body FROM kb ORDER BY id").fetchall()
+    assert rows == [(1, 'kept')]
+    assert [(k["id"], c) for k, c in _docs(alice, "public.kb")] == rows
+
+
+def test_a_writers_update_of_rows_it_cannot_see_does_not_leave_their_old_text_indexed(db, connect):
+    """Review 40b, finding 5 (in the first fix of review 40). A key whose row the writer's
+    SELECT policy hides was 'left alone' by rag._apply_rows: bob's UPDATE
+    (UPDATE policy USING (true), SELECT only his own rows) rewrites alice's row, and its document keeps
+    the old text for good (search answers with text the table no longer holds); a body set to NULL
+    left the document of a row that has no content. Such keys are now queued for the owner's worker."""
+    alice, bob = _shared_tenant(db, connect)
+    alice.execute("CREATE TABLE kb (id int PRIMARY KEY, author name NOT NULL DEFAULT current_user, body text)")
+    alice.execute("INSERT INTO kb (id, author, body) VALUES (1, 'alice', 'The vault code is 1234.')")
+    alice.execute("SELECT rag.attach('kb', 'body')")
+    alice.execute("ALTER TABLE kb ENABLE ROW LEVEL SECURITY")
+    alice.execute("CREATE POLICY see_own ON kb FOR SELECT USING (author = current_user)")
+    alice.execute("CREATE POLICY edit_all ON kb FOR UPDATE USING (true) WITH CHECK (true)")
+    alice.execute("GRANT SELECT, UPDATE ON kb TO bob")
+    bob.execute("UPDATE kb SET body = NULL")
+    assert alice.execute("SELECT body FROM kb").fetchall() == [(None,)]
+    # the key is queued for the owner's worker, which sees the table whole
+    assert bob.execute("SELECT count(*) FROM rag.queue").fetchone()[0] == 1
+    alice.execute("CALL rag.work()")
+    assert _docs(alice, "public.kb") == [], "the document of a row with no content (old text) lingers"
+    # and a new text of a hidden row is indexed the same way
+    alice.execute("UPDATE kb SET body = 'The vault opens at nine.'")
+    bob.execute("UPDATE kb SET body = 'The vault opens at ten.'")
+    alice.execute("CALL rag.work()")
+    assert [c for _, c in _docs(alice, "public.kb")] == ["The vault opens at ten."]
+
+
+def test_a_writer_needs_no_usage_on_the_schema_of_the_key_types_operator(db, connect):
+    """Review 40b, finding 2 (in the first fix of review 40). Review 40's finding 1 fixed for the type name (jsonb_populate_record without USAGE on its
+    schema), but the join now names the key's equality as OPERATOR(ext.=): a writer without USAGE on
+    the schema the extension type (citext in schema ext) lives in fails every write with 42501."""
+    db.execute("CREATE SCHEMA ext")
+    db.execute("CREATE EXTENSION IF NOT EXISTS citext SCHEMA ext")
+    db.execute("GRANT USAGE ON SCHEMA ext TO alice")
+    alice, bob = _shared_tenant(db, connect)
+    alice.execute("CREATE TABLE shared (id ext.citext PRIMARY KEY, body text)")
+    alice.execute("SELECT rag.attach('shared', 'body')")
+    alice.execute("GRANT SELECT, INSERT ON shared TO bob")
+    bob.execute("INSERT INTO shared VALUES ('Ferry', 'The ferry to the island leaves at seven.')")
+    assert _docs(alice, "public.shared") == [({"id": "Ferry"}, "The ferry to the island leaves at seven.")]

@@ -90,13 +90,14 @@ $$;
 -- rag._apply_rows (internal)
 -- Bring the documents of these keys of an attached table in line with the table's current
 -- rows: upsert rows that exist and have content, delete the documents of the others.
--- Unchanged rows change nothing (and embed nothing). A row is the key's when the key's
--- equality (its primary key's btree operator, wherever its type's is: an extension type's
--- is not in pg_catalog) holds and the row makes the same key (an interval of 1 day is equal
--- to one of 24 hours, but its document is another). Where row-level security filters the
--- caller's read, a key whose row is not found is left alone: hidden is not gone (the
--- trigger deletes the documents of the rows a statement deleted itself).
-CREATE OR REPLACE FUNCTION rag._apply_rows(attachment_id bigint, keys jsonb[])
+-- Unchanged rows change nothing (and embed nothing). A row is the key's when pg_catalog's
+-- equality holds and the row makes the same key (an interval of 1 day is equal to one of
+-- 24 hours, but its document is another; rag.attach refuses a key type with no equality
+-- there, review 40). Where row-level security filters the caller's read, a key whose row
+-- is not found may be hidden rather than gone: unless the caller's statement deleted it
+-- (`deleted`), it is queued for the owner's worker, which sees the table whole (hostile
+-- reviews 40, 40b).
+CREATE OR REPLACE FUNCTION rag._apply_rows(attachment_id bigint, keys jsonb[], deleted jsonb[] DEFAULT '{}')
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -108,7 +109,6 @@ DECLARE
     join_on text;
     key_cols text;
     usable boolean;
-    builtin boolean;
     missing name;
     hidden boolean;
 BEGIN
@@ -130,33 +130,14 @@ BEGIN
            bool_and(has_schema_privilege(ty.typnamespace, 'USAGE')
                     AND (ty.typcategory <> 'A' OR has_schema_privilege(
                              (SELECT e.typnamespace FROM pg_type AS e WHERE e.oid = ty.typelem), 'USAGE'))),
-           bool_and(ty.typnamespace = 'pg_catalog'::regnamespace)
-    INTO key_cols, missing, usable, builtin
+           -- (pg_catalog's equality only: an operator named by another schema would be
+           -- one a writer with CREATE there could add for a domain key, review 40b)
+           string_agg(format('t.%I OPERATOR(pg_catalog.=) r.%I', c.col, c.col), ' AND ' ORDER BY c.o)
+    INTO key_cols, missing, usable, join_on
     FROM unnest(a.key_columns) WITH ORDINALITY AS c (col, o)
     LEFT JOIN pg_attribute AS att ON att.attrelid = a.source_table AND att.attname = c.col
                                  AND att.attnum > 0 AND NOT att.attisdropped
     LEFT JOIN pg_type AS ty ON ty.oid = att.atttypid;
-    IF builtin THEN   -- (the usual case: pg_catalog's equality)
-        SELECT string_agg(format('t.%I OPERATOR(pg_catalog.=) r.%I', c, c), ' AND ') INTO join_on
-        FROM unnest(a.key_columns) AS c;
-    ELSE
-        SELECT string_agg(format('t.%I OPERATOR(%s) r.%I', c.col, coalesce(op.name, 'pg_catalog.='), c.col), ' AND ' ORDER BY c.o)
-        INTO join_on
-        FROM unnest(a.key_columns) WITH ORDINALITY AS c (col, o)
-        LEFT JOIN LATERAL (
-            SELECT format('%I.%s', n.nspname, o.oprname) AS name
-            FROM pg_index AS i
-            CROSS JOIN LATERAL unnest(i.indkey::int2[], i.indclass::oid[]) AS k (attnum, opclass)
-            JOIN pg_attribute AS att ON att.attrelid = i.indrelid AND att.attnum = k.attnum
-            JOIN pg_opclass AS oc ON oc.oid = k.opclass
-            JOIN pg_amop AS ao ON ao.amopfamily = oc.opcfamily AND ao.amopmethod = oc.opcmethod
-                              AND ao.amoplefttype = oc.opcintype AND ao.amoprighttype = oc.opcintype
-                              AND ao.amopstrategy = 3   -- (btree: equal)
-            JOIN pg_operator AS o ON o.oid = ao.amopopr
-            JOIN pg_namespace AS n ON n.oid = o.oprnamespace
-            WHERE i.indrelid = a.source_table AND i.indisprimary AND att.attname = c.col
-            LIMIT 1) AS op ON true;
-    END IF;
     IF missing IS NOT NULL THEN
         RAISE EXCEPTION 'rag: attached table % has no key column %', a.source_table, quote_ident(missing)
             USING ERRCODE = 'undefined_column',
@@ -174,7 +155,11 @@ BEGIN
             DELETE FROM rag.documents AS d USING current_rows AS c
             WHERE d.attachment_id = $1 AND d.source_key = c.key
               AND (c.content IS NULL OR btrim(c.content, E' \t\r\n\f\v') = '')
-              AND NOT (c.not_found AND $4)
+              AND NOT (c.not_found AND $4 AND c.key <> ALL ($5))
+        ), held AS (
+            INSERT INTO rag.queue (tenant, attachment_id, source_key)
+            SELECT $6, $1, c.key FROM current_rows AS c
+            WHERE c.not_found AND $4 AND c.key <> ALL ($5)
         )
         INSERT INTO rag.documents AS d (source, title, url, metadata, content, attachment_id, source_table, source_key)
         SELECT DISTINCT ON (c.key) $3 || '#' || c.key::text, c.title, c.url, c.meta, c.content, $1, $3, c.key
@@ -201,7 +186,7 @@ BEGIN
         CASE WHEN usable THEN format('jsonb_to_record(k.key) AS r (%s)', key_cols)
              ELSE format('jsonb_populate_record(NULL::%s, k.key) AS r', a.source_table) END,
         rag._key_expr(a), a.key_columns[1])
-    USING a.id, keys, a.source_table::text, hidden;
+    USING a.id, keys, a.source_table::text, hidden, coalesce(deleted, '{}'), a.tenant;
 END
 $$;
 
@@ -239,11 +224,10 @@ BEGIN
     IF changed IS NULL AND gone IS NULL THEN
         RETURN NULL;
     ELSIF a.mode = 'sync' THEN
-        -- the rows this statement deleted are gone, whatever the writer may see of the
-        -- table: their documents go here (rag._apply_rows leaves a row it cannot find
-        -- alone when row-level security filters the writer's read, review 40)
-        DELETE FROM rag.documents AS d WHERE d.attachment_id = a.id AND d.source_key = ANY (gone);
-        PERFORM rag._apply_rows(a.id, changed);
+        -- the rows this statement deleted are gone unless the table has them again (the
+        -- same statement or a trigger may insert them back, review 40b): rag._apply_rows
+        -- looks, and does not take them for rows hidden from the writer (review 40)
+        PERFORM rag._apply_rows(a.id, coalesce(changed, '{}') || coalesce(gone, '{}'), gone);
     ELSE
         INSERT INTO rag.queue (tenant, attachment_id, source_key)
         SELECT a.tenant, a.id, k FROM unnest(coalesce(changed, '{}') || coalesce(gone, '{}')) AS k;
@@ -321,6 +305,18 @@ BEGIN
         RAISE EXCEPTION 'rag.attach: table % has no primary key', source_table
             USING ERRCODE = 'invalid_parameter_value', HINT = 'add one: the key is how a document finds its row';
     END IF;
+    -- a document finds its row by pg_catalog's equality of the key's type (rag._apply_rows):
+    -- a type without one (an extension's: isbn13, ltree, cube) would fail every later write
+    -- with 42883 (hostile review 40)
+    BEGIN
+        EXECUTE format('SELECT %s FROM %s AS t WHERE false',
+                       (SELECT string_agg(format('t.%I OPERATOR(pg_catalog.=) t.%I', k, k), ', ') FROM unnest(keys) AS k),
+                       source_table);
+    EXCEPTION WHEN undefined_function THEN
+        RAISE EXCEPTION 'rag.attach: the primary key of table % cannot be compared with pg_catalog''s equality: %', source_table, SQLERRM
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'give the table a primary key of a built-in type (bigint, uuid, text, ...), keeping the other as a unique column';
+    END;
     SELECT c INTO missing FROM unnest(ARRAY[content_column, title_column, url_column, filename_column] || metadata_columns) AS c
     WHERE c IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_attribute AS att
         WHERE att.attrelid = source_table AND att.attname = c AND att.attnum > 0 AND NOT att.attisdropped)

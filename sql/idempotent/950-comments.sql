@@ -895,10 +895,11 @@ COMMENT ON FUNCTION rag._table_owner(regclass) IS
   'Internal: the role that owns a table, NULL for a dropped one (rag.work indexes only rows of tables the '
   'current role owns).';
 
-COMMENT ON FUNCTION rag._apply_rows(bigint, jsonb[]) IS
+COMMENT ON FUNCTION rag._apply_rows(bigint, jsonb[], jsonb[]) IS
   'Internal: brings the documents of these keys of an attached table in line with its rows (upsert or '
-  'delete; a row found by its primary key''s equality and the same key; a row row-level security hides from '
-  'the caller is left alone); called by the triggers (sync), rag.work (async), rag.resync and the backfill.';
+  'delete; a row found by pg_catalog''s equality and the same key). A key whose row row-level security may '
+  'hide from the caller is queued for the owner''s worker, unless in deleted (rows the caller''s statement '
+  'deleted). Called by the triggers (sync), rag.work (async), rag.resync and the backfill.';
 
 COMMENT ON FUNCTION rag._attached_changed() IS
   'Internal: statement trigger on attached tables: finds keys whose indexed columns changed or whose rows '

@@ -169,7 +169,7 @@ GRANT EXECUTE ON FUNCTION
     rag._meta_expr(rag.attachments),
     rag._indexed_expr(rag.attachments),
     rag._text_expr(name),
-    rag._apply_rows(bigint, jsonb[]),
+    rag._apply_rows(bigint, jsonb[], jsonb[]),
     rag._table_owner(regclass),
     rag._backfill(rag.attachments),
     rag.retry_errors(),
