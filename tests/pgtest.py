@@ -1,7 +1,11 @@
 """Helpers shared by the integration tests (a module of its own: tests/unit has a conftest too)."""
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import time
 
 
 def with_db(url: str, db: str) -> str:
@@ -43,3 +47,19 @@ def subtransactions(conn) -> tuple[int, bool]:
     return conn.execute(
         "SELECT s.subxact_count, s.subxact_overflowed FROM pg_stat_get_backend_idset() AS b,"
         " pg_stat_get_backend_subxact(b) AS s WHERE pg_stat_get_backend_pid(b) = pg_backend_pid()").fetchone()
+
+
+def worker_passes(dsn: str, role: str, seconds: float = 5.0, **run_args) -> list[str]:
+    """Run `ragpg worker` (client/ragpg_cli/worker.py, interval 2 s) logged in as `role` for
+    `seconds`, then stop it; the lines it printed for its passes."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.path.join(repo, "client"))
+    args = ", ".join(f"{k}={v!r}" for k, v in {"interval": 2.0, **run_args}.items())
+    proc = subprocess.Popen([sys.executable, "-c",
+                             "import sys; from ragpg_cli.worker import run; "
+                             f"sys.exit(run(sys.argv[1], {args}))", as_role(dsn, role)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    time.sleep(seconds)
+    proc.terminate()
+    out, _ = proc.communicate(timeout=30)
+    return [line for line in out.splitlines() if line.startswith("worker: pass")]

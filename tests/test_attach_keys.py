@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from pgtest import worker_passes
 
 
 def _conn(c):
@@ -115,12 +116,6 @@ def test_the_worker_cli_sleeps_while_the_due_rows_are_another_workers(dsn, db, c
     """Review 40, finding 6. `ragpg worker` counted due rows without rag.work's SKIP LOCKED: rows another worker is
     indexing (locked FOR UPDATE for its whole batch, an embedding call's time) are counted
     as waiting, so this worker calls rag.work back to back while the other one works."""
-    import os
-    import subprocess
-    import sys
-    import time
-    from pgtest import as_role
-
     db.execute("GRANT CREATE ON SCHEMA public TO alice")
     alice = _conn(connect("alice"))
     alice.execute("CREATE TABLE notes (id int PRIMARY KEY, body text)")
@@ -130,18 +125,9 @@ def test_the_worker_cli_sleeps_while_the_due_rows_are_another_workers(dsn, db, c
     other.execute("BEGIN")
     other.execute("SELECT id FROM rag.queue FOR UPDATE")
     try:
-        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ, PYTHONPATH=os.path.join(repo, "client"))
-        proc = subprocess.Popen([sys.executable, "-c",
-                                 "import sys; from ragpg_cli.worker import run; "
-                                 "sys.exit(run(sys.argv[1], interval=2.0))", as_role(dsn, "alice")],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        time.sleep(5)
-        proc.terminate()
-        out, _ = proc.communicate(timeout=30)
+        passes = worker_passes(dsn, "alice")
     finally:
         other.execute("ROLLBACK")
-    passes = [line for line in out.splitlines() if line.startswith("worker: pass")]
     assert 1 <= len(passes) <= 5, f"{len(passes)} passes in 5 s: {passes[:3]}"
 
 

@@ -5,15 +5,11 @@ data-only restore with --disable-triggers run as), a table owner's ALTER TABLE .
 TRIGGER, rows written by hand into rag's own tables."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 import uuid
 
 import psycopg
 import pytest
-from pgtest import as_role
+from pgtest import worker_passes
 
 FERRY = "# Ferry\n\nThe ferry to the island leaves at seven. Tickets are sold on board."
 BAKERY = "# Bakery\n\nThe bakery on the harbour opens at six and sells rye bread."
@@ -572,16 +568,7 @@ def test_the_worker_cli_sleeps_when_what_is_due_is_left_for_another_owner(dsn, d
     bob.execute("CREATE TABLE bob_docs (id int PRIMARY KEY, body text)")
     bob.execute("INSERT INTO bob_docs SELECT i, 'bob row ' || i FROM generate_series(1, 3) AS i")
     bob.execute("SELECT rag.attach('bob_docs', 'body', mode => 'async')")
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=os.path.join(repo, "client"))
-    proc = subprocess.Popen([sys.executable, "-c",
-                             "import sys; from ragpg_cli.worker import run; "
-                             "sys.exit(run(sys.argv[1], interval=2.0, tenant='team'))", as_role(dsn, "alice")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    time.sleep(5)
-    proc.terminate()
-    out, _ = proc.communicate(timeout=30)
-    passes = [line for line in out.splitlines() if line.startswith("worker: pass")]
+    passes = worker_passes(dsn, "alice", tenant="team")
     assert 1 <= len(passes) <= 5, f"{len(passes)} passes in 5 s: {passes[:3]}"
     assert bob.execute("SELECT count(*) FROM rag.queue").fetchone()[0] == 3     # left for bob
 
