@@ -247,3 +247,30 @@ def test_a_writer_needs_no_usage_on_the_schema_of_the_key_types_operator(db, con
     alice.execute("GRANT SELECT, INSERT ON shared TO bob")
     bob.execute("INSERT INTO shared VALUES ('Ferry', 'The ferry to the island leaves at seven.')")
     assert _docs(alice, "public.shared") == [({"id": "Ferry"}, "The ferry to the island leaves at seven.")]
+
+
+def test_truncate_removes_the_documents_of_an_attached_table(db, connect):
+    """Review 40b, finding 6 (since 0.1.0). rag.attach created INSERT, UPDATE and DELETE
+    triggers only: after TRUNCATE every document stayed searchable (content its owner had
+    removed). A fourth trigger deletes them, and the keys queued for the table; rag.check
+    reports a table whose TRUNCATE trigger is missing; detach removes all four."""
+    db.execute("GRANT CREATE ON SCHEMA public TO alice")
+    alice = _conn(connect("alice"))
+    alice.execute("CREATE TABLE kb (id int PRIMARY KEY, body text)")
+    alice.execute("INSERT INTO kb VALUES (1, 'The ferry leaves at seven.')")
+    alice.execute("SELECT rag.attach('kb', 'body')")
+    alice.execute("CREATE TABLE kq (id int PRIMARY KEY, body text)")
+    alice.execute("SELECT rag.attach('kq', 'body', mode => 'async')")
+    alice.execute("INSERT INTO kq VALUES (1, 'The bakery opens at six.')")           # queued
+    alice.execute("TRUNCATE kb, kq")
+    assert _docs(alice, "public.kb") == [], "documents of truncated rows linger"
+    assert alice.execute("SELECT count(*) FROM rag.queue").fetchone()[0] == 0
+    alice.execute("INSERT INTO kb VALUES (2, 'The pool opens at ten.')")
+    assert [k["id"] for k, _ in _docs(alice, "public.kb")] == [2]
+    trunc = alice.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'kb'::regclass "
+                          "AND tgtype::int & 32 <> 0").fetchone()[0]
+    alice.execute(f"DROP TRIGGER {trunc} ON kb")
+    problems = {r[1] for r in alice.execute("SELECT * FROM rag.check()").fetchall()}
+    assert "attached table not watched: TRUNCATE not indexed" in problems, problems
+    alice.execute("SELECT rag.detach('kq')")
+    assert alice.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'kq'::regclass").fetchone()[0] == 0

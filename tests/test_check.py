@@ -205,7 +205,7 @@ def test_planted_blocks_and_broken_attachments_are_reported_and_the_check_goes_o
     db.execute("RESET session_replication_role")
     got = {(r[0], r[1]) for r in db.execute("SELECT tenant, problem FROM rag.check()").fetchall()}
     assert got == {("alice", "lexical index: posting blocks corrupt"),
-                   ("alice", "attached table not watched: INSERT, DELETE, UPDATE not indexed"),   # (no triggers)
+                   ("alice", "attached table not watched: INSERT, DELETE, UPDATE, TRUNCATE not indexed"),   # (no triggers)
                    ("alice", 'attached table not readable as attached: \'column t.nope does not exist\''),
                    ("bob", 'attached table not readable as attached: \'column t.body does not exist\''),
                    ("bob", "document not indexed: text changed without being chunked again")}, got

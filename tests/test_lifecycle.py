@@ -235,6 +235,10 @@ def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db, old):
         assert su.execute("SELECT count(*) FROM rag.documents AS d JOIN rag.attachments AS a ON a.id = d.attachment_id "
                           "WHERE a.source_table = 'public.tickets'::regclass").fetchone()[0] == 3
         assert su.execute("SELECT count(*) FROM rag.queue").fetchone()[0] == 0
+        # the upgrade gave each attached table rag's TRUNCATE trigger (0.8.0)
+        assert su.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.articles'::regclass "
+                          "AND tgfoid = 'rag._attached_changed()'::regprocedure "
+                          "AND tgtype::int & 32 <> 0").fetchone()[0] == 1
         # the old release's triggers (named after the table's OID) are found by rag.detach
         assert su.execute("SELECT rag.detach('public.articles')").fetchone()[0] is True
         assert su.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.articles'::regclass "
@@ -451,12 +455,12 @@ def _still_works(url: str, before_models: str) -> None:
         # and the table writes without rag; attached again, it indexes again
         triggers = ("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.articles'::regclass "
                     "AND tgfoid = 'rag._attached_changed()'::regprocedure")
-        assert su.execute(triggers).fetchone()[0] == 3
+        assert su.execute(triggers).fetchone()[0] == 4   # INSERT, UPDATE, DELETE, TRUNCATE
         assert su.execute("SELECT rag.detach('public.articles')").fetchone()[0] is True
         assert su.execute(triggers).fetchone()[0] == 0
         su.execute("INSERT INTO public.articles VALUES (4, 'Oars', 'Oars row the boat.')")
         su.execute("SELECT rag.attach('public.articles', 'body', title_column => 'title')")
-        assert su.execute(triggers).fetchone()[0] == 3
+        assert su.execute(triggers).fetchone()[0] == 4   # INSERT, UPDATE, DELETE, TRUNCATE
         su.execute("INSERT INTO public.articles VALUES (5, 'Sails', 'Sails catch the wind.')")
         assert su.execute("SELECT count(*) FROM rag.documents AS d JOIN rag.attachments AS a ON a.id = d.attachment_id "
                           "WHERE a.source_table = 'public.articles'::regclass").fetchone()[0] == 5

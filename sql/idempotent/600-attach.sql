@@ -210,7 +210,13 @@ BEGIN
     IF rag._restoring() THEN
         RETURN NULL;  -- a data-only restore: rag's own rows are in the dump
     END IF;
-    IF TG_OP = 'INSERT' THEN
+    IF TG_OP = 'TRUNCATE' THEN
+        -- every row is gone (since 0.8.0; before, the documents of a truncated table
+        -- stayed searchable: hostile review 40b), and so are the keys queued until now
+        DELETE FROM rag.documents AS d WHERE d.attachment_id = a.id;
+        DELETE FROM rag.queue AS q WHERE q.tenant = a.tenant AND q.attachment_id = a.id;
+        RETURN NULL;
+    ELSIF TG_OP = 'INSERT' THEN
         EXECUTE format('SELECT array_agg(key) FROM (%s) AS n', new_set) INTO changed;
     ELSIF TG_OP = 'DELETE' THEN
         EXECUTE format('SELECT array_agg(key) FROM (%s) AS o', old_set) INTO gone;
@@ -238,7 +244,7 @@ $$;
 
 -- rag.attach
 -- Keep rag.documents in step with a table of yours: existing rows are indexed now (sync)
--- or enqueued (async), and every later INSERT, UPDATE and DELETE is reflected. Returns the
+-- or enqueued (async), and every later INSERT, UPDATE, DELETE and TRUNCATE is reflected. Returns the
 -- attachment id. The table needs a primary key; the content column is any type castable to
 -- text, or bytea: files (PDF, DOCX, ...), read as rag.ingest_file does, named by
 -- filename_column (a file name or a content type) or by the row's key.
@@ -354,6 +360,8 @@ BEGIN
                     FOR EACH STATEMENT EXECUTE FUNCTION rag._attached_changed(%L)', trig || '_upd', source_table, a.id);
     EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows
                     FOR EACH STATEMENT EXECUTE FUNCTION rag._attached_changed(%L)', trig || '_del', source_table, a.id);
+    EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s
+                    FOR EACH STATEMENT EXECUTE FUNCTION rag._attached_changed(%L)', trig || '_trunc', source_table, a.id);
 
     -- backfill: every existing row, in batches
     IF mode = 'async' THEN

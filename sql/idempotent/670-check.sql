@@ -104,7 +104,7 @@ BEGIN
           IS DISTINCT FROM (coalesce(s.chunks, 0), coalesce(s.total_len, 0), coalesce(l.pairs, 0))
     ORDER BY 1;
 
-    -- attached tables: rag's three triggers in place and enabled, and their rows in step
+    -- attached tables: rag's four triggers in place and enabled, and their rows in step
     FOR a IN SELECT * FROM rag.attachments AS x ORDER BY x.tenant, x.id LOOP
         owner := rag._table_owner(a.source_table);
         IF owner IS NULL THEN
@@ -119,7 +119,7 @@ BEGIN
         FROM (SELECT v.event, v.flag,
                      bool_or(t.tgenabled IN ('O', 'A')) IS TRUE AS on_,
                      min(t.tgname) FILTER (WHERE t.tgenabled NOT IN ('O', 'A')) AS disabled
-              FROM (VALUES ('INSERT', 4), ('UPDATE', 16), ('DELETE', 8)) AS v (event, flag)
+              FROM (VALUES ('INSERT', 4), ('UPDATE', 16), ('DELETE', 8), ('TRUNCATE', 32)) AS v (event, flag)
               LEFT JOIN pg_catalog.pg_trigger AS t
                      ON t.tgrelid = a.source_table
                     AND t.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure

@@ -907,7 +907,7 @@ COMMENT ON FUNCTION rag._attached_changed() IS
 
 COMMENT ON FUNCTION rag.attach(regclass, name, name, name, name[], text, boolean, name) IS
   'Keep rag.documents in step with a table of yours: existing rows are indexed now (sync) or queued '
-  '(async), later INSERT/UPDATE/DELETE through statement triggers. Search results JOIN back via source_key. '
+  '(async), later INSERT/UPDATE/DELETE/TRUNCATE through statement triggers. Search results JOIN back via source_key. '
   'A bytea content column holds files (PDF, DOCX, HTML, markdown, text), read as rag.ingest_file does. '
   'Arguments: source_table (yours: another role''s needs force), content_column (text, or bytea: files), '
   'title_column, url_column, metadata_columns (name[]), mode (sync or async: async needs an owner that can '
