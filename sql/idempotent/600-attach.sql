@@ -124,7 +124,6 @@ BEGIN
     -- every other column's domain checks on NULL (a NOT NULL domain failed every row,
     -- hostile review 39d). Naming a type needs USAGE on its schema, which writing the
     -- table does not (review 40): without it, the whole table's record, as before 0.8.0.
-    -- Each key column is compared by its primary key's equality operator (review 40).
     SELECT string_agg(format('%I %s', c.col, format_type(att.atttypid, att.atttypmod)), ', ' ORDER BY c.o),
            min(c.col) FILTER (WHERE att.attname IS NULL),
            bool_and(has_schema_privilege(ty.typnamespace, 'USAGE')
