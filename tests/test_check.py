@@ -439,7 +439,7 @@ def test_every_function_that_makes_or_compares_keys_pins_every_output_setting(db
         "WHERE p.pronamespace = 'rag'::regnamespace "
         "AND p.proconfig::text LIKE '%TimeZone=UTC%' ORDER BY 1").fetchall()
     names = {r[0] for r in rows}
-    assert {"rag._apply_rows", "rag._backfill", "rag._attached_changed", "rag.attach",
+    assert {"rag._apply_rows", "rag._index_rows", "rag._apply_gone", "rag._attached_changed", "rag.attach",
             "rag.check", "rag.resync"} <= names
     for fn, config in rows:
         assert PINNED_OUTPUT <= set(config), (fn, PINNED_OUTPUT - set(config))

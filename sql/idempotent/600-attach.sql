@@ -209,11 +209,16 @@ BEGIN
     IF rag._restoring() THEN
         RETURN NULL;  -- a data-only restore: rag's own rows are in the dump
     END IF;
-    IF TG_OP = 'TRUNCATE' THEN
+    IF TG_OP = 'TRUNCATE' AND TG_RELID = a.source_table THEN
         -- every row is gone (since 0.8.0; before, the documents of a truncated table
         -- stayed searchable: hostile review 40b), and so are the keys queued until now
         DELETE FROM rag.documents AS d WHERE d.attachment_id = a.id;
         DELETE FROM rag.queue AS q WHERE q.tenant = a.tenant AND q.attachment_id = a.id;
+        RETURN NULL;
+    ELSIF TG_OP = 'TRUNCATE' THEN
+        -- a partition's rows are gone, which ones is no longer known: the documents whose
+        -- row the table has no more (a TRUNCATE of the table fired its own trigger first)
+        PERFORM rag._apply_gone(a);
         RETURN NULL;
     ELSIF TG_OP = 'INSERT' THEN
         EXECUTE format('SELECT array_agg(key) FROM (%s) AS n', new_set) INTO changed;
@@ -350,45 +355,12 @@ BEGIN
             is_file, filename_column)
     RETURNING * INTO a;
 
-    -- named after the attachment, which a dump keeps (not the table's OID, which a restore
-    -- changes); rag.detach finds them by function and argument, whatever their names
-    trig := 'rag_attachment_' || a.id;
-    EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows
-                    FOR EACH STATEMENT EXECUTE FUNCTION rag._attached_changed(%L)', trig || '_ins', source_table, a.id);
-    EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-                    FOR EACH STATEMENT EXECUTE FUNCTION rag._attached_changed(%L)', trig || '_upd', source_table, a.id);
-    EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows
-                    FOR EACH STATEMENT EXECUTE FUNCTION rag._attached_changed(%L)', trig || '_del', source_table, a.id);
-    EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s
-                    FOR EACH STATEMENT EXECUTE FUNCTION rag._attached_changed(%L)', trig || '_trunc', source_table, a.id);
-
-    -- backfill: every existing row, in batches
-    IF mode = 'async' THEN
-        EXECUTE format('INSERT INTO rag.queue (tenant, attachment_id, source_key) SELECT %L, %s, %s FROM %s AS t',
-                       a.tenant, a.id, rag._key_expr(a), source_table);
-    ELSE
-        PERFORM rag._backfill(a);
-    END IF;
+    -- rag's triggers on the table and on each of its partitions (a statement fires the
+    -- triggers of the table it names), then every existing row, in batches (sync) or queued
+    PERFORM rag._watch(a.id, source_table);
+    PERFORM rag._watch_partitions(a, false);
+    PERFORM rag._index_rows(a, source_table);
     RETURN a.id;
-END
-$$;
-
--- rag._backfill (internal): index every row of an attached table, rag.index_batch_size at a time
-CREATE OR REPLACE FUNCTION rag._backfill(a rag.attachments)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' SET DateStyle = 'ISO, MDY' SET bytea_output = 'hex' SET lc_monetary = 'C'
-SET extra_float_digits = 1   -- (keys and metadata are JSON of values whose text is the session's otherwise)
-AS $$
-DECLARE
-    batch int := rag._setting('index_batch_size')::int;
-    keys jsonb[];
-BEGIN
-    FOR keys IN EXECUTE format('SELECT array_agg(key) FROM (SELECT %s AS key, row_number() OVER () - 1 AS n FROM %s AS t) AS x
-                                GROUP BY n / %s', rag._key_expr(a), a.source_table, batch) LOOP
-        PERFORM rag._apply_rows(a.id, keys);
-    END LOOP;
 END
 $$;
 
@@ -416,9 +388,10 @@ BEGIN
                         source_table, owner
             USING ERRCODE = 'insufficient_privilege', HINT = format('detach it as its owner (SET ROLE %I) or a superuser', owner);
     END IF;
-    -- its triggers first, then its row: a writer of the table waits for the table's lock
-    -- and no longer for the row its trigger reads (no deadlock hidden by the lock tries)
-    PERFORM rag._drop_attachment_triggers('rag.detach', source_table, gone);
+    -- its triggers first (on the table and its partitions), then its row: a writer of the
+    -- table waits for the table's lock and no longer for the row its trigger reads (no
+    -- deadlock hidden by the lock tries)
+    PERFORM rag._drop_attachment_triggers('rag.detach', w, gone) FROM rag._watched_relations(gone, source_table) AS w;
     DELETE FROM rag.attachments AS x WHERE x.id = gone;
     RETURN true;
 END

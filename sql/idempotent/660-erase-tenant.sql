@@ -110,8 +110,9 @@ BEGIN
     FOR a IN SELECT x.id, x.source_table FROM rag.attachments AS x
              JOIN pg_catalog.pg_class AS c ON c.oid = x.source_table
              WHERE x.tenant = t ORDER BY x.id LOOP
-        PERFORM rag._drop_attachment_triggers('rag.erase_tenant', a.source_table, a.id,
-                                              greatest(deadline - clock_timestamp(), interval '0'));
+        PERFORM rag._drop_attachment_triggers('rag.erase_tenant', w, a.id,
+                                              greatest(deadline - clock_timestamp(), interval '0'))
+        FROM rag._watched_relations(a.id, a.source_table) AS w;
         attached := attached || a.source_table;
     END LOOP;
     -- the tenant's writers in flight end first; later ones wait for this transaction. (The

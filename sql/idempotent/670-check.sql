@@ -58,6 +58,7 @@ DECLARE
     r record;
     unwatched text[];
     disabled text[];
+    n_parts bigint;
 BEGIN
     -- documents whose chunks are not those of their text
     RETURN QUERY
@@ -135,6 +136,24 @@ BEGIN
                                                  a.source_table::text, a.tenant)
                                      ELSE format('SELECT rag.detach(%L), then rag.attach it again;   -- in tenant %L',
                                                  a.source_table::text, a.tenant) END;
+        END IF;
+        -- its partitions: a statement that names one fires the partition's triggers only
+        SELECT count(*) INTO n_parts
+        FROM pg_partition_tree(a.source_table) AS p
+        WHERE p.relid <> a.source_table
+          AND (SELECT count(DISTINCT v.flag)
+               FROM (VALUES (4), (16), (8), (32)) AS v (flag)
+               JOIN pg_catalog.pg_trigger AS t
+                 ON t.tgrelid = p.relid
+                AND t.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
+                AND t.tgargs = convert_to(a.id::text, 'UTF8') || decode('00', 'hex')
+                AND t.tgtype::int & v.flag <> 0
+                AND t.tgenabled IN ('O', 'A')) < 4;
+        IF n_parts > 0 THEN
+            RETURN QUERY SELECT a.tenant, 'attached table not watched: writes that name a partition of it are not indexed',
+                                n_parts, a.source_table::text,
+                                format('log in as role %I and run SELECT rag.resync(%L);   -- in tenant %L',
+                                       owner, a.source_table::text, a.tenant);
         END IF;
         -- an async table whose owner cannot log in: rag.work takes its queued rows only in
         -- the owner's own login session, so they wait for ever (its ownership changed after
@@ -299,6 +318,9 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege',
                   HINT = format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY while it runs (its owner then sees every row), or run it as a superuser with force => true', source_table);
     END IF;
+    -- rag's triggers on every partition, and none left on a former one (this scan reads
+    -- every row, the rows of a partition attached or detached too)
+    PERFORM rag._watch_partitions(a, false);
     -- the documents whose key is no row's: deleted here (applying their key would find the
     -- row again under another spelling of the same key, and keep them)
     EXECUTE format($q$

@@ -907,7 +907,8 @@ COMMENT ON FUNCTION rag._attached_changed() IS
 
 COMMENT ON FUNCTION rag.attach(regclass, name, name, name, name[], text, boolean, name) IS
   'Keep rag.documents in step with a table of yours: existing rows are indexed now (sync) or queued '
-  '(async), later INSERT/UPDATE/DELETE/TRUNCATE through statement triggers. Search results JOIN back via source_key. '
+  '(async), later INSERT/UPDATE/DELETE/TRUNCATE through statement triggers on the table and each partition '
+  '(partitions created, attached, detached or dropped later are followed). Search results JOIN back via source_key. '
   'A bytea content column holds files (PDF, DOCX, HTML, markdown, text), read as rag.ingest_file does. '
   'Arguments: source_table (yours: another role''s needs force), content_column (text, or bytea: files), '
   'title_column, url_column, metadata_columns (name[]), mode (sync or async: async needs an owner that can '
@@ -920,9 +921,52 @@ COMMENT ON FUNCTION rag._file_name(text) IS
   'Internal: a name the file-format detection can use, from a file name or a content type (application/pdf '
   'gives file.pdf); used for attached tables of files.';
 
-COMMENT ON FUNCTION rag._backfill(rag.attachments) IS
-  'Internal: indexes every existing row of a newly attached table (sync mode), rag.index_batch_size keys at '
-  'a time; called by rag.attach.';
+COMMENT ON FUNCTION rag._watch(bigint, regclass) IS
+  'Internal: rag''s four statement triggers of an attachment (INSERT, UPDATE, DELETE, TRUNCATE) on a relation, '
+  'the attached table or one of its partitions, for each event no enabled trigger of the attachment covers '
+  'yet. Returns: how many it made.';
+
+COMMENT ON FUNCTION rag._watched_relations(bigint, regclass) IS
+  'Internal: the relations holding rag''s triggers of an attachment: its table first, then the table '
+  'owner''s relations with such a trigger (partitions, and former ones); another role''s relation never.';
+
+COMMENT ON FUNCTION rag._index_rows(rag.attachments, regclass) IS
+  'Internal: brings the documents of the keys of a relation''s rows (the attached table, a partition that '
+  'joined it or one that left it) in line with the table, rag.index_batch_size keys at a time (sync), or '
+  'queues the keys (async); called by rag.attach and for ATTACH/DETACH PARTITION.';
+
+COMMENT ON FUNCTION rag._apply_gone(rag.attachments) IS
+  'Internal: the documents of an attached table whose row is gone (a partition truncated or dropped): their '
+  'keys applied (sync) or queued (async). Linear in the table and its documents.';
+
+COMMENT ON FUNCTION rag._watch_partitions(rag.attachments, boolean) IS
+  'Internal: rag''s triggers on every partition of an attached table (any depth) and none left on a former '
+  'one; with index_rows, a newly watched leaf''s rows are indexed and a former one''s documents go. Called by '
+  'rag.attach, rag.resync and the event trigger rag_partitions_changed.';
+
+COMMENT ON FUNCTION rag._attachments_above(oid[]) IS
+  'Internal: the attachments whose triggers are on these relations or on a table they are partitions of '
+  '(from pg_trigger, whatever the tenant), each with its table: the highest such relation.';
+
+COMMENT ON FUNCTION rag._may_index(bigint, regclass, text) IS
+  'Internal: the attachment when this session may index its rows for a DDL statement (acting for its '
+  'tenant, as the table''s owner), else NULL after a WARNING naming what was left and the fix (rag.resync).';
+
+COMMENT ON FUNCTION rag._partitions_changed() IS
+  'Internal: event trigger function after CREATE TABLE and ALTER TABLE: a partition created in or attached '
+  'to an attached table gets rag''s triggers and its rows indexed; a detached one loses its triggers and its '
+  'rows'' documents.';
+
+COMMENT ON FUNCTION rag._partitions_dropped() IS
+  'Internal: event trigger function after DROP TABLE: a dropped partition of an attached table takes its '
+  'rows'' documents with it (rag._apply_gone).';
+
+COMMENT ON EVENT TRIGGER rag_partitions_changed IS
+  'rag: keeps the partitions of attached tables watched (CREATE TABLE ... PARTITION OF, ATTACH and DETACH '
+  'PARTITION): rag._partitions_changed.';
+
+COMMENT ON EVENT TRIGGER rag_partitions_dropped IS
+  'rag: deletes the documents of the rows of a dropped partition of an attached table: rag._partitions_dropped.';
 
 COMMENT ON FUNCTION rag.detach(regclass) IS
   'Stop indexing an attached table: drop its triggers, and remove its documents, chunks, queue entries and '
@@ -930,7 +974,7 @@ COMMENT ON FUNCTION rag.detach(regclass) IS
   'Example: SELECT rag.detach(''articles'');';
 
 COMMENT ON FUNCTION rag._drop_attachment_triggers(text, regclass, bigint, interval) IS
-  'Internal: drop rag''s triggers of an attachment on its table, found by trigger function and argument (the '
+  'Internal: drop rag''s triggers of an attachment on one relation (its table, a partition), found by trigger function and argument (the '
   'attachment id), whatever their names, in tries (rag._ddl_in_tries) up to patience (55P03 naming the '
   'caller); a relation without such a trigger is not touched (rag.detach, rag.erase_tenant).';
 

@@ -1,0 +1,345 @@
+-- Attached partitioned tables: rag's triggers on every partition, and partitions that come
+-- and go. A statement trigger fires for the table a statement names: an INSERT, UPDATE,
+-- DELETE or TRUNCATE that names a partition fires the partition's triggers, not the
+-- root's, and ATTACH, DETACH or DROP of a partition moves rows in or out of the table with
+-- no write at all (unseen since 0.1.0). rag.attach watches every partition; an event
+-- trigger watches the partitions created or attached later, indexes the rows a partition
+-- brings and deletes the documents of the rows one takes away.
+
+-- rag._watch (internal): rag's four statement triggers of attachment `attachment_id` on
+-- relation `rel` (the attached table or one of its partitions), for each event no enabled
+-- trigger of the attachment covers yet. Named after the attachment, which a dump keeps
+-- (not the table's OID, which a restore changes); rag.detach finds them by function and
+-- argument, whatever their names. Creating a trigger runs none of the table's code.
+CREATE OR REPLACE FUNCTION rag._watch(attachment_id bigint, rel regclass)
+RETURNS int
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e record;
+    made int := 0;
+BEGIN
+    FOR e IN
+        SELECT v.suffix, v.clause
+        FROM (VALUES ('_ins', 4, 'INSERT ON %s REFERENCING NEW TABLE AS new_rows'),
+                     ('_upd', 16, 'UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows'),
+                     ('_del', 8, 'DELETE ON %s REFERENCING OLD TABLE AS old_rows'),
+                     ('_trunc', 32, 'TRUNCATE ON %s')) AS v (suffix, flag, clause)
+        WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t
+                          WHERE t.tgrelid = rel
+                            AND t.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
+                            AND t.tgargs = convert_to(attachment_id::text, 'UTF8') || decode('00', 'hex')
+                            AND t.tgtype::int & v.flag <> 0
+                            AND t.tgenabled IN ('O', 'A'))
+        ORDER BY v.flag
+    LOOP
+        EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER ' || e.clause
+                       || ' FOR EACH STATEMENT EXECUTE FUNCTION rag._attached_changed(%L)',
+                       'rag_attachment_' || attachment_id || e.suffix, rel, attachment_id);
+        made := made + 1;
+    END LOOP;
+    RETURN made;
+END
+$$;
+
+-- rag._watched_relations (internal): the relations that hold rag's triggers of attachment
+-- `attachment_id`: its table first, then the relations of the table's owner with such a
+-- trigger (its partitions, and former ones not yet unwatched). Another role's relation is
+-- never one: a trigger of the attachment planted there names nothing rag reads or drops.
+CREATE OR REPLACE FUNCTION rag._watched_relations(attachment_id bigint, source_table regclass)
+RETURNS SETOF regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT source_table
+    UNION ALL
+    (SELECT DISTINCT g.tgrelid::regclass
+     FROM pg_catalog.pg_trigger AS g JOIN pg_catalog.pg_class AS c ON c.oid = g.tgrelid
+     WHERE g.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
+       AND g.tgargs = convert_to(attachment_id::text, 'UTF8') || decode('00', 'hex')
+       AND g.tgrelid <> source_table
+       AND c.relowner = (SELECT r.relowner FROM pg_catalog.pg_class AS r WHERE r.oid = source_table)
+     ORDER BY 1)
+$$;
+
+-- rag._index_rows (internal): bring the documents of the keys of `rel`'s rows in line with
+-- the attached table: the table's own rows when it is attached, a partition's when one
+-- joins it (their documents are made), a former partition's when one leaves it (their
+-- rows are no longer the table's: their documents go). Sync: rag._apply_rows,
+-- rag.index_batch_size keys at a time; async: the keys are queued for the owner's worker.
+CREATE OR REPLACE FUNCTION rag._index_rows(a rag.attachments, rel regclass)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' SET DateStyle = 'ISO, MDY' SET bytea_output = 'hex' SET lc_monetary = 'C'
+SET extra_float_digits = 1   -- (keys and metadata are JSON of values whose text is the session's otherwise)
+AS $$
+DECLARE
+    batch int := rag._setting('index_batch_size')::int;
+    keys jsonb[];
+BEGIN
+    IF a.mode = 'async' THEN
+        EXECUTE format('INSERT INTO rag.queue (tenant, attachment_id, source_key) SELECT $1, $2, %s FROM %s AS t',
+                       rag._key_expr(a), rel) USING a.tenant, a.id;
+        RETURN;
+    END IF;
+    FOR keys IN EXECUTE format('SELECT array_agg(key) FROM (SELECT %s AS key, row_number() OVER () - 1 AS n FROM %s AS t) AS x
+                                GROUP BY n / %s', rag._key_expr(a), rel, batch) LOOP
+        PERFORM rag._apply_rows(a.id, keys);
+    END LOOP;
+END
+$$;
+
+-- rag._apply_gone (internal): the documents of an attached table whose row is no longer in
+-- it (a partition truncated or dropped): their keys are applied (sync; a row that
+-- row-level security hides from the caller is queued for the owner's worker, not taken for
+-- a deleted one) or queued (async). Linear in the table and its documents.
+CREATE OR REPLACE FUNCTION rag._apply_gone(a rag.attachments)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' SET DateStyle = 'ISO, MDY' SET bytea_output = 'hex' SET lc_monetary = 'C'
+SET extra_float_digits = 1   -- (keys and metadata are JSON of values whose text is the session's otherwise)
+AS $$
+DECLARE
+    batch int := rag._setting('index_batch_size')::int;
+    keys jsonb[];
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM rag.documents AS d WHERE d.tenant = a.tenant AND d.attachment_id = a.id) THEN
+        RETURN;   -- (a TRUNCATE of the whole table fires its partitions' triggers after its own)
+    END IF;
+    FOR keys IN EXECUTE format($q$
+        SELECT array_agg(g.key) FROM (
+            SELECT d.source_key AS key, row_number() OVER () - 1 AS n
+            FROM rag.documents AS d
+            WHERE d.tenant = $1 AND d.attachment_id = $2
+              AND NOT EXISTS (SELECT 1 FROM (SELECT %1$s AS key FROM %2$s AS t) AS r WHERE r.key = d.source_key)
+        ) AS g GROUP BY g.n / $3 $q$, rag._key_expr(a), a.source_table) USING a.tenant, a.id, batch LOOP
+        IF a.mode = 'async' THEN
+            INSERT INTO rag.queue (tenant, attachment_id, source_key) SELECT a.tenant, a.id, k FROM unnest(keys) AS k;
+        ELSE
+            PERFORM rag._apply_rows(a.id, keys);
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- rag._watch_partitions (internal): make the partitions watched by attachment `a` those of
+-- its table now: rag's triggers on each partition that lacks one (at any depth: a write
+-- may name an intermediate partitioned table), none left on a relation that is no longer
+-- one. With `index_rows`, the rows of a leaf partition that was not watched are indexed
+-- (ATTACH PARTITION brings rows without a write), and those of a former one are applied
+-- (DETACH PARTITION takes them away: their documents go). Returns the relations changed.
+CREATE OR REPLACE FUNCTION rag._watch_partitions(a rag.attachments, index_rows boolean)
+RETURNS int
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p record;
+    changed int := 0;
+BEGIN
+    FOR p IN
+        SELECT t.relid, t.isleaf,
+               NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS g
+                           WHERE g.tgrelid = t.relid
+                             AND g.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
+                             AND g.tgargs = convert_to(a.id::text, 'UTF8') || decode('00', 'hex')) AS unwatched
+        FROM pg_partition_tree(a.source_table) AS t
+        WHERE t.relid <> a.source_table
+        ORDER BY t.level, t.relid
+    LOOP
+        IF rag._watch(a.id, p.relid) > 0 THEN
+            changed := changed + 1;
+            IF index_rows AND p.isleaf AND p.unwatched THEN
+                PERFORM rag._index_rows(a, p.relid);
+            END IF;
+        END IF;
+    END LOOP;
+    FOR p IN
+        SELECT w AS relid, c.relkind
+        FROM rag._watched_relations(a.id, a.source_table) AS w JOIN pg_catalog.pg_class AS c ON c.oid = w
+        WHERE w NOT IN (SELECT t.relid FROM pg_partition_tree(a.source_table) AS t)
+    LOOP
+        IF index_rows AND p.relkind = 'r' THEN
+            PERFORM rag._index_rows(a, p.relid);   -- (found in the table no more: their documents go)
+        END IF;
+        PERFORM rag._drop_attachment_triggers('rag', p.relid, a.id);
+        changed := changed + 1;
+    END LOOP;
+    RETURN changed;
+END
+$$;
+
+-- rag._attachments_above (internal): the attachments whose triggers are on these
+-- relations or on a table they are partitions of, found from pg_trigger (readable by every
+-- role, whatever tenant attached the table), with the attached table: the highest such
+-- relation.
+CREATE OR REPLACE FUNCTION rag._attachments_above(rels oid[])
+RETURNS TABLE (attachment_id bigint, source_table regclass)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT DISTINCT ON (w.id) w.id, w.relid
+    FROM (SELECT split_part(encode(g.tgargs, 'escape'), '\', 1)::bigint AS id, an.relid, an.depth
+          FROM unnest(rels) AS r (oid)
+          CROSS JOIN LATERAL (SELECT x.relid, row_number() OVER () AS depth
+                              FROM pg_partition_ancestors(r.oid) AS x) AS an
+          JOIN pg_catalog.pg_trigger AS g ON g.tgrelid = an.relid
+          WHERE g.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure) AS w
+    ORDER BY w.id, w.depth DESC
+$$;
+
+-- rag._may_index (internal): the attachment, when this session may index its rows for a
+-- DDL statement: acting for its tenant, as the table's owner (indexing runs the table's
+-- code with the session's rights, as rag.resync does only in its owner's session); NULL
+-- otherwise, after a WARNING that names what was left and its fix.
+CREATE OR REPLACE FUNCTION rag._may_index(attachment_id bigint, source_table regclass, what text)
+RETURNS rag.attachments
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a rag.attachments;
+    owner name := rag._table_owner(source_table);
+BEGIN
+    BEGIN
+        SELECT * INTO a FROM rag.attachments AS x WHERE x.id = attachment_id AND x.tenant = rag.current_tenant();
+    EXCEPTION WHEN insufficient_privilege THEN
+        a := NULL;   -- (a session that acts for no tenant: a group role, a tenant not its own)
+    END;
+    IF a.id IS NOT NULL THEN
+        source_table := a.source_table;
+        owner := rag._table_owner(source_table);
+    END IF;
+    IF a.id IS NOT NULL AND owner = current_user THEN
+        RETURN a;
+    END IF;
+    RAISE WARNING 'rag: % of attached table % not indexed: this session is not its owner % acting for the tenant that attached it',
+                  what, source_table, owner
+        USING HINT = format('log in as role %I and run SELECT rag.resync(%L); in the tenant that attached it', owner, source_table::text);
+    RETURN NULL;
+END
+$$;
+
+-- rag._partitions_changed (internal): the event trigger after CREATE TABLE and ALTER TABLE.
+-- A partition created in or attached to an attached table (at any depth) gets rag's
+-- triggers and has its rows indexed; a partition detached has its triggers dropped and
+-- its rows' documents deleted. Runs as the role of the statement (the table's owner, for
+-- these statements), and costs one catalog read for a table that is no partition.
+CREATE OR REPLACE FUNCTION rag._partitions_changed()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rels oid[];
+    w record;
+    a rag.attachments;
+    new_member boolean;
+    rows_in boolean;
+    rows_out boolean;
+BEGIN
+    rels := ARRAY(SELECT DISTINCT c.objid FROM pg_event_trigger_ddl_commands() AS c
+                  JOIN pg_catalog.pg_class AS r ON r.oid = c.objid
+                  WHERE c.classid = 'pg_catalog.pg_class'::regclass AND (r.relispartition OR r.relkind = 'p'));
+    IF cardinality(rels) = 0 OR NOT has_schema_privilege('rag', 'USAGE') THEN
+        RETURN;   -- (not a partitioned table's; or a role without rag's schema, whose tables are not attached)
+    ELSIF rag._restoring() THEN
+        RETURN;   -- (a restore brings the triggers and documents of the dump)
+    ELSIF NOT has_function_privilege('rag._watch_partitions(rag.attachments, boolean)', 'EXECUTE') THEN
+        -- (a role that may not create rag's triggers: rag.check reports the partition)
+        FOR w IN SELECT * FROM rag._attachments_above(rels) ORDER BY 1 LOOP
+            RAISE WARNING 'rag: the partitions of attached table % are not all watched: role % is not a rag_writer', w.source_table, current_user
+                USING HINT = format('the table''s owner, as a rag_writer, runs SELECT rag.resync(%L);', w.source_table::text);
+        END LOOP;
+        RETURN;
+    END IF;
+    FOR w IN SELECT * FROM rag._attachments_above(rels) ORDER BY 1 LOOP
+        -- a relation of the tree without the attachment's triggers, and whether rows came
+        -- in (a leaf that was not watched) or went out (a watched relation left the tree)
+        SELECT bool_or(t.relid <> w.source_table AND NOT EXISTS (
+                           SELECT 1 FROM pg_catalog.pg_trigger AS g
+                           WHERE g.tgrelid = t.relid
+                             AND g.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
+                             AND g.tgargs = convert_to(w.attachment_id::text, 'UTF8') || decode('00', 'hex'))),
+               bool_or(t.relid <> w.source_table AND t.isleaf AND NOT EXISTS (
+                           SELECT 1 FROM pg_catalog.pg_trigger AS g
+                           WHERE g.tgrelid = t.relid
+                             AND g.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
+                             AND g.tgargs = convert_to(w.attachment_id::text, 'UTF8') || decode('00', 'hex')))
+        INTO new_member, rows_in
+        FROM pg_partition_tree(w.source_table) AS t;
+        rows_out := EXISTS (SELECT 1 FROM rag._watched_relations(w.attachment_id, w.source_table) AS r
+                            WHERE r NOT IN (SELECT t.relid FROM pg_partition_tree(w.source_table) AS t));
+        IF rows_in OR rows_out THEN
+            -- rows are indexed when this session may (rag._may_index; else a WARNING), the
+            -- triggers made in any case (a later write naming the partition is seen)
+            a := rag._may_index(w.attachment_id, w.source_table, 'the rows of a partition attached or detached');
+        END IF;
+        IF a.id IS NOT NULL THEN
+            PERFORM rag._watch_partitions(a, true);
+        ELSIF new_member OR rows_out THEN
+            a.id := w.attachment_id;
+            a.source_table := w.source_table;
+            PERFORM rag._watch_partitions(a, false);
+        END IF;
+        a := NULL;
+    END LOOP;
+END
+$$;
+
+-- rag._partitions_dropped (internal): the event trigger after DROP TABLE. A partition of an
+-- attached table that is dropped takes its rows away: the documents whose row is gone are
+-- deleted (rag._apply_gone), found by the names of the partition's rag triggers in the
+-- dropped objects.
+CREATE OR REPLACE FUNCTION rag._partitions_dropped()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ids bigint[];
+    x record;
+    a rag.attachments;
+BEGIN
+    ids := ARRAY(SELECT DISTINCT (regexp_match(o.object_identity, '^rag_attachment_(\d+)_trunc on '))[1]::bigint
+                 FROM pg_event_trigger_dropped_objects() AS o
+                 WHERE o.object_type = 'trigger' AND NOT o.original
+                   AND o.object_identity ~ '^rag_attachment_\d+_trunc on ');
+    IF cardinality(ids) = 0 OR NOT has_schema_privilege('rag', 'USAGE') OR rag._restoring() THEN
+        RETURN;
+    END IF;
+    FOR x IN
+        -- the attachments whose table is still there (its root dropped: rag.check reports it)
+        SELECT g.id, g.source_table
+        FROM (SELECT DISTINCT ON (i.id) i.id, t.tgrelid::regclass AS source_table
+              FROM unnest(ids) AS i (id)
+              JOIN pg_catalog.pg_trigger AS t
+                ON t.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
+               AND t.tgargs = convert_to(i.id::text, 'UTF8') || decode('00', 'hex')
+              JOIN pg_catalog.pg_class AS c ON c.oid = t.tgrelid
+              ORDER BY i.id, c.relispartition, t.tgrelid) AS g
+        ORDER BY g.id
+    LOOP
+        a := rag._may_index(x.id, x.source_table, 'the documents of a dropped partition''s rows');
+        IF a.id IS NOT NULL THEN
+            PERFORM rag._apply_gone(a);
+        END IF;
+    END LOOP;
+END
+$$;
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'rag_partitions_changed') THEN
+        CREATE EVENT TRIGGER rag_partitions_changed ON ddl_command_end WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
+            EXECUTE FUNCTION rag._partitions_changed();
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'rag_partitions_dropped') THEN
+        CREATE EVENT TRIGGER rag_partitions_dropped ON sql_drop WHEN TAG IN ('DROP TABLE')
+            EXECUTE FUNCTION rag._partitions_dropped();
+    END IF;
+END
+$$;
