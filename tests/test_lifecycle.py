@@ -117,6 +117,10 @@ def _fill(url: str) -> bool:
         su.execute("INSERT INTO public.articles VALUES (1, 'Ferries', 'The harbour ferry leaves at six.'), "
                    "(2, 'Trains', 'The night train to the coast runs on Fridays.')")
         su.execute("SELECT rag.attach('public.articles', 'body', title_column => 'title')")
+        su.execute("CREATE TABLE public.shelves (id int PRIMARY KEY, body text NOT NULL) PARTITION BY RANGE (id)")
+        su.execute("CREATE TABLE public.shelves_low PARTITION OF public.shelves FOR VALUES FROM (0) TO (100)")
+        su.execute("INSERT INTO public.shelves VALUES (1, 'Shelf one holds the atlases.')")
+        su.execute("SELECT rag.attach('public.shelves', 'body')")
         su.execute("CREATE TABLE public.tickets (id int PRIMARY KEY, body text NOT NULL)")
         su.execute("SELECT rag.attach('public.tickets', 'body', mode => 'async')")
         su.execute("INSERT INTO public.tickets SELECT i, 'Ticket ' || i || ': the printer jams.' "
@@ -239,6 +243,12 @@ def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db, old):
         assert su.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.articles'::regclass "
                           "AND tgfoid = 'rag._attached_changed()'::regprocedure "
                           "AND tgtype::int & 32 <> 0").fetchone()[0] == 1
+        # and each partition of an attached table its four (0.8.0): a write naming it is seen
+        assert su.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.shelves_low'::regclass "
+                          "AND tgfoid = 'rag._attached_changed()'::regprocedure").fetchone()[0] == 4
+        su.execute("INSERT INTO public.shelves_low VALUES (2, 'Shelf two holds the dictionaries.')")
+        assert su.execute("SELECT array_agg(source_key->>'id' ORDER BY 1) FROM rag.documents "
+                          "WHERE source_table = 'public.shelves'").fetchone()[0] == ["1", "2"]
         # the old release's triggers (named after the table's OID) are found by rag.detach
         assert su.execute("SELECT rag.detach('public.articles')").fetchone()[0] is True
         assert su.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.articles'::regclass "
@@ -456,6 +466,9 @@ def _still_works(url: str, before_models: str) -> None:
         triggers = ("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.articles'::regclass "
                     "AND tgfoid = 'rag._attached_changed()'::regprocedure")
         assert su.execute(triggers).fetchone()[0] == 4   # INSERT, UPDATE, DELETE, TRUNCATE
+        # a partition's triggers came back too; a write naming it is indexed
+        su.execute("INSERT INTO public.shelves_low VALUES (3, 'Shelf three holds the maps.')")
+        assert su.execute("SELECT count(*) FROM rag.documents WHERE source_table = 'public.shelves'").fetchone()[0] == 2
         assert su.execute("SELECT rag.detach('public.articles')").fetchone()[0] is True
         assert su.execute(triggers).fetchone()[0] == 0
         su.execute("INSERT INTO public.articles VALUES (4, 'Oars', 'Oars row the boat.')")

@@ -234,19 +234,33 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    rels oid[];
-    w record;
-    a rag.attachments;
-    new_member boolean;
-    rows_in boolean;
-    rows_out boolean;
+    rels oid[];   -- (no variable of rag's types: a role without rag's schema could not run this)
 BEGIN
     rels := ARRAY(SELECT DISTINCT c.objid FROM pg_event_trigger_ddl_commands() AS c
                   JOIN pg_catalog.pg_class AS r ON r.oid = c.objid
                   WHERE c.classid = 'pg_catalog.pg_class'::regclass AND (r.relispartition OR r.relkind = 'p'));
     IF cardinality(rels) = 0 OR NOT has_schema_privilege('rag', 'USAGE') THEN
         RETURN;   -- (not a partitioned table's; or a role without rag's schema, whose tables are not attached)
-    ELSIF rag._restoring() THEN
+    END IF;
+    PERFORM rag._follow_partitions(rels);
+END
+$$;
+
+-- rag._follow_partitions (internal): what rag._partitions_changed does for these relations
+-- (created or altered, partitions or partitioned) once the role is known to use rag.
+CREATE OR REPLACE FUNCTION rag._follow_partitions(rels oid[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    w record;
+    a rag.attachments;
+    new_member boolean;
+    rows_in boolean;
+    rows_out boolean;
+BEGIN
+    IF rag._restoring() THEN
         RETURN;   -- (a restore brings the triggers and documents of the dump)
     ELSIF NOT has_function_privilege('rag._watch_partitions(rag.attachments, boolean)', 'EXECUTE') THEN
         -- (a role that may not create rag's triggers: rag.check reports the partition)
@@ -300,15 +314,35 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    ids bigint[];
-    x record;
-    a rag.attachments;
+    ids bigint[];   -- (no variable of rag's types: a role without rag's schema could not run this)
 BEGIN
     ids := ARRAY(SELECT DISTINCT (regexp_match(o.object_identity, '^rag_attachment_(\d+)_trunc on '))[1]::bigint
                  FROM pg_event_trigger_dropped_objects() AS o
                  WHERE o.object_type = 'trigger' AND NOT o.original
                    AND o.object_identity ~ '^rag_attachment_\d+_trunc on ');
-    IF cardinality(ids) = 0 OR NOT has_schema_privilege('rag', 'USAGE') OR rag._restoring() THEN
+    IF cardinality(ids) = 0 OR NOT has_schema_privilege('rag', 'USAGE') THEN
+        RETURN;
+    END IF;
+    PERFORM rag._follow_dropped(ids);
+END
+$$;
+
+-- rag._follow_dropped (internal): what rag._partitions_dropped does for the attachments
+-- whose triggers went with a dropped table.
+CREATE OR REPLACE FUNCTION rag._follow_dropped(ids bigint[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    x record;
+    a rag.attachments;
+BEGIN
+    IF rag._restoring() THEN
+        RETURN;
+    ELSIF NOT has_function_privilege('rag._apply_gone(rag.attachments)', 'EXECUTE') THEN
+        RAISE WARNING 'rag: the documents of a dropped partition''s rows are left: role % is not a rag_writer', current_user
+            USING HINT = 'the attached table''s owner, as a rag_writer, runs SELECT rag.resync(...) on it';
         RETURN;
     END IF;
     FOR x IN

@@ -961,6 +961,14 @@ COMMENT ON FUNCTION rag._partitions_dropped() IS
   'Internal: event trigger function after DROP TABLE: a dropped partition of an attached table takes its '
   'rows'' documents with it (rag._apply_gone).';
 
+COMMENT ON FUNCTION rag._follow_partitions(oid[]) IS
+  'Internal: the work of rag._partitions_changed for the relations of a DDL statement, once its role is '
+  'known to use rag: triggers on new partitions, rows indexed when the session may (rag._may_index).';
+
+COMMENT ON FUNCTION rag._follow_dropped(bigint[]) IS
+  'Internal: the work of rag._partitions_dropped for the attachments whose triggers went with a dropped '
+  'table: rag._apply_gone when the session may (rag._may_index).';
+
 COMMENT ON EVENT TRIGGER rag_partitions_changed IS
   'rag: keeps the partitions of attached tables watched (CREATE TABLE ... PARTITION OF, ATTACH and DETACH '
   'PARTITION): rag._partitions_changed.';

@@ -53,6 +53,8 @@ GRANT EXECUTE ON FUNCTION
     rag._attachments_above(oid[]),   -- (the event triggers, for any role with the schema)
     rag._partitions_changed(),
     rag._partitions_dropped(),
+    rag._follow_partitions(oid[]),
+    rag._follow_dropped(bigint[]),
     rag._is_superuser(),
     rag._owns_chunks(),
     rag._is_member(name),
