@@ -247,8 +247,9 @@ def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db, old):
         assert su.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.shelves_low'::regclass "
                           "AND tgfoid = 'rag._attached_changed()'::regprocedure").fetchone()[0] == 4
         su.execute("INSERT INTO public.shelves_low VALUES (2, 'Shelf two holds the dictionaries.')")
-        assert su.execute("SELECT array_agg(source_key->>'id' ORDER BY 1) FROM rag.documents "
-                          "WHERE source_table = 'public.shelves'").fetchone()[0] == ["1", "2"]
+        assert su.execute("SELECT array_agg(d.source_key->>'id' ORDER BY 1) FROM rag.documents AS d "
+                          "JOIN rag.attachments AS a ON a.id = d.attachment_id "
+                          "WHERE a.source_table = 'public.shelves'::regclass").fetchone()[0] == ["1", "2"]
         # the old release's triggers (named after the table's OID) are found by rag.detach
         assert su.execute("SELECT rag.detach('public.articles')").fetchone()[0] is True
         assert su.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.articles'::regclass "
@@ -274,8 +275,9 @@ def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db, old):
         out = {t: (r, k) for t, r, k in su.execute(
             "SELECT table_name, removed, kept FROM rag.erase_tenant(%s, keep_usage => false)", (me,)).fetchall()}
         assert all(k == 0 for _, k in out.values()), out
-        assert out["rag.attachments"] == (1, 0) and out["rag.documents"][0] == 3, out   # the tickets' rows
-        assert su.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.tickets'::regclass "
+        assert out["rag.attachments"] == (2, 0) and out["rag.documents"][0] == 5, out   # the tickets', the shelves'
+        assert su.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid IN ('public.tickets'::regclass, "
+                          "'public.shelves'::regclass, 'public.shelves_low'::regclass) "
                           "AND NOT tgisinternal").fetchone()[0] == 0
         assert su.execute("SELECT count(*) FROM public.tickets").fetchone()[0] == 3
         assert su.execute(others, (me,)).fetchall() == kept_before
@@ -468,7 +470,8 @@ def _still_works(url: str, before_models: str) -> None:
         assert su.execute(triggers).fetchone()[0] == 4   # INSERT, UPDATE, DELETE, TRUNCATE
         # a partition's triggers came back too; a write naming it is indexed
         su.execute("INSERT INTO public.shelves_low VALUES (3, 'Shelf three holds the maps.')")
-        assert su.execute("SELECT count(*) FROM rag.documents WHERE source_table = 'public.shelves'").fetchone()[0] == 2
+        assert su.execute("SELECT count(*) FROM rag.documents AS d JOIN rag.attachments AS a ON a.id = d.attachment_id "
+                          "WHERE a.source_table = 'public.shelves'::regclass").fetchone()[0] == 2
         assert su.execute("SELECT rag.detach('public.articles')").fetchone()[0] is True
         assert su.execute(triggers).fetchone()[0] == 0
         su.execute("INSERT INTO public.articles VALUES (4, 'Oars', 'Oars row the boat.')")

@@ -160,7 +160,8 @@ BEGIN
     FOR p IN
         SELECT w AS relid, c.relkind
         FROM rag._watched_relations(a.id, a.source_table) AS w JOIN pg_catalog.pg_class AS c ON c.oid = w
-        WHERE w NOT IN (SELECT t.relid FROM pg_partition_tree(a.source_table) AS t)
+        WHERE w <> a.source_table   -- (a table that is not partitioned has no tree)
+          AND w NOT IN (SELECT t.relid FROM pg_partition_tree(a.source_table) AS t)
     LOOP
         IF index_rows AND p.relkind = 'r' THEN
             PERFORM rag._index_rows(a, p.relid);   -- (found in the table no more: their documents go)
@@ -286,7 +287,8 @@ BEGIN
         INTO new_member, rows_in
         FROM pg_partition_tree(w.source_table) AS t;
         rows_out := EXISTS (SELECT 1 FROM rag._watched_relations(w.attachment_id, w.source_table) AS r
-                            WHERE r NOT IN (SELECT t.relid FROM pg_partition_tree(w.source_table) AS t));
+                            WHERE r <> w.source_table
+                              AND r NOT IN (SELECT t.relid FROM pg_partition_tree(w.source_table) AS t));
         IF rows_in OR rows_out THEN
             -- rows are indexed when this session may (rag._may_index; else a WARNING), the
             -- triggers made in any case (a later write naming the partition is seen)
