@@ -9,6 +9,7 @@ import uuid
 
 import psycopg
 import pytest
+from pgtest import as_role, with_db
 
 
 def _alice(db, connect):
@@ -175,3 +176,148 @@ def test_detach_drops_the_triggers_of_every_partition(db, connect):
     assert _watched(alice, att) == {}
     alice.execute("INSERT INTO notes_a VALUES (9, 'Written after the detach.')")
     assert _docs(alice) == {}
+
+
+# Hostile review 41 (0.8.0, against the first version of the above): each test replays a
+# finding and failed on that image (docs/security.md).
+
+def _mallory(db, dsn):
+    """A fresh rag_writer login role whose key domain's CHECK function, run in a session whose
+    login is a superuser, resets the role, makes mallory a superuser and sets the role back."""
+    name = f"mallory_{uuid.uuid4().hex[:8]}"
+    db.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{name}' IN ROLE rag_writer")
+    db.execute(f"GRANT CREATE ON SCHEMA public TO {name}")
+    m = psycopg.connect(as_role(dsn, name), autocommit=True)
+    m.execute(f"""CREATE FUNCTION chk(v int) RETURNS boolean LANGUAGE plpgsql AS $f$
+        BEGIN
+          IF session_user <> current_user AND (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) THEN
+            RESET ROLE;
+            EXECUTE 'ALTER ROLE {name} SUPERUSER';
+            SET ROLE {name};
+          END IF;
+          RETURN true;
+        END $f$""")
+    m.execute("CREATE DOMAIN okint AS int CHECK (chk(VALUE))")
+    # the partition key is a plain int: Postgres' own ATTACH and DROP run none of mallory's code
+    m.execute("CREATE TABLE trap (part int, k okint, body text, PRIMARY KEY (part, k)) PARTITION BY RANGE (part)")
+    m.execute("CREATE TABLE trap_a PARTITION OF trap FOR VALUES FROM (0) TO (100)")
+    m.execute("SELECT rag.attach('trap', 'body')")
+    return name, m
+
+
+@pytest.mark.parametrize("ddl", ["attach", "drop"])
+def test_a_superusers_set_role_partition_ddl_does_not_run_the_owners_code(db, dsn, ddl):
+    """Review 41, finding 1 (high): the event triggers indexed rows when owner = current_user,
+    so a DBA's `SET ROLE owner; ALTER TABLE ... ATTACH PARTITION` (or DROP of a partition) ran
+    the owner's key domain check in a session whose login is a superuser, and that code made
+    its owner a superuser. Rows are indexed in the owner's own login session only
+    (rag._own_session); otherwise a WARNING, and the owner's rag.resync."""
+    name, m = _mallory(db, dsn)
+    try:
+        if ddl == "attach":
+            m.execute("CREATE TABLE trap_load (part int, k okint, body text, PRIMARY KEY (part, k))")
+            m.execute("INSERT INTO trap_load VALUES (150, 1, 'The ferry to the island leaves at seven.')")
+            statement = "ALTER TABLE trap ATTACH PARTITION trap_load FOR VALUES FROM (100) TO (200)"
+        else:
+            m.execute("CREATE TABLE trap_b PARTITION OF trap FOR VALUES FROM (100) TO (200)")
+            m.execute("INSERT INTO trap VALUES (150, 1, 'The bakery on the square opens at six.')")
+            statement = "DROP TABLE trap_b"
+        db.execute(f"SET ROLE {name}")
+        db.execute(statement)
+        db.execute("RESET ROLE")
+        assert db.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (name,)).fetchone()[0] is False
+        m.execute("SELECT rag.resync('trap')")       # the owner's own session does the rows' work
+        docs = m.execute("SELECT count(*) FROM rag.documents WHERE source_table = 'public.trap'").fetchone()[0]
+        assert docs == (1 if ddl == "attach" else 0)
+    finally:
+        db.execute("RESET ROLE")
+        db.execute(f"ALTER ROLE {name} NOSUPERUSER")
+        m.close()
+
+
+def test_partitions_of_another_owner_are_unwatched_by_detach_or_it_says_why_not(db, connect):
+    """Review 41, findings 2 and 3: ALTER TABLE ... OWNER TO does not reach partitions, and rag
+    looked only at relations of the root's owner: rag.detach left its triggers on a
+    partition of another role (every later write naming it failed), and a DETACH PARTITION
+    of another role's partition left its rows' documents searchable. Now rag.detach by the
+    root's owner refuses (42501, naming the partition), a superuser's drops them all; the
+    documents of a detached partition of another role go (read from the table, not from the
+    partition), and a WARNING says its triggers are its owner's to drop."""
+    alice = _alice(db, connect)
+    att = alice.execute("SELECT rag.attach('notes', 'body')").fetchone()[0]
+    db.execute("ALTER TABLE notes_b1 OWNER TO bob")
+    warnings = []
+    alice.add_notice_handler(lambda d: warnings.append(d.message_primary))
+    alice.execute("ALTER TABLE notes_b DETACH PARTITION notes_b1")
+    assert 120 not in _docs(alice)
+    assert any("notes_b1" in w and "left" in w for w in warnings), warnings
+    db.execute("ALTER TABLE notes_a OWNER TO bob")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="partition public.notes_a .* belongs to role bob"):
+        alice.execute("SELECT rag.detach('notes')")
+    db.execute("SET rag.tenant = 'alice'")
+    assert db.execute("SELECT rag.detach('notes')").fetchone()[0] is True
+    assert set(_watched(alice, att)) == {"notes_b1"}     # (bob's own table now: his to drop)
+    connect("bob").execute("INSERT INTO notes_a VALUES (2, 'Written by its owner after the detach.')")
+
+
+def test_planted_trigger_names_and_arguments_do_not_break_ddl(db, connect):
+    """Review 41, findings 5 and 7: rag cast the digits of any dropped trigger named
+    rag_attachment_<digits>_trunc, and the argument of any rag._attached_changed trigger,
+    to bigint: bob's view trigger named with 20 digits made alice's DROP TABLE ... CASCADE
+    fail (22003), his trigger with argument 'x' a superuser's DDL on his table (22P02)."""
+    db.execute("GRANT CREATE ON SCHEMA public TO alice, bob")
+    alice, bob = connect("alice"), connect("bob")
+    alice.execute("CREATE TABLE shared (id int PRIMARY KEY, body text)")
+    alice.execute("GRANT SELECT ON shared TO bob")
+    bob.execute("CREATE VIEW bobview AS SELECT * FROM shared")
+    bob.execute("CREATE FUNCTION nop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$")
+    bob.execute("CREATE TRIGGER rag_attachment_99999999999999999999_trunc INSTEAD OF INSERT ON bobview "
+                "FOR EACH ROW EXECUTE FUNCTION nop()")
+    alice.execute("DROP TABLE shared CASCADE")
+    bob.execute("CREATE TABLE bobs (id int PRIMARY KEY, body text) PARTITION BY RANGE (id)")
+    bob.execute("CREATE TRIGGER planted AFTER TRUNCATE ON bobs FOR EACH STATEMENT "
+                "EXECUTE FUNCTION rag._attached_changed('x')")
+    db.execute("CREATE TABLE public.bobs_1 PARTITION OF public.bobs FOR VALUES FROM (0) TO (10)")
+    db.execute("ALTER TABLE public.bobs ADD COLUMN extra text")
+
+
+def test_a_partition_dropped_with_its_schema_takes_its_documents(db, connect):
+    """Review 41, finding 8: the sql_drop trigger followed DROP TABLE only."""
+    db.execute("CREATE SCHEMA archive AUTHORIZATION alice")
+    alice = _alice(db, connect)
+    alice.execute("CREATE TABLE archive.notes_old PARTITION OF notes FOR VALUES FROM (-100) TO (0)")
+    alice.execute("INSERT INTO notes VALUES (-1, 'The old lighthouse keeper retired in 1990.')")
+    alice.execute("SELECT rag.attach('notes', 'body')")
+    alice.execute("DROP SCHEMA archive CASCADE")
+    assert set(_docs(alice)) == {1, 120}
+
+
+def test_an_owners_trigger_under_rags_name_does_not_stop_the_upgrade(server_url):
+    """Review 41, finding 6: the 0.8.0 step 040 ran CREATE TRIGGER rag_attachment_<id>_<event>
+    on each partition: a writer whose partition had a trigger of her own under that name
+    made ALTER EXTENSION rag UPDATE fail for the whole database (42710). The trigger is left
+    with a WARNING, and rag.check reports the partition."""
+    name = "r41_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(server_url, autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {name}")
+    url = with_db(server_url, name)
+    try:
+        with psycopg.connect(url, autocommit=True) as su:
+            su.execute("CREATE EXTENSION rag VERSION '0.7.0' CASCADE")
+            su.execute("GRANT CREATE ON SCHEMA public TO alice")
+        with psycopg.connect(as_role(url, "alice"), autocommit=True) as alice:
+            alice.execute("CREATE TABLE notes (id int PRIMARY KEY, body text) PARTITION BY RANGE (id)")
+            alice.execute("CREATE TABLE notes_a PARTITION OF notes FOR VALUES FROM (0) TO (100)")
+            att = alice.execute("SELECT rag.attach('notes', 'body', mode => 'async')").fetchone()[0]
+            alice.execute("CREATE FUNCTION mine() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$")
+            alice.execute(f"CREATE TRIGGER rag_attachment_{att}_ins AFTER INSERT ON notes_a "
+                          "FOR EACH STATEMENT EXECUTE FUNCTION mine()")
+        with psycopg.connect(url, autocommit=True) as su:
+            su.execute("ALTER EXTENSION rag UPDATE")
+            assert su.execute("SELECT extversion FROM pg_extension WHERE extname = 'rag'").fetchone()[0] == "0.8.0"
+        with psycopg.connect(as_role(url, "alice"), autocommit=True) as alice:
+            assert _watched(alice, att) == {"notes": 4, "notes_a": 3}
+            assert any("name a partition" in p for p, in alice.execute("SELECT problem FROM rag.check()").fetchall())
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as c:
+            c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

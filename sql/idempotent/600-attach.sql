@@ -374,6 +374,8 @@ AS $$
 DECLARE
     gone bigint;
     owner name;
+    part regclass;
+    part_owner name;
 BEGIN
     SELECT x.id INTO gone FROM rag.attachments AS x
     WHERE x.source_table = detach.source_table AND x.tenant = rag.current_tenant();
@@ -387,6 +389,14 @@ BEGIN
         RAISE EXCEPTION 'rag.detach: table % belongs to role %, and dropping rag''s triggers on it needs its owner',
                         source_table, owner
             USING ERRCODE = 'insufficient_privilege', HINT = format('detach it as its owner (SET ROLE %I) or a superuser', owner);
+    END IF;
+    -- a partition another role owns (a DBA may hand one over): its triggers are its owner's to drop
+    SELECT w, rag._table_owner(w) INTO part, part_owner FROM rag._watched_relations(gone, source_table) AS w
+    WHERE NOT rag._is_superuser() AND NOT pg_has_role(rag._table_owner(w), 'MEMBER') LIMIT 1;
+    IF part IS NOT NULL THEN
+        RAISE EXCEPTION 'rag.detach: partition % of table % belongs to role %, and dropping rag''s triggers on it needs its owner',
+                        part, source_table, part_owner
+            USING ERRCODE = 'insufficient_privilege', HINT = format('detach it as a superuser, or ALTER TABLE %s OWNER TO %I first', part, owner);
     END IF;
     -- its triggers first (on the table and its partitions), then its row: a writer of the
     -- table waits for the table's lock and no longer for the row its trigger reads (no

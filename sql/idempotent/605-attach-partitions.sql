@@ -44,9 +44,11 @@ END
 $$;
 
 -- rag._watched_relations (internal): the relations that hold rag's triggers of attachment
--- `attachment_id`: its table first, then the relations of the table's owner with such a
--- trigger (its partitions, and former ones not yet unwatched). Another role's relation is
--- never one: a trigger of the attachment planted there names nothing rag reads or drops.
+-- `attachment_id`: its table first, then its partitions with such a trigger (whoever owns
+-- them: a partition may be another role's), then the table owner's other relations with
+-- one (former partitions not yet unwatched). Another role's relation outside the tree is
+-- never one: a trigger planted there with the attachment's id names nothing rag reads or
+-- drops (rag._watch_partitions only warns about one that may be a former partition).
 CREATE OR REPLACE FUNCTION rag._watched_relations(attachment_id bigint, source_table regclass)
 RETURNS SETOF regclass
 LANGUAGE sql STABLE
@@ -59,7 +61,8 @@ AS $$
      WHERE g.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
        AND g.tgargs = convert_to(attachment_id::text, 'UTF8') || decode('00', 'hex')
        AND g.tgrelid <> source_table
-       AND c.relowner = (SELECT r.relowner FROM pg_catalog.pg_class AS r WHERE r.oid = source_table)
+       AND (g.tgrelid IN (SELECT t.relid FROM pg_partition_tree(source_table) AS t)
+            OR c.relowner = (SELECT r.relowner FROM pg_catalog.pg_class AS r WHERE r.oid = source_table))
      ORDER BY 1)
 $$;
 
@@ -139,6 +142,7 @@ AS $$
 DECLARE
     p record;
     changed int := 0;
+    gone boolean := false;
 BEGIN
     FOR p IN
         SELECT t.relid, t.isleaf,
@@ -169,6 +173,28 @@ BEGIN
         PERFORM rag._drop_attachment_triggers('rag', p.relid, a.id);
         changed := changed + 1;
     END LOOP;
+    -- another role's relation with the attachment's triggers, outside the tree: a former
+    -- partition of its (a DBA may hand a partition to another role), or one planted with the
+    -- attachment's id. Not read (its code would run with this session's rights), its
+    -- triggers not dropped (they are its owner's to drop): the documents whose row the
+    -- table no longer has go, from the table (rag._apply_gone)
+    FOR p IN
+        SELECT g.tgrelid::regclass AS relid, pg_get_userbyid(min(c.relowner)) AS owner
+        FROM pg_catalog.pg_trigger AS g JOIN pg_catalog.pg_class AS c ON c.oid = g.tgrelid
+        WHERE g.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
+          AND g.tgargs = convert_to(a.id::text, 'UTF8') || decode('00', 'hex')
+          AND g.tgrelid NOT IN (SELECT w FROM rag._watched_relations(a.id, a.source_table) AS w)
+        GROUP BY g.tgrelid ORDER BY 1
+    LOOP
+        gone := index_rows;
+        RAISE WARNING 'rag: table % of role % holds rag''s triggers of attached table % and is no partition of it: they are left',
+                      p.relid, p.owner, a.source_table
+            USING HINT = format('role %I drops them (DROP TRIGGER ... ON %s for each trigger of rag._attached_changed(%s))',
+                                p.owner, p.relid, a.id);
+    END LOOP;
+    IF gone THEN
+        PERFORM rag._apply_gone(a);
+    END IF;
     RETURN changed;
 END
 $$;
@@ -188,14 +214,17 @@ AS $$
           CROSS JOIN LATERAL (SELECT x.relid, row_number() OVER () AS depth
                               FROM pg_partition_ancestors(r.oid) AS x) AS an
           JOIN pg_catalog.pg_trigger AS g ON g.tgrelid = an.relid
-          WHERE g.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure) AS w
+          WHERE g.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
+            AND g.tgnargs = 1 AND encode(g.tgargs, 'escape') ~ '^\d{1,18}\\000$') AS w   -- (a planted 'x' is no id, review 41)
     ORDER BY w.id, w.depth DESC
 $$;
 
 -- rag._may_index (internal): the attachment, when this session may index its rows for a
--- DDL statement: acting for its tenant, as the table's owner (indexing runs the table's
--- code with the session's rights, as rag.resync does only in its owner's session); NULL
--- otherwise, after a WARNING that names what was left and its fix.
+-- DDL statement: acting for its tenant, in the table's owner's own login session
+-- (rag._own_session: indexing runs the table's code, a key domain's check, with the
+-- session's rights, and after a superuser's SET ROLE that code may reset the role to the
+-- superuser's, hostile review 41; Postgres' own ATTACH, DETACH and DROP run none of it);
+-- NULL otherwise, after a WARNING that names what was left and its fix.
 CREATE OR REPLACE FUNCTION rag._may_index(attachment_id bigint, source_table regclass, what text)
 RETURNS rag.attachments
 LANGUAGE plpgsql VOLATILE
@@ -214,10 +243,10 @@ BEGIN
         source_table := a.source_table;
         owner := rag._table_owner(source_table);
     END IF;
-    IF a.id IS NOT NULL AND owner = current_user THEN
+    IF a.id IS NOT NULL AND rag._own_session(owner) THEN
         RETURN a;
     END IF;
-    RAISE WARNING 'rag: % of attached table % not indexed: this session is not its owner % acting for the tenant that attached it',
+    RAISE WARNING 'rag: % of attached table % not indexed: this session is not its owner %''s own login acting for the tenant that attached it',
                   what, source_table, owner
         USING HINT = format('log in as role %I and run SELECT rag.resync(%L); in the tenant that attached it', owner, source_table::text);
     RETURN NULL;
@@ -286,9 +315,11 @@ BEGIN
                              AND g.tgargs = convert_to(w.attachment_id::text, 'UTF8') || decode('00', 'hex')))
         INTO new_member, rows_in
         FROM pg_partition_tree(w.source_table) AS t;
-        rows_out := EXISTS (SELECT 1 FROM rag._watched_relations(w.attachment_id, w.source_table) AS r
-                            WHERE r <> w.source_table
-                              AND r NOT IN (SELECT t.relid FROM pg_partition_tree(w.source_table) AS t));
+        rows_out := EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS g
+                            WHERE g.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
+                              AND g.tgargs = convert_to(w.attachment_id::text, 'UTF8') || decode('00', 'hex')
+                              AND g.tgrelid <> w.source_table
+                              AND g.tgrelid NOT IN (SELECT t.relid FROM pg_partition_tree(w.source_table) AS t));
         IF rows_in OR rows_out THEN
             -- rows are indexed when this session may (rag._may_index; else a WARNING), the
             -- triggers made in any case (a later write naming the partition is seen)
@@ -318,10 +349,10 @@ AS $$
 DECLARE
     ids bigint[];   -- (no variable of rag's types: a role without rag's schema could not run this)
 BEGIN
-    ids := ARRAY(SELECT DISTINCT (regexp_match(o.object_identity, '^rag_attachment_(\d+)_trunc on '))[1]::bigint
+    ids := ARRAY(SELECT DISTINCT (regexp_match(o.object_identity, '^rag_attachment_(\d{1,18})_trunc on '))[1]::bigint
                  FROM pg_event_trigger_dropped_objects() AS o
                  WHERE o.object_type = 'trigger' AND NOT o.original
-                   AND o.object_identity ~ '^rag_attachment_\d+_trunc on ');
+                   AND o.object_identity ~ '^rag_attachment_\d{1,18}_trunc on ');   -- (a longer one is no id: review 41)
     IF cardinality(ids) = 0 OR NOT has_schema_privilege('rag', 'USAGE') THEN
         RETURN;
     END IF;
@@ -367,15 +398,23 @@ BEGIN
 END
 $$;
 
+-- the event triggers, made again when a release changes the statements they follow
 DO $$
+DECLARE
+    want record;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'rag_partitions_changed') THEN
-        CREATE EVENT TRIGGER rag_partitions_changed ON ddl_command_end WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
-            EXECUTE FUNCTION rag._partitions_changed();
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'rag_partitions_dropped') THEN
-        CREATE EVENT TRIGGER rag_partitions_dropped ON sql_drop WHEN TAG IN ('DROP TABLE')
-            EXECUTE FUNCTION rag._partitions_dropped();
-    END IF;
+    FOR want IN SELECT * FROM (VALUES
+            ('rag_partitions_changed', 'ddl_command_end', ARRAY['CREATE TABLE', 'ALTER TABLE'], 'rag._partitions_changed()'),
+            ('rag_partitions_dropped', 'sql_drop', ARRAY['DROP TABLE', 'DROP SCHEMA', 'DROP OWNED'], 'rag._partitions_dropped()'))
+            AS w (name, event, tags, fn) LOOP
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger AS e
+                   WHERE e.evtname = want.name AND (e.evtevent <> want.event OR e.evttags IS DISTINCT FROM want.tags)) THEN
+            EXECUTE format('DROP EVENT TRIGGER %I', want.name);
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger AS e WHERE e.evtname = want.name) THEN
+            EXECUTE format('CREATE EVENT TRIGGER %I ON %I WHEN TAG IN (%s) EXECUTE FUNCTION %s', want.name, want.event,
+                           (SELECT string_agg(quote_literal(t), ', ') FROM unnest(want.tags) AS t), want.fn);
+        END IF;
+    END LOOP;
 END
 $$;
