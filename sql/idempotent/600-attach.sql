@@ -72,7 +72,7 @@ BEGIN
     IF a.id IS NULL THEN
         RAISE EXCEPTION 'rag: attachment % is not one of tenant %''s', attachment_id, rag.current_tenant()
             USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'write to an attached table as a role that may act for the tenant that attached it';
+                  HINT = 'write to an attached table as a role that may act for the tenant that attached it (a table that is no partition of an attached table any more keeps rag''s triggers until its owner drops them)';
     END IF;
     RETURN a;
 END
