@@ -170,8 +170,15 @@ BEGIN
         IF index_rows AND p.relkind = 'r' THEN
             PERFORM rag._index_rows(a, p.relid);   -- (found in the table no more: their documents go)
         END IF;
-        PERFORM rag._drop_attachment_triggers('rag', p.relid, a.id);
-        changed := changed + 1;
+        IF pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class AS c WHERE c.oid = p.relid), 'USAGE')
+           OR rag._is_superuser() THEN
+            PERFORM rag._drop_attachment_triggers('rag', p.relid, a.id);
+            changed := changed + 1;
+        ELSE   -- (the table's owner's, detached by another role that owned its parent)
+            RAISE WARNING 'rag: table % is no partition of attached table % any more, and rag''s triggers on it are left for its owner to drop',
+                          p.relid, a.source_table
+                USING HINT = format('its owner runs SELECT rag.resync(%L);', a.source_table::text);
+        END IF;
     END LOOP;
     -- another role's relation with the attachment's triggers, outside the tree: a former
     -- partition of its (a DBA may hand a partition to another role), or one planted with the
