@@ -68,8 +68,7 @@ $$;
 
 -- rag._index_rows (internal): bring the documents of the keys of `rel`'s rows in line with
 -- the attached table: the table's own rows when it is attached, a partition's when one
--- joins it (their documents are made), a former partition's when one leaves it (their
--- rows are no longer the table's: their documents go). Sync: rag._apply_rows,
+-- joins it (their documents are made). Sync: rag._apply_rows,
 -- rag.index_batch_size keys at a time; async: the keys are queued for the owner's worker.
 CREATE OR REPLACE FUNCTION rag._index_rows(a rag.attachments, rel regclass)
 RETURNS void
@@ -95,9 +94,11 @@ END
 $$;
 
 -- rag._apply_gone (internal): the documents of an attached table whose row is no longer in
--- it (a partition truncated or dropped): their keys are applied (sync; a row that
--- row-level security hides from the caller is queued for the owner's worker, not taken for
--- a deleted one) or queued (async). Linear in the table and its documents.
+-- it (a partition detached, truncated or dropped): their keys are applied at once (sync;
+-- each finds no row, so nothing is embedded: one statement deletes them all, as a DELETE
+-- of those rows would; a row that row-level security hides from the caller is queued for
+-- the owner's worker, not taken for a deleted one) or queued (async). Linear in the table
+-- and its documents (one anti-join).
 CREATE OR REPLACE FUNCTION rag._apply_gone(a rag.attachments)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -106,25 +107,21 @@ SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' SET DateStyle = 'ISO, MDY' S
 SET extra_float_digits = 1   -- (keys and metadata are JSON of values whose text is the session's otherwise)
 AS $$
 DECLARE
-    batch int := rag._setting('index_batch_size')::int;
     keys jsonb[];
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM rag.documents AS d WHERE d.tenant = a.tenant AND d.attachment_id = a.id) THEN
         RETURN;   -- (a TRUNCATE of the whole table fires its partitions' triggers after its own)
     END IF;
-    FOR keys IN EXECUTE format($q$
-        SELECT array_agg(g.key) FROM (
-            SELECT d.source_key AS key, row_number() OVER () - 1 AS n
-            FROM rag.documents AS d
-            WHERE d.tenant = $1 AND d.attachment_id = $2
-              AND NOT EXISTS (SELECT 1 FROM (SELECT %1$s AS key FROM %2$s AS t) AS r WHERE r.key = d.source_key)
-        ) AS g GROUP BY g.n / $3 $q$, rag._key_expr(a), a.source_table) USING a.tenant, a.id, batch LOOP
-        IF a.mode = 'async' THEN
-            INSERT INTO rag.queue (tenant, attachment_id, source_key) SELECT a.tenant, a.id, k FROM unnest(keys) AS k;
-        ELSE
-            PERFORM rag._apply_rows(a.id, keys);
-        END IF;
-    END LOOP;
+    EXECUTE format($q$
+        SELECT array_agg(d.source_key) FROM rag.documents AS d
+        WHERE d.tenant = $1 AND d.attachment_id = $2
+          AND NOT EXISTS (SELECT 1 FROM (SELECT %1$s AS key FROM %2$s AS t) AS r WHERE r.key = d.source_key) $q$,
+        rag._key_expr(a), a.source_table) INTO keys USING a.tenant, a.id;
+    IF a.mode = 'async' THEN
+        INSERT INTO rag.queue (tenant, attachment_id, source_key) SELECT a.tenant, a.id, k FROM unnest(keys) AS k;
+    ELSE
+        PERFORM rag._apply_rows(a.id, keys);
+    END IF;
 END
 $$;
 
@@ -132,8 +129,8 @@ $$;
 -- its table now: rag's triggers on each partition that lacks one (at any depth: a write
 -- may name an intermediate partitioned table), none left on a relation that is no longer
 -- one. With `index_rows`, the rows of a leaf partition that was not watched are indexed
--- (ATTACH PARTITION brings rows without a write), and those of a former one are applied
--- (DETACH PARTITION takes them away: their documents go). Returns the relations changed.
+-- (ATTACH PARTITION brings rows without a write), and after a former one the documents
+-- whose row is gone are deleted (DETACH PARTITION takes rows away). Returns the relations changed.
 CREATE OR REPLACE FUNCTION rag._watch_partitions(a rag.attachments, index_rows boolean)
 RETURNS int
 LANGUAGE plpgsql VOLATILE
@@ -167,9 +164,7 @@ BEGIN
         WHERE w <> a.source_table   -- (a table that is not partitioned has no tree)
           AND w NOT IN (SELECT t.relid FROM pg_partition_tree(a.source_table) AS t)
     LOOP
-        IF index_rows AND p.relkind = 'r' THEN
-            PERFORM rag._index_rows(a, p.relid);   -- (found in the table no more: their documents go)
-        END IF;
+        gone := gone OR index_rows;   -- (its rows are found in the table no more: their documents go)
         IF pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class AS c WHERE c.oid = p.relid), 'USAGE')
            OR rag._is_superuser() THEN
             PERFORM rag._drop_attachment_triggers('rag', p.relid, a.id);
@@ -182,9 +177,10 @@ BEGIN
     END LOOP;
     -- another role's relation with the attachment's triggers, outside the tree: a former
     -- partition of its (a DBA may hand a partition to another role), or one planted with the
-    -- attachment's id. Not read (its code would run with this session's rights), its
-    -- triggers not dropped (they are its owner's to drop): the documents whose row the
-    -- table no longer has go, from the table (rag._apply_gone)
+    -- attachment's id. Its triggers are not dropped (they are its owner's to drop). A former
+    -- partition is never read (another role's code would run with this session's rights):
+    -- the documents whose row the table no longer has are found from the table
+    -- (rag._apply_gone, one anti-join, and one statement deletes them)
     FOR p IN
         SELECT g.tgrelid::regclass AS relid, pg_get_userbyid(min(c.relowner)) AS owner
         FROM pg_catalog.pg_trigger AS g JOIN pg_catalog.pg_class AS c ON c.oid = g.tgrelid

@@ -931,13 +931,14 @@ COMMENT ON FUNCTION rag._watched_relations(bigint, regclass) IS
   'owner''s relations with such a trigger (partitions, and former ones); another role''s relation never.';
 
 COMMENT ON FUNCTION rag._index_rows(rag.attachments, regclass) IS
-  'Internal: brings the documents of the keys of a relation''s rows (the attached table, a partition that '
-  'joined it or one that left it) in line with the table, rag.index_batch_size keys at a time (sync), or '
-  'queues the keys (async); called by rag.attach and for ATTACH/DETACH PARTITION.';
+  'Internal: brings the documents of the keys of a relation''s rows (the attached table, or a partition that '
+  'joined it) in line with the table, rag.index_batch_size keys at a time (sync), or queues the keys '
+  '(async); called by rag.attach and for ATTACH PARTITION.';
 
 COMMENT ON FUNCTION rag._apply_gone(rag.attachments) IS
-  'Internal: the documents of an attached table whose row is gone (a partition truncated or dropped): their '
-  'keys applied (sync) or queued (async). Linear in the table and its documents.';
+  'Internal: the documents of an attached table whose row is gone (a partition detached, truncated or '
+  'dropped): their keys applied in one statement (sync; nothing to embed) or queued (async). Linear in the '
+  'table and its documents.';
 
 COMMENT ON FUNCTION rag._watch_partitions(rag.attachments, boolean) IS
   'Internal: rag''s triggers on every partition of an attached table (any depth) and none left on a former '
