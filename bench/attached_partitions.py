@@ -21,10 +21,14 @@ import datetime
 import json
 import re
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_attached_rows  # noqa: E402
 
 
 def fill(c, n: int) -> None:
@@ -40,24 +44,7 @@ def fill(c, n: int) -> None:
     c.execute("SET ROLE bench")
     c.execute("SELECT rag.attach('public.notes', 'body')")
     c.execute("RESET ROLE")
-    c.execute("SET session_replication_role = replica")   # rows and documents: no model
-    c.execute("INSERT INTO public.notes SELECT i, 'Note ' || i || ': the carrier picks the parcel up at ' || i %% 24 "
-              "FROM generate_series(1, %s) AS i", (step * 10,))
-    c.execute("""
-        INSERT INTO rag.documents (tenant, source, content, content_hash, attachment_id, source_table, source_key)
-        SELECT 'bench', 'public.notes#' || jsonb_build_object('id', t.id)::text, t.body,
-               sha256(convert_to(t.body, 'UTF8')), a.id, 'public.notes', jsonb_build_object('id', t.id)
-        FROM public.notes AS t, rag.attachments AS a""")
-    c.execute("""
-        INSERT INTO rag.chunks (tenant, document_id, ord, content, tokens, content_hash, model, embedding)
-        SELECT d.tenant, d.id, 0, d.content, 20, d.content_hash, 'all-MiniLM-L6-v2',
-               (SELECT array_agg(random() - 0.5) FROM generate_series(1, 384) WHERE d.id IS NOT NULL)::vector(384)
-        FROM rag.documents AS d""")
-    c.execute("RESET session_replication_role")
-    c.execute("SET ROLE bench")
-    c.execute("SELECT rag.rebuild_lexical_index()")
-    c.execute("RESET ROLE")
-    c.execute("VACUUM ANALYZE")
+    write_attached_rows(c, step * 10)   # rows and documents: no model
 
 
 def timed(c, sql: str) -> float:

@@ -183,3 +183,29 @@ def pgbench(dsn: str, qs: list[str], clients: int, per_client: int) -> dict:
 
 def pgbench_available() -> bool:
     return Path(PGBENCH).exists()
+
+
+def write_attached_rows(c, n: int) -> None:
+    """n rows of public.notes (attached by role bench, sync) written with rag's triggers off,
+    and their documents as its trigger would write them, one chunk each with a random vector
+    (no model runs: the model's cost is not what bench/check.py and
+    bench/attached_partitions.py measure); then bench's lexical index rebuilt (the chunks came
+    in untriggered) and the database analyzed."""
+    c.execute("SET session_replication_role = replica")
+    c.execute("INSERT INTO public.notes SELECT i, 'Note ' || i || ': the carrier picks the parcel up at ' || i %% 24 "
+              "FROM generate_series(1, %s) AS i", (n,))
+    c.execute("""
+        INSERT INTO rag.documents (tenant, source, content, content_hash, attachment_id, source_table, source_key)
+        SELECT 'bench', 'public.notes#' || jsonb_build_object('id', t.id)::text, t.body,
+               sha256(convert_to(t.body, 'UTF8')), a.id, 'public.notes', jsonb_build_object('id', t.id)
+        FROM public.notes AS t, rag.attachments AS a""")
+    c.execute("""
+        INSERT INTO rag.chunks (tenant, document_id, ord, content, tokens, content_hash, model, embedding)
+        SELECT d.tenant, d.id, 0, d.content, 20, d.content_hash, 'all-MiniLM-L6-v2',
+               (SELECT array_agg(random() - 0.5) FROM generate_series(1, 384) WHERE d.id IS NOT NULL)::vector(384)
+        FROM rag.documents AS d WHERE d.attachment_id IS NOT NULL""")
+    c.execute("RESET session_replication_role")
+    c.execute("SET ROLE bench")
+    c.execute("SELECT rag.rebuild_lexical_index()")
+    c.execute("RESET ROLE")
+    c.execute("VACUUM ANALYZE")
