@@ -303,6 +303,17 @@ BEGIN
         RAISE EXCEPTION 'rag.attach: row-level security of table % is forced on its owner, and rag.work reads its queued rows as the owner', source_table
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = format('attach it with mode => ''sync'' (each write indexes the rows its writer sees), or ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', source_table);
+    ELSIF (SELECT c.relispartition FROM pg_class AS c WHERE c.oid = source_table) THEN
+        -- a write through the partitioned table fires its triggers, not the partition's: the
+        -- rows written that way would never be indexed
+        RAISE EXCEPTION 'rag.attach: table % is a partition of %, and writes through % would not be seen',
+                        source_table, (SELECT a.relid::regclass FROM pg_partition_ancestors(source_table) AS a
+                                       WHERE a.relid <> source_table LIMIT 1),
+                        (SELECT a.relid::regclass FROM pg_partition_ancestors(source_table) AS a
+                                       WHERE a.relid <> source_table LIMIT 1)
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = format('attach the partitioned table %s (rag watches every partition of it)',
+                                pg_partition_root(source_table));
     ELSIF array_position(metadata_columns, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'rag.attach: metadata_columns holds a NULL (element %)', array_position(metadata_columns, NULL)
             USING ERRCODE = 'null_value_not_allowed';
