@@ -334,8 +334,8 @@ def test_a_partition_cannot_be_attached_on_its_own(db, connect):
     # one attached before the refusal (an older release): planted as rag.attach made it
     db.execute("SET rag.tenant = 'alice'")
     db.execute("SET session_replication_role = replica")   # (the guard: as a restore writes it)
-    db.execute("INSERT INTO rag.attachments (tenant, source_table, key_columns, content_column) "
-               "VALUES ('alice', 'public.notes_a', '{id}', 'body')")
+    db.execute("INSERT INTO rag.attachments (tenant, source_table, key_columns, content_column, mode) "
+               "VALUES ('alice', 'public.notes_a', '{id}', 'body', 'sync')")
     db.execute("RESET session_replication_role")
     problems = [p for p, in alice.execute("SELECT problem FROM rag.check()").fetchall()]
     assert any("attached table is a partition" in p for p in problems), problems

@@ -306,11 +306,8 @@ BEGIN
     ELSIF (SELECT c.relispartition FROM pg_class AS c WHERE c.oid = source_table) THEN
         -- a write through the partitioned table fires its triggers, not the partition's: the
         -- rows written that way would never be indexed
-        RAISE EXCEPTION 'rag.attach: table % is a partition of %, and writes through % would not be seen',
-                        source_table, (SELECT a.relid::regclass FROM pg_partition_ancestors(source_table) AS a
-                                       WHERE a.relid <> source_table LIMIT 1),
-                        (SELECT a.relid::regclass FROM pg_partition_ancestors(source_table) AS a
-                                       WHERE a.relid <> source_table LIMIT 1)
+        RAISE EXCEPTION 'rag.attach: table % is a partition of %, and writes through it would not be seen',
+                        source_table, (SELECT i.inhparent::regclass FROM pg_inherits AS i WHERE i.inhrelid = source_table)
             USING ERRCODE = 'wrong_object_type',
                   HINT = format('attach the partitioned table %s (rag watches every partition of it)',
                                 pg_partition_root(source_table));
