@@ -272,7 +272,6 @@ DECLARE
     missing name;
     is_file boolean;
     a rag.attachments;
-    trig text;
     owner name := rag._table_owner(source_table);
 BEGIN
     IF source_table IS NULL OR content_column IS NULL THEN
