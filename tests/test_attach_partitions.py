@@ -321,3 +321,21 @@ def test_an_owners_trigger_under_rags_name_does_not_stop_the_upgrade(server_url)
     finally:
         with psycopg.connect(server_url, autocommit=True) as c:
             c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_a_partition_cannot_be_attached_on_its_own(db, connect):
+    """A write through the partitioned table fires its triggers only: a partition attached
+    alone would never see those rows (since 0.1.0). rag.attach refuses it (42809, naming the
+    table to attach); one attached before is reported by rag.check."""
+    alice = _alice(db, connect)
+    with pytest.raises(psycopg.errors.WrongObjectType, match="notes_a is a partition of") as e:
+        alice.execute("SELECT rag.attach('notes_a', 'body')")
+    assert "attach the partitioned table" in e.value.diag.message_hint
+    # one attached before the refusal (an older release): planted as rag.attach made it
+    db.execute("SET rag.tenant = 'alice'")
+    db.execute("SET session_replication_role = replica")   # (the guard: as a restore writes it)
+    db.execute("INSERT INTO rag.attachments (tenant, source_table, key_columns, content_column, mode) "
+               "VALUES ('alice', 'public.notes_a', '{id}', 'body', 'sync')")
+    db.execute("RESET session_replication_role")
+    problems = [p for p, in alice.execute("SELECT problem FROM rag.check()").fetchall()]
+    assert any("attached table is a partition" in p for p in problems), problems

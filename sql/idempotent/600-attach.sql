@@ -272,7 +272,6 @@ DECLARE
     missing name;
     is_file boolean;
     a rag.attachments;
-    trig text;
     owner name := rag._table_owner(source_table);
 BEGIN
     IF source_table IS NULL OR content_column IS NULL THEN
@@ -303,6 +302,14 @@ BEGIN
         RAISE EXCEPTION 'rag.attach: row-level security of table % is forced on its owner, and rag.work reads its queued rows as the owner', source_table
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = format('attach it with mode => ''sync'' (each write indexes the rows its writer sees), or ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', source_table);
+    ELSIF (SELECT c.relispartition FROM pg_class AS c WHERE c.oid = source_table) THEN
+        -- a write through the partitioned table fires its triggers, not the partition's: the
+        -- rows written that way would never be indexed
+        RAISE EXCEPTION 'rag.attach: table % is a partition of %, and writes through it would not be seen',
+                        source_table, (SELECT i.inhparent::regclass FROM pg_inherits AS i WHERE i.inhrelid = source_table)
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = format('attach the partitioned table %s (rag watches every partition of it)',
+                                pg_partition_root(source_table));
     ELSIF array_position(metadata_columns, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'rag.attach: metadata_columns holds a NULL (element %)', array_position(metadata_columns, NULL)
             USING ERRCODE = 'null_value_not_allowed';

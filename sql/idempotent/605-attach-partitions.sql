@@ -306,18 +306,14 @@ BEGIN
     FOR w IN SELECT * FROM rag._attachments_above(rels) ORDER BY 1 LOOP
         -- a relation of the tree without the attachment's triggers, and whether rows came
         -- in (a leaf that was not watched) or went out (a watched relation left the tree)
-        SELECT bool_or(t.relid <> w.source_table AND NOT EXISTS (
-                           SELECT 1 FROM pg_catalog.pg_trigger AS g
-                           WHERE g.tgrelid = t.relid
-                             AND g.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
-                             AND g.tgargs = convert_to(w.attachment_id::text, 'UTF8') || decode('00', 'hex'))),
-               bool_or(t.relid <> w.source_table AND t.isleaf AND NOT EXISTS (
-                           SELECT 1 FROM pg_catalog.pg_trigger AS g
-                           WHERE g.tgrelid = t.relid
-                             AND g.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
-                             AND g.tgargs = convert_to(w.attachment_id::text, 'UTF8') || decode('00', 'hex')))
+        SELECT bool_or(u.unwatched), bool_or(u.unwatched AND u.isleaf)
         INTO new_member, rows_in
-        FROM pg_partition_tree(w.source_table) AS t;
+        FROM (SELECT t.isleaf, NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS g
+                                           WHERE g.tgrelid = t.relid
+                                             AND g.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
+                                             AND g.tgargs = convert_to(w.attachment_id::text, 'UTF8') || decode('00', 'hex')) AS unwatched
+              FROM pg_partition_tree(w.source_table) AS t
+              WHERE t.relid <> w.source_table) AS u;
         rows_out := EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS g
                             WHERE g.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
                               AND g.tgargs = convert_to(w.attachment_id::text, 'UTF8') || decode('00', 'hex')

@@ -137,6 +137,14 @@ BEGIN
                                      ELSE format('SELECT rag.detach(%L), then rag.attach it again;   -- in tenant %L',
                                                  a.source_table::text, a.tenant) END;
         END IF;
+        -- a partition attached on its own (before 0.8.0, which refuses it): writes through
+        -- its parent fire the parent's triggers, not its own
+        IF (SELECT c.relispartition FROM pg_catalog.pg_class AS c WHERE c.oid = a.source_table) THEN
+            RETURN QUERY SELECT a.tenant, 'attached table is a partition: writes through its partitioned table are not indexed',
+                                1::bigint, a.source_table::text,
+                                format('SELECT rag.detach(%L), then rag.attach(%L, ...);   -- in tenant %L',
+                                       a.source_table::text, pg_partition_root(a.source_table)::text, a.tenant);
+        END IF;
         -- its partitions: a statement that names one fires the partition's triggers only
         SELECT count(*) INTO n_parts
         FROM pg_partition_tree(a.source_table) AS p
