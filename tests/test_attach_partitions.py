@@ -339,3 +339,24 @@ def test_a_partition_cannot_be_attached_on_its_own(db, connect):
     db.execute("RESET session_replication_role")
     problems = [p for p, in alice.execute("SELECT problem FROM rag.check()").fetchall()]
     assert any("attached table is a partition" in p for p in problems), problems
+
+
+def test_an_attached_table_made_a_partition_is_warned_of_and_reported(db, connect):
+    """ATTACH PARTITION of an attached table into a table that is not attached: writes
+    through the new parent fire its triggers only. The statement succeeds (it is the
+    owner's schema), with a WARNING naming the parent; rag.check reports the table."""
+    alice = _alice(db, connect)
+    alice.execute("CREATE TABLE memos (id int PRIMARY KEY, body text)")
+    alice.execute("SELECT rag.attach('memos', 'body')")
+    alice.execute("SELECT rag.attach('notes', 'body')")
+    alice.execute("CREATE TABLE papers (id int PRIMARY KEY, body text) PARTITION BY RANGE (id)")
+    warnings = []
+    alice.add_notice_handler(lambda d: warnings.append((d.severity_nonlocalized, d.message_primary, d.message_hint)))
+    alice.execute("ALTER TABLE papers ATTACH PARTITION memos FOR VALUES FROM (0) TO (1000)")
+    mine = [w for w in warnings if w[0] == "WARNING" and "public.memos is a partition of public.papers now" in w[1]]
+    assert mine and "rag.attach('public.papers'" in mine[0][2], warnings
+    warnings.clear()
+    alice.execute("ALTER TABLE notes ADD COLUMN extra text")    # an attached tree and its partitions: no warning
+    assert not [w for w in warnings if w[0] == "WARNING"], warnings
+    problems = [p for p, in alice.execute("SELECT problem FROM rag.check()").fetchall()]
+    assert "attached table is a partition: writes through its partitioned table are not indexed" in problems, problems

@@ -295,7 +295,23 @@ DECLARE
 BEGIN
     IF rag._restoring() THEN
         RETURN;   -- (a restore brings the triggers and documents of the dump)
-    ELSIF NOT has_function_privilege('rag._watch_partitions(rag.attachments, boolean)', 'EXECUTE') THEN
+    END IF;
+    -- an attached table made a partition of a table that is not attached (ATTACH PARTITION):
+    -- a write through its new parent fires the parent's triggers only, and is not indexed
+    FOR w IN SELECT DISTINCT m.relid::regclass AS source_table, i.inhparent::regclass AS parent
+             FROM unnest(rels) AS r (oid)
+             CROSS JOIN LATERAL pg_partition_tree(r.oid) AS m
+             JOIN pg_catalog.pg_inherits AS i ON i.inhrelid = m.relid
+             JOIN pg_catalog.pg_trigger AS g ON g.tgrelid = m.relid
+             WHERE g.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS p
+                               WHERE p.tgrelid = i.inhparent AND p.tgfoid = g.tgfoid AND p.tgargs = g.tgargs)
+             ORDER BY 1 LOOP
+        RAISE WARNING 'rag: attached table % is a partition of % now, and writes through % are not indexed', w.source_table, w.parent, w.parent
+            USING HINT = format('attach the partitioned table instead: SELECT rag.detach(%L); then SELECT rag.attach(%L, ...);',
+                                w.source_table::text, pg_partition_root(w.source_table)::text);
+    END LOOP;
+    IF NOT has_function_privilege('rag._watch_partitions(rag.attachments, boolean)', 'EXECUTE') THEN
         -- (a role that may not create rag's triggers: rag.check reports the partition)
         FOR w IN SELECT * FROM rag._attachments_above(rels) ORDER BY 1 LOOP
             RAISE WARNING 'rag: the partitions of attached table % are not all watched: role % is not a rag_writer', w.source_table, current_user
