@@ -69,9 +69,11 @@ $$;
 -- rag._index_rows (internal): bring the documents of the keys of `rel`'s rows in line with
 -- the attached table: the table's own rows when it is attached, a partition's when one
 -- joins it (their documents are made). Sync: rag._apply_rows,
--- rag.index_batch_size keys at a time; async: the keys are queued for the owner's worker.
+-- rag.index_batch_size keys at a time; async: the keys are queued for the owner's worker
+-- (a key already queued is not queued again). Returns the keys applied or queued; rag.attach,
+-- rag.resync and ATTACH PARTITION call it.
 CREATE OR REPLACE FUNCTION rag._index_rows(a rag.attachments, rel regclass)
-RETURNS void
+RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC' SET IntervalStyle = 'postgres' SET DateStyle = 'ISO, MDY' SET bytea_output = 'hex' SET lc_monetary = 'C'
@@ -80,16 +82,24 @@ AS $$
 DECLARE
     batch int := rag._setting('index_batch_size')::int;
     keys jsonb[];
+    n bigint := 0;
 BEGIN
-    IF a.mode = 'async' THEN
-        EXECUTE format('INSERT INTO rag.queue (tenant, attachment_id, source_key) SELECT $1, $2, %s FROM %s AS t',
-                       rag._key_expr(a), rel) USING a.tenant, a.id;
-        RETURN;
+    IF a.mode = 'async' THEN   -- one statement; a key already waiting is not queued again
+        EXECUTE format($q$
+            INSERT INTO rag.queue (tenant, attachment_id, source_key)
+            SELECT $1, $2, k.key FROM (SELECT %1$s AS key FROM %2$s AS t
+                                      EXCEPT SELECT q.source_key FROM rag.queue AS q
+                                      WHERE q.tenant = $1 AND q.attachment_id = $2) AS k $q$,
+            rag._key_expr(a), rel) USING a.tenant, a.id;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        RETURN n;
     END IF;
     FOR keys IN EXECUTE format('SELECT array_agg(key) FROM (SELECT %s AS key, row_number() OVER () - 1 AS n FROM %s AS t) AS x
                                 GROUP BY n / %s', rag._key_expr(a), rel, batch) LOOP
         PERFORM rag._apply_rows(a.id, keys);
+        n := n + cardinality(keys);
     END LOOP;
+    RETURN n;
 END
 $$;
 

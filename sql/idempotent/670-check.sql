@@ -297,9 +297,6 @@ AS $$
 DECLARE
     a rag.attachments;
     owner name := rag._table_owner(source_table);
-    batch int := rag._setting('index_batch_size')::int;
-    keys jsonb[];
-    n bigint := 0;
     gone bigint;
 BEGIN
     IF source_table IS NULL THEN
@@ -338,23 +335,6 @@ BEGIN
               AND NOT EXISTS (SELECT 1 FROM (SELECT %1$s AS key FROM %2$s AS t) AS r WHERE r.key = d.source_key)
             RETURNING 1)
         SELECT count(*) FROM gone $q$, rag._key_expr(a), a.source_table) INTO gone USING a.id, a.tenant;
-    IF a.mode = 'async' THEN   -- one statement, as rag.attach enqueues
-        EXECUTE format($q$
-            INSERT INTO rag.queue (tenant, attachment_id, source_key)
-            SELECT $2, $1, k.key FROM (SELECT %1$s AS key FROM %2$s AS t
-                                      EXCEPT SELECT q.source_key FROM rag.queue AS q
-                                      WHERE q.tenant = $2 AND q.attachment_id = $1) AS k $q$,
-            rag._key_expr(a), a.source_table) USING a.id, a.tenant;
-        GET DIAGNOSTICS n = ROW_COUNT;
-        RETURN n + gone;
-    END IF;
-    FOR keys IN EXECUTE format($q$
-        SELECT array_agg(k.key) FROM (
-            SELECT %1$s AS key, row_number() OVER () - 1 AS n FROM %2$s AS t
-        ) AS k GROUP BY k.n / $1 $q$, rag._key_expr(a), a.source_table) USING batch LOOP
-        PERFORM rag._apply_rows(a.id, keys);
-        n := n + cardinality(keys);
-    END LOOP;
-    RETURN n + gone;
+    RETURN rag._index_rows(a, a.source_table) + gone;   -- every row applied (sync) or queued (async)
 END
 $$;

@@ -933,7 +933,8 @@ COMMENT ON FUNCTION rag._watched_relations(bigint, regclass) IS
 COMMENT ON FUNCTION rag._index_rows(rag.attachments, regclass) IS
   'Internal: brings the documents of the keys of a relation''s rows (the attached table, or a partition that '
   'joined it) in line with the table, rag.index_batch_size keys at a time (sync), or queues the keys '
-  '(async); called by rag.attach and for ATTACH PARTITION.';
+  '(async; a key already queued is not queued again); returns the keys applied or queued. Called by rag.attach, '
+  'rag.resync and for ATTACH PARTITION.';
 
 COMMENT ON FUNCTION rag._apply_gone(rag.attachments) IS
   'Internal: the documents of an attached table whose row is gone (a partition detached, truncated or '
