@@ -360,3 +360,25 @@ def test_an_attached_table_made_a_partition_is_warned_of_and_reported(db, connec
     assert not [w for w in warnings if w[0] == "WARNING"], warnings
     problems = [p for p, in alice.execute("SELECT problem FROM rag.check()").fetchall()]
     assert "attached table is a partition: writes through its partitioned table are not indexed" in problems, problems
+
+
+def test_attach_partition_of_a_loaded_table_is_cancelled_within_a_second(db, connect):
+    """ATTACH PARTITION into a sync attached table embeds the partition's rows in the
+    statement: statement_timeout ends it within a second, and nothing is left attached or
+    half-indexed."""
+    import time
+    alice = _alice(db, connect)
+    alice.execute("SELECT rag.attach('notes', 'body')")         # (the model is loaded: that is not timed)
+    alice.execute("CREATE TABLE notes_c (id int PRIMARY KEY, body text)")
+    alice.execute("INSERT INTO notes_c SELECT i, 'Entry ' || i || ' of the harbour log: ' || "
+                  "repeat('the tide came in over the breakwater and the boats rode at anchor ', 8) "
+                  "FROM generate_series(200, 499) AS i")
+    alice.execute("SET statement_timeout = '500ms'")
+    t = time.monotonic()
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        alice.execute("ALTER TABLE notes ATTACH PARTITION notes_c FOR VALUES FROM (200) TO (500)")
+    assert time.monotonic() - t < 1.5
+    alice.execute("RESET statement_timeout")
+    assert alice.execute("SELECT relispartition FROM pg_class WHERE oid = 'notes_c'::regclass").fetchone()[0] is False
+    assert sorted(_docs(alice)) == [1, 120]
+    assert _watched(alice, alice.execute("SELECT id FROM rag.attachments").fetchone()[0]).get("notes_c") is None
