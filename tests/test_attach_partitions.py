@@ -63,6 +63,54 @@ def test_truncate_of_a_partition_deletes_only_its_rows_documents(db, connect):
     assert _docs(alice) == {}
 
 
+def test_truncate_of_many_partitions_reads_the_table_once_and_misses_nothing(db, connect):
+    """A TRUNCATE of an intermediate partitioned table (or of several partitions) fires each
+    truncated relation's trigger; the first deletes the documents whose row is gone and marks
+    the empty leaves for the transaction, so the others do not read the table again (review
+    41 #4). The mark must never hide a row that came back: written through the triggers
+    (also by an UPDATE that moves a row), or restored by a rolled-back savepoint."""
+    alice = _alice(db, connect)
+    alice.execute("CREATE TABLE notes_b2 PARTITION OF notes_b FOR VALUES FROM (150) TO (200)")
+    alice.execute("INSERT INTO notes VALUES (160, 'The ferry to the island is late in winter.'), "
+                  "(2, 'The lighthouse keeper rings the bell at dusk.')")
+    alice.execute("SELECT rag.attach('notes', 'body')")
+    alice.execute("BEGIN")
+    alice.execute("TRUNCATE notes_b")                     # notes_b, notes_b1, notes_b2 fire
+    assert sorted(_docs(alice)) == [1, 2]
+    marked = alice.execute("SELECT current_setting('rag.truncated_empty')").fetchone()[0]
+    leaves = [o for o, in alice.execute("SELECT oid::text FROM pg_class WHERE relname IN ('notes_b1', 'notes_b2')")]
+    assert all(o in marked.rsplit(":", 1)[1].split(",") for o in leaves), marked
+    # a row written into a marked leaf, then that leaf truncated: its document goes
+    alice.execute("INSERT INTO notes_b1 VALUES (130, 'The tide tables are posted at the harbour office.')")
+    assert current_marks(alice) == ""
+    alice.execute("TRUNCATE notes_b1")
+    assert sorted(_docs(alice)) == [1, 2]
+    # a row moved into a marked leaf by an UPDATE of its key, then the leaf truncated
+    alice.execute("TRUNCATE notes_b2")
+    alice.execute("UPDATE notes SET id = 170 WHERE id = 2")
+    alice.execute("TRUNCATE notes_b2")
+    assert sorted(_docs(alice)) == [1]
+    alice.execute("ROLLBACK")
+    assert sorted(_docs(alice)) == [1, 2, 120, 160]
+    alice.execute("BEGIN")
+    # a savepoint rolled back brings the rows back, and the mark goes with it
+    alice.execute("SAVEPOINT s")
+    alice.execute("TRUNCATE notes_b")
+    alice.execute("ROLLBACK TO SAVEPOINT s")
+    assert current_marks(alice) == ""
+    alice.execute("TRUNCATE notes_b1")
+    assert sorted(_docs(alice)) == [1, 2, 160]
+    # several partitions named in one statement
+    alice.execute("TRUNCATE notes_a, notes_b2")
+    assert _docs(alice) == {}
+    alice.execute("COMMIT")
+    assert alice.execute("SELECT count(*) FROM rag.check()").fetchone()[0] == 0
+
+
+def current_marks(c):
+    return c.execute("SELECT coalesce(current_setting('rag.truncated_empty', true), '')").fetchone()[0]
+
+
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_partitions_created_or_attached_later_are_watched_and_their_rows_indexed(db, connect, mode):
     alice = _alice(db, connect)

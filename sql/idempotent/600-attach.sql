@@ -115,6 +115,9 @@ BEGIN
     IF keys IS NULL OR cardinality(keys) = 0 THEN
         RETURN;
     END IF;
+    IF current_setting('rag.truncated_empty', true) <> '' THEN
+        PERFORM set_config('rag.truncated_empty', '', true);   -- (documents made: rag._truncated's mark no longer holds)
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_class AS c WHERE c.oid = a.source_table) THEN
         RAISE EXCEPTION 'rag: attached table with OID % no longer exists', a.source_table::oid
             USING ERRCODE = 'undefined_table',
@@ -218,9 +221,12 @@ BEGIN
     ELSIF TG_OP = 'TRUNCATE' THEN
         -- a partition's rows are gone, which ones is no longer known: the documents whose
         -- row the table has no more (a TRUNCATE of the table fired its own trigger first)
-        PERFORM rag._apply_gone(a);
+        PERFORM rag._truncated(a, TG_RELID);
         RETURN NULL;
-    ELSIF TG_OP = 'INSERT' THEN
+    ELSIF current_setting('rag.truncated_empty', true) <> '' THEN
+        PERFORM set_config('rag.truncated_empty', '', true);   -- (a row may have come into a partition rag._truncated found empty)
+    END IF;
+    IF TG_OP = 'INSERT' THEN
         EXECUTE format('SELECT array_agg(key) FROM (%s) AS n', new_set) INTO changed;
     ELSIF TG_OP = 'DELETE' THEN
         EXECUTE format('SELECT array_agg(key) FROM (%s) AS o', old_set) INTO gone;

@@ -936,6 +936,11 @@ COMMENT ON FUNCTION rag._index_rows(rag.attachments, regclass) IS
   '(async; a key already queued is not queued again); returns the keys applied or queued. Called by rag.attach, '
   'rag.resync and for ATTACH PARTITION.';
 
+COMMENT ON FUNCTION rag._truncated(rag.attachments, regclass) IS
+  'Internal: after a TRUNCATE of a partition of an attached table, the documents whose row is gone '
+  '(rag._apply_gone), once per statement however many partitions it truncated: the leaf partitions found empty '
+  'are marked for the transaction until the next write or document, and a firing whose leaves are all marked returns.';
+
 COMMENT ON FUNCTION rag._apply_gone(rag.attachments) IS
   'Internal: the documents of an attached table whose row is gone (a partition detached, truncated or '
   'dropped): their keys applied in one statement (sync; nothing to embed) or queued (async). Linear in the '

@@ -180,6 +180,7 @@ GRANT EXECUTE ON FUNCTION
     rag._watched_relations(bigint, regclass),
     rag._index_rows(rag.attachments, regclass),
     rag._apply_gone(rag.attachments),
+    rag._truncated(rag.attachments, regclass),
     rag._watch_partitions(rag.attachments, boolean),
     rag._may_index(bigint, regclass, text),
     rag.retry_errors(),
