@@ -10,7 +10,8 @@ measured). Timed, as the owner in its own session, each once per size (each chan
 table): DETACH PARTITION of one tenth (its rows' keys are read, their documents deleted),
 TRUNCATE of one partition and DROP TABLE of another (which rows they held is not known:
 the documents whose row is gone are found by reading the whole table and its documents,
-rag._apply_gone). Then --runs times: making and dropping 100 partitions of a table nobody
+rag._apply_gone), then TRUNCATE of 20 empty partitions added for it, in one statement
+(each fires its trigger; since rag._truncated the first reads the table, the others not). Then --runs times: making and dropping 100 partitions of a table nobody
 attached, with rag's event triggers enabled and disabled (ALTER EVENT TRIGGER ... DISABLE),
 alternating; medians and their ratio. Writes bench/results/attached-partitions-<date>.json.
 """
@@ -97,9 +98,17 @@ def main() -> int:
             assert c.execute(docs).fetchone()[0] == n - 2 * (n // 10)
             row["drop_ms"] = round(timed(c, "DROP TABLE public.notes_2"), 1)
             assert c.execute(docs).fetchone()[0] == n - 3 * (n // 10)
+            # 20 empty partitions truncated in one statement: each fires its trigger, and
+            # what the table's rows are is the same for all of them
+            for e in range(20):
+                c.execute(f"CREATE TABLE public.notes_e{e} PARTITION OF public.notes "
+                          f"FOR VALUES FROM ({n + 1 + e * 10}) TO ({n + 11 + e * 10})")
+            row["truncate20_ms"] = round(timed(c, "TRUNCATE " + ", ".join(f"public.notes_e{e}" for e in range(20))), 1)
+            assert c.execute(docs).fetchone()[0] == n - 3 * (n // 10)
             assert c.execute("SELECT count(*) FROM rag.check()").fetchone()[0] == 0
             print(f"  {n:,} rows: DETACH of {n // 10:,} {row['detach_ms']:,.0f} ms, TRUNCATE of a partition "
-                  f"{row['truncate_ms']:,.0f} ms, DROP of a partition {row['drop_ms']:,.0f} ms", flush=True)
+                  f"{row['truncate_ms']:,.0f} ms, DROP of a partition {row['drop_ms']:,.0f} ms, TRUNCATE of 20 "
+                  f"empty partitions in one statement {row['truncate20_ms']:,.0f} ms", flush=True)
             rows.append(row)
     # the event triggers' cost for other DDL: enabled and disabled, alternating
     on, off = [], []
@@ -115,10 +124,11 @@ def main() -> int:
            "ratio": round(statistics.median(on) / statistics.median(off), 3), "runs": args.runs}
     with psycopg.connect(args.dsn, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-    print("\n| attached rows | DETACH PARTITION (1/10) | TRUNCATE of a partition | DROP of a partition |\n"
-          "|---:|---:|---:|---:|")
+    print("\n| attached rows | DETACH PARTITION (1/10) | TRUNCATE of a partition | DROP of a partition "
+          "| TRUNCATE of 20 empty partitions |\n|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['attached_rows']:,} | {r['detach_ms']:,.0f} ms | {r['truncate_ms']:,.0f} ms | {r['drop_ms']:,.0f} ms |")
+        print(f"| {r['attached_rows']:,} | {r['detach_ms']:,.0f} ms | {r['truncate_ms']:,.0f} ms | {r['drop_ms']:,.0f} ms "
+              f"| {r['truncate20_ms']:,.0f} ms |")
     print(f"\n100 partitions made and dropped on a table nobody attached: {ddl['ms_enabled_median']:,.0f} ms with rag's "
           f"event triggers, {ddl['ms_disabled_median']:,.0f} ms without ({ddl['ratio']:.2f}x; medians of {args.runs})")
     out = Path(args.out) / f"attached-partitions-{datetime.date.today()}.json"
