@@ -58,6 +58,50 @@ RELEASED_VECTOR_DDL = {
 }
 EXTSCHEMA = re.compile(r"@extschema:([a-z0-9_]+)@")
 
+# A release drops a function of an earlier one whose signature it changed. Any role with
+# USAGE on schema rag (every rag_reader) may make an object that depends on it, a view or
+# even a TEMP view, and a plain DROP FUNCTION would then fail the whole ALTER EXTENSION
+# UPDATE (hostile review 42). Each such line, released or not, runs as this block: the
+# function is dropped when nothing depends on it; otherwise it is kept under another name
+# (the dependent objects keep working only as far as the renamed function lets them), no
+# role may run it, and a WARNING names the objects to drop.
+DROP_FUNCTION = re.compile(r"^DROP FUNCTION IF EXISTS (rag\.(\w+)\([^)\n]*\));[^\n]*$", re.M)
+KEPT_DROP = """DO $rag_drop$
+DECLARE
+    f pg_catalog.regprocedure := pg_catalog.to_regprocedure('{sig}');
+    users text;
+    grantee pg_catalog.oid;
+BEGIN
+    IF f IS NULL THEN
+        RETURN;
+    END IF;
+    BEGIN
+        DROP FUNCTION {sig};
+    EXCEPTION WHEN dependent_objects_still_exist THEN
+        SELECT pg_catalog.string_agg(pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid), ', ')
+        INTO users FROM pg_catalog.pg_depend AS d
+        WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid = f AND d.deptype = 'n';
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s RENAME TO %I', f, '{aside}');
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+        FOR grantee IN SELECT DISTINCT a.grantee FROM pg_catalog.pg_proc AS p CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) AS a
+                       WHERE p.oid = f AND a.grantee <> 0 AND a.grantee <> p.proowner LOOP
+            EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM %I', f, pg_catalog.pg_get_userbyid(grantee));
+        END LOOP;
+        EXECUTE pg_catalog.format('COMMENT ON FUNCTION %s IS %L', f,
+            'Internal: {sig} of an earlier release, replaced in rag {version} and kept only because objects depend on it ('
+            || users || '); no role may run it. Drop them, then this function.');
+        RAISE WARNING 'rag {version}: function {sig} is replaced, but % depend on it: it is kept as %, which no role may run', users, f
+            USING HINT = pg_catalog.format('drop or change those objects, then DROP FUNCTION %s;', f);
+    END;
+END
+$rag_drop$;"""
+
+
+def kept_drops(text: str, version: str) -> str:
+    """Each `DROP FUNCTION IF EXISTS rag.f(...);` line of a file as KEPT_DROP."""
+    return DROP_FUNCTION.sub(lambda m: KEPT_DROP.format(sig=m.group(1), aside=f"{m.group(2)}_before_{version.replace('.', '_')}",
+                                                        version=version), text)
+
 
 def with_extschemas(name: str, text: str) -> str:
     """A file that names other extensions' schemas (@extschema:NAME@), as one EXECUTE of
@@ -75,7 +119,7 @@ def with_extschemas(name: str, text: str) -> str:
     return "DO $rag_do$\nBEGIN\n    EXECUTE " + body + ";\nEND\n$rag_do$;\n"
 
 
-def expand(path: Path, libdir: str) -> str:
+def expand(path: Path, libdir: str, version: str) -> str:
     name = str(path.relative_to(SQL))
     prologue = (SQL / "python-prologue.py").read_text().rstrip("\n").splitlines()
     text = re.sub(r"^([ \t]*)#@ragpg-prologue[ \t]*$",
@@ -85,16 +129,17 @@ def expand(path: Path, libdir: str) -> str:
         if text.count(old) != 1:
             sys.exit(f"build_sql: {name} should hold {old!r} once")
         text = text.replace(old, new)
+    text = kept_drops(text, path.parent.name if path.parent.parent.name == "incremental" else version)
     return f"\n-- ---- {name} ----\n" + with_extschemas(name, text.replace("@RAGPG_LIB@", libdir))
 
 
-def script(title: str, incremental: list[str], libdir: str) -> str:
+def script(title: str, incremental: list[str], libdir: str, version: str) -> str:
     parts = [f"-- {title}: built from sql/ by scripts/build_sql.py; do not edit.\n"
              '\\echo Use "CREATE EXTENSION rag CASCADE" or "ALTER EXTENSION rag UPDATE" to load this file. \\quit\n',
              PRELUDE]
     for v in incremental:
-        parts += [expand(f, libdir) for f in sorted((SQL / "incremental" / v).glob("[0-9][0-9][0-9]-*.sql"))]
-    parts += [expand(f, libdir) for f in sorted((SQL / "idempotent").glob("[0-9][0-9][0-9]-*.sql"))]
+        parts += [expand(f, libdir, version) for f in sorted((SQL / "incremental" / v).glob("[0-9][0-9][0-9]-*.sql"))]
+    parts += [expand(f, libdir, version) for f in sorted((SQL / "idempotent").glob("[0-9][0-9][0-9]-*.sql"))]
     return "".join(parts)
 
 
@@ -102,9 +147,9 @@ def main() -> None:
     version, libdir, outdir = sys.argv[1:4]
     out = Path(outdir)
     vs = releases(version)
-    files = {f"rag--{version}.sql": script(f"rag {version}", vs, libdir)}
+    files = {f"rag--{version}.sql": script(f"rag {version}", vs, libdir, version)}
     for i, old in enumerate(vs[:-1]):
-        files[f"rag--{old}--{version}.sql"] = script(f"rag {old} -> {version}", vs[i + 1:], libdir)
+        files[f"rag--{old}--{version}.sql"] = script(f"rag {old} -> {version}", vs[i + 1:], libdir, version)
     for stale in out.glob("rag--*.sql"):   # another version's build: not this release's
         if stale.name not in files:
             stale.unlink()

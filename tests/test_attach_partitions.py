@@ -430,3 +430,53 @@ def test_attach_partition_of_a_loaded_table_is_cancelled_within_a_second(db, con
     assert alice.execute("SELECT relispartition FROM pg_class WHERE oid = 'notes_c'::regclass").fetchone()[0] is False
     assert sorted(_docs(alice)) == [1, 120]
     assert _watched(alice, alice.execute("SELECT id FROM rag.attachments").fetchone()[0]).get("notes_c") is None
+
+
+def test_an_attached_table_made_a_partition_of_an_attached_tree_is_told_apart(db, connect):
+    """Review 42 #5: an attached table made a partition inside an attached tree is indexed
+    by the tree's attachment too (writes through its new parent are indexed); the WARNING
+    and rag.check say its rows are indexed twice and that detaching it is the fix."""
+    alice = _alice(db, connect)
+    alice.execute("SELECT rag.attach('notes', 'body')")
+    alice.execute("CREATE TABLE memos (id int PRIMARY KEY, body text)")
+    alice.execute("INSERT INTO memos VALUES (160, 'Memo about the canal boats.')")
+    alice.execute("SELECT rag.attach('memos', 'body')")
+    warnings = []
+    alice.add_notice_handler(lambda d: warnings.append((d.severity_nonlocalized, d.message_primary, d.message_hint)))
+    alice.execute("ALTER TABLE notes_b ATTACH PARTITION memos FOR VALUES FROM (150) TO (200)")
+    alice.execute("INSERT INTO notes_b VALUES (161, 'Through the parent: gondolas.')")
+    assert {160, 161} <= set(_docs(alice))
+    mine = [w for w in warnings if w[0] == "WARNING" and "public.memos" in w[1]]
+    assert len(mine) == 1 and "in attached table public.notes: its rows are indexed by both" in mine[0][1], warnings
+    assert mine[0][2].startswith("SELECT rag.detach('public.memos');"), mine
+    problems = dict(alice.execute("SELECT problem, fix FROM rag.check()").fetchall())
+    assert problems["attached table is a partition of another attached table: its rows are indexed twice"] \
+        .startswith("SELECT rag.detach('public.memos');"), problems
+    alice.execute("SELECT rag.detach('memos')")
+    assert {160, 161} <= set(_docs(alice))
+    assert alice.execute("SELECT count(*) FROM rag.check()").fetchone()[0] == 0
+
+
+def test_partition_ddl_on_a_table_nobody_attached_locks_no_other_partition(db, connect):
+    """Review 42 #4: the event trigger read pg_partition_tree() of every relation of a DDL
+    statement, which locks every partition: an ATTACH PARTITION into a table rag has nothing
+    to do with waited behind another session's lock on any partition (and 14,000 partitions
+    would fill the lock table). It reads pg_inherits, which locks nothing."""
+    db.execute("GRANT CREATE ON SCHEMA public TO alice")
+    alice = connect("alice")
+    alice.execute("CREATE TABLE ev (id int, v text) PARTITION BY LIST (id)")
+    for i in range(1, 51):
+        alice.execute(f"CREATE TABLE ev_{i} PARTITION OF ev FOR VALUES IN ({i})")
+    alice.execute("CREATE TABLE ev_new (id int, v text)")
+    other = connect("alice")
+    other.execute("BEGIN")
+    other.execute("LOCK TABLE ev_7 IN ACCESS EXCLUSIVE MODE")   # (a VACUUM FULL, an ALTER of that partition)
+    try:
+        alice.execute("BEGIN")
+        alice.execute("SET LOCAL lock_timeout = '2s'")
+        alice.execute("ALTER TABLE ev ATTACH PARTITION ev_new FOR VALUES IN (500)")
+        n = alice.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid()").fetchone()[0]
+        alice.execute("ROLLBACK")
+        assert n < 20, n
+    finally:
+        other.execute("ROLLBACK")

@@ -189,16 +189,23 @@ DECLARE
     gone boolean := false;
 BEGIN
     FOR p IN
-        SELECT t.relid, t.isleaf,
+        SELECT t.relid, t.isleaf, c.relkind,
                NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS g
                            WHERE g.tgrelid = t.relid
                              AND g.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
                              AND g.tgargs = convert_to(a.id::text, 'UTF8') || decode('00', 'hex')) AS unwatched
         FROM pg_partition_tree(a.source_table) AS t
+        JOIN pg_catalog.pg_class AS c ON c.oid = t.relid
         WHERE t.relid <> a.source_table
         ORDER BY t.level, t.relid
     LOOP
-        IF rag._watch(a.id, p.relid) > 0 THEN
+        IF p.relkind = 'f' THEN
+            -- (a foreign table can have no trigger with transition tables, review 42: its
+            -- rows are read through the table by rag.resync; rag.check reports it)
+            RAISE WARNING 'rag: partition % of attached table % is a foreign table, which rag''s triggers cannot watch: writes that name it are not indexed',
+                          p.relid::regclass, a.source_table
+                USING HINT = 'rag.resync, run by the table''s owner after writes to it, indexes its rows (rag.check reports the partition)';
+        ELSIF rag._watch(a.id, p.relid) > 0 THEN
             changed := changed + 1;
             IF index_rows AND p.isleaf AND p.unwatched THEN
                 PERFORM rag._index_rows(a, p.relid);
@@ -343,20 +350,30 @@ BEGIN
     IF rag._restoring() THEN
         RETURN;   -- (a restore brings the triggers and documents of the dump)
     END IF;
-    -- an attached table made a partition of a table that is not attached (ATTACH PARTITION):
-    -- a write through its new parent fires the parent's triggers only, and is not indexed
-    FOR w IN SELECT DISTINCT m.relid::regclass AS source_table, i.inhparent::regclass AS parent
-             FROM unnest(rels) AS r (oid)
-             CROSS JOIN LATERAL pg_partition_tree(r.oid) AS m
+    -- an attached table made a partition (ATTACH PARTITION; the relations of the statement
+    -- and their direct partitions: from pg_inherits, which locks none of a tree's members,
+    -- review 42): of a table that is not attached, whose writes fire its own triggers only;
+    -- or of an attached tree, whose attachment indexes its rows a second time
+    FOR w IN SELECT DISTINCT m.relid::regclass AS source_table, i.inhparent::regclass AS parent,
+                    (SELECT x.source_table FROM rag._attachments_above(ARRAY[i.inhparent]) AS x
+                     ORDER BY x.attachment_id LIMIT 1) AS covering
+             FROM (SELECT r.oid AS relid FROM unnest(rels) AS r (oid)
+                   UNION SELECT c.inhrelid FROM pg_catalog.pg_inherits AS c WHERE c.inhparent = ANY (rels)) AS m
+             JOIN pg_catalog.pg_class AS k ON k.oid = m.relid AND k.relispartition
              JOIN pg_catalog.pg_inherits AS i ON i.inhrelid = m.relid
              JOIN pg_catalog.pg_trigger AS g ON g.tgrelid = m.relid
              WHERE g.tgfoid = 'rag._attached_changed()'::pg_catalog.regprocedure
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS p
                                WHERE p.tgrelid = i.inhparent AND p.tgfoid = g.tgfoid AND p.tgargs = g.tgargs)
              ORDER BY 1 LOOP
-        RAISE WARNING 'rag: attached table % is a partition of % now, and writes through % are not indexed', w.source_table, w.parent, w.parent
-            USING HINT = format('attach the partitioned table instead: SELECT rag.detach(%L); then SELECT rag.attach(%L, ...);',
-                                w.source_table::text, pg_partition_root(w.source_table)::text);
+        IF w.covering IS NULL THEN
+            RAISE WARNING 'rag: attached table % is a partition of % now, and writes through % are not indexed', w.source_table, w.parent, w.parent
+                USING HINT = format('attach the partitioned table instead: SELECT rag.detach(%L); then SELECT rag.attach(%L, ...);',
+                                    w.source_table::text, pg_partition_root(w.source_table)::text);
+        ELSE
+            RAISE WARNING 'rag: attached table % is a partition of % now, in attached table %: its rows are indexed by both attachments', w.source_table, w.parent, w.covering
+                USING HINT = format('SELECT rag.detach(%L);   -- attached table %s indexes its rows', w.source_table::text, w.covering);
+        END IF;
     END LOOP;
     IF NOT has_function_privilege('rag._watch_partitions(rag.attachments, boolean)', 'EXECUTE') THEN
         -- (a role that may not create rag's triggers: rag.check reports the partition)

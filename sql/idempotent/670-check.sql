@@ -59,6 +59,7 @@ DECLARE
     unwatched text[];
     disabled text[];
     n_parts bigint;
+    covering regclass;
 BEGIN
     -- documents whose chunks are not those of their text
     RETURN QUERY
@@ -140,10 +141,20 @@ BEGIN
         -- a partition attached on its own (before 0.8.0, which refuses it): writes through
         -- its parent fire the parent's triggers, not its own
         IF (SELECT c.relispartition FROM pg_catalog.pg_class AS c WHERE c.oid = a.source_table) THEN
-            RETURN QUERY SELECT a.tenant, 'attached table is a partition: writes through its partitioned table are not indexed',
-                                1::bigint, a.source_table::text,
-                                format('SELECT rag.detach(%L), then rag.attach(%L, ...);   -- in tenant %L',
-                                       a.source_table::text, pg_partition_root(a.source_table)::text, a.tenant);
+            covering := (SELECT x.source_table FROM pg_catalog.pg_inherits AS i
+                         CROSS JOIN LATERAL rag._attachments_above(ARRAY[i.inhparent]) AS x
+                         WHERE i.inhrelid = a.source_table ORDER BY x.attachment_id LIMIT 1);
+            IF covering IS NULL THEN
+                RETURN QUERY SELECT a.tenant, 'attached table is a partition: writes through its partitioned table are not indexed',
+                                    1::bigint, a.source_table::text,
+                                    format('SELECT rag.detach(%L), then rag.attach(%L, ...);   -- in tenant %L',
+                                           a.source_table::text, pg_partition_root(a.source_table)::text, a.tenant);
+            ELSE
+                RETURN QUERY SELECT a.tenant, 'attached table is a partition of another attached table: its rows are indexed twice',
+                                    1::bigint, a.source_table::text,
+                                    format('SELECT rag.detach(%L);   -- in tenant %L; attached table %s indexes its rows',
+                                           a.source_table::text, a.tenant, covering);
+            END IF;
         END IF;
         -- its partitions: a statement that names one fires the partition's triggers only
         SELECT count(*) INTO n_parts
