@@ -480,3 +480,25 @@ def test_partition_ddl_on_a_table_nobody_attached_locks_no_other_partition(db, c
         assert n < 20, n
     finally:
         other.execute("ROLLBACK")
+
+
+def test_a_table_of_an_inheritance_tree_cannot_be_attached(db, connect):
+    """Review 42 #6 (since 0.1.0): an UPDATE naming an (old-style) inheritance parent
+    changed the rows of an attached child and fired the parent's triggers only, and a
+    parent's rows read without ONLY are its children's too. rag.attach refuses either
+    (42809, naming the tree); one attached before is reported by rag.check."""
+    db.execute("GRANT CREATE ON SCHEMA public TO alice")
+    alice = connect("alice")
+    alice.execute("CREATE TABLE ipar (id int PRIMARY KEY, body text)")
+    alice.execute("CREATE TABLE ichild (id int PRIMARY KEY, body text) INHERITS (ipar)")
+    for t, other in (("ichild", "public.ipar"), ("ipar", "public.ichild")):
+        with pytest.raises(psycopg.errors.WrongObjectType, match=f"inherits from or is inherited by {other}") as e:
+            alice.execute(f"SELECT rag.attach('{t}', 'body')")
+        assert "not table inheritance" in e.value.diag.message_hint
+    db.execute("SET rag.tenant = 'alice'")
+    db.execute("SET session_replication_role = replica")   # (planted as an older release's rag.attach made it)
+    db.execute("INSERT INTO rag.attachments (tenant, source_table, key_columns, content_column, mode) "
+               "VALUES ('alice', 'public.ichild', '{id}', 'body', 'sync')")
+    db.execute("RESET session_replication_role")
+    problems = [p for p, in alice.execute("SELECT problem FROM rag.check()").fetchall()]
+    assert "attached table is in an inheritance tree: writes that name its parent or children are not indexed" in problems, problems

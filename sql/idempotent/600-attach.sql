@@ -316,6 +316,17 @@ BEGIN
             USING ERRCODE = 'wrong_object_type',
                   HINT = format('attach the partitioned table %s (rag watches every partition of it)',
                                 pg_partition_root(source_table));
+    ELSIF EXISTS (SELECT 1 FROM pg_inherits AS i WHERE i.inhrelid = source_table OR i.inhparent = source_table)
+          AND (SELECT c.relkind FROM pg_class AS c WHERE c.oid = source_table) <> 'p' THEN
+        -- (table inheritance: an UPDATE, DELETE or TRUNCATE that names the parent changes
+        -- the children's rows and fires the parent's triggers only; a parent's rows read
+        -- without ONLY are its children's too: review 42)
+        RAISE EXCEPTION 'rag.attach: table % inherits from or is inherited by %, and writes that name another table of its inheritance tree would not be seen',
+                        source_table, (SELECT string_agg(x::regclass::text, ', ' ORDER BY x::regclass::text)
+                                       FROM (SELECT i.inhparent AS x FROM pg_inherits AS i WHERE i.inhrelid = source_table
+                                             UNION SELECT i.inhrelid FROM pg_inherits AS i WHERE i.inhparent = source_table) AS t)
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'rag watches partitioned tables whole (CREATE TABLE ... PARTITION BY), not table inheritance (INHERITS)';
     ELSIF array_position(metadata_columns, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'rag.attach: metadata_columns holds a NULL (element %)', array_position(metadata_columns, NULL)
             USING ERRCODE = 'null_value_not_allowed';

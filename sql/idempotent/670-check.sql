@@ -156,6 +156,16 @@ BEGIN
                                            a.source_table::text, a.tenant, covering);
             END IF;
         END IF;
+        -- table inheritance (before 0.8.0, which refuses it): writes that name another table
+        -- of the tree fire that table's triggers only
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_inherits AS i WHERE i.inhrelid = a.source_table OR i.inhparent = a.source_table)
+           AND (SELECT c.relkind FROM pg_catalog.pg_class AS c WHERE c.oid = a.source_table) NOT IN ('p')
+           AND NOT (SELECT c.relispartition FROM pg_catalog.pg_class AS c WHERE c.oid = a.source_table) THEN
+            RETURN QUERY SELECT a.tenant, 'attached table is in an inheritance tree: writes that name its parent or children are not indexed',
+                                1::bigint, a.source_table::text,
+                                format('SELECT rag.detach(%L);   -- in tenant %L; then NO INHERIT, or a partitioned table, and attach again',
+                                       a.source_table::text, a.tenant);
+        END IF;
         -- its partitions: a statement that names one fires the partition's triggers only
         SELECT count(*) INTO n_parts
         FROM pg_partition_tree(a.source_table) AS p
