@@ -30,11 +30,13 @@ def _db_070(server_url):
 
 
 def _update(url, warnings=None):
+    """ALTER EXTENSION rag UPDATE as the superuser; whether it reached the current release."""
     with psycopg.connect(url, autocommit=True) as su:
         if warnings is not None:
             su.add_notice_handler(lambda d: warnings.append(d.message_primary))
         su.execute("ALTER EXTENSION rag UPDATE")
-        return su.execute("SELECT extversion FROM pg_extension WHERE extname = 'rag'").fetchone()[0]
+        return su.execute("SELECT e.extversion = a.default_version FROM pg_extension AS e "
+                          "JOIN pg_available_extensions AS a ON a.name = e.extname WHERE e.extname = 'rag'").fetchone()[0]
 
 
 def test_objects_on_a_replaced_function_do_not_stop_the_upgrade(server_url):
@@ -47,7 +49,7 @@ def test_objects_on_a_replaced_function_do_not_stop_the_upgrade(server_url):
             bob.execute("CREATE VIEW bobv AS SELECT rag._rows_hidden_from_owner('pg_class'::regclass) AS h")
             carol.execute("CREATE TEMP VIEW cv AS SELECT 1 AS x WHERE rag._apply_rows(1::bigint, '{}'::jsonb[]) IS NULL")
             warnings = []
-            assert _update(url, warnings) == "0.8.0"
+            assert _update(url, warnings) is True
             mine = [w for w in warnings if "is replaced, but" in w]
             assert any("_rows_hidden_from_owner(regclass)" in w and "bobv" in w for w in mine), warnings
             assert any("_apply_rows(bigint, jsonb[])" in w and "cv" in w for w in mine), warnings
@@ -93,7 +95,7 @@ def test_a_foreign_partition_does_not_stop_the_upgrade(server_url):
             alice.execute("CREATE FOREIGN TABLE notes_arch PARTITION OF notes FOR VALUES FROM (500) TO (600) "
                           "SERVER loop OPTIONS (table_name 'archive_src')")
         warnings = []
-        assert _update(url, warnings) == "0.8.0"
+        assert _update(url, warnings) is True
         assert any("notes_arch is a foreign table" in w for w in warnings), warnings
         with psycopg.connect(as_role(url, "alice"), autocommit=True) as alice:
             alice.execute("INSERT INTO notes_a VALUES (2, 'The night train to the coast runs on Fridays.')")
@@ -123,7 +125,7 @@ def test_more_partitions_than_the_lock_table_holds_do_not_stop_the_upgrade(serve
                     IF i % 200 = 0 THEN COMMIT; END IF;
                 END LOOP; END $$""")
         warnings = []
-        assert _update(url, warnings) == "0.8.0"
+        assert _update(url, warnings) is True
         assert any(f"the {budget + 1} partitions of attached table public.big are left" in w for w in warnings), warnings
         with psycopg.connect(as_role(url, "alice"), autocommit=True) as alice:
             assert alice.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'small_0'::regclass "

@@ -159,7 +159,7 @@ BEGIN
         -- table inheritance (before 0.8.0, which refuses it): writes that name another table
         -- of the tree fire that table's triggers only
         IF EXISTS (SELECT 1 FROM pg_catalog.pg_inherits AS i WHERE i.inhrelid = a.source_table OR i.inhparent = a.source_table)
-           AND (SELECT c.relkind FROM pg_catalog.pg_class AS c WHERE c.oid = a.source_table) NOT IN ('p')
+           AND (SELECT c.relkind FROM pg_catalog.pg_class AS c WHERE c.oid = a.source_table) <> 'p'
            AND NOT (SELECT c.relispartition FROM pg_catalog.pg_class AS c WHERE c.oid = a.source_table) THEN
             RETURN QUERY SELECT a.tenant, 'attached table is in an inheritance tree: writes that name its parent or children are not indexed',
                                 1::bigint, a.source_table::text,
