@@ -9,7 +9,7 @@ import uuid
 
 import psycopg
 import pytest
-from pgtest import as_role, with_db
+from pgtest import as_role
 
 
 def _alice(db, connect):
@@ -338,38 +338,6 @@ def test_a_partition_dropped_with_its_schema_takes_its_documents(db, connect):
     alice.execute("SELECT rag.attach('notes', 'body')")
     alice.execute("DROP SCHEMA archive CASCADE")
     assert set(_docs(alice)) == {1, 120}
-
-
-def test_an_owners_trigger_under_rags_name_does_not_stop_the_upgrade(server_url):
-    """Review 41, finding 6: the 0.8.0 step 040 ran CREATE TRIGGER rag_attachment_<id>_<event>
-    on each partition: a writer whose partition had a trigger of her own under that name
-    made ALTER EXTENSION rag UPDATE fail for the whole database (42710). The trigger is left
-    with a WARNING, and rag.check reports the partition."""
-    name = "r41_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(server_url, autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {name}")
-    url = with_db(server_url, name)
-    try:
-        with psycopg.connect(url, autocommit=True) as su:
-            su.execute("CREATE EXTENSION rag VERSION '0.7.0' CASCADE")
-            su.execute("GRANT CREATE ON SCHEMA public TO alice")
-        with psycopg.connect(as_role(url, "alice"), autocommit=True) as alice:
-            alice.execute("CREATE TABLE notes (id int PRIMARY KEY, body text) PARTITION BY RANGE (id)")
-            alice.execute("CREATE TABLE notes_a PARTITION OF notes FOR VALUES FROM (0) TO (100)")
-            att = alice.execute("SELECT rag.attach('notes', 'body', mode => 'async')").fetchone()[0]
-            alice.execute("CREATE FUNCTION mine() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$")
-            alice.execute(f"CREATE TRIGGER rag_attachment_{att}_ins AFTER INSERT ON notes_a "
-                          "FOR EACH STATEMENT EXECUTE FUNCTION mine()")
-        with psycopg.connect(url, autocommit=True) as su:
-            su.execute("ALTER EXTENSION rag UPDATE")
-            assert su.execute("SELECT e.extversion = a.default_version FROM pg_extension AS e JOIN pg_available_extensions "
-                              "AS a ON a.name = e.extname WHERE e.extname = 'rag'").fetchone()[0] is True
-        with psycopg.connect(as_role(url, "alice"), autocommit=True) as alice:
-            assert _watched(alice, att) == {"notes": 4, "notes_a": 3}
-            assert any("name a partition" in p for p, in alice.execute("SELECT problem FROM rag.check()").fetchall())
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as c:
-            c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def test_a_partition_cannot_be_attached_on_its_own(db, connect):

@@ -131,3 +131,27 @@ def test_more_partitions_than_the_lock_table_holds_do_not_stop_the_upgrade(serve
             assert alice.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'small_0'::regclass "
                                  "AND tgname LIKE 'rag_attachment_%'").fetchone()[0] == 4
             assert alice.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'big_1'::regclass").fetchone()[0] == 0
+
+
+def test_an_owners_trigger_under_rags_name_does_not_stop_the_upgrade(server_url):
+    """Review 41, finding 6: step 040 ran CREATE TRIGGER rag_attachment_<id>_<event> on each
+    partition: a writer whose partition had a trigger of her own under that name made ALTER
+    EXTENSION rag UPDATE fail for the whole database (42710). The trigger is left with a
+    WARNING, and rag.check reports the partition."""
+    with _db_070(server_url) as url:
+        with psycopg.connect(as_role(url, "alice"), autocommit=True) as alice:
+            alice.execute("CREATE TABLE notes (id int PRIMARY KEY, body text) PARTITION BY RANGE (id)")
+            alice.execute("CREATE TABLE notes_a PARTITION OF notes FOR VALUES FROM (0) TO (100)")
+            att = alice.execute("SELECT rag.attach('notes', 'body', mode => 'async')").fetchone()[0]
+            alice.execute("CREATE FUNCTION mine() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$")
+            alice.execute(f"CREATE TRIGGER rag_attachment_{att}_ins AFTER INSERT ON notes_a "
+                          "FOR EACH STATEMENT EXECUTE FUNCTION mine()")
+        warnings = []
+        assert _update(url, warnings) is True
+        assert any("already has a trigger named" in w for w in warnings), warnings
+        with psycopg.connect(as_role(url, "alice"), autocommit=True) as alice:
+            watched = dict(alice.execute(
+                "SELECT tgrelid::regclass::text, count(*) FROM pg_trigger WHERE tgfoid = 'rag._attached_changed()'::regprocedure "
+                "AND tgargs = convert_to(%s::text, 'UTF8') || '\\x00'::bytea GROUP BY 1", (att,)).fetchall())
+            assert watched == {"notes": 4, "notes_a": 3}
+            assert any("name a partition" in p for p, in alice.execute("SELECT problem FROM rag.check()").fetchall())

@@ -145,7 +145,7 @@ $$;
 -- a firing whose relation's leaves are all marked has nothing left to delete. Any write
 -- through the table's triggers, and any document applied, clears the mark (a row may have
 -- come into a marked partition). The mark names the transaction by its id and start, as
--- rag._lock_tenant_models does: one set by hand in a session marks nothing of another.
+-- rag._claim_tenant_models does: one set by hand in a session marks nothing of another.
 CREATE OR REPLACE FUNCTION rag._truncated(a rag.attachments, rel regclass)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
