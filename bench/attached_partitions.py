@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import re
 import statistics
 import sys
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_attached_rows  # noqa: E402
+from common import bench_writer, drop_database, fresh_database, write_attached_rows  # noqa: E402
 
 
 def fill(c, n: int) -> None:
@@ -72,24 +71,16 @@ def main() -> int:
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args()
 
-    db = re.search(r"dbname=(\S+)", args.dsn).group(1) + "_parts"
-    dsn = re.sub(r"dbname=\S+", f"dbname={db}", args.dsn)
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
-        with psycopg.connect(args.dsn, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-            conn.execute(f"CREATE DATABASE {db}")
-            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'bench'").fetchone():
-                conn.execute("CREATE ROLE bench LOGIN")
+        dsn = fresh_database(args.dsn, "parts")
+        as_bench = bench_writer(dsn)
         with psycopg.connect(dsn, autocommit=True) as c:
-            c.execute("CREATE EXTENSION rag CASCADE")
-            c.execute("GRANT rag_writer TO bench")
-            c.execute("GRANT CREATE ON SCHEMA public TO bench")
             print(f"filling {n:,} attached rows in 10 partitions ...", flush=True)
             t0 = time.perf_counter()
             fill(c, n)
             print(f"  filled in {time.perf_counter() - t0:.0f} s", flush=True)
-        with psycopg.connect(re.sub(r"user=\S+", "user=bench", dsn), autocommit=True) as c:
+        with psycopg.connect(as_bench, autocommit=True) as c:
             docs = "SELECT count(*) FROM rag.documents"
             row = {"attached_rows": n, "partition_rows": n // 10}
             row["detach_ms"] = round(timed(c, "ALTER TABLE public.notes DETACH PARTITION public.notes_0"), 1)
@@ -122,8 +113,7 @@ def main() -> int:
         c.execute("ALTER EVENT TRIGGER rag_partitions_dropped ENABLE")
     ddl = {"ms_enabled_median": round(statistics.median(on), 1), "ms_disabled_median": round(statistics.median(off), 1),
            "ratio": round(statistics.median(on) / statistics.median(off), 3), "runs": args.runs}
-    with psycopg.connect(args.dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    drop_database(args.dsn, "parts")
     print("\n| attached rows | DETACH PARTITION (1/10) | TRUNCATE of a partition | DROP of a partition "
           "| TRUNCATE of 20 empty partitions |\n|---:|---:|---:|---:|---:|")
     for r in rows:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import re
 import statistics
 import sys
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_attached_rows  # noqa: E402
+from common import bench_writer, drop_database, fresh_database, write_attached_rows  # noqa: E402
 
 WORDS = ("refund parcel invoice carrier warehouse return label customer order delivery courier "
          "payment receipt damage replacement voucher account address shipment tracking").split()
@@ -67,25 +66,17 @@ def main() -> int:
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args()
 
-    db = re.search(r"dbname=(\S+)", args.dsn).group(1) + "_check"
-    dsn = re.sub(r"dbname=\S+", f"dbname={db}", args.dsn)
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
-        with psycopg.connect(args.dsn, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-            conn.execute(f"CREATE DATABASE {db}")
-            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'bench'").fetchone():
-                conn.execute("CREATE ROLE bench LOGIN")
+        dsn = fresh_database(args.dsn, "check")
+        as_bench = bench_writer(dsn)
         with psycopg.connect(dsn, autocommit=True) as c:
-            c.execute("CREATE EXTENSION rag CASCADE")
-            c.execute("GRANT rag_writer TO bench")
-            c.execute("GRANT CREATE ON SCHEMA public TO bench")
             print(f"filling {n:,} documents and {n:,} attached rows ...", flush=True)
             t0 = time.perf_counter()
             fill(c, n)
             print(f"  filled in {time.perf_counter() - t0:.0f} s", flush=True)
         # as the table's owner, in a session of its own (rag.check reads no table after SET ROLE)
-        with psycopg.connect(re.sub(r"user=\S+", "user=bench", dsn), autocommit=True) as c:
+        with psycopg.connect(as_bench, autocommit=True) as c:
             assert c.execute("SELECT rag.current_tenant()").fetchone()[0] == "bench"
             ms = []
             for _ in range(args.runs):
@@ -109,8 +100,7 @@ def main() -> int:
                   f"rag.check() median {row['check_ms_median']:,.0f} ms, rag.resync() of the unchanged table "
                   f"{row['resync_ms_median']:,.0f} ms ({args.runs} runs)", flush=True)
             rows.append(row)
-        with psycopg.connect(args.dsn, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        drop_database(args.dsn, "check")
     print("\n| documents | chunks | attached rows | rag.check() median | rag.resync() median |\n|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['documents']:,} | {r['chunks']:,} | {r['attached_rows']:,} | {r['check_ms_median']:,.0f} ms "

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import psycopg.conninfo
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plpy"))
@@ -183,6 +184,38 @@ def pgbench(dsn: str, qs: list[str], clients: int, per_client: int) -> dict:
 
 def pgbench_available() -> bool:
     return Path(PGBENCH).exists()
+
+
+def fresh_database(dsn: str, suffix: str) -> str:
+    """The database of a bench stage, `<dsn's dbname>_<suffix>`, made anew (one left by an
+    earlier run is dropped) with rag installed; returns its conninfo."""
+    drop_database(dsn, suffix)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{_stage_db(dsn, suffix)}"')
+    stage = psycopg.conninfo.make_conninfo(dsn, dbname=_stage_db(dsn, suffix))
+    with psycopg.connect(stage, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION rag CASCADE")
+    return stage
+
+
+def drop_database(dsn: str, suffix: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{_stage_db(dsn, suffix)}" WITH (FORCE)')
+
+
+def _stage_db(dsn: str, suffix: str) -> str:
+    return psycopg.conninfo.conninfo_to_dict(dsn)["dbname"] + "_" + suffix
+
+
+def bench_writer(stage: str) -> str:
+    """The conninfo of role `bench` (made if missing: a LOGIN role of the cluster) in database
+    `stage`, where it is a rag_writer that may create tables in public."""
+    with psycopg.connect(stage, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'bench'").fetchone():
+            conn.execute("CREATE ROLE bench LOGIN")
+        conn.execute("GRANT rag_writer TO bench")
+        conn.execute("GRANT CREATE ON SCHEMA public TO bench")
+    return psycopg.conninfo.make_conninfo(stage, user="bench")
 
 
 def write_attached_rows(c, n: int) -> None:

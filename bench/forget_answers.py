@@ -17,13 +17,15 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import re
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import fresh_database  # noqa: E402
 
 INSERT = ("INSERT INTO rag.answers (question, answer, model, mode, retrieved_chunk_ids, latency_ms) "
           "VALUES ('q', 'a', 'm', 'extractive', %s, 1)")
@@ -40,14 +42,9 @@ def main() -> int:
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args()
 
-    db = re.search(r"dbname=(\S+)", args.dsn).group(1) + "_forget"
-    with psycopg.connect(args.dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {db}")
-    dsn = re.sub(r"dbname=\S+", f"dbname={db}", args.dsn)
+    dsn = fresh_database(args.dsn, "forget")
     result: dict = {"answers": args.answers, "asks": args.asks, "runs": args.runs}
     with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute("CREATE EXTENSION rag CASCADE")
         c.execute("SET rag.tenant = 'acme'")
         print("ingesting the document and asking about it ...", flush=True)
         c.execute("""SELECT rag.ingest(string_agg(format('Paragraph %s: the harbour ferry leaves at %s and the '

@@ -15,13 +15,15 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import re
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import drop_database, fresh_database  # noqa: E402
 
 QUERIES = ["create an index without locking writes", "vacuum full versus vacuum", "see running queries",
            "grant select on a table", "partial index", "default port", "how sequences work",
@@ -52,14 +54,9 @@ def main() -> int:
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args()
 
-    db = re.search(r"dbname=(\S+)", args.dsn).group(1) + "_parts"
-    with psycopg.connect(args.dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {db}")
-    dsn = re.sub(r"dbname=\S+", f"dbname={db}", args.dsn)
+    dsn = fresh_database(args.dsn, "parts")
     tenants = [f"t{i:02d}" for i in range(args.tenants)]
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION rag CASCADE")
         conn.execute("SET rag.tenant = 'seed'")
         t0 = time.perf_counter()
         for f in sorted(Path(args.docs).glob("*.html"))[: args.pages]:
@@ -114,8 +111,7 @@ def main() -> int:
     out = Path(args.out) / f"partitions-{res['date']}.json"
     out.write_text(json.dumps(res, indent=2))
     print(f"wrote {out}")
-    with psycopg.connect(args.dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    drop_database(args.dsn, "parts")
     return 0
 
 

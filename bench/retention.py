@@ -17,13 +17,15 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import re
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import drop_database, fresh_database  # noqa: E402
 
 
 def main() -> int:
@@ -35,14 +37,9 @@ def main() -> int:
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args()
 
-    db = re.search(r"dbname=(\S+)", args.dsn).group(1) + "_retention"
-    with psycopg.connect(args.dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {db}")
-    dsn = re.sub(r"dbname=\S+", f"dbname={db}", args.dsn)
+    dsn = fresh_database(args.dsn, "retention")
     result: dict = {"usage_rows": args.usage, "answer_rows": args.answers, "batch_rows": args.batch}
     with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute("CREATE EXTENSION rag CASCADE")
         print(f"filling {args.usage:,} usage rows and {args.answers:,} answers over 400 days ...", flush=True)
         t0 = time.perf_counter()
         # in id order the rows get older to newer, as a ledger does
@@ -93,8 +90,7 @@ def main() -> int:
         again = c.execute("CALL rag.purge_ledger()").fetchone()
         result["second_call"] = {"removed": list(again), "seconds": round(time.perf_counter() - t0, 2)}
         print(json.dumps(result, indent=1))
-    with psycopg.connect(args.dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    drop_database(args.dsn, "retention")
     out = Path(args.out) / f"retention-{datetime.date.today()}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")

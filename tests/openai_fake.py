@@ -9,6 +9,7 @@ same `openai` provider code as the real local LLM (tests/test_providers.py uses 
 """
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 import time
@@ -22,11 +23,15 @@ class Scenario:
     as server-sent events, a word a piece, when the request asks for a stream);
     rerank_format: how /rerank answers (cohere: {"results": [{index, relevance_score}]},
     tei: a bare list of {index, score}, broken: {"results": "no"}); it scores a document
-    1 / (1 + its length), so the shortest comes first."""
+    1 / (1 + its length), so the shortest comes first. hostile: an answer no real server
+    should send (hostile review 44), for at most 30 s: "big" (a 100 MB JSON body), "drip"
+    (a byte every 0.2 s), "pings" (server-sent events with nothing in them, every 0.1 s),
+    "redirect" (302 elsewhere), "gzip" (50 KB that inflate to 50 MB), "nan" and
+    "huge-floats" (embeddings holding NaN, or 3e38s whose float32 norm is infinite)."""
 
     def __init__(self, fail=(), always: int | None = None, hang: float = 0.0, dims: int = 3,
                  chat_text: str = "ok", usage: dict | None = None, send_usage: bool = True,
-                 echo_key: bool = False, rerank_format: str = "cohere"):
+                 echo_key: bool = False, rerank_format: str = "cohere", hostile: str | None = None):
         self.fail = list(fail)
         self.always = always
         self.hang = hang
@@ -36,6 +41,7 @@ class Scenario:
         self.send_usage = send_usage
         self.echo_key = echo_key
         self.rerank_format = rerank_format
+        self.hostile = hostile
 
 
 class FakeOpenAI:
@@ -81,6 +87,56 @@ class FakeOpenAI:
                 self.wfile.write(b"data: [DONE]\n\n")
                 self.wfile.flush()
 
+            def _hostile(self, kind: str, body: dict):
+                end = time.monotonic() + 30
+                self.close_connection = True
+                if kind == "redirect":
+                    self.send_response(302)
+                    self.send_header("location", "http://127.0.0.1:9/elsewhere")
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
+                if kind in ("nan", "huge-floats"):   # (json.dumps writes NaN, which Python's json reads)
+                    n = len(body["input"]) if isinstance(body.get("input"), list) else 1
+                    value = float("nan") if kind == "nan" else 3e38
+                    return self._send(200, {"object": "list", "model": body.get("model"),
+                                            "data": [{"object": "embedding", "index": i, "embedding": [value, 1.0, 1.0]}
+                                                     for i in range(n)]})
+                if kind == "gzip":
+                    data = gzip.compress(b'{"data": [' + b" " * 50_000_000 + b"]}")
+                    self.send_response(200)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-encoding", "gzip")
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream" if kind == "pings" else "application/json")
+                if kind == "big":
+                    self.send_header("content-length", str(100 << 20))
+                elif kind == "drip":
+                    self.send_header("content-length", "100000")
+                self.end_headers()
+                try:
+                    if kind == "big":
+                        self.wfile.write(b'{"data": [')
+                        for _ in range(100):
+                            self.wfile.write(b" " * (1 << 20))
+                    while time.monotonic() < end:
+                        if kind == "drip":
+                            self.wfile.write(b" ")
+                            time.sleep(0.2)
+                        elif kind == "pings":
+                            self.wfile.write(b'data: {"id": "x", "object": "chat.completion.chunk", "created": 1, '
+                                             b'"model": "m", "choices": [{"index": 0, "delta": {}}]}\n\n')
+                            time.sleep(0.1)
+                        else:
+                            break
+                        self.wfile.flush()
+                except OSError:   # the client went away
+                    pass
+
             def do_POST(self):
                 n = int(self.headers.get("content-length") or 0)
                 body = json.loads(self.rfile.read(n) or b"{}")
@@ -91,6 +147,8 @@ class FakeOpenAI:
                                             "authorization": self.headers.get("authorization")})
                 if sc is None:
                     return self._send(404, {"error": {"message": f"no scenario {name}"}})
+                if sc.hostile:
+                    return self._hostile(sc.hostile, body)
                 if sc.hang:
                     time.sleep(sc.hang)
                 if sc.always:

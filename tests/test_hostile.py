@@ -151,18 +151,22 @@ def test_a_model_server_that_hangs_does_not_hold_the_backend(db, connect, fake_o
         assert _sqlstate(e) == "57014" and time.perf_counter() - t0 < 2.0, how   # 1 s + a poll, not 20 s
 
 
-def test_a_hand_written_10_mb_chunk_does_not_hold_an_answer_past_its_timeout(connect):
-    """Hostile review 21: a writer's own chunk of 10 MB (rag.chunks takes any length from a
+def test_a_hand_written_10_mb_chunk_does_not_hold_an_answer_past_its_timeout(db, connect):
+    """Hostile review 21: a writer's own chunk of 10 MB (rag.chunks took any length from a
     writer) and a question of 540 distinct words made the extractive answerer score every
     sentence of the chunk against every word with no interrupt check (statement_timeout 3 s
     ended it after 10 s). It now reads a chunk's first 131,072 characters and checks for a
-    cancel between chunks: the answer takes a fraction of a second."""
+    cancel between chunks: the answer takes a fraction of a second. Since 0.9.0 a writer's
+    chunk is at most that long (tests/test_hostile_reads.py); one written before stays, and
+    is planted here past the check, as a superuser with triggers off."""
     alice = connect("alice")
     _ingest(alice)
-    alice.execute("""INSERT INTO rag.chunks (tenant, document_id, ord, content, tokens, content_hash, model, embedding)
+    db.execute("SET session_replication_role = replica")
+    db.execute("""INSERT INTO rag.chunks (tenant, document_id, ord, content, tokens, content_hash, model, embedding)
                      SELECT c.tenant, c.document_id, 1000, repeat('Vacation alpha beta gamma delta epsilon. ', 250000),
                             10, sha256('x'::bytea), c.model, c.embedding
                      FROM rag.chunks AS c WHERE c.ord = 0""")
+    db.execute("RESET session_replication_role")
     assert alice.execute("SELECT max(length(content)) FROM rag.chunks").fetchone()[0] > 10_000_000
     question = "vacation " + " ".join(f"w{i:04d}x" for i in range(540))
     alice.execute("SET statement_timeout = '3s'")

@@ -218,6 +218,75 @@ def test_a_hanging_server_hits_the_timeout(db, fake_openai):
     assert len(fake_openai.requests["hang"]) == 2
 
 
+# -- a hostile server's answers (hostile review 44; the scripted fake's "hostile" scenarios) --
+
+def _backend_status(db, pid: int, field: str) -> int:
+    status = db.execute("SELECT pg_read_file('/proc/' || %s || '/status')", (pid,)).fetchone()[0]
+    return int(re.search(field + r":\s+(\d+)", status).group(1))
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("big", "its answer is over 66,656 bytes"),            # 1 GB was read whole: 4.1 GB in the backend
+    ("gzip", "its answer is compressed"),                  # 1 MB inflated to 1 GB: 3.1 GB
+    ("redirect", "HTTP 302, a redirect, which rag does not follow"),   # followed, even to 169.254.169.254
+    ("nan", "returned a vector that is not finite"),        # pgvector's 22000 at the insert, no model named
+    ("huge-floats", "returned a vector that is not finite"),   # stored as a zero vector
+])
+def test_a_servers_answer_is_read_bounded_uncompressed_and_from_it(db, connect, fake_openai, kind, message):
+    url = fake_openai.add(f"hostile-{kind}", Scenario(hostile=kind))
+    db.execute("SELECT rag.add_model(%s, 'embed', base_url => %s, dimensions => 3)", (f"h-{kind}", url))
+    alice = connect("alice")
+    pid = alice.execute("SELECT pg_backend_pid()").fetchone()[0]
+    alice.execute("SELECT rag.embed('warm up')")
+    before = _backend_status(db, pid, "RssAnon")
+    with pytest.raises(psycopg.Error) as e:
+        alice.execute("SELECT rag.embed('hello', %s)", (f"h-{kind}",))
+    assert _sqlstate(e) == "22023" and message in str(e.value) and f"h-{kind}" in str(e.value), str(e.value)
+    assert len(fake_openai.requests[f"hostile-{kind}"]) == 1          # not retried
+    assert (_backend_status(db, pid, "RssAnon") - before) / 1024 < 200   # MB
+
+
+def test_a_server_that_drips_its_answer_is_timed_out_and_a_cancel_ends_its_reader(db, connect, fake_openai):
+    """A byte every 0.2 s never trips a read timeout: the call was held until a cancel, and
+    the cancelled call's thread read on into the next statements (5 cancels, 5 threads)."""
+    url = fake_openai.add("hostile-drip", Scenario(hostile="drip"))
+    db.execute("SELECT rag.add_model('h-drip', 'embed', base_url => %s, dimensions => 3)", (url,))
+    alice = connect("alice")
+    alice.execute("SET rag.provider_timeout_seconds = '1'")
+    alice.execute("SET rag.provider_max_retries = '0'")
+    t0 = time.monotonic()
+    with pytest.raises(psycopg.Error) as e:
+        alice.execute("SELECT rag.embed('hello', 'h-drip')")
+    assert _sqlstate(e) == "58000" and "timed out" in str(e.value), str(e.value)
+    assert time.monotonic() - t0 < 6    # twice the timeout, and the next byte
+    pid = alice.execute("SELECT pg_backend_pid()").fetchone()[0]
+    threads = _backend_status(db, pid, "Threads")
+    alice.execute("SET rag.provider_timeout_seconds = '30'")
+    alice.execute("SET statement_timeout = '500ms'")
+    for _ in range(5):
+        with pytest.raises(psycopg.Error) as e:
+            alice.execute("SELECT rag.embed('hello', 'h-drip')")
+        assert _sqlstate(e) == "57014"
+    time.sleep(1.5)
+    assert _backend_status(db, pid, "Threads") <= threads + 1
+
+
+def test_a_stream_of_empty_events_ends_at_its_timeout_and_its_cancel(db, fake_openai):
+    """Server-sent events with nothing in them, one every 0.1 s: the backend read them with
+    no cancel check; cancel, statement_timeout and pg_terminate_backend all waited."""
+    url = fake_openai.add("hostile-pings", Scenario(hostile="pings"))
+    db.execute("SELECT rag.add_model('h-pings', 'chat', base_url => %s)", (url,))
+    _ingest(db)
+    db.execute("SET statement_timeout = '2s'")
+    t0 = time.monotonic()
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT * FROM rag.ask_stream('How long do refunds take?', model => 'h-pings')").fetchall()
+    assert _sqlstate(e) == "57014", str(e.value)
+    assert time.monotonic() - t0 < 3.5
+    db.execute("RESET statement_timeout")
+    assert db.execute("SELECT count(*) FROM rag.answers").fetchone() == (0,)
+
+
 def test_a_4xx_fails_at_once_without_retries(db, fake_openai):
     url = fake_openai.add("bad", Scenario(fail=[400]))
     db.execute("SELECT rag.add_model('bad', 'embed', base_url => %s, dimensions => 3)", (url,))

@@ -75,6 +75,9 @@ def test_a_failing_reranker_leaves_the_fused_order_and_says_why(db, fake_openai,
     assert [r[0] for r in rows] == [r[0] for r in fused(db, 4)]
     assert all(r[1] is None for r in rows)
     assert any("reranker" in n and fragment in n for n in notices), notices
+    # the request was sent (and answered, or failed): its row is in the ledger (review 44)
+    assert db.execute("SELECT calls, input_tokens > 0 FROM rag.usage WHERE operation = 'rerank' AND model = %s",
+                      (name,)).fetchall() == [(1, True)]
     out = db.execute("SELECT rag.ask(%s, rerank => %s)", (Q, name)).fetchone()[0]
     assert out["rerank"]["model"] == name and out["rerank"]["reranked"] is False
     assert fragment in out["rerank"]["error"] and out["citations"]

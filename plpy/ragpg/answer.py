@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 from . import interrupts
 from .chunking import max_chars
+from .citations import strip_markers
 
 NO_ANSWER = "I don't have that in the docs."
 
@@ -95,6 +97,10 @@ def _terms(text: str) -> set[str]:
 
 
 CHUNK_TEXT_CHARS = max_chars(8192)   # the longest chunk of the widest window rag.chunk_target_tokens allows
+# the most text one answer reads, the chunks in rank order: eight of the longest chunks,
+# hundreds of MiniLM's (60 chunks of 131,072 characters written by hand held 499 MB for a
+# question: hostile review 43)
+ANSWER_TEXT_CHARS = 8 * CHUNK_TEXT_CHARS
 SHARED_WEIGHT = 0.8   # the most the question's content words add (all of them, in one sentence)
 RANK_WEIGHT = 0.2     # the first chunk's sentences get this much more, the second half, ...
 DOC_WEIGHT = 0.1      # and every sentence of the first chunk's document this much
@@ -115,18 +121,32 @@ def score_sentences(question: str, qvec, chunks: list[Retrieved], embed,
     """Every sentence of the chunks with its score (module docstring), best first, and the
     sentences' unit vectors (rows in candidate order, for the near-duplicate check)."""
     cands: list[tuple[int, str]] = []
+    left = ANSWER_TEXT_CHARS
     for rank, c in enumerate(chunks):
+        if left <= 0:
+            break
         interrupts.check_interrupts()
         # all of a chunk rag made, and a bound on one a writer wrote by hand (a 10 MB chunk
         # cost 20 s a question); the check between chunks keeps cancel within one chunk's work
-        cands.extend((rank, s) for s in sentences(c.content[:CHUNK_TEXT_CHARS]))
+        text = c.content[:min(CHUNK_TEXT_CHARS, left)]
+        left -= len(text)
+        cands.extend((rank, s) for s in sentences(text))
     if not cands:
         return [], None
     vecs = embed([s for _, s in cands])
     cos = vecs @ qvec
     qterms = _terms(question)
-    terms = [_terms(s) for _, s in cands]
-    idf = {t: math.log(1 + len(cands) / (1 + sum(t in ts for ts in terms))) for t in qterms}
+    # each sentence's words once, and how many sentences hold each of the question's: linear
+    # in the sentences' words (each question word against each sentence was 998 x 314,580
+    # tests with no cancel for 9 s: hostile review 43)
+    terms, df = [], Counter()
+    for i, (_, s) in enumerate(cands):
+        if i % 1024 == 0:
+            interrupts.check_interrupts()
+        ts = _terms(s)
+        terms.append(ts)
+        df.update(ts & qterms)
+    idf = {t: math.log(1 + len(cands) / (1 + df[t])) for t in qterms}
     total = sum(idf.values()) or 1.0
     top_doc = chunks[0].document_id
     scored = []
@@ -174,7 +194,9 @@ def extractive_answer(question: str, qvec, chunks: list[Retrieved], embed,
 
 def compose_answer(picked: list[Sentence], chunks: list[Retrieved]) -> dict:
     """The picked sentences, each followed by its chunk's [n], and one citation per chunk
-    used, numbered in order of first use; NO_ANSWER and no citations if none."""
+    used, numbered in order of first use; NO_ANSWER and no citations if none. A marker in
+    a sentence's own text (an article's "[7]", or one a writer planted) is left out: it
+    would read as one of ours, naming another citation or none (hostile review 43)."""
     if not picked:
         return {"answer": NO_ANSWER, "citations": []}
     number: dict[int, int] = {}
@@ -182,7 +204,7 @@ def compose_answer(picked: list[Sentence], chunks: list[Retrieved]) -> dict:
     for p in picked:
         n = number.setdefault(p.rank, len(number) + 1)
         snippets.setdefault(p.rank, []).append(p.text)
-        parts.append(f"{p.text} [{n}]")
+        parts.append(f"{strip_markers(p.text)} [{n}]")
     citations = []
     for rank, n in number.items():
         c = chunks[rank]

@@ -65,15 +65,15 @@ def _context_budget(s: dict, spec: providers.ModelSpec, max_out: int) -> int:
     return min(want, room)
 
 
+def _snippet(text: str) -> str:
+    snippet = " ".join(text.split())
+    return snippet if len(snippet) <= 300 else snippet[:297] + "..."
+
+
 def citation_list(used: list[int], ctx: list[answer_mod.Retrieved]) -> list[dict]:
-    out = []
-    for n in used:
-        c = ctx[n - 1]
-        snippet = " ".join(c.content.split())
-        out.append({"index": n, "chunk_id": c.chunk_id, "document_id": c.document_id, "source": c.source,
-                    "title": c.title, "url": c.url, "heading": c.heading, "page": c.page,
-                    "snippet": snippet if len(snippet) <= 300 else snippet[:297] + "..."})
-    return out
+    return [{"index": n, "chunk_id": c.chunk_id, "document_id": c.document_id, "source": c.source,
+             "title": c.title, "url": c.url, "heading": c.heading, "page": c.page, "snippet": _snippet(c.content)}
+            for n, c in ((n, ctx[n - 1]) for n in used)]
 
 
 def _with_log(p: _Prepared, out: dict, usage: list[dict] | None) -> dict:
@@ -134,6 +134,13 @@ class _Prepared:
             self.messages = answer_mod.build_prompt(question, self.ctx)
             self.meter = meter(plpy, self.s, self.spec, "ask")
             self.secret = secret_for(plpy, self.spec)
+
+    def slim(self) -> None:
+        """Keep of the chunks what a stream's end needs: their ids, and the context's
+        snippets (a stream waits for its client, up to 9 a session: unread ones kept the
+        text of every chunk retrieved, 880 MB each: hostile review 43)."""
+        self.retrieved = [replace(c, content="") for c in self.retrieved]
+        self.ctx = [replace(c, content=_snippet(c.content)) for c in self.ctx]
 
     def result(self, text: str, used: list[int], removed: int, r: providers.ChatResult | None) -> dict:
         return {
@@ -198,6 +205,7 @@ def ask_stream_open(plpy, question: str, k: int, model: str | None, rerank: str 
             # never read to: Meter)
             st["stream"] = providers.ChatStream(p.spec, policy(p.s, p.meter), p.secret, p.messages, p.max_out,
                                                 p.temperature)
+        p.slim()
     handle = next(_HANDLES)
     for h in [h for h in _STREAMS if h < handle - 8]:  # streams a client never read
         _STREAMS.pop(h)

@@ -14,6 +14,7 @@ pending terminate ends the backend. Callers must let that exception through: no 
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import Callable
 
@@ -50,23 +51,43 @@ def interrupt_checker(plpy, interval: float = INTERVAL,
     return check
 
 
+_worker = threading.local()
+
+
+def abandoned() -> bool:
+    """Whether the call this worker thread runs for `wait` was given up (a cancel): the
+    worker's loops stop at their next turn (a model server's answer read in pieces)."""
+    gone = getattr(_worker, "gone", None)
+    return gone is not None and gone.is_set()
+
+
 def wait(fn, poll: float = INTERVAL):
     """fn() in a worker thread, checking for interrupts every `poll` seconds while it runs:
     a blocking call (an HTTP request to a model server that is slow or hangs) can then be
-    cancelled within a second. fn must not touch plpy. On a cancel, the worker is left to
-    finish or time out on its own; its result is dropped."""
+    cancelled within a second. fn must not touch plpy. On a cancel, the worker is told
+    (`abandoned`) and its result is dropped: a read in progress ends at its next piece or
+    its timeout (before, a cancelled 1 GB download went on into the next statement)."""
     if check_interrupts is no_check:
         return fn()
     import concurrent.futures
 
+    gone = threading.Event()
+
+    def run():
+        _worker.gone = gone
+        return fn()
+
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragpg-call")
     try:
-        future = pool.submit(fn)
+        future = pool.submit(run)
         while True:
             try:
                 return future.result(timeout=poll)
             except concurrent.futures.TimeoutError:
                 check_interrupts()
+    except BaseException:
+        gone.set()
+        raise
     finally:
         pool.shutdown(wait=False)
 

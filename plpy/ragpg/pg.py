@@ -586,8 +586,17 @@ def embed_query(plpy, text: str, model: str | None = None):
 _VECTOR_PLANS: OrderedDict[str, object] = OrderedDict()
 
 
+# A plan's memory grows with its SQL text, which holds a search's filter: a long one's plan
+# is made for its statement and freed with it, not kept (hostile review 43: a reader's
+# searches with 8 MB filters kept 100 MB each in the backend, for the session)
+KEPT_PLAN_MAX_CHARS = 16_384
+
+
 def _kept_plan(plpy, sql: str, types: list[str]):
-    """A plan kept per SQL text (at most 64: texts vary with model, dimensions and filter)."""
+    """A plan kept per SQL text (at most 64: texts vary with model, dimensions and filter;
+    none over KEPT_PLAN_MAX_CHARS)."""
+    if len(sql) > KEPT_PLAN_MAX_CHARS:
+        return _prepare(plpy, sql, types)
     plan = _VECTOR_PLANS.get(sql)
     if plan is None:
         plan = _keep(_VECTOR_PLANS, sql, _prepare(plpy, sql, types), 64)
@@ -898,7 +907,7 @@ def _rerank(plpy, query: str, model: str, kind: str, passages: list[str]):
     if spec.provider == "local":
         raise InvalidParameter(f"rag.search: model {shown(model)} cannot rerank (it is built in, not a language model)",
                                hint="rerank => a model of kind rerank, or a chat model behind a server")
-    scores = m = None
+    scores = m = msgs = None
     t0 = time.perf_counter()
     try:
         m = meter(plpy, s, spec, "rerank")
@@ -919,6 +928,13 @@ def _rerank(plpy, query: str, model: str, kind: str, passages: list[str]):
             providers.ProviderNotFound, BudgetExceeded) as e:
         STATS["rerank_failures"] += 1
         LAST_RERANK["error"] = e.message
+        sent = getattr(e, "sent", 0)
+        if sent:
+            # requests sent, their answers refused or never come: the search goes on, so their
+            # row is written, at the tokens sent (hostile review 44: none was)
+            n_in = sent * (providers.rerank_tokens(spec, query, passages) if msgs is None
+                           else providers.message_tokens(msgs, spec))
+            record_usage(plpy, s, "rerank", spec, sent, n_in, 0, time.perf_counter() - t0, m)
         return None, None, e.message
     record_usage(plpy, s, "rerank", spec, calls, n_in, n_out, time.perf_counter() - t0, m)
     ranks = [0] * len(passages)

@@ -11,11 +11,21 @@ status; of the server's answer it keeps only the message of an OpenAI-style JSON
 (`{"error": {"message": ...}}`), control characters removed, at most 200 characters, else
 says "no error message". The rest of the body, the headers, the request and the API key
 never appear: the URL may point at an internal service whose error pages say too much.
+
+A server's answer is input like any other (hostile review 44): the client's transport
+(`_bounded_transport`) reads it in pieces and refuses one over MAX_ANSWER_BYTES (an embeddings answer
+what its texts' vectors take: `_embeddings_answer_bytes`), a compressed one (gzip of 1 MB was 1 GB) and redirects; an
+answer read in a worker thread (rag's calls but a stream's) ends after twice
+rag.provider_timeout_seconds in all (a read timeout alone let a server drip a byte a
+second for ever) or at the next piece once its caller gave up (a cancel); a stream read
+in the backend's own thread checks for a cancel at every piece (server-sent events with
+nothing in them held a backend that no cancel, timeout or terminate stopped).
 """
 from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -90,6 +100,81 @@ class ChatResult:
 
 
 _CLIENTS: dict[tuple, object] = {}
+MAX_ANSWER_BYTES = 4 << 20   # a chat answer, a reranking, an error's body
+# an embeddings answer: what its texts' vectors take as JSON (a float64's longest text is 24
+# bytes), a kilobyte a text and 64 KiB more; parsed JSON takes 12-27 times its bytes, so a
+# flat 64 MiB let one rag.embed use 1.7 GB (review 44b)
+_EXPECTED = threading.local()
+
+
+def _embeddings_answer_bytes(texts: int, dimensions: int) -> int:
+    return (64 << 10) + texts * (1024 + 32 * dimensions)
+
+
+def _expecting(limit: int, fn):
+    """fn, run where the answer it reads may be at most `limit` bytes (the thread's)."""
+    def call():
+        _EXPECTED.limit = limit
+        try:
+            return fn()
+        finally:
+            _EXPECTED.limit = None
+    return call
+
+
+class AnswerRefused(Exception):
+    """A server's answer that rag does not read on (too large, compressed, redirected)."""
+
+
+def _bounded_transport(timeout: float):
+    """The client's transport: the default one, its answers read as the module's docstring
+    says (httpx2 is imported here: the unit tests' environment has none)."""
+    import httpx2
+
+    class BoundedStream(httpx2.SyncByteStream):
+        def __init__(self, inner, limit: int, deadline: float):
+            self.inner, self.limit, self.deadline = inner, limit, deadline
+
+        def __iter__(self):
+            own_thread = threading.current_thread() is threading.main_thread()
+            n = 0
+            for piece in self.inner:
+                n += len(piece)
+                if n > self.limit:
+                    raise AnswerRefused(f"its answer is over {self.limit:,} bytes")
+                if own_thread:
+                    interrupts.check_interrupts()
+                elif interrupts.abandoned():
+                    raise AnswerRefused("the call was cancelled")
+                elif time.monotonic() > self.deadline:
+                    raise httpx2.ReadTimeout("the answer took longer than twice rag.provider_timeout_seconds")
+                yield piece
+
+        def close(self) -> None:
+            self.inner.close()
+
+    class Bounded(httpx2.BaseTransport):
+        def __init__(self):
+            self.inner = httpx2.HTTPTransport()
+
+        def handle_request(self, request):
+            started = time.monotonic()
+            response = self.inner.handle_request(request)
+            if 300 <= response.status_code < 400:
+                response.close()
+                raise AnswerRefused(f"it answered HTTP {response.status_code}, a redirect, which rag does not follow")
+            if response.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
+                response.close()
+                raise AnswerRefused("its answer is compressed, which rag did not ask for")
+            limit = getattr(_EXPECTED, "limit", None) or MAX_ANSWER_BYTES
+            return httpx2.Response(status_code=response.status_code, headers=response.headers,
+                                   stream=BoundedStream(response.stream, limit, started + 2 * timeout),
+                                   extensions=response.extensions)
+
+        def close(self) -> None:
+            self.inner.close()
+
+    return Bounded()
 
 
 def _client(spec: ModelSpec, secret: str | None, timeout: float):
@@ -100,15 +185,28 @@ def _client(spec: ModelSpec, secret: str | None, timeout: float):
     if c is None:
         if len(_CLIENTS) > 16:
             _CLIENTS.clear()
+        http = openai.DefaultHttpxClient(transport=_bounded_transport(timeout), timeout=timeout,
+                                         follow_redirects=False, headers={"Accept-Encoding": "identity"})
         # the package insists on a key; servers without auth ignore this placeholder
         c = _CLIENTS[key] = openai.OpenAI(base_url=spec.base_url, api_key=secret or "no-key",
-                                           timeout=timeout, max_retries=0)
+                                           timeout=timeout, max_retries=0, http_client=http)
     return c
+
+
+def _refused(e: BaseException) -> AnswerRefused | None:
+    """The AnswerRefused behind an exception the client wrapped, if any."""
+    while e is not None:
+        if isinstance(e, AnswerRefused):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def _retryable(e: BaseException) -> bool:
     import openai
 
+    if _refused(e) is not None:
+        return False
     if isinstance(e, (openai.APITimeoutError, openai.APIConnectionError)):
         return True
     return isinstance(e, openai.APIStatusError) and (e.status_code == 429 or e.status_code >= 500)
@@ -158,6 +256,8 @@ def _server_message(e) -> str | None:
 def _describe(e: BaseException, secret: str | None = None) -> str:
     import openai
 
+    if _refused(e) is not None:
+        return str(_refused(e))
     if isinstance(e, openai.APITimeoutError):
         return "the request timed out"
     if isinstance(e, openai.APIConnectionError):
@@ -174,6 +274,9 @@ def _error(spec: ModelSpec, e: BaseException, attempts: int, secret: str | None)
     what = f"rag: model {spec.name!r} at {_shown_url(spec.base_url)}: {_describe(e, secret)}"
     if secret:
         what = what.replace(secret, "***")
+    if _refused(e) is not None:
+        return ProviderRejected(what, hint="rag reads a model server's answer only as it is sent to its request, "
+                                           "uncompressed and bounded in size: is base_url the model server?")
     if _retryable(e):
         return ProviderUnavailable(
             f"{what} (after {attempts} attempt{'s' if attempts != 1 else ''})",
@@ -215,7 +318,9 @@ def _call(spec: ModelSpec, policy: CallPolicy, secret: str | None, fn, most: tup
     except interrupts.Interrupt:
         raise
     except Exception as e:
-        raise _error(spec, e, attempts, secret) from None
+        err = _error(spec, e, attempts, secret)
+        err.sent = attempts   # requests sent (a caller that goes on without them records them)
+        raise err from None
 
 
 def embed(spec: ModelSpec, policy: CallPolicy, secret: str | None, texts: list[str]):
@@ -229,20 +334,28 @@ def embed(spec: ModelSpec, policy: CallPolicy, secret: str | None, texts: list[s
         interrupts.check_interrupts()  # here, not inside _call: its `except Exception` would hide a cancel
         batch = texts[b:b + policy.batch_size]
         counted = _tokens_of(spec, batch) if policy.meter is not None else None
-        resp, _ = _call(spec, policy, secret, lambda: client.embeddings.create(model=spec.remote_name, input=batch),
+        resp, _ = _call(spec, policy, secret,
+                        _expecting(_embeddings_answer_bytes(len(batch), spec.dimensions or 8192),
+                                   lambda: client.embeddings.create(model=spec.remote_name, input=batch)),
                         (counted or 0, 0))
         calls += 1
         data = sorted(resp.data, key=lambda d: d.index)
-        if len(data) != len(batch):
-            raise ProviderRejected(f"rag: model {spec.name!r} returned {len(data)} embeddings for {len(batch)} texts")
+        if len(data) != len(batch) or [d.index for d in data] != list(range(len(batch))):
+            raise ProviderRejected(f"rag: model {spec.name!r} returned {len(data)} embeddings for {len(batch)} texts"
+                                   + ("" if len(data) != len(batch) else ", not one for each"))
         vecs = np.asarray([d.embedding for d in data], dtype=np.float32)
         if vecs.ndim != 2 or vecs.shape[1] != spec.dimensions:
             got = vecs.shape[1] if vecs.ndim == 2 else "ragged"
             raise ProviderRejected(
                 f"rag: model {spec.name!r} returned vectors of {got} dimensions; rag.models says {spec.dimensions}",
                 hint="fix the registry: rag.add_model(name, 'embed', ..., dimensions => ...)")
+        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+        if not np.isfinite(norms).all():
+            # (NaN, Infinity or 1e39 failed later, at the insert, naming no model; 3e38s made
+            # an infinite float32 norm and a zero vector: hostile review 44)
+            raise ProviderRejected(f"rag: model {spec.name!r} returned a vector that is not finite (NaN, Infinity "
+                                   "or past float32)")
         if spec.options.get("normalize", True):
-            norms = np.linalg.norm(vecs, axis=1, keepdims=True)
             vecs = vecs / np.where(norms > 0, norms, 1)
         out[b:b + len(batch)] = vecs
         usage = getattr(resp, "usage", None)
@@ -255,15 +368,21 @@ def chat(spec: ModelSpec, policy: CallPolicy, secret: str | None, messages: list
          max_tokens: int, temperature: float) -> ChatResult:
     client = interrupts.wait(lambda: _client(spec, secret, policy.timeout))  # its first import takes ~1 s
     t0 = time.perf_counter()
-    most = (_count_messages(messages, spec), max_tokens) if policy.meter is not None else (0, 0)
+    most = (message_tokens(messages, spec), max_tokens) if policy.meter is not None else (0, 0)
     resp, attempts = _call(spec, policy, secret, lambda: client.chat.completions.create(
         model=spec.remote_name, messages=messages, max_tokens=max_tokens, temperature=temperature), most)
     choice = resp.choices[0] if resp.choices else None
-    text = (choice.message.content or "") if choice else ""
+    message = getattr(choice, "message", None)
+    text = getattr(message, "content", None) or ""
+    if not isinstance(text, str):
+        err = ProviderRejected(f"rag: model {spec.name!r} at {_shown_url(spec.base_url)}: its answer's content is "
+                               f"{type(text).__name__}, not text", hint="is it a chat completions server?")
+        err.sent = attempts
+        raise err
     usage = getattr(resp, "usage", None)
     r = ChatResult(text=text, finish_reason=getattr(choice, "finish_reason", None), attempts=attempts,
                    first_token_s=time.perf_counter() - t0)
-    r.input_tokens = _reported(getattr(usage, "prompt_tokens", None)) or _count_messages(messages, spec)
+    r.input_tokens = _reported(getattr(usage, "prompt_tokens", None)) or message_tokens(messages, spec)
     r.output_tokens = _reported(getattr(usage, "completion_tokens", None)) or tokens.count(text, spec.tokenizer)
     return r
 
@@ -275,13 +394,15 @@ def rerank(spec: ModelSpec, policy: CallPolicy, secret: str | None, query: str, 
     with "score" (TEI) are all read. Returns (scores, input tokens, requests made)."""
     client = interrupts.wait(lambda: _client(spec, secret, policy.timeout))
     body = {"model": spec.remote_name, "query": query, "documents": documents, "top_n": len(documents)}
-    counted = _rerank_tokens(spec, query, documents) if policy.meter is not None else None
-    resp, _ = _call(spec, policy, secret, lambda: client.post("/rerank", body=body, cast_to=object), (counted or 0, 0))
+    counted = rerank_tokens(spec, query, documents) if policy.meter is not None else None
+    resp, attempts = _call(spec, policy, secret, lambda: client.post("/rerank", body=body, cast_to=object),
+                           (counted or 0, 0))
     results = resp
     if isinstance(resp, dict):
         results = resp.get("results", resp.get("data"))
     bad = ProviderRejected(f"rag: model {spec.name!r} at {_shown_url(spec.base_url)}: its /rerank answer is not "
                            "a list of {index, relevance_score}", hint="is it a reranking server?")
+    bad.sent = attempts
     if not isinstance(results, list):
         raise bad
     scores: list[float | None] = [None] * len(documents)
@@ -289,22 +410,24 @@ def rerank(spec: ModelSpec, policy: CallPolicy, secret: str | None, query: str, 
         i = r.get("index") if isinstance(r, dict) else None
         x = r.get("relevance_score", r.get("score")) if isinstance(r, dict) else None
         if not isinstance(i, int) or not 0 <= i < len(documents) or isinstance(x, bool) \
-                or not isinstance(x, (int, float)) or x != x:
+                or not isinstance(x, (int, float)) or x != x or not -1e300 < x < 1e300:
             raise bad
         scores[i] = float(x)
     if any(x is None for x in scores):
-        raise ProviderRejected(f"rag: model {spec.name!r} scored {sum(x is not None for x in scores)} of "
-                               f"{len(documents)} passages", hint="the reranker must score every document it is sent")
+        short = ProviderRejected(f"rag: model {spec.name!r} scored {sum(x is not None for x in scores)} of "
+                                 f"{len(documents)} passages", hint="the reranker must score every document it is sent")
+        short.sent = attempts
+        raise short
     usage = resp.get("usage") if isinstance(resp, dict) else None
     n = _reported((usage.get("prompt_tokens") or usage.get("total_tokens")) if isinstance(usage, dict) else None)
-    return scores, n or counted or _rerank_tokens(spec, query, documents), 1
+    return scores, n or counted or rerank_tokens(spec, query, documents), 1
 
 
 def _tokens_of(spec: ModelSpec, texts: list[str]) -> int:
     return sum(tokens.count(t, spec.tokenizer) for t in texts)
 
 
-def _rerank_tokens(spec: ModelSpec, query: str, documents: list[str]) -> int:
+def rerank_tokens(spec: ModelSpec, query: str, documents: list[str]) -> int:
     """A reranking's input: the query beside each document."""
     return len(documents) * tokens.count(query, spec.tokenizer) + _tokens_of(spec, documents)
 
@@ -316,7 +439,7 @@ def _reported(n) -> int:
     return n if isinstance(n, int) and not isinstance(n, bool) and 0 < n < 2**31 else 0
 
 
-def _count_messages(messages: list[dict], spec: ModelSpec) -> int:
+def message_tokens(messages: list[dict], spec: ModelSpec) -> int:
     # what OpenAI's chat format adds per message is about 4 tokens
     return sum(tokens.count(m["content"], spec.tokenizer) + 4 for m in messages) + 2
 
@@ -331,7 +454,7 @@ class ChatStream:
         self.result = ChatResult()
         self.t0 = time.perf_counter()
         client = interrupts.wait(lambda: _client(spec, secret, policy.timeout))  # its first import takes ~1 s
-        most = (_count_messages(messages, spec), max_tokens) if policy.meter is not None else (0, 0)
+        most = (message_tokens(messages, spec), max_tokens) if policy.meter is not None else (0, 0)
         self._stream, self.result.attempts = _call(spec, policy, secret, lambda: client.chat.completions.create(
             model=spec.remote_name, messages=messages, max_tokens=max_tokens, temperature=temperature,
             stream=True, stream_options={"include_usage": True}), most)
@@ -356,10 +479,12 @@ class ChatStream:
                         yield piece
         except RagError:
             raise
+        except interrupts.Interrupt:   # a cancel seen while the answer streams in (_bounded_transport)
+            raise
         except Exception as e:
             raise _error(self.spec, e, r.attempts, self.secret) from None
         r.text = "".join(parts)
-        r.input_tokens = r.input_tokens or _count_messages(self.messages, self.spec)
+        r.input_tokens = r.input_tokens or message_tokens(self.messages, self.spec)
         r.output_tokens = r.output_tokens or tokens.count(r.text, self.spec.tokenizer)
 
     def close(self) -> None:

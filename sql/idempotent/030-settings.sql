@@ -247,6 +247,19 @@ BEGIN
 END
 $$;
 
+-- rag._xact_mark (internal): names this transaction, by its id and its start in µs, in
+-- the transaction-local settings that remember what it did (rag._claim_tenant_models'
+-- claims, rag._truncated's empty partitions). A value set by hand for a session names no
+-- transaction of it, even with the ids it will get: the start is the transaction's own
+-- (hostile review 32). Takes a transaction id if the transaction had none.
+CREATE OR REPLACE FUNCTION rag._xact_mark()
+RETURNS text
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_current_xact_id()::text || ':' || (extract(epoch FROM now()) * 1000000)::bigint::text
+$$;
+
 -- rag._config_guard (internal)
 -- Row trigger on rag.config: a row written by hand (rag_admin writes the table directly
 -- too) is checked as rag.configure checks it, so that a typo fails here (22023 naming the

@@ -71,6 +71,35 @@ BEGIN
 END
 $$;
 
+-- rag._chunks_before_insert
+-- Row trigger: a chunk is at most 131,072 characters, the longest rag makes (16 a token of
+-- the widest window rag.chunk_target_tokens allows), and its heading at most 4,096. A writer may write chunks of its own;
+-- every reader of its tenant carries a retrieved chunk's text, and 30 of 30 MB held 900 MB
+-- for a search (hostile review 43). A restore stores rows as dumped.
+CREATE OR REPLACE FUNCTION rag._chunks_before_insert()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF char_length(NEW.content) > 131072 AND NOT rag._restoring() THEN
+        RAISE EXCEPTION 'rag.chunks: a chunk of document % is % characters, over the limit of 131072',
+                        NEW.document_id, char_length(NEW.content)
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'write the text as a document (rag.ingest, or INSERT INTO rag.documents): rag chunks it';
+    ELSIF char_length(NEW.heading) > 4096 AND NOT rag._restoring() THEN
+        -- (every reader carries it too; rag's own are at most 3 titles of 200: review 44b)
+        RAISE EXCEPTION 'rag.chunks: the heading of a chunk of document % is % characters, over the limit of 4096',
+                        NEW.document_id, char_length(NEW.heading)
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER chunks_before_insert BEFORE INSERT ON rag.chunks
+    FOR EACH ROW EXECUTE FUNCTION rag._chunks_before_insert();
+
 -- rag._documents_after_insert / rag._documents_after_update
 -- Statement triggers: index every inserted row, and every updated row whose content
 -- (or declared format) changed, in one call.

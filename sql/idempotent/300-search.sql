@@ -59,6 +59,11 @@ BEGIN
         RAISE EXCEPTION 'rag.search: filter must be a JSON object, got %', jsonb_typeof(filter)
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'e.g. ''{"source": "handbook.md"}'' or ''{"team": "support"}'' (matched against metadata)';
+    ELSIF octet_length(filter::text) > 1048576 THEN
+        -- (its text is pasted into the legs' SQL, quoted: a plan's memory grows with it)
+        RAISE EXCEPTION 'rag.search: the filter is % bytes, over the limit of 1048576', octet_length(filter::text)
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'filter by fewer sources or metadata values, or by a metadata key they share';
     END IF;
     IF src IS NOT NULL THEN
         IF jsonb_typeof(src) = 'string' THEN

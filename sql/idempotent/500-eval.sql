@@ -112,6 +112,47 @@ $$;
 -- that answer (both lower-cased with whitespace runs as one space; the answer's first 200
 -- characters). Extra rag.search parameters can be passed in `params`
 -- (e.g. '{"fusion": "rrf", "rrf_c": 20, "lexical_ranking": "ts_rank"}').
+-- rag._eval_params (internal): an evaluation's params checked against the keys it reads
+-- and their types (`types`: key -> int, float8 or text); JSON null is any type's. A key
+-- it does not read, or a value of the wrong type, is a 22023 naming it (before, a typo was
+-- stored with the run as if used, and a wrong type failed deep in the run, unnamed:
+-- hostile review 43).
+CREATE OR REPLACE FUNCTION rag._eval_params(caller text, params jsonb, types jsonb)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p record;
+    fits boolean;
+BEGIN
+    IF params IS NULL OR jsonb_typeof(params) <> 'object' THEN
+        RAISE EXCEPTION '%: params must be a JSON object', caller USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR p IN SELECT e.key, e.value, types->>e.key AS type, jsonb_typeof(e.value) AS got
+             FROM jsonb_each(params) AS e ORDER BY e.key LOOP
+        -- (as the run casts them: an int's text is digits, "5.0" is not; a number's is a
+        -- float8's, "1e-400" is not: review 44b)
+        fits := p.got = 'null' OR CASE p.type
+                WHEN 'text' THEN p.got = 'string'
+                WHEN 'int' THEN p.got = 'number' AND p.value::text ~ '^-?[0-9]{1,10}$'
+                                AND p.value::numeric BETWEEN -2147483648 AND 2147483647
+                ELSE p.got = 'number' AND abs(p.value::numeric) < 1e300
+                     AND (p.value::numeric = 0 OR abs(p.value::numeric) > 1e-300) END;
+        IF p.type IS NULL THEN
+            RAISE EXCEPTION '%: params has key %, which it does not read', caller, rag._shown(p.key)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('its keys: %s', (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(types) AS k));
+        ELSIF NOT fits THEN
+            RAISE EXCEPTION '%: params->% must be %, got %', caller, rag._shown(p.key),
+                            CASE p.type WHEN 'text' THEN 'a string' WHEN 'int' THEN 'an integer' ELSE 'a number' END,
+                            left(p.value::text, 100)
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END LOOP;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION rag.evaluate(set_name text, mode text DEFAULT 'hybrid', k int DEFAULT 100, params jsonb DEFAULT '{}')
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
@@ -125,8 +166,12 @@ DECLARE
     t0 timestamptz := clock_timestamp();
     cand int := greatest(30, k);
 BEGIN
-    IF params IS NULL OR jsonb_typeof(params) <> 'object' THEN
-        RAISE EXCEPTION 'rag.evaluate: params must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    PERFORM rag._eval_params('rag.evaluate', params,
+        '{"vector_k": "int", "lexical_k": "int", "rrf_c": "int", "vector_weight": "float8", "lexical_weight": "float8",
+          "lexical_ranking": "text", "fusion": "text", "rerank": "text", "rerank_k": "int", "proximity_weight": "float8"}');
+    IF mode IS NULL OR k IS NULL THEN
+        RAISE EXCEPTION 'rag.evaluate: % is NULL', CASE WHEN mode IS NULL THEN 'mode' ELSE 'k' END
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'mode: hybrid, vector or lexical; k: how many chunks a query retrieves';
     END IF;
     PERFORM set_config('rag.tenant', set_tenant, true);
     PERFORM rag.current_tenant();  -- 42501 unless the caller may act for the set's tenant
@@ -241,8 +286,10 @@ DECLARE
     budget numeric;
     t0 timestamptz := clock_timestamp();
 BEGIN
-    IF params IS NULL OR jsonb_typeof(params) <> 'object' THEN
-        RAISE EXCEPTION 'rag.evaluate_answers: params must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    PERFORM rag._eval_params('rag.evaluate_answers', params, '{"rerank": "text", "rerank_k": "int"}');
+    IF k IS NULL THEN
+        RAISE EXCEPTION 'rag.evaluate_answers: k is NULL' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'k: how many chunks rag.ask answers from';
     ELSIF questions IS NOT NULL AND questions < 1 THEN
         RAISE EXCEPTION 'rag.evaluate_answers: questions must be >= 1 (or NULL: all), got %', questions
             USING ERRCODE = 'invalid_parameter_value';

@@ -115,9 +115,7 @@ BEGIN
     IF keys IS NULL OR cardinality(keys) = 0 THEN
         RETURN;
     END IF;
-    IF current_setting('rag.truncated_empty', true) <> '' THEN
-        PERFORM set_config('rag.truncated_empty', '', true);   -- (documents made: rag._truncated's mark no longer holds)
-    END IF;
+    PERFORM rag._truncated_moot();   -- (documents made)
     IF NOT EXISTS (SELECT 1 FROM pg_class AS c WHERE c.oid = a.source_table) THEN
         RAISE EXCEPTION 'rag: attached table with OID % no longer exists', a.source_table::oid
             USING ERRCODE = 'undefined_table',
@@ -223,9 +221,8 @@ BEGIN
         -- row the table has no more (a TRUNCATE of the table fired its own trigger first)
         PERFORM rag._truncated(a, TG_RELID);
         RETURN NULL;
-    ELSIF current_setting('rag.truncated_empty', true) <> '' THEN
-        PERFORM set_config('rag.truncated_empty', '', true);   -- (a row may have come into a partition rag._truncated found empty)
     END IF;
+    PERFORM rag._truncated_moot();   -- (a row may have come into a partition rag._truncated found empty)
     IF TG_OP = 'INSERT' THEN
         EXECUTE format('SELECT array_agg(key) FROM (%s) AS n', new_set) INTO changed;
     ELSIF TG_OP = 'DELETE' THEN

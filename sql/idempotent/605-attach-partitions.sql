@@ -144,16 +144,15 @@ $$;
 -- empty then (no block: pg_relation_size, which reads no row and needs no right on them);
 -- a firing whose relation's leaves are all marked has nothing left to delete. Any write
 -- through the table's triggers, and any document applied, clears the mark (a row may have
--- come into a marked partition). The mark names the transaction by its id and start, as
--- rag._claim_tenant_models does: one set by hand in a session marks nothing of another.
+-- come into a marked partition: rag._truncated_moot). The mark names the transaction
+-- (rag._xact_mark): one set by hand in a session marks nothing of another.
 CREATE OR REPLACE FUNCTION rag._truncated(a rag.attachments, rel regclass)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    mark text := a.id::text || ':' || pg_current_xact_id()::text || ':'
-                 || (extract(epoch FROM now()) * 1000000)::bigint::text || ':';
+    mark text := a.id::text || ':' || rag._xact_mark() || ':';
     marked text := coalesce(current_setting('rag.truncated_empty', true), '');
 BEGIN
     IF starts_with(marked, mark)
@@ -170,6 +169,16 @@ BEGIN
                                          WHERE t.isleaf AND c.relkind = 'r' AND pg_relation_size(t.relid) = 0), ''),
                        true);
 END
+$$;
+
+-- rag._truncated_moot (internal): rag._truncated's mark of empty partitions no longer
+-- holds: a row may have come into one (a write through rag's triggers, a document applied).
+CREATE OR REPLACE FUNCTION rag._truncated_moot()
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT set_config('rag.truncated_empty', '', true) WHERE current_setting('rag.truncated_empty', true) <> ''
 $$;
 
 -- rag._watch_partitions (internal): make the partitions watched by attachment `a` those of

@@ -234,10 +234,8 @@ BEGIN
                     END IF;
                 END IF;
             ELSE
-                -- (the mark names the transaction, by its id and start: one set by hand for
-                -- a session marks nothing, even with the ids it will get: hostile review 32)
-                mark := md5(for_tenant) || ':' || pg_current_xact_id()::text || ':'
-                        || (extract(epoch FROM now()) * 1000000)::bigint::text || ' ';
+                -- (the mark names the transaction: rag._xact_mark)
+                mark := md5(for_tenant) || ':' || rag._xact_mark() || ' ';
                 -- (marked: this transaction holds the row already. Locking it again would
                 -- take a subtransaction id when called from PL/Python, one per ingest)
                 got := strpos(coalesce(current_setting('rag.claimed_tenant_models', true), ''), mark) > 0;

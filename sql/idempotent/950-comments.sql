@@ -499,6 +499,13 @@ COMMENT ON FUNCTION rag._restoring() IS
   'both off) run by a role that may write rag''s tables so (a superuser, or BYPASSRLS); the triggers then '
   'only store rows.';
 
+COMMENT ON FUNCTION rag._chunks_before_insert() IS
+  'Internal: refuses a chunk over 131,072 characters or with a heading over 4,096 (54000), past the longest '
+  'rag makes; a writer''s own chunks are read whole by every reader of its tenant. A restore stores rows as dumped.';
+
+COMMENT ON TRIGGER chunks_before_insert ON rag.chunks IS
+  'A chunk is at most 131,072 characters (rag._chunks_before_insert).';
+
 COMMENT ON FUNCTION rag._documents_before_write() IS
   'Internal: row trigger on rag.documents: checks content and source, sets content_hash and updated_at.';
 
@@ -753,6 +760,9 @@ COMMENT ON FUNCTION rag._eval_row_tenant() IS
   'without its tenant belongs to the current tenant and must name a set it holds (42704); without SET '
   'rag.tenant, a name another visible tenant also holds is 42P08.';
 
+COMMENT ON FUNCTION rag._eval_params(text, jsonb, jsonb) IS
+  'Internal: checks an evaluation''s params against the keys it reads and their types (22023 naming the key).';
+
 COMMENT ON FUNCTION rag.evaluate(text, text, integer, jsonb) IS
   'Run every judged query of an eval set (with rag.eval_qrels rows) through rag.search in the set''s tenant and '
   'store nDCG@10, recall@10, '
@@ -940,6 +950,15 @@ COMMENT ON FUNCTION rag._truncated(rag.attachments, regclass) IS
   'Internal: after a TRUNCATE of a partition of an attached table, the documents whose row is gone '
   '(rag._apply_gone), once per statement however many partitions it truncated: the leaf partitions found empty '
   'are marked for the transaction until the next write or document, and a firing whose leaves are all marked returns.';
+
+COMMENT ON FUNCTION rag._truncated_moot() IS
+  'Internal: clears rag._truncated''s mark of empty partitions for the transaction (a row may have come into '
+  'one): called by every write through rag''s triggers of an attached table and every document applied.';
+
+COMMENT ON FUNCTION rag._xact_mark() IS
+  'Internal: this transaction''s id and start (µs), which name it in the transaction-local settings '
+  'rag._claim_tenant_models and rag._truncated keep; a value set by hand for a session names none of its '
+  'transactions.';
 
 COMMENT ON FUNCTION rag._apply_gone(rag.attachments) IS
   'Internal: the documents of an attached table whose row is gone (a partition detached, truncated or '

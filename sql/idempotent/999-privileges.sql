@@ -147,6 +147,7 @@ GRANT EXECUTE ON FUNCTION
     rag.reindex(bigint[]),
     rag.resync(regclass, boolean),
     rag._eval_tenant(text, text),
+    rag._eval_params(text, jsonb, jsonb),
     rag._eval_text(text, boolean),
     rag.evaluate(text, text, int, jsonb),
     rag.evaluate_answers(text, text, int, jsonb, int)
@@ -181,6 +182,8 @@ GRANT EXECUTE ON FUNCTION
     rag._index_rows(rag.attachments, regclass),
     rag._apply_gone(rag.attachments),
     rag._truncated(rag.attachments, regclass),
+    rag._truncated_moot(),
+    rag._xact_mark(),
     rag._watch_partitions(rag.attachments, boolean),
     rag._may_index(bigint, regclass, text),
     rag.retry_errors(),

@@ -449,6 +449,9 @@ CITATION_FAMILIES = {
     "spaces before punctuation": (lambda n: ("a" + " " * 50 + ".") * n, 2_000),
     "brackets only": (lambda n: "[" * n, 20_000),
     "markers' starts": (lambda n: "[1, 2 " * n, 5_000),
+    # markers read numbers of any length since review 44
+    "a bracket and a long number": (lambda n: "[" + "1" * n, 100_000),
+    "brackets of long numbers": (lambda n: "[123456789012, " * n, 5_000),
 }
 
 
@@ -473,3 +476,28 @@ def test_streamed_markers_come_out_as_whole_ones_do():
     assert "[9]" not in streamed and "[4]" not in streamed and "[2, 9]" not in streamed
     assert clean(streamed, 3)[2] == clean(text, 3)[2] == [1, 2, 3]
     assert len(s.pending) == 0 and max(len(p) for p in pieces) < len(text)
+
+
+def test_a_marker_of_many_digits_is_no_marker_of_the_answer():
+    """A model's "[12345]" or "[1,23456]" was left as text (the markers read 1-4 digits): a
+    marker with no citation (hostile review 44). Now removed, whole and streamed."""
+    from ragpg.citations import StreamCleaner, clean
+    text = "Refunds take 5 days [1]. See [12345], [1,23456] and [" + "9" * 5000 + "]."
+    whole, removed, used = clean(text, 3)
+    assert "12345" not in whole and "23456" not in whole and "999" not in whole and used == [1]
+    assert removed == 3 and "[1]" in whole   # (the group keeps its 1)
+    s = StreamCleaner(3)
+    streamed = "".join([s.feed(ch) for ch in text] + [s.finish()])
+    assert "12345" not in streamed and "23456" not in streamed and clean(streamed, 3)[2] == [1]
+
+
+def test_one_streamed_piece_of_brackets_is_linear():
+    """One piece of 4,000,000 "[" (under the 4 MiB answer limit) took 549 s in feed, which
+    cut the text after each "[" (review 44b)."""
+    from ragpg.citations import StreamCleaner
+
+    def feed_once(text):
+        s = StreamCleaner(3)
+        return s.feed(text) + s.finish()
+    assert_linear(feed_once, lambda n: "[" * n, 100_000)
+    assert feed_once("[" * 1000 + "[1] ok") == "[" * 1000 + "[1] ok"

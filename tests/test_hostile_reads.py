@@ -1,0 +1,197 @@
+"""Hostile review 43: what a writer plants in its tenant, or a reader sends, costs a reader's
+backend bounded memory and time, and an answer's markers stay its own. Each test failed on
+the reviewed image (172e729).
+
+Roles (tests/conftest.py): alice is a rag_writer, carol a rag_reader granted alice's tenant.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import re
+import time
+
+import psycopg
+import pytest
+
+DOC = "# Refunds\n\nRefunds take five business days. Store credit is immediate."
+LONGEST = 131_072   # the longest chunk rag makes (16 characters a token of the widest window)
+
+
+def _rss_mb(db, pid: int) -> float:
+    status = db.execute("SELECT pg_read_file('/proc/' || %s || '/status')", (pid,)).fetchone()[0]
+    return int(re.search(r"RssAnon:\s+(\d+)", status).group(1)) / 1024
+
+
+def _reader(db, connect):
+    db.execute("SELECT rag.grant_tenant('carol', 'alice')")
+    carol = connect("carol")
+    carol.execute("SET rag.tenant = 'alice'")
+    return carol
+
+
+def _plant(alice, chunks: int, content: str) -> None:
+    """`chunks` chunks of `content` written by hand into a document of alice's, with the
+    vector of its first chunk (a writer may insert its own chunks)."""
+    did = alice.execute("SELECT rag.ingest(%s, source => 'plant.md')", (DOC,)).fetchone()[0]
+    alice.execute("""INSERT INTO rag.chunks (document_id, ord, content, tokens, content_hash, model, embedding)
+                     SELECT c.document_id, g, %s, 5, c.content_hash, c.model, c.embedding
+                     FROM rag.chunks AS c, generate_series(1, %s) AS g WHERE c.document_id = %s AND c.ord = 0""",
+                  (content, chunks, did))
+
+
+def test_a_chunk_written_by_hand_is_at_most_the_longest_rag_makes(connect):
+    alice = connect("alice")
+    _plant(alice, 1, "x" * LONGEST)                     # the longest: taken
+    with pytest.raises(psycopg.Error) as e:
+        _plant(alice, 1, "kudu eland gnu. " * 1_250_000)   # 20 MB: readers would carry it
+    assert e.value.sqlstate == "54000", e.value
+    assert "over the limit of 131072" in str(e.value) and "rag.chunks" in str(e.value)
+    # and its heading, which every reader carries too (review 44b: 30 MB headings, 1.3 GB)
+    with pytest.raises(psycopg.Error) as e:
+        alice.execute("""INSERT INTO rag.chunks (document_id, ord, content, heading, tokens, content_hash, model, embedding)
+                         SELECT c.document_id, 99, 'short', repeat('h', 4097), 5, c.content_hash, c.model, c.embedding
+                         FROM rag.chunks AS c WHERE c.ord = 0 LIMIT 1""")
+    assert e.value.sqlstate == "54000" and "heading" in str(e.value) and "over the limit of 4096" in str(e.value)
+    assert alice.execute("SELECT count(*) FROM rag.chunks WHERE char_length(content) > %s", (LONGEST,)).fetchone() == (0,)
+
+
+def test_an_answer_over_planted_chunks_ends_within_its_timeout(db, connect):
+    """60 chunks of the longest text, one short sentence repeated, and a 4,000-character
+    question of ~1,000 distinct words: the answerer compared every question word with every
+    sentence (998 x 314,580) with no cancel, and statement_timeout 3 s ended it after 8.8 s.
+    Now it reads at most eight longest chunks' text, and counts words once per sentence."""
+    alice = connect("alice")
+    sentence = "Zebra quagga okapi walk. "
+    _plant(alice, 60, (sentence * (LONGEST // len(sentence) + 1))[:LONGEST])
+    carol = _reader(db, connect)
+    carol.execute("SELECT count(*) FROM rag.search('zebra', 1)").fetchone()   # the model loaded
+    words = ["".join(p) for p in itertools.product("bcdfghjklmnpqrstvwxz", repeat=3)]
+    random.Random(7).shuffle(words)
+    question = ("zebra quagga okapi " + " ".join(words))[:4000]
+    carol.execute("SET statement_timeout = '3s'")
+    t0 = time.perf_counter()
+    try:
+        out = carol.execute("SELECT rag.ask(%s, 60)", (question,)).fetchone()[0]
+        assert isinstance(out["answer"], str), out
+    except psycopg.Error as e:
+        assert e.sqlstate == "57014", e
+    assert time.perf_counter() - t0 < 4.0
+
+
+def test_every_marker_of_an_extractive_answer_is_one_of_its_citations(db, connect):
+    """A sentence that holds "[2]" or "[7]" (an article's references, or a writer's plant)
+    was copied into the answer: "[2]" named another document's citation, "[7]" none."""
+    alice = connect("alice")
+    alice.execute("SELECT rag.ingest(%s, source => 'guide.md')", (
+        "# Dosage\n\nThe recommended aspirin dosage for adults is 500 mg every day as shown in the official "
+        "guideline [2]. Aspirin dosage must never exceed 4000 mg per day for adults [7, 8].\n",))
+    alice.execute("SELECT rag.ingest(%s, source => 'other.md')", (
+        "# Other\n\nAspirin is a common pain reliever used by adults for headaches and fever in many countries.\n",))
+    carol = _reader(db, connect)
+    out = carol.execute("SELECT rag.ask('what is the aspirin dosage for adults')").fetchone()[0]
+    assert "aspirin dosage for adults is 500 mg every day as shown in the official guideline." in out["answer"], out
+    markers = [int(n) for g in re.findall(r"\[([\d,\s]+)\]", out["answer"]) for n in re.findall(r"\d+", g)]
+    cited = [c["index"] for c in out["citations"]]
+    assert set(markers) == set(cited) and len(cited) == len(set(cited)), (out["answer"], cited)
+    assert markers[0] == 1 and out["citations"][0]["source"] == "guide.md"
+    rows = carol.execute("SELECT piece FROM rag.ask_stream('what is the aspirin dosage for adults') "
+                         "WHERE piece IS NOT NULL").fetchall()
+    assert "".join(r[0] for r in rows) == out["answer"]
+
+
+def test_a_readers_large_filters_are_refused_or_not_kept(db, connect):
+    """Each search's plans hold its filter as text; 64 were kept a backend whatever their
+    size: 8 MB filters kept 100 MB each, for the session. A filter over 1 MiB is refused,
+    and a plan with a long filter is freed with its statement."""
+    alice = connect("alice")
+    alice.execute("SELECT rag.ingest(%s, source => 'handbook.md')", (DOC,))
+    carol = _reader(db, connect)
+    with pytest.raises(psycopg.Error) as e:
+        carol.execute("SELECT count(*) FROM rag.search('refunds', 3, filter => %s::jsonb)",
+                      (json.dumps({f"k{j}": f"v{j:07d}" for j in range(80_000)}),))   # ~1.8 MB
+    assert e.value.sqlstate == "54000" and "over the limit of 1048576" in str(e.value), e.value
+    pid = carol.execute("SELECT pg_backend_pid()").fetchone()[0]
+    filters = [json.dumps({f"k{j}": f"v{j:07d}_{i}" for j in range(40_000)}) for i in range(12)]   # ~0.9 MB each
+    carol.execute("SELECT count(*) FROM rag.search('refunds', 3, filter => %s::jsonb)", (filters[0],)).fetchone()
+    before = _rss_mb(db, pid)
+    for f in filters[1:]:
+        assert carol.execute("SELECT count(*) FROM rag.search('refunds', 3, filter => %s::jsonb)",
+                             (f,)).fetchone() == (0,)
+    grown = _rss_mb(db, pid) - before
+    assert grown < 30, f"11 searches with distinct 0.9 MB filters kept {grown:.0f} MB"   # ~13 MB each before
+    # a filter of a few values is still planned once and kept
+    assert carol.execute("SELECT count(*) FROM rag.search('refunds', 3, filter => '{\"source\": \"handbook.md\"}')"
+                         ).fetchone()[0] >= 1
+
+
+def test_unread_streams_keep_no_chunk_text(db, connect):
+    """An unread rag.ask_stream (up to 9 a session) kept the text of every chunk it
+    retrieved: 880 MB an open over 30 chunks of 30 MB. Now the chunks' ids and snippets."""
+    alice = connect("alice")
+    _plant(alice, 60, ("kudu eland gnu graze. " * 6000)[:LONGEST])
+    carol = _reader(db, connect)
+    pid = carol.execute("SELECT pg_backend_pid()").fetchone()[0]
+    carol.execute("SELECT rag._ask_stream_open('kudu eland', 60, NULL, NULL, 30)").fetchone()
+    before = _rss_mb(db, pid)
+    for i in range(8):
+        carol.execute("SELECT rag._ask_stream_open(%s, 60, NULL, NULL, 30)", ("kudu eland gnu" + "?" * i,)).fetchone()
+    grown = _rss_mb(db, pid) - before
+    assert grown < 30, f"8 unread streams kept {grown:.0f} MB"   # 8 x 7.9 MB of text before
+    # and a stream read to its end still cites the chunk with its snippet
+    rows = carol.execute("SELECT citations FROM rag.ask_stream('kudu eland gnu graze', 8) WHERE citations IS NOT NULL"
+                         ).fetchall()
+    assert rows[0][0][0]["source"] == "plant.md" and rows[0][0][0]["snippet"].startswith("kudu eland gnu graze."), rows
+
+
+def test_bm25_takes_rag_searchs_limits(connect):
+    alice = connect("alice")
+    alice.execute("SELECT rag.ingest(%s, source => 'handbook.md')", (DOC,))
+    for args, message in ((("refunds " * 1000, 10), "over the limit of 4000"),
+                          (("refunds", 2_000_000_000), "k must be between 1 and 1000")):
+        with pytest.raises(psycopg.Error) as e:
+            alice.execute("SELECT * FROM rag.bm25(%s, %s)", args)
+        assert e.value.sqlstate == "22023" and message in str(e.value) and "rag.bm25" in str(e.value), e.value
+    assert alice.execute("SELECT count(*) FROM rag.bm25('refunds', 1000)").fetchone() == (1,)
+
+
+def _eval_set(alice):
+    alice.execute("SELECT rag.ingest(%s, source => 'a.md')", (DOC,))
+    alice.execute("INSERT INTO rag.eval_sets (name, tenant) VALUES ('s', 'alice')")
+    alice.execute("INSERT INTO rag.eval_queries (set_name, query_id, query) VALUES ('s', 'q1', 'refunds')")
+    alice.execute("INSERT INTO rag.eval_qrels (set_name, query_id, doc_source, grade) VALUES ('s', 'q1', 'a.md', 1)")
+    alice.execute("INSERT INTO rag.eval_answers (set_name, query_id, doc_source, answer) "
+                  "VALUES ('s', 'q1', 'a.md', 'five business days')")
+
+
+@pytest.mark.parametrize("call, message", [
+    ("rag.evaluate('s', params => '{\"vector_k\": \"x\"}')", "params->'vector_k' must be an integer"),
+    ("rag.evaluate('s', params => '{\"vector_k\": 2.5}')", "params->'vector_k' must be an integer"),
+    ("rag.evaluate('s', params => '{\"vector_k\": 1e20}')", "params->'vector_k' must be an integer"),
+    ("rag.evaluate('s', params => '{\"vector_k\": 5.0}')", "params->'vector_k' must be an integer"),
+    ("rag.evaluate('s', params => '{\"vector_weight\": 1e-400}')", "params->'vector_weight' must be a number"),
+    ("rag.evaluate('s', params => '{\"vector_weight\": 1e400}')", "params->'vector_weight' must be a number"),
+    ("rag.evaluate('s', params => '{\"fusion\": 3}')", "params->'fusion' must be a string"),
+    ("rag.evaluate('s', params => '{\"filter\": {\"source\": \"a.md\"}}')", "params has key 'filter', which it does not read"),
+    ("rag.evaluate('s', params => '{\"vectork\": 5}')", "params has key 'vectork'"),
+    ("rag.evaluate('s', k => NULL)", "k is NULL"),
+    ("rag.evaluate('s', mode => NULL)", "mode is NULL"),
+    ("rag.evaluate_answers('s', params => '{\"rerankk\": 5}')", "params has key 'rerankk'"),
+    ("rag.evaluate_answers('s', k => NULL)", "k is NULL"),
+])
+def test_an_evaluations_bad_or_unknown_parameter_is_named(connect, call, message):
+    """A typo was stored with the run as if used; a wrong type failed inside the run (22P02,
+    22003), naming nothing; a NULL k or mode was a not-null violation of rag.eval_run."""
+    alice = connect("alice")
+    _eval_set(alice)
+    with pytest.raises(psycopg.Error) as e:
+        alice.execute(f"SELECT {call}")
+    assert e.value.sqlstate == "22023" and message in str(e.value), str(e.value)[:300]
+    assert call.split("(")[0] in str(e.value)
+    assert alice.execute("SELECT (SELECT count(*) FROM rag.eval_run) + (SELECT count(*) FROM rag.eval_answer_run)"
+                         ).fetchone() == (0,)
+    run = alice.execute("SELECT rag.evaluate('s', params => '{\"vector_k\": 50, \"fusion\": \"rrf\", \"rerank\": null}')"
+                        ).fetchone()[0]
+    assert alice.execute("SELECT params->>'vector_k', queries FROM rag.eval_runs WHERE run_id = %s", (run,)
+                         ).fetchone() == ("50", 1)
