@@ -25,7 +25,8 @@ class Scenario:
     tei: a bare list of {index, score}, broken: {"results": "no"}); it scores a document
     1 / (1 + its length), so the shortest comes first. hostile: an answer no real server
     should send (hostile review 44), for at most 30 s: "big" (a 100 MB JSON body), "drip"
-    (a byte every 0.2 s), "pings" (server-sent events with nothing in them, every 0.1 s),
+    (a byte every 0.2 s), "header-drip" (the headers so), "pings" (server-sent events with
+    nothing in them, every 0.1 s), "slow-pings" (every 3 s, under any read timeout),
     "redirect" (302 elsewhere), "gzip" (50 KB that inflate to 50 MB), "nan" and
     "huge-floats" (embeddings holding NaN, or 3e38s whose float32 norm is infinite)."""
 
@@ -111,8 +112,18 @@ class FakeOpenAI:
                     self.end_headers()
                     self.wfile.write(data)
                     return
+                if kind == "header-drip":   # its headers, a byte every 0.2 s, never ended
+                    try:
+                        self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                        while time.monotonic() < end:
+                            self.wfile.write(b"a")
+                            self.wfile.flush()
+                            time.sleep(0.2)
+                    except OSError:
+                        pass
+                    return
                 self.send_response(200)
-                self.send_header("content-type", "text/event-stream" if kind == "pings" else "application/json")
+                self.send_header("content-type", "text/event-stream" if "pings" in kind else "application/json")
                 if kind == "big":
                     self.send_header("content-length", str(100 << 20))
                 elif kind == "drip":
@@ -127,10 +138,11 @@ class FakeOpenAI:
                         if kind == "drip":
                             self.wfile.write(b" ")
                             time.sleep(0.2)
-                        elif kind == "pings":
+                        elif kind in ("pings", "slow-pings"):
                             self.wfile.write(b'data: {"id": "x", "object": "chat.completion.chunk", "created": 1, '
                                              b'"model": "m", "choices": [{"index": 0, "delta": {}}]}\n\n')
-                            time.sleep(0.1)
+                            self.wfile.flush()
+                            time.sleep(0.1 if kind == "pings" else 3)
                         else:
                             break
                         self.wfile.flush()

@@ -57,6 +57,35 @@ def test_a_chunk_written_by_hand_is_at_most_the_longest_rag_makes(connect):
     assert alice.execute("SELECT count(*) FROM rag.chunks WHERE char_length(content) > %s", (LONGEST,)).fetchone() == (0,)
 
 
+def test_a_documents_title_and_url_are_bounded_and_an_attached_tables_are_cut(db, connect):
+    """Every reader's hit and citation carries its document's title and url: a writer's 30 MB
+    title was in each (review 44b). Written: refused past 4,096 / 8,192 characters; found in
+    a document: cut to 500; an attached table's: the title cut, a url that long left out,
+    the row indexed all the same (the table keeps both)."""
+    alice = connect("alice")
+    for col, n, limit in (("title", 4097, 4096), ("url", 8193, 8192)):
+        with pytest.raises(psycopg.Error) as e:
+            alice.execute(f"SELECT rag.ingest(%s, source => 'long.md', {col} => repeat('t', {n}))", (DOC,))
+        assert e.value.sqlstate == "54000" and f"{col} is {n} characters, over the limit of {limit}" in str(e.value)
+    assert alice.execute("SELECT count(*) FROM rag.documents WHERE source = 'long.md'").fetchone() == (0,)
+    alice.execute("SELECT rag.ingest(%s, source => 'edge.md', title => repeat('t', 4096), url => repeat('u', 8192))",
+                  (DOC,))
+    did = alice.execute("SELECT rag.ingest(%s, source => 'found.md')",
+                        ("# " + "kudu " * 100_000 + "\n\nRefunds take days.",)).fetchone()[0]
+    title = alice.execute("SELECT title FROM rag.documents WHERE id = %s", (did,)).fetchone()[0]
+    assert title.startswith("kudu kudu") and len(title) == 500
+    db.execute("CREATE TABLE long_notes (id int PRIMARY KEY, body text, name text, link text)")
+    db.execute("SELECT rag.attach('long_notes', 'body', title_column => 'name', url_column => 'link')")
+    db.execute("INSERT INTO long_notes VALUES (1, 'Refunds take five days.', repeat('n', 10000), "
+               "'https://example.com/' || repeat('p', 9000)), (2, 'Store credit is immediate.', 'Credit', "
+               "'https://example.com/credit')")
+    rows = db.execute("SELECT char_length(d.title), d.url, count(c.id) FROM rag.documents AS d "
+                      "JOIN rag.chunks AS c ON c.document_id = d.id WHERE d.source_table = 'long_notes' "
+                      "GROUP BY d.source_key, d.title, d.url ORDER BY d.source_key").fetchall()
+    assert [r[:2] for r in rows] == [(4096, None), (6, "https://example.com/credit")] and all(r[2] for r in rows)
+    assert db.execute("SELECT char_length(name) FROM long_notes WHERE id = 1").fetchone() == (10000,)
+
+
 def test_an_answer_over_planted_chunks_ends_within_its_timeout(db, connect):
     """60 chunks of the longest text, one short sentence repeated, and a 4,000-character
     question of ~1,000 distinct words: the answerer compared every question word with every

@@ -246,17 +246,19 @@ def test_a_servers_answer_is_read_bounded_uncompressed_and_from_it(db, connect, 
     assert (_backend_status(db, pid, "RssAnon") - before) / 1024 < 200   # MB
 
 
-def test_a_server_that_drips_its_answer_is_timed_out_and_a_cancel_ends_its_reader(db, connect, fake_openai):
+@pytest.mark.parametrize("kind", ["drip", "header-drip"])
+def test_a_server_that_drips_its_answer_is_timed_out_and_a_cancel_ends_its_reader(db, connect, fake_openai, kind):
     """A byte every 0.2 s never trips a read timeout: the call was held until a cancel, and
-    the cancelled call's thread read on into the next statements (5 cancels, 5 threads)."""
-    url = fake_openai.add("hostile-drip", Scenario(hostile="drip"))
-    db.execute("SELECT rag.add_model('h-drip', 'embed', base_url => %s, dimensions => 3)", (url,))
+    the cancelled call's thread read on into the next statements (5 cancels, 5 threads).
+    Its headers so (review 44b): the total deadline did not hold (it counted only the body)."""
+    url = fake_openai.add(f"hostile-{kind}", Scenario(hostile=kind))
+    db.execute("SELECT rag.add_model(%s, 'embed', base_url => %s, dimensions => 3)", (f"h-{kind}", url))
     alice = connect("alice")
     alice.execute("SET rag.provider_timeout_seconds = '1'")
     alice.execute("SET rag.provider_max_retries = '0'")
     t0 = time.monotonic()
     with pytest.raises(psycopg.Error) as e:
-        alice.execute("SELECT rag.embed('hello', 'h-drip')")
+        alice.execute("SELECT rag.embed('hello', %s)", (f"h-{kind}",))
     assert _sqlstate(e) == "58000" and "timed out" in str(e.value), str(e.value)
     assert time.monotonic() - t0 < 6    # twice the timeout, and the next byte
     pid = alice.execute("SELECT pg_backend_pid()").fetchone()[0]
@@ -265,7 +267,7 @@ def test_a_server_that_drips_its_answer_is_timed_out_and_a_cancel_ends_its_reade
     alice.execute("SET statement_timeout = '500ms'")
     for _ in range(5):
         with pytest.raises(psycopg.Error) as e:
-            alice.execute("SELECT rag.embed('hello', 'h-drip')")
+            alice.execute("SELECT rag.embed('hello', %s)", (f"h-{kind}",))
         assert _sqlstate(e) == "57014"
     time.sleep(1.5)
     assert _backend_status(db, pid, "Threads") <= threads + 1
@@ -284,6 +286,27 @@ def test_a_stream_of_empty_events_ends_at_its_timeout_and_its_cancel(db, fake_op
     assert _sqlstate(e) == "57014", str(e.value)
     assert time.monotonic() - t0 < 3.5
     db.execute("RESET statement_timeout")
+    assert db.execute("SELECT count(*) FROM rag.answers").fetchone() == (0,)
+
+
+def test_a_stream_waiting_for_its_next_event_sees_a_cancel_at_once(db, fake_openai):
+    """Events every 3 s, under any read timeout: the backend waited in the socket for the
+    next one, so a cancel took up to 3 s, and it read "error fetching next item from
+    iterator" with a Python traceback (PL/Python's words for any error of a set-returning
+    function: review 44b). Now the wait is cut in slices, and the error is the cancel's."""
+    url = fake_openai.add("hostile-slow-pings", Scenario(hostile="slow-pings"))
+    db.execute("SELECT rag.add_model('h-slow', 'chat', base_url => %s)", (url,))
+    _ingest(db)
+    db.execute("SET statement_timeout = '1s'")
+    t0 = time.monotonic()
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT * FROM rag.ask_stream('How long do refunds take?', model => 'h-slow')").fetchall()
+    took = time.monotonic() - t0
+    db.execute("RESET statement_timeout")
+    assert _sqlstate(e) == "57014", str(e.value)
+    assert e.value.diag.message_primary == "canceling statement due to statement timeout", str(e.value)
+    assert "Traceback" not in (e.value.diag.context or "")
+    assert took < 2.5
     assert db.execute("SELECT count(*) FROM rag.answers").fetchone() == (0,)
 
 

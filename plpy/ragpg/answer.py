@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from . import interrupts
-from .chunking import max_chars
+from .chunking import CHUNK_CHARS_MAX
 from .citations import strip_markers
 
 NO_ANSWER = "I don't have that in the docs."
@@ -96,11 +96,10 @@ def _terms(text: str) -> set[str]:
     return {w.lower()[:6] for w in _WORD.findall(text) if w.lower() not in _STOP and len(w) > 2}
 
 
-CHUNK_TEXT_CHARS = max_chars(8192)   # the longest chunk of the widest window rag.chunk_target_tokens allows
 # the most text one answer reads, the chunks in rank order: eight of the longest chunks,
 # hundreds of MiniLM's (60 chunks of 131,072 characters written by hand held 499 MB for a
 # question: hostile review 43)
-ANSWER_TEXT_CHARS = 8 * CHUNK_TEXT_CHARS
+ANSWER_TEXT_CHARS = 8 * CHUNK_CHARS_MAX
 SHARED_WEIGHT = 0.8   # the most the question's content words add (all of them, in one sentence)
 RANK_WEIGHT = 0.2     # the first chunk's sentences get this much more, the second half, ...
 DOC_WEIGHT = 0.1      # and every sentence of the first chunk's document this much
@@ -128,7 +127,7 @@ def score_sentences(question: str, qvec, chunks: list[Retrieved], embed,
         interrupts.check_interrupts()
         # all of a chunk rag made, and a bound on one a writer wrote by hand (a 10 MB chunk
         # cost 20 s a question); the check between chunks keeps cancel within one chunk's work
-        text = c.content[:min(CHUNK_TEXT_CHARS, left)]
+        text = c.content[:min(CHUNK_CHARS_MAX, left)]
         left -= len(text)
         cands.extend((rank, s) for s in sentences(text))
     if not cands:

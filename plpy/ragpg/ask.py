@@ -17,10 +17,10 @@ from dataclasses import replace
 from . import answer as answer_mod
 from . import citations as cite
 from . import providers, tokens
-from .errors import InvalidParameter, RagError
+from .errors import InvalidParameter, NotAllowed, RagError
 from .pg import (_QUERY_CACHE, LAST_RERANK, STATS, _bool_setting, _embed, _float_setting, _int_setting, _plan,
-                 embed_sentences, meter, model_spec, policy, record_usage, secret_for,
-                 settings, sql_errors, usage_deferred)
+                 embed_sentences, keep_error, meter, model_spec, policy, record_usage, secret_for,
+                 settings, sql_errors, take_error, usage_deferred)
 
 _STREAMS: dict[int, dict] = {}
 _HANDLES = itertools.count(1)
@@ -220,58 +220,62 @@ def _who(plpy) -> tuple[str, str]:
 
 def ask_stream_read(plpy, handle: int):
     """Rows (seq, piece, citations, answer_id): pieces of the answer as they arrive, then
-    one row with the citations (jsonb) and the answer's id in rag.answers."""
-    st = _STREAMS.get(handle)
-    if st is None or st["who"] != _who(plpy):
-        # a handle is read by the role and tenant that opened it: after SET ROLE, another
-        # role's answer is not there to read
-        plpy.error("rag.ask_stream: unknown stream handle", sqlstate="22023",
-                   hint="call rag.ask_stream(question), not its internal functions")
-    del _STREAMS[handle]
-    for row in _stream_rows(plpy, st):
-        yield row
-        if row[1] is not None and _who(plpy) != st["who"]:
-            # resumed after a SET ROLE between two FETCHes: the rest of the answer, its
-            # ledger row and its log are the opener's, not this role's
-            plpy.error("rag.ask_stream: the role or tenant changed while the stream was read", sqlstate="42501",
-                       hint="read a stream to its end as the role that opened it")
+    one row with the citations (jsonb) and the answer's id in rag.answers. An error (a
+    cancel included) ends the rows and is kept: rag._ask_stream_read raises it next, with
+    its own message and SQLSTATE (raised here, PL/Python would say "error fetching next
+    item from iterator", the real message in DETAIL, and a Python traceback)."""
+    take_error()   # (one that nothing raised would end this stream)
+    try:
+        st = _STREAMS.get(handle)
+        if st is None or st["who"] != _who(plpy):
+            # a handle is read by the role and tenant that opened it: after SET ROLE, another
+            # role's answer is not there to read
+            raise InvalidParameter("rag.ask_stream: unknown stream handle",
+                                   hint="call rag.ask_stream(question), not its internal functions")
+        del _STREAMS[handle]
+        for row in _stream_rows(plpy, st):
+            yield row
+            if row[1] is not None and _who(plpy) != st["who"]:
+                # resumed after a SET ROLE between two FETCHes: the rest of the answer, its
+                # ledger row and its log are the opener's, not this role's
+                raise NotAllowed("rag.ask_stream: the role or tenant changed while the stream was read",
+                                 hint="read a stream to its end as the role that opened it")
+    except (RagError, plpy.SPIError) as e:
+        keep_error(e)
 
 
 def _stream_rows(plpy, st: dict):
     p = st["p"]
     seq = 0
-    try:
-        if "extractive" in st:
-            ex = st["extractive"]
-            for piece in answer_mod.answer_pieces(ex["answer"]):
-                yield (seq, piece, None, None)
-                seq += 1
-            out = p.result(ex["answer"], [], 0, None)
-            out["citations"] = ex["citations"]
-            r = None
-        elif "stream" in st:
-            stream = st["stream"]
-            cleaner = cite.StreamCleaner(len(p.ctx))
-            for raw in stream:
-                piece = cleaner.feed(raw)
-                if piece:
-                    yield (seq, piece, None, None)
-                    seq += 1
-            piece = cleaner.finish()
+    if "extractive" in st:
+        ex = st["extractive"]
+        for piece in answer_mod.answer_pieces(ex["answer"]):
+            yield (seq, piece, None, None)
+            seq += 1
+        out = p.result(ex["answer"], [], 0, None)
+        out["citations"] = ex["citations"]
+        r = None
+    elif "stream" in st:
+        stream = st["stream"]
+        cleaner = cite.StreamCleaner(len(p.ctx))
+        for raw in stream:
+            piece = cleaner.feed(raw)
             if piece:
                 yield (seq, piece, None, None)
                 seq += 1
-            r = stream.result
-            text, _, _ = cite.clean(cleaner.text, len(p.ctx))
-            out = p.result(text, cleaner.used, cleaner.removed, r)
-        else:
-            yield (seq, answer_mod.NO_ANSWER, None, None)
+        piece = cleaner.finish()
+        if piece:
+            yield (seq, piece, None, None)
             seq += 1
-            out, r = p.result(answer_mod.NO_ANSWER, [], 0, None), None
-        with usage_deferred(plpy, hand_back=True) as kept:   # the chat call's row goes with the answer
-            p.done(plpy, out, r)
-        out = json.loads(plpy.execute(_plan(plpy, _STORE, ["jsonb"]), [json.dumps(_with_log(p, out, kept.rows))])
-                         [0]["out"])
-    except RagError as e:
-        plpy.error(e.message, hint=e.hint, sqlstate=e.sqlstate)
+        r = stream.result
+        text, _, _ = cite.clean(cleaner.text, len(p.ctx))
+        out = p.result(text, cleaner.used, cleaner.removed, r)
+    else:
+        yield (seq, answer_mod.NO_ANSWER, None, None)
+        seq += 1
+        out, r = p.result(answer_mod.NO_ANSWER, [], 0, None), None
+    with usage_deferred(plpy, hand_back=True) as kept:   # the chat call's row goes with the answer
+        p.done(plpy, out, r)
+    out = json.loads(plpy.execute(_plan(plpy, _STORE, ["jsonb"]), [json.dumps(_with_log(p, out, kept.rows))])
+                     [0]["out"])
     yield (seq, None, json.dumps(out["citations"]), out["answer_id"])

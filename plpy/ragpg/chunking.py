@@ -92,6 +92,10 @@ def max_chars(max_tokens: int) -> int:
     return MAX_CHARS_PER_TOKEN * max_tokens
 
 
+WIDEST_WINDOW = 8192                       # the most tokens rag.chunk_target_tokens allows, any model
+CHUNK_CHARS_MAX = max_chars(WIDEST_WINDOW)  # so the longest chunk: rag._chunks_before_insert's limit
+
+
 def _strip_span(text: str, start: int, end: int) -> tuple[int, int] | None:
     """text[start:end] without leading and trailing whitespace, as (start, end); None if blank."""
     m = _NONSPACE.search(text, start, end)

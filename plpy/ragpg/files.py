@@ -29,7 +29,7 @@ from xml.etree import ElementTree
 
 from . import interrupts
 from .errors import InvalidParameter, LimitExceeded, RagError, shown
-from .text import detect_format
+from .text import detect_format, found_title
 
 
 class FileCorrupt(RagError):
@@ -251,8 +251,7 @@ def _pdf_title(reader) -> str | None:
         raise
     except Exception:
         return None
-    t = " ".join(str(t).split()) if t else ""
-    return t[:500] or None
+    return found_title(str(t)) if t else None
 
 
 def _docx(data: bytes, name: str, max_bytes: int) -> Extracted:
@@ -277,8 +276,8 @@ def _docx(data: bytes, name: str, max_bytes: int) -> Extracted:
             blocks.append(_table(el))
     text = "\n\n".join(b for b in blocks if b.strip())
     text = re.sub(r"\n{3,}", "\n\n", text).strip()
-    title = next((b.lstrip("#").strip() for b in blocks if b.startswith("#")), None)  # its first heading
-    return Extracted(text, "docx", "markdown", title, None)
+    title = next((b.lstrip("#") for b in blocks if b.startswith("#")), None)  # its first heading
+    return Extracted(text, "docx", "markdown", found_title(title), None)
 
 
 def _xml(zf: zipfile.ZipFile, part: str, name: str, max_bytes: int):

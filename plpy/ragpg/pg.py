@@ -27,7 +27,7 @@ from decimal import Decimal
 from . import answer as answer_mod
 from . import files, interrupts, keys, lexical, providers, spend, tokens
 from . import rerank as rerank_mod
-from .chunking import WINDOW_TEXT_CHARS, chunk_text, windows
+from .chunking import WIDEST_WINDOW, WINDOW_TEXT_CHARS, chunk_text, windows
 from .embedding import _EMBEDDERS, DEFAULT_MODEL, get_embedder, load_tokenizer, to_vector_literal
 from .errors import (BudgetExceeded, InvalidParameter, LimitExceeded, NotAllowed, RagError, Unaccounted, Uncounted,
                      shown)
@@ -171,17 +171,23 @@ def sql_errors(fn):
     so the statement ends as cancelled, as if Postgres had stopped it directly."""
     @functools.wraps(fn)
     def wrapper(plpy, *args, **kwargs):
-        global PENDING_ERROR
         try:
             watch_interrupts(plpy)
             return fn(plpy, *args, **kwargs)
-        except RagError as e:
-            PENDING_ERROR = {"message": e.message, "hint": e.hint, "sqlstate": e.sqlstate}
-        except plpy.SPIError as e:
-            PENDING_ERROR = {"message": e.args[0] if e.args else str(e), "detail": getattr(e, "detail", None),
-                             "hint": getattr(e, "hint", None), "sqlstate": getattr(e, "sqlstate", None)}
+        except (RagError, plpy.SPIError) as e:
+            keep_error(e)
         return None
     return wrapper
+
+
+def keep_error(e: BaseException) -> None:
+    """A RagError or plpy.SPIError, kept for rag._raise_python_error (sql_errors)."""
+    global PENDING_ERROR
+    if isinstance(e, RagError):
+        PENDING_ERROR = {"message": e.message, "hint": e.hint, "sqlstate": e.sqlstate}
+    else:
+        PENDING_ERROR = {"message": e.args[0] if e.args else str(e), "detail": getattr(e, "detail", None),
+                         "hint": getattr(e, "hint", None), "sqlstate": getattr(e, "sqlstate", None)}
 
 
 def take_error() -> str | None:
@@ -1056,7 +1062,8 @@ def _index_round(plpy, s: dict, ids: list[int], model: str) -> int:
     # one, in MiniLM's (a close, conservative stand-in for most subword vocabularies)
     tok_name = model if spec.provider == "local" else DEFAULT_MODEL
     tok = _TOKENIZERS.get(tok_name) or _TOKENIZERS.setdefault(tok_name, load_tokenizer(tok_name))
-    hard_max = (_embedder(s, model).max_tokens if spec.provider == "local" else min(spec.max_input_tokens, 8192)) - 2
+    hard_max = min(_embedder(s, model).max_tokens if spec.provider == "local" else spec.max_input_tokens,
+                   WIDEST_WINDOW) - 2
     target = _int_setting(s, "chunk_target_tokens", 8, hard_max)
     overlap = _int_setting(s, "chunk_overlap_tokens", 0, target - 1)
     max_chunks = _int_setting(s, "max_chunks_per_document", 1, 10_000_000)

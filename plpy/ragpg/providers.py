@@ -12,14 +12,16 @@ status; of the server's answer it keeps only the message of an OpenAI-style JSON
 says "no error message". The rest of the body, the headers, the request and the API key
 never appear: the URL may point at an internal service whose error pages say too much.
 
-A server's answer is input like any other (hostile review 44): the client's transport
-(`_bounded_transport`) reads it in pieces and refuses one over MAX_ANSWER_BYTES (an embeddings answer
-what its texts' vectors take: `_embeddings_answer_bytes`), a compressed one (gzip of 1 MB was 1 GB) and redirects; an
-answer read in a worker thread (rag's calls but a stream's) ends after twice
-rag.provider_timeout_seconds in all (a read timeout alone let a server drip a byte a
-second for ever) or at the next piece once its caller gave up (a cancel); a stream read
-in the backend's own thread checks for a cancel at every piece (server-sent events with
-nothing in them held a backend that no cancel, timeout or terminate stopped).
+A server's answer is input like any other (hostile reviews 44 and 44b): the client's
+transport (`_bounded_transport`) reads it in pieces and refuses one over MAX_ANSWER_BYTES
+(an embeddings answer what its texts' vectors take: `_embeddings_answer_bytes`), a
+compressed one (gzip of 1 MB was 1 GB) and redirects. Under it, every socket wait is cut
+into slices of interrupts.INTERVAL (`_Guarded`): between two, a request made in a worker
+thread (rag's calls; a stream's opening) ends once twice rag.provider_timeout_seconds have
+passed since it was sent, headers included (a read timeout alone let a server drip a byte
+a second for ever), or once its caller gave up (a cancel: the worker then ends, not reads
+on), and a stream read in the backend's own thread sees a cancel within a slice (events
+sent just under the read timeout held a cancel that long).
 """
 from __future__ import annotations
 
@@ -126,28 +128,86 @@ class AnswerRefused(Exception):
     """A server's answer that rag does not read on (too large, compressed, redirected)."""
 
 
+_CALL = threading.local()   # .deadline: when the request a worker thread makes must be answered
+
+
 def _bounded_transport(timeout: float):
     """The client's transport: the default one, its answers read as the module's docstring
     says (httpx2 is imported here: the unit tests' environment has none)."""
+    import httpcore2
     import httpx2
 
+    def waiting(end: float | None, timed_out) -> float | None:
+        """How long the next socket wait may take in all (None: no limit); first, a cancel
+        is seen, and a given-up call or one past its deadline ends."""
+        if threading.current_thread() is threading.main_thread():
+            interrupts.check_interrupts()
+        elif interrupts.abandoned():
+            raise AnswerRefused("the call was cancelled")
+        now = time.monotonic()
+        deadline = getattr(_CALL, "deadline", None)
+        if deadline is not None and now >= deadline:
+            raise timed_out("the answer took longer than twice rag.provider_timeout_seconds")
+        if end is not None and now >= end:
+            raise timed_out("timed out")
+        return min((t - now for t in (end, deadline) if t is not None), default=None)
+
+    class Guarded(httpcore2.NetworkStream):
+        """A connection whose waits end as `waiting` says; a read waits in slices of
+        interrupts.INTERVAL, so that is checked between two."""
+        def __init__(self, inner):
+            self.inner = inner
+
+        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            end = None if timeout is None else time.monotonic() + timeout
+            while True:
+                left = waiting(end, httpcore2.ReadTimeout)
+                try:
+                    return self.inner.read(max_bytes, interrupts.INTERVAL if left is None
+                                           else min(left, interrupts.INTERVAL))
+                except httpcore2.ReadTimeout:
+                    pass   # a slice passed with nothing to read (nothing was consumed)
+
+        def write(self, buffer: bytes, timeout: float | None = None) -> None:
+            # in pieces, each within what is left (a timed-out piece may be partly sent: the
+            # request fails, and is not resumed)
+            view = memoryview(buffer)
+            end = None if timeout is None else time.monotonic() + timeout
+            for i in range(0, len(view), 1 << 16):
+                self.inner.write(view[i:i + (1 << 16)], waiting(end, httpcore2.WriteTimeout))
+
+        def close(self) -> None:
+            self.inner.close()
+
+        def start_tls(self, ssl_context, server_hostname=None, timeout=None):
+            return Guarded(self.inner.start_tls(ssl_context, server_hostname, timeout))
+
+        def get_extra_info(self, info: str):
+            return self.inner.get_extra_info(info)
+
+    class GuardedBackend(httpcore2.NetworkBackend):
+        def __init__(self, inner):
+            self.inner = inner
+
+        def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+            return Guarded(self.inner.connect_tcp(host, port, timeout, local_address, socket_options))
+
+        def connect_unix_socket(self, path, timeout=None, socket_options=None):
+            return Guarded(self.inner.connect_unix_socket(path, timeout, socket_options))
+
+        def sleep(self, seconds: float) -> None:
+            self.inner.sleep(seconds)
+
     class BoundedStream(httpx2.SyncByteStream):
-        def __init__(self, inner, limit: int, deadline: float):
-            self.inner, self.limit, self.deadline = inner, limit, deadline
+        def __init__(self, inner, limit: int):
+            self.inner, self.limit = inner, limit
 
         def __iter__(self):
-            own_thread = threading.current_thread() is threading.main_thread()
             n = 0
             for piece in self.inner:
                 n += len(piece)
                 if n > self.limit:
                     raise AnswerRefused(f"its answer is over {self.limit:,} bytes")
-                if own_thread:
-                    interrupts.check_interrupts()
-                elif interrupts.abandoned():
-                    raise AnswerRefused("the call was cancelled")
-                elif time.monotonic() > self.deadline:
-                    raise httpx2.ReadTimeout("the answer took longer than twice rag.provider_timeout_seconds")
                 yield piece
 
         def close(self) -> None:
@@ -156,9 +216,16 @@ def _bounded_transport(timeout: float):
     class Bounded(httpx2.BaseTransport):
         def __init__(self):
             self.inner = httpx2.HTTPTransport()
+            # httpx2 takes no network backend: its pool's is replaced before any connection
+            # is made (the dependencies are pinned with the release; a change fails here)
+            pool = self.inner._pool
+            if not isinstance(getattr(pool, "_network_backend", None), httpcore2.SyncBackend):
+                raise RuntimeError("rag: httpx2's connection pool has no network backend to guard")
+            pool._network_backend = GuardedBackend(pool._network_backend)
 
         def handle_request(self, request):
-            started = time.monotonic()
+            if threading.current_thread() is not threading.main_thread():
+                _CALL.deadline = time.monotonic() + 2 * timeout   # (a worker makes one request)
             response = self.inner.handle_request(request)
             if 300 <= response.status_code < 400:
                 response.close()
@@ -168,8 +235,7 @@ def _bounded_transport(timeout: float):
                 raise AnswerRefused("its answer is compressed, which rag did not ask for")
             limit = getattr(_EXPECTED, "limit", None) or MAX_ANSWER_BYTES
             return httpx2.Response(status_code=response.status_code, headers=response.headers,
-                                   stream=BoundedStream(response.stream, limit, started + 2 * timeout),
-                                   extensions=response.extensions)
+                                   stream=BoundedStream(response.stream, limit), extensions=response.extensions)
 
         def close(self) -> None:
             self.inner.close()
@@ -200,6 +266,13 @@ def _refused(e: BaseException) -> AnswerRefused | None:
             return e
         e = e.__cause__ or e.__context__
     return None
+
+
+def _sent(err: RagError, attempts: int) -> RagError:
+    """err, marked with the requests already sent (a caller that goes on without the
+    answer, such as a failed rerank falling back to the fused order, records them)."""
+    err.sent = attempts
+    return err
 
 
 def _retryable(e: BaseException) -> bool:
@@ -256,8 +329,9 @@ def _server_message(e) -> str | None:
 def _describe(e: BaseException, secret: str | None = None) -> str:
     import openai
 
-    if _refused(e) is not None:
-        return str(_refused(e))
+    refused = _refused(e)
+    if refused is not None:
+        return str(refused)
     if isinstance(e, openai.APITimeoutError):
         return "the request timed out"
     if isinstance(e, openai.APIConnectionError):
@@ -318,9 +392,7 @@ def _call(spec: ModelSpec, policy: CallPolicy, secret: str | None, fn, most: tup
     except interrupts.Interrupt:
         raise
     except Exception as e:
-        err = _error(spec, e, attempts, secret)
-        err.sent = attempts   # requests sent (a caller that goes on without them records them)
-        raise err from None
+        raise _sent(_error(spec, e, attempts, secret), attempts) from None
 
 
 def embed(spec: ModelSpec, policy: CallPolicy, secret: str | None, texts: list[str]):
@@ -375,10 +447,9 @@ def chat(spec: ModelSpec, policy: CallPolicy, secret: str | None, messages: list
     message = getattr(choice, "message", None)
     text = getattr(message, "content", None) or ""
     if not isinstance(text, str):
-        err = ProviderRejected(f"rag: model {spec.name!r} at {_shown_url(spec.base_url)}: its answer's content is "
-                               f"{type(text).__name__}, not text", hint="is it a chat completions server?")
-        err.sent = attempts
-        raise err
+        raise _sent(ProviderRejected(f"rag: model {spec.name!r} at {_shown_url(spec.base_url)}: its answer's "
+                                     f"content is {type(text).__name__}, not text",
+                                     hint="is it a chat completions server?"), attempts)
     usage = getattr(resp, "usage", None)
     r = ChatResult(text=text, finish_reason=getattr(choice, "finish_reason", None), attempts=attempts,
                    first_token_s=time.perf_counter() - t0)
@@ -400,9 +471,9 @@ def rerank(spec: ModelSpec, policy: CallPolicy, secret: str | None, query: str, 
     results = resp
     if isinstance(resp, dict):
         results = resp.get("results", resp.get("data"))
-    bad = ProviderRejected(f"rag: model {spec.name!r} at {_shown_url(spec.base_url)}: its /rerank answer is not "
-                           "a list of {index, relevance_score}", hint="is it a reranking server?")
-    bad.sent = attempts
+    bad = _sent(ProviderRejected(f"rag: model {spec.name!r} at {_shown_url(spec.base_url)}: its /rerank answer "
+                                 "is not a list of {index, relevance_score}", hint="is it a reranking server?"),
+                attempts)
     if not isinstance(results, list):
         raise bad
     scores: list[float | None] = [None] * len(documents)
@@ -414,10 +485,9 @@ def rerank(spec: ModelSpec, policy: CallPolicy, secret: str | None, query: str, 
             raise bad
         scores[i] = float(x)
     if any(x is None for x in scores):
-        short = ProviderRejected(f"rag: model {spec.name!r} scored {sum(x is not None for x in scores)} of "
-                                 f"{len(documents)} passages", hint="the reranker must score every document it is sent")
-        short.sent = attempts
-        raise short
+        raise _sent(ProviderRejected(f"rag: model {spec.name!r} scored {sum(x is not None for x in scores)} of "
+                                     f"{len(documents)} passages",
+                                     hint="the reranker must score every document it is sent"), attempts)
     usage = resp.get("usage") if isinstance(resp, dict) else None
     n = _reported((usage.get("prompt_tokens") or usage.get("total_tokens")) if isinstance(usage, dict) else None)
     return scores, n or counted or rerank_tokens(spec, query, documents), 1

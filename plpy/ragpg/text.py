@@ -304,6 +304,16 @@ class _Scanner:
         return n if gt is None else gt.end()
 
 
+FOUND_TITLE_CHARS = 500   # a title found in a document is cut here (rag.documents takes 4,096)
+
+
+def found_title(title: str | None) -> str | None:
+    """A title found in a document (its first heading, <title>, a file's metadata): one
+    line, at most FOUND_TITLE_CHARS; None if blank. (A 30 MB one was carried by every
+    reader's citation: review 44b.)"""
+    return (" ".join(title.split())[:FOUND_TITLE_CHARS] or None) if title else None
+
+
 def html_to_text(html: str) -> tuple[str, str | None]:
     """Return (text, title) for an HTML document."""
     parser = _HtmlToText()
@@ -313,8 +323,7 @@ def html_to_text(html: str) -> tuple[str, str | None]:
         interrupts.check_interrupts()
         lines[i:i + (1 << 16)] = [ln.rstrip() for ln in lines[i:i + (1 << 16)]]
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-    title = re.sub(r"\s+", " ", "".join(parser.title)).strip() or None  # entities already decoded
-    return text, title
+    return text, found_title("".join(parser.title))   # (entities already decoded)
 
 
 def to_text(content: str, fmt: str = "auto") -> tuple[str, str | None]:
@@ -329,4 +338,4 @@ def to_text(content: str, fmt: str = "auto") -> tuple[str, str | None]:
         return html_to_text(content)
     text = content.replace("\r\n", "\n").replace("\r", "\n")
     m = _MD_TITLE.search(text)
-    return text, (m.group(1).strip() if m else None)
+    return text, found_title(m.group(1) if m else None)

@@ -6,7 +6,7 @@
 -- plpgsql function that called it raises it with rag._raise_python_error(), so users see
 -- 'rag.x: message' with its SQLSTATE, not PL/Python's 'plpy.Error: ...'.
 
--- rag._python_error / rag._raise_python_error (internal)
+-- rag._python_error / rag._python_error_pending / rag._raise_python_error (internal)
 CREATE OR REPLACE FUNCTION rag._python_error()
 RETURNS jsonb
 LANGUAGE plpython3u VOLATILE
@@ -14,6 +14,15 @@ SET search_path = pg_catalog, pg_temp
 AS $python$
     #@ragpg-prologue
     return ragpg.pg.take_error()
+$python$;
+
+CREATE OR REPLACE FUNCTION rag._python_error_pending()
+RETURNS boolean
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+    #@ragpg-prologue
+    return ragpg.pg.PENDING_ERROR is not None
 $python$;
 
 CREATE OR REPLACE FUNCTION rag._raise_python_error()

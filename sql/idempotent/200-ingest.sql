@@ -63,6 +63,15 @@ BEGIN
         RAISE EXCEPTION 'rag.documents: source is empty'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'source names the document, e.g. a file name or URL';
     END IF;
+    -- every reader's hit and citation carries them (a 30 MB title: review 44b); an
+    -- attached table's longer ones are cut by rag._apply_rows, not refused
+    IF char_length(NEW.title) > 4096 THEN
+        RAISE EXCEPTION 'rag.documents: title is % characters, over the limit of 4096', char_length(NEW.title)
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'a title names the document: keep the text in content';
+    ELSIF char_length(NEW.url) > 8192 THEN
+        RAISE EXCEPTION 'rag.documents: url is % characters, over the limit of 8192', char_length(NEW.url)
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
     NEW.content_hash := sha256(convert_to(NEW.content, 'UTF8'));
     IF TG_OP = 'UPDATE' THEN
         NEW.updated_at := now();

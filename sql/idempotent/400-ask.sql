@@ -117,7 +117,11 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION rag._ask_stream_read(handle bigint)
+-- The rows of an open stream, then, if an error ended them (a cancel included), that error
+-- raised as it is: a PL/Python set-returning function cannot raise one of its own (its
+-- message would be "error fetching next item from iterator"). Both run lazily, a row at a
+-- time, when read through a cursor as above.
+CREATE OR REPLACE FUNCTION rag._ask_stream_rows(handle bigint)
 RETURNS TABLE (seq int, piece text, citations jsonb, answer_id bigint)
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -125,6 +129,28 @@ AS $python$
     #@ragpg-prologue
     return ragpg.ask.ask_stream_read(plpy, handle)
 $python$;
+
+CREATE OR REPLACE FUNCTION rag._ask_stream_end()
+RETURNS TABLE (seq int, piece text, citations jsonb, answer_id bigint)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF rag._python_error_pending() THEN
+        PERFORM rag._raise_python_error();
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION rag._ask_stream_read(handle bigint)
+RETURNS TABLE (seq int, piece text, citations jsonb, answer_id bigint)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (rag._ask_stream_rows(handle)).*
+    UNION ALL
+    SELECT * FROM rag._ask_stream_end()
+$$;
 
 CREATE OR REPLACE FUNCTION rag.ask_stream(question text, k int DEFAULT 8, model text DEFAULT NULL,
                                           rerank text DEFAULT NULL, rerank_k int DEFAULT 30)

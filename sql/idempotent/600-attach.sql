@@ -162,7 +162,8 @@ BEGIN
             WHERE c.not_found AND $4 AND c.key <> ALL ($5)
         )
         INSERT INTO rag.documents AS d (source, title, url, metadata, content, attachment_id, source_table, source_key)
-        SELECT DISTINCT ON (c.key) $3 || '#' || c.key::text, c.title, c.url, c.meta, c.content, $1, $3, c.key
+        SELECT DISTINCT ON (c.key) $3 || '#' || c.key::text, left(c.title, 4096),
+               CASE WHEN char_length(c.url) <= 8192 THEN c.url END, c.meta, c.content, $1, $3, c.key
         FROM current_rows AS c
         WHERE c.content IS NOT NULL AND btrim(c.content, E' \t\r\n\f\v') <> ''
         ON CONFLICT ON CONSTRAINT documents_tenant_source_key DO UPDATE

@@ -376,6 +376,9 @@ COMMENT ON FUNCTION rag._counted_today() IS
 COMMENT ON FUNCTION rag._python_error() IS
   'Internal: takes the error a PL/Python function left pending (as jsonb), for rag._raise_python_error.';
 
+COMMENT ON FUNCTION rag._python_error_pending() IS
+  'Internal: whether a PL/Python error is pending (rag._ask_stream_end raises it).';
+
 COMMENT ON FUNCTION rag._raise_python_error() IS
   'Internal: raises the pending PL/Python error with its own message, SQLSTATE, detail and hint; called by '
   'the plpgsql wrappers when a Python function returns NULL.';
@@ -414,8 +417,8 @@ COMMENT ON TABLE rag.documents IS
 COMMENT ON COLUMN rag.documents.id IS 'Document id (rag.chunks.document_id, rag.search document_id)';
 COMMENT ON COLUMN rag.documents.tenant IS 'Tenant the document belongs to (default: rag.current_tenant())';
 COMMENT ON COLUMN rag.documents.source IS 'Names the document, unique per tenant: a file name, URL, ''<table>#<key>'' for attached rows';
-COMMENT ON COLUMN rag.documents.title IS 'Title shown in citations; if NULL, set from the document''s first heading when it is indexed';
-COMMENT ON COLUMN rag.documents.url IS 'Link shown in citations';
+COMMENT ON COLUMN rag.documents.title IS 'Title shown in citations, at most 4,096 characters; if NULL, set from the document''s first heading (at most 500) when it is indexed';
+COMMENT ON COLUMN rag.documents.url IS 'Link shown in citations, at most 8,192 characters';
 COMMENT ON COLUMN rag.documents.metadata IS 'JSON object, matched by rag.search(filter => ...); format: markdown, text or html forces the parser';
 COMMENT ON COLUMN rag.documents.content IS 'The full text (markdown, plain text or HTML), at most rag.max_document_bytes';
 COMMENT ON COLUMN rag.documents.content_hash IS 'sha256 of content, set by the trigger: unchanged content is not indexed again';
@@ -507,7 +510,8 @@ COMMENT ON TRIGGER chunks_before_insert ON rag.chunks IS
   'A chunk is at most 131,072 characters (rag._chunks_before_insert).';
 
 COMMENT ON FUNCTION rag._documents_before_write() IS
-  'Internal: row trigger on rag.documents: checks content and source, sets content_hash and updated_at.';
+  'Internal: row trigger on rag.documents: checks content and source, title (at most 4,096 characters) and url '
+  '(8,192; 54000 past either), sets content_hash and updated_at. A restore stores rows as dumped.';
 
 COMMENT ON FUNCTION rag._documents_after_insert() IS
   'Internal: statement trigger on rag.documents: indexes every inserted row in one rag._index_documents call.';
@@ -519,7 +523,8 @@ COMMENT ON FUNCTION rag._documents_after_update() IS
 COMMENT ON FUNCTION rag.ingest(text, text, text, text, jsonb) IS
   'Add or replace the document named source, chunked and embedded now. Unchanged content does no work; '
   'changed content embeds only chunks whose text is new. Arguments: content (markdown, text or HTML), '
-  'source (unique name per tenant), title, url, metadata (JSON object; format: markdown, text or html '
+  'source (unique name per tenant), title (at most 4,096 characters), url (8,192), metadata (JSON object; '
+  'format: markdown, text or html '
   'forces the parser). Returns: the document id (bigint). Example: SELECT rag.ingest(''Refunds take five '
   'business days.'', source => ''handbook.md'', title => ''Handbook'', metadata => ''{"team": "support"}'');';
 
@@ -706,7 +711,14 @@ COMMENT ON FUNCTION rag._ask_stream_open(text, integer, text, text, integer) IS
   'row); returns its handle.';
 
 COMMENT ON FUNCTION rag._ask_stream_read(bigint) IS
-  'Internal: the rows of an open stream for rag.ask_stream: answer pieces, then the citations row.';
+  'Internal: the rows of an open stream for rag.ask_stream: answer pieces, then the citations row; or, if an '
+  'error ends them (a cancel included), that error, with its own message and SQLSTATE.';
+
+COMMENT ON FUNCTION rag._ask_stream_rows(bigint) IS
+  'Internal: the Python side of rag._ask_stream_read: the rows; an error ends them and is kept pending.';
+
+COMMENT ON FUNCTION rag._ask_stream_end() IS
+  'Internal: no rows; raises the error that ended rag._ask_stream_rows, if one is pending.';
 
 COMMENT ON FUNCTION rag.ask_stream(text, integer, text, text, integer) IS
   'rag.ask, streamed: one row per piece of the answer as the model writes it, then a last row (piece NULL) '
@@ -909,7 +921,8 @@ COMMENT ON FUNCTION rag._apply_rows(bigint, jsonb[], jsonb[]) IS
   'Internal: brings the documents of these keys of an attached table in line with its rows (upsert or '
   'delete; a row found by pg_catalog''s equality and the same key). A key whose row row-level security may '
   'hide from the caller is queued for the owner''s worker, unless in deleted (rows the caller''s statement '
-  'deleted). Called by the triggers (sync), rag.work (async), rag.resync and the backfill.';
+  'deleted). A title over 4,096 characters is cut there, a url over 8,192 left out (the table keeps both). '
+  'Called by the triggers (sync), rag.work (async), rag.resync and the backfill.';
 
 COMMENT ON FUNCTION rag._attached_changed() IS
   'Internal: statement trigger on attached tables: finds keys whose indexed columns changed or whose rows '

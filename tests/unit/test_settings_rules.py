@@ -1,7 +1,8 @@
 """rag.configure checks a value as its reader will (rag._check_setting): the bounds are
 written twice, in sql/idempotent/030-settings.sql and at the readers in plpy/ragpg
 (`_int_setting(s, "name", lo, hi)`). This keeps the two equal, and makes sure every
-setting the Python reads with fixed bounds, and every on/off setting, has a rule."""
+setting the Python reads with fixed bounds, and every on/off setting, has a rule. The chunk
+limit of rag.chunks is written twice too (SQL trigger, Python constant): kept equal here."""
 from __future__ import annotations
 
 import re
@@ -44,3 +45,16 @@ def test_every_rule_names_a_setting():
     text = (ROOT / "sql/idempotent/030-settings.sql").read_text()
     defaults = set(re.findall(r"^\s+\('(\w+)',", text.split("rag._setting_defaults()")[1].split("$$;")[0], re.M))
     assert set(sql_rules()) <= defaults
+
+
+def test_the_chunk_limit_of_rag_chunks_is_the_longest_chunk_rag_makes():
+    # rag._chunks_before_insert refuses a longer chunk; rag's chunker never makes one, and the
+    # extractive answerer reads at most this much of a chunk
+    from ragpg.chunking import CHUNK_CHARS_MAX, WIDEST_WINDOW, max_chars
+
+    body = (ROOT / "sql/idempotent/200-ingest.sql").read_text().split("FUNCTION rag._chunks_before_insert()")[1]
+    body = body.split("$$;")[0]
+    tested = {int(x) for x in re.findall(r"char_length\(NEW\.content\) > (\d+)", body)}
+    said = {int(x) for x in re.findall(r"'rag\.chunks: a chunk of document % is % characters, over the limit of (\d+)",
+                                       body)}
+    assert tested == said == {CHUNK_CHARS_MAX} == {max_chars(WIDEST_WINDOW)}

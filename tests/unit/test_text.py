@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ragpg.errors import InvalidParameter
-from ragpg.text import detect_format, html_to_text, to_text
+from ragpg.text import FOUND_TITLE_CHARS, detect_format, html_to_text, to_text
 
 PAGE = Path("/usr/share/doc/postgresql-doc-15/html/sql-createindex.html")
 
@@ -248,3 +248,18 @@ def test_real_postgres_page():
     # the synopsis is a fenced block and fences are balanced
     assert text.count("```") % 2 == 0 and text.count("```") >= 2
     assert "<" + "div" not in text and "&lt;" not in text and "&amp;" not in text
+
+
+@pytest.mark.parametrize("doc, fmt", [
+    ("<html><title>" + "Fish  chips\n" * 200_000 + "</title><p>Body.</p></html>", "html"),
+    ("#   " + "Fish\tchips " * 200_000 + "\n\nBody.", "markdown"),
+])
+def test_a_title_found_in_a_document_is_one_short_line(doc, fmt):
+    # every reader's citation carries it (review 44b): a 2 MB title was kept whole
+    _, title = to_text(doc, fmt)
+    assert title.startswith("Fish chips Fish chips") and len(title) == FOUND_TITLE_CHARS
+
+
+def test_a_blank_found_title_is_none():
+    assert to_text("#    \n\nBody.", "markdown")[1] is None
+    assert html_to_text("<title> \n </title><p>Body.</p>")[1] is None
