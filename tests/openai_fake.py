@@ -27,6 +27,7 @@ class Scenario:
     should send (hostile review 44), for at most 30 s: "big" (a 100 MB JSON body), "drip"
     (a byte every 0.2 s), "header-drip" (the headers so), "pings" (server-sent events with
     nothing in them, every 0.1 s), "slow-pings" (every 3 s, under any read timeout),
+    "cut-stream" (two pieces of an answer, then the connection closed),
     "redirect" (302 elsewhere), "gzip" (50 KB that inflate to 50 MB), "nan" and
     "huge-floats" (embeddings holding NaN, or 3e38s whose float32 norm is infinite)."""
 
@@ -111,6 +112,16 @@ class FakeOpenAI:
                     self.send_header("content-length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)
+                    return
+                if kind == "cut-stream":   # two pieces of the answer, then the connection closed
+                    self.send_response(200)
+                    self.send_header("content-type", "text/event-stream")
+                    self.end_headers()
+                    for word in ("Refunds take", " five"):
+                        self.wfile.write(b'data: {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": '
+                                         b'"m", "choices": [{"index": 0, "delta": {"content": "' + word.encode()
+                                         + b'"}}]}\n\n')
+                    self.wfile.flush()
                     return
                 if kind == "header-drip":   # its headers, a byte every 0.2 s, never ended
                     try:

@@ -80,10 +80,22 @@ def test_a_documents_title_and_url_are_bounded_and_an_attached_tables_are_cut(db
                "'https://example.com/' || repeat('p', 9000)), (2, 'Store credit is immediate.', 'Credit', "
                "'https://example.com/credit')")
     rows = db.execute("SELECT char_length(d.title), d.url, count(c.id) FROM rag.documents AS d "
-                      "JOIN rag.chunks AS c ON c.document_id = d.id WHERE d.source_table = 'long_notes' "
+                      "JOIN rag.chunks AS c ON c.document_id = d.id WHERE d.source_table = 'public.long_notes' "
                       "GROUP BY d.source_key, d.title, d.url ORDER BY d.source_key").fetchall()
     assert [r[:2] for r in rows] == [(4096, None), (6, "https://example.com/credit")] and all(r[2] for r in rows)
     assert db.execute("SELECT char_length(name) FROM long_notes WHERE id = 1").fetchone() == (10000,)
+    # rag.check compares the table's rows as they are stored (review 45: "out of step" for ever)
+    assert db.execute("SELECT problem FROM rag.check()").fetchall() == []
+    # a row written before 0.9.0 keeps its long title, and still updates (review 45: no
+    # re-ingest or reindex); a writer's long source is refused
+    db.execute("SET session_replication_role = replica")
+    db.execute("UPDATE rag.documents SET title = repeat('o', 6000) WHERE source = 'edge.md'")
+    db.execute("RESET session_replication_role")
+    alice.execute("SELECT rag.ingest(%s, source => 'edge.md')", (DOC + " Changed.",))
+    assert alice.execute("SELECT char_length(title) FROM rag.documents WHERE source = 'edge.md'").fetchone() == (6000,)
+    with pytest.raises(psycopg.Error) as e:
+        alice.execute("SELECT rag.ingest(%s, source => repeat('s', 4097))", (DOC,))
+    assert e.value.sqlstate == "54000" and "source is 4097 characters, over the limit of 4096" in str(e.value)
 
 
 def test_an_answer_over_planted_chunks_ends_within_its_timeout(db, connect):

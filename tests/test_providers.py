@@ -310,6 +310,71 @@ def test_a_stream_waiting_for_its_next_event_sees_a_cancel_at_once(db, fake_open
     assert db.execute("SELECT count(*) FROM rag.answers").fetchone() == (0,)
 
 
+def test_a_stream_of_empty_events_ends_at_twice_the_providers_timeout(db, fake_openai):
+    """Each empty event reset the read timeout: a server sending one every 0.1 s held a
+    stream for as long as it liked, with no statement_timeout (review 45). The server has
+    twice rag.provider_timeout_seconds for each piece of the answer."""
+    url = fake_openai.add("hostile-pings2", Scenario(hostile="pings"))
+    db.execute("SELECT rag.add_model('h-pings2', 'chat', base_url => %s)", (url,))
+    _ingest(db)
+    db.execute("SET rag.provider_timeout_seconds = '1'")
+    t0 = time.monotonic()
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT * FROM rag.ask_stream('How long do refunds take?', model => 'h-pings2')").fetchall()
+    took = time.monotonic() - t0
+    db.execute("RESET rag.provider_timeout_seconds")
+    assert _sqlstate(e) == "58000" and "timed out" in str(e.value), str(e.value)
+    assert took < 6
+    assert db.execute("SELECT count(*) FROM rag.answers").fetchone() == (0,)
+
+
+def test_a_stream_cut_short_is_an_error_not_an_answer(db, fake_openai):
+    """A server that closed the connection mid-answer (no finish_reason, no [DONE]): the
+    half answer was stored and billed as whole (review 45)."""
+    url = fake_openai.add("hostile-cut-stream", Scenario(hostile="cut-stream"))
+    db.execute("SELECT rag.add_model('h-cut', 'chat', base_url => %s)", (url,))
+    _ingest(db)
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT * FROM rag.ask_stream('How long do refunds take?', model => 'h-cut')").fetchall()
+    assert _sqlstate(e) == "58000" and "stream ended before the answer did" in str(e.value), str(e.value)
+    assert db.execute("SELECT count(*) FROM rag.answers").fetchone() == (0,)
+
+
+def test_a_streams_error_is_raised_by_its_own_read_only(db, fake_openai):
+    """The error that ends a stream's rows is kept with its handle (review 45: kept per
+    backend, it could be raised by another statement's stream, in another role)."""
+    url = fake_openai.add("hostile-slow-pings2", Scenario(hostile="slow-pings"))
+    db.execute("SELECT rag.add_model('h-slow2', 'chat', base_url => %s)", (url,))
+    _ingest(db)
+    h = db.execute("SELECT rag._ask_stream_open('How long do refunds take?', 4, 'h-slow2', NULL, 30)").fetchone()[0]
+    db.execute("SET statement_timeout = '1s'")
+    db.execute("SELECT * FROM rag._ask_stream_rows(%s)", (h,)).fetchall()   # (internal: its error is kept)
+    db.execute("RESET statement_timeout")
+    rows = db.execute("SELECT * FROM rag.ask_stream('How long do refunds take?')").fetchall()   # another stream
+    assert rows[-1][2] is not None
+    assert db.execute("SELECT count(*) FROM rag._ask_stream_end(%s + 1)", (h,)).fetchone() == (0,)
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT * FROM rag._ask_stream_end(%s)", (h,))
+    assert _sqlstate(e) == "57014" and e.value.diag.message_primary == "canceling statement due to statement timeout"
+    assert db.execute("SELECT count(*) FROM rag._ask_stream_end(%s)", (h,)).fetchone() == (0,)   # taken
+
+
+def test_a_chat_answer_holding_a_nul_is_a_named_error(db, fake_openai):
+    """Postgres text holds no NUL: a model's answer with one failed at the store (22P05,
+    "unsupported Unicode escape sequence", no model named: review 44b); streamed, PL/Python's
+    words came first. Now a 22023 naming the model, nothing stored."""
+    url = fake_openai.add("nul", Scenario(chat_text="Refunds take\u0000 five days [1]."))
+    db.execute("SELECT rag.add_model('nul-chat', 'chat', base_url => %s)", (url,))
+    _ingest(db)
+    for sql in ("SELECT rag.ask('How long do refunds take?', model => 'nul-chat')",
+                "SELECT * FROM rag.ask_stream('How long do refunds take?', model => 'nul-chat')"):
+        with pytest.raises(psycopg.Error) as e:
+            db.execute(sql).fetchall()
+        assert _sqlstate(e) == "22023", str(e.value)
+        assert e.value.diag.message_primary.startswith("rag: model 'nul-chat'") and "NUL" in str(e.value)
+    assert db.execute("SELECT count(*) FROM rag.answers").fetchone() == (0,)
+
+
 def test_a_4xx_fails_at_once_without_retries(db, fake_openai):
     url = fake_openai.add("bad", Scenario(fail=[400]))
     db.execute("SELECT rag.add_model('bad', 'embed', base_url => %s, dimensions => 3)", (url,))

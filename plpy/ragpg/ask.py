@@ -19,10 +19,11 @@ from . import citations as cite
 from . import providers, tokens
 from .errors import InvalidParameter, NotAllowed, RagError
 from .pg import (_QUERY_CACHE, LAST_RERANK, STATS, _bool_setting, _embed, _float_setting, _int_setting, _plan,
-                 embed_sentences, keep_error, meter, model_spec, policy, record_usage, secret_for,
-                 settings, sql_errors, take_error, usage_deferred)
+                 embed_sentences, error_fields, meter, model_spec, policy, record_usage, secret_for,
+                 settings, sql_errors, usage_deferred)
 
 _STREAMS: dict[int, dict] = {}
+_FAILED: dict[int, dict] = {}   # handle -> the error that ended its rows (ask_stream_read)
 _HANDLES = itertools.count(1)
 
 
@@ -209,6 +210,8 @@ def ask_stream_open(plpy, question: str, k: int, model: str | None, rerank: str 
     handle = next(_HANDLES)
     for h in [h for h in _STREAMS if h < handle - 8]:  # streams a client never read
         _STREAMS.pop(h)
+    for h in [h for h in _FAILED if h < handle - 8]:   # errors nothing raised
+        _FAILED.pop(h)
     _STREAMS[handle] = st
     return handle
 
@@ -221,10 +224,10 @@ def _who(plpy) -> tuple[str, str]:
 def ask_stream_read(plpy, handle: int):
     """Rows (seq, piece, citations, answer_id): pieces of the answer as they arrive, then
     one row with the citations (jsonb) and the answer's id in rag.answers. An error (a
-    cancel included) ends the rows and is kept: rag._ask_stream_read raises it next, with
-    its own message and SQLSTATE (raised here, PL/Python would say "error fetching next
-    item from iterator", the real message in DETAIL, and a Python traceback)."""
-    take_error()   # (one that nothing raised would end this stream)
+    cancel included) ends the rows and is kept with the handle: rag._ask_stream_read raises
+    it next (rag._ask_stream_end), with its own message and SQLSTATE (raised here,
+    PL/Python would say "error fetching next item from iterator", the real message in
+    DETAIL, and a Python traceback)."""
     try:
         st = _STREAMS.get(handle)
         if st is None or st["who"] != _who(plpy):
@@ -241,7 +244,13 @@ def ask_stream_read(plpy, handle: int):
                 raise NotAllowed("rag.ask_stream: the role or tenant changed while the stream was read",
                                  hint="read a stream to its end as the role that opened it")
     except (RagError, plpy.SPIError) as e:
-        keep_error(e)
+        _FAILED[handle] = error_fields(e)
+
+
+def ask_stream_error(handle: int) -> str | None:
+    """The error that ended this stream's rows, as jsonb text (taken), or None."""
+    err = _FAILED.pop(handle, None)
+    return json.dumps(err) if err else None
 
 
 def _stream_rows(plpy, st: dict):

@@ -171,23 +171,24 @@ def sql_errors(fn):
     so the statement ends as cancelled, as if Postgres had stopped it directly."""
     @functools.wraps(fn)
     def wrapper(plpy, *args, **kwargs):
+        global PENDING_ERROR
+        PENDING_ERROR = None
         try:
             watch_interrupts(plpy)
             return fn(plpy, *args, **kwargs)
         except (RagError, plpy.SPIError) as e:
-            keep_error(e)
+            PENDING_ERROR = error_fields(e)
         return None
     return wrapper
 
 
-def keep_error(e: BaseException) -> None:
-    """A RagError or plpy.SPIError, kept for rag._raise_python_error (sql_errors)."""
-    global PENDING_ERROR
+def error_fields(e: BaseException) -> dict:
+    """A RagError's or plpy.SPIError's message, detail, hint and SQLSTATE, as
+    rag._raise_error takes them."""
     if isinstance(e, RagError):
-        PENDING_ERROR = {"message": e.message, "hint": e.hint, "sqlstate": e.sqlstate}
-    else:
-        PENDING_ERROR = {"message": e.args[0] if e.args else str(e), "detail": getattr(e, "detail", None),
-                         "hint": getattr(e, "hint", None), "sqlstate": getattr(e, "sqlstate", None)}
+        return {"message": e.message, "hint": e.hint, "sqlstate": e.sqlstate}
+    return {"message": e.args[0] if e.args else str(e), "detail": getattr(e, "detail", None),
+            "hint": getattr(e, "hint", None), "sqlstate": getattr(e, "sqlstate", None)}
 
 
 def take_error() -> str | None:

@@ -128,7 +128,7 @@ class AnswerRefused(Exception):
     """A server's answer that rag does not read on (too large, compressed, redirected)."""
 
 
-_CALL = threading.local()   # .deadline: when the request a worker thread makes must be answered
+_CALL = threading.local()   # .deadline: when what this thread waits for must come (a request, a stream's piece)
 
 
 def _bounded_transport(timeout: float):
@@ -450,12 +450,21 @@ def chat(spec: ModelSpec, policy: CallPolicy, secret: str | None, messages: list
         raise _sent(ProviderRejected(f"rag: model {spec.name!r} at {_shown_url(spec.base_url)}: its answer's "
                                      f"content is {type(text).__name__}, not text",
                                      hint="is it a chat completions server?"), attempts)
+    _storable(spec, text, attempts)
     usage = getattr(resp, "usage", None)
     r = ChatResult(text=text, finish_reason=getattr(choice, "finish_reason", None), attempts=attempts,
                    first_token_s=time.perf_counter() - t0)
     r.input_tokens = _reported(getattr(usage, "prompt_tokens", None)) or message_tokens(messages, spec)
     r.output_tokens = _reported(getattr(usage, "completion_tokens", None)) or tokens.count(text, spec.tokenizer)
     return r
+
+
+def _storable(spec: ModelSpec, text: str, attempts: int) -> None:
+    """A chat answer holds no NUL, which Postgres text cannot (it failed at the store with
+    22P05, naming no model: review 44b)."""
+    if "\x00" in text:
+        raise _sent(ProviderRejected(f"rag: model {spec.name!r} at {_shown_url(spec.base_url)}: its answer holds a "
+                                     "NUL character, which Postgres text cannot"), attempts)
 
 
 def rerank(spec: ModelSpec, policy: CallPolicy, secret: str | None, query: str, documents: list[str]):
@@ -521,6 +530,7 @@ class ChatStream:
     def __init__(self, spec: ModelSpec, policy: CallPolicy, secret: str | None, messages: list[dict],
                  max_tokens: int, temperature: float):
         self.spec, self.secret, self.messages = spec, secret, messages
+        self.wait = 2 * policy.timeout   # the most the server may take for the answer's next piece
         self.result = ChatResult()
         self.t0 = time.perf_counter()
         client = interrupts.wait(lambda: _client(spec, secret, policy.timeout))  # its first import takes ~1 s
@@ -530,9 +540,13 @@ class ChatStream:
             stream=True, stream_options={"include_usage": True}), most)
 
     def __iter__(self):
+        """The answer's pieces. The server has self.wait for the next one (empty events,
+        keep-alives, count for nothing: a server sending one every 0.3 s held a stream for
+        as long as it liked, review 45); the client's time between two rows is its own."""
         r = self.result
         parts = []
         try:
+            _CALL.deadline = time.monotonic() + self.wait
             for ev in self._stream:
                 usage = getattr(ev, "usage", None)
                 if usage is not None:
@@ -543,16 +557,26 @@ class ChatStream:
                     if ch.finish_reason:
                         r.finish_reason = ch.finish_reason
                     if piece:
+                        _storable(self.spec, piece, r.attempts)
                         if r.first_token_s is None:
                             r.first_token_s = time.perf_counter() - self.t0
                         parts.append(piece)
+                        _CALL.deadline = None
                         yield piece
+                        _CALL.deadline = time.monotonic() + self.wait
+            if r.finish_reason is None:
+                # (a server that closed the connection mid-answer: it was stored as whole, review 45)
+                raise ProviderUnavailable(f"rag: model {self.spec.name!r} at {_shown_url(self.spec.base_url)}: its "
+                                          "stream ended before the answer did (no finish_reason)",
+                                          hint="check the server's log; the answer was not stored")
         except RagError:
             raise
         except interrupts.Interrupt:   # a cancel seen while the answer streams in (_bounded_transport)
             raise
         except Exception as e:
             raise _error(self.spec, e, r.attempts, self.secret) from None
+        finally:
+            _CALL.deadline = None
         r.text = "".join(parts)
         r.input_tokens = r.input_tokens or message_tokens(self.messages, self.spec)
         r.output_tokens = r.output_tokens or tokens.count(r.text, self.spec.tokenizer)

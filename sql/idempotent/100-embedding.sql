@@ -6,7 +6,7 @@
 -- plpgsql function that called it raises it with rag._raise_python_error(), so users see
 -- 'rag.x: message' with its SQLSTATE, not PL/Python's 'plpy.Error: ...'.
 
--- rag._python_error / rag._python_error_pending / rag._raise_python_error (internal)
+-- rag._python_error / rag._raise_error / rag._raise_python_error (internal)
 CREATE OR REPLACE FUNCTION rag._python_error()
 RETURNS jsonb
 LANGUAGE plpython3u VOLATILE
@@ -16,14 +16,19 @@ AS $python$
     return ragpg.pg.take_error()
 $python$;
 
-CREATE OR REPLACE FUNCTION rag._python_error_pending()
-RETURNS boolean
-LANGUAGE plpython3u VOLATILE
+CREATE OR REPLACE FUNCTION rag._raise_error(err jsonb)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $python$
-    #@ragpg-prologue
-    return ragpg.pg.PENDING_ERROR is not None
-$python$;
+AS $$
+BEGIN
+    RAISE EXCEPTION USING
+        MESSAGE = coalesce(err->>'message', 'rag: unknown error'),
+        ERRCODE = coalesce(err->>'sqlstate', 'XX000'),
+        DETAIL = coalesce(err->>'detail', ''),
+        HINT = coalesce(err->>'hint', '');
+END
+$$;
 
 CREATE OR REPLACE FUNCTION rag._raise_python_error()
 RETURNS void
@@ -37,11 +42,7 @@ BEGIN
         RAISE EXCEPTION 'rag: internal error: a Python function returned NULL without an error'
             USING ERRCODE = 'internal_error';
     END IF;
-    RAISE EXCEPTION USING
-        MESSAGE = coalesce(err->>'message', 'rag: unknown error'),
-        ERRCODE = coalesce(err->>'sqlstate', 'XX000'),
-        DETAIL = coalesce(err->>'detail', ''),
-        HINT = coalesce(err->>'hint', '');
+    PERFORM rag._raise_error(err);
 END
 $$;
 

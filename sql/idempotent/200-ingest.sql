@@ -54,6 +54,10 @@ RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    long_title boolean;
+    long_url boolean;
+    long_source boolean;
 BEGIN
     IF rag._restoring() THEN
         RETURN NEW;  -- as dumped
@@ -64,13 +68,27 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', HINT = 'source names the document, e.g. a file name or URL';
     END IF;
     -- every reader's hit and citation carries them (a 30 MB title: review 44b); an
-    -- attached table's longer ones are cut by rag._apply_rows, not refused
-    IF char_length(NEW.title) > 4096 THEN
+    -- attached table's longer ones are cut by rag._apply_rows, not refused. Checked when
+    -- written: a row from before 0.9.0 keeps its own, and still updates.
+    IF TG_OP = 'UPDATE' THEN
+        long_title := NEW.title IS DISTINCT FROM OLD.title AND char_length(NEW.title) > 4096;
+        long_url := NEW.url IS DISTINCT FROM OLD.url AND char_length(NEW.url) > 8192;
+        long_source := NEW.source IS DISTINCT FROM OLD.source AND char_length(NEW.source) > 4096;
+    ELSE
+        long_title := char_length(NEW.title) > 4096;
+        long_url := char_length(NEW.url) > 8192;
+        long_source := char_length(NEW.source) > 4096;
+    END IF;
+    IF long_title THEN
         RAISE EXCEPTION 'rag.documents: title is % characters, over the limit of 4096', char_length(NEW.title)
             USING ERRCODE = 'program_limit_exceeded', HINT = 'a title names the document: keep the text in content';
-    ELSIF char_length(NEW.url) > 8192 THEN
+    ELSIF long_url THEN
         RAISE EXCEPTION 'rag.documents: url is % characters, over the limit of 8192', char_length(NEW.url)
             USING ERRCODE = 'program_limit_exceeded';
+    ELSIF long_source AND NEW.attachment_id IS NULL THEN
+        -- (an attached row's source is its table and key, which the table's own index bounds)
+        RAISE EXCEPTION 'rag.documents: source is % characters, over the limit of 4096', char_length(NEW.source)
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'source names the document, e.g. a file name or URL';
     END IF;
     NEW.content_hash := sha256(convert_to(NEW.content, 'UTF8'));
     IF TG_OP = 'UPDATE' THEN

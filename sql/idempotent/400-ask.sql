@@ -130,14 +130,25 @@ AS $python$
     return ragpg.ask.ask_stream_read(plpy, handle)
 $python$;
 
-CREATE OR REPLACE FUNCTION rag._ask_stream_end()
+CREATE OR REPLACE FUNCTION rag._ask_stream_error(handle bigint)
+RETURNS jsonb
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $python$
+    #@ragpg-prologue
+    return ragpg.ask.ask_stream_error(handle)
+$python$;
+
+CREATE OR REPLACE FUNCTION rag._ask_stream_end(handle bigint)
 RETURNS TABLE (seq int, piece text, citations jsonb, answer_id bigint)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    err jsonb := rag._ask_stream_error(handle);
 BEGIN
-    IF rag._python_error_pending() THEN
-        PERFORM rag._raise_python_error();
+    IF err IS NOT NULL THEN
+        PERFORM rag._raise_error(err);
     END IF;
 END
 $$;
@@ -149,7 +160,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT (rag._ask_stream_rows(handle)).*
     UNION ALL
-    SELECT * FROM rag._ask_stream_end()
+    SELECT * FROM rag._ask_stream_end(handle)
 $$;
 
 CREATE OR REPLACE FUNCTION rag.ask_stream(question text, k int DEFAULT 8, model text DEFAULT NULL,

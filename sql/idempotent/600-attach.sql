@@ -1,4 +1,5 @@
--- rag._object_expr / rag._key_expr / rag._meta_expr / rag._text_expr / rag._indexed_expr (internal)
+-- rag._object_expr / rag._key_expr / rag._meta_expr / rag._text_expr / rag._title_expr / rag._url_expr /
+-- rag._indexed_expr (internal)
 -- SQL expressions over alias t of an attached table: columns as a jsonb object (its key,
 -- its metadata), a column as text, and its indexed columns (content, title, url, metadata)
 -- as one jsonb array, to compare old and new rows.
@@ -28,6 +29,23 @@ RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT CASE WHEN col IS NULL THEN 'NULL::text' ELSE format('t.%I::text', col) END $$;
+
+-- a title and url as rag.documents stores them (at most 4,096 and 8,192 characters): a
+-- longer title is cut, a longer url left out (rag._apply_rows, rag.check)
+CREATE OR REPLACE FUNCTION rag._title_expr(col name)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT CASE WHEN col IS NULL THEN 'NULL::text' ELSE format('left(t.%I::text, 4096)', col) END $$;
+
+CREATE OR REPLACE FUNCTION rag._url_expr(col name)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN col IS NULL THEN 'NULL::text'
+           ELSE format('CASE WHEN char_length(t.%1$I::text) <= 8192 THEN t.%1$I::text END', col) END
+$$;
 
 CREATE OR REPLACE FUNCTION rag._indexed_expr(a rag.attachments)
 RETURNS text
@@ -162,8 +180,7 @@ BEGIN
             WHERE c.not_found AND $4 AND c.key <> ALL ($5)
         )
         INSERT INTO rag.documents AS d (source, title, url, metadata, content, attachment_id, source_table, source_key)
-        SELECT DISTINCT ON (c.key) $3 || '#' || c.key::text, left(c.title, 4096),
-               CASE WHEN char_length(c.url) <= 8192 THEN c.url END, c.meta, c.content, $1, $3, c.key
+        SELECT DISTINCT ON (c.key) $3 || '#' || c.key::text, c.title, c.url, c.meta, c.content, $1, $3, c.key
         FROM current_rows AS c
         WHERE c.content IS NOT NULL AND btrim(c.content, E' \t\r\n\f\v') <> ''
         ON CONFLICT ON CONSTRAINT documents_tenant_source_key DO UPDATE
@@ -171,8 +188,8 @@ BEGIN
             WHERE (d.content_hash, d.title, d.url, d.metadata)
                   IS DISTINCT FROM (excluded.content_hash, excluded.title, excluded.url, excluded.metadata) $q$,
         a.content_column,
-        rag._text_expr(a.title_column),
-        rag._text_expr(a.url_column),
+        rag._title_expr(a.title_column),
+        rag._url_expr(a.url_column),
         rag._meta_expr(a),
         a.source_table, join_on,
         rag._text_expr(a.filename_column),

@@ -239,9 +239,9 @@ BEGIN
                 rag._key_expr(a), a.source_table,
                 CASE WHEN a.content_is_file
                      THEN format('jsonb_build_array(encode(sha256(t.%I), ''hex''), %s, %s - ''file'' - ''format'')',
-                                 a.content_column, rag._text_expr(a.url_column), rag._meta_expr(a))
+                                 a.content_column, rag._url_expr(a.url_column), rag._meta_expr(a))
                      ELSE format('jsonb_build_array(encode(sha256(convert_to(t.%I::text, ''UTF8'')), ''hex''), %s, %s, %s)',
-                                 a.content_column, rag._text_expr(a.title_column), rag._text_expr(a.url_column),
+                                 a.content_column, rag._title_expr(a.title_column), rag._url_expr(a.url_column),
                                  rag._meta_expr(a)) END,
                 CASE WHEN a.content_is_file THEN 'false'
                      ELSE format('coalesce(btrim(t.%I::text, E'' \t\r\n\f\v'') <> '''', false)', a.content_column) END,

@@ -376,8 +376,8 @@ COMMENT ON FUNCTION rag._counted_today() IS
 COMMENT ON FUNCTION rag._python_error() IS
   'Internal: takes the error a PL/Python function left pending (as jsonb), for rag._raise_python_error.';
 
-COMMENT ON FUNCTION rag._python_error_pending() IS
-  'Internal: whether a PL/Python error is pending (rag._ask_stream_end raises it).';
+COMMENT ON FUNCTION rag._raise_error(jsonb) IS
+  'Internal: raises an error from its fields (message, sqlstate, detail, hint; jsonb), as kept by the Python side.';
 
 COMMENT ON FUNCTION rag._raise_python_error() IS
   'Internal: raises the pending PL/Python error with its own message, SQLSTATE, detail and hint; called by '
@@ -510,8 +510,9 @@ COMMENT ON TRIGGER chunks_before_insert ON rag.chunks IS
   'A chunk is at most 131,072 characters (rag._chunks_before_insert).';
 
 COMMENT ON FUNCTION rag._documents_before_write() IS
-  'Internal: row trigger on rag.documents: checks content and source, title (at most 4,096 characters) and url '
-  '(8,192; 54000 past either), sets content_hash and updated_at. A restore stores rows as dumped.';
+  'Internal: row trigger on rag.documents: checks content, and the source (at most 4,096 characters but an '
+  'attached row''s), title (4,096) and url (8,192) it writes (54000 past one), sets content_hash and updated_at. '
+  'A restore stores rows as dumped.';
 
 COMMENT ON FUNCTION rag._documents_after_insert() IS
   'Internal: statement trigger on rag.documents: indexes every inserted row in one rag._index_documents call.';
@@ -523,7 +524,7 @@ COMMENT ON FUNCTION rag._documents_after_update() IS
 COMMENT ON FUNCTION rag.ingest(text, text, text, text, jsonb) IS
   'Add or replace the document named source, chunked and embedded now. Unchanged content does no work; '
   'changed content embeds only chunks whose text is new. Arguments: content (markdown, text or HTML), '
-  'source (unique name per tenant), title (at most 4,096 characters), url (8,192), metadata (JSON object; '
+  'source (unique name per tenant; at most 4,096 characters), title (4,096), url (8,192), metadata (JSON object; '
   'format: markdown, text or html '
   'forces the parser). Returns: the document id (bigint). Example: SELECT rag.ingest(''Refunds take five '
   'business days.'', source => ''handbook.md'', title => ''Handbook'', metadata => ''{"team": "support"}'');';
@@ -715,10 +716,13 @@ COMMENT ON FUNCTION rag._ask_stream_read(bigint) IS
   'error ends them (a cancel included), that error, with its own message and SQLSTATE.';
 
 COMMENT ON FUNCTION rag._ask_stream_rows(bigint) IS
-  'Internal: the Python side of rag._ask_stream_read: the rows; an error ends them and is kept pending.';
+  'Internal: the Python side of rag._ask_stream_read: the rows; an error ends them and is kept with the handle.';
 
-COMMENT ON FUNCTION rag._ask_stream_end() IS
-  'Internal: no rows; raises the error that ended rag._ask_stream_rows, if one is pending.';
+COMMENT ON FUNCTION rag._ask_stream_error(bigint) IS
+  'Internal: the error that ended rag._ask_stream_rows of this handle (jsonb; taken), or NULL.';
+
+COMMENT ON FUNCTION rag._ask_stream_end(bigint) IS
+  'Internal: no rows; raises the error that ended rag._ask_stream_rows of this handle, if one did.';
 
 COMMENT ON FUNCTION rag.ask_stream(text, integer, text, text, integer) IS
   'rag.ask, streamed: one row per piece of the answer as the model writes it, then a last row (piece NULL) '
@@ -904,6 +908,12 @@ COMMENT ON FUNCTION rag._key_expr(rag.attachments) IS
 COMMENT ON FUNCTION rag._meta_expr(rag.attachments) IS
   'Internal: SQL expression for an attached row''s metadata columns as jsonb (alias t).';
 
+COMMENT ON FUNCTION rag._title_expr(name) IS
+  'Internal: SQL for a column of row t as rag.documents stores a title: text, cut to 4,096 characters.';
+
+COMMENT ON FUNCTION rag._url_expr(name) IS
+  'Internal: SQL for a column of row t as rag.documents stores a url: text, left out (NULL) past 8,192 characters.';
+
 COMMENT ON FUNCTION rag._text_expr(name) IS
   'Internal: SQL expression for a column of alias t as text, or NULL::text for no column.';
 
@@ -921,7 +931,8 @@ COMMENT ON FUNCTION rag._apply_rows(bigint, jsonb[], jsonb[]) IS
   'Internal: brings the documents of these keys of an attached table in line with its rows (upsert or '
   'delete; a row found by pg_catalog''s equality and the same key). A key whose row row-level security may '
   'hide from the caller is queued for the owner''s worker, unless in deleted (rows the caller''s statement '
-  'deleted). A title over 4,096 characters is cut there, a url over 8,192 left out (the table keeps both). '
+  'deleted). A title over 4,096 characters is cut, a url over 8,192 left out (rag._title_expr, rag._url_expr; '
+  'the table keeps both). '
   'Called by the triggers (sync), rag.work (async), rag.resync and the backfill.';
 
 COMMENT ON FUNCTION rag._attached_changed() IS
