@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import threading
 import time
 from collections import defaultdict
@@ -227,3 +228,29 @@ class FakeOpenAI:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class Silent:
+    """A fake server: a TCP listener on loopback that accepts connections and never sends a
+    byte (a TLS handshake with it waits until its timeout)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:   # closed
+                return
+            self.held.append(conn)
+
+    def close(self):
+        self.sock.close()
+        for conn in self.held:
+            conn.close()

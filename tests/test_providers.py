@@ -273,6 +273,34 @@ def test_a_server_that_drips_its_answer_is_timed_out_and_a_cancel_ends_its_reade
     assert _backend_status(db, pid, "Threads") <= threads + 1
 
 
+def test_a_cancel_ends_a_call_stuck_in_its_tls_handshake(db, connect):
+    """A server that accepts and says nothing: each cancelled call's worker waited in its TLS
+    handshake (one wait, not sliced) until its timeout (review 45: 5 cancels, 5 threads).
+    A cancel now shuts the call's socket."""
+    from openai_fake import Silent
+
+    silent = Silent()
+    try:
+        db.execute("SELECT rag.add_model('h-silent', 'embed', base_url => %s, dimensions => 3)",
+                   (f"https://127.0.0.1:{silent.port}/v1",))
+        alice = connect("alice")
+        alice.execute("SELECT rag.embed('warm up')")
+        pid = alice.execute("SELECT pg_backend_pid()").fetchone()[0]
+        threads = _backend_status(db, pid, "Threads")
+        alice.execute("SET rag.provider_timeout_seconds = '60'")
+        alice.execute("SET rag.provider_max_retries = '0'")
+        alice.execute("SET statement_timeout = '500ms'")
+        for _ in range(5):
+            t0 = time.monotonic()
+            with pytest.raises(psycopg.Error) as e:
+                alice.execute("SELECT rag.embed('hello', 'h-silent')")
+            assert _sqlstate(e) == "57014" and time.monotonic() - t0 < 1.5
+        time.sleep(1.5)
+        assert _backend_status(db, pid, "Threads") <= threads + 1
+    finally:
+        silent.close()
+
+
 def test_a_stream_of_empty_events_ends_at_its_timeout_and_its_cancel(db, fake_openai):
     """Server-sent events with nothing in them, one every 0.1 s: the backend read them with
     no cancel check; cancel, statement_timeout and pg_terminate_backend all waited."""

@@ -14,6 +14,7 @@ pending terminate ends the backend. Callers must let that exception through: no 
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Callable
@@ -61,20 +62,30 @@ def abandoned() -> bool:
     return gone is not None and gone.is_set()
 
 
+def on_abandon(hook: Callable[[], None]) -> None:
+    """In a worker thread of `wait`: hook() is called from the waiting thread if the call is
+    given up. E.g. a socket shut down, so that a wait in it that is not sliced (a TLS
+    handshake) ends at once. It may raise OSError only. Outside a worker: nothing."""
+    hooks = getattr(_worker, "hooks", None)
+    if hooks is not None:
+        hooks.append(hook)
+
+
 def wait(fn, poll: float = INTERVAL):
     """fn() in a worker thread, checking for interrupts every `poll` seconds while it runs:
     a blocking call (an HTTP request to a model server that is slow or hangs) can then be
     cancelled within a second. fn must not touch plpy. On a cancel, the worker is told
-    (`abandoned`) and its result is dropped: a read in progress ends at its next piece or
-    its timeout (before, a cancelled 1 GB download went on into the next statement)."""
+    (`abandoned`, `on_abandon`) and its result is dropped: a read in progress ends at its
+    next slice (before, a cancelled 1 GB download went on into the next statement)."""
     if check_interrupts is no_check:
         return fn()
     import concurrent.futures
 
     gone = threading.Event()
+    hooks: list[Callable[[], None]] = []
 
     def run():
-        _worker.gone = gone
+        _worker.gone, _worker.hooks = gone, hooks
         return fn()
 
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragpg-call")
@@ -84,10 +95,15 @@ def wait(fn, poll: float = INTERVAL):
             try:
                 return future.result(timeout=poll)
             except concurrent.futures.TimeoutError:
+                pass
+            try:
                 check_interrupts()
-    except BaseException:
-        gone.set()
-        raise
+            except BaseException:
+                gone.set()
+                for hook in list(hooks):
+                    with contextlib.suppress(OSError):
+                        hook()
+                raise
     finally:
         pool.shutdown(wait=False)
 

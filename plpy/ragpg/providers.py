@@ -16,17 +16,20 @@ A server's answer is input like any other (hostile reviews 44 and 44b): the clie
 transport (`_bounded_transport`) reads it in pieces and refuses one over MAX_ANSWER_BYTES
 (an embeddings answer what its texts' vectors take: `_embeddings_answer_bytes`), a
 compressed one (gzip of 1 MB was 1 GB) and redirects. Under it, every socket wait is cut
-into slices of interrupts.INTERVAL (`_Guarded`): between two, a request made in a worker
+into slices of interrupts.INTERVAL (`Guarded`): between two, a request made in a worker
 thread (rag's calls; a stream's opening) ends once twice rag.provider_timeout_seconds have
 passed since it was sent, headers included (a read timeout alone let a server drip a byte
 a second for ever), or once its caller gave up (a cancel: the worker then ends, not reads
-on), and a stream read in the backend's own thread sees a cancel within a slice (events
-sent just under the read timeout held a cancel that long).
+on; a cancel also shuts its socket, for the one wait that is not sliced, a TLS
+handshake), and a stream read in the backend's own thread sees a cancel within a slice
+(events sent just under the read timeout held a cancel that long) and ends when the
+server takes twice the timeout for the answer's next piece (review 45).
 """
 from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 import time
 import unicodedata
@@ -190,10 +193,22 @@ def _bounded_transport(timeout: float):
             self.inner = inner
 
         def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-            return Guarded(self.inner.connect_tcp(host, port, timeout, local_address, socket_options))
+            return self.guarded(self.inner.connect_tcp(host, port, timeout, local_address, socket_options))
 
         def connect_unix_socket(self, path, timeout=None, socket_options=None):
-            return Guarded(self.inner.connect_unix_socket(path, timeout, socket_options))
+            return self.guarded(self.inner.connect_unix_socket(path, timeout, socket_options))
+
+        @staticmethod
+        def guarded(stream):
+            # a cancel shuts the socket: its TLS handshake (one wait, no slices) ends then,
+            # not at its timeout (review 45: 5 cancels left 5 threads in handshakes)
+            sock = stream.get_extra_info("socket")
+            if sock is not None:
+                # (a dup: TLS takes the socket's own descriptor over; the dup names the same
+                # connection, and is closed with the worker)
+                held = sock.dup()
+                interrupts.on_abandon(lambda: held.shutdown(socket.SHUT_RDWR))
+            return Guarded(stream)
 
         def sleep(self, seconds: float) -> None:
             self.inner.sleep(seconds)
