@@ -301,20 +301,29 @@ def test_a_cancel_ends_a_call_stuck_in_its_tls_handshake(db, connect):
         silent.close()
 
 
+def _failed_stream(db, fake_openai, kind: str, setting: str | None = None, value: str | None = None):
+    """rag.ask_stream over a hostile chat server of this kind (tests/openai_fake.py), with
+    `SET setting = value` while it runs: (its error, seconds it took). Nothing is stored."""
+    url = fake_openai.add(f"hostile-{kind}", Scenario(hostile=kind))
+    db.execute("SELECT rag.add_model(%s, 'chat', base_url => %s)", (f"h-{kind}", url))
+    _ingest(db)
+    if setting:
+        db.execute(f"SET {setting} = '{value}'")
+    t0 = time.monotonic()
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT * FROM rag.ask_stream('How long do refunds take?', model => %s)", (f"h-{kind}",)).fetchall()
+    took = time.monotonic() - t0
+    if setting:
+        db.execute(f"RESET {setting}")
+    assert db.execute("SELECT count(*) FROM rag.answers").fetchone() == (0,)
+    return e.value, took
+
+
 def test_a_stream_of_empty_events_ends_at_its_timeout_and_its_cancel(db, fake_openai):
     """Server-sent events with nothing in them, one every 0.1 s: the backend read them with
     no cancel check; cancel, statement_timeout and pg_terminate_backend all waited."""
-    url = fake_openai.add("hostile-pings", Scenario(hostile="pings"))
-    db.execute("SELECT rag.add_model('h-pings', 'chat', base_url => %s)", (url,))
-    _ingest(db)
-    db.execute("SET statement_timeout = '2s'")
-    t0 = time.monotonic()
-    with pytest.raises(psycopg.Error) as e:
-        db.execute("SELECT * FROM rag.ask_stream('How long do refunds take?', model => 'h-pings')").fetchall()
-    assert _sqlstate(e) == "57014", str(e.value)
-    assert time.monotonic() - t0 < 3.5
-    db.execute("RESET statement_timeout")
-    assert db.execute("SELECT count(*) FROM rag.answers").fetchone() == (0,)
+    error, took = _failed_stream(db, fake_openai, "pings", "statement_timeout", "2s")
+    assert error.sqlstate == "57014" and took < 3.5, str(error)
 
 
 def test_a_stream_waiting_for_its_next_event_sees_a_cancel_at_once(db, fake_openai):
@@ -322,56 +331,33 @@ def test_a_stream_waiting_for_its_next_event_sees_a_cancel_at_once(db, fake_open
     next one, so a cancel took up to 3 s, and it read "error fetching next item from
     iterator" with a Python traceback (PL/Python's words for any error of a set-returning
     function: review 44b). Now the wait is cut in slices, and the error is the cancel's."""
-    url = fake_openai.add("hostile-slow-pings", Scenario(hostile="slow-pings"))
-    db.execute("SELECT rag.add_model('h-slow', 'chat', base_url => %s)", (url,))
-    _ingest(db)
-    db.execute("SET statement_timeout = '1s'")
-    t0 = time.monotonic()
-    with pytest.raises(psycopg.Error) as e:
-        db.execute("SELECT * FROM rag.ask_stream('How long do refunds take?', model => 'h-slow')").fetchall()
-    took = time.monotonic() - t0
-    db.execute("RESET statement_timeout")
-    assert _sqlstate(e) == "57014", str(e.value)
-    assert e.value.diag.message_primary == "canceling statement due to statement timeout", str(e.value)
-    assert "Traceback" not in (e.value.diag.context or "")
+    error, took = _failed_stream(db, fake_openai, "slow-pings", "statement_timeout", "1s")
+    assert error.sqlstate == "57014", str(error)
+    assert error.diag.message_primary == "canceling statement due to statement timeout", str(error)
+    assert "Traceback" not in (error.diag.context or "")
     assert took < 2.5
-    assert db.execute("SELECT count(*) FROM rag.answers").fetchone() == (0,)
 
 
 def test_a_stream_of_empty_events_ends_at_twice_the_providers_timeout(db, fake_openai):
     """Each empty event reset the read timeout: a server sending one every 0.1 s held a
     stream for as long as it liked, with no statement_timeout (review 45). The server has
     twice rag.provider_timeout_seconds for each piece of the answer."""
-    url = fake_openai.add("hostile-pings2", Scenario(hostile="pings"))
-    db.execute("SELECT rag.add_model('h-pings2', 'chat', base_url => %s)", (url,))
-    _ingest(db)
-    db.execute("SET rag.provider_timeout_seconds = '1'")
-    t0 = time.monotonic()
-    with pytest.raises(psycopg.Error) as e:
-        db.execute("SELECT * FROM rag.ask_stream('How long do refunds take?', model => 'h-pings2')").fetchall()
-    took = time.monotonic() - t0
-    db.execute("RESET rag.provider_timeout_seconds")
-    assert _sqlstate(e) == "58000" and "timed out" in str(e.value), str(e.value)
+    error, took = _failed_stream(db, fake_openai, "pings", "rag.provider_timeout_seconds", "1")
+    assert error.sqlstate == "58000" and "timed out" in str(error), str(error)
     assert took < 6
-    assert db.execute("SELECT count(*) FROM rag.answers").fetchone() == (0,)
 
 
 def test_a_stream_cut_short_is_an_error_not_an_answer(db, fake_openai):
     """A server that closed the connection mid-answer (no finish_reason, no [DONE]): the
     half answer was stored and billed as whole (review 45)."""
-    url = fake_openai.add("hostile-cut-stream", Scenario(hostile="cut-stream"))
-    db.execute("SELECT rag.add_model('h-cut', 'chat', base_url => %s)", (url,))
-    _ingest(db)
-    with pytest.raises(psycopg.Error) as e:
-        db.execute("SELECT * FROM rag.ask_stream('How long do refunds take?', model => 'h-cut')").fetchall()
-    assert _sqlstate(e) == "58000" and "stream ended before the answer did" in str(e.value), str(e.value)
-    assert db.execute("SELECT count(*) FROM rag.answers").fetchone() == (0,)
+    error, _ = _failed_stream(db, fake_openai, "cut-stream")
+    assert error.sqlstate == "58000" and "stream ended before the answer did" in str(error), str(error)
 
 
 def test_a_streams_error_is_raised_by_its_own_read_only(db, fake_openai):
     """The error that ends a stream's rows is kept with its handle (review 45: kept per
     backend, it could be raised by another statement's stream, in another role)."""
-    url = fake_openai.add("hostile-slow-pings2", Scenario(hostile="slow-pings"))
+    url = fake_openai.add("hostile-slow-pings", Scenario(hostile="slow-pings"))
     db.execute("SELECT rag.add_model('h-slow2', 'chat', base_url => %s)", (url,))
     _ingest(db)
     h = db.execute("SELECT rag._ask_stream_open('How long do refunds take?', 4, 'h-slow2', NULL, 30)").fetchone()[0]
