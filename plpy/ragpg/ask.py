@@ -23,7 +23,7 @@ from .pg import (_QUERY_CACHE, LAST_RERANK, STATS, _bool_setting, _embed, _float
                  settings, sql_errors, usage_deferred)
 
 _STREAMS: dict[int, dict] = {}
-_FAILED: dict[int, dict] = {}   # handle -> the error that ended its rows (ask_stream_read)
+_FAILED: dict[int, dict] = {}   # handle -> the error that ended its rows (ask_stream_rows)
 _HANDLES = itertools.count(1)
 
 
@@ -193,7 +193,7 @@ def ask_stream_open(plpy, question: str, k: int, model: str | None, rerank: str 
                     rerank_k: int = 30) -> int:
     """Retrieve (reranked if asked: a failing reranker is a WARNING, as in rag.search) and
     open the model's stream (errors surface here, before any row); returns a handle for
-    ask_stream_read. The rag.usage rows of its calls (the question's embedding, a
+    ask_stream_rows. The rag.usage rows of its calls (the question's embedding, a
     reranker) are written in one statement on its way out (usage_deferred): a client may
     never read the stream."""
     with usage_deferred(plpy):
@@ -208,10 +208,9 @@ def ask_stream_open(plpy, question: str, k: int, model: str | None, rerank: str 
                                                 p.temperature)
         p.slim()
     handle = next(_HANDLES)
-    for h in [h for h in _STREAMS if h < handle - 8]:  # streams a client never read
-        _STREAMS.pop(h)
-    for h in [h for h in _FAILED if h < handle - 8]:   # errors nothing raised
-        _FAILED.pop(h)
+    for kept in (_STREAMS, _FAILED):   # streams a client never read, errors nothing raised
+        for h in [h for h in kept if h < handle - 8]:
+            kept.pop(h)
     _STREAMS[handle] = st
     return handle
 
@@ -221,7 +220,7 @@ def _who(plpy) -> tuple[str, str]:
     return r["u"], r["t"]
 
 
-def ask_stream_read(plpy, handle: int):
+def ask_stream_rows(plpy, handle: int):
     """Rows (seq, piece, citations, answer_id): pieces of the answer as they arrive, then
     one row with the citations (jsonb) and the answer's id in rag.answers. An error (a
     cancel included) ends the rows and is kept with the handle: rag._ask_stream_read raises

@@ -127,7 +127,7 @@ LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $python$
     #@ragpg-prologue
-    return ragpg.ask.ask_stream_read(plpy, handle)
+    return ragpg.ask.ask_stream_rows(plpy, handle)
 $python$;
 
 CREATE OR REPLACE FUNCTION rag._ask_stream_error(handle bigint)
