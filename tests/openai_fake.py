@@ -29,8 +29,10 @@ class Scenario:
     (a byte every 0.2 s), "header-drip" (the headers so), "pings" (server-sent events with
     nothing in them, every 0.1 s), "slow-pings" (every 3 s, under any read timeout),
     "cut-stream" (two pieces of an answer, then the connection closed),
-    "redirect" (302 elsewhere), "gzip" (50 KB that inflate to 50 MB), "nan" and
-    "huge-floats" (embeddings holding NaN, or 3e38s whose float32 norm is infinite)."""
+    "redirect" (302 elsewhere), "gzip" (50 KB that inflate to 50 MB), "nan",
+    "huge-floats" and "string-numbers" (embeddings holding NaN, 3e38s whose float32 norm is
+    infinite, or "0.5"), "no-choices" and "number-content" (a chat answer of `choices: []`,
+    or whose content is 42)."""
 
     def __init__(self, fail=(), always: int | None = None, hang: float = 0.0, dims: int = 3,
                  chat_text: str = "ok", usage: dict | None = None, send_usage: bool = True,
@@ -99,12 +101,17 @@ class FakeOpenAI:
                     self.send_header("content-length", "0")
                     self.end_headers()
                     return
-                if kind in ("nan", "huge-floats"):   # (json.dumps writes NaN, which Python's json reads)
+                if kind in ("nan", "huge-floats", "string-numbers"):   # (json.dumps writes NaN, which json reads)
                     n = len(body["input"]) if isinstance(body.get("input"), list) else 1
-                    value = float("nan") if kind == "nan" else 3e38
+                    value = {"nan": float("nan"), "huge-floats": 3e38, "string-numbers": "0.5"}[kind]
                     return self._send(200, {"object": "list", "model": body.get("model"),
                                             "data": [{"object": "embedding", "index": i, "embedding": [value, 1.0, 1.0]}
                                                      for i in range(n)]})
+                if kind in ("no-choices", "number-content"):
+                    choices = [] if kind == "no-choices" else [
+                        {"index": 0, "message": {"role": "assistant", "content": 42}, "finish_reason": "stop"}]
+                    return self._send(200, {"id": "x", "object": "chat.completion", "created": 1,
+                                            "model": body.get("model"), "choices": choices})
                 if kind == "gzip":
                     data = gzip.compress(b'{"data": [' + b" " * 50_000_000 + b"]}")
                     self.send_response(200)
@@ -254,3 +261,27 @@ class Silent:
         self.sock.close()
         for conn in self.held:
             conn.close()
+
+
+class Deaf:
+    """A fake server: a TCP listener on loopback whose queue of connections is full, so the
+    kernel drops every new SYN (as a firewall that drops packets: a connect waits until
+    its timeout)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.port = self.sock.getsockname()[1]
+        self.fill = []
+        for _ in range(3):   # (never accepted: the first fills the queue, the others wait)
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", self.port))
+            self.fill.append(c)
+        time.sleep(0.2)
+
+    def close(self):
+        self.sock.close()
+        for c in self.fill:
+            c.close()

@@ -231,6 +231,7 @@ def _backend_status(db, pid: int, field: str) -> int:
     ("redirect", "HTTP 302, a redirect, which rag does not follow"),   # followed, even to 169.254.169.254
     ("nan", "returned a vector that is not finite"),        # pgvector's 22000 at the insert, no model named
     ("huge-floats", "returned a vector that is not finite"),   # stored as a zero vector
+    ("string-numbers", "returned an embedding that is not a list of numbers (it holds strings)"),   # parsed, taken
 ])
 def test_a_servers_answer_is_read_bounded_uncompressed_and_from_it(db, connect, fake_openai, kind, message):
     url = fake_openai.add(f"hostile-{kind}", Scenario(hostile=kind))
@@ -299,6 +300,39 @@ def test_a_cancel_ends_a_call_stuck_in_its_tls_handshake(db, connect):
         assert _backend_status(db, pid, "Threads") <= threads + 1
     finally:
         silent.close()
+
+
+def test_a_cancel_ends_a_call_waiting_to_connect(db, connect):
+    """A server whose SYNs are dropped: each cancelled call's worker waited in its connect
+    (one wait, not sliced) until its timeout. The connect waits in slices now."""
+    from openai_fake import Deaf
+
+    deaf = Deaf()
+    try:
+        db.execute("SELECT rag.add_model('h-deaf', 'embed', base_url => %s, dimensions => 3)",
+                   (f"http://127.0.0.1:{deaf.port}/v1",))
+        alice = connect("alice")
+        alice.execute("SELECT rag.embed('warm up')")
+        pid = alice.execute("SELECT pg_backend_pid()").fetchone()[0]
+        threads = _backend_status(db, pid, "Threads")
+        alice.execute("SET rag.provider_max_retries = '0'")
+        alice.execute("SET rag.provider_timeout_seconds = '1'")
+        t0 = time.monotonic()
+        with pytest.raises(psycopg.Error) as e:
+            alice.execute("SELECT rag.embed('hello', 'h-deaf')")
+        assert _sqlstate(e) == "58000" and "timed out" in str(e.value), str(e.value)
+        assert time.monotonic() - t0 < 4
+        alice.execute("SET rag.provider_timeout_seconds = '60'")
+        alice.execute("SET statement_timeout = '500ms'")
+        for _ in range(5):
+            t0 = time.monotonic()
+            with pytest.raises(psycopg.Error) as e:
+                alice.execute("SELECT rag.embed('hello', 'h-deaf')")
+            assert _sqlstate(e) == "57014" and time.monotonic() - t0 < 1.5
+        time.sleep(1.5)
+        assert _backend_status(db, pid, "Threads") <= threads + 1
+    finally:
+        deaf.close()
 
 
 def _failed_stream(db, fake_openai, kind: str, setting: str | None = None, value: str | None = None):
@@ -386,6 +420,22 @@ def test_a_chat_answer_holding_a_nul_is_a_named_error(db, fake_openai):
             db.execute(sql).fetchall()
         assert _sqlstate(e) == "22023", str(e.value)
         assert e.value.diag.message_primary.startswith("rag: model 'nul-chat'") and "NUL" in str(e.value)
+    assert db.execute("SELECT count(*) FROM rag.answers").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("no-choices", "its answer has no choices"),              # stored as an empty answer (review 44, left then)
+    ("number-content", "its answer's content is int, not text"),
+])
+def test_a_chat_answer_that_is_no_answer_is_a_named_error(db, fake_openai, kind, message):
+    url = fake_openai.add(f"hostile-{kind}", Scenario(hostile=kind))
+    db.execute("SELECT rag.add_model(%s, 'chat', base_url => %s)", (f"h-{kind}", url))
+    _ingest(db)
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT rag.ask('How long do refunds take?', model => %s)", (f"h-{kind}",))
+    assert _sqlstate(e) == "22023", str(e.value)
+    assert e.value.diag.message_primary.startswith(f"rag: model 'h-{kind}'") and message in str(e.value)
+    assert len(fake_openai.requests[f"hostile-{kind}"]) == 1          # not retried
     assert db.execute("SELECT count(*) FROM rag.answers").fetchone() == (0,)
 
 

@@ -21,14 +21,17 @@ thread (rag's calls; a stream's opening) ends once twice rag.provider_timeout_se
 passed since it was sent, headers included (a read timeout alone let a server drip a byte
 a second for ever), or once its caller gave up (a cancel: the worker then ends, not reads
 on; a cancel also shuts its socket, for the one wait that is not sliced, a TLS
-handshake), and a stream read in the backend's own thread sees a cancel within a slice
+handshake; a name's lookup waits as long as the resolver says), and a stream read in the backend's own thread sees a cancel within a slice
 (events sent just under the read timeout held a cancel that long) and ends when the
 server takes twice the timeout for the answer's next piece (review 45).
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
+import select
 import socket
 import threading
 import time
@@ -193,7 +196,47 @@ def _bounded_transport(timeout: float):
             self.inner = inner
 
         def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-            return self.guarded(self.inner.connect_tcp(host, port, timeout, local_address, socket_options))
+            """As httpcore2's, but the connect waits in slices too (a server that drops SYNs
+            held a cancelled call's worker until its timeout, up to the 3,600 s a session
+            may set). The name is resolved as before: a slow resolver has its own timeout."""
+            from httpcore2._backends.sync import SyncStream
+
+            end = None if timeout is None else time.monotonic() + timeout
+            try:
+                found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except OSError as e:
+                raise httpcore2.ConnectError(str(e)) from None
+            failed: OSError | None = None
+            for family, kind, proto, _, address in found:
+                sock = socket.socket(family, kind, proto)
+                try:
+                    if local_address is not None:
+                        sock.bind((local_address, 0))
+                    sock.setblocking(False)
+                    code = sock.connect_ex(address)
+                    if code == errno.EINPROGRESS:
+                        ready = select.poll()
+                        ready.register(sock, select.POLLOUT)
+                        while True:
+                            left = waiting(end, httpcore2.ConnectTimeout)
+                            if ready.poll(1000 * (interrupts.INTERVAL if left is None
+                                                  else min(left, interrupts.INTERVAL))):
+                                break
+                        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if code:
+                        raise OSError(code, os.strerror(code))
+                    sock.setblocking(True)
+                    for option in socket_options or ():
+                        sock.setsockopt(*option)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    return self.guarded(SyncStream(sock))
+                except OSError as e:
+                    sock.close()
+                    failed = e   # (the next address, as socket.create_connection does)
+                except BaseException:
+                    sock.close()
+                    raise
+            raise httpcore2.ConnectError(str(failed or "no address"))
 
         def connect_unix_socket(self, path, timeout=None, socket_options=None):
             return self.guarded(self.inner.connect_unix_socket(path, timeout, socket_options))
@@ -430,7 +473,15 @@ def embed(spec: ModelSpec, policy: CallPolicy, secret: str | None, texts: list[s
         if len(data) != len(batch) or [d.index for d in data] != list(range(len(batch))):
             raise ProviderRejected(f"rag: model {spec.name!r} returned {len(data)} embeddings for {len(batch)} texts"
                                    + ("" if len(data) != len(batch) else ", not one for each"))
-        vecs = np.asarray([d.embedding for d in data], dtype=np.float32)
+        try:
+            raw = np.asarray([d.embedding for d in data])
+        except ValueError:   # numpy refuses a ragged list
+            raw = np.empty(0, dtype=object)
+        if raw.ndim == 2 and raw.dtype.kind not in "fiu":
+            # (strings such as "0.5" were parsed by numpy and taken: hostile review 44, left then)
+            raise ProviderRejected(f"rag: model {spec.name!r} returned an embedding that is not a list of numbers "
+                                   f"(it holds {_kind_of(raw)})")
+        vecs = raw.astype(np.float32) if raw.ndim == 2 else raw
         if vecs.ndim != 2 or vecs.shape[1] != spec.dimensions:
             got = vecs.shape[1] if vecs.ndim == 2 else "ragged"
             raise ProviderRejected(
@@ -451,6 +502,12 @@ def embed(spec: ModelSpec, policy: CallPolicy, secret: str | None, texts: list[s
     return out, in_tokens, calls
 
 
+def _kind_of(raw) -> str:
+    """What an array that should hold numbers holds instead, for an error message."""
+    kinds = {"U": "strings", "S": "strings", "b": "booleans", "O": "values that are not plain numbers"}
+    return kinds.get(raw.dtype.kind, str(raw.dtype))
+
+
 def chat(spec: ModelSpec, policy: CallPolicy, secret: str | None, messages: list[dict],
          max_tokens: int, temperature: float) -> ChatResult:
     client = interrupts.wait(lambda: _client(spec, secret, policy.timeout))  # its first import takes ~1 s
@@ -458,7 +515,11 @@ def chat(spec: ModelSpec, policy: CallPolicy, secret: str | None, messages: list
     most = (message_tokens(messages, spec), max_tokens) if policy.meter is not None else (0, 0)
     resp, attempts = _call(spec, policy, secret, lambda: client.chat.completions.create(
         model=spec.remote_name, messages=messages, max_tokens=max_tokens, temperature=temperature), most)
-    choice = resp.choices[0] if resp.choices else None
+    if not resp.choices:
+        # (an answer of `choices: []` was stored as an empty answer: hostile review 44, left then)
+        raise _sent(ProviderRejected(f"rag: model {spec.name!r} at {_shown_url(spec.base_url)}: its answer has no "
+                                     "choices", hint="is it a chat completions server?"), attempts)
+    choice = resp.choices[0]
     message = getattr(choice, "message", None)
     text = getattr(message, "content", None) or ""
     if not isinstance(text, str):
