@@ -274,43 +274,18 @@ def test_a_server_that_drips_its_answer_is_timed_out_and_a_cancel_ends_its_reade
     assert _backend_status(db, pid, "Threads") <= threads + 1
 
 
-def test_a_cancel_ends_a_call_stuck_in_its_tls_handshake(db, connect):
-    """A server that accepts and says nothing: each cancelled call's worker waited in its TLS
-    handshake (one wait, not sliced) until its timeout (review 45: 5 cancels, 5 threads).
-    A cancel now shuts the call's socket."""
-    from openai_fake import Silent
+@pytest.mark.parametrize("server, scheme", [("Silent", "https"), ("Deaf", "http")])
+def test_a_cancel_ends_a_call_stuck_in_its_connect_or_tls_handshake(db, connect, server, scheme):
+    """A server that accepts and says nothing (Silent), or one whose SYNs are dropped (Deaf):
+    each cancelled call's worker waited in its TLS handshake or its connect (one wait, not
+    sliced) until its timeout (5 cancels, 5 threads: review 45, and after it). A cancel now
+    shuts the call's socket, and the connect waits in slices."""
+    import openai_fake
 
-    silent = Silent()
+    fake = getattr(openai_fake, server)()
     try:
-        db.execute("SELECT rag.add_model('h-silent', 'embed', base_url => %s, dimensions => 3)",
-                   (f"https://127.0.0.1:{silent.port}/v1",))
-        alice = connect("alice")
-        alice.execute("SELECT rag.embed('warm up')")
-        pid = alice.execute("SELECT pg_backend_pid()").fetchone()[0]
-        threads = _backend_status(db, pid, "Threads")
-        alice.execute("SET rag.provider_timeout_seconds = '60'")
-        alice.execute("SET rag.provider_max_retries = '0'")
-        alice.execute("SET statement_timeout = '500ms'")
-        for _ in range(5):
-            t0 = time.monotonic()
-            with pytest.raises(psycopg.Error) as e:
-                alice.execute("SELECT rag.embed('hello', 'h-silent')")
-            assert _sqlstate(e) == "57014" and time.monotonic() - t0 < 1.5
-        time.sleep(1.5)
-        assert _backend_status(db, pid, "Threads") <= threads + 1
-    finally:
-        silent.close()
-
-
-def test_a_cancel_ends_a_call_waiting_to_connect(db, connect):
-    """A server whose SYNs are dropped: each cancelled call's worker waited in its connect
-    (one wait, not sliced) until its timeout. The connect waits in slices now."""
-    from openai_fake import Deaf
-
-    deaf = Deaf()
-    try:
-        db.execute("SELECT rag.add_model('h-deaf', 'embed', base_url => %s, dimensions => 3)",
-                   (f"http://127.0.0.1:{deaf.port}/v1",))
+        db.execute("SELECT rag.add_model('h-stuck', 'embed', base_url => %s, dimensions => 3)",
+                   (f"{scheme}://127.0.0.1:{fake.port}/v1",))
         alice = connect("alice")
         alice.execute("SELECT rag.embed('warm up')")
         pid = alice.execute("SELECT pg_backend_pid()").fetchone()[0]
@@ -319,7 +294,7 @@ def test_a_cancel_ends_a_call_waiting_to_connect(db, connect):
         alice.execute("SET rag.provider_timeout_seconds = '1'")
         t0 = time.monotonic()
         with pytest.raises(psycopg.Error) as e:
-            alice.execute("SELECT rag.embed('hello', 'h-deaf')")
+            alice.execute("SELECT rag.embed('hello', 'h-stuck')")
         assert _sqlstate(e) == "58000" and "timed out" in str(e.value), str(e.value)
         assert time.monotonic() - t0 < 4
         alice.execute("SET rag.provider_timeout_seconds = '60'")
@@ -327,12 +302,12 @@ def test_a_cancel_ends_a_call_waiting_to_connect(db, connect):
         for _ in range(5):
             t0 = time.monotonic()
             with pytest.raises(psycopg.Error) as e:
-                alice.execute("SELECT rag.embed('hello', 'h-deaf')")
+                alice.execute("SELECT rag.embed('hello', 'h-stuck')")
             assert _sqlstate(e) == "57014" and time.monotonic() - t0 < 1.5
         time.sleep(1.5)
         assert _backend_status(db, pid, "Threads") <= threads + 1
     finally:
-        deaf.close()
+        fake.close()
 
 
 def _failed_stream(db, fake_openai, kind: str, setting: str | None = None, value: str | None = None):
