@@ -19,9 +19,10 @@ DOC = "# Refunds\n\nRefunds take five business days. Store credit is immediate."
 LONGEST = 131_072   # the longest chunk rag makes (16 characters a token of the widest window)
 
 
-def _rss_mb(db, pid: int) -> float:
+def _rss_mb(db, pid: int, field: str = "RssAnon") -> float:
+    """A backend's memory (RssAnon; VmHWM: its peak so far), in MB."""
     status = db.execute("SELECT pg_read_file('/proc/' || %s || '/status')", (pid,)).fetchone()[0]
-    return int(re.search(r"RssAnon:\s+(\d+)", status).group(1)) / 1024
+    return int(re.search(field + r":\s+(\d+)", status).group(1)) / 1024
 
 
 def _reader(db, connect):
@@ -236,3 +237,79 @@ def test_an_evaluations_bad_or_unknown_parameter_is_named(connect, call, message
                         ).fetchone()[0]
     assert alice.execute("SELECT params->>'vector_k', queries FROM rag.eval_runs WHERE run_id = %s", (run,)
                          ).fetchone() == ("50", 1)
+
+
+# -- Hostile review 46 (0.9.0, before the release): columns a writer writes that every
+# reader's search reads, and state one role's streams leave in a backend. Each test failed on
+# the reviewed image (6551a5d).
+
+def test_a_chunks_window_bounds_are_bounded_and_longer_ones_not_read(db, connect):
+    """A writer may write a chunk's window_bounds / window_lengths (rag.work fills them in);
+    every reader's search read them into Python lists: 40 M entries, +2.3 GB. Written: at
+    most 13 and 12 entries; older rows with more are not read (their text is tokenized)."""
+    alice = connect("alice")
+    _plant(alice, 6, "kudu eland gnu graze kudu eland.")
+    for col, n in (("window_bounds", 14), ("window_lengths", 13)):
+        with pytest.raises(psycopg.Error) as e:
+            alice.execute(f"UPDATE rag.chunks SET {col} = array_fill(1, ARRAY[{n}])")
+        assert e.value.sqlstate == "54000" and "over the limit of 13 and 12" in str(e.value), e.value
+    alice.execute("UPDATE rag.chunks SET window_bounds = array_fill(1, ARRAY[13]), window_lengths = array_fill(1, ARRAY[12])")
+    carol = _reader(db, connect)
+    pid = carol.execute("SELECT pg_backend_pid()").fetchone()[0]
+    carol.execute("SELECT count(*) FROM rag.search('kudu eland', 10)").fetchone()
+    # rows from before the limit (the trigger off, as a superuser may)
+    db.execute("ALTER TABLE rag.chunks_default DISABLE TRIGGER chunks_before_write")
+    db.execute("UPDATE rag.chunks SET window_bounds = array_fill(1, ARRAY[4000000]), "
+               "window_lengths = array_fill(1, ARRAY[4000000])")
+    db.execute("ALTER TABLE rag.chunks_default ENABLE TRIGGER chunks_before_write")
+    before = _rss_mb(db, pid, "VmHWM")
+    hits = carol.execute("SELECT count(*) FROM rag.search('kudu eland', 10)").fetchone()[0]
+    grown = _rss_mb(db, pid, "VmHWM") - before
+    assert hits >= 6 and grown < 100, f"{hits} hits, peak +{grown:.0f} MB"   # +428 MB before
+
+
+def test_a_posting_block_holds_at_most_8192_postings(db, connect):
+    """A writer may write posting blocks (the ingest triggers run as the caller); every
+    reader's BM25 decoded a block whole: 12 M postings in 2 MB on disk, +1.26 GB. A block
+    holds 1 to 8,192 postings with bytes to match; rag's own fresh blocks are cut so."""
+    alice = connect("alice")
+    for n, ids, message in ((8193, 8 * 8193, "a block of 8193 postings"), (1, 16, "in 16, 2 and 4 bytes")):
+        with pytest.raises(psycopg.Error) as e:
+            alice.execute("""INSERT INTO rag.posting_blocks (tenant, lexeme, first_id, merged, n, max_tf, min_len, ids, tfs, lens)
+                             VALUES ('alice', 'kudu', 0, true, %s, 1, 1, decode(repeat('00', %s), 'hex'),
+                                     decode(repeat('00', %s), 'hex'), decode(repeat('00', %s), 'hex'))""",
+                          (n, ids, 2 * n, 4 * n))
+        assert e.value.sqlstate == "54000" and message in str(e.value), e.value
+    # one statement's fresh blocks (not merged in REPEATABLE READ): one of 9,000 before
+    alice.execute("SET default_transaction_isolation = 'repeatable read'")
+    _plant(alice, 9000, "kudu eland gnu.")
+    assert alice.execute("SELECT max(n), sum(n) FROM rag.posting_blocks WHERE lexeme = 'kudu' AND NOT merged"
+                         ).fetchone() == (8192, 9000)
+    alice.execute("RESET default_transaction_isolation")
+    assert alice.execute("SELECT count(*) FROM rag.bm25('kudu', 1000)").fetchone() == (1000,)
+
+
+def test_a_documents_source_table_and_key_are_bounded(db, connect):
+    """Every search hit carries its document's source_table and source_key, which a writer
+    may write: 200 MB each, 1.62 GB for a reader's search. Written: at most 1,024 and 8,192
+    characters; a hand-written source past 4,096 is refused whatever its attachment_id (any
+    let it through); an attached row's own (its table and key) is not."""
+    alice = connect("alice")
+    alice.execute("SELECT rag.ingest(%s, source => 'handbook.md')", (DOC,))
+    for col, value, message in (("source_table", "repeat('x', 1025)", "source_table is 1025 characters, over the limit of 1024"),
+                                ("source_key", "jsonb_build_object('k', repeat('y', 9000))",
+                                 "source_key is 9009 characters, over the limit of 8192")):
+        with pytest.raises(psycopg.Error) as e:
+            alice.execute(f"UPDATE rag.documents SET {col} = {value}")
+        assert e.value.sqlstate == "54000" and message in str(e.value), e.value
+    db.execute("CREATE TABLE alice_notes (id text PRIMARY KEY, body text)")
+    db.execute("ALTER TABLE alice_notes OWNER TO alice")
+    alice.execute("SELECT rag.attach('alice_notes', 'body')")
+    aid = alice.execute("SELECT id FROM rag.attachments").fetchone()[0]
+    with pytest.raises(psycopg.Error) as e:
+        alice.execute("INSERT INTO rag.documents (source, content, attachment_id) VALUES (repeat('s', 5000), 'x', %s)",
+                      (aid,))
+    assert e.value.sqlstate == "54000" and "source is 5000 characters" in str(e.value), e.value
+    alice.execute("INSERT INTO alice_notes VALUES (repeat('k', 5000), 'Refunds take five days.')")
+    assert alice.execute("SELECT char_length(source) > 5000 FROM rag.documents WHERE attachment_id = %s",
+                         (aid,)).fetchone() == (True,)

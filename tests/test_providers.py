@@ -992,3 +992,40 @@ def test_unknown_and_wrong_kind_models(db):
     with pytest.raises(psycopg.Error) as e:
         db.execute("SELECT rag.embed('x', 'extractive')")
     assert _sqlstate(e) == "22023" and "chat model" in str(e.value)
+
+
+def test_unread_streams_give_their_connections_back(db, connect, fake_openai):
+    """rag._ask_stream_open keeps at most 9 unread streams a backend; the ones it dropped kept
+    their connections: after 100, the client's pool (shared by every role and tenant of the
+    backend) had none left, and the model's every call there timed out (review 46)."""
+    url = fake_openai.add("streams", Scenario(chat_text="Refunds take five days [1]."))
+    db.execute("SELECT rag.add_model('s-chat', 'chat', base_url => %s)", (url,))
+    _ingest(db)
+    db.execute("SELECT rag.grant_tenant('carol', 'tester')")   # (the tenant _ingest wrote)
+    carol = connect("carol")
+    carol.execute("SET rag.tenant = 'tester'")
+    pid = carol.execute("SELECT pg_backend_pid()").fetchone()[0]
+    carol.execute("SELECT rag._ask_stream_open('How long do refunds take?', 3, 's-chat', NULL, 30)")
+
+    def fds() -> int:
+        return db.execute("SELECT count(*) FROM pg_ls_dir('/proc/' || %s || '/fd')", (pid,)).fetchone()[0]
+    before = fds()
+    for _ in range(30):
+        carol.execute("SELECT rag._ask_stream_open('How long do refunds take?', 3, 's-chat', NULL, 30)")
+    assert fds() - before <= 10   # 30 before
+    rows = carol.execute("SELECT piece FROM rag.ask_stream('How long do refunds take?', 3, 's-chat')").fetchall()
+    assert "".join(r[0] for r in rows if r[0]).startswith("Refunds take five days")
+
+
+def test_a_streams_kept_error_is_taken_by_the_role_that_read_it_only(db):
+    """An error that ended a stream's rows is kept with its handle; another role in the same
+    backend took it with rag._ask_stream_error (review 46, read in the code)."""
+    db.execute("SET ROLE alice")
+    assert db.execute("SELECT count(*) FROM rag._ask_stream_rows(424242)").fetchone() == (0,)   # (unknown: kept)
+    db.execute("RESET ROLE")
+    db.execute("SET ROLE carol")
+    assert db.execute("SELECT rag._ask_stream_error(424242)").fetchone() == (None,)
+    db.execute("RESET ROLE")
+    db.execute("SET ROLE alice")
+    err = db.execute("SELECT rag._ask_stream_error(424242)").fetchone()[0]
+    assert err is not None and "unknown stream handle" in json.dumps(err), err

@@ -210,7 +210,12 @@ def ask_stream_open(plpy, question: str, k: int, model: str | None, rerank: str 
     handle = next(_HANDLES)
     for kept in (_STREAMS, _FAILED):   # streams a client never read, errors nothing raised
         for h in [h for h in kept if h < handle - 8]:
-            kept.pop(h)
+            stream = kept.pop(h).get("stream")
+            if stream is not None:
+                # its connection goes back to the client's pool (review 46: 100 unread
+                # streams took the pool's every connection, and the model's every later
+                # call in the backend, any role's, timed out)
+                stream.close()
     _STREAMS[handle] = st
     return handle
 
@@ -243,13 +248,17 @@ def ask_stream_rows(plpy, handle: int):
                 raise NotAllowed("rag.ask_stream: the role or tenant changed while the stream was read",
                                  hint="read a stream to its end as the role that opened it")
     except (RagError, plpy.SPIError) as e:
-        _FAILED[handle] = error_fields(e)
+        _FAILED[handle] = {"error": error_fields(e), "who": _who(plpy)}
 
 
-def ask_stream_error(handle: int) -> str | None:
-    """The error that ended this stream's rows, as jsonb text (taken), or None."""
-    err = _FAILED.pop(handle, None)
-    return json.dumps(err) if err else None
+def ask_stream_error(plpy, handle: int) -> str | None:
+    """The error that ended this stream's rows, as jsonb text (taken), or None; only the
+    role and tenant that read the rows take it (review 46)."""
+    kept = _FAILED.get(handle)
+    if kept is None or kept["who"] != _who(plpy):
+        return None
+    del _FAILED[handle]
+    return json.dumps(kept["error"])
 
 
 def _stream_rows(plpy, st: dict):

@@ -93,7 +93,7 @@ def max_chars(max_tokens: int) -> int:
 
 
 WIDEST_WINDOW = 8192                       # the most tokens rag.chunk_target_tokens allows, any model
-CHUNK_CHARS_MAX = max_chars(WIDEST_WINDOW)  # so the longest chunk: rag._chunks_before_insert's limit
+CHUNK_CHARS_MAX = max_chars(WIDEST_WINDOW)  # so the longest chunk: rag._chunks_before_write's limit
 
 
 def _strip_span(text: str, start: int, end: int) -> tuple[int, int] | None:

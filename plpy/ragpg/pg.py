@@ -662,10 +662,13 @@ def _missing_scores(plpy, tenant: str, model: str, vec, literal: str, need_cos: 
     hits = ", CASE WHEN c.id = ANY ($7) THEN %s END AS hits" % HITS_SQL.replace("$L", "$4") if near else ""
     lexical_windows = lexical_windows and bool(near)
     if lexical_windows:   # the windows' bounds kept at ingest, or the text to tokenize now
-        hits += (", CASE WHEN c.id = ANY ($7) THEN c.window_bounds END AS wb,"
-                 " CASE WHEN c.id = ANY ($7) THEN c.window_lengths END AS wl,"
-                 " CASE WHEN c.id = ANY ($7) AND (c.window_bounds IS NULL OR c.window_lengths IS NULL)"
-                 " THEN c.content END AS content")
+        # (bounds of more than 12 windows, written by hand before rag._chunks_before_write,
+        # are not read into Python: 40 M entries took +2.3 GB, review 46; its text is then)
+        kept = "cardinality(c.window_bounds) <= 13 AND cardinality(c.window_lengths) <= 12"
+        hits += (", CASE WHEN c.id = ANY ($7) AND %s THEN c.window_bounds END AS wb,"
+                 " CASE WHEN c.id = ANY ($7) AND %s THEN c.window_lengths END AS wl,"
+                 " CASE WHEN c.id = ANY ($7) AND NOT coalesce(%s, false) THEN c.content END AS content"
+                 % (kept, kept, kept))
     # a window of another length or a zero vector (written by hand) is skipped, not an error
     # nor a NaN
     # (no pgvector function by name: where roles may create functions, an overload with a

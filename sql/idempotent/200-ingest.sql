@@ -58,6 +58,8 @@ DECLARE
     long_title boolean;
     long_url boolean;
     long_source boolean;
+    long_table boolean;
+    long_key boolean;
 BEGIN
     IF rag._restoring() THEN
         RETURN NEW;  -- as dumped
@@ -74,10 +76,14 @@ BEGIN
         long_title := NEW.title IS DISTINCT FROM OLD.title AND char_length(NEW.title) > 4096;
         long_url := NEW.url IS DISTINCT FROM OLD.url AND char_length(NEW.url) > 8192;
         long_source := NEW.source IS DISTINCT FROM OLD.source AND char_length(NEW.source) > 4096;
+        long_table := NEW.source_table IS DISTINCT FROM OLD.source_table AND char_length(NEW.source_table) > 1024;
+        long_key := NEW.source_key IS DISTINCT FROM OLD.source_key AND char_length(NEW.source_key::text) > 8192;
     ELSE
         long_title := char_length(NEW.title) > 4096;
         long_url := char_length(NEW.url) > 8192;
         long_source := char_length(NEW.source) > 4096;
+        long_table := char_length(NEW.source_table) > 1024;
+        long_key := char_length(NEW.source_key::text) > 8192;
     END IF;
     IF long_title THEN
         RAISE EXCEPTION 'rag.documents: title is % characters, over the limit of 4096', char_length(NEW.title)
@@ -85,8 +91,20 @@ BEGIN
     ELSIF long_url THEN
         RAISE EXCEPTION 'rag.documents: url is % characters, over the limit of 8192', char_length(NEW.url)
             USING ERRCODE = 'program_limit_exceeded';
-    ELSIF long_source AND NEW.attachment_id IS NULL THEN
-        -- (an attached row's source is its table and key, which the table's own index bounds)
+    ELSIF long_table THEN
+        -- (every search hit carries them too: 200 MB each, review 46; a table's qualified
+        -- name is at most 257 characters, an attached row's key is its table's primary key)
+        RAISE EXCEPTION 'rag.documents: source_table is % characters, over the limit of 1024',
+                        char_length(NEW.source_table)
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'source_table is an attached table''s name, set by rag';
+    ELSIF long_key THEN
+        RAISE EXCEPTION 'rag.documents: source_key is % characters, over the limit of 8192',
+                        char_length(NEW.source_key::text)
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'source_key is an attached row''s primary key, set by rag';
+    ELSIF long_source AND NOT coalesce(NEW.attachment_id IS NOT NULL
+                                       AND NEW.source = NEW.source_table || '#' || NEW.source_key::text, false) THEN
+        -- (an attached row's source is its table and key, bounded above; review 46: any
+        -- attachment_id let a hand-written source past the limit)
         RAISE EXCEPTION 'rag.documents: source is % characters, over the limit of 4096', char_length(NEW.source)
             USING ERRCODE = 'program_limit_exceeded', HINT = 'source names the document, e.g. a file name or URL';
     END IF;
@@ -98,34 +116,44 @@ BEGIN
 END
 $$;
 
--- rag._chunks_before_insert
+-- rag._chunks_before_write
 -- Row trigger: a chunk is at most 131,072 characters, the longest rag makes (16 a token of
 -- the widest window rag.chunk_target_tokens allows), and its heading at most 4,096. A writer may write chunks of its own;
 -- every reader of its tenant carries a retrieved chunk's text, and 30 of 30 MB held 900 MB
--- for a search (hostile review 43). A restore stores rows as dumped.
-CREATE OR REPLACE FUNCTION rag._chunks_before_insert()
+-- for a search (hostile review 43). Its windows' bounds and lengths describe at most 12
+-- windows (lexical.MAX_WINDOW_SPANS), as rag makes them: a writer may write them, and
+-- every reader's search read them into Python (40 M entries: +2.3 GB, review 46). A
+-- restore stores rows as dumped.
+CREATE OR REPLACE FUNCTION rag._chunks_before_write()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF char_length(NEW.content) > 131072 AND NOT rag._restoring() THEN
+    IF rag._restoring() THEN
+        RETURN NEW;
+    ELSIF TG_OP = 'INSERT' AND char_length(NEW.content) > 131072 THEN
         RAISE EXCEPTION 'rag.chunks: a chunk of document % is % characters, over the limit of 131072',
                         NEW.document_id, char_length(NEW.content)
             USING ERRCODE = 'program_limit_exceeded',
                   HINT = 'write the text as a document (rag.ingest, or INSERT INTO rag.documents): rag chunks it';
-    ELSIF char_length(NEW.heading) > 4096 AND NOT rag._restoring() THEN
+    ELSIF TG_OP = 'INSERT' AND char_length(NEW.heading) > 4096 THEN
         -- (every reader carries it too; rag's own are at most 3 titles of 200: review 44b)
         RAISE EXCEPTION 'rag.chunks: the heading of a chunk of document % is % characters, over the limit of 4096',
                         NEW.document_id, char_length(NEW.heading)
             USING ERRCODE = 'program_limit_exceeded';
+    ELSIF cardinality(NEW.window_bounds) > 13 OR cardinality(NEW.window_lengths) > 12 THEN
+        RAISE EXCEPTION 'rag.chunks: a chunk of document % has % window bounds and % window lengths, over the limit of 13 and 12',
+                        NEW.document_id, cardinality(NEW.window_bounds), cardinality(NEW.window_lengths)
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'leave them NULL: rag.work fills them in';
     END IF;
     RETURN NEW;
 END
 $$;
 
-CREATE OR REPLACE TRIGGER chunks_before_insert BEFORE INSERT ON rag.chunks
-    FOR EACH ROW EXECUTE FUNCTION rag._chunks_before_insert();
+CREATE OR REPLACE TRIGGER chunks_before_write BEFORE INSERT OR UPDATE OF window_bounds, window_lengths ON rag.chunks
+    FOR EACH ROW EXECUTE FUNCTION rag._chunks_before_write();
 
 -- rag._documents_after_insert / rag._documents_after_update
 -- Statement triggers: index every inserted row, and every updated row whose content

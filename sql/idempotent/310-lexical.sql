@@ -70,11 +70,13 @@ AS $$
         FROM n, unnest(n.tsv) AS u
     ), blocks AS (
         INSERT INTO rag.posting_blocks (tenant, lexeme, first_id, merged, n, max_tf, min_len, ids, tfs, lens)
-        SELECT _add_postings.tenant, p.lexeme, min(p.chunk_id), false, count(*), max(p.tf), min(p.len),
-               string_agg(int8send(p.chunk_id), ''::bytea ORDER BY p.chunk_id),
-               string_agg(int2send(p.tf::int2), ''::bytea ORDER BY p.chunk_id),
-               string_agg(int4send(p.len::int), ''::bytea ORDER BY p.chunk_id)
-        FROM p GROUP BY p.lexeme
+        SELECT _add_postings.tenant, q.lexeme, min(q.chunk_id), false, count(*), max(q.tf), min(q.len),
+               string_agg(int8send(q.chunk_id), ''::bytea ORDER BY q.chunk_id),
+               string_agg(int2send(q.tf::int2), ''::bytea ORDER BY q.chunk_id),
+               string_agg(int4send(q.len::int), ''::bytea ORDER BY q.chunk_id)
+        FROM (SELECT p.*, (row_number() OVER (PARTITION BY p.lexeme ORDER BY p.chunk_id) - 1) / 8192 AS part
+              FROM p) AS q   -- (a block holds at most 8,192 postings: rag._posting_blocks_before_insert)
+        GROUP BY q.lexeme, q.part
     ), df AS (
         INSERT INTO rag.lexeme_stats (tenant, lexeme, df)
         SELECT _add_postings.tenant, p.lexeme, count(*) FROM p GROUP BY p.lexeme
@@ -84,6 +86,32 @@ AS $$
     FROM n LEFT JOIN (SELECT DISTINCT p.chunk_id, p.len FROM p) AS l ON l.chunk_id = n.id
     HAVING count(*) > 0
 $$;
+
+-- rag._posting_blocks_before_insert (internal)
+-- Row trigger: a block holds 1 to 8,192 postings (lexical.BLOCK_MAX, as merged ones do),
+-- its ids, tfs and lens 8, 2 and 4 bytes each. A writer may write blocks (the ingest
+-- triggers run as the caller); every reader's BM25 decoded a block whole, and one of 12 M
+-- postings (2 MB on disk) took a reader +1.26 GB (hostile review 46). A restore stores
+-- rows as dumped.
+CREATE OR REPLACE FUNCTION rag._posting_blocks_before_insert()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF (NEW.n NOT BETWEEN 1 AND 8192 OR octet_length(NEW.ids) <> 8 * NEW.n OR octet_length(NEW.tfs) <> 2 * NEW.n
+        OR octet_length(NEW.lens) <> 4 * NEW.n) AND NOT rag._restoring() THEN
+        RAISE EXCEPTION 'rag.posting_blocks: a block of % postings in %, % and % bytes; a block holds 1 to 8192 postings, 8, 2 and 4 bytes each',
+                        NEW.n, octet_length(NEW.ids), octet_length(NEW.tfs), octet_length(NEW.lens)
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'rag writes the lexical index: SELECT rag.rebuild_lexical_index() rebuilds it';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER posting_blocks_before_insert BEFORE INSERT ON rag.posting_blocks
+    FOR EACH ROW EXECUTE FUNCTION rag._posting_blocks_before_insert();
 
 CREATE OR REPLACE TRIGGER chunks_lexical_insert AFTER INSERT ON rag.chunks
     REFERENCING NEW TABLE AS new_rows

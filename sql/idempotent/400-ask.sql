@@ -136,7 +136,7 @@ LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $python$
     #@ragpg-prologue
-    return ragpg.ask.ask_stream_error(handle)
+    return ragpg.ask.ask_stream_error(plpy, handle)
 $python$;
 
 CREATE OR REPLACE FUNCTION rag._ask_stream_end(handle bigint)

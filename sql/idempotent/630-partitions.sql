@@ -94,12 +94,18 @@ BEGIN
     EXECUTE format('CREATE TABLE rag.%I PARTITION OF rag.posting_blocks FOR VALUES IN (%L)', p, tenant);
     -- straight into the partitions: the parent's statement triggers (BM25 statistics) do
     -- not fire, and need not: the rows only move, ids and all (from Postgres 17 on, a
-    -- partition has the parent's identity column: OVERRIDING SYSTEM VALUE keeps the ids)
+    -- partition has the parent's identity column: OVERRIDING SYSTEM VALUE keeps the ids);
+    -- nor do its row triggers' limits, checked when a row was written (a row from before
+    -- them moves as it is)
+    EXECUTE format('ALTER TABLE rag.%I DISABLE TRIGGER chunks_before_write', c);
+    EXECUTE format('ALTER TABLE rag.%I DISABLE TRIGGER posting_blocks_before_insert', p);
     EXECUTE format('INSERT INTO rag.%I (id, tenant, document_id, ord, content, heading, page, tokens, content_hash, model,'
                    ' embedding, window_embeddings, created_at) OVERRIDING SYSTEM VALUE SELECT id, tenant, document_id, ord,'
                    ' content, heading, page, tokens, content_hash, model, embedding, window_embeddings, created_at'
                    ' FROM rag.chunks_default WHERE tenant = %L', c, tenant);
     EXECUTE format('INSERT INTO rag.%I SELECT * FROM rag.posting_blocks_default WHERE tenant = %L', p, tenant);
+    EXECUTE format('ALTER TABLE rag.%I ENABLE TRIGGER chunks_before_write', c);
+    EXECUTE format('ALTER TABLE rag.%I ENABLE TRIGGER posting_blocks_before_insert', p);
     DELETE FROM rag.chunks_default AS d WHERE d.tenant = create_tenant_partition.tenant;
     DELETE FROM rag.posting_blocks_default AS d WHERE d.tenant = create_tenant_partition.tenant;
     ALTER TABLE rag.chunks ATTACH PARTITION rag.chunks_default DEFAULT;

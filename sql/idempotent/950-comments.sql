@@ -502,16 +502,26 @@ COMMENT ON FUNCTION rag._restoring() IS
   'both off) run by a role that may write rag''s tables so (a superuser, or BYPASSRLS); the triggers then '
   'only store rows.';
 
-COMMENT ON FUNCTION rag._chunks_before_insert() IS
-  'Internal: refuses a chunk over 131,072 characters or with a heading over 4,096 (54000), past the longest '
-  'rag makes; a writer''s own chunks are read whole by every reader of its tenant. A restore stores rows as dumped.';
+COMMENT ON FUNCTION rag._chunks_before_write() IS
+  'Internal: refuses a chunk over 131,072 characters or with a heading over 4,096, and window bounds and '
+  'lengths of more than 13 and 12 entries (54000), past what rag makes; a writer''s own chunks are read by every '
+  'reader of its tenant. A restore stores rows as dumped.';
 
-COMMENT ON TRIGGER chunks_before_insert ON rag.chunks IS
-  'A chunk is at most 131,072 characters (rag._chunks_before_insert).';
+COMMENT ON TRIGGER chunks_before_write ON rag.chunks IS
+  'A chunk is at most 131,072 characters, its heading 4,096, its window bounds and lengths 13 and 12 entries '
+  '(rag._chunks_before_write).';
+
+COMMENT ON FUNCTION rag._posting_blocks_before_insert() IS
+  'Internal: refuses a posting block of more than 8,192 postings, or whose ids, tfs and lens are not 8, 2 and '
+  '4 bytes a posting (54000): every reader''s BM25 decodes a block whole. A restore stores rows as dumped.';
+
+COMMENT ON TRIGGER posting_blocks_before_insert ON rag.posting_blocks IS
+  'A posting block holds 1 to 8,192 postings (rag._posting_blocks_before_insert).';
 
 COMMENT ON FUNCTION rag._documents_before_write() IS
   'Internal: row trigger on rag.documents: checks content, and the source (at most 4,096 characters but an '
-  'attached row''s), title (4,096) and url (8,192) it writes (54000 past one), sets content_hash and updated_at. '
+  'attached row''s, its table and key), title (4,096), url (8,192), source_table (1,024) and source_key (8,192 '
+  'characters of its text) it writes (54000 past one), sets content_hash and updated_at. '
   'A restore stores rows as dumped.';
 
 COMMENT ON FUNCTION rag._documents_after_insert() IS

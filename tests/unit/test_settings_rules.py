@@ -48,11 +48,11 @@ def test_every_rule_names_a_setting():
 
 
 def test_the_chunk_limit_of_rag_chunks_is_the_longest_chunk_rag_makes():
-    # rag._chunks_before_insert refuses a longer chunk; rag's chunker never makes one, and the
+    # rag._chunks_before_write refuses a longer chunk; rag's chunker never makes one, and the
     # extractive answerer reads at most this much of a chunk
     from ragpg.chunking import CHUNK_CHARS_MAX, WIDEST_WINDOW, max_chars
 
-    body = (ROOT / "sql/idempotent/200-ingest.sql").read_text().split("FUNCTION rag._chunks_before_insert()")[1]
+    body = (ROOT / "sql/idempotent/200-ingest.sql").read_text().split("FUNCTION rag._chunks_before_write()")[1]
     body = body.split("$$;")[0]
     tested = {int(x) for x in re.findall(r"char_length\(NEW\.content\) > (\d+)", body)}
     said = {int(x) for x in re.findall(r"'rag\.chunks: a chunk of document % is % characters, over the limit of (\d+)",
