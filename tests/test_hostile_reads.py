@@ -253,6 +253,9 @@ def test_a_chunks_window_bounds_are_bounded_and_longer_ones_not_read(db, connect
         with pytest.raises(psycopg.Error) as e:
             alice.execute(f"UPDATE rag.chunks SET {col} = array_fill(1, ARRAY[{n}])")
         assert e.value.sqlstate == "54000" and "over the limit of 13 and 12" in str(e.value), e.value
+    with pytest.raises(psycopg.Error) as e:   # (a reader's search failed on them: TypeError, review 46b)
+        alice.execute("UPDATE rag.chunks SET window_bounds = '{{1,2},{3,40}}', window_lengths = '{{1},{1}}'")
+    assert e.value.sqlstate == "22023" and "not lists of numbers" in str(e.value), e.value
     alice.execute("UPDATE rag.chunks SET window_bounds = array_fill(1, ARRAY[13]), window_lengths = array_fill(1, ARRAY[12])")
     carol = _reader(db, connect)
     pid = carol.execute("SELECT pg_backend_pid()").fetchone()[0]
@@ -287,18 +290,33 @@ def test_a_posting_block_holds_at_most_8192_postings(db, connect):
                          ).fetchone() == (8192, 9000)
     alice.execute("RESET default_transaction_isolation")
     assert alice.execute("SELECT count(*) FROM rag.bm25('kudu', 1000)").fetchone() == (1000,)
+    # many valid blocks of one repeated id (review 46b): stored uncompressed, they cost
+    # their writer what they cost a reader (they compressed 450 to 1: 5 MB on disk, +2.2 GB
+    # for a reader), and merging them no longer makes blocks with the same first id
+    cid = alice.execute("SELECT min(id) FROM rag.chunks").fetchone()[0]
+    size = "SELECT pg_total_relation_size('rag.posting_blocks_default')"
+    before = alice.execute(size).fetchone()[0]
+    alice.execute("""INSERT INTO rag.posting_blocks (tenant, lexeme, first_id, merged, n, max_tf, min_len, ids, tfs, lens)
+                     SELECT 'alice', 'kudu', 1000000000 + g, false, 8192, 3, 1,
+                            decode(repeat(encode(int8send(%s::int8), 'hex'), 8192), 'hex'),
+                            decode(repeat('0001', 8192), 'hex'), decode(repeat('00000005', 8192), 'hex')
+                     FROM generate_series(1, 70) AS g""", (cid,))
+    assert alice.execute(size).fetchone()[0] - before > 70 * 8192 * 14   # (compressed: 1/450 of it)
+    alice.execute("SELECT rag.ingest('Kudu graze at dawn.', source => 'kudu.md')")   # merges them: 23505 before
+    assert alice.execute("SELECT count(*) FROM rag.posting_blocks WHERE lexeme = 'kudu' AND NOT merged").fetchone() == (0,)
 
 
 def test_a_documents_source_table_and_key_are_bounded(db, connect):
     """Every search hit carries its document's source_table and source_key, which a writer
-    may write: 200 MB each, 1.62 GB for a reader's search. Written: at most 1,024 and 8,192
-    characters; a hand-written source past 4,096 is refused whatever its attachment_id (any
-    let it through); an attached row's own (its table and key) is not."""
+    may write: 200 MB each, 1.62 GB for a reader's search. Written: at most 1,024 and 65,536
+    characters (a key's JSON text may be 6 times the key); a hand-written source past
+    4,096 is refused whatever its attachment_id (any let it through); an attached row's own
+    (its table and key) is not."""
     alice = connect("alice")
     alice.execute("SELECT rag.ingest(%s, source => 'handbook.md')", (DOC,))
     for col, value, message in (("source_table", "repeat('x', 1025)", "source_table is 1025 characters, over the limit of 1024"),
-                                ("source_key", "jsonb_build_object('k', repeat('y', 9000))",
-                                 "source_key is 9009 characters, over the limit of 8192")):
+                                ("source_key", "jsonb_build_object('k', repeat('y', 70000))",
+                                 "source_key is 70009 characters, over the limit of 65536")):
         with pytest.raises(psycopg.Error) as e:
             alice.execute(f"UPDATE rag.documents SET {col} = {value}")
         assert e.value.sqlstate == "54000" and message in str(e.value), e.value
@@ -311,5 +329,7 @@ def test_a_documents_source_table_and_key_are_bounded(db, connect):
                       (aid,))
     assert e.value.sqlstate == "54000" and "source is 5000 characters" in str(e.value), e.value
     alice.execute("INSERT INTO alice_notes VALUES (repeat('k', 5000), 'Refunds take five days.')")
-    assert alice.execute("SELECT char_length(source) > 5000 FROM rag.documents WHERE attachment_id = %s",
-                         (aid,)).fetchone() == (True,)
+    # a key whose JSON text is 6 times its own (control characters: refused by 8,192, review 46b)
+    alice.execute("INSERT INTO alice_notes VALUES (repeat(chr(1), 1400), 'Store credit is immediate.')")
+    assert alice.execute("SELECT count(*) FROM rag.documents WHERE attachment_id = %s AND char_length(source) > 5000",
+                         (aid,)).fetchone() == (2,)

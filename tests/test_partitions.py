@@ -37,9 +37,11 @@ def test_a_tenant_moves_to_its_own_partitions_and_search_prunes_to_them(db, conn
     _fill(bob, "b")
     alice.execute("SELECT rag.ingest(%s, source => 'long.md')", (" ".join(
         f"Sentence {i} says that harbour ferry number {i} leaves pier {i % 4} at dawn." for i in range(12)),))
-    windows = "SELECT id, window_embeddings::text FROM rag.chunks WHERE tenant = 'alice' ORDER BY id"
+    windows = ("SELECT id, window_embeddings::text, window_bounds, window_lengths FROM rag.chunks "
+               "WHERE tenant = 'alice' ORDER BY id")
     windows_before = db.execute(windows).fetchall()
-    assert any(w not in (None, "{}") for _, w in windows_before)
+    assert any(w not in (None, "{}") for _, w, _, _ in windows_before)
+    assert all(b is not None for _, _, b, _ in windows_before)
     q = "when does the ferry leave from pier 2"
     before = alice.execute("SELECT chunk_id, vector_rank, lexical_rank FROM rag.search(%s, 5)", (q,)).fetchall()
     bm25_before = alice.execute("SELECT * FROM rag.bm25('ferry pier', 5)").fetchall()
@@ -53,7 +55,9 @@ def test_a_tenant_moves_to_its_own_partitions_and_search_prunes_to_them(db, conn
     assert db.execute(f"SELECT count(*) FROM rag.{part}").fetchone()[0] == dict(counts)["alice"]
     assert db.execute("SELECT count(*) FROM rag.chunks_default WHERE tenant = 'alice'").fetchone()[0] == 0
     assert db.execute("SELECT count(*) FROM rag.posting_blocks_default WHERE tenant = 'alice'").fetchone()[0] == 0
-    assert db.execute(windows).fetchall() == windows_before    # window embeddings move with their chunks
+    # window embeddings, bounds and lengths move with their chunks (the bounds were left
+    # behind, to be made again: review 46b)
+    assert db.execute(windows).fetchall() == windows_before
     # the partition has the default partition's indexes (rag.work's partial index of what
     # is left to fill in included), under its own names
     defs = "SELECT replace(indexdef, tablename, 'T') FROM pg_indexes WHERE schemaname = 'rag' AND tablename = %s"

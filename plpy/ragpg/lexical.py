@@ -33,6 +33,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import interrupts
 from .errors import RagError
 
 K1, B = 0.9, 0.4          # the defaults, by which merged blocks are ordered
@@ -106,6 +107,15 @@ def merge(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], avglen: float,
     if dead is not None and len(dead):
         keep = ~np.isin(ids, dead)
         ids, tfs, lens = ids[keep], tfs[keep], lens[keep]
+    if len(ids):
+        # a chunk once (its highest tf): blocks written by hand with an id repeated made
+        # merged blocks with the same first id, and every later merge of the lexeme, in
+        # any writer's ingest, failed with 23505 (hostile review 46b)
+        by_id = np.lexsort((-tfs, ids))
+        ids, tfs, lens = ids[by_id], tfs[by_id], lens[by_id]
+        first = np.ones(len(ids), bool)
+        first[1:] = ids[1:] != ids[:-1]
+        ids, tfs, lens = ids[first], tfs[first], lens[first]
     order = np.lexsort((ids, -weight(tfs, lens, 1.0, K1, B, max(avglen, 1.0))))
     ids, tfs, lens = ids[order], tfs[order], lens[order]
     out, at = [], 0
@@ -205,8 +215,10 @@ def top_k(terms: list[Term], k: int, k1: float, b: float, avglen: float,
         threshold = float(left.sum())            # the most an unseen chunk can score
         if not got_ids:
             return np.zeros(0, np.int64), np.zeros(0)
+        interrupts.check_interrupts()   # (a round of millions of postings takes a second)
         ids = np.concatenate(got_ids)
         uniq, inv = np.unique(ids, return_inverse=True)
+        interrupts.check_interrupts()
         partial = np.bincount(inv, weights=np.concatenate(got_w), minlength=len(uniq))
         tidx = np.concatenate(got_t)
         # the most each chunk's unread lexemes could add: the next bound of each lexeme

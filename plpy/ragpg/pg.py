@@ -664,7 +664,8 @@ def _missing_scores(plpy, tenant: str, model: str, vec, literal: str, need_cos: 
     if lexical_windows:   # the windows' bounds kept at ingest, or the text to tokenize now
         # (bounds of more than 12 windows, written by hand before rag._chunks_before_write,
         # are not read into Python: 40 M entries took +2.3 GB, review 46; its text is then)
-        kept = "cardinality(c.window_bounds) <= 13 AND cardinality(c.window_lengths) <= 12"
+        kept = ("cardinality(c.window_bounds) <= 13 AND cardinality(c.window_lengths) <= 12"
+                " AND array_ndims(c.window_bounds) = 1 AND array_ndims(c.window_lengths) = 1")
         hits += (", CASE WHEN c.id = ANY ($7) AND %s THEN c.window_bounds END AS wb,"
                  " CASE WHEN c.id = ANY ($7) AND %s THEN c.window_lengths END AS wl,"
                  " CASE WHEN c.id = ANY ($7) AND NOT coalesce(%s, false) THEN c.content END AS content"

@@ -201,13 +201,16 @@ def _bounded_transport(timeout: float):
             may set). The name is resolved as before: a slow resolver has its own timeout."""
             from httpcore2._backends.sync import SyncStream
 
-            end = None if timeout is None else time.monotonic() + timeout
             try:
                 found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
             except OSError as e:
                 raise httpcore2.ConnectError(str(e)) from None
-            failed: OSError | None = None
+            failed: Exception | None = None
             for family, kind, proto, _, address in found:
+                # each address has the timeout, as in socket.create_connection (an IPv6
+                # address that drops packets, then an IPv4 one that answers: review 46b);
+                # a cancel, or the call's own deadline, ends them all
+                end = None if timeout is None else time.monotonic() + timeout
                 sock = socket.socket(family, kind, proto)
                 try:
                     if local_address is not None:
@@ -230,12 +233,14 @@ def _bounded_transport(timeout: float):
                         sock.setsockopt(*option)
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     return self.guarded(SyncStream(sock))
-                except OSError as e:
+                except (OSError, httpcore2.ConnectTimeout) as e:
                     sock.close()
                     failed = e   # (the next address, as socket.create_connection does)
                 except BaseException:
                     sock.close()
                     raise
+            if isinstance(failed, httpcore2.ConnectTimeout):
+                raise failed
             raise httpcore2.ConnectError(str(failed or "no address"))
 
         def connect_unix_socket(self, path, timeout=None, socket_options=None):

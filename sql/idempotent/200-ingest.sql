@@ -77,13 +77,13 @@ BEGIN
         long_url := NEW.url IS DISTINCT FROM OLD.url AND char_length(NEW.url) > 8192;
         long_source := NEW.source IS DISTINCT FROM OLD.source AND char_length(NEW.source) > 4096;
         long_table := NEW.source_table IS DISTINCT FROM OLD.source_table AND char_length(NEW.source_table) > 1024;
-        long_key := NEW.source_key IS DISTINCT FROM OLD.source_key AND char_length(NEW.source_key::text) > 8192;
+        long_key := NEW.source_key IS DISTINCT FROM OLD.source_key AND char_length(NEW.source_key::text) > 65536;
     ELSE
         long_title := char_length(NEW.title) > 4096;
         long_url := char_length(NEW.url) > 8192;
         long_source := char_length(NEW.source) > 4096;
         long_table := char_length(NEW.source_table) > 1024;
-        long_key := char_length(NEW.source_key::text) > 8192;
+        long_key := char_length(NEW.source_key::text) > 65536;
     END IF;
     IF long_title THEN
         RAISE EXCEPTION 'rag.documents: title is % characters, over the limit of 4096', char_length(NEW.title)
@@ -93,12 +93,13 @@ BEGIN
             USING ERRCODE = 'program_limit_exceeded';
     ELSIF long_table THEN
         -- (every search hit carries them too: 200 MB each, review 46; a table's qualified
-        -- name is at most 257 characters, an attached row's key is its table's primary key)
+        -- name is at most 257 characters; an attached row's key is its table's primary key,
+        -- whose JSON text escapes may make 6 times as long: 65,536, review 46b)
         RAISE EXCEPTION 'rag.documents: source_table is % characters, over the limit of 1024',
                         char_length(NEW.source_table)
             USING ERRCODE = 'program_limit_exceeded', HINT = 'source_table is an attached table''s name, set by rag';
     ELSIF long_key THEN
-        RAISE EXCEPTION 'rag.documents: source_key is % characters, over the limit of 8192',
+        RAISE EXCEPTION 'rag.documents: source_key is % characters, over the limit of 65536',
                         char_length(NEW.source_key::text)
             USING ERRCODE = 'program_limit_exceeded', HINT = 'source_key is an attached row''s primary key, set by rag';
     ELSIF long_source AND NOT coalesce(NEW.attachment_id IS NOT NULL
@@ -144,9 +145,15 @@ BEGIN
             USING ERRCODE = 'program_limit_exceeded';
     ELSIF cardinality(NEW.window_bounds) > 13 OR cardinality(NEW.window_lengths) > 12 THEN
         RAISE EXCEPTION 'rag.chunks: a chunk of document % has % window bounds and % window lengths, over the limit of 13 and 12',
-                        NEW.document_id, cardinality(NEW.window_bounds), cardinality(NEW.window_lengths)
+                        NEW.document_id, coalesce(cardinality(NEW.window_bounds), 0),
+                        coalesce(cardinality(NEW.window_lengths), 0)
             USING ERRCODE = 'program_limit_exceeded',
                   HINT = 'leave them NULL: rag.work fills them in';
+    ELSIF array_ndims(NEW.window_bounds) > 1 OR array_ndims(NEW.window_lengths) > 1 THEN
+        -- (a reader's search failed on them with a Python TypeError: review 46b)
+        RAISE EXCEPTION 'rag.chunks: the window bounds and lengths of a chunk of document % are not lists of numbers',
+                        NEW.document_id
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'leave them NULL: rag.work fills them in';
     END IF;
     RETURN NEW;
 END

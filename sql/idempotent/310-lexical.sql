@@ -63,10 +63,11 @@ LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
     WITH n AS (
-        SELECT * FROM unnest(ids, tsvs) AS n (id, tsv)
+        SELECT * FROM unnest(ids, tsvs) WITH ORDINALITY AS n (id, tsv, o)
     ), p AS (
         SELECT u.lexeme, n.id AS chunk_id, cardinality(u.positions) AS tf,
-               sum(cardinality(u.positions)) OVER (PARTITION BY n.id) AS len
+               sum(cardinality(u.positions)) OVER (PARTITION BY n.id) AS len,
+               (n.o - 1) / 8192 AS part   -- (a chunk holds a lexeme once: at most 8,192 a part)
         FROM n, unnest(n.tsv) AS u
     ), blocks AS (
         INSERT INTO rag.posting_blocks (tenant, lexeme, first_id, merged, n, max_tf, min_len, ids, tfs, lens)
@@ -74,8 +75,7 @@ AS $$
                string_agg(int8send(q.chunk_id), ''::bytea ORDER BY q.chunk_id),
                string_agg(int2send(q.tf::int2), ''::bytea ORDER BY q.chunk_id),
                string_agg(int4send(q.len::int), ''::bytea ORDER BY q.chunk_id)
-        FROM (SELECT p.*, (row_number() OVER (PARTITION BY p.lexeme ORDER BY p.chunk_id) - 1) / 8192 AS part
-              FROM p) AS q   -- (a block holds at most 8,192 postings: rag._posting_blocks_before_insert)
+        FROM p AS q   -- (a block holds at most 8,192 postings: rag._posting_blocks_before_insert)
         GROUP BY q.lexeme, q.part
     ), df AS (
         INSERT INTO rag.lexeme_stats (tenant, lexeme, df)

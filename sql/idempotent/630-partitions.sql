@@ -100,8 +100,9 @@ BEGIN
     EXECUTE format('ALTER TABLE rag.%I DISABLE TRIGGER chunks_before_write', c);
     EXECUTE format('ALTER TABLE rag.%I DISABLE TRIGGER posting_blocks_before_insert', p);
     EXECUTE format('INSERT INTO rag.%I (id, tenant, document_id, ord, content, heading, page, tokens, content_hash, model,'
-                   ' embedding, window_embeddings, created_at) OVERRIDING SYSTEM VALUE SELECT id, tenant, document_id, ord,'
-                   ' content, heading, page, tokens, content_hash, model, embedding, window_embeddings, created_at'
+                   ' embedding, window_embeddings, window_bounds, window_lengths, created_at) OVERRIDING SYSTEM VALUE'
+                   ' SELECT id, tenant, document_id, ord, content, heading, page, tokens, content_hash, model, embedding,'
+                   ' window_embeddings, window_bounds, window_lengths, created_at'
                    ' FROM rag.chunks_default WHERE tenant = %L', c, tenant);
     EXECUTE format('INSERT INTO rag.%I SELECT * FROM rag.posting_blocks_default WHERE tenant = %L', p, tenant);
     EXECUTE format('ALTER TABLE rag.%I ENABLE TRIGGER chunks_before_write', c);

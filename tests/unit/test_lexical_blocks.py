@@ -161,6 +161,20 @@ def test_merge_orders_best_first_in_growing_blocks_and_drops_the_dead():
             lexical.decode(b.ids, b.tfs, b.lens, b.n)[0])
 
 
+def test_merge_keeps_a_chunk_once_so_first_ids_do_not_collide():
+    """Blocks written by hand with one id repeated merged into blocks with the same first id
+    (the table's key: 23505 for every later merge, in any writer's ingest: review 46b)."""
+    ids = np.array([7] * 1000 + [3, 9], np.int64)
+    tfs = np.array([1] * 999 + [5, 2, 2], np.float64)
+    lens = np.array([10] * 1002, np.float64)
+    blocks = lexical.merge([(ids, tfs, lens)], 10.0)
+    got = np.concatenate([lexical.decode(b.ids, b.tfs, b.lens, b.n)[0] for b in blocks])
+    assert sorted(got.tolist()) == [3, 7, 9]
+    assert len({b.first_id for b in blocks}) == len(blocks)
+    tf7 = [t for b in blocks for i, t in zip(*lexical.decode(b.ids, b.tfs, b.lens, b.n)[:2]) if i == 7]
+    assert tf7 == [5]   # its highest tf
+
+
 def test_a_corrupt_block_is_named():
     with pytest.raises(lexical.CorruptBlock) as exc:
         lexical.decode(b"\x00" * 8, b"\x00" * 2, b"\x00" * 3, 1, "('appl', 7)")
