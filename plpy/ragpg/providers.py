@@ -20,10 +20,12 @@ into slices of interrupts.INTERVAL (`Guarded`): between two, a request made in a
 thread (rag's calls; a stream's opening) ends once twice rag.provider_timeout_seconds have
 passed since it was sent, headers included (a read timeout alone let a server drip a byte
 a second for ever), or once its caller gave up (a cancel: the worker then ends, not reads
-on; a cancel also shuts its socket, for the one wait that is not sliced, a TLS
-handshake; a name's lookup waits as long as the resolver says), and a stream read in the backend's own thread sees a cancel within a slice
-(events sent just under the read timeout held a cancel that long) and ends when the
-server takes twice the timeout for the answer's next piece (review 45).
+on; a cancel also shuts its socket, for the one wait that is not sliced, a TLS handshake;
+a name's lookup waits as long as the resolver says), and a stream read in the backend's
+own thread sees a cancel within a slice (events sent just under the read timeout held a
+cancel that long) and ends when the server takes twice the timeout for the answer's next
+piece (review 45). A connect waits in slices too, each address of a host with the
+timeout (reviews 46, 46b).
 """
 from __future__ import annotations
 

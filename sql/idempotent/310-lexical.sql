@@ -71,12 +71,11 @@ AS $$
         FROM n, unnest(n.tsv) AS u
     ), blocks AS (
         INSERT INTO rag.posting_blocks (tenant, lexeme, first_id, merged, n, max_tf, min_len, ids, tfs, lens)
-        SELECT _add_postings.tenant, q.lexeme, min(q.chunk_id), false, count(*), max(q.tf), min(q.len),
-               string_agg(int8send(q.chunk_id), ''::bytea ORDER BY q.chunk_id),
-               string_agg(int2send(q.tf::int2), ''::bytea ORDER BY q.chunk_id),
-               string_agg(int4send(q.len::int), ''::bytea ORDER BY q.chunk_id)
-        FROM p AS q   -- (a block holds at most 8,192 postings: rag._posting_blocks_before_insert)
-        GROUP BY q.lexeme, q.part
+        SELECT _add_postings.tenant, p.lexeme, min(p.chunk_id), false, count(*), max(p.tf), min(p.len),
+               string_agg(int8send(p.chunk_id), ''::bytea ORDER BY p.chunk_id),
+               string_agg(int2send(p.tf::int2), ''::bytea ORDER BY p.chunk_id),
+               string_agg(int4send(p.len::int), ''::bytea ORDER BY p.chunk_id)
+        FROM p GROUP BY p.lexeme, p.part   -- (at most 8,192 a block: rag._posting_blocks_before_insert)
     ), df AS (
         INSERT INTO rag.lexeme_stats (tenant, lexeme, df)
         SELECT _add_postings.tenant, p.lexeme, count(*) FROM p GROUP BY p.lexeme
