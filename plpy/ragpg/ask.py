@@ -208,16 +208,21 @@ def ask_stream_open(plpy, question: str, k: int, model: str | None, rerank: str 
                                                 p.temperature)
         p.slim()
     handle = next(_HANDLES)
-    for kept in (_STREAMS, _FAILED):   # streams a client never read, errors nothing raised
-        for h in [h for h in kept if h < handle - 8]:
-            stream = kept.pop(h).get("stream")
-            if stream is not None:
-                # its connection goes back to the client's pool (review 46: 100 unread
-                # streams took the pool's every connection, and the model's every later
-                # call in the backend, any role's, timed out)
-                stream.close()
     _STREAMS[handle] = st
+    _keep_newest(_STREAMS)
     return handle
+
+
+def _keep_newest(kept: dict[int, dict]) -> None:
+    """Drop all but the 9 newest handles' unread streams or unraised errors. A dropped
+    stream is closed: its connection goes back to the client's pool (review 46: 100 unread
+    streams took the pool's every connection, and the model's every later call in the
+    backend, any role's, timed out). Made-up handles' errors count like others (review 46b:
+    they grew a backend without end)."""
+    for h in sorted(kept)[:-9]:
+        stream = kept.pop(h).get("stream")
+        if stream is not None:
+            stream.close()
 
 
 def _who(plpy) -> tuple[str, str]:
@@ -249,8 +254,7 @@ def ask_stream_rows(plpy, handle: int):
                                  hint="read a stream to its end as the role that opened it")
     except (RagError, plpy.SPIError) as e:
         _FAILED[handle] = {"error": error_fields(e), "who": _who(plpy)}
-        for h in sorted(_FAILED)[:-16]:   # (made-up handles' errors grew it without end: review 46b)
-            del _FAILED[h]
+        _keep_newest(_FAILED)
 
 
 def ask_stream_error(plpy, handle: int) -> str | None:
