@@ -654,3 +654,38 @@ def test_the_worker_does_not_take_rows_a_policy_forced_on_the_owner_hides_for_de
     assert worker.execute("SELECT count(*) FROM rag.queue").fetchone()[0] == 2
     hint = [h for m, h in warnings if "table notes" in (m or "")]
     assert hint and "NO FORCE ROW LEVEL SECURITY" in hint[0], warnings
+
+
+def test_posting_blocks_written_before_0_9_0_past_its_limits_are_found_and_rebuilt(db, connect):
+    """rag.bm25 reads a posting block whole. 0.9.0 refuses blocks of more than 8,192
+    postings and stores blocks uncompressed; blocks written before keep their size and
+    compression (a writer's blocks of one repeated id compressed 450 to 1). rag.check names
+    them and rag.rebuild_lexical_index rewrites them within the limits."""
+    alice, bob = connect("alice"), connect("bob")
+    alice.execute("SELECT rag.ingest('Kudu graze at dawn. Eland rest at noon.', source => 'kudu.md')")
+    bob.execute("SELECT rag.ingest('The ferry leaves at seven.', source => 'f.md')")
+    cid = alice.execute("SELECT min(id) FROM rag.chunks").fetchone()[0]
+    assert _problems(alice) == {}
+    # as written before 0.9.0: no trigger refused them, and the bytes were stored compressible
+    db.execute("ALTER TABLE rag.posting_blocks ALTER COLUMN ids SET STORAGE EXTENDED, "
+               "ALTER COLUMN tfs SET STORAGE EXTENDED, ALTER COLUMN lens SET STORAGE EXTENDED")
+    db.execute("SET session_replication_role = replica")
+    for lexeme, first, n in (("kudu", 10**9, 9000), ("eland", 10**9, 8192)):
+        db.execute("""INSERT INTO rag.posting_blocks (tenant, lexeme, first_id, merged, n, max_tf, min_len, ids, tfs, lens)
+                      VALUES ('alice', %s, %s, true, %s, 1, 5, decode(repeat(encode(int8send(%s::int8), 'hex'), %s), 'hex'),
+                              decode(repeat('0001', %s), 'hex'), decode(repeat('00000005', %s), 'hex'))""",
+                   (lexeme, first, n, cid, n, n, n))
+    db.execute("RESET session_replication_role")
+    db.execute("ALTER TABLE rag.posting_blocks ALTER COLUMN ids SET STORAGE EXTERNAL, "
+               "ALTER COLUMN tfs SET STORAGE EXTERNAL, ALTER COLUMN lens SET STORAGE EXTERNAL")
+    assert db.execute("SELECT pg_column_compression(ids) FROM rag.posting_blocks WHERE lexeme = 'eland' "
+                      "AND first_id = %s", (10**9,)).fetchone()[0] is not None   # (compressed, as before 0.9.0)
+    problem = "lexical index: posting blocks past the limits of 0.9.0 (written before it)"
+    found = _problems(alice)
+    assert problem in found and found[problem][:2] == ("alice", 2), found
+    assert found[problem][3] == "SELECT rag.rebuild_lexical_index();   -- in tenant 'alice'"
+    assert _problems(bob) == {}                          # bob's tenant: nothing of alice's
+    alice.execute("SELECT rag.rebuild_lexical_index()")
+    assert _problems(alice) == {}
+    assert alice.execute("SELECT max(n), count(*) FILTER (WHERE pg_column_compression(ids) IS NOT NULL) "
+                         "FROM rag.posting_blocks").fetchone() == (1, 0)

@@ -106,6 +106,22 @@ BEGIN
           IS DISTINCT FROM (coalesce(s.chunks, 0), coalesce(s.total_len, 0), coalesce(l.pairs, 0))
     ORDER BY 1;
 
+    -- well-formed posting blocks written before 0.9.0 past its limits, which rag.bm25
+    -- reads whole: more than 8,192 postings, or bytes compressed more than 16 to 1 (a
+    -- writer's blocks of one repeated id compressed 450 to 1: 5 MB on disk took a reader
+    -- 2.2 GB). rag's own blocks compress little; 0.9.0 stores them uncompressed. Sizes
+    -- come from the values' headers: nothing is decompressed.
+    RETURN QUERY
+    SELECT b.tenant, 'lexical index: posting blocks past the limits of 0.9.0 (written before it)', count(*),
+           format('lexeme %s', rag._shown(min(b.lexeme))),
+           format('SELECT rag.rebuild_lexical_index();   -- in tenant %L', b.tenant)
+    FROM rag.posting_blocks AS b
+    WHERE octet_length(b.ids) = 8::bigint * b.n AND octet_length(b.tfs) = 2::bigint * b.n
+      AND octet_length(b.lens) = 4::bigint * b.n
+      AND (b.n > 8192 OR 14::bigint * b.n > 16::bigint * (pg_column_size(b.ids) + pg_column_size(b.tfs)
+                                                            + pg_column_size(b.lens)))
+    GROUP BY b.tenant ORDER BY 1;
+
     -- attached tables: rag's four triggers in place and enabled, and their rows in step
     FOR a IN SELECT * FROM rag.attachments AS x ORDER BY x.tenant, x.id LOOP
         owner := rag._table_owner(a.source_table);
