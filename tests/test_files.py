@@ -183,6 +183,77 @@ def test_a_long_pdf_is_cancelled_within_a_second(db):
     assert counts(db) == (0, 0)
 
 
+def _outlined_pdf(entries: int, lines: int) -> bytes:
+    """One page of `lines` lines and an outline of `entries` entries pointing at it, with
+    titles not on the page (pypdf writes it: no producer makes such a file on purpose)."""
+    from pypdf import PdfWriter
+    from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
+    w = PdfWriter()
+    page = w.add_blank_page(612, 792)
+    font = DictionaryObject({NameObject("/Type"): NameObject("/Font"), NameObject("/Subtype"): NameObject("/Type1"),
+                             NameObject("/BaseFont"): NameObject("/Helvetica")})
+    page[NameObject("/Resources")] = DictionaryObject({NameObject("/Font"): DictionaryObject(
+        {NameObject("/F1"): w._add_object(font)})})
+    content = DecodedStreamObject()
+    content.set_data("\n".join(["BT /F1 1 Tf 1 TL 10 780 Td"] + ["(x) Tj T*"] * lines + ["ET"]).encode())
+    page[NameObject("/Contents")] = w._add_object(content)
+    for i in range(entries):
+        w.add_outline_item(title=f"t{i}", page_number=0)
+    out = io.BytesIO()
+    w.write(out)
+    return out.getvalue()
+
+
+def _docx_of(document: bytes) -> bytes:
+    """A ZIP holding word/document.xml, with incompressible bytes in a comment so that it
+    passes the ZIP-bomb ratio check."""
+    import os
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("word/document.xml", b'<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/'
+                   b'2006/main"><w:body>' + document + b"<!--" + os.urandom(160_000).hex().encode()
+                   + b"--></w:body></w:document>")
+    return out.getvalue()
+
+
+def test_hostile_outlines_markup_and_entities_are_cancelled_within_a_second(db):
+    """Review 47: a PDF outline of 8,000 entries over a page of 80,000 lines was placed by a
+    search per entry (14 s past a 4 s statement_timeout); a 223 KB DOCX of 40 MB of empty
+    elements was parsed as one tree (+0.9 GB, 5.6 s past a 300 ms timeout); a run of 2 M
+    HTML entities was decoded in one call (1.7 s)."""
+    pid = db.execute("SELECT pg_backend_pid()").fetchone()[0]
+    ingest_file(db, make_pdf(["A short file to load the modules."]), "short.pdf")   # (see above)
+    db.execute("DELETE FROM rag.documents")
+    empty = _docx_of(b"<a/>" * 9_900_000)
+    # (the outline's PDF takes pypdf a few seconds to read: its timeout falls after that)
+    for data, name, timeout in ((_outlined_pdf(8000, 80_000), "outline.pdf", 4.0), (empty, "empty.docx", 0.3),
+                                (_docx_of(b"<w:p>" + b"<a/>" * 9_900_000 + b"</w:p>"), "one-paragraph.docx", 0.3)):
+        db.execute(f"SET statement_timeout = '{int(timeout * 1000)}ms'")
+        t = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            ingest_file(db, data, name)
+        assert time.monotonic() - t < timeout + 1, name
+        db.execute("SET statement_timeout = '300ms'")
+    t = time.monotonic()
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        db.execute("SELECT rag.ingest(%s, 'amp.html', metadata => '{\"format\": \"html\"}')",
+                   ("<p>" + "&amp;" * 1_999_000,))   # (10 MB: under rag.max_document_bytes)
+    assert time.monotonic() - t < 1.3
+    db.execute("RESET statement_timeout")
+    assert counts(db) == (0, 0)
+    # and to their end: the empty one is parsed an element at a time (its peak was +0.9 GB),
+    # a paragraph of more than 1,000,000 elements is refused
+    status = "SELECT pg_read_file('/proc/' || %s || '/status')"
+    hwm = lambda: int(db.execute(status, (pid,)).fetchone()[0].split("VmHWM:")[1].split()[0]) // 1024  # noqa: E731
+    before = hwm()
+    with pytest.raises(psycopg.Error) as e:
+        ingest_file(db, empty, "empty.docx")
+    assert e.value.sqlstate == "22023" and hwm() - before < 200, (e.value, hwm() - before)
+    with pytest.raises(psycopg.Error) as e:
+        ingest_file(db, _docx_of(b"<w:p>" + b"<w:r/>" * 1_000_001 + b"</w:p>"), "one-paragraph.docx")
+    assert e.value.sqlstate == "54000" and "more than 1,000,000 XML elements in one paragraph" in str(e.value)
+
+
 def test_an_attached_table_of_files_is_indexed_on_insert(db):
     db.execute("CREATE TABLE uploads (id int PRIMARY KEY, name text, data bytea, team text)")
     db.execute("INSERT INTO uploads VALUES (1, 'routine-vacuuming.pdf', %s, 'dba')", (VACUUM_PDF,))

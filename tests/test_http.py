@@ -435,6 +435,27 @@ def test_a_body_is_refused_on_its_headers_before_it_is_read():
         assert got == b"" and seconds > 7
 
 
+def test_an_upload_is_checked_against_its_role_before_it_is_read(dsn):
+    """A reader's key, or a file over rag.max_file_bytes, had the server read the whole file
+    into memory (five 99 MB uploads with a reader's key: +870 MB), to be refused by the
+    database then (review 47). The role's right and its limit are asked first."""
+    with psycopg.connect(dsn, autocommit=True) as su:
+        su.execute("SELECT rag.configure('max_file_bytes', '2000')")
+    with Server(create_app(as_role(dsn, "api"), KEYS, pool_size=2), read_timeout=8) as srv:
+        head = ("POST /ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer key-carol\r\n"
+                "Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: 50000000\r\n\r\n").encode()
+        got, seconds = first_response(srv.port, head)
+        assert got.startswith(b"HTTP/1.1 403") and seconds < 5, got[:300]   # (the read deadline, 8 s, before)
+        assert b'"sqlstate":"42501"' in got
+        with httpx.Client(base_url=srv.url, timeout=60) as c:
+            r = c.post("/ingest", headers=A, files={"file": ("big.md", b"# x\n\n" + b"y " * 5000, "text/markdown")})
+            assert r.status_code == 400 and r.json()["sqlstate"] == "54000", r.text
+            assert "10,005 bytes, over the limit of 2,000 bytes" in r.json()["error"], r.text
+            r = c.post("/ingest", headers=A, files={"file": ("f.md", b"# Ferry\n\nThe ferry leaves at seven.",
+                                                             "text/markdown")})
+            assert r.status_code == 200, r.text
+
+
 def test_a_chunked_body_past_its_limit_is_a_413(client):
     def chunks(n: int):
         for _ in range(n):
