@@ -20,7 +20,9 @@ at most `max_bytes` decompressed, and every page or paragraph checks for interru
 """
 from __future__ import annotations
 
+import codecs
 import io
+import itertools
 import logging
 import re
 import zipfile
@@ -282,54 +284,94 @@ def _docx(data: bytes, name: str, max_bytes: int) -> Extracted:
     return Extracted(text, "docx", "markdown", found_title(title), None)
 
 
-MAX_XML_ELEMENTS = 1_000_000   # a DOCX part's elements held at once (about 90 bytes each)
+MAX_XML_ITEMS = 1_000_000   # a DOCX part's elements, attributes and namespace declarations held at once
+MAX_XML_NAMES = 50_000      # distinct element and attribute names and namespaces in a part (a few hundred in Word's)
+MAX_XML_TAG = 1 << 20       # characters of one tag, from its '<' to its '>' (Word's: a few KB at most)
 _XML_SLICE = 1 << 16
+_LONG_TAG = re.compile("<[^>]{%d}" % MAX_XML_TAG)
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 
 
 def _xml_elements(zf: zipfile.ZipFile, part: str, name: str, max_bytes: int, depth: int):
     """A DOCX part's elements `depth` levels below its root, each with its parent, as each
     one ends; each is dropped once the caller has it. The part is read at most
     4 x max_bytes decompressed (a ZIP bomb stops there, whatever sizes the archive
-    declares), without a DTD (none in Office XML: no entity tricks), and parsed in slices
-    with a cancel check between two; at most MAX_XML_ELEMENTS elements are held at once (a
-    part of 40 MB of empty elements, 223 KB zipped, took 1 GB as one tree, and 5.6 s
-    without a cancel check: review 47)."""
-    raw = _xml_bytes(zf, part, name, max_bytes)
-    parser = ElementTree.XMLPullParser(events=("start", "end"))
+    declares) and parsed in slices with a cancel check between two (`_xml_text`). What the
+    parser holds is bounded (review 47: 40 MB of empty elements, 223 KB zipped, took 1 GB
+    as one tree; review 47b: 3 M attributes of one element, 1 GB): at most MAX_XML_ITEMS
+    elements, attributes and namespace declarations at once, MAX_XML_NAMES distinct names
+    (the parser keeps each), a tag of MAX_XML_TAG characters."""
+    parser = ElementTree.XMLPullParser(events=("start", "end", "start-ns"))
     path: list = []
-    started = dropped = mark = 0
+    names: set = set()
+    started = dropped = mark = declared = 0
+
+    def too_many(what: str, limit: int, hint: str):
+        return LimitExceeded(f"rag.ingest_file: {shown(name)}: {part} has more than {limit:,} {what}", hint=hint)
+
     try:
-        for _ in _fed(parser, raw):
+        for text in itertools.chain(_xml_text(zf, part, name, max_bytes), [None]):
+            if text is None:
+                parser.close()
+            else:
+                parser.feed(text)
             for event, el in parser.read_events():
-                if event == "start":
+                if event == "start-ns":   # (prefix, uri): before the start of its element
+                    started += 1
+                    declared += 1
+                    names.add(el[1])
+                elif event == "start":
                     path.append(el)
                     if len(path) == depth + 1:
-                        mark = started
-                    started += 1
-                    if started - dropped > MAX_XML_ELEMENTS:
-                        raise LimitExceeded(f"rag.ingest_file: {shown(name)}: {part} has more than "
-                                            f"{MAX_XML_ELEMENTS:,} XML elements in one paragraph or table "
-                                            "(or outside any)",
-                                            hint="a Word paragraph has a few hundred at most: split it, "
-                                                 "or the table")
+                        mark = started - declared
+                    declared = 0
+                    started += 1 + len(el.attrib)
+                    names.add(el.tag)
+                    names.update(el.attrib)
+                else:
+                    path.pop()
+                    if len(path) == depth:
+                        yield path[-1], el
+                        path[-1].remove(el)
+                        dropped += started - mark
                     continue
-                path.pop()
-                if len(path) == depth:
-                    yield path[-1], el
-                    path[-1].remove(el)
-                    dropped += started - mark
+                if started - dropped > MAX_XML_ITEMS:
+                    raise too_many("XML elements and attributes in one paragraph or table (or outside any)",
+                                   MAX_XML_ITEMS, "a Word paragraph has a few hundred at most: split it, or the table")
+                if len(names) > MAX_XML_NAMES:
+                    raise too_many("distinct XML names", MAX_XML_NAMES, "Word's own parts use a few hundred")
     except ElementTree.ParseError as e:
         raise FileCorrupt(f"rag.ingest_file: {shown(name)}: {part} is not well-formed XML: {_reason(e)}") from None
 
 
-def _fed(parser, raw: bytes):
-    """Feeds the parser a slice at a time, then closes it; a step after each."""
-    for i in range(0, len(raw), _XML_SLICE):
-        interrupts.check_interrupts()
-        parser.feed(raw[i:i + _XML_SLICE])
-        yield
-    parser.close()
-    yield
+def _xml_text(zf: zipfile.ZipFile, part: str, name: str, max_bytes: int):
+    """The part's text a slice at a time, with a cancel check before each: decoded here as
+    its byte order mark says, else as UTF-8 (the parser then takes it as text, whatever
+    encoding its declaration names), so that what is checked is what is parsed: no DTD
+    (none in Office XML: no entity expansions; in UTF-16 the bytes of '<!DOCTYPE' were not
+    found before: review 47b) and no tag longer than MAX_XML_TAG."""
+    raw = _xml_bytes(zf, part, name, max_bytes)
+    codec = next((c for bom, c in _BOMS if raw.startswith(bom)), "utf-8")
+    decode = codecs.getincrementaldecoder(codec)("strict").decode
+    carry = ""   # an unclosed tag at a slice's end: checked again with the next
+    try:
+        for i in range(0, len(raw) + 1, _XML_SLICE):
+            interrupts.check_interrupts()
+            piece = decode(raw[i:i + _XML_SLICE], final=i + _XML_SLICE > len(raw))
+            window = carry + piece
+            if "<!DOCTYPE" in window or "<!ENTITY" in window:
+                raise FileCorrupt(f"rag.ingest_file: {shown(name)}: {part} declares a DTD, which Word documents "
+                                  "never do")
+            if _LONG_TAG.search(window):
+                raise LimitExceeded(f"rag.ingest_file: {shown(name)}: {part} has a tag of more than "
+                                    f"{MAX_XML_TAG:,} characters", hint="Word's tags are a few KB at most")
+            lt = window.rfind("<")
+            carry = window[lt:] if lt > window.rfind(">") else ""
+            yield piece
+    except UnicodeDecodeError as e:
+        raise FileCorrupt(f"rag.ingest_file: {shown(name)}: {part} is not {codec.upper().replace('-SIG', '')} "
+                          f"text: {_reason(e)}") from None
 
 
 def _xml_bytes(zf: zipfile.ZipFile, part: str, name: str, max_bytes: int) -> bytes:
@@ -347,8 +389,6 @@ def _xml_bytes(zf: zipfile.ZipFile, part: str, name: str, max_bytes: int) -> byt
     if len(raw) > limit:
         raise LimitExceeded(f"rag.ingest_file: {shown(name)}: {part} expands past {limit:,} bytes (a ZIP bomb?)",
                             hint="rag.max_document_bytes bounds a document's text")
-    if b"<!DOCTYPE" in raw or b"<!ENTITY" in raw:
-        raise FileCorrupt(f"rag.ingest_file: {shown(name)}: {part} declares a DTD, which Word documents never do")
     return raw
 
 

@@ -53,8 +53,12 @@ _CHARREF = re.compile(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)"
 
 def _one_ref(m: re.Match) -> str:
     ref = m.group(1)
-    if ref[0] == "#" and ref[1] not in "xX" and len(ref[1:].rstrip(";").lstrip("0")) > 7:
-        return "\ufffd"  # > 0x10FFFF; html.unescape would raise on more than 4300 digits
+    if ref[0] == "#" and ref[1] not in "xX":
+        # (html.unescape's int() raises past 4,300 digits, leading zeros counted: review 47b)
+        digits = ref[1:].rstrip(";").lstrip("0") or "0"
+        if len(digits) > 7:
+            return "\ufffd"  # > 0x10FFFF
+        return _html.unescape("&#" + digits + ";" * ref.endswith(";"))
     return _html.unescape(m.group(0))
 
 
