@@ -227,7 +227,9 @@ def test_hostile_files_and_markup_are_bounded_and_cancelled_within_a_second(db):
     search per entry (14 s past a 4 s statement_timeout); a 223 KB DOCX of 40 MB of empty
     elements was parsed as one tree (+0.9 GB, 5.6 s past a 300 ms timeout); a run of 2 M
     HTML entities was decoded in one call (1.7 s). Review 47b: a DOCX part in UTF-16 hid
-    its DTD, attributes and names were not counted, 4,300 leading zeros were a 38000."""
+    its DTD, attributes and names were not counted, 4,300 leading zeros were a 38000.
+    Review 47c: '>' in attribute values hid a tag's length, prefixes were not counted, a
+    paragraph's lines were split into a list."""
     pid = db.execute("SELECT pg_backend_pid()").fetchone()[0]
     ingest_file(db, make_pdf(["A short file to load the modules."]), "short.pdf")   # (see above)
     db.execute("DELETE FROM rag.documents")
@@ -261,21 +263,38 @@ def test_hostile_files_and_markup_are_bounded_and_cancelled_within_a_second(db):
     laughs = '<!ENTITY a0 "' + "x" * 100 + '">' + "".join(f'<!ENTITY a{i} "{f"&a{i - 1};" * 10}">' for i in range(1, 5))
     utf16 = (f'<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE w:document [{laughs}]><w:document {W_NS}><w:body>'
              + "<w:p><w:r><w:t>&a4;</w:t></w:r></w:p>" * 100 + "</w:body></w:document>").encode("utf-16")
-    attributes = b"".join(b' a%d="1"' % i for i in range(40_000))
+    # review 47c: '>' in attribute values hid a tag's length; prefixes were not counted
+    attributes = b"".join(b' a%d="1"' % i for i in range(9_000))
     for data, sqlstate, message in (
             (_docx_of(b"<w:p>" + b"<w:r/>" * 1_000_001 + b"</w:p>"), "54000",
              "more than 1,000,000 XML elements and attributes in one paragraph"),
-            (_docx_of(b"<w:p>" + (b"<w:r" + attributes + b"/>") * 30 + b"</w:p>"), "54000",
+            (_docx_of(b"<w:p>" + (b"<w:r" + attributes + b"/>") * 120 + b"</w:p>"), "54000",
              "more than 1,000,000 XML elements and attributes in one paragraph"),
             (_docx_of(b"".join(b"<w:p><n%d/></w:p>" % i for i in range(60_000))), "54000",
              "more than 50,000 distinct XML names"),
+            (_docx_of(b"".join(b'<w:p xmlns:q%d="u"><q%d:e/></w:p>' % (i, i) for i in range(60_000))), "54000",
+             "more than 50,000 distinct XML names and prefixes"),
             (_docx_of(b"<w:p" + b"".join(b' a%d="1"' % i for i in range(3_000_000)) + b"/>"), "54000",
-             "a tag of more than 1,048,576 characters"),
-            (_zipped(utf16), "22P03", "declares a DTD")):
+             "a tag of more than 10,000 attributes"),
+            (_docx_of(b"<w:p" + b"".join(b' a%d=">"' % i for i in range(2_800_000)) + b"/>"), "54000",
+             "a tag of more than 10,000 attributes"),
+            (_zipped(utf16), "22P03", "declares a DTD"),
+            (_docx_of(b"<w:p><w:r><w:t>" + b"ab\n" * 13_000_000 + b"</w:t></w:r></w:p>"), "54000",
+             "has a run of text of more than 10,000,000 bytes"),
+            (_docx_of(b"<w:p>" + (b"<w:r><w:t>" + b"word " * 210_000 + b"</w:t></w:r>") * 10 + b"</w:p>"), "54000",
+             "more than 10,000,000 characters of text in one paragraph"),
+            (_docx_of((b"<w:p><w:r><w:t>" + b"word " * 210_000 + b"</w:t></w:r></w:p>") * 10), "54000",
+             "holds more than 10,000,000 characters of text")):
         with pytest.raises(psycopg.Error) as e:
             ingest_file(db, data, "hostile.docx")
         assert e.value.sqlstate == sqlstate and message in str(e.value), e.value
     assert hwm() - before < 400, hwm() - before   # (1,000,000 items held: ~200 MB; 3 M attributes: +1 GB before)
+    # a paragraph of 3 M short lines is read as one string (a list of its lines: +1 GB for
+    # 13 M); its text only (what chunking a 9 MB document costs is another matter)
+    lines = _docx_of(b"<w:p><w:r><w:t>" + b"ab\n" * 3_000_000 + b"</w:t></w:r></w:p>")
+    assert db.execute("SELECT length(content) FROM rag._extract_file(%s, 'lines.docx', 'auto')",
+                      (lines,)).fetchone()[0] > 8_000_000
+    assert hwm() - before < 400, hwm() - before
     # a UTF-16 part without a DTD is read (its declaration's encoding is the text's)
     plain = f'<?xml version="1.0" encoding="UTF-16"?><w:document {W_NS}><w:body><w:p><w:r><w:t>Ferries ' \
             'leave at seven.</w:t></w:r></w:p></w:body></w:document>'

@@ -271,6 +271,7 @@ def _docx(data: bytes, name: str, max_bytes: int) -> Extracted:
                                hint="supported files: PDF, DOCX, HTML, markdown, text")
     styles = _docx_styles(zf, name, max_bytes) if "word/styles.xml" in names else {}
     blocks: list[str] = []
+    size = 0
     for parent, el in _xml_elements(zf, "word/document.xml", name, max_bytes, 2):   # document, body, p
         if parent.tag != f"{_W}body":
             continue
@@ -278,6 +279,12 @@ def _docx(data: bytes, name: str, max_bytes: int) -> Extracted:
             blocks.append(_paragraph(el, styles))
         elif el.tag == f"{_W}tbl":
             blocks.append(_table(el))
+        else:
+            continue
+        size += len(blocks[-1]) + 2
+        if size > max_bytes:
+            raise LimitExceeded(f"rag.ingest_file: {shown(name)} holds more than {max_bytes:,} characters of text",
+                                hint="split the document, or ask an administrator to raise rag.max_document_bytes")
     text = "\n\n".join(b for b in blocks if b.strip())
     text = re.sub(r"\n{3,}", "\n\n", text).strip()
     title = next((b.lstrip("#") for b in blocks if b.startswith("#")), None)  # its first heading
@@ -285,10 +292,13 @@ def _docx(data: bytes, name: str, max_bytes: int) -> Extracted:
 
 
 MAX_XML_ITEMS = 1_000_000   # a DOCX part's elements, attributes and namespace declarations held at once
-MAX_XML_NAMES = 50_000      # distinct element and attribute names and namespaces in a part (a few hundred in Word's)
-MAX_XML_TAG = 1 << 20       # characters of one tag, from its '<' to its '>' (Word's: a few KB at most)
+MAX_XML_NAMES = 50_000      # distinct element and attribute names, prefixes and namespaces in a part
+MAX_XML_ATTRIBUTES = 10_000  # of one element, namespace declarations included (Word's: a few dozen)
 _XML_SLICE = 1 << 16
-_LONG_TAG = re.compile("<[^>]{%d}" % MAX_XML_TAG)
+# a start tag with more than MAX_XML_ATTRIBUTES attributes (a value holds no '<', and may
+# hold '>': review 47c); every quantifier possessive, so a shorter tag fails in one pass
+_MANY_ATTRIBUTES = re.compile(rb"""<[^\s/>!?<][^\s/><]*+(?:\s++[^\s=/><]++\s*+=\s*+(?:"[^"<]*+"|'[^'<]*+')){%d}"""
+                              % (MAX_XML_ATTRIBUTES + 1))
 _BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
          (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 
@@ -299,13 +309,15 @@ def _xml_elements(zf: zipfile.ZipFile, part: str, name: str, max_bytes: int, dep
     4 x max_bytes decompressed (a ZIP bomb stops there, whatever sizes the archive
     declares) and parsed in slices with a cancel check between two (`_xml_text`). What the
     parser holds is bounded (review 47: 40 MB of empty elements, 223 KB zipped, took 1 GB
-    as one tree; review 47b: 3 M attributes of one element, 1 GB): at most MAX_XML_ITEMS
-    elements, attributes and namespace declarations at once, MAX_XML_NAMES distinct names
-    (the parser keeps each), a tag of MAX_XML_TAG characters."""
+    as one tree; reviews 47b and 47c: 3 M attributes of one element, 1 GB; 650 K prefixes):
+    at most MAX_XML_ITEMS elements, attributes and namespace declarations at once,
+    MAX_XML_NAMES distinct names and prefixes (the parser keeps each), max_bytes characters
+    of text in one paragraph or table (`_xml_text` checks the attributes of a tag)."""
     parser = ElementTree.XMLPullParser(events=("start", "end", "start-ns"))
     path: list = []
     names: set = set()
     started = dropped = mark = declared = 0
+    chars = chars_dropped = chars_mark = 0   # characters of text held (a paragraph's runs)
 
     def too_many(what: str, limit: int, hint: str):
         return LimitExceeded(f"rag.ingest_file: {shown(name)}: {part} has more than {limit:,} {what}", hint=hint)
@@ -320,56 +332,69 @@ def _xml_elements(zf: zipfile.ZipFile, part: str, name: str, max_bytes: int, dep
                 if event == "start-ns":   # (prefix, uri): before the start of its element
                     started += 1
                     declared += 1
-                    names.add(el[1])
+                    names.update(el)
                 elif event == "start":
                     path.append(el)
                     if len(path) == depth + 1:
-                        mark = started - declared
+                        mark, chars_mark = started - declared, chars
                     declared = 0
                     started += 1 + len(el.attrib)
                     names.add(el.tag)
                     names.update(el.attrib)
                 else:
                     path.pop()
+                    chars += len(el.text or "")
+                    if chars - chars_dropped > max_bytes:
+                        raise LimitExceeded(f"rag.ingest_file: {shown(name)}: {part} holds more than "
+                                            f"{max_bytes:,} characters of text in one paragraph or table",
+                                            hint="split the document, or ask an administrator to raise "
+                                                 "rag.max_document_bytes")
                     if len(path) == depth:
                         yield path[-1], el
                         path[-1].remove(el)
                         dropped += started - mark
+                        chars_dropped += chars - chars_mark
                     continue
                 if started - dropped > MAX_XML_ITEMS:
                     raise too_many("XML elements and attributes in one paragraph or table (or outside any)",
                                    MAX_XML_ITEMS, "a Word paragraph has a few hundred at most: split it, or the table")
                 if len(names) > MAX_XML_NAMES:
-                    raise too_many("distinct XML names", MAX_XML_NAMES, "Word's own parts use a few hundred")
+                    raise too_many("distinct XML names and prefixes", MAX_XML_NAMES,
+                                   "Word's own parts use a few hundred")
     except ElementTree.ParseError as e:
         raise FileCorrupt(f"rag.ingest_file: {shown(name)}: {part} is not well-formed XML: {_reason(e)}") from None
 
 
 def _xml_text(zf: zipfile.ZipFile, part: str, name: str, max_bytes: int):
-    """The part's text a slice at a time, with a cancel check before each: decoded here as
-    its byte order mark says, else as UTF-8 (the parser then takes it as text, whatever
-    encoding its declaration names), so that what is checked is what is parsed: no DTD
+    """The part's text a slice at a time, with a cancel check before each. It is made UTF-8
+    here as its byte order mark says (the parser is then given text, so the encoding its
+    declaration names is not used), so that what is checked is what is parsed: no DTD
     (none in Office XML: no entity expansions; in UTF-16 the bytes of '<!DOCTYPE' were not
-    found before: review 47b) and no tag longer than MAX_XML_TAG."""
+    found before: review 47b), and no tag of more than MAX_XML_ATTRIBUTES attributes (one
+    tag is built in one parser step: review 47c). Each check is one pass over the bytes."""
     raw = _xml_bytes(zf, part, name, max_bytes)
     codec = next((c for bom, c in _BOMS if raw.startswith(bom)), "utf-8")
-    decode = codecs.getincrementaldecoder(codec)("strict").decode
-    carry = ""   # an unclosed tag at a slice's end: checked again with the next
     try:
+        if codec not in ("utf-8", "utf-8-sig"):
+            raw = raw.decode(codec).encode("utf-8")
+        interrupts.check_interrupts()
+        if b"<!DOCTYPE" in raw or b"<!ENTITY" in raw:
+            raise FileCorrupt(f"rag.ingest_file: {shown(name)}: {part} declares a DTD, which Word documents never do")
+        if _MANY_ATTRIBUTES.search(raw):
+            raise LimitExceeded(f"rag.ingest_file: {shown(name)}: {part} has a tag of more than "
+                                f"{MAX_XML_ATTRIBUTES:,} attributes", hint="Word's tags have a few dozen at most")
+        # (each run from a '<' once: linear)
+        if re.search(rb"(?:\A|<)[^<]{%d}" % (max_bytes + 1), raw):
+            raise LimitExceeded(f"rag.ingest_file: {shown(name)}: {part} has a run of text of more than "
+                                f"{max_bytes:,} bytes", hint="rag.max_document_bytes bounds a document's text")
+        decode = codecs.getincrementaldecoder("utf-8-sig")("strict").decode
         for i in range(0, len(raw) + 1, _XML_SLICE):
             interrupts.check_interrupts()
-            piece = decode(raw[i:i + _XML_SLICE], final=i + _XML_SLICE > len(raw))
-            window = carry + piece
-            if "<!DOCTYPE" in window or "<!ENTITY" in window:
-                raise FileCorrupt(f"rag.ingest_file: {shown(name)}: {part} declares a DTD, which Word documents "
-                                  "never do")
-            if _LONG_TAG.search(window):
-                raise LimitExceeded(f"rag.ingest_file: {shown(name)}: {part} has a tag of more than "
-                                    f"{MAX_XML_TAG:,} characters", hint="Word's tags are a few KB at most")
-            lt = window.rfind("<")
-            carry = window[lt:] if lt > window.rfind(">") else ""
-            yield piece
-    except UnicodeDecodeError as e:
+            # line ends as spaces (Word shows a line end in a run's text as one): the parser
+            # hands on a text a line at a time, and holds each line as a string until its
+            # element ends (a run of 13 M short lines, +1 GB: review 47c)
+            yield decode(raw[i:i + _XML_SLICE], final=i + _XML_SLICE > len(raw)).replace("\r", " ").replace("\n", " ")
+    except UnicodeError as e:
         raise FileCorrupt(f"rag.ingest_file: {shown(name)}: {part} is not {codec.upper().replace('-SIG', '')} "
                           f"text: {_reason(e)}") from None
 
@@ -405,6 +430,9 @@ def _docx_styles(zf: zipfile.ZipFile, name: str, max_bytes: int) -> dict[str, in
     return out
 
 
+_SPACES = re.compile(r"\s+")   # (str.split()'s whitespace: both are str.isspace)
+
+
 def _runs(el) -> str:
     parts = []
     for node in el.iter():
@@ -418,7 +446,9 @@ def _runs(el) -> str:
 
 
 def _paragraph(p, styles: dict[str, int]) -> str:
-    text = " ".join(_runs(p).split("\n")).strip() if p.find(f".//{_W}br") is None else _runs(p).strip()
+    # (one string at each step, not a list of its lines or words: a paragraph of 13 M lines
+    # took 1 GB so: review 47c)
+    text = _runs(p).replace("\n", " ").strip() if p.find(f".//{_W}br") is None else _runs(p).strip()
     if not text:
         return ""
     ppr = p.find(f"{_W}pPr")
@@ -428,7 +458,7 @@ def _paragraph(p, styles: dict[str, int]) -> str:
         m = _HEADING_STYLE.match(style.get(f"{_W}val") or "")
         level = int(m.group(1) or 1) if m else None
     if level:
-        return "#" * min(level, 6) + " " + " ".join(text.split())
+        return "#" * min(level, 6) + " " + _SPACES.sub(" ", text).strip()
     if ppr is not None and ppr.find(f"{_W}numPr") is not None:
         return "- " + text
     return " " + text if text.startswith("#") else text  # not a heading: only heading styles are
@@ -438,7 +468,7 @@ def _table(tbl) -> str:
     rows = []
     for tr in tbl.iter(f"{_W}tr"):
         interrupts.check_interrupts()
-        cells = [" ".join(_runs(tc).split()) for tc in tr.findall(f"{_W}tc")]
+        cells = [_SPACES.sub(" ", _runs(tc)).strip() for tc in tr.findall(f"{_W}tc")]
         if any(cells):
             rows.append(" | ".join(cells))
     return "\n".join(rows)
