@@ -271,6 +271,45 @@ def test_a_chunks_window_bounds_are_bounded_and_longer_ones_not_read(db, connect
     assert hits >= 6 and grown < 100, f"{hits} hits, peak +{grown:.0f} MB"   # +428 MB before
 
 
+def test_a_chunks_embedding_has_its_models_dimensions(db, connect):
+    """A writer's chunk of a model's name with other dimensions (or of no registered model)
+    sat in the shared partition, and the owner's rag.create_model_index of that model
+    failed on it (22000), for every tenant (review 48, read in the code)."""
+    alice = connect("alice")
+    _plant(alice, 1, "Kudu graze at dawn.")   # (its model's own vector: taken)
+    did = alice.execute("SELECT id FROM rag.documents WHERE source = 'plant.md'").fetchone()[0]
+    for model, vector in (("future-embed", "[1,2]"), ("all-MiniLM-L6-v2", "[1,2]")):
+        with pytest.raises(psycopg.Error) as e:
+            alice.execute("INSERT INTO rag.chunks (document_id, ord, content, tokens, content_hash, model, embedding) "
+                          "VALUES (%s, 99, 'x', 1, '\\x00', %s, %s)", (did, model, vector))
+        assert e.value.sqlstate == "22023" and "embedding of 2 dimensions" in str(e.value), e.value
+    with pytest.raises(psycopg.Error) as e:
+        alice.execute("UPDATE rag.chunks SET embedding = '[1,2]' WHERE document_id = %s", (did,))
+    assert e.value.sqlstate == "22023"
+    db.execute("SELECT rag.add_model('future-embed', 'embed', base_url => 'http://127.0.0.1:9/v1', dimensions => 2)")
+    alice.execute("INSERT INTO rag.chunks (document_id, ord, content, tokens, content_hash, model, embedding) "
+                  "VALUES (%s, 99, 'x', 1, '\\x00', 'future-embed', '[1,2]')", (did,))   # (its dimensions: taken)
+    assert db.execute("SELECT rag.create_model_index('future-embed')").fetchone()[0]
+
+
+def test_window_and_reembed_batches_are_bounded(connect):
+    """A writer may call rag._window_batch and rag._reembed_batch (rag.work runs as the
+    caller); a batch of NULL took every chunk of its tenant into one call, its windows cut
+    in Python without a cancel check (review 48, read in the code). NULL or less than 1 is
+    refused; a batch is at most what rag.work and rag._finish_switch take."""
+    alice = connect("alice")
+    _plant(alice, 300, "Kudu graze at dawn. Eland rest at noon. The herd moves on at dusk.")
+    for f in ("_window_batch", "_reembed_batch"):
+        for n in (None, 0, -1):
+            with pytest.raises(psycopg.Error) as e:
+                alice.execute(f"SELECT rag.{f}(%s)", (n,))
+            assert e.value.sqlstate == "22023" and f"a batch of {n} chunks" in str(e.value), e.value
+    # (the planted chunks have no window bounds yet: rag.work's backfill would fill them)
+    assert alice.execute("SELECT rag._window_batch(1000000)").fetchone() == (256,)   # 300 before
+    assert alice.execute("SELECT rag._window_batch(1000000)").fetchone() == (44,)
+    assert alice.execute("SELECT count(*) FROM rag.chunks WHERE window_bounds IS NULL").fetchone() == (0,)
+
+
 def test_a_posting_block_holds_at_most_8192_postings(db, connect):
     """A writer may write posting blocks (the ingest triggers run as the caller); every
     reader's BM25 decoded a block whole: 12 M postings in 2 MB on disk, +1.26 GB. A block

@@ -572,6 +572,22 @@ def test_switch_refusals(db, connect):
     assert e.value.sqlstate == "42501"
 
 
+def test_a_model_of_more_than_2000_dimensions_is_searched_without_an_index(db):
+    """pgvector's HNSW indexes vectors of at most 2,000 dimensions and refuses more with an
+    XX000: the owner's switch to such a model (rag.add_model takes up to 16,000) failed
+    with it (review 48, read in the code). The index is refused by name (54000), and a
+    switch goes on with a WARNING: search with that model scans."""
+    db.execute("SELECT rag.add_model('wide-embed', 'embed', base_url => 'http://127.0.0.1:9/v1', dimensions => 3072)")
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT rag.create_model_index('wide-embed')")
+    assert e.value.sqlstate == "54000" and "3072 dimensions" in str(e.value) and "2,000" in str(e.value)
+    warnings = []
+    db.add_notice_handler(lambda n: warnings.append(n.message_primary))
+    assert db.execute("SELECT rag.set_embedding_model('wide-embed')").fetchone()[0] == "active"   # (no chunks)
+    assert any("no HNSW index for 'wide-embed'" in w and "2,000" in w for w in warnings), warnings
+    assert db.execute("SELECT count(*) FROM rag.model_indexes WHERE model = 'wide-embed'").fetchone() == (0,)
+
+
 def test_a_writers_session_marks_for_the_ids_it_will_get_skip_nothing(db, connect):
     """The turnstile's mark (rag.claimed_tenant_models: this transaction holds its tenant's
     row) named the transaction by its id, which a writer can predict: marks set for its

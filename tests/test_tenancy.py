@@ -212,3 +212,27 @@ def test_every_table_has_forced_row_level_security_and_views_are_invoker(db):
     # string literals only: without them, nothing is left that could name an object
     bare = re.sub(r"'(?:[^']|'')*'", "", body)
     assert re.fullmatch(r"\s*SELECT \* FROM \(VALUES[\s(),]*\) AS d \(name, default_value, description\)\s*", bare), bare
+
+
+def test_the_procedures_name_their_types_so_a_callers_path_runs_no_plant(db, connect):
+    """rag.work, rag.purge_ledger and rag.lock_guard commit between batches and so cannot pin
+    their search_path; their variables' types (float8, text, name, timestamptz) were looked
+    up through the caller's path: a domain planted under such a name in a schema the
+    caller's path puts before pg_catalog ran its CHECK as the caller (review 48, read in
+    the code; review 23 had qualified the operators)."""
+    db.execute("GRANT CREATE ON SCHEMA public TO alice")
+    alice = connect("alice")
+    alice.execute("CREATE TABLE public.ran_as (who name, what text)")
+    alice.execute("GRANT INSERT, SELECT ON public.ran_as TO PUBLIC")
+    for t in ("float8", "text", "name", "timestamptz"):
+        alice.execute(f"CREATE FUNCTION public.spy_{t}(v pg_catalog.{t}) RETURNS boolean LANGUAGE plpgsql AS $f$ "
+                      f"BEGIN INSERT INTO public.ran_as VALUES (current_user, '{t}'); RETURN true; END $f$")
+        alice.execute(f"CREATE DOMAIN public.{t} AS pg_catalog.{t} CHECK (public.spy_{t}(VALUE))")
+    bob = connect("bob")
+    bob.execute("SET search_path = public, pg_catalog")
+    bob.execute("CALL rag.work()")
+    db.execute("SET search_path = public, pg_catalog")
+    db.execute("CALL rag.purge_ledger()")
+    db.execute("CALL rag.lock_guard('0 seconds', '1 second')")
+    db.execute("RESET search_path")
+    assert db.execute("SELECT who, what FROM public.ran_as").fetchall() == []   # bob's and the superuser's before

@@ -764,7 +764,10 @@ def _window_spans(plpy, texts: list[str]) -> tuple[list[str], list[str]]:
     window's end, and each window's lexemes. A window is a run of whole sentences of the
     chunk, so its tokens are the chunk's, in order: window i's positions follow window
     i - 1's (checked against to_tsvector on every chunk of the shared eval sets)."""
-    per = [windows(t) or [t[:WINDOW_TEXT_CHARS]] for t in texts]
+    per = []
+    for t in texts:   # (~0.1 ms a chunk: a cancel is seen between two)
+        interrupts.check_interrupts()
+        per.append(windows(t) or [t[:WINDOW_TEXT_CHARS]])
     flat = [w for ws in per for w in ws]
     got = plpy.execute(_plan(plpy, _WINDOW_SPANS % LEN_SQL, ["text[]"]), [flat]) if flat else []
     bounds, lengths, k = [], [], 0
@@ -975,7 +978,11 @@ def _window_literals(plpy, s: dict, spec: providers.ModelSpec, keys: list, texts
     `known`; '{}' for a chunk that is one window; all None with rag.window_embeddings off."""
     if not _bool_setting(s, "window_embeddings"):
         return [None] * len(texts)
-    per = {key: windows(text) for key, text in zip(keys, texts) if key not in known}
+    per = {}
+    for key, text in zip(keys, texts):   # (a cancel is seen between two)
+        if key not in known:
+            interrupts.check_interrupts()
+            per[key] = windows(text)
     todo = dict.fromkeys(w for ws in per.values() for w in ws)
     lit = {}
     if todo:
@@ -992,6 +999,15 @@ _WINDOW_TODO = """
     ORDER BY c.id LIMIT $3 FOR UPDATE OF c SKIP LOCKED"""
 
 
+def _batch_of(s: dict, n: int | None) -> int:
+    """A batch size asked of rag._window_batch or rag._reembed_batch, at most what rag.work
+    and rag._finish_switch take (rag.index_batch_size, 256); NULL or less than 1 refused (a
+    writer's rag._window_batch(NULL) held every chunk of its tenant in one call: review 48)."""
+    if n is None or n < 1:
+        raise InvalidParameter(f"rag: a batch of {n} chunks", hint="pass a batch size of 1 or more")
+    return min(n, max(256, _int_setting(s, "index_batch_size", 1, 100000)))
+
+
 @sql_errors
 def window_batch(plpy, n: int) -> int:
     """Fill in the windows of up to n chunks of the session's tenant: their embeddings in
@@ -1000,6 +1016,7 @@ def window_batch(plpy, n: int) -> int:
     (rag.chunks.window_bounds, no model involved) where they have none; returns how many
     chunks (0: none left)."""
     s = settings(plpy)
+    n = _batch_of(s, n)
     embed = _bool_setting(s, "window_embeddings")
     # (two partial indexes: rag.chunks' windows_todo and bounds_todo; with the setting off,
     # the chunks that keep no window embeddings are not read at all)
@@ -1202,6 +1219,7 @@ def reembed_batch(plpy, n: int) -> int:
     """Embed up to n chunks of the session's tenant with its next embedding model (a model
     switch in progress) into rag.embeddings_next; -1 when there is no switch."""
     s = settings(plpy)
+    n = _batch_of(s, n)
     rows = plpy.execute(_plan(plpy, "SELECT next_model FROM rag.tenant_models WHERE tenant = $1 "
                                     "AND next_model IS NOT NULL", ["text"]), [s["tenant"]])
     if not rows:

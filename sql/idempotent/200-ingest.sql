@@ -123,8 +123,9 @@ $$;
 -- every reader of its tenant carries a retrieved chunk's text, and 30 of 30 MB held 900 MB
 -- for a search (hostile review 43). Its windows' bounds and lengths describe at most 12
 -- windows (lexical.MAX_WINDOW_SPANS), as rag makes them: a writer may write them, and
--- every reader's search read them into Python (40 M entries: +2.3 GB, review 46). A
--- restore stores rows as dumped.
+-- every reader's search read them into Python (40 M entries: +2.3 GB, review 46). Its
+-- embedding has its model's registered dimensions (review 48). A restore stores rows as
+-- dumped.
 CREATE OR REPLACE FUNCTION rag._chunks_before_write()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -154,12 +155,25 @@ BEGIN
         RAISE EXCEPTION 'rag.chunks: the window bounds and lengths of a chunk of document % are not lists of numbers',
                         NEW.document_id
             USING ERRCODE = 'invalid_parameter_value', HINT = 'leave them NULL: rag.work fills them in';
+    ELSIF (TG_OP = 'INSERT' OR NEW.model IS DISTINCT FROM OLD.model
+           OR pg_catalog.array_length(NEW.embedding::pg_catalog.float4[], 1) <> pg_catalog.array_length(OLD.embedding::pg_catalog.float4[], 1))
+          AND pg_catalog.array_length(NEW.embedding::pg_catalog.float4[], 1) IS DISTINCT FROM
+              (SELECT m.dimensions FROM rag.models AS m WHERE m.name = NEW.model AND m.kind = 'embed') THEN
+        -- (a writer's chunk of another model's name and dimensions in the shared partition
+        -- made the owner's rag.create_model_index of that model fail, for every tenant:
+        -- review 48; the dimensions by a cast: a call of vector_dims by name can be made
+        -- ambiguous by a plant, review 23)
+        RAISE EXCEPTION 'rag.chunks: a chunk of document % has an embedding of % dimensions, which is not one of embedding model %',
+                        NEW.document_id, pg_catalog.array_length(NEW.embedding::pg_catalog.float4[], 1), rag._shown(NEW.model)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'an embedding has its registered model''s dimensions (rag.models); rag.ingest makes them';
     END IF;
     RETURN NEW;
 END
 $$;
 
-CREATE OR REPLACE TRIGGER chunks_before_write BEFORE INSERT OR UPDATE OF window_bounds, window_lengths ON rag.chunks
+CREATE OR REPLACE TRIGGER chunks_before_write
+    BEFORE INSERT OR UPDATE OF window_bounds, window_lengths, model, embedding ON rag.chunks
     FOR EACH ROW EXECUTE FUNCTION rag._chunks_before_write();
 
 -- rag._documents_after_insert / rag._documents_after_update

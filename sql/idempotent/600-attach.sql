@@ -643,21 +643,21 @@ AS $$
 DECLARE
     batch int;
     max_attempts int;
-    base float8;
+    base pg_catalog.float8;
     done int := 0;
     ids bigint[];
     embedded int;
     r record;
-    msg text;
+    msg pg_catalog.text;
     -- the role whose tables this worker indexes: its own, in a session of its own
     -- (rag._own_session; after SET ROLE, the owner's code could switch back: review 39c)
-    me name := CASE WHEN rag._own_session(current_user) THEN current_user END;
+    me pg_catalog.name := CASE WHEN rag._own_session(current_user) THEN current_user END;
 BEGIN
     LOOP
         EXIT WHEN max_batches IS NOT NULL AND done OPERATOR(pg_catalog.>=) max_batches;
         batch := rag._setting('index_batch_size')::int;
         max_attempts := rag._setting('max_attempts')::int;
-        base := rag._setting('retry_base_seconds')::float8;
+        base := rag._setting('retry_base_seconds')::pg_catalog.float8;
         -- only rows of tables the current role owns and sees whole (rag._worker_takes)
         SELECT pg_catalog.array_agg(q.id) INTO ids FROM (
             SELECT x.id FROM rag.queue AS x JOIN rag.attachments AS a ON a.id OPERATOR(pg_catalog.=) x.attachment_id
@@ -706,7 +706,7 @@ BEGIN
         IF r.owner OPERATOR(pg_catalog.=) me THEN
             RAISE WARNING 'rag.work: % queued rows of table % are left: row-level security applies to its owner here, and a row it hides would be taken for a deleted one', r.n, r.source_table
                 USING HINT = pg_catalog.format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY (its policies still bind other roles), '
-                                               'or SELECT rag.detach(%L) and attach it again with mode => ''sync''', r.source_table, r.source_table::text);
+                                               'or SELECT rag.detach(%L) and attach it again with mode => ''sync''', r.source_table, r.source_table::pg_catalog.text);
             CONTINUE;
         END IF;
         RAISE WARNING 'rag.work: % queued rows of table % are left for its owner, role %', r.n, r.source_table, r.owner
@@ -714,7 +714,7 @@ BEGIN
                               THEN pg_catalog.format('indexing runs the table''s own code (key casts, domain checks) with the worker''s '
                                                      'rights: log in as %I (not SET ROLE or SET SESSION AUTHORIZATION) and run CALL rag.work(), or schedule it as that role', r.owner)
                               ELSE pg_catalog.format('role %I cannot log in: ALTER ROLE %I LOGIN and run CALL rag.work() logged in as it, '
-                                                     'or SELECT rag.detach(%L) and attach it again with mode => ''sync''', r.owner, r.owner, r.source_table::text) END;
+                                                     'or SELECT rag.detach(%L) and attach it again with mode => ''sync''', r.owner, r.owner, r.source_table::pg_catalog.text) END;
     END LOOP;
     -- then a model switch in progress (rag.set_embedding_model): re-embed in batches, and
     -- switch when the last chunk is done

@@ -69,6 +69,13 @@ DECLARE
     m rag.models := rag._model(model_name, 'embed');
     part name;
 BEGIN
+    IF m.dimensions > 2000 THEN   -- (pgvector's own refusal is an XX000, review 48)
+        RAISE EXCEPTION 'rag.create_model_index: % has % dimensions; pgvector''s HNSW indexes vectors of at most 2,000',
+                        rag._shown(m.name), m.dimensions
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'search with this model scans (exact, slower on a large corpus); a model whose API shortens '
+                         'its vectors can be registered with dimensions => 2000 or fewer';
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_inherits AS h JOIN pg_class AS c ON c.oid = h.inhrelid
                    WHERE h.inhparent = 'rag.chunks'::regclass
                      AND to_regclass(format('rag.%I', rag._model_index(c.relname, m.name))) IS NULL) THEN
@@ -304,6 +311,9 @@ BEGIN
     EXCEPTION WHEN insufficient_privilege THEN
         RAISE WARNING 'rag.set_embedding_model: no HNSW index for %: search will scan until the extension''s owner runs SELECT rag.create_model_index(%)',
             quote_literal(m.name), quote_literal(m.name);
+    WHEN program_limit_exceeded THEN
+        RAISE WARNING 'rag.set_embedding_model: no HNSW index for %: its % dimensions are over the 2,000 pgvector''s HNSW indexes, so search with it scans',
+            quote_literal(m.name), m.dimensions;
     END;
     cur := rag._setting('embedding_model');
     DELETE FROM rag.embeddings_next AS n WHERE n.tenant = t;  -- an earlier, unfinished switch

@@ -141,7 +141,7 @@ CREATE OR REPLACE PROCEDURE rag.lock_guard(run_for interval DEFAULT '55 seconds'
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    started timestamptz := pg_catalog.clock_timestamp();
+    started pg_catalog.timestamptz := pg_catalog.clock_timestamp();
 BEGIN
     WHILE rag._lock_guard_pass(started, run_for, every) LOOP
         COMMIT;

@@ -114,24 +114,24 @@ AS $$
 DECLARE
     cut record;
     step record;
-    ledger text;
-    cutoff timestamptz;
+    ledger pg_catalog.text;
+    cutoff pg_catalog.timestamptz;
     after bigint;
     removed bigint;
 BEGIN
     SELECT * INTO cut FROM rag._ledger_cutoffs(batch_rows);
     FOREACH ledger IN ARRAY ARRAY['answers', 'usage'] LOOP
-        cutoff := CASE ledger WHEN 'answers' THEN cut.answers ELSE cut.usage END;
+        cutoff := CASE WHEN ledger OPERATOR(pg_catalog.=) 'answers' THEN cut.answers ELSE cut.usage END;
         after := 0;
         removed := 0;
         WHILE cutoff IS NOT NULL LOOP
             SELECT * INTO step FROM rag._purge_ledger_batch(ledger, after, cutoff, batch_rows);
             EXIT WHEN step.last_id IS NULL;
-            removed := removed + step.removed;
+            removed := removed OPERATOR(pg_catalog.+) step.removed;
             after := step.last_id;
             COMMIT;
         END LOOP;
-        IF ledger = 'answers' THEN
+        IF ledger OPERATOR(pg_catalog.=) 'answers' THEN
             answers_removed := removed;
         ELSE
             usage_removed := removed;

@@ -504,12 +504,13 @@ COMMENT ON FUNCTION rag._restoring() IS
 
 COMMENT ON FUNCTION rag._chunks_before_write() IS
   'Internal: refuses a chunk over 131,072 characters or with a heading over 4,096, and window bounds and '
-  'lengths of more than 13 and 12 entries (54000), past what rag makes; a writer''s own chunks are read by every '
-  'reader of its tenant. A restore stores rows as dumped.';
+  'lengths of more than 13 and 12 entries (54000), past what rag makes, and an embedding without its model''s '
+  'registered dimensions (22023); a writer''s own chunks are read by every reader of its tenant. A restore '
+  'stores rows as dumped.';
 
 COMMENT ON TRIGGER chunks_before_write ON rag.chunks IS
-  'A chunk is at most 131,072 characters, its heading 4,096, its window bounds and lengths 13 and 12 entries '
-  '(rag._chunks_before_write).';
+  'A chunk is at most 131,072 characters, its heading 4,096, its window bounds and lengths 13 and 12 entries, '
+  'its embedding of its model''s dimensions (rag._chunks_before_write).';
 
 COMMENT ON FUNCTION rag._posting_blocks_before_insert() IS
   'Internal: refuses a posting block of more than 8,192 postings, or whose ids, tfs and lens are not 8, 2 and '
