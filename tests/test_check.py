@@ -55,8 +55,10 @@ def test_what_the_triggers_did_not_see_is_found_and_repaired(db, alices):
     db.execute("UPDATE notes SET body = 'The library closes at ten.' WHERE id = 1")
     db.execute("RESET session_replication_role")
     alice.execute(f"ALTER TABLE notes DISABLE TRIGGER {_trigger(alice, 'upd')}")
+    db.execute("SET session_replication_role = replica")   # (a chunk's model is checked when written)
     db.execute("UPDATE rag.chunks SET model = 'another-model' WHERE document_id = "
                "(SELECT id FROM rag.documents WHERE source = 'bakery.md')")
+    db.execute("RESET session_replication_role")
     db.execute("INSERT INTO rag.corpus_stats (tenant, chunks, total_len) VALUES ('alice', 5, 50)")
 
     found = _problems(alice)
