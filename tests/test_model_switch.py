@@ -573,10 +573,11 @@ def test_switch_refusals(db, connect):
 
 
 def test_a_model_of_more_than_2000_dimensions_is_searched_without_an_index(db):
-    """pgvector's HNSW indexes vectors of at most 2,000 dimensions and refuses more with an
-    XX000: the owner's switch to such a model (rag.add_model takes up to 16,000) failed
-    with it (review 48, read in the code). The index is refused by name (54000), and a
-    switch goes on with a WARNING: search with that model scans."""
+    """pgvector's HNSW indexes vectors of at most 2,000 dimensions ("column cannot have more
+    than 2000 dimensions for hnsw index", naming no model), and the owner's switch to such a
+    model (rag.add_model takes up to 16,000) failed on it (review 48, read in the code). The
+    index is refused naming the model (54000), and a switch goes on with a WARNING: search
+    with that model scans."""
     db.execute("SELECT rag.add_model('wide-embed', 'embed', base_url => 'http://127.0.0.1:9/v1', dimensions => 3072)")
     with pytest.raises(psycopg.Error) as e:
         db.execute("SELECT rag.create_model_index('wide-embed')")

@@ -69,7 +69,7 @@ DECLARE
     m rag.models := rag._model(model_name, 'embed');
     part name;
 BEGIN
-    IF m.dimensions > 2000 THEN   -- (pgvector's own refusal is an XX000, review 48)
+    IF m.dimensions > 2000 THEN   -- (pgvector's own refusal names no model, and failed a switch: review 48)
         RAISE EXCEPTION 'rag.create_model_index: % has % dimensions; pgvector''s HNSW indexes vectors of at most 2,000',
                         rag._shown(m.name), m.dimensions
             USING ERRCODE = 'program_limit_exceeded',
