@@ -245,6 +245,14 @@ def test_a_writer_cannot_choose_its_tenants_embedding_model(connect, db):
         bob.execute("INSERT INTO rag.tenant_models (tenant) VALUES ('alice')")    # not his tenant
     assert _sqlstate(e) == "42501"
     bob.execute("INSERT INTO rag.tenant_models DEFAULT VALUES")
+    # a switch an admin started is finished by rag.work once its vectors are in place; by
+    # hand before, it left the tenant's vector search with none (review 48, F7)
+    db.execute("SELECT rag.add_model('other-embed', 'embed', base_url => 'http://127.0.0.1:9/v1', dimensions => 8)")
+    db.execute("UPDATE rag.tenant_models SET embedding_model = 'all-MiniLM-L6-v2', next_model = 'other-embed', "
+               "switch_started_at = now() WHERE tenant = 'bob'")
+    with pytest.raises(psycopg.Error) as e:
+        bob.execute("UPDATE rag.tenant_models SET embedding_model = next_model, next_model = NULL, switched_at = now()")
+    assert _sqlstate(e) == "55000" and "is not done" in str(e.value), e.value
     db.execute("UPDATE rag.tenant_models SET embedding_model = 'all-MiniLM-L6-v2', next_model = 'all-MiniLM-L6-v2', "
                "switch_started_at = now() WHERE tenant = 'bob'")
     bob.execute("UPDATE rag.tenant_models SET embedding_model = next_model, next_model = NULL, switched_at = now()")

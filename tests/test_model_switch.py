@@ -328,7 +328,9 @@ def test_the_owners_switch_waits_for_the_tenants_row_before_it_locks_chunks(conn
 
 def test_a_chunk_another_worker_holds_keeps_the_switch_from_finishing(switch_db, dsn):
     """Two workers: the finishing one must not switch while the other still embeds chunks
-    that SKIP LOCKED passed over (they would keep the old model for good)."""
+    that SKIP LOCKED passed over (they would keep the old model for good). A batch holds its
+    tenant's row as a writer does (0.10.0: review 48, F4), so the last step waits for it
+    for its patience, then leaves the switch to the next rag.work."""
     db = switch_db
     assert db.execute("SELECT rag.set_embedding_model('smollm2-embed')").fetchone()[0] == "building"
     other = psycopg.connect(dsn)
@@ -336,7 +338,10 @@ def test_a_chunk_another_worker_holds_keeps_the_switch_from_finishing(switch_db,
         assert other.execute("SELECT rag._reembed_batch(3)").fetchone()[0] == 3      # not committed
         while db.execute("SELECT rag._reembed_batch(64)").fetchone()[0] > 0:
             pass
-        assert db.execute("SELECT rag._finish_switch()").fetchone()[0] is False
+        said = []
+        db.add_notice_handler(lambda n: said.append(n.message_primary))
+        assert db.execute("SELECT rag._finish_switch('1 second')").fetchone()[0] is False
+        assert any("waits for its writers" in m for m in said), said
         other.commit()
         assert db.execute("SELECT rag._finish_switch()").fetchone()[0] is True
         assert db.execute("SELECT DISTINCT model FROM rag.chunks WHERE tenant = rag.current_tenant()"
@@ -565,6 +570,9 @@ def test_switch_refusals(db, connect):
         db.execute("SELECT rag.set_embedding_model('extractive')")
     assert e.value.sqlstate == "22023"
     with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT rag.set_embedding_model(NULL)")
+    assert e.value.sqlstate == "22004" and "name is NULL" in str(e.value)   # (42704 before: "model NULL")
+    with pytest.raises(psycopg.Error) as e:
         db.execute("SELECT rag.configure('embedding_model', 'smollm2-embed')")
     assert e.value.sqlstate == "22023" and "set_embedding_model" in str(e.value)
     with pytest.raises(psycopg.Error) as e:
@@ -610,3 +618,76 @@ def test_a_writers_session_marks_for_the_ids_it_will_get_skip_nothing(db, connec
     with db.transaction():
         assert db.execute("SELECT tenant FROM rag.tenant_models WHERE tenant = %s FOR UPDATE NOWAIT",
                           (tenant,)).fetchall() == [(tenant,)]
+
+
+def test_an_admins_switch_to_a_third_model_waits_for_a_batch_of_the_second(switch_db, dsn, local_llm):
+    """A worker's batch of the model being switched to that committed after an admin had
+    switched the tenant to a third model left rows of the second behind, and every later
+    rag.work failed on them (23505) until the switch was set again (review 48, F4, read in
+    the code). A batch holds its tenant's row as a writer does, so the admin's switch waits
+    for it and then drops its rows; and a row of another model (left by that race before
+    0.10.0, or written by hand) is replaced, not collided with."""
+    import threading
+    db = switch_db
+    db.execute("SELECT rag.add_model('smollm2-embed-b', 'embed', base_url => %s, dimensions => 576, "
+               "provider_model => 'smollm2', max_input_tokens => 2048)", (local_llm,))
+    assert db.execute("SELECT rag.set_embedding_model('smollm2-embed')").fetchone()[0] == "building"
+    worker = psycopg.connect(dsn)
+    said = []
+    try:
+        assert worker.execute("SELECT rag._reembed_batch(4)").fetchone()[0] == 4      # not committed
+        admin = threading.Thread(target=lambda: said.append(
+            db.execute("SELECT rag.set_embedding_model('smollm2-embed-b')").fetchone()[0]))
+        admin.start()
+        admin.join(2.0)
+        assert admin.is_alive(), said        # waits for the batch (before: 'building' at once)
+        worker.commit()
+        admin.join(30)
+        assert said == ["building"]
+    finally:
+        worker.close()
+    assert db.execute("SELECT count(*) FROM rag.embeddings_next WHERE model = 'smollm2-embed'").fetchone() == (0,)
+    # a row of the replaced model, as the race left it before 0.10.0
+    db.execute("""INSERT INTO rag.embeddings_next (chunk_id, tenant, model, content_hash, embedding)
+                  SELECT c.id, c.tenant, 'smollm2-embed', c.content_hash, array_fill(0.1::real, ARRAY[576])::vector
+                  FROM rag.chunks AS c ORDER BY c.id LIMIT 3""")
+    db.execute("CALL rag.work()")
+    assert _status(db)[0::4] == ("smollm2-embed-b", "active")
+    assert db.execute("SELECT DISTINCT model FROM rag.chunks").fetchall() == [("smollm2-embed-b",)]
+    assert db.execute("SELECT count(*) FROM rag.embeddings_next").fetchone() == (0,)
+    assert len(_search(db)) == 5
+
+
+def test_a_switchs_batches_read_their_own_chunks_not_the_ones_done(switch_db):
+    """Each re-embedding batch read the tenant's chunks in id order from the first, passing
+    over every one already done: a switch was quadratic in the tenant's chunks (1 M chunks:
+    ~10^10 probes; review 48, F5, read in the code). A batch now starts past the last chunk
+    done (rag.embeddings_next's index on tenant, model, chunk_id): what it reads does not grow
+    with what is done. Counted in the rows the batch's transaction read (pg_stat_xact_*)."""
+    db = switch_db
+    # 2,000 chunks more of one text (embedded once: the batches reuse its vector by hash)
+    did = db.execute("SELECT min(id) FROM rag.documents").fetchone()[0]
+    db.execute("""INSERT INTO rag.chunks (document_id, ord, content, tokens, content_hash, model, embedding)
+                  SELECT c.document_id, 100 + g, 'The keeper trims the wick at dusk.', 8, c.content_hash, c.model, c.embedding
+                  FROM rag.chunks AS c, generate_series(1, 2000) AS g WHERE c.document_id = %s AND c.ord = 0""", (did,))
+    total = db.execute("SELECT count(*) FROM rag.chunks").fetchone()[0]
+    assert db.execute("SELECT rag.set_embedding_model('smollm2-embed')").fetchone()[0] == "building"
+    read = """SELECT coalesce(sum(coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)), 0)
+              FROM pg_stat_xact_user_tables WHERE schemaname = 'rag' AND relname IN ('chunks_default', 'embeddings_next')"""
+    reads = []
+    while True:
+        db.execute("BEGIN")   # (the counts of what this backend has not reported yet, so both within one transaction)
+        before = db.execute(read).fetchone()[0]
+        got = db.execute("SELECT rag._reembed_batch(256)").fetchone()[0]
+        reads.append(int(db.execute(read).fetchone()[0] - before))
+        db.execute("COMMIT")
+        if got < 256:
+            break
+    print("reads per batch", reads)
+    assert len(reads) == total // 256 + 1
+    # the last full batch reads what the first did, its own 256 chunks and a few rows more
+    # (before: every chunk done so far as well, ~256 more each batch)
+    assert reads[-2] < 2 * 256 + 50 and reads[0] < 2 * 256 + 50, reads
+    assert db.execute("SELECT rag._switch_embedded(rag.current_tenant())").fetchone()[0] is True
+    assert db.execute("SELECT rag._finish_switch()").fetchone()[0] is True
+    assert db.execute("SELECT DISTINCT model FROM rag.chunks").fetchall() == [("smollm2-embed",)]

@@ -193,14 +193,17 @@ def test_every_table_has_forced_row_level_security_and_views_are_invoker(db):
     views = db.execute("""SELECT relname, coalesce(reloptions, '{}') FROM pg_class
                           WHERE relnamespace = 'rag'::regnamespace AND relkind = 'v'""").fetchall()
     assert views and all("security_invoker=true" in opts for _, opts in views), views
-    # one SECURITY DEFINER function (0.7.0, hostile review 38): the trigger that forgets the
-    # answers of deleted chunks, which no role may execute (so none can hang it elsewhere)
-    definers = db.execute("""SELECT p.oid::regprocedure::text, p.proacl::text[] FROM pg_proc p
-                             WHERE p.pronamespace = 'rag'::regnamespace AND p.prosecdef""").fetchall()
-    assert len(definers) == 1 and definers[0][0] == "rag._chunks_forget_answers()", definers
+    # two SECURITY DEFINER functions: the trigger that forgets the answers of deleted chunks
+    # (0.7.0, hostile review 38), which no role may execute (so none can hang it elsewhere),
+    # and whether any tenant uses an embedding model (0.10.0, review 48), rag_admin's
+    definers = dict(db.execute("""SELECT p.oid::regprocedure::text, p.proacl::text[] FROM pg_proc p
+                                  WHERE p.pronamespace = 'rag'::regnamespace AND p.prosecdef""").fetchall())
+    assert set(definers) == {"rag._chunks_forget_answers()", "rag._embedding_model_used(text)"}, definers
     owner = db.execute("SELECT pg_get_userbyid(proowner) FROM pg_proc "
                        "WHERE oid = 'rag._chunks_forget_answers()'::regprocedure").fetchone()[0]
-    assert definers[0][1] and all(acl.startswith(f"{owner}=") for acl in definers[0][1]), definers   # (NULL: PUBLIC)
+    for name, grantees in (("rag._chunks_forget_answers()", {owner}), ("rag._embedding_model_used(text)", {owner, "rag_admin"})):
+        acl = definers[name]   # (NULL: PUBLIC)
+        assert acl and {a.split("=")[0] for a in acl} == grantees, (name, acl)
     unpinned = db.execute("""SELECT p.oid::regprocedure FROM pg_proc p WHERE p.pronamespace = 'rag'::regnamespace
                              AND p.prokind <> 'p'  -- rag.work commits, so it cannot SET search_path
                              -- a VALUES list inlined into pinned callers (checked below)
@@ -236,3 +239,43 @@ def test_the_procedures_name_their_types_so_a_callers_path_runs_no_plant(db, con
     db.execute("CALL rag.lock_guard('0 seconds', '1 second')")
     db.execute("RESET search_path")
     assert db.execute("SELECT who, what FROM public.ran_as").fetchall() == []   # bob's and the superuser's before
+
+
+def test_an_admin_of_one_tenant_cannot_change_a_model_only_another_tenant_uses(db, connect):
+    """Whether an embedding model is in use (so that what makes its vectors stays) was read
+    under the admin's row-level security: an admin of one tenant could re-register, with
+    other dimensions or another provider model, a model that only another tenant used (its
+    switch made by an admin who is not the extension's owner: no HNSW index recorded), and
+    that tenant's search then failed (review 48, F1, read in the code). Every tenant's rows
+    count now, and a tenant's chunks of a model no row names (a session's rag.embedding_model)."""
+    url = "http://127.0.0.1:9/v1"
+    db.execute("SELECT rag.add_model('bobs-embed', 'embed', base_url => %s, dimensions => 8)", (url,))
+    db.execute("SELECT rag.add_model('bobs-session-embed', 'embed', base_url => %s, dimensions => 3)", (url,))
+    # bob's tenant uses bobs-embed (no index: its admin is not the owner), and has a chunk of
+    # bobs-session-embed that no row names
+    db.execute("SET rag.tenant = 'bob'")
+    did = db.execute("SELECT rag.ingest('Bob keeps bees.', source => 'bees.md')").fetchone()[0]
+    db.execute("UPDATE rag.tenant_models SET embedding_model = 'bobs-embed' WHERE tenant = 'bob'")
+    db.execute("""INSERT INTO rag.chunks (document_id, ord, content, tokens, content_hash, model, embedding)
+                  VALUES (%s, 5, 'Bees.', 2, sha256('Bees.'), 'bobs-session-embed', '[1,0,0]')""", (did,))
+    db.execute("RESET rag.tenant")
+    assert db.execute("SELECT count(*) FROM rag.model_indexes").fetchone() == (0,)
+    dora = connect("dora")
+    assert dora.execute("SELECT count(*) FROM rag.tenant_models WHERE tenant = 'bob'").fetchone() == (0,)  # (hidden)
+    for model, dims in (("bobs-embed", 16), ("bobs-session-embed", 4)):
+        with pytest.raises(psycopg.Error) as e:
+            dora.execute("SELECT rag.add_model(%s, 'embed', base_url => %s, dimensions => %s)", (model, url, dims))
+        assert e.value.sqlstate == "55006" and f"'{model}' is in use" in str(e.value), e.value
+        with pytest.raises(psycopg.Error) as e:
+            dora.execute("UPDATE rag.models SET provider_model = 'another' WHERE name = %s", (model,))
+        assert e.value.sqlstate == "55006", e.value
+    # a model nobody uses is dora's to change, its base URL always
+    dora.execute("SELECT rag.add_model('free-embed', 'embed', base_url => %s, dimensions => 8)", (url,))
+    dora.execute("SELECT rag.add_model('free-embed', 'embed', base_url => %s, dimensions => 16)", (url,))
+    dora.execute("SELECT rag.add_model('bobs-embed', 'embed', base_url => 'http://127.0.0.2:9/v1', dimensions => 8)")
+    assert dora.execute("SELECT rag._embedding_model_used('bobs-embed'), rag._embedding_model_used('free-embed')"
+                        ).fetchone() == (True, False)
+    for role in ("alice", "carol"):     # rag_admin's only
+        with pytest.raises(psycopg.Error) as e:
+            connect(role).execute("SELECT rag._embedding_model_used('bobs-embed')")
+        assert e.value.sqlstate == "42501", e.value

@@ -1214,35 +1214,72 @@ def extract_file(plpy, data: bytes, filename: str, fmt: str) -> tuple:
     return x.text, x.file_format, x.text_format, x.title, x.pages, True
 
 
+# (a switch's chunks in id order from past the last one done, which the index
+# embeddings_next_tenant_chunk finds: each batch reads its own chunks, not the ones done
+# before it, which made a switch quadratic in the tenant's chunks: review 48, F5)
+_REEMBED_TODO = """
+    SELECT c.id, c.content, c.content_hash FROM rag.chunks AS c
+    WHERE c.tenant = $1 AND c.id > coalesce((SELECT max(x.chunk_id) FROM rag.embeddings_next AS x
+                                             WHERE x.tenant = $1 AND x.model = $2), 0)
+    ORDER BY c.id LIMIT $3 FOR UPDATE OF c SKIP LOCKED"""
+
+# (then, once past the last chunk, the ones behind it: written by a transaction that
+# committed after the batches had passed their ids, or passed over by a batch that failed
+# or while another worker held them; one pass over the tenant's chunks per call)
+_REEMBED_LEFT = """
+    SELECT c.id, c.content, c.content_hash FROM rag.chunks AS c
+    WHERE c.tenant = $1 AND NOT EXISTS (SELECT 1 FROM rag.embeddings_next AS x
+                                        WHERE x.tenant = $1 AND x.chunk_id = c.id AND x.model = $2)
+    ORDER BY c.id LIMIT $3 FOR UPDATE OF c SKIP LOCKED"""
+
+
 @sql_errors
 def reembed_batch(plpy, n: int) -> int:
     """Embed up to n chunks of the session's tenant with its next embedding model (a model
-    switch in progress) into rag.embeddings_next; -1 when there is no switch."""
+    switch in progress) into rag.embeddings_next; -1 when there is no switch. Fewer than n
+    (0: none) once the chunks past the last one done run out."""
     s = settings(plpy)
     n = _batch_of(s, n)
-    rows = plpy.execute(_plan(plpy, "SELECT next_model FROM rag.tenant_models WHERE tenant = $1 "
-                                    "AND next_model IS NOT NULL", ["text"]), [s["tenant"]])
+    switching = _plan(plpy, "SELECT next_model FROM rag.tenant_models WHERE tenant = $1 AND next_model IS NOT NULL",
+                      ["text"])
+    if not plpy.execute(switching, [s["tenant"]]):
+        return -1
+    # the tenant's row held as a writer's (FOR KEY SHARE, until this transaction ends), and
+    # the next model read after it: an admin's switch to a third model waits for this batch
+    # and then drops its rows; before, rows of the model it replaced were left behind, and
+    # every later batch failed on them (23505: review 48, F4)
+    plpy.execute(_plan(plpy, "SELECT 1 FROM rag._claim_tenant_models(ARRAY[$1])", ["text"]), [s["tenant"]])
+    rows = plpy.execute(switching, [s["tenant"]])
     if not rows:
         return -1
     spec = model_spec(plpy, rows[0]["next_model"], "embed")
-    todo = plpy.execute(_plan(plpy, """
-        SELECT c.id, c.content, c.content_hash FROM rag.chunks AS c
-        WHERE c.tenant = $1 AND NOT EXISTS (SELECT 1 FROM rag.embeddings_next AS x
-                                            WHERE x.chunk_id = c.id AND x.model = $2)
-        ORDER BY c.id LIMIT $3 FOR UPDATE OF c SKIP LOCKED""", ["text", "text", "int"]), [s["tenant"], spec.name, n])
+    todo = plpy.execute(_plan(plpy, _REEMBED_TODO, ["text", "text", "int"]), [s["tenant"], spec.name, n])
+    if not todo:
+        todo = plpy.execute(_plan(plpy, _REEMBED_LEFT, ["text", "text", "int"]), [s["tenant"], spec.name, n])
     if not todo:
         return 0
+    ids = [r["id"] for r in todo]
     hashes = [bytes(r["content_hash"]) for r in todo]
+    # (one row per hash: all of a text's rows were read, so a switch over many copies of
+    # one chunk was quadratic as well)
     known = {bytes(r["h"]): r["e"] for r in plpy.execute(_plan(plpy, """
-        SELECT DISTINCT ON (content_hash) content_hash AS h, embedding::text AS e FROM rag.embeddings_next
-        WHERE tenant = $1 AND model = $2 AND content_hash = ANY($3)""", ["text", "text", "bytea[]"]),
-        [s["tenant"], spec.name, list(set(hashes))])}
+        SELECT u.h, (SELECT x.embedding::text FROM rag.embeddings_next AS x
+                     WHERE x.tenant = $1 AND x.model = $2 AND x.content_hash = u.h LIMIT 1) AS e
+        FROM unnest($3::bytea[]) AS u (h)""", ["text", "text", "bytea[]"]),
+        [s["tenant"], spec.name, list(set(hashes))]) if r["e"] is not None}
     _embed_missing(plpy, s, spec, zip(hashes, (r["content"] for r in todo)), known, "reembed")
+    # (a row of another model for one of these chunks, left by that race before 0.10.0 or
+    # written by a writer of the tenant by hand, is replaced: found by the primary key, as
+    # ON CONFLICT does, for a DELETE of them was planned on another index of this table, a
+    # switch starts it empty and unanalysed, and read every row of the tenant per chunk)
     plpy.execute(_plan(plpy, """
-        INSERT INTO rag.embeddings_next (chunk_id, tenant, model, content_hash, embedding)
-        SELECT u.id, $2, $3, u.h, u.e::@extschema:vector@.vector FROM unnest($1::bigint[], $4::bytea[], $5::text[]) AS u (id, h, e)""",
+        INSERT INTO rag.embeddings_next AS x (chunk_id, tenant, model, content_hash, embedding)
+        SELECT u.id, $2, $3, u.h, u.e::@extschema:vector@.vector FROM unnest($1::bigint[], $4::bytea[], $5::text[]) AS u (id, h, e)
+        ON CONFLICT (tenant, chunk_id) DO UPDATE
+        SET model = excluded.model, content_hash = excluded.content_hash, embedding = excluded.embedding,
+            created_at = excluded.created_at""",
         ["bigint[]", "text", "text", "bytea[]", "text[]"]),
-        [[r["id"] for r in todo], s["tenant"], spec.name, hashes, [known[h] for h in hashes]])
+        [ids, s["tenant"], spec.name, hashes, [known[h] for h in hashes]])
     return len(todo)
 
 

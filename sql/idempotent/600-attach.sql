@@ -723,7 +723,9 @@ BEGIN
         batch := rag._setting('index_batch_size')::int;
         embedded := rag._reembed_batch(batch);
         EXIT WHEN embedded OPERATOR(pg_catalog.<) 0;
-        IF rag._switch_embedded(rag.current_tenant()) THEN
+        -- (a full batch is not the last: whether every chunk is done, a pass over the
+        -- tenant's chunks, is asked once the batches run short, not after each: review 48, F5)
+        IF embedded OPERATOR(pg_catalog.<) batch AND rag._switch_embedded(rag.current_tenant()) THEN
             -- the batch's locks on chunks go first: a writer of the tenant that deletes
             -- one of them would wait for this transaction while the last step waits for
             -- the writer (hostile review 31)

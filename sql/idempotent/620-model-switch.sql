@@ -19,19 +19,44 @@ AS $$
                  ELSE part || '_hnsw_' || left(md5(model), 12) END)::name
 $$;
 
+-- rag._embedding_model_used (internal): whether an embedding model may have vectors in
+-- rag.chunks for any tenant: rag.config's model (the database's), a tenant's model or the
+-- one it is being switched to, a model with HNSW indexes of its own (rag.model_indexes), a
+-- switch's vectors (rag.embeddings_next) or a chunk of it (a session's rag.embedding_model
+-- writes some without any row naming it; read last, and only if nothing else says so).
+-- SECURITY DEFINER, rag's second (review 48, F1): the tables are per tenant, and an admin
+-- of one tenant, whose row-level security let it see its own tenant's rows only, could
+-- change what makes the vectors of a model only another tenant used (its dimensions: that
+-- tenant's search failed; its provider model: its queries were embedded by another model).
+-- It answers yes or no for one name, which the foreign keys on rag.models tell an admin
+-- already (a model a tenant uses cannot be deleted); EXECUTE for rag_admin only, fixed
+-- statements, no caller's text in them but the name compared.
+CREATE OR REPLACE FUNCTION rag._embedding_model_used(model_name text)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN model_name IS NOT NULL
+       AND (EXISTS (SELECT 1 FROM rag.config AS c WHERE c.name = 'embedding_model' AND c.value = model_name)
+            OR EXISTS (SELECT 1 FROM rag.tenant_models AS t WHERE t.embedding_model = model_name OR t.next_model = model_name)
+            OR EXISTS (SELECT 1 FROM rag.model_indexes AS mi WHERE mi.model = model_name)
+            OR EXISTS (SELECT 1 FROM rag.embeddings_next AS n WHERE n.model = model_name)
+            OR EXISTS (SELECT 1 FROM rag.chunks AS ch WHERE ch.model = model_name));
+END
+$$;
+REVOKE ALL ON FUNCTION rag._embedding_model_used(text) FROM PUBLIC;
+
 -- rag._embedding_model_in_use (internal): whether an embedding model may have vectors in
--- rag.chunks, as far as the caller can see (chunks and tenant_models are per tenant): the
--- database's model, the session's or its tenant's (current or being switched to), or a
--- model with HNSW indexes of its own (rag.model_indexes, every role reads it).
+-- rag.chunks: the session's model (its rag.embedding_model, or its tenant's), or one any
+-- tenant uses (rag._embedding_model_used).
 CREATE OR REPLACE FUNCTION rag._embedding_model_in_use(model_name text)
 RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT rag._setting('embedding_model') = model_name
-        OR EXISTS (SELECT 1 FROM rag.config AS c WHERE c.name = 'embedding_model' AND c.value = model_name)
-        OR EXISTS (SELECT 1 FROM rag.tenant_models AS t WHERE model_name IN (t.embedding_model, t.next_model))
-        OR EXISTS (SELECT 1 FROM rag.model_indexes AS mi WHERE mi.model = model_name)
+    SELECT rag._setting('embedding_model') = model_name OR rag._embedding_model_used(model_name)
 $$;
 
 -- rag._make_model_index (internal): one model's partial HNSW index on one partition of
@@ -286,10 +311,15 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    m rag.models := rag._model(name, 'embed');
+    m rag.models;
     t text := rag.current_tenant();
     cur text;
 BEGIN
+    IF name IS NULL THEN   -- (was "model NULL is not registered", 42704: review 48)
+        RAISE EXCEPTION 'rag.set_embedding_model: name is NULL' USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'name a registered embedding model: SELECT name FROM rag.models WHERE kind = ''embed''';
+    END IF;
+    m := rag._model(name, 'embed');
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         -- (after it waited for the tenant's writers, it must see the chunks they wrote:
         -- in REPEATABLE READ it switched at once over chunks of the old model, review 31)
@@ -331,11 +361,17 @@ END
 $$;
 
 -- rag._reembed_batch (internal): embed up to n chunks of the tenant with its next model;
--- returns how many, or -1 when no switch is in progress
+-- returns how many, or -1 when no switch is in progress. Its reads go through indexes
+-- (ragpg.pg.reembed_batch: a batch reads its own chunks, not the ones done before it). A
+-- switch starts with rag.embeddings_next empty and its chunks perhaps not analysed: plans
+-- made then (and kept for the session) read every row done so far in each batch, or every
+-- chunk left, then sorted them (seen in its test).
 CREATE OR REPLACE FUNCTION rag._reembed_batch_py(n int)
 RETURNS int
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
 AS $python$
     #@ragpg-prologue
     return ragpg.pg.reembed_batch(plpy, n)
@@ -480,6 +516,16 @@ BEGIN
         -- this update's own lock allows: a model changes only once they have ended (a
         -- no-op after rag.set_embedding_model's or rag._finish_switch's claim)
         PERFORM 1 FROM rag.tenant_models AS x WHERE x.tenant = OLD.tenant FOR UPDATE;
+        -- a writer finishes a switch whose vectors are in place (rag._finish_switch moves
+        -- them first); by hand, it could mark it done with none, and its tenant's vector
+        -- search found nothing (review 48, F7). One pass over the tenant's chunks, once a switch.
+        IF NOT rag._is_member('rag_admin')
+           AND EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.tenant = OLD.tenant AND c.model <> OLD.next_model) THEN
+            RAISE EXCEPTION 'rag.tenant_models: the switch of tenant % to % is not done: some of its chunks are of another model',
+                rag._shown(OLD.tenant), rag._shown(OLD.next_model)
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'CALL rag.work() embeds them and finishes the switch';
+        END IF;
         RETURN NEW;
     END IF;
     RAISE EXCEPTION 'rag.tenant_models: only rag_admin chooses a tenant''s embedding model'

@@ -101,15 +101,23 @@ COMMENT ON FUNCTION rag.settings() IS
   'the setting of row name is rag.<name>. Example: SELECT * FROM rag.settings();';
 
 COMMENT ON FUNCTION rag._embedding_model_in_use(text) IS
-  'Internal: whether an embedding model may have vectors in rag.chunks, as far as the caller can see: the '
-  'database''s, the session''s or its tenant''s model (current or next), or one with its own HNSW indexes '
-  '(rag.model_indexes). Such a model keeps what makes its vectors (rag._model_identity).';
+  'Internal: whether an embedding model may have vectors in rag.chunks: the session''s model (its '
+  'rag.embedding_model or its tenant''s), or one any tenant uses (rag._embedding_model_used). Such a model '
+  'keeps what makes its vectors (rag._model_identity).';
+
+COMMENT ON FUNCTION rag._embedding_model_used(text) IS
+  'Internal: SECURITY DEFINER (rag_admin may execute it): whether an embedding model may have vectors in '
+  'rag.chunks for any tenant: rag.config''s model, a tenant''s current or next model, a model with its own '
+  'HNSW indexes, a switch''s vectors, or a chunk of it (read last). Every tenant''s rows, which an admin''s '
+  'row-level security hides: an admin of one tenant could change the dimensions of a model only another '
+  'tenant used (hostile review 48). Returns yes or no for one name.';
 
 COMMENT ON FUNCTION rag._tenant_model_guard() IS
   'Internal: row trigger on rag.tenant_models: a role that is not rag_admin may only insert the row that '
   'chooses nothing (all NULL but the tenant) and finish the switch an admin started (embedding_model becomes '
-  'next_model), not choose a model (42501). An update that changes a model waits for the tenant''s writers '
-  '(it locks the row FOR UPDATE).';
+  'next_model) once every chunk of the tenant is of the next model (55000 before: rag._finish_switch moves '
+  'the vectors first), not choose a model (42501). An update that changes a model waits for the tenant''s '
+  'writers (it locks the row FOR UPDATE).';
 
 COMMENT ON FUNCTION rag._switch_embedded(text) IS
   'Internal: whether every chunk of the tenant has its embedding by the tenant''s next model (rag.work and '

@@ -202,6 +202,8 @@ GRANT EXECUTE ON PROCEDURE rag.work(int) TO rag_writer;
 -- a model switch: rag.work re-embeds and finishes it
 GRANT UPDATE (model, embedding, window_embeddings, window_bounds, window_lengths) ON rag.chunks TO rag_writer;
 GRANT INSERT, DELETE ON rag.embeddings_next TO rag_writer;
+-- (a switch's batch replaces a row of another model for its chunk: ON CONFLICT, review 48)
+GRANT UPDATE (model, content_hash, embedding, created_at) ON rag.embeddings_next TO rag_writer;
 GRANT INSERT, UPDATE (embedding_model, next_model, switch_started_at, switched_at) ON rag.tenant_models TO rag_writer;
 -- (the insert guard: rag._tenant_model_guard; UPDATE by column, not the table's: a role with
 -- table-level UPDATE may LOCK TABLE it in any mode, and every tenant's writers lock their row)
@@ -242,6 +244,7 @@ GRANT EXECUTE ON FUNCTION
     rag._check_setting(text, text),
     rag._retention(text, text, text, text),
     rag._embedding_model_in_use(text),
+    rag._embedding_model_used(text),
     rag.add_model(text, text, text, text, int, int, numeric, numeric, text, text, text, jsonb),
     rag.use_model(text),
     rag.set_embedding_model(text),
