@@ -9,7 +9,7 @@ with rag's triggers off: the lexical index is not what is measured), a switch to
 embedding model registered at an address where no server listens, and that text's vector
 in the new model planted once, so every batch reuses it and no model runs: what is timed
 is finding a batch's chunks and writing its rows (rag._reembed_batch(256), each in its own
-transaction, as rag.work runs them), then the last step (rag._finish_switch), which moves
+transaction, as rag.work runs them, by a writer of the tenant under row-level security), then the last step (rag._finish_switch), which moves
 every vector in one transaction (random vectors by then: see below). Medians of the first and the last 20 batches; their
 ratio is 1.00 when a batch costs the same late as early. Writes
 bench/results/model_switch-<date>.json.
@@ -27,20 +27,20 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import drop_database, fresh_database  # noqa: E402
+from common import bench_writer, drop_database, fresh_database  # noqa: E402
 
 TEXT = "The keeper climbs the stairs at dusk, trims the wick and lights the lamp of the lighthouse."
 BATCH = 256
 
 
 def fill(c, n: int) -> None:
-    """n chunks of TEXT in one document of the session's tenant, written without triggers."""
+    """n chunks of TEXT in one document of tenant bench, written without triggers."""
     c.execute("SET session_replication_role = replica")
-    did = c.execute("INSERT INTO rag.documents (source, content, content_hash) "
-                    "VALUES ('switch.md', %s, sha256(convert_to(%s, 'UTF8'))) RETURNING id", (TEXT, TEXT)).fetchone()[0]
+    did = c.execute("INSERT INTO rag.documents (tenant, source, content, content_hash) "
+                    "VALUES ('bench', 'switch.md', %s, sha256(convert_to(%s, 'UTF8'))) RETURNING id", (TEXT, TEXT)).fetchone()[0]
     for lo in range(0, n, 20000):   # (random vectors: HNSW indexes of one repeated vector build slowly)
-        c.execute("""INSERT INTO rag.chunks (document_id, ord, content, tokens, content_hash, model, embedding)
-                     SELECT %s, g, %s, 20, sha256(convert_to(%s, 'UTF8')), 'all-MiniLM-L6-v2',
+        c.execute("""INSERT INTO rag.chunks (tenant, document_id, ord, content, tokens, content_hash, model, embedding)
+                     SELECT 'bench', %s, g, %s, 20, sha256(convert_to(%s, 'UTF8')), 'all-MiniLM-L6-v2',
                             (SELECT array_agg(random() - 0.5) FROM generate_series(1, 384) WHERE g IS NOT NULL)::vector(384)
                      FROM generate_series(%s::int, %s::int) AS g""", (did, TEXT, TEXT, lo, min(n, lo + 20000) - 1))
     c.execute("RESET session_replication_role")
@@ -57,14 +57,18 @@ def main() -> int:
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
         dsn = fresh_database(args.dsn, "switch")
-        with psycopg.connect(dsn, autocommit=True) as c:
+        as_bench = bench_writer(dsn)
+        with psycopg.connect(dsn, autocommit=True) as su:
             print(f"filling {n:,} chunks ...", flush=True)
-            fill(c, n)
-            c.execute("SELECT rag.add_model('nowhere-embed', 'embed', base_url => 'http://127.0.0.1:9/v1', dimensions => 8)")
-            assert c.execute("SELECT rag.set_embedding_model('nowhere-embed')").fetchone()[0] == "building"
-            c.execute("""INSERT INTO rag.embeddings_next (chunk_id, tenant, model, content_hash, embedding)
-                         SELECT c.id, c.tenant, 'nowhere-embed', c.content_hash, '[1,0,0,0,0,0,0,0]'
-                         FROM rag.chunks AS c ORDER BY c.id LIMIT 1""")
+            fill(su, n)
+            su.execute("SELECT rag.add_model('nowhere-embed', 'embed', base_url => 'http://127.0.0.1:9/v1', dimensions => 8)")
+            su.execute("SET rag.tenant = 'bench'")   # (the switch is an admin's; rag.work runs as a writer)
+            assert su.execute("SELECT rag.set_embedding_model('nowhere-embed')").fetchone()[0] == "building"
+            su.execute("""INSERT INTO rag.embeddings_next (chunk_id, tenant, model, content_hash, embedding)
+                          SELECT c.id, c.tenant, 'nowhere-embed', c.content_hash, '[1,0,0,0,0,0,0,0]'
+                          FROM rag.chunks AS c ORDER BY c.id LIMIT 1""")
+        with psycopg.connect(as_bench, autocommit=True) as c:   # the writer, under row-level security
+            assert c.execute("SELECT rag.current_tenant()").fetchone()[0] == "bench"
             ms = []
             t_all = time.perf_counter()
             while True:

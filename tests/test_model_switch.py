@@ -658,39 +658,81 @@ def test_an_admins_switch_to_a_third_model_waits_for_a_batch_of_the_second(switc
     assert len(_search(db)) == 5
 
 
-def test_a_switchs_batches_read_their_own_chunks_not_the_ones_done(switch_db):
+@pytest.mark.parametrize("worker", ["superuser", "alice"])
+def test_a_switchs_batches_read_their_own_chunks_not_the_ones_done(switch_db, connect, worker):
     """Each re-embedding batch read the tenant's chunks in id order from the first, passing
     over every one already done: a switch was quadratic in the tenant's chunks (1 M chunks:
     ~10^10 probes; review 48, F5, read in the code). A batch now starts past the last chunk
     done (rag.embeddings_next's index on tenant, model, chunk_id): what it reads does not grow
-    with what is done. Counted in the rows the batch's transaction read (pg_stat_xact_*)."""
+    with what is done. Counted in the rows the batch's transaction read (pg_stat_xact_*). As
+    a writer too, which runs rag.work: the first version of the fix bounded a superuser's
+    batches only (under row-level security its bound was a filter: review 49), and a row a
+    writer plants past its last chunk does not move the start."""
     db = switch_db
+    w = db if worker == "superuser" else connect(worker)
+    if worker != "superuser":
+        w.execute("SELECT rag.ingest('The keeper trims the wick at dusk.', source => 'wick.md')")
     # 2,000 chunks more of one text (embedded once: the batches reuse its vector by hash)
-    did = db.execute("SELECT min(id) FROM rag.documents").fetchone()[0]
-    db.execute("""INSERT INTO rag.chunks (document_id, ord, content, tokens, content_hash, model, embedding)
-                  SELECT c.document_id, 100 + g, 'The keeper trims the wick at dusk.', 8, c.content_hash, c.model, c.embedding
-                  FROM rag.chunks AS c, generate_series(1, 2000) AS g WHERE c.document_id = %s AND c.ord = 0""", (did,))
-    total = db.execute("SELECT count(*) FROM rag.chunks").fetchone()[0]
+    did = w.execute("SELECT min(id) FROM rag.documents").fetchone()[0]
+    w.execute("""INSERT INTO rag.chunks (document_id, ord, content, tokens, content_hash, model, embedding)
+                 SELECT c.document_id, 100 + g, 'The keeper trims the wick at dusk.', 8, c.content_hash, c.model, c.embedding
+                 FROM rag.chunks AS c, generate_series(1, 2000) AS g WHERE c.document_id = %s AND c.ord = 0""", (did,))
+    total = w.execute("SELECT count(*) FROM rag.chunks").fetchone()[0]
+    db.execute("SELECT set_config('rag.tenant', %s, false)", (w.execute("SELECT rag.current_tenant()").fetchone()[0],))
     assert db.execute("SELECT rag.set_embedding_model('smollm2-embed')").fetchone()[0] == "building"
+    db.execute("RESET rag.tenant")
+    w.execute("""INSERT INTO rag.embeddings_next (chunk_id, model, content_hash, embedding)
+                 VALUES (9223372036854775807, 'smollm2-embed', '\\x00', array_fill(0.1::real, ARRAY[576])::vector)""")
     read = """SELECT coalesce(sum(coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)), 0)
               FROM pg_stat_xact_user_tables WHERE schemaname = 'rag' AND relname IN ('chunks_default', 'embeddings_next')"""
     reads = []
     while True:
-        db.execute("BEGIN")   # (the counts of what this backend has not reported yet, so both within one transaction)
-        before = db.execute(read).fetchone()[0]
-        got = db.execute("SELECT rag._reembed_batch(256)").fetchone()[0]
-        reads.append(int(db.execute(read).fetchone()[0] - before))
-        db.execute("COMMIT")
+        w.execute("BEGIN")   # (the counts of what this backend has not reported yet, so both within one transaction)
+        before = w.execute(read).fetchone()[0]
+        got = w.execute("SELECT rag._reembed_batch(256)").fetchone()[0]
+        reads.append(int(w.execute(read).fetchone()[0] - before))
+        w.execute("COMMIT")
         if got < 256:
             break
-    print("reads per batch", reads)
+    print("reads per batch", worker, reads)
     assert len(reads) == total // 256 + 1
     # the last full batch reads what the first did, its own 256 chunks and a few rows more
     # (before: every chunk done so far as well, ~256 more each batch)
     assert reads[-2] < 2 * 256 + 50 and reads[0] < 2 * 256 + 50, reads
-    assert db.execute("SELECT rag._switch_embedded(rag.current_tenant())").fetchone()[0] is True
-    assert db.execute("SELECT rag._finish_switch()").fetchone()[0] is True
-    assert db.execute("SELECT DISTINCT model FROM rag.chunks").fetchall() == [("smollm2-embed",)]
+    assert w.execute("SELECT rag._switch_embedded(rag.current_tenant())").fetchone()[0] is True
+    w.execute("DELETE FROM rag.embeddings_next WHERE chunk_id = 9223372036854775807")
+    assert w.execute("SELECT rag._finish_switch()").fetchone()[0] is True
+    assert w.execute("SELECT DISTINCT model FROM rag.chunks").fetchall() == [("smollm2-embed",)]
+
+
+def test_an_admin_cancels_a_switch_while_a_batch_waits_for_its_model(db, dsn, fake_openai):
+    """A batch held its tenant's row from before its model calls to its end (0.10.0's first
+    fix of review 48's F4): with batches of more than 5 s an admin could not cancel or
+    change the switch (55P03 after 30 s, as long as the worker ran: review 49). The row is
+    taken for the write only: the admin's switch goes through while the batch waits for its
+    model, and the batch then finds the switch changed and writes nothing. The model server
+    is the scripted fake (it answers after 4 s)."""
+    import threading
+    from openai_fake import Scenario
+    url = fake_openai.add("slow-embed", Scenario(dims=3, hang=4.0))
+    db.execute("SELECT rag.add_model('slow-embed', 'embed', base_url => %s, dimensions => 3)", (url,))
+    db.execute("SELECT rag.ingest('The keeper trims the wick at dusk.', source => 'wick.md')")
+    assert db.execute("SELECT rag.set_embedding_model('slow-embed')").fetchone()[0] == "building"
+    worker = psycopg.connect(dsn, autocommit=True)
+    got = []
+    try:
+        batch = threading.Thread(target=lambda: got.append(worker.execute("SELECT rag._reembed_batch(8)").fetchone()[0]))
+        batch.start()
+        time.sleep(1.0)                                   # the batch waits for its model
+        t0 = time.monotonic()
+        assert db.execute("SELECT rag.set_embedding_model('all-MiniLM-L6-v2')").fetchone()[0] == "active"
+        assert time.monotonic() - t0 < 2.5                # (before: until the batch ended, 3 s on)
+        batch.join(30)
+        assert got == [0]                                 # the switch it embedded for is gone
+    finally:
+        worker.close()
+    assert db.execute("SELECT count(*) FROM rag.embeddings_next").fetchone() == (0,)
+    assert _status(db)[0::4] == ("all-MiniLM-L6-v2", "active")
 
 
 def test_a_switch_to_a_model_with_a_shorter_window_sends_what_fits(db, fake_openai):

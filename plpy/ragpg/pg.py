@@ -1216,11 +1216,18 @@ def extract_file(plpy, data: bytes, filename: str, fmt: str) -> tuple:
 
 # (a switch's chunks in id order from past the last one done, which the index
 # embeddings_next_tenant_chunk finds: each batch reads its own chunks, not the ones done
-# before it, which made a switch quadratic in the tenant's chunks: review 48, F5)
+# before it, which made a switch quadratic in the tenant's chunks: review 48, F5. The last
+# one done is read first and passed in: as a sub-select, under a writer's row-level
+# security it was a filter after the tenant's every chunk, not an index bound: review 49.
+# Rows past the tenant's last chunk, which a writer may plant, do not count.)
+_REEMBED_AFTER = """
+    SELECT coalesce(max(x.chunk_id), 0) AS after FROM rag.embeddings_next AS x
+    WHERE x.tenant = $1 AND x.model = $2
+      AND x.chunk_id <= (SELECT max(c.id) FROM rag.chunks AS c WHERE c.tenant = $1)"""
+
 _REEMBED_TODO = """
     SELECT c.id, c.content, c.content_hash FROM rag.chunks AS c
-    WHERE c.tenant = $1 AND c.id > coalesce((SELECT max(x.chunk_id) FROM rag.embeddings_next AS x
-                                             WHERE x.tenant = $1 AND x.model = $2), 0)
+    WHERE c.tenant = $1 AND c.id > $2
     ORDER BY c.id LIMIT $3 FOR UPDATE OF c SKIP LOCKED"""
 
 # (then, once past the last chunk, the ones behind it: written by a transaction that
@@ -1232,30 +1239,26 @@ _REEMBED_LEFT = """
                                         WHERE x.tenant = $1 AND x.chunk_id = c.id AND x.model = $2)
     ORDER BY c.id LIMIT $3 FOR UPDATE OF c SKIP LOCKED"""
 
+_NEXT_MODEL = "SELECT next_model FROM rag.tenant_models WHERE tenant = $1 AND next_model IS NOT NULL"
+
 
 @sql_errors
 def reembed_batch(plpy, n: int) -> int:
     """Embed up to n chunks of the session's tenant with its next embedding model (a model
     switch in progress) into rag.embeddings_next; -1 when there is no switch. Fewer than n
-    (0: none) once the chunks past the last one done run out."""
+    (0: none) once the chunks past the last one done run out, and 0 when the switch changed
+    while the batch was embedded (its vectors are not written)."""
     s = settings(plpy)
     n = _batch_of(s, n)
-    switching = _plan(plpy, "SELECT next_model FROM rag.tenant_models WHERE tenant = $1 AND next_model IS NOT NULL",
-                      ["text"])
-    if not plpy.execute(switching, [s["tenant"]]):
-        return -1
-    # the tenant's row held as a writer's (FOR KEY SHARE, until this transaction ends), and
-    # the next model read after it: an admin's switch to a third model waits for this batch
-    # and then drops its rows; before, rows of the model it replaced were left behind, and
-    # every later batch failed on them (23505: review 48, F4)
-    plpy.execute(_plan(plpy, "SELECT 1 FROM rag._claim_tenant_models(ARRAY[$1])", ["text"]), [s["tenant"]])
-    rows = plpy.execute(switching, [s["tenant"]])
+    tenant = s["tenant"]
+    rows = plpy.execute(_plan(plpy, _NEXT_MODEL, ["text"]), [tenant])
     if not rows:
         return -1
     spec = model_spec(plpy, rows[0]["next_model"], "embed")
-    todo = plpy.execute(_plan(plpy, _REEMBED_TODO, ["text", "text", "int"]), [s["tenant"], spec.name, n])
+    after = plpy.execute(_plan(plpy, _REEMBED_AFTER, ["text", "text"]), [tenant, spec.name])[0]["after"]
+    todo = plpy.execute(_plan(plpy, _REEMBED_TODO, ["text", "bigint", "int"]), [tenant, after, n])
     if not todo:
-        todo = plpy.execute(_plan(plpy, _REEMBED_LEFT, ["text", "text", "int"]), [s["tenant"], spec.name, n])
+        todo = plpy.execute(_plan(plpy, _REEMBED_LEFT, ["text", "text", "int"]), [tenant, spec.name, n])
     if not todo:
         return 0
     ids = [r["id"] for r in todo]
@@ -1266,7 +1269,7 @@ def reembed_batch(plpy, n: int) -> int:
         SELECT u.h, (SELECT x.embedding::text FROM rag.embeddings_next AS x
                      WHERE x.tenant = $1 AND x.model = $2 AND x.content_hash = u.h LIMIT 1) AS e
         FROM unnest($3::bytea[]) AS u (h)""", ["text", "text", "bytea[]"]),
-        [s["tenant"], spec.name, list(set(hashes))]) if r["e"] is not None}
+        [tenant, spec.name, list(set(hashes))]) if r["e"] is not None}
     texts = [r["content"] for r in todo]
     if spec.provider != "local":
         # (a chunk was cut for the window of the model it was written with; a server with a
@@ -1274,6 +1277,16 @@ def reembed_batch(plpy, n: int) -> int:
         # first tokens in this model's window, as rag.reindex() would cut it anew)
         texts = [tokens.truncate(t, spec.max_input_tokens, spec.tokenizer) for t in texts]
     _embed_missing(plpy, s, spec, zip(hashes, texts), known, "reembed")
+    # then the tenant's row, held as a writer's (FOR KEY SHARE, until this transaction
+    # ends), and the next model read again under it: the vectors are written only if the
+    # switch is still to spec. An admin's switch to a third model waits for this write, not
+    # for the model's calls (held across them, a batch of more than 5 s kept an admin from
+    # cancelling: review 49), then drops its rows; before, a batch of the model it replaced
+    # that committed after it left rows on which every later batch failed (23505: review 48, F4)
+    plpy.execute(_plan(plpy, "SELECT 1 FROM rag._claim_tenant_models(ARRAY[$1])", ["text"]), [tenant])
+    now = plpy.execute(_plan(plpy, _NEXT_MODEL, ["text"]), [tenant])
+    if not now or now[0]["next_model"] != spec.name:
+        return 0
     # (a row of another model for one of these chunks, left by that race before 0.10.0 or
     # written by a writer of the tenant by hand, is replaced: found by the primary key, as
     # ON CONFLICT does, for a DELETE of them was planned on another index of this table, a
@@ -1285,7 +1298,7 @@ def reembed_batch(plpy, n: int) -> int:
         SET model = excluded.model, content_hash = excluded.content_hash, embedding = excluded.embedding,
             created_at = excluded.created_at""",
         ["bigint[]", "text", "text", "bytea[]", "text[]"]),
-        [ids, s["tenant"], spec.name, hashes, [known[h] for h in hashes]])
+        [ids, tenant, spec.name, hashes, [known[h] for h in hashes]])
     return len(todo)
 
 

@@ -19,32 +19,30 @@ AS $$
                  ELSE part || '_hnsw_' || left(md5(model), 12) END)::name
 $$;
 
--- rag._embedding_model_used (internal): whether an embedding model may have vectors in
--- rag.chunks for any tenant: rag.config's model (the database's), a tenant's model or the
--- one it is being switched to, a model with HNSW indexes of its own (rag.model_indexes), a
--- switch's vectors (rag.embeddings_next) or a chunk of it (a session's rag.embedding_model
--- writes some without any row naming it; read last, and only if nothing else says so).
--- SECURITY DEFINER, rag's second (review 48, F1): the tables are per tenant, and an admin
--- of one tenant, whose row-level security let it see its own tenant's rows only, could
--- change what makes the vectors of a model only another tenant used (its dimensions: that
--- tenant's search failed; its provider model: its queries were embedded by another model).
--- It answers yes or no for one name, which the foreign keys on rag.models tell an admin
--- already (a model a tenant uses cannot be deleted); EXECUTE for rag_admin only, fixed
--- statements, no caller's text in them but the name compared.
+-- rag._embedding_model_used (internal): whether any tenant uses an embedding model:
+-- rag.config's model (the database's), a tenant's model or the one it is being switched to,
+-- or a model with HNSW indexes of its own (rag.model_indexes). SECURITY DEFINER, rag's
+-- second (review 48, F1): rag.tenant_models is per tenant, and an admin of one tenant,
+-- whose row-level security let it see its own tenant's row only, could change what makes
+-- the vectors of a model only another tenant used (its dimensions: that tenant's search
+-- failed; its provider model: its queries were embedded by another model). It answers yes
+-- or no for one name, which the foreign keys of rag.tenant_models on rag.models tell an
+-- admin already (a model a tenant uses cannot be deleted); EXECUTE for rag_admin only,
+-- fixed statements over small tables (a row per tenant, per model), no caller's text in
+-- them but the name compared. Chunks are not read: a chunk of a model that no row names
+-- (written under a session's rag.embedding_model) made every admin's change of any model
+-- a pass over every tenant's chunks (review 49); the session's own model is checked by
+-- rag._embedding_model_in_use.
 CREATE OR REPLACE FUNCTION rag._embedding_model_used(model_name text)
 RETURNS boolean
-LANGUAGE plpgsql STABLE
+LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-BEGIN
-    RETURN model_name IS NOT NULL
+    SELECT model_name IS NOT NULL
        AND (EXISTS (SELECT 1 FROM rag.config AS c WHERE c.name = 'embedding_model' AND c.value = model_name)
             OR EXISTS (SELECT 1 FROM rag.tenant_models AS t WHERE t.embedding_model = model_name OR t.next_model = model_name)
-            OR EXISTS (SELECT 1 FROM rag.model_indexes AS mi WHERE mi.model = model_name)
-            OR EXISTS (SELECT 1 FROM rag.embeddings_next AS n WHERE n.model = model_name)
-            OR EXISTS (SELECT 1 FROM rag.chunks AS ch WHERE ch.model = model_name));
-END
+            OR EXISTS (SELECT 1 FROM rag.model_indexes AS mi WHERE mi.model = model_name))
 $$;
 REVOKE ALL ON FUNCTION rag._embedding_model_used(text) FROM PUBLIC;
 
@@ -365,13 +363,15 @@ $$;
 -- (ragpg.pg.reembed_batch: a batch reads its own chunks, not the ones done before it). A
 -- switch starts with rag.embeddings_next empty and its chunks perhaps not analysed: plans
 -- made then (and kept for the session) read every row done so far in each batch, or every
--- chunk left, then sorted them (seen in its test).
+-- chunk left, then sorted them (seen in its test); the pass over the chunks left compared
+-- each with every row done, materialised (8,000 chunks: 0.9 s, 16,000: 3.2 s; review 49).
 CREATE OR REPLACE FUNCTION rag._reembed_batch_py(n int)
 RETURNS int
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
 SET enable_bitmapscan = off
+SET enable_material = off
 AS $python$
     #@ragpg-prologue
     return ragpg.pg.reembed_batch(plpy, n)
@@ -420,10 +420,14 @@ $$;
 
 -- rag._switch_embedded (internal): whether every chunk of the tenant has its embedding by
 -- the tenant's next model (false when no switch is in progress and it has chunks)
+-- (planned on tables a switch leaves unanalysed, it compared each chunk with every row
+-- done, materialised: quadratic, twice while the last step holds the tenant's writers;
+-- review 49)
 CREATE OR REPLACE FUNCTION rag._switch_embedded(t text)
 RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET enable_material = off
 AS $$
     SELECT NOT EXISTS (SELECT 1 FROM rag.chunks AS c
                        WHERE c.tenant = t
