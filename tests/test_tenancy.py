@@ -258,10 +258,17 @@ def test_an_admin_of_one_tenant_cannot_change_a_model_only_another_tenant_uses(d
     db.execute("UPDATE rag.tenant_models SET embedding_model = 'bobs-embed', next_model = 'bobs-next-embed' "
                "WHERE tenant = 'bob'")
     db.execute("RESET rag.tenant")
+    # and alice has a chunk of a model no row names (written under a session's or role's
+    # rag.embedding_model; here by hand): review 49b, after the chunks were left out
+    db.execute("SELECT rag.add_model('alices-session-embed', 'embed', base_url => %s, dimensions => 3)", (url,))
+    alice = connect("alice")
+    did = alice.execute("SELECT rag.ingest('Alice keeps goats.', source => 'goats.md')").fetchone()[0]
+    alice.execute("""INSERT INTO rag.chunks (document_id, ord, content, tokens, content_hash, model, embedding)
+                     VALUES (%s, 5, 'Goats.', 2, sha256('Goats.'), 'alices-session-embed', '[1,0,0]')""", (did,))
     assert db.execute("SELECT count(*) FROM rag.model_indexes").fetchone() == (0,)
     dora = connect("dora")
     assert dora.execute("SELECT count(*) FROM rag.tenant_models WHERE tenant = 'bob'").fetchone() == (0,)  # (hidden)
-    for model, dims in (("bobs-embed", 16), ("bobs-next-embed", 4)):
+    for model, dims in (("bobs-embed", 16), ("bobs-next-embed", 4), ("alices-session-embed", 4)):
         with pytest.raises(psycopg.Error) as e:
             dora.execute("SELECT rag.add_model(%s, 'embed', base_url => %s, dimensions => %s)", (model, url, dims))
         assert e.value.sqlstate == "55006" and f"'{model}' is in use" in str(e.value), e.value

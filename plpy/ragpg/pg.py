@@ -1239,7 +1239,8 @@ _REEMBED_LEFT = """
                                         WHERE x.tenant = $1 AND x.chunk_id = c.id AND x.model = $2)
     ORDER BY c.id LIMIT $3 FOR UPDATE OF c SKIP LOCKED"""
 
-_NEXT_MODEL = "SELECT next_model FROM rag.tenant_models WHERE tenant = $1 AND next_model IS NOT NULL"
+_NEXT_MODEL = ("SELECT next_model, switch_started_at::text AS started FROM rag.tenant_models "
+               "WHERE tenant = $1 AND next_model IS NOT NULL")
 
 
 @sql_errors
@@ -1284,8 +1285,10 @@ def reembed_batch(plpy, n: int) -> int:
     # cancelling: review 49), then drops its rows; before, a batch of the model it replaced
     # that committed after it left rows on which every later batch failed (23505: review 48, F4)
     plpy.execute(_plan(plpy, "SELECT 1 FROM rag._claim_tenant_models(ARRAY[$1])", ["text"]), [tenant])
+    # (the same switch, not only the same name: switched away and back meanwhile, the
+    # model may have been registered anew, with other dimensions: review 49b)
     now = plpy.execute(_plan(plpy, _NEXT_MODEL, ["text"]), [tenant])
-    if not now or now[0]["next_model"] != spec.name:
+    if not now or (now[0]["next_model"], now[0]["started"]) != (spec.name, rows[0]["started"]):
         return 0
     # (a row of another model for one of these chunks, left by that race before 0.10.0 or
     # written by a writer of the tenant by hand, is replaced: found by the primary key, as

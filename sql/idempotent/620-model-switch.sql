@@ -21,28 +21,35 @@ $$;
 
 -- rag._embedding_model_used (internal): whether any tenant uses an embedding model:
 -- rag.config's model (the database's), a tenant's model or the one it is being switched to,
--- or a model with HNSW indexes of its own (rag.model_indexes). SECURITY DEFINER, rag's
--- second (review 48, F1): rag.tenant_models is per tenant, and an admin of one tenant,
--- whose row-level security let it see its own tenant's row only, could change what makes
--- the vectors of a model only another tenant used (its dimensions: that tenant's search
--- failed; its provider model: its queries were embedded by another model). It answers yes
--- or no for one name, which the foreign keys of rag.tenant_models on rag.models tell an
--- admin already (a model a tenant uses cannot be deleted); EXECUTE for rag_admin only,
--- fixed statements over small tables (a row per tenant, per model), no caller's text in
--- them but the name compared. Chunks are not read: a chunk of a model that no row names
--- (written under a session's rag.embedding_model) made every admin's change of any model
--- a pass over every tenant's chunks (review 49); the session's own model is checked by
--- rag._embedding_model_in_use.
+-- a model with HNSW indexes of its own (rag.model_indexes), or a chunk of it in any tenant
+-- (a session's rag.embedding_model, a role's, writes some that no row names: review 49b).
+-- SECURITY DEFINER, rag's second (review 48, F1): the tables are per tenant, and an admin
+-- of one tenant, whose row-level security let it see its own tenant's rows only, could
+-- change what makes the vectors of a model only another tenant used (its dimensions: that
+-- tenant's search failed; its provider model: its queries were embedded by another model).
+-- It answers yes or no for one name (the foreign keys on rag.models tell an admin as much
+-- of the models rag.tenant_models names); EXECUTE for rag_admin only, fixed statements, no
+-- caller's text in them but the name compared. The chunks are asked per tenant (every
+-- tenant that wrote one has its rag.tenant_models row: rag._claim_tenant_models), each
+-- through the (tenant, model, content_hash) index: linear in tenants, not in chunks (a scan
+-- of every chunk per changed model: review 49); the planner is held to that.
 CREATE OR REPLACE FUNCTION rag._embedding_model_used(model_name text)
 RETURNS boolean
 LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET enable_material = off
 AS $$
     SELECT model_name IS NOT NULL
        AND (EXISTS (SELECT 1 FROM rag.config AS c WHERE c.name = 'embedding_model' AND c.value = model_name)
             OR EXISTS (SELECT 1 FROM rag.tenant_models AS t WHERE t.embedding_model = model_name OR t.next_model = model_name)
-            OR EXISTS (SELECT 1 FROM rag.model_indexes AS mi WHERE mi.model = model_name))
+            OR EXISTS (SELECT 1 FROM rag.model_indexes AS mi WHERE mi.model = model_name)
+            OR EXISTS (SELECT 1 FROM rag.tenant_models AS t
+                       WHERE EXISTS (SELECT 1 FROM rag.chunks AS ch WHERE ch.tenant = t.tenant AND ch.model = model_name)))
 $$;
 REVOKE ALL ON FUNCTION rag._embedding_model_used(text) FROM PUBLIC;
 

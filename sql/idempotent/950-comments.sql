@@ -107,9 +107,10 @@ COMMENT ON FUNCTION rag._embedding_model_in_use(text) IS
 
 COMMENT ON FUNCTION rag._embedding_model_used(text) IS
   'Internal: SECURITY DEFINER (rag_admin may execute it): whether any tenant uses an embedding model: '
-  'rag.config''s model, a tenant''s current or next model, or a model with its own HNSW indexes. Every '
-  'tenant''s row, which an admin''s row-level security hides: an admin of one tenant could change the '
-  'dimensions of a model only another tenant used (hostile review 48). Returns yes or no for one name.';
+  'rag.config''s model, a tenant''s current or next model, a model with its own HNSW indexes, or a chunk of '
+  'it in any tenant (asked per tenant through an index). Every tenant''s rows, which an admin''s row-level '
+  'security hides: an admin of one tenant could change the dimensions of a model only another tenant used '
+  '(hostile review 48). Returns yes or no for one name.';
 
 COMMENT ON FUNCTION rag._tenant_model_guard() IS
   'Internal: row trigger on rag.tenant_models: a role that is not rag_admin may only insert the row that '
