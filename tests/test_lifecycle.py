@@ -19,6 +19,11 @@ from pgtest import as_role, with_db
 ROOT = Path(__file__).resolve().parent.parent
 OLDS = ["0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0", "0.9.0", "0.10.0"]
 OLD = OLDS[-1]   # the last release
+
+
+def _v(version: str) -> tuple[int, ...]:
+    """A release's version, compared as numbers ("0.10.0" comes after "0.9.0")."""
+    return tuple(int(p) for p in version.split("."))
 BEFORE_050 = "0.4.0"   # the release before 0.5.0: the tests of 0.5.0's upgrade steps start there
 NEW = next(line.split("=", 1)[1] for line in (ROOT / "scripts/versions.env").read_text().splitlines()
            if line.startswith("RAGPG_VERSION="))
@@ -194,7 +199,7 @@ def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db, old):
                      "0.4.0": {"rag.eval_answers", "rag.eval_answer_run", "rag.eval_answer_run_query"},
                      "0.5.0": {"rag.usage_history"},
                      "0.6.0": {"rag.tenant_budgets"}}
-            assert set(after) - set(before) == set().union(*(t for v, t in added.items() if v > OLD))
+            assert set(after) - set(before) == set().union(*(t for v, t in added.items() if _v(v) > _v(OLD)))
             assert postings[0] > 1000 and su.execute(POSTINGS["rows"]).fetchone() == postings
             if converted:   # into merged blocks
                 assert su.execute("SELECT bool_and(merged) FROM rag.posting_blocks").fetchone()[0] is True
@@ -226,7 +231,7 @@ def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db, old):
 
     # the same results, asked for the old release's rule: RRF before 0.4.0, 0.4.0's score
     # fusion without 0.5.0's proximity term
-    assert {r: _search_as(url, r, rank_fusion=OLD < "0.4.0", old_rule=OLD == "0.4.0") for r in searches} == searches
+    assert {r: _search_as(url, r, rank_fusion=_v(OLD) < _v("0.4.0"), old_rule=OLD == "0.4.0") for r in searches} == searches
     # and the upgraded database works: ingest, trigger indexing, ask, the queue
     with psycopg.connect(as_role(url, "alice"), autocommit=True) as c:
         doc = c.execute("SELECT rag.ingest('# Upgrades\n\nALTER EXTENSION rag UPDATE keeps every row.', "
@@ -259,7 +264,7 @@ def test_upgrade_from_the_last_release_keeps_every_row_and_result(new_db, old):
     # as above) until rag.work embeds them; 0.5.0 on, they were made with the chunk
     with psycopg.connect(as_role(url, "alice"), autocommit=True) as c:
         waiting = c.execute("SELECT count(*) FROM rag.chunks WHERE window_embeddings IS NULL").fetchone()[0]
-        assert (waiting > 0) == (OLD < "0.5.0"), waiting
+        assert (waiting > 0) == (_v(OLD) < _v("0.5.0")), waiting
         assert c.execute("SELECT windows_pending FROM rag.model_status").fetchone()[0] == waiting
         assert c.execute("SELECT count(*) FROM rag.chunks WHERE window_bounds IS NULL").fetchone()[0] == waiting
         c.execute("CALL rag.work()")
