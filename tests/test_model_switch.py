@@ -2,6 +2,7 @@
 llama.cpp SmolLM2 embeddings, 576) while search keeps answering."""
 from __future__ import annotations
 
+import concurrent.futures
 import time
 
 import psycopg
@@ -762,3 +763,76 @@ def test_a_switch_to_a_model_with_a_shorter_window_sends_what_fits(db, fake_open
     longest = db.execute("SELECT max(char_length(content)) FROM rag.chunks").fetchone()[0]
     assert sent and longest > 200, (sent, longest)
     assert max(len(enc.encode(t)) for t in sent) <= 24, sent    # (before: the chunks whole, ~100 tokens)
+
+
+def _index_state(conn, name):
+    row = conn.execute("SELECT i.indisvalid FROM pg_index AS i WHERE i.indexrelid = to_regclass(%s)",
+                       ("rag." + name,)).fetchone()
+    return None if row is None else ("valid" if row[0] else "invalid")
+
+
+def test_a_models_index_is_built_concurrently_while_every_tenant_ingests(db, dsn, connect):
+    """rag.create_model_index builds in its transaction, holding SHARE on each partition:
+    every tenant's ingest into the shared partition waits for the build (review 48, F8:
+    minutes on a large one). rag.model_index_statements gives the CREATE INDEX CONCURRENTLY
+    statements to run instead; while one waits for a writer's open transaction, another
+    tenant's ingest goes on. rag.create_model_index then records the model (before, finding
+    the indexes built, it returned without recording it, so a partition made later lacked
+    it), and an invalid index left by a cancelled build is named (55000; before, it was
+    taken for the index and search scanned)."""
+    db.execute("SELECT rag.add_model('cic-embed', 'embed', base_url => 'http://127.0.0.1:9/v1', dimensions => 8)")
+    alice, bob = connect("alice"), connect("bob")
+    alice.execute("SELECT rag.ingest('# Quay\n\nThe quay is long.', source => 'quay.md')")
+    parts = db.execute("SELECT count(*) FROM pg_inherits WHERE inhparent = 'rag.chunks'::regclass").fetchone()[0]
+    stmts = [r[0] for r in db.execute("SELECT rag.model_index_statements('cic-embed')")]
+    assert len(stmts) == parts and all(s.startswith("CREATE INDEX CONCURRENTLY IF NOT EXISTS ") for s in stmts), stmts
+    name = db.execute("SELECT rag._model_index('chunks_default', 'cic-embed')").fetchone()[0]
+    assert any(f" {name} ON rag.chunks_default " in s for s in stmts), stmts
+
+    def build(timeout_ms=0):
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute(f"SET statement_timeout = {timeout_ms}")
+            for s in stmts:
+                c.execute(s)
+
+    # bob's open ingest holds the shared partition; the build waits for it, alice's ingest does not
+    bob.execute("BEGIN")
+    bob.execute("SELECT rag.ingest('# Pier\n\nThe pier is short.', source => 'pier.md')")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        built = pool.submit(build)
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY%' AND wait_event_type = 'Lock'"
+        _wait_for(lambda: db.execute(waiting).fetchone()[0] == 1)
+        assert db.execute(waiting).fetchone()[0] == 1
+        alice.execute("SET lock_timeout = '10s'")
+        alice.execute("SELECT rag.ingest('# Dock\n\nThe dock is deep.', source => 'dock.md')")
+        assert not built.done()                     # still waiting for bob
+        bob.execute("COMMIT")
+        built.result(timeout=60)
+    assert _index_state(db, name) == "valid"
+    assert db.execute("SELECT rag.model_index_statements('cic-embed')").fetchall() == []
+    assert db.execute("SELECT count(*) FROM rag.model_indexes WHERE model = 'cic-embed'").fetchone() == (0,)
+    assert db.execute("SELECT rag.create_model_index('cic-embed')").fetchone() == (name,)
+    assert db.execute("SELECT count(*) FROM rag.model_indexes WHERE model = 'cic-embed'").fetchone() == (1,)
+    # a build cancelled while it waits leaves an invalid index of that name: it is named, not taken
+    db.execute(f"DROP INDEX rag.{name}")
+    bob.execute("BEGIN")
+    bob.execute("SELECT rag.ingest('# Mole\n\nThe mole is wide.', source => 'mole.md')")
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        build(timeout_ms=1500)
+    bob.execute("COMMIT")
+    assert _index_state(db, name) == "invalid"
+    found = db.execute("SELECT tenant, problem, example, fix FROM rag.check() WHERE problem LIKE 'HNSW index%'").fetchall()
+    assert found == [(None, "HNSW index of model 'cic-embed' invalid (a failed CREATE INDEX CONCURRENTLY): search with it scans",
+                      f"rag.{name}", f"DROP INDEX CONCURRENTLY rag.{name};   then, as the owner: "
+                                     "SELECT rag.model_index_statements('cic-embed') \\gexec")], found
+    for role in ("alice", "carol"):   # (a writer and a reader run the check too)
+        assert connect(role).execute("SELECT count(*) FROM rag.check() WHERE problem LIKE 'HNSW index%'").fetchone() == (1,)
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT rag.create_model_index('cic-embed')")
+    assert e.value.sqlstate == "55000" and name in str(e.value) and "invalid" in str(e.value), e.value
+    stmts = [r[0] for r in db.execute("SELECT rag.model_index_statements('cic-embed')")]
+    assert stmts[0] == f"DROP INDEX CONCURRENTLY IF EXISTS rag.{name}" and stmts[1].startswith("CREATE INDEX CONCURRENTLY"), stmts
+    build()
+    assert _index_state(db, name) == "valid"
+    assert db.execute("SELECT count(*) FROM rag.check() WHERE problem LIKE 'HNSW index%'").fetchone() == (0,)
+    assert db.execute("SELECT rag.create_model_index('cic-embed')").fetchone() == (name,)

@@ -64,8 +64,39 @@ AS $$
     SELECT rag._setting('embedding_model') = model_name OR rag._embedding_model_used(model_name)
 $$;
 
+-- rag._model_index_ddl (internal): the CREATE INDEX statement of one model's partial HNSW
+-- index on one partition of rag.chunks (plain for rag._make_model_index, CONCURRENTLY for
+-- rag.model_index_statements): one text for both, so the index a DBA builds is the one rag
+-- would have built
+CREATE OR REPLACE FUNCTION rag._model_index_ddl(part name, model text, concurrent boolean)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('CREATE INDEX %sIF NOT EXISTS %I ON rag.%I USING hnsw ((embedding::%s.vector(%s)) %s.vector_cosine_ops)'
+                  ' WITH (m = 16, ef_construction = 64) WHERE model = %L',
+                  CASE WHEN concurrent THEN 'CONCURRENTLY ' ELSE '' END,
+                  rag._model_index(part, m.name), part, rag._vector_schema(), m.dimensions, rag._vector_schema(), m.name)
+    FROM rag._model(model, 'embed') AS m
+$$;
+
+-- rag._model_index_state (internal): whether one model's index on one partition is there
+-- and valid ('valid'), there but invalid ('invalid': a CREATE INDEX CONCURRENTLY that failed
+-- or was cancelled leaves it so, and it is never used), or missing ('missing')
+CREATE OR REPLACE FUNCTION rag._model_index_state(part name, model text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce((SELECT CASE WHEN i.indisvalid THEN 'valid' ELSE 'invalid' END
+                     FROM pg_index AS i
+                     WHERE i.indexrelid = to_regclass(format('rag.%I', rag._model_index(part, model)))),
+                    'missing')
+$$;
+
 -- rag._make_model_index (internal): one model's partial HNSW index on one partition of
--- rag.chunks, unless it exists
+-- rag.chunks, unless it exists; an invalid one of that name (a failed CREATE INDEX
+-- CONCURRENTLY) is named, not taken for an index (55000: search with the model scanned)
 CREATE OR REPLACE FUNCTION rag._make_model_index(part name, model text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -73,15 +104,20 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     m rag.models := rag._model(model, 'embed');
+    state text := rag._model_index_state(part, m.name);
 BEGIN
-    IF to_regclass(format('rag.%I', rag._model_index(part, m.name))) IS NOT NULL THEN
+    IF state = 'valid' THEN
         RETURN;
+    ELSIF state = 'invalid' THEN
+        RAISE EXCEPTION 'rag: the HNSW index rag.% of % is invalid (a CREATE INDEX CONCURRENTLY failed or was cancelled), so it is never used',
+            quote_ident(rag._model_index(part, m.name)), rag._shown(m.name)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('as the owner: DROP INDEX CONCURRENTLY rag.%I; then build it again (SELECT rag.model_index_statements(%L) \gexec in psql, or SELECT rag.create_model_index(%L))',
+                                rag._model_index(part, m.name), m.name, m.name);
     END IF;
     -- (CREATE INDEX's SHARE lock, in tries: see rag._lock_tables)
     PERFORM rag._lock_tables('rag.create_model_index', ARRAY[format('rag.%I', part)::regclass], 'SHARE');
-    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON rag.%I USING hnsw ((embedding::%s.vector(%s)) %s.vector_cosine_ops)'
-                   ' WITH (m = 16, ef_construction = 64) WHERE model = %L',
-                   rag._model_index(part, m.name), part, rag._vector_schema(), m.dimensions, rag._vector_schema(), m.name);
+    EXECUTE rag._model_index_ddl(part, m.name, false);
 END
 $$;
 
@@ -106,9 +142,13 @@ BEGIN
                   HINT = 'search with this model scans (exact, slower on a large corpus); a model whose API shortens '
                          'its vectors can be registered with dimensions => 2000 or fewer';
     END IF;
+    -- (indexes a DBA built with rag.model_index_statements are taken as they are, and
+    -- recorded here: before, all being there, the model was not recorded, and a partition
+    -- made later or a restore lacked its index)
     IF NOT EXISTS (SELECT 1 FROM pg_inherits AS h JOIN pg_class AS c ON c.oid = h.inhrelid
                    WHERE h.inhparent = 'rag.chunks'::regclass
-                     AND to_regclass(format('rag.%I', rag._model_index(c.relname, m.name))) IS NULL) THEN
+                     AND rag._model_index_state(c.relname, m.name) <> 'valid')
+       AND (m.name = 'all-MiniLM-L6-v2' OR EXISTS (SELECT 1 FROM rag.model_indexes AS mi WHERE mi.model = m.name)) THEN
         RETURN rag._model_index('chunks_default', m.name);
     ELSIF NOT rag._owns_chunks() THEN
         RAISE EXCEPTION 'rag.create_model_index: only the owner of rag.chunks can create the index for %', rag._shown(m.name)
@@ -123,6 +163,43 @@ BEGIN
         PERFORM rag._make_model_index(part, m.name);
     END LOOP;
     RETURN rag._model_index('chunks_default', m.name);
+END
+$$;
+
+-- rag.model_index_statements
+-- The statements that build one embedding model's HNSW indexes without holding anyone's
+-- ingest: CREATE INDEX CONCURRENTLY, one per partition of rag.chunks that lacks a valid
+-- index (preceded by a DROP INDEX CONCURRENTLY of an invalid one). rag.create_model_index
+-- (and so the owner's rag.set_embedding_model) builds them in its transaction, holding
+-- SHARE on each partition, so every tenant's ingest into it waits for the build (minutes on
+-- a large shared partition); these run outside a transaction, in psql:
+--     SELECT rag.model_index_statements('model') \gexec
+--     SELECT rag.create_model_index('model');   -- finds them built, and records the model
+-- Only the owner of rag.chunks can run them. Nothing when every partition has its index.
+CREATE OR REPLACE FUNCTION rag.model_index_statements(model_name text)
+RETURNS SETOF text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m rag.models := rag._model(model_name, 'embed');
+    part name;
+    state text;
+BEGIN
+    IF m.dimensions > 2000 THEN
+        RAISE EXCEPTION 'rag.model_index_statements: % has % dimensions; pgvector''s HNSW indexes vectors of at most 2,000',
+                        rag._shown(m.name), m.dimensions
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    FOR part IN SELECT c.relname FROM pg_inherits AS h JOIN pg_class AS c ON c.oid = h.inhrelid
+                WHERE h.inhparent = 'rag.chunks'::regclass ORDER BY 1 LOOP
+        state := rag._model_index_state(part, m.name);
+        CONTINUE WHEN state = 'valid';
+        IF state = 'invalid' THEN
+            RETURN NEXT format('DROP INDEX CONCURRENTLY IF EXISTS rag.%I', rag._model_index(part, m.name));
+        END IF;
+        RETURN NEXT rag._model_index_ddl(part, m.name, true);
+    END LOOP;
 END
 $$;
 

@@ -122,6 +122,21 @@ BEGIN
                                                             + pg_column_size(b.lens)))
     GROUP BY b.tenant ORDER BY 1;
 
+    -- an embedding model's HNSW index left invalid by a CREATE INDEX CONCURRENTLY that
+    -- failed or was cancelled (rag.model_index_statements): never used, so search with the
+    -- model scans (tenant NULL: the index serves every tenant of its partition)
+    RETURN QUERY
+    SELECT NULL::text, format('HNSW index of model %s invalid (a failed CREATE INDEX CONCURRENTLY): search with it scans',
+                              rag._shown(m.name)),
+           1::bigint, format('rag.%I', rag._model_index(p.relname, m.name)),
+           format('DROP INDEX CONCURRENTLY rag.%I;   then, as the owner: SELECT rag.model_index_statements(%L) \gexec',
+                  rag._model_index(p.relname, m.name), m.name)
+    FROM rag.models AS m
+    CROSS JOIN (SELECT c.relname FROM pg_inherits AS h JOIN pg_class AS c ON c.oid = h.inhrelid
+                WHERE h.inhparent = 'rag.chunks'::regclass) AS p
+    WHERE m.kind = 'embed' AND rag._model_index_state(p.relname, m.name) = 'invalid'
+    ORDER BY 2, 4;
+
     -- attached tables: rag's four triggers in place and enabled, and their rows in step
     FOR a IN SELECT * FROM rag.attachments AS x ORDER BY x.tenant, x.id LOOP
         owner := rag._table_owner(a.source_table);

@@ -1168,8 +1168,26 @@ COMMENT ON FUNCTION rag._model_index(name, text) IS
   'Internal: the name of one embedding model''s HNSW index on one partition of rag.chunks.';
 
 COMMENT ON FUNCTION rag._make_model_index(name, text) IS
-  'Internal: creates one model''s partial HNSW index on one partition of rag.chunks unless it exists; used by '
+  'Internal: creates one model''s partial HNSW index on one partition of rag.chunks unless a valid one exists '
+  '(an invalid one of its name, left by a failed CREATE INDEX CONCURRENTLY, is a 55000 naming it); used by '
   'rag.create_model_index, rag._make_partition_indexes and the rag.model_indexes restore trigger.';
+
+COMMENT ON FUNCTION rag._model_index_ddl(name, text, boolean) IS
+  'Internal: the CREATE INDEX (CONCURRENTLY when asked) statement of one model''s partial HNSW index on one '
+  'partition of rag.chunks; rag._make_model_index runs it, rag.model_index_statements returns it.';
+
+COMMENT ON FUNCTION rag._model_index_state(name, text) IS
+  'Internal: whether one model''s HNSW index on one partition of rag.chunks is valid, invalid (a failed or '
+  'cancelled CREATE INDEX CONCURRENTLY) or missing.';
+
+COMMENT ON FUNCTION rag.model_index_statements(text) IS
+  'The statements that build one embedding model''s HNSW indexes without holding any tenant''s ingest: a '
+  'CREATE INDEX CONCURRENTLY for each partition of rag.chunks lacking a valid one (after a DROP INDEX '
+  'CONCURRENTLY of an invalid one); none when all are built. rag.create_model_index builds them in its '
+  'transaction, holding SHARE on each partition (every tenant''s ingest into it waits). Run them as the owner '
+  'of rag.chunks, outside a transaction, then rag.create_model_index (it finds them and records the model). '
+  'Arguments: model_name (an embed model of rag.models). Returns: one statement a row. '
+  'Example: SELECT rag.model_index_statements(''smollm2-embed'') \gexec   (in psql)';
 
 COMMENT ON FUNCTION rag.create_model_index(text) IS
   'Create the partial HNSW index for one embedding model on every partition of rag.chunks (the owner of '
@@ -1343,7 +1361,8 @@ COMMENT ON FUNCTION rag._worker_takes(regclass, name) IS
 
 COMMENT ON FUNCTION rag.check() IS
   'What rag derived that is out of step with what it derives from, for the tenants the caller can see (a '
-  'superuser: every tenant): documents not indexed, the lexical index''s statistics and blocks, attached '
+  'superuser: every tenant): documents not indexed, the lexical index''s statistics and blocks, embedding '
+  'models'' HNSW indexes left invalid by a failed CREATE INDEX CONCURRENTLY, attached '
   'tables whose rag triggers are missing or disabled, and attached rows out of step with their documents (tables '
   'the caller owns, in a session of its own, not after SET ROLE; others are named, not read). Reads everything it checks once; changes nothing. Returns one '
   'row per problem and tenant: tenant, problem, affected (rows), example, fix (what to run). No rows: '

@@ -66,6 +66,8 @@ GRANT EXECUTE ON FUNCTION
     rag._tenant_embedding_model(text),   -- (rag._setting('embedding_model') reads it)
     rag._setting_defaults(),
     rag.check(),
+    rag._model_index(name, text),         -- (rag.check names a model's invalid index)
+    rag._model_index_state(name, text),
     rag._own_session(name),
     rag._rows_hidden(regclass),
     rag._worker_takes(regclass, name),
@@ -249,7 +251,8 @@ GRANT EXECUTE ON FUNCTION
     rag.use_model(text),
     rag.set_embedding_model(text),
     rag.create_model_index(text),
-    rag._model_index(name, text),
+    rag.model_index_statements(text),
+    rag._model_index_ddl(name, text, boolean),
     rag._make_model_index(name, text),
     rag._lock_tables(text, regclass[], text, interval),
     rag._make_partition_indexes(name, name),
