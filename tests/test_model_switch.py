@@ -836,3 +836,44 @@ def test_a_models_index_is_built_concurrently_while_every_tenant_ingests(db, dsn
     assert _index_state(db, name) == "valid"
     assert db.execute("SELECT count(*) FROM rag.check() WHERE problem LIKE 'HNSW index%'").fetchone() == (0,)
     assert db.execute("SELECT rag.create_model_index('cic-embed')").fetchone() == (name,)
+
+
+def test_with_finish_switches_off_the_last_step_waits_for_an_admin(switch_db, connect):
+    """The last step holds the tenant's writers while it moves every vector (~1 ms a
+    chunk), and rag.work ran it as soon as the last chunk was embedded. With
+    rag.finish_switches off (rag.configure only: a session's SET does not count), rag.work
+    embeds every chunk and stops there; search keeps the old model until an admin runs
+    rag.finish_embedding_switch()."""
+    db = switch_db
+    before = _search(db)
+    assert db.execute("SELECT rag.finish_embedding_switch()").fetchone() == ("none",)
+    db.execute("SELECT rag.configure('finish_switches', 'off')")
+    db.execute("SELECT rag.set_embedding_model('smollm2-embed')")
+    db.execute("SET rag.finish_switches = on")      # not the session's to choose
+    db.execute("SET rag.index_batch_size = 4")
+    db.execute("CALL rag.work(1)")                   # one batch of 4: 8 of 12 are left
+    notices = []
+    db.add_notice_handler(lambda n: notices.append(n.message_primary))
+    # more than a batch left: not under the writers' lock
+    assert db.execute("SELECT rag.finish_embedding_switch()").fetchone() == ("building",)
+    assert any("more than 4 chunks" in m for m in notices), notices
+    assert _status(db) == ("all-MiniLM-L6-v2", "smollm2-embed", len(DOCS), 4, "building")
+    db.execute("CALL rag.work()")                    # every chunk embedded, the switch not finished
+    assert _status(db) == ("all-MiniLM-L6-v2", "smollm2-embed", len(DOCS), len(DOCS), "building")
+    assert db.execute("SELECT DISTINCT model FROM rag.chunks").fetchall() == [("all-MiniLM-L6-v2",)]
+    assert _search(db) == before
+    db.execute("CALL rag.work()")                    # still waits
+    assert _status(db)[4] == "building"
+    dora = connect("dora")
+    assert dora.execute("SELECT rag.finish_embedding_switch()").fetchone() == ("none",)   # (her tenant has none)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        connect("carol").execute("SELECT rag.finish_embedding_switch()")
+    assert db.execute("SELECT rag.finish_embedding_switch()").fetchone() == ("active",)
+    assert _status(db)[0::4] == ("smollm2-embed", "active")
+    assert db.execute("SELECT DISTINCT model FROM rag.chunks").fetchall() == [("smollm2-embed",)]
+    # on again: rag.work finishes on its own
+    db.execute("SELECT rag.configure('finish_switches', 'on')")
+    db.execute("SELECT rag.set_embedding_model('all-MiniLM-L6-v2')")
+    db.execute("CALL rag.work()")
+    assert _status(db)[0::4] == ("all-MiniLM-L6-v2", "active")
+    assert _search(db) == before

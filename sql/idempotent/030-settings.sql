@@ -39,7 +39,8 @@ AS $$
         ('forget_answers',        'off',      'on: when a document''s chunks are deleted (the document deleted, detached, erased, or re-chunked when its text changes), the answers of rag.answers that retrieved any of them go too, as they may quote them; database-wide, set with rag.configure only (a session cannot change it)'),
         ('usage_retention',       '',         'rag.purge_ledger sums rag.usage rows older than this interval (at least 1 day) into rag.usage_history (empty: kept)'),
         ('window_embeddings',     'on',       'each chunk is also embedded in windows of up to 64 words, and the vector leg scores the mean of the chunk''s and its best window''s cosine (off: new chunks get none, and search uses cosines only)'),
-        ('lexical_windows',       'on',       'with the proximity term, score fusion reads a chunk''s lexical score as 0.7 x its BM25 and 0.3 x its best window''s (off: BM25 alone)')
+        ('lexical_windows',       'on',       'with the proximity term, score fusion reads a chunk''s lexical score as 0.7 x its BM25 and 0.3 x its best window''s (off: BM25 alone)'),
+        ('finish_switches',       'on',       'rag.work finishes a tenant''s embedding model switch once every chunk is embedded again (its last step holds the tenant''s writers, ~1 ms a chunk); off: an admin runs it, at a time of their choosing, with rag.finish_embedding_switch(); database-wide, set with rag.configure only (a session cannot change it)')
     ) AS d (name, default_value, description)
 $$;
 
@@ -74,8 +75,8 @@ BEGIN
     WHERE d.name = setting_name;
     IF NOT FOUND THEN
         RETURN NULL;
-    ELSIF setting_name = 'forget_answers' THEN
-        RETURN configured;   -- the database's promise: a session cannot turn it off (or on)
+    ELSIF setting_name IN ('forget_answers', 'finish_switches') THEN
+        RETURN configured;   -- the database's choice: a session cannot turn it off (or on)
     END IF;
     asked := nullif(current_setting('rag.' || setting_name, true), '');
     plain := btrim(asked, E' \t\r\n');   -- (ASCII blanks only: a number's reader takes no other)
@@ -197,7 +198,8 @@ BEGIN
         ('store_answers', 'bool', NULL, NULL),
         ('forget_answers', 'bool', NULL, NULL),
         ('window_embeddings', 'bool', NULL, NULL),
-        ('lexical_windows', 'bool', NULL, NULL)
+        ('lexical_windows', 'bool', NULL, NULL),
+        ('finish_switches', 'bool', NULL, NULL)
     ) AS r (name, kind, lo, hi) WHERE r.name = setting_name;
     IF FOUND AND rule.kind = 'bool' THEN
         IF lower(v) NOT IN ('on', 'off', 'true', 'false', 'yes', 'no', '1', '0') THEN

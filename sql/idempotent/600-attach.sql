@@ -725,7 +725,10 @@ BEGIN
         EXIT WHEN embedded OPERATOR(pg_catalog.<) 0;
         -- (a full batch is not the last: whether every chunk is done, a pass over the
         -- tenant's chunks, is asked once the batches run short, not after each: review 48, F5)
-        IF embedded OPERATOR(pg_catalog.<) batch AND rag._switch_embedded(rag.current_tenant()) THEN
+        -- (rag.finish_switches off: the last step waits for an admin's
+        -- rag.finish_embedding_switch, and the batches stop once none is left)
+        IF embedded OPERATOR(pg_catalog.<) batch AND rag._bool_setting('finish_switches')
+           AND rag._switch_embedded(rag.current_tenant()) THEN
             -- the batch's locks on chunks go first: a writer of the tenant that deletes
             -- one of them would wait for this transaction while the last step waits for
             -- the writer (hostile review 31)

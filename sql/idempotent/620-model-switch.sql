@@ -575,6 +575,47 @@ BEGIN
 END
 $$;
 
+-- rag.finish_embedding_switch
+-- The last step of the session tenant's model switch, now: what rag.work does once every
+-- chunk is embedded again, unless rag.finish_switches is off (then it waits for this). The
+-- step holds the tenant's writers while it moves every vector (one HNSW insert a chunk,
+-- ~1 ms), so an admin may choose the hour. 'active' when the switch is done; 'building'
+-- (with a NOTICE) when more than a batch (rag.index_batch_size) of chunks is still to
+-- embed, which rag.work does (this step embeds the few written since its last batch,
+-- holding the writers), or
+-- when the tenant's writers held their row for patience (a WARNING); 'none' with no switch.
+CREATE OR REPLACE FUNCTION rag.finish_embedding_switch(patience interval DEFAULT '30 seconds')
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET enable_material = off   -- (as rag._switch_embedded)
+AS $$
+DECLARE
+    t text := rag.current_tenant();
+    batch int := rag._setting('index_batch_size')::int;   -- (a limit: a session may only lower it)
+    left_over bigint;
+BEGIN
+    IF patience IS NULL THEN
+        RAISE EXCEPTION 'rag.finish_embedding_switch: patience is NULL' USING ERRCODE = 'null_value_not_allowed';
+    ELSIF NOT EXISTS (SELECT 1 FROM rag.tenant_models AS x WHERE x.tenant = t AND x.next_model IS NOT NULL) THEN
+        RETURN 'none';
+    END IF;
+    SELECT count(*) INTO left_over
+    FROM (SELECT 1 FROM rag.chunks AS c
+          WHERE c.tenant = t
+            AND NOT EXISTS (SELECT 1 FROM rag.embeddings_next AS n JOIN rag.tenant_models AS tm
+                                 ON tm.tenant = n.tenant AND tm.next_model = n.model
+                            WHERE n.chunk_id = c.id AND n.tenant = t)
+          LIMIT batch + 1) AS l;
+    IF left_over > batch THEN
+        RAISE NOTICE 'rag.finish_embedding_switch: more than % chunks of tenant % are still to embed with the next model',
+            batch, rag._shown(t) USING HINT = 'CALL rag.work() embeds them; then run this again';
+        RETURN 'building';
+    END IF;
+    RETURN CASE WHEN rag._finish_switch(patience) THEN 'active' ELSE 'building' END;
+END
+$$;
+
 -- rag._tenant_model_guard (internal)
 -- Row trigger on rag.tenant_models: a writer's rag.work finishes a switch (the embedding
 -- model becomes the next one), so writers may update the table, and a writer's first

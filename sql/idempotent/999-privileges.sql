@@ -250,6 +250,7 @@ GRANT EXECUTE ON FUNCTION
     rag.add_model(text, text, text, text, int, int, numeric, numeric, text, text, text, jsonb),
     rag.use_model(text),
     rag.set_embedding_model(text),
+    rag.finish_embedding_switch(interval),
     rag.create_model_index(text),
     rag.model_index_statements(text),
     rag._model_index_ddl(name, text, boolean),
