@@ -864,6 +864,11 @@ def test_with_finish_switches_off_the_last_step_waits_for_an_admin(switch_db, co
     assert _search(db) == before
     db.execute("CALL rag.work()")                    # still waits
     assert _status(db)[4] == "building"
+    db.execute("SELECT rag.grant_tenant('alice', rag.current_tenant())")   # a writer of this tenant
+    alice = connect("alice")
+    alice.execute("SET rag.tenant = %s" % db.execute("SELECT quote_literal(rag.current_tenant())").fetchone()[0])
+    assert alice.execute("SELECT rag._finish_switch()").fetchone() == (False,)
+    assert _status(db)[4] == "building"
     dora = connect("dora")
     assert dora.execute("SELECT rag.finish_embedding_switch()").fetchone() == ("none",)   # (her tenant has none)
     with pytest.raises(psycopg.errors.InsufficientPrivilege):

@@ -545,6 +545,8 @@ BEGIN
             current_setting('transaction_isolation') USING ERRCODE = 'invalid_transaction_state';
     ELSIF NOT EXISTS (SELECT 1 FROM rag.tenant_models AS x WHERE x.tenant = t AND x.next_model IS NOT NULL) THEN
         RETURN false;
+    ELSIF NOT rag._bool_setting('finish_switches') AND NOT rag._is_member('rag_admin') THEN
+        RETURN false;   -- an admin's rag.finish_embedding_switch runs it (a writer's call of this too)
     END IF;
     BEGIN
         PERFORM rag._claim_tenant_models(ARRAY[t], for_update => true, patience => patience);
