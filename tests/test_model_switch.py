@@ -868,7 +868,16 @@ def test_with_finish_switches_off_the_last_step_waits_for_an_admin(switch_db, co
     alice = connect("alice")
     alice.execute("SET rag.tenant = %s" % db.execute("SELECT quote_literal(rag.current_tenant())").fetchone()[0])
     assert alice.execute("SELECT rag._finish_switch()").fetchone() == (False,)
+    # nor by hand (review 50b): the vectors moved, then the tenant's row
+    with pytest.raises(psycopg.Error) as e, alice.transaction():
+        alice.execute("UPDATE rag.chunks AS c SET model = n.model, embedding = n.embedding, window_embeddings = NULL"
+                      " FROM rag.embeddings_next AS n WHERE n.chunk_id = c.id AND n.tenant = c.tenant")
+        alice.execute("UPDATE rag.tenant_models SET embedding_model = next_model, next_model = NULL")
+    assert e.value.sqlstate == "55000" and "waits for an admin" in str(e.value), e.value
     assert _status(db)[4] == "building"
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SELECT rag.finish_embedding_switch('-1 hour')")
+    assert e.value.sqlstate == "22023", e.value
     dora = connect("dora")
     assert dora.execute("SELECT rag.finish_embedding_switch()").fetchone() == ("none",)   # (her tenant has none)
     with pytest.raises(psycopg.errors.InsufficientPrivilege):

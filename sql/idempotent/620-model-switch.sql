@@ -552,7 +552,9 @@ BEGIN
         PERFORM rag._claim_tenant_models(ARRAY[t], for_update => true, patience => patience);
     EXCEPTION WHEN lock_not_available THEN
         RAISE WARNING 'rag: the embedding model switch of tenant % waits for its writers (they held its rag.tenant_models row for %)',
-            rag._shown(t), patience USING HINT = 'the next rag.work tries again';
+            rag._shown(t), patience
+            USING HINT = CASE WHEN rag._bool_setting('finish_switches') THEN 'the next rag.work tries again'
+                              ELSE 'rag.finish_switches is off: run SELECT rag.finish_embedding_switch() again' END;
         RETURN false;
     END;
     SELECT * INTO tm FROM rag.tenant_models AS x WHERE x.tenant = t AND x.next_model IS NOT NULL;
@@ -582,8 +584,8 @@ $$;
 -- chunk is embedded again, unless rag.finish_switches is off (then it waits for this). The
 -- step holds the tenant's writers while it moves every vector (one HNSW insert a chunk,
 -- ~1 ms), so an admin may choose the hour. 'active' when the switch is done; 'building'
--- (with a NOTICE) when more than a batch (rag.index_batch_size) of chunks is still to
--- embed, which rag.work does (this step embeds the few written since its last batch,
+-- (with a NOTICE) when more than 64 chunks (or rag.index_batch_size, if lower) are still
+-- to embed, which rag.work does (this step embeds the few written since its last batch,
 -- holding the writers), or
 -- when the tenant's writers held their row for patience (a WARNING); 'none' with no switch.
 CREATE OR REPLACE FUNCTION rag.finish_embedding_switch(patience interval DEFAULT '30 seconds')
@@ -594,11 +596,16 @@ SET enable_material = off   -- (as rag._switch_embedded)
 AS $$
 DECLARE
     t text := rag.current_tenant();
-    batch int := rag._setting('index_batch_size')::int;   -- (a limit: a session may only lower it)
+    -- (what is left is embedded holding the tenant's writers: a few chunks, as when
+    -- rag.work's last step embeds those written since its last batch; review 50b)
+    batch int := least(rag._setting('index_batch_size')::int, 64);
     left_over bigint;
 BEGIN
     IF patience IS NULL THEN
         RAISE EXCEPTION 'rag.finish_embedding_switch: patience is NULL' USING ERRCODE = 'null_value_not_allowed';
+    ELSIF patience < interval '0' THEN
+        RAISE EXCEPTION 'rag.finish_embedding_switch: patience must not be negative, got %', patience
+            USING ERRCODE = 'invalid_parameter_value';
     ELSIF NOT EXISTS (SELECT 1 FROM rag.tenant_models AS x WHERE x.tenant = t AND x.next_model IS NOT NULL) THEN
         RETURN 'none';
     END IF;
@@ -614,7 +621,12 @@ BEGIN
             batch, rag._shown(t) USING HINT = 'CALL rag.work() embeds them; then run this again';
         RETURN 'building';
     END IF;
-    RETURN CASE WHEN rag._finish_switch(patience) THEN 'active' ELSE 'building' END;
+    IF rag._finish_switch(patience) THEN
+        RETURN 'active';
+    END IF;
+    RAISE NOTICE 'rag.finish_embedding_switch: the switch of tenant % is not finished: another worker is embedding some of its chunks, or its writers held its row',
+        rag._shown(t) USING HINT = 'run it again';
+    RETURN 'building';
 END
 $$;
 
@@ -650,7 +662,13 @@ BEGIN
         -- a writer finishes a switch whose vectors are in place (rag._finish_switch moves
         -- them first); by hand, it could mark it done with none, and its tenant's vector
         -- search found nothing (review 48, F7). One pass over the tenant's chunks, once a switch.
-        IF NOT rag._is_member('rag_admin')
+        IF NOT rag._is_member('rag_admin') AND NOT rag._bool_setting('finish_switches') THEN
+            -- (review 50b: by hand, a writer finished it while the database left it to an admin)
+            RAISE EXCEPTION 'rag.tenant_models: the switch of tenant % to % waits for an admin (rag.finish_switches is off)',
+                rag._shown(OLD.tenant), rag._shown(OLD.next_model)
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'a member of rag_admin runs SELECT rag.finish_embedding_switch()';
+        ELSIF NOT rag._is_member('rag_admin')
            AND EXISTS (SELECT 1 FROM rag.chunks AS c WHERE c.tenant = OLD.tenant AND c.model <> OLD.next_model) THEN
             RAISE EXCEPTION 'rag.tenant_models: the switch of tenant % to % is not done: some of its chunks are of another model',
                 rag._shown(OLD.tenant), rag._shown(OLD.next_model)

@@ -1193,8 +1193,8 @@ COMMENT ON FUNCTION rag.finish_embedding_switch(interval) IS
   'Run the last step of the session tenant''s embedding model switch now (rag_admin): it moves every vector of '
   'the next model into rag.chunks and makes that model current, holding the tenant''s writers meanwhile '
   '(one HNSW insert a chunk). rag.work does it on its own unless rag.finish_switches is off. Arguments: '
-  'patience (how long the tenant''s writers may hold their row before it gives up, 30 seconds). Returns: '
-  'active (done), building (more than a batch of chunks still to embed: CALL rag.work(); or the writers held '
+  'patience (how long the tenant''s writers may hold their row before it gives up, 30 seconds; not negative). Returns: '
+  'active (done), building (more than 64 chunks, or rag.index_batch_size if lower, still to embed: CALL rag.work(); or the writers held '
   'the row: a WARNING), none (no switch). Example: SELECT rag.finish_embedding_switch();';
 
 COMMENT ON FUNCTION rag.create_model_index(text) IS
