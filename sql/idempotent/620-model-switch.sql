@@ -48,6 +48,10 @@ AS $$
        AND (EXISTS (SELECT 1 FROM rag.config AS c WHERE c.name = 'embedding_model' AND c.value = model_name)
             OR EXISTS (SELECT 1 FROM rag.tenant_models AS t WHERE t.embedding_model = model_name OR t.next_model = model_name)
             OR EXISTS (SELECT 1 FROM rag.model_indexes AS mi WHERE mi.model = model_name)
+            -- (built with rag.model_index_statements, not yet recorded: review 50, F1)
+            OR EXISTS (SELECT 1 FROM pg_inherits AS h JOIN pg_class AS c ON c.oid = h.inhrelid
+                       WHERE h.inhparent = 'rag.chunks'::regclass
+                         AND to_regclass(format('rag.%I', rag._model_index(c.relname, model_name))) IS NOT NULL)
             OR EXISTS (SELECT 1 FROM rag.tenant_models AS t
                        WHERE EXISTS (SELECT 1 FROM rag.chunks AS ch WHERE ch.tenant = t.tenant AND ch.model = model_name)))
 $$;
@@ -67,31 +71,50 @@ $$;
 -- rag._model_index_ddl (internal): the CREATE INDEX statement of one model's partial HNSW
 -- index on one partition of rag.chunks (plain for rag._make_model_index, CONCURRENTLY for
 -- rag.model_index_statements): one text for both, so the index a DBA builds is the one rag
--- would have built
+-- would have built. Every name in it carries its schema: psql's \gexec runs it on the
+-- owner's search_path (an `=` planted in a schema before pg_catalog ran as the owner, and on
+-- every insert into the partition: review 50, F2)
 CREATE OR REPLACE FUNCTION rag._model_index_ddl(part name, model text, concurrent boolean)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT format('CREATE INDEX %sIF NOT EXISTS %I ON rag.%I USING hnsw ((embedding::%s.vector(%s)) %s.vector_cosine_ops)'
-                  ' WITH (m = 16, ef_construction = 64) WHERE model = %L',
+                  ' WITH (m = 16, ef_construction = 64) WHERE model OPERATOR(pg_catalog.=) %L::pg_catalog.text',
                   CASE WHEN concurrent THEN 'CONCURRENTLY ' ELSE '' END,
                   rag._model_index(part, m.name), part, rag._vector_schema(), m.dimensions, rag._vector_schema(), m.name)
     FROM rag._model(model, 'embed') AS m
 $$;
 
--- rag._model_index_state (internal): whether one model's index on one partition is there
--- and valid ('valid'), there but invalid ('invalid': a CREATE INDEX CONCURRENTLY that failed
--- or was cancelled leaves it so, and it is never used), or missing ('missing')
+-- rag._model_index_state (internal): one model's index on one partition, by its name:
+-- 'missing'; 'building' (a CREATE INDEX CONCURRENTLY of it is running: progress a caller
+-- may see, its own or, for a superuser or pg_read_all_stats, anyone's); 'invalid' (such a
+-- build failed or was cancelled: it is never used); 'other' (not the index of the model as
+-- registered now: its access method, operator class, dimensions or predicate differ, e.g.
+-- a model registered again with other dimensions between a DBA's build and its record:
+-- every insert of the model's vectors there failed, review 50, F1); 'valid'
 CREATE OR REPLACE FUNCTION rag._model_index_state(part name, model text)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce((SELECT CASE WHEN i.indisvalid THEN 'valid' ELSE 'invalid' END
-                     FROM pg_index AS i
-                     WHERE i.indexrelid = to_regclass(format('rag.%I', rag._model_index(part, model)))),
-                    'missing')
+    SELECT coalesce(
+        (SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_stat_progress_create_index AS p WHERE p.index_relid = i.indexrelid)
+                     THEN 'building'
+                     WHEN NOT i.indisvalid THEN 'invalid'
+                     WHEN am.amname = 'hnsw' AND i.indnatts = 1 AND oc.opcname = 'vector_cosine_ops'
+                          AND att.atttypmod = m.dimensions
+                          AND pg_get_expr(i.indpred, i.indrelid) = format('(model = %L::text)', m.name)
+                     THEN 'valid'
+                     ELSE 'other' END
+         FROM pg_index AS i
+         JOIN pg_class AS ic ON ic.oid = i.indexrelid
+         JOIN pg_am AS am ON am.oid = ic.relam
+         JOIN pg_attribute AS att ON att.attrelid = i.indexrelid AND att.attnum = 1
+         LEFT JOIN pg_opclass AS oc ON oc.oid = i.indclass[0]
+         LEFT JOIN rag.models AS m ON m.name = model AND m.kind = 'embed'
+         WHERE i.indexrelid = to_regclass(format('rag.%I', rag._model_index(part, model)))),
+        'missing')
 $$;
 
 -- rag._make_model_index (internal): one model's partial HNSW index on one partition of
@@ -108,12 +131,17 @@ DECLARE
 BEGIN
     IF state = 'valid' THEN
         RETURN;
-    ELSIF state = 'invalid' THEN
-        RAISE EXCEPTION 'rag: the HNSW index rag.% of % is invalid (a CREATE INDEX CONCURRENTLY failed or was cancelled), so it is never used',
+    ELSIF state = 'building' THEN
+        RAISE EXCEPTION 'rag: the HNSW index rag.% of % is being built (a CREATE INDEX CONCURRENTLY is running)',
             quote_ident(rag._model_index(part, m.name)), rag._shown(m.name)
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'run this again once it has finished';
+    ELSIF state <> 'missing' THEN
+        RAISE EXCEPTION 'rag: the HNSW index rag.% is not one search with % can use: %', quote_ident(rag._model_index(part, m.name)),
+            rag._shown(m.name),
+            CASE state WHEN 'invalid' THEN 'it is invalid (a CREATE INDEX CONCURRENTLY failed or was cancelled)'
+                       ELSE format('its definition is not the model''s (%s dimensions)', m.dimensions) END
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = format('as the owner: DROP INDEX CONCURRENTLY rag.%I; then build it again (SELECT rag.model_index_statements(%L) \gexec in psql, or SELECT rag.create_model_index(%L))',
-                                rag._model_index(part, m.name), m.name, m.name);
+                  HINT = format('as the owner, in psql: SELECT rag.model_index_statements(%L) \gexec (it drops and builds it)', m.name);
     END IF;
     -- (CREATE INDEX's SHARE lock, in tries: see rag._lock_tables)
     PERFORM rag._lock_tables('rag.create_model_index', ARRAY[format('rag.%I', part)::regclass], 'SHARE');
@@ -151,6 +179,15 @@ BEGIN
        AND (m.name = 'all-MiniLM-L6-v2' OR EXISTS (SELECT 1 FROM rag.model_indexes AS mi WHERE mi.model = m.name)) THEN
         RETURN rag._model_index('chunks_default', m.name);
     ELSIF NOT rag._owns_chunks() THEN
+        IF NOT EXISTS (SELECT 1 FROM pg_inherits AS h JOIN pg_class AS c ON c.oid = h.inhrelid
+                       WHERE h.inhparent = 'rag.chunks'::regclass
+                         AND rag._model_index_state(c.relname, m.name) <> 'valid') THEN
+            -- (built with rag.model_index_statements, not yet recorded: search uses them)
+            RAISE EXCEPTION 'rag.create_model_index: the HNSW indexes of % are built but not recorded in rag.model_indexes, which only the owner of rag.chunks can do',
+                rag._shown(m.name)
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = format('as the extension''s owner: SELECT rag.create_model_index(%L)', m.name);
+        END IF;
         RAISE EXCEPTION 'rag.create_model_index: only the owner of rag.chunks can create the index for %', rag._shown(m.name)
             USING ERRCODE = 'insufficient_privilege',
                   HINT = format('as the extension''s owner: SELECT rag.create_model_index(%L)', m.name);
@@ -194,8 +231,13 @@ BEGIN
     FOR part IN SELECT c.relname FROM pg_inherits AS h JOIN pg_class AS c ON c.oid = h.inhrelid
                 WHERE h.inhparent = 'rag.chunks'::regclass ORDER BY 1 LOOP
         state := rag._model_index_state(part, m.name);
+        IF state = 'building' THEN   -- (a DROP would end that build's work: review 50, F5)
+            RAISE NOTICE 'rag.model_index_statements: rag.% is being built now: left to that build',
+                quote_ident(rag._model_index(part, m.name));
+            CONTINUE;
+        END IF;
         CONTINUE WHEN state = 'valid';
-        IF state = 'invalid' THEN
+        IF state IN ('invalid', 'other') THEN
             RETURN NEXT format('DROP INDEX CONCURRENTLY IF EXISTS rag.%I', rag._model_index(part, m.name));
         END IF;
         RETURN NEXT rag._model_index_ddl(part, m.name, true);
@@ -421,8 +463,13 @@ BEGIN
     BEGIN
         PERFORM rag.create_model_index(m.name);
     EXCEPTION WHEN insufficient_privilege THEN
-        RAISE WARNING 'rag.set_embedding_model: no HNSW index for %: search will scan until the extension''s owner runs SELECT rag.create_model_index(%)',
-            quote_literal(m.name), quote_literal(m.name);
+        IF SQLERRM LIKE '%built but not recorded%' THEN   -- (review 50, F4: search uses them)
+            RAISE WARNING 'rag.set_embedding_model: the HNSW indexes of % are built but not recorded: a tenant partition made later, or a restore, lacks them until the extension''s owner runs SELECT rag.create_model_index(%)',
+                quote_literal(m.name), quote_literal(m.name);
+        ELSE
+            RAISE WARNING 'rag.set_embedding_model: no HNSW index for %: search will scan until the extension''s owner runs SELECT rag.create_model_index(%)',
+                quote_literal(m.name), quote_literal(m.name);
+        END IF;
     WHEN program_limit_exceeded THEN
         RAISE WARNING 'rag.set_embedding_model: no HNSW index for %: its % dimensions are over the 2,000 pgvector''s HNSW indexes, so search with it scans',
             quote_literal(m.name), m.dimensions;
