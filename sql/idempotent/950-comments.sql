@@ -1169,7 +1169,7 @@ COMMENT ON FUNCTION rag._model_index(name, text) IS
 
 COMMENT ON FUNCTION rag._make_model_index(name, text) IS
   'Internal: creates one model''s partial HNSW index on one partition of rag.chunks unless a valid one exists '
-  '(an invalid one of its name, left by a failed CREATE INDEX CONCURRENTLY, is a 55000 naming it); used by '
+  '(one of its name that is invalid, being built or of another definition is a 55000 naming it); used by '
   'rag.create_model_index, rag._make_partition_indexes and the rag.model_indexes restore trigger.';
 
 COMMENT ON FUNCTION rag._model_index_ddl(name, text, boolean) IS
@@ -1177,8 +1177,10 @@ COMMENT ON FUNCTION rag._model_index_ddl(name, text, boolean) IS
   'partition of rag.chunks; rag._make_model_index runs it, rag.model_index_statements returns it.';
 
 COMMENT ON FUNCTION rag._model_index_state(name, text) IS
-  'Internal: whether one model''s HNSW index on one partition of rag.chunks is valid, invalid (a failed or '
-  'cancelled CREATE INDEX CONCURRENTLY) or missing.';
+  'Internal: one model''s HNSW index on one partition of rag.chunks, by its name: valid (the model''s as '
+  'registered: access method, operator class, dimensions, predicate), other (another definition), invalid (a '
+  'failed or cancelled CREATE INDEX CONCURRENTLY), building (such a build running, as the caller may see it) '
+  'or missing.';
 
 COMMENT ON FUNCTION rag.model_index_statements(text) IS
   'The statements that build one embedding model''s HNSW indexes without holding any tenant''s ingest: a '
@@ -1370,7 +1372,7 @@ COMMENT ON FUNCTION rag._worker_takes(regclass, name) IS
 COMMENT ON FUNCTION rag.check() IS
   'What rag derived that is out of step with what it derives from, for the tenants the caller can see (a '
   'superuser: every tenant): documents not indexed, the lexical index''s statistics and blocks, embedding '
-  'models'' HNSW indexes left invalid by a failed CREATE INDEX CONCURRENTLY, attached '
+  'models'' HNSW indexes search cannot use (invalid, or not of the model''s definition), attached '
   'tables whose rag triggers are missing or disabled, and attached rows out of step with their documents (tables '
   'the caller owns, in a session of its own, not after SET ROLE; others are named, not read). Reads everything it checks once; changes nothing. Returns one '
   'row per problem and tenant: tenant, problem, affected (rows), example, fix (what to run). No rows: '
