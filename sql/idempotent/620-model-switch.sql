@@ -162,6 +162,7 @@ AS $$
 DECLARE
     m rag.models := rag._model(model_name, 'embed');
     part name;
+    built boolean;   -- every partition has the model's index, valid
 BEGIN
     IF m.dimensions > 2000 THEN   -- (pgvector's own refusal names no model, and failed a switch: review 48)
         RAISE EXCEPTION 'rag.create_model_index: % has % dimensions; pgvector''s HNSW indexes vectors of at most 2,000',
@@ -173,15 +174,13 @@ BEGIN
     -- (indexes a DBA built with rag.model_index_statements are taken as they are, and
     -- recorded here: before, all being there, the model was not recorded, and a partition
     -- made later or a restore lacked its index)
-    IF NOT EXISTS (SELECT 1 FROM pg_inherits AS h JOIN pg_class AS c ON c.oid = h.inhrelid
-                   WHERE h.inhparent = 'rag.chunks'::regclass
-                     AND rag._model_index_state(c.relname, m.name) <> 'valid')
-       AND (m.name = 'all-MiniLM-L6-v2' OR EXISTS (SELECT 1 FROM rag.model_indexes AS mi WHERE mi.model = m.name)) THEN
+    built := NOT EXISTS (SELECT 1 FROM pg_inherits AS h JOIN pg_class AS c ON c.oid = h.inhrelid
+                         WHERE h.inhparent = 'rag.chunks'::regclass
+                           AND rag._model_index_state(c.relname, m.name) <> 'valid');
+    IF built AND (m.name = 'all-MiniLM-L6-v2' OR EXISTS (SELECT 1 FROM rag.model_indexes AS mi WHERE mi.model = m.name)) THEN
         RETURN rag._model_index('chunks_default', m.name);
     ELSIF NOT rag._owns_chunks() THEN
-        IF NOT EXISTS (SELECT 1 FROM pg_inherits AS h JOIN pg_class AS c ON c.oid = h.inhrelid
-                       WHERE h.inhparent = 'rag.chunks'::regclass
-                         AND rag._model_index_state(c.relname, m.name) <> 'valid') THEN
+        IF built THEN
             -- (built with rag.model_index_statements, not yet recorded: search uses them)
             RAISE EXCEPTION 'rag.create_model_index: the HNSW indexes of % are built but not recorded in rag.model_indexes, which only the owner of rag.chunks can do',
                 rag._shown(m.name)
