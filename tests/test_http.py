@@ -21,6 +21,8 @@ from pgtest import as_role  # noqa: E402
 from ragpg_cli.server import (Turn, answer_pieces, create_app, default_per_role, http_status,  # noqa: E402
                               load_keys, lone_surrogate_at, rewrite_follow_up, uvicorn_config)
 
+CLIENT = Path(__file__).resolve().parents[1] / "client"
+
 KEYS = {"key-alice": "alice", "key-bob": "bob", "key-carol": "carol"}
 A = {"Authorization": "Bearer key-alice"}
 B = {"Authorization": "Bearer key-bob"}
@@ -442,6 +444,92 @@ def test_a_body_is_refused_on_its_headers_before_it_is_read():
         assert got == b"" and seconds > 7
 
 
+def connect_from(address: str, port: int) -> socket.socket:
+    """A connection to the server on 127.0.0.1 from another loopback address (another client)."""
+    s = socket.socket()
+    s.settimeout(10)
+    s.bind((address, 0))
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+def read_until_closed(s: socket.socket) -> bytes:
+    got = b""
+    while data := s.recv(65536):
+        got += data
+    return got
+
+
+def test_connections_are_capped_server_wide_and_per_address(caplog):
+    """Review 47, finding 6: the server capped no connection count; 21,000 idle sockets
+    filled its open files and its log ("Too many open files", 87,000 lines in 40 s). Now one
+    address holds at most `max_per_client` connections (past it: 429, closed at once) and
+    the server `max_connections` (503); other addresses are served meanwhile, refusals are
+    logged as one count, and closed connections free their places."""
+    get = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    assert (uvicorn_config(None, "127.0.0.1", 0).http.caps.total,
+            uvicorn_config(None, "127.0.0.1", 0).http.caps.per_client) == (1000, 100)   # `ragpg serve`'s defaults
+    with caplog.at_level("WARNING", logger="ragpg.serve"), \
+            Server(create_app(NO_DATABASE, KEYS, pool_size=1), max_connections=8, max_per_client=3) as srv:
+        caps = srv.server.config.http.caps
+        caps.log_every = 1.0
+        held = [connect_from("127.0.0.1", srv.port) for _ in range(3)]   # idle: they say nothing
+        for _ in range(40):                                               # a fourth from the same address
+            with connect_from("127.0.0.1", srv.port) as s:
+                refused = read_until_closed(s)
+        assert refused.startswith(b"HTTP/1.1 429 ") and b"Retry-After: 1" in refused, refused
+        assert json.loads(refused.split(b"\r\n\r\n", 1)[1]) == {
+            "error": "too many connections from this address: 3 are open",
+            "hint": "retry after the Retry-After seconds"}
+        with connect_from("127.0.0.2", srv.port) as s:                  # another address is served
+            s.sendall(get)
+            assert read_until_closed(s).startswith(b"HTTP/1.1 200 "), "another address was refused"
+        held += [connect_from(f"127.0.0.{i}", srv.port) for i in (2, 3, 4, 5, 6)]   # 8 open: the server's cap
+        deadline = time.monotonic() + 10
+        while caps.open < 8:
+            assert time.monotonic() < deadline, caps.open
+            time.sleep(0.05)
+        with connect_from("127.0.0.7", srv.port) as s:
+            refused = read_until_closed(s)
+        assert refused.startswith(b"HTTP/1.1 503 ") and b"server busy: 8 connections are open" in refused, refused
+        for s in held:
+            s.close()
+        deadline = time.monotonic() + 10
+        while caps.open or caps.by_client:   # every place freed, no address left behind
+            assert time.monotonic() < deadline, (caps.open, caps.by_client)
+            time.sleep(0.05)
+        with connect_from("127.0.0.1", srv.port) as s:
+            s.sendall(get)
+            assert read_until_closed(s).startswith(b"HTTP/1.1 200 ")
+        time.sleep(1.5)   # the count of the refusals after the first is logged a second later
+    lines = [r.getMessage() for r in caplog.records if "connections refused" in r.getMessage()]
+    counts = [tuple(map(int, re.search(r": (\d+) past the server's cap of 8, (\d+) past the cap of 3 per", x).groups()))
+              for x in lines]
+    assert counts[0] == (0, 1) and 2 <= len(lines) <= 4, lines   # not one line per refusal
+    assert tuple(map(sum, zip(*counts))) == (1, 40), lines
+
+
+def test_the_caps_fit_the_open_file_limit():
+    """`ragpg serve` raises its soft open-file limit as far as the connections need (the
+    event loop accepts up to a backlog of sockets at once), and past the hard limit lowers
+    the backlog and the cap, with a warning."""
+    import subprocess
+    probe = ("import resource, sys; sys.path.insert(0, %r); resource.setrlimit(resource.RLIMIT_NOFILE, (%d, %d)); "
+             "from ragpg_cli.server import fit_descriptors; print(*fit_descriptors(1000, 10), "
+             "*resource.getrlimit(resource.RLIMIT_NOFILE))")
+    soft, hard = 256, 8192
+    out = subprocess.run([sys.executable, "-c", probe % (str(CLIENT), soft, hard)], capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert [int(x) for x in out] == [1000, 2048, 1000 + 2048 + 10 + 64, hard]   # raised, nothing lowered
+    out = subprocess.run([sys.executable, "-c", probe % (str(CLIENT), 600, 600)], capture_output=True,
+                         text=True, check=True)
+    connections, backlog, soft, hard = [int(x) for x in out.stdout.split()]
+    assert (backlog, connections, soft) == ((600 - 74) // 3, 600 - 74 - (600 - 74) // 3, 600), out
+    assert "holds %d connections" % connections in out.stderr
+    out = subprocess.run([sys.executable, "-c", probe % (str(CLIENT), 80, 80)], capture_output=True, text=True)
+    assert out.returncode != 0 and "leaves no room for connections" in out.stderr, out
+
+
 def test_an_upload_is_checked_against_its_role_before_it_is_read(dsn):
     """A reader's key, or a file over rag.max_file_bytes, had the server read the whole file
     into memory (five 99 MB uploads with a reader's key: +870 MB), to be refused by the
@@ -721,19 +809,78 @@ def test_a_json_ingest_keeps_no_parsed_objects():
 
 
 def test_a_parse_holds_its_lock_even_when_its_request_is_cancelled():
-    """The route's asyncio lock is released when the task awaiting the parse is cancelled,
-    while its thread still parses: a lock taken in the thread keeps parses one at a time."""
+    """The route's asyncio locks are released when the task awaiting the parse is cancelled,
+    while its thread still parses: a semaphore taken in the thread keeps at most PARSERS
+    parses at once."""
     import threading
 
     from ragpg_cli import server
     done = []
-    with server._PARSING:   # as a parse whose request was cancelled would hold it
+    for _ in range(server.PARSERS):   # as parses whose requests were cancelled would hold it
+        assert server._PARSING.acquire(timeout=5)
+    try:
         t = threading.Thread(target=lambda: done.append(server.ingest_arguments(b'{"content": "x", "source": "s"}')))
         t.start()
         t.join(0.3)
         assert t.is_alive() and not done
+    finally:
+        for _ in range(server.PARSERS):
+            server._PARSING.release()
     t.join(5)
     assert done and done[0][:2] == ("x", "s")
+
+
+def test_one_roles_json_ingests_leave_another_role_a_parser(monkeypatch):
+    """Review 47, finding 5: JSON /ingest bodies were parsed one at a time server-wide, so one
+    role's five 4 MiB bodies delayed another role's small ingest from 0.07 s to 1.5 s. Now
+    PARSERS (2) parse at once and one role's one at a time: with every parse held open,
+    alice's three bodies take one parser, bob's takes the other, carol's waits for one."""
+    import threading
+
+    from ragpg_cli import server
+    assert server.PARSERS == 2
+    release, lock = threading.Event(), threading.Lock()
+    parsing, parsed, peak = [], [], [0]
+    real = server._ingest_arguments
+
+    def held_parse(raw: bytes):
+        source = json.loads(raw)["source"]
+        with lock:
+            parsing.append(source)
+            peak[0] = max(peak[0], len(parsing))
+        release.wait(30)
+        with lock:
+            parsing.remove(source)
+            parsed.append(source)
+        return real(raw)
+
+    monkeypatch.setattr(server, "_ingest_arguments", held_parse)
+    keys = {"key-alice": "alice", "key-bob": "bob", "key-carol": "carol"}
+
+    async def scene(url):
+        async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=20)) as c:
+            def ingest(key, source):
+                return asyncio.create_task(c.post("/ingest", headers={"Authorization": f"Bearer {key}"},
+                                                  json={"content": "x", "source": source}))
+            sent = [ingest("key-alice", f"alice-{i}") for i in range(3)]
+            await asyncio.sleep(0.5)
+            sent.append(ingest("key-bob", "bob"))
+            await asyncio.sleep(0.5)
+            sent.append(ingest("key-carol", "carol"))
+            deadline = time.monotonic() + 10
+            while len(parsing) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+            with lock:
+                during = sorted(parsing)
+            release.set()
+            return during, await asyncio.gather(*sent)
+
+    with Server(create_app(NO_DATABASE, keys, pool_size=10)) as srv:
+        during, responses = asyncio.run(scene(srv.url))
+    assert during == ["alice-0", "bob"], during   # (one lock: ["alice-0"], bob waited behind alice's three)
+    assert peak[0] == 2 and sorted(parsed) == ["alice-0", "alice-1", "alice-2", "bob", "carol"], (peak, parsed)
+    assert all(r.status_code == 503 for r in responses), [r.text for r in responses]   # parsed, then no database
 
 
 def test_a_role_holds_half_the_pool_when_the_keys_name_several():

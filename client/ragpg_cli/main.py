@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
                                                  "turn (default: half of --pool-size, all if the keys name one role)")
     sv.add_argument("--statement-timeout", type=float, default=300.0,
                     help="seconds a request's statement may run, then 504 (a lower setting of the login role stays)")
+    sv.add_argument("--max-connections", type=int, default=1000,
+                    help="connections open at once; past it a new one gets 503 and is closed")
+    sv.add_argument("--max-connections-per-client", type=int, default=100,
+                    help="connections open at once from one address; past it: 429 and closed (0: no cap, "
+                         "e.g. behind a proxy that caps them itself)")
     wk = sub.add_parser("worker", help="drain rag.queue (attached tables in async mode) with CALL rag.work()")
     wk.add_argument("--dsn", required=True)
     wk.add_argument("--interval", type=float, default=1.0, help="seconds to sleep when the queue is empty")
@@ -67,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args.dsn, load_keys(args.keys_file, args.keys), args.host, args.port,
                      pool_size=args.pool_size, queue_size=args.queue_size, queue_timeout=args.queue_timeout,
                      read_timeout=args.read_timeout, keep_alive=args.keep_alive, per_role=args.per_role,
-                     statement_timeout=args.statement_timeout)
+                     statement_timeout=args.statement_timeout, max_connections=args.max_connections,
+                     max_per_client=args.max_connections_per_client)
     if args.cmd == "ingest":
         from .ingest import run as run_ingest
         return run_ingest(args.dsn, args.paths, args.url_prefix, args.tenant, args.quiet)

@@ -40,6 +40,10 @@ Slow clients: a request's headers and body must arrive within `read_timeout` sec
 (15) of the connection opening or of the request's first byte, else the connection is
 closed; an idle connection is closed `keep_alive` seconds (5) after its last response.
 uvicorn alone waits for ever on a client that trickles its headers or body (slowloris).
+At most `max_connections` (1,000) connections are open at once, and `max_per_client`
+(100) from one address: a connection past either is answered 503 or 429 and closed before
+it is read (ConnectionCaps); JSON /ingest bodies are parsed PARSERS (2) at a time, one
+role's one at a time.
 """
 from __future__ import annotations
 
@@ -487,15 +491,17 @@ async def client_gone(request: Request) -> None:
         pass
 
 
-_PARSING = threading.Lock()   # held by the thread that parses (see ingest_arguments)
+PARSERS = 2   # JSON /ingest bodies parsed at once, server-wide (each up to ~80 MB of objects)
+_PARSING = threading.BoundedSemaphore(PARSERS)   # held by the threads that parse (see ingest_arguments)
 
 
 def ingest_arguments(raw: bytes) -> tuple:
     """A JSON /ingest body as rag.ingest's arguments, metadata as JSON text: the parsed
     objects are gone when this returns (a 4 MiB body of short strings is ~80 MB of them).
-    ApiError, or RequestValidationError (422). One at a time: the server's asyncio lock
-    queues the requests, and this lock holds while a thread parses, also when the request
-    that started it was cancelled (which releases the asyncio lock)."""
+    ApiError, or RequestValidationError (422). At most PARSERS at once: the app's locks
+    queue the requests (one role's at a time), and this semaphore holds while a thread
+    parses, also when the request that started it was cancelled (which releases the
+    app's locks)."""
     with _PARSING:
         return _ingest_arguments(raw)
 
@@ -609,7 +615,11 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
     timeout_ms = max(1, round(statement_timeout * 1000))
     health = {"at": -1.0, "out": None, "conn": None, "closing": None}
     health_lock = asyncio.Lock()
-    parsing = asyncio.Lock()   # JSON /ingest bodies (up to 4 MiB) are parsed one at a time
+    # JSON /ingest bodies (up to 4 MiB) are parsed PARSERS at a time, one role's one at a
+    # time: one role's five bodies delayed another's small ingest from 0.07 s to 1.5 s
+    # behind a single server-wide lock (review 47, finding 5); memory stays PARSERS parses
+    parsing = asyncio.Semaphore(PARSERS)
+    parsing_for = {role: asyncio.Lock() for role in set(keys.values())}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -829,7 +839,7 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
                              (f.data, f.filename, f.source, f.title, f.url, json.dumps(f.metadata)))
             return IngestOut(document_id=rows[0]["id"])
         raw = await request.body()
-        async with parsing:   # one at a time, off the event loop: what a parse costs is bounded
+        async with parsing_for[role], parsing:   # off the event loop: what parsing holds is bounded
             arguments = await asyncio.to_thread(ingest_arguments, raw)
         rows = await run(request, role, "SELECT rag.ingest(%s, %s, %s, %s, %s::jsonb) AS id", arguments)
         return IngestOut(document_id=rows[0]["id"])
@@ -846,6 +856,81 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
 # --- the server: uvicorn, with a deadline on reading each request ---------------------------
 
 READING = (h11.IDLE, h11.SEND_BODY)  # the client's state while its request is on the way
+MAX_CONNECTIONS = 1000          # open at once, server-wide (`--max-connections`)
+MAX_CLIENT_CONNECTIONS = 100    # open at once from one client address (`--max-connections-per-client`)
+REFUSALS_LOGGED_EVERY = 10.0    # seconds: refused connections are logged as a count, not one line each
+
+
+def _refusal(status: str, error: str) -> bytes:
+    """A whole HTTP/1.1 response sent to a connection refused for its count, before it has
+    said anything (ErrorOut's shape; the connection closes after it)."""
+    body = json.dumps({"error": error, "hint": "retry after the Retry-After seconds"}).encode()
+    return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Retry-After: 1\r\nConnection: close\r\n\r\n").encode() + body
+
+
+class ConnectionCaps:
+    """How many connections are open, server-wide and per client address, and whether one
+    more may be: 21,000 idle sockets had filled the process's file descriptors (the
+    accept loop then logged 87,000 "Too many open files" lines in 40 s, and other
+    clients waited up to 4.9 s: review 47, finding 6). A connection past a cap is answered
+    at once and closed (503 server-wide, 429 for its address), without reading it; the
+    refusals are logged as one count every `log_every` seconds (10). `per_client`
+    0: no cap per address (behind a proxy, whose address every client has). Used from the
+    event loop's thread only."""
+
+    def __init__(self, total: int = MAX_CONNECTIONS, per_client: int = MAX_CLIENT_CONNECTIONS):
+        if total < 1 or per_client < 0:
+            raise ValueError(f"connection caps: total {total} must be at least 1, per client {per_client} at least 0")
+        self.total, self.per_client = total, per_client
+        self.open = 0
+        self.by_client: dict[str, int] = {}
+        self.refused = {"server": 0, "client": 0}   # since the last log line
+        self.log_every = REFUSALS_LOGGED_EVERY
+        self.logged_at = -REFUSALS_LOGGED_EVERY
+        self.flush_due = False
+
+    @staticmethod
+    def client_of(client: tuple | None) -> str:
+        return client[0] if client else ""   # the address (a Unix socket's peers share "")
+
+    def admit(self, client: tuple | None) -> bytes | None:
+        """None, counting the connection in; or the refusal to send it."""
+        who = self.client_of(client)
+        if self.open >= self.total:
+            return self._refuse("server", "503 Service Unavailable",
+                                f"server busy: {self.total} connections are open")
+        if self.per_client and self.by_client.get(who, 0) >= self.per_client:
+            return self._refuse("client", "429 Too Many Requests",
+                                f"too many connections from this address: {self.per_client} are open")
+        self.open += 1
+        self.by_client[who] = self.by_client.get(who, 0) + 1
+        return None
+
+    def release(self, who: str) -> None:
+        self.open -= 1
+        left = self.by_client[who] - 1
+        if left:
+            self.by_client[who] = left
+        else:
+            del self.by_client[who]   # (one entry per address with a connection open: bounded)
+
+    def _refuse(self, kind: str, status: str, error: str) -> bytes:
+        self.refused[kind] += 1
+        wait = self.logged_at + self.log_every - time.monotonic()
+        if wait <= 0:
+            self._log()
+        elif not self.flush_due:   # the count since the last line is logged when its time comes
+            self.flush_due = True
+            asyncio.get_running_loop().call_later(wait, self._log)
+        return _refusal(status, error)
+
+    def _log(self) -> None:
+        log.warning("connections refused since the last such line: %d past the server's cap of %d, %d past the "
+                    "cap of %d per address (%d open now)", self.refused["server"], self.total,
+                    self.refused["client"], self.per_client, self.open)
+        self.logged_at, self.flush_due = time.monotonic(), False
+        self.refused = {"server": 0, "client": 0}
 
 
 class DeadlineH11Protocol(H11Protocol):
@@ -860,12 +945,22 @@ class DeadlineH11Protocol(H11Protocol):
 
     read_timeout = 15.0
     _deadline: asyncio.TimerHandle | None = None
+    caps: ConnectionCaps   # one per server (uvicorn_config)
+    _counted: str | None = None   # the client this connection counts for, while it is open
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
+        refusal = self.caps.admit(self.client)
+        if refusal is not None:   # answered and closed at once: its socket is freed now
+            transport.write(refusal)
+            transport.close()
+            return
+        self._counted = self.caps.client_of(self.client)
         self._start_deadline()
 
     def data_received(self, data: bytes) -> None:
+        if self._counted is None:   # refused (the connection is closing)
+            return
         if self._deadline is None and self.conn.their_state in READING:
             self._start_deadline()  # the first byte of the next request on a kept-alive connection
         super().data_received(data)
@@ -879,6 +974,9 @@ class DeadlineH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_deadline()
+        if self._counted is not None:
+            self.caps.release(self._counted)
+            self._counted = None
         super().connection_lost(exc)
 
     def _start_deadline(self) -> None:
@@ -897,25 +995,66 @@ class DeadlineH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def uvicorn_config(app, host: str, port: int, read_timeout: float = 15.0, keep_alive: float = 5.0, **kwargs):
+def uvicorn_config(app, host: str, port: int, read_timeout: float = 15.0, keep_alive: float = 5.0,
+                   max_connections: int = MAX_CONNECTIONS, max_per_client: int = MAX_CLIENT_CONNECTIONS, **kwargs):
     """uvicorn's settings for `ragpg serve` (and its tests): h11 with the read deadline above,
-    idle connections closed after `keep_alive` seconds, request headers at most 16 KiB."""
+    idle connections closed after `keep_alive` seconds, request headers at most 16 KiB, at
+    most `max_connections` open and `max_per_client` from one address (ConnectionCaps)."""
     import uvicorn
 
-    protocol = type("DeadlineH11Protocol", (DeadlineH11Protocol,), {"read_timeout": read_timeout})
+    protocol = type("DeadlineH11Protocol", (DeadlineH11Protocol,),
+                    {"read_timeout": read_timeout, "caps": ConnectionCaps(max_connections, max_per_client)})
     return uvicorn.Config(app, host=host, port=port, http=protocol, timeout_keep_alive=keep_alive,
                           h11_max_incomplete_event_size=16 * 1024, **kwargs)
 
 
+BACKLOG = 2048   # uvicorn's: connections the kernel queues, and the event loop may accept at once
+SPARE_DESCRIPTORS = 64   # the listening socket, logs, the health connection, what libraries open
+
+
+def fit_descriptors(max_connections: int, pool_size: int, backlog: int = BACKLOG) -> tuple[int, int]:
+    """(max_connections, backlog) that fit the process's open-file limit: the event loop
+    accepts up to `backlog` sockets at a time before any is refused, so the limit must
+    hold the open connections, one backlog, the pool's connections and some spare. The
+    soft limit is raised towards the hard one as needed; where even that is too low, the
+    backlog and then the cap are lowered, with a warning (SystemExit if nothing fits)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    spare = pool_size + SPARE_DESCRIPTORS
+    need = max_connections + backlog + spare
+    if soft != resource.RLIM_INFINITY and soft < need:
+        raised = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        if raised > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return max_connections, backlog
+    backlog = max(16, min(backlog, (soft - spare) // 3))
+    fitted = min(max_connections, soft - spare - backlog)
+    if fitted < 1:
+        raise SystemExit(f"ragpg serve: the open-file limit ({soft}) leaves no room for connections beside "
+                         f"{pool_size} database connections; raise it (ulimit -n)")
+    log.warning("the open-file limit (%d, hard %s) holds %d connections and a backlog of %d, not the %d asked for; "
+                "raise it (ulimit -n) for more", soft, hard, fitted, backlog, max_connections)
+    return fitted, backlog
+
+
 def serve(dsn: str, keys: dict[str, str], host: str, port: int, pool_size: int = 10, queue_size: int = 50,
           queue_timeout: float = 10.0, read_timeout: float = 15.0, keep_alive: float = 5.0,
-          per_role: int | None = None, statement_timeout: float = 300.0) -> int:
+          per_role: int | None = None, statement_timeout: float = 300.0,
+          max_connections: int = MAX_CONNECTIONS, max_per_client: int = MAX_CLIENT_CONNECTIONS) -> int:
     import uvicorn
 
     if not keys:
         raise SystemExit("ragpg serve: no API keys; pass --keys-file FILE (lines: KEY ROLE) or --keys KEY=ROLE")
+    if max_connections < 1 or max_per_client < 0:
+        raise SystemExit("ragpg serve: --max-connections must be at least 1 and --max-connections-per-client "
+                         "at least 0 (0: no cap per address)")
+    max_connections, backlog = fit_descriptors(max_connections, pool_size)
     app = create_app(dsn, keys, pool_size=pool_size, queue_size=queue_size, queue_timeout=queue_timeout,
                      per_role=per_role, statement_timeout=statement_timeout)
     uvicorn.Server(uvicorn_config(app, host, port, read_timeout=read_timeout, keep_alive=keep_alive,
-                                  log_level="info")).run()
+                                  max_connections=max_connections, max_per_client=max_per_client,
+                                  backlog=backlog, log_level="info")).run()
     return 0
