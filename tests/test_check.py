@@ -687,6 +687,13 @@ def test_posting_blocks_written_before_0_9_0_past_its_limits_are_found_and_rebui
     assert problem in found and found[problem][:2] == ("alice", 2), found
     assert found[problem][3] == "SELECT rag.rebuild_lexical_index();   -- in tenant 'alice'"
     assert _problems(bob) == {}                          # bob's tenant: nothing of alice's
+    # rag.posting_blocks is read once for the corrupt blocks and these (it was read twice)
+    scans = ("SELECT sum(coalesce(seq_scan, 0) + coalesce(idx_scan, 0)) FROM pg_stat_xact_user_tables "
+             "WHERE relid IN (SELECT relid FROM pg_partition_tree('rag.posting_blocks'))")
+    with db.transaction():
+        before = db.execute(scans).fetchone()[0]
+        assert problem in {r[0] for r in db.execute("SELECT problem FROM rag.check()")}
+        assert db.execute(scans).fetchone()[0] - before == 1
     alice.execute("SELECT rag.rebuild_lexical_index()")
     assert _problems(alice) == {}
     assert alice.execute("SELECT max(n), count(*) FILTER (WHERE pg_column_compression(ids) IS NOT NULL) "

@@ -67,8 +67,13 @@ BEGIN
            format('SELECT rag.reindex();   -- in tenant %L', s.tenant)
     FROM rag._documents_to_reindex() AS s GROUP BY s.tenant, s.reason ORDER BY 1, 2;
 
-    -- the lexical index's statistics against the chunks they count, and blocks whose byte
-    -- strings do not hold their postings (rag.bm25 would fail on them with XX001)
+    -- the lexical index's statistics against the chunks they count; blocks whose byte
+    -- strings do not hold their postings (rag.bm25 would fail on them with XX001); and
+    -- well-formed blocks written before 0.9.0 past its limits, which rag.bm25 reads whole:
+    -- more than 8,192 postings, or bytes compressed more than 16 to 1 (a writer's blocks of
+    -- one repeated id compressed 450 to 1: 5 MB on disk took a reader 2.2 GB). rag's own
+    -- blocks compress little; 0.9.0 stores them uncompressed. Sizes come from the values'
+    -- headers: nothing is decompressed, and rag.posting_blocks is read once for both.
     RETURN QUERY
     WITH actual AS (
         SELECT c.tenant, count(*) AS chunks, coalesce(sum(length(c.tsv)), 0) AS pairs,
@@ -78,49 +83,50 @@ BEGIN
         SELECT s.tenant, sum(s.chunks) AS chunks, sum(s.total_len) AS total_len FROM rag.corpus_stats AS s GROUP BY s.tenant
     ), lexemes AS (
         SELECT s.tenant, sum(s.df) AS pairs FROM rag.lexeme_stats AS s GROUP BY s.tenant
+    ), judged AS (
+        SELECT b.tenant, b.lexeme,
+               b.n < 0 OR octet_length(b.ids) <> 8::bigint * b.n OR octet_length(b.tfs) <> 2::bigint * b.n
+               OR octet_length(b.lens) <> 4::bigint * b.n AS corrupt,
+               b.n > 8192 OR 14::bigint * b.n > 16::bigint * (pg_column_size(b.ids) + pg_column_size(b.tfs)
+                                                              + pg_column_size(b.lens)) AS past_limits
+        FROM rag.posting_blocks AS b
+    ), blocks AS (
+        SELECT j.tenant,
+               count(*) FILTER (WHERE j.corrupt) AS corrupt, min(j.lexeme) FILTER (WHERE j.corrupt) AS corrupt_lexeme,
+               count(*) FILTER (WHERE NOT j.corrupt AND j.past_limits) AS past_limits,
+               min(j.lexeme) FILTER (WHERE NOT j.corrupt AND j.past_limits) AS past_limits_lexeme
+        FROM judged AS j WHERE j.corrupt OR j.past_limits
+        GROUP BY j.tenant
     ), corrupt AS (
-        SELECT b.tenant, count(*) AS blocks, min(b.lexeme) AS lexeme FROM rag.posting_blocks AS b
-        WHERE b.n < 0 OR octet_length(b.ids) <> 8::bigint * b.n OR octet_length(b.tfs) <> 2::bigint * b.n
-           OR octet_length(b.lens) <> 4::bigint * b.n
-        GROUP BY b.tenant
+        SELECT k.tenant, k.corrupt AS blocks, k.corrupt_lexeme AS lexeme FROM blocks AS k WHERE k.corrupt > 0
     ), t AS (
         SELECT x.tenant FROM actual AS x UNION SELECT x.tenant FROM corpus AS x
         UNION SELECT x.tenant FROM lexemes AS x UNION SELECT x.tenant FROM corrupt AS x
     )
-    SELECT t.tenant,
-           CASE WHEN k.blocks IS NOT NULL THEN 'lexical index: posting blocks corrupt'
-                ELSE 'lexical index: statistics do not count the chunks' END,
-           coalesce(k.blocks, coalesce(x.chunks, 0)),
-           CASE WHEN k.blocks IS NOT NULL THEN format('lexeme %s', rag._shown(k.lexeme))
-                ELSE format('%s chunks holding %s lexeme occurrences, %s (chunk, lexeme) pairs; the statistics count %s, %s, %s',
-                            coalesce(x.chunks, 0), coalesce(x.total_len, 0), coalesce(x.pairs, 0),
-                            coalesce(s.chunks, 0), coalesce(s.total_len, 0), coalesce(l.pairs, 0)) END,
-           format('SELECT rag.rebuild_lexical_index();   -- in tenant %L', t.tenant)
-    FROM t
-    LEFT JOIN actual AS x ON x.tenant = t.tenant
-    LEFT JOIN corpus AS s ON s.tenant = t.tenant
-    LEFT JOIN lexemes AS l ON l.tenant = t.tenant
-    LEFT JOIN corrupt AS k ON k.tenant = t.tenant
-    WHERE k.blocks IS NOT NULL
-       OR (coalesce(x.chunks, 0), coalesce(x.total_len, 0), coalesce(x.pairs, 0))
-          IS DISTINCT FROM (coalesce(s.chunks, 0), coalesce(s.total_len, 0), coalesce(l.pairs, 0))
-    ORDER BY 1;
-
-    -- well-formed posting blocks written before 0.9.0 past its limits, which rag.bm25
-    -- reads whole: more than 8,192 postings, or bytes compressed more than 16 to 1 (a
-    -- writer's blocks of one repeated id compressed 450 to 1: 5 MB on disk took a reader
-    -- 2.2 GB). rag's own blocks compress little; 0.9.0 stores them uncompressed. Sizes
-    -- come from the values' headers: nothing is decompressed.
-    RETURN QUERY
-    SELECT b.tenant, 'lexical index: posting blocks past the limits of 0.9.0 (written before it)', count(*),
-           format('lexeme %s', rag._shown(min(b.lexeme))),
-           format('SELECT rag.rebuild_lexical_index();   -- in tenant %L', b.tenant)
-    FROM rag.posting_blocks AS b
-    WHERE octet_length(b.ids) = 8::bigint * b.n AND octet_length(b.tfs) = 2::bigint * b.n
-      AND octet_length(b.lens) = 4::bigint * b.n
-      AND (b.n > 8192 OR 14::bigint * b.n > 16::bigint * (pg_column_size(b.ids) + pg_column_size(b.tfs)
-                                                            + pg_column_size(b.lens)))
-    GROUP BY b.tenant ORDER BY 1;
+    SELECT q.tenant, q.problem, q.affected, q.example, q.fix
+    FROM (SELECT 1 AS kind, t.tenant,
+                 CASE WHEN k.blocks IS NOT NULL THEN 'lexical index: posting blocks corrupt'
+                      ELSE 'lexical index: statistics do not count the chunks' END AS problem,
+                 coalesce(k.blocks, coalesce(x.chunks, 0)) AS affected,
+                 CASE WHEN k.blocks IS NOT NULL THEN format('lexeme %s', rag._shown(k.lexeme))
+                      ELSE format('%s chunks holding %s lexeme occurrences, %s (chunk, lexeme) pairs; the statistics count %s, %s, %s',
+                                  coalesce(x.chunks, 0), coalesce(x.total_len, 0), coalesce(x.pairs, 0),
+                                  coalesce(s.chunks, 0), coalesce(s.total_len, 0), coalesce(l.pairs, 0)) END AS example,
+                 format('SELECT rag.rebuild_lexical_index();   -- in tenant %L', t.tenant) AS fix
+          FROM t
+          LEFT JOIN actual AS x ON x.tenant = t.tenant
+          LEFT JOIN corpus AS s ON s.tenant = t.tenant
+          LEFT JOIN lexemes AS l ON l.tenant = t.tenant
+          LEFT JOIN corrupt AS k ON k.tenant = t.tenant
+          WHERE k.blocks IS NOT NULL
+             OR (coalesce(x.chunks, 0), coalesce(x.total_len, 0), coalesce(x.pairs, 0))
+                IS DISTINCT FROM (coalesce(s.chunks, 0), coalesce(s.total_len, 0), coalesce(l.pairs, 0))
+          UNION ALL
+          SELECT 2, k.tenant, 'lexical index: posting blocks past the limits of 0.9.0 (written before it)', k.past_limits,
+                 format('lexeme %s', rag._shown(k.past_limits_lexeme)),
+                 format('SELECT rag.rebuild_lexical_index();   -- in tenant %L', k.tenant)
+          FROM blocks AS k WHERE k.past_limits > 0) AS q
+    ORDER BY q.kind, q.tenant;
 
     -- an embedding model's HNSW index that search cannot use: left invalid by a CREATE
     -- INDEX CONCURRENTLY (rag.model_index_statements) that failed or was cancelled (or is
