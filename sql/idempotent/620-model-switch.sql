@@ -8,6 +8,18 @@ AS $$
     SELECT pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_class AS c WHERE c.oid = 'rag.chunks'::regclass
 $$;
 
+-- rag._chunks_partitions (internal): the partitions of rag.chunks (the default one and each
+-- tenant's), by name: from pg_inherits, which locks none of them. One home for the list
+-- every function that makes, checks or counts a model's indexes walks.
+CREATE OR REPLACE FUNCTION rag._chunks_partitions()
+RETURNS TABLE (relid oid, relname name)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.oid, c.relname FROM pg_inherits AS h JOIN pg_class AS c ON c.oid = h.inhrelid
+    WHERE h.inhparent = 'rag.chunks'::regclass ORDER BY c.relname
+$$;
+
 -- rag._model_index (internal): the name of one embedding model's HNSW index on one
 -- partition of rag.chunks (MiniLM's, made with every partition, keeps the name 0.1.0 gave it)
 CREATE OR REPLACE FUNCTION rag._model_index(part name, model text)
@@ -49,9 +61,8 @@ AS $$
             OR EXISTS (SELECT 1 FROM rag.tenant_models AS t WHERE t.embedding_model = model_name OR t.next_model = model_name)
             OR EXISTS (SELECT 1 FROM rag.model_indexes AS mi WHERE mi.model = model_name)
             -- (built with rag.model_index_statements, not yet recorded: review 50, F1)
-            OR EXISTS (SELECT 1 FROM pg_inherits AS h JOIN pg_class AS c ON c.oid = h.inhrelid
-                       WHERE h.inhparent = 'rag.chunks'::regclass
-                         AND to_regclass(format('rag.%I', rag._model_index(c.relname, model_name))) IS NOT NULL)
+            OR EXISTS (SELECT 1 FROM rag._chunks_partitions() AS p
+                       WHERE to_regclass(format('rag.%I', rag._model_index(p.relname, model_name))) IS NOT NULL)
             OR EXISTS (SELECT 1 FROM rag.tenant_models AS t
                        WHERE EXISTS (SELECT 1 FROM rag.chunks AS ch WHERE ch.tenant = t.tenant AND ch.model = model_name)))
 $$;
@@ -174,9 +185,8 @@ BEGIN
     -- (indexes a DBA built with rag.model_index_statements are taken as they are, and
     -- recorded here: before, all being there, the model was not recorded, and a partition
     -- made later or a restore lacked its index)
-    built := NOT EXISTS (SELECT 1 FROM pg_inherits AS h JOIN pg_class AS c ON c.oid = h.inhrelid
-                         WHERE h.inhparent = 'rag.chunks'::regclass
-                           AND rag._model_index_state(c.relname, m.name) <> 'valid');
+    built := NOT EXISTS (SELECT 1 FROM rag._chunks_partitions() AS p
+                         WHERE rag._model_index_state(p.relname, m.name) <> 'valid');
     IF built AND (m.name = 'all-MiniLM-L6-v2' OR EXISTS (SELECT 1 FROM rag.model_indexes AS mi WHERE mi.model = m.name)) THEN
         RETURN rag._model_index('chunks_default', m.name);
     ELSIF NOT rag._owns_chunks() THEN
@@ -194,8 +204,7 @@ BEGIN
     IF m.name <> 'all-MiniLM-L6-v2' THEN
         INSERT INTO rag.model_indexes AS mi (model) VALUES (m.name) ON CONFLICT DO NOTHING;
     END IF;
-    FOR part IN SELECT c.relname FROM pg_inherits AS h JOIN pg_class AS c ON c.oid = h.inhrelid
-                WHERE h.inhparent = 'rag.chunks'::regclass ORDER BY 1 LOOP
+    FOR part IN SELECT p.relname FROM rag._chunks_partitions() AS p LOOP
         PERFORM rag._make_model_index(part, m.name);
     END LOOP;
     RETURN rag._model_index('chunks_default', m.name);
@@ -227,8 +236,7 @@ BEGIN
                         rag._shown(m.name), m.dimensions
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
-    FOR part IN SELECT c.relname FROM pg_inherits AS h JOIN pg_class AS c ON c.oid = h.inhrelid
-                WHERE h.inhparent = 'rag.chunks'::regclass ORDER BY 1 LOOP
+    FOR part IN SELECT p.relname FROM rag._chunks_partitions() AS p LOOP
         state := rag._model_index_state(part, m.name);
         IF state = 'building' THEN   -- (a DROP would end that build's work: review 50, F5)
             RAISE NOTICE 'rag.model_index_statements: rag.% is being built now: left to that build',

@@ -137,11 +137,10 @@ BEGIN
     RETURN QUERY
     WITH ix AS (
         SELECT p.relname AS part, substr(ic.relname, length(p.relname) + 1) AS suffix
-        FROM pg_inherits AS h
-        JOIN pg_class AS p ON p.oid = h.inhrelid
-        JOIN pg_index AS i ON i.indrelid = p.oid
+        FROM rag._chunks_partitions() AS p
+        JOIN pg_index AS i ON i.indrelid = p.relid
         JOIN pg_class AS ic ON ic.oid = i.indexrelid
-        WHERE h.inhparent = 'rag.chunks'::regclass AND left(ic.relname, length(p.relname)) = p.relname
+        WHERE left(ic.relname, length(p.relname)) = p.relname
     ), named AS (
         SELECT m.name, rag._model_index(''::name, m.name)::text AS suffix FROM rag.models AS m WHERE m.kind = 'embed'
     ), found AS (

@@ -1164,6 +1164,10 @@ COMMENT ON TABLE rag.model_indexes IS
   'Embedding models that have an HNSW index of their own on every partition of rag.chunks '
   '(rag.create_model_index), so that tenant partitions made later, and restores, get it too.';
 
+COMMENT ON FUNCTION rag._chunks_partitions() IS
+  'Internal: the partitions of rag.chunks (the default one and each tenant''s), by name, from pg_inherits '
+  '(no lock on them); walked by the functions that make, check or count a model''s indexes.';
+
 COMMENT ON FUNCTION rag._model_index(name, text) IS
   'Internal: the name of one embedding model''s HNSW index on one partition of rag.chunks.';
 

@@ -67,6 +67,7 @@ GRANT EXECUTE ON FUNCTION
     rag._setting_defaults(),
     rag.check(),
     rag._model_index(name, text),         -- (rag.check names a model's invalid index)
+    rag._chunks_partitions(),
     rag._model_index_state(name, text),
     rag._own_session(name),
     rag._rows_hidden(regclass),
