@@ -460,17 +460,37 @@ def read_until_closed(s: socket.socket) -> bytes:
     return got
 
 
+def closed_by_server(s: socket.socket) -> bool:
+    """Whether the server has closed the connection (EOF or reset), waiting up to 10 s."""
+    try:
+        return s.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+
+
 def test_connections_are_capped_server_wide_and_per_address(caplog):
     """Review 47, finding 6: the server capped no connection count; 21,000 idle sockets
     filled its open files and its log ("Too many open files", 87,000 lines in 40 s). Now one
-    address holds at most `max_per_client` connections (past it: 429, closed at once) and
-    the server `max_connections` (503); other addresses are served meanwhile, refusals are
-    logged as one count, and closed connections free their places."""
+    address holds at most `max_per_client` connections (past it: 429, closed at once); at
+    the server's `max_connections` a newcomer takes the place of the connection that has
+    waited longest without a request (review 51, finding 3: idle sockets from a few
+    addresses held every place), and gets 503 only when every connection has a request in
+    progress; refusals are logged as one count, and closed connections free their places."""
     get = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    waits_for_its_body = (b"POST /ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer key-alice\r\n"
+                          b"Content-Type: application/json\r\nContent-Length: 10\r\n\r\n")
     assert (uvicorn_config(None, "127.0.0.1", 0).http.caps.total,
             uvicorn_config(None, "127.0.0.1", 0).http.caps.per_client) == (1000, 100)   # `ragpg serve`'s defaults
+
+    def until(condition, what):
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline, what()
+            time.sleep(0.05)
+
     with caplog.at_level("WARNING", logger="ragpg.serve"), \
-            Server(create_app(NO_DATABASE, KEYS, pool_size=1), max_connections=8, max_per_client=3) as srv:
+            Server(create_app(NO_DATABASE, KEYS, pool_size=10), max_connections=8, max_per_client=3,
+                   read_timeout=8) as srv:
         caps = srv.server.config.http.caps
         caps.log_every = 1.0
         held = [connect_from("127.0.0.1", srv.port) for _ in range(3)]   # idle: they say nothing
@@ -485,34 +505,116 @@ def test_connections_are_capped_server_wide_and_per_address(caplog):
             s.sendall(get)
             assert read_until_closed(s).startswith(b"HTTP/1.1 200 "), "another address was refused"
         held += [connect_from(f"127.0.0.{i}", srv.port) for i in (2, 3, 4, 5, 6)]   # 8 open: the server's cap
-        deadline = time.monotonic() + 10
-        while caps.open < 8:
-            assert time.monotonic() < deadline, caps.open
-            time.sleep(0.05)
-        with connect_from("127.0.0.7", srv.port) as s:
-            refused = read_until_closed(s)
-        assert refused.startswith(b"HTTP/1.1 503 ") and b"server busy: 8 connections are open" in refused, refused
+        until(lambda: caps.open == 8, lambda: caps.open)
+        with connect_from("127.0.0.7", srv.port) as s:    # takes the place of the oldest silent one
+            s.sendall(get)
+            assert read_until_closed(s).startswith(b"HTTP/1.1 200 ")
+        assert closed_by_server(held[0]) and caps.open == 7
         for s in held:
             s.close()
-        deadline = time.monotonic() + 10
-        while caps.open or caps.by_client:   # every place freed, no address left behind
-            assert time.monotonic() < deadline, (caps.open, caps.by_client)
-            time.sleep(0.05)
+        until(lambda: caps.open == 0, lambda: caps.open)
+        busy = []   # a request each, waiting for its body: none may be closed to make room
+        for address in ["127.0.0.1"] * 3 + ["127.0.0.2"] * 3 + ["127.0.0.3"] * 2:
+            busy.append(connect_from(address, srv.port))
+            busy[-1].sendall(waits_for_its_body)
+        until(lambda: caps.open == 8 and not caps.waiting, lambda: (caps.open, len(caps.waiting)))
+        with connect_from("127.0.0.9", srv.port) as s:
+            refused = read_until_closed(s)
+        assert refused.startswith(b"HTTP/1.1 503 ") and b"server busy: 8 connections are open" in refused, refused
+        for s in busy:
+            s.close()
+        until(lambda: not (caps.open or caps.by_client or caps.waiting),   # every place freed, nobody left behind
+              lambda: (caps.open, caps.by_client, len(caps.waiting)))
         with connect_from("127.0.0.1", srv.port) as s:
             s.sendall(get)
             assert read_until_closed(s).startswith(b"HTTP/1.1 200 ")
         time.sleep(1.5)   # the count of the refusals after the first is logged a second later
-    lines = [r.getMessage() for r in caplog.records if "connections refused" in r.getMessage()]
-    counts = [tuple(map(int, re.search(r": (\d+) past the server's cap of 8, (\d+) past the cap of 3 per", x).groups()))
+    lines = [r.getMessage() for r in caplog.records if "connections since the last such line" in r.getMessage()]
+    counts = [tuple(map(int, re.search(r": (\d+) refused past the server's cap of 8, (\d+) refused past the cap of 3 "
+                                       r"per client, (\d+) closed to make room, (\d+) closed", x).groups()))
               for x in lines]
-    assert counts[0] == (0, 1) and 2 <= len(lines) <= 4, lines   # not one line per refusal
-    assert tuple(map(sum, zip(*counts))) == (1, 40), lines
+    assert counts[0] == (0, 1, 0, 0) and 2 <= len(lines) <= 5, lines   # not one line per refusal
+    assert tuple(map(sum, zip(*counts))) == (1, 40, 1, 0), lines
+
+
+def test_no_upgrade_and_a_response_nobody_reads_is_cut_off(caplog):
+    """Review 51: with a WebSocket library installed, uvicorn handed an upgraded socket to
+    another protocol, and its place was never freed (100 upgrades: a client shut out for
+    good); every upgrade request wrote two warnings. A request asking for one is served as
+    plain HTTP, silently. A client that pipelines requests and never reads the responses
+    held its place for as long as it liked (no deadline covers writing): a response that
+    does not drain for `read_timeout` seconds closes the connection."""
+    upgrade = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" \
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    with caplog.at_level("INFO"), Server(create_app(NO_DATABASE, KEYS, pool_size=1), read_timeout=2) as srv:
+        caps = srv.server.config.http.caps
+        assert srv.server.config.ws == "none"
+        for _ in range(20):
+            with connect_from("127.0.0.1", srv.port) as s:
+                s.sendall(upgrade)
+                assert s.recv(12) == b"HTTP/1.1 200"
+        deadline = time.monotonic() + 10
+        while caps.open:
+            assert time.monotonic() < deadline, caps.open
+            time.sleep(0.05)
+        with socket.socket() as s:   # never reads: the responses pile up in the server
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(10)
+            t0 = time.monotonic()
+            s.connect(("127.0.0.1", srv.port))
+            s.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * 1500)
+            while not caps.open and time.monotonic() - t0 < 10:   # (admitted in the server's thread)
+                time.sleep(0.01)
+            while caps.open and time.monotonic() - t0 < 20:
+                time.sleep(0.1)
+            assert caps.open == 0, "a connection that reads nothing still held its place after 20 s"
+            assert caps.stalled == {} and 2 <= time.monotonic() - t0 < 15, (time.monotonic() - t0, [r.getMessage() for r in caplog.records][-5:])
+    assert not [r for r in caplog.records if "upgrade" in r.getMessage().lower()], \
+        [r.getMessage() for r in caplog.records if "upgrade" in r.getMessage().lower()]
+    assert [r.getMessage() for r in caplog.records if "1 closed for not reading their response" in r.getMessage()]
+
+
+def test_a_client_is_its_ipv4_address_or_its_ipv6_64():
+    from ragpg_cli.server import client_of
+    assert client_of(("2001:db8:1:2::1", 5)) == client_of(("2001:db8:1:2:ffff::9", 6)) == "2001:db8:1:2::/64"
+    assert client_of(("2001:db8:1:3::1", 5)) != client_of(("2001:db8:1:2::1", 5))
+    assert client_of(("::ffff:10.0.0.1", 5)) == client_of(("10.0.0.1", 6)) == "10.0.0.1"
+    assert client_of(("10.0.0.1", 5)) != client_of(("10.0.0.2", 5)) and client_of(None) == ""
+
+
+def test_warnings_a_client_can_repeat_are_logged_as_counts():
+    """Review 51, findings 2 and 5: one address wrote ~1,900 "Invalid HTTP request
+    received." lines a second, and a flood of connections 175,000 accept tracebacks."""
+    import logging
+
+    from ragpg_cli.server import RepeatedWarnings
+    passed = []
+    logger = logging.getLogger("ragpg.test.repeated")
+    logger.propagate = False
+    handler = logging.Handler()
+    handler.emit = lambda record: passed.append(record.getMessage())
+    logger.addHandler(handler)
+    quiet = RepeatedWarnings(("Invalid HTTP request received.",), every=0.5)
+    logger.addFilter(quiet)
+    try:
+        for _ in range(1000):
+            logger.warning("Invalid HTTP request received.")
+            logger.warning("something else")
+        time.sleep(0.6)
+        logger.warning("Invalid HTTP request received.")
+    finally:
+        logger.removeFilter(quiet)
+        logger.removeHandler(handler)
+    assert passed.count("something else") == 1000
+    held = [m for m in passed if m.startswith("Invalid HTTP")]
+    assert held[0] == "Invalid HTTP request received." and len(held) == 2, held
+    assert re.fullmatch(r"Invalid HTTP request received\. \(999 more like it in the last 1 s\)", held[1]), held
 
 
 def test_the_caps_fit_the_open_file_limit():
     """`ragpg serve` raises its soft open-file limit as far as the connections need (the
-    event loop accepts up to a backlog of sockets at once), and past the hard limit lowers
-    the backlog and the cap, with a warning."""
+    event loop accepts up to a backlog of sockets at once, each refused one open until its
+    next turn), and past the hard limit lowers the backlog and the cap, with a warning."""
     import subprocess
     probe = ("import resource, sys; sys.path.insert(0, %r); resource.setrlimit(resource.RLIMIT_NOFILE, (%d, %d)); "
              "from ragpg_cli.server import fit_descriptors; print(*fit_descriptors(1000, 10), "
@@ -520,12 +622,12 @@ def test_the_caps_fit_the_open_file_limit():
     soft, hard = 256, 8192
     out = subprocess.run([sys.executable, "-c", probe % (str(CLIENT), soft, hard)], capture_output=True,
                          text=True, check=True).stdout.split()
-    assert [int(x) for x in out] == [1000, 2048, 1000 + 2048 + 10 + 64, hard]   # raised, nothing lowered
+    assert [int(x) for x in out] == [1000, 256, 1000 + 3 * 256 + 10 + 64, hard]   # raised, nothing lowered
     out = subprocess.run([sys.executable, "-c", probe % (str(CLIENT), 600, 600)], capture_output=True,
                          text=True, check=True)
     connections, backlog, soft, hard = [int(x) for x in out.stdout.split()]
-    assert (backlog, connections, soft) == ((600 - 74) // 3, 600 - 74 - (600 - 74) // 3, 600), out
-    assert "holds %d connections" % connections in out.stderr
+    assert (backlog, connections, soft) == ((600 - 74) // 9, 600 - 74 - 3 * ((600 - 74) // 9), 600), out
+    assert f"backlog lowered to {backlog}, connections lowered to {connections}" in out.stderr, out.stderr
     out = subprocess.run([sys.executable, "-c", probe % (str(CLIENT), 80, 80)], capture_output=True, text=True)
     assert out.returncode != 0 and "leaves no room for connections" in out.stderr, out
 

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import re
@@ -858,7 +859,7 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
 READING = (h11.IDLE, h11.SEND_BODY)  # the client's state while its request is on the way
 MAX_CONNECTIONS = 1000          # open at once, server-wide (`--max-connections`)
 MAX_CLIENT_CONNECTIONS = 100    # open at once from one client address (`--max-connections-per-client`)
-REFUSALS_LOGGED_EVERY = 10.0    # seconds: refused connections are logged as a count, not one line each
+LOGGED_EVERY = 10.0             # seconds: refusals and repeated warnings are logged as counts
 
 
 def _refusal(status: str, error: str) -> bytes:
@@ -869,115 +870,243 @@ def _refusal(status: str, error: str) -> bytes:
             "Retry-After: 1\r\nConnection: close\r\n\r\n").encode() + body
 
 
+def client_of(client: tuple | None) -> str:
+    """The "client" a connection counts for: its IPv4 address (an IPv4-mapped IPv6 one as
+    IPv4), or its IPv6 address's /64, which one host usually holds whole (each address its
+    own client let one host pass the cap per client: review 51, finding 4). A Unix
+    socket's peers share ""."""
+    if not client:
+        return ""
+    try:
+        address = ipaddress.ip_address(client[0].split("%", 1)[0])
+    except ValueError:
+        return client[0]
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
 class ConnectionCaps:
-    """How many connections are open, server-wide and per client address, and whether one
-    more may be: 21,000 idle sockets had filled the process's file descriptors (the
-    accept loop then logged 87,000 "Too many open files" lines in 40 s, and other
-    clients waited up to 4.9 s: review 47, finding 6). A connection past a cap is answered
-    at once and closed (503 server-wide, 429 for its address), without reading it; the
-    refusals are logged as one count every `log_every` seconds (10). `per_client`
-    0: no cap per address (behind a proxy, whose address every client has). Used from the
-    event loop's thread only."""
+    """How many connections are open, server-wide and per client (client_of), and whether
+    one more may be: 21,000 idle sockets had filled the process's file descriptors (the
+    accept loop then logged 87,000 "Too many open files" lines in 40 s, and other clients
+    waited up to 4.9 s: review 47, finding 6).
 
-    def __init__(self, total: int = MAX_CONNECTIONS, per_client: int = MAX_CLIENT_CONNECTIONS):
-        if total < 1 or per_client < 0:
-            raise ValueError(f"connection caps: total {total} must be at least 1, per client {per_client} at least 0")
-        self.total, self.per_client = total, per_client
-        self.open = 0
+    A connection past its client's cap is answered 429 at once and closed, unread. At the
+    server's cap, a new connection takes the place of the one that has waited longest
+    without a request in progress (silent since it connected, its request's head still
+    arriving, or idle between requests), which is closed: idle sockets from a few
+    addresses held all 1,000 places and every other client got 503 (review 51, finding
+    3); only when every connection has a request in progress is the newcomer answered
+    503. A connection whose response does not drain for `write_timeout` seconds (a
+    client that stops reading) is closed by a sweep once a second. Refusals and
+    evictions are logged as one count every `log_every` seconds. `per_client` 0: no cap
+    per client (behind a proxy, whose address every client has). Used from the event
+    loop's thread only."""
+
+    def __init__(self, total: int = MAX_CONNECTIONS, per_client: int = MAX_CLIENT_CONNECTIONS,
+                 write_timeout: float = 15.0):
+        if total < 1 or per_client < 0 or write_timeout <= 0:
+            raise ValueError(f"connection caps: total {total} must be at least 1, per client {per_client} at "
+                             f"least 0, write_timeout {write_timeout} above 0")
+        self.total, self.per_client, self.write_timeout = total, per_client, write_timeout
         self.by_client: dict[str, int] = {}
-        self.refused = {"server": 0, "client": 0}   # since the last log line
-        self.log_every = REFUSALS_LOGGED_EVERY
-        self.logged_at = -REFUSALS_LOGGED_EVERY
+        self.members: dict[DeadlineH11Protocol, None] = {}   # every connection counted in
+        self.waiting: dict[DeadlineH11Protocol, None] = {}   # those without a request in progress, oldest first
+        self.stalled: dict[DeadlineH11Protocol, tuple[int, float]] = {}   # unsent bytes, since when
+        self.counts = {"server": 0, "client": 0, "evicted": 0, "stalled": 0}   # since the last log line
+        self.log_every = LOGGED_EVERY
+        self.logged_at = -LOGGED_EVERY
         self.flush_due = False
+        self.sweeping: asyncio.TimerHandle | None = None
 
-    @staticmethod
-    def client_of(client: tuple | None) -> str:
-        return client[0] if client else ""   # the address (a Unix socket's peers share "")
+    @property
+    def open(self) -> int:
+        return len(self.members)
 
-    def admit(self, client: tuple | None) -> bytes | None:
-        """None, counting the connection in; or the refusal to send it."""
-        who = self.client_of(client)
-        if self.open >= self.total:
-            return self._refuse("server", "503 Service Unavailable",
-                                f"server busy: {self.total} connections are open")
+    def admit(self, conn: DeadlineH11Protocol) -> bytes | None:
+        """None, counting the connection in (perhaps in the place of one that waits: see the
+        class); or the refusal to send it."""
+        who = client_of(conn.client)
         if self.per_client and self.by_client.get(who, 0) >= self.per_client:
             return self._refuse("client", "429 Too Many Requests",
                                 f"too many connections from this address: {self.per_client} are open")
-        self.open += 1
+        if len(self.members) >= self.total:
+            if not self.waiting:
+                return self._refuse("server", "503 Service Unavailable",
+                                    f"server busy: {self.total} connections are open")
+            self.evict(next(iter(self.waiting)), "evicted")
+        conn.counted_as = who
+        self.members[conn] = None
+        self.waiting[conn] = None
         self.by_client[who] = self.by_client.get(who, 0) + 1
+        if self.sweeping is None:
+            self.sweeping = asyncio.get_running_loop().call_later(1.0, self._sweep)
         return None
 
-    def release(self, who: str) -> None:
-        self.open -= 1
-        left = self.by_client[who] - 1
+    def busy(self, conn: DeadlineH11Protocol, busy: bool) -> None:
+        """The connection has a request in progress (it is not evicted), or waits again."""
+        if conn not in self.members:
+            return
+        self.waiting.pop(conn, None)
+        if not busy:
+            self.waiting[conn] = None   # (last: it waits from now)
+
+    def release(self, conn: DeadlineH11Protocol) -> None:
+        """Its place freed (once: a connection evicted is released again when it is lost)."""
+        if conn not in self.members:
+            return
+        del self.members[conn]
+        self.waiting.pop(conn, None)
+        self.stalled.pop(conn, None)
+        left = self.by_client[conn.counted_as] - 1
         if left:
-            self.by_client[who] = left
+            self.by_client[conn.counted_as] = left
         else:
-            del self.by_client[who]   # (one entry per address with a connection open: bounded)
+            del self.by_client[conn.counted_as]   # (one entry per client with a connection open: bounded)
+
+    def evict(self, conn: DeadlineH11Protocol, why: str) -> None:
+        """Closed now, without flushing what it has not sent, and its place freed."""
+        self.release(conn)
+        self._count(why)
+        conn.transport.abort()
+
+    def _sweep(self) -> None:
+        """Once a second: close connections whose unsent bytes have not gone down for
+        write_timeout seconds (nothing else bounds a response a client never reads, and a
+        close waits for it to drain: review 51, finding 3)."""
+        now = time.monotonic()
+        for conn in list(self.members):
+            unsent = conn.transport.get_write_buffer_size()   # (also while a close waits for it)
+            if not unsent:
+                self.stalled.pop(conn, None)
+                continue
+            before, since = self.stalled.get(conn, (None, now))
+            if before is None or unsent < before:
+                self.stalled[conn] = (unsent, now)
+            elif now - since >= self.write_timeout:
+                self.evict(conn, "stalled")
+        self.sweeping = asyncio.get_running_loop().call_later(1.0, self._sweep) if self.members else None
 
     def _refuse(self, kind: str, status: str, error: str) -> bytes:
-        self.refused[kind] += 1
+        self._count(kind)
+        return _refusal(status, error)
+
+    def _count(self, kind: str) -> None:
+        self.counts[kind] += 1
         wait = self.logged_at + self.log_every - time.monotonic()
         if wait <= 0:
             self._log()
         elif not self.flush_due:   # the count since the last line is logged when its time comes
             self.flush_due = True
             asyncio.get_running_loop().call_later(wait, self._log)
-        return _refusal(status, error)
 
     def _log(self) -> None:
-        log.warning("connections refused since the last such line: %d past the server's cap of %d, %d past the "
-                    "cap of %d per address (%d open now)", self.refused["server"], self.total,
-                    self.refused["client"], self.per_client, self.open)
+        c = self.counts
+        log.warning("connections since the last such line: %d refused past the server's cap of %d, %d refused past "
+                    "the cap of %d per client, %d closed to make room, %d closed for not reading their response "
+                    "(%d open now)", c["server"], self.total, c["client"], self.per_client, c["evicted"],
+                    c["stalled"], self.open)
         self.logged_at, self.flush_due = time.monotonic(), False
-        self.refused = {"server": 0, "client": 0}
+        self.counts = dict.fromkeys(c, 0)
+
+
+class RepeatedWarnings(logging.Filter):
+    """Lets the first of each of these warnings through every `every` seconds, with the
+    count of those held back since: a client could write one per request ("Invalid HTTP
+    request received.", ~1,900 a second from one address), and a flood of connections
+    one per failed accept (175,000 tracebacks in 50 s: review 51, findings 2 and 5)."""
+
+    def __init__(self, prefixes: tuple[str, ...], every: float = LOGGED_EVERY):
+        super().__init__()
+        self.prefixes, self.every = prefixes, every
+        self.seen: dict[str, tuple[float, int]] = {}   # prefix -> (last let through, held back since)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        prefix = next((p for p in self.prefixes if text.startswith(p)), None)
+        if prefix is None:
+            return True
+        now = time.monotonic()
+        at, held = self.seen.get(prefix, (-self.every, 0))
+        if now - at < self.every:
+            self.seen[prefix] = (at, held + 1)
+            return False
+        self.seen[prefix] = (now, 0)
+        if held:
+            record.msg, record.args = f"{text} ({held} more like it in the last {now - at:.0f} s)", ()
+        return True
+
+
+QUIETED = {"uvicorn.error": ("Invalid HTTP request received.",),
+           "asyncio": ("socket.accept() out of system resource",)}
+
+
+def quiet_repeated_warnings() -> None:
+    """RepeatedWarnings on the loggers that a client can make write one line per request
+    or connection (once per process)."""
+    for name, prefixes in QUIETED.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RepeatedWarnings) for f in logger.filters):
+            logger.addFilter(RepeatedWarnings(prefixes))
 
 
 class DeadlineH11Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol (h11) with a deadline on reading each request.
+    """uvicorn's HTTP/1.1 protocol (h11) with a deadline on reading each request, caps on
+    connections (ConnectionCaps), and no protocol upgrade.
 
     uvicorn closes a connection idle between requests (timeout_keep_alive: armed when a
     response is sent, cancelled by the next byte) but bounds nothing else: a client that
     connects and says nothing, or sends its headers or body a byte at a time, holds its
     socket for ever. Here a request's headers and body must all have arrived
     `read_timeout` seconds after the connection opened, or after the request's first
-    byte on a kept-alive connection; else the connection is closed."""
+    byte on a kept-alive connection; else the connection is closed. The API has no
+    WebSocket: a request asking to upgrade is served as plain HTTP (uvicorn handed an
+    upgraded socket to another protocol, whose end this one never saw: with a WebSocket
+    library installed, 100 upgrades held a client's places for good, review 51, finding 1)."""
 
     read_timeout = 15.0
     _deadline: asyncio.TimerHandle | None = None
     caps: ConnectionCaps   # one per server (uvicorn_config)
-    _counted: str | None = None   # the client this connection counts for, while it is open
+    counted_as: str | None = None   # the client it counts for, once admitted
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
-        refusal = self.caps.admit(self.client)
-        if refusal is not None:   # answered and closed at once: its socket is freed now
+        refusal = self.caps.admit(self)
+        if refusal is not None:   # answered and closed at once
             transport.write(refusal)
-            transport.close()
+            transport.abort()   # (nothing read; the refusal is in the kernel's buffer)
             return
-        self._counted = self.caps.client_of(self.client)
         self._start_deadline()
 
     def data_received(self, data: bytes) -> None:
-        if self._counted is None:   # refused (the connection is closing)
+        if self not in self.caps.members:   # refused or evicted (the connection is closing)
             return
         if self._deadline is None and self.conn.their_state in READING:
             self._start_deadline()  # the first byte of the next request on a kept-alive connection
         super().data_received(data)
+        self._note_busy()
         if self.conn.their_state not in READING:  # the whole request is in (or the connection is over)
             self._stop_deadline()
 
+    def _should_upgrade(self) -> bool:
+        return False   # (no WebSocket, and no warning per request that asks)
+
     def on_response_complete(self) -> None:
         super().on_response_complete()  # may start a pipelined request received in part
+        self._note_busy()
         if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
             self._start_deadline()  # (headers in part: uvicorn's keep-alive timer still runs)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_deadline()
-        if self._counted is not None:
-            self.caps.release(self._counted)
-            self._counted = None
+        self.caps.release(self)
         super().connection_lost(exc)
+
+    def _note_busy(self) -> None:
+        self.caps.busy(self, self.cycle is not None and not self.cycle.response_complete)
 
     def _start_deadline(self) -> None:
         self._stop_deadline()
@@ -996,33 +1125,44 @@ class DeadlineH11Protocol(H11Protocol):
 
 
 def uvicorn_config(app, host: str, port: int, read_timeout: float = 15.0, keep_alive: float = 5.0,
-                   max_connections: int = MAX_CONNECTIONS, max_per_client: int = MAX_CLIENT_CONNECTIONS, **kwargs):
+                   max_connections: int = MAX_CONNECTIONS, max_per_client: int = MAX_CLIENT_CONNECTIONS,
+                   backlog: int | None = None, **kwargs):
     """uvicorn's settings for `ragpg serve` (and its tests): h11 with the read deadline above,
     idle connections closed after `keep_alive` seconds, request headers at most 16 KiB, at
-    most `max_connections` open and `max_per_client` from one address (ConnectionCaps)."""
+    most `max_connections` open and `max_per_client` from one client (ConnectionCaps; a
+    response must drain within `read_timeout` too), no WebSocket, a listen backlog of
+    BACKLOG, and warnings a client can repeat logged as counts (RepeatedWarnings)."""
     import uvicorn
 
     protocol = type("DeadlineH11Protocol", (DeadlineH11Protocol,),
-                    {"read_timeout": read_timeout, "caps": ConnectionCaps(max_connections, max_per_client)})
-    return uvicorn.Config(app, host=host, port=port, http=protocol, timeout_keep_alive=keep_alive,
-                          h11_max_incomplete_event_size=16 * 1024, **kwargs)
+                    {"read_timeout": read_timeout,
+                     "caps": ConnectionCaps(max_connections, max_per_client, write_timeout=read_timeout)})
+    config = uvicorn.Config(app, host=host, port=port, http=protocol, ws="none", timeout_keep_alive=keep_alive,
+                            h11_max_incomplete_event_size=16 * 1024, backlog=backlog or BACKLOG, **kwargs)
+    quiet_repeated_warnings()   # (after uvicorn.Config, which configures its loggers)
+    return config
 
 
-BACKLOG = 2048   # uvicorn's: connections the kernel queues, and the event loop may accept at once
+BACKLOG = 256   # connections the kernel queues, and the most the event loop accepts at once
+# (uvicorn's 2,048: a flood's refused sockets, each open until the loop's next turn, took
+# up to twice that many files at once, past a limit that allowed one backlog: review 51)
+ACCEPTED_AT_ONCE = 3   # backlogs' worth of sockets the open-file limit holds beside the connections
 SPARE_DESCRIPTORS = 64   # the listening socket, logs, the health connection, what libraries open
 
 
 def fit_descriptors(max_connections: int, pool_size: int, backlog: int = BACKLOG) -> tuple[int, int]:
     """(max_connections, backlog) that fit the process's open-file limit: the event loop
-    accepts up to `backlog` sockets at a time before any is refused, so the limit must
-    hold the open connections, one backlog, the pool's connections and some spare. The
-    soft limit is raised towards the hard one as needed; where even that is too low, the
-    backlog and then the cap are lowered, with a warning (SystemExit if nothing fits)."""
+    accepts up to `backlog` sockets at a time, and a refused one holds its file until the
+    loop's next turn, so the limit must hold the open connections, ACCEPTED_AT_ONCE
+    backlogs, the pool's connections and some spare. The soft limit is raised towards the
+    hard one as needed; where even that is too low, the backlog (to a ninth of the files)
+    and then the cap are lowered, with a warning naming what was (SystemExit if nothing
+    fits)."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     spare = pool_size + SPARE_DESCRIPTORS
-    need = max_connections + backlog + spare
+    need = max_connections + ACCEPTED_AT_ONCE * backlog + spare
     if soft != resource.RLIM_INFINITY and soft < need:
         raised = need if hard == resource.RLIM_INFINITY else min(need, hard)
         if raised > soft:
@@ -1030,14 +1170,16 @@ def fit_descriptors(max_connections: int, pool_size: int, backlog: int = BACKLOG
             soft = raised
     if soft == resource.RLIM_INFINITY or soft >= need:
         return max_connections, backlog
-    backlog = max(16, min(backlog, (soft - spare) // 3))
-    fitted = min(max_connections, soft - spare - backlog)
+    fitted_backlog = max(16, min(backlog, (soft - spare) // (3 * ACCEPTED_AT_ONCE)))
+    fitted = min(max_connections, soft - spare - ACCEPTED_AT_ONCE * fitted_backlog)
     if fitted < 1:
         raise SystemExit(f"ragpg serve: the open-file limit ({soft}) leaves no room for connections beside "
                          f"{pool_size} database connections; raise it (ulimit -n)")
-    log.warning("the open-file limit (%d, hard %s) holds %d connections and a backlog of %d, not the %d asked for; "
-                "raise it (ulimit -n) for more", soft, hard, fitted, backlog, max_connections)
-    return fitted, backlog
+    log.warning("the open-file limit (%d, hard %s) is too low for %d connections and a backlog of %d: %s; raise it "
+                "(ulimit -n) for more", soft, hard, max_connections, backlog,
+                ", ".join(x for x in (f"backlog lowered to {fitted_backlog}" if fitted_backlog < backlog else "",
+                                      f"connections lowered to {fitted}" if fitted < max_connections else "") if x))
+    return fitted, fitted_backlog
 
 
 def serve(dsn: str, keys: dict[str, str], host: str, port: int, pool_size: int = 10, queue_size: int = 50,
