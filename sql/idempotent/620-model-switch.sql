@@ -556,22 +556,34 @@ BEGIN
 END
 $$;
 
--- rag._switch_embedded (internal): whether every chunk of the tenant has its embedding by
--- the tenant's next model (false when no switch is in progress and it has chunks)
+-- rag._switch_left (internal): how many chunks of the tenant still lack their embedding by
+-- the tenant's next model, counted up to `most` (all of them when no switch is in progress)
 -- (planned on tables a switch leaves unanalysed, it compared each chunk with every row
 -- done, materialised: quadratic, twice while the last step holds the tenant's writers;
 -- review 49)
-CREATE OR REPLACE FUNCTION rag._switch_embedded(t text)
-RETURNS boolean
+CREATE OR REPLACE FUNCTION rag._switch_left(t text, most bigint)
+RETURNS bigint
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 SET enable_material = off
 AS $$
-    SELECT NOT EXISTS (SELECT 1 FROM rag.chunks AS c
-                       WHERE c.tenant = t
-                         AND NOT EXISTS (SELECT 1 FROM rag.embeddings_next AS n JOIN rag.tenant_models AS tm
-                                              ON tm.tenant = n.tenant AND tm.next_model = n.model
-                                         WHERE n.chunk_id = c.id AND n.tenant = t))
+    SELECT count(*)
+    FROM (SELECT 1 FROM rag.chunks AS c
+          WHERE c.tenant = t
+            AND NOT EXISTS (SELECT 1 FROM rag.embeddings_next AS n JOIN rag.tenant_models AS tm
+                                 ON tm.tenant = n.tenant AND tm.next_model = n.model
+                            WHERE n.chunk_id = c.id AND n.tenant = t)
+          LIMIT most) AS l
+$$;
+
+-- rag._switch_embedded (internal): whether every chunk of the tenant has its embedding by
+-- the tenant's next model (false when no switch is in progress and it has chunks)
+CREATE OR REPLACE FUNCTION rag._switch_embedded(t text)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT rag._switch_left(t, 1) = 0
 $$;
 
 -- rag._finish_switch (internal): when every chunk has its next embedding, make the next
@@ -646,14 +658,12 @@ CREATE OR REPLACE FUNCTION rag.finish_embedding_switch(patience interval DEFAULT
 RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
-SET enable_material = off   -- (as rag._switch_embedded)
 AS $$
 DECLARE
     t text := rag.current_tenant();
     -- (what is left is embedded holding the tenant's writers: a few chunks, as when
     -- rag.work's last step embeds those written since its last batch; review 50b)
     batch int := least(rag._setting('index_batch_size')::int, 64);
-    left_over bigint;
 BEGIN
     IF patience IS NULL THEN
         RAISE EXCEPTION 'rag.finish_embedding_switch: patience is NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -663,14 +673,7 @@ BEGIN
     ELSIF NOT EXISTS (SELECT 1 FROM rag.tenant_models AS x WHERE x.tenant = t AND x.next_model IS NOT NULL) THEN
         RETURN 'none';
     END IF;
-    SELECT count(*) INTO left_over
-    FROM (SELECT 1 FROM rag.chunks AS c
-          WHERE c.tenant = t
-            AND NOT EXISTS (SELECT 1 FROM rag.embeddings_next AS n JOIN rag.tenant_models AS tm
-                                 ON tm.tenant = n.tenant AND tm.next_model = n.model
-                            WHERE n.chunk_id = c.id AND n.tenant = t)
-          LIMIT batch + 1) AS l;
-    IF left_over > batch THEN
+    IF rag._switch_left(t, batch + 1) > batch THEN
         RAISE NOTICE 'rag.finish_embedding_switch: more than % chunks of tenant % are still to embed with the next model',
             batch, rag._shown(t) USING HINT = 'CALL rag.work() embeds them; then run this again';
         RETURN 'building';

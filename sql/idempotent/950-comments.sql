@@ -119,6 +119,10 @@ COMMENT ON FUNCTION rag._tenant_model_guard() IS
   'the vectors first), not choose a model (42501). An update that changes a model waits for the tenant''s '
   'writers (it locks the row FOR UPDATE).';
 
+COMMENT ON FUNCTION rag._switch_left(text, bigint) IS
+  'Internal: how many chunks of the tenant still lack their embedding by the tenant''s next model, counted up '
+  'to the limit given (rag._switch_embedded and rag.finish_embedding_switch ask).';
+
 COMMENT ON FUNCTION rag._switch_embedded(text) IS
   'Internal: whether every chunk of the tenant has its embedding by the tenant''s next model (rag.work and '
   'rag._finish_switch ask before the last step of a model switch).';

@@ -218,7 +218,8 @@ GRANT EXECUTE ON FUNCTION
     rag._finish_switch(interval),
     rag._claim_tenant_models(text[], boolean, interval),
     rag._lock_tenant_model_row(text, timestamptz),
-    rag._switch_embedded(text)
+    rag._switch_embedded(text),
+    rag._switch_left(text, bigint)
 TO rag_writer;
 -- eval sets are loaded and run by writers, into tenants they may act for (RLS checks)
 GRANT INSERT, UPDATE, DELETE ON rag.eval_sets, rag.eval_queries, rag.eval_qrels, rag.eval_answers, rag.eval_run_query
