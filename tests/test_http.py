@@ -493,6 +493,7 @@ def test_connections_are_capped_server_wide_and_per_address(caplog):
                    read_timeout=8) as srv:
         caps = srv.server.config.http.caps
         caps.log_every = 1.0
+        loner = connect_from("127.0.0.8", srv.port)                      # the oldest: one of its client's
         held = [connect_from("127.0.0.1", srv.port) for _ in range(3)]   # idle: they say nothing
         for _ in range(40):                                               # a fourth from the same address
             with connect_from("127.0.0.1", srv.port) as s:
@@ -504,13 +505,18 @@ def test_connections_are_capped_server_wide_and_per_address(caplog):
         with connect_from("127.0.0.2", srv.port) as s:                  # another address is served
             s.sendall(get)
             assert read_until_closed(s).startswith(b"HTTP/1.1 200 "), "another address was refused"
-        held += [connect_from(f"127.0.0.{i}", srv.port) for i in (2, 3, 4, 5, 6)]   # 8 open: the server's cap
+        held += [connect_from(f"127.0.0.{i}", srv.port) for i in (2, 3, 4, 5)]   # 8 open: the server's cap
         until(lambda: caps.open == 8, lambda: caps.open)
-        with connect_from("127.0.0.7", srv.port) as s:    # takes the place of the oldest silent one
+        with connect_from("127.0.0.7", srv.port) as s:
+            # takes the place of the oldest silent one of the client holding the most (127.0.0.1's
+            # three), not the loner's, older still (review 51b, finding 4)
             s.sendall(get)
             assert read_until_closed(s).startswith(b"HTTP/1.1 200 ")
         assert closed_by_server(held[0]) and caps.open == 7
-        for s in held:
+        loner.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            loner.recv(1)   # still open
+        for s in held + [loner]:
             s.close()
         until(lambda: caps.open == 0, lambda: caps.open)
         busy = []   # a request each, waiting for its body: none may be closed to make room
@@ -568,6 +574,9 @@ def test_no_upgrade_and_a_response_nobody_reads_is_cut_off(caplog):
             while caps.open and time.monotonic() - t0 < 20:
                 time.sleep(0.1)
             assert caps.open == 0, "a connection that reads nothing still held its place after 20 s"
+            with pytest.raises(ConnectionResetError):   # what was queued for it is dropped, not kept
+                while s.recv(65536):                     # for it in the kernel (review 51b, finding 2)
+                    pass
             assert caps.stalled == {} and 2 <= time.monotonic() - t0 < 15, (time.monotonic() - t0, [r.getMessage() for r in caplog.records][-5:])
     assert not [r for r in caplog.records if "upgrade" in r.getMessage().lower()], \
         [r.getMessage() for r in caplog.records if "upgrade" in r.getMessage().lower()]
@@ -980,7 +989,9 @@ def test_one_roles_json_ingests_leave_another_role_a_parser(monkeypatch):
 
     with Server(create_app(NO_DATABASE, keys, pool_size=10)) as srv:
         during, responses = asyncio.run(scene(srv.url))
-    assert during == ["alice-0", "bob"], during   # (one lock: ["alice-0"], bob waited behind alice's three)
+    # (one lock: one of alice's alone, bob waited behind her three; which of hers came first
+    # is the machine's: review 51b, finding 8)
+    assert len(during) == 2 and during[0].startswith("alice-") and during[1] == "bob", during
     assert peak[0] == 2 and sorted(parsed) == ["alice-0", "alice-1", "alice-2", "bob", "carol"], (peak, parsed)
     assert all(r.status_code == 503 for r in responses), [r.text for r in responses]   # parsed, then no database
 

@@ -49,10 +49,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import ipaddress
+import itertools
 import json
 import logging
 import re
+import socket
+import struct
+import termios
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -860,6 +865,8 @@ READING = (h11.IDLE, h11.SEND_BODY)  # the client's state while its request is o
 MAX_CONNECTIONS = 1000          # open at once, server-wide (`--max-connections`)
 MAX_CLIENT_CONNECTIONS = 100    # open at once from one client address (`--max-connections-per-client`)
 LOGGED_EVERY = 10.0             # seconds: refusals and repeated warnings are logged as counts
+EVICTION_SAMPLE = 8             # connections that waited longest, looked at for one to close
+SEND_BUFFER = 128 * 1024        # bytes: a connection's kernel send buffer (Linux gives twice this)
 
 
 def _refusal(status: str, error: str) -> bytes:
@@ -895,13 +902,15 @@ class ConnectionCaps:
     waited up to 4.9 s: review 47, finding 6).
 
     A connection past its client's cap is answered 429 at once and closed, unread. At the
-    server's cap, a new connection takes the place of the one that has waited longest
-    without a request in progress (silent since it connected, its request's head still
-    arriving, or idle between requests), which is closed: idle sockets from a few
-    addresses held all 1,000 places and every other client got 503 (review 51, finding
-    3); only when every connection has a request in progress is the newcomer answered
-    503. A connection whose response does not drain for `write_timeout` seconds (a
-    client that stops reading) is closed by a sweep once a second. Refusals and
+    server's cap, a new connection takes the place of one that waits (silent since it
+    connected, its request's head still arriving, idle between requests, or its response
+    not taken by the client), which is closed: of those that have waited longest, the
+    one whose client holds the most places (_victim). Idle sockets from a few addresses
+    had held all 1,000 places and every other client got 503 (review 51, finding 3);
+    only when every connection has a request in progress is the newcomer answered 503.
+    A connection whose unsent bytes (its buffer and the kernel's) do not change for
+    `write_timeout` seconds (a client that stops reading) is closed by a sweep once a
+    second. Refusals and
     evictions are logged as one count every `log_every` seconds. `per_client` 0: no cap
     per client (behind a proxy, whose address every client has). Used from the event
     loop's thread only."""
@@ -937,7 +946,7 @@ class ConnectionCaps:
             if not self.waiting:
                 return self._refuse("server", "503 Service Unavailable",
                                     f"server busy: {self.total} connections are open")
-            self.evict(next(iter(self.waiting)), "evicted")
+            self.evict(self._victim(), "evicted")
         conn.counted_as = who
         self.members[conn] = None
         self.waiting[conn] = None
@@ -967,10 +976,25 @@ class ConnectionCaps:
         else:
             del self.by_client[conn.counted_as]   # (one entry per client with a connection open: bounded)
 
+    def _victim(self) -> DeadlineH11Protocol:
+        """Of the EVICTION_SAMPLE connections that have waited longest, the one whose client
+        holds the most places (the oldest of those): a flood's own sockets go before a
+        client's one kept-alive connection, or its fresh one whose request is on the way
+        (oldest first, a flood of 2,900 evictions a second closed a client's kept-alive
+        connection before each reuse, and a connection whose head came 100 ms after it:
+        review 51b, findings 4 and 5). Linear in the sample, not in the connections."""
+        sample = itertools.islice(self.waiting, EVICTION_SAMPLE)
+        return max(sample, key=lambda c: self.by_client[c.counted_as])   # (max keeps the first of equals)
+
     def evict(self, conn: DeadlineH11Protocol, why: str) -> None:
-        """Closed now, without flushing what it has not sent, and its place freed."""
+        """Closed now, its unsent bytes dropped (the kernel's too: SO_LINGER 0, else each
+        closed socket kept up to its send buffer until the client went: review 51b,
+        finding 2), and its place freed."""
         self.release(conn)
         self._count(why)
+        with contextlib.suppress(OSError, AttributeError):
+            conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                                struct.pack("ii", 1, 0))
         conn.transport.abort()
 
     def _sweep(self) -> None:
@@ -979,12 +1003,12 @@ class ConnectionCaps:
         close waits for it to drain: review 51, finding 3)."""
         now = time.monotonic()
         for conn in list(self.members):
-            unsent = conn.transport.get_write_buffer_size()   # (also while a close waits for it)
+            unsent = conn.unsent()
             if not unsent:
                 self.stalled.pop(conn, None)
                 continue
             before, since = self.stalled.get(conn, (None, now))
-            if before is None or unsent < before:
+            if unsent != before:   # (any change is progress: a stream's buffer swings, review 51b, finding 6)
                 self.stalled[conn] = (unsent, now)
             elif now - since >= self.write_timeout:
                 self.evict(conn, "stalled")
@@ -1071,6 +1095,7 @@ class DeadlineH11Protocol(H11Protocol):
     _deadline: asyncio.TimerHandle | None = None
     caps: ConnectionCaps   # one per server (uvicorn_config)
     counted_as: str | None = None   # the client it counts for, once admitted
+    _writing_paused = False
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -1079,7 +1104,32 @@ class DeadlineH11Protocol(H11Protocol):
             transport.write(refusal)
             transport.abort()   # (nothing read; the refusal is in the kernel's buffer)
             return
+        # a fixed send buffer: the kernel's own grew to ~2.8 MB a connection, so a client
+        # that pipelined requests and never read had ~190 answers written for it, held
+        # that memory, and looked busy, not stalled (review 51b, finding 1)
+        with contextlib.suppress(OSError, AttributeError):
+            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         self._start_deadline()
+
+    def unsent(self) -> int:
+        """Bytes written for the client that it has not taken: the transport's buffer and
+        the kernel's send queue (SIOCOUTQ)."""
+        queued = 0
+        with contextlib.suppress(OSError, AttributeError, ValueError):
+            fd = self.transport.get_extra_info("socket").fileno()
+            if fd >= 0:
+                queued = struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        return self.transport.get_write_buffer_size() + queued
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._writing_paused = True
+        self._note_busy()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._writing_paused = False
+        self._note_busy()
 
     def data_received(self, data: bytes) -> None:
         if self not in self.caps.members:   # refused or evicted (the connection is closing)
@@ -1106,7 +1156,10 @@ class DeadlineH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def _note_busy(self) -> None:
-        self.caps.busy(self, self.cycle is not None and not self.cycle.response_complete)
+        # (a response the client is not taking waits for the client: the connection may be
+        # closed to make room, as one that has not sent its request)
+        self.caps.busy(self, self.cycle is not None and not self.cycle.response_complete
+                       and not self._writing_paused)
 
     def _start_deadline(self) -> None:
         self._stop_deadline()
