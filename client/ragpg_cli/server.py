@@ -910,10 +910,9 @@ class ConnectionCaps:
     only when every connection has a request in progress is the newcomer answered 503.
     A connection whose unsent bytes (its buffer and the kernel's) do not change for
     `write_timeout` seconds (a client that stops reading) is closed by a sweep once a
-    second. Refusals and
-    evictions are logged as one count every `log_every` seconds. `per_client` 0: no cap
-    per client (behind a proxy, whose address every client has). Used from the event
-    loop's thread only."""
+    second. Refusals and evictions are logged as one count every `log_every` seconds.
+    `per_client` 0: no cap per client (behind a proxy, whose address every client has).
+    Used from the event loop's thread only."""
 
     def __init__(self, total: int = MAX_CONNECTIONS, per_client: int = MAX_CLIENT_CONNECTIONS,
                  write_timeout: float = 15.0):
