@@ -19,7 +19,7 @@ import psycopg.conninfo
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plpy"))
-os.environ.setdefault("RAGPG_MODELS", "/usr/local/lib/ragpg/0.11.0/models")
+os.environ.setdefault("RAGPG_MODELS", "/usr/local/lib/ragpg/0.12.0/models")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the load generator forks after tokenizing
 PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
 PGBENCH_WARMUP = 3  # transactions per client not timed

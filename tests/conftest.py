@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from pgtest import as_role, with_db
 
-IMAGE = os.environ.get("RAGPG_IMAGE", "ragpg:0.11.0")
+IMAGE = os.environ.get("RAGPG_IMAGE", "ragpg:0.12.0")
 # login role -> the rag role it is granted
 LOGIN_ROLES = {"alice": "rag_writer", "bob": "rag_writer", "carol": "rag_reader", "dora": "rag_admin",
                "nobody": None, "api": None}

@@ -1,7 +1,7 @@
 """The extension's lifecycle as a DBA runs it: ALTER EXTENSION rag UPDATE from the last
 release with data in place, and pg_dump / pg_restore round trips.
 
-The old releases (0.1.0 to 0.10.0) are installed in the image from their git commits
+The old releases (0.1.0 to 0.11.0) are installed in the image from their git commits
 (scripts/old_releases.sh); pg_dump, pg_restore and psql are the server's own, run in its
 container (the same suite runs against the Postgres 15, 17 and 18 images).
 """
@@ -17,7 +17,7 @@ import pytest
 from pgtest import as_role, with_db
 
 ROOT = Path(__file__).resolve().parent.parent
-OLDS = ["0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0", "0.9.0", "0.10.0"]
+OLDS = ["0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0", "0.9.0", "0.10.0", "0.11.0"]
 OLD = OLDS[-1]   # the last release
 
 

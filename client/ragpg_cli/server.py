@@ -638,7 +638,7 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
         if health["conn"] is not None:
             await health["conn"].close()
 
-    app = FastAPI(title="ragpg", version="0.11.0", lifespan=lifespan, dependencies=[Depends(unicode_body)],
+    app = FastAPI(title="ragpg", version="0.12.0", lifespan=lifespan, dependencies=[Depends(unicode_body)],
                   description="HTTP access to the rag Postgres extension: ask, search, ingest.")
     generated = app.openapi
 

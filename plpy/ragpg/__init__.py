@@ -11,4 +11,4 @@ SQL in sql/ is the public interface; these modules are imported by PL/Python fun
 bodies and by unit tests, which need no database.
 """
 
-__version__ = "0.11.0"
+__version__ = "0.12.0"
