@@ -460,6 +460,15 @@ def read_until_closed(s: socket.socket) -> bytes:
     return got
 
 
+def first_response_on(s: socket.socket) -> bytes:
+    """One response on a kept-alive connection, read to its Content-Length."""
+    got = b""
+    while (end := got.find(b"\r\n\r\n")) < 0 or \
+            len(got) < end + 4 + int(re.search(rb"(?im)^content-length:\s*(\d+)", got[:end]).group(1)):
+        got += s.recv(65536)
+    return got
+
+
 def closed_by_server(s: socket.socket) -> bool:
     """Whether the server has closed the connection (EOF or reset), waiting up to 10 s."""
     try:
@@ -490,10 +499,9 @@ def test_connections_are_capped_server_wide_and_per_address(caplog):
 
     with caplog.at_level("WARNING", logger="ragpg.serve"), \
             Server(create_app(NO_DATABASE, KEYS, pool_size=10), max_connections=8, max_per_client=3,
-                   read_timeout=8) as srv:
+                   read_timeout=8, keep_alive=30) as srv:
         caps = srv.server.config.http.caps
         caps.log_every = 1.0
-        loner = connect_from("127.0.0.8", srv.port)                      # the oldest: one of its client's
         held = [connect_from("127.0.0.1", srv.port) for _ in range(3)]   # idle: they say nothing
         for _ in range(40):                                               # a fourth from the same address
             with connect_from("127.0.0.1", srv.port) as s:
@@ -505,18 +513,30 @@ def test_connections_are_capped_server_wide_and_per_address(caplog):
         with connect_from("127.0.0.2", srv.port) as s:                  # another address is served
             s.sendall(get)
             assert read_until_closed(s).startswith(b"HTTP/1.1 200 "), "another address was refused"
+        kept = connect_from("127.0.0.8", srv.port)   # the oldest after 127.0.0.1's: a kept-alive client
+        kept.sendall(get.replace(b"Connection: close\r\n", b""))
+        assert first_response_on(kept).startswith(b"HTTP/1.1 200 ")
         held += [connect_from(f"127.0.0.{i}", srv.port) for i in (2, 3, 4, 5)]   # 8 open: the server's cap
         until(lambda: caps.open == 8, lambda: caps.open)
         with connect_from("127.0.0.7", srv.port) as s:
             # takes the place of the oldest silent one of the client holding the most (127.0.0.1's
-            # three), not the loner's, older still (review 51b, finding 4)
+            # three; review 51b, finding 4)
             s.sendall(get)
             assert read_until_closed(s).startswith(b"HTTP/1.1 200 ")
         assert closed_by_server(held[0]) and caps.open == 7
-        loner.settimeout(0.5)
-        with pytest.raises(TimeoutError):
-            loner.recv(1)   # still open
-        for s in held + [loner]:
+        for s in held[1:3]:   # now every silent one is its client's only one: the oldest of them
+            s.close()         # goes, not the kept-alive one, older still (review 51c, finding 1)
+        until(lambda: caps.open == 5, lambda: caps.open)
+        held[1:3] = [connect_from("127.0.0.9", srv.port), connect_from("127.0.0.10", srv.port)]
+        until(lambda: caps.open == 7, lambda: caps.open)
+        with connect_from("127.0.0.7", srv.port) as s, connect_from("127.0.0.11", srv.port) as s2:
+            for x in (s, s2):
+                x.sendall(get)
+                assert read_until_closed(x).startswith(b"HTTP/1.1 200 ")
+        assert closed_by_server(held[3]), "the oldest silent connection was not the one closed"
+        kept.sendall(get)   # still open, and served
+        assert read_until_closed(kept).startswith(b"HTTP/1.1 200 ")
+        for s in held + [kept]:
             s.close()
         until(lambda: caps.open == 0, lambda: caps.open)
         busy = []   # a request each, waiting for its body: none may be closed to make room
@@ -540,7 +560,7 @@ def test_connections_are_capped_server_wide_and_per_address(caplog):
                                        r"per client, (\d+) closed to make room, (\d+) closed", x).groups()))
               for x in lines]
     assert counts[0] == (0, 1, 0, 0) and 2 <= len(lines) <= 5, lines   # not one line per refusal
-    assert tuple(map(sum, zip(*counts))) == (1, 40, 1, 0), lines
+    assert tuple(map(sum, zip(*counts))) == (1, 40, 2, 0), lines
 
 
 def test_no_upgrade_and_a_response_nobody_reads_is_cut_off(caplog):

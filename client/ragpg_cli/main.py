@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     sv.add_argument("--max-connections-per-client", type=int, default=100,
                     help="connections open at once from one address; past it: 429 and closed (0: no cap, "
                          "e.g. behind a proxy that caps them itself)")
+    sv.add_argument("--send-buffer", type=int, default=256 * 1024,
+                    help="bytes of a connection's kernel send buffer (Linux doubles it): what a client that "
+                         "does not read can hold; it caps one connection's throughput at about twice it per "
+                         "round trip (0: the kernel's own, which grows)")
     wk = sub.add_parser("worker", help="drain rag.queue (attached tables in async mode) with CALL rag.work()")
     wk.add_argument("--dsn", required=True)
     wk.add_argument("--interval", type=float, default=1.0, help="seconds to sleep when the queue is empty")
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                      pool_size=args.pool_size, queue_size=args.queue_size, queue_timeout=args.queue_timeout,
                      read_timeout=args.read_timeout, keep_alive=args.keep_alive, per_role=args.per_role,
                      statement_timeout=args.statement_timeout, max_connections=args.max_connections,
-                     max_per_client=args.max_connections_per_client)
+                     max_per_client=args.max_connections_per_client, send_buffer=args.send_buffer)
     if args.cmd == "ingest":
         from .ingest import run as run_ingest
         return run_ingest(args.dsn, args.paths, args.url_prefix, args.tenant, args.quiet)

@@ -69,12 +69,13 @@ import psycopg
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger("ragpg.serve")
@@ -844,7 +845,10 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
             rows = await run(request, role, "SELECT rag.ingest_file(%b, %s, %s, %s, %s, %s::jsonb) AS id",
                              (f.data, f.filename, f.source, f.title, f.url, json.dumps(f.metadata)))
             return IngestOut(document_id=rows[0]["id"])
-        raw = await request.body()
+        try:
+            raw = await request.body()
+        except ClientDisconnect:   # (gone: nothing to answer; two tracebacks each before, review 51c)
+            return Response(status_code=499)
         async with parsing_for[role], parsing:   # off the event loop: what parsing holds is bounded
             arguments = await asyncio.to_thread(ingest_arguments, raw)
         rows = await run(request, role, "SELECT rag.ingest(%s, %s, %s, %s, %s::jsonb) AS id", arguments)
@@ -866,7 +870,8 @@ MAX_CONNECTIONS = 1000          # open at once, server-wide (`--max-connections`
 MAX_CLIENT_CONNECTIONS = 100    # open at once from one client address (`--max-connections-per-client`)
 LOGGED_EVERY = 10.0             # seconds: refusals and repeated warnings are logged as counts
 EVICTION_SAMPLE = 8             # connections that waited longest, looked at for one to close
-SEND_BUFFER = 128 * 1024        # bytes: a connection's kernel send buffer (Linux gives twice this)
+SEND_BUFFER = 256 * 1024        # bytes: a connection's kernel send buffer (Linux gives twice this; `--send-buffer`)
+STALLED_WAITS = 2.0             # seconds a paused response must not move before its connection counts as waiting
 
 
 def _refusal(status: str, error: str) -> bytes:
@@ -923,6 +928,7 @@ class ConnectionCaps:
         self.by_client: dict[str, int] = {}
         self.members: dict[DeadlineH11Protocol, None] = {}   # every connection counted in
         self.waiting: dict[DeadlineH11Protocol, None] = {}   # those without a request in progress, oldest first
+        self.fresh: dict[DeadlineH11Protocol, None] = {}     # of those, the ones that never sent a whole head
         self.stalled: dict[DeadlineH11Protocol, tuple[int, float]] = {}   # unsent bytes, since when
         self.counts = {"server": 0, "client": 0, "evicted": 0, "stalled": 0}   # since the last log line
         self.log_every = LOGGED_EVERY
@@ -949,6 +955,7 @@ class ConnectionCaps:
         conn.counted_as = who
         self.members[conn] = None
         self.waiting[conn] = None
+        self.fresh[conn] = None
         self.by_client[who] = self.by_client.get(who, 0) + 1
         if self.sweeping is None:
             self.sweeping = asyncio.get_running_loop().call_later(1.0, self._sweep)
@@ -959,7 +966,9 @@ class ConnectionCaps:
         if conn not in self.members:
             return
         self.waiting.pop(conn, None)
-        if not busy:
+        if busy:
+            self.fresh.pop(conn, None)
+        else:
             self.waiting[conn] = None   # (last: it waits from now)
 
     def release(self, conn: DeadlineH11Protocol) -> None:
@@ -968,6 +977,7 @@ class ConnectionCaps:
             return
         del self.members[conn]
         self.waiting.pop(conn, None)
+        self.fresh.pop(conn, None)
         self.stalled.pop(conn, None)
         left = self.by_client[conn.counted_as] - 1
         if left:
@@ -976,14 +986,22 @@ class ConnectionCaps:
             del self.by_client[conn.counted_as]   # (one entry per client with a connection open: bounded)
 
     def _victim(self) -> DeadlineH11Protocol:
-        """Of the EVICTION_SAMPLE connections that have waited longest, the one whose client
-        holds the most places (the oldest of those): a flood's own sockets go before a
-        client's one kept-alive connection, or its fresh one whose request is on the way
-        (oldest first, a flood of 2,900 evictions a second closed a client's kept-alive
-        connection before each reuse, and a connection whose head came 100 ms after it:
-        review 51b, findings 4 and 5). Linear in the sample, not in the connections."""
-        sample = itertools.islice(self.waiting, EVICTION_SAMPLE)
+        """A connection that has never sent a whole request head if there is one, else any
+        that waits; of the EVICTION_SAMPLE of those that have waited longest, the one whose
+        client holds the most places (the oldest of those). A flood's own sockets go before
+        a client's kept-alive connection, a response that is draining, or a fresh
+        connection whose request is on the way (oldest first, a flood of 2,900 evictions a
+        second closed a client's kept-alive connection before each reuse, and a connection
+        whose head came 100 ms after it: review 51b, findings 4 and 5; a flood of one socket
+        per address made every count equal: review 51c, finding 1). Linear in the sample,
+        not in the connections."""
+        sample = itertools.islice(self.fresh or self.waiting, EVICTION_SAMPLE)
         return max(sample, key=lambda c: self.by_client[c.counted_as])   # (max keeps the first of equals)
+
+    def stalled_for(self, conn: DeadlineH11Protocol) -> float:
+        """Seconds the connection's unsent bytes have not changed (0 if it has none)."""
+        before, since = self.stalled.get(conn, (None, 0.0))
+        return time.monotonic() - since if before is not None else 0.0
 
     def evict(self, conn: DeadlineH11Protocol, why: str) -> None:
         """Closed now, its unsent bytes dropped (the kernel's too: SO_LINGER 0, else each
@@ -1004,13 +1022,16 @@ class ConnectionCaps:
         for conn in list(self.members):
             unsent = conn.unsent()
             if not unsent:
-                self.stalled.pop(conn, None)
+                if self.stalled.pop(conn, None) is not None:
+                    conn.note_busy()
                 continue
             before, since = self.stalled.get(conn, (None, now))
             if unsent != before:   # (any change is progress: a stream's buffer swings, review 51b, finding 6)
                 self.stalled[conn] = (unsent, now)
             elif now - since >= self.write_timeout:
                 self.evict(conn, "stalled")
+                continue
+            conn.note_busy()   # (a paused response waits once it has not moved for STALLED_WAITS)
         self.sweeping = asyncio.get_running_loop().call_later(1.0, self._sweep) if self.members else None
 
     def _refuse(self, kind: str, status: str, error: str) -> bytes:
@@ -1093,6 +1114,7 @@ class DeadlineH11Protocol(H11Protocol):
     read_timeout = 15.0
     _deadline: asyncio.TimerHandle | None = None
     caps: ConnectionCaps   # one per server (uvicorn_config)
+    send_buffer = SEND_BUFFER   # 0: the kernel's (it grows)
     counted_as: str | None = None   # the client it counts for, once admitted
     _writing_paused = False
 
@@ -1106,8 +1128,9 @@ class DeadlineH11Protocol(H11Protocol):
         # a fixed send buffer: the kernel's own grew to ~2.8 MB a connection, so a client
         # that pipelined requests and never read had ~190 answers written for it, held
         # that memory, and looked busy, not stalled (review 51b, finding 1)
-        with contextlib.suppress(OSError, AttributeError):
-            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        if self.send_buffer:
+            with contextlib.suppress(OSError, AttributeError):
+                transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
         self._start_deadline()
 
     def unsent(self) -> int:
@@ -1123,12 +1146,12 @@ class DeadlineH11Protocol(H11Protocol):
     def pause_writing(self) -> None:
         super().pause_writing()
         self._writing_paused = True
-        self._note_busy()
+        self.note_busy()
 
     def resume_writing(self) -> None:
         super().resume_writing()
         self._writing_paused = False
-        self._note_busy()
+        self.note_busy()
 
     def data_received(self, data: bytes) -> None:
         if self not in self.caps.members:   # refused or evicted (the connection is closing)
@@ -1136,7 +1159,7 @@ class DeadlineH11Protocol(H11Protocol):
         if self._deadline is None and self.conn.their_state in READING:
             self._start_deadline()  # the first byte of the next request on a kept-alive connection
         super().data_received(data)
-        self._note_busy()
+        self.note_busy()
         if self.conn.their_state not in READING:  # the whole request is in (or the connection is over)
             self._stop_deadline()
 
@@ -1145,7 +1168,7 @@ class DeadlineH11Protocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # may start a pipelined request received in part
-        self._note_busy()
+        self.note_busy()
         if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
             self._start_deadline()  # (headers in part: uvicorn's keep-alive timer still runs)
 
@@ -1154,11 +1177,12 @@ class DeadlineH11Protocol(H11Protocol):
         self.caps.release(self)
         super().connection_lost(exc)
 
-    def _note_busy(self) -> None:
-        # (a response the client is not taking waits for the client: the connection may be
-        # closed to make room, as one that has not sent its request)
+    def note_busy(self) -> None:
+        # (a response the client has not taken for STALLED_WAITS seconds waits for the
+        # client: the connection may be closed to make room, as one that has not sent its
+        # request; one that drains, however slowly, may not: review 51c, finding 2)
         self.caps.busy(self, self.cycle is not None and not self.cycle.response_complete
-                       and not self._writing_paused)
+                       and not (self._writing_paused and self.caps.stalled_for(self) >= STALLED_WAITS))
 
     def _start_deadline(self) -> None:
         self._stop_deadline()
@@ -1178,7 +1202,7 @@ class DeadlineH11Protocol(H11Protocol):
 
 def uvicorn_config(app, host: str, port: int, read_timeout: float = 15.0, keep_alive: float = 5.0,
                    max_connections: int = MAX_CONNECTIONS, max_per_client: int = MAX_CLIENT_CONNECTIONS,
-                   backlog: int | None = None, **kwargs):
+                   backlog: int | None = None, send_buffer: int = SEND_BUFFER, **kwargs):
     """uvicorn's settings for `ragpg serve` (and its tests): h11 with the read deadline above,
     idle connections closed after `keep_alive` seconds, request headers at most 16 KiB, at
     most `max_connections` open and `max_per_client` from one client (ConnectionCaps; a
@@ -1187,7 +1211,7 @@ def uvicorn_config(app, host: str, port: int, read_timeout: float = 15.0, keep_a
     import uvicorn
 
     protocol = type("DeadlineH11Protocol", (DeadlineH11Protocol,),
-                    {"read_timeout": read_timeout,
+                    {"read_timeout": read_timeout, "send_buffer": send_buffer,
                      "caps": ConnectionCaps(max_connections, max_per_client, write_timeout=read_timeout)})
     config = uvicorn.Config(app, host=host, port=port, http=protocol, ws="none", timeout_keep_alive=keep_alive,
                             h11_max_incomplete_event_size=16 * 1024, backlog=backlog or BACKLOG, **kwargs)
@@ -1237,18 +1261,19 @@ def fit_descriptors(max_connections: int, pool_size: int, backlog: int = BACKLOG
 def serve(dsn: str, keys: dict[str, str], host: str, port: int, pool_size: int = 10, queue_size: int = 50,
           queue_timeout: float = 10.0, read_timeout: float = 15.0, keep_alive: float = 5.0,
           per_role: int | None = None, statement_timeout: float = 300.0,
-          max_connections: int = MAX_CONNECTIONS, max_per_client: int = MAX_CLIENT_CONNECTIONS) -> int:
+          max_connections: int = MAX_CONNECTIONS, max_per_client: int = MAX_CLIENT_CONNECTIONS,
+          send_buffer: int = SEND_BUFFER) -> int:
     import uvicorn
 
     if not keys:
         raise SystemExit("ragpg serve: no API keys; pass --keys-file FILE (lines: KEY ROLE) or --keys KEY=ROLE")
-    if max_connections < 1 or max_per_client < 0:
-        raise SystemExit("ragpg serve: --max-connections must be at least 1 and --max-connections-per-client "
-                         "at least 0 (0: no cap per address)")
+    if max_connections < 1 or max_per_client < 0 or send_buffer < 0:
+        raise SystemExit("ragpg serve: --max-connections must be at least 1, --max-connections-per-client "
+                         "at least 0 (0: no cap per client) and --send-buffer at least 0 (0: the kernel's)")
     max_connections, backlog = fit_descriptors(max_connections, pool_size)
     app = create_app(dsn, keys, pool_size=pool_size, queue_size=queue_size, queue_timeout=queue_timeout,
                      per_role=per_role, statement_timeout=statement_timeout)
     uvicorn.Server(uvicorn_config(app, host, port, read_timeout=read_timeout, keep_alive=keep_alive,
                                   max_connections=max_connections, max_per_client=max_per_client,
-                                  backlog=backlog, log_level="info")).run()
+                                  backlog=backlog, send_buffer=send_buffer, log_level="info")).run()
     return 0
