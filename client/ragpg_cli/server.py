@@ -869,9 +869,8 @@ READING = (h11.IDLE, h11.SEND_BODY)  # the client's state while its request is o
 MAX_CONNECTIONS = 1000          # open at once, server-wide (`--max-connections`)
 MAX_CLIENT_CONNECTIONS = 100    # open at once from one client address (`--max-connections-per-client`)
 LOGGED_EVERY = 10.0             # seconds: refusals and repeated warnings are logged as counts
-EVICTION_SAMPLE = 8             # connections that waited longest, looked at for one to close
+EVICTION_SAMPLE = 16            # connections that waited longest, looked at for one to close
 SEND_BUFFER = 256 * 1024        # bytes: a connection's kernel send buffer (Linux gives twice this; `--send-buffer`)
-STALLED_WAITS = 2.0             # seconds a paused response must not move before its connection counts as waiting
 
 
 def _refusal(status: str, error: str) -> bytes:
@@ -987,21 +986,29 @@ class ConnectionCaps:
 
     def _victim(self) -> DeadlineH11Protocol:
         """A connection that has never sent a whole request head if there is one, else any
-        that waits; of the EVICTION_SAMPLE of those that have waited longest, the one whose
-        client holds the most places (the oldest of those). A flood's own sockets go before
+        that waits; of the EVICTION_SAMPLE of those that have waited longest, leaving out
+        responses that drain if any do not, the one whose client holds the most places (the
+        oldest of those). A flood's own sockets go before
         a client's kept-alive connection, a response that is draining, or a fresh
         connection whose request is on the way (oldest first, a flood of 2,900 evictions a
         second closed a client's kept-alive connection before each reuse, and a connection
         whose head came 100 ms after it: review 51b, findings 4 and 5; a flood of one socket
         per address made every count equal: review 51c, finding 1). Linear in the sample,
         not in the connections."""
-        sample = itertools.islice(self.fresh or self.waiting, EVICTION_SAMPLE)
+        sample = list(itertools.islice(self.fresh or self.waiting, EVICTION_SAMPLE))
+        # (a response that drains, however slowly, goes last: one paused at the 64 KiB mark
+        # waited from its first write, and downloads at full speed were cut: review 51c)
+        sample = [c for c in sample if not self.draining(c)] or sample
         return max(sample, key=lambda c: self.by_client[c.counted_as])   # (max keeps the first of equals)
 
-    def stalled_for(self, conn: DeadlineH11Protocol) -> float:
-        """Seconds the connection's unsent bytes have not changed (0 if it has none)."""
-        before, since = self.stalled.get(conn, (None, 0.0))
-        return time.monotonic() - since if before is not None else 0.0
+    def draining(self, conn: DeadlineH11Protocol) -> bool:
+        """Whether the connection's paused response has moved since it paused, or since the
+        sweep last looked."""
+        if not conn.writing_paused:
+            return False
+        before, _ = self.stalled.get(conn, (conn.unsent_at_pause, 0.0))
+        return conn.unsent() != before
+
 
     def evict(self, conn: DeadlineH11Protocol, why: str) -> None:
         """Closed now, its unsent bytes dropped (the kernel's too: SO_LINGER 0, else each
@@ -1022,16 +1029,13 @@ class ConnectionCaps:
         for conn in list(self.members):
             unsent = conn.unsent()
             if not unsent:
-                if self.stalled.pop(conn, None) is not None:
-                    conn.note_busy()
+                self.stalled.pop(conn, None)
                 continue
             before, since = self.stalled.get(conn, (None, now))
             if unsent != before:   # (any change is progress: a stream's buffer swings, review 51b, finding 6)
                 self.stalled[conn] = (unsent, now)
             elif now - since >= self.write_timeout:
                 self.evict(conn, "stalled")
-                continue
-            conn.note_busy()   # (a paused response waits once it has not moved for STALLED_WAITS)
         self.sweeping = asyncio.get_running_loop().call_later(1.0, self._sweep) if self.members else None
 
     def _refuse(self, kind: str, status: str, error: str) -> bytes:
@@ -1116,7 +1120,8 @@ class DeadlineH11Protocol(H11Protocol):
     caps: ConnectionCaps   # one per server (uvicorn_config)
     send_buffer = SEND_BUFFER   # 0: the kernel's (it grows)
     counted_as: str | None = None   # the client it counts for, once admitted
-    _writing_paused = False
+    writing_paused = False
+    unsent_at_pause = 0
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -1145,12 +1150,12 @@ class DeadlineH11Protocol(H11Protocol):
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        self._writing_paused = True
+        self.writing_paused, self.unsent_at_pause = True, self.unsent()
         self.note_busy()
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        self._writing_paused = False
+        self.writing_paused = False
         self.note_busy()
 
     def data_received(self, data: bytes) -> None:
@@ -1178,11 +1183,11 @@ class DeadlineH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def note_busy(self) -> None:
-        # (a response the client has not taken for STALLED_WAITS seconds waits for the
-        # client: the connection may be closed to make room, as one that has not sent its
-        # request; one that drains, however slowly, may not: review 51c, finding 2)
+        # (a paused response waits for the client: the connection may be closed to make
+        # room, after those that never sent a request and those whose response still
+        # drains: ConnectionCaps._victim)
         self.caps.busy(self, self.cycle is not None and not self.cycle.response_complete
-                       and not (self._writing_paused and self.caps.stalled_for(self) >= STALLED_WAITS))
+                       and not self.writing_paused)
 
     def _start_deadline(self) -> None:
         self._stop_deadline()
