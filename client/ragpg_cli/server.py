@@ -988,13 +988,12 @@ class ConnectionCaps:
         """A connection that has never sent a whole request head if there is one, else any
         that waits; of the EVICTION_SAMPLE of those that have waited longest, leaving out
         responses that drain if any do not, the one whose client holds the most places (the
-        oldest of those). A flood's own sockets go before
-        a client's kept-alive connection, a response that is draining, or a fresh
-        connection whose request is on the way (oldest first, a flood of 2,900 evictions a
-        second closed a client's kept-alive connection before each reuse, and a connection
-        whose head came 100 ms after it: review 51b, findings 4 and 5; a flood of one socket
-        per address made every count equal: review 51c, finding 1). Linear in the sample,
-        not in the connections."""
+        oldest of those). A flood's own sockets go before a client's kept-alive connection,
+        a response that is draining, or a fresh connection whose request is on the way
+        (oldest first, a flood of 2,900 evictions a second closed a client's kept-alive
+        connection before each reuse, and a connection whose head came 100 ms after it:
+        review 51b, findings 4 and 5; a flood of one socket per address made every count
+        equal: review 51c, finding 1). Linear in the sample, not in the connections."""
         sample = list(itertools.islice(self.fresh or self.waiting, EVICTION_SAMPLE))
         # (a response that drains, however slowly, goes last: one paused at the 64 KiB mark
         # waited from its first write, and downloads at full speed were cut: review 51c)
@@ -1009,7 +1008,6 @@ class ConnectionCaps:
         before, _ = self.stalled.get(conn, (conn.unsent_at_pause, 0.0))
         return conn.unsent() != before
 
-
     def evict(self, conn: DeadlineH11Protocol, why: str) -> None:
         """Closed now, its unsent bytes dropped (the kernel's too: SO_LINGER 0, else each
         closed socket kept up to its send buffer until the client went: review 51b,
@@ -1022,7 +1020,7 @@ class ConnectionCaps:
         conn.transport.abort()
 
     def _sweep(self) -> None:
-        """Once a second: close connections whose unsent bytes have not gone down for
+        """Once a second: close connections whose unsent bytes have not changed for
         write_timeout seconds (nothing else bounds a response a client never reads, and a
         close waits for it to drain: review 51, finding 3)."""
         now = time.monotonic()
