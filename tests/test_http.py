@@ -465,7 +465,9 @@ def first_response_on(s: socket.socket) -> bytes:
     got = b""
     while (end := got.find(b"\r\n\r\n")) < 0 or \
             len(got) < end + 4 + int(re.search(rb"(?im)^content-length:\s*(\d+)", got[:end]).group(1)):
-        got += s.recv(65536)
+        data = s.recv(65536)
+        assert data, f"closed after {got[:200]!r}"
+        got += data
     return got
 
 
@@ -481,10 +483,12 @@ def test_connections_are_capped_server_wide_and_per_address(caplog):
     """Review 47, finding 6: the server capped no connection count; 21,000 idle sockets
     filled its open files and its log ("Too many open files", 87,000 lines in 40 s). Now one
     address holds at most `max_per_client` connections (past it: 429, closed at once); at
-    the server's `max_connections` a newcomer takes the place of the connection that has
-    waited longest without a request (review 51, finding 3: idle sockets from a few
-    addresses held every place), and gets 503 only when every connection has a request in
-    progress; refusals are logged as one count, and closed connections free their places."""
+    the server's `max_connections` a newcomer takes the place of a connection that waits
+    (review 51, finding 3: idle sockets from a few addresses held every place): one that
+    never sent a request before a kept-alive one (review 51c), of those the one whose client
+    holds most, then the oldest (review 51b); it gets 503 only when every connection has a
+    request in progress; refusals are logged as one count, and closed connections free
+    their places."""
     get = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     waits_for_its_body = (b"POST /ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer key-alice\r\n"
                           b"Content-Type: application/json\r\nContent-Length: 10\r\n\r\n")
