@@ -875,10 +875,12 @@ SEND_BUFFER = 256 * 1024        # bytes: a connection's kernel send buffer (Linu
 
 def _refusal(status: str, error: str) -> bytes:
     """A whole HTTP/1.1 response sent to a connection refused for its count, before it has
-    said anything (ErrorOut's shape; the connection closes after it)."""
-    body = json.dumps({"error": error, "hint": "retry after the Retry-After seconds"}).encode()
+    said anything (the API's ErrorOut and Retry-After; the connection closes after it)."""
+    body = json.dumps(ErrorOut(error=error, hint="retry after the Retry-After seconds")
+                      .model_dump(exclude_none=True)).encode()
+    headers = "".join(f"{k}: {v}\r\n" for k, v in RETRY_AFTER.items())
     return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            "Retry-After: 1\r\nConnection: close\r\n\r\n").encode() + body
+            f"{headers}Connection: close\r\n\r\n").encode() + body
 
 
 def client_of(client: tuple | None) -> str:
