@@ -14,7 +14,7 @@ opens a fresh connection from 127.0.0.99 every 0.25 s and asks once:
   never read, each opened again when closed (review 51b, finding 1).
 
 Prints one row per scene: the fair client's answers by status, median and 99th percentile
-latency. The flood processes need the open-file limit their sockets take.
+latency, and the lines the server logged (its access log included). The flood processes need the open-file limit their sockets take.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -110,14 +111,21 @@ def main() -> int:
     caps = ["--max-connections", str(args.sockets), "--max-connections-per-client", "20"]
     if args.client and "max-connections" not in (Path(args.client) / "ragpg_cli/main.py").read_text():
         caps = []   # (a client from before the caps)
+    logged = tempfile.TemporaryFile()   # the server's log (stdout and stderr), counted in lines per scene
     server = subprocess.Popen(
         [sys.executable, "-m", "ragpg_cli.main", "serve", "--dsn", "host=127.0.0.1 port=1 user=x dbname=x connect_timeout=1",
          "--keys", "k=alice", "--port", str(PORT), *caps], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=logged, stderr=subprocess.STDOUT)
+
+    def lines() -> int:
+        logged.seek(0)
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: logged.read(1 << 20), b""))
+
     try:
         time.sleep(3)
-        print(f"{'scene':<6} {'answers (status: count)':<34} {'p50 ms':>7} {'p99 ms':>7}", flush=True)
+        print(f"{'scene':<6} {'answers (status: count)':<34} {'p50 ms':>7} {'p99 ms':>7} {'log lines':>9}", flush=True)
         for scene in ("none", "idle", "hold"):
+            before = lines()
             attacker = None
             if scene != "none":
                 attacker = subprocess.Popen([sys.executable, __file__, "--flood", scene, "--seconds",
@@ -128,9 +136,9 @@ def main() -> int:
             if attacker is not None:
                 attacker.wait(timeout=60)
             shown = ", ".join(f"{k}: {v}" for k, v in sorted(codes.items()))
+            time.sleep(3)   # (and the server writes the last counts: every 10 s)
             print(f"{scene:<6} {shown:<34} {times[len(times) // 2] * 1000:>7.0f} "
-                  f"{times[min(len(times) - 1, int(len(times) * 0.99))] * 1000:>7.0f}", flush=True)
-            time.sleep(3)
+                  f"{times[min(len(times) - 1, int(len(times) * 0.99))] * 1000:>7.0f} {lines() - before:>9}", flush=True)
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=20)

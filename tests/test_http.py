@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "client"))
 from pgtest import as_role  # noqa: E402
-from ragpg_cli.server import (Turn, answer_pieces, create_app, default_per_role, http_status,  # noqa: E402
+from ragpg_cli.server import (Turn, answer_pieces, budget_access_log, create_app, default_per_role, http_status,  # noqa: E402
                               load_keys, lone_surrogate_at, rewrite_follow_up, uvicorn_config)
 
 CLIENT = Path(__file__).resolve().parents[1] / "client"
@@ -43,7 +43,7 @@ class Server:
         import uvicorn
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", self.port, log_level="warning", **limits))
+        self.server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", self.port, **{"log_level": "warning", **limits}))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):
@@ -642,6 +642,49 @@ def test_warnings_a_client_can_repeat_are_logged_as_counts():
     held = [m for m in passed if m.startswith("Invalid HTTP")]
     assert held[0] == "Invalid HTTP request received." and len(held) == 2, held
     assert re.fullmatch(r"Invalid HTTP request received\. \(999 more like it in the last 1 s\)", held[1]), held
+
+
+def test_the_access_log_keeps_within_its_budget_and_counts_the_rest():
+    """Review 51b, finding 7: a client that pipelined requests had the server write one
+    access log line each, ~660 a second. Past a client's lines (and past the lines in all)
+    in a period, requests are counted, and the count is written when the period ends,
+    with no further request needed; the next period logs again."""
+    import logging
+
+    from ragpg_cli.server import AccessLogBudget
+    access, summaries = [], []
+    catch_access, catch_summary = logging.Handler(), logging.Handler()
+    catch_access.emit = lambda record: access.append(record.getMessage())
+    catch_summary.emit = lambda record: summaries.append(record.getMessage())
+    with Server(create_app("postgresql://nobody@127.0.0.1:1/x", KEYS), log_level="info",
+                access_log_per_client=5, access_log_total=8) as srv:
+        budget = next(f for f in logging.getLogger("uvicorn.access").filters if isinstance(f, AccessLogBudget))
+        logging.getLogger("uvicorn.access").addHandler(catch_access)
+        logging.getLogger("ragpg.serve").addHandler(catch_summary)
+        try:
+            budget.every, budget.started = 1.5, time.monotonic()
+            for address, n in (("127.0.0.2", 20), ("127.0.0.3", 5)):
+                s = connect_from(address, srv.port)
+                s.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * (n - 1)
+                          + b"GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert read_until_closed(s).count(b"HTTP/1.1 ") == n
+                s.close()
+            deadline = time.monotonic() + 5
+            while not summaries and time.monotonic() < deadline:
+                time.sleep(0.05)   # (the period's count comes by itself)
+            assert [m.split(" - ")[0].rsplit(":", 1)[0] for m in access] == ["127.0.0.2"] * 5 + ["127.0.0.3"] * 3
+            assert len(summaries) == 1 and re.search(
+                r"^access log: 17 requests not logged in the last [12] s \(past 5 lines per client or 8 in all\), "
+                r"from 2 clients, most from 127\.0\.0\.2 \(15\); by status: 200 x 15, 404 x 2$", summaries[0]), summaries
+            s = connect_from("127.0.0.2", srv.port)
+            s.sendall(b"GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            read_until_closed(s)
+            s.close()
+            assert len(access) == 9 and access[-1].startswith("127.0.0.2:") and access[-1].endswith(" 404"), access
+        finally:
+            logging.getLogger("uvicorn.access").removeHandler(catch_access)
+            logging.getLogger("ragpg.serve").removeHandler(catch_summary)
+            budget_access_log(0, 0)
 
 
 def test_the_caps_fit_the_open_file_limit():

@@ -46,14 +46,21 @@ def main(argv: list[str] | None = None) -> int:
     sv.add_argument("--statement-timeout", type=float, default=300.0,
                     help="seconds a request's statement may run, then 504 (a lower setting of the login role stays)")
     sv.add_argument("--max-connections", type=int, default=1000,
-                    help="connections open at once; past it a new one gets 503 and is closed")
+                    help="connections open at once; past it a new one takes the place of one without a request "
+                         "in progress (closed), or gets 503 and is closed if every one has a request")
     sv.add_argument("--max-connections-per-client", type=int, default=100,
-                    help="connections open at once from one address; past it: 429 and closed (0: no cap, "
-                         "e.g. behind a proxy that caps them itself)")
+                    help="connections open at once from one client (an IPv4 address or an IPv6 /64); past it: "
+                         "429 and closed (0: no cap, e.g. behind a proxy that caps them itself)")
     sv.add_argument("--send-buffer", type=int, default=256 * 1024,
                     help="bytes of a connection's kernel send buffer (Linux doubles it): what a client that "
                          "does not read can hold; it caps one connection's throughput at about twice it per "
                          "round trip (0: the kernel's own, which grows)")
+    sv.add_argument("--access-log-per-client", type=int, default=100,
+                    help="access log lines of one client every 10 s; its further requests are counted in one "
+                         "line (0: no limit)")
+    sv.add_argument("--access-log-lines", type=int, default=1000,
+                    help="access log lines in all every 10 s; further requests are counted in one line "
+                         "(0: no limit)")
     wk = sub.add_parser("worker", help="drain rag.queue (attached tables in async mode) with CALL rag.work()")
     wk.add_argument("--dsn", required=True)
     wk.add_argument("--interval", type=float, default=1.0, help="seconds to sleep when the queue is empty")
@@ -77,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                      pool_size=args.pool_size, queue_size=args.queue_size, queue_timeout=args.queue_timeout,
                      read_timeout=args.read_timeout, keep_alive=args.keep_alive, per_role=args.per_role,
                      statement_timeout=args.statement_timeout, max_connections=args.max_connections,
-                     max_per_client=args.max_connections_per_client, send_buffer=args.send_buffer)
+                     max_per_client=args.max_connections_per_client, send_buffer=args.send_buffer,
+                     access_log_per_client=args.access_log_per_client, access_log_total=args.access_log_lines)
     if args.cmd == "ingest":
         from .ingest import run as run_ingest
         return run_ingest(args.dsn, args.paths, args.url_prefix, args.tenant, args.quiet)

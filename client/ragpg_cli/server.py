@@ -48,6 +48,7 @@ role's one at a time.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
 import ipaddress
@@ -871,6 +872,8 @@ MAX_CLIENT_CONNECTIONS = 100    # open at once from one client address (`--max-c
 LOGGED_EVERY = 10.0             # seconds: refusals and repeated warnings are logged as counts
 EVICTION_SAMPLE = 16            # connections that waited longest, looked at for one to close
 SEND_BUFFER = 256 * 1024        # bytes: a connection's kernel send buffer (Linux gives twice this; `--send-buffer`)
+ACCESS_LOG_PER_CLIENT = 100     # access log lines of one client every LOGGED_EVERY seconds (`--access-log-per-client`)
+ACCESS_LOG_TOTAL = 1000         # access log lines in all every LOGGED_EVERY seconds (`--access-log-lines`)
 
 
 def _refusal(status: str, error: str) -> bytes:
@@ -1088,6 +1091,74 @@ class RepeatedWarnings(logging.Filter):
         return True
 
 
+class AccessLogBudget(logging.Filter):
+    """uvicorn's access log, one line per request, within a budget: at most `per_client`
+    lines for one client (client_of) and `total` in all in each `every` seconds (0: no
+    limit). The requests past it are counted, and written as one line of ragpg.serve
+    when the period ends: how many, from how many clients, which client sent most, and
+    by status. A client pipelining requests it never reads had the server write ~660
+    lines a second (39,789 in 60 s: review 51b, finding 7), and every IPv6 /64 or IPv4
+    address is a client of its own, hence the total. Memory: at most `total` clients are
+    counted by name, the others together."""
+
+    def __init__(self, per_client: int, total: int, every: float = LOGGED_EVERY):
+        super().__init__()
+        self.per_client, self.total, self.every = per_client, total, every
+        self.started = time.monotonic()
+        self.logged: collections.Counter[str] = collections.Counter()   # client -> lines let through
+        self.let = 0   # lines let through, in all
+        self.held: collections.Counter[str] = collections.Counter()     # client -> lines held (named ones)
+        self.held_unnamed = 0
+        self.held_status: collections.Counter[int] = collections.Counter()
+        self.flush: asyncio.TimerHandle | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            address, _, _, _, status = record.args
+            host = address.rsplit(":", 1)[0] if address else ""
+        except (TypeError, ValueError):
+            return True   # (not uvicorn's line)
+        now = time.monotonic()
+        if now - self.started >= self.every:
+            self.summarise(now)
+        client = client_of((host, 0)) if host else ""
+        if (self.total and self.let >= self.total) or \
+                (self.per_client and self.logged[client] >= self.per_client):
+            if client in self.logged:
+                self.held[client] += 1
+            else:
+                self.held_unnamed += 1
+            self.held_status[status] += 1
+            if self.flush is None:
+                with contextlib.suppress(RuntimeError):   # (no loop: the next line writes it)
+                    self.flush = asyncio.get_running_loop().call_later(
+                        self.started + self.every - now, lambda: self.summarise(time.monotonic()))
+            return False
+        self.logged[client] += 1
+        self.let += 1
+        return True
+
+    def summarise(self, now: float) -> None:
+        """The line for the period that ended (if any request was held), and a new period."""
+        if self.flush is not None:
+            self.flush.cancel()
+            self.flush = None
+        held = sum(self.held.values()) + self.held_unnamed
+        if held:
+            top = self.held.most_common(1)
+            log.warning("access log: %d requests not logged in the last %.0f s (past %s lines per client or %s in "
+                        "all), from %d clients%s%s; by status: %s", held, now - self.started,
+                        self.per_client or "any", self.total or "any", len(self.held) + (self.held_unnamed > 0),
+                        " or more" if self.held_unnamed else "",   # (those not named, counted as one)
+                        f", most from {top[0][0]} ({top[0][1]})" if top else "",
+                        ", ".join(f"{s} x {n}" for s, n in sorted(self.held_status.items())))
+        self.started, self.let = now, 0
+        self.logged.clear()
+        self.held.clear()
+        self.held_unnamed = 0
+        self.held_status.clear()
+
+
 QUIETED = {"uvicorn.error": ("Invalid HTTP request received.",),
            "asyncio": ("socket.accept() out of system resource",)}
 
@@ -1099,6 +1170,16 @@ def quiet_repeated_warnings() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RepeatedWarnings) for f in logger.filters):
             logger.addFilter(RepeatedWarnings(prefixes))
+
+
+def budget_access_log(per_client: int, total: int) -> None:
+    """An AccessLogBudget on uvicorn's access log, in place of any earlier one (the logger
+    is the process's: the last server configured sets it)."""
+    logger = logging.getLogger("uvicorn.access")
+    for f in [f for f in logger.filters if isinstance(f, AccessLogBudget)]:
+        logger.removeFilter(f)
+    if per_client or total:
+        logger.addFilter(AccessLogBudget(per_client, total))
 
 
 class DeadlineH11Protocol(H11Protocol):
@@ -1207,12 +1288,15 @@ class DeadlineH11Protocol(H11Protocol):
 
 def uvicorn_config(app, host: str, port: int, read_timeout: float = 15.0, keep_alive: float = 5.0,
                    max_connections: int = MAX_CONNECTIONS, max_per_client: int = MAX_CLIENT_CONNECTIONS,
-                   backlog: int | None = None, send_buffer: int = SEND_BUFFER, **kwargs):
+                   backlog: int | None = None, send_buffer: int = SEND_BUFFER,
+                   access_log_per_client: int = ACCESS_LOG_PER_CLIENT, access_log_total: int = ACCESS_LOG_TOTAL,
+                   **kwargs):
     """uvicorn's settings for `ragpg serve` (and its tests): h11 with the read deadline above,
     idle connections closed after `keep_alive` seconds, request headers at most 16 KiB, at
     most `max_connections` open and `max_per_client` from one client (ConnectionCaps; a
     response must drain within `read_timeout` too), no WebSocket, a listen backlog of
-    BACKLOG, and warnings a client can repeat logged as counts (RepeatedWarnings)."""
+    BACKLOG, warnings a client can repeat logged as counts (RepeatedWarnings), and the
+    access log within its budget (AccessLogBudget: per client and in all, every 10 s)."""
     import uvicorn
 
     protocol = type("DeadlineH11Protocol", (DeadlineH11Protocol,),
@@ -1221,6 +1305,7 @@ def uvicorn_config(app, host: str, port: int, read_timeout: float = 15.0, keep_a
     config = uvicorn.Config(app, host=host, port=port, http=protocol, ws="none", timeout_keep_alive=keep_alive,
                             h11_max_incomplete_event_size=16 * 1024, backlog=backlog or BACKLOG, **kwargs)
     quiet_repeated_warnings()   # (after uvicorn.Config, which configures its loggers)
+    budget_access_log(access_log_per_client, access_log_total)
     return config
 
 
@@ -1267,18 +1352,23 @@ def serve(dsn: str, keys: dict[str, str], host: str, port: int, pool_size: int =
           queue_timeout: float = 10.0, read_timeout: float = 15.0, keep_alive: float = 5.0,
           per_role: int | None = None, statement_timeout: float = 300.0,
           max_connections: int = MAX_CONNECTIONS, max_per_client: int = MAX_CLIENT_CONNECTIONS,
-          send_buffer: int = SEND_BUFFER) -> int:
+          send_buffer: int = SEND_BUFFER, access_log_per_client: int = ACCESS_LOG_PER_CLIENT,
+          access_log_total: int = ACCESS_LOG_TOTAL) -> int:
     import uvicorn
 
     if not keys:
         raise SystemExit("ragpg serve: no API keys; pass --keys-file FILE (lines: KEY ROLE) or --keys KEY=ROLE")
-    if max_connections < 1 or max_per_client < 0 or send_buffer < 0:
+    if max_connections < 1 or max_per_client < 0 or send_buffer < 0 or access_log_per_client < 0 \
+            or access_log_total < 0:
         raise SystemExit("ragpg serve: --max-connections must be at least 1, --max-connections-per-client "
-                         "at least 0 (0: no cap per client) and --send-buffer at least 0 (0: the kernel's)")
+                         "at least 0 (0: no cap per client), --send-buffer at least 0 (0: the kernel's), and "
+                         "--access-log-per-client and --access-log-lines at least 0 (0: no limit)")
     max_connections, backlog = fit_descriptors(max_connections, pool_size)
     app = create_app(dsn, keys, pool_size=pool_size, queue_size=queue_size, queue_timeout=queue_timeout,
                      per_role=per_role, statement_timeout=statement_timeout)
     uvicorn.Server(uvicorn_config(app, host, port, read_timeout=read_timeout, keep_alive=keep_alive,
                                   max_connections=max_connections, max_per_client=max_per_client,
-                                  backlog=backlog, send_buffer=send_buffer, log_level="info")).run()
+                                  backlog=backlog, send_buffer=send_buffer, log_level="info",
+                                  access_log_per_client=access_log_per_client,
+                                  access_log_total=access_log_total)).run()
     return 0
