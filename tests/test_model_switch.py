@@ -868,6 +868,32 @@ def test_a_models_index_is_built_concurrently_while_every_tenant_ingests(db, dsn
     assert _model_state(db, name) == "valid" and check_rows() == []
 
 
+def test_an_index_of_a_model_no_longer_registered_is_listed_by_check(db, dsn):
+    """The statements of rag.model_index_statements run after their model was deleted
+    (a model with an index of its name cannot be): no search reads those indexes, and
+    every insert into the partition writes them. rag.check listed nothing (review 50,
+    left in 0.11.0); it names each, and the fix drops it."""
+    db.execute("SELECT rag.add_model('gone-embed', 'embed', base_url => 'http://127.0.0.1:9/v1', dimensions => 8)")
+    stmts = [r[0] for r in db.execute("SELECT rag.model_index_statements('gone-embed')")]
+    db.execute("DELETE FROM rag.models WHERE name = 'gone-embed'")
+    names = sorted(r[0] for r in db.execute(
+        "SELECT rag._model_index(p.relname, 'gone-embed') FROM rag._chunks_partitions() AS p"))
+    with psycopg.connect(dsn, autocommit=True) as c:
+        for statement in stmts:
+            c.execute(statement)
+    assert all(_index_state(db, name) == "valid" for name in names) and names
+    rows = db.execute("SELECT tenant, problem, affected, example, fix FROM rag.check() "
+                      "WHERE problem LIKE 'HNSW index of no%' ORDER BY example").fetchall()
+    assert rows == [(None, "HNSW index of no registered embedding model: no search reads it, every insert into its "
+                           "partition writes it", 1, f"rag.{name}",
+                     f"as the owner, in psql: DROP INDEX CONCURRENTLY rag.{name};") for name in names], rows
+    with psycopg.connect(dsn, autocommit=True) as c:
+        for (fix,) in db.execute("SELECT fix FROM rag.check() WHERE problem LIKE 'HNSW index of no%'").fetchall():
+            c.execute(fix.split("psql: ", 1)[1])
+    assert all(_index_state(db, name) is None for name in names)
+    assert db.execute("SELECT count(*) FROM rag.check() WHERE problem LIKE 'HNSW index%'").fetchone() == (0,)
+
+
 def _model_state(conn, name):
     return conn.execute("SELECT rag._model_index_state('chunks_default', 'cic-embed')").fetchone()[0]
 

@@ -132,29 +132,42 @@ BEGIN
     -- INDEX CONCURRENTLY (rag.model_index_statements) that failed or was cancelled (or is
     -- still running, where the caller may not see another role's progress), or not of the
     -- model's definition (tenant NULL: the index serves every tenant of its partition).
+    -- Or an HNSW index of rag's naming whose model is not registered (its statements run
+    -- after the model was deleted): no search reads it, every insert into the partition
+    -- writes it (review 50, left in 0.11.0).
     -- From the indexes there are to the models by name (a hash join): a model per partition
     -- cost every caller 3.9 s with 20,000 models registered by an admin (review 50, F3).
     RETURN QUERY
     WITH ix AS (
-        SELECT p.relname AS part, substr(ic.relname, length(p.relname) + 1) AS suffix
+        SELECT p.relname AS part, ic.relname AS index_name, substr(ic.relname, length(p.relname) + 1) AS suffix,
+               am.amname
         FROM rag._chunks_partitions() AS p
         JOIN pg_index AS i ON i.indrelid = p.relid
         JOIN pg_class AS ic ON ic.oid = i.indexrelid
+        JOIN pg_am AS am ON am.oid = ic.relam
         WHERE left(ic.relname, length(p.relname)) = p.relname
     ), named AS (
         SELECT m.name, rag._model_index(''::name, m.name)::text AS suffix FROM rag.models AS m WHERE m.kind = 'embed'
     ), found AS (
-        SELECT ix.part, named.name, rag._model_index_state(ix.part, named.name) AS state
-        FROM ix JOIN named ON named.suffix = ix.suffix
+        SELECT ix.index_name, named.name,
+               CASE WHEN named.name IS NULL THEN 'unregistered' ELSE rag._model_index_state(ix.part, named.name) END AS state
+        FROM ix LEFT JOIN named ON named.suffix = ix.suffix
+        WHERE named.name IS NOT NULL OR (ix.amname = 'hnsw' AND ix.suffix ~ '^_hnsw_[0-9a-f]{12}$')
     )
     SELECT NULL::text,
-           format('HNSW index of model %s %s: search with it scans', rag._shown(f.name),
-                  CASE f.state WHEN 'other' THEN 'not of the model''s definition'
-                               ELSE 'invalid (a CREATE INDEX CONCURRENTLY that failed, or one still running)' END),
-           1::bigint, format('rag.%I', rag._model_index(f.part, f.name)),
-           format('once no build of it runs, as the owner, in psql: SELECT rag.model_index_statements(%L) \gexec', f.name)
+           CASE WHEN f.state = 'unregistered'
+                THEN 'HNSW index of no registered embedding model: no search reads it, every insert into its partition writes it'
+                ELSE format('HNSW index of model %s %s: search with it scans', rag._shown(f.name),
+                            CASE f.state WHEN 'other' THEN 'not of the model''s definition'
+                                         ELSE 'invalid (a CREATE INDEX CONCURRENTLY that failed, or one still running)' END)
+           END,
+           1::bigint, format('rag.%I', f.index_name),
+           CASE WHEN f.state = 'unregistered'
+                THEN format('as the owner, in psql: DROP INDEX CONCURRENTLY rag.%I;', f.index_name)
+                ELSE format('once no build of it runs, as the owner, in psql: SELECT rag.model_index_statements(%L) \gexec', f.name)
+           END
     FROM found AS f
-    WHERE f.state IN ('invalid', 'other')
+    WHERE f.state IN ('invalid', 'other', 'unregistered')
     ORDER BY 2, 4;
 
     -- attached tables: rag's four triggers in place and enabled, and their rows in step

@@ -1380,7 +1380,8 @@ COMMENT ON FUNCTION rag._worker_takes(regclass, name) IS
 COMMENT ON FUNCTION rag.check() IS
   'What rag derived that is out of step with what it derives from, for the tenants the caller can see (a '
   'superuser: every tenant): documents not indexed, the lexical index''s statistics and blocks, embedding '
-  'models'' HNSW indexes search cannot use (invalid, or not of the model''s definition), attached '
+  'models'' HNSW indexes search cannot use (invalid, or not of the model''s definition) and HNSW indexes of no '
+  'registered model, attached '
   'tables whose rag triggers are missing or disabled, and attached rows out of step with their documents (tables '
   'the caller owns, in a session of its own, not after SET ROLE; others are named, not read). Reads everything it checks once; changes nothing. Returns one '
   'row per problem and tenant: tenant, problem, affected (rows), example, fix (what to run). No rows: '
