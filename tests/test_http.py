@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import base64
 import json
 import re
@@ -1061,6 +1062,96 @@ def test_one_roles_json_ingests_leave_another_role_a_parser(monkeypatch):
     assert len(during) == 2 and during[0].startswith("alice-") and during[1] == "bob", during
     assert peak[0] == 2 and sorted(parsed) == ["alice-0", "alice-1", "alice-2", "bob", "carol"], (peak, parsed)
     assert all(r.status_code == 503 for r in responses), [r.text for r in responses]   # parsed, then no database
+
+
+def test_a_json_ingest_whose_client_left_before_its_turn_is_not_parsed(monkeypatch):
+    """Review 52, finding 5: a client that sent a whole JSON /ingest body and left had it
+    parsed all the same when its turn came (a flood of them kept the server parsing, at
+    ~100 % CPU, after it ended). Now the parse waits for its turn, then looks whether the
+    client is still there; parses run in two threads of their own (asyncio's default pool
+    left a thread's freed memory with each of up to six threads: ~500 MB kept)."""
+    import threading
+
+    from ragpg_cli import server
+    release, parsed, threads = threading.Event(), [], set()
+    real = server._ingest_arguments
+
+    def held_parse(raw: bytes):
+        parsed.append(json.loads(raw)["source"])
+        threads.add(threading.current_thread().name)
+        release.wait(30)
+        return real(raw)
+
+    monkeypatch.setattr(server, "_ingest_arguments", held_parse)
+
+    def body(source: str) -> bytes:
+        data = json.dumps({"content": "x", "source": source}).encode()
+        return (f"POST /ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer key-alice\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data
+
+    with Server(create_app(NO_DATABASE, KEYS, pool_size=4)) as srv:
+        first = connect_from("127.0.0.6", srv.port)
+        first.sendall(body("first"))                  # parsing, held: alice's turn is taken
+        deadline = time.monotonic() + 10
+        while not parsed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        gone = connect_from("127.0.0.6", srv.port)
+        gone.sendall(body("gone"))                    # whole, then the client leaves
+        time.sleep(0.5)
+        gone.close()
+        time.sleep(0.5)
+        release.set()
+        assert first_response_on(first).startswith(b"HTTP/1.1 503")   # parsed, then no database
+        first.close()
+        time.sleep(0.5)
+    assert parsed == ["first"], parsed
+    assert len(threads) == 1 and next(iter(threads)).startswith("ragpg-parse"), threads
+
+
+def test_healthz_probes_do_not_wait_for_a_check_that_hangs():
+    """Review 52, finding 3: while the database hung, each /healthz probe waited for the one
+    check (up to 5 s): 200 anonymous probes were 200 requests in progress, which no
+    newcomer may take the place of, so every other client got 503 at connect. A probe
+    that comes while a check runs now gets the last outcome, or 503 if there is none yet,
+    at once. The hung database is a fake: a listening socket that never answers."""
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)   # (the kernel completes the connections; nothing reads or answers them)
+        dsn = f"host=127.0.0.1 port={hung.getsockname()[1]} user=x dbname=x"
+        with Server(create_app(dsn, KEYS)) as srv, httpx.Client(base_url=srv.url, timeout=30) as client:
+            with concurrent.futures.ThreadPoolExecutor(6) as pool:
+                checking = pool.submit(client.get, "/healthz")
+                time.sleep(0.5)
+                probes = []
+                for _ in range(5):
+                    t0 = time.monotonic()
+                    r = client.get("/healthz")
+                    probes.append((r.status_code, r.json()["hint"], time.monotonic() - t0))
+                    time.sleep(0.1)
+                assert not checking.done()
+                r = checking.result(timeout=30)
+            assert r.status_code == 503 and r.json()["hint"] == "no answer in 5 s", r.text
+            assert all(p[:2] == (503, "its first check is still running") and p[2] < 2 for p in probes), probes
+            t0 = time.monotonic()
+            r = client.get("/healthz")   # (within a second of the check: its outcome, kept)
+            assert r.status_code == 503 and r.json()["hint"] == "no answer in 5 s" and time.monotonic() - t0 < 2
+
+
+def test_a_send_buffer_the_kernel_cannot_take_leaves_the_read_deadline_in_place():
+    """Review 52, finding 1: --send-buffer of 2**31 or more made every connection's setup
+    fail after its place was taken, before its read deadline was armed: silent sockets
+    stayed open for good, each with a traceback. The deadline is armed first, the value
+    is refused by `ragpg serve`, and the socket option's error is let pass."""
+    with Server(create_app(NO_DATABASE, KEYS), read_timeout=1, send_buffer=1 << 31) as srv:
+        s = connect_from("127.0.0.7", srv.port)
+        t0 = time.monotonic()
+        assert s.recv(1) == b"" and time.monotonic() - t0 < 5   # closed at its deadline
+        s.close()
+    import subprocess
+    out = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, %r); from ragpg_cli.main import main; "
+                          "main(['serve', '--dsn', 'x', '--keys', 'k=r', '--send-buffer', str(1 << 31)])" % str(CLIENT)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "--send-buffer from 0" in out.stderr, out
 
 
 def test_a_role_holds_half_the_pool_when_the_keys_name_several():

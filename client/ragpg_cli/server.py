@@ -33,22 +33,26 @@ Errors (body: {"error", "sqlstate", "hint"}; no stack trace ever leaves the serv
   made, the connection broke (class 08, 57P01-57P03, or no SQLSTATE) or the server is out
   of resources (class 53). Any other database error is a 500 with its SQLSTATE, logged.
   /healthz asks the database on a connection of its own, not the pool's (busy is not
-  down), once a second at most whatever the number of probes, and answers 503 after 5 s
-  without an answer.
+  down), once a second at most whatever the number of probes (a probe that comes while a
+  check runs gets the last outcome at once), and answers 503 after 5 s without an answer.
 
 Slow clients: a request's headers and body must arrive within `read_timeout` seconds
 (15) of the connection opening or of the request's first byte, else the connection is
 closed; an idle connection is closed `keep_alive` seconds (5) after its last response.
 uvicorn alone waits for ever on a client that trickles its headers or body (slowloris).
 At most `max_connections` (1,000) connections are open at once, and `max_per_client`
-(100) from one address: a connection past either is answered 503 or 429 and closed before
-it is read (ConnectionCaps); JSON /ingest bodies are parsed PARSERS (2) at a time, one
-role's one at a time.
+(100) from one client (an IPv4 address or an IPv6 /64): past a client's cap a connection
+is answered 429 and closed before it is read; at the server's cap it takes the place of
+a connection without a request in progress (one that never sent a request first, a
+response that still drains last), or is answered 503 if every one has a request
+(ConnectionCaps). JSON /ingest bodies are parsed PARSERS (2) at a time, one role's one
+at a time, in two threads of their own, if their client is still there.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import fcntl
 import ipaddress
@@ -501,6 +505,9 @@ async def client_gone(request: Request) -> None:
 
 PARSERS = 2   # JSON /ingest bodies parsed at once, server-wide (each up to ~80 MB of objects)
 _PARSING = threading.BoundedSemaphore(PARSERS)   # held by the threads that parse (see ingest_arguments)
+# the parses' own threads: the allocator keeps what a thread's parses freed for that thread
+# (asyncio's default pool, with a thread per cancelled parse, held ~500 MB after a flood)
+_PARSE_THREADS = concurrent.futures.ThreadPoolExecutor(PARSERS, thread_name_prefix="ragpg-parse")
 
 
 def ingest_arguments(raw: bytes) -> tuple:
@@ -788,12 +795,19 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
     @app.get("/healthz", response_model=Health, responses={503: {"model": ErrorOut}})
     async def healthz():
         # one check at a time, its outcome kept for a second, whatever the number of probes
-        # (no key is needed)
-        async with health_lock:
-            if time.monotonic() - health["at"] >= 1.0:
-                health["out"] = await database_answers()
-                health["at"] = time.monotonic()
-            out = health["out"]
+        # (no key is needed). While a check runs, a probe gets the last outcome (or 503 if
+        # there is none yet) at once: probes that waited for a hung database's check were
+        # requests in progress, which no newcomer may take the place of, and 200 of them
+        # had every other client answered 503 (review 52, finding 3)
+        if health_lock.locked():
+            out = health["out"] or ApiError(503, "database unavailable", hint="its first check is still running",
+                                            headers=RETRY_AFTER)
+        else:
+            async with health_lock:
+                if time.monotonic() - health["at"] >= 1.0:
+                    health["out"] = await database_answers()
+                    health["at"] = time.monotonic()
+                out = health["out"]
         if isinstance(out, ApiError):
             raise out
         return out
@@ -851,7 +865,11 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
         except ClientDisconnect:   # (gone: nothing to answer; two tracebacks each before, review 51c)
             return Response(status_code=499)
         async with parsing_for[role], parsing:   # off the event loop: what parsing holds is bounded
-            arguments = await asyncio.to_thread(ingest_arguments, raw)
+            if await request.is_disconnected():
+                # (a client that sent its body and left had it parsed all the same, after its
+                # turn: a flood of them kept the server parsing after it ended, review 52)
+                return Response(status_code=499)
+            arguments = await asyncio.get_running_loop().run_in_executor(_PARSE_THREADS, ingest_arguments, raw)
         rows = await run(request, role, "SELECT rag.ingest(%s, %s, %s, %s, %s::jsonb) AS id", arguments)
         return IngestOut(document_id=rows[0]["id"])
 
@@ -872,6 +890,7 @@ MAX_CLIENT_CONNECTIONS = 100    # open at once from one client address (`--max-c
 LOGGED_EVERY = 10.0             # seconds: refusals and repeated warnings are logged as counts
 EVICTION_SAMPLE = 16            # connections that waited longest, looked at for one to close
 SEND_BUFFER = 256 * 1024        # bytes: a connection's kernel send buffer (Linux gives twice this; `--send-buffer`)
+MAX_SEND_BUFFER = 1 << 30       # (the kernel takes an int, and caps it at net.core.wmem_max)
 ACCESS_LOG_PER_CLIENT = 100     # access log lines of one client every LOGGED_EVERY seconds (`--access-log-per-client`)
 ACCESS_LOG_TOTAL = 1000         # access log lines in all every LOGGED_EVERY seconds (`--access-log-lines`)
 
@@ -1211,13 +1230,13 @@ class DeadlineH11Protocol(H11Protocol):
             transport.write(refusal)
             transport.abort()   # (nothing read; the refusal is in the kernel's buffer)
             return
+        self._start_deadline()   # (first: nothing below may leave a connection without it, review 52)
         # a fixed send buffer: the kernel's own grew to ~2.8 MB a connection, so a client
         # that pipelined requests and never read had ~190 answers written for it, held
         # that memory, and looked busy, not stalled (review 51b, finding 1)
         if self.send_buffer:
-            with contextlib.suppress(OSError, AttributeError):
+            with contextlib.suppress(OSError, AttributeError, OverflowError, TypeError):
                 transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
-        self._start_deadline()
 
     def unsent(self) -> int:
         """Bytes written for the client that it has not taken: the transport's buffer and
@@ -1358,11 +1377,12 @@ def serve(dsn: str, keys: dict[str, str], host: str, port: int, pool_size: int =
 
     if not keys:
         raise SystemExit("ragpg serve: no API keys; pass --keys-file FILE (lines: KEY ROLE) or --keys KEY=ROLE")
-    if max_connections < 1 or max_per_client < 0 or send_buffer < 0 or access_log_per_client < 0 \
-            or access_log_total < 0:
+    if max_connections < 1 or max_per_client < 0 or not 0 <= send_buffer <= MAX_SEND_BUFFER \
+            or access_log_per_client < 0 or access_log_total < 0:
         raise SystemExit("ragpg serve: --max-connections must be at least 1, --max-connections-per-client "
-                         "at least 0 (0: no cap per client), --send-buffer at least 0 (0: the kernel's), and "
-                         "--access-log-per-client and --access-log-lines at least 0 (0: no limit)")
+                         f"at least 0 (0: no cap per client), --send-buffer from 0 (the kernel's) to "
+                         f"{MAX_SEND_BUFFER}, and --access-log-per-client and --access-log-lines at least 0 "
+                         "(0: no limit)")
     max_connections, backlog = fit_descriptors(max_connections, pool_size)
     app = create_app(dsn, keys, pool_size=pool_size, queue_size=queue_size, queue_timeout=queue_timeout,
                      per_role=per_role, statement_timeout=statement_timeout)
