@@ -34,7 +34,8 @@ Errors (body: {"error", "sqlstate", "hint"}; no stack trace ever leaves the serv
   of resources (class 53). Any other database error is a 500 with its SQLSTATE, logged.
   /healthz asks the database on a connection of its own, not the pool's (busy is not
   down), once a second at most whatever the number of probes (a probe that comes while a
-  check runs gets the last outcome at once), and answers 503 after 5 s without an answer.
+  check runs gets the last outcome at once, if there is one), and answers 503 after 5 s
+  without an answer.
 
 Slow clients: a request's headers and body must arrive within `read_timeout` seconds
 (15) of the connection opening or of the request's first byte, else the connection is
@@ -795,13 +796,12 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
     @app.get("/healthz", response_model=Health, responses={503: {"model": ErrorOut}})
     async def healthz():
         # one check at a time, its outcome kept for a second, whatever the number of probes
-        # (no key is needed). While a check runs, a probe gets the last outcome (or 503 if
-        # there is none yet) at once: probes that waited for a hung database's check were
-        # requests in progress, which no newcomer may take the place of, and 200 of them
-        # had every other client answered 503 (review 52, finding 3)
-        if health_lock.locked():
-            out = health["out"] or ApiError(503, "database unavailable", hint="its first check is still running",
-                                            headers=RETRY_AFTER)
+        # (no key is needed). While a check runs, a probe gets the last outcome at once:
+        # probes that waited for a hung database's check were requests in progress, which no
+        # newcomer may take the place of, and 200 of them had every other client answered
+        # 503 (review 52, finding 3). Only the first check, with no outcome yet, is waited for.
+        if health_lock.locked() and health["out"] is not None:
+            out = health["out"]
         else:
             async with health_lock:
                 if time.monotonic() - health["at"] >= 1.0:
@@ -1020,8 +1020,11 @@ class ConnectionCaps:
         equal: review 51c, finding 1). Linear in the sample, not in the connections."""
         sample = list(itertools.islice(self.fresh or self.waiting, EVICTION_SAMPLE))
         # (a response that drains, however slowly, goes last: one paused at the 64 KiB mark
-        # waited from its first write, and downloads at full speed were cut: review 51c)
-        sample = [c for c in sample if not self.draining(c)] or sample
+        # waited from its first write, and downloads at full speed were cut: review 51c; and
+        # a connection whose bytes the kernel holds unread: its request came, but the event
+        # loop, behind, has not read it; under a flood, a client's fresh connections were
+        # reset with their request sent, 8 of 10: review 52, finding 2)
+        sample = [c for c in sample if not self.draining(c) and not c.unread()] or sample
         return max(sample, key=lambda c: self.by_client[c.counted_as])   # (max keeps the first of equals)
 
     def draining(self, conn: DeadlineH11Protocol) -> bool:
@@ -1247,6 +1250,15 @@ class DeadlineH11Protocol(H11Protocol):
             if fd >= 0:
                 queued = struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
         return self.transport.get_write_buffer_size() + queued
+
+    def unread(self) -> int:
+        """Bytes the client sent that the kernel holds and this protocol has not read yet
+        (FIONREAD)."""
+        with contextlib.suppress(OSError, AttributeError, ValueError):
+            fd = self.transport.get_extra_info("socket").fileno()
+            if fd >= 0:
+                return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+        return 0
 
     def pause_writing(self) -> None:
         super().pause_writing()
