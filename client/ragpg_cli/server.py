@@ -769,6 +769,28 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
             raise ApiError(499, "the client closed the connection; its statement was cancelled", "57014")
         return work.result()
 
+    async def parse_while_there(request: Request, role: str, raw: bytes) -> tuple | None:
+        """A JSON /ingest body parsed in its turn (one role's at a time, PARSERS at once,
+        off the event loop: what parsing holds is bounded), or None if its client goes away
+        first: a client that sent its body and left had it parsed all the same, after its
+        turn, and a flood of them kept the server parsing after it ended (review 52). A
+        parse already running goes on in its thread (bounded by _PARSING), unawaited."""
+        async def in_turn():
+            async with parsing_for[role], parsing:
+                return await asyncio.get_running_loop().run_in_executor(_PARSE_THREADS, ingest_arguments, raw)
+
+        parse = asyncio.ensure_future(in_turn())
+        gone = asyncio.ensure_future(client_gone(request))
+        try:
+            await asyncio.wait({parse, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not parse.done():
+                parse.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await parse
+        return None if parse.cancelled() else parse.result()
+
     async def ask_sql(request: Request, role: str, question: str, k: int, rerank: str | None = None,
                       rerank_k: int = 30) -> dict:
         rows = await run(request, role, "SELECT rag.ask(%s, %s, rerank => %s, rerank_k => %s) AS out",
@@ -864,12 +886,9 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
             raw = await request.body()
         except ClientDisconnect:   # (gone: nothing to answer; two tracebacks each before, review 51c)
             return Response(status_code=499)
-        async with parsing_for[role], parsing:   # off the event loop: what parsing holds is bounded
-            if await request.is_disconnected():
-                # (a client that sent its body and left had it parsed all the same, after its
-                # turn: a flood of them kept the server parsing after it ended, review 52)
-                return Response(status_code=499)
-            arguments = await asyncio.get_running_loop().run_in_executor(_PARSE_THREADS, ingest_arguments, raw)
+        arguments = await parse_while_there(request, role, raw)
+        if arguments is None:   # (gone: nothing to answer)
+            return Response(status_code=499)
         rows = await run(request, role, "SELECT rag.ingest(%s, %s, %s, %s, %s::jsonb) AS id", arguments)
         return IngestOut(document_id=rows[0]["id"])
 
