@@ -1028,23 +1028,31 @@ class ConnectionCaps:
             del self.by_client[conn.counted_as]   # (one entry per client with a connection open: bounded)
 
     def _victim(self) -> DeadlineH11Protocol:
-        """A connection that has never sent a whole request head if there is one, else any
-        that waits; of the EVICTION_SAMPLE of those that have waited longest, leaving out
-        responses that drain if any do not, the one whose client holds the most places (the
-        oldest of those). A flood's own sockets go before a client's kept-alive connection,
+        """Of the EVICTION_SAMPLE connections that never sent a whole request head and have
+        waited longest, then of those of any that waits, leaving out responses that drain
+        and connections whose request the kernel holds unread: the one whose client holds
+        the most places (the oldest of those). If every one is left out, the one whose client
+        holds most of both samples. A flood's own sockets go before a client's kept-alive connection,
         a response that is draining, or a fresh connection whose request is on the way
         (oldest first, a flood of 2,900 evictions a second closed a client's kept-alive
         connection before each reuse, and a connection whose head came 100 ms after it:
         review 51b, findings 4 and 5; a flood of one socket per address made every count
         equal: review 51c, finding 1). Linear in the sample, not in the connections."""
-        sample = list(itertools.islice(self.fresh or self.waiting, EVICTION_SAMPLE))
+        count = self.by_client.__getitem__
+        fresh = list(itertools.islice(self.fresh, EVICTION_SAMPLE))
+        waiting = list(itertools.islice(self.waiting, EVICTION_SAMPLE))
         # (a response that drains, however slowly, goes last: one paused at the 64 KiB mark
         # waited from its first write, and downloads at full speed were cut: review 51c; and
         # a connection whose bytes the kernel holds unread: its request came, but the event
         # loop, behind, has not read it; under a flood, a client's fresh connections were
         # reset with their request sent, 8 of 10: review 52, finding 2)
-        sample = [c for c in sample if not self.draining(c) and not c.unread()] or sample
-        return max(sample, key=lambda c: self.by_client[c.counted_as])   # (max keeps the first of equals)
+        for sample in (fresh, waiting):
+            free = [c for c in sample if not self.draining(c) and not c.unread()]
+            if free:
+                return max(free, key=lambda c: count(c.counted_as))   # (max keeps the first of equals)
+        # every one drains or has its request on the way: the one whose client holds most
+        # (a flood's draining sockets before a client's one fresh connection: review 52)
+        return max(dict.fromkeys(fresh + waiting), key=lambda c: count(c.counted_as))
 
     def draining(self, conn: DeadlineH11Protocol) -> bool:
         """Whether the connection's paused response has moved since it paused, or since the
