@@ -688,6 +688,20 @@ def test_the_access_log_keeps_within_its_budget_and_counts_the_rest():
             budget_access_log(0, 0)
 
 
+def test_the_access_logs_last_count_is_written_when_the_server_exits():
+    """Review 52b, finding 4: the requests held back in the period that had not ended when
+    the server stopped were never counted in the log."""
+    import subprocess
+    probe = ("import logging, sys; sys.path.insert(0, %r); from ragpg_cli.server import budget_access_log; "
+             "logging.basicConfig(); log = logging.getLogger('uvicorn.access'); log.setLevel(logging.INFO); "
+             "budget_access_log(2, 0); "
+             "[log.info('%%s - \"%%s %%s HTTP/%%s\" %%d', '127.0.0.1:5000', 'GET', '/', '1.1', 200) for _ in range(5)]")
+    out = subprocess.run([sys.executable, "-c", probe % str(CLIENT)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stderr.count("uvicorn.access") == 2, out
+    assert "access log: 3 requests not logged in the last 0 s (past 2 lines per client or any in all), " \
+           "from 1 clients, most from 127.0.0.1 (3); by status: 200 x 3" in out.stderr, out.stderr
+
+
 def test_the_caps_fit_the_open_file_limit():
     """`ragpg serve` raises its soft open-file limit as far as the connections need (the
     event loop accepts up to a backlog of sockets at once, each refused one open until its
