@@ -1103,8 +1103,11 @@ def test_a_json_ingest_whose_client_left_before_its_turn_is_not_parsed(monkeypat
         return (f"POST /ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer key-alice\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data
 
-    with Server(create_app(NO_DATABASE, KEYS, pool_size=4)) as srv:
+    # (queue_timeout 1: the first's 503 for no database comes after 1 s, not the 10 s of the
+    # pool's wait, which raced the socket's own timeout on a loaded machine)
+    with Server(create_app(NO_DATABASE, KEYS, pool_size=4, queue_timeout=1)) as srv:
         first = connect_from("127.0.0.6", srv.port)
+        first.settimeout(60)
         first.sendall(body("first"))                  # parsing, held: alice's turn is taken
         deadline = time.monotonic() + 10
         while not parsed and time.monotonic() < deadline:
