@@ -67,6 +67,7 @@ import struct
 import termios
 import threading
 import time
+from collections.abc import Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -505,6 +506,30 @@ async def client_gone(request: Request) -> None:
         pass
 
 
+class ClientLeft(Exception):
+    """The client closed the connection before its request's work ended."""
+
+
+async def while_client_there(request: Request, work: Coroutine):
+    """work's outcome, or ClientLeft if the client closes the connection first: work is
+    then cancelled, and awaited (its cleanup done: a statement's cancel in the database,
+    its rollback, its connection back in the pool). Call it once the body has been read:
+    the watch reads the request's next message."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(client_gone(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        raise ClientLeft
+    return task.result()
+
+
 PARSERS = 2   # JSON /ingest bodies parsed at once, server-wide (each up to ~80 MB of objects)
 _PARSING = threading.BoundedSemaphore(PARSERS)   # held by the threads that parse (see ingest_arguments)
 # the parses' own threads: the allocator keeps what a thread's parses freed for that thread
@@ -755,19 +780,10 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
         """The request's statement, cancelled in the database if its client goes away
         first (psycopg cancels the query of a task cancelled while it waits for it): no
         one would read its answer, and it would hold a connection until it ended."""
-        work = asyncio.ensure_future(statement(request, role, query, params))
-        gone = asyncio.ensure_future(client_gone(request))
         try:
-            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-            if not work.done():
-                work.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await work   # (the cancel, the rollback and the connection back in the pool)
-        if work.cancelled():
-            raise ApiError(499, "the client closed the connection; its statement was cancelled", "57014")
-        return work.result()
+            return await while_client_there(request, statement(request, role, query, params))
+        except ClientLeft:
+            raise ApiError(499, "the client closed the connection; its statement was cancelled", "57014") from None
 
     async def parse_while_there(request: Request, role: str, raw: bytes) -> tuple | None:
         """A JSON /ingest body parsed in its turn (one role's at a time, PARSERS at once,
@@ -779,17 +795,10 @@ def create_app(dsn: str, keys: dict[str, str], pool_size: int = 10, queue_size: 
             async with parsing_for[role], parsing:
                 return await asyncio.get_running_loop().run_in_executor(_PARSE_THREADS, ingest_arguments, raw)
 
-        parse = asyncio.ensure_future(in_turn())
-        gone = asyncio.ensure_future(client_gone(request))
         try:
-            await asyncio.wait({parse, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-            if not parse.done():
-                parse.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await parse
-        return None if parse.cancelled() else parse.result()
+            return await while_client_there(request, in_turn())
+        except ClientLeft:
+            return None
 
     async def ask_sql(request: Request, role: str, question: str, k: int, rerank: str | None = None,
                       rerank_k: int = 30) -> dict:
