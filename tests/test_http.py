@@ -649,7 +649,9 @@ def test_the_access_log_keeps_within_its_budget_and_counts_the_rest():
     """Review 51b, finding 7: a client that pipelined requests had the server write one
     access log line each, ~660 a second. Past a client's lines (and past the lines in all)
     in a period, requests are counted, and the count is written when the period ends,
-    with no further request needed; the next period logs again."""
+    with no further request needed; the next period logs again. Review 52b, finding 2: a
+    flood used up the lines in all and hid every later client: past them, a client's first
+    lines are still written."""
     import logging
 
     from ragpg_cli.server import AccessLogBudget
@@ -663,8 +665,8 @@ def test_the_access_log_keeps_within_its_budget_and_counts_the_rest():
         logging.getLogger("uvicorn.access").addHandler(catch_access)
         logging.getLogger("ragpg.serve").addHandler(catch_summary)
         try:
-            budget.every, budget.started = 1.5, time.monotonic()
-            for address, n in (("127.0.0.2", 20), ("127.0.0.3", 5)):
+            budget.every, budget.started, budget.first = 1.5, time.monotonic(), 2
+            for address, n in (("127.0.0.2", 20), ("127.0.0.3", 5), ("127.0.0.4", 4)):
                 s = connect_from(address, srv.port)
                 s.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * (n - 1)
                           + b"GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -673,15 +675,17 @@ def test_the_access_log_keeps_within_its_budget_and_counts_the_rest():
             deadline = time.monotonic() + 5
             while not summaries and time.monotonic() < deadline:
                 time.sleep(0.05)   # (the period's count comes by itself)
-            assert [m.split(" - ")[0].rsplit(":", 1)[0] for m in access] == ["127.0.0.2"] * 5 + ["127.0.0.3"] * 3
+            assert [m.split(" - ")[0].rsplit(":", 1)[0] for m in access] == \
+                ["127.0.0.2"] * 5 + ["127.0.0.3"] * 3 + ["127.0.0.4"] * 2
             assert len(summaries) == 1 and re.search(
-                r"^access log: 17 requests not logged in the last [12] s \(past 5 lines per client or 8 in all\), "
-                r"from 2 clients, most from 127\.0\.0\.2 \(15\); by status: 200 x 15, 404 x 2$", summaries[0]), summaries
+                r"^access log: 19 requests not logged in the last [12] s \(past 5 lines per client or 8 in all and "
+                r"then a client's first 2\), from 3 clients, most from 127\.0\.0\.2 \(15\); by status: 200 x 16, "
+                r"404 x 3$", summaries[0]), summaries
             s = connect_from("127.0.0.2", srv.port)
             s.sendall(b"GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             read_until_closed(s)
             s.close()
-            assert len(access) == 9 and access[-1].startswith("127.0.0.2:") and access[-1].endswith(" 404"), access
+            assert len(access) == 11 and access[-1].startswith("127.0.0.2:") and access[-1].endswith(" 404"), access
         finally:
             logging.getLogger("uvicorn.access").removeHandler(catch_access)
             logging.getLogger("ragpg.serve").removeHandler(catch_summary)

@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="access log lines of one client every 10 s; its further requests are counted in one "
                          "line (0: no limit)")
     sv.add_argument("--access-log-lines", type=int, default=1000,
-                    help="access log lines in all every 10 s; further requests are counted in one line "
-                         "(0: no limit)")
+                    help="access log lines in all every 10 s; past them, a client's first 10 lines are still "
+                         "logged (at most as many again); further requests are counted in one line (0: no limit)")
     wk = sub.add_parser("worker", help="drain rag.queue (attached tables in async mode) with CALL rag.work()")
     wk.add_argument("--dsn", required=True)
     wk.add_argument("--interval", type=float, default=1.0, help="seconds to sleep when the queue is empty")

@@ -931,6 +931,7 @@ SEND_BUFFER = 256 * 1024        # bytes: a connection's kernel send buffer (Linu
 MAX_SEND_BUFFER = 1 << 30       # (the kernel takes an int, and caps it at net.core.wmem_max)
 ACCESS_LOG_PER_CLIENT = 100     # access log lines of one client every LOGGED_EVERY seconds (`--access-log-per-client`)
 ACCESS_LOG_TOTAL = 1000         # access log lines in all every LOGGED_EVERY seconds (`--access-log-lines`)
+ACCESS_LOG_FIRST = 10           # past the total, a client's first lines still logged (up to the total again)
 
 
 def _refusal(status: str, error: str) -> bytes:
@@ -1164,19 +1165,24 @@ class RepeatedWarnings(logging.Filter):
 class AccessLogBudget(logging.Filter):
     """uvicorn's access log, one line per request, within a budget: at most `per_client`
     lines for one client (client_of) and `total` in all in each `every` seconds (0: no
-    limit). The requests past it are counted, and written as one line of ragpg.serve
-    when the period ends: how many, from how many clients, which client sent most, and
-    by status. A client pipelining requests it never reads had the server write ~660
-    lines a second (39,789 in 60 s: review 51b, finding 7), and every IPv6 /64 or IPv4
-    address is a client of its own, hence the total. Memory: at most `total` clients are
+    limit). Past the total, a client's `first` lines (ACCESS_LOG_FIRST, or per_client if
+    lower) are still logged, up to `total` such lines: a flood from ten addresses used up
+    the total and hid every other client (review 52b, finding 2). The requests past it are
+    counted, and written as one line of ragpg.serve when the period ends: how many, from
+    how many clients, which client sent most, and by status. A client pipelining requests
+    it never reads had the server write ~660 lines a second (39,789 in 60 s: review 51b,
+    finding 7), and every IPv6 /64 or IPv4 address is a client of its own, hence the
+    total. At most 2 x `total` lines a period; memory: at most 2 x `total` clients are
     counted by name, the others together."""
 
     def __init__(self, per_client: int, total: int, every: float = LOGGED_EVERY):
         super().__init__()
         self.per_client, self.total, self.every = per_client, total, every
+        self.first = min(ACCESS_LOG_FIRST, per_client or ACCESS_LOG_FIRST)
         self.started = time.monotonic()
         self.logged: collections.Counter[str] = collections.Counter()   # client -> lines let through
-        self.let = 0   # lines let through, in all
+        self.let = 0     # lines let through within the total
+        self.firsts = 0  # lines let through past the total, as a client's first
         self.held: collections.Counter[str] = collections.Counter()     # client -> lines held (named ones)
         self.held_unnamed = 0
         self.held_status: collections.Counter[int] = collections.Counter()
@@ -1192,21 +1198,29 @@ class AccessLogBudget(logging.Filter):
         if now - self.started >= self.every:
             self.summarise(now)
         client = client_of((host, 0)) if host else ""
-        if (self.total and self.let >= self.total) or \
-                (self.per_client and self.logged[client] >= self.per_client):
-            if client in self.logged:
-                self.held[client] += 1
-            else:
-                self.held_unnamed += 1
-            self.held_status[status] += 1
-            if self.flush is None:
-                with contextlib.suppress(RuntimeError):   # (no loop: the next line writes it)
-                    self.flush = asyncio.get_running_loop().call_later(
-                        self.started + self.every - now, lambda: self.summarise(time.monotonic()))
-            return False
+        if self.per_client and self.logged[client] >= self.per_client:
+            return self.hold(client, status, now)
+        if self.total and self.let >= self.total:
+            if self.logged[client] >= self.first or self.firsts >= self.total:
+                return self.hold(client, status, now)
+            self.firsts += 1
+        else:
+            self.let += 1
         self.logged[client] += 1
-        self.let += 1
         return True
+
+    def hold(self, client: str, status: int, now: float) -> bool:
+        """Counts a request whose line is not written (False: the filter's answer)."""
+        if client in self.logged:
+            self.held[client] += 1
+        else:
+            self.held_unnamed += 1
+        self.held_status[status] += 1
+        if self.flush is None:
+            with contextlib.suppress(RuntimeError):   # (no loop: the next line writes it)
+                self.flush = asyncio.get_running_loop().call_later(
+                    self.started + self.every - now, lambda: self.summarise(time.monotonic()))
+        return False
 
     def summarise(self, now: float) -> None:
         """The line for the period that ended (if any request was held), and a new period."""
@@ -1219,13 +1233,15 @@ class AccessLogBudget(logging.Filter):
             # have sent more, are counted together: review 52b, finding 2)
             top = self.held.most_common(1)
             log.warning("access log: %d requests not logged in the last %.0f s (past %s lines per client or %s in "
-                        "all), from %d clients%s%s; by status: %s", held, now - self.started,
-                        self.per_client or "any", self.total or "any", len(self.held) + (self.held_unnamed > 0),
+                        "all%s), from %d clients%s%s; by status: %s", held, now - self.started,
+                        self.per_client or "any", self.total or "any",
+                        f" and then a client's first {self.first}" if self.total else "",
+                        len(self.held) + (self.held_unnamed > 0),
                         " or more" if self.held_unnamed else "",   # (those not named, counted as one)
                         (f", most from {top[0][0]} ({top[0][1]}) of those logged before" if self.held_unnamed
                          else f", most from {top[0][0]} ({top[0][1]})") if top else "",
                         ", ".join(f"{s} x {n}" for s, n in sorted(self.held_status.items())))
-        self.started, self.let = now, 0
+        self.started, self.let, self.firsts = now, 0, 0
         self.logged.clear()
         self.held.clear()
         self.held_unnamed = 0
