@@ -591,6 +591,12 @@ def test_a_model_of_more_than_2000_dimensions_is_searched_without_an_index(db):
     with pytest.raises(psycopg.Error) as e:
         db.execute("SELECT rag.create_model_index('wide-embed')")
     assert e.value.sqlstate == "54000" and "3072 dimensions" in str(e.value) and "2,000" in str(e.value)
+    assert str(e.value).startswith("rag.create_model_index: 'wide-embed' has 3072")
+    assert "dimensions => 2000 or fewer" in e.value.diag.message_hint
+    with pytest.raises(psycopg.Error) as e:   # (the same refusal, with its hint: one home for both)
+        db.execute("SELECT rag.model_index_statements('wide-embed')")
+    assert e.value.sqlstate == "54000" and str(e.value).startswith("rag.model_index_statements: 'wide-embed' has 3072")
+    assert "dimensions => 2000 or fewer" in e.value.diag.message_hint
     warnings = []
     db.add_notice_handler(lambda n: warnings.append(n.message_primary))
     assert db.execute("SELECT rag.set_embedding_model('wide-embed')").fetchone()[0] == "active"   # (no chunks)

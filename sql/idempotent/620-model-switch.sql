@@ -165,6 +165,25 @@ $$;
 -- the owner of rag.chunks), recorded in rag.model_indexes so that partitions made later
 -- and restores get it too. Without it, search with that model is exact (a scan): right,
 -- but slow on a large corpus. Returns the index's name on rag.chunks_default.
+-- rag._check_hnsw_dimensions (internal): a model whose vectors pgvector's HNSW cannot
+-- index (over 2,000 dimensions) is refused naming the model and the caller (pgvector's own
+-- refusal names no model, and failed a switch: review 48)
+CREATE OR REPLACE FUNCTION rag._check_hnsw_dimensions(m rag.models, caller text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF m.dimensions > 2000 THEN
+        RAISE EXCEPTION '%: % has % dimensions; pgvector''s HNSW indexes vectors of at most 2,000',
+                        caller, rag._shown(m.name), m.dimensions
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'search with this model scans (exact, slower on a large corpus); a model whose API shortens '
+                         'its vectors can be registered with dimensions => 2000 or fewer';
+    END IF;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION rag.create_model_index(model_name text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
@@ -175,13 +194,7 @@ DECLARE
     part name;
     built boolean;   -- every partition has the model's index, valid
 BEGIN
-    IF m.dimensions > 2000 THEN   -- (pgvector's own refusal names no model, and failed a switch: review 48)
-        RAISE EXCEPTION 'rag.create_model_index: % has % dimensions; pgvector''s HNSW indexes vectors of at most 2,000',
-                        rag._shown(m.name), m.dimensions
-            USING ERRCODE = 'program_limit_exceeded',
-                  HINT = 'search with this model scans (exact, slower on a large corpus); a model whose API shortens '
-                         'its vectors can be registered with dimensions => 2000 or fewer';
-    END IF;
+    PERFORM rag._check_hnsw_dimensions(m, 'rag.create_model_index');
     -- (indexes a DBA built with rag.model_index_statements are taken as they are, and
     -- recorded here: before, all being there, the model was not recorded, and a partition
     -- made later or a restore lacked its index)
@@ -231,11 +244,7 @@ DECLARE
     part name;
     state text;
 BEGIN
-    IF m.dimensions > 2000 THEN
-        RAISE EXCEPTION 'rag.model_index_statements: % has % dimensions; pgvector''s HNSW indexes vectors of at most 2,000',
-                        rag._shown(m.name), m.dimensions
-            USING ERRCODE = 'program_limit_exceeded';
-    END IF;
+    PERFORM rag._check_hnsw_dimensions(m, 'rag.model_index_statements');
     FOR part IN SELECT p.relname FROM rag._chunks_partitions() AS p LOOP
         state := rag._model_index_state(part, m.name);
         IF state = 'building' THEN   -- (a DROP would end that build's work: review 50, F5)

@@ -1180,6 +1180,10 @@ COMMENT ON FUNCTION rag._make_model_index(name, text) IS
   '(one of its name that is invalid, being built or of another definition is a 55000 naming it); used by '
   'rag.create_model_index, rag._make_partition_indexes and the rag.model_indexes restore trigger.';
 
+COMMENT ON FUNCTION rag._check_hnsw_dimensions(rag.models, text) IS
+  'Internal: refuses (54000, naming the model and the caller) a model whose vectors pgvector''s HNSW cannot '
+  'index (over 2,000 dimensions); rag.create_model_index and rag.model_index_statements call it.';
+
 COMMENT ON FUNCTION rag._model_index_ddl(name, text, boolean) IS
   'Internal: the CREATE INDEX (CONCURRENTLY when asked) statement of one model''s partial HNSW index on one '
   'partition of rag.chunks; rag._make_model_index runs it, rag.model_index_statements returns it.';

@@ -255,6 +255,7 @@ GRANT EXECUTE ON FUNCTION
     rag.finish_embedding_switch(interval),
     rag.create_model_index(text),
     rag.model_index_statements(text),
+    rag._check_hnsw_dimensions(rag.models, text),
     rag._model_index_ddl(name, text, boolean),
     rag._make_model_index(name, text),
     rag._lock_tables(text, regclass[], text, interval),
