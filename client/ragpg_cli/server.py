@@ -930,6 +930,9 @@ LOGGED_EVERY = 10.0             # seconds: refusals and repeated warnings are lo
 EVICTION_SAMPLE = 16            # connections that waited longest, looked at for one to close
 SEND_BUFFER = 256 * 1024        # bytes: a connection's kernel send buffer (Linux gives twice this; `--send-buffer`)
 MAX_SEND_BUFFER = 1 << 30       # (the kernel takes an int, and caps it at net.core.wmem_max)
+PIPELINED = 32                  # requests in a row a connection may have waiting when the one before is answered
+LINGER = 1.0                    # seconds a closed connection reads and drops what its client still sends
+LINGERING = 64                  # connections doing so at once, server-wide (past it: closed at once)
 ACCESS_LOG_PER_CLIENT = 100     # access log lines of one client every LOGGED_EVERY seconds (`--access-log-per-client`)
 ACCESS_LOG_TOTAL = 1000         # access log lines in all every LOGGED_EVERY seconds (`--access-log-lines`)
 ACCESS_LOG_FIRST = 10           # past the total, a client's first lines still logged (up to the total again)
@@ -999,6 +1002,7 @@ class ConnectionCaps:
         self.logged_at = -LOGGED_EVERY
         self.flush_due = False
         self.sweeping: asyncio.TimerHandle | None = None
+        self.lingering = 0   # connections closing gently (DeadlineH11Protocol.close_gently), at most LINGERING
 
     @property
     def open(self) -> int:
@@ -1309,13 +1313,15 @@ class DeadlineH11Protocol(H11Protocol):
     counted_as: str | None = None   # the client it counts for, once admitted
     writing_paused = False
     unsent_at_pause = 0
+    pipelined = 0   # requests in a row that were waiting when the one before was answered
+    linger: asyncio.TimerHandle | None = None   # while closing gently: when it ends
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         refusal = self.caps.admit(self)
-        if refusal is not None:   # answered and closed at once
+        if refusal is not None:   # answered and closed
             transport.write(refusal)
-            transport.abort()   # (nothing read; the refusal is in the kernel's buffer)
+            self.close_gently()
             return
         self._start_deadline()   # (first: nothing below may leave a connection without it, review 52)
         # a fixed send buffer: the kernel's own grew to ~2.8 MB a connection, so a client
@@ -1355,7 +1361,7 @@ class DeadlineH11Protocol(H11Protocol):
         self.note_busy()
 
     def data_received(self, data: bytes) -> None:
-        if self not in self.caps.members:   # refused or evicted (the connection is closing)
+        if self not in self.caps.members:   # refused, evicted or closing gently: dropped
             return
         if self._deadline is None and self.conn.their_state in READING:
             self._start_deadline()  # the first byte of the next request on a kept-alive connection
@@ -1368,14 +1374,50 @@ class DeadlineH11Protocol(H11Protocol):
         return False   # (no WebSocket, and no warning per request that asks)
 
     def on_response_complete(self) -> None:
+        answered = self.cycle
         super().on_response_complete()  # may start a pipelined request received in part
+        if self.cycle is not answered and not self.transport.is_closing():
+            # (a pipelined request, started at once: a connection that pipelines and never
+            # reads is busy until its answers fill the kernel's buffers, its own and the
+            # client's, ~6,000 small ones; 220 such connections held every place for
+            # minutes, review 53, finding 1. Its PIPELINED-th is its last: the client sends
+            # the rest again on a new connection, as HTTP/1.1 clients do)
+            self.pipelined += 1
+            if self.pipelined >= PIPELINED:
+                self.cycle.scope["headers"].append((b"connection", b"close"))   # (uvicorn says so in the answer)
+                self.cycle.transport = GentleClose(self)   # (and closes: gently)
+        else:
+            self.pipelined = 0
         self.note_busy()
         if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
             self._start_deadline()  # (headers in part: uvicorn's keep-alive timer still runs)
 
+    def close_gently(self) -> None:
+        """Closes the connection once what was written is sent, reading and dropping what
+        the client still sends until it closes too, for LINGER seconds at most: a socket
+        closed with bytes of its client unread is reset, and the reset makes the client's
+        kernel drop what it received and its program has not read yet. A refusal sent so,
+        at once, to a client that had sent its request was lost 49 times in 50 (review 53,
+        finding 2). Past LINGERING such connections, closed at once (a reset)."""
+        self.caps.release(self)   # (its place is free; data_received drops what comes)
+        self._stop_deadline()
+        if self.transport.is_closing() or self.linger is not None:
+            return
+        if self.caps.lingering >= LINGERING:
+            self.transport.abort()
+            return
+        self.caps.lingering += 1
+        self.linger = self.loop.call_later(LINGER, self.transport.abort)
+        with contextlib.suppress(OSError, RuntimeError):
+            self.transport.write_eof()   # (after what is written)
+        self.transport.resume_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_deadline()
         self.caps.release(self)
+        if self.linger is not None:
+            self.linger.cancel()
+            self.caps.lingering -= 1
         super().connection_lost(exc)
 
     def note_busy(self) -> None:
@@ -1399,6 +1441,20 @@ class DeadlineH11Protocol(H11Protocol):
         if self.conn.their_state in READING and not self.transport.is_closing():
             log.info("closing %s: no whole request within %g s", self.client, self.read_timeout)
             self.transport.close()
+
+
+class GentleClose:
+    """A connection's transport whose close() is DeadlineH11Protocol.close_gently (given to
+    the request cycle that answers a connection's last pipelined request)."""
+
+    def __init__(self, protocol: DeadlineH11Protocol):
+        self._protocol, self._transport = protocol, protocol.transport
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        self._protocol.close_gently()
 
 
 def uvicorn_config(app, host: str, port: int, read_timeout: float = 15.0, keep_alive: float = 5.0,
@@ -1435,14 +1491,14 @@ def fit_descriptors(max_connections: int, pool_size: int, backlog: int = BACKLOG
     """(max_connections, backlog) that fit the process's open-file limit: the event loop
     accepts up to `backlog` sockets at a time, and a refused one holds its file until the
     loop's next turn, so the limit must hold the open connections, ACCEPTED_AT_ONCE
-    backlogs, the pool's connections and some spare. The soft limit is raised towards the
+    backlogs, LINGERING connections closing gently, the pool's connections and some spare. The soft limit is raised towards the
     hard one as needed; where even that is too low, the backlog (to a ninth of the files)
     and then the cap are lowered, with a warning naming what was (SystemExit if nothing
     fits)."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    spare = pool_size + SPARE_DESCRIPTORS
+    spare = pool_size + SPARE_DESCRIPTORS + LINGERING
     need = max_connections + ACCEPTED_AT_ONCE * backlog + spare
     if soft != resource.RLIM_INFINITY and soft < need:
         raised = need if hard == resource.RLIM_INFINITY else min(need, hard)
