@@ -1304,7 +1304,10 @@ class DeadlineH11Protocol(H11Protocol):
     byte on a kept-alive connection; else the connection is closed. The API has no
     WebSocket: a request asking to upgrade is served as plain HTTP (uvicorn handed an
     upgraded socket to another protocol, whose end this one never saw: with a WebSocket
-    library installed, 100 upgrades held a client's places for good, review 51, finding 1)."""
+    library installed, 100 upgrades held a client's places for good, review 51, finding 1).
+    At most PIPELINED requests in a row are answered that were already waiting when the
+    one before was answered; the last with Connection: close. Refused connections, and
+    those closed after their last pipelined answer, close gently (close_gently)."""
 
     read_timeout = 15.0
     _deadline: asyncio.TimerHandle | None = None
