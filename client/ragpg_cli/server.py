@@ -1411,7 +1411,7 @@ class DeadlineH11Protocol(H11Protocol):
             return
         self.caps.lingering += 1
         self.linger = self.loop.call_later(LINGER, self.transport.abort)
-        with contextlib.suppress(OSError, RuntimeError):
+        with contextlib.suppress(OSError, RuntimeError, NotImplementedError):
             self.transport.write_eof()   # (after what is written)
         self.transport.resume_reading()
 
