@@ -930,9 +930,11 @@ LOGGED_EVERY = 10.0             # seconds: refusals and repeated warnings are lo
 EVICTION_SAMPLE = 16            # connections that waited longest, looked at for one to close
 SEND_BUFFER = 256 * 1024        # bytes: a connection's kernel send buffer (Linux gives twice this; `--send-buffer`)
 MAX_SEND_BUFFER = 1 << 30       # (the kernel takes an int, and caps it at net.core.wmem_max)
-PIPELINED = 32                  # requests in a row a connection may have waiting when the one before is answered
+PIPELINED = 4                   # requests in a row a connection may have waiting when the one before is answered
 LINGER = 1.0                    # seconds a closed connection reads and drops what its client still sends
-LINGERING = 64                  # connections doing so at once, server-wide (past it: closed at once)
+LINGERING = 64                  # connections doing so at once, server-wide (past it: reset at once)
+LINGERING_PER_CLIENT = 8        # of those, from one client
+LINGER_READ = 64 * 1024         # bytes dropped so, at most (then reset)
 ACCESS_LOG_PER_CLIENT = 100     # access log lines of one client every LOGGED_EVERY seconds (`--access-log-per-client`)
 ACCESS_LOG_TOTAL = 1000         # access log lines in all every LOGGED_EVERY seconds (`--access-log-lines`)
 ACCESS_LOG_FIRST = 10           # past the total, a client's first lines still logged (up to the total again)
@@ -1003,6 +1005,7 @@ class ConnectionCaps:
         self.flush_due = False
         self.sweeping: asyncio.TimerHandle | None = None
         self.lingering = 0   # connections closing gently (DeadlineH11Protocol.close_gently), at most LINGERING
+        self.lingering_by: dict[str, int] = {}   # client -> of those, its (at most LINGERING_PER_CLIENT)
 
     @property
     def open(self) -> int:
@@ -1168,6 +1171,11 @@ class RepeatedWarnings(logging.Filter):
         return True
 
 
+def shortened(text, most: int):
+    """text, or its first `most` characters and its length."""
+    return f"{text[:most]}... ({len(text):,} characters)" if isinstance(text, str) and len(text) > most else text
+
+
 class AccessLogBudget(logging.Filter):
     """uvicorn's access log, one line per request, within a budget: at most `per_client`
     lines for one client (client_of) and `total` in all in each `every` seconds (0: no
@@ -1179,7 +1187,8 @@ class AccessLogBudget(logging.Filter):
     it never reads had the server write ~660 lines a second (39,789 in 60 s: review 51b,
     finding 7), and every IPv6 /64 or IPv4 address is a client of its own, hence the
     total. At most 2 x `total` lines a period, each with at most LOGGED_TARGET characters
-    of its request's target (a 16 KiB one made 1,000 lines 16 MB: review 53, finding 3);
+    of its request's target and 20 of its method (a 16 KiB one made 1,000 lines 16 MB:
+    review 53, finding 3);
     memory: at most 2 x `total` clients are counted by name, the others together."""
 
     def __init__(self, per_client: int, total: int, every: float = LOGGED_EVERY):
@@ -1201,8 +1210,9 @@ class AccessLogBudget(logging.Filter):
             host = address.rsplit(":", 1)[0] if address else ""
         except (TypeError, ValueError):
             return True   # (not uvicorn's line)
-        if isinstance(target, str) and len(target) > LOGGED_TARGET:
-            record.args = (address, method, f"{target[:LOGGED_TARGET]}... ({len(target):,} characters)", version, status)
+        if isinstance(target, str) and len(target) > LOGGED_TARGET or isinstance(method, str) and len(method) > 20:
+            # (h11 takes any token as the method: 16,000 characters of one were logged whole, review 53b)
+            record.args = (address, shortened(method, 20), shortened(target, LOGGED_TARGET), version, status)
         if not (self.per_client or self.total):
             return True
         now = time.monotonic()
@@ -1317,7 +1327,11 @@ class DeadlineH11Protocol(H11Protocol):
     writing_paused = False
     unsent_at_pause = 0
     pipelined = 0   # requests in a row that were waiting when the one before was answered
-    linger: asyncio.TimerHandle | None = None   # while closing gently: when it ends
+    linger: asyncio.TimerHandle | None = None   # while closing gently: its next look (close_gently)
+    lingering_as: str | None = None   # while closing gently: the client it counts for
+    dropped = 0            # ... the bytes it dropped,
+    linger_started = 0.0   # since when,
+    linger_unsent = 0      # and its unsent bytes at the last look
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -1365,6 +1379,10 @@ class DeadlineH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self not in self.caps.members:   # refused, evicted or closing gently: dropped
+            if self.lingering_as is not None:
+                self.dropped += len(data)
+                if self.dropped > LINGER_READ:   # (reading a flood to drop it: 40 GB in 10 s, review 53b)
+                    self.reset()
             return
         if self._deadline is None and self.conn.their_state in READING:
             self._start_deadline()  # the first byte of the next request on a kept-alive connection
@@ -1383,8 +1401,10 @@ class DeadlineH11Protocol(H11Protocol):
             # (a pipelined request, started at once: a connection that pipelines and never
             # reads is busy until its answers fill the kernel's buffers, its own and the
             # client's, ~6,000 small ones; 220 such connections held every place for
-            # minutes, review 53, finding 1. Its PIPELINED-th is its last: the client sends
-            # the rest again on a new connection, as HTTP/1.1 clients do)
+            # minutes, review 53, finding 1; at 31 in a row, read, they still held them,
+            # review 53b. The PIPELINED-th such request is its last, the PIPELINED + 1-th
+            # answer in a row: the client sends the rest again on a new connection, as
+            # HTTP/1.1 clients do)
             self.pipelined += 1
             if self.pipelined >= PIPELINED:
                 self.cycle.scope["headers"].append((b"connection", b"close"))   # (uvicorn says so in the answer)
@@ -1404,23 +1424,54 @@ class DeadlineH11Protocol(H11Protocol):
         finding 2). Past LINGERING such connections, closed at once (a reset)."""
         self.caps.release(self)   # (its place is free; data_received drops what comes)
         self._stop_deadline()
-        if self.transport.is_closing() or self.linger is not None:
+        if self.transport.is_closing() or self.lingering_as is not None:
             return
-        if self.caps.lingering >= LINGERING:
-            self.transport.abort()
+        who = client_of(self.client)
+        if self.caps.lingering >= LINGERING or self.caps.lingering_by.get(who, 0) >= LINGERING_PER_CLIENT:
+            self.reset()   # (one client's refused connections held every place: review 53b)
             return
         self.caps.lingering += 1
-        self.linger = self.loop.call_later(LINGER, self.transport.abort)
+        self.caps.lingering_by[who] = self.caps.lingering_by.get(who, 0) + 1
+        self.lingering_as, self.dropped, self.linger_started = who, 0, time.monotonic()
+        self.linger_unsent = self.unsent()
+        self.linger = self.loop.call_later(LINGER, self._linger_look)
         with contextlib.suppress(OSError, RuntimeError, NotImplementedError):
             self.transport.write_eof()   # (after what is written)
         self.transport.resume_reading()
 
+    def _linger_look(self) -> None:
+        """Every LINGER seconds while closing gently: another LINGER while the client takes
+        what is left of the answer (its unsent bytes fell since the last look; a slow
+        client lost the end of its last one, review 53b), up to read_timeout in all; else
+        reset."""
+        unsent = self.unsent()
+        if unsent < self.linger_unsent and time.monotonic() - self.linger_started < self.read_timeout:
+            self.linger_unsent = unsent
+            self.linger = self.loop.call_later(LINGER, self._linger_look)
+            return
+        self.reset()
+
+    def reset(self) -> None:
+        """Closed now, what is unsent dropped, the kernel's too (SO_LINGER 0: else the kernel
+        keeps the socket, and up to its send buffer, until the client takes it: 400 of
+        them held 165 MB that no cap counted, review 53b)."""
+        with contextlib.suppress(OSError, AttributeError):
+            self.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                               struct.pack("ii", 1, 0))
+        self.transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_deadline()
         self.caps.release(self)
-        if self.linger is not None:
+        if self.lingering_as is not None:
             self.linger.cancel()
             self.caps.lingering -= 1
+            left = self.caps.lingering_by[self.lingering_as] - 1
+            if left:
+                self.caps.lingering_by[self.lingering_as] = left
+            else:
+                del self.caps.lingering_by[self.lingering_as]
+            self.lingering_as = None
         super().connection_lost(exc)
 
     def note_busy(self) -> None:
