@@ -620,6 +620,17 @@ def test_a_refusal_reaches_a_client_that_sent_its_request():
         assert refused == [b"HTTP/1.1 429 "] * 30, collections.Counter(refused)
 
 
+def pipelined_from(address: str, port: int, requests: bytes) -> socket.socket:
+    """A connection from address with a 4 KiB receive buffer that has sent `requests`."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.bind((address, 0))
+    s.connect(("127.0.0.1", port))
+    s.settimeout(10)
+    s.sendall(requests)
+    return s
+
+
 def test_closing_gently_is_bounded():
     """Review 53b, against the gentle close: (1) a client that had its last pipelined
     answers written and read nothing left, at the abort, a socket the kernel kept with up
@@ -634,23 +645,13 @@ def test_closing_gently_is_bounded():
     with Server(create_app(NO_DATABASE, KEYS), max_per_client=2) as srv:
         caps = srv.server.config.http.caps
         # (1) never read: reset, not kept by the kernel
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.bind(("127.0.0.4", 0))
-        s.connect(("127.0.0.1", srv.port))
-        s.settimeout(10)
-        s.sendall(big)
+        s = pipelined_from("127.0.0.4", srv.port, big)
         time.sleep(3.5)
         with pytest.raises(ConnectionResetError):
             read_until_closed(s)
         s.close()
         # (3) a slow reader gets every answer whole
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.bind(("127.0.0.5", 0))
-        s.connect(("127.0.0.1", srv.port))
-        s.settimeout(10)
-        s.sendall(big)
+        s = pipelined_from("127.0.0.5", srv.port, big)
         got, started = b"", time.monotonic()
         while data := s.recv(1024):
             got += data
