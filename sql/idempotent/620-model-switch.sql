@@ -160,11 +160,6 @@ BEGIN
 END
 $$;
 
--- rag.create_model_index
--- The partial HNSW index for one embedding model on every partition of rag.chunks (needs
--- the owner of rag.chunks), recorded in rag.model_indexes so that partitions made later
--- and restores get it too. Without it, search with that model is exact (a scan): right,
--- but slow on a large corpus. Returns the index's name on rag.chunks_default.
 -- rag._check_hnsw_dimensions (internal): a model whose vectors pgvector's HNSW cannot
 -- index (over 2,000 dimensions) is refused naming the model and the caller (pgvector's own
 -- refusal names no model, and failed a switch: review 48)
@@ -184,6 +179,11 @@ BEGIN
 END
 $$;
 
+-- rag.create_model_index
+-- The partial HNSW index for one embedding model on every partition of rag.chunks (needs
+-- the owner of rag.chunks), recorded in rag.model_indexes so that partitions made later
+-- and restores get it too. Without it, search with that model is exact (a scan): right,
+-- but slow on a large corpus. Returns the index's name on rag.chunks_default.
 CREATE OR REPLACE FUNCTION rag.create_model_index(model_name text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
