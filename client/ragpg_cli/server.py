@@ -1328,7 +1328,8 @@ class DeadlineH11Protocol(H11Protocol):
     unsent_at_pause = 0
     pipelined = 0   # requests in a row that were waiting when the one before was answered
     linger: asyncio.TimerHandle | None = None   # while closing gently: its next look (close_gently)
-    lingering_as: str | None = None   # while closing gently: the client it counts for
+    gentle = False   # closing gently (close_gently)
+    lingering_as: str | None = None   # ... refused: the client whose place to linger it took
     dropped = 0            # ... the bytes it dropped,
     linger_started = 0.0   # since when,
     linger_unsent = 0      # and its unsent bytes at the last look
@@ -1378,8 +1379,8 @@ class DeadlineH11Protocol(H11Protocol):
         self.note_busy()
 
     def data_received(self, data: bytes) -> None:
-        if self not in self.caps.members:   # refused, evicted or closing gently: dropped
-            if self.lingering_as is not None:
+        if self.gentle or self not in self.caps.members:   # closing gently, refused or evicted: dropped
+            if self.gentle:
                 self.dropped += len(data)
                 if self.dropped > LINGER_READ:   # (reading a flood to drop it: 40 GB in 10 s, review 53b)
                     self.reset()
@@ -1415,29 +1416,40 @@ class DeadlineH11Protocol(H11Protocol):
         if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
             self._start_deadline()  # (headers in part: uvicorn's keep-alive timer still runs)
 
-    def close_gently(self) -> None:
+    def close_gently(self, keep_place: bool = False) -> None:
         """Closes the connection once what was written is sent, reading and dropping what
         the client still sends until it closes too, for LINGER seconds at most: a socket
         closed with bytes of its client unread is reset, and the reset makes the client's
         kernel drop what it received and its program has not read yet. A refusal sent so,
         at once, to a client that had sent its request was lost 49 times in 50 (review 53,
-        finding 2). Past LINGERING such connections, closed at once (a reset)."""
-        self.caps.release(self)   # (its place is free; data_received drops what comes)
+        finding 2). A refused connection takes one of LINGERING places (past them, or past
+        LINGERING_PER_CLIENT of its client's, it is reset at once); one closed after its
+        last pipelined answer keeps its own place (`keep_place`) until it is gone: it may
+        be closed to make room, and is reset if its answer stalls (slow readers held every
+        refusal's place, review 53c)."""
+        if not keep_place:
+            self.caps.release(self)   # (its place is free)
         self._stop_deadline()
-        if self.transport.is_closing() or self.lingering_as is not None:
+        if self.transport.is_closing() or self.gentle:
             return
-        who = client_of(self.client)
-        if self.caps.lingering >= LINGERING or self.caps.lingering_by.get(who, 0) >= LINGERING_PER_CLIENT:
-            self.reset()   # (one client's refused connections held every place: review 53b)
-            return
-        self.caps.lingering += 1
-        self.caps.lingering_by[who] = self.caps.lingering_by.get(who, 0) + 1
-        self.lingering_as, self.dropped, self.linger_started = who, 0, time.monotonic()
+        if not keep_place:
+            who = client_of(self.client)
+            if self.caps.lingering >= LINGERING or self.caps.lingering_by.get(who, 0) >= LINGERING_PER_CLIENT:
+                self.reset()   # (one client's refused connections held every place: review 53b)
+                return
+            self.caps.lingering += 1
+            self.caps.lingering_by[who] = self.caps.lingering_by.get(who, 0) + 1
+            self.lingering_as = who
+        self.gentle, self.dropped, self.linger_started = True, 0, time.monotonic()
         self.linger_unsent = self.unsent()
         self.linger = self.loop.call_later(LINGER, self._linger_look)
         with contextlib.suppress(OSError, RuntimeError, NotImplementedError):
             self.transport.write_eof()   # (after what is written)
         self.transport.resume_reading()
+
+    def timeout_keep_alive_handler(self) -> None:
+        if not self.gentle:   # (its close would end a gentle one, unreset: review 53c)
+            super().timeout_keep_alive_handler()
 
     def _linger_look(self) -> None:
         """Every LINGER seconds while closing gently: another LINGER while the client takes
@@ -1463,8 +1475,9 @@ class DeadlineH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_deadline()
         self.caps.release(self)
-        if self.lingering_as is not None:
+        if self.linger is not None:
             self.linger.cancel()
+        if self.lingering_as is not None:
             self.caps.lingering -= 1
             left = self.caps.lingering_by[self.lingering_as] - 1
             if left:
@@ -1508,7 +1521,7 @@ class GentleClose:
         return getattr(self._transport, name)
 
     def close(self) -> None:
-        self._protocol.close_gently()
+        self._protocol.close_gently(keep_place=True)
 
 
 def uvicorn_config(app, host: str, port: int, read_timeout: float = 15.0, keep_alive: float = 5.0,
