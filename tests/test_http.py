@@ -569,7 +569,7 @@ def test_connections_are_capped_server_wide_and_per_address(caplog):
     assert tuple(map(sum, zip(*counts))) == (1, 40, 2, 0), lines
 
 
-def test_a_connection_answers_a_few_pipelined_requests_in_a_row():
+def test_a_connection_answers_a_few_pipelined_requests_in_a_row(monkeypatch):
     """Review 53, finding 1: a connection that pipelines requests and never reads counted
     as busy until its answers filled the kernel's buffers, its own and the client's (~6,000
     small ones): 220 of them, sent in 0.02 s, held every place of the server for minutes
@@ -579,11 +579,12 @@ def test_a_connection_answers_a_few_pipelined_requests_in_a_row():
     without a reset. A client that sends its next request after reading the answer is not
     limited."""
     from ragpg_cli.server import PIPELINED
+    monkeypatch.setattr("ragpg_cli.server.LINGER", 5.0)   # (the reset of a client that does not close: not raced)
     get = b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n"
     with Server(create_app(NO_DATABASE, KEYS)) as srv:
         s = connect_from("127.0.0.2", srv.port)
         s.sendall(get * 100)
-        time.sleep(0.5)   # (all answered: what a client that does not read yet would have queued)
+        time.sleep(0.2)   # (all answered: what a client that does not read yet would have queued)
         answers = read_until_closed(s)   # (a reset raises)
         s.close()
         heads = [a.split(b"\r\n\r\n")[0] for a in answers.split(b"HTTP/1.1 ")[1:]]
@@ -597,12 +598,13 @@ def test_a_connection_answers_a_few_pipelined_requests_in_a_row():
         s.close()
 
 
-def test_a_refusal_reaches_a_client_that_sent_its_request():
+def test_a_refusal_reaches_a_client_that_sent_its_request(monkeypatch):
     """Review 53, finding 2: a connection refused past a cap was written its 429 or 503
     and closed at once, its request unread: the kernel reset the connection, and the
     reset made the client's kernel drop the answer (49 of 50 clients past their cap saw a
     reset, no Retry-After). The refusal is followed by the end of what the server sends;
     what the client sends is read and dropped until it closes (a second at most)."""
+    monkeypatch.setattr("ragpg_cli.server.LINGER", 5.0)   # (the reset of a client that does not close: not raced)
     get = b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n"
     with Server(create_app(NO_DATABASE, KEYS), max_per_client=2) as srv:
         held = [connect_from("127.0.0.3", srv.port) for _ in range(2)]
@@ -631,7 +633,7 @@ def pipelined_from(address: str, port: int, requests: bytes) -> socket.socket:
     return s
 
 
-def test_closing_gently_is_bounded():
+def test_closing_gently_is_bounded(monkeypatch):
     """Review 53b, against the gentle close: (1) a client that had its last pipelined
     answers written and read nothing left, at the abort, a socket the kernel kept with up
     to its send buffer (400 held 165 MB, counted by no cap): such a connection is reset
@@ -643,12 +645,13 @@ def test_closing_gently_is_bounded():
     of their last pipelined answers held those 64 places (they keep their own place now,
     counted by the caps), and uvicorn's keep-alive timer closed them unreset."""
     from ragpg_cli.server import PIPELINED
+    monkeypatch.setattr("ragpg_cli.server.LINGER", 2.0)   # (a slow reader stalled 1 s on a loaded machine: not raced)
     big = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * (PIPELINED + 1)
     with Server(create_app(NO_DATABASE, KEYS), max_per_client=2, keep_alive=1) as srv:
         caps = srv.server.config.http.caps
         # (1) never read: reset, not kept by the kernel
         s = pipelined_from("127.0.0.4", srv.port, big)
-        time.sleep(3.5)
+        time.sleep(5)   # (past the look at LINGER: reset)
         with pytest.raises(ConnectionResetError):
             read_until_closed(s)
         s.close()
