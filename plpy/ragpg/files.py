@@ -294,7 +294,8 @@ def _docx(data: bytes, name: str, max_bytes: int) -> Extracted:
 MAX_XML_ITEMS = 1_000_000   # a DOCX part's elements, attributes and namespace declarations held at once
 MAX_XML_NAMES = 50_000      # distinct element and attribute names, prefixes and namespaces in a part
 MAX_XML_ATTRIBUTES = 10_000  # of one element, namespace declarations included (Word's: a few dozen)
-_XML_SLICE = 1 << 16
+_XML_SLICE = 1 << 16    # text handed to the parser at a time
+_XML_WINDOW = 1 << 20   # bytes searched at a time for long tags and runs
 # a start tag with more than MAX_XML_ATTRIBUTES attributes (a value holds no '<', and may
 # hold '>': review 47c); every quantifier possessive, so a shorter tag fails in one pass
 _MANY_ATTRIBUTES = re.compile(rb"""<[^\s/>!?<][^\s/><]*+(?:\s++[^\s=/><]++\s*+=\s*+(?:"[^"<]*+"|'[^'<]*+')){%d}"""
@@ -380,13 +381,7 @@ def _xml_text(zf: zipfile.ZipFile, part: str, name: str, max_bytes: int):
         interrupts.check_interrupts()
         if b"<!DOCTYPE" in raw or b"<!ENTITY" in raw:
             raise FileCorrupt(f"rag.ingest_file: {shown(name)}: {part} declares a DTD, which Word documents never do")
-        if _MANY_ATTRIBUTES.search(raw):
-            raise LimitExceeded(f"rag.ingest_file: {shown(name)}: {part} has a tag of more than "
-                                f"{MAX_XML_ATTRIBUTES:,} attributes", hint="Word's tags have a few dozen at most")
-        # (each run from a '<' once: linear)
-        if re.search(rb"(?:\A|<)[^<]{%d}" % (max_bytes + 1), raw):
-            raise LimitExceeded(f"rag.ingest_file: {shown(name)}: {part} has a run of text of more than "
-                                f"{max_bytes:,} bytes", hint="rag.max_document_bytes bounds a document's text")
+        _check_tags_and_runs(raw, part, name, max_bytes)
         decode = codecs.getincrementaldecoder("utf-8-sig")("strict").decode
         for i in range(0, len(raw) + 1, _XML_SLICE):
             interrupts.check_interrupts()
@@ -397,6 +392,30 @@ def _xml_text(zf: zipfile.ZipFile, part: str, name: str, max_bytes: int):
     except UnicodeError as e:
         raise FileCorrupt(f"rag.ingest_file: {shown(name)}: {part} is not {codec.upper().replace('-SIG', '')} "
                           f"text: {_reason(e)}") from None
+
+
+def _check_tags_and_runs(raw: bytes, part: str, name: str, max_bytes: int):
+    """Refuse a part with a tag of more than MAX_XML_ATTRIBUTES attributes or a run of more
+    than max_bytes bytes without a '<'. The part is searched a window of _XML_WINDOW bytes
+    at a time, with a cancel check before each (one search of 40 MB held the backend
+    0.4 s: a cancel came late), each window ending at a '<': neither a tag (its values
+    hold no '<') nor a run crosses a window's end, so a part is refused as by one search
+    (with the other reason where it has both)."""
+    run = re.compile(rb"(?:\A|<)[^<]{%d}" % (max_bytes + 1))   # (\A: the part's start only)
+    start = 0
+    while start < len(raw):
+        interrupts.check_interrupts()
+        end = raw.find(b"<", start + _XML_WINDOW)
+        end = len(raw) if end < 0 else end
+        # (a window with more than max_bytes bytes past its first _XML_WINDOW has a run too
+        # long: the tag search stops there, so that a window costs at most that many bytes)
+        if _MANY_ATTRIBUTES.search(raw, start, min(end, start + _XML_WINDOW + max_bytes + 2)):
+            raise LimitExceeded(f"rag.ingest_file: {shown(name)}: {part} has a tag of more than "
+                                f"{MAX_XML_ATTRIBUTES:,} attributes", hint="Word's tags have a few dozen at most")
+        if run.search(raw, start, end):   # (each run from a '<' once: linear)
+            raise LimitExceeded(f"rag.ingest_file: {shown(name)}: {part} has a run of text of more than "
+                                f"{max_bytes:,} bytes", hint="rag.max_document_bytes bounds a document's text")
+        start = end
 
 
 def _xml_bytes(zf: zipfile.ZipFile, part: str, name: str, max_bytes: int) -> bytes:

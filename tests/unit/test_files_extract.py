@@ -46,3 +46,38 @@ def test_outline_headings_go_on_the_line_that_shows_them():
         "Contents\nIntro\nUsage\n# Intro\nSome text.\n## Usage\nMore text."
     assert files._place_headings("Body.", [(1, "Missing")]) == "# Missing\nBody."
     assert files._tidy("#include <x.h>\nexam-\nple") == " #include <x.h>\nexample"
+
+
+def test_the_windowed_markup_search_refuses_what_one_search_refuses(monkeypatch):
+    """A DOCX part is searched for long tags and runs a window at a time (a cancel check
+    before each: one search of 40 MB held a backend 0.4 s). Windows end at a '<', so a tag
+    or a run that crosses one is still found: random markup, tiny windows and limits, is
+    refused exactly when one search over all of it finds either."""
+    import random
+    import re
+    monkeypatch.setattr(files, "_MANY_ATTRIBUTES", re.compile(
+        files._MANY_ATTRIBUTES.pattern.replace(b"{%d}" % (files.MAX_XML_ATTRIBUTES + 1), b"{3}")))
+    rnd = random.Random(7)
+    pieces = [b"<", b"a", b" ", b"=", b'"', b">", b"'", b"<a", b' x="1"', b" y='>'", b' z="<"']
+    refused = 0
+    for _ in range(20_000):
+        raw = b"".join(rnd.choice(pieces) for _ in range(rnd.randrange(60)))
+        max_bytes = rnd.randrange(1, 12)
+        monkeypatch.setattr(files, "_XML_WINDOW", rnd.randrange(1, 20))
+        whole = bool(files._MANY_ATTRIBUTES.search(raw) or re.search(rb"(?:\A|<)[^<]{%d}" % (max_bytes + 1), raw))
+        try:
+            files._check_tags_and_runs(raw, "word/document.xml", "x.docx", max_bytes)
+        except files.LimitExceeded:
+            refused += 1
+            assert whole, (raw, max_bytes, files._XML_WINDOW)
+        else:
+            assert not whole, (raw, max_bytes, files._XML_WINDOW)
+    assert 2_000 < refused < 18_000   # (both answers were tried)
+
+
+def test_the_markup_search_checks_for_a_cancel_every_window(monkeypatch):
+    """40 MB of empty elements (review 47's file): a check every 1 MB or so."""
+    calls = []
+    monkeypatch.setattr(files.interrupts, "check_interrupts", lambda: calls.append(1))
+    files._check_tags_and_runs(b"<w:p>" + b"<a/>" * 9_900_000 + b"</w:p>", "word/document.xml", "x.docx", 10_000_000)
+    assert len(calls) >= 39_600_000 // files._XML_WINDOW, len(calls)
