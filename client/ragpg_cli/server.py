@@ -970,6 +970,15 @@ def client_of(client: tuple | None) -> str:
     return str(address)
 
 
+def _count_down(counts: dict[str, int], key: str) -> None:
+    """One fewer for key; its entry goes at 0 (so the dict holds only keys counted)."""
+    left = counts[key] - 1
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
+
+
 class ConnectionCaps:
     """How many connections are open, server-wide and per client (client_of), and whether
     one more may be: 21,000 idle sockets had filled the process's file descriptors (the
@@ -1051,11 +1060,22 @@ class ConnectionCaps:
         self.waiting.pop(conn, None)
         self.fresh.pop(conn, None)
         self.stalled.pop(conn, None)
-        left = self.by_client[conn.counted_as] - 1
-        if left:
-            self.by_client[conn.counted_as] = left
-        else:
-            del self.by_client[conn.counted_as]   # (one entry per client with a connection open: bounded)
+        _count_down(self.by_client, conn.counted_as)   # (one entry per client with a connection open: bounded)
+
+    def take_linger(self, who: str) -> bool:
+        """One of the LINGERING places for a refused connection of this client to close
+        gently in, if one is free and the client holds fewer than LINGERING_PER_CLIENT
+        (one client's refused connections held every place: review 53b)."""
+        if self.lingering >= LINGERING or self.lingering_by.get(who, 0) >= LINGERING_PER_CLIENT:
+            return False
+        self.lingering += 1
+        self.lingering_by[who] = self.lingering_by.get(who, 0) + 1
+        return True
+
+    def end_linger(self, who: str) -> None:
+        """The place take_linger gave is free again (the connection is gone)."""
+        self.lingering -= 1
+        _count_down(self.lingering_by, who)
 
     def _victim(self) -> DeadlineH11Protocol:
         """Of the EVICTION_SAMPLE connections that never sent a whole request head and have
@@ -1431,11 +1451,9 @@ class DeadlineH11Protocol(H11Protocol):
             return
         if not keep_place:
             who = client_of(self.client)
-            if self.caps.lingering >= LINGERING or self.caps.lingering_by.get(who, 0) >= LINGERING_PER_CLIENT:
-                self.reset()   # (one client's refused connections held every place: review 53b)
+            if not self.caps.take_linger(who):
+                self.reset()
                 return
-            self.caps.lingering += 1
-            self.caps.lingering_by[who] = self.caps.lingering_by.get(who, 0) + 1
             self.lingering_as = who
         self.gentle, self.dropped, self.linger_started = True, 0, time.monotonic()
         self.linger_unsent = self.unsent()
@@ -1475,12 +1493,7 @@ class DeadlineH11Protocol(H11Protocol):
         if self.linger is not None:
             self.linger.cancel()
         if self.lingering_as is not None:
-            self.caps.lingering -= 1
-            left = self.caps.lingering_by[self.lingering_as] - 1
-            if left:
-                self.caps.lingering_by[self.lingering_as] = left
-            else:
-                del self.caps.lingering_by[self.lingering_as]
+            self.caps.end_linger(self.lingering_as)
             self.lingering_as = None
         super().connection_lost(exc)
 
