@@ -501,3 +501,19 @@ def test_one_streamed_piece_of_brackets_is_linear():
         return s.feed(text) + s.finish()
     assert_linear(feed_once, lambda n: "[" * n, 100_000)
     assert feed_once("[" * 1000 + "[1] ok") == "[" * 1000 + "[1] ok"
+
+
+def test_attribute_values_are_decoded_in_slices_or_not_at_all(hook, monkeypatch):
+    """Review 56: an attribute value of 2 M references was decoded in one call (2.5 s past
+    a cancel). Only `class` is read: it is decoded a slice at a time, as text is (a class
+    written with references still hides navigation); the others are not decoded."""
+    from ragpg import text as text_module
+    decoded = []
+    unescape = text_module._unescape
+    monkeypatch.setattr(text_module, "_unescape", lambda s: decoded.append(len(s)) or unescape(s))
+    refs = "&amp;" * 200_000
+    assert html_to_text(f'<p title="{refs}" data-x={refs}>shown</p>')[0] == "shown"
+    assert max(decoded) < 100, max(decoded)
+    calls = len(hook.times)
+    text = html_to_text(f'<div class="&#110;av {refs}">hidden</div><p>shown</p>')[0]
+    assert text == "shown" and len(hook.times) - calls >= len(refs) // text_module._TEXT_SLICE, len(hook.times) - calls
