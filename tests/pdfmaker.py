@@ -3,13 +3,17 @@
 ordinary cases use the real files in tests/files/ (scripts/make_test_files.sh)."""
 from __future__ import annotations
 
+import zlib
+
 
 def _escape(s: str) -> str:
     return s.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 
 
-def make_pdf(pages: list[str], extra_page_entry: str = "") -> bytes:
-    """A PDF 1.4 with one page per string (Helvetica, one line of text each), valid xref."""
+def make_pdf(pages: list[str], extra_page_entry: str = "", deflate: bool = False, depth: int = 1) -> bytes:
+    """A PDF 1.4 with one page per string (Helvetica, one line of text each), valid xref;
+    `deflate`: content streams compressed; `depth`: the page tree's depth (its nodes above
+    the root's /Kids one a level, each holding the next)."""
     objs: list[bytes] = []
     n = len(pages)
     # 1: catalog, 2: pages, 3: font, then per page: page object, content stream
@@ -19,9 +23,19 @@ def make_pdf(pages: list[str], extra_page_entry: str = "") -> bytes:
     objs.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
     for i, text in enumerate(pages):
         stream = f"BT /F1 12 Tf 72 720 Td ({_escape(text)}) Tj ET".encode()
+        flate = b""
+        if deflate:
+            stream, flate = zlib.compress(stream, 9), b" /Filter /FlateDecode"
         objs.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> "
                     f"/Contents {5 + 2 * i} 0 R {extra_page_entry if i == 0 else ''}>>".encode())
-        objs.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
+        objs.append(b"<< /Length %d%s >>\nstream\n" % (len(stream), flate) + stream + b"\nendstream")
+    if depth > 1:   # 2 holds the next node, ..., the last holds the pages (their /Parent stays 2)
+        nodes = list(range(len(objs) + 1, len(objs) + depth))
+        objs[1] = f"<< /Type /Pages /Kids [{nodes[0]} 0 R] /Count {n} >>".encode()
+        for k, node in enumerate(nodes):
+            below = f"{nodes[k + 1]} 0 R" if k + 1 < len(nodes) else kids
+            parent = nodes[k - 1] if k else 2
+            objs.append(f"<< /Type /Pages /Parent {parent} 0 R /Kids [{below}] /Count {n} >>".encode())
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for k, body in enumerate(objs, 1):

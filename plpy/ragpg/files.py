@@ -111,40 +111,46 @@ def _pdf(data: bytes, name: str, max_pages: int, max_bytes: int) -> Extracted:
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # its warnings on odd files would fill the server log
 
-    check = interrupts.check_interrupts
-    pages: list[str] = []
-    size = 0
-
-    def visit(*_):  # pypdf calls this per text operator: a long page stays cancellable
-        check()
+    def visit(*_):  # pypdf calls this per text operator: a long page stops soon after a cancel
+        if interrupts.abandoned():
+            raise interrupts.Abandoned
 
     with pypdf.apply_configuration(**_PDF_LIMITS):
         try:
             # reading the cross-reference table and walking the page tree are pypdf's own
             # loops (0.37 s for a 1,990-page file on the host's Python): in a worker thread, so a
             # cancel stops the statement within 50 ms (the worker's result is dropped)
-            reader = interrupts.wait(lambda: pypdf.PdfReader(io.BytesIO(data), strict=False))
+            reader = interrupts.wait(lambda: pypdf.PdfReader(io.BytesIO(data), strict=False), stop=True)
             if reader.is_encrypted:
                 # permissions-only encryption opens with the empty password
                 if not _decrypts(reader):
                     raise FileNotSupported(f"rag.ingest_file: {shown(name)} is an encrypted PDF",
                                            hint="decrypt it first (e.g. qpdf --decrypt), then ingest it again")
-            n = interrupts.wait(lambda: len(reader.pages))
+            n = interrupts.wait(lambda: len(reader.pages), stop=True)
             if n > max_pages:
                 raise LimitExceeded(f"rag.ingest_file: {shown(name)} has {n:,} pages, over the limit of {max_pages:,}",
                                     hint="split the PDF, or ask an administrator to raise rag.max_file_pages")
             if n == 0:
                 raise FileCorrupt(f"rag.ingest_file: {shown(name)} is a PDF without pages")
             heads = _outline(reader, n)
-            for i, page in enumerate(reader.pages):
-                check()
-                text = _tidy(page.extract_text(visitor_text=visit))
-                size += len(text) + sum(len(t) + 4 for _, t in heads.get(i, ()))
-                if size > max_bytes:
-                    raise LimitExceeded(
-                        f"rag.ingest_file: {shown(name)} holds more than {max_bytes:,} characters of text by page {i + 1:,}",
-                        hint="split the PDF, or ask an administrator to raise rag.max_document_bytes")
-                pages.append(_place_headings(text, heads.get(i, [])))
+
+            def read_pages() -> list[str]:
+                pages, size = [], 0
+                for i, page in enumerate(reader.pages):
+                    visit()
+                    text = _tidy(page.extract_text(visitor_text=visit))
+                    size += len(text) + sum(len(t) + 4 for _, t in heads.get(i, ()))
+                    if size > max_bytes:
+                        raise LimitExceeded(f"rag.ingest_file: {shown(name)} holds more than {max_bytes:,} "
+                                            f"characters of text by page {i + 1:,}",
+                                            hint="split the PDF, or ask an administrator to raise rag.max_document_bytes")
+                    pages.append(_place_headings(text, heads.get(i, [])))
+                return pages
+
+            # a page's text is pypdf's too, and one of its calls can run for seconds (a 19 MB
+            # string in a 19 KB file, a stream decrypted by pure-Python RC4: review 56): in a
+            # worker, stopped at its next line once the statement is cancelled
+            pages = interrupts.wait(read_pages, stop=True)
             title = _pdf_title(reader)
         except RagError:
             raise
@@ -425,11 +431,22 @@ def _xml_bytes(zf: zipfile.ZipFile, part: str, name: str, max_bytes: int) -> byt
         raise LimitExceeded(f"rag.ingest_file: {shown(name)}: {part} expands to {info.file_size:,} bytes from "
                             f"{info.compress_size:,} (a ZIP bomb?); the limit is {limit:,}",
                             hint="rag.max_document_bytes bounds a document's text")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        # (bzip2 and LZMA, which no Word writer uses, decompress at ~20 MB/s: review 56)
+        raise FileNotSupported(f"rag.ingest_file: {shown(name)}: {part} is compressed with ZIP method "
+                               f"{info.compress_type}; Word documents use deflate",
+                               hint="save it again from a word processor")
+    pieces, got = [], 0
     try:
         with zf.open(info) as f:
-            raw = f.read(limit + 1)
+            while got <= limit and (piece := f.read(min(_XML_WINDOW, limit + 1 - got))):
+                interrupts.check_interrupts()   # (40 MB inflated in one call took 0.2 s)
+                pieces.append(piece)
+                got += len(piece)
     except (zipfile.BadZipFile, ValueError, EOFError, OSError, NotImplementedError) as e:
         raise FileCorrupt(f"rag.ingest_file: {shown(name)}: {part} cannot be read: {_reason(e)}") from None
+    raw = b"".join(pieces)
+    del pieces
     if len(raw) > limit:
         raise LimitExceeded(f"rag.ingest_file: {shown(name)}: {part} expands past {limit:,} bytes (a ZIP bomb?)",
                             hint="rag.max_document_bytes bounds a document's text")

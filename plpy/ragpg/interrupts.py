@@ -15,6 +15,7 @@ pending terminate ends the backend. Callers must let that exception through: no 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 import time
 from typing import Callable
@@ -71,12 +72,21 @@ def on_abandon(hook: Callable[[], None]) -> None:
         hooks.append(hook)
 
 
-def wait(fn, poll: float = INTERVAL):
+class Abandoned(BaseException):
+    """Raised in a worker of `wait(..., stop=True)` whose call was given up (a BaseException:
+    a library's own `except Exception` lets it through)."""
+
+
+def wait(fn, poll: float = INTERVAL, stop: bool = False):
     """fn() in a worker thread, checking for interrupts every `poll` seconds while it runs:
     a blocking call (an HTTP request to a model server that is slow or hangs) can then be
     cancelled within a second. fn must not touch plpy. On a cancel, the worker is told
     (`abandoned`, `on_abandon`) and its result is dropped: a read in progress ends at its
-    next slice (before, a cancelled 1 GB download went on into the next statement)."""
+    next slice (before, a cancelled 1 GB download went on into the next statement).
+    `stop`: Abandoned is also raised in the worker, at its next line of Python, for a
+    library's loop that looks at nothing of ours (pypdf parsing a 19 MB string ran on
+    for 5 s and 180 MB after its statement ended: review 56). Only for work whose state
+    is dropped with it (not a pooled HTTP connection)."""
     if check_interrupts is no_check:
         return fn()
     import concurrent.futures
@@ -84,13 +94,18 @@ def wait(fn, poll: float = INTERVAL):
     gone = threading.Event()
     hooks: list[Callable[[], None]] = []
 
+    worker: list[int] = []
+
     def run():
         _worker.gone, _worker.hooks = gone, hooks
+        worker.append(threading.get_ident())
         return fn()
 
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragpg-call")
     try:
-        future = pool.submit(run)
+        # in the caller's context: a thread starts in an empty one, and pypdf's limits
+        # (apply_configuration) are a context variable (its defaults applied: review 56)
+        future = pool.submit(contextvars.copy_context().run, run)
         while True:
             try:
                 return future.result(timeout=poll)
@@ -100,12 +115,20 @@ def wait(fn, poll: float = INTERVAL):
                 check_interrupts()
             except BaseException:
                 gone.set()
+                if stop and worker and not future.done():
+                    _raise_in(worker[0], Abandoned)
                 for hook in list(hooks):
                     with contextlib.suppress(OSError):
                         hook()
                 raise
     finally:
         pool.shutdown(wait=False)
+
+
+def _raise_in(thread: int, exc: type[BaseException]) -> None:
+    """exc raised in that thread when it next runs Python (CPython's PyThreadState_SetAsyncExc)."""
+    import ctypes
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), ctypes.py_object(exc))
 
 
 def sleep(seconds: float, poll: float = INTERVAL) -> None:

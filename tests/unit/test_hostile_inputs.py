@@ -432,6 +432,47 @@ def test_a_blocking_call_is_cancelled_while_it_waits(monkeypatch):
     assert interrupts.wait(lambda: 42) == 42
 
 
+def test_a_worker_told_to_stop_stops_and_keeps_the_callers_context(monkeypatch):
+    """wait(stop=True): on a cancel, a worker busy in a pure-Python loop that looks at
+    nothing of ours (pypdf parsing one 19 MB string ran on for 5 s and 180 MB after its
+    statement ended: review 56) is stopped at its next line. And a worker runs in its
+    caller's context (pypdf's limits are a context variable: its worker had used the
+    defaults)."""
+    import contextvars
+    import threading
+    from ragpg import interrupts
+    limit = contextvars.ContextVar("limit", default="default")
+
+    class Cancelled(Exception):
+        pass
+    calls = {"n": 0}
+
+    def hook():
+        calls["n"] += 1
+        if calls["n"] >= 3:
+            raise Cancelled
+    monkeypatch.setattr(interrupts, "check_interrupts", hook)
+    seen, ended = [], threading.Event()
+
+    def busy():   # (4 s at most, so that a worker that does not stop ends too)
+        seen.append(limit.get())
+        try:
+            deadline = time.monotonic() + 4
+            while time.monotonic() < deadline:
+                pass
+        finally:
+            ended.set()
+    limit.set("ours")
+    for stop in (True, False):
+        calls["n"] = 0
+        ended.clear()
+        with pytest.raises(Cancelled):
+            interrupts.wait(busy, poll=0.05, stop=stop)
+        assert ended.wait(2) == stop   # (told to stop: ended; else still running)
+    assert seen == ["ours", "ours"]
+    ended.wait(5)
+
+
 # ---- an LLM's answer: citation markers (ragpg.citations), streamed or whole ----
 
 def _stream(text: str) -> str:
