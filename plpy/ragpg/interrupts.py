@@ -93,8 +93,7 @@ def wait(fn, poll: float = INTERVAL, stop: bool = False):
 
     gone = threading.Event()
     hooks: list[Callable[[], None]] = []
-
-    worker: list[int] = []
+    worker: list[int] = []   # its thread, once it runs
 
     def run():
         _worker.gone, _worker.hooks = gone, hooks

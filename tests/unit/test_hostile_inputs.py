@@ -405,14 +405,9 @@ def test_python_memory_is_a_few_bytes_per_character(tokenizer, kind):
     assert peak < 4_000_000 + 8 * len(text), f"{peak / 1e6:.1f} MB"
 
 
-def test_a_blocking_call_is_cancelled_while_it_waits(monkeypatch):
-    """interrupts.wait polls the hook while a call blocks (a model server that hangs): the
-    cancel the hook raises comes out at once, not when the call returns."""
-    import threading
-    from ragpg import interrupts
-
-    class Cancelled(Exception):
-        pass
+@pytest.fixture
+def third_check_cancels(monkeypatch):
+    """interrupts.check_interrupts raises Cancelled from its third call on; the calls' count."""
     calls = {"n": 0}
 
     def hook():
@@ -420,6 +415,13 @@ def test_a_blocking_call_is_cancelled_while_it_waits(monkeypatch):
         if calls["n"] >= 3:
             raise Cancelled("canceling statement due to user request")
     monkeypatch.setattr(interrupts, "check_interrupts", hook)
+    return calls
+
+
+def test_a_blocking_call_is_cancelled_while_it_waits(monkeypatch, third_check_cancels):
+    """interrupts.wait polls the hook while a call blocks (a model server that hangs): the
+    cancel the hook raises comes out at once, not when the call returns."""
+    import threading
     release = threading.Event()
     t0 = time.perf_counter()
     with pytest.raises(Cancelled):
@@ -432,7 +434,7 @@ def test_a_blocking_call_is_cancelled_while_it_waits(monkeypatch):
     assert interrupts.wait(lambda: 42) == 42
 
 
-def test_a_worker_told_to_stop_stops_and_keeps_the_callers_context(monkeypatch):
+def test_a_worker_told_to_stop_stops_and_keeps_the_callers_context(third_check_cancels):
     """wait(stop=True): on a cancel, a worker busy in a pure-Python loop that looks at
     nothing of ours (pypdf parsing one 19 MB string ran on for 5 s and 180 MB after its
     statement ended: review 56) is stopped at its next line. And a worker runs in its
@@ -440,18 +442,7 @@ def test_a_worker_told_to_stop_stops_and_keeps_the_callers_context(monkeypatch):
     defaults)."""
     import contextvars
     import threading
-    from ragpg import interrupts
     limit = contextvars.ContextVar("limit", default="default")
-
-    class Cancelled(Exception):
-        pass
-    calls = {"n": 0}
-
-    def hook():
-        calls["n"] += 1
-        if calls["n"] >= 3:
-            raise Cancelled
-    monkeypatch.setattr(interrupts, "check_interrupts", hook)
     seen, ended = [], threading.Event()
 
     def busy():   # (4 s at most, so that a worker that does not stop ends too)
@@ -464,7 +455,7 @@ def test_a_worker_told_to_stop_stops_and_keeps_the_callers_context(monkeypatch):
             ended.set()
     limit.set("ours")
     for stop in (True, False):
-        calls["n"] = 0
+        third_check_cancels["n"] = 0
         ended.clear()
         with pytest.raises(Cancelled):
             interrupts.wait(busy, poll=0.05, stop=stop)
