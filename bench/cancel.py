@@ -16,6 +16,7 @@ import json
 import statistics
 import threading
 import time
+import zlib
 from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -46,12 +47,32 @@ class Hang(BaseHTTPRequestHandler):
         pass
 
 
+def one_string_pdf(chars: int) -> bytes:
+    """A one-page PDF whose content stream (deflated) shows one string of `chars` letters:
+    pypdf reads a string a character at a time, in one call (review 56)."""
+    stream = zlib.compress(b"BT /F1 12 Tf 72 720 Td (" + b"a" * chars + b") Tj ET", 9)
+    objs = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 4 0 R >> >> "
+            b"/Contents 5 0 R >>", b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+            b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream"]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for k, body in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % k + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1) + b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    return bytes(out)
+
+
 CASES = {
     # stage: (SQL, its argument, seconds to wait before the signal)
     "parsing + chunking (10 MB of '# a' + spaces lines)": (
         "SELECT rag.ingest(%s, 'cancel-chunk')", ("# a" + " " * 200 + "b\n") * 45_000, 1.0),
     "embedding (1 MB of the manual's HTML)": (
         "SELECT rag.ingest(%s, 'cancel-embed', metadata => '{\"format\": \"html\"}')", manual_html(1.0), 6.0),
+    "reading a PDF (one page: a 19 MB string, 19 KB deflated)": (
+        "SELECT rag.ingest_file(%s, 'cancel-string.pdf')", one_string_pdf(19_000_000), 0.5),
     "waiting for a model server that hangs": (
         "SELECT rag.ask('How do I create an index?', model => 'hangs')", None, 1.0),
 }
