@@ -10,10 +10,11 @@ def _escape(s: str) -> str:
     return s.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 
 
-def make_pdf(pages: list[str], extra_page_entry: str = "", deflate: bool = False, depth: int = 1) -> bytes:
+def make_pdf(pages: list[str], extra_page_entry: str = "", deflate: bool = False, depth: int = 1,
+             title: str | None = None) -> bytes:
     """A PDF 1.4 with one page per string (Helvetica, one line of text each), valid xref;
     `deflate`: content streams compressed; `depth`: the page tree's depth (its nodes above
-    the root's /Kids one a level, each holding the next)."""
+    the root's /Kids one a level, each holding the next); `title`: the document's /Info /Title."""
     objs: list[bytes] = []
     n = len(pages)
     # 1: catalog, 2: pages, 3: font, then per page: page object, content stream
@@ -36,6 +37,10 @@ def make_pdf(pages: list[str], extra_page_entry: str = "", deflate: bool = False
             below = f"{nodes[k + 1]} 0 R" if k + 1 < len(nodes) else kids
             parent = nodes[k - 1] if k else 2
             objs.append(f"<< /Type /Pages /Parent {parent} 0 R /Kids [{below}] /Count {n} >>".encode())
+    info = b""
+    if title is not None:
+        objs.append(f"<< /Title ({_escape(title)}) >>".encode())
+        info = b" /Info %d 0 R" % len(objs)
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for k, body in enumerate(objs, 1):
@@ -44,5 +49,5 @@ def make_pdf(pages: list[str], extra_page_entry: str = "", deflate: bool = False
     xref = len(out)
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
     out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    out += b"trailer\n<< /Size %d /Root 1 0 R%s >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, info, xref)
     return bytes(out)

@@ -255,10 +255,13 @@ def test_hostile_files_and_markup_are_bounded_and_cancelled_within_a_second(db):
     empty = _docx_of(b"<a/>" * 9_900_000)
     # (the outline's PDF takes pypdf a few seconds to read: its timeout falls after that)
     # review 56: one 19 MB string (19 KB deflated), a 15 MB stream in pure-Python RC4 (each
-    # one call of pypdf's: 2.5 s and 4 s past a 300 ms timeout)
+    # one call of pypdf's: 2.5 s and 4 s past a 300 ms timeout); 56b: a title of 15 MB,
+    # read in the backend's own thread
     for data, name, timeout in ((_outlined_pdf(8000, 80_000), "outline.pdf", 4.0),
                                 (make_pdf(["a" * 19_000_000], deflate=True), "one-string.pdf", 0.3),
-                                (_rc4_pdf(15_000_000), "rc4.pdf", 0.3), (empty, "empty.docx", 0.3),
+                                (_rc4_pdf(15_000_000), "rc4.pdf", 0.3),
+                                (make_pdf(["Hello"], title="a" * 15_000_000), "title.pdf", 0.3),   # (review 56b)
+                                (empty, "empty.docx", 0.3),
                                 (_docx_of(b"<w:p>" + b"<a/>" * 9_900_000 + b"</w:p>"), "one-paragraph.docx", 0.3)):
         db.execute(f"SET statement_timeout = '{int(timeout * 1000)}ms'")
         t = time.monotonic()
@@ -273,6 +276,13 @@ def test_hostile_files_and_markup_are_bounded_and_cancelled_within_a_second(db):
     assert time.monotonic() - t < 1.3
     db.execute("RESET statement_timeout")
     assert counts(db) == (0, 0)
+    # review 56b: a page of one run of 300,000 spaces is read (its trailing-blank pass was
+    # quadratic: 80,000 took 5.4 s in one call that nothing could interrupt)
+    db.execute("SET statement_timeout = '20s'")
+    doc = ingest_file(db, make_pdf(["Spaces" + " " * 300_000 + "end."]), "spaces.pdf")
+    assert db.execute("SELECT content FROM rag.documents WHERE id = %s", (doc,)).fetchone()[0].endswith("end.")
+    db.execute("DELETE FROM rag.documents")
+    db.execute("RESET statement_timeout")
     # and to their end: the empty one is parsed an element at a time (its peak was +0.9 GB),
     # a paragraph of more than 1,000,000 elements is refused
     status = "SELECT pg_read_file('/proc/' || %s || '/status')"

@@ -112,46 +112,41 @@ def _pdf(data: bytes, name: str, max_pages: int, max_bytes: int) -> Extracted:
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # its warnings on odd files would fill the server log
 
     def visit(*_):  # pypdf calls this per text operator: a long page stops soon after a cancel
-        if interrupts.abandoned():
-            raise interrupts.Abandoned
+        interrupts.stop_if_abandoned()
+
+    def read() -> tuple[list[str], str | None]:
+        reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
+        if reader.is_encrypted:
+            # permissions-only encryption opens with the empty password
+            if not _decrypts(reader):
+                raise FileNotSupported(f"rag.ingest_file: {shown(name)} is an encrypted PDF",
+                                       hint="decrypt it first (e.g. qpdf --decrypt), then ingest it again")
+        n = len(reader.pages)
+        if n > max_pages:
+            raise LimitExceeded(f"rag.ingest_file: {shown(name)} has {n:,} pages, over the limit of {max_pages:,}",
+                                hint="split the PDF, or ask an administrator to raise rag.max_file_pages")
+        if n == 0:
+            raise FileCorrupt(f"rag.ingest_file: {shown(name)} is a PDF without pages")
+        heads = _outline(reader, n)
+        pages, size = [], 0
+        for i, page in enumerate(reader.pages):
+            visit()
+            text = _tidy(page.extract_text(visitor_text=visit))
+            size += len(text) + sum(len(t) + 4 for _, t in heads.get(i, ()))
+            if size > max_bytes:
+                raise LimitExceeded(f"rag.ingest_file: {shown(name)} holds more than {max_bytes:,} "
+                                    f"characters of text by page {i + 1:,}",
+                                    hint="split the PDF, or ask an administrator to raise rag.max_document_bytes")
+            pages.append(_place_headings(text, heads.get(i, [])))
+        return pages, _pdf_title(reader)
 
     with pypdf.apply_configuration(**_PDF_LIMITS):
         try:
-            # reading the cross-reference table and walking the page tree are pypdf's own
-            # loops (0.37 s for a 1,990-page file on the host's Python): in a worker thread, so a
-            # cancel stops the statement within 50 ms (the worker's result is dropped)
-            reader = interrupts.wait(lambda: pypdf.PdfReader(io.BytesIO(data), strict=False), stop=True)
-            if reader.is_encrypted:
-                # permissions-only encryption opens with the empty password
-                if not _decrypts(reader):
-                    raise FileNotSupported(f"rag.ingest_file: {shown(name)} is an encrypted PDF",
-                                           hint="decrypt it first (e.g. qpdf --decrypt), then ingest it again")
-            n = interrupts.wait(lambda: len(reader.pages), stop=True)
-            if n > max_pages:
-                raise LimitExceeded(f"rag.ingest_file: {shown(name)} has {n:,} pages, over the limit of {max_pages:,}",
-                                    hint="split the PDF, or ask an administrator to raise rag.max_file_pages")
-            if n == 0:
-                raise FileCorrupt(f"rag.ingest_file: {shown(name)} is a PDF without pages")
-            heads = _outline(reader, n)
-
-            def read_pages() -> list[str]:
-                pages, size = [], 0
-                for i, page in enumerate(reader.pages):
-                    visit()
-                    text = _tidy(page.extract_text(visitor_text=visit))
-                    size += len(text) + sum(len(t) + 4 for _, t in heads.get(i, ()))
-                    if size > max_bytes:
-                        raise LimitExceeded(f"rag.ingest_file: {shown(name)} holds more than {max_bytes:,} "
-                                            f"characters of text by page {i + 1:,}",
-                                            hint="split the PDF, or ask an administrator to raise rag.max_document_bytes")
-                    pages.append(_place_headings(text, heads.get(i, [])))
-                return pages
-
-            # a page's text is pypdf's too, and one of its calls can run for seconds (a 19 MB
-            # string in a 19 KB file, a stream decrypted by pure-Python RC4: review 56): in a
-            # worker, stopped at its next line once the statement is cancelled
-            pages = interrupts.wait(read_pages, stop=True)
-            title = _pdf_title(reader)
+            # every call of pypdf's can run for seconds on a small hostile file (reading the
+            # page tree, a 19 MB string, pure-Python RC4, an outline or title of 1 MB
+            # strings: reviews 56 and 56b): all of them in a worker thread, stopped at its
+            # next line of Python once the statement is cancelled (the result dropped)
+            pages, title = interrupts.wait(read, stop=True)
         except RagError:
             raise
         except interrupts.Interrupt:
@@ -192,7 +187,7 @@ def _tidy(text: str) -> str:
     heading (the outline makes the headings: a '#' line of the page is indented by a space)."""
     text = text.replace("\f", "\n").replace("\r\n", "\n").replace("\r", "\n")
     text = re.sub(r"(?<=[a-z])-\n(?=[a-z])", "", text)
-    text = re.sub(r"[ \t]+\n", "\n", text)
+    text = re.sub(r"(?<![ \t])[ \t]++\n", "\n", text)   # (from a run's start only: 80,000 spaces took 5 s)
     text = re.sub(r"\n{3,}", "\n\n", text).strip()
     return re.sub(r"(?m)^#", " #", text)
 
@@ -210,7 +205,7 @@ def _outline(reader, n_pages: int) -> dict[int, list[tuple[int, str]]]:
 
     def walk(items, depth):
         for it in items:
-            interrupts.check_interrupts()
+            interrupts.stop_if_abandoned()   # (in _pdf's worker)
             if isinstance(it, list):
                 walk(it, depth + 1)
                 continue

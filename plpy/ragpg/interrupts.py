@@ -21,6 +21,7 @@ import time
 from typing import Callable
 
 INTERVAL = 0.05  # seconds between two checks at most (a check costs ~10 us)
+STOP_WAIT = 0.25  # seconds a cancel waits for a worker told to stop to end
 
 
 def no_check() -> None:
@@ -61,6 +62,13 @@ def abandoned() -> bool:
     worker's loops stop at their next turn (a model server's answer read in pieces)."""
     gone = getattr(_worker, "gone", None)
     return gone is not None and gone.is_set()
+
+
+def stop_if_abandoned() -> None:
+    """In a worker of `wait`: Abandoned if its call was given up (a loop's cancel check
+    there, where plpy may not be called)."""
+    if abandoned():
+        raise Abandoned
 
 
 def on_abandon(hook: Callable[[], None]) -> None:
@@ -116,6 +124,10 @@ def wait(fn, poll: float = INTERVAL, stop: bool = False):
                 gone.set()
                 if stop and worker and not future.done():
                     _raise_in(worker[0], Abandoned)
+                    # its unwinding here, not in the session's next statement (the
+                    # backend holds the GIL between statements: a stopped worker froze
+                    # with its memory until then, +50 MB a cancel: review 56b)
+                    concurrent.futures.wait([future], timeout=STOP_WAIT)
                 for hook in list(hooks):
                     with contextlib.suppress(OSError):
                         hook()
