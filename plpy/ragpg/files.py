@@ -130,7 +130,7 @@ def _pdf(data: bytes, name: str, max_pages: int, max_bytes: int) -> Extracted:
         heads = _outline(reader, n)
         pages, size = [], 0
         for i, page in enumerate(reader.pages):
-            visit()
+            interrupts.stop_if_abandoned()
             text = _tidy(page.extract_text(visitor_text=visit))
             size += len(text) + sum(len(t) + 4 for _, t in heads.get(i, ()))
             if size > max_bytes:
@@ -170,8 +170,6 @@ def _pdf(data: bytes, name: str, max_pages: int, max_bytes: int) -> Extracted:
 def _decrypts(reader) -> bool:
     try:
         return bool(reader.decrypt(""))
-    except interrupts.Interrupt:
-        raise
     except Exception:  # AES needs a crypto library we do not ship: as good as no password
         return False
 
@@ -198,8 +196,6 @@ def _outline(reader, n_pages: int) -> dict[int, list[tuple[int, str]]]:
     out: dict[int, list[tuple[int, str]]] = {}
     try:
         outline = reader.outline
-    except interrupts.Interrupt:
-        raise
     except Exception:
         return out  # a broken outline is not a broken document: pages still come
 
@@ -213,8 +209,6 @@ def _outline(reader, n_pages: int) -> dict[int, list[tuple[int, str]]]:
                 continue
             try:
                 i = reader.get_destination_page_number(it)
-            except interrupts.Interrupt:
-                raise
             except Exception:
                 continue
             title = " ".join(str(getattr(it, "title", "") or "").split())[:200]
@@ -253,8 +247,6 @@ def _place_headings(text: str, heads: list[tuple[int, str]]) -> str:
 def _pdf_title(reader) -> str | None:
     try:
         t = reader.metadata.title if reader.metadata else None
-    except interrupts.Interrupt:
-        raise
     except Exception:
         return None
     return found_title(str(t)) if t else None

@@ -64,6 +64,11 @@ def abandoned() -> bool:
     return gone is not None and gone.is_set()
 
 
+class Abandoned(BaseException):
+    """Raised in a worker of `wait(..., stop=True)` whose call was given up (a BaseException:
+    a library's own `except Exception` lets it through)."""
+
+
 def stop_if_abandoned() -> None:
     """In a worker of `wait`: Abandoned if its call was given up (a loop's cancel check
     there, where plpy may not be called)."""
@@ -78,11 +83,6 @@ def on_abandon(hook: Callable[[], None]) -> None:
     hooks = getattr(_worker, "hooks", None)
     if hooks is not None:
         hooks.append(hook)
-
-
-class Abandoned(BaseException):
-    """Raised in a worker of `wait(..., stop=True)` whose call was given up (a BaseException:
-    a library's own `except Exception` lets it through)."""
 
 
 def wait(fn, poll: float = INTERVAL, stop: bool = False):
