@@ -101,12 +101,11 @@ def wait(fn, poll: float = INTERVAL, stop: bool = False):
 
     gone = threading.Event()
     hooks: list[Callable[[], None]] = []
-    worker: list[int] = []   # its thread, once it runs
+    stopper = _Stopper()
 
     def run():
         _worker.gone, _worker.hooks = gone, hooks
-        worker.append(threading.get_ident())
-        return fn()
+        return stopper.call(fn) if stop else fn()
 
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragpg-call")
     try:
@@ -122,8 +121,7 @@ def wait(fn, poll: float = INTERVAL, stop: bool = False):
                 check_interrupts()
             except BaseException:
                 gone.set()
-                if stop and worker and not future.done():
-                    _raise_in(worker[0], Abandoned)
+                if stopper.stop():
                     # its unwinding here, not in the session's next statement (the
                     # backend holds the GIL between statements: a stopped worker froze
                     # with its memory until then, +50 MB a cancel: review 56b)
@@ -136,10 +134,66 @@ def wait(fn, poll: float = INTERVAL, stop: bool = False):
         pool.shutdown(wait=False)
 
 
-def _raise_in(thread: int, exc: type[BaseException]) -> None:
-    """exc raised in that thread when it next runs Python (CPython's PyThreadState_SetAsyncExc)."""
+class _Stopper:
+    """Abandoned raised in a worker of `wait(..., stop=True)`, only while it runs its call.
+
+    An asynchronous exception lands at the worker's next line of Python, wherever that is:
+    - once the call has returned, in the pool's own code: a traceback in the server log.
+      `stop` raises only while the call runs, and the call's end takes back one that is
+      set and not yet raised;
+    - between logging's taking of its lock and the `try` that gives it back: pypdf logs
+      every odd object through `logging.getLogger`, and 3 stops of such a loop in a row
+      left the lock held by a thread that was gone. The session's next use of logging
+      (the next PDF) then waited for ever, where no cancel and no terminate reach. The
+      worker gives back, as it unwinds, every lock of logging it still holds. (An
+      import's lock, the same in principle: 3,000 stops amid first imports left none.)"""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._thread: int | None = None  # the worker's, while it runs the call
+
+    def call(self, fn):
+        me = threading.get_ident()
+        try:
+            with self._lock:
+                self._thread = me
+            try:
+                return fn()
+            finally:
+                with self._lock:
+                    self._thread = None
+                    _raise_in(me, None)   # set, not yet raised: taken back
+        except Abandoned:
+            _release_logging()
+            raise
+
+    def stop(self) -> bool:
+        """Abandoned raised in the worker if it runs the call; whether it was."""
+        with self._lock:
+            if self._thread is None:
+                return False
+            _raise_in(self._thread, Abandoned)
+            return True
+
+
+def _raise_in(thread: int, exc: type[BaseException] | None) -> None:
+    """exc raised in that thread when it next runs Python (CPython's PyThreadState_SetAsyncExc);
+    None takes back one set and not yet raised."""
     import ctypes
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), ctypes.py_object(exc))
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread),
+                                               None if exc is None else ctypes.py_object(exc))
+
+
+def _release_logging() -> None:
+    """In a worker that Abandoned is unwinding: logging's locks that this thread still holds,
+    given back (it may have landed between a lock's taking and its `try`)."""
+    import logging
+
+    locks = [getattr(logging, "_lock", None)]
+    locks += [getattr(ref(), "lock", None) for ref in list(getattr(logging, "_handlerList", ()))]
+    for lock in locks:
+        while getattr(lock, "_is_owned", bool)():
+            lock.release()
 
 
 def sleep(seconds: float, poll: float = INTERVAL) -> None:

@@ -464,6 +464,69 @@ def test_a_worker_told_to_stop_stops_and_keeps_the_callers_context(third_check_c
     ended.wait(5)
 
 
+_STOPS = r"""
+import logging, random, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+from ragpg import interrupts
+
+class Cancelled(Exception):
+    pass
+
+def stop_many(busy, runs, seed):
+    # wait(busy, stop=True) `runs` times, each cancelled after a random 0-3 ms
+    rng = random.Random(seed)
+    for _ in range(runs):
+        due = time.monotonic() + rng.random() * 0.003
+        def hook():
+            if time.monotonic() >= due:
+                raise Cancelled()
+        interrupts.check_interrupts = hook
+        try:
+            interrupts.wait(busy, poll=0.001, stop=True)
+        except Cancelled:
+            pass
+
+def usable(use, seconds):
+    # whether use() ends within `seconds` (a lock held by a thread that is gone: never)
+    t = threading.Thread(target=use, daemon=True)
+    t.start()
+    t.join(seconds)
+    return not t.is_alive()
+
+log = logging.getLogger("ragpg-test-stopped")
+log.setLevel(logging.ERROR)
+def busy():
+    while True:
+        logging.getLogger("ragpg-test-stopped").warning("an odd object")
+stop_many(busy, 100, 57)
+print(usable(lambda: logging.getLogger("ragpg-test-after").setLevel(logging.ERROR), 2),
+      usable(lambda: log.error("after the stops"), 2))  # (the handler's own lock too)
+sys.stdout.flush()
+import os
+os._exit(0)   # (a lock left held would hang the interpreter's own exit)
+"""
+
+
+def _stops_in_a_child() -> str:
+    """_STOPS run in a child Python: a lock left held must fail the test, not hang pytest."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    plpy = Path(interrupts.__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", _STOPS, str(plpy)],
+                         capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip()
+
+
+def test_a_stopped_worker_leaves_no_lock_of_logging_held():
+    """pypdf logs every odd object through logging.getLogger, which takes logging's lock
+    before its `try`: the stop landing between the two left the lock held by a thread that
+    was gone (3 stops in a row did it), and the session's next use of logging, e.g. the
+    next PDF, waited for ever, where no cancel reaches."""
+    assert _stops_in_a_child() == "True True"
+
+
 # ---- an LLM's answer: citation markers (ragpg.citations), streamed or whole ----
 
 def _stream(text: str) -> str:
