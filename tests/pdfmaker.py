@@ -11,10 +11,12 @@ def _escape(s: str) -> str:
 
 
 def make_pdf(pages: list[str], extra_page_entry: str = "", deflate: bool = False, depth: int = 1,
-             title: str | None = None) -> bytes:
+             title: str | None = None, to_unicode: dict[str, str] | None = None, cmap_pad: int = 0) -> bytes:
     """A PDF 1.4 with one page per string (Helvetica, one line of text each), valid xref;
     `deflate`: content streams compressed; `depth`: the page tree's depth (its nodes above
-    the root's /Kids one a level, each holding the next); `title`: the document's /Info /Title."""
+    the root's /Kids one a level, each holding the next); `title`: the document's /Info /Title;
+    `to_unicode`: the font's /ToUnicode CMap, a character of the text -> the text it reads as,
+    `cmap_pad` blanks longer."""
     objs: list[bytes] = []
     n = len(pages)
     # 1: catalog, 2: pages, 3: font, then per page: page object, content stream
@@ -37,6 +39,13 @@ def make_pdf(pages: list[str], extra_page_entry: str = "", deflate: bool = False
             below = f"{nodes[k + 1]} 0 R" if k + 1 < len(nodes) else kids
             parent = nodes[k - 1] if k else 2
             objs.append(f"<< /Type /Pages /Parent {parent} 0 R /Kids [{below}] /Count {n} >>".encode())
+    if to_unicode is not None:
+        pairs = "".join(f"<{ord(a):02X}> <{b.encode('utf-16-be').hex().upper()}>\n" for a, b in to_unicode.items())
+        cmap = ("/CIDInit /ProcSet findresource begin\n12 dict begin\nbegincmap\n1 begincodespacerange\n"
+                f"<00> <FF>\nendcodespacerange\n{len(to_unicode)} beginbfchar\n{pairs}endbfchar\n"
+                "endcmap\nend end\n").encode() + b" " * cmap_pad
+        objs.append(b"<< /Length %d >>\nstream\n" % len(cmap) + cmap + b"\nendstream")
+        objs[2] = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /ToUnicode %d 0 R >>" % len(objs)
     info = b""
     if title is not None:
         objs.append(f"<< /Title ({_escape(title)}) >>".encode())

@@ -129,6 +129,12 @@ BAD = {
     # pypdf's limits reach the worker that reads the page tree (its defaults did: 100 deep)
     "deep-page-tree": (lambda: make_pdf(["deep"], depth=60), "54000", "a PDF too complex to read"),
     "bzip2-docx": (lambda: _zipped(b"<w:document/>", zipfile.ZIP_BZIP2), "0A000", "compressed with ZIP method 12"),
+    # review 57: a 2 KB page of one code read as 256 characters (409 M: 13 s in _tidy), a
+    # CMap of 19 MB (+1.1 GB to parse), a document's decoded streams (3.6 GB kept)
+    "expanding-cmap": (lambda: make_pdf(["A" * 1_600_000], deflate=True, to_unicode={"A": "x" * 256}), "54000",
+                       "holds more than 10,000,000 characters of text by page 1"),
+    "large-cmap": (lambda: make_pdf(["AB"], to_unicode={"A": "q"}, cmap_pad=4_000_001), "54000",
+                   "/ToUnicode CMap holds 4,000,"),
     "binary": (lambda: bytes(range(256)) * 4, "22P03", "not UTF-8 text"),
 }
 

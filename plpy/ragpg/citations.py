@@ -15,8 +15,12 @@ import re
 from . import interrupts
 
 # "[3]", "[1, 2]", "[1,2,3]"; the group is checked number by number. Numbers of any length:
-# "[12345]" left as text read as a marker with no citation (hostile review 44)
-MARKER = re.compile(r"\[\s*(\d+(?:\s*,\s*\d+)*)\s*\]")
+# "[12345]" left as text read as a marker with no citation (hostile review 44). At most
+# 32 numbers: a longer group is text (one of 2 M numbers took 1.2 s and +690 MB: review 57)
+MAX_GROUP = 32
+MARKER = re.compile(r"\[\s*(\d+(?:\s*,\s*\d+){0,%d})\s*\]" % (MAX_GROUP - 1))
+# markers handled between two cancel checks (4 MB of "[1]" took 2.3 s without one: review 57)
+_CHECK_EVERY = 4096
 # The start of a marker the stream may still complete: '[', '[1', '[1, 2', '[1,'. One way
 # to match any text (each run of spaces belongs to exactly one \s*), so a non-marker fails
 # in linear time: "[1" + " ,  " * 30 made a pattern with an optional number after each
@@ -29,7 +33,7 @@ _MAX_PARTIAL = 100
 def _fix_marker(m: re.Match, n_chunks: int, used: list[int]) -> tuple[str, int]:
     # (a number past 9 digits names no chunk; int() of a long one is refused past 4,300 digits)
     nums = [int(x) if len(x) <= 9 else 0 for x in re.findall(r"\d+", m.group(1))]
-    keep = [x for x in nums if 1 <= x <= n_chunks]
+    keep = list(dict.fromkeys(x for x in nums if 1 <= x <= n_chunks))   # each once
     for x in keep:
         if x not in used:
             used.append(x)
@@ -58,8 +62,13 @@ def clean(text: str, n_chunks: int) -> tuple[str, int, list[int]]:
     used: list[int] = []
     removed = 0
 
+    seen = 0
+
     def sub(m):
-        nonlocal removed
+        nonlocal removed, seen
+        seen += 1
+        if seen % _CHECK_EVERY == 0:
+            interrupts.check_interrupts()
         out, r = _fix_marker(m, n_chunks, used)
         removed += r
         return out
@@ -91,7 +100,11 @@ class StreamCleaner:
         buf = self.pending + piece
         out = []
         at = 0
+        turns = 0
         while True:
+            turns += 1
+            if turns % _CHECK_EVERY == 0:   # (every turn, markers too: review 57)
+                interrupts.check_interrupts()
             i = buf.find("[", at)
             if i < 0:
                 out.append(buf[at:])
@@ -110,8 +123,6 @@ class StreamCleaner:
                 break
             out.append("[")              # not a marker
             at += 1
-            if len(out) % 4096 == 0:
-                interrupts.check_interrupts()
         self.pending = buf[at:]
         return self._release("".join(out))
 

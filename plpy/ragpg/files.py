@@ -21,6 +21,8 @@ at most `max_bytes` decompressed, and every page or paragraph checks for interru
 from __future__ import annotations
 
 import codecs
+import contextvars
+import gc
 import io
 import itertools
 import logging
@@ -54,6 +56,23 @@ _PDF_LIMITS = dict(maximum_declared_stream_length=20_000_000, zlib_maximum_outpu
                    stream_parsing_work_maximum_count=300_000, outline_maximum_entries=20_000, outline_maximum_depth=20,
                    page_tree_maximum_depth=50, xform_maximum_invocations_per_extraction=500,
                    jbig2dec_binary=None)  # never run an external program
+# and bounds pypdf has no setting for (review 57; `_bound_pypdf`): every stream pypdf decodes
+# stays in memory for the whole document (a 3.8 MB file of 200 fonts, each with a CMap of
+# 19 MB of blanks, took 3.6 GB), a /ToUnicode CMap's parsing holds ~50 times its size in
+# single calls that no cancel reaches (19 MB: +1.1 GB, 1 s), and a character's text may be
+# 256 characters long (a CMap's) or any length (an unknown glyph name of /Differences): a
+# 2 KB page read as 409 M characters
+_MAX_DECODED = 256_000_000   # bytes of decoded streams a document
+_MAX_CMAP = 4_000_000        # bytes of one /ToUnicode (a large CJK font's: ~0.5 MB)
+_MAX_CHAR_TEXT = 32          # characters one character code reads as (ligatures: 2-3)
+_decoded_left: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("decoded_left", default=None)
+
+
+class _TooComplex(BaseException):
+    """A bound of `_bound_pypdf` passed, raised inside pypdf (a BaseException: pypdf's own
+    `except Exception` lets it through)."""
+
+
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _HEADING_STYLE = re.compile(r"^(?:heading\s*([1-9])|title)$", re.I)
 
@@ -108,6 +127,7 @@ def extract(data: bytes, filename: str, fmt: str = "auto", max_pages: int = 2000
 
 def _pdf(data: bytes, name: str, max_pages: int, max_bytes: int) -> Extracted:
     import pypdf  # only when a PDF comes (~60 ms the first time)
+    _bound_pypdf(pypdf)
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # its warnings on odd files would fill the server log
 
@@ -115,6 +135,7 @@ def _pdf(data: bytes, name: str, max_pages: int, max_bytes: int) -> Extracted:
         interrupts.stop_if_abandoned()
 
     def read() -> tuple[list[str], str | None]:
+        _decoded_left.set([_MAX_DECODED])
         reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
         if reader.is_encrypted:
             # permissions-only encryption opens with the empty password
@@ -129,19 +150,29 @@ def _pdf(data: bytes, name: str, max_pages: int, max_bytes: int) -> Extracted:
             raise FileCorrupt(f"rag.ingest_file: {shown(name)} is a PDF without pages")
         heads = _outline(reader, n)
         pages, size = [], 0
-        for i, page in enumerate(reader.pages):
-            interrupts.stop_if_abandoned()
-            text = _tidy(page.extract_text(visitor_text=visit))
-            size += len(text) + sum(len(t) + 4 for _, t in heads.get(i, ()))
-            if size > max_bytes:
+
+        def check_size(i: int, more: int) -> None:
+            if size + more > max_bytes:
                 raise LimitExceeded(f"rag.ingest_file: {shown(name)} holds more than {max_bytes:,} "
                                     f"characters of text by page {i + 1:,}",
                                     hint="split the PDF, or ask an administrator to raise rag.max_document_bytes")
+        for i, page in enumerate(reader.pages):
+            interrupts.stop_if_abandoned()
+            text = page.extract_text(visitor_text=visit)
+            # before _tidy too: each of its passes is one call that no cancel reaches (a
+            # 2 KB page that expands to 409 M characters held them for 13 s: review 57)
+            check_size(i, len(text))
+            text = _tidy(text)
+            more = len(text) + sum(len(t) + 4 for _, t in heads.get(i, ()))
+            check_size(i, more)
+            size += more
             pages.append(_place_headings(text, heads.get(i, [])))
         return pages, _pdf_title(reader)
 
     with pypdf.apply_configuration(**_PDF_LIMITS):
         try:
+            # (finally: the reader's objects, in reference cycles, freed now and not at the
+            # cyclic collector's next run: 3.6 GB stayed after a 3.8 MB PDF's statement: review 57)
             # every call of pypdf's can run for seconds on a small hostile file (reading the
             # page tree, a 19 MB string, pure-Python RC4, an outline or title of 1 MB
             # strings: reviews 56 and 56b): all of them in a worker thread, stopped at its
@@ -151,7 +182,7 @@ def _pdf(data: bytes, name: str, max_pages: int, max_bytes: int) -> Extracted:
             raise
         except interrupts.Interrupt:
             raise
-        except (RecursionError, pypdf.errors.LimitReachedError) as e:
+        except (RecursionError, pypdf.errors.LimitReachedError, _TooComplex) as e:
             raise LimitExceeded(f"rag.ingest_file: {shown(name)} is a PDF too complex to read: {_reason(e)}",
                                 hint="its objects nest too deeply or its streams are too large") from None
         except MemoryError:
@@ -159,6 +190,8 @@ def _pdf(data: bytes, name: str, max_pages: int, max_bytes: int) -> Extracted:
         except Exception as e:  # pypdf raises many kinds on malformed input
             raise FileCorrupt(f"rag.ingest_file: {shown(name)} is a damaged or truncated PDF: {_reason(e)}",
                               hint="check the file is complete; a PDF viewer may repair it") from None
+        finally:
+            gc.collect()
     if not any(p.strip() for p in pages):
         raise FileNotSupported(f"rag.ingest_file: {shown(name)} has no text layer in its {len(pages):,} "
                                f"page{'s' if len(pages) != 1 else ''} "
@@ -174,9 +207,45 @@ def _decrypts(reader) -> bool:
         return False
 
 
+def _bound_pypdf(pypdf) -> None:
+    """pypdf's decoding of streams and its fonts' character maps, wrapped (once) with the
+    bounds above (`_MAX_DECODED`, `_MAX_CMAP`, `_MAX_CHAR_TEXT`)."""
+    from pypdf import _cmap, filters
+    from pypdf.generic import _font
+    if getattr(filters.decode_stream_data, "_ragpg", False):
+        return
+    decode, get_encoding = filters.decode_stream_data, _cmap.get_encoding
+
+    def decode_stream_data(stream):
+        data = decode(stream)
+        left = _decoded_left.get()
+        if left is not None:
+            left[0] -= len(data)
+            if left[0] < 0:
+                raise _TooComplex(f"its streams decode to more than {_MAX_DECODED:,} bytes")
+        return data
+
+    def bounded_encoding(ft):
+        tu = ft.get("/ToUnicode")
+        tu = tu.get_object() if tu is not None else None
+        if isinstance(tu, pypdf.generic.StreamObject) and len(tu.get_data()) > _MAX_CMAP:
+            raise _TooComplex(f"a font's /ToUnicode CMap holds {len(tu.get_data()):,} bytes, "
+                              f"more than {_MAX_CMAP:,}")
+        encoding, map_dict = get_encoding(ft)
+        for table in (encoding, map_dict):
+            if isinstance(table, dict):
+                for code, text in table.items():
+                    if isinstance(text, str) and len(text) > _MAX_CHAR_TEXT:
+                        table[code] = text[:_MAX_CHAR_TEXT]
+        return encoding, map_dict
+    decode_stream_data._ragpg = True
+    filters.decode_stream_data = decode_stream_data
+    _cmap.get_encoding = _font.get_encoding = bounded_encoding
+
+
 def _reason(e: BaseException) -> str:
     msg = " ".join(str(e).split())[:200]
-    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+    return msg if isinstance(e, _TooComplex) else f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
 
 def _tidy(text: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pdfmaker import make_pdf
 from ragpg import files
 
 FILES = Path(__file__).resolve().parents[1] / "files"
@@ -81,3 +82,28 @@ def test_the_markup_search_checks_for_a_cancel_every_window(monkeypatch):
     monkeypatch.setattr(files.interrupts, "check_interrupts", lambda: calls.append(1))
     files._check_tags_and_runs(b"<w:p>" + b"<a/>" * 9_900_000 + b"</w:p>", "word/document.xml", "x.docx", 10_000_000)
     assert len(calls) >= 39_600_000 // files._XML_WINDOW, len(calls)
+
+
+def test_a_character_reads_as_32_characters_at_most():
+    """A CMap may map a code to 256 characters (an unknown /Differences name to any
+    number): a 2 KB page read as 409 M characters, past the limit only after seconds in
+    calls that no cancel reaches (review 57). The page's text is bounded by its codes."""
+    x = files.extract(make_pdf(["AAAB"], to_unicode={"A": "x" * 256, "B": "fi"}), "a.pdf")
+    assert x.text.strip() == "x" * (3 * files._MAX_CHAR_TEXT) + "fi"
+
+
+def test_a_cmap_too_large_to_parse_is_refused():
+    """A /ToUnicode of 19 MB held 1.1 GB in pypdf's parsing, in calls of 1 s (review 57)."""
+    assert files.extract(make_pdf(["AB"], to_unicode={"A": "q"}, cmap_pad=1_000), "a.pdf").text.strip() == "qB"
+    with pytest.raises(files.LimitExceeded, match="CMap holds 4,000,1.. bytes, more than 4,000,000"):
+        files.extract(make_pdf(["AB"], to_unicode={"A": "q"}, cmap_pad=files._MAX_CMAP), "a.pdf")
+
+
+def test_a_documents_decoded_streams_are_bounded(monkeypatch):
+    """pypdf keeps every stream it decodes for the whole document: a 3.8 MB file of 200
+    fonts, each with its own 19 MB CMap, took 3.6 GB (review 57). At most _MAX_DECODED."""
+    pdf = make_pdf(["a" * 300_000] * 5, deflate=True)
+    assert len(files.extract(pdf, "a.pdf").text) > 1_500_000
+    monkeypatch.setattr(files, "_MAX_DECODED", 1_000_000)
+    with pytest.raises(files.LimitExceeded, match="its streams decode to more than 1,000,000 bytes"):
+        files.extract(pdf, "a.pdf")

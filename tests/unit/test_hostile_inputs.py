@@ -586,6 +586,40 @@ def test_a_marker_of_many_digits_is_no_marker_of_the_answer():
     assert "12345" not in streamed and "23456" not in streamed and clean(streamed, 3)[2] == [1]
 
 
+def test_an_answer_of_markers_checks_for_a_cancel(monkeypatch):
+    """4 MB of "[1]" (a chat server that ignores max_tokens) was cleaned in 2.3 s whole and
+    2.5 s streamed with no cancel check: the stream's check was on the other branch
+    (review 57)."""
+    from ragpg.citations import StreamCleaner, clean
+    checks = {"n": 0}
+    monkeypatch.setattr(interrupts, "check_interrupts", lambda: checks.__setitem__("n", checks["n"] + 1))
+    text = "[1]" * 1_333_333
+    assert clean(text, 3)[2] == [1]
+    assert checks["n"] >= 300
+    checks["n"] = 0
+    s = StreamCleaner(3)
+    s.feed(text)
+    assert checks["n"] >= 300
+
+
+def test_a_marker_of_many_numbers_is_text():
+    """One marker of 2 M numbers made 2 M strings and ints and wrote them all back (+690 MB,
+    1.2 s: review 57). A marker holds 32 numbers at most, each kept once."""
+    from ragpg.citations import MAX_GROUP, StreamCleaner, clean
+    group = "[" + "1," * 1_999_999 + "1]"
+    tracemalloc.start()
+    whole, removed, used = clean("See " + group, 3)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert whole == "See " + group and removed == 0 and used == []
+    assert peak < 60_000_000
+    most = "[" + ", ".join(["2", "1"] * (MAX_GROUP // 2)) + "]"
+    assert clean("a " + most, 3)[0] == "a [2, 1]"
+    assert clean("a " + most[:-1] + ", 3]", 3)[0] == "a " + most[:-1] + ", 3]"   # (33: text)
+    s = StreamCleaner(3)
+    assert "".join([s.feed(ch) for ch in "a " + most] + [s.finish()]) == "a [2, 1]"
+
+
 def test_one_streamed_piece_of_brackets_is_linear():
     """One piece of 4,000,000 "[" (under the 4 MiB answer limit) took 549 s in feed, which
     cut the text after each "[" (review 44b)."""
