@@ -488,6 +488,20 @@ def test_an_error_body_is_cut_to_the_providers_message(db, fake_bodies):
 
 # -- citations, answers, usage, budget ---------------------------------------------------
 
+def test_a_long_marker_split_in_a_stream_is_stored_with_its_citations(db, fake_openai):
+    """A marker longer than the stream holds back (100 characters) is released as text, and
+    the stored answer, cleaned whole, had it fixed but none of its citations (review 57b)."""
+    url = fake_openai.add("long-marker", Scenario(chat_text="Refunds take five days [1," + " " * 120 + "2] ok."))
+    db.execute("SELECT rag.add_model('long-marker', 'chat', base_url => %s)", (url,))
+    _ingest(db)
+    rows = db.execute("SELECT * FROM rag.ask_stream('refunds and shipping?', k => 3, model => 'long-marker')").fetchall()
+    citations, answer_id = rows[-1][2], rows[-1][3]
+    stored, cited = db.execute("SELECT answer, cited_chunk_ids FROM rag.answers WHERE id = %s",
+                               (answer_id,)).fetchone()
+    assert "[1, 2]" in stored and [c["index"] for c in citations] == [1, 2]
+    assert cited == [c["chunk_id"] for c in citations]
+
+
 def test_citations_that_name_no_retrieved_chunk_are_removed(db, fake_openai):
     url = fake_openai.add("cite", Scenario(
         chat_text="Refunds take five days [1]. Shipping is free [2][9]. See [3, 7] and [12].",

@@ -291,8 +291,11 @@ def _stream_rows(plpy, st: dict):
             yield (seq, piece, None, None)
             seq += 1
         r = stream.result
-        text, _, _ = cite.clean(cleaner.text, len(p.ctx))
-        out = p.result(text, cleaner.used, cleaner.removed, r)
+        # the stored answer is the released text cleaned whole, and its citations are that
+        # text's: a marker longer than the stream holds back was released as text, then
+        # fixed here, and was stored with none of its citations (review 57b)
+        text, removed, used = cite.clean(cleaner.text, len(p.ctx))
+        out = p.result(text, used, cleaner.removed + removed, r)
     else:
         yield (seq, answer_mod.NO_ANSWER, None, None)
         seq += 1

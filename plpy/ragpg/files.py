@@ -27,6 +27,7 @@ import io
 import itertools
 import logging
 import re
+import traceback
 import zipfile
 from dataclasses import dataclass
 from xml.etree import ElementTree
@@ -65,7 +66,9 @@ _PDF_LIMITS = dict(maximum_declared_stream_length=20_000_000, zlib_maximum_outpu
 _MAX_DECODED = 256_000_000   # bytes of decoded streams a document
 _MAX_CMAP = 4_000_000        # bytes of one /ToUnicode (a large CJK font's: ~0.5 MB)
 _MAX_CHAR_TEXT = 32          # characters one character code reads as (ligatures: 2-3)
+_MAX_PAGE_FONTS = 5_000      # fonts pypdf builds for a page, its forms' too (100,000: 1.9 GB)
 _decoded_left: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("decoded_left", default=None)
+_fonts_left: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("fonts_left", default=None)
 
 
 class _TooComplex(BaseException):
@@ -158,6 +161,7 @@ def _pdf(data: bytes, name: str, max_pages: int, max_bytes: int) -> Extracted:
                                     hint="split the PDF, or ask an administrator to raise rag.max_document_bytes")
         for i, page in enumerate(reader.pages):
             interrupts.stop_if_abandoned()
+            _fonts_left.set([_MAX_PAGE_FONTS])
             text = page.extract_text(visitor_text=visit)
             # before _tidy too: each of its passes is one call that no cancel reaches (a
             # 2 KB page that expands to 409 M characters held them for 13 s: review 57)
@@ -177,7 +181,13 @@ def _pdf(data: bytes, name: str, max_pages: int, max_bytes: int) -> Extracted:
             # page tree, a 19 MB string, pure-Python RC4, an outline or title of 1 MB
             # strings: reviews 56 and 56b): all of them in a worker thread, stopped at its
             # next line of Python once the statement is cancelled (the result dropped)
-            pages, title = interrupts.wait(read, stop=True)
+            try:
+                pages, title = interrupts.wait(read, stop=True)
+            except BaseException as e:
+                # the worker's frames hold the reader and a page's text (2.5 GB): freed
+                # with them now, not kept by the error until a collection (review 57b)
+                traceback.clear_frames(e.__traceback__)
+                raise
         except RagError:
             raise
         except interrupts.Interrupt:
@@ -208,8 +218,9 @@ def _decrypts(reader) -> bool:
 
 
 def _bound_pypdf(pypdf) -> None:
-    """pypdf's decoding of streams and its fonts' character maps, wrapped (once) with the
-    bounds above (`_MAX_DECODED`, `_MAX_CMAP`, `_MAX_CHAR_TEXT`)."""
+    """pypdf's decoding of streams, its fonts' character maps and its building of fonts,
+    wrapped (once) with the bounds above (`_MAX_DECODED`, `_MAX_CMAP`, `_MAX_CHAR_TEXT`,
+    `_MAX_PAGE_FONTS`)."""
     from pypdf import _cmap, filters
     from pypdf.generic import _font
     if getattr(filters.decode_stream_data, "_ragpg", False):
@@ -238,9 +249,19 @@ def _bound_pypdf(pypdf) -> None:
                     if isinstance(text, str) and len(text) > _MAX_CHAR_TEXT:
                         table[code] = text[:_MAX_CHAR_TEXT]
         return encoding, map_dict
+    build_font = _font.Font.from_font_resource
+
+    def from_font_resource(cls, pdf_font_dict):
+        left = _fonts_left.get()
+        if left is not None:
+            left[0] -= 1
+            if left[0] < 0:
+                raise _TooComplex(f"a page names more than {_MAX_PAGE_FONTS:,} fonts")
+        return build_font(pdf_font_dict)
     decode_stream_data._ragpg = True
     filters.decode_stream_data = decode_stream_data
     _cmap.get_encoding = _font.get_encoding = bounded_encoding
+    _font.Font.from_font_resource = classmethod(from_font_resource)
 
 
 def _reason(e: BaseException) -> str:
