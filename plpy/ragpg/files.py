@@ -175,8 +175,6 @@ def _pdf(data: bytes, name: str, max_pages: int, max_bytes: int) -> Extracted:
 
     with pypdf.apply_configuration(**_PDF_LIMITS):
         try:
-            # (finally: the reader's objects, in reference cycles, freed now and not at the
-            # cyclic collector's next run: 3.6 GB stayed after a 3.8 MB PDF's statement: review 57)
             # every call of pypdf's can run for seconds on a small hostile file (reading the
             # page tree, a 19 MB string, pure-Python RC4, an outline or title of 1 MB
             # strings: reviews 56 and 56b): all of them in a worker thread, stopped at its
@@ -201,6 +199,8 @@ def _pdf(data: bytes, name: str, max_pages: int, max_bytes: int) -> Extracted:
             raise FileCorrupt(f"rag.ingest_file: {shown(name)} is a damaged or truncated PDF: {_reason(e)}",
                               hint="check the file is complete; a PDF viewer may repair it") from None
         finally:
+            # the reader's objects, in reference cycles, freed now and not at the cyclic
+            # collector's next run (3.6 GB stayed after a 3.8 MB PDF's statement: review 57)
             gc.collect()
     if not any(p.strip() for p in pages):
         raise FileNotSupported(f"rag.ingest_file: {shown(name)} has no text layer in its {len(pages):,} "
@@ -229,11 +229,7 @@ def _bound_pypdf(pypdf) -> None:
 
     def decode_stream_data(stream):
         data = decode(stream)
-        left = _decoded_left.get()
-        if left is not None:
-            left[0] -= len(data)
-            if left[0] < 0:
-                raise _TooComplex(f"its streams decode to more than {_MAX_DECODED:,} bytes")
+        _spend(_decoded_left, len(data), "its streams decode to more than {:,} bytes", _MAX_DECODED)
         return data
 
     def bounded_encoding(ft):
@@ -252,16 +248,22 @@ def _bound_pypdf(pypdf) -> None:
     build_font = _font.Font.from_font_resource
 
     def from_font_resource(cls, pdf_font_dict):
-        left = _fonts_left.get()
-        if left is not None:
-            left[0] -= 1
-            if left[0] < 0:
-                raise _TooComplex(f"a page names more than {_MAX_PAGE_FONTS:,} fonts")
+        _spend(_fonts_left, 1, "a page names more than {:,} fonts", _MAX_PAGE_FONTS)
         return build_font(pdf_font_dict)
     decode_stream_data._ragpg = True
     filters.decode_stream_data = decode_stream_data
     _cmap.get_encoding = _font.get_encoding = bounded_encoding
     _font.Font.from_font_resource = classmethod(from_font_resource)
+
+
+def _spend(left: contextvars.ContextVar[list[int] | None], n: int, over: str, bound: int) -> None:
+    """n taken from a budget of `_bound_pypdf` (none outside a PDF's reading); past it,
+    _TooComplex with `over` naming the bound."""
+    rest = left.get()
+    if rest is not None:
+        rest[0] -= n
+        if rest[0] < 0:
+            raise _TooComplex(over.format(bound))
 
 
 def _reason(e: BaseException) -> str:
