@@ -34,7 +34,7 @@ mkdir -p "$BUILD"
 step "1/5 apt packages"
 need=()
 for p in postgresql-$PG postgresql-plpython3-$PG postgresql-server-dev-$PG postgresql-doc-$PG postgresql-$PG-cron \
-         python3-pip curl docker.io debootstrap dpkg-dev build-essential; do
+         python3-minimal python3-pip curl docker.io debootstrap dpkg-dev build-essential; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

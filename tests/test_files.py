@@ -192,6 +192,31 @@ def test_a_long_pdf_is_cancelled_within_a_second(db):
     assert counts(db) == (0, 0)
 
 
+def test_a_pdf_is_read_in_a_process_with_a_memory_limit(db):
+    """The server reads a PDF in a process of its own with rag.max_file_memory bytes of
+    address space (review 57b, B1: one page of 19 KB built +2.5 GB of text in the backend).
+    The process is the server's Python, not the venv's: the image must have it."""
+    pdf = make_pdf(["A" * 300_000], deflate=True, to_unicode={"A": "\U0001F600" * 32})   # 9.6 M characters
+    db.execute("SET rag.max_document_bytes = 1000000")
+    with pytest.raises(psycopg.Error) as e:   # read whole under the default 1 GiB, then too long
+        ingest_file(db, pdf, "emoji.pdf")
+    assert e.value.sqlstate == "54000" and "holds more than 1,000,000 characters" in str(e.value)
+    db.execute("RESET rag.max_document_bytes")
+    db.execute("SET rag.max_file_memory = 134217728")
+    with pytest.raises(psycopg.Error) as e:
+        ingest_file(db, pdf, "emoji.pdf")
+    assert e.value.sqlstate == "54000" and "it needs more than 128 MB of memory" in str(e.value)
+    assert "rag.max_file_memory" in e.value.diag.message_hint
+    with pytest.raises(psycopg.Error) as e:
+        db.execute("SET rag.max_file_memory = 1000")
+        ingest_file(db, pdf, "emoji.pdf")
+    assert e.value.sqlstate == "22023" and "rag.max_file_memory" in str(e.value)
+    db.execute("RESET rag.max_file_memory")
+    assert counts(db) == (0, 0)
+    ingest_file(db, VACUUM_PDF, "v.pdf")   # and the session reads the next PDF as before
+    assert counts(db)[0] == 1
+
+
 def _outlined_pdf(entries: int, lines: int) -> bytes:
     """One page of `lines` lines and an outline of `entries` entries pointing at it, with
     titles not on the page (pypdf writes it: no producer makes such a file on purpose)."""

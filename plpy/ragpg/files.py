@@ -104,9 +104,11 @@ def detect(data: bytes, filename: str) -> str:
 
 
 def extract(data: bytes, filename: str, fmt: str = "auto", max_pages: int = 2000,
-            max_bytes: int = 10_000_000) -> Extracted:
+            max_bytes: int = 10_000_000, reader_memory: int | None = None) -> Extracted:
     """Extract the text of a file; see the module docstring. `max_bytes` bounds the text
-    (and any part of a DOCX) in bytes, `max_pages` a PDF's pages."""
+    (and any part of a DOCX) in bytes, `max_pages` a PDF's pages. `reader_memory`: a PDF is
+    read in a process of its own with at most that many bytes of address space
+    (`_read_apart`), when the server has a Python interpreter; None: in this process."""
     fmt = (fmt or "auto").lower()
     if fmt not in FORMATS:
         raise InvalidParameter(f"rag.ingest_file: unknown file format {shown(fmt)}",
@@ -114,7 +116,7 @@ def extract(data: bytes, filename: str, fmt: str = "auto", max_pages: int = 2000
     if fmt == "auto":
         fmt = detect(data, filename)
     if fmt == "pdf":
-        return _pdf(data, filename, max_pages, max_bytes)
+        return _pdf(data, filename, max_pages, max_bytes, reader_memory)
     if fmt == "docx":
         return _docx(data, filename, max_bytes)
     try:
@@ -128,7 +130,118 @@ def extract(data: bytes, filename: str, fmt: str = "auto", max_pages: int = 2000
     return Extracted(text, fmt, fmt, None, None)
 
 
-def _pdf(data: bytes, name: str, max_pages: int, max_bytes: int) -> Extracted:
+def _pdf(data: bytes, name: str, max_pages: int, max_bytes: int, reader_memory: int | None) -> Extracted:
+    python = _python() if reader_memory else None
+    if python:
+        pages, title = _read_apart(python, data, name, max_pages, max_bytes, reader_memory)
+    else:
+        pages, title = _read_pdf(data, name, max_pages, max_bytes)
+    if not any(p.strip() for p in pages):
+        raise FileNotSupported(f"rag.ingest_file: {shown(name)} has no text layer in its {len(pages):,} "
+                               f"page{'s' if len(pages) != 1 else ''} "
+                               "(a scanned document?); OCR is not supported",
+                               hint="run OCR first (e.g. ocrmypdf), then ingest the result")
+    return Extracted("\n\f".join(pages), "pdf", "markdown", title, len(pages))
+
+
+def _python() -> str | None:
+    """The Python interpreter to run a reader process with: this one's (PL/Python's
+    sys.executable is empty: the server's /usr/bin/pythonX.Y then), if it is there."""
+    import os
+    import sys
+    for exe in (sys.executable, os.path.join(sys.base_exec_prefix, "bin", "python%d.%d" % sys.version_info[:2])):
+        if exe and os.path.isfile(exe) and os.access(exe, os.X_OK):
+            return exe
+    return None
+
+
+# the reader process's program: this module, found where the server's Python finds it
+_CHILD = "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); from ragpg import files; files._reader_main()"
+_ERRORS = {c.__name__: c for c in (FileCorrupt, FileNotSupported, LimitExceeded)}
+
+
+def _read_apart(python: str, data: bytes, name: str, max_pages: int, max_bytes: int,
+                memory: int) -> tuple[list[str], str | None]:
+    """`_read_pdf` in a process of its own (review 57b: pypdf's memory and time on a hostile
+    PDF have more shapes than bounds can name). The process has at most `memory` bytes of
+    address space, gives its memory back when it ends, dies with its backend, and is
+    killed (SIGKILL) at a cancel: a statement_timeout or pg_cancel_backend ends the reading
+    within the 50 ms of a check, whatever pypdf is doing, and the backend's own memory and
+    GIL are not pypdf's to hold."""
+    import json
+    import os
+    import subprocess
+    import sys
+    path = [p for p in sys.path if isinstance(p, str) and os.path.isabs(p)]
+    # the file as the reader's stdin from memory (communicate cannot go on writing a pipe
+    # after it timed out), after a line of what else it needs (not in its arguments, which
+    # any user of the host sees); -I -S: no user site, no PYTHON* variables, no environment
+    with os.fdopen(os.memfd_create("ragpg-pdf"), "w+b") as file:
+        file.write(json.dumps([name, max_pages, max_bytes, memory, os.getpid()]).encode() + b"\n")
+        file.write(data)
+        file.seek(0)
+        try:
+            proc = subprocess.Popen([python, "-I", "-S", "-c", _CHILD, json.dumps(path)], stdin=file,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={}, cwd="/")
+        except OSError as e:
+            raise RagError(f"rag.ingest_file: cannot start a process to read {shown(name)}: {e}",
+                           hint="the server is out of processes or memory") from None
+        with proc:
+            try:
+                while True:
+                    try:
+                        out, err = proc.communicate(timeout=interrupts.INTERVAL)
+                        break
+                    except subprocess.TimeoutExpired:
+                        interrupts.check_interrupts()
+            except BaseException:
+                proc.kill()
+                raise
+    try:
+        got = json.loads(out.decode("utf-8", "surrogatepass")) if proc.returncode == 0 else {}
+    except ValueError:
+        got = {}
+    if "pages" in got:
+        return got["pages"], got["title"]
+    if got.get("error") in _ERRORS:
+        raise _ERRORS[got["error"]](got["message"], hint=got["hint"])
+    last = (err.decode("utf-8", "replace").strip().splitlines() or [""])[-1][:200]
+    if got.get("error") == "MemoryError" or last == "MemoryError":   # (the latter: writing its result)
+        raise LimitExceeded(f"rag.ingest_file: {shown(name)} is a PDF too complex to read: it needs more than "
+                            f"{memory >> 20:,} MB of memory",
+                            hint="split the PDF, or ask an administrator to raise rag.max_file_memory")
+    raise RagError(f"rag.ingest_file: the process reading {shown(name)} ended with status {proc.returncode}"
+                   + (f": {last}" if last else ""), hint="the server's Python must have pypdf; see docs/files.md")
+
+
+def _reader_main() -> None:
+    """The reader process of `_read_apart`: the PDF on stdin, its pages and title (or the
+    error) as JSON on stdout."""
+    import ctypes
+    import json
+    import os
+    import resource
+    import sys
+    name, max_pages, max_bytes, memory, parent = json.loads(sys.stdin.buffer.readline())
+    ctypes.CDLL(None, use_errno=True).prctl(1, 9)   # PR_SET_PDEATHSIG, SIGKILL: dies with its backend
+    if os.getppid() != parent:
+        sys.exit(3)   # (the backend was gone before that)
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    logging.disable(logging.CRITICAL)   # pypdf's complaints: nowhere (the server log had them)
+    data = sys.stdin.buffer.read()
+    try:
+        pages, title = _read_pdf(data, name, max_pages, max_bytes)
+        got = {"pages": pages, "title": title}
+    except RagError as e:
+        got = {"error": type(e).__name__, "message": e.message, "hint": e.hint}
+    except MemoryError:
+        got = {"error": "MemoryError"}   # (written once the error and its frames are gone)
+    sys.stdout.buffer.write(json.dumps(got, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
+def _read_pdf(data: bytes, name: str, max_pages: int, max_bytes: int) -> tuple[list[str], str | None]:
+    """A PDF's pages' text and its title, read in this process (in a worker thread that a
+    cancel stops, inside Postgres)."""
     import pypdf  # only when a PDF comes (~60 ms the first time)
     _bound_pypdf(pypdf)
 
@@ -202,12 +315,7 @@ def _pdf(data: bytes, name: str, max_pages: int, max_bytes: int) -> Extracted:
             # the reader's objects, in reference cycles, freed now and not at the cyclic
             # collector's next run (3.6 GB stayed after a 3.8 MB PDF's statement: review 57)
             gc.collect()
-    if not any(p.strip() for p in pages):
-        raise FileNotSupported(f"rag.ingest_file: {shown(name)} has no text layer in its {len(pages):,} "
-                               f"page{'s' if len(pages) != 1 else ''} "
-                               "(a scanned document?); OCR is not supported",
-                               hint="run OCR first (e.g. ocrmypdf), then ingest the result")
-    return Extracted("\n\f".join(pages), "pdf", "markdown", title, len(pages))
+    return pages, title
 
 
 def _decrypts(reader) -> bool:

@@ -117,3 +117,67 @@ def test_a_page_names_5000_fonts_at_most():
     assert files.extract(pdf.replace(b"/Font << /F1 3 0 R >>", fonts(5_000)), "a.pdf").text == "hello"
     with pytest.raises(files.LimitExceeded, match="a page names more than 5,000 fonts"):
         files.extract(pdf.replace(b"/Font << /F1 3 0 R >>", fonts(5_001)), "a.pdf")
+
+
+# -- the reader process (files._read_apart) ------------------------------------------
+
+GIB = 1 << 30
+
+
+def _expanding_pdf(codes: int) -> bytes:
+    """A small PDF whose one character code reads as 32 astral characters (the cap), in one
+    Tj of `codes` codes: its page's text is 32 x codes characters, built by pypdf before
+    any bound of ours sees it (review 57b, B1: 19 M codes took +2.5 GB)."""
+    return make_pdf(["A" * codes], deflate=True, to_unicode={"A": "\U0001F600" * 32})
+
+
+@pytest.mark.parametrize("name", ["routine-vacuuming.pdf", "shared-mime-info-spec.pdf"])
+def test_the_reader_process_reads_as_this_process_does(name):
+    data = (FILES / name).read_bytes()
+    assert files.extract(data, name, reader_memory=GIB) == files.extract(data, name)
+
+
+def test_the_reader_process_gives_back_our_errors_as_they_are():
+    """The class (SQLSTATE), message and hint of an error of the reading cross the process."""
+    data = (FILES / "backup-dump-encrypted.pdf").read_bytes()
+    with pytest.raises(files.FileNotSupported) as inside:
+        files.extract(data, "b.pdf")
+    with pytest.raises(files.FileNotSupported) as apart:
+        files.extract(data, "b.pdf", reader_memory=GIB)
+    assert (apart.value.message, apart.value.hint) == (inside.value.message, inside.value.hint)
+    with pytest.raises(files.LimitExceeded, match="has 3 pages, over the limit of 2"):
+        files.extract(make_pdf(["a", "b", "c"]), "c.pdf", max_pages=2, reader_memory=GIB)
+
+
+def test_the_reader_process_has_a_memory_limit():
+    """A PDF whose reading needs more memory than the reader may have is refused (54000,
+    naming the limit); the same file is read under a higher limit."""
+    pdf = _expanding_pdf(300_000)   # 9.6 M characters: 38 MB as one str, more as pypdf builds it
+    assert len(files.extract(pdf, "e.pdf", max_bytes=1 << 30, reader_memory=GIB).text) == 9_600_000
+    with pytest.raises(files.LimitExceeded, match=r"it needs more than 128 MB of memory") as e:
+        files.extract(pdf, "e.pdf", max_bytes=1 << 30, reader_memory=128 << 20)
+    assert "rag.max_file_memory" in e.value.hint
+
+
+def test_a_cancel_kills_the_reader_process(monkeypatch):
+    """A cancel (check_interrupts raising) ends the reading at once: the reader is killed,
+    not waited for, whatever pypdf is doing in it."""
+    import subprocess
+    import time
+    started: list[subprocess.Popen] = []
+    real_popen = subprocess.Popen
+
+    def popen(*a, **k):
+        started.append(real_popen(*a, **k))
+        return started[-1]
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    t0 = time.monotonic()
+
+    def check():
+        if time.monotonic() - t0 > 0.5:
+            raise KeyboardInterrupt("cancelled")
+    monkeypatch.setattr(files.interrupts, "check_interrupts", check)
+    pdf = _expanding_pdf(19_000_000)   # seconds of pypdf work, then past any memory limit
+    with pytest.raises(KeyboardInterrupt, match="cancelled"):
+        files.extract(pdf, "slow.pdf", max_bytes=1 << 30, reader_memory=GIB)
+    assert started and started[0].returncode == -9   # SIGKILL, and reaped
