@@ -196,12 +196,12 @@ def test_a_pdf_is_read_in_a_process_with_a_memory_limit(db):
     """The server reads a PDF in a process of its own with rag.max_file_memory bytes of
     address space (review 57b, B1: one page of 19 KB built +2.5 GB of text in the backend).
     The process is the server's Python, not the venv's: the image must have it."""
-    pdf = make_pdf(["A" * 300_000], deflate=True, to_unicode={"A": "\U0001F600" * 32})   # 9.6 M characters
+    pdf = make_pdf(["A" * 600_000], deflate=True, to_unicode={"A": "\U0001F600" * 32})   # 19.2 M characters
     db.execute("SET rag.max_document_bytes = 1000000")
     with pytest.raises(psycopg.Error) as e:   # read whole under the default 1 GiB, then too long
         ingest_file(db, pdf, "emoji.pdf")
     assert e.value.sqlstate == "54000" and "holds more than 1,000,000 characters" in str(e.value)
-    db.execute("RESET rag.max_document_bytes")
+    db.execute("SET rag.max_document_bytes = 100000000")   # (the reading, not the text, is too large)
     db.execute("SET rag.max_file_memory = 134217728")
     with pytest.raises(psycopg.Error) as e:
         ingest_file(db, pdf, "emoji.pdf")
@@ -212,6 +212,7 @@ def test_a_pdf_is_read_in_a_process_with_a_memory_limit(db):
         ingest_file(db, pdf, "emoji.pdf")
     assert e.value.sqlstate == "22023" and "rag.max_file_memory" in str(e.value)
     db.execute("RESET rag.max_file_memory")
+    db.execute("RESET rag.max_document_bytes")
     assert counts(db) == (0, 0)
     ingest_file(db, VACUUM_PDF, "v.pdf")   # and the session reads the next PDF as before
     assert counts(db)[0] == 1

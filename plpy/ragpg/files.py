@@ -13,8 +13,9 @@ The format is read from the content first, the file name second:
 
 Bad files raise RagError with the file's name: FileCorrupt (22P03) for a truncated or
 malformed file, FileNotSupported (0A000) for an encrypted PDF or one without a text layer,
-LimitExceeded (54000) past the page or size limits or for a ZIP bomb. The limits bound
-time and memory: pypdf's own (decompressed stream sizes, parsing work per content
+LimitExceeded (54000) past the page or size limits or for a ZIP bomb. Inside Postgres a PDF
+is read in a process of its own, with a memory limit, killed at a cancel (`_read_apart`).
+The limits bound time and memory: pypdf's own (decompressed stream sizes, parsing work per content
 stream, outline and page-tree sizes) are set lower than its defaults, a DOCX part is read
 at most `max_bytes` decompressed, and every page or paragraph checks for interrupts.
 """
@@ -28,6 +29,7 @@ import itertools
 import logging
 import re
 import traceback
+import warnings
 import zipfile
 from dataclasses import dataclass
 from xml.etree import ElementTree
@@ -158,6 +160,7 @@ def _python() -> str | None:
 # the reader process's program: this module, found where the server's Python finds it
 _CHILD = "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); from ragpg import files; files._reader_main()"
 _ERRORS = {c.__name__: c for c in (FileCorrupt, FileNotSupported, LimitExceeded)}
+_OUT_OF_MEMORY = 4   # the reader's exit status when its memory ran out (its limit)
 
 
 def _read_apart(python: str, data: bytes, name: str, max_pages: int, max_bytes: int,
@@ -197,6 +200,10 @@ def _read_apart(python: str, data: bytes, name: str, max_pages: int, max_bytes: 
             except BaseException:
                 proc.kill()
                 raise
+    if proc.returncode == _OUT_OF_MEMORY:
+        raise LimitExceeded(f"rag.ingest_file: {shown(name)} is a PDF too complex to read: it needs more than "
+                            f"{memory >> 20:,} MB of memory",
+                            hint="split the PDF, or ask an administrator to raise rag.max_file_memory")
     try:
         got = json.loads(out.decode("utf-8", "surrogatepass")) if proc.returncode == 0 else {}
     except ValueError:
@@ -206,10 +213,6 @@ def _read_apart(python: str, data: bytes, name: str, max_pages: int, max_bytes: 
     if got.get("error") in _ERRORS:
         raise _ERRORS[got["error"]](got["message"], hint=got["hint"])
     last = (err.decode("utf-8", "replace").strip().splitlines() or [""])[-1][:200]
-    if got.get("error") == "MemoryError" or last == "MemoryError":   # (the latter: writing its result)
-        raise LimitExceeded(f"rag.ingest_file: {shown(name)} is a PDF too complex to read: it needs more than "
-                            f"{memory >> 20:,} MB of memory",
-                            hint="split the PDF, or ask an administrator to raise rag.max_file_memory")
     raise RagError(f"rag.ingest_file: the process reading {shown(name)} ended with status {proc.returncode}"
                    + (f": {last}" if last else ""), hint="the server's Python must have pypdf; see docs/files.md")
 
@@ -227,16 +230,21 @@ def _reader_main() -> None:
     if os.getppid() != parent:
         sys.exit(3)   # (the backend was gone before that)
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    logging.disable(logging.CRITICAL)   # pypdf's complaints: nowhere (the server log had them)
-    data = sys.stdin.buffer.read()
+    logging.disable(logging.CRITICAL)   # pypdf's complaints: nowhere (the server log had them),
+    warnings.simplefilter("ignore")      # not to a pipe the backend holds in memory
     try:
-        pages, title = _read_pdf(data, name, max_pages, max_bytes)
-        got = {"pages": pages, "title": title}
-    except RagError as e:
-        got = {"error": type(e).__name__, "message": e.message, "hint": e.hint}
+        data = sys.stdin.buffer.read()
+        try:
+            pages, title = _read_pdf(data, name, max_pages, max_bytes)
+            got = {"pages": pages, "title": title}
+        except RagError as e:
+            got = {"error": type(e).__name__, "message": e.message, "hint": e.hint}
+        del data
+        for piece in json.JSONEncoder(ensure_ascii=False).iterencode(got):   # (a page at a time)
+            sys.stdout.buffer.write(piece.encode("utf-8", "surrogatepass"))
+        sys.stdout.flush()
     except MemoryError:
-        got = {"error": "MemoryError"}   # (written once the error and its frames are gone)
-    sys.stdout.buffer.write(json.dumps(got, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        os._exit(_OUT_OF_MEMORY)   # (whatever was written: the status says it)
 
 
 def _read_pdf(data: bytes, name: str, max_pages: int, max_bytes: int) -> tuple[list[str], str | None]:
