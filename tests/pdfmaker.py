@@ -40,7 +40,7 @@ def make_pdf(pages: list[str], extra_page_entry: str = "", deflate: bool = False
             parent = nodes[k - 1] if k else 2
             objs.append(f"<< /Type /Pages /Parent {parent} 0 R /Kids [{below}] /Count {n} >>".encode())
     if to_unicode is not None:
-        pairs = "".join(f"<{ord(a):02X}> <{b.encode('utf-16-be').hex().upper()}>\n" for a, b in to_unicode.items())
+        pairs = "".join(f"<{ord(a):02X}> <{b.encode('utf-16-be', 'surrogatepass').hex().upper()}>\n" for a, b in to_unicode.items())
         cmap = ("/CIDInit /ProcSet findresource begin\n12 dict begin\nbegincmap\n1 begincodespacerange\n"
                 f"<00> <FF>\nendcodespacerange\n{len(to_unicode)} beginbfchar\n{pairs}endbfchar\n"
                 "endcmap\nend end\n").encode() + b" " * cmap_pad

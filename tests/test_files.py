@@ -213,9 +213,18 @@ def test_a_pdf_is_read_in_a_process_with_a_memory_limit(db):
     assert e.value.sqlstate == "22023" and "rag.max_file_memory" in str(e.value)
     db.execute("RESET rag.max_file_memory")
     db.execute("RESET rag.max_document_bytes")
+    db.execute("SET rag.max_file_seconds = 1")   # and of CPU time: 19 M codes take seconds
+    with pytest.raises(psycopg.Error) as e:
+        ingest_file(db, make_pdf(["A" * 19_000_000], deflate=True, to_unicode={"A": "x" * 32}), "slow.pdf")
+    assert e.value.sqlstate == "54000" and "it takes more than 1 second of CPU time" in str(e.value)
+    assert "rag.max_file_seconds" in e.value.diag.message_hint
+    db.execute("RESET rag.max_file_seconds")
     assert counts(db) == (0, 0)
     ingest_file(db, VACUUM_PDF, "v.pdf")   # and the session reads the next PDF as before
-    assert counts(db)[0] == 1
+    # a font's map giving surrogates one at a time (a 38000 error that named nothing, before)
+    doc = ingest_file(db, make_pdf(["ABAC"], to_unicode={"A": "\ud83d", "B": "\ude00", "C": "x"}), "s.pdf")
+    assert db.execute("SELECT content FROM rag.documents WHERE id = %s", (doc,)).fetchone()[0] == "\U0001F600\ufffdx"
+    assert counts(db)[0] == 2
 
 
 def _outlined_pdf(entries: int, lines: int) -> bytes:

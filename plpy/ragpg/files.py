@@ -106,11 +106,12 @@ def detect(data: bytes, filename: str) -> str:
 
 
 def extract(data: bytes, filename: str, fmt: str = "auto", max_pages: int = 2000,
-            max_bytes: int = 10_000_000, reader_memory: int | None = None) -> Extracted:
+            max_bytes: int = 10_000_000, reader_memory: int | None = None, reader_seconds: int = 120) -> Extracted:
     """Extract the text of a file; see the module docstring. `max_bytes` bounds the text
     (and any part of a DOCX) in bytes, `max_pages` a PDF's pages. `reader_memory`: a PDF is
-    read in a process of its own with at most that many bytes of address space
-    (`_read_apart`), when the server has a Python interpreter; None: in this process."""
+    read in a process of its own with at most that many bytes of address space and
+    `reader_seconds` seconds of CPU time (`_read_apart`), when the server has a Python
+    interpreter; None: in this process."""
     fmt = (fmt or "auto").lower()
     if fmt not in FORMATS:
         raise InvalidParameter(f"rag.ingest_file: unknown file format {shown(fmt)}",
@@ -118,7 +119,7 @@ def extract(data: bytes, filename: str, fmt: str = "auto", max_pages: int = 2000
     if fmt == "auto":
         fmt = detect(data, filename)
     if fmt == "pdf":
-        return _pdf(data, filename, max_pages, max_bytes, reader_memory)
+        return _pdf(data, filename, max_pages, max_bytes, reader_memory, reader_seconds)
     if fmt == "docx":
         return _docx(data, filename, max_bytes)
     try:
@@ -132,10 +133,11 @@ def extract(data: bytes, filename: str, fmt: str = "auto", max_pages: int = 2000
     return Extracted(text, fmt, fmt, None, None)
 
 
-def _pdf(data: bytes, name: str, max_pages: int, max_bytes: int, reader_memory: int | None) -> Extracted:
+def _pdf(data: bytes, name: str, max_pages: int, max_bytes: int, reader_memory: int | None,
+         reader_seconds: int) -> Extracted:
     python = _python() if reader_memory else None
     if python:
-        pages, title = _read_apart(python, data, name, max_pages, max_bytes, reader_memory)
+        pages, title = _read_apart(python, data, name, max_pages, max_bytes, reader_memory, reader_seconds)
     else:
         pages, title = _read_pdf(data, name, max_pages, max_bytes)
     if not any(p.strip() for p in pages):
@@ -164,15 +166,17 @@ _OUT_OF_MEMORY = 4   # the reader's exit status when its memory ran out (its lim
 
 
 def _read_apart(python: str, data: bytes, name: str, max_pages: int, max_bytes: int,
-                memory: int) -> tuple[list[str], str | None]:
+                memory: int, seconds: int) -> tuple[list[str], str | None]:
     """`_read_pdf` in a process of its own (review 57b: pypdf's memory and time on a hostile
     PDF have more shapes than bounds can name). The process has at most `memory` bytes of
-    address space, gives its memory back when it ends, dies with its backend, and is
+    address space and `seconds` of CPU time (4 readers at once near their memory limit
+    spun for minutes in the kernel: review 58), gives its memory back when it ends, dies with its backend, and is
     killed (SIGKILL) at a cancel: a statement_timeout or pg_cancel_backend ends the reading
     within the 50 ms of a check, whatever pypdf is doing, and the backend's own memory and
     GIL are not pypdf's to hold."""
     import json
     import os
+    import signal
     import subprocess
     import sys
     path = [p for p in sys.path if isinstance(p, str) and os.path.isabs(p)]
@@ -180,7 +184,7 @@ def _read_apart(python: str, data: bytes, name: str, max_pages: int, max_bytes: 
     # after it timed out), after a line of what else it needs (not in its arguments, which
     # any user of the host sees); -I -S: no user site, no PYTHON* variables, no environment
     with os.fdopen(os.memfd_create("ragpg-pdf"), "w+b") as file:
-        file.write(json.dumps([name, max_pages, max_bytes, memory, os.getpid()]).encode() + b"\n")
+        file.write(json.dumps([name, max_pages, max_bytes, memory, seconds, os.getpid()]).encode() + b"\n")
         file.write(data)
         file.seek(0)
         try:
@@ -204,6 +208,10 @@ def _read_apart(python: str, data: bytes, name: str, max_pages: int, max_bytes: 
         raise LimitExceeded(f"rag.ingest_file: {shown(name)} is a PDF too complex to read: it needs more than "
                             f"{memory >> 20:,} MB of memory",
                             hint="split the PDF, or ask an administrator to raise rag.max_file_memory")
+    if proc.returncode == -signal.SIGXCPU:
+        raise LimitExceeded(f"rag.ingest_file: {shown(name)} is a PDF too complex to read: it takes more than "
+                            f"{seconds:,} second{'s' if seconds != 1 else ''} of CPU time",
+                            hint="split the PDF, or ask an administrator to raise rag.max_file_seconds")
     try:
         got = json.loads(out.decode("utf-8", "surrogatepass")) if proc.returncode == 0 else {}
     except ValueError:
@@ -225,11 +233,13 @@ def _reader_main() -> None:
     import os
     import resource
     import sys
-    name, max_pages, max_bytes, memory, parent = json.loads(sys.stdin.buffer.readline())
+    name, max_pages, max_bytes, memory, seconds, parent = json.loads(sys.stdin.buffer.readline())
     ctypes.CDLL(None, use_errno=True).prctl(1, 9)   # PR_SET_PDEATHSIG, SIGKILL: dies with its backend
     if os.getppid() != parent:
         sys.exit(3)   # (the backend was gone before that)
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))   # SIGXCPU ends it, else SIGKILL
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))   # (SIGXCPU's core: none)
     logging.disable(logging.CRITICAL)   # pypdf's complaints: nowhere (the server log had them),
     warnings.simplefilter("ignore")      # not to a pipe the backend holds in memory
     try:
@@ -291,7 +301,7 @@ def _read_pdf(data: bytes, name: str, max_pages: int, max_bytes: int) -> tuple[l
             more = len(text) + sum(len(t) + 4 for _, t in heads.get(i, ()))
             check_size(i, more)
             size += more
-            pages.append(_place_headings(text, heads.get(i, [])))
+            pages.append(_whole(_place_headings(text, heads.get(i, []))))
         return pages, _pdf_title(reader)
 
     with pypdf.apply_configuration(**_PDF_LIMITS):
@@ -457,7 +467,19 @@ def _pdf_title(reader) -> str | None:
         t = reader.metadata.title if reader.metadata else None
     except Exception:
         return None
-    return found_title(str(t)) if t else None
+    return found_title(_whole(str(t))) if t else None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _whole(text: str) -> str:
+    """text with its UTF-16 surrogates paired into the characters they make, and one alone
+    as U+FFFD: pypdf gives what a font's map says, and Postgres takes no surrogate (a page
+    of them was a 38000 error that named nothing: review 58)."""
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def _docx(data: bytes, name: str, max_bytes: int) -> Extracted:

@@ -1208,7 +1208,8 @@ def extract_file(plpy, data: bytes, filename: str, fmt: str) -> tuple:
     t0 = time.perf_counter()
     x = files.extract(data, filename, fmt, _int_setting(s, "max_file_pages", 1, 10_000_000),
                       _int_setting(s, "max_document_bytes", 1, 1 << 40),
-                      reader_memory=_int_setting(s, "max_file_memory", 1 << 27, 1 << 40))
+                      reader_memory=_int_setting(s, "max_file_memory", 1 << 27, 1 << 40),
+                      reader_seconds=_int_setting(s, "max_file_seconds", 1, 86400))
     STATS["extract_seconds"] += time.perf_counter() - t0
     STATS["files_extracted"] += 1
     STATS["pages_extracted"] += x.pages or 0

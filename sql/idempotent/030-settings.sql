@@ -18,6 +18,7 @@ AS $$
         ('max_file_bytes',        '50000000', 'largest file accepted by rag.ingest_file, in bytes (a limit: a session may lower it; rag.configure raises it)'),
         ('max_file_pages',        '2000',     'most pages of a PDF accepted by rag.ingest_file (a limit: a session may lower it; rag.configure raises it)'),
         ('max_file_memory',       '1073741824', 'most bytes of memory (address space) of the process that reads one PDF for rag.ingest_file; past it the PDF is refused (a limit: a session may lower it; rag.configure raises it)'),
+        ('max_file_seconds',      '120',      'most seconds of CPU time of the process that reads one PDF for rag.ingest_file; past them the PDF is refused (a limit: a session may lower it; rag.configure raises it)'),
         ('max_chunks_per_document', '20000',  'most chunks one document may become (a limit: a session may lower it; rag.configure raises it)'),
         ('max_query_chars',       '4000',     'longest question or search query accepted (a limit: a session may lower it; rag.configure raises it)'),
         ('max_k',                 '1000',     'largest k accepted by rag.search and rag.ask (a limit: a session may lower it; rag.configure raises it)'),
@@ -102,7 +103,7 @@ BEGIN
         END IF;
         RETURN configured;
     END IF;
-    IF setting_name IN ('max_document_bytes', 'max_file_bytes', 'max_file_pages', 'max_file_memory', 'max_chunks_per_document', 'max_query_chars', 'max_k',
+    IF setting_name IN ('max_document_bytes', 'max_file_bytes', 'max_file_pages', 'max_file_memory', 'max_file_seconds', 'max_chunks_per_document', 'max_query_chars', 'max_k',
                         'embedding_threads', 'embedding_batch_size', 'index_batch_size', 'provider_batch_size') THEN
         IF asked IS NULL THEN
             RETURN configured;
@@ -183,6 +184,7 @@ BEGIN
         ('max_file_bytes', 'int', 1, 1099511627776),
         ('max_file_pages', 'int', 1, 10000000),
         ('max_file_memory', 'int', 134217728, 1099511627776),
+        ('max_file_seconds', 'int', 1, 86400),
         ('max_chunks_per_document', 'int', 1, 10000000),
         ('max_query_chars', 'int', 1, 1000000000),
         ('max_k', 'int', 1, 1000000),

@@ -181,3 +181,20 @@ def test_a_cancel_kills_the_reader_process(monkeypatch):
     with pytest.raises(KeyboardInterrupt, match="cancelled"):
         files.extract(pdf, "slow.pdf", max_bytes=1 << 30, reader_memory=GIB)
     assert started and started[0].returncode == -9   # SIGKILL, and reaped
+
+
+def test_a_pdfs_surrogates_are_paired_or_replaced():
+    """A font's map may give UTF-16 surrogates one at a time: a pair read as its character,
+    one alone as U+FFFD (Postgres takes no surrogate: such a page was a 38000 error)."""
+    pdf = make_pdf(["ABAC"], to_unicode={"A": "\ud83d", "B": "\ude00", "C": "x"})
+    assert files.extract(pdf, "a.pdf").text == "\U0001F600\ufffdx"
+    assert files.extract(pdf, "a.pdf", reader_memory=GIB).text == "\U0001F600\ufffdx"
+
+
+def test_the_reader_process_has_a_cpu_time_limit():
+    """The reader may use at most reader_seconds of CPU time (4 readers at once near their
+    memory limit spun in the kernel for minutes: review 58)."""
+    pdf = _expanding_pdf(19_000_000)   # seconds of pypdf work
+    with pytest.raises(files.LimitExceeded, match=r"it takes more than 1 second of CPU time") as e:
+        files.extract(pdf, "slow.pdf", max_bytes=1 << 30, reader_memory=GIB, reader_seconds=1)
+    assert "rag.max_file_seconds" in e.value.hint
