@@ -14,10 +14,11 @@ The format is read from the content first, the file name second:
 Bad files raise RagError with the file's name: FileCorrupt (22P03) for a truncated or
 malformed file, FileNotSupported (0A000) for an encrypted PDF or one without a text layer,
 LimitExceeded (54000) past the page or size limits or for a ZIP bomb. Inside Postgres a PDF
-is read in a process of its own, with a memory limit, killed at a cancel (`_read_apart`).
-The limits bound time and memory: pypdf's own (decompressed stream sizes, parsing work per content
-stream, outline and page-tree sizes) are set lower than its defaults, a DOCX part is read
-at most `max_bytes` decompressed, and every page or paragraph checks for interrupts.
+is read in a process of its own, with limits of memory and CPU time, killed at a cancel
+(`_read_apart`). The limits bound time and memory: pypdf's own (decompressed stream
+sizes, parsing work per content stream, outline and page-tree sizes) are set lower than
+its defaults, a DOCX part is read at most `max_bytes` decompressed, and every page or
+paragraph checks for interrupts.
 """
 from __future__ import annotations
 
@@ -170,10 +171,10 @@ def _read_apart(python: str, data: bytes, name: str, max_pages: int, max_bytes: 
     """`_read_pdf` in a process of its own (review 57b: pypdf's memory and time on a hostile
     PDF have more shapes than bounds can name). The process has at most `memory` bytes of
     address space and `seconds` of CPU time (4 readers at once near their memory limit
-    spun for minutes in the kernel: review 58), gives its memory back when it ends, dies with its backend, and is
-    killed (SIGKILL) at a cancel: a statement_timeout or pg_cancel_backend ends the reading
-    within the 50 ms of a check, whatever pypdf is doing, and the backend's own memory and
-    GIL are not pypdf's to hold."""
+    spun for minutes in the kernel: review 58), gives its memory back when it ends, dies
+    with its backend, and is killed (SIGKILL) at a cancel: a statement_timeout or
+    pg_cancel_backend ends the reading within the 50 ms of a check, whatever pypdf is
+    doing, and the backend's own memory and GIL are not pypdf's to hold."""
     import json
     import os
     import signal
@@ -226,8 +227,8 @@ def _read_apart(python: str, data: bytes, name: str, max_pages: int, max_bytes: 
 
 
 def _reader_main() -> None:
-    """The reader process of `_read_apart`: the PDF on stdin, its pages and title (or the
-    error) as JSON on stdout."""
+    """The reader process of `_read_apart`: on stdin a JSON line of its settings, then the
+    PDF; on stdout its pages and title (or the error) as JSON."""
     import ctypes
     import json
     import os
