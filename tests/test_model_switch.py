@@ -393,9 +393,11 @@ def test_an_immediate_switch_waits_for_a_first_document_still_being_embedded(con
     db.execute("SELECT rag.grant_tenant('alice', 'fresh team'), rag.grant_tenant('dora', 'fresh team')")
     writer, admin = connect("alice"), connect("dora")
     writer.execute("SET rag.tenant = 'fresh team'")
-    writer.execute("SET rag.embedding_threads = 1")   # a few seconds of embedding
+    writer.execute("SET rag.embedding_threads = 1")   # seconds of embedding
     pid = writer.info.backend_pid
-    text = "\n\n".join(f"# Part {i}\n\n" + " ".join(f"w{i}x{j} t{j % 17}" for j in range(220)) for i in range(40))
+    # (120 parts, ~8 s: with 40, a full CI run once found the writer inserting its chunks
+    # already when the premise below was checked, the test's process slow to get there)
+    text = "\n\n".join(f"# Part {i}\n\n" + " ".join(f"w{i}x{j} t{j % 17}" for j in range(220)) for i in range(120))
     done = []
     ingest = threading.Thread(target=lambda: done.append(
         writer.execute("SELECT rag.ingest(%s, source => 'big.md')", (text,)).fetchone()[0]))
